@@ -1,0 +1,177 @@
+"""The one Kafka producer every Michi process uses (confluent-kafka, idempotent, acks=all).
+
+`publish()` returns a concurrent future resolved when the broker acknowledged;
+`publish_async()` awaits that inside asyncio; `publish_and_wait()` blocks.
+A background thread serves delivery callbacks, so callers never poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Message as KafkaMessage
+from google.protobuf.message import Message
+from opentelemetry import trace
+
+from michi.bus.catalog import DEAD_LETTERS, TopicSpec
+from michi.bus.headers import HeaderList, build_headers
+from michi.contracts import stable_event_id, timestamp_now
+from michi.contracts.v1 import operations_pb2
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("michi.bus")
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge a message (retriable unless `fatal`)."""
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class Delivery:
+    """Where the broker stored one message."""
+
+    __slots__ = ("offset", "partition", "topic")
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class EventProducer:
+    def __init__(
+        self, bootstrap: str, prefix: str = "michi.", *, client_id: str = "michi", extra: dict[str, Any] | None = None
+    ) -> None:
+        self.prefix = prefix
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "compression.type": "none",  # aiokafka (faust) readers need extra codecs for lz4/zstd
+            "message.timeout.ms": 30_000,
+            "max.in.flight.requests.per.connection": 5,
+        }
+        config.update(extra or {})
+        self._producer = Producer(config)
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._serve_callbacks, name=f"{client_id}-delivery", daemon=True)
+        self._poller.start()
+
+    def _serve_callbacks(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def publish(
+        self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None
+    ) -> concurrent.futures.Future[Delivery]:
+        """Send `message` to the spec's topic; the future resolves once acks=all was met."""
+        name = topic or spec.name(self.prefix)
+        future: concurrent.futures.Future[Delivery] = concurrent.futures.Future()
+        with tracer.start_as_current_span(
+            f"{name} publish",
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": name,
+                "messaging.operation.type": "publish",
+                "messaging.kafka.message.key": key,
+                "michi.bus.schema": spec.schema,
+            },
+        ):
+            headers = build_headers(spec.schema)
+        self._produce(name, key.encode(), message.SerializeToString(), headers, future)
+        return future
+
+    def publish_raw(
+        self, topic: str, key: bytes | None, value: bytes, headers: HeaderList
+    ) -> concurrent.futures.Future[Delivery]:
+        """Send bytes as they are (benchmarks' baselines and dead letters)."""
+        future: concurrent.futures.Future[Delivery] = concurrent.futures.Future()
+        self._produce(topic, key, value, headers, future)
+        return future
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: HeaderList,
+        future: concurrent.futures.Future[Delivery],
+    ) -> None:
+        def delivered(error: KafkaError | None, record: KafkaMessage) -> None:
+            if error is not None:
+                future.set_exception(PublishError(f"{topic}: {error.str()}", fatal=error.fatal()))
+            else:
+                future.set_result(Delivery(record.topic() or topic, record.partition() or 0, record.offset() or 0))
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)  # type: ignore[arg-type]
+                return
+            except BufferError:
+                # Local queue full: wait for deliveries to drain rather than drop the message.
+                self._producer.poll(0.05)
+
+    async def publish_async(self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None) -> Delivery:
+        return await asyncio.wrap_future(self.publish(spec, key, message, topic=topic))
+
+    def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
+        return self.publish(spec, key, message).result(timeout)
+
+    def dead_letter(
+        self,
+        *,
+        service: str,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: dict[str, str],
+        reason: str,
+        error: str,
+    ) -> concurrent.futures.Future[Delivery]:
+        """Park a message this service could not process, with the original bytes and the reason."""
+        letter = operations_pb2.DeadLetter(
+            event_id=stable_event_id("dead-letter", service, source_topic, partition, offset),
+            occurred_at=timestamp_now(),
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=key or b"",
+            value=value or b"",
+            headers=headers,
+            reason=reason,
+            error=error[:2000],
+            service=service,
+        )
+        logger.warning(
+            "message sent to dead letters",
+            extra={
+                "source_topic": source_topic,
+                "partition": partition,
+                "offset": offset,
+                "reason": reason,
+                "error": error[:300],
+            },
+        )
+        return self.publish(DEAD_LETTERS, (key or b"").decode("utf-8", "replace"), letter)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        remaining: int = self._producer.flush(timeout)
+        return remaining
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+        self._closed.set()
+        self._poller.join(timeout=2)

@@ -1,0 +1,183 @@
+"""The one faust app factory every stream service uses, and decoding of what it reads.
+
+`create_app()` configures faust for Michi (loopback web server or none, short
+group timeouts, acks=all, in-memory tables recovered from their changelogs).
+`decoded_batches()` turns a faust stream of raw catalog messages into batches of
+decoded protobufs; what cannot be decoded goes to the dead-letter topic with
+the reason and the original bytes, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from michi.bus.catalog import TopicSpec
+from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.headers import extract_context, read_headers
+from michi.bus.producer import EventProducer
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("michi.bus")
+
+
+def create_app(
+    service: str,
+    *,
+    bootstrap: str,
+    app_id: str | None = None,
+    data_dir: Path = Path(".michi") / "faust",
+    web_port: int | None = None,
+    partitions: int = 6,
+    **overrides: Any,
+) -> faust.App:
+    """A faust app for one Michi service. `web_port=None` runs it without a web server."""
+    identifier = app_id or f"michi-{service}"
+    (data_dir / identifier).mkdir(parents=True, exist_ok=True)
+    settings: dict[str, Any] = {
+        "broker": f"kafka://{bootstrap}",
+        "store": "memory://",
+        "datadir": str(data_dir / identifier),
+        "autodiscover": False,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": 6.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_commit_interval": 1.0,
+        "producer_acks": -1,
+        "topic_replication_factor": 1,
+        "topic_partitions": partitions,
+        "table_standby_replicas": 0,
+        "web_enabled": web_port is not None,
+        "web_host": "127.0.0.1",
+        "web_port": web_port or 6066,
+        "web_bind": "127.0.0.1",
+        "logging_config": None,
+    }
+    settings.update(overrides)
+    return faust.App(identifier, **settings)
+
+
+def catalog_topic(app: faust.App, spec: TopicSpec, prefix: str = "michi.", *, name: str | None = None) -> faust.TopicT:
+    """The faust topic of a catalog entry, read as raw bytes (decoded by `decoded_batches`)."""
+    return app.topic(
+        name or spec.name(prefix),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=None,
+    )
+
+
+@dataclass
+class Inbound:
+    """One decoded message and where it came from."""
+
+    message: Message
+    key: str
+    headers: dict[str, str]
+    topic: str
+    partition: int
+    offset: int
+    context: otel_context.Context
+
+
+async def decoded_batches(
+    stream: faust.StreamT,
+    spec: TopicSpec,
+    *,
+    producer: EventProducer,
+    service: str,
+    batch_size: int = 64,
+    within: float = 0.05,
+) -> AsyncIterator[list[Inbound]]:
+    """Batches of decoded messages; undecodable ones are dead-lettered (and awaited) first."""
+    async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
+        batch: list[Inbound] = []
+        for event in events:
+            message = event.message
+            headers = read_headers(message.headers)
+            key = (
+                message.key
+                if isinstance(message.key, bytes)
+                else (str(message.key).encode() if message.key is not None else None)
+            )
+            value = event.value if isinstance(event.value, bytes) else message.value
+            try:
+                decoded = decode_message(spec, value, headers)
+            except UndecodableMessage as error:
+                await _dead_letter(producer, service, message, key, value, headers, error.reason, error.detail)
+                continue
+            batch.append(
+                Inbound(
+                    message=decoded,
+                    key=(key or b"").decode("utf-8", "replace"),
+                    headers=headers,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    context=extract_context(headers),
+                )
+            )
+        if batch:
+            yield batch
+
+
+async def _dead_letter(
+    producer: EventProducer,
+    service: str,
+    message: Any,
+    key: bytes | None,
+    value: Any,
+    headers: dict[str, str],
+    reason: str,
+    detail: str,
+) -> None:
+    import asyncio
+
+    raw = value if isinstance(value, bytes) else (b"" if value is None else str(value).encode())
+    future = producer.dead_letter(
+        service=service,
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=key,
+        value=raw,
+        headers=headers,
+        reason=reason,
+        error=detail,
+    )
+    await asyncio.wrap_future(future)
+
+
+def consumer_span(inbound: Inbound, service: str, operation: str = "process") -> Any:
+    """A CONSUMER span continuing the trace the message carried."""
+    return tracer.start_as_current_span(
+        f"{inbound.topic} {operation}",
+        context=inbound.context,
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": inbound.topic,
+            "messaging.operation.type": operation,
+            "messaging.kafka.destination.partition": inbound.partition,
+            "messaging.kafka.message.offset": inbound.offset,
+            "messaging.consumer.group.name": f"michi-{service}",
+        },
+    )
+
+
+def run_worker(app: faust.App, *, loglevel: str = "warning") -> None:
+    """Run a faust worker in this process until SIGINT/SIGTERM."""
+    worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,214 @@
+"""The `michi` command line: run the platform, its services, the simulator, and look inside.
+
+michi up --simulate 20        # whole platform on embedded servers with 20 simulated dashcams
+michi run inference           # one service against configured infrastructure
+michi infra up|down|status    # embedded Kafka and redis-server only
+michi simulate --devices 5 --duration 120 --target http://127.0.0.1:8080
+michi topics | michi status | michi devices add|list|revoke | michi trace ID
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from michi.settings import MichiSettings, load_settings
+
+app = typer.Typer(help="Michi: event-driven MLOps for AI dashcams.", no_args_is_help=True, add_completion=False)
+infra_app = typer.Typer(help="The embedded infrastructure (Kafka, redis-server, SQLite, blobs).", no_args_is_help=True)
+devices_app = typer.Typer(help="Device credentials.", no_args_is_help=True)
+app.add_typer(infra_app, name="infra")
+app.add_typer(devices_app, name="devices")
+
+SERVICES = ("ingest", "inference", "scoring")
+
+
+def _settings() -> MichiSettings:
+    return load_settings(MichiSettings)
+
+
+def _device_registry() -> Any:
+    from services.ingest.bootstrap import device_registry
+    from services.ingest.settings import IngestSettings
+
+    return device_registry(load_settings(IngestSettings))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"michi: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def up(
+    simulate: int = typer.Option(0, help="number of simulated dashcams to drive (0: none)"),
+    duration: float = typer.Option(24 * 3600, help="seconds of simulated driving"),
+    seed: int = typer.Option(7, help="simulator seed"),
+    speed: float = typer.Option(1.0, help="simulated seconds per wall-clock second"),
+    table: bool = typer.Option(True, help="show the live status table"),
+) -> None:
+    """Run the whole platform: embedded infrastructure, every service, optionally a simulated fleet."""
+    from michi.cli.platform import run_platform
+    from michi.infra.processes import InfrastructureError
+
+    try:
+        run_platform(_settings(), simulate=simulate, duration=duration, seed=seed, speed=speed, show_table=table)
+    except InfrastructureError as error:
+        _fail(str(error))
+
+
+@app.command("run")
+def run_service(service: str = typer.Argument(..., help=f"one of: {', '.join(SERVICES)}")) -> None:
+    """Run one service in the foreground against the configured infrastructure."""
+    if service not in SERVICES:
+        _fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    bootstrap = importlib.import_module(f"services.{service}.bootstrap")
+    bootstrap.run()
+
+
+@infra_app.command("up")
+def infra_up() -> None:
+    """Start the embedded Kafka and redis-server in the background (unless MICHI_* points elsewhere)."""
+    from michi.bus.admin import ensure_topics
+    from michi.infra import EmbeddedInfrastructure, InfrastructureError
+
+    settings = _settings()
+    try:
+        endpoints = EmbeddedInfrastructure(settings).up(detached=True)
+    except InfrastructureError as error:
+        _fail(str(error))
+        return
+    ensure_topics(endpoints.kafka_bootstrap, settings.topic_prefix)
+    typer.echo(json.dumps(endpoints.to_json(), indent=2))
+
+
+@infra_app.command("down")
+def infra_down() -> None:
+    """Stop the embedded servers started by `michi infra up`."""
+    from michi.infra import EmbeddedInfrastructure
+
+    stopped = EmbeddedInfrastructure(_settings()).down()
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@infra_app.command("status")
+def infra_status() -> None:
+    """Show where each piece of infrastructure is and whether it answers."""
+    from michi.infra import EmbeddedInfrastructure
+
+    for name, state in EmbeddedInfrastructure(_settings()).status().items():
+        typer.echo(f"{name:9} {state}")
+
+
+@app.command()
+def topics(create: bool = typer.Option(False, help="create the missing topics on the configured broker")) -> None:
+    """List the topic catalog (name, key, value type, partitions, retention)."""
+    from michi.bus.admin import ensure_topics
+    from michi.bus.catalog import CATALOG
+
+    settings = _settings()
+    if create:
+        created = ensure_topics(settings.resolved_kafka_bootstrap(), settings.topic_prefix)
+        typer.echo(f"created {len(created)} topics", err=True)
+    typer.echo(f"{'topic':32} {'key':12} {'value':28} {'parts':>5} retention")
+    for spec in CATALOG:
+        retention = (
+            "compacted"
+            if spec.compacted
+            else ("forever" if spec.retention_ms is None else f"{spec.retention_ms // 86_400_000}d")
+        )
+        typer.echo(
+            f"{spec.name(settings.topic_prefix):32} {spec.key:12} {spec.schema:28} {spec.partitions:>5} {retention}"
+        )
+
+
+@app.command()
+def status() -> None:
+    """Topic sizes and consumer lag of the running platform."""
+    from michi.cli.status import collect_status
+
+    settings = _settings()
+    snapshot = collect_status(settings.resolved_kafka_bootstrap(), settings.topic_prefix)
+    for name, size in snapshot.topic_sizes.items():
+        typer.echo(f"{name:22} {size:>10}")
+    for service, lag in snapshot.lag.items():
+        typer.echo(f"lag {service:18} {lag:>10}")
+
+
+@app.command()
+def simulate(
+    devices: int = typer.Option(5, help="number of dashcams"),
+    duration: float = typer.Option(300.0, help="seconds of driving per device"),
+    target: str = typer.Option("http://127.0.0.1:8080", help="ingest base URL"),
+    seed: int = typer.Option(7, help="seed: the same seed gives the same fleet and uploads"),
+    sample_rate: int = typer.Option(50, help="IMU sample rate in Hz (25-100)"),
+    speed: float = typer.Option(
+        0.0, help="simulated seconds per wall-clock second; 0 sends as fast as ingest takes them"
+    ),
+    scenario: str | None = typer.Option(None, help="drift scenario name (see --list-scenarios)"),
+    ground_truth: Path | None = typer.Option(None, help="write the injected events' ground truth here (JSON lines)"),
+    register: bool = typer.Option(True, help="register the simulated devices in the device registry first"),
+) -> None:
+    """Drive a simulated fleet against an ingest endpoint."""
+    from michi.cli.platform import simulate_fleet
+
+    report = simulate_fleet(
+        _settings(),
+        devices=devices,
+        duration=duration,
+        target=target,
+        seed=seed,
+        sample_rate=sample_rate,
+        speed=speed or None,
+        scenario=scenario,
+        ground_truth=ground_truth,
+        register=register,
+    )
+    typer.echo(json.dumps(dict(report.by_outcome)))
+    if report.by_outcome.get("failed") or report.by_outcome.get("refused"):
+        raise typer.Exit(1)
+
+
+@devices_app.command("add")
+def devices_add(device_id: str, label: str = typer.Option("", help="free text, e.g. the vehicle plate")) -> None:
+    """Register a device and print its token (shown once; only a hash is stored)."""
+    token = _device_registry().add_device(device_id, label=label)
+    typer.echo(token)
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """List registered devices."""
+    for device in _device_registry().list_devices():
+        revoked = f"revoked {device.revoked_at:%Y-%m-%d %H:%M}" if device.revoked_at else "active"
+        typer.echo(f"{device.device_id:24} {revoked:24} {device.label}")
+
+
+@devices_app.command("revoke")
+def devices_revoke(device_id: str) -> None:
+    """Revoke a device's token (effective within seconds on every ingest process)."""
+    _device_registry().revoke(device_id)
+    typer.echo(f"revoked {device_id}")
+
+
+@app.command()
+def trace(identifier: str = typer.Argument(..., help="an upload_id or a 32-hex trace id")) -> None:
+    """Show the spans of one upload's trace across every service (from .michi/traces)."""
+    from michi.cli.tracing import find_trace, render_trace
+
+    spans = find_trace(_settings().home / "traces", identifier)
+    if not spans:
+        _fail(f"no spans found for {identifier}")
+    typer.echo(render_trace(spans))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

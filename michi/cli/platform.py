@@ -1,0 +1,237 @@
+"""`michi up` and `michi simulate`: the whole platform on one machine, and a fleet to drive it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from michi.bus.admin import ensure_topics
+from michi.cli.status import PlatformStatus, collect_status
+from michi.infra import EmbeddedInfrastructure, InfrastructureError
+from michi.infra.processes import wait_until
+from michi.infra.supervisor import Supervisor
+from michi.settings import MichiSettings
+from michi.telemetry import configure_logging
+from michi.uplink import SendReport, UploadClient, send_fleet
+
+logger = logging.getLogger(__name__)
+console = Console()
+
+# service -> (module, port variable, default port, endpoint kind)
+SERVICE_PORTS: dict[str, tuple[str, int]] = {
+    "ingest": ("MICHI_INGEST_HTTP_PORT", 8080),
+    "inference": ("MICHI_INFERENCE_PORT", 8084),
+    "scoring": ("MICHI_SCORING_PORT", 8085),
+}
+
+
+def _service_url(name: str) -> str:
+    import os
+
+    variable, default = SERVICE_PORTS[name]
+    return f"http://127.0.0.1:{os.environ.get(variable, default)}"
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def register_simulated_devices(settings: MichiSettings, device_ids: list[str]) -> dict[str, str]:
+    """Fresh tokens for the simulated devices (re-issued on every run; only hashes are stored)."""
+    from services.ingest.bootstrap import device_registry
+    from services.ingest.settings import IngestSettings
+
+    registry = device_registry(IngestSettings(**settings.model_dump()))
+    return {device_id: registry.add_device(device_id, label="simulated") for device_id in device_ids}
+
+
+def simulate_fleet(
+    settings: MichiSettings,
+    *,
+    devices: int,
+    duration: float,
+    target: str,
+    seed: int,
+    sample_rate: int = 50,
+    speed: float | None = None,
+    scenario: str | None = None,
+    ground_truth: Path | None = None,
+    register: bool = True,
+    start_time: float | None = None,
+    stop: threading.Event | None = None,
+    on_result: Any = None,
+) -> SendReport:
+    from michi.roadmap import RoadMap
+    from michi.simulator import FleetSimulator, SimulationConfig
+
+    options: dict[str, Any] = {
+        "devices": devices,
+        "duration_s": duration,
+        "seed": seed,
+        "sample_rate_hz": sample_rate,
+        "scenario": scenario,
+    }
+    if start_time is not None:
+        options["start_time"] = start_time
+    simulator = FleetSimulator(SimulationConfig(**options), road_map=RoadMap.default())
+    device_ids = [profile.device_id for profile in simulator.devices]
+    tokens = register_simulated_devices(settings, device_ids) if register else {}
+
+    def uploads() -> Any:
+        for upload in simulator.uploads():
+            if stop is not None and stop.is_set():
+                return
+            yield upload
+
+    async def drive() -> SendReport:
+        client = UploadClient(target)
+        try:
+            return await send_fleet(
+                uploads(),
+                client,
+                tokens,
+                speed=speed,
+                upload_seconds=simulator.config.upload_seconds,
+                on_result=on_result,
+            )
+        finally:
+            await client.close()
+
+    report = asyncio.run(drive())
+    if ground_truth is not None:
+        simulator.write_ground_truth(ground_truth)
+    return report
+
+
+def _status_table(
+    previous: PlatformStatus | None, current: PlatformStatus, supervisor: Supervisor, simulated: dict[str, int]
+) -> Table:
+    table = Table(title="michi up — Ctrl-C stops everything", expand=False)
+    table.add_column("what")
+    table.add_column("total", justify="right")
+    table.add_column("per s", justify="right")
+    elapsed = (current.taken_at - previous.taken_at) if previous else 0.0
+    for name in (
+        "uploads.v1",
+        "predictions.v1",
+        "detections.v1",
+        "scored-events.v1",
+        "trip-scores.v1",
+        "driver-scores.v1",
+        "dead-letters.v1",
+    ):
+        total = current.topic_sizes.get(name, 0)
+        rate = (total - previous.topic_sizes.get(name, 0)) / elapsed if previous and elapsed > 0 else 0.0
+        table.add_row(name, str(total), f"{rate:.1f}")
+    for service, lag in current.lag.items():
+        table.add_row(f"lag {service}", str(lag), "")
+    for name, process in supervisor.services.items():
+        state = "up" if process.alive else "restarting"
+        table.add_row(f"service {name}", state, f"restarts {process.restarts}")
+    if simulated:
+        table.add_row(
+            "simulator sent",
+            str(sum(simulated.values())),
+            ", ".join(f"{key} {value}" for key, value in sorted(simulated.items())),
+        )
+    return table
+
+
+def run_platform(
+    settings: MichiSettings, *, simulate: int, duration: float, seed: int, speed: float, show_table: bool
+) -> None:
+    configure_logging("michi", "WARNING")
+    home = settings.home.resolve()
+    infrastructure = EmbeddedInfrastructure(settings)
+    supervisor = Supervisor()
+    stop = threading.Event()
+    previous_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    for sig in previous_handlers:
+        signal.signal(sig, request_stop)
+    simulator_thread: threading.Thread | None = None
+    try:
+        console.print("[bold]michi[/]: starting embedded infrastructure")
+        endpoints = infrastructure.up()
+        ensure_topics(endpoints.kafka_bootstrap, settings.topic_prefix)
+        environment = {
+            "MICHI_HOME": str(home),
+            "MICHI_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+            "MICHI_REDIS_URL": endpoints.redis_url,
+            "MICHI_DATABASE_URL": endpoints.database_url,
+            "MICHI_BLOB_URL": endpoints.blob_url,
+            "MICHI_TOPIC_PREFIX": settings.topic_prefix,
+        }
+        for name in SERVICE_PORTS:
+            supervisor.add(name, f"services.{name}", environment, home / "logs" / f"{name}.log")
+        console.print(f"[bold]michi[/]: starting services ({', '.join(SERVICE_PORTS)}); logs in {home / 'logs'}")
+        supervisor.start()
+        for name in SERVICE_PORTS:
+            url = _service_url(name)
+            if not wait_until(lambda url=url: stop.is_set() or _ready(url), 180.0, 0.5):  # type: ignore[misc]
+                raise InfrastructureError(f"service {name} did not become ready; see {home / 'logs' / (name + '.log')}")
+        endpoints.services = {name: {"http": _service_url(name)} for name in SERVICE_PORTS}
+        endpoints.services["ingest"]["grpc"] = "127.0.0.1:50051"
+        endpoints.write(settings.endpoints_path)
+        console.print(f"[bold]michi[/]: ready — endpoints in {settings.endpoints_path}")
+        simulated: dict[str, int] = {}
+        if simulate > 0 and not stop.is_set():
+
+            def count(result: Any) -> None:
+                simulated[result.outcome] = simulated.get(result.outcome, 0) + 1
+
+            def drive() -> None:
+                try:
+                    simulate_fleet(
+                        settings,
+                        devices=simulate,
+                        duration=duration,
+                        target=_service_url("ingest"),
+                        seed=seed,
+                        speed=speed,
+                        start_time=time.time(),
+                        stop=stop,
+                        on_result=count,
+                    )
+                except Exception:
+                    logger.exception("simulator stopped")
+
+            simulator_thread = threading.Thread(target=drive, name="michi-simulator", daemon=True)
+            simulator_thread.start()
+            console.print(f"[bold]michi[/]: driving {simulate} simulated dashcams")
+        previous: PlatformStatus | None = None
+        if show_table:
+            with Live(console=console, refresh_per_second=1, transient=False) as live:
+                while not stop.is_set():
+                    current = collect_status(endpoints.kafka_bootstrap, settings.topic_prefix)
+                    live.update(_status_table(previous, current, supervisor, simulated))
+                    previous = current
+                    stop.wait(2.0)
+        else:
+            stop.wait()
+    finally:
+        console.print("[bold]michi[/]: stopping")
+        stop.set()
+        if simulator_thread is not None:
+            simulator_thread.join(timeout=15)
+        supervisor.stop()
+        infrastructure.down()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        console.print("[bold]michi[/]: stopped")

@@ -1,0 +1,51 @@
+"""What the platform is doing, read from Kafka itself: topic sizes and consumer lag."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from michi.bus.catalog import CATALOG, DETECTIONS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.reader import end_offsets
+
+# Which consumer group (service) reads which topic, for lag figures.
+CONSUMERS = {"inference": (UPLOADS,), "scoring": (DETECTIONS, TRIP_SEGMENTS)}
+
+
+@dataclass
+class PlatformStatus:
+    taken_at: float
+    topic_sizes: dict[str, int] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)
+
+
+def collect_status(bootstrap: str, prefix: str = "michi.") -> PlatformStatus:
+    status = PlatformStatus(taken_at=time.monotonic())
+    for spec in CATALOG:
+        try:
+            status.topic_sizes[spec.base_name] = sum(end_offsets(bootstrap, spec.name(prefix), timeout=5).values())
+        except Exception:
+            status.topic_sizes[spec.base_name] = -1
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for service, specs in CONSUMERS.items():
+        group = f"{prefix}{service}"
+        try:
+            futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=5)
+            committed = futures[group].result().topic_partitions or []
+        except Exception:
+            status.lag[service] = -1
+            continue
+        lag = 0
+        for spec in specs:
+            ends = end_offsets(bootstrap, spec.name(prefix), timeout=5)
+            offsets = {
+                tp.partition: tp.offset
+                for tp in committed
+                if isinstance(tp, TopicPartition) and tp.topic == spec.name(prefix)
+            }
+            lag += sum(max(0, end - max(offsets.get(partition, 0), 0)) for partition, end in ends.items())
+        status.lag[service] = lag
+    return status

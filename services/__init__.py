@@ -1,0 +1,1 @@
+"""Michi services: one job each."""

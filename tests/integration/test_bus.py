@@ -1,0 +1,103 @@
+"""The bus on a real broker: explicit topics, acks, headers, dead letters, faust decoding."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from michi.bus.admin import ensure_topics
+from michi.bus.catalog import CATALOG, DEAD_LETTERS, DRIVER_SCORES, UPLOADS
+from michi.bus.producer import EventProducer, PublishError
+from michi.bus.reader import TopicReader, end_offsets
+from michi.contracts.v1 import operations_pb2, upload_pb2
+
+
+def test_topics_are_created_once_with_their_configs(kafka_bootstrap: str, topic_prefix: str) -> None:
+    assert ensure_topics(kafka_bootstrap, topic_prefix, partitions=2) == []
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    for spec in CATALOG:
+        assert spec.name(topic_prefix) in topics
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, DRIVER_SCORES.name(topic_prefix))
+    config = admin.describe_configs([resource])[resource].result()
+    assert config["cleanup.policy"].value == "compact"
+
+
+def test_published_events_carry_headers_and_are_read_back(
+    kafka_bootstrap: str, topic_prefix: str, producer: EventProducer
+) -> None:
+    for index in range(5):
+        event = upload_pb2.UploadReceived(
+            event_id=f"e{index}", upload=upload_pb2.Upload(upload_id=f"u{index}", device_id="d1")
+        )
+        delivery = producer.publish_and_wait(UPLOADS, "d1", event)
+        assert delivery.topic == UPLOADS.name(topic_prefix)
+    with TopicReader(kafka_bootstrap, UPLOADS, topic_prefix) as reader:
+        records = reader.read_until(lambda got: len(got) >= 5, timeout=30)
+    assert [record.message.upload.upload_id for record in records] == [f"u{index}" for index in range(5)]
+    assert {record.partition for record in records} == {records[0].partition}, "one key stays on one partition"
+    assert records[0].headers["schema"] == "michi.v1.UploadReceived"
+    assert records[0].headers["content-type"] == "application/x-protobuf"
+
+
+def test_an_unreachable_broker_fails_the_future_instead_of_hanging() -> None:
+    lonely = EventProducer("127.0.0.1:1", "x.", client_id="unreachable", extra={"message.timeout.ms": 1500})
+    try:
+        future = lonely.publish(UPLOADS, "d", upload_pb2.UploadReceived(event_id="e"))
+        try:
+            future.result(timeout=20)
+        except PublishError as error:
+            assert "uploads" in str(error)
+        else:
+            raise AssertionError("delivery to a closed port must fail")
+    finally:
+        lonely.close(timeout=1)
+
+
+def test_faust_agent_dead_letters_garbage_and_goes_on(
+    kafka_bootstrap: str, topic_prefix: str, producer: EventProducer, tmp_path: Path
+) -> None:
+    """A faust agent built with the shared factory parks an undecodable message and processes the next one."""
+    producer.publish_raw(
+        UPLOADS.name(topic_prefix), b"d1", b"\xff\xfenot protobuf", [("schema", b"michi.v1.UploadReceived")]
+    ).result(10)
+    good = upload_pb2.UploadReceived(
+        event_id="good", upload=upload_pb2.Upload(upload_id="after-garbage", device_id="d1")
+    )
+    producer.publish_and_wait(UPLOADS, "d1", good)
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from michi.bus.catalog import UPLOADS
+        from michi.bus.producer import EventProducer
+        from michi.bus.streams import create_app, catalog_topic, decoded_batches, run_worker
+        producer = EventProducer({kafka_bootstrap!r}, {topic_prefix!r})
+        app = create_app("bus-test", bootstrap={kafka_bootstrap!r}, app_id={topic_prefix + "bus-test"!r}, data_dir=__import__("pathlib").Path({str(tmp_path)!r}), partitions=2)
+
+        @app.agent(catalog_topic(app, UPLOADS, {topic_prefix!r}))
+        async def consume(stream):
+            async for batch in decoded_batches(stream, UPLOADS, producer=producer, service="bus-test"):
+                for item in batch:
+                    print("processed", item.message.upload.upload_id, item.headers.get("schema"), flush=True)
+                    if item.message.upload.upload_id == "after-garbage":
+                        producer.flush()
+                        os.kill(os.getpid(), signal.SIGTERM)
+        run_worker(app)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert "processed after-garbage michi.v1.UploadReceived" in result.stdout, result.stderr[-3000:]
+    with TopicReader(kafka_bootstrap, DEAD_LETTERS, topic_prefix) as reader:
+        letters = reader.read_until(lambda got: len(got) >= 1, timeout=30)
+    assert len(letters) == 1
+    letter = letters[0].message
+    assert isinstance(letter, operations_pb2.DeadLetter)
+    assert letter.reason == "decode-error"
+    assert letter.value == b"\xff\xfenot protobuf"
+    assert letter.source_topic == UPLOADS.name(topic_prefix)
+    assert letter.service == "bus-test"
+    assert sum(end_offsets(kafka_bootstrap, DEAD_LETTERS.name(topic_prefix)).values()) == 1
