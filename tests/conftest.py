@@ -2,7 +2,7 @@
 
 Started once per test session in a temporary folder on free ports. Each test
 gets its own topic prefix (so its own topics) through `topic_prefix`. Set
-MICHI_TEST_KAFKA_BOOTSTRAP / MICHI_TEST_REDIS_URL to use servers you run yourself.
+MICHI_TEST_KAFKA_BOOTSTRAP / MICHI_TEST_REDIS_URL / MICHI_TEST_POSTGRES_URL to use servers you run yourself.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 from michi.bus.admin import ensure_topics
 from michi.bus.producer import EventProducer
 from michi.infra.kafka import KafkaBroker
-from michi.infra.processes import free_port
+from michi.infra.postgres import PostgresServer
+from michi.infra.processes import InfrastructureError, free_port
 from michi.infra.redis import RedisServer
 
 
@@ -43,6 +44,26 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
     server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server (Debian's binaries) for the SQL layer's tests."""
+    external = os.environ.get("MICHI_TEST_POSTGRES_URL")
+    if external:
+        yield external
+        return
+    try:
+        server = PostgresServer(tmp_path_factory.mktemp("postgres"), port=free_port())
+        server.start()
+    except InfrastructureError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL unavailable here: {error}")
     try:
         yield server.url
     finally:

@@ -109,6 +109,8 @@ class EventProducer:
         future: concurrent.futures.Future[Delivery],
     ) -> None:
         def delivered(error: KafkaError | None, record: KafkaMessage) -> None:
+            if future.done():  # the caller gave up (cancelled) before the broker answered
+                return
             if error is not None:
                 future.set_exception(PublishError(f"{topic}: {error.str()}", fatal=error.fatal()))
             else:
@@ -171,7 +173,16 @@ class EventProducer:
         remaining: int = self._producer.flush(timeout)
         return remaining
 
+    def ping(self, timeout: float = 2.0) -> bool:
+        """True when the broker answers this producer's own connection with metadata."""
+        try:
+            return bool(self._producer.list_topics(timeout=timeout).brokers)
+        except Exception:
+            return False
+
     def close(self, timeout: float = 30.0) -> None:
         self.flush(timeout)
         self._closed.set()
         self._poller.join(timeout=2)
+        # Release the client now, not at garbage collection, so it stops reconnecting.
+        self._producer.close()

@@ -10,8 +10,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from google.protobuf.message import Message
 
 from michi.bus.catalog import TopicSpec
@@ -40,6 +41,7 @@ class TopicReader:
     ) -> None:
         self.spec = spec
         self.topic = spec.name(prefix)
+        self._bootstrap = bootstrap
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -58,21 +60,19 @@ class TopicReader:
         for raw in self._consumer.consume(max_records, timeout):
             if raw.error():
                 continue
-            headers = read_headers(raw.headers())  # type: ignore[arg-type]
-            try:
-                message = decode_message(self.spec, raw.value(), headers)
-            except UndecodableMessage:
-                continue
-            records.append(
-                Record(
-                    message,
-                    (raw.key() or b"").decode("utf-8", "replace"),
-                    headers,
-                    raw.partition() or 0,
-                    raw.offset() or 0,
-                )
-            )
+            record = self._decode(raw)
+            if record is not None:
+                records.append(record)
         return records
+
+    def _decode(self, raw: Any) -> Record | None:
+        headers = read_headers(raw.headers())
+        try:
+            message = decode_message(self.spec, raw.value(), headers)
+        except UndecodableMessage:
+            return None
+        key = (raw.key() or b"").decode("utf-8", "replace")
+        return Record(message, key, headers, raw.partition() or 0, raw.offset() or 0)
 
     def read_until(self, done: Callable[[list[Record]], bool], timeout: float) -> list[Record]:
         """Poll until `done(all records so far)` or the timeout; return everything read."""
@@ -82,6 +82,26 @@ class TopicReader:
             collected.extend(self.poll(0.5))
             if done(collected):
                 break
+        return collected
+
+    def read_to_end(self, timeout: float = 30.0) -> list[Record]:
+        """Everything written to the topic before this call (bounded by `timeout`)."""
+        ends = {
+            partition: end for partition, end in end_offsets(self._bootstrap, self.topic, timeout).items() if end > 0
+        }
+        collected: list[Record] = []
+        reached: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(
+            reached.get(partition, -1) < end - 1 for partition, end in ends.items()
+        ):
+            for raw in self._consumer.consume(500, 0.5):
+                if raw.error():
+                    continue
+                reached[raw.partition() or 0] = max(reached.get(raw.partition() or 0, -1), raw.offset() or 0)
+                record = self._decode(raw)
+                if record is not None:
+                    collected.append(record)
         return collected
 
     def __iter__(self) -> Iterator[Record]:
@@ -99,15 +119,25 @@ class TopicReader:
 
 
 def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
-    """High watermark per partition (message counts for topics without deletes)."""
+    """High watermark per partition (message counts for topics without deletes).
+
+    Retries within `timeout`: right after a topic is created its partitions may have no leader yet.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"michi-offsets-{uuid.uuid4().hex[:8]}"})
+    deadline = time.monotonic() + timeout
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-        partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
-        result = {}
-        for partition in partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-            result[partition] = high
-        return result
+        while True:
+            try:
+                metadata = consumer.list_topics(topic, timeout=timeout)
+                partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
+                result = {}
+                for partition in partitions:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                    result[partition] = high
+                return result
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()

@@ -14,11 +14,18 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from michi.infra.processes import InfrastructureError, require_free_port, start_process, wait_until
+from michi.infra.processes import (
+    InfrastructureError,
+    require_free_port,
+    start_process,
+    stop_pid,
+    stop_process,
+    wait_until,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +127,7 @@ class KafkaBroker:
     heap: str = "512m"
     detached: bool = False
     pid: int | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def bootstrap(self) -> str:
@@ -218,11 +226,12 @@ class KafkaBroker:
         logger.info("kafka ready", extra={"bootstrap": self.bootstrap, "pid": self.pid})
 
     def stop(self) -> None:
-        from michi.infra.processes import stop_pid
-
-        if self.pid is not None:
+        if self._process is not None:
+            stop_process(self._process, timeout=30.0)
+        elif self.pid is not None:
             stop_pid(self.pid, timeout=30.0)
-            self.pid = None
+        self.pid = None
+        self._process = None
 
 
 def _kafka_uuid() -> str:

@@ -88,6 +88,17 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
         wait_until(lambda: not pid_is_alive(pid) or _reap(pid), 5.0, 0.1)
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Stop a child we started: SIGTERM, then SIGKILL, and collect its exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def _reap(pid: int) -> bool:
     """Collect a child that already exited (a zombie still answers kill(pid, 0))."""
     try:

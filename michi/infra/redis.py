@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from michi.infra.processes import InfrastructureError, require_free_port, start_process, stop_pid, wait_until
+from michi.infra.processes import (
+    InfrastructureError,
+    require_free_port,
+    start_process,
+    stop_pid,
+    stop_process,
+    wait_until,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +43,7 @@ class RedisServer:
     port: int = 6379
     detached: bool = False
     pid: int | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -57,6 +66,7 @@ class RedisServer:
         ]  # fmt: skip
         process = start_process(arguments, self.data_dir / "redis.log", detached=self.detached)
         self.pid = process.pid
+        self._process = process
         if (
             not wait_until(lambda: process.poll() is not None or redis_answers(self.url), timeout)
             or process.poll() is not None
@@ -68,9 +78,12 @@ class RedisServer:
         logger.info("redis ready", extra={"url": self.url, "pid": self.pid})
 
     def stop(self) -> None:
-        if self.pid is not None:
+        if self._process is not None:
+            stop_process(self._process)
+        elif self.pid is not None:
             stop_pid(self.pid)
-            self.pid = None
+        self.pid = None
+        self._process = None
 
 
 def redis_answers(url: str) -> bool:

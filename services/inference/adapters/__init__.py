@@ -1,0 +1,1 @@
+"""Adapters: the ONNX Runtime detector and Prometheus metrics."""

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the inference service (one registry per app, served at /metrics)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from michi.contracts.v1 import common_pb2
+
+
+class InferenceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.windows = Counter("michi_inference_windows_total", "Windows analysed", registry=self.registry)
+        self.windows_per_second = Gauge(
+            "michi_inference_windows_per_second",
+            "Windows analysed per second over the last batch cycle",
+            registry=self.registry,
+        )
+        self.batch_uploads = Histogram(
+            "michi_inference_batch_uploads",
+            "Uploads per batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.batch_windows = Histogram(
+            "michi_inference_batch_windows",
+            "Windows per ONNX run",
+            buckets=(1, 8, 32, 64, 128, 256, 512, 1024, 2048),
+            registry=self.registry,
+        )
+        self.onnx_seconds = Histogram(
+            "michi_inference_onnx_seconds",
+            "ONNX Runtime latency per batch",
+            buckets=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "michi_inference_batch_seconds", "Whole batch: features, ONNX, publish", registry=self.registry
+        )
+        self.detections = Counter(
+            "michi_inference_detections_total", "Detections emitted", ["event_type"], registry=self.registry
+        )
+        self.uploads = Counter(
+            "michi_inference_uploads_total", "Uploads by outcome", ["outcome"], registry=self.registry
+        )
+        self.calibration_confidence = Histogram(
+            "michi_inference_calibration_confidence",
+            "Mount calibration confidence per upload",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
+        self.orientation_changes = Counter(
+            "michi_inference_orientation_changes_total", "Device mounts seen moving", registry=self.registry
+        )
+        self._last_batch_end: float | None = None
+
+    def record_rate(self, windows: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None and now > self._last_batch_end:
+            self.windows_per_second.set(windows / (now - self._last_batch_end))
+        self._last_batch_end = now
+
+    def detection(self, event_type: int) -> None:
+        self.detections.labels(event_type=common_pb2.EventType.Name(event_type)).inc()
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

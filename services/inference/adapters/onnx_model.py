@@ -1,0 +1,144 @@
+"""The risk model behind ONNX Runtime: the baseline graph, its sha256 check, and batched scoring.
+
+The baseline is a softmax over hand-set weights on the evidence features (see
+`domain/features.py`): logit_k = gain_k * (evidence_k - 1), so a class reaches probability ≈ 0.5
+against "normal" exactly where both the IMU and the GPS cross that class's threshold. It is an
+ONNX graph so the serving path is the one a trained PyTorch → ONNX model will take (issue #4):
+features [N, F] float32 → probabilities [N, 5] float32.
+
+Nothing is loaded unless the file's sha256 matches the expected one (`ModelIntegrityError`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+from services.inference.domain.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES
+from services.inference.domain.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, MODEL_NAME
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "features"
+OUTPUT_NAME = "probabilities"
+# (class column, evidence feature, gain): gain sets how fast confidence grows past the threshold.
+BASELINE_LOGITS: tuple[tuple[int, str, float], ...] = (
+    (1, "braking_evidence", 10.0),
+    (2, "acceleration_evidence", 10.0),
+    (3, "cornering_evidence", 10.0),
+    (4, "confounder_evidence", 10.0),
+)
+
+
+class ModelIntegrityError(RuntimeError):
+    """The model file is not the one that was registered (sha256 mismatch or missing)."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    name: str
+    version: str
+    data_version: str
+    path: Path
+    sha256: str
+
+
+def build_baseline_model() -> bytes:
+    """The baseline graph as deterministic bytes (same code → same sha256)."""
+    feature_count, class_count = len(FEATURE_NAMES), len(CLASS_EVENT_TYPES)
+    weights = np.zeros((feature_count, class_count), dtype=np.float32)
+    bias = np.zeros(class_count, dtype=np.float32)
+    for column, feature, gain in BASELINE_LOGITS:
+        weights[FEATURE_INDEX[feature], column] = gain
+        bias[column] = -gain
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("MatMul", [INPUT_NAME, "weights"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1),
+        ],
+        name="michi_risk_baseline",
+        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", feature_count])],
+        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", class_count])],
+        initializer=[numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="michi")
+    model.ir_version = 8
+    model.doc_string = f"{MODEL_NAME} {BASELINE_MODEL_VERSION}; data version {DATA_VERSION}"
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def install_baseline_model(models_dir: Path) -> ModelArtifact:
+    """Write the baseline under `models_dir/michi-risk/baseline-1/` (if absent) and return it.
+
+    The expected sha256 comes from the bytes built here, never from the file on disk, so a
+    tampered file is refused at load time rather than trusted.
+    """
+    payload = build_baseline_model()
+    expected = hashlib.sha256(payload).hexdigest()
+    folder = models_dir / MODEL_NAME / BASELINE_MODEL_VERSION
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    if not path.exists():
+        temporary = path.with_suffix(".onnx.tmp")
+        temporary.write_bytes(payload)
+        temporary.replace(path)
+    manifest = {
+        "name": MODEL_NAME,
+        "version": BASELINE_MODEL_VERSION,
+        "data_version": DATA_VERSION,
+        "sha256": expected,
+        "features": list(FEATURE_NAMES),
+        "classes": list(CLASS_EVENT_TYPES),
+    }
+    (folder / "model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return ModelArtifact(MODEL_NAME, BASELINE_MODEL_VERSION, DATA_VERSION, path, expected)
+
+
+class OnnxDetector:
+    """One ONNX Runtime session; `predict` scores a whole batch of windows in one `run`."""
+
+    def __init__(self, artifact: ModelArtifact, *, threads: int = 1) -> None:
+        if not artifact.path.exists():
+            raise ModelIntegrityError(f"model file missing: {artifact.path}")
+        payload = artifact.path.read_bytes()
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != artifact.sha256:
+            raise ModelIntegrityError(
+                f"refusing {artifact.name} {artifact.version}: sha256 {actual} does not match the expected {artifact.sha256}"
+            )
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        # Build from the verified bytes, not the path, so the file cannot change between check and load.
+        self._session = onnxruntime.InferenceSession(payload, sess_options=options, providers=["CPUExecutionProvider"])
+        self.artifact = artifact
+        self.model_name = artifact.name
+        self.model_version = artifact.version
+        self.data_version = artifact.data_version
+        logger.info(
+            "model loaded", extra={"model": artifact.name, "version": artifact.version, "sha256": artifact.sha256}
+        )
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if features.shape[0] == 0:
+            return np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
+        (probabilities,) = self._session.run(
+            [OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)}
+        )
+        return np.asarray(probabilities)

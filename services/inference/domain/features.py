@@ -1,0 +1,311 @@
+"""Windows over one upload and the features of each, in the vehicle frame (vectorised).
+
+Windows: 2 s long, hop 1 s, aligned on whole seconds from the upload's `started_at`
+(window k covers offsets [k, k + 2) s). Features are reduced per 1 s block with
+`np.*.reduceat` and a window combines its two blocks, so the cost is linear in samples.
+
+Signals: longitudinal and lateral acceleration low-passed at 2.5 Hz (kills road vibration,
+keeps a braking ramp), vertical acceleration raw (a pothole is a sharp vertical spike), yaw rate
+low-passed, GPS speed/heading interpolated at the window edges. GPS corroboration: a harsh
+brake lowers the GPS speed; a pothole, a speed bump or a phone moved in its mount does not.
+
+The *evidence* features are each "IMU magnitude ÷ its threshold" and-ed (min) with "GPS
+magnitude ÷ its threshold": ≥ 1 means both sensors agree the event happened. They are what
+the baseline model weighs; learned models may use any feature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.inference.domain.calibration import Calibration
+from services.inference.domain.signals import FloatArray, low_pass
+from services.inference.domain.upload import UploadData
+
+WINDOW_SECONDS = 2.0
+HOP_SECONDS = 1.0
+LOW_PASS_HZ = 2.5
+# Thresholds the evidence features are normalised by (m/s^2, or m/s^2 of GPS-derived acceleration).
+BRAKING_IMU_MPS2 = 3.3
+ACCELERATION_IMU_MPS2 = 2.9
+CORNERING_IMU_MPS2 = 3.4
+BRAKING_GPS_MPS2 = 1.2
+ACCELERATION_GPS_MPS2 = 1.2
+CORNERING_GPS_MPS2 = 2.2
+VERTICAL_PEAK_TO_PEAK_MPS2 = 6.0
+ROTATION_UNEXPLAINED_RADPS = 0.8
+# Below this calibration confidence the forward axis is not trusted (fresh device, mount just
+# moved): the IMU terms use the horizontal magnitude, which needs no forward axis, and the GPS
+# terms alone tell braking, acceleration and cornering apart.
+RELIABLE_CALIBRATION = 0.5
+# No GPS: the IMU alone may reach at most this evidence — just under 1, so never a detection but
+# (with the baseline gains) a probability inside the uncertainty band: a person decides.
+NO_GPS_EVIDENCE_CAP = 0.97
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "longitudinal_min_mps2",
+    "longitudinal_max_mps2",
+    "lateral_abs_max_mps2",
+    "horizontal_max_mps2",
+    "vertical_peak_to_peak_mps2",
+    "vertical_jerk_max_mps3",
+    "yaw_rate_abs_max_radps",
+    "rotation_unexplained_radps",
+    "gps_speed_mps",
+    "gps_speed_change_mps",
+    "gps_dvdt_mps2",
+    "gps_yaw_rate_radps",
+    "gps_lateral_mps2",
+    "braking_seconds",
+    "acceleration_seconds",
+    "cornering_seconds",
+    "braking_evidence",
+    "acceleration_evidence",
+    "cornering_evidence",
+    "confounder_evidence",
+    "gps_available",
+    "sample_rate_hz",
+    "calibration_confidence",
+)
+FEATURE_INDEX = {name: index for index, name in enumerate(FEATURE_NAMES)}
+FEATURE_SPEC_VERSION = "features-1"
+
+
+def feature_spec() -> dict[str, object]:
+    """Everything that changes what a feature means; its hash is the data version."""
+    return {
+        "version": FEATURE_SPEC_VERSION,
+        "names": list(FEATURE_NAMES),
+        "window_seconds": WINDOW_SECONDS,
+        "hop_seconds": HOP_SECONDS,
+        "low_pass_hz": LOW_PASS_HZ,
+        "thresholds": {
+            "braking_imu": BRAKING_IMU_MPS2,
+            "acceleration_imu": ACCELERATION_IMU_MPS2,
+            "cornering_imu": CORNERING_IMU_MPS2,
+            "braking_gps": BRAKING_GPS_MPS2,
+            "acceleration_gps": ACCELERATION_GPS_MPS2,
+            "cornering_gps": CORNERING_GPS_MPS2,
+            "vertical_peak_to_peak": VERTICAL_PEAK_TO_PEAK_MPS2,
+            "rotation_unexplained": ROTATION_UNEXPLAINED_RADPS,
+            "no_gps_cap": NO_GPS_EVIDENCE_CAP,
+            "reliable_calibration": RELIABLE_CALIBRATION,
+        },
+        "frame": "ISO 8855 forward-left-up",
+    }
+
+
+DATA_VERSION = hashlib.sha256(json.dumps(feature_spec(), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class UploadWindows:
+    """The windows of one upload: offsets (s from started_at), features (K, F) float32, places."""
+
+    starts_s: FloatArray
+    ends_s: FloatArray
+    features: np.ndarray
+    latitude: FloatArray
+    longitude: FloatArray
+    speed_mps: FloatArray
+    heading_deg: FloatArray
+
+    @property
+    def count(self) -> int:
+        return int(self.starts_s.size)
+
+
+def empty_windows() -> UploadWindows:
+    nothing = np.zeros(0)
+    return UploadWindows(
+        nothing, nothing, np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), nothing, nothing, nothing, nothing
+    )
+
+
+def window_offsets(duration_s: float) -> tuple[FloatArray, FloatArray]:
+    """Start and end offsets of every full window fitting in `duration_s`."""
+    blocks = math.floor(duration_s / HOP_SECONDS + 1e-3)
+    per_window = round(WINDOW_SECONDS / HOP_SECONDS)
+    count = max(0, blocks - per_window + 1)
+    starts = np.arange(count, dtype=np.float64) * HOP_SECONDS
+    return starts, starts + WINDOW_SECONDS
+
+
+def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindows:
+    """Features of every window of a non-degenerate upload."""
+    rate = upload.sample_rate_hz
+    times = upload.times_s
+    imu_end = float(times[-1]) + 1.0 / rate
+    starts, ends = window_offsets(imu_end)
+    if starts.size == 0:
+        return empty_windows()
+    block_count = starts.size + 1
+    boundaries = np.searchsorted(times, np.arange(block_count + 1, dtype=np.float64) * HOP_SECONDS - 1e-9)
+    block_starts, block_ends = boundaries[:-1], boundaries[1:]
+    block_ok = block_ends > block_starts
+    index = np.minimum(block_starts, times.size - 1)
+
+    vehicle = upload.accel @ calibration.rotation.T
+    smooth = low_pass(vehicle[:, :2], rate, LOW_PASS_HZ)
+    longitudinal, lateral = smooth[:, 0], smooth[:, 1]
+    vertical = vehicle[:, 2] - calibration.gravity_mps2
+    vertical_jerk = np.abs(np.diff(vertical, prepend=vertical[0])) * rate
+    rotation_rate = upload.gyro @ calibration.rotation.T
+    yaw_rate = low_pass(rotation_rate[:, 2], rate, LOW_PASS_HZ)
+    # Rotation of the device beyond its bias: a hand moving the phone spins it at 2-7 Hz, so keep up to 10 Hz.
+    rotation_magnitude = np.linalg.norm(low_pass(upload.gyro - np.median(upload.gyro, axis=0), rate, 10.0), axis=1)
+
+    def block_max(values: FloatArray) -> FloatArray:
+        return np.where(block_ok, np.maximum.reduceat(values, index), -np.inf)
+
+    def block_min(values: FloatArray) -> FloatArray:
+        return np.where(block_ok, np.minimum.reduceat(values, index), np.inf)
+
+    def block_seconds(condition: np.ndarray) -> FloatArray:
+        cumulative = np.concatenate([[0], np.cumsum(condition)])
+        return np.asarray((cumulative[block_ends] - cumulative[block_starts]) / rate, dtype=np.float64)
+
+    def pair_max(values: FloatArray) -> FloatArray:
+        return np.maximum(values[:-1], values[1:])
+
+    def pair_min(values: FloatArray) -> FloatArray:
+        return np.minimum(values[:-1], values[1:])
+
+    window_ok = block_ok[:-1] & block_ok[1:]
+    longitudinal_min = pair_min(block_min(longitudinal))
+    longitudinal_max = pair_max(block_max(longitudinal))
+    lateral_abs_max = pair_max(block_max(np.abs(lateral)))
+    horizontal_max = pair_max(block_max(np.hypot(longitudinal, lateral)))
+    vertical_peak_to_peak = pair_max(block_max(vertical)) - pair_min(block_min(vertical))
+    vertical_jerk_max = pair_max(block_max(vertical_jerk))
+    yaw_rate_abs_max = pair_max(block_max(np.abs(yaw_rate)))
+    rotation_max = pair_max(block_max(rotation_magnitude))
+    braking_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(block_seconds(longitudinal < -BRAKING_IMU_MPS2))
+    acceleration_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(
+        block_seconds(longitudinal > ACCELERATION_IMU_MPS2)
+    )
+    cornering_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(
+        block_seconds(np.abs(lateral) > CORNERING_IMU_MPS2)
+    )
+
+    gps = _gps_features(upload, starts, ends)
+    gps_available = gps["available"]
+    rotation_unexplained = np.maximum(rotation_max - np.abs(gps["yaw_rate"]), 0.0)
+
+    if calibration.confidence >= RELIABLE_CALIBRATION:
+        imu_braking = -longitudinal_min / BRAKING_IMU_MPS2
+        imu_acceleration = longitudinal_max / ACCELERATION_IMU_MPS2
+        imu_cornering = lateral_abs_max / CORNERING_IMU_MPS2
+    elif calibration.gravity_confidence >= RELIABLE_CALIBRATION:
+        # Forward unknown, horizontal plane known: split the horizontal magnitude with the GPS
+        # (longitudinal part = what the GPS lateral does not explain, and the other way round).
+        longitudinal_part = np.sqrt(np.maximum(horizontal_max**2 - gps["lateral"] ** 2, 0.0))
+        lateral_part = np.sqrt(np.maximum(horizontal_max**2 - gps["dvdt"] ** 2, 0.0))
+        imu_braking = longitudinal_part / BRAKING_IMU_MPS2
+        imu_acceleration = longitudinal_part / ACCELERATION_IMU_MPS2
+        imu_cornering = lateral_part / CORNERING_IMU_MPS2
+    else:
+        # Not even gravity is known yet: never detect, let people look at what stands out.
+        cap = np.full(starts.size, NO_GPS_EVIDENCE_CAP)
+        imu_braking = np.minimum(-longitudinal_min / BRAKING_IMU_MPS2, cap)
+        imu_acceleration = np.minimum(longitudinal_max / ACCELERATION_IMU_MPS2, cap)
+        imu_cornering = np.minimum(lateral_abs_max / CORNERING_IMU_MPS2, cap)
+    gps_braking = np.where(gps_available > 0, -gps["dvdt"] / BRAKING_GPS_MPS2, NO_GPS_EVIDENCE_CAP)
+    gps_acceleration = np.where(gps_available > 0, gps["dvdt"] / ACCELERATION_GPS_MPS2, NO_GPS_EVIDENCE_CAP)
+    gps_cornering = np.where(gps_available > 0, np.abs(gps["lateral"]) / CORNERING_GPS_MPS2, NO_GPS_EVIDENCE_CAP)
+    braking_evidence = np.minimum(imu_braking, gps_braking)
+    acceleration_evidence = np.minimum(imu_acceleration, gps_acceleration)
+    cornering_evidence = np.minimum(imu_cornering, gps_cornering)
+    confounder_evidence = np.maximum(
+        vertical_peak_to_peak / VERTICAL_PEAK_TO_PEAK_MPS2, rotation_unexplained / ROTATION_UNEXPLAINED_RADPS
+    )
+
+    columns = [
+        longitudinal_min,
+        longitudinal_max,
+        lateral_abs_max,
+        horizontal_max,
+        vertical_peak_to_peak,
+        vertical_jerk_max,
+        yaw_rate_abs_max,
+        rotation_unexplained,
+        gps["speed"],
+        gps["change"],
+        gps["dvdt"],
+        gps["yaw_rate"],
+        gps["lateral"],
+        braking_seconds,
+        acceleration_seconds,
+        cornering_seconds,
+        braking_evidence,
+        acceleration_evidence,
+        cornering_evidence,
+        confounder_evidence,
+        gps_available,
+        np.full(starts.size, rate),
+        np.full(starts.size, calibration.confidence),
+    ]
+    features = np.column_stack(columns)
+    features = np.where(np.isfinite(features), features, 0.0).astype(np.float32)
+    keep = window_ok
+    return UploadWindows(
+        starts_s=starts[keep],
+        ends_s=ends[keep],
+        features=features[keep],
+        latitude=gps["latitude"][keep],
+        longitude=gps["longitude"][keep],
+        speed_mps=gps["speed"][keep],
+        heading_deg=gps["heading"][keep],
+    )
+
+
+def _gps_features(upload: UploadData, starts: FloatArray, ends: FloatArray) -> dict[str, FloatArray]:
+    count = starts.size
+    if not upload.has_gps:
+        zeros = np.zeros(count)
+        single = upload.gps_times_s.size == 1
+        return {
+            "available": zeros,
+            "speed": np.full(count, float(upload.speed_mps[0])) if single else zeros,
+            "change": zeros,
+            "dvdt": zeros,
+            "yaw_rate": zeros,
+            "lateral": zeros,
+            "latitude": np.full(count, float(upload.latitude[0])) if single else zeros,
+            "longitude": np.full(count, float(upload.longitude[0])) if single else zeros,
+            "heading": np.full(count, float(upload.heading_deg[0])) if single else zeros,
+        }
+    times = upload.gps_times_s
+    # The GPS span covering each window (fixes are 1 Hz; the last window may reach past the last fix).
+    first = np.maximum(starts, times[0])
+    last = np.minimum(ends, times[-1])
+    covered = last - first
+    available = (covered >= 0.9).astype(np.float64)
+    speed_first = np.interp(first, times, upload.speed_mps)
+    speed_last = np.interp(last, times, upload.speed_mps)
+    change = speed_last - speed_first
+    span = np.where(covered > 0, covered, 1.0)
+    dvdt = np.where(covered > 0, change / span, 0.0)
+    heading = np.degrees(np.unwrap(np.radians(upload.heading_deg.astype(np.float64))))
+    heading_first = np.interp(first, times, heading)
+    heading_last = np.interp(last, times, heading)
+    # Heading is clockwise from north, so a left turn (positive yaw) lowers it.
+    yaw_rate = np.where(covered > 0, -np.radians(heading_last - heading_first) / span, 0.0)
+    middle = (starts + ends) / 2.0
+    speed = (speed_first + speed_last + np.interp(middle, times, upload.speed_mps)) / 3.0
+    return {
+        "available": available,
+        "speed": speed,
+        "change": change,
+        "dvdt": dvdt,
+        "yaw_rate": yaw_rate,
+        "lateral": speed * yaw_rate,
+        "latitude": np.interp(middle, times, upload.latitude),
+        "longitude": np.interp(middle, times, upload.longitude),
+        "heading": np.interp(middle, times, heading) % 360.0,
+    }

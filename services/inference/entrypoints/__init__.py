@@ -1,0 +1,1 @@
+"""Entrypoints: the faust agent on the uploads topic and the health/metrics pages."""

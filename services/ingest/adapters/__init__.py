@@ -1,0 +1,1 @@
+"""Ingest adapters: the device registry (SQL) and upload claims (Redis)."""

@@ -1,0 +1,127 @@
+"""Upload claims in Redis: idempotency by upload_id and the last sequence seen per trip.
+
+A claim is one string key per upload_id, `<content sha256> <state>`, where state is
+`pending` while the first copy is being published and `accepted:<event_id>` once
+Kafka acknowledged it. Claiming is one round trip (a Lua script that also reads the
+trip's last sequence); settling is one more (state + trip sequence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+PENDING = "pending"
+ACCEPTED_PREFIX = "accepted:"
+
+# KEYS: claim, trip. ARGV: claim value, pending ttl. Returns {existing claim or false, trip's last sequence or false}.
+_CLAIM = """
+local existing = redis.call('GET', KEYS[1])
+if not existing then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return {existing, redis.call('GET', KEYS[2])}
+"""
+
+# KEYS: claim, trip. ARGV: expected pending value, accepted value, claim ttl, sequence, trip ttl.
+_SETTLE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+local last = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if tonumber(ARGV[4]) > last then
+  redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
+else
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return 1
+"""
+
+# Delete the claim only if it is still ours (never someone else's later claim).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What was found under an upload_id: the content hash and the state (`pending` / `accepted:<id>`)."""
+
+    content_sha256: str
+    state: str
+
+    @property
+    def event_id(self) -> str | None:
+        return self.state[len(ACCEPTED_PREFIX) :] if self.state.startswith(ACCEPTED_PREFIX) else None
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Claim:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        content_sha256, _, state = text.partition(" ")
+        return cls(content_sha256, state)
+
+
+@dataclass(frozen=True)
+class ClaimAttempt:
+    """`existing` is None when this caller now holds the claim."""
+
+    existing: Claim | None
+    last_sequence: int | None
+
+
+class UploadClaims:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str,
+        accepted_ttl_s: int,
+        pending_ttl_s: int,
+    ) -> None:
+        self.redis = redis
+        self._key_prefix = key_prefix
+        self._accepted_ttl_s = accepted_ttl_s
+        # A pending claim outlives a publish attempt but not a crashed process for long.
+        self._pending_ttl_s = pending_ttl_s
+        self._claim = redis.register_script(_CLAIM)
+        self._settle = redis.register_script(_SETTLE)
+        self._release = redis.register_script(_RELEASE)
+
+    def _claim_key(self, upload_id: str) -> str:
+        return f"{self._key_prefix}ingest:upload:{upload_id}"
+
+    def _trip_key(self, trip_id: str) -> str:
+        return f"{self._key_prefix}ingest:trip-sequence:{trip_id}"
+
+    async def claim(self, upload_id: str, trip_id: str, content_sha256: str) -> ClaimAttempt:
+        existing, last = await self._claim(
+            keys=[self._claim_key(upload_id), self._trip_key(trip_id)],
+            args=[f"{content_sha256} {PENDING}", self._pending_ttl_s],
+        )
+        return ClaimAttempt(Claim.parse(existing) if existing else None, int(last) if last else None)
+
+    async def current(self, upload_id: str) -> Claim | None:
+        raw = await self.redis.get(self._claim_key(upload_id))
+        return Claim.parse(raw) if raw else None
+
+    async def accept(self, upload_id: str, trip_id: str, sequence: int, content_sha256: str, event_id: str) -> None:
+        await self._settle(
+            keys=[self._claim_key(upload_id), self._trip_key(trip_id)],
+            args=[
+                f"{content_sha256} {PENDING}",
+                f"{content_sha256} {ACCEPTED_PREFIX}{event_id}",
+                self._accepted_ttl_s,
+                sequence,
+                self._accepted_ttl_s,
+            ],
+        )
+
+    async def release(self, upload_id: str, content_sha256: str) -> None:
+        await self._release(keys=[self._claim_key(upload_id)], args=[f"{content_sha256} {PENDING}"])
+
+    async def ping(self) -> None:
+        await self.redis.ping()

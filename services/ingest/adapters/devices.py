@@ -1,0 +1,192 @@
+"""The device registry: which devices may upload, with their tokens stored as sha256 hashes (SQL).
+
+Works on SQLite and PostgreSQL alike (only portable SQLModel/SQLAlchemy); the URL is
+the only difference. `verify()` checks the signature first (no I/O), then the hash
+in SQL, remembering answers for at most `cache_ttl_s` so a revocation bites within seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from services.ingest.domain.tokens import (
+    InvalidToken,
+    RevokedToken,
+    UnknownToken,
+    issue_token,
+    token_hash,
+    verify_signature,
+)
+from services.ingest.domain.validation import ID_PATTERN
+
+# Beyond this many cached tokens the cache starts over (only well-signed tokens get in).
+MAX_CACHED_TOKENS = 100_000
+
+
+class Device(SQLModel, table=True):
+    """One issued token of one device (a device re-added after revocation gets a new row)."""
+
+    __tablename__ = "ingest_device"
+
+    token_id: str = Field(primary_key=True, max_length=32)
+    device_id: str = Field(index=True, max_length=128)
+    token_hash: str = Field(unique=True, max_length=64)
+    label: str = Field(default="", max_length=200)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device_id: str
+    token_id: str
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class DeviceAlreadyRegistered(ValueError):
+    """The device already holds an active token (revoke it first to issue a new one)."""
+
+
+class InvalidDeviceId(ValueError):
+    pass
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+class DeviceRegistry:
+    def __init__(self, engine: Engine, secret: bytes, *, cache_ttl_s: float = 2.0) -> None:
+        self.engine = engine
+        self._secret = secret
+        self._cache_ttl_s = cache_ttl_s
+        # token hash -> (device id, or the rejection to raise again, monotonic expiry)
+        self._cache: dict[str, tuple[str | type[UnknownToken | RevokedToken], float]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, database_url: str, secret: bytes, *, cache_ttl_s: float = 2.0) -> DeviceRegistry:
+        engine = create_engine(database_url, pool_pre_ping=True)
+        return cls(engine, secret, cache_ttl_s=cache_ttl_s)
+
+    def create_tables(self) -> None:
+        # Only this table: other services' SQLModel tables are theirs to create.
+        SQLModel.metadata.create_all(self.engine, tables=[Device.__table__])  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- administration (CLI)
+
+    def add_device(self, device_id: str, label: str = "") -> str:
+        """Register `device_id` and return its token; the token is shown once and never stored."""
+        if ID_PATTERN.fullmatch(device_id) is None:
+            raise InvalidDeviceId("device ids are 1-128 characters of A-Z a-z 0-9 . _ : -")
+        token = issue_token(self._secret, device_id)
+        _, token_id = verify_signature(self._secret, token)
+        with Session(self.engine) as session:
+            active = session.exec(
+                select(Device).where(Device.device_id == device_id, col(Device.revoked_at).is_(None))
+            ).first()
+            if active is not None:
+                raise DeviceAlreadyRegistered(f"device {device_id} already has an active token; revoke it first")
+            session.add(
+                Device(
+                    token_id=token_id,
+                    device_id=device_id,
+                    token_hash=token_hash(token),
+                    label=label,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            session.commit()
+        return token
+
+    def list_devices(self) -> list[DeviceRecord]:
+        """Every issued token, oldest first (revoked ones included, with `revoked_at`)."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(Device).order_by(Device.created_at, Device.token_id)).all()  # type: ignore[arg-type]
+            return [
+                DeviceRecord(
+                    row.device_id, row.token_id, row.label, _utc(row.created_at) or row.created_at, _utc(row.revoked_at)
+                )
+                for row in rows
+            ]
+
+    def revoke(self, device_id: str) -> bool:
+        """Revoke the device's active token; False when it had none."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(Device).where(Device.device_id == device_id, col(Device.revoked_at).is_(None))
+            ).all()
+            now = datetime.now(UTC)
+            for row in rows:
+                row.revoked_at = now
+                session.add(row)
+            session.commit()
+        with self._lock:
+            self._cache.clear()
+        return bool(rows)
+
+    # --- authentication (hot path)
+
+    def cached_device(self, token: str) -> str | None:
+        """The device id if the answer is cached (raises a cached rejection); None when SQL must be asked.
+
+        Checks the signature first, so a forged token never costs a lookup.
+        """
+        verify_signature(self._secret, token)
+        entry = self._cache.get(token_hash(token))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        if isinstance(entry[0], str):
+            return entry[0]
+        raise entry[0]("token not accepted (cached)")
+
+    def verify(self, token: str) -> str:
+        """The device id the token authenticates; raises `TokenRejected` (invalid, unknown or revoked)."""
+        cached = self.cached_device(token)
+        if cached is not None:
+            return cached
+        device_id, _ = verify_signature(self._secret, token)
+        digest = token_hash(token)
+        with Session(self.engine) as session:
+            row = session.exec(select(Device).where(Device.token_hash == digest)).first()
+        outcome: str | type[UnknownToken | RevokedToken]
+        if row is None or row.device_id != device_id:
+            outcome = UnknownToken
+        elif row.revoked_at is not None:
+            outcome = RevokedToken
+        else:
+            outcome = device_id
+        with self._lock:
+            if len(self._cache) >= MAX_CACHED_TOKENS:
+                self._cache.clear()
+            self._cache[digest] = (outcome, time.monotonic() + self._cache_ttl_s)
+        if isinstance(outcome, str):
+            return outcome
+        raise outcome("token revoked" if outcome is RevokedToken else "token not registered")
+
+    def ping(self) -> None:
+        """Raises when the database does not answer `SELECT 1`."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+
+__all__ = ["Device", "DeviceAlreadyRegistered", "DeviceRecord", "DeviceRegistry", "InvalidDeviceId", "InvalidToken"]

@@ -1,0 +1,1 @@
+"""Pure ingest logic: upload validation, device tokens, sequence gaps (no I/O)."""

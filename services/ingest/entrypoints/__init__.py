@@ -1,0 +1,1 @@
+"""Ingest entrypoints: the HTTP API (FastAPI)."""

@@ -1,0 +1,268 @@
+"""The HTTP door: `POST /v1/uploads`, `/healthz`, `/readyz`, `/metrics`, OpenAPI at `/openapi.json`.
+
+Run it with `python -m services.ingest` (see `services/ingest/bootstrap.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from michi.bus.headers import extract_context
+from services.ingest.adapters.devices import DeviceRegistry
+from services.ingest.domain.decoding import (
+    JSON,
+    PROTOBUF,
+    SUPPORTED_MEDIA_TYPES,
+    UndecodableUpload,
+    decode_upload,
+    media_type,
+)
+from services.ingest.domain.tokens import TokenRejected
+from services.ingest.entrypoints.metrics import IngestMetrics
+from services.ingest.handlers import ACCEPTED, UploadHandler, UploadRefused
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("michi.ingest")
+
+UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="michi"'}
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a kebab-case `reason`, a human `detail`, and the proto field path when one is at fault."""
+
+    reason: str
+    detail: str
+    field: str | None = None
+
+
+class UploadAnswer(BaseModel):
+    upload_id: str
+    event_id: str
+    outcome: str  # "accepted" or "duplicate"
+
+
+class ReadinessAnswer(BaseModel):
+    ready: bool
+    checks: dict[str, str]
+
+
+@dataclass
+class IngestEndpoints:
+    """What the routes need; `bootstrap.build_app` fills it."""
+
+    handler: UploadHandler
+    registry: DeviceRegistry
+    metrics: IngestMetrics
+    max_body_bytes: int
+    readiness_checks: dict[str, Callable[[], Awaitable[None]]]
+
+
+def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
+
+
+async def read_bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit` (never read past it)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise UploadRefused(400, "invalid-content-length", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise UploadRefused(413, "body-too-large", f"body of {declared} bytes exceeds {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise UploadRefused(413, "body-too-large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def bearer_token(request: Request) -> str:
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        raise UploadRefused(
+            401, "missing-token", "Authorization: Bearer <device token> is required", headers=UNAUTHORIZED_HEADERS
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UploadRefused(
+            401, "missing-token", "Authorization must use the Bearer scheme", headers=UNAUTHORIZED_HEADERS
+        )
+    return token.strip()
+
+
+async def authenticate(registry: DeviceRegistry, token: str) -> str:
+    """The token's device id; the SQL lookup (cache miss) runs off the event loop."""
+    try:
+        device_id = registry.cached_device(token)
+        if device_id is None:
+            device_id = await run_in_threadpool(registry.verify, token)
+    except TokenRejected as error:
+        raise UploadRefused(
+            401,
+            error.reason,
+            error.detail,
+            headers={"WWW-Authenticate": 'Bearer realm="michi", error="invalid_token"'},
+        ) from error
+    return device_id
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Undecodable body (`undecodable-body`, `invalid-content-length`)"},
+    401: {"model": ErrorBody, "description": "Missing, invalid, unknown or revoked device token"},
+    403: {"model": ErrorBody, "description": "The upload's device_id is not the token's device (`device-mismatch`)"},
+    409: {"model": ErrorBody, "description": "upload_id already used for different content (`upload-id-reused`)"},
+    413: {"model": ErrorBody, "description": "Body larger than the limit (`body-too-large`)"},
+    415: {"model": ErrorBody, "description": "Content-Type is neither application/x-protobuf nor application/json"},
+    422: {"model": ErrorBody, "description": "Invalid upload; `reason` and `field` name the first broken rule"},
+    503: {
+        "model": ErrorBody,
+        "description": "Kafka or Redis unavailable, or the same upload in flight; see Retry-After",
+    },
+}
+
+UPLOAD_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            PROTOBUF: {"schema": {"type": "string", "format": "binary", "description": "a serialized michi.v1.Upload"}},
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "description": "michi.v1.Upload in the proto3 JSON mapping (camelCase or snake_case names)",
+                }
+            },
+        },
+    }
+}
+
+
+def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> FastAPI:
+    app = FastAPI(
+        title="Michi ingest",
+        version="1",
+        description="Device uploads in, `UploadReceived` events out. See docs/devices.md.",
+        lifespan=lifespan,
+        # Our own request span (michi.ingest.* attributes, parent of the publish) and Prometheus metrics
+        # replace FastAPI's native telemetry: two server spans per upload would double the tracing cost.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    metrics = endpoints.metrics
+    handler = endpoints.handler
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        reason = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+        return _json(
+            error.status_code, {"reason": reason, "detail": str(error.detail), "field": None}, dict(error.headers or {})
+        )
+
+    @app.post(
+        "/v1/uploads",
+        status_code=202,
+        response_model=UploadAnswer,
+        responses={200: {"model": UploadAnswer, "description": "Duplicate of an accepted upload"}, **ERROR_RESPONSES},
+        openapi_extra=UPLOAD_REQUEST_BODY,
+        summary="Send one upload (a slice of a trip)",
+    )
+    async def post_upload(request: Request) -> Response:
+        started = time.perf_counter()
+        device_id = ""
+        upload_id = ""
+        with tracer.start_as_current_span(
+            "POST /v1/uploads", context=extract_context(request.headers), kind=trace.SpanKind.SERVER
+        ) as span:
+            try:
+                media = media_type(request.headers.get("content-type"))
+                if media not in SUPPORTED_MEDIA_TYPES:
+                    raise UploadRefused(
+                        415, "unsupported-media-type", f"Content-Type must be one of {', '.join(SUPPORTED_MEDIA_TYPES)}"
+                    )
+                token = bearer_token(request)
+                device_id = await authenticate(endpoints.registry, token)
+                body = await read_bounded_body(request, endpoints.max_body_bytes)
+                metrics.received_bytes.labels(media).inc(len(body))
+                try:
+                    upload = decode_upload(body, media)
+                except UndecodableUpload as error:
+                    raise UploadRefused(400, "undecodable-body", str(error)) from error
+                upload_id = upload.upload_id
+                span.set_attribute("michi.ingest.upload_id", upload_id)
+                span.set_attribute("michi.ingest.device_id", device_id)
+                span.set_attribute("michi.ingest.trip_id", upload.trip_id)
+                span.set_attribute("michi.ingest.samples", len(upload.imu.offset_ms))
+                answer = await handler.handle(upload, device_id)
+            except UploadRefused as refusal:
+                span.set_attribute("michi.ingest.outcome", "refused")
+                span.set_attribute("michi.ingest.reason", refusal.reason)
+                metrics.refused(refusal.reason)
+                metrics.refused_latency.observe(time.perf_counter() - started)
+                log = logger.warning if refusal.status >= 500 else logger.info
+                log(
+                    "upload refused",
+                    extra={
+                        "reason": refusal.reason,
+                        "status": refusal.status,
+                        "device_id": device_id,
+                        "upload_id": upload_id,
+                        "field": refusal.field,
+                    },
+                )
+                return _json(
+                    refusal.status,
+                    {"reason": refusal.reason, "detail": refusal.detail, "field": refusal.field},
+                    refusal.headers,
+                )
+            span.set_attribute("michi.ingest.outcome", answer.outcome)
+            body_out = {"upload_id": answer.upload_id, "event_id": answer.event_id, "outcome": answer.outcome}
+            if answer.outcome == ACCEPTED:
+                metrics.accepted.inc()
+                metrics.accepted_latency.observe(time.perf_counter() - started)
+                return _json(202, body_out)
+            metrics.duplicate.inc()
+            metrics.duplicate_latency.observe(time.perf_counter() - started)
+            return _json(200, body_out)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        response_model=ReadinessAnswer,
+        responses={503: {"model": ReadinessAnswer, "description": "A dependency does not answer"}},
+        summary="Kafka, Redis and the database answer",
+    )
+    async def readyz() -> Response:
+        names = list(endpoints.readiness_checks)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(check(), 5.0) for check in endpoints.readiness_checks.values()), return_exceptions=True
+        )
+        checks = {
+            name: "ok" if not isinstance(result, BaseException) else f"error: {type(result).__name__}: {result}"[:300]
+            for name, result in zip(names, results, strict=True)
+        }
+        ready = all(value == "ok" for value in checks.values())
+        return _json(200 if ready else 503, {"ready": ready, "checks": checks})
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics_page() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

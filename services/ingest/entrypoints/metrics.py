@@ -1,0 +1,37 @@
+"""Prometheus metrics of one ingest app (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class IngestMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.uploads = Counter(
+            "michi_ingest_uploads",
+            "Uploads by outcome (accepted, duplicate, refused) and refusal reason",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "michi_ingest_request_seconds",
+            "Time to answer POST /v1/uploads, by outcome",
+            ["outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.received_bytes = Counter(
+            "michi_ingest_received_bytes", "Upload body bytes read", ["content_type"], registry=self.registry
+        )
+        # Children resolved once: labels() costs a lock and a dict lookup per call.
+        self.accepted = self.uploads.labels("accepted", "")
+        self.duplicate = self.uploads.labels("duplicate", "")
+        self.accepted_latency = self.latency.labels("accepted")
+        self.duplicate_latency = self.latency.labels("duplicate")
+        self.refused_latency = self.latency.labels("refused")
+
+    def refused(self, reason: str) -> None:
+        self.uploads.labels("refused", reason).inc()

@@ -1,0 +1,148 @@
+"""What ingest does with one authenticated, decoded upload: validate, deduplicate, publish.
+
+The HTTP (and later gRPC) entrypoints call `UploadHandler.handle()`; every refusal is an
+`UploadRefused` carrying the HTTP status and a machine-readable reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from michi.bus.headers import current_trace_id
+from michi.contracts import stable_event_id, timestamp_now
+from michi.contracts.v1 import common_pb2, upload_pb2
+from services.ingest.adapters.claims import UploadClaims
+from services.ingest.adapters.publisher import PublishFailed, UploadPublisher
+from services.ingest.domain.sequences import missing_sequences
+from services.ingest.domain.validation import UploadLimits, Violation, validate_upload
+
+logger = logging.getLogger(__name__)
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+# How often a concurrent duplicate looks again at the first copy's claim.
+PENDING_POLL_S = 0.02
+
+
+class UploadRefused(Exception):
+    """An upload ingest will not take; `status` is the HTTP status, `reason` kebab-case."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        field: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        violations: list[Violation] | None = None,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.field = field
+        self.headers = headers or {}
+        self.violations = violations or []
+
+
+@dataclass(frozen=True)
+class UploadAccepted:
+    upload_id: str
+    event_id: str
+    outcome: str  # ACCEPTED or DUPLICATE
+
+
+@dataclass
+class UploadHandler:
+    claims: UploadClaims
+    publisher: UploadPublisher
+    limits: UploadLimits = field(default_factory=UploadLimits)
+    pending_wait_s: float = 5.0
+    max_missing_sequences: int = 100
+    retry_after_s: int = 2
+
+    def check(self, upload: upload_pb2.Upload, device_id: str) -> None:
+        """Authorization and validation (no I/O)."""
+        if upload.device_id != device_id:
+            raise UploadRefused(403, "device-mismatch", "the upload's device_id is not the token's device", "device_id")
+        violations = validate_upload(upload, time.time(), self.limits)
+        if violations:
+            first = violations[0]
+            raise UploadRefused(422, first.reason, first.detail, first.field, violations=violations)
+
+    async def handle(self, upload: upload_pb2.Upload, device_id: str) -> UploadAccepted:
+        self.check(upload, device_id)
+        content_sha256 = hashlib.sha256(upload.SerializeToString(deterministic=True)).hexdigest()
+        deadline = time.monotonic() + self.pending_wait_s
+        while True:
+            try:
+                attempt = await self.claims.claim(upload.upload_id, upload.trip_id, content_sha256)
+            except RedisError as error:
+                raise self._unavailable("idempotency-store-unavailable", f"Redis: {error}") from error
+            existing = attempt.existing
+            if existing is None:
+                return await self._publish(upload, content_sha256, attempt.last_sequence)
+            if existing.content_sha256 != content_sha256:
+                raise UploadRefused(
+                    409, "upload-id-reused", "this upload_id was already used for different content", "upload_id"
+                )
+            if existing.event_id is not None:
+                return UploadAccepted(upload.upload_id, existing.event_id, DUPLICATE)
+            # Another request holds the claim: wait for its outcome (released claims are taken over).
+            if time.monotonic() >= deadline:
+                raise self._unavailable("upload-in-progress", "the same upload is still being published")
+            await asyncio.sleep(PENDING_POLL_S)
+
+    async def _publish(
+        self, upload: upload_pb2.Upload, content_sha256: str, last_sequence: int | None
+    ) -> UploadAccepted:
+        event_id = stable_event_id("upload", upload.upload_id)
+        received = upload_pb2.UploadReceived(
+            event_id=event_id,
+            lineage=common_pb2.Lineage(
+                upload_id=upload.upload_id,
+                trip_id=upload.trip_id,
+                device_id=upload.device_id,
+                driver_id=upload.driver_id,
+                trace_id=current_trace_id(),
+            ),
+            upload=upload,
+            received_at=timestamp_now(),
+            content_sha256=content_sha256,
+            missing_sequences=missing_sequences(last_sequence, upload.sequence, self.max_missing_sequences),
+        )
+        # The event is about data recorded on the road: it occurred when the slice started.
+        received.occurred_at.CopyFrom(upload.started_at)
+        try:
+            await self.publisher.publish(received)
+        except BaseException as error:
+            # Nothing half-written: without the broker's acknowledgement the claim goes, so a retry can succeed.
+            await self._release_quietly(upload.upload_id, content_sha256)
+            if isinstance(error, PublishFailed):
+                raise self._unavailable("broker-unavailable", str(error)) from error
+            raise
+        try:
+            await self.claims.accept(upload.upload_id, upload.trip_id, upload.sequence, content_sha256, event_id)
+        except RedisError:
+            # Kafka has it, so it is accepted; a retry after the pending claim expires republishes the
+            # same event_id, which consumers deduplicate.
+            logger.warning(
+                "accepted upload not recorded in Redis", extra={"upload_id": upload.upload_id}, exc_info=True
+            )
+        return UploadAccepted(upload.upload_id, event_id, ACCEPTED)
+
+    async def _release_quietly(self, upload_id: str, content_sha256: str) -> None:
+        try:
+            await asyncio.shield(self.claims.release(upload_id, content_sha256))
+        except (RedisError, asyncio.CancelledError):
+            logger.warning("claim not released; it expires on its own", extra={"upload_id": upload_id})
+
+    def _unavailable(self, reason: str, detail: str) -> UploadRefused:
+        return UploadRefused(503, reason, detail, headers={"Retry-After": str(self.retry_after_s)})

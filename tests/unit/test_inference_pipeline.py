@@ -1,0 +1,267 @@
+"""The pure pipeline: one detection per event, exact segment counts, determinism, bad input, speeding."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from michi.contracts import timestamp_to_seconds
+from michi.contracts.v1 import common_pb2, upload_pb2
+from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
+from services.inference.domain.episodes import OpenEpisode, merge_windows
+from services.inference.domain.speeding import SPEEDING_MARGIN_MPS
+from services.inference.domain.state import DeviceState
+from services.inference.handlers import BatchOutcome, InferencePipeline, process_uploads
+from services.inference.synthetic import ScriptedDrive, ScriptedEvent
+
+WARM_UP = [ScriptedEvent("stop", 8.0, 3.0, 2.0), ScriptedEvent("stop", 24.0, 3.0, 2.0)]
+BRAKING = common_pb2.EVENT_TYPE_HARSH_BRAKING
+SPEEDING = common_pb2.EVENT_TYPE_SPEEDING
+
+
+class FakeRoadMap:
+    """Every road is posted at `limit_mps` inside a box around the synthetic drives' origin."""
+
+    def __init__(self, limit_mps: float) -> None:
+        self.limit_mps = limit_mps
+
+    def speed_limit_at(self, latitude: float, longitude: float, heading_deg: float | None = None) -> float | None:
+        return self.limit_mps if abs(latitude - 35.68) < 0.1 and abs(longitude - 139.76) < 0.1 else None
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory: pytest.TempPathFactory) -> OnnxDetector:
+    return OnnxDetector(install_baseline_model(tmp_path_factory.mktemp("models")))
+
+
+def run(
+    uploads: list[upload_pb2.UploadReceived],
+    pipeline: InferencePipeline,
+    states: dict[str, DeviceState] | None = None,
+    batch: int = 64,
+) -> list:
+    states = {} if states is None else states
+    outcomes = []
+    for first in range(0, len(uploads), batch):
+        result: BatchOutcome = process_uploads(uploads[first : first + batch], states, pipeline)
+        outcomes.extend(result.uploads)
+    return outcomes
+
+
+def detections_of(outcomes: list) -> list:
+    return [detection for outcome in outcomes for detection in outcome.detections]
+
+
+def test_one_brake_seen_by_overlapping_windows_is_one_detection(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 43.2, 1.5, 5.5)])
+    outcomes = run(drive.uploads(), InferencePipeline(detector, None))
+    risky_windows = [p for o in outcomes for p in o.predictions if p.predicted == BRAKING]
+    assert len(risky_windows) >= 2  # overlapping windows each saw it...
+    found = detections_of(outcomes)
+    assert [detection.event_type for detection in found] == [BRAKING]  # ...one detection
+    start = timestamp_to_seconds(found[0].window.started_at) - drive.start_time_s
+    end = timestamp_to_seconds(found[0].window.ended_at) - drive.start_time_s
+    assert start <= 43.2 and end >= 44.7
+    assert found[0].peak_value > 4.5
+    assert found[0].lineage.model_version == "baseline-1" and found[0].lineage.data_version
+    assert found[0].detector == "onnx:baseline-1"
+
+
+def test_segments_count_exactly_the_detections_of_their_upload(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(
+        duration_s=100.0,
+        events=[
+            *WARM_UP,
+            ScriptedEvent("harsh_braking", 43.2, 1.5, 5.5),
+            ScriptedEvent("harsh_acceleration", 62.0, 2.0, 4.2),
+            ScriptedEvent("pothole", 81.0, 0.6, 10.0),
+        ],
+    )
+    outcomes = run(drive.uploads(), InferencePipeline(detector, None))
+    assert [outcome.segment.sequence for outcome in outcomes] == list(range(10))
+    for outcome in outcomes:
+        assert outcome.segment.detection_count == len(outcome.detections)
+        assert list(outcome.segment.detection_event_ids) == [detection.event_id for detection in outcome.detections]
+        assert outcome.segment.duration_s == pytest.approx(10.0, abs=0.05)
+        assert 100.0 < outcome.segment.distance_m < 200.0
+        assert len(outcome.predictions) == 9
+    assert sorted(d.event_type for d in detections_of(outcomes)) == [BRAKING, common_pb2.EVENT_TYPE_HARSH_ACCELERATION]
+    assert outcomes[-1].segment.trip_end
+
+
+def test_confounders_and_normal_driving_do_not_fire(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(
+        duration_s=160.0,
+        events=[
+            *WARM_UP,
+            ScriptedEvent("pothole", 41.0, 0.6, 12.0),
+            ScriptedEvent("speed_bump", 55.0, 1.5, 6.0),
+            ScriptedEvent("turn", 70.0, 6.0, 1.7),
+            ScriptedEvent("stop", 90.0, 4.0, 2.3),
+            ScriptedEvent("mount_moved", 120.0),
+        ],
+    )
+    outcomes = run(drive.uploads(), InferencePipeline(detector, None))
+    assert detections_of(outcomes) == []
+
+
+def test_same_input_gives_same_outputs_whatever_the_batching(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 43.2, 1.5, 5.5)])
+    pipeline = InferencePipeline(detector, FakeRoadMap(20.0))
+    one_by_one = run(drive.uploads(), pipeline, batch=1)
+    all_at_once = run(drive.uploads(), pipeline, batch=64)
+    assert [o.segment.SerializeToString() for o in one_by_one] == [o.segment.SerializeToString() for o in all_at_once]
+    assert [p.SerializeToString() for o in one_by_one for p in o.predictions] == [
+        p.SerializeToString() for o in all_at_once for p in o.predictions
+    ]
+
+
+def test_redelivered_uploads_reproduce_their_ids_and_leave_state_alone(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 49.3, 1.5, 5.5)])
+    uploads = drive.uploads()
+    pipeline = InferencePipeline(detector, FakeRoadMap(20.0))
+    states: dict[str, DeviceState] = {}
+    first = run(uploads, pipeline, states)
+    saved = states[drive.device_id].to_bytes()
+    # A crash after the table write but before the offset commit: the last three come again.
+    again = run(uploads[-3:], pipeline, states)
+    assert all(outcome.replayed for outcome in again)
+    for original, repeated in zip(first[-3:], again, strict=True):
+        assert repeated.segment.SerializeToString() == original.segment.SerializeToString()
+        assert [d.SerializeToString() for d in repeated.detections] == [
+            d.SerializeToString() for d in original.detections
+        ]
+        assert [p.event_id for p in repeated.predictions] == [p.event_id for p in original.predictions]
+    assert states[drive.device_id].to_bytes() == saved
+    # And a duplicate inside one batch.
+    twice = run([uploads[0], uploads[0]], pipeline, {})
+    assert twice[0].segment.SerializeToString() == twice[1].segment.SerializeToString()
+
+
+def test_state_survives_serialisation(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 49.3, 1.5, 5.5)])
+    uploads = drive.uploads()
+    pipeline = InferencePipeline(detector, FakeRoadMap(20.0))
+    straight = run(uploads, pipeline)
+    states: dict[str, DeviceState] = {}
+    halves = run(uploads[:3], pipeline, states)
+    restored = {device: DeviceState.from_bytes(state.to_bytes()) for device, state in states.items()}
+    halves += run(uploads[3:], pipeline, restored)
+    assert [o.segment.SerializeToString() for o in straight] == [o.segment.SerializeToString() for o in halves]
+
+
+def test_merge_continues_an_episode_across_an_upload_boundary() -> None:
+    def identifier(window_id: str, event_type: int) -> str:
+        return f"detection-{window_id}"
+
+    first, open_episode = merge_windows(
+        trip_id="t",
+        starts_s=[100.0, 101.0, 102.0],
+        ends_s=[102.0, 103.0, 104.0],
+        risky_types=[None, BRAKING, BRAKING],
+        first_window_ids=["a", "b", "c"],
+        detection_id=identifier,
+        open_episode=None,
+    )
+    assert [(episode.detection_event_id, episode.window_positions, episode.new) for episode in first] == [
+        ("detection-b", [1, 2], True)
+    ]
+    second, _ = merge_windows(
+        trip_id="t",
+        starts_s=[104.0, 105.0],
+        ends_s=[106.0, 107.0],
+        risky_types=[BRAKING, None],
+        first_window_ids=["d", "e"],
+        detection_id=identifier,
+        open_episode=open_episode,
+    )
+    assert [(episode.detection_event_id, episode.new) for episode in second] == [("detection-b", False)]
+    other_trip, _ = merge_windows(
+        trip_id="u",
+        starts_s=[104.0],
+        ends_s=[106.0],
+        risky_types=[BRAKING],
+        first_window_ids=["f"],
+        detection_id=identifier,
+        open_episode=OpenEpisode("t", BRAKING, 104.0, "detection-b"),
+    )
+    assert [(episode.detection_event_id, episode.new) for episode in other_trip] == [("detection-f", True)]
+
+
+def test_speeding_across_upload_boundaries_is_one_detection(detector: OnnxDetector) -> None:
+    # Cruising at 14 m/s (50 km/h) where the map says 30 km/h: one long episode over four uploads.
+    drive = ScriptedDrive(duration_s=60.0)
+    limit = 30.0 / 3.6
+    outcomes = run(drive.uploads(), InferencePipeline(detector, FakeRoadMap(limit)))
+    speeding = [d for d in detections_of(outcomes) if d.event_type == SPEEDING]
+    assert len(speeding) == 1
+    detection = speeding[0]
+    assert detection.speed_limit_mps == pytest.approx(limit)
+    assert detection.peak_value == pytest.approx(
+        max(fix.speed_mps for u in drive.uploads() for fix in u.upload.gps) - limit, abs=1e-4
+    )
+    assert detection.detector == "map:speed-limit"
+    # Emitted with the trip's last upload (the episode only ends there) and counted in its segment.
+    assert outcomes[-1].segment.detection_event_ids == [detection.event_id]
+
+
+def test_short_speeding_burst_does_not_count(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=40.0, cruise_mps=12.0, events=[*WARM_UP])
+    limit = 12.0 - SPEEDING_MARGIN_MPS - 0.5  # over by a hair only while the sinusoid peaks (< 5 s)
+    outcomes = run(drive.uploads(), InferencePipeline(detector, FakeRoadMap(limit + 2.0)))
+    assert [d for d in detections_of(outcomes) if d.event_type == SPEEDING] == []
+
+
+def degenerate(received: upload_pb2.UploadReceived, change: str) -> upload_pb2.UploadReceived:
+    broken = copy.deepcopy(received)
+    imu = broken.upload.imu
+    if change == "three-samples":
+        for field in ("offset_ms", "accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z"):
+            del getattr(imu, field)[3:]
+    elif change == "empty":
+        broken.upload.ClearField("imu")
+        del broken.upload.gps[:]
+    elif change == "unequal":
+        del imu.accel_x[5:]
+    elif change == "no-gps":
+        del broken.upload.gps[:]
+    return broken
+
+
+@pytest.mark.parametrize("change", ["three-samples", "empty", "unequal", "no-gps"])
+def test_degenerate_uploads_still_yield_their_segment(detector: OnnxDetector, change: str) -> None:
+    drive = ScriptedDrive(duration_s=50.0, events=[ScriptedEvent("harsh_braking", 43.2, 1.5, 5.5)])
+    uploads = drive.uploads()
+    uploads[4] = degenerate(uploads[4], change)
+    outcomes = run(uploads, InferencePipeline(detector, None))
+    broken = outcomes[4]
+    assert broken.failure is None
+    assert broken.segment.lineage.upload_id == uploads[4].upload.upload_id
+    assert broken.segment.detection_count == 0 and broken.detections == []
+    if change == "no-gps":
+        assert broken.skipped_reason is None and len(broken.predictions) == 9  # analysed, never detected
+    else:
+        assert broken.skipped_reason is not None and broken.predictions == []
+
+
+def test_windows_without_gps_cannot_become_detections(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 43.2, 1.5, 5.5)])
+    uploads = [
+        degenerate(received, "no-gps") if index == 4 else received for index, received in enumerate(drive.uploads())
+    ]
+    outcomes = run(uploads, InferencePipeline(detector, None))
+    assert detections_of(outcomes) == []
+    assert any(request.suggested == BRAKING for request in outcomes[4].label_requests)
+
+
+def test_uncertain_windows_become_label_requests(detector: OnnxDetector) -> None:
+    # A brake right at the threshold: 3.3 m/s^2 for 2 s.
+    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 43.0, 2.0, 3.4)])
+    outcomes = run(drive.uploads(), InferencePipeline(detector, None, uncertainty_band=0.45))
+    requests = [request for outcome in outcomes for request in outcome.label_requests]
+    assert requests
+    assert all(abs(request.confidence - 0.5) <= 0.45 for request in requests)
+    assert len({request.event_id for request in requests}) == len(requests)
+    assert np.all([request.lineage.window_id for request in requests])

@@ -1,0 +1,74 @@
+"""Detection quality against the fleet simulator's ground truth (pure pipeline, no Kafka).
+
+10 devices x 10 minutes: recall of injected risky events (harsh braking, acceleration,
+cornering, speeding) ≥ 0.9, every speeding episode found, and at most one false detection per
+10 simulated device-minutes. A detection matches a ground-truth event of the same type on the
+same device whose span overlaps the detection's window (±1.5 s for 1 Hz GPS and window edges).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from michi.contracts import timestamp_to_seconds
+from michi.contracts.v1 import common_pb2, upload_pb2
+from michi.roadmap import RoadMap
+from michi.simulator import FleetSimulator, SimulationConfig
+from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
+from services.inference.domain.state import DeviceState
+from services.inference.handlers import InferencePipeline, process_uploads
+
+TOLERANCE_S = 1.5
+DEVICES, MINUTES = 10, 10
+
+
+def evaluate(seed: int, models: Path, scenario: str | None = None) -> dict[str, float]:
+    road_map = RoadMap.default()
+    simulator = FleetSimulator(
+        SimulationConfig(devices=DEVICES, duration_s=MINUTES * 60.0, seed=seed, scenario=scenario), road_map=road_map
+    )
+    uploads = [upload_pb2.UploadReceived(upload=upload) for upload in simulator.uploads()]
+    pipeline = InferencePipeline(OnnxDetector(install_baseline_model(models)), road_map)
+    states: dict[str, DeviceState] = {}
+    detections = []
+    for first in range(0, len(uploads), 64):
+        for outcome in process_uploads(uploads[first : first + 64], states, pipeline).uploads:
+            assert outcome.segment.detection_count == len(outcome.detections)
+            detections.extend(outcome.detections)
+    truth = simulator.ground_truth
+    risky = [event for event in truth if event.risky]
+    found: set[str] = set()
+    false_detections = 0
+    for detection in detections:
+        start, end = timestamp_to_seconds(detection.window.started_at), timestamp_to_seconds(detection.window.ended_at)
+        matches = [
+            event
+            for event in risky
+            if event.device_id == detection.lineage.device_id
+            and common_pb2.EventType.Value(event.event_type) == detection.event_type
+            and event.started_at - TOLERANCE_S <= end
+            and start <= event.ended_at + TOLERANCE_S
+        ]
+        if matches:
+            found.update(event.event_id for event in matches)
+        else:
+            false_detections += 1
+    speeding = [event for event in risky if event.kind == "speeding"]
+    return {
+        "risky": len(risky),
+        "recall": len(found) / max(len(risky), 1),
+        "speeding": len(speeding),
+        "speeding_recall": len([event for event in speeding if event.event_id in found]) / max(len(speeding), 1),
+        "false_per_10_device_minutes": false_detections / (DEVICES * MINUTES / 10.0),
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 3, 7])
+def test_quality_on_the_simulated_fleet(seed: int, tmp_path: Path) -> None:
+    figures = evaluate(seed, tmp_path)
+    assert figures["risky"] >= 10, figures  # the run must hold enough events to mean something
+    assert figures["recall"] >= 0.9, figures
+    assert figures["speeding_recall"] == 1.0, figures
+    assert figures["false_per_10_device_minutes"] <= 1.0, figures
