@@ -37,7 +37,7 @@ test-unit: $(STAMP) ## run the fast unit tests only
 lint: $(STAMP) ## ruff + mypy + stale generated code check (changes nothing)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy michi services
+	$(BIN)/mypy michi services benchmarks
 	$(BIN)/python tools/generate_contracts.py --check
 
 format: $(STAMP) ## rewrite code with ruff (fixes and formatting)

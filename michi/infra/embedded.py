@@ -47,13 +47,13 @@ class Endpoints:
 
 
 class EmbeddedInfrastructure:
-    def __init__(
-        self, settings: MichiSettings, *, kafka_port: int = 9092, controller_port: int = 9093, redis_port: int = 6379
-    ) -> None:
+    def __init__(self, settings: MichiSettings) -> None:
         self.settings = settings
         self.home = settings.home
-        self.kafka = KafkaBroker(self.home / "kafka", port=kafka_port, controller_port=controller_port)
-        self.redis = RedisServer(self.home / "redis", port=redis_port)
+        self.kafka = KafkaBroker(
+            self.home / "kafka", port=settings.kafka_port, controller_port=settings.kafka_controller_port
+        )
+        self.redis = RedisServer(self.home / "redis", port=settings.redis_port)
         self.started: list[str] = []
 
     @property

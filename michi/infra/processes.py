@@ -61,8 +61,9 @@ def start_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            # A detached server outlives the `michi infra up` that started it.
-            start_new_session=detached,
+            # Own session always: a detached server outlives `michi infra up`, and an attached one must not
+            # get the terminal's Ctrl-C before the services using it were stopped.
+            start_new_session=True,
         )
     finally:
         log.close()

@@ -57,6 +57,8 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Own session: a terminal's Ctrl-C reaches `michi up` only, which then stops services in order.
+                start_new_session=True,
             )
         service.started_at = time.monotonic()
 

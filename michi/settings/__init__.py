@@ -34,6 +34,10 @@ class MichiSettings(BaseSettings):
     database_url: str | None = None
     blob_url: str | None = None
     topic_prefix: str = "michi."
+    # Ports of the embedded servers (used only when the matching URL above is unset).
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    redis_port: int = 6379
     log_level: str = "INFO"
     # Signs device tokens; must be set to a real secret outside MICHI_ENV=dev.
     token_secret: SecretStr = SecretStr(DEV_TOKEN_SECRET)

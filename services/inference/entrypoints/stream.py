@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import Inbound, catalog_topic, decoded_batches
+from michi.bus.streams import Inbound, catalog_topic, consumer_span, decoded_batches
 from michi.contracts.v1 import upload_pb2
 from services.inference.adapters.device_table import read_state, write_state
 from services.inference.adapters.metrics import InferenceMetrics
@@ -57,20 +57,23 @@ async def handle_batch(batch: list[Inbound], wiring: StreamWiring) -> BatchOutco
             states[device] = DeviceState.from_bytes(original[device])
     outcome = process_uploads(uploads, states, wiring.pipeline)
 
+    # Each upload's outputs are published inside a span continuing the upload's trace, so
+    # `michi trace <upload_id>` follows it from ingest through inference to scoring.
     first_wave = []
-    for result in outcome.uploads:
-        first_wave += [producer.publish(PREDICTIONS, result.device_id, message) for message in result.predictions]
-        first_wave += [producer.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
-        first_wave += [
-            producer.publish(LABEL_REQUESTS, message.lineage.window_id, message) for message in result.label_requests
-        ]
+    for inbound, result in zip(batch, outcome.uploads, strict=True):
+        with consumer_span(inbound, SERVICE):
+            first_wave += [producer.publish(PREDICTIONS, result.device_id, message) for message in result.predictions]
+            first_wave += [producer.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
+            first_wave += [
+                producer.publish(LABEL_REQUESTS, message.lineage.window_id, message)
+                for message in result.label_requests
+            ]
     await asyncio.gather(*(asyncio.wrap_future(future) for future in first_wave))
-    await asyncio.gather(
-        *(
-            asyncio.wrap_future(producer.publish(TRIP_SEGMENTS, result.trip_id, result.segment))
-            for result in outcome.uploads
-        )
-    )
+    second_wave = []
+    for inbound, result in zip(batch, outcome.uploads, strict=True):
+        with consumer_span(inbound, SERVICE, "settle"):
+            second_wave.append(producer.publish(TRIP_SEGMENTS, result.trip_id, result.segment))
+    await asyncio.gather(*(asyncio.wrap_future(future) for future in second_wave))
     for inbound, received, result in zip(batch, uploads, outcome.uploads, strict=True):
         if result.failure is not None:
             await asyncio.wrap_future(

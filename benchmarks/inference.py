@@ -1,0 +1,190 @@
+"""Inference throughput: the faust agent against a bare confluent-kafka loop on the same uploads.
+
+    .venv/bin/python -m benchmarks inference [--quick]
+
+The uploads topic is filled first with M `UploadReceived` (simulator uploads, published with the
+shared `EventProducer`); then `python -m services.inference` drains it, and windows/s is the number
+of `Prediction` records over the span between the first and the last one's Kafka timestamp (start-up
+and group join excluded). The baseline is one process that consumes the same topic with confluent-kafka
+(its own group), calls `services.inference.handlers.process_uploads` on batches of the same size,
+publishes predictions, detections, label requests, then segments with `EventProducer` and waits for
+the acknowledgements — the agent's work without faust, aiokafka and the device-state changelog —
+measured the same way on its own output topics.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer
+
+from benchmarks.harness import (
+    PREFIX,
+    BenchmarkFailed,
+    CpuMeter,
+    Workspace,
+    describe_cpu,
+    note,
+    print_table,
+    ratio,
+    read_records,
+    simulated_uploads,
+    topic_size,
+    upload_received,
+    wait_for,
+)
+from michi.bus.admin import ensure_topics
+from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.producer import EventProducer
+from michi.cli.status import collect_status
+from michi.contracts.v1 import upload_pb2
+from michi.roadmap import RoadMap
+from services.inference.bootstrap import default_detector
+from services.inference.domain.state import DeviceState
+from services.inference.handlers import InferencePipeline, process_uploads
+from services.inference.settings import InferenceSettings
+
+BARE_PREFIX = "bench-bare."
+
+
+@dataclass
+class Throughput:
+    predictions: int
+    span_s: float
+    uploads: int
+
+    @property
+    def windows_per_s(self) -> float:
+        return self.predictions / self.span_s if self.span_s > 0 else 0.0
+
+    @property
+    def uploads_per_s(self) -> float:
+        return self.uploads / self.span_s if self.span_s > 0 else 0.0
+
+
+@dataclass
+class InferenceFigures:
+    agent: Throughput
+    bare: Throughput
+
+
+def prediction_span(bootstrap: str, prefix: str, uploads: int) -> Throughput:
+    """Predictions on `prefix`'s topic and the span between the first and last Kafka timestamps."""
+    stamps = [stamp for stamp, _, _ in read_records(bootstrap, PREDICTIONS.name(prefix))]
+    if len(stamps) < 2:
+        return Throughput(len(stamps), 0.0, uploads)
+    return Throughput(len(stamps), (max(stamps) - min(stamps)) / 1000.0, uploads)
+
+
+def bare_loop(bootstrap: str, settings: InferenceSettings, uploads: int, batch_size: int) -> None:
+    """consume → process_uploads → publish (awaited) until `uploads` uploads were handled."""
+    ensure_topics(bootstrap, BARE_PREFIX, [PREDICTIONS, DETECTIONS, LABEL_REQUESTS, TRIP_SEGMENTS])
+    pipeline = InferencePipeline(
+        default_detector(settings), RoadMap.default(), uncertainty_band=settings.inference_uncertainty_band
+    )
+    producer = EventProducer(bootstrap, BARE_PREFIX, client_id="michi-bench-bare")
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"michi-bench-bare-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
+    states: dict[str, DeviceState] = {}
+    handled = 0
+    deadline = time.monotonic() + 600
+    try:
+        consumer.subscribe([UPLOADS.name(PREFIX)])
+        while handled < uploads and time.monotonic() < deadline:
+            records = [record for record in consumer.consume(batch_size, 0.05) if not record.error()]
+            if not records:
+                continue
+            batch = [upload_pb2.UploadReceived.FromString(record.value() or b"") for record in records]
+            outcome = process_uploads(batch, states, pipeline)
+            first_wave = []
+            for result in outcome.uploads:
+                first_wave += [
+                    producer.publish(PREDICTIONS, result.device_id, message) for message in result.predictions
+                ]
+                first_wave += [producer.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
+                first_wave += [
+                    producer.publish(LABEL_REQUESTS, message.lineage.window_id, message)
+                    for message in result.label_requests
+                ]
+            for future in first_wave:
+                future.result(30)
+            segments = [producer.publish(TRIP_SEGMENTS, result.trip_id, result.segment) for result in outcome.uploads]
+            for future in segments:
+                future.result(30)
+            handled += len(batch)
+    finally:
+        consumer.close()
+        producer.close()
+
+
+def run(*, quick: bool = False) -> InferenceFigures:
+    count = 600 if quick else 5000
+    settings = InferenceSettings()
+    with Workspace("inference") as workspace:
+        note(f"inference: simulating and publishing {count} uploads")
+        uploads = simulated_uploads(count, devices=40)
+        producer = EventProducer(workspace.bootstrap, PREFIX, client_id="michi-bench-fill")
+        try:
+            for upload in uploads:
+                producer.publish(UPLOADS, upload.device_id, upload_received(upload))
+            if producer.flush(60):
+                raise BenchmarkFailed("the uploads topic could not be filled")
+        finally:
+            producer.close()
+
+        note("inference: the faust agent (python -m services.inference)")
+        service = workspace.start_service("inference", "MICHI_INFERENCE_PORT")
+        meter = CpuMeter(workspace.pids()).start()
+        segments_topic = TRIP_SEGMENTS.name(PREFIX)
+        if not wait_for(lambda: topic_size(workspace.bootstrap, segments_topic) >= count, 300, 0.5):
+            raise BenchmarkFailed(f"inference did not finish {count} uploads:\n{service.log_tail()}")
+        agent_cpu = meter.stop()
+        # The agent commits offsets every second: give the last commit a moment before reading the lag.
+        wait_for(lambda: collect_status(workspace.bootstrap, PREFIX).lag.get("inference", -1) == 0, 10, 0.5)
+        lag = collect_status(workspace.bootstrap, PREFIX).lag.get("inference", -1)
+        service.stop()
+        agent = prediction_span(workspace.bootstrap, PREFIX, count)
+
+        note("inference: bare confluent-kafka loop in one process")
+        settings = InferenceSettings(home=workspace.home)
+        bare_meter = CpuMeter({"kafka": workspace.pids()["kafka"], "benchmark": workspace.pids()["benchmark"]}).start()
+        bare_loop(workspace.bootstrap, settings, count, settings.inference_batch_size)
+        bare_cpu = bare_meter.stop()
+        bare = prediction_span(workspace.bootstrap, BARE_PREFIX, count)
+
+    rows = [
+        [
+            "faust agent (services.inference)",
+            f"{agent.windows_per_s:,.0f}",
+            f"{agent.uploads_per_s:,.0f}",
+            agent.predictions,
+            f"{agent.span_s:.1f}",
+            ratio(agent.windows_per_s, bare.windows_per_s),
+        ],
+        [
+            "bare confluent-kafka loop",
+            f"{bare.windows_per_s:,.0f}",
+            f"{bare.uploads_per_s:,.0f}",
+            bare.predictions,
+            f"{bare.span_s:.1f}",
+            "100%",
+        ],
+    ]
+    print_table(
+        f"inference: {count} pre-filled uploads (10 s, 50 Hz), batches of {settings.inference_batch_size}",
+        ["path", "windows/s", "uploads/s", "predictions", "span s", "vs bare"],
+        rows,
+    )
+    print(f"  consumer-group lag after the agent's run: {lag}")
+    print(f"  CPU cores, agent run (incl. start-up): {describe_cpu(agent_cpu)}")
+    print(f"  CPU cores, bare loop:                  {describe_cpu(bare_cpu)}")
+    return InferenceFigures(agent, bare)
