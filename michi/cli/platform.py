@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -36,8 +37,6 @@ SERVICE_PORTS: dict[str, tuple[str, int]] = {
 
 
 def _service_url(name: str) -> str:
-    import os
-
     variable, default = SERVICE_PORTS[name]
     return f"http://127.0.0.1:{os.environ.get(variable, default)}"
 
@@ -187,7 +186,7 @@ def run_platform(
             if not wait_until(lambda url=url: stop.is_set() or _ready(url), 180.0, 0.5):  # type: ignore[misc]
                 raise InfrastructureError(f"service {name} did not become ready; see {home / 'logs' / (name + '.log')}")
         endpoints.services = {name: {"http": _service_url(name)} for name in SERVICE_PORTS}
-        endpoints.services["ingest"]["grpc"] = "127.0.0.1:50051"
+        endpoints.services["ingest"]["grpc"] = f"127.0.0.1:{os.environ.get('MICHI_INGEST_GRPC_PORT', 50051)}"
         endpoints.write(settings.endpoints_path)
         console.print(f"[bold]michi[/]: ready — endpoints in {settings.endpoints_path}")
         simulated: dict[str, int] = {}

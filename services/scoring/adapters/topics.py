@@ -1,0 +1,68 @@
+"""The topics scoring reads and writes, including its one internal topic.
+
+`TRIP_SCORES_BY_DRIVER` repartitions trip scores by driver_id, so the driver
+table is partitioned by driver while the trip table is partitioned by trip.
+It is scoring's own (not in the public catalog) and named under the prefix as
+`<prefix>scoring.trip-scores-by-driver.v1`.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import AdminClient
+
+from michi.bus.admin import ensure_topics
+from michi.bus.catalog import (
+    DAY_MS,
+    DEAD_LETTERS,
+    DETECTIONS,
+    DRIVER_SCORES,
+    SCORED_EVENTS,
+    TRIP_SCORES,
+    TRIP_SEGMENTS,
+    TopicSpec,
+)
+from michi.contracts.v1 import scoring_pb2
+
+TRIP_SCORES_BY_DRIVER = TopicSpec(
+    "scoring.trip-scores-by-driver.v1",
+    "driver_id",
+    scoring_pb2.TripScore,
+    DRIVER_SCORES.partitions,
+    7 * DAY_MS,
+    description="internal to scoring: trip scores keyed by driver_id",
+)
+
+CATALOG_TOPICS = (DETECTIONS, TRIP_SEGMENTS, SCORED_EVENTS, TRIP_SCORES, DRIVER_SCORES, DEAD_LETTERS)
+
+
+class TopicLayoutError(RuntimeError):
+    """The topics on the broker cannot be processed together (one line for the operator)."""
+
+
+def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, int]:
+    """Actual partition count of each topic on the broker (0 when missing)."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
+    return {name: len(metadata.topics[name].partitions) if name in metadata.topics else 0 for name in names}
+
+
+def prepare_topics(bootstrap: str, prefix: str) -> tuple[int, int]:
+    """Create what is missing; return (trip partitions, driver partitions) as they are on the broker.
+
+    Detections and trip segments share the trip table, so they must have the same
+    partition count; the internal topic follows driver-scores' count.
+    """
+    ensure_topics(bootstrap, prefix, CATALOG_TOPICS)
+    counts = partition_counts(
+        bootstrap, [DETECTIONS.name(prefix), TRIP_SEGMENTS.name(prefix), DRIVER_SCORES.name(prefix)]
+    )
+    trip_partitions = counts[DETECTIONS.name(prefix)]
+    if counts[TRIP_SEGMENTS.name(prefix)] != trip_partitions:
+        raise TopicLayoutError(
+            f"{DETECTIONS.name(prefix)} has {trip_partitions} partitions but {TRIP_SEGMENTS.name(prefix)} has "
+            f"{counts[TRIP_SEGMENTS.name(prefix)]}; scoring joins them per trip, so they must be equal"
+        )
+    ensure_topics(bootstrap, prefix, [TRIP_SCORES_BY_DRIVER], partitions=counts[DRIVER_SCORES.name(prefix)])
+    driver_partitions = partition_counts(bootstrap, [TRIP_SCORES_BY_DRIVER.name(prefix)])[
+        TRIP_SCORES_BY_DRIVER.name(prefix)
+    ]
+    return trip_partitions, driver_partitions

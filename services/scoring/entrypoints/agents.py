@@ -1,0 +1,90 @@
+"""Faust agents, the deadline timer and /healthz, /readyz, /metrics of the scoring service.
+
+Agents:
+- `score-detections` on detections (keyed trip_id) and `collect-segments` on trip
+  segments (keyed trip_id, same partitions): both update the trip table;
+- `close-overdue-trips` (timer): closes trips whose deadline passed;
+- `repartition-trip-scores` on trip scores (keyed trip_id): re-keys them by
+  driver_id onto scoring's internal topic;
+- `roll-up-drivers` on that internal topic: updates the driver table and
+  publishes driver scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from prometheus_client import generate_latest
+
+from michi.bus.catalog import DETECTIONS, TRIP_SCORES, TRIP_SEGMENTS
+from michi.bus.producer import EventProducer
+from michi.bus.streams import catalog_topic, decoded_batches
+from services.scoring.adapters.topics import TRIP_SCORES_BY_DRIVER
+from services.scoring.handlers import SERVICE, ScoringHandlers
+
+logger = logging.getLogger(__name__)
+
+# Prometheus text format 0.0.4 (aiohttp refuses a charset inside content_type; it adds utf-8 itself).
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+def is_ready(app: faust.App) -> bool:
+    """Partitions assigned and their tables recovered: the service is processing."""
+    recovery = getattr(app.tables, "recovery", None)
+    recovered = recovery is not None and recovery.completed.is_set()
+    return bool(recovered and not app.rebalancing and not app.in_recovery)
+
+
+def register_agents(
+    app: faust.App,
+    *,
+    handlers: ScoringHandlers,
+    producer: EventProducer,
+    prefix: str,
+    batch_size: int,
+    timer_interval_s: float,
+) -> None:
+    def batches(stream: Any, spec: Any) -> Any:
+        return decoded_batches(stream, spec, producer=producer, service=SERVICE, batch_size=batch_size)
+
+    @app.agent(catalog_topic(app, DETECTIONS, prefix), name="score-detections")
+    async def score_detections(stream: faust.StreamT) -> None:
+        async for batch in batches(stream, DETECTIONS):
+            await handlers.on_detections(batch)
+
+    @app.agent(catalog_topic(app, TRIP_SEGMENTS, prefix), name="collect-segments")
+    async def collect_segments(stream: faust.StreamT) -> None:
+        async for batch in batches(stream, TRIP_SEGMENTS):
+            await handlers.on_segments(batch)
+
+    @app.agent(catalog_topic(app, TRIP_SCORES, prefix), name="repartition-trip-scores")
+    async def repartition_trip_scores(stream: faust.StreamT) -> None:
+        async for batch in batches(stream, TRIP_SCORES):
+            await handlers.forward_trip_scores(batch)
+
+    @app.agent(catalog_topic(app, TRIP_SCORES_BY_DRIVER, prefix), name="roll-up-drivers")
+    async def roll_up_drivers(stream: faust.StreamT) -> None:
+        async for batch in batches(stream, TRIP_SCORES_BY_DRIVER):
+            await handlers.on_driver_trip_scores(batch)
+
+    @app.timer(interval=timer_interval_s, name="close-overdue-trips")
+    async def close_overdue_trips() -> None:
+        # During a rebalance the table may hold partitions being recovered or handed over.
+        if not is_ready(app):
+            return
+        await handlers.close_overdue_trips()
+
+    @app.page("/healthz", name="healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "service": SERVICE})
+
+    @app.page("/readyz", name="readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = is_ready(app)
+        return web.json({"status": "ready" if ready else "starting", "service": SERVICE}, status=200 if ready else 503)
+
+    @app.page("/metrics", name="metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(handlers.metrics.registry), content_type=PROMETHEUS_TEXT)

@@ -1,0 +1,300 @@
+"""What scoring does with each batch of messages, and when a trip's deadline passes.
+
+Every batch follows one order, which is what makes effects idempotent under
+at-least-once delivery: (1) apply the messages to copies of the state, (2)
+publish the outputs (stable event ids) and wait for the broker's acks, (3) write
+the new state and wait for its changelog acks; only then does the stream ack the
+batch's offsets. A crash before (3) replays the batch and republishes the same
+event ids; a crash after (3) finds the state already updated and publishes
+nothing again.
+
+One lock serialises everything that touches the trip table (the detection and
+segment agents and the deadline timer); another the driver table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from google.protobuf.message import Message
+from opentelemetry import trace
+
+from michi.bus.catalog import DRIVER_SCORES, SCORED_EVENTS, TRIP_SCORES, TopicSpec
+from michi.bus.streams import Inbound, consumer_span
+from michi.contracts.v1 import inference_pb2, scoring_pb2
+from services.scoring import messages
+from services.scoring.adapters.publisher import PendingDelivery, wait_for_deliveries
+from services.scoring.adapters.topics import TRIP_SCORES_BY_DRIVER
+from services.scoring.domain import driver as driver_domain
+from services.scoring.domain import trip as trip_domain
+from services.scoring.domain.driver import DriverState, RollingWindow
+from services.scoring.domain.trip import DetectionOutcome, SegmentOutcome, TripState
+from services.scoring.metrics import ScoringMetrics
+
+SERVICE = "scoring"
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("michi.scoring")
+
+
+class TripStore(Protocol):
+    def get(self, trip_id: str) -> TripState | None: ...
+    def put(self, state: TripState) -> None: ...
+    def delete(self, key: str, partition: int) -> None: ...
+    def states(self) -> Iterator[TripState]: ...
+    async def sync(self) -> None: ...
+    def __len__(self) -> int: ...
+
+
+class DriverStore(Protocol):
+    def get(self, driver_id: str) -> DriverState | None: ...
+    def put(self, state: DriverState, partition: int) -> None: ...
+    async def sync(self) -> None: ...
+    def __len__(self) -> int: ...
+
+
+class Publisher(Protocol):
+    def publish(self, spec: TopicSpec, key: str, message: Message) -> PendingDelivery: ...
+    def dead_letter(self, inbound: Inbound, reason: str, detail: str) -> PendingDelivery: ...
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    trip_end_grace_s: float = 120.0
+    trip_idle_timeout_s: float = 3600.0
+    closed_trip_retention_s: float = 7 * 86_400.0
+    driver_window: RollingWindow = field(default_factory=RollingWindow)
+
+
+async def _all_partitions(partitions: set[int]) -> set[int]:
+    return partitions
+
+
+@contextmanager
+def _span_of(inbound: Inbound | None) -> Iterator[None]:
+    if inbound is None:
+        yield
+        return
+    with consumer_span(inbound, SERVICE):
+        yield
+
+
+class ScoringHandlers:
+    def __init__(
+        self,
+        *,
+        trips: TripStore,
+        drivers: DriverStore,
+        publisher: Publisher,
+        metrics: ScoringMetrics,
+        config: ScoringConfig,
+        clock: Callable[[], float] = time.time,
+        owns_trip_partition: Callable[[int], bool] = lambda partition: True,
+        caught_up: Callable[[set[int]], Awaitable[set[int]]] | None = None,
+    ) -> None:
+        self.trips = trips
+        self.drivers = drivers
+        self.publisher = publisher
+        self.metrics = metrics
+        self.config = config
+        self.clock = clock
+        self.owns_trip_partition = owns_trip_partition
+        self.caught_up = caught_up or _all_partitions
+        self.trip_lock = asyncio.Lock()
+        self.driver_lock = asyncio.Lock()
+
+    # --- trips: detections, segments, deadlines
+
+    async def on_detections(self, batch: Sequence[Inbound]) -> None:
+        await self._on_trip_inputs(batch)
+
+    async def on_segments(self, batch: Sequence[Inbound]) -> None:
+        await self._on_trip_inputs(batch)
+
+    async def _on_trip_inputs(self, batch: Sequence[Inbound]) -> None:
+        async with self.trip_lock:
+            now = self.clock()
+            working: dict[str, TripState] = {}
+            changed: set[str] = set()
+            pending: list[PendingDelivery] = []
+            counters: list[Callable[[], None]] = []
+            for inbound in batch:
+                with _span_of(inbound):
+                    trip_id = self._apply_trip_input(inbound, now, working, pending, counters)
+                if trip_id is not None:
+                    changed.add(trip_id)
+            await wait_for_deliveries(pending)
+            for trip_id in changed:
+                self.trips.put(working[trip_id])
+            await self.trips.sync()
+            for count in counters:
+                count()
+
+    def _apply_trip_input(
+        self,
+        inbound: Inbound,
+        now: float,
+        working: dict[str, TripState],
+        pending: list[PendingDelivery],
+        counters: list[Callable[[], None]],
+    ) -> str | None:
+        """Apply one message to the working state; return the trip id if its state changed."""
+        message = inbound.message
+        trip_id = message.lineage.trip_id or inbound.key  # type: ignore[attr-defined]
+        if not trip_id:
+            self.metrics.invalid_messages.labels(inbound.topic).inc()
+            pending.append(
+                self.publisher.dead_letter(inbound, "schema-violation", "message without lineage.trip_id or key")
+            )
+            return None
+        state = (
+            working.get(trip_id) or self.trips.get(trip_id) or TripState(trip_id=trip_id, partition=inbound.partition)
+        )
+        working[trip_id] = state
+        state.driver_id = state.driver_id or message.lineage.driver_id  # type: ignore[attr-defined]
+        state.device_id = state.device_id or message.lineage.device_id  # type: ignore[attr-defined]
+        if isinstance(message, inference_pb2.Detection):
+            outcome, record = trip_domain.apply_detection(state, messages.detection_facts(message), now)
+            if outcome is DetectionOutcome.DUPLICATE:
+                counters.append(self.metrics.duplicates_ignored.labels("detection").inc)
+                return None
+            if state.closed:
+                counters.append(self.metrics.late_inputs.labels("detection").inc)
+            if outcome is DetectionOutcome.NOT_SCORED or record is None:
+                counters.append(self.metrics.detections_not_scored.inc)
+            else:
+                pending.append(
+                    self.publisher.publish(SCORED_EVENTS, state.driver_id, messages.scored_event(message, record))
+                )
+                counters.append(self.metrics.detections_scored.inc)
+        elif isinstance(message, inference_pb2.TripSegment):
+            if trip_domain.apply_segment(state, messages.segment_facts(message), now) is SegmentOutcome.DUPLICATE:
+                counters.append(self.metrics.duplicates_ignored.labels("segment").inc)
+                return None
+            if state.closed:
+                counters.append(self.metrics.late_inputs.labels("segment").inc)
+        if not state.closed and trip_domain.completion(state).complete:
+            pending.append(self._close(state, trip_domain.REASON_COMPLETE, now, counters))
+        return trip_id
+
+    def _close(self, state: TripState, reason: str, now: float, counters: list[Callable[[], None]]) -> PendingDelivery:
+        missing_detections = trip_domain.completion(state).missing_detections
+        summary = trip_domain.close_trip(state, reason, now)
+        counters.append(self.metrics.trips_closed.labels(reason).inc)
+        logger.info(
+            "trip closed",
+            extra={
+                "trip_id": state.trip_id,
+                "driver_id": state.driver_id,
+                "reason": reason,
+                "score": round(summary.score, 2),
+                "uploads": summary.uploads,
+                "missing_sequences": ",".join(map(str, summary.missing_sequences)),
+                "missing_detections": len(missing_detections) if reason != trip_domain.REASON_COMPLETE else 0,
+            },
+        )
+        return self.publisher.publish(TRIP_SCORES, state.trip_id, messages.trip_score(state, summary))
+
+    def _overdue(self, state: TripState, now: float) -> bool:
+        return trip_domain.is_overdue(
+            state, now, trip_end_grace_s=self.config.trip_end_grace_s, idle_timeout_s=self.config.trip_idle_timeout_s
+        )
+
+    async def close_overdue_trips(self) -> int:
+        """Close incomplete trips whose deadline passed; forget closed trips past retention. Returns closures.
+
+        Only on partitions this worker owns and has fully consumed: a trip that looks
+        incomplete while our own backlog still holds its data is not lost.
+        """
+        now = self.clock()
+        candidates = {
+            state.partition
+            for state in self.trips.states()
+            if self.owns_trip_partition(state.partition) and self._overdue(state, now)
+        }
+        consumed = await self.caught_up(candidates) if candidates else set()
+        async with self.trip_lock:
+            now = self.clock()
+            closed: list[TripState] = []
+            forgotten: list[TripState] = []
+            pending: list[PendingDelivery] = []
+            counters: list[Callable[[], None]] = []
+            open_trips = 0
+            with tracer.start_as_current_span("scoring close overdue trips"):
+                for state in self.trips.states():
+                    if not self.owns_trip_partition(state.partition):
+                        continue
+                    if state.closure is not None:
+                        if now - state.closure.closed_at >= self.config.closed_trip_retention_s:
+                            forgotten.append(state)
+                        continue
+                    if state.partition in consumed and self._overdue(state, now):
+                        pending.append(self._close(state, trip_domain.REASON_CLOSED_INCOMPLETE, now, counters))
+                        closed.append(state)
+                    else:
+                        open_trips += 1
+                await wait_for_deliveries(pending)
+                for state in closed:
+                    self.trips.put(state)
+                for state in forgotten:
+                    self.trips.delete(state.trip_id, state.partition)
+                await self.trips.sync()
+            for count in counters:
+                count()
+            self.metrics.trips_in_state.labels("open").set(open_trips)
+            self.metrics.trips_in_state.labels("closed").set(len(self.trips) - open_trips)
+            self.metrics.drivers_in_state.set(len(self.drivers))
+            return len(closed)
+
+    # --- drivers: repartition trip scores by driver, then roll them up
+
+    async def forward_trip_scores(self, batch: Sequence[Inbound]) -> None:
+        """Re-key trip scores by driver_id onto the internal topic the driver table is partitioned by."""
+        pending: list[PendingDelivery] = []
+        for inbound in batch:
+            score = inbound.message
+            driver_id = score.lineage.driver_id  # type: ignore[attr-defined]
+            if not driver_id or not score.lineage.trip_id:  # type: ignore[attr-defined]
+                continue  # a trip nobody drove (no driver id) has no driver score to update
+            with _span_of(inbound):
+                pending.append(self.publisher.publish(TRIP_SCORES_BY_DRIVER, driver_id, score))
+        await wait_for_deliveries(pending)
+
+    async def on_driver_trip_scores(self, batch: Sequence[Inbound]) -> None:
+        async with self.driver_lock:
+            working: dict[str, tuple[DriverState, int]] = {}
+            changed: set[str] = set()
+            pending: list[PendingDelivery] = []
+            updates = 0
+            duplicates = 0
+            for inbound in batch:
+                score = inbound.message
+                assert isinstance(score, scoring_pb2.TripScore)
+                driver_id = score.lineage.driver_id or inbound.key
+                state = (
+                    working.get(driver_id, (None, 0))[0]
+                    or self.drivers.get(driver_id)
+                    or DriverState(driver_id=driver_id)
+                )
+                working[driver_id] = (state, inbound.partition)
+                if not driver_domain.apply_trip(state, messages.trip_contribution(score), self.config.driver_window):
+                    duplicates += 1
+                    continue
+                changed.add(driver_id)
+                with _span_of(inbound):
+                    summary = driver_domain.summarize_driver(state)
+                    pending.append(self.publisher.publish(DRIVER_SCORES, driver_id, messages.driver_score(summary)))
+                updates += 1
+            await wait_for_deliveries(pending)
+            for driver_id in changed:
+                state, partition = working[driver_id]
+                self.drivers.put(state, partition)
+            await self.drivers.sync()
+            self.metrics.driver_updates.inc(updates)
+            self.metrics.duplicates_ignored.labels("trip-score").inc(duplicates)

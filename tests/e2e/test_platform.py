@@ -1,0 +1,158 @@
+"""simulator → ingest → inference → scoring on the real broker, judged against the simulator's ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+
+import httpx
+
+from michi.bus.catalog import DETECTIONS, SCORED_EVENTS, TRIP_SCORES, TopicSpec
+from michi.bus.producer import EventProducer
+from michi.bus.reader import Record, TopicReader, end_offsets
+from michi.cli.platform import register_simulated_devices
+from michi.cli.status import collect_status
+from michi.cli.tracing import find_trace
+from michi.contracts import timestamp_to_seconds
+from michi.contracts.v1 import common_pb2, inference_pb2, scoring_pb2, upload_pb2
+from michi.infra.processes import wait_until
+from michi.roadmap import RoadMap
+from michi.settings import MichiSettings
+from michi.simulator import FleetSimulator, GroundTruthEvent, SimulationConfig
+from michi.uplink import UploadClient, send_fleet
+
+from .conftest import RunningPlatform
+
+DEVICES = 10
+DURATION_S = 900.0
+HARSH_KINDS = {"harsh_braking", "harsh_acceleration", "harsh_cornering"}
+
+
+def _simulate(platform: RunningPlatform) -> tuple[FleetSimulator, list[upload_pb2.Upload]]:
+    config = SimulationConfig(
+        devices=DEVICES,
+        duration_s=DURATION_S,
+        seed=11,
+        trip_seconds=(180, 420),
+        start_time=time.time() - DURATION_S - 120,
+    )
+    simulator = FleetSimulator(config, road_map=RoadMap.default())
+    return simulator, list(simulator.uploads())
+
+
+def _matches(detection: inference_pb2.Detection, event: GroundTruthEvent, slack: float = 2.0) -> bool:
+    started = timestamp_to_seconds(detection.window.started_at)
+    ended = timestamp_to_seconds(detection.window.ended_at)
+    return (
+        detection.lineage.device_id == event.device_id
+        and started <= event.ended_at + slack
+        and ended >= event.started_at - slack
+    )
+
+
+def test_fleet_to_scores(platform: RunningPlatform) -> None:
+    simulator, uploads = _simulate(platform)
+    settings = MichiSettings(home=platform.home, database_url=platform.environment["MICHI_DATABASE_URL"])
+    tokens = register_simulated_devices(settings, [profile.device_id for profile in simulator.devices])
+
+    # A malformed upload in the middle of the fleet's traffic: refused at the door, the good ones go through.
+    poisoned = upload_pb2.Upload()
+    poisoned.CopyFrom(uploads[len(uploads) // 2])
+    poisoned.upload_id = "poisoned-upload"
+    poisoned.imu.accel_x[3] = math.nan
+
+    async def drive() -> tuple[list[str], int]:
+        client = UploadClient(platform.ingest_url)
+        try:
+            report = await send_fleet(uploads[: len(uploads) // 2], client, tokens, speed=None, concurrency=12)
+            refused = await client.send(poisoned, tokens[poisoned.device_id])
+            report_rest = await send_fleet(uploads[len(uploads) // 2 :], client, tokens, speed=None, concurrency=12)
+            # Devices retry: the same uploads again are acknowledged as duplicates, not republished.
+            retries = await send_fleet(uploads[:10], client, tokens, speed=None, concurrency=4)
+            outcomes = [result.outcome for result in report.results + report_rest.results]
+            assert {result.outcome for result in retries.results} == {"duplicate"}
+            return outcomes, refused.status
+        finally:
+            await client.close()
+
+    outcomes, refused_status = asyncio.run(drive())
+    assert Counter(outcomes) == {"accepted": len(uploads)}
+    assert refused_status == 422
+
+    finished_trips = {trip.trip_id: trip for trip in simulator.trips}
+    with TopicReader(platform.bootstrap, TRIP_SCORES, platform.prefix) as reader:
+        trip_scores = reader.read_until(
+            lambda got: {r.message.lineage.trip_id for r in got} >= set(finished_trips), timeout=240
+        )
+    scored_trips = {record.message.lineage.trip_id for record in trip_scores}
+    assert scored_trips == set(finished_trips), (
+        f"trips without a score: {set(finished_trips) - scored_trips}\n{platform.log('scoring')}"
+    )
+    assert len(trip_scores) == len(finished_trips), "one TripScore per trip"
+    for record in trip_scores:
+        score: scoring_pb2.TripScore = record.message  # type: ignore[assignment]
+        truth = finished_trips[score.lineage.trip_id]
+        assert 0.0 <= score.score <= 100.0
+        assert abs(score.distance_km - truth.distance_km) <= max(0.1, 0.1 * truth.distance_km)
+
+    detections = _read_all(platform, DETECTIONS)
+    harsh_truth = [event for event in simulator.ground_truth if event.kind in HARSH_KINDS]
+    risky_truth = [event for event in simulator.ground_truth if event.risky]
+    found = [event for event in harsh_truth if any(_matches(record.message, event) for record in detections)]  # type: ignore[arg-type]
+    recall = len(found) / len(harsh_truth)
+    false_detections = [
+        record for record in detections if not any(_matches(record.message, event) for event in risky_truth)
+    ]  # type: ignore[arg-type]
+    simulated_minutes = DEVICES * DURATION_S / 60
+    print(
+        f"e2e: {len(uploads)} uploads, {len(finished_trips)} trips, {len(detections)} detections, "
+        f"harsh recall {recall:.2f} ({len(found)}/{len(harsh_truth)}), {len(false_detections)} false detections "
+        f"in {simulated_minutes:.0f} device-minutes"
+    )
+    assert len(harsh_truth) >= 10, "the scenario must inject enough events to judge"
+    assert recall >= 0.9, f"recall {recall:.2f} ({len(found)}/{len(harsh_truth)})"
+    assert len(false_detections) <= simulated_minutes / 10, (
+        f"{len(false_detections)} false detections in {simulated_minutes:.0f} device-minutes"
+    )
+
+    # One scored event per detection, each event id once.
+    scored = _read_all(platform, SCORED_EVENTS, expected=len(detections))
+    assert sorted(record.message.detection_event_id for record in scored) == sorted(
+        record.message.event_id for record in detections
+    )
+    assert len({record.message.event_id for record in scored}) == len(scored)
+
+    # Redelivery: inference's detections arrive again; no score may change and no scored event is added.
+    producer = EventProducer(platform.bootstrap, platform.prefix, client_id="e2e-redelivery")
+    try:
+        for record in detections[:20]:
+            producer.publish(DETECTIONS, record.key, record.message)
+        producer.flush()
+    finally:
+        producer.close()
+    assert wait_until(lambda: collect_status(platform.bootstrap, platform.prefix).lag.get("scoring") == 0, 60, 1.0)
+    assert len(_read_all(platform, SCORED_EVENTS)) == len(scored)
+    assert len(_read_all(platform, TRIP_SCORES)) == len(trip_scores)
+
+    # SREs follow one upload through every service: its trace spans ingest, inference and scoring.
+    traced_upload = detections[0].message.lineage.upload_id
+
+    def services_in_trace() -> set[str]:
+        return {span["service"] for span in find_trace(platform.home / "traces", traced_upload)}
+
+    wait_until(lambda: services_in_trace() >= {"michi-ingest", "michi-inference", "michi-scoring"}, 30, 0.5)
+    assert services_in_trace() >= {"michi-ingest", "michi-inference", "michi-scoring"}
+
+    detected_types = Counter(common_pb2.EventType.Name(record.message.event_type) for record in detections)
+    assert detected_types["EVENT_TYPE_HARSH_BRAKING"] > 0
+    health = httpx.get(f"{platform.ingest_url}/metrics", timeout=5).text
+    assert "michi" in health
+
+
+def _read_all(platform: RunningPlatform, spec: TopicSpec, expected: int = 0) -> list[Record]:
+    """Everything on the topic, after waiting (bounded) until at least `expected` records are there."""
+    wait_until(lambda: sum(end_offsets(platform.bootstrap, spec.name(platform.prefix)).values()) >= expected, 60, 0.5)
+    with TopicReader(platform.bootstrap, spec, platform.prefix) as reader:
+        return reader.read_to_end(timeout=60)
