@@ -10,10 +10,12 @@ the reason and the original bytes, and the stream goes on.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 from google.protobuf.message import Message
@@ -27,6 +29,9 @@ from michi.bus.producer import EventProducer
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.bus")
+
+# Exit status of a stream worker that stopped on purpose so its input is redelivered.
+EXIT_REDELIVER = 75
 
 
 def create_app(
@@ -101,11 +106,20 @@ async def decoded_batches(
     batch_size: int = 64,
     within: float = 0.05,
 ) -> AsyncIterator[list[Inbound]]:
-    """Batches of decoded messages; undecodable ones are dead-lettered (and awaited) first."""
+    """Batches of decoded messages; undecodable ones are dead-lettered (and awaited) first.
+
+    Guards against silent loss: if faust hands over an offset beyond the next one expected for its
+    partition (a gap faust would then commit over, seen after restarts with a backlog), the process
+    stops at once without acknowledging anything, so the supervisor restarts it from the committed offset.
+    """
+    last_offsets: dict[Any, int] = {}
     async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
         batch: list[Inbound] = []
         for event in events:
             message = event.message
+            if not spec.compacted:
+                _refuse_offset_gap(stream, message, last_offsets, service)
+            last_offsets[message.tp] = message.offset
             headers = read_headers(message.headers)
             key = (
                 message.key
@@ -131,6 +145,58 @@ async def decoded_batches(
             )
         if batch:
             yield batch
+
+
+async def process_batches(
+    stream: faust.StreamT,
+    spec: TopicSpec,
+    handle: Callable[[list[Inbound]], Awaitable[object]],
+    *,
+    producer: EventProducer,
+    service: str,
+    batch_size: int = 64,
+    within: float = 0.05,
+) -> None:
+    """Run `handle` on every decoded batch; a failing batch stops the process before it is acknowledged.
+
+    faust acknowledges a batch when the loop moves on, even after an exception, so an error must not
+    unwind through it: the process exits instead, and the batch is redelivered after the restart
+    (effects are idempotent by event id).
+    """
+    async for batch in decoded_batches(
+        stream, spec, producer=producer, service=service, batch_size=batch_size, within=within
+    ):
+        try:
+            await handle(batch)
+        except Exception:
+            stop_without_acknowledging(service, "processing a batch failed", spec.base_name)
+
+
+def _refuse_offset_gap(stream: faust.StreamT, message: Any, last_offsets: dict[Any, int], service: str) -> None:
+    # faust keeps the offsets it committed (or sought to after an assignment) per partition.
+    committed = getattr(stream.app.consumer, "_committed_offset", {}).get(message.tp)
+    candidates = [
+        offset for offset in (committed, last_offsets.get(message.tp, -2) + 1) if offset is not None and offset >= 0
+    ]
+    expected = max(candidates) if candidates else None
+    if expected is not None and message.offset > expected:
+        stop_without_acknowledging(
+            service,
+            f"offset gap on {message.topic}[{message.partition}]: expected {expected}, got {message.offset}",
+            message.topic,
+        )
+
+
+def stop_without_acknowledging(service: str, reason: str, topic: str) -> NoReturn:
+    """Exit now: no acknowledgement, no commit; the supervisor restarts the service from the committed offsets."""
+    logger.critical(
+        "stopping without acknowledging",
+        extra={"service": service, "reason": reason, "topic": topic},
+        exc_info=sys.exc_info()[0] is not None,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_REDELIVER)
 
 
 async def _dead_letter(

@@ -4,7 +4,7 @@ michi up --simulate 20        # whole platform on embedded servers with 20 simul
 michi run inference           # one service against configured infrastructure
 michi infra up|down|status    # embedded Kafka and redis-server only
 michi simulate --devices 5 --duration 120 --target http://127.0.0.1:8080
-michi topics | michi status | michi devices add|list|revoke | michi trace ID
+michi topics | michi status | michi devices add|list|revoke|rotate | michi trace ID
 """
 
 from __future__ import annotations
@@ -185,6 +185,8 @@ def devices_list() -> None:
     """List registered devices."""
     for device in _device_registry().list_devices():
         revoked = f"revoked {device.revoked_at:%Y-%m-%d %H:%M}" if device.revoked_at else "active"
+        if device.revoked_at and device.active:  # a rotated-out token, still inside its overlap
+            revoked = f"active until {device.revoked_at:%Y-%m-%d %H:%M}"
         typer.echo(f"{device.device_id:24} {revoked:24} {device.label}")
 
 
@@ -193,6 +195,21 @@ def devices_revoke(device_id: str) -> None:
     """Revoke a device's token (effective within seconds on every ingest process)."""
     _device_registry().revoke(device_id)
     typer.echo(f"revoked {device_id}")
+
+
+@devices_app.command("rotate")
+def devices_rotate(
+    device_id: str,
+    overlap: float = typer.Option(3600, help="seconds the current token keeps working next to the new one"),
+) -> None:
+    """Issue a new token (printed once); the current one keeps working for the overlap, then stops."""
+    from services.ingest.adapters.devices import UnknownDevice
+
+    try:
+        token = _device_registry().rotate(device_id, overlap_s=overlap)
+    except (UnknownDevice, ValueError) as error:
+        _fail(str(error))
+    typer.echo(token)
 
 
 @app.command()

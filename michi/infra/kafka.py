@@ -235,9 +235,13 @@ class KafkaBroker:
 
 
 def _kafka_uuid() -> str:
+    """A random Kafka cluster id; one starting with '-' would read as an option, so draw again."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:

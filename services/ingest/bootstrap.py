@@ -1,7 +1,8 @@
 """Wiring of the ingest service: the only place that creates its adapters.
 
 `build_app(settings)` returns the FastAPI app (tests pass their own producer, Redis
-client or registry); `run()` serves it with uvicorn until SIGINT/SIGTERM:
+client or registry), `build_grpc_server(settings, app.state.endpoints)` the gRPC door around
+the same handler; `run()` serves both in one event loop until SIGINT/SIGTERM:
 
     python -m services.ingest          # or: michi run ingest
 """
@@ -9,8 +10,10 @@ client or registry); `run()` serves it with uvicorn until SIGINT/SIGTERM:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,15 +23,20 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
+from michi.blobs import BlobStore
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
+from services.ingest.adapters.archive import BlobUploadArchive
 from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.adapters.publisher import KafkaUploadPublisher
+from services.ingest.adapters.rate_limits import NonceRegistry, RateLimiter
 from services.ingest.domain.validation import UploadLimits
+from services.ingest.entrypoints.grpc import IngestGrpcServer, IngestService
 from services.ingest.entrypoints.http import IngestEndpoints, create_http_app
+from services.ingest.entrypoints.media import MediaEndpoints, create_media_router
 from services.ingest.entrypoints.metrics import IngestMetrics
 from services.ingest.handlers import UploadHandler
 from services.ingest.settings import IngestSettings
@@ -60,6 +68,22 @@ def upload_limits(settings: IngestSettings) -> UploadLimits:
     )
 
 
+def rate_limiter(settings: IngestSettings, redis: Redis) -> RateLimiter:
+    """Per-device and global upload rate limits (shared by the HTTP and gRPC doors)."""
+    return RateLimiter(
+        redis,
+        key_prefix=settings.topic_prefix,
+        device_rate_per_s=settings.ingest_device_rate_per_s,
+        device_burst=settings.ingest_device_burst,
+        global_rate_per_s=settings.ingest_global_rate_per_s,
+    )
+
+
+def nonce_registry(settings: IngestSettings, redis: Redis) -> NonceRegistry:
+    # Twice the window: a nonce must outlive every timestamp that could still be accepted with it.
+    return NonceRegistry(redis, key_prefix=settings.topic_prefix, ttl_s=2 * settings.ingest_signature_window_s)
+
+
 def upload_producer(settings: IngestSettings) -> EventProducer:
     # The producer gives up on a message when ingest gives up waiting, so a 503 leaves nothing queued.
     timeout_ms = int(settings.ingest_publish_timeout_s * 1000)
@@ -86,6 +110,7 @@ def build_app(
     redis = redis or Redis.from_url(settings.resolved_redis_url())
     registry = registry or device_registry(settings)
     uploads_topic = UPLOADS.name(settings.topic_prefix)
+    blobs = BlobStore(settings.resolved_blob_url())
 
     claims = UploadClaims(
         redis,
@@ -99,6 +124,7 @@ def build_app(
         limits=upload_limits(settings),
         pending_wait_s=settings.ingest_pending_wait_s,
         max_missing_sequences=settings.ingest_max_missing_sequences,
+        archive=BlobUploadArchive(blobs) if settings.ingest_archive else None,
     )
 
     async def kafka_ready() -> None:
@@ -121,6 +147,10 @@ def build_app(
         metrics=IngestMetrics(),
         max_body_bytes=settings.ingest_max_body_bytes,
         readiness_checks={"kafka": kafka_ready, "redis": claims.ping, "database": database_ready},
+        rate_limiter=rate_limiter(settings, redis),
+        nonces=nonce_registry(settings, redis),
+        require_signatures=settings.ingest_require_signatures,
+        signature_window_s=settings.ingest_signature_window_s,
     )
 
     @asynccontextmanager
@@ -133,21 +163,83 @@ def build_app(
         if owned_registry:
             registry.close()
 
-    return create_http_app(endpoints, lifespan=lifespan)
+    app = create_http_app(endpoints, lifespan=lifespan)
+    # The gRPC door (build_grpc_server) serves the same handler, registry, limits and metrics.
+    app.state.endpoints = endpoints
+    app.include_router(
+        create_media_router(
+            MediaEndpoints(
+                registry=registry,
+                claims=claims,
+                blobs=blobs,
+                max_media_bytes=settings.ingest_max_media_bytes,
+                media_types=settings.ingest_media_types,
+                metrics_registry=endpoints.metrics.registry,
+            )
+        )
+    )
+    return app
+
+
+def build_grpc_server(settings: IngestSettings, endpoints: IngestEndpoints) -> IngestGrpcServer:
+    """The gRPC door on `ingest_host:ingest_grpc_port` around `build_app(...).state.endpoints`.
+
+    Create it inside the running event loop, then `await server.start()` ... `await server.stop(grace)`.
+    """
+    return IngestGrpcServer(
+        IngestService(endpoints, stream_window=settings.ingest_grpc_stream_window),
+        host=settings.ingest_host,
+        port=settings.ingest_grpc_port,
+        max_message_bytes=settings.ingest_grpc_max_message_bytes or settings.ingest_max_body_bytes,
+        reflection=settings.ingest_grpc_reflection,
+        environment=settings.env,
+    )
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn minus its signal handling: `serve()` owns SIGINT/SIGTERM and stops both doors in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: IngestSettings) -> None:
+    """HTTP (uvicorn) and gRPC (grpc.aio) in this event loop until SIGINT/SIGTERM."""
+    app = build_app(settings)
+    http = _HttpServer(
+        uvicorn.Config(
+            app,
+            host=settings.ingest_host,
+            port=settings.ingest_http_port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+    )
+    grpc_server = build_grpc_server(settings, app.state.endpoints)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stopping.set)
+    await grpc_server.start()
+    http_task = asyncio.create_task(http.serve())
+    logger.info(
+        "ingest listening",
+        extra={"host": settings.ingest_host, "port": settings.ingest_http_port, "grpc_port": grpc_server.port},
+    )
+    stop_task = asyncio.create_task(stopping.wait())
+    await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    stop_task.cancel()
+    # gRPC first: its in-flight uploads still need the producer that the HTTP app closes on shutdown.
+    await grpc_server.stop(settings.ingest_publish_timeout_s)
+    http.should_exit = True
+    await http_task
 
 
 def run() -> None:
-    """Serve ingest until SIGINT/SIGTERM, settings from the `MICHI_*` environment."""
+    """Serve ingest (HTTP and gRPC) until SIGINT/SIGTERM, settings from the `MICHI_*` environment."""
     settings = load_settings(IngestSettings)
     configure_logging(SERVICE, settings.log_level)
     configure_tracing(SERVICE, settings.home)
-    app = build_app(settings)
-    logger.info("ingest listening", extra={"host": settings.ingest_host, "port": settings.ingest_http_port})
-    uvicorn.run(
-        app,
-        host=settings.ingest_host,
-        port=settings.ingest_http_port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    asyncio.run(serve(settings))

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from michi.bus.headers import current_trace_id
 from michi.contracts import stable_event_id, timestamp_now
 from michi.contracts.v1 import common_pb2, upload_pb2
+from services.ingest.adapters.archive import ArchiveUnavailable, UploadArchiver
 from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.publisher import PublishFailed, UploadPublisher
 from services.ingest.domain.sequences import missing_sequences
@@ -67,6 +68,8 @@ class UploadHandler:
     pending_wait_s: float = 5.0
     max_missing_sequences: int = 100
     retry_after_s: int = 2
+    # The raw archive (None: off); an upload is archived before it is published.
+    archive: UploadArchiver | None = None
 
     def check(self, upload: upload_pb2.Upload, device_id: str) -> None:
         """Authorization and validation (no I/O)."""
@@ -79,7 +82,8 @@ class UploadHandler:
 
     async def handle(self, upload: upload_pb2.Upload, device_id: str) -> UploadAccepted:
         self.check(upload, device_id)
-        content_sha256 = hashlib.sha256(upload.SerializeToString(deterministic=True)).hexdigest()
+        canonical = upload.SerializeToString(deterministic=True)
+        content_sha256 = hashlib.sha256(canonical).hexdigest()
         deadline = time.monotonic() + self.pending_wait_s
         while True:
             try:
@@ -88,7 +92,7 @@ class UploadHandler:
                 raise self._unavailable("idempotency-store-unavailable", f"Redis: {error}") from error
             existing = attempt.existing
             if existing is None:
-                return await self._publish(upload, content_sha256, attempt.last_sequence)
+                return await self._publish(upload, canonical, content_sha256, attempt.last_sequence)
             if existing.content_sha256 != content_sha256:
                 raise UploadRefused(
                     409, "upload-id-reused", "this upload_id was already used for different content", "upload_id"
@@ -101,7 +105,7 @@ class UploadHandler:
             await asyncio.sleep(PENDING_POLL_S)
 
     async def _publish(
-        self, upload: upload_pb2.Upload, content_sha256: str, last_sequence: int | None
+        self, upload: upload_pb2.Upload, canonical: bytes, content_sha256: str, last_sequence: int | None
     ) -> UploadAccepted:
         event_id = stable_event_id("upload", upload.upload_id)
         received = upload_pb2.UploadReceived(
@@ -121,15 +125,21 @@ class UploadHandler:
         # The event is about data recorded on the road: it occurred when the slice started.
         received.occurred_at.CopyFrom(upload.started_at)
         try:
+            if self.archive is not None:
+                received.archive_uri = await self.archive.store(upload, canonical)
             await self.publisher.publish(received)
         except BaseException as error:
             # Nothing half-written: without the broker's acknowledgement the claim goes, so a retry can succeed.
             await self._release_quietly(upload.upload_id, content_sha256)
+            if isinstance(error, ArchiveUnavailable):
+                raise self._unavailable("archive-unavailable", "the raw archive is unavailable") from error
             if isinstance(error, PublishFailed):
                 raise self._unavailable("broker-unavailable", str(error)) from error
             raise
         try:
-            await self.claims.accept(upload.upload_id, upload.trip_id, upload.sequence, content_sha256, event_id)
+            await self.claims.accept(
+                upload.upload_id, upload.trip_id, upload.sequence, content_sha256, event_id, upload.device_id
+            )
         except RedisError:
             # Kafka has it, so it is accepted; a retry after the pending claim expires republishes the
             # same event_id, which consumers deduplicate.

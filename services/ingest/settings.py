@@ -31,3 +31,23 @@ class IngestSettings(MichiSettings):
     # Revocation takes effect within this many seconds.
     ingest_token_cache_ttl_s: float = Field(default=2.0, ge=0, le=2.0)
     ingest_max_missing_sequences: int = Field(default=100, ge=0)
+    # Token buckets in Redis shared by every replica: per device (sustained rate, burst) and for the fleet.
+    ingest_device_rate_per_s: float = Field(default=5.0, gt=0)
+    ingest_device_burst: int = Field(default=20, ge=1)
+    ingest_global_rate_per_s: float = Field(default=2000.0, gt=0)
+    # Signed requests (X-Michi-Timestamp/Nonce/Signature) are verified when present; required when true.
+    ingest_require_signatures: bool = False
+    ingest_signature_window_s: int = Field(default=300, gt=0)
+    # gRPC door (services/ingest/entrypoints/grpc.py), served next to HTTP on ingest_host.
+    ingest_grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # Largest gRPC message accepted; None: the HTTP body limit (ingest_max_body_bytes).
+    ingest_grpc_max_message_bytes: int | None = Field(default=None, gt=0)
+    # Uploads of one stream processed at once (awaiting Kafka); beyond it the stream is not read.
+    ingest_grpc_stream_window: int = Field(default=8, ge=1, le=256)
+    # Server reflection, honoured only with MICHI_ENV=dev (needs grpcio-reflection).
+    ingest_grpc_reflection: bool = False
+    # Media (PUT /v1/uploads/{upload_id}/media/{name}): largest accepted file and the allowed Content-Types.
+    ingest_max_media_bytes: int = Field(default=50 * MEBIBYTE, gt=0)
+    ingest_media_types: frozenset[str] = frozenset({"image/jpeg", "image/png", "video/mp4", "video/h264"})
+    # Archive every accepted upload's canonical bytes to the blob store before publishing it.
+    ingest_archive: bool = True

@@ -410,6 +410,7 @@ def ingest_process(
         "MICHI_HOME": str(michi_home),
         "MICHI_DATABASE_URL": settings.resolved_database_url(),
         "MICHI_INGEST_HTTP_PORT": str(port),
+        "MICHI_INGEST_GRPC_PORT": str(free_port()),
     }
     with (michi_home / "ingest.log").open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=environment, stdout=log, stderr=log)

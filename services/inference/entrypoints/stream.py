@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import Inbound, catalog_topic, consumer_span, decoded_batches
+from michi.bus.streams import Inbound, catalog_topic, consumer_span, process_batches
 from michi.contracts.v1 import upload_pb2
 from services.inference.adapters.device_table import read_state, write_state
 from services.inference.adapters.metrics import InferenceMetrics
@@ -136,15 +136,18 @@ def register_agent(app: faust.App, wiring: StreamWiring, prefix: str) -> Any:
     topic = catalog_topic(app, UPLOADS, prefix)
 
     async def analyse_uploads(stream: faust.StreamT) -> None:
-        async for batch in decoded_batches(
+        async def handle(batch: list[Inbound]) -> None:
+            await handle_batch(batch, wiring)
+
+        await process_batches(
             stream,
             UPLOADS,
+            handle,
             producer=wiring.producer,
             service=SERVICE,
             batch_size=wiring.batch_size,
             within=wiring.within,
-        ):
-            await handle_batch(batch, wiring)
+        )
 
     return app.agent(topic, name="analyse-uploads")(analyse_uploads)
 

@@ -3,7 +3,9 @@
 A claim is one string key per upload_id, `<content sha256> <state>`, where state is
 `pending` while the first copy is being published and `accepted:<event_id>` once
 Kafka acknowledged it. Claiming is one round trip (a Lua script that also reads the
-trip's last sequence); settling is one more (state + trip sequence).
+trip's last sequence); settling is one more (state + trip sequence + the media owner).
+`media-owner:{upload_id}` names the one device that may PUT the upload's media: the
+accepted upload's device, or before that the first device that sent media for it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ end
 return {existing, redis.call('GET', KEYS[2])}
 """
 
-# KEYS: claim, trip. ARGV: expected pending value, accepted value, claim ttl, sequence, trip ttl.
+# KEYS: claim, trip, media owner. ARGV: expected pending value, accepted value, claim ttl, sequence, trip ttl,
+# the device owning the upload's media ('' to leave it).
 _SETTLE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[3])
 end
 local last = tonumber(redis.call('GET', KEYS[2]) or '-1')
 if tonumber(ARGV[4]) > last then
@@ -36,6 +42,16 @@ else
   redis.call('EXPIRE', KEYS[2], ARGV[5])
 end
 return 1
+"""
+
+# KEYS: media owner. ARGV: device, ttl. The owner after the call (this device if there was none).
+_BIND_MEDIA_OWNER = """
+local owner = redis.call('GET', KEYS[1])
+if owner then
+  return owner
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
 """
 
 # Delete the claim only if it is still ours (never someone else's later claim).
@@ -90,12 +106,16 @@ class UploadClaims:
         self._claim = redis.register_script(_CLAIM)
         self._settle = redis.register_script(_SETTLE)
         self._release = redis.register_script(_RELEASE)
+        self._bind_media_owner = redis.register_script(_BIND_MEDIA_OWNER)
 
     def _claim_key(self, upload_id: str) -> str:
         return f"{self._key_prefix}ingest:upload:{upload_id}"
 
     def _trip_key(self, trip_id: str) -> str:
         return f"{self._key_prefix}ingest:trip-sequence:{trip_id}"
+
+    def _media_owner_key(self, upload_id: str) -> str:
+        return f"{self._key_prefix}ingest:media-owner:{upload_id}"
 
     async def claim(self, upload_id: str, trip_id: str, content_sha256: str) -> ClaimAttempt:
         existing, last = await self._claim(
@@ -108,17 +128,34 @@ class UploadClaims:
         raw = await self.redis.get(self._claim_key(upload_id))
         return Claim.parse(raw) if raw else None
 
-    async def accept(self, upload_id: str, trip_id: str, sequence: int, content_sha256: str, event_id: str) -> None:
+    async def accept(
+        self,
+        upload_id: str,
+        trip_id: str,
+        sequence: int,
+        content_sha256: str,
+        event_id: str,
+        media_owner: str = "",
+    ) -> None:
+        """Settle the claim; `media_owner` (the upload's device) becomes the only device that may PUT its media."""
         await self._settle(
-            keys=[self._claim_key(upload_id), self._trip_key(trip_id)],
+            keys=[self._claim_key(upload_id), self._trip_key(trip_id), self._media_owner_key(upload_id)],
             args=[
                 f"{content_sha256} {PENDING}",
                 f"{content_sha256} {ACCEPTED_PREFIX}{event_id}",
                 self._accepted_ttl_s,
                 sequence,
                 self._accepted_ttl_s,
+                media_owner,
             ],
         )
+
+    async def bind_media_owner(self, upload_id: str, device_id: str) -> str:
+        """The device owning `upload_id`'s media: the accepted upload's device, else the first to PUT media."""
+        owner = await self._bind_media_owner(
+            keys=[self._media_owner_key(upload_id)], args=[device_id, self._accepted_ttl_s]
+        )
+        return owner.decode() if isinstance(owner, bytes) else str(owner)
 
     async def release(self, upload_id: str, content_sha256: str) -> None:
         await self._release(keys=[self._claim_key(upload_id)], args=[f"{content_sha256} {PENDING}"])

@@ -3,6 +3,10 @@
 Works on SQLite and PostgreSQL alike (only portable SQLModel/SQLAlchemy); the URL is
 the only difference. `verify()` checks the signature first (no I/O), then the hash
 in SQL, remembering answers for at most `cache_ttl_s` so a revocation bites within seconds.
+
+A device holds one active token, except while a rotation overlaps: `rotate()` issues a new token
+and sets the old one's `revoked_at` in the future (the end of the overlap), so both work until then.
+A token is valid while `revoked_at` is empty or still ahead.
 """
 
 from __future__ import annotations
@@ -10,11 +14,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, text
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from services.ingest.domain.tokens import (
     InvalidToken,
@@ -40,6 +44,7 @@ class Device(SQLModel, table=True):
     token_hash: str = Field(unique=True, max_length=64)
     label: str = Field(default="", max_length=200)
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # When the token stops working: ahead of now while a rotation overlaps.
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
@@ -53,7 +58,8 @@ class DeviceRecord:
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        """Valid now (a rotated-out token stays active until its overlap ends)."""
+        return _valid_at(self.revoked_at, datetime.now(UTC))
 
 
 class DeviceAlreadyRegistered(ValueError):
@@ -64,11 +70,21 @@ class InvalidDeviceId(ValueError):
     pass
 
 
+class UnknownDevice(LookupError):
+    """The device has no active token (never added, or revoked)."""
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; they were written in UTC.
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def _valid_at(revoked_at: datetime | None, now: datetime) -> bool:
+    # Compared in Python, not SQL: SQLite stores these as text without a zone.
+    revoked = _utc(revoked_at)
+    return revoked is None or revoked > now
 
 
 class DeviceRegistry:
@@ -99,24 +115,58 @@ class DeviceRegistry:
         if ID_PATTERN.fullmatch(device_id) is None:
             raise InvalidDeviceId("device ids are 1-128 characters of A-Z a-z 0-9 . _ : -")
         token = issue_token(self._secret, device_id)
-        _, token_id = verify_signature(self._secret, token)
         with Session(self.engine) as session:
-            active = session.exec(
-                select(Device).where(Device.device_id == device_id, col(Device.revoked_at).is_(None))
-            ).first()
-            if active is not None:
+            if self._valid_rows(session, device_id, datetime.now(UTC)):
                 raise DeviceAlreadyRegistered(f"device {device_id} already has an active token; revoke it first")
-            session.add(
-                Device(
-                    token_id=token_id,
-                    device_id=device_id,
-                    token_hash=token_hash(token),
-                    label=label,
-                    created_at=datetime.now(UTC),
-                )
-            )
+            session.add(self._new_row(token, device_id, label))
             session.commit()
         return token
+
+    def rotate(self, device_id: str, overlap_s: float = 3600) -> str:
+        """A new token for `device_id`; its current token keeps working for `overlap_s` seconds more.
+
+        The device switches to the new token at its own pace; revoking the device ends both at once.
+        Raises `UnknownDevice` when the device has no active token.
+        """
+        if overlap_s < 0:
+            raise ValueError("the overlap cannot be negative")
+        token = issue_token(self._secret, device_id)
+        now = datetime.now(UTC)
+        overlap_end = now + timedelta(seconds=overlap_s)
+        with Session(self.engine) as session:
+            rows = self._valid_rows(session, device_id, now)
+            if not rows:
+                raise UnknownDevice(f"device {device_id} has no active token; add it instead")
+            for row in rows:
+                current_end = _utc(row.revoked_at)
+                # An older token still in a previous overlap keeps its earlier end.
+                row.revoked_at = overlap_end if current_end is None else min(current_end, overlap_end)
+                session.add(row)
+            session.add(self._new_row(token, device_id, rows[-1].label))
+            session.commit()
+        self._forget_cached()
+        return token
+
+    def _new_row(self, token: str, device_id: str, label: str) -> Device:
+        _, token_id = verify_signature(self._secret, token)
+        return Device(
+            token_id=token_id,
+            device_id=device_id,
+            token_hash=token_hash(token),
+            label=label,
+            created_at=datetime.now(UTC),
+        )
+
+    @staticmethod
+    def _valid_rows(session: Session, device_id: str, now: datetime) -> list[Device]:
+        rows = session.exec(
+            select(Device).where(Device.device_id == device_id).order_by(Device.created_at, Device.token_id)  # type: ignore[arg-type]
+        ).all()
+        return [row for row in rows if _valid_at(row.revoked_at, now)]
+
+    def _forget_cached(self) -> None:
+        with self._lock:
+            self._cache.clear()
 
     def list_devices(self) -> list[DeviceRecord]:
         """Every issued token, oldest first (revoked ones included, with `revoked_at`)."""
@@ -130,18 +180,15 @@ class DeviceRegistry:
             ]
 
     def revoke(self, device_id: str) -> bool:
-        """Revoke the device's active token; False when it had none."""
+        """Revoke every token of the device now (a rotation's old token too); False when it had none."""
+        now = datetime.now(UTC)
         with Session(self.engine) as session:
-            rows = session.exec(
-                select(Device).where(Device.device_id == device_id, col(Device.revoked_at).is_(None))
-            ).all()
-            now = datetime.now(UTC)
+            rows = self._valid_rows(session, device_id, now)
             for row in rows:
                 row.revoked_at = now
                 session.add(row)
             session.commit()
-        with self._lock:
-            self._cache.clear()
+        self._forget_cached()
         return bool(rows)
 
     # --- authentication (hot path)
@@ -169,16 +216,21 @@ class DeviceRegistry:
         with Session(self.engine) as session:
             row = session.exec(select(Device).where(Device.token_hash == digest)).first()
         outcome: str | type[UnknownToken | RevokedToken]
+        cache_ttl_s = self._cache_ttl_s
         if row is None or row.device_id != device_id:
             outcome = UnknownToken
-        elif row.revoked_at is not None:
+        elif not _valid_at(row.revoked_at, datetime.now(UTC)):
             outcome = RevokedToken
         else:
             outcome = device_id
+            revoked_at = _utc(row.revoked_at)
+            if revoked_at is not None:
+                # A rotated-out token is not cached past the end of its overlap.
+                cache_ttl_s = min(cache_ttl_s, (revoked_at - datetime.now(UTC)).total_seconds())
         with self._lock:
             if len(self._cache) >= MAX_CACHED_TOKENS:
                 self._cache.clear()
-            self._cache[digest] = (outcome, time.monotonic() + self._cache_ttl_s)
+            self._cache[digest] = (outcome, time.monotonic() + cache_ttl_s)
         if isinstance(outcome, str):
             return outcome
         raise outcome("token revoked" if outcome is RevokedToken else "token not registered")
@@ -189,4 +241,12 @@ class DeviceRegistry:
             connection.execute(text("SELECT 1"))
 
 
-__all__ = ["Device", "DeviceAlreadyRegistered", "DeviceRecord", "DeviceRegistry", "InvalidDeviceId", "InvalidToken"]
+__all__ = [
+    "Device",
+    "DeviceAlreadyRegistered",
+    "DeviceRecord",
+    "DeviceRegistry",
+    "InvalidDeviceId",
+    "InvalidToken",
+    "UnknownDevice",
+]

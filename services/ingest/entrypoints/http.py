@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +19,14 @@ from fastapi.responses import Response
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from michi.bus.headers import extract_context
 from services.ingest.adapters.devices import DeviceRegistry
+from services.ingest.adapters.rate_limits import NonceRegistry, RateLimiter
 from services.ingest.domain.decoding import (
     JSON,
     PROTOBUF,
@@ -30,6 +34,15 @@ from services.ingest.domain.decoding import (
     UndecodableUpload,
     decode_upload,
     media_type,
+)
+from services.ingest.domain.signing import (
+    DEFAULT_WINDOW_S,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SignatureRejected,
+    parse_signing_headers,
+    verify_request,
 )
 from services.ingest.domain.tokens import TokenRejected
 from services.ingest.entrypoints.metrics import IngestMetrics
@@ -39,6 +52,9 @@ logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.ingest")
 
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="michi"'}
+# Sent with a refusal given before the body was read: the server closes the connection instead of
+# draining a body it will never use (a 50 MB upload to a 413 costs the client, not ingest).
+CLOSE_CONNECTION = {"Connection": "close"}
 
 
 class ErrorBody(BaseModel):
@@ -69,6 +85,11 @@ class IngestEndpoints:
     metrics: IngestMetrics
     max_body_bytes: int
     readiness_checks: dict[str, Callable[[], Awaitable[None]]]
+    # None: no rate limits (tests of other rules); bootstrap always sets one.
+    rate_limiter: RateLimiter | None = None
+    nonces: NonceRegistry | None = None
+    require_signatures: bool = False
+    signature_window_s: float = DEFAULT_WINDOW_S
 
 
 def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -120,20 +141,77 @@ async def authenticate(registry: DeviceRegistry, token: str) -> str:
             error.detail,
             headers={"WWW-Authenticate": 'Bearer realm="michi", error="invalid_token"'},
         ) from error
+    except SQLAlchemyError as error:
+        raise UploadRefused(
+            503, "registry-unavailable", "the device registry does not answer", headers={"Retry-After": "2"}
+        ) from error
     return device_id
+
+
+async def check_rate(rate_limiter: RateLimiter | None, device_id: str) -> None:
+    """429 with Retry-After (whole seconds, at least 1) when the device or the fleet is over its rate."""
+    if rate_limiter is None:
+        return
+    try:
+        wait_s = await rate_limiter.check(device_id)
+    except RedisError as error:
+        raise UploadRefused(
+            503, "rate-limiter-unavailable", "Redis does not answer", headers={"Retry-After": "2"}
+        ) from error
+    if wait_s is not None:
+        retry_after = max(1, math.ceil(wait_s))
+        raise UploadRefused(
+            429,
+            "rate-limited",
+            f"too many uploads; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+async def check_signature(
+    endpoints: IngestEndpoints, request: Request, token: str, device_id: str, body: bytes
+) -> None:
+    """Verify the optional request signature (401 `signature-required`/`bad-signature`/`stale-signature`/`replayed-request`)."""
+    headers = request.headers
+    try:
+        signed = parse_signing_headers(
+            headers.get(TIMESTAMP_HEADER), headers.get(NONCE_HEADER), headers.get(SIGNATURE_HEADER)
+        )
+        if signed is None:
+            if endpoints.require_signatures:
+                raise SignatureRejected("signature-required", "this ingest requires signed requests")
+            return
+        verify_request(signed, token, request.method, request.url.path, body, time.time(), endpoints.signature_window_s)
+        if endpoints.nonces is not None and not await endpoints.nonces.remember(device_id, signed.nonce):
+            raise SignatureRejected("replayed-request", "this X-Michi-Nonce was already used")
+    except SignatureRejected as rejection:
+        raise UploadRefused(401, rejection.reason, rejection.detail, headers=UNAUTHORIZED_HEADERS) from rejection
+    except RedisError as error:
+        raise UploadRefused(
+            503, "idempotency-store-unavailable", "Redis does not answer", headers={"Retry-After": "2"}
+        ) from error
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Undecodable body (`undecodable-body`, `invalid-content-length`)"},
-    401: {"model": ErrorBody, "description": "Missing, invalid, unknown or revoked device token"},
+    401: {
+        "model": ErrorBody,
+        "description": "Missing, invalid, unknown or revoked device token, or a bad, stale or replayed signature",
+    },
     403: {"model": ErrorBody, "description": "The upload's device_id is not the token's device (`device-mismatch`)"},
     409: {"model": ErrorBody, "description": "upload_id already used for different content (`upload-id-reused`)"},
     413: {"model": ErrorBody, "description": "Body larger than the limit (`body-too-large`)"},
     415: {"model": ErrorBody, "description": "Content-Type is neither application/x-protobuf nor application/json"},
     422: {"model": ErrorBody, "description": "Invalid upload; `reason` and `field` name the first broken rule"},
+    429: {
+        "model": ErrorBody,
+        "description": "The device or the fleet is over its rate (`rate-limited`); see Retry-After",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
+    },
     503: {
         "model": ErrorBody,
-        "description": "Kafka or Redis unavailable, or the same upload in flight; see Retry-After",
+        "description": "Kafka, Redis or the registry unavailable, or the same upload in flight; see Retry-After",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
     },
 }
 
@@ -185,6 +263,7 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
         started = time.perf_counter()
         device_id = ""
         upload_id = ""
+        body_read = False
         with tracer.start_as_current_span(
             "POST /v1/uploads", context=extract_context(request.headers), kind=trace.SpanKind.SERVER
         ) as span:
@@ -196,8 +275,11 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
                     )
                 token = bearer_token(request)
                 device_id = await authenticate(endpoints.registry, token)
+                await check_rate(endpoints.rate_limiter, device_id)
                 body = await read_bounded_body(request, endpoints.max_body_bytes)
+                body_read = True
                 metrics.received_bytes.labels(media).inc(len(body))
+                await check_signature(endpoints, request, token, device_id, body)
                 try:
                     upload = decode_upload(body, media)
                 except UndecodableUpload as error:
@@ -227,7 +309,7 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
                 return _json(
                     refusal.status,
                     {"reason": refusal.reason, "detail": refusal.detail, "field": refusal.field},
-                    refusal.headers,
+                    refusal.headers if body_read else {**refusal.headers, **CLOSE_CONNECTION},
                 )
             span.set_attribute("michi.ingest.outcome", answer.outcome)
             body_out = {"upload_id": answer.upload_id, "event_id": answer.event_id, "outcome": answer.outcome}

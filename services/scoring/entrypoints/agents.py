@@ -20,7 +20,7 @@ from prometheus_client import generate_latest
 
 from michi.bus.catalog import DETECTIONS, TRIP_SCORES, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import catalog_topic, decoded_batches
+from michi.bus.streams import catalog_topic, process_batches
 from services.scoring.adapters.topics import TRIP_SCORES_BY_DRIVER
 from services.scoring.handlers import SERVICE, ScoringHandlers
 
@@ -46,28 +46,24 @@ def register_agents(
     batch_size: int,
     timer_interval_s: float,
 ) -> None:
-    def batches(stream: Any, spec: Any) -> Any:
-        return decoded_batches(stream, spec, producer=producer, service=SERVICE, batch_size=batch_size)
+    async def process(stream: Any, spec: Any, handle: Any) -> None:
+        await process_batches(stream, spec, handle, producer=producer, service=SERVICE, batch_size=batch_size)
 
     @app.agent(catalog_topic(app, DETECTIONS, prefix), name="score-detections")
     async def score_detections(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, DETECTIONS):
-            await handlers.on_detections(batch)
+        await process(stream, DETECTIONS, handlers.on_detections)
 
     @app.agent(catalog_topic(app, TRIP_SEGMENTS, prefix), name="collect-segments")
     async def collect_segments(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, TRIP_SEGMENTS):
-            await handlers.on_segments(batch)
+        await process(stream, TRIP_SEGMENTS, handlers.on_segments)
 
     @app.agent(catalog_topic(app, TRIP_SCORES, prefix), name="repartition-trip-scores")
     async def repartition_trip_scores(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, TRIP_SCORES):
-            await handlers.forward_trip_scores(batch)
+        await process(stream, TRIP_SCORES, handlers.forward_trip_scores)
 
     @app.agent(catalog_topic(app, TRIP_SCORES_BY_DRIVER, prefix), name="roll-up-drivers")
     async def roll_up_drivers(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, TRIP_SCORES_BY_DRIVER):
-            await handlers.on_driver_trip_scores(batch)
+        await process(stream, TRIP_SCORES_BY_DRIVER, handlers.on_driver_trip_scores)
 
     @app.timer(interval=timer_interval_s, name="close-overdue-trips")
     async def close_overdue_trips() -> None:
