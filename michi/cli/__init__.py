@@ -5,6 +5,7 @@ michi run inference           # one service against configured infrastructure
 michi infra up|down|status    # embedded Kafka and redis-server only
 michi simulate --devices 5 --duration 120 --target http://127.0.0.1:8080
 michi topics | michi status | michi devices add|list|revoke|rotate | michi trace ID
+michi warehouse query "SQL" | michi warehouse tables
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import typer
 
+from michi.registry.commands import models_app
 from michi.settings import MichiSettings, load_settings
 
 app = typer.Typer(help="Michi: event-driven MLOps for AI dashcams.", no_args_is_help=True, add_completion=False)
@@ -23,8 +25,11 @@ infra_app = typer.Typer(help="The embedded infrastructure (Kafka, redis-server, 
 devices_app = typer.Typer(help="Device credentials.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
 app.add_typer(devices_app, name="devices")
+app.add_typer(models_app, name="models")
+warehouse_app = typer.Typer(help="The warehouse of predictions (DuckDB over Parquet).", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
 
-SERVICES = ("ingest", "inference", "scoring")
+SERVICES = ("ingest", "inference", "scoring", "warehouse")
 
 
 def _settings() -> MichiSettings:
@@ -221,6 +226,32 @@ def trace(identifier: str = typer.Argument(..., help="an upload_id or a 32-hex t
     if not spans:
         _fail(f"no spans found for {identifier}")
     typer.echo(render_trace(spans))
+
+
+@warehouse_app.command("query")
+def warehouse_query(
+    sql: str = typer.Argument(..., help="DuckDB SQL over the views predictions and detections"),
+) -> None:
+    """Run SQL over the warehouse and print one JSON object per row."""
+    import duckdb
+
+    from michi.warehouse import query
+
+    try:
+        rows = query(sql, _settings().resolved_blob_url())
+    except duckdb.Error as error:
+        _fail(str(error))
+    for row in rows:
+        typer.echo(json.dumps(row, default=str))
+
+
+@warehouse_app.command("tables")
+def warehouse_tables() -> None:
+    """List the warehouse views and their row counts."""
+    from michi.warehouse import table_counts
+
+    for table, count in table_counts(_settings().resolved_blob_url()).items():
+        typer.echo(f"{table}\t{count}")
 
 
 def main() -> None:

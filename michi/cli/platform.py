@@ -33,6 +33,7 @@ SERVICE_PORTS: dict[str, tuple[str, int]] = {
     "ingest": ("MICHI_INGEST_HTTP_PORT", 8080),
     "inference": ("MICHI_INFERENCE_PORT", 8084),
     "scoring": ("MICHI_SCORING_PORT", 8085),
+    "warehouse": ("MICHI_WAREHOUSE_PORT", 8086),
 }
 
 

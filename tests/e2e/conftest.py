@@ -45,7 +45,13 @@ def platform(
     prefix = f"e2e-{uuid.uuid4().hex[:8]}."
     ports = {
         name: free_port()
-        for name in ("MICHI_INGEST_HTTP_PORT", "MICHI_INFERENCE_PORT", "MICHI_SCORING_PORT", "MICHI_INGEST_GRPC_PORT")
+        for name in (
+            "MICHI_INGEST_HTTP_PORT",
+            "MICHI_INFERENCE_PORT",
+            "MICHI_SCORING_PORT",
+            "MICHI_INGEST_GRPC_PORT",
+            "MICHI_WAREHOUSE_PORT",
+        )
     }
     environment = {
         **os.environ,
@@ -54,6 +60,8 @@ def platform(
         "MICHI_REDIS_URL": redis_url.rsplit("/", 1)[0] + "/3",
         "MICHI_DATABASE_URL": f"sqlite:///{home / 'michi.db'}",
         "MICHI_TOPIC_PREFIX": prefix,
+        "MICHI_BLOB_URL": f"file://{home / 'blobs'}",
+        "MICHI_WAREHOUSE_FLUSH_S": "1",
         **{name: str(port) for name, port in ports.items()},
     }
     log = (home.parent / "up.log").open("wb")

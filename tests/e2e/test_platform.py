@@ -22,6 +22,7 @@ from michi.roadmap import RoadMap
 from michi.settings import MichiSettings
 from michi.simulator import FleetSimulator, GroundTruthEvent, SimulationConfig
 from michi.uplink import UploadClient, send_fleet
+from michi.warehouse import query as warehouse_query
 
 from .conftest import RunningPlatform
 
@@ -144,6 +145,19 @@ def test_fleet_to_scores(platform: RunningPlatform) -> None:
 
     wait_until(lambda: services_in_trace() >= {"michi-ingest", "michi-inference", "michi-scoring"}, 30, 0.5)
     assert services_in_trace() >= {"michi-ingest", "michi-inference", "michi-scoring"}
+
+    # The warehouse answers a 4w2v question about a simulated trip: when, who, where, what, model and data version.
+    trip = detections[0].message.lineage.trip_id
+    question = (
+        "SELECT window_started_at, driver_id, latitude, longitude, event_type, model_version, data_version "
+        f"FROM detections WHERE trip_id = '{trip}' ORDER BY window_started_at"
+    )
+    expected_rows = sum(1 for record in detections if record.message.lineage.trip_id == trip)
+    blob_url = platform.environment["MICHI_BLOB_URL"]
+    wait_until(lambda: len(warehouse_query(question, blob_url)) >= expected_rows, 60, 1.0)
+    rows = warehouse_query(question, blob_url)
+    assert len(rows) == expected_rows
+    assert all(row["model_version"] and row["driver_id"] for row in rows)
 
     detected_types = Counter(common_pb2.EventType.Name(record.message.event_type) for record in detections)
     assert detected_types["EVENT_TYPE_HARSH_BRAKING"] > 0

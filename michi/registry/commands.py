@@ -1,0 +1,118 @@
+"""`michi models list|show|diff|promote|rollback|republish`: the registry from the command line.
+
+Reading needs only the database; promote and rollback build an `EventProducer` from the
+settings to publish the new rollout plan. The actor recorded in the audit trail is `$USER`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+from michi.settings import MichiSettings, load_settings
+
+models_app = typer.Typer(help="Model registry: versions, stages and rollout plans.", no_args_is_help=True)
+
+
+def _actor() -> str:
+    return os.environ.get("USER") or getpass.getuser()
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"michi: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _registry(*, publishing: bool) -> Iterator[Any]:
+    from michi.bus.producer import EventProducer
+    from michi.registry import ModelRegistry, PlanNotPublished, StageRuleViolation, UnknownModelVersion
+
+    settings = load_settings(MichiSettings)
+    producer = (
+        EventProducer(settings.resolved_kafka_bootstrap(), settings.topic_prefix, client_id="michi-models")
+        if publishing
+        else None
+    )
+    registry = ModelRegistry.from_url(settings.resolved_database_url(), producer)
+    try:
+        yield registry
+    except (StageRuleViolation, UnknownModelVersion, PlanNotPublished) as error:
+        _fail(str(error))
+    finally:
+        registry.close()
+        if producer is not None:
+            producer.close(timeout=10)
+
+
+def _plan_summary(plan: Any) -> str:
+    arms = ", ".join(f"{arm.model.version} ({'shadow' if arm.traffic_share == 0 else 'champion'})" for arm in plan.arms)
+    return f"{plan.model_name} revision {plan.revision}: {arms or 'no champion'}"
+
+
+@models_app.command("list")
+def list_models(name: str | None = typer.Option(None, "--name", help="only this model")) -> None:
+    """Every registered version with its stage, data version and metrics."""
+    with _registry(publishing=False) as registry:
+        for version in registry.list(name):
+            metrics = json.dumps(version.metrics, sort_keys=True)
+            typer.echo(
+                f"{version.name:<24} {version.version:>4}  {version.stage:<9}  {version.data_version:<20} "
+                f"{version.code_version[:12]:<12}  {metrics}"
+            )
+
+
+@models_app.command("show")
+def show_model(name: str, version: str) -> None:
+    """One version with its full lineage, as JSON."""
+    with _registry(publishing=False) as registry:
+        found = registry.get(name, version)
+        shown = {key: getattr(found, key) for key in found.__dataclass_fields__}
+        shown["created_at"] = found.created_at.isoformat()
+        typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+
+
+@models_app.command("diff")
+def diff_models(name: str, left: str, right: str) -> None:
+    """Two versions side by side: parameters, metrics, data and code versions."""
+    with _registry(publishing=False) as registry:
+        difference = registry.diff(name, left, right)
+        typer.echo(f"{'':<28} {left:>16} {right:>16}")
+        for label, left_value, right_value in (
+            ("data version", difference.left.data_version, difference.right.data_version),
+            ("code version", difference.left.code_version, difference.right.code_version),
+        ):
+            marker = "*" if left_value != right_value else " "
+            typer.echo(f"{marker} {label:<26} {left_value:>16} {right_value:>16}")
+        for section, changes in (("parameter", difference.parameters), ("metric", difference.metrics)):
+            for change in changes:
+                marker = "*" if change.changed else " "
+                delta = f"  ({change.delta:+.4g})" if change.delta is not None and change.changed else ""
+                typer.echo(f"{marker} {section + ' ' + change.key:<26} {change.left!s:>16} {change.right!s:>16}{delta}")
+
+
+@models_app.command("promote")
+def promote_model(name: str, version: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
+    """Make VERSION the champion (the previous champion is retired) and publish the rollout plan."""
+    with _registry(publishing=True) as registry:
+        typer.echo(_plan_summary(registry.promote(name, version, actor=_actor(), reason=reason)))
+
+
+@models_app.command("rollback")
+def rollback_model(name: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
+    """Retire the champion, restore the previous one, and publish the rollout plan."""
+    with _registry(publishing=True) as registry:
+        typer.echo(_plan_summary(registry.rollback(name, actor=_actor(), reason=reason)))
+
+
+@models_app.command("republish")
+def republish_model(name: str) -> None:
+    """Send the current rollout plan again (after a stage change whose publishing failed)."""
+    with _registry(publishing=True) as registry:
+        typer.echo(_plan_summary(registry.republish_plan(name)))

@@ -1,0 +1,87 @@
+"""What the registry hands out: plain, frozen records (never live ORM rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from michi.registry.stages import ChangeKind, Stage
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version of a model and everything needed to reproduce and verify it."""
+
+    name: str
+    version: str
+    stage: Stage
+    artifact_uri: str
+    artifact_sha256: str
+    code_version: str
+    data_version: str
+    parameters: dict[str, Any]
+    metrics: dict[str, Any]
+    parent_version: str | None
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """One audit entry: `version` went from `from_stage` to `to_stage`."""
+
+    model_name: str
+    sequence: int
+    version: str
+    from_stage: Stage
+    to_stage: Stage
+    kind: ChangeKind
+    reason: str
+    actor: str
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class ValueChange:
+    """One parameter or metric in two versions (None where a version lacks it)."""
+
+    key: str
+    left: Any
+    right: Any
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.left != self.right)
+
+    @property
+    def delta(self) -> float | None:
+        """right - left when both are numbers."""
+        numbers = (int, float)
+        if isinstance(self.left, numbers) and isinstance(self.right, numbers):
+            return float(self.right) - float(self.left)
+        return None
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    """Two versions of one model side by side."""
+
+    name: str
+    left: ModelVersion
+    right: ModelVersion
+    parameters: list[ValueChange] = field(default_factory=list)
+    metrics: list[ValueChange] = field(default_factory=list)
+
+    @property
+    def data_version_changed(self) -> bool:
+        return self.left.data_version != self.right.data_version
+
+    @property
+    def code_version_changed(self) -> bool:
+        return self.left.code_version != self.right.code_version
+
+
+def compare_values(left: dict[str, Any], right: dict[str, Any]) -> list[ValueChange]:
+    """Every key of either mapping, sorted, with both values."""
+    return [ValueChange(key, left.get(key), right.get(key)) for key in sorted(left.keys() | right.keys())]

@@ -1,0 +1,1 @@
+"""The warehouse sink: every `Prediction` and `Detection` into partitioned Parquet (see docs/warehouse.md)."""

@@ -1,0 +1,1 @@
+"""Adapters of the warehouse sink: the Parquet writer over the blob store."""

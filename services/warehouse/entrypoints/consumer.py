@@ -1,0 +1,187 @@
+"""The consumer loop: read predictions and detections, buffer per partition, write Parquet, then commit.
+
+At-least-once: a partition's offset is committed only after the file holding its rows is in the
+blob store. A crash between the two redelivers the rows, and the new file has the same name as the
+old one (first offset and partition), so it replaces it instead of adding duplicates.
+Undecodable messages go to dead letters (awaited) and are committed with the rows around them.
+On a rebalance, buffers of revoked partitions are dropped: their new owner reads them again.
+After an assignment, the partition's stored files are listed once, so a pass that cuts batches
+elsewhere than an earlier one (a group reset) deletes the files it supersedes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from google.protobuf.message import Message
+
+from michi.bus.catalog import TopicSpec
+from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.headers import read_headers
+from michi.bus.producer import EventProducer
+from michi.warehouse import Row
+from services.warehouse.adapters.parquet import ParquetWriter
+from services.warehouse.domain.batches import PartitionBuffer, superseded_keys
+from services.warehouse.metrics import WarehouseMetrics
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "warehouse"
+DEAD_LETTER_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """One topic the sink reads: its catalog entry, record kind and row mapping."""
+
+    spec: TopicSpec
+    kind: str
+    to_row: Callable[..., Row]
+
+
+class WarehouseSink:
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        producer: EventProducer,
+        writer: ParquetWriter,
+        sources: dict[str, Source],
+        flush_s: float,
+        flush_rows: int,
+        metrics: WarehouseMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.writer = writer
+        self.sources = sources
+        self.flush_s = flush_s
+        self.flush_rows = flush_rows
+        self.metrics = metrics
+        self.clock = clock
+        self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
+        self.last_poll_at: float | None = None
+        self.assigned: set[tuple[str, int]] = set()
+        # Files stored by earlier passes, per partition, listed at its first flush after an assignment.
+        self.earlier_parts: dict[tuple[str, int], dict[int, str]] = {}
+        self.consumer.subscribe(list(sources), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    # --- rebalances
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for item in partitions:
+            self.assigned.add((item.topic, item.partition))
+            self.earlier_parts.pop((item.topic, item.partition), None)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for item in partitions:
+            self.assigned.discard((item.topic, item.partition))
+            dropped = self.buffers.pop((item.topic, item.partition), None)
+            if dropped is not None and dropped.rows:
+                logger.info(
+                    "buffer of a revoked partition dropped",
+                    extra={"topic": item.topic, "partition": item.partition, "rows": len(dropped.rows)},
+                )
+        self._update_gauge()
+
+    # --- the loop
+
+    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
+        """Poll until `stop` is set, then write what is buffered, commit and close the consumer."""
+        try:
+            while not stop.is_set():
+                self.poll_once(poll_timeout)
+            self.flush(force=True)
+        finally:
+            self.consumer.close()
+
+    def poll_once(self, timeout: float = 0.5, max_messages: int = 1000) -> None:
+        for raw in self.consumer.consume(max_messages, timeout):
+            error = raw.error()
+            if error is not None:
+                logger.warning("consumer error", extra={"error": str(error)})
+                continue
+            self._read(raw)
+        self.last_poll_at = self.clock()
+        self.flush()
+
+    def _read(self, raw: Any) -> None:
+        topic, partition, offset = raw.topic(), raw.partition(), raw.offset()
+        source = self.sources[topic]
+        headers = read_headers(raw.headers())
+        row: Row | None
+        try:
+            message: Message = decode_message(source.spec, raw.value(), headers)
+            row = source.to_row(message, topic=topic, partition=partition, offset=offset)
+        except UndecodableMessage as error:
+            self.producer.dead_letter(
+                service=SERVICE,
+                source_topic=topic,
+                partition=partition,
+                offset=offset,
+                key=raw.key(),
+                value=raw.value(),
+                headers=headers,
+                reason=error.reason,
+                error=error.detail,
+            ).result(DEAD_LETTER_TIMEOUT_S)
+            self.metrics.dead_letters.inc()
+            row = None
+        buffer = self.buffers.get((topic, partition))
+        if buffer is None:
+            buffer = self.buffers[(topic, partition)] = PartitionBuffer(source.kind, topic, partition, self.clock())
+        buffer.add(row, offset)
+        if row is not None:
+            self.metrics.buffered_rows.inc()
+        if len(buffer.rows) >= self.flush_rows:
+            self._write_and_commit(buffer)
+            del self.buffers[(topic, partition)]
+            self._update_gauge()
+
+    def flush(self, *, force: bool = False) -> None:
+        """Write and commit every buffer that is due (all of them with `force`)."""
+        now = self.clock()
+        for key, buffer in list(self.buffers.items()):
+            if force or buffer.due(now, max_age_s=self.flush_s, max_rows=self.flush_rows):
+                self._write_and_commit(buffer)
+                del self.buffers[key]
+        self._update_gauge()
+
+    def _write_and_commit(self, buffer: PartitionBuffer) -> None:
+        table = f"{buffer.kind}s"
+        partition = (buffer.topic, buffer.partition)
+        if partition not in self.earlier_parts:
+            self.earlier_parts[partition] = self.writer.existing_parts(buffer.kind, buffer.partition)
+        earlier = self.earlier_parts[partition]
+        for file in buffer.file_runs():
+            self.writer.write(file.key, file.rows)
+            for key in superseded_keys(earlier, file):
+                self.writer.delete(key)
+                logger.info("superseded warehouse file deleted", extra={"key": key})
+            last = file.rows[-1]["kafka_offset"]
+            for offset in [offset for offset in earlier if offset <= last]:
+                del earlier[offset]
+            self.metrics.files_written.labels(table).inc()
+            self.metrics.rows_written.labels(table).inc(len(file.rows))
+            self._commit(buffer, file.commit_offset)
+        if not buffer.rows and buffer.next_offset is not None:  # only dead letters since the last commit
+            self._commit(buffer, buffer.next_offset)
+
+    def _commit(self, buffer: PartitionBuffer, offset: int) -> None:
+        self.consumer.commit(offsets=[TopicPartition(buffer.topic, buffer.partition, offset)], asynchronous=False)
+
+    def _update_gauge(self) -> None:
+        self.metrics.buffered_rows.set(sum(len(buffer.rows) for buffer in self.buffers.values()))
+
+    def ready(self, max_silence_s: float = 30.0) -> bool:
+        """Polling recently and holding at least one partition."""
+        return (
+            self.last_poll_at is not None and self.clock() - self.last_poll_at < max_silence_s and bool(self.assigned)
+        )
