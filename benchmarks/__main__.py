@@ -28,6 +28,9 @@ def main(arguments: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="benchmark", help=" | ".join(NAMES) + " (default: all)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (each benchmark <= ~30 s)")
+    parser.add_argument(
+        "--ingest-workers", type=int, default=None, metavar="N", help="ingest processes in the ingest benchmark"
+    )
     options = parser.parse_args(arguments)
     names = options.names or list(NAMES)
     unknown = [name for name in names if name not in NAMES]
@@ -41,7 +44,7 @@ def main(arguments: list[str] | None = None) -> int:
         for name in names:
             began = time.monotonic()
             if name == "ingest":
-                saturation = ingest.run(quick=options.quick).protobuf.rate
+                saturation = ingest.run(quick=options.quick, workers=options.ingest_workers).protobuf.rate
             elif name == "inference":
                 inference.run(quick=options.quick)
             else:

@@ -97,23 +97,33 @@ def note(text: str) -> None:
 class CpuMeter:
     """CPU each named process used over a phase, in cores (1.0 = one core busy all the time)."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], *, with_children: Sequence[str] = ()) -> None:
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        # Names whose child processes count too (ingest with several workers).
+        self.with_children = set(with_children)
         self.started_at = 0.0
         self.started: dict[str, float] = {}
         self.machine_started = 0.0
 
     @staticmethod
-    def _seconds(process: psutil.Process) -> float:
+    def _own_seconds(process: psutil.Process) -> float:
         try:
             times = process.cpu_times()
         except psutil.Error:
             return 0.0
         return float(times.user + times.system)
 
+    def _seconds(self, name: str) -> float:
+        process = self.processes[name]
+        total = self._own_seconds(process)
+        if name in self.with_children:
+            with contextlib.suppress(psutil.Error):
+                total += sum(self._own_seconds(child) for child in process.children(recursive=True))
+        return total
+
     def start(self) -> CpuMeter:
         self.started_at = time.monotonic()
-        self.started = {name: self._seconds(process) for name, process in self.processes.items()}
+        self.started = {name: self._seconds(name) for name in self.processes}
         self.machine_started = self._machine_busy()
         return self
 
@@ -125,9 +135,7 @@ class CpuMeter:
 
     def stop(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self.started_at, 1e-9)
-        cores = {
-            name: (self._seconds(process) - self.started[name]) / elapsed for name, process in self.processes.items()
-        }
+        cores = {name: (self._seconds(name) - self.started[name]) / elapsed for name in self.processes}
         cores["machine"] = (self._machine_busy() - self.machine_started) / elapsed
         return cores
 
@@ -231,7 +239,14 @@ class Workspace:
             environment["MICHI_REDIS_URL"] = self.redis.url
         return environment
 
-    def start_service(self, name: str, port_variable: str, *, ready_timeout: float = 120.0) -> ServiceProcess:
+    def start_service(
+        self,
+        name: str,
+        port_variable: str,
+        *,
+        ready_timeout: float = 120.0,
+        environment: dict[str, str] | None = None,
+    ) -> ServiceProcess:
         port = free_port()
         log_path = self.home / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,7 +254,7 @@ class Workspace:
             process = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"],
                 cwd=REPOSITORY,
-                env={**self.environment(), port_variable: str(port)},
+                env={**self.environment(), **(environment or {}), port_variable: str(port)},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -314,7 +329,7 @@ class UploadBodies:
     the ids inside the serialized bytes (same length, so protobuf and JSON stay valid) in microseconds.
     """
 
-    def __init__(self, uploads: Sequence[upload_pb2.Upload]) -> None:
+    def __init__(self, uploads: Sequence[upload_pb2.Upload], *, salt: str = "") -> None:
         if not uploads:
             raise ValueError("no uploads")
         for upload in uploads:
@@ -326,6 +341,8 @@ class UploadBodies:
             JSON: [MessageToJson(upload).encode() for upload in uploads],
         }
         self.sent = 0
+        # A salt (one per client process) gives clones of its own, including the first round.
+        self.salt = salt
 
     def next(self, content_type: str) -> Request:
         index = self.sent % len(self.uploads)
@@ -333,10 +350,11 @@ class UploadBodies:
         self.sent += 1
         upload = self.uploads[index]
         body = self.bodies[content_type][index]
-        if generation == 0:
+        if generation == 0 and not self.salt:
             return Request(upload.upload_id, upload.device_id, body, content_type)
-        upload_id = str(uuid.uuid5(CLONE_NAMESPACE, f"{upload.upload_id}/{generation}"))
-        trip_id = str(uuid.uuid5(CLONE_NAMESPACE, f"{upload.trip_id}/{generation}"))
+        salt = f"{self.salt}/" if self.salt else ""
+        upload_id = str(uuid.uuid5(CLONE_NAMESPACE, f"{upload.upload_id}/{salt}{generation}"))
+        trip_id = str(uuid.uuid5(CLONE_NAMESPACE, f"{upload.trip_id}/{salt}{generation}"))
         body = body.replace(upload.upload_id.encode(), upload_id.encode()).replace(
             upload.trip_id.encode(), trip_id.encode()
         )
@@ -365,6 +383,12 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     # upload_id -> wall-clock time the POST was sent (time.time()), accepted uploads only.
     sent_at: dict[str, float] = field(default_factory=dict)
+    # Refusal reasons, when the generator sees them (gRPC acknowledgements).
+    reasons: Counter[str] = field(default_factory=Counter)
+    # CPU seconds the load generator used (0 when it ran in the benchmark's own process).
+    client_cpu_s: float = 0.0
+    # Percentiles reported by a generator that does not return every latency (wrk).
+    percentiles_s: dict[float, float] = field(default_factory=dict)
 
     @property
     def accepted(self) -> int:
@@ -373,6 +397,11 @@ class LoadResult:
     @property
     def rate(self) -> float:
         return self.accepted / self.elapsed_s if self.elapsed_s else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        if fraction in self.percentiles_s:
+            return self.percentiles_s[fraction]
+        return percentile(self.latencies_s, fraction)
 
 
 def _client(concurrency: int) -> httpx.AsyncClient:

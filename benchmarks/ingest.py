@@ -1,18 +1,18 @@
-"""Ingest throughput and latency over real HTTP, against a raw confluent-kafka producer.
+"""Ingest throughput and latency over HTTP and the gRPC stream, against a raw confluent-kafka producer.
 
-    .venv/bin/python -m benchmarks ingest [--quick]
+    .venv/bin/python -m benchmarks ingest [--quick] [--ingest-workers N]
 
-A real `python -m services.ingest` (uvicorn, Redis claims, SQLite registry, Kafka acks=all)
-receives 10 s / 50 Hz simulator uploads from N concurrent httpx clients (one asyncio process:
-the benchmark itself; its CPU share is printed so you can see whether the client is the limit),
-first as protobuf bodies, then as JSON. The baseline sends the bytes ingest publishes (the
+A real `python -m services.ingest` (uvicorn + grpc.aio, auth, Redis rate limits and claims, SQLite
+registry, Kafka acks=all) receives 10 s / 50 Hz simulator uploads, every upload id distinct: over
+HTTP as protobuf then JSON bodies (32 connections from wrk, or httpx in 2 processes without it), then
+over `StreamUploads` (16 device streams, each keeping the server's window of 8 uploads in flight,
+grpc.aio in 2 processes). See `benchmarks/generators.py`; the generator's CPU is printed. The baseline sends the bytes ingest publishes (the
 serialized `UploadReceived`) with a bare confluent-kafka producer (idempotent, acks=all, same
 settings as `EventProducer`) to an uploads topic of its own in the same broker.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka import Message as KafkaMessage
 
+from benchmarks.generators import grpc_stream_load, httpx_load, write_wrk_manifest, wrk_available, wrk_load
 from benchmarks.harness import (
     JSON,
     PROTOBUF,
     CpuMeter,
     LoadResult,
-    UploadBodies,
     Workspace,
-    closed_loop,
     describe_cpu,
     milliseconds,
     note,
@@ -41,9 +40,18 @@ from benchmarks.harness import (
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import UPLOADS
 from michi.bus.headers import build_headers
+from michi.infra.processes import free_port
 
 RAW_PREFIX = "bench-raw."
 CONCURRENCY = 32
+WRK_THREADS = 2
+# Client processes of the Python generators (httpx without wrk, grpc.aio always).
+CLIENT_PROCESSES = 2
+# Device streams on StreamUploads, each keeping the server's in-flight window (ingest_grpc_stream_window) busy.
+STREAMS = 16
+STREAM_WINDOW = 8
+# Ingest processes on the shared ports (MICHI_INGEST_WORKERS); `--ingest-workers` overrides it.
+DEFAULT_WORKERS = 1
 
 
 @dataclass
@@ -61,6 +69,7 @@ class RawResult:
 class IngestFigures:
     protobuf: LoadResult
     json: LoadResult
+    stream: LoadResult
     raw_flood: RawResult
     raw_window: RawResult
 
@@ -117,34 +126,90 @@ def raw_produce(
     return RawResult(len(latencies), elapsed, latencies)
 
 
-def run(*, quick: bool = False) -> IngestFigures:
+def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
     phase_s = 4.0 if quick else 20.0
+    workers = workers or DEFAULT_WORKERS
+    use_wrk = wrk_available()
+    generator = (
+        f"wrk ({WRK_THREADS} threads, {CONCURRENCY} connections, Lua rotating pre-built bodies)"
+        if use_wrk
+        else f"httpx in {CLIENT_PROCESSES} processes ({CONCURRENCY} clients; install wrk for a cheaper one)"
+    )
     with Workspace("ingest", redis=True) as workspace:
         uploads = simulated_uploads(300 if quick else 1500, devices=40)
         tokens = register_devices(workspace, {upload.device_id for upload in uploads})
-        bodies = UploadBodies(uploads)
-        ingest = workspace.start_service("ingest", "MICHI_INGEST_HTTP_PORT")
-        meter = CpuMeter(workspace.pids())
+        grpc_port = free_port()
+        ingest = workspace.start_service(
+            "ingest",
+            "MICHI_INGEST_HTTP_PORT",
+            environment={
+                "MICHI_INGEST_GRPC_PORT": str(grpc_port),
+                "MICHI_INGEST_WORKERS": str(workers),
+                # Rate limits stay on (one Redis script per upload) but high enough never to refuse here.
+                "MICHI_INGEST_DEVICE_RATE_PER_S": "1000000",
+                "MICHI_INGEST_DEVICE_BURST": "1000000",
+                "MICHI_INGEST_GLOBAL_RATE_PER_S": "1000000",
+            },
+        )
+        meter = CpuMeter(workspace.pids(), with_children=["ingest"])
+        manifests = (
+            {
+                content_type: write_wrk_manifest(workspace.folder / f"wrk-{name}", uploads, tokens, content_type)
+                for name, content_type in (("protobuf", PROTOBUF), ("json", JSON))
+            }
+            if use_wrk
+            else {}
+        )
+        salts = iter(range(1_000_000))
 
-        def load(content_type: str, duration: float) -> tuple[LoadResult, dict[str, float]]:
-            meter.start()
-            result = asyncio.run(
-                closed_loop(
-                    ingest.base_url,
-                    lambda: bodies.next(content_type),
-                    tokens,
-                    concurrency=CONCURRENCY,
+        def http_load(content_type: str, duration: float) -> tuple[LoadResult, dict[str, float]]:
+            if use_wrk:
+                result = wrk_load(
+                    f"{ingest.base_url}/v1/uploads",
+                    manifests[content_type],
+                    connections=CONCURRENCY,
+                    threads=WRK_THREADS,
                     duration_s=duration,
+                    run_number=next(salts),
+                    on_start=meter.start,
                 )
-            )
-            return result, meter.stop()
+            else:
+                result = httpx_load(
+                    ingest.base_url,
+                    uploads,
+                    tokens,
+                    content_type=content_type,
+                    concurrency=CONCURRENCY,
+                    processes=CLIENT_PROCESSES,
+                    duration_s=duration,
+                    salt=f"http-{next(salts)}",
+                    on_start=meter.start,
+                )
+            return result, _with_client(meter.stop(), result)
 
+        def stream_load(duration: float) -> tuple[LoadResult, dict[str, float]]:
+            result = grpc_stream_load(
+                f"127.0.0.1:{grpc_port}",
+                uploads,
+                tokens,
+                streams=STREAMS,
+                window=STREAM_WINDOW,
+                processes=CLIENT_PROCESSES,
+                duration_s=duration,
+                salt=f"grpc-{next(salts)}",
+                on_start=meter.start,
+            )
+            return result, _with_client(meter.stop(), result)
+
+        note(f"ingest: {workers} worker(s); HTTP load from {generator}")
         note("ingest: warm-up")
-        load(PROTOBUF, 1.0 if quick else 3.0)
-        note(f"ingest: {CONCURRENCY} clients, protobuf bodies, {phase_s:.0f} s")
-        protobuf, protobuf_cpu = load(PROTOBUF, phase_s)
-        note(f"ingest: {CONCURRENCY} clients, JSON bodies, {phase_s:.0f} s")
-        json_result, json_cpu = load(JSON, phase_s)
+        http_load(PROTOBUF, 1.0 if quick else 3.0)
+        note(f"ingest: HTTP protobuf bodies, {phase_s:.0f} s")
+        protobuf, protobuf_cpu = http_load(PROTOBUF, phase_s)
+        note(f"ingest: HTTP JSON bodies, {phase_s:.0f} s")
+        json_result, json_cpu = http_load(JSON, phase_s)
+        note(f"ingest: gRPC StreamUploads, {STREAMS} streams x {STREAM_WINDOW} in flight, {phase_s:.0f} s")
+        stream, stream_cpu = stream_load(phase_s)
         ingest.stop()
 
         ensure_topics(workspace.bootstrap, RAW_PREFIX, [UPLOADS])
@@ -158,13 +223,14 @@ def run(*, quick: bool = False) -> IngestFigures:
         window = raw_produce(workspace.bootstrap, payloads, duration_s=phase_s / 2, in_flight=CONCURRENCY)
 
     size = sum(len(value) for _, value in payloads) / len(payloads)
+    named = (("protobuf", protobuf), ("json", json_result), ("grpc stream", stream))
     refused = {
-        name: {status: count for status, count in result.statuses.items() if status != 202}
-        for name, result in (("protobuf", protobuf), ("json", json_result))
+        name: {status: count for status, count in result.statuses.items() if status != 202} for name, result in named
     }
     rows: list[list[object]] = [
         _http_row("ingest HTTP protobuf", protobuf, flood),
         _http_row("ingest HTTP JSON", json_result, flood),
+        _http_row(f"ingest gRPC stream ({STREAMS} x {STREAM_WINDOW})", stream, flood),
         [
             "raw producer (unbounded)",
             f"{flood.rate:,.0f}",
@@ -181,23 +247,39 @@ def run(*, quick: bool = False) -> IngestFigures:
         ],
     ]
     print_table(
-        f"ingest: 10 s / 50 Hz uploads ({size / 1024:.1f} KiB UploadReceived), {CONCURRENCY} concurrent clients",
+        f"ingest: 10 s / 50 Hz uploads ({size / 1024:.1f} KiB UploadReceived), {workers} ingest worker(s)",
         ["path", "msgs/s", "p50 ms", "p99 ms", "vs raw"],
         rows,
     )
-    print(f"  CPU cores, protobuf phase: {describe_cpu(protobuf_cpu)}")
-    print(f"  CPU cores, JSON phase:     {describe_cpu(json_cpu)}")
+    print(f"  HTTP load generator: {generator}")
+    print(f"  gRPC load generator: grpc.aio in {CLIENT_PROCESSES} processes, {STREAMS} device streams")
+    for name, result, cores in (
+        ("HTTP protobuf", protobuf, protobuf_cpu),
+        ("HTTP JSON", json_result, json_cpu),
+        ("gRPC stream", stream, stream_cpu),
+    ):
+        per_upload = cores["ingest"] / result.rate * 1000 if result.rate else float("nan")
+        print(f"  CPU cores, {name + ':':14} {describe_cpu(cores)}; ingest {per_upload:.2f} ms CPU per upload")
     print(f"  CPU cores, raw unbounded:  {describe_cpu(flood_cpu)}")
     if any(refused.values()):
         print(f"  non-202 answers: {refused}")
-    return IngestFigures(protobuf, json_result, flood, window)
+    if stream.reasons:
+        print(f"  gRPC refusal reasons: {dict(stream.reasons)}")
+    return IngestFigures(protobuf, json_result, stream, flood, window)
+
+
+def _with_client(cores: dict[str, float], result: LoadResult) -> dict[str, float]:
+    # The generator's own CPU (wrk or the client processes), over the same phase.
+    if result.elapsed_s:
+        cores = {**cores, "client": result.client_cpu_s / result.elapsed_s}
+    return cores
 
 
 def _http_row(name: str, result: LoadResult, baseline: RawResult) -> list[object]:
     return [
         name,
         f"{result.rate:,.0f}",
-        milliseconds(percentile(result.latencies_s, 0.5)),
-        milliseconds(percentile(result.latencies_s, 0.99)),
+        milliseconds(result.percentile(0.5)),
+        milliseconds(result.percentile(0.99)),
         ratio(result.rate, baseline.rate),
     ]

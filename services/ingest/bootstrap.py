@@ -5,6 +5,11 @@ client or registry), `build_grpc_server(settings, app.state.endpoints)` the gRPC
 the same handler; `run()` serves both in one event loop until SIGINT/SIGTERM:
 
     python -m services.ingest          # or: michi run ingest
+
+With `MICHI_INGEST_WORKERS=N` (N > 1) `run()` supervises N worker processes instead, all on the same
+ports: they accept on one inherited HTTP listening socket and each binds the gRPC port with
+SO_REUSEPORT (the kernel spreads connections). SIGINT/SIGTERM is passed on to every worker; when one
+worker exits, the others are stopped too.
 """
 
 from __future__ import annotations
@@ -12,7 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +30,7 @@ from pathlib import Path
 import uvicorn
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.engine import make_url
 
 from michi.blobs import BlobStore
@@ -42,6 +52,11 @@ from services.ingest.handlers import UploadHandler
 from services.ingest.settings import IngestSettings
 
 SERVICE = "ingest"
+# Set by the supervisor for its workers: the file descriptor of the shared HTTP listening socket.
+WORKER_SOCKET_VARIABLE = "MICHI_INGEST_WORKER_HTTP_FD"
+# Redis connections per ingest process, and how long a request waits for one before Redis counts as down.
+REDIS_CONNECTIONS = 64
+REDIS_POOL_WAIT_S = 5.0
 logger = logging.getLogger(__name__)
 
 
@@ -56,6 +71,18 @@ def device_registry(settings: IngestSettings) -> DeviceRegistry:
     )
     registry.create_tables()
     return registry
+
+
+def redis_client(settings: IngestSettings) -> Redis:
+    """A Redis client whose pool waits for a free connection instead of failing.
+
+    redis-py's default pool raises "Too many connections" past 100 at once: with many gRPC streams,
+    each with a window of uploads in flight, that refused uploads as `rate-limiter-unavailable`.
+    """
+    pool = BlockingConnectionPool.from_url(
+        settings.resolved_redis_url(), max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
+    )
+    return Redis.from_pool(pool)
 
 
 def upload_limits(settings: IngestSettings) -> UploadLimits:
@@ -107,7 +134,7 @@ def build_app(
     owned_redis = redis is None
     owned_registry = registry is None
     producer = producer or upload_producer(settings)
-    redis = redis or Redis.from_url(settings.resolved_redis_url())
+    redis = redis or redis_client(settings)
     registry = registry or device_registry(settings)
     uploads_topic = UPLOADS.name(settings.topic_prefix)
     blobs = BlobStore(settings.resolved_blob_url())
@@ -181,7 +208,9 @@ def build_app(
     return app
 
 
-def build_grpc_server(settings: IngestSettings, endpoints: IngestEndpoints) -> IngestGrpcServer:
+def build_grpc_server(
+    settings: IngestSettings, endpoints: IngestEndpoints, *, reuse_port: bool = False
+) -> IngestGrpcServer:
     """The gRPC door on `ingest_host:ingest_grpc_port` around `build_app(...).state.endpoints`.
 
     Create it inside the running event loop, then `await server.start()` ... `await server.stop(grace)`.
@@ -193,6 +222,7 @@ def build_grpc_server(settings: IngestSettings, endpoints: IngestEndpoints) -> I
         max_message_bytes=settings.ingest_grpc_max_message_bytes or settings.ingest_max_body_bytes,
         reflection=settings.ingest_grpc_reflection,
         environment=settings.env,
+        reuse_port=reuse_port,
     )
 
 
@@ -204,8 +234,11 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: IngestSettings) -> None:
-    """HTTP (uvicorn) and gRPC (grpc.aio) in this event loop until SIGINT/SIGTERM."""
+async def serve(settings: IngestSettings, *, http_socket: socket.socket | None = None) -> None:
+    """HTTP (uvicorn) and gRPC (grpc.aio) in this event loop until SIGINT/SIGTERM.
+
+    `http_socket`: a listening socket shared with other workers (then gRPC binds with SO_REUSEPORT).
+    """
     app = build_app(settings)
     http = _HttpServer(
         uvicorn.Config(
@@ -217,13 +250,13 @@ async def serve(settings: IngestSettings) -> None:
             server_header=False,
         )
     )
-    grpc_server = build_grpc_server(settings, app.state.endpoints)
+    grpc_server = build_grpc_server(settings, app.state.endpoints, reuse_port=http_socket is not None)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stopping.set)
     await grpc_server.start()
-    http_task = asyncio.create_task(http.serve())
+    http_task = asyncio.create_task(http.serve(sockets=[http_socket] if http_socket is not None else None))
     logger.info(
         "ingest listening",
         extra={"host": settings.ingest_host, "port": settings.ingest_http_port, "grpc_port": grpc_server.port},
@@ -241,5 +274,72 @@ def run() -> None:
     """Serve ingest (HTTP and gRPC) until SIGINT/SIGTERM, settings from the `MICHI_*` environment."""
     settings = load_settings(IngestSettings)
     configure_logging(SERVICE, settings.log_level)
+    inherited = os.environ.get(WORKER_SOCKET_VARIABLE)
+    if settings.ingest_workers > 1 and inherited is None:
+        sys.exit(supervise(settings))
     configure_tracing(SERVICE, settings.home)
-    asyncio.run(serve(settings))
+    http_socket = socket.socket(fileno=int(inherited)) if inherited else None
+    asyncio.run(serve(settings, http_socket=http_socket))
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    listener = socket.create_server((host, port), family=family, backlog=2048)
+    listener.set_inheritable(True)
+    return listener
+
+
+def _reserved_reuse_port(host: str, port: int) -> tuple[socket.socket, int]:
+    """A bound (not listening) SO_REUSEPORT socket holding the gRPC port while workers bind it too."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, port))
+    return holder, holder.getsockname()[1]
+
+
+def supervise(settings: IngestSettings) -> int:
+    """Run `ingest_workers` worker processes on shared ports until SIGINT/SIGTERM or one of them exits."""
+    listener = _listening_socket(settings.ingest_host, settings.ingest_http_port)
+    holder, grpc_port = _reserved_reuse_port(settings.ingest_host, settings.ingest_grpc_port)
+    environment = {
+        **os.environ,
+        WORKER_SOCKET_VARIABLE: str(listener.fileno()),
+        "MICHI_INGEST_HTTP_PORT": str(listener.getsockname()[1]),
+        "MICHI_INGEST_GRPC_PORT": str(grpc_port),
+        # Workers import `services` however this process did.
+        "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry),
+    }
+    stopping = False
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def stop_workers(signal_number: int = signal.SIGTERM, frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop_workers)
+    signal.signal(signal.SIGINT, stop_workers)
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "services.ingest"], env=environment, pass_fds=[listener.fileno()])
+        for _ in range(settings.ingest_workers)
+    ]
+    logger.info(
+        "ingest workers started",
+        extra={"workers": len(workers), "port": listener.getsockname()[1], "grpc_port": grpc_port},
+    )
+    try:
+        while not stopping and all(worker.poll() is None for worker in workers):
+            time.sleep(0.2)
+        stop_workers()
+        codes = [worker.wait() for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        listener.close()
+        holder.close()
+    return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1

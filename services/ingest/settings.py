@@ -15,6 +15,8 @@ class IngestSettings(MichiSettings):
     # MICHI_INGEST_HOST: loopback by default so a fresh install exposes nothing.
     ingest_host: str = "127.0.0.1"
     ingest_http_port: int = Field(default=8080, ge=0, le=65535)
+    # Processes serving HTTP and gRPC on the same ports (one core each at most); 1: this process serves.
+    ingest_workers: int = Field(default=1, ge=1, le=64)
     ingest_max_body_bytes: int = Field(default=2 * MEBIBYTE, gt=0)
     ingest_sample_rates_hz: frozenset[int] = frozenset({25, 50, 100})
     # 100 Hz x 60 s: the longest upload a device may send.

@@ -39,7 +39,9 @@ class KafkaUploadPublisher:
         delivery = asyncio.wrap_future(future)
         delivery.add_done_callback(_consume_outcome)
         try:
-            return await asyncio.wait_for(asyncio.shield(delivery), self.timeout_s)
+            # asyncio.timeout, not wait_for: no extra task per upload.
+            async with asyncio.timeout(self.timeout_s):
+                return await asyncio.shield(delivery)
         except TimeoutError as error:
             raise PublishFailed(f"no acknowledgement from Kafka within {self.timeout_s:g} s") from error
         except PublishError as error:

@@ -360,7 +360,7 @@ class IngestService:
 
     async def upload(self, body: bytes, context: grpc.aio.ServicerContext) -> ingest_pb2.UploadAck:
         metadata = context.invocation_metadata()
-        self.endpoints.metrics.received_bytes.labels(GRPC_CONTENT_TYPE).inc(len(body))
+        self.endpoints.metrics.received(GRPC_CONTENT_TYPE, len(body))
         try:
             token = bearer_token(metadata)
         except UploadRefused as refusal:
@@ -445,7 +445,7 @@ class IngestService:
                         body = await anext(iterator)
                     except StopAsyncIteration:
                         return
-                    self.endpoints.metrics.received_bytes.labels(GRPC_CONTENT_TYPE).inc(len(body))
+                    self.endpoints.metrics.received(GRPC_CONTENT_TYPE, len(body))
                     upload: upload_pb2.Upload | UploadRefused
                     try:
                         upload = decode(body)
@@ -515,6 +515,7 @@ class IngestGrpcServer:
         max_message_bytes: int,
         reflection: bool = False,
         environment: str = "dev",
+        reuse_port: bool = False,
     ) -> None:
         self.service = service
         self.host = host
@@ -524,8 +525,9 @@ class IngestGrpcServer:
                 # Larger messages are refused RESOURCE_EXHAUSTED by gRPC itself, before any Michi code.
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", 64 * 1024),
-                # A second process on the same port must fail, not silently share it.
-                ("grpc.so_reuseport", 0),
+                # A second process on the same port must fail, not silently share it, unless it is one
+                # of the workers of one ingest (MICHI_INGEST_WORKERS) sharing the port on purpose.
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
                 ("grpc.keepalive_timeout_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -32,6 +34,17 @@ class IngestMetrics:
         self.accepted_latency = self.latency.labels("accepted")
         self.duplicate_latency = self.latency.labels("duplicate")
         self.refused_latency = self.latency.labels("refused")
+        self._received_bytes_by_type: dict[str, Any] = {}
+        self._refused_by_reason: dict[str, Any] = {}
+
+    def received(self, content_type: str, size: int) -> None:
+        child = self._received_bytes_by_type.get(content_type)
+        if child is None:
+            child = self._received_bytes_by_type[content_type] = self.received_bytes.labels(content_type)
+        child.inc(size)
 
     def refused(self, reason: str) -> None:
-        self.uploads.labels("refused", reason).inc()
+        child = self._refused_by_reason.get(reason)
+        if child is None:
+            child = self._refused_by_reason[reason] = self.uploads.labels("refused", reason)
+        child.inc()
