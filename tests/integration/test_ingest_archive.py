@@ -14,18 +14,19 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from confluent_kafka import KafkaException
 from redis.asyncio import Redis
 
 from michi.blobs import BlobStore
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.reader import TopicReader, end_offsets
+from michi.bus.reader import TopicReader
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from services.ingest.adapters.archive import ArchiveCorrupt, rebuild_upload
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
+
+from .ingest_support import uploads_count
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +50,6 @@ def make_upload(upload_id: str = "upload-1", device_id: str = "device-a") -> upl
     upload.imu.accel_z.extend([9.8] * samples)
     upload.gps.add(offset_ms=0, latitude=52.52, longitude=13.40, speed_mps=14.0, heading_deg=80, hdop=0.9)
     return upload
-
-
-def uploads_count(kafka_bootstrap: str, topic_prefix: str) -> int:
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            return sum(end_offsets(kafka_bootstrap, UPLOADS.name(topic_prefix)).values())
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 class Ingest:

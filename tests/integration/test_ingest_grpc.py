@@ -23,7 +23,6 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from confluent_kafka import KafkaException
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -31,7 +30,7 @@ from redis.asyncio import Redis
 
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.reader import Record, TopicReader, end_offsets
+from michi.bus.reader import Record, TopicReader
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import ingest_pb2, ingest_pb2_grpc, upload_pb2
 from michi.infra.processes import free_port
@@ -40,6 +39,9 @@ from services.ingest.bootstrap import build_app, build_grpc_server, device_regis
 from services.ingest.domain.tokens import issue_token
 from services.ingest.entrypoints.grpc import IngestGrpcServer
 from services.ingest.settings import IngestSettings
+
+from .ingest_support import settings_for as base_settings
+from .ingest_support import uploads_count
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +56,19 @@ def tracer_provider() -> None:
     # Spans need a real provider to have ids, hence a traceparent; exporting is not under test.
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())
+
+
+def settings_for(
+    kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: Path, **extra: object
+) -> IngestSettings:
+    values: dict[str, Any] = {
+        "ingest_grpc_port": 0,
+        # Rate limits have their own test; elsewhere they would only make streams of 20 flaky.
+        "ingest_device_rate_per_s": 10_000.0,
+        "ingest_device_burst": 10_000,
+    }
+    values.update(extra)
+    return base_settings(kafka_bootstrap, redis_url, topic_prefix, home, **values)
 
 
 def make_upload(upload_id: str = "upload-1", device_id: str = "device-a", sequence: int = 0) -> upload_pb2.Upload:
@@ -77,36 +92,6 @@ def make_upload(upload_id: str = "upload-1", device_id: str = "device-a", sequen
             offset_ms=second * 1000, latitude=52.52, longitude=13.40, speed_mps=14.0, heading_deg=80, hdop=0.9
         )
     return upload
-
-
-def settings_for(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: Path, **extra: object
-) -> IngestSettings:
-    values: dict[str, Any] = {
-        "kafka_bootstrap": kafka_bootstrap,
-        "redis_url": redis_url,
-        "topic_prefix": topic_prefix,
-        "home": home,
-        "database_url": f"sqlite:///{home / 'michi.db'}",
-        "ingest_grpc_port": 0,
-        # Rate limits have their own test; elsewhere they would only make streams of 20 flaky.
-        "ingest_device_rate_per_s": 10_000.0,
-        "ingest_device_burst": 10_000,
-    }
-    values.update(extra)
-    return IngestSettings(**values)
-
-
-def uploads_count(kafka_bootstrap: str, topic_prefix: str) -> int:
-    """Records on the uploads topic (high watermarks), retried while a fresh topic elects its leaders."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            return sum(end_offsets(kafka_bootstrap, UPLOADS.name(topic_prefix)).values())
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def read_uploads(kafka_bootstrap: str, topic_prefix: str, count: int) -> list[Record]:

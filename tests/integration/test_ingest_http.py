@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from confluent_kafka import KafkaException
 from google.protobuf import json_format
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -28,13 +27,15 @@ from redis.asyncio import Redis
 
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.reader import TopicReader, end_offsets
+from michi.bus.reader import TopicReader
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
+
+from .ingest_support import settings_for, uploads_count
 
 pytestmark = pytest.mark.integration
 
@@ -71,19 +72,6 @@ def make_upload(upload_id: str = "upload-1", device_id: str = "device-a", sequen
     return upload
 
 
-def settings_for(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: Path, **extra: object
-) -> IngestSettings:
-    return IngestSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        topic_prefix=topic_prefix,
-        home=home,
-        database_url=f"sqlite:///{home / 'michi.db'}",
-        **extra,  # type: ignore[arg-type]
-    )
-
-
 @dataclass
 class Ingest:
     client: httpx.AsyncClient
@@ -99,18 +87,6 @@ class Ingest:
             content=upload.SerializeToString(),
             headers={**PROTOBUF, "authorization": f"Bearer {token or self.token_a}"},
         )
-
-
-def uploads_count(kafka_bootstrap: str, topic_prefix: str) -> int:
-    """Records on the uploads topic (high watermarks), retried while a fresh topic elects its leaders."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            return sum(end_offsets(kafka_bootstrap, UPLOADS.name(topic_prefix)).values())
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @pytest_asyncio.fixture

@@ -26,9 +26,7 @@ import psutil
 import pytest
 from redis.asyncio import Redis
 
-from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.reader import end_offsets
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
@@ -37,6 +35,8 @@ from services.ingest.adapters.rate_limits import RateLimiter
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.domain.signing import sign_request
 from services.ingest.settings import IngestSettings
+
+from .ingest_support import settings_for, uploads_count
 
 PROTOBUF = "application/x-protobuf"
 MEBIBYTE = 1024 * 1024
@@ -57,23 +57,6 @@ def make_upload(upload_id: str, device_id: str = "device-a", sequence: int = 0) 
     for name in ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z"):
         getattr(upload.imu, name).extend([0.1] * samples)
     return upload
-
-
-def settings_for(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: Path, **extra: object
-) -> IngestSettings:
-    return IngestSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        topic_prefix=topic_prefix,
-        home=home,
-        database_url=f"sqlite:///{home / 'michi.db'}",
-        **extra,  # type: ignore[arg-type]
-    )
-
-
-def uploads_count(kafka_bootstrap: str, topic_prefix: str) -> int:
-    return sum(end_offsets(kafka_bootstrap, UPLOADS.name(topic_prefix)).values())
 
 
 @dataclass

@@ -31,6 +31,8 @@ from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
 
+from .ingest_support import settings_for
+
 pytestmark = pytest.mark.integration
 
 MEBIBYTE = 1024 * 1024
@@ -55,20 +57,6 @@ def make_upload(upload_id: str, device_id: str = "device-a", media_names: tuple[
         getattr(upload.imu, name).extend([0.1] * samples)
     upload.imu.accel_z.extend([9.8] * samples)
     return upload
-
-
-def settings_for(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: Path, **extra: object
-) -> IngestSettings:
-    return IngestSettings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        topic_prefix=topic_prefix,
-        home=home,
-        database_url=f"sqlite:///{home / 'michi.db'}",
-        blob_url=f"file://{home / 'blobs'}",
-        **extra,  # type: ignore[arg-type]
-    )
 
 
 def sha256_hex(data: bytes) -> str:

@@ -133,7 +133,10 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_response(served:
 
 CONTENT_TYPES = st.sampled_from(
     [PROTOBUF, "application/json", "application/json; charset=utf-8", "text/plain", "", "application/x-protobuf;x=y"]
-) | st.text(max_size=40).filter(lambda text: text.isprintable() and text.isascii())
+) | st.text(max_size=40).filter(
+    # Values a client can send at all: HTTP clients refuse leading or trailing whitespace in a header value.
+    lambda text: text.isprintable() and text.isascii() and text == text.strip()
+)
 
 
 def test_arbitrary_bodies_and_content_types_never_get_a_server_error(served: Served) -> None:
