@@ -64,7 +64,7 @@ def test_required_ids(name: str) -> None:
     assert reasons(upload) == [(name, "required-field-missing")]
 
 
-@pytest.mark.parametrize("value", ["has space", "x" * 129, "slash/inside", "é"])
+@pytest.mark.parametrize("value", ["has space", "x" * 129, "slash/inside", "é", ".", "..", "..."])
 def test_ids_are_bounded_and_plain(value: str) -> None:
     upload = make_upload()
     upload.trip_id = value
@@ -164,6 +164,13 @@ def test_gps_fix_count_is_bounded() -> None:
     for _ in range(600):
         upload.gps.add(offset_ms=10_000)
     assert ("gps", "too-many-gps-fixes") in reasons(upload)
+
+
+@pytest.mark.parametrize("name", ["front:cam.jpg", "x" * 65, "..", "a/b.jpg"])
+def test_media_names_must_be_names_a_media_put_accepts(name: str) -> None:
+    upload = make_upload()
+    upload.media_names.extend(["front.jpg", name])
+    assert reasons(upload) == [("media_names[1]", "invalid-id")]
 
 
 def test_text_fields_are_bounded() -> None:

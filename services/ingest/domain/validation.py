@@ -17,7 +17,10 @@ import numpy as np
 
 from michi.contracts.v1 import upload_pb2
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Ids become Redis keys and blob paths, so a name made only of dots ("." or "..") is refused too.
+ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._:-]{1,128}")
+# Media names in an upload must be names `PUT /v1/uploads/{upload_id}/media/{name}` accepts.
+MEDIA_NAME_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._-]{1,64}")
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 128
 MAX_MEDIA_NAMES = 32
@@ -75,11 +78,9 @@ def check_text_fields(upload: upload_pb2.Upload) -> list[Violation]:
     if len(upload.media_names) > MAX_MEDIA_NAMES:
         violations.append(Violation("media_names", "too-many-media-names", f"at most {MAX_MEDIA_NAMES} media names"))
     for index, name in enumerate(upload.media_names):
-        if ID_PATTERN.fullmatch(name) is None:
+        if MEDIA_NAME_PATTERN.fullmatch(name) is None:
             violations.append(
-                Violation(
-                    f"media_names[{index}]", "invalid-id", "media names are 1-128 characters of A-Z a-z 0-9 . _ : -"
-                )
+                Violation(f"media_names[{index}]", "invalid-id", "media names are 1-64 characters of A-Z a-z 0-9 . _ -")
             )
             break
     return violations

@@ -41,14 +41,13 @@ from michi.bus.headers import extract_context
 from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.domain.decoding import media_type
-from services.ingest.domain.validation import ID_PATTERN
+from services.ingest.domain.validation import ID_PATTERN, MEDIA_NAME_PATTERN
 from services.ingest.entrypoints.http import ErrorBody, _json, authenticate, bearer_token
 from services.ingest.handlers import UploadRefused
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.ingest")
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 STORED = "stored"
 DUPLICATE = "duplicate"
@@ -216,11 +215,11 @@ def create_media_router(endpoints: MediaEndpoints) -> APIRouter:
             try:
                 device_id = await authenticate(endpoints.registry, bearer_token(request))
                 span.set_attribute("michi.ingest.device_id", device_id)
-                if ID_PATTERN.fullmatch(upload_id) is None or upload_id in (".", ".."):
+                if ID_PATTERN.fullmatch(upload_id) is None:
                     raise UploadRefused(
                         422, "invalid-id", "upload_id must be 1-128 characters of A-Z a-z 0-9 . _ : -", "upload_id"
                     )
-                if NAME_PATTERN.fullmatch(name) is None or name in (".", ".."):
+                if MEDIA_NAME_PATTERN.fullmatch(name) is None:
                     raise UploadRefused(
                         422, "invalid-media-name", "a media name is 1-64 characters of A-Z a-z 0-9 . _ -", "name"
                     )
