@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from michi.bus.catalog import UPLOADS
 from michi.bus.reader import end_offsets
+from michi.contracts import timestamp_from_seconds
+from michi.contracts.v1 import upload_pb2
 from services.ingest.settings import IngestSettings
+
+
+def make_upload(upload_id: str = "upload-1", device_id: str = "device-a", sequence: int = 0) -> upload_pb2.Upload:
+    """A valid 10 s, 50 Hz upload of a device driving straight at 14 m/s."""
+    samples, rate_hz = 500, 50
+    upload = upload_pb2.Upload(
+        upload_id=upload_id,
+        device_id=device_id,
+        driver_id="driver-1",
+        trip_id=f"trip-of-{device_id}",
+        sequence=sequence,
+        firmware_version="1.0.0",
+        sample_rate_hz=rate_hz,
+        started_at=timestamp_from_seconds(time.time() - 15),
+    )
+    upload.imu.offset_ms.extend(index * 20 for index in range(samples))
+    for name, value in (("accel_x", 0.3), ("accel_y", -0.2), ("accel_z", 9.8), ("gyro_x", 0.0), ("gyro_y", 0.0)):
+        getattr(upload.imu, name).extend([value] * samples)
+    upload.imu.gyro_z.extend([0.01] * samples)
+    for second in range(10):
+        upload.gps.add(
+            offset_ms=second * 1000, latitude=52.52, longitude=13.40, speed_mps=14.0, heading_deg=80, hdop=0.9
+        )
+    return upload
 
 
 def settings_for(kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: Path, **extra: Any) -> IngestSettings:

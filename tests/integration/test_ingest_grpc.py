@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
 from michi.bus.reader import Record, TopicReader
-from michi.contracts import stable_event_id, timestamp_from_seconds
+from michi.contracts import stable_event_id
 from michi.contracts.v1 import ingest_pb2, ingest_pb2_grpc, upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry
@@ -40,8 +40,8 @@ from services.ingest.domain.tokens import issue_token
 from services.ingest.entrypoints.grpc import IngestGrpcServer
 from services.ingest.settings import IngestSettings
 
+from .ingest_support import make_upload, uploads_count
 from .ingest_support import settings_for as base_settings
-from .ingest_support import uploads_count
 
 pytestmark = pytest.mark.integration
 
@@ -69,29 +69,6 @@ def settings_for(
     }
     values.update(extra)
     return base_settings(kafka_bootstrap, redis_url, topic_prefix, home, **values)
-
-
-def make_upload(upload_id: str = "upload-1", device_id: str = "device-a", sequence: int = 0) -> upload_pb2.Upload:
-    samples = 500
-    upload = upload_pb2.Upload(
-        upload_id=upload_id,
-        device_id=device_id,
-        driver_id="driver-1",
-        trip_id=f"trip-of-{device_id}",
-        sequence=sequence,
-        firmware_version="1.0.0",
-        sample_rate_hz=50,
-        started_at=timestamp_from_seconds(time.time() - 15),
-    )
-    upload.imu.offset_ms.extend(index * 20 for index in range(samples))
-    for name, value in (("accel_x", 0.3), ("accel_y", -0.2), ("accel_z", 9.8), ("gyro_x", 0.0), ("gyro_y", 0.0)):
-        getattr(upload.imu, name).extend([value] * samples)
-    upload.imu.gyro_z.extend([0.01] * samples)
-    for second in range(10):
-        upload.gps.add(
-            offset_ms=second * 1000, latitude=52.52, longitude=13.40, speed_mps=14.0, heading_deg=80, hdop=0.9
-        )
-    return upload
 
 
 def read_uploads(kafka_bootstrap: str, topic_prefix: str, count: int) -> list[Record]:

@@ -28,14 +28,14 @@ from redis.asyncio import Redis
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader
-from michi.contracts import stable_event_id, timestamp_from_seconds
+from michi.contracts import stable_event_id
 from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
 
-from .ingest_support import settings_for, uploads_count
+from .ingest_support import make_upload, settings_for, uploads_count
 
 pytestmark = pytest.mark.integration
 
@@ -47,29 +47,6 @@ def tracer_provider() -> None:
     # Spans need a real provider to have ids, hence a traceparent; exporting is not under test.
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())
-
-
-def make_upload(upload_id: str = "upload-1", device_id: str = "device-a", sequence: int = 0) -> upload_pb2.Upload:
-    samples, rate_hz = 500, 50
-    upload = upload_pb2.Upload(
-        upload_id=upload_id,
-        device_id=device_id,
-        driver_id="driver-1",
-        trip_id=f"trip-of-{device_id}",
-        sequence=sequence,
-        firmware_version="1.0.0",
-        sample_rate_hz=rate_hz,
-        started_at=timestamp_from_seconds(time.time() - 15),
-    )
-    upload.imu.offset_ms.extend(index * 20 for index in range(samples))
-    for name, value in (("accel_x", 0.3), ("accel_y", -0.2), ("accel_z", 9.8), ("gyro_x", 0.0), ("gyro_y", 0.0)):
-        getattr(upload.imu, name).extend([value] * samples)
-    upload.imu.gyro_z.extend([0.01] * samples)
-    for second in range(10):
-        upload.gps.add(
-            offset_ms=second * 1000, latitude=52.52, longitude=13.40, speed_mps=14.0, heading_deg=80, hdop=0.9
-        )
-    return upload
 
 
 @dataclass
