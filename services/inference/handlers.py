@@ -32,16 +32,20 @@ import numpy as np
 
 from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
-from services.inference.domain.calibration import Calibration, CalibrationSums, update_calibration
-from services.inference.domain.episodes import merge_windows
-from services.inference.domain.features import (
+from michi.windows.calibration import Calibration, CalibrationSums, update_calibration
+from michi.windows.features import (
     FEATURE_INDEX,
     FEATURE_NAMES,
+    SIGNAL_CHANNELS,
+    SIGNAL_STEPS,
     UploadWindows,
     empty_windows,
     extract_windows,
+    window_id,
 )
-from services.inference.domain.model_spec import CLASS_EVENT_TYPES, DECISION_THRESHOLD, RISKY_EVENT_TYPES
+from michi.windows.model_spec import CLASS_EVENT_TYPES, DECISION_THRESHOLD, RISKY_EVENT_TYPES
+from michi.windows.upload import UploadData, upload_from_proto
+from services.inference.domain.episodes import merge_windows
 from services.inference.domain.speeding import (
     RULE_NAME,
     RULE_VERSION,
@@ -51,7 +55,6 @@ from services.inference.domain.speeding import (
     track_speeding,
 )
 from services.inference.domain.state import DeviceState
-from services.inference.domain.upload import UploadData
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +71,9 @@ class Detector(Protocol):
     model_version: str
     data_version: str
 
-    def predict(self, features: np.ndarray) -> np.ndarray: ...
+    def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """Class probabilities [N, 5] for features [N, F] and signals [N, C, T] (float32, same N)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -116,44 +121,6 @@ class _Pending:
     first_row: int = 0
 
 
-def upload_from_proto(received: upload_pb2.UploadReceived) -> UploadData:
-    upload = received.upload
-    imu = upload.imu
-    times = np.asarray(imu.offset_ms, dtype=np.float64) / 1000.0
-    accel_columns = [np.asarray(values, dtype=np.float64) for values in (imu.accel_x, imu.accel_y, imu.accel_z)]
-    gyro_columns = [np.asarray(values, dtype=np.float64) for values in (imu.gyro_x, imu.gyro_y, imu.gyro_z)]
-    lengths = {times.size, *(column.size for column in accel_columns + gyro_columns)}
-    if len(lengths) == 1:
-        accel, gyro = np.column_stack(accel_columns), np.column_stack(gyro_columns)
-    else:
-        accel, gyro = np.zeros((0, 3)), np.zeros((0, 3))
-    fixes = sorted(upload.gps, key=lambda fix: fix.offset_ms)
-    gps_times = np.array([fix.offset_ms / 1000.0 for fix in fixes], dtype=np.float64)
-    # Duplicate fix times would break interpolation: keep the first of each.
-    keep = np.concatenate([[True], np.diff(gps_times) > 0]) if gps_times.size else np.zeros(0, dtype=bool)
-    return UploadData(
-        upload_id=upload.upload_id,
-        device_id=upload.device_id,
-        driver_id=upload.driver_id,
-        trip_id=upload.trip_id,
-        sequence=int(upload.sequence),
-        trip_end=bool(upload.trip_end),
-        firmware_version=upload.firmware_version,
-        vehicle_type=upload.vehicle_type,
-        declared_sample_rate_hz=int(upload.sample_rate_hz),
-        started_at_s=timestamp_to_seconds(upload.started_at),
-        trace_id=received.lineage.trace_id,
-        times_s=times,
-        accel=accel,
-        gyro=gyro,
-        gps_times_s=gps_times[keep],
-        latitude=np.array([fix.latitude for fix in fixes], dtype=np.float64)[keep],
-        longitude=np.array([fix.longitude for fix in fixes], dtype=np.float64)[keep],
-        speed_mps=np.array([fix.speed_mps for fix in fixes], dtype=np.float64)[keep],
-        heading_deg=np.array([fix.heading_deg for fix in fixes], dtype=np.float64)[keep],
-    )
-
-
 def process_uploads(
     uploads: Sequence[upload_pb2.UploadReceived], states: MutableMapping[str, DeviceState], pipeline: InferencePipeline
 ) -> BatchOutcome:
@@ -168,9 +135,14 @@ def process_uploads(
         if rows
         else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
     )
+    signals = (
+        np.concatenate([item.windows.signals for item in pending], axis=0)
+        if rows
+        else np.zeros((0, len(SIGNAL_CHANNELS), SIGNAL_STEPS), dtype=np.float32)
+    )
     began = time.perf_counter()
     probabilities = (
-        pipeline.detector.predict(matrix) if rows else np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
+        pipeline.detector.predict(matrix, signals) if rows else np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
     )
     onnx_seconds = time.perf_counter() - began if rows else 0.0
     outcomes = []
@@ -277,7 +249,7 @@ def _decide(
 
     windows = item.windows
     origin = data.started_at_s
-    window_ids = [stable_event_id(data.upload_id, round(start / 1.0)) for start in windows.starts_s]
+    window_ids = [window_id(data.upload_id, float(start)) for start in windows.starts_s]
     absolute_starts = [origin + float(start) for start in windows.starts_s]
     absolute_ends = [origin + float(end) for end in windows.ends_s]
     best = np.argmax(scores, axis=1) if windows.count else np.zeros(0, dtype=np.int64)
@@ -288,8 +260,8 @@ def _decide(
         risky = event_type in RISKY_EVENT_TYPES and float(scores[position, column]) >= DECISION_THRESHOLD
         risky_types.append(event_type if risky else None)
 
-    def detection_id(window_id: str, event_type: int) -> str:
-        return stable_event_id("detection", window_id, event_type, detector.model_version)
+    def detection_id(first_window_id: str, event_type: int) -> str:
+        return stable_event_id("detection", first_window_id, event_type, detector.model_version)
 
     episodes, working.open_episode = merge_windows(
         trip_id=data.trip_id,

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from services.inference.domain.calibration import CalibrationSums, update_calibration
-from services.inference.handlers import upload_from_proto
+from michi.windows.calibration import CalibrationSums, update_calibration
+from michi.windows.upload import upload_from_proto
 from services.inference.synthetic import ScriptedDrive, ScriptedEvent, mount_matrix
 
 

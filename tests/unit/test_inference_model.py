@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
 from services.inference.adapters.onnx_model import (
     ModelIntegrityError,
     OnnxDetector,
     build_baseline_model,
     install_baseline_model,
 )
-from services.inference.domain.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES
 
 
 def test_baseline_bytes_are_deterministic() -> None:
@@ -34,13 +34,14 @@ def test_scores_a_batch_in_one_run(tmp_path: Path) -> None:
     features = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
     features[1, FEATURE_INDEX["braking_evidence"]] = 1.5
     features[2, FEATURE_INDEX["cornering_evidence"]] = 0.95
-    probabilities = detector.predict(features)
+    signals = np.zeros((3, len(SIGNAL_CHANNELS), SIGNAL_STEPS), dtype=np.float32)
+    probabilities = detector.predict(features, signals)
     assert probabilities.shape == (3, 5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert probabilities[0].argmax() == 0  # normal
     assert probabilities[1].argmax() == 1 and probabilities[1, 1] > 0.9  # harsh braking
     assert 0.3 < probabilities[2, 3] < 0.5  # just under the threshold: uncertain
-    assert detector.predict(np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)).shape == (0, 5)
+    assert detector.predict(features[:0], signals[:0]).shape == (0, 5)
 
 
 def test_tampered_model_is_refused(tmp_path: Path) -> None:

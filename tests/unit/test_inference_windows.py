@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from michi.contracts import stable_event_id, timestamp_to_seconds
-from services.inference.domain.calibration import CalibrationSums, update_calibration
-from services.inference.domain.features import FEATURE_INDEX, extract_windows, window_offsets
-from services.inference.handlers import upload_from_proto
+from michi.windows.calibration import CalibrationSums, update_calibration
+from michi.windows.features import FEATURE_INDEX, extract_windows, window_offsets
+from michi.windows.upload import upload_from_proto
 from services.inference.synthetic import ScriptedDrive, ScriptedEvent
 
 

@@ -22,8 +22,8 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from services.inference.domain.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES
-from services.inference.domain.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, MODEL_NAME
+from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES
+from michi.windows.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ class OnnxDetector:
             "model loaded", extra={"model": artifact.name, "version": artifact.version, "sha256": artifact.sha256}
         )
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
+    def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """The baseline weighs the summary features only; `signals` are for learned models."""
         if features.shape[0] == 0:
             return np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
         (probabilities,) = self._session.run(

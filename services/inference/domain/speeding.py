@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.inference.domain.signals import FloatArray
+from michi.windows.signals import FloatArray
 
 SPEEDING_MARGIN_MPS = 10.0 / 3.6
 SPEEDING_MIN_SECONDS = 5.0

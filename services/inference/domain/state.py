@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.inference.domain.calibration import CalibrationSums
+from michi.windows.calibration import CalibrationSums
 from services.inference.domain.episodes import OpenEpisode
 from services.inference.domain.speeding import SpeedingEpisode
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from services.inference.domain.signals import FloatArray, angle_between_deg, low_pass, unit
-from services.inference.domain.upload import UploadData
+from michi.windows.signals import FloatArray, angle_between_deg, low_pass, unit
+from michi.windows.upload import UploadData
 
 # Each upload scales the previous sums by this, so about 30 uploads (5 min) dominate.
 DECAY_PER_UPLOAD = 0.97

@@ -9,6 +9,10 @@ keeps a braking ramp), vertical acceleration raw (a pothole is a sharp vertical 
 low-passed, GPS speed/heading interpolated at the window edges. GPS corroboration: a harsh
 brake lowers the GPS speed; a pothole, a speed bump or a phone moved in its mount does not.
 
+Signals: the same calibrated series resampled on a fixed 25 Hz grid over each window
+(`SIGNAL_CHANNELS` by `SIGNAL_STEPS`), whatever the device's sample rate, for learned models
+that look at the shape of an event rather than its summary (a 1D-CNN).
+
 The *evidence* features are each "IMU magnitude ÷ its threshold" and-ed (min) with "GPS
 magnitude ÷ its threshold": ≥ 1 means both sensors agree the event happened. They are what
 the baseline model weighs; learned models may use any feature.
@@ -23,9 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.inference.domain.calibration import Calibration
-from services.inference.domain.signals import FloatArray, low_pass
-from services.inference.domain.upload import UploadData
+from michi.contracts import stable_event_id
+from michi.windows.calibration import Calibration
+from michi.windows.signals import FloatArray, low_pass
+from michi.windows.upload import UploadData
 
 WINDOW_SECONDS = 2.0
 HOP_SECONDS = 1.0
@@ -75,6 +80,20 @@ FEATURE_NAMES: tuple[str, ...] = (
 FEATURE_INDEX = {name: index for index, name in enumerate(FEATURE_NAMES)}
 FEATURE_SPEC_VERSION = "features-1"
 
+# The window as a time series: channel order of `UploadWindows.signals` [K, channels, steps].
+SIGNAL_CHANNELS: tuple[str, ...] = (
+    "longitudinal_mps2",  # low-passed at LOW_PASS_HZ
+    "lateral_mps2",  # low-passed at LOW_PASS_HZ
+    "vertical_mps2",  # gravity removed, low-passed at VERTICAL_LOW_PASS_HZ
+    "yaw_rate_radps",  # low-passed at LOW_PASS_HZ
+    "rotation_radps",  # device rotation beyond its bias
+    "gps_speed_mps",  # interpolated between fixes (0 without GPS)
+)
+SIGNAL_RATE_HZ = 25.0
+SIGNAL_STEPS = round(WINDOW_SECONDS * SIGNAL_RATE_HZ)
+VERTICAL_LOW_PASS_HZ = 10.0
+SIGNAL_SPEC_VERSION = "signals-1"
+
 
 def feature_spec() -> dict[str, object]:
     """Everything that changes what a feature means; its hash is the data version."""
@@ -97,6 +116,13 @@ def feature_spec() -> dict[str, object]:
             "reliable_calibration": RELIABLE_CALIBRATION,
         },
         "frame": "ISO 8855 forward-left-up",
+        "signals": {
+            "version": SIGNAL_SPEC_VERSION,
+            "channels": list(SIGNAL_CHANNELS),
+            "rate_hz": SIGNAL_RATE_HZ,
+            "steps": SIGNAL_STEPS,
+            "vertical_low_pass_hz": VERTICAL_LOW_PASS_HZ,
+        },
     }
 
 
@@ -105,11 +131,12 @@ DATA_VERSION = hashlib.sha256(json.dumps(feature_spec(), sort_keys=True).encode(
 
 @dataclass(frozen=True)
 class UploadWindows:
-    """The windows of one upload: offsets (s from started_at), features (K, F) float32, places."""
+    """The windows of one upload: offsets (s from started_at), features (K, F) and signals (K, C, T) float32, places."""
 
     starts_s: FloatArray
     ends_s: FloatArray
     features: np.ndarray
+    signals: np.ndarray
     latitude: FloatArray
     longitude: FloatArray
     speed_mps: FloatArray
@@ -123,8 +150,20 @@ class UploadWindows:
 def empty_windows() -> UploadWindows:
     nothing = np.zeros(0)
     return UploadWindows(
-        nothing, nothing, np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), nothing, nothing, nothing, nothing
+        nothing,
+        nothing,
+        np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32),
+        np.zeros((0, len(SIGNAL_CHANNELS), SIGNAL_STEPS), dtype=np.float32),
+        nothing,
+        nothing,
+        nothing,
+        nothing,
     )
+
+
+def window_id(upload_id: str, start_s: float) -> str:
+    """The stable id of the window starting `start_s` seconds into an upload (labels join on it)."""
+    return stable_event_id(upload_id, round(start_s / HOP_SECONDS))
 
 
 def window_offsets(duration_s: float) -> tuple[FloatArray, FloatArray]:
@@ -253,15 +292,32 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     features = np.column_stack(columns)
     features = np.where(np.isfinite(features), features, 0.0).astype(np.float32)
     keep = window_ok
+    vertical_smooth = low_pass(vertical, rate, VERTICAL_LOW_PASS_HZ)
+    series = np.column_stack([longitudinal, lateral, vertical_smooth, yaw_rate, rotation_magnitude])
     return UploadWindows(
         starts_s=starts[keep],
         ends_s=ends[keep],
         features=features[keep],
+        signals=_resample_windows(times, series, upload, starts[keep]),
         latitude=gps["latitude"][keep],
         longitude=gps["longitude"][keep],
         speed_mps=gps["speed"][keep],
         heading_deg=gps["heading"][keep],
     )
+
+
+def _resample_windows(times: FloatArray, series: FloatArray, upload: UploadData, starts: FloatArray) -> np.ndarray:
+    """Every window's series on the fixed signal grid: [K, SIGNAL_CHANNELS, SIGNAL_STEPS] float32."""
+    grid = starts[:, None] + np.arange(SIGNAL_STEPS, dtype=np.float64)[None, :] / SIGNAL_RATE_HZ
+    flat = grid.ravel()
+    channels = [np.interp(flat, times, series[:, column]) for column in range(series.shape[1])]
+    if upload.gps_times_s.size >= 1:
+        channels.append(np.interp(flat, upload.gps_times_s, upload.speed_mps))
+    else:
+        channels.append(np.zeros(flat.size))
+    stacked = np.stack(channels, axis=0).reshape(len(SIGNAL_CHANNELS), starts.size, SIGNAL_STEPS)
+    stacked = np.where(np.isfinite(stacked), stacked, 0.0)
+    return np.ascontiguousarray(stacked.transpose(1, 0, 2), dtype=np.float32)
 
 
 def _gps_features(upload: UploadData, starts: FloatArray, ends: FloatArray) -> dict[str, FloatArray]:

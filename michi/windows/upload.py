@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.inference.domain.signals import FloatArray
+from michi.contracts import timestamp_to_seconds
+from michi.contracts.v1 import upload_pb2
+from michi.windows.signals import FloatArray
 
 # Below this many IMU samples an upload cannot hold one window: it is skipped (its segment is still emitted).
 MIN_IMU_SAMPLES = 10
@@ -66,3 +68,42 @@ class UploadData:
         if not (np.all(np.isfinite(self.accel)) and np.all(np.isfinite(self.gyro))):
             return "imu-not-finite"
         return None
+
+
+def upload_from_proto(received: upload_pb2.UploadReceived) -> UploadData:
+    """The numpy view of a received upload (arrays of unequal length become empty: degenerate)."""
+    upload = received.upload
+    imu = upload.imu
+    times = np.asarray(imu.offset_ms, dtype=np.float64) / 1000.0
+    accel_columns = [np.asarray(values, dtype=np.float64) for values in (imu.accel_x, imu.accel_y, imu.accel_z)]
+    gyro_columns = [np.asarray(values, dtype=np.float64) for values in (imu.gyro_x, imu.gyro_y, imu.gyro_z)]
+    lengths = {times.size, *(column.size for column in accel_columns + gyro_columns)}
+    if len(lengths) == 1:
+        accel, gyro = np.column_stack(accel_columns), np.column_stack(gyro_columns)
+    else:
+        accel, gyro = np.zeros((0, 3)), np.zeros((0, 3))
+    fixes = sorted(upload.gps, key=lambda fix: fix.offset_ms)
+    gps_times = np.array([fix.offset_ms / 1000.0 for fix in fixes], dtype=np.float64)
+    # Duplicate fix times would break interpolation: keep the first of each.
+    keep = np.concatenate([[True], np.diff(gps_times) > 0]) if gps_times.size else np.zeros(0, dtype=bool)
+    return UploadData(
+        upload_id=upload.upload_id,
+        device_id=upload.device_id,
+        driver_id=upload.driver_id,
+        trip_id=upload.trip_id,
+        sequence=int(upload.sequence),
+        trip_end=bool(upload.trip_end),
+        firmware_version=upload.firmware_version,
+        vehicle_type=upload.vehicle_type,
+        declared_sample_rate_hz=int(upload.sample_rate_hz),
+        started_at_s=timestamp_to_seconds(upload.started_at),
+        trace_id=received.lineage.trace_id,
+        times_s=times,
+        accel=accel,
+        gyro=gyro,
+        gps_times_s=gps_times[keep],
+        latitude=np.array([fix.latitude for fix in fixes], dtype=np.float64)[keep],
+        longitude=np.array([fix.longitude for fix in fixes], dtype=np.float64)[keep],
+        speed_mps=np.array([fix.speed_mps for fix in fixes], dtype=np.float64)[keep],
+        heading_deg=np.array([fix.heading_deg for fix in fixes], dtype=np.float64)[keep],
+    )
