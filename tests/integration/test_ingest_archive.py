@@ -16,13 +16,13 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
+from michi.archive import ArchiveCorrupt, rebuild_upload
 from michi.blobs import BlobStore
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
-from services.ingest.adapters.archive import ArchiveCorrupt, rebuild_upload
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
 
