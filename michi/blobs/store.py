@@ -12,14 +12,17 @@ half a blob. A failed write leaves at most a stray temporary (removed on a best-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,9 @@ class BlobStore:
         self.url = url
         self._fs, root = fsspec.core.url_to_fs(url, **storage_options)
         self._root = root.rstrip("/")
+        # Local disk: small writes skip fsspec (its exists/isdir/move cost more than the write itself).
+        self._local = isinstance(self._fs, LocalFileSystem)
+        self._known_folders: set[str] = set()
 
     # --- keys and URIs (no I/O)
 
@@ -178,6 +184,9 @@ class BlobStore:
         def put() -> str:
             sha256 = hashlib.sha256(data).hexdigest()
             temporary = f"{self._root}/{TEMPORARY_FOLDER}/{uuid.uuid4().hex}"
+            if self._local:
+                self._put_local(temporary, final, data, overwrite)
+                return sha256
             try:
                 with self._open_for_write(temporary) as handle:
                     handle.write(data)
@@ -242,6 +251,37 @@ class BlobStore:
             raise
         except Exception as error:
             raise BlobStoreUnavailable(f"{type(error).__name__}: {error}") from error
+
+    def _ensure_local_folder(self, folder: str) -> None:
+        if folder not in self._known_folders:
+            os.makedirs(folder, exist_ok=True)
+            self._known_folders.add(folder)
+
+    def _put_local(self, temporary: str, final: str, data: bytes, overwrite: bool) -> None:
+        """Temporary file then an atomic rename (or a hard link, which refuses an existing key)."""
+        try:
+            self._write_local(temporary, final, data, overwrite)
+        except FileNotFoundError:
+            # A folder vanished under us (someone cleaned the store): forget what we knew, try once more.
+            self._known_folders.clear()
+            self._write_local(temporary, final, data, overwrite)
+
+    def _write_local(self, temporary: str, final: str, data: bytes, overwrite: bool) -> None:
+        self._ensure_local_folder(_parent(temporary))
+        self._ensure_local_folder(_parent(final))
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            if overwrite:
+                os.replace(temporary, final)
+            else:
+                try:
+                    os.link(temporary, final)
+                except FileExistsError as error:
+                    raise BlobExists(final) from error
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
 
     def _open_for_write(self, path: str) -> IO[bytes]:
         self._fs.makedirs(_parent(path), exist_ok=True)

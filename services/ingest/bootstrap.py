@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import uvicorn
+import uvloop
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -279,7 +280,8 @@ def run() -> None:
         sys.exit(supervise(settings))
     configure_tracing(SERVICE, settings.home)
     http_socket = socket.socket(fileno=int(inherited)) if inherited else None
-    asyncio.run(serve(settings, http_socket=http_socket))
+    # uvloop: the event loop in C (libuv); grpc.aio and uvicorn both run on it.
+    uvloop.run(serve(settings, http_socket=http_socket))
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

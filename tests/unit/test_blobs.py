@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -119,6 +120,15 @@ async def test_put_and_read_round_trip(store: BlobStore) -> None:
     async with await store.open_read("archive/2025/01/02/a/u.pb") as reader:
         assert await reader.read(3) == b"\x00\x01p"
         assert await reader.read() == b"ayload"
+
+
+@pytest.mark.asyncio
+async def test_put_survives_folders_removed_behind_its_back(store: BlobStore, root: Path) -> None:
+    await store.put_bytes("archive/2025/01/02/a/u.pb", b"one")
+    shutil.rmtree(root)
+    await store.put_bytes("archive/2025/01/02/a/v.pb", b"two")
+    assert await store.read_bytes("archive/2025/01/02/a/v.pb") == b"two"
+    assert visible_files(root) == ["archive/2025/01/02/a/v.pb"]
 
 
 @pytest.mark.asyncio

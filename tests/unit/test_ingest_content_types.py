@@ -76,3 +76,48 @@ def test_json_nan_decodes_so_validation_can_name_the_field() -> None:
 def test_undecodable_bodies(body: bytes, media: str) -> None:
     with pytest.raises(UndecodableUpload):
         decode_upload(body, media)
+
+
+def _general_path(body: bytes) -> upload_pb2.Upload | str:
+    try:
+        return json_format.Parse(body, upload_pb2.Upload(), ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError):
+        return "refused"
+
+
+def _fast_path(body: bytes) -> upload_pb2.Upload | str:
+    try:
+        return decode_upload(body, JSON)
+    except UndecodableUpload:
+        return "refused"
+
+
+@pytest.mark.parametrize(
+    "imu",
+    [
+        {"offsetMs": [0, 20], "accelX": [0.5, 1], "gyroZ": [-0.25, 3.5e-3]},
+        {"offset_ms": [0, 20], "accel_x": [0.5, 0.25]},
+        {"offsetMs": ["0", "20"], "accelX": ["0.5", "NaN"]},  # strings: the general path
+        {"offsetMs": [0, 20.0]},  # an integral float for an integer field
+        {"offsetMs": [0, 20.5]},
+        {"offsetMs": [0, -1]},
+        {"offsetMs": [0, 2**32]},
+        {"offsetMs": [0, True]},
+        {"accelX": [1e39]},  # beyond float32: infinity on both paths
+        {"accelX": [0.5, None]},
+        {"accelX": 0.5},
+        {"offsetMs": [0], "offset_ms": [0]},
+        {"offsetMs": [0], "temperature": [20.5]},
+        {},
+    ],
+)
+def test_json_fast_path_gives_what_json_format_gives(imu: dict[str, object]) -> None:
+    document = json.loads(json_format.MessageToJson(sample()))
+    document["imu"] = imu
+    body = json.dumps(document).encode()
+    assert _fast_path(body) == _general_path(body)
+
+
+def test_json_duplicate_keys_are_refused() -> None:
+    with pytest.raises(UndecodableUpload, match="duplicate key"):
+        decode_upload(b'{"uploadId": "a", "uploadId": "b"}', JSON)

@@ -1,6 +1,17 @@
-"""Turning a request body into an `Upload`: protobuf bytes or the proto3 JSON mapping."""
+"""Turning a request body into an `Upload`: protobuf bytes or the proto3 JSON mapping.
+
+JSON: the IMU arrays are most of an upload (6 floats and an offset per sample) and
+`json_format` converts them one element at a time. When every IMU array is a plain list of
+JSON numbers (integers for `offset_ms`) they are moved into the message with one `extend`
+each, which applies the same range and type checks; anything else (numbers as strings,
+"NaN" strings, nulls) takes the general `json_format` path, so both give the same message.
+"""
 
 from __future__ import annotations
+
+import json
+import math
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -37,8 +48,75 @@ def decode_upload(body: bytes, media: str) -> upload_pb2.Upload:
         if not body.lstrip().startswith(b"{"):
             raise UndecodableUpload("a JSON upload must be an object")
         try:
-            json_format.Parse(body, upload, ignore_unknown_fields=True)
+            document = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+        except (ValueError, TypeError, RecursionError) as error:
+            raise UndecodableUpload(f"invalid JSON upload: Failed to load JSON: {str(error)[:300]}") from error
+        try:
+            imu_arrays = _plain_imu_arrays(document)
+            json_format.ParseDict(document, upload, ignore_unknown_fields=True)
+            if imu_arrays:
+                for name, values in imu_arrays.items():
+                    getattr(upload.imu, name).extend(values)
         except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
             raise UndecodableUpload(f"invalid JSON upload: {str(error)[:300]}") from error
         return upload
     raise ValueError(f"unsupported media type {media!r}")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+_IMU_ARRAYS = {
+    "offset_ms": ("offsetMs", int),
+    "accel_x": ("accelX", float),
+    "accel_y": ("accelY", float),
+    "accel_z": ("accelZ", float),
+    "gyro_x": ("gyroX", float),
+    "gyro_y": ("gyroY", float),
+    "gyro_z": ("gyroZ", float),
+}
+
+
+def _plain_imu_arrays(document: dict[str, Any]) -> dict[str, list[Any]]:
+    """Take the IMU arrays out of `document` when all are plain numbers (else leave it whole)."""
+    imu = document.get("imu")
+    if not isinstance(imu, dict) or len(imu) == 0:
+        return {}
+    taken: dict[str, list[Any]] = {}
+    for field_name, (json_name, kind) in _IMU_ARRAYS.items():
+        present = [key for key in (field_name, json_name) if key in imu]
+        if len(present) > 1:
+            return {}  # both spellings: let json_format report it
+        if not present:
+            continue
+        values = imu[present[0]]
+        if not isinstance(values, list) or not _all_numbers(values, kind):
+            return {}
+        taken[present[0]] = values
+    if len(taken) != len(imu):
+        return {}  # unknown keys in imu: the general path decides
+    document["imu"] = {}
+    return {_field_of(key): values for key, values in taken.items()}
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"duplicate key {key!r}")
+        document[key] = value
+    return document
+
+
+def _field_of(key: str) -> str:
+    for field_name, (json_name, _kind) in _IMU_ARRAYS.items():
+        if key in (field_name, json_name):
+            return field_name
+    raise KeyError(key)
+
+
+def _all_numbers(values: list[Any], kind: type) -> bool:
+    if kind is int:
+        return all(type(value) is int for value in values)
+    if not all(type(value) is float or type(value) is int for value in values):
+        return False
+    # NaN, infinities and values beyond float32 are json_format's to refuse or convert.
+    return not values or (math.isfinite(sum(values)) and min(values) >= -FLOAT32_MAX and max(values) <= FLOAT32_MAX)
