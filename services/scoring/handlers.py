@@ -8,8 +8,16 @@ batch's offsets. A crash before (3) replays the batch and republishes the same
 event ids; a crash after (3) finds the state already updated and publishes
 nothing again.
 
-One lock serialises everything that touches the trip table (the detection and
-segment agents and the deadline timer); another the driver table.
+Labels, late detections and late segments can change a trip after it closed:
+the trip state keeps what counts (detections and the newest label of each
+window) and every change is a diff of what counts before and after one message,
+so a redelivered or repeated verdict publishes nothing; a closed trip whose
+score inputs changed is published again with the next revision. Revisions are
+counted per message, not per batch, so a replay with other batch boundaries
+reproduces the same revisions and ids.
+
+One lock serialises everything that touches the trip table (the detection,
+segment and label agents and the deadline timer); another the driver table.
 """
 
 from __future__ import annotations
@@ -27,14 +35,14 @@ from opentelemetry import trace
 
 from michi.bus.catalog import DRIVER_SCORES, SCORED_EVENTS, TRIP_SCORES, TopicSpec
 from michi.bus.streams import Inbound, consumer_span
-from michi.contracts.v1 import inference_pb2, scoring_pb2
+from michi.contracts.v1 import inference_pb2, labels_pb2, scoring_pb2
 from services.scoring import messages
 from services.scoring.adapters.publisher import PendingDelivery, wait_for_deliveries
-from services.scoring.adapters.topics import TRIP_SCORES_BY_DRIVER
+from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.domain import driver as driver_domain
 from services.scoring.domain import trip as trip_domain
 from services.scoring.domain.driver import DriverState, RollingWindow
-from services.scoring.domain.trip import DetectionOutcome, SegmentOutcome, TripState
+from services.scoring.domain.trip import DetectionOutcome, LabelOutcome, SegmentOutcome, TripState
 from services.scoring.metrics import ScoringMetrics
 
 SERVICE = "scoring"
@@ -117,6 +125,10 @@ class ScoringHandlers:
     async def on_segments(self, batch: Sequence[Inbound]) -> None:
         await self._on_trip_inputs(batch)
 
+    async def on_labels(self, batch: Sequence[Inbound]) -> None:
+        """Labels re-keyed by trip (scoring's internal topic): verdicts that correct trips."""
+        await self._on_trip_inputs(batch)
+
     async def _on_trip_inputs(self, batch: Sequence[Inbound]) -> None:
         async with self.trip_lock:
             now = self.clock()
@@ -147,11 +159,12 @@ class ScoringHandlers:
         """Apply one message to the working state; return the trip id if its state changed."""
         message = inbound.message
         trip_id = message.lineage.trip_id or inbound.key  # type: ignore[attr-defined]
-        if not trip_id:
+        problem = "message without lineage.trip_id or key" if not trip_id else None
+        if isinstance(message, labels_pb2.Label) and problem is None:
+            problem = messages.label_problem(message)
+        if problem is not None:
             self.metrics.invalid_messages.labels(inbound.topic).inc()
-            pending.append(
-                self.publisher.dead_letter(inbound, "schema-violation", "message without lineage.trip_id or key")
-            )
+            pending.append(self.publisher.dead_letter(inbound, "schema-violation", problem))
             return None
         state = (
             working.get(trip_id) or self.trips.get(trip_id) or TripState(trip_id=trip_id, partition=inbound.partition)
@@ -159,12 +172,17 @@ class ScoringHandlers:
         working[trip_id] = state
         state.driver_id = state.driver_id or message.lineage.driver_id  # type: ignore[attr-defined]
         state.device_id = state.device_id or message.lineage.device_id  # type: ignore[attr-defined]
+        was_closed = state.closed
+        before = trip_domain.counted_events(state)
+        fingerprint = trip_domain.trip_fingerprint(state) if was_closed else None
+        # What readers of scored events know once this message's own records are out.
+        baseline = before
         if isinstance(message, inference_pb2.Detection):
             outcome, record = trip_domain.apply_detection(state, messages.detection_facts(message), now)
             if outcome is DetectionOutcome.DUPLICATE:
                 counters.append(self.metrics.duplicates_ignored.labels("detection").inc)
                 return None
-            if state.closed:
+            if was_closed:
                 counters.append(self.metrics.late_inputs.labels("detection").inc)
             if outcome is DetectionOutcome.NOT_SCORED or record is None:
                 counters.append(self.metrics.detections_not_scored.inc)
@@ -173,15 +191,64 @@ class ScoringHandlers:
                     self.publisher.publish(SCORED_EVENTS, state.driver_id, messages.scored_event(message, record))
                 )
                 counters.append(self.metrics.detections_scored.inc)
+                baseline = {**before, record.scored_event_id: trip_domain.detected_event(record)}
+            rescore_reason = trip_domain.REASON_LATE_DETECTION
         elif isinstance(message, inference_pb2.TripSegment):
             if trip_domain.apply_segment(state, messages.segment_facts(message), now) is SegmentOutcome.DUPLICATE:
                 counters.append(self.metrics.duplicates_ignored.labels("segment").inc)
                 return None
-            if state.closed:
+            if was_closed:
                 counters.append(self.metrics.late_inputs.labels("segment").inc)
+            rescore_reason = trip_domain.REASON_LATE_SEGMENT
+        elif isinstance(message, labels_pb2.Label):
+            label = messages.label_facts(message)
+            outcome_of_label = trip_domain.apply_label(state, label, now)
+            if outcome_of_label is LabelOutcome.DUPLICATE:
+                counters.append(self.metrics.duplicates_ignored.labels("label").inc)
+                return None
+            if outcome_of_label is LabelOutcome.STALE:
+                counters.append(self.metrics.labels_applied.labels("stale").inc)
+                return trip_id
+            rescore_reason = ""
+        else:  # pragma: no cover - the agents only hand over the three types above
+            raise TypeError(f"scoring cannot apply {type(message).__name__}")
+        changes = trip_domain.event_changes(state, baseline, trip_domain.counted_events(state))
+        for change in changes:
+            pending.append(
+                self.publisher.publish(SCORED_EVENTS, state.driver_id, messages.changed_scored_event(state, change))
+            )
+        if isinstance(message, labels_pb2.Label):
+            verdict = state.verdicts[label.window_id]
+            effect = (
+                changes[0].kind.removeprefix("label-")
+                if changes
+                else "pending"
+                if trip_domain.label_is_pending(state, verdict)
+                else "no-change"
+            )
+            counters.append(self.metrics.labels_applied.labels(effect).inc)
+            rescore_reason = changes[0].reason if changes else f"label:{label.event_id}"
+        if was_closed and trip_domain.trip_fingerprint(state) != fingerprint:
+            pending.append(self._rescore(state, rescore_reason, counters))
         if not state.closed and trip_domain.completion(state).complete:
             pending.append(self._close(state, trip_domain.REASON_COMPLETE, now, counters))
         return trip_id
+
+    def _rescore(self, state: TripState, reason: str, counters: list[Callable[[], None]]) -> PendingDelivery:
+        summary = trip_domain.rescore_trip(state, reason)
+        cause = "label" if reason.startswith("label") else reason
+        counters.append(self.metrics.trips_rescored.labels(cause).inc)
+        logger.info(
+            "trip re-scored",
+            extra={
+                "trip_id": state.trip_id,
+                "driver_id": state.driver_id,
+                "revision": summary.revision,
+                "reason": reason,
+                "score": round(summary.score, 2),
+            },
+        )
+        return self.publisher.publish(TRIP_SCORES, state.trip_id, messages.trip_score(state, summary))
 
     def _close(self, state: TripState, reason: str, now: float, counters: list[Callable[[], None]]) -> PendingDelivery:
         missing_detections = trip_domain.completion(state).missing_detections
@@ -225,20 +292,27 @@ class ScoringHandlers:
             forgotten: list[TripState] = []
             pending: list[PendingDelivery] = []
             counters: list[Callable[[], None]] = []
-            open_trips = 0
+            held = {"open": 0, "closed": 0, "labels-only": 0}
+            retention_s = self.config.closed_trip_retention_s
             with tracer.start_as_current_span("scoring close overdue trips"):
                 for state in self.trips.states():
                     if not self.owns_trip_partition(state.partition):
                         continue
-                    if state.closure is not None:
-                        if now - state.closure.closed_at >= self.config.closed_trip_retention_s:
-                            forgotten.append(state)
+                    if trip_domain.is_expired(state, now, retention_s=retention_s):
+                        forgotten.append(state)
+                        if not state.closed:
+                            self._expire_labels(state, counters)
                         continue
-                    if state.partition in consumed and self._overdue(state, now):
+                    if state.closed:
+                        held["closed"] += 1
+                    elif not trip_domain.has_trip_data(state):
+                        held["labels-only"] += 1
+                    elif state.partition in consumed and self._overdue(state, now):
                         pending.append(self._close(state, trip_domain.REASON_CLOSED_INCOMPLETE, now, counters))
                         closed.append(state)
+                        held["closed"] += 1
                     else:
-                        open_trips += 1
+                        held["open"] += 1
                 await wait_for_deliveries(pending)
                 for state in closed:
                     self.trips.put(state)
@@ -247,10 +321,42 @@ class ScoringHandlers:
                 await self.trips.sync()
             for count in counters:
                 count()
-            self.metrics.trips_in_state.labels("open").set(open_trips)
-            self.metrics.trips_in_state.labels("closed").set(len(self.trips) - open_trips)
+            for kind, count_held in held.items():
+                self.metrics.trips_in_state.labels(kind).set(count_held)
             self.metrics.drivers_in_state.set(len(self.drivers))
             return len(closed)
+
+    def _expire_labels(self, state: TripState, counters: list[Callable[[], None]]) -> None:
+        logger.info(
+            "labels expired without their trip",
+            extra={
+                "trip_id": state.trip_id,
+                "labels": len(state.verdicts),
+                "label_event_ids": ",".join(sorted(verdict.label_event_id for verdict in state.verdicts.values())),
+            },
+        )
+        counters.append(lambda: self.metrics.labels_expired.inc(len(state.verdicts)))
+
+    # --- labels: repartition by trip (applied with the trip inputs above)
+
+    async def forward_labels(self, batch: Sequence[Inbound]) -> None:
+        """Re-key labels (keyed by window_id) by trip_id onto the internal topic co-partitioned with the trips."""
+        pending: list[PendingDelivery] = []
+        invalid = 0
+        for inbound in batch:
+            label = inbound.message
+            assert isinstance(label, labels_pb2.Label)
+            with _span_of(inbound):
+                problem = messages.label_problem(label, inbound.key)
+                if problem is not None:
+                    invalid += 1
+                    pending.append(self.publisher.dead_letter(inbound, "schema-violation", problem))
+                    continue
+                routed = messages.routed_label(label, inbound.key)
+                pending.append(self.publisher.publish(LABELS_BY_TRIP, routed.lineage.trip_id, routed))
+        await wait_for_deliveries(pending)
+        if invalid:
+            self.metrics.invalid_messages.labels(batch[0].topic).inc(invalid)
 
     # --- drivers: repartition trip scores by driver, then roll them up
 

@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+import math
+
 from michi.contracts import timestamp_from_seconds, timestamp_to_seconds
-from michi.contracts.v1 import common_pb2, inference_pb2, scoring_pb2
+from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, scoring_pb2
 from services.scoring.domain.driver import DriverSummary, TripContribution
-from services.scoring.domain.trip import DetectionFacts, DetectionRecord, SegmentFacts, TripState, TripSummary
+from services.scoring.domain.trip import (
+    CHANGE_ACTIVE,
+    CHANGE_ADDED,
+    CHANGE_OVERTURNED,
+    DetectionFacts,
+    DetectionRecord,
+    EventChange,
+    LabelFacts,
+    SegmentFacts,
+    TripState,
+    TripSummary,
+)
+
+# Event types a label may carry (UNSPECIFIED, or a number this version does not know, is refused).
+LABEL_EVENT_TYPES = frozenset(
+    value for value in common_pb2.EventType.values() if value != common_pb2.EVENT_TYPE_UNSPECIFIED
+)
+LINEAGE_FIELDS = tuple(descriptor.name for descriptor in common_pb2.Lineage.DESCRIPTOR.fields)
+CHANGE_STATUSES = {
+    CHANGE_ACTIVE: scoring_pb2.SCORED_EVENT_STATUS_ACTIVE,
+    CHANGE_OVERTURNED: scoring_pb2.SCORED_EVENT_STATUS_OVERTURNED,
+    CHANGE_ADDED: scoring_pb2.SCORED_EVENT_STATUS_ADDED,
+}
+
+
+def _finite(value: float) -> float:
+    """A float the JSON state can hold: the changelog codec turns NaN and infinities into null."""
+    return value if math.isfinite(value) else 0.0
 
 
 def detection_facts(detection: inference_pb2.Detection) -> DetectionFacts:
     return DetectionFacts(
         event_id=detection.event_id,
         event_type=int(detection.event_type),
-        peak_value=float(detection.peak_value),
-        speed_mps=float(detection.speed_mps),
-        speed_limit_mps=float(detection.speed_limit_mps),
+        peak_value=_finite(float(detection.peak_value)),
+        speed_mps=_finite(float(detection.speed_mps)),
+        speed_limit_mps=_finite(float(detection.speed_limit_mps)),
         occurred_at=timestamp_to_seconds(detection.occurred_at),
         counts_against_driver=detection.variant != inference_pb2.VARIANT_SHADOW,
     )
@@ -25,11 +54,51 @@ def segment_facts(segment: inference_pb2.TripSegment) -> SegmentFacts:
         event_id=segment.event_id,
         sequence=int(segment.sequence),
         trip_end=segment.trip_end,
-        distance_m=max(0.0, float(segment.distance_m)),
-        duration_s=max(0.0, float(segment.duration_s)),
+        distance_m=max(0.0, _finite(float(segment.distance_m))),
+        duration_s=max(0.0, _finite(float(segment.duration_s))),
         detection_event_ids=tuple(segment.detection_event_ids),
         started_at=timestamp_to_seconds(segment.span.started_at),
         ended_at=timestamp_to_seconds(segment.span.ended_at),
+    )
+
+
+def label_problem(label: labels_pb2.Label, window_key: str = "") -> str | None:
+    """Why scoring cannot use a label (it goes to dead letters), or None. `window_key`: the labels topic's key."""
+    if not label.event_id:
+        return "label without event_id"
+    if not label.lineage.trip_id:
+        return "label without lineage.trip_id: scoring cannot tell which trip it corrects"
+    if not (label.lineage.window_id or window_key):
+        return "label without a window id (lineage.window_id or the message key)"
+    if int(label.event_type) not in LABEL_EVENT_TYPES:
+        return f"label event_type {int(label.event_type)} is not a known event type"
+    return None
+
+
+def routed_label(label: labels_pb2.Label, window_key: str) -> labels_pb2.Label:
+    """The label as scoring re-keys it by trip: the window id always in its lineage."""
+    if label.lineage.window_id:
+        return label
+    routed = labels_pb2.Label()
+    routed.CopyFrom(label)
+    routed.lineage.window_id = window_key
+    return routed
+
+
+def label_facts(label: labels_pb2.Label) -> LabelFacts:
+    lineage = tuple((name, value) for name in LINEAGE_FIELDS if (value := getattr(label.lineage, name)))
+    return LabelFacts(
+        event_id=label.event_id,
+        window_id=label.lineage.window_id,
+        event_type=int(label.event_type),
+        detection_event_id=label.detection_event_id,
+        labelled_at=timestamp_to_seconds(label.occurred_at),
+        agreement=_finite(float(label.agreement)),
+        lineage=lineage,
+        window_started_at=timestamp_to_seconds(label.window.started_at),
+        window_ended_at=timestamp_to_seconds(label.window.ended_at),
+        latitude=_finite(float(label.location.latitude)),
+        longitude=_finite(float(label.location.longitude)),
     )
 
 
@@ -51,6 +120,38 @@ def scored_event(detection: inference_pb2.Detection, record: DetectionRecord) ->
         speed_limit_mps=detection.speed_limit_mps,
         confidence=detection.confidence,
     )
+
+
+def changed_scored_event(state: TripState, change: EventChange) -> scoring_pb2.ScoredEvent:
+    """The ScoredEvent of one change a label caused (overturned, added, or counting again)."""
+    verdict = change.verdict
+    event = change.event
+    lineage = common_pb2.Lineage(**(verdict.lineage if verdict is not None else {}))
+    lineage.trip_id = state.trip_id
+    lineage.driver_id = state.driver_id or lineage.driver_id
+    lineage.device_id = state.device_id or lineage.device_id
+    message = scoring_pb2.ScoredEvent(
+        event_id=change.event_id,
+        occurred_at=timestamp_from_seconds(event.occurred_at),
+        lineage=lineage,
+        detection_event_id=event.detection_event_id,
+        event_type=event.event_type,  # type: ignore[arg-type]
+        severity=event.severity,
+        weight=event.weight,
+        points=event.points,
+        status=CHANGE_STATUSES[change.status],
+        reason=change.reason,
+    )
+    if verdict is not None:
+        # For a record a label caused, confidence is the annotators' agreement.
+        message.confidence = verdict.agreement
+        if verdict.window_started_at or verdict.window_ended_at:
+            message.window.started_at.CopyFrom(timestamp_from_seconds(verdict.window_started_at))
+            message.window.ended_at.CopyFrom(timestamp_from_seconds(verdict.window_ended_at))
+        if verdict.latitude or verdict.longitude:
+            message.location.latitude = verdict.latitude
+            message.location.longitude = verdict.longitude
+    return message
 
 
 def _event_counts(counts: dict[int, int]) -> list[scoring_pb2.EventCount]:

@@ -31,6 +31,23 @@ class ScoringMetrics:
         self.trips_closed = Counter(
             "michi_scoring_trips_closed", "Trip scores emitted", ["reason"], registry=self.registry
         )
+        self.labels_applied = Counter(
+            "michi_scoring_labels_applied",
+            "Labels by what they did: overturned, added, corrected, no-change (confirmed), pending, stale",
+            ["effect"],
+            registry=self.registry,
+        )
+        self.labels_expired = Counter(
+            "michi_scoring_labels_expired",
+            "Labels dropped because their trip never arrived within the correction period",
+            registry=self.registry,
+        )
+        self.trips_rescored = Counter(
+            "michi_scoring_trips_rescored",
+            "Closed trips published again with a higher revision",
+            ["cause"],
+            registry=self.registry,
+        )
         self.driver_updates = Counter("michi_scoring_driver_updates", "Driver scores emitted", registry=self.registry)
         self.invalid_messages = Counter(
             "michi_scoring_invalid_messages",

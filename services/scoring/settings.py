@@ -13,7 +13,8 @@ class ScoringSettings(MichiSettings):
     scoring_trip_end_grace_s: float = Field(120.0, gt=0)
     # With no trip-end upload at all, close a trip this long after its last message.
     scoring_trip_idle_timeout_s: float = Field(3600.0, gt=0)
-    # Closed trips stay in state this long, so late redeliveries are recognised (and labels can re-score them).
+    # The correction period: closed trips stay in (compacted) state this long, so labels, late detections and late
+    # segments re-score them and redeliveries are recognised; labels wait this long for a trip that never arrives.
     scoring_closed_trip_retention_s: float = Field(7 * 86_400.0, gt=0)
     scoring_timer_interval_s: float = Field(5.0, gt=0)
     scoring_driver_window_days: float = Field(30.0, gt=0)

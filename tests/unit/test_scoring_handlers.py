@@ -1,4 +1,4 @@
-"""Scoring handlers with in-memory adapters: outputs before state, dedup, dead letters, deadlines."""
+"""Scoring handlers with in-memory adapters: outputs before state, dedup, dead letters, deadlines, labels."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import asyncio
 import concurrent.futures
 from collections.abc import Iterator
 
+import pytest
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 
-from michi.bus.catalog import DETECTIONS, DRIVER_SCORES, SCORED_EVENTS, TRIP_SCORES, TRIP_SEGMENTS, TopicSpec
+from michi.bus.catalog import DETECTIONS, DRIVER_SCORES, LABELS, SCORED_EVENTS, TRIP_SCORES, TRIP_SEGMENTS, TopicSpec
 from michi.bus.producer import Delivery
 from michi.bus.streams import Inbound
 from michi.contracts import timestamp_from_seconds
-from michi.contracts.v1 import common_pb2, inference_pb2, scoring_pb2
-from services.scoring.adapters.topics import TRIP_SCORES_BY_DRIVER
+from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, scoring_pb2
+from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.domain.driver import DriverState
 from services.scoring.domain.trip import TripState
 from services.scoring.handlers import ScoringConfig, ScoringHandlers
@@ -221,3 +222,163 @@ def test_the_deadline_waits_while_the_trip_partition_still_has_unread_input() ->
     asyncio.run(handlers.on_detections([detection("d-1")]))
     (trip_score,) = journal.of("publish", TRIP_SCORES.base_name)
     assert trip_score.reason == "complete"  # type: ignore[attr-defined]
+
+
+# --- labels and late inputs
+
+
+def label_message(
+    event_id: str,
+    event_type: int,
+    detection_event_id: str = "",
+    *,
+    window_id: str = "window-1",
+    trip_id: str = "trip-1",
+    occurred_at: float = 1_700_001_000,
+) -> labels_pb2.Label:
+    return labels_pb2.Label(
+        event_id=event_id,
+        occurred_at=timestamp_from_seconds(occurred_at),
+        lineage=common_pb2.Lineage(window_id=window_id, trip_id=trip_id, driver_id="driver-1", device_id="device-1"),
+        event_type=event_type,  # type: ignore[arg-type]
+        source=labels_pb2.LABEL_SOURCE_CONSENSUS,
+        agreement=0.8,
+        detection_event_id=detection_event_id,
+    )
+
+
+def routed(message: labels_pb2.Label) -> Inbound:
+    return inbound(message, message.lineage.trip_id, LABELS_BY_TRIP.base_name)
+
+
+def closed_trip(handlers: ScoringHandlers) -> None:
+    asyncio.run(handlers.on_detections([detection("d-1"), detection("d-2")]))
+    asyncio.run(handlers.on_segments([segment(0, ["d-1", "d-2"], trip_end=True)]))
+
+
+def roll_up(handlers: ScoringHandlers, journal: Journal) -> list[scoring_pb2.DriverScore]:
+    """Forward every trip score published so far to the driver roll-up, in order; return the driver scores."""
+    scores = [inbound(score, "trip-1", TRIP_SCORES.base_name) for score in journal.of("publish", TRIP_SCORES.base_name)]  # type: ignore[arg-type]
+    start = len(journal.of("publish", TRIP_SCORES_BY_DRIVER.base_name))
+    asyncio.run(handlers.forward_trip_scores(scores))
+    forwarded = journal.of("publish", TRIP_SCORES_BY_DRIVER.base_name)[start:]
+    asyncio.run(
+        handlers.on_driver_trip_scores(
+            [inbound(score, "driver-1", TRIP_SCORES_BY_DRIVER.base_name) for score in forwarded]  # type: ignore[arg-type]
+        )
+    )
+    return journal.of("publish", DRIVER_SCORES.base_name)  # type: ignore[return-value]
+
+
+def test_labels_are_rekeyed_by_trip_and_bad_ones_go_to_dead_letters() -> None:
+    handlers, journal, _ = build()
+    unkeyed = label_message("label-1", common_pb2.EVENT_TYPE_NORMAL, "d-1", window_id="")
+    batch = [
+        inbound(unkeyed, "window-7", LABELS.base_name),
+        inbound(label_message("", common_pb2.EVENT_TYPE_NORMAL), "window-1", LABELS.base_name),
+        inbound(label_message("label-2", common_pb2.EVENT_TYPE_NORMAL, trip_id=""), "window-1", LABELS.base_name),
+        inbound(label_message("label-3", common_pb2.EVENT_TYPE_UNSPECIFIED), "window-1", LABELS.base_name),
+        inbound(label_message("label-4", 42), "window-1", LABELS.base_name),
+        inbound(label_message("label-5", common_pb2.EVENT_TYPE_NORMAL, window_id=""), "", LABELS.base_name),
+    ]
+    asyncio.run(handlers.forward_labels(batch))
+    assert journal.of("dead-letter") == ["schema-violation"] * 5
+    (forwarded,) = journal.of("publish", LABELS_BY_TRIP.base_name)
+    assert isinstance(forwarded, labels_pb2.Label)
+    assert (forwarded.event_id, forwarded.lineage.window_id, forwarded.lineage.trip_id) == (
+        "label-1",
+        "window-7",
+        "trip-1",
+    )
+    assert unkeyed.lineage.window_id == ""  # the input is not modified
+    # A label written to the internal topic without a window goes to dead letters there too.
+    asyncio.run(handlers.on_labels([routed(label_message("label-6", common_pb2.EVENT_TYPE_NORMAL, window_id=""))]))
+    assert journal.of("dead-letter") == ["schema-violation"] * 6
+
+
+def test_a_label_overturning_a_detection_rescores_the_closed_trip_and_the_driver_exactly_once() -> None:
+    handlers, journal, _ = build()
+    closed_trip(handlers)
+    (first,) = roll_up(handlers, journal)
+    assert (first.points, first.revision) == (12.0, 1)
+    before = len(journal.entries)
+
+    overturn = label_message("label-1", common_pb2.EVENT_TYPE_CONFOUNDER, "d-1")
+    asyncio.run(handlers.on_labels([routed(overturn)]))
+    kinds = [(kind, name) for kind, name, _ in journal.entries[before:]]
+    assert kinds == [("publish", SCORED_EVENTS.base_name), ("publish", TRIP_SCORES.base_name), ("put", "trips")]
+    scored = journal.of("publish", SCORED_EVENTS.base_name)[-1]
+    assert isinstance(scored, scoring_pb2.ScoredEvent)
+    assert scored.status == scoring_pb2.SCORED_EVENT_STATUS_OVERTURNED
+    assert (scored.detection_event_id, scored.reason, scored.points) == ("d-1", "label-overturned:label-1", 6.0)
+    assert (scored.lineage.window_id, scored.lineage.trip_id, scored.confidence) == (
+        "window-1",
+        "trip-1",
+        pytest.approx(0.8),
+    )
+    rescored = journal.of("publish", TRIP_SCORES.base_name)[-1]
+    assert isinstance(rescored, scoring_pb2.TripScore)
+    assert (rescored.revision, rescored.reason, rescored.points) == (2, "label-overturned:label-1", 6.0)
+
+    # Redelivered, repeated with the same verdict, and both at once: no new record, no new revision.
+    published = len(journal.of("publish"))
+    asyncio.run(handlers.on_labels([routed(overturn)]))
+    same_verdict = label_message("label-2", common_pb2.EVENT_TYPE_NORMAL, "d-1", occurred_at=1_700_002_000)
+    asyncio.run(handlers.on_labels([routed(same_verdict), routed(overturn), routed(same_verdict)]))
+    assert len(journal.of("publish")) == published
+    metrics = handlers.metrics.registry
+    assert metrics.get_sample_value("michi_scoring_duplicates_ignored_total", {"kind": "label"}) == 3.0
+    assert metrics.get_sample_value("michi_scoring_labels_applied_total", {"effect": "no-change"}) == 1.0
+    assert metrics.get_sample_value("michi_scoring_trips_rescored_total", {"cause": "label"}) == 1.0
+
+    # The driver counts the corrected trip instead of the original, once (also when the trip scores repeat).
+    drivers = roll_up(handlers, journal)
+    assert (drivers[-1].points, drivers[-1].trips, drivers[-1].revision) == (6.0, 1, 2)
+    assert len(roll_up(handlers, journal)) == len(drivers)
+
+
+def test_a_late_detection_rescores_the_closed_trip_once() -> None:
+    handlers, journal, _ = build()
+    closed_trip(handlers)
+    asyncio.run(handlers.on_detections([detection("d-late"), detection("d-late")]))
+    asyncio.run(handlers.on_detections([detection("d-late")]))
+    scores = journal.of("publish", TRIP_SCORES.base_name)
+    assert [(score.revision, score.reason, score.points) for score in scores] == [  # type: ignore[attr-defined]
+        (1, "complete", 12.0),
+        (2, "late-detection", 18.0),
+    ]
+    assert (
+        handlers.metrics.registry.get_sample_value("michi_scoring_trips_rescored_total", {"cause": "late-detection"})
+        == 1.0
+    )
+
+
+def test_a_label_before_its_trip_is_kept_and_applied_when_the_trip_arrives() -> None:
+    handlers, journal, clock = build()
+    asyncio.run(handlers.on_labels([routed(label_message("label-1", common_pb2.EVENT_TYPE_NORMAL, "d-1"))]))
+    assert journal.of("publish") == []
+    assert asyncio.run(handlers.close_overdue_trips()) == 0
+    clock.now += 7200.0  # past the idle timeout: labels alone never close a trip
+    assert asyncio.run(handlers.close_overdue_trips()) == 0
+    closed_trip(handlers)
+    statuses = [(event.status, event.reason) for event in journal.of("publish", SCORED_EVENTS.base_name)]  # type: ignore[attr-defined]
+    assert statuses == [
+        (scoring_pb2.SCORED_EVENT_STATUS_ACTIVE, "detected"),
+        (scoring_pb2.SCORED_EVENT_STATUS_OVERTURNED, "label-overturned:label-1"),
+        (scoring_pb2.SCORED_EVENT_STATUS_ACTIVE, "detected"),
+    ]
+    (score,) = journal.of("publish", TRIP_SCORES.base_name)
+    assert (score.revision, score.points) == (1, 6.0)  # type: ignore[attr-defined]
+
+
+def test_labels_without_their_trip_are_forgotten_after_the_retention() -> None:
+    handlers, journal, clock = build()
+    asyncio.run(
+        handlers.on_labels([routed(label_message("label-1", common_pb2.EVENT_TYPE_HARSH_BRAKING, trip_id="trip-9"))])
+    )
+    assert len(handlers.trips) == 1
+    clock.now += handlers.config.closed_trip_retention_s
+    asyncio.run(handlers.close_overdue_trips())
+    assert len(handlers.trips) == 0
+    assert journal.of("publish") == []
+    assert handlers.metrics.registry.get_sample_value("michi_scoring_labels_expired_total") == 1.0

@@ -1,9 +1,11 @@
-"""The topics scoring reads and writes, including its one internal topic.
+"""The topics scoring reads and writes, including its two internal topics.
 
 `TRIP_SCORES_BY_DRIVER` repartitions trip scores by driver_id, so the driver
 table is partitioned by driver while the trip table is partitioned by trip.
-It is scoring's own (not in the public catalog) and named under the prefix as
-`<prefix>scoring.trip-scores-by-driver.v1`.
+`LABELS_BY_TRIP` repartitions labels (keyed by window_id) by trip_id with the
+trip inputs' partition count, so a label reaches the worker and the table
+partition that hold its trip. Both are scoring's own (not in the public
+catalog), named under the prefix as `<prefix>scoring.<name>`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from michi.bus.catalog import (
     DEAD_LETTERS,
     DETECTIONS,
     DRIVER_SCORES,
+    LABELS,
     SCORED_EVENTS,
     TRIP_SCORES,
     TRIP_SEGMENTS,
     TopicSpec,
 )
-from michi.contracts.v1 import scoring_pb2
+from michi.contracts.v1 import labels_pb2, scoring_pb2
 
 TRIP_SCORES_BY_DRIVER = TopicSpec(
     "scoring.trip-scores-by-driver.v1",
@@ -32,7 +35,17 @@ TRIP_SCORES_BY_DRIVER = TopicSpec(
     description="internal to scoring: trip scores keyed by driver_id",
 )
 
-CATALOG_TOPICS = (DETECTIONS, TRIP_SEGMENTS, SCORED_EVENTS, TRIP_SCORES, DRIVER_SCORES, DEAD_LETTERS)
+LABELS_BY_TRIP = TopicSpec(
+    "scoring.labels-by-trip.v1",
+    "trip_id",
+    labels_pb2.Label,
+    DETECTIONS.partitions,
+    # Long enough for a stopped scoring service to catch up (labels themselves are kept forever).
+    30 * DAY_MS,
+    description="internal to scoring: labels keyed by trip_id, co-partitioned with detections",
+)
+
+CATALOG_TOPICS = (DETECTIONS, TRIP_SEGMENTS, LABELS, SCORED_EVENTS, TRIP_SCORES, DRIVER_SCORES, DEAD_LETTERS)
 
 
 class TopicLayoutError(RuntimeError):
@@ -48,8 +61,9 @@ def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0) ->
 def prepare_topics(bootstrap: str, prefix: str) -> tuple[int, int]:
     """Create what is missing; return (trip partitions, driver partitions) as they are on the broker.
 
-    Detections and trip segments share the trip table, so they must have the same
-    partition count; the internal topic follows driver-scores' count.
+    Detections, trip segments and the labels re-keyed by trip share the trip table, so
+    they must have the same partition count (the internal labels topic is created with
+    it); the internal trip-scores topic follows driver-scores' count.
     """
     ensure_topics(bootstrap, prefix, CATALOG_TOPICS)
     counts = partition_counts(
@@ -60,6 +74,13 @@ def prepare_topics(bootstrap: str, prefix: str) -> tuple[int, int]:
         raise TopicLayoutError(
             f"{DETECTIONS.name(prefix)} has {trip_partitions} partitions but {TRIP_SEGMENTS.name(prefix)} has "
             f"{counts[TRIP_SEGMENTS.name(prefix)]}; scoring joins them per trip, so they must be equal"
+        )
+    ensure_topics(bootstrap, prefix, [LABELS_BY_TRIP], partitions=trip_partitions)
+    labels_partitions = partition_counts(bootstrap, [LABELS_BY_TRIP.name(prefix)])[LABELS_BY_TRIP.name(prefix)]
+    if labels_partitions != trip_partitions:
+        raise TopicLayoutError(
+            f"{LABELS_BY_TRIP.name(prefix)} has {labels_partitions} partitions but {DETECTIONS.name(prefix)} has "
+            f"{trip_partitions}; scoring applies labels to the trip table, so they must be equal"
         )
     ensure_topics(bootstrap, prefix, [TRIP_SCORES_BY_DRIVER], partitions=counts[DRIVER_SCORES.name(prefix)])
     driver_partitions = partition_counts(bootstrap, [TRIP_SCORES_BY_DRIVER.name(prefix)])[

@@ -93,6 +93,25 @@ def severity_for(event_type: EventType, magnitude: float) -> int:
     return 1
 
 
+def relabelled_severity(
+    detected_type: EventType, labelled_type: EventType, peak_value: float, speed_mps: float, speed_limit_mps: float
+) -> int:
+    """Severity of an event whose type an annotator corrected, from what the detector measured.
+
+    The harsh types share a unit (m/s^2), so the peak is read against the corrected type's bands;
+    speeding is judged by speed over the limit. When the detector's measurement is in another unit
+    (a speeding episode relabelled as harsh braking), the event counts as mild.
+    """
+    if labelled_type == SPEEDING:
+        peak = peak_value if detected_type == SPEEDING else 0.0
+        if peak == 0.0 and speed_limit_mps <= 0.0:
+            return 1
+        return severity_for(SPEEDING, event_magnitude(SPEEDING, peak, speed_mps, speed_limit_mps))
+    if detected_type == SPEEDING or peak_value == 0.0:
+        return 1
+    return severity_for(labelled_type, event_magnitude(labelled_type, peak_value, speed_mps, speed_limit_mps))
+
+
 def weight_for(event_type: EventType) -> float:
     return WEIGHTS.get(event_type, 0.0)
 

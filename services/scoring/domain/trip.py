@@ -1,10 +1,21 @@
-"""The trip state machine: segments and detections in any order, then exactly one closure.
+"""The trip state machine: segments, detections and labels in any order, one closure, then corrections.
 
 A trip is complete when its trip-end segment arrived, every sequence 0..last is
 present, and every detection id the segments list has arrived. Detections and
 segments come from two topics that are not ordered relative to each other, so
 every transition checks completion. A trip that never completes is closed by a
 deadline (`is_overdue`) with its missing sequences reported.
+
+Labels (human verdicts on one window) decide which events count: the newest
+label of each window is its verdict. What counts against the driver is always
+recomputed from the detections and the verdicts (`counted_events`), so a
+redelivered label, a second label with the same verdict, or a reversal changes
+the counted set by exactly what the verdicts say, never twice. A closed trip
+stays correctable: when a label, a late detection or a late segment changes
+what it counts, it is re-scored with the next revision (`rescore_trip`).
+
+A closed trip keeps only what corrections need (`compact`): segment totals
+instead of the segments, its detection records and its verdicts.
 
 Functions here mutate the `TripState` they are given and return what happened;
 they do no I/O, so the adapters decide where state lives and the handlers decide
@@ -23,12 +34,26 @@ from services.scoring.domain import formula
 
 REASON_COMPLETE = "complete"
 REASON_CLOSED_INCOMPLETE = "closed-incomplete"
+# Reasons of re-scored trips (revision 2 and later); label reasons carry the label's event id.
+REASON_LATE_DETECTION = "late-detection"
+REASON_LATE_SEGMENT = "late-segment"
+REASON_LABEL_OVERTURNED = "label-overturned"
+REASON_LABEL_ADDED = "label-added"
+REASON_LABEL_CORRECTED = "label-corrected"
+# A later label reversed an overturning: the detection counts again.
+REASON_LABEL_CONFIRMED = "label-confirmed"
 
 STATUS_ACTIVE = "active"
-# Ready for labels (issue #5): an overturned detection keeps its record with this status.
-STATUS_OVERTURNED = "overturned"
 # Arrived (counts for completion) but does not count against the driver: not a risky type, or a shadow model's.
 STATUS_NOT_SCORED = "not-scored"
+
+# What a change of the counted events is published as (`ScoredEvent.status`).
+CHANGE_ACTIVE = "active"  # a detection counts again (a later label reversed its overturning)
+CHANGE_OVERTURNED = "overturned"  # no longer counts
+CHANGE_ADDED = "added"  # an event only a label reported (missed, or the corrected type of a detection)
+
+# Label ids remembered per window (redeliveries recognised); a window rarely gets more than two labels.
+MAX_LABEL_IDS_PER_WINDOW = 16
 
 
 def scored_event_id(detection_event_id: str, revision: int) -> str:
@@ -38,6 +63,18 @@ def scored_event_id(detection_event_id: str, revision: int) -> str:
 
 def trip_score_event_id(trip_id: str, revision: int) -> str:
     return stable_event_id("trip-score", trip_id, revision)
+
+
+def added_event_key(window_id: str, detection_event_id: str, event_type: int) -> str:
+    """Identity of an event a label reports: per corrected detection, or per window for a missed event."""
+    if detection_event_id:
+        return stable_event_id("scored", "corrected", detection_event_id, event_type)
+    return stable_event_id("scored", "added", window_id, event_type)
+
+
+def change_event_id(event_key: str, status: str, label_event_id: str) -> str:
+    """Stable id of the ScoredEvent that records one change of one event, caused by one label."""
+    return stable_event_id("scored", event_key, status, label_event_id)
 
 
 @dataclass(frozen=True)
@@ -68,6 +105,25 @@ class SegmentFacts:
     ended_at: float
 
 
+@dataclass(frozen=True)
+class LabelFacts:
+    """What scoring needs from one Label (a human verdict on one window)."""
+
+    event_id: str
+    window_id: str
+    event_type: int
+    # The detection the label confirms or overturns; empty for an event the detector missed.
+    detection_event_id: str
+    labelled_at: float
+    agreement: float = 0.0
+    # Kept to publish the ScoredEvents the verdict causes, possibly long after the label arrived.
+    lineage: tuple[tuple[str, str], ...] = ()
+    window_started_at: float = 0.0
+    window_ended_at: float = 0.0
+    latitude: float = 0.0
+    longitude: float = 0.0
+
+
 @dataclass
 class DetectionRecord:
     """One arrived detection and, when it counts, how it was scored (kept for re-scoring by labels)."""
@@ -81,6 +137,10 @@ class DetectionRecord:
     revision: int = 1
     occurred_at: float = 0.0
     scored_event_id: str = ""
+    # What the detector measured: a label correcting the type re-reads it against the new type's bands.
+    peak_value: float = 0.0
+    speed_mps: float = 0.0
+    speed_limit_mps: float = 0.0
 
 
 @dataclass
@@ -93,6 +153,58 @@ class SegmentRecord:
     detection_event_ids: list[str]
     started_at: float
     ended_at: float
+
+
+@dataclass
+class SegmentTotals:
+    """A closed trip's segments, compacted: totals, and which sequences arrived (to recognise redeliveries)."""
+
+    uploads: int = 0
+    distance_m: float = 0.0
+    duration_s: float = 0.0
+    started_at: float = 0.0  # 0: unknown
+    ended_at: float = 0.0
+    highest_sequence: int = -1
+    # Sequences below the highest that never arrived.
+    absent_sequences: list[int] = field(default_factory=list)
+
+    def knows(self, sequence: int) -> bool:
+        return sequence <= self.highest_sequence and sequence not in self.absent_sequences
+
+    def add(self, facts: SegmentFacts) -> None:
+        if facts.sequence > self.highest_sequence:
+            self.absent_sequences.extend(range(self.highest_sequence + 1, facts.sequence))
+            self.highest_sequence = facts.sequence
+        elif facts.sequence in self.absent_sequences:
+            self.absent_sequences.remove(facts.sequence)
+        self.uploads += 1
+        self.distance_m += facts.distance_m
+        self.duration_s += facts.duration_s
+        if facts.started_at > 0.0:
+            self.started_at = min(self.started_at, facts.started_at) if self.started_at > 0.0 else facts.started_at
+        self.ended_at = max(self.ended_at, facts.ended_at)
+
+
+@dataclass
+class LabelVerdict:
+    """The label that currently decides one window (the newest one), and every label id seen for the window."""
+
+    window_id: str
+    label_event_id: str
+    event_type: int
+    detection_event_id: str
+    labelled_at: float
+    # Arrival order within the trip (ties of `labelled_at` between windows of one detection).
+    sequence: int
+    # Processing time: a label waiting for a trip that never comes is dropped after the retention.
+    received_at: float
+    agreement: float = 0.0
+    lineage: dict[str, str] = field(default_factory=dict)
+    window_started_at: float = 0.0
+    window_ended_at: float = 0.0
+    latitude: float = 0.0
+    longitude: float = 0.0
+    seen_label_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +230,10 @@ class TripState:
     trip_end_seen_at: float | None = None
     last_activity_at: float = 0.0
     closure: TripClosure | None = None
+    # Set when the trip closes (and `segments` emptied): what corrections need of the segments.
+    totals: SegmentTotals | None = None
+    verdicts: dict[str, LabelVerdict] = field(default_factory=dict)
+    labels_applied: int = 0
 
     @property
     def closed(self) -> bool:
@@ -131,6 +247,7 @@ class TripState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TripState:
         closure = data.get("closure")
+        totals = data.get("totals")
         return cls(
             trip_id=data["trip_id"],
             driver_id=data.get("driver_id", ""),
@@ -142,6 +259,9 @@ class TripState:
             trip_end_seen_at=data.get("trip_end_seen_at"),
             last_activity_at=float(data.get("last_activity_at", 0.0)),
             closure=TripClosure(**closure) if closure else None,
+            totals=SegmentTotals(**totals) if totals else None,
+            verdicts={key: LabelVerdict(**verdict) for key, verdict in data.get("verdicts", {}).items()},
+            labels_applied=int(data.get("labels_applied", 0)),
         )
 
 
@@ -156,11 +276,47 @@ class SegmentOutcome(enum.Enum):
     DUPLICATE = "duplicate"
 
 
+class LabelOutcome(enum.Enum):
+    APPLIED = "applied"
+    # Older than the window's current verdict (by the label's own time): remembered, changes nothing.
+    STALE = "stale"
+    DUPLICATE = "duplicate"
+
+
 @dataclass(frozen=True)
 class Completion:
     complete: bool
     missing_sequences: tuple[int, ...]
     missing_detections: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CountedEvent:
+    """One event as it counts against the driver now."""
+
+    # Stable identity: the detection's ScoredEvent id, or `added_event_key` for an event a label reported.
+    key: str
+    added: bool
+    detection_event_id: str
+    window_id: str
+    event_type: int
+    severity: int
+    weight: float
+    points: float
+    occurred_at: float
+
+
+@dataclass(frozen=True)
+class EventChange:
+    """A change of the counted events, published as one ScoredEvent."""
+
+    event: CountedEvent
+    status: str
+    event_id: str
+    # What the causing label did to the trip: REASON_LABEL_OVERTURNED, _ADDED or _CORRECTED.
+    kind: str
+    reason: str
+    verdict: LabelVerdict | None
 
 
 @dataclass(frozen=True)
@@ -186,6 +342,11 @@ class TripSummary:
     missing_sequences: tuple[int, ...]
 
 
+def has_trip_data(state: TripState) -> bool:
+    """False for a state that only holds labels waiting for their trip."""
+    return bool(state.segments or state.detections or state.totals is not None)
+
+
 def apply_detection(
     state: TripState, facts: DetectionFacts, now: float
 ) -> tuple[DetectionOutcome, DetectionRecord | None]:
@@ -194,7 +355,15 @@ def apply_detection(
         return DetectionOutcome.DUPLICATE, None
     state.last_activity_at = max(state.last_activity_at, now)
     if not (facts.counts_against_driver and formula.is_scored_type(facts.event_type)):
-        record = DetectionRecord(facts.event_id, facts.event_type, STATUS_NOT_SCORED, occurred_at=facts.occurred_at)
+        record = DetectionRecord(
+            facts.event_id,
+            facts.event_type,
+            STATUS_NOT_SCORED,
+            occurred_at=facts.occurred_at,
+            peak_value=facts.peak_value,
+            speed_mps=facts.speed_mps,
+            speed_limit_mps=facts.speed_limit_mps,
+        )
         state.detections[facts.event_id] = record
         return DetectionOutcome.NOT_SCORED, record
     magnitude = formula.event_magnitude(facts.event_type, facts.peak_value, facts.speed_mps, facts.speed_limit_mps)
@@ -209,6 +378,9 @@ def apply_detection(
         revision=1,
         occurred_at=facts.occurred_at,
         scored_event_id=scored_event_id(facts.event_id, 1),
+        peak_value=facts.peak_value,
+        speed_mps=facts.speed_mps,
+        speed_limit_mps=facts.speed_limit_mps,
     )
     state.detections[facts.event_id] = record
     return DetectionOutcome.SCORED, record
@@ -216,6 +388,16 @@ def apply_detection(
 
 def apply_segment(state: TripState, facts: SegmentFacts, now: float) -> SegmentOutcome:
     """Record a segment once: by event id, and by sequence (one upload is one sequence)."""
+    if state.totals is None and state.closed:
+        compact(state)
+    if state.totals is not None:
+        if state.totals.knows(facts.sequence):
+            return SegmentOutcome.DUPLICATE
+        state.totals.add(facts)
+        if state.closure is not None and facts.sequence in state.closure.missing_sequences:
+            state.closure.missing_sequences.remove(facts.sequence)
+        state.last_activity_at = max(state.last_activity_at, now)
+        return SegmentOutcome.ADDED
     known = state.segments.get(facts.sequence)
     if known is not None:
         return SegmentOutcome.DUPLICATE
@@ -236,6 +418,180 @@ def apply_segment(state: TripState, facts: SegmentFacts, now: float) -> SegmentO
     return SegmentOutcome.ADDED
 
 
+def apply_label(state: TripState, facts: LabelFacts, now: float) -> LabelOutcome:
+    """Make a label its window's verdict, once; an older label (by its own time) does not replace a newer one."""
+    current = state.verdicts.get(facts.window_id)
+    if current is not None and facts.event_id in current.seen_label_ids:
+        return LabelOutcome.DUPLICATE
+    if current is not None and facts.labelled_at < current.labelled_at:
+        current.seen_label_ids = _remember(current.seen_label_ids, facts.event_id)
+        return LabelOutcome.STALE
+    state.labels_applied += 1
+    state.verdicts[facts.window_id] = LabelVerdict(
+        window_id=facts.window_id,
+        label_event_id=facts.event_id,
+        event_type=facts.event_type,
+        detection_event_id=facts.detection_event_id,
+        labelled_at=facts.labelled_at,
+        sequence=state.labels_applied,
+        received_at=now,
+        agreement=facts.agreement,
+        lineage=dict(facts.lineage),
+        window_started_at=facts.window_started_at,
+        window_ended_at=facts.window_ended_at,
+        latitude=facts.latitude,
+        longitude=facts.longitude,
+        seen_label_ids=_remember(current.seen_label_ids if current else [], facts.event_id),
+    )
+    return LabelOutcome.APPLIED
+
+
+def _remember(seen: list[str], label_event_id: str) -> list[str]:
+    return [*seen, label_event_id][-MAX_LABEL_IDS_PER_WINDOW:]
+
+
+def label_is_pending(state: TripState, verdict: LabelVerdict) -> bool:
+    """Whether a verdict waits for its trip or for the detection it judges."""
+    if not has_trip_data(state):
+        return True
+    return bool(verdict.detection_event_id) and verdict.detection_event_id not in state.detections
+
+
+def _verdicts_by_detection(state: TripState) -> dict[str, LabelVerdict]:
+    """The deciding verdict of each judged detection: the newest label of the windows that name it."""
+    deciding: dict[str, LabelVerdict] = {}
+    for verdict in sorted(state.verdicts.values(), key=lambda verdict: (verdict.labelled_at, verdict.sequence)):
+        if verdict.detection_event_id:
+            deciding[verdict.detection_event_id] = verdict
+    return deciding
+
+
+def detected_event(record: DetectionRecord, window_id: str = "") -> CountedEvent:
+    return CountedEvent(
+        key=record.scored_event_id,
+        added=False,
+        detection_event_id=record.detection_event_id,
+        window_id=window_id,
+        event_type=record.event_type,
+        severity=record.severity,
+        weight=record.weight,
+        points=record.points,
+        occurred_at=record.occurred_at,
+    )
+
+
+def _added_event(verdict: LabelVerdict, record: DetectionRecord | None) -> CountedEvent:
+    if record is None:
+        severity = 1  # nothing was measured: an event only a person saw counts as mild
+        occurred_at = verdict.window_started_at or verdict.labelled_at
+    else:
+        severity = formula.relabelled_severity(
+            record.event_type, verdict.event_type, record.peak_value, record.speed_mps, record.speed_limit_mps
+        )
+        occurred_at = record.occurred_at
+    detection_event_id = record.detection_event_id if record is not None else ""
+    return CountedEvent(
+        key=added_event_key(verdict.window_id, detection_event_id, verdict.event_type),
+        added=True,
+        detection_event_id=detection_event_id,
+        window_id=verdict.window_id,
+        event_type=verdict.event_type,
+        severity=severity,
+        weight=formula.weight_for(verdict.event_type),
+        points=formula.points_for(verdict.event_type, severity),
+        occurred_at=occurred_at,
+    )
+
+
+def counted_events(state: TripState, *, without_verdict_on: str = "") -> dict[str, CountedEvent]:
+    """What counts against the driver now, from the detections and the verdicts.
+
+    A detection the detector scored counts unless a verdict overturns it (a non-risky label)
+    or corrects its type (the corrected event counts instead). A risky verdict on a detection
+    that does not count (a confounder, a shadow model's) or on no detection at all (a missed
+    event) adds an event. A verdict on a detection that has not arrived waits. `without_verdict_on`
+    ignores the verdict on one detection (what the detection alone would count).
+    """
+    if not has_trip_data(state):
+        return {}
+    deciding = _verdicts_by_detection(state)
+    events: dict[str, CountedEvent] = {}
+    for record in state.detections.values():
+        verdict = deciding.get(record.detection_event_id)
+        if record.detection_event_id == without_verdict_on:
+            verdict = None
+        scored = record.status == STATUS_ACTIVE
+        if verdict is None or (scored and verdict.event_type == record.event_type):
+            if scored:
+                events[record.scored_event_id] = detected_event(record, verdict.window_id if verdict else "")
+            continue
+        if formula.is_scored_type(verdict.event_type):
+            event = _added_event(verdict, record)
+            events[event.key] = event
+    for verdict in state.verdicts.values():
+        if not verdict.detection_event_id and formula.is_scored_type(verdict.event_type):
+            event = _added_event(verdict, None)
+            events[event.key] = event
+    return events
+
+
+def _deciding_verdict(state: TripState, event: CountedEvent) -> LabelVerdict | None:
+    if event.added and not event.detection_event_id:
+        return state.verdicts.get(event.window_id)
+    return _verdicts_by_detection(state).get(event.detection_event_id)
+
+
+def label_reason(kind: str, label_event_id: str) -> str:
+    return f"{kind}:{label_event_id}"
+
+
+def event_changes(
+    state: TripState, before: dict[str, CountedEvent], after: dict[str, CountedEvent]
+) -> list[EventChange]:
+    """The ScoredEvents that take a reader from `before` to `after`, each with the label that caused it.
+
+    Per label, the reason says what it did: overturned (events stop counting), added (events
+    start counting), confirmed (detections it had overturned count again), corrected (both
+    directions: a type changed, or a reversal between types).
+    """
+    staged: list[tuple[CountedEvent, str, LabelVerdict | None]] = []
+    for key in sorted(before.keys() - after.keys()):
+        event = before[key]
+        staged.append((event, CHANGE_OVERTURNED, _deciding_verdict(state, event)))
+    for key in sorted(after.keys() - before.keys()):
+        event = after[key]
+        staged.append((event, CHANGE_ADDED if event.added else CHANGE_ACTIVE, _deciding_verdict(state, event)))
+    statuses: dict[str, set[str]] = {}
+    for _, status, verdict in staged:
+        label = verdict.label_event_id if verdict is not None else ""
+        statuses.setdefault(label, set()).add(status)
+    changes = []
+    for event, status, verdict in staged:
+        label = verdict.label_event_id if verdict is not None else ""
+        kind = _correction_kind(statuses[label])
+        changes.append(
+            EventChange(
+                event=event,
+                status=status,
+                event_id=change_event_id(event.key, status, label),
+                kind=kind,
+                reason=label_reason(kind, label),
+                verdict=verdict,
+            )
+        )
+    return changes
+
+
+def _correction_kind(statuses: set[str]) -> str:
+    if statuses == {CHANGE_OVERTURNED}:
+        return REASON_LABEL_OVERTURNED
+    if statuses == {CHANGE_ACTIVE}:
+        return REASON_LABEL_CONFIRMED
+    if CHANGE_OVERTURNED in statuses:
+        return REASON_LABEL_CORRECTED
+    return REASON_LABEL_ADDED
+
+
 def completion(state: TripState) -> Completion:
     last = state.trip_end_sequence
     highest = last if last is not None else max(state.segments, default=-1)
@@ -250,15 +606,53 @@ def completion(state: TripState) -> Completion:
 
 def is_overdue(state: TripState, now: float, *, trip_end_grace_s: float, idle_timeout_s: float) -> bool:
     """Whether an open, incomplete trip should be closed now (a lost upload or a lost detection)."""
-    if state.closed:
+    if state.closed or not has_trip_data(state):
         return False
     if state.trip_end_seen_at is not None:
         return now - state.trip_end_seen_at >= trip_end_grace_s
     return now - state.last_activity_at >= idle_timeout_s
 
 
+def is_expired(state: TripState, now: float, *, retention_s: float) -> bool:
+    """Whether a closed trip (or labels that never met their trip) is past the correction period."""
+    if state.closure is not None:
+        return now - state.closure.closed_at >= retention_s
+    if not has_trip_data(state) and state.verdicts:
+        return now - max(verdict.received_at for verdict in state.verdicts.values()) >= retention_s
+    return False
+
+
+def segment_totals(state: TripState) -> SegmentTotals:
+    """The totals of the trip's segments (stored once the trip is compacted)."""
+    if state.totals is not None:
+        return state.totals
+    totals = SegmentTotals()
+    for sequence in sorted(state.segments):
+        record = state.segments[sequence]
+        totals.add(
+            SegmentFacts(
+                event_id=record.event_id,
+                sequence=record.sequence,
+                trip_end=record.trip_end,
+                distance_m=record.distance_m,
+                duration_s=record.duration_s,
+                detection_event_ids=(),
+                started_at=record.started_at,
+                ended_at=record.ended_at,
+            )
+        )
+    return totals
+
+
+def compact(state: TripState) -> None:
+    """Keep of a closed trip only what corrections need: segment totals replace the segments."""
+    if state.totals is None:
+        state.totals = segment_totals(state)
+        state.segments = {}
+
+
 def close_trip(state: TripState, reason: str, now: float) -> TripSummary:
-    """Close the trip at revision 1 and return what its TripScore carries."""
+    """Close the trip at revision 1, compact it, and return what its TripScore carries."""
     missing = completion(state).missing_sequences if reason != REASON_COMPLETE else ()
     state.closure = TripClosure(
         revision=1,
@@ -267,22 +661,49 @@ def close_trip(state: TripState, reason: str, now: float) -> TripSummary:
         event_id=trip_score_event_id(state.trip_id, 1),
         missing_sequences=list(missing),
     )
+    compact(state)
+    return summarize_trip(state)
+
+
+def trip_fingerprint(state: TripState) -> tuple[object, ...]:
+    """What a TripScore's numbers depend on: equal fingerprints, equal scores (no new revision)."""
+    totals = segment_totals(state)
+    events = sorted((key, event.event_type, event.points) for key, event in counted_events(state).items())
+    missing = tuple(state.closure.missing_sequences) if state.closure is not None else ()
+    return (
+        tuple(events),
+        totals.uploads,
+        totals.distance_m,
+        totals.duration_s,
+        totals.started_at,
+        totals.ended_at,
+        missing,
+    )
+
+
+def rescore_trip(state: TripState, reason: str) -> TripSummary:
+    """Publishable summary of a closed trip whose counted events or totals changed: the next revision."""
+    closure = state.closure
+    if closure is None:
+        raise ValueError(f"trip {state.trip_id} is not closed")
+    closure.revision += 1
+    closure.reason = reason
+    closure.event_id = trip_score_event_id(state.trip_id, closure.revision)
     return summarize_trip(state)
 
 
 def summarize_trip(state: TripState) -> TripSummary:
-    """The TripScore numbers of a closed trip, from its segments and its active scored events."""
+    """The TripScore numbers of a closed trip, from its segment totals and what counts now."""
     closure = state.closure
     if closure is None:
         raise ValueError(f"trip {state.trip_id} is not closed")
-    distance_km = sum(record.distance_m for record in state.segments.values()) / 1000.0
-    duration_s = sum(record.duration_s for record in state.segments.values())
-    active = [record for record in state.detections.values() if record.status == STATUS_ACTIVE]
-    points = sum(record.points for record in active)
-    counts = Counter(record.event_type for record in active)
+    totals = segment_totals(state)
+    distance_km = totals.distance_m / 1000.0
+    duration_s = totals.duration_s
+    active = list(counted_events(state).values())
+    points = sum(event.points for event in active)
+    counts = Counter(event.event_type for event in active)
     exposure = formula.exposure_km(distance_km, duration_s)
-    starts = [record.started_at for record in state.segments.values() if record.started_at > 0.0]
-    ends = [record.ended_at for record in state.segments.values() if record.ended_at > 0.0]
     times = [record.occurred_at for record in state.detections.values() if record.occurred_at > 0.0]
     return TripSummary(
         trip_id=state.trip_id,
@@ -298,8 +719,8 @@ def summarize_trip(state: TripState) -> TripSummary:
         events_per_100km=formula.rate_per_100km(len(active), distance_km),
         events_per_hour=formula.rate_per_hour(len(active), duration_s),
         event_counts=dict(sorted(counts.items())),
-        started_at=min(starts or times or [0.0]),
-        ended_at=max(ends or times or [0.0]),
-        uploads=len(state.segments),
+        started_at=totals.started_at or min(times or [0.0]),
+        ended_at=totals.ended_at or max(times or [0.0]),
+        uploads=totals.uploads,
         missing_sequences=tuple(closure.missing_sequences),
     )

@@ -3,7 +3,12 @@
 Agents:
 - `score-detections` on detections (keyed trip_id) and `collect-segments` on trip
   segments (keyed trip_id, same partitions): both update the trip table;
-- `close-overdue-trips` (timer): closes trips whose deadline passed;
+- `repartition-labels` on labels (keyed window_id): re-keys them by trip_id onto
+  scoring's internal topic, co-partitioned with the trip inputs;
+- `apply-labels` on that internal topic: updates the trip table (overturned,
+  added and corrected events; closed trips re-scored);
+- `close-overdue-trips` (timer): closes trips whose deadline passed and forgets
+  trips past the correction period;
 - `repartition-trip-scores` on trip scores (keyed trip_id): re-keys them by
   driver_id onto scoring's internal topic;
 - `roll-up-drivers` on that internal topic: updates the driver table and
@@ -18,10 +23,10 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
-from michi.bus.catalog import DETECTIONS, TRIP_SCORES, TRIP_SEGMENTS
+from michi.bus.catalog import DETECTIONS, LABELS, TRIP_SCORES, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
 from michi.bus.streams import catalog_topic, process_batches
-from services.scoring.adapters.topics import TRIP_SCORES_BY_DRIVER
+from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.handlers import SERVICE, ScoringHandlers
 
 logger = logging.getLogger(__name__)
@@ -56,6 +61,14 @@ def register_agents(
     @app.agent(catalog_topic(app, TRIP_SEGMENTS, prefix), name="collect-segments")
     async def collect_segments(stream: faust.StreamT) -> None:
         await process(stream, TRIP_SEGMENTS, handlers.on_segments)
+
+    @app.agent(catalog_topic(app, LABELS, prefix), name="repartition-labels")
+    async def repartition_labels(stream: faust.StreamT) -> None:
+        await process(stream, LABELS, handlers.forward_labels)
+
+    @app.agent(catalog_topic(app, LABELS_BY_TRIP, prefix), name="apply-labels")
+    async def apply_labels(stream: faust.StreamT) -> None:
+        await process(stream, LABELS_BY_TRIP, handlers.on_labels)
 
     @app.agent(catalog_topic(app, TRIP_SCORES, prefix), name="repartition-trip-scores")
     async def repartition_trip_scores(stream: faust.StreamT) -> None:
