@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from michi.bus.catalog import CATALOG, DETECTIONS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.catalog import CATALOG, DETECTIONS, LABELS, TRIP_SEGMENTS, UPLOADS
 from michi.bus.reader import end_offsets
 
 # Which consumer group (service) reads which topic, for lag figures.
-CONSUMERS = {"inference": (UPLOADS,), "scoring": (DETECTIONS, TRIP_SEGMENTS)}
+CONSUMERS = {"inference": (UPLOADS,), "scoring": (DETECTIONS, TRIP_SEGMENTS, LABELS)}
 
 
 @dataclass
