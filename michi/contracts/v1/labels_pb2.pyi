@@ -40,7 +40,7 @@ LABEL_SOURCE_GOLD: LabelSource
 LABEL_SOURCE_ADJUDICATION: LabelSource
 
 class LabelRequest(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "reason", "priority", "suggested", "confidence", "window", "alternative", "detection_event_id")
+    __slots__ = ("event_id", "occurred_at", "lineage", "reason", "priority", "suggested", "confidence", "window", "alternative", "detection_event_id", "known_answer")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,7 @@ class LabelRequest(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     ALTERNATIVE_FIELD_NUMBER: _ClassVar[int]
     DETECTION_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_ANSWER_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -61,10 +62,11 @@ class LabelRequest(_message.Message):
     window: _common_pb2.TimeSpan
     alternative: _common_pb2.EventType
     detection_event_id: str
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., reason: _Optional[_Union[LabelReason, str]] = ..., priority: _Optional[int] = ..., suggested: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., alternative: _Optional[_Union[_common_pb2.EventType, str]] = ..., detection_event_id: _Optional[str] = ...) -> None: ...
+    known_answer: _common_pb2.EventType
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., reason: _Optional[_Union[LabelReason, str]] = ..., priority: _Optional[int] = ..., suggested: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., alternative: _Optional[_Union[_common_pb2.EventType, str]] = ..., detection_event_id: _Optional[str] = ..., known_answer: _Optional[_Union[_common_pb2.EventType, str]] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "source", "annotators", "agreement", "gold_checked", "detection_event_id", "window", "location")
+    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "source", "annotators", "agreement", "gold_checked", "detection_event_id", "window", "location", "votes", "adjudicator", "min_gold_accuracy")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,9 @@ class Label(_message.Message):
     DETECTION_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    ADJUDICATOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_GOLD_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -87,4 +92,23 @@ class Label(_message.Message):
     detection_event_id: str
     window: _common_pb2.TimeSpan
     location: _common_pb2.GeoPoint
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., annotators: _Optional[_Iterable[str]] = ..., agreement: _Optional[float] = ..., gold_checked: _Optional[bool] = ..., detection_event_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ...) -> None: ...
+    votes: _containers.RepeatedCompositeFieldContainer[LabelVote]
+    adjudicator: str
+    min_gold_accuracy: float
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., annotators: _Optional[_Iterable[str]] = ..., agreement: _Optional[float] = ..., gold_checked: _Optional[bool] = ..., detection_event_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., votes: _Optional[_Iterable[_Union[LabelVote, _Mapping]]] = ..., adjudicator: _Optional[str] = ..., min_gold_accuracy: _Optional[float] = ...) -> None: ...
+
+class LabelVote(_message.Message):
+    __slots__ = ("annotator", "event_type", "weight", "gold_accuracy", "gold_answers", "voted_at")
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    GOLD_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    GOLD_ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    VOTED_AT_FIELD_NUMBER: _ClassVar[int]
+    annotator: str
+    event_type: _common_pb2.EventType
+    weight: float
+    gold_accuracy: float
+    gold_answers: int
+    voted_at: _timestamp_pb2.Timestamp
+    def __init__(self, annotator: _Optional[str] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., weight: _Optional[float] = ..., gold_accuracy: _Optional[float] = ..., gold_answers: _Optional[int] = ..., voted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The annotation service: label queues for people, consensus labels out (see docs/annotation.md)."""

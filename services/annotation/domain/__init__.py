@@ -1,0 +1,1 @@
+"""Pure annotation logic: label set, tasks and queues, consensus, annotator quality, agreement, passwords."""

@@ -1,0 +1,1 @@
+"""The doors of the annotation service: HTTP API and page, the label-request consumer, the CLI."""

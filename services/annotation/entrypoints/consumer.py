@@ -1,0 +1,193 @@
+"""The label-request consumer: `michi.label-requests.v1` in, tasks in SQL and Redis, then the offset commit.
+
+At-least-once with idempotent effects: a partition's offset is committed only after every message
+before it was recorded in SQL and Redis (or dead-lettered, acknowledged by the broker). A message
+whose write fails (Redis or the database down) is retried until it succeeds or the service stops,
+so nothing after it is committed past it. Redelivered requests change nothing (event_id in SQL).
+Undecodable or unusable requests, and any whose processing fails for another reason than an outage,
+go to `michi.dead-letters.v1` with the reason and original bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from michi.bus.catalog import LABEL_REQUESTS
+from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.headers import extract_context, read_headers
+from michi.bus.producer import EventProducer
+from michi.bus.streams import consumer_span
+from michi.contracts import timestamp_to_seconds
+from michi.contracts.v1 import labels_pb2
+from services.annotation.adapters.windows import ArchiveWindowSource
+from services.annotation.domain.tasks import InvalidRequest, check_request
+from services.annotation.domain.windows import window_location
+from services.annotation.handlers import SERVICE, AnnotationService
+
+logger = logging.getLogger(__name__)
+
+DEAD_LETTER_TIMEOUT_S = 30.0
+RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Outages: the write is retried until it succeeds. Any other failure is the message's: dead letter.
+RETRYABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    OSError,
+)
+
+
+class LabelRequestConsumer:
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        producer: EventProducer,
+        service: AnnotationService,
+        topic: str,
+        windows: ArchiveWindowSource | None = None,
+        batch_size: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.service = service
+        self.topic = topic
+        self.windows = windows
+        self.batch_size = batch_size
+        self.clock = clock
+        self.assigned: set[int] = set()
+        self.last_poll_at: float | None = None
+        self._loop = asyncio.new_event_loop()
+        self.consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned.update(item.partition for item in partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned.difference_update(item.partition for item in partitions)
+
+    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
+        """Poll until `stop` is set, then close the consumer (nothing unprocessed is committed)."""
+        try:
+            while not stop.is_set():
+                self.poll_once(stop, poll_timeout)
+        finally:
+            self.consumer.close()
+            self._loop.close()
+
+    def poll_once(self, stop: threading.Event, timeout: float = 0.5) -> int:
+        """Process one batch; commit what was fully processed. Returns how many messages were handled."""
+        messages = self.consumer.consume(self.batch_size, timeout)
+        self.last_poll_at = self.clock()
+        processed: dict[int, int] = {}
+        handled = 0
+        for raw in messages:
+            if raw.error() is not None:
+                logger.warning("consumer error", extra={"error": str(raw.error())})
+                continue
+            if not self._handle_with_retry(raw, stop):
+                break
+            processed[raw.partition() or 0] = (raw.offset() or 0) + 1
+            handled += 1
+        if processed:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, partition, offset) for partition, offset in processed.items()],
+                asynchronous=False,
+            )
+        return handled
+
+    def _handle_with_retry(self, raw: Any, stop: threading.Event) -> bool:
+        attempt = 0
+        while True:
+            try:
+                self._handle(raw)
+                return True
+            except RETRYABLE:
+                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                if attempt == 0:
+                    logger.warning(
+                        "label request not recorded; retrying",
+                        extra={"partition": raw.partition(), "offset": raw.offset()},
+                        exc_info=True,
+                    )
+                attempt += 1
+                if stop.wait(delay):
+                    return False
+            except Exception as error:
+                # Not an outage but this message: park it with the error, so it cannot stop the queue.
+                logger.exception("label request failed", extra={"partition": raw.partition(), "offset": raw.offset()})
+                self._dead_letter(
+                    raw, read_headers(raw.headers()), "processing-error", f"{type(error).__name__}: {error}"
+                )
+                return True
+
+    def _handle(self, raw: Any) -> None:
+        headers = read_headers(raw.headers())
+        try:
+            message = decode_message(LABEL_REQUESTS, raw.value(), headers)
+            assert isinstance(message, labels_pb2.LabelRequest)
+            check_request(message)
+        except UndecodableMessage as error:
+            self._dead_letter(raw, headers, error.reason, error.detail)
+            return
+        except InvalidRequest as error:
+            self._dead_letter(raw, headers, "invalid-request", str(error))
+            return
+        inbound = _InboundView(raw, headers)
+        with consumer_span(inbound, SERVICE):  # type: ignore[arg-type]
+            self.service.intake(message, location=self._location(message))
+
+    def _location(self, request: labels_pb2.LabelRequest) -> tuple[float, float] | None:
+        if self.windows is None or not request.window.HasField("started_at"):
+            return None
+        start = timestamp_to_seconds(request.window.started_at)
+        end = timestamp_to_seconds(request.window.ended_at) if request.window.HasField("ended_at") else start
+        upload = self._loop.run_until_complete(self.windows.upload(request.lineage, datetime.fromtimestamp(start, UTC)))
+        return window_location(upload, start, end) if upload is not None else None
+
+    def _dead_letter(self, raw: Any, headers: dict[str, str], reason: str, detail: str) -> None:
+        self.producer.dead_letter(
+            service=SERVICE,
+            source_topic=raw.topic(),
+            partition=raw.partition(),
+            offset=raw.offset(),
+            key=raw.key(),
+            value=raw.value(),
+            headers=headers,
+            reason=reason,
+            error=detail,
+        ).result(DEAD_LETTER_TIMEOUT_S)
+        self.service.metrics.dead_letters.inc()
+
+    def ready(self, max_silence_s: float = 30.0) -> bool:
+        """Polling recently and holding at least one partition."""
+        return (
+            self.last_poll_at is not None and self.clock() - self.last_poll_at < max_silence_s and bool(self.assigned)
+        )
+
+
+class _InboundView:
+    """The attributes `consumer_span` reads, from a confluent-kafka message."""
+
+    def __init__(self, raw: Any, headers: dict[str, str]) -> None:
+        self.topic = raw.topic()
+        self.partition = raw.partition()
+        self.offset = raw.offset()
+        self.context = extract_context(headers)

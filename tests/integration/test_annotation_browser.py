@@ -1,0 +1,112 @@
+"""The annotation page in a real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Signs in, picks a queue, waits for the task's plots, checks the canvases hold drawn data, answers
+with a key press and gets the next task. A screenshot is saved in the test's tmp folder and in
+`.michi/test-artifacts/annotation.png`. Skipped only when Chromium is missing outside CI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from michi.blobs import BlobStore, media_key
+from services.annotation.bootstrap import build_app
+from services.annotation.domain.roles import Role
+from services.ingest.adapters.archive import BlobUploadArchive
+
+from .annotation_support import RecordingPublisher, make_request, make_upload, serving, settings_for, wire
+
+CHROMIUM = os.environ.get("MICHI_TEST_CHROMIUM", "/usr/bin/chromium")
+PASSWORD = "a long enough password"
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".michi" / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason=f"no Chromium at {CHROMIUM} (apt-get install chromium); required in CI",
+)
+
+
+def _png(width: int = 64, height: int = 36) -> bytes:
+    """A small valid PNG (a grey road under a blue sky)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(
+        b"\x00" + (bytes((90, 150, 230)) if row < height // 2 else bytes((110, 110, 110))) * width
+        for row in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_sign_in_see_the_plots_answer_with_a_key_and_get_the_next_task(tmp_path: Path, redis_url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    publisher = RecordingPublisher()
+    settings = settings_for(tmp_path, redis_url)
+    wiring = wire(settings, publisher=publisher)
+    wiring.accounts.add("ann-1", Role.ANNOTATOR, actor="test", password=PASSWORD)
+    blobs = BlobStore(settings.resolved_blob_url())
+    task_ids = []
+    for index in range(2):
+        upload = make_upload(media=("front.png",))
+        asyncio.run(BlobUploadArchive(blobs).store(upload, upload.SerializeToString(deterministic=True)))
+        asyncio.run(blobs.put_bytes(media_key(upload.device_id, upload.upload_id, "front.png"), _png()))
+        request = make_request(
+            f"browser-{index}", upload=upload, window_offset_s=4.0, window_s=2.0, priority=90 - index
+        )
+        wiring.service.intake(request)
+        task_ids.append(request.lineage.window_id)
+
+    with serving(build_app(settings, wiring=wiring)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url + "/")
+            page.fill("#name", "ann-1")
+            page.fill("#password", PASSWORD)
+            page.click("#sign-in")
+            page.click("button[data-queue='uncertain']")
+            page.wait_for_selector(f"body[data-state='ready'][data-task-id='{task_ids[0]}']", timeout=20_000)
+
+            assert int(page.get_attribute("body", "data-points") or 0) > 300
+            assert page.inner_text("#suggestion") == "harsh-braking"
+            inked = page.evaluate(
+                """(ids) => ids.map((id) => {
+                    const canvas = document.getElementById(id);
+                    const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+                    let blue = 0, inked = 0;
+                    for (let i = 0; i < pixels.length; i += 4) {
+                        if (pixels[i + 3] > 0) inked++;
+                        if (pixels[i + 3] > 0 && pixels[i + 2] > 180 && pixels[i] < 90) blue++;
+                    }
+                    return [inked, blue];
+                })""",
+                ["plot-accel", "plot-gyro", "plot-speed", "plot-track"],
+            )
+            for name, (inked_pixels, blue_pixels) in zip(("accel", "gyro", "speed", "track"), inked, strict=True):
+                assert inked_pixels > 500, f"{name} plot is empty"
+                assert blue_pixels > 50, f"{name} plot has no data line"
+            page.wait_for_selector("#frames img", timeout=10_000)
+            assert page.evaluate("document.querySelector('#frames img').naturalWidth") == 64
+
+            screenshot = tmp_path / "annotation.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(screenshot, ARTIFACTS / "annotation.png")
+
+            page.keyboard.press("2")
+            page.wait_for_selector(f"body[data-state='ready'][data-task-id='{task_ids[1]}']", timeout=20_000)
+            [vote] = wiring.store.votes_of(task_ids[0])
+            assert (vote.annotator, vote.event_type, vote.counted) == ("ann-1", 2, True)
+            page.wait_for_function("document.querySelector('#my-stats').innerText.includes('1')", timeout=10_000)
+        finally:
+            browser.close()
