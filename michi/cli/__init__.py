@@ -6,6 +6,7 @@ michi infra up|down|status    # embedded Kafka and redis-server only
 michi simulate --devices 5 --duration 120 --target http://127.0.0.1:8080
 michi topics | michi status | michi devices add|list|revoke|rotate | michi trace ID
 michi warehouse query "SQL" | michi warehouse tables
+michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-password | rebuild
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import typer
 
 from michi.registry.commands import models_app
 from michi.settings import MichiSettings, load_settings
+from services.annotation.entrypoints.cli import annotators_app
+from services.trainer.entrypoints.cli import experiments_app, train_command
 
 app = typer.Typer(help="Michi: event-driven MLOps for AI dashcams.", no_args_is_help=True, add_completion=False)
 infra_app = typer.Typer(help="The embedded infrastructure (Kafka, redis-server, SQLite, blobs).", no_args_is_help=True)
@@ -28,8 +31,11 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(models_app, name="models")
 warehouse_app = typer.Typer(help="The warehouse of predictions (DuckDB over Parquet).", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
+app.add_typer(annotators_app, name="annotators")
+app.command("train")(train_command)
+app.add_typer(experiments_app, name="experiments")
 
-SERVICES = ("ingest", "inference", "scoring", "warehouse")
+SERVICES = ("ingest", "inference", "scoring", "warehouse", "annotation", "trainer")
 
 
 def _settings() -> MichiSettings:

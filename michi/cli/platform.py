@@ -34,6 +34,9 @@ SERVICE_PORTS: dict[str, tuple[str, int]] = {
     "inference": ("MICHI_INFERENCE_PORT", 8084),
     "scoring": ("MICHI_SCORING_PORT", 8085),
     "warehouse": ("MICHI_WAREHOUSE_PORT", 8086),
+    "annotation": ("MICHI_ANNOTATION_PORT", 8081),
+    # Ready once a champion exists: on a fresh home it trains (or takes from the cache) the bootstrap model.
+    "trainer": ("MICHI_TRAINER_PORT", 8082),
 }
 
 
@@ -190,6 +193,10 @@ def run_platform(
         endpoints.services["ingest"]["grpc"] = f"127.0.0.1:{os.environ.get('MICHI_INGEST_GRPC_PORT', 50051)}"
         endpoints.write(settings.endpoints_path)
         console.print(f"[bold]michi[/]: ready — endpoints in {settings.endpoints_path}")
+        console.print(
+            f"[bold]michi[/]: label queues at {_service_url('annotation')}/ "
+            "(create a sign-in with `michi annotators add NAME --role lead`)"
+        )
         simulated: dict[str, int] = {}
         if simulate > 0 and not stop.is_set():
 

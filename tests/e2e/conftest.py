@@ -51,6 +51,8 @@ def platform(
             "MICHI_SCORING_PORT",
             "MICHI_INGEST_GRPC_PORT",
             "MICHI_WAREHOUSE_PORT",
+            "MICHI_ANNOTATION_PORT",
+            "MICHI_TRAINER_PORT",
         )
     }
     environment = {

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import httpx
 
-from michi.bus.catalog import DETECTIONS, SCORED_EVENTS, TRIP_SCORES, TopicSpec
+from michi.bus.catalog import DETECTIONS, LABELS, SCORED_EVENTS, TRIP_SCORES, TopicSpec
 from michi.bus.producer import EventProducer
 from michi.bus.reader import Record, TopicReader, end_offsets
 from michi.cli.platform import register_simulated_devices
@@ -170,3 +172,85 @@ def _read_all(platform: RunningPlatform, spec: TopicSpec, expected: int = 0) -> 
     wait_until(lambda: sum(end_offsets(platform.bootstrap, spec.name(platform.prefix)).values()) >= expected, 60, 0.5)
     with TopicReader(platform.bootstrap, spec, platform.prefix) as reader:
         return reader.read_to_end(timeout=60)
+
+
+def _add_annotator(platform: RunningPlatform, name: str) -> str:
+    """`michi annotators add NAME` as an operator runs it; returns the one-time password it prints."""
+    result = subprocess.run(
+        [sys.executable, "-m", "michi.cli", "annotators", "add", name],
+        env=platform.environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1].strip()
+
+
+def labels_published(platform: RunningPlatform) -> bool:
+    return sum(end_offsets(platform.bootstrap, LABELS.name(platform.prefix)).values()) > 0
+
+
+def test_people_label_what_the_model_was_unsure_of(platform: RunningPlatform) -> None:
+    """Label requests from inference become tasks; two annotators agree; one Label reaches the topic."""
+    url = f"http://127.0.0.1:{platform.environment['MICHI_ANNOTATION_PORT']}"
+    sessions = {}
+    for name in ("e2e-ann-1", "e2e-ann-2"):
+        password = _add_annotator(platform, name)
+        answer = httpx.post(f"{url}/v1/sessions", json={"name": name, "password": password}, timeout=10)
+        assert answer.status_code == 201, answer.text
+        sessions[name] = {"Authorization": f"Bearer {answer.json()['token']}"}
+    first = sessions["e2e-ann-1"]
+
+    def waiting_queue() -> str | None:
+        queues = httpx.get(f"{url}/v1/queues", headers=first, timeout=10).json()
+        busy = [queue["queue"] for queue in queues if queue["waiting"] > 0]
+        return busy[0] if busy else None
+
+    assert wait_until(lambda: waiting_queue() is not None, 120, 1.0), "no label request became a task"
+    queue = waiting_queue()
+    leased = httpx.post(f"{url}/v1/queues/{queue}/leases", headers=first, timeout=10)
+    assert leased.status_code == 200, leased.text
+    task = leased.json()
+    window = httpx.get(f"{url}/v1/tasks/{task['task_id']}/window", headers=first, timeout=10)
+    assert window.status_code == 200, window.text
+    vote = httpx.post(
+        f"{url}/v1/tasks/{task['task_id']}/votes",
+        headers=first,
+        json={"lease_id": task["lease_id"], "answer": "normal"},
+        timeout=10,
+    )
+    assert vote.status_code == 200, vote.text
+
+    # Both answer "normal" to whatever they are handed, in turn, until a window has its two votes
+    # (the second annotator is usually handed the first one's window: it is the one that needs a vote).
+    second = sessions["e2e-ann-2"]
+    for _ in range(10):
+        for headers in (second, first):
+            leased = httpx.post(f"{url}/v1/queues/{queue}/leases", headers=headers, timeout=10)
+            assert leased.status_code in (200, 204), leased.text
+            if leased.status_code == 204:
+                continue
+            other = leased.json()
+            vote = httpx.post(
+                f"{url}/v1/tasks/{other['task_id']}/votes",
+                headers=headers,
+                json={"lease_id": other["lease_id"], "answer": "normal"},
+                timeout=10,
+            )
+            assert vote.status_code == 200, vote.text
+        if labels_published(platform):
+            break
+
+    def labels() -> list[Record]:
+        return [
+            record
+            for record in _read_all(platform, LABELS)
+            if set(record.message.annotators) == {"e2e-ann-1", "e2e-ann-2"}
+        ]
+
+    assert wait_until(lambda: len(labels()) >= 1, 60, 1.0), "no consensus label was published"
+    label = labels()[0].message
+    assert label.event_type == common_pb2.EVENT_TYPE_NORMAL
+    assert label.lineage.window_id and label.lineage.trip_id and label.lineage.upload_id
+    assert len({record.message.lineage.window_id for record in labels()}) == len(labels())

@@ -1,0 +1,1 @@
+"""The trainer's adapters: SQL tables, archive, simulated fleets, ONNX, artifacts, Kafka."""

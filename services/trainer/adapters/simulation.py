@@ -1,0 +1,167 @@
+"""Labelled windows from simulated fleets (in-process, deterministic): the bootstrap's ground truth.
+
+Each fleet of the recipe is simulated with `michi.simulator`; its uploads go through
+`michi.windows.replay.replay_uploads` in the simulator's time order (per device: upload order), so
+every device's calibration evolves across its trips exactly as it does in inference, and each window
+is labelled from the simulator's ground truth (`domain/labels.py::label_from_truth`; ambiguous windows
+are left out). Rows carry `LABEL_SOURCE_SIMULATOR`.
+
+Simulated windows are a pure function of the recipe and the code, so they are cached on disk
+(`.npz` keyed by the recipe, the preprocessing version and the simulator/windows code) when a cache
+folder is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from michi.contracts.v1 import labels_pb2, upload_pb2
+from michi.roadmap import RoadMap
+from michi.simulator import FleetSimulator, SimulationConfig
+from michi.windows.features import DATA_VERSION
+from michi.windows.replay import replay_uploads
+from michi.windows.upload import upload_from_proto
+from services.trainer.domain.dataset import LabeledWindows, labeled_rows
+from services.trainer.domain.labels import TruthSpan, label_from_truth
+from services.trainer.domain.versions import source_digest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FleetRecipe:
+    seed: int
+    sample_rate_hz: int = 50
+    scenario: str | None = None
+
+
+@dataclass(frozen=True)
+class SimulationRecipe:
+    """Which simulated fleets make the ground-truth part of a dataset (empty: none)."""
+
+    fleets: tuple[FleetRecipe, ...] = field(
+        default_factory=lambda: (FleetRecipe(101, 50), FleetRecipe(102, 25), FleetRecipe(103, 100))
+    )
+    devices: int = 10
+    duration_s: float = 900.0
+    # More events than a real fleet, so the rare classes have examples (the priors are re-balanced in training).
+    event_rate_per_10min: float = 10.0
+    confounder_rate_per_10min: float = 8.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SimulationRecipe:
+        fleets = tuple(FleetRecipe(**fleet) for fleet in data.get("fleets", []))  # type: ignore[arg-type, attr-defined]
+        values = {key: value for key, value in data.items() if key != "fleets" and key in cls.__dataclass_fields__}
+        return cls(fleets=fleets, **values)  # type: ignore[arg-type]
+
+    @property
+    def device_minutes(self) -> float:
+        return len(self.fleets) * self.devices * self.duration_s / 60.0
+
+    def cache_key(self) -> str:
+        payload = json.dumps(
+            {"recipe": self.to_dict(), "preprocessing": DATA_VERSION, "code": source_digest(("michi/simulator",))},
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def simulate_fleet_windows(recipe: SimulationRecipe, fleet: FleetRecipe, road_map: RoadMap) -> LabeledWindows:
+    """The labelled windows of one simulated fleet."""
+    simulator = FleetSimulator(
+        SimulationConfig(
+            devices=recipe.devices,
+            duration_s=recipe.duration_s,
+            seed=fleet.seed,
+            sample_rate_hz=fleet.sample_rate_hz,
+            scenario=fleet.scenario,
+            event_rate_per_10min=recipe.event_rate_per_10min,
+            confounder_rate_per_10min=recipe.confounder_rate_per_10min,
+        ),
+        road_map=road_map,
+    )
+    datas = (upload_from_proto(upload_pb2.UploadReceived(upload=upload)) for upload in simulator.uploads())
+    replayed = [item for item in replay_uploads(datas) if item.windows.count]
+    truth: dict[str, list[TruthSpan]] = defaultdict(list)
+    for event in simulator.ground_truth:
+        truth[event.trip_id].append(TruthSpan(event.kind, event.started_at, event.ended_at, event.risky))
+    parts = []
+    for item in replayed:
+        events = truth.get(item.data.trip_id, [])
+        starts = item.data.started_at_s + item.windows.starts_s
+        ends = item.data.started_at_s + item.windows.ends_s
+        rows, labels = [], []
+        for row in range(item.windows.count):
+            label = label_from_truth(float(starts[row]), float(ends[row]), events)
+            if label is not None:
+                rows.append(row)
+                labels.append(label)
+        if rows:
+            parts.append(labeled_rows(item, rows, labels, [labels_pb2.LABEL_SOURCE_SIMULATOR] * len(rows)))
+    return LabeledWindows.concatenate(parts)
+
+
+def simulated_windows(
+    recipe: SimulationRecipe, *, cache_dir: Path | None = None, road_map: RoadMap | None = None
+) -> LabeledWindows:
+    """Every fleet's labelled windows (from the cache when it holds them)."""
+    if not recipe.fleets or recipe.devices <= 0:
+        return LabeledWindows.empty()
+    path = cache_dir / f"simulated-{recipe.cache_key()}.npz" if cache_dir is not None else None
+    if path is not None and path.exists():
+        try:
+            return load_windows(path)
+        except (OSError, ValueError, KeyError) as error:
+            logger.warning(
+                "simulated windows cache unreadable: rebuilding", extra={"path": str(path), "error": str(error)}
+            )
+    chosen_map = road_map or RoadMap.default()
+    windows = LabeledWindows.concatenate([simulate_fleet_windows(recipe, fleet, chosen_map) for fleet in recipe.fleets])
+    if path is not None:
+        save_windows(windows, path)
+    return windows
+
+
+_LIST_COLUMNS = (
+    "window_ids",
+    "sources",
+    "upload_ids",
+    "trip_ids",
+    "device_ids",
+    "driver_ids",
+    "vehicle_types",
+    "mount_buckets",
+)
+_ARRAY_COLUMNS = ("features", "signals", "labels", "sample_rates", "starts_s", "speeds_mps", "exposures_s")
+
+
+def save_windows(windows: LabeledWindows, path: Path) -> None:
+    """Write atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
+    arrays: dict[str, np.ndarray] = {name: getattr(windows, name) for name in _ARRAY_COLUMNS}
+    for name in _LIST_COLUMNS:
+        values: Sequence[object] = getattr(windows, name)
+        arrays[name] = np.asarray(values, dtype=np.int64 if name == "sources" else np.str_)
+    np.savez(temporary, **arrays)  # type: ignore[arg-type]
+    temporary.replace(path)
+
+
+def load_windows(path: Path) -> LabeledWindows:
+    with np.load(path, allow_pickle=False) as stored:
+        columns: dict[str, object] = {name: stored[name] for name in _ARRAY_COLUMNS}
+        for name in _LIST_COLUMNS:
+            values = stored[name].tolist()
+            columns[name] = [int(value) for value in values] if name == "sources" else [str(value) for value in values]
+    return LabeledWindows(**columns)  # type: ignore[arg-type]

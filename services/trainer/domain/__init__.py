@@ -1,0 +1,1 @@
+"""Pure logic of the trainer (no I/O): labels, datasets, model, training, evaluation, gate, records."""

@@ -1,0 +1,110 @@
+"""The trainer's HTTP door (FastAPI, 127.0.0.1:8082 by default; OpenAPI at /openapi.json).
+
+GET  /healthz                       the process answers
+GET  /readyz                        consumer assigned and polling, bootstrap attempted
+GET  /metrics                       Prometheus
+GET  /v1/runs?limit=20              past runs, newest first
+GET  /v1/runs/{run_id}              one run with its steps and experiment record
+GET  /v1/runs/{run_id}/experiment   the experiment record as Markdown
+POST /v1/runs                       queue a run {"reason": "..."} → 202
+GET  /v1/trigger                    which trigger is due now and the label counts (cheap)
+POST /v1/dry-run                    what a run would do now (builds the dataset, trains nothing)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+
+from services.trainer.adapters.metrics import TrainerMetrics
+from services.trainer.domain.triggers import MANUAL, Trigger
+from services.trainer.entrypoints.worker import TrainingWorker
+from services.trainer.handlers import TrainerWiring, dry_run, new_run_id, trigger_state
+from services.trainer.handlers import due as due_trigger
+
+
+class RunRequest(BaseModel):
+    reason: str = Field("requested through the API", max_length=500, description="why this run is wanted")
+
+
+class QueuedRun(BaseModel):
+    queued: bool
+    run_id: str
+    trigger: str
+    reason: str
+    queued_runs: int
+
+
+def create_http_app(
+    wiring: TrainerWiring, worker: TrainingWorker, metrics: TrainerMetrics, ready: Callable[[], bool]
+) -> FastAPI:
+    app = FastAPI(title="michi trainer", version="1", description="Continuous training of the risk model.")
+    store = wiring.store
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": "trainer"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "starting"}, status_code=503)
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/runs")
+    def list_runs(limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
+        runs = store.runs(model_name=wiring.model_name, limit=limit)
+        return {"runs": [run.to_json() for run in runs]}
+
+    @app.get("/v1/runs/{run_id}")
+    def show_run(run_id: str) -> dict[str, Any]:
+        found = store.run(run_id)
+        if found is None:
+            if run_id in worker.queued:
+                return {"run_id": run_id, "status": "queued"}
+            raise HTTPException(404, f"no run {run_id}")
+        return found.to_json(with_record=True)
+
+    @app.get("/v1/runs/{run_id}/experiment", response_class=PlainTextResponse)
+    def show_experiment(run_id: str) -> PlainTextResponse:
+        found = store.run(run_id)
+        if found is None:
+            raise HTTPException(404, f"no run {run_id}")
+        if not found.experiment_markdown:
+            raise HTTPException(409, f"run {run_id} has no experiment record yet (status {found.status})")
+        return PlainTextResponse(found.experiment_markdown, media_type="text/markdown")
+
+    @app.post("/v1/runs", status_code=202)
+    def request_run(request: RunRequest) -> QueuedRun:
+        run_id = new_run_id()
+        queued = worker.request(Trigger(MANUAL, request.reason, run_id=run_id))
+        return QueuedRun(queued=True, run_id=run_id, trigger=MANUAL, reason=request.reason, queued_runs=queued)
+
+    @app.get("/v1/trigger")
+    def trigger_now() -> dict[str, Any]:
+        state = trigger_state(wiring)
+        fired = due_trigger(wiring)
+        return {
+            "due": {"kind": fired.kind, "reason": fired.reason} if fired else None,
+            "new_labels": state.new_labels,
+            "label_threshold": wiring.triggers.label_count,
+            "schedule_s": wiring.triggers.interval_s,
+            "last_run_started_at": state.last_run_started_at,
+            "pending_alert": state.pending_alert.reason if state.pending_alert else None,
+        }
+
+    @app.post("/v1/dry-run")
+    async def dry_run_now() -> dict[str, Any]:
+        return await run_in_threadpool(dry_run, wiring)
+
+    return app

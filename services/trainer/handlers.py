@@ -1,0 +1,783 @@
+"""The trainer's workflow: fetch → preprocess → train → evaluate → register → shadow, each step recorded.
+
+    outcome = run_workflow(wiring, Trigger("manual", "new parameters"))   # one run, in this thread
+    outcome = bootstrap_champion(wiring)                                   # only when there is no champion
+    report = dry_run(wiring)                                               # what a run would do now
+
+Steps (rows in `trainer_step`, with timing, status and error):
+
+1. fetch — the stored labels (newest per window wins) and the simulated ground-truth windows of the
+   recipe (from the on-disk cache when present);
+2. preprocess — labelled windows rebuilt from the raw archive, one dataset (data version, split),
+   its member list written to `datasets/<data version>/members.jsonl`;
+3. train — `RiskNet` trained reproducibly, exported to ONNX, parity with PyTorch checked on held-out
+   windows (fails above the tolerance), reference profile computed; or all of it reused from the
+   model cache when code version, data version and parameters match;
+4. evaluate — candidate and champion (the registry's champion ONNX file, or the hand-set baseline
+   when there is none) scored by ONNX Runtime on the same test windows; the gate decides. A refused
+   candidate ends the run as `refused`: nothing is registered;
+5. register — the model folder written to the blob store, the version registered as `candidate`;
+6. shadow — the version moved to `shadow` (the bootstrap promotes it to `champion` instead), which
+   publishes the rollout plan.
+
+Any failure ends the run as `failed` with the step's error in the step row, the run's reason and a log
+line; the champion is only ever changed by step 6, so it stays untouched. Every run ends with its
+experiment record (SQL and `experiments/<run id>/experiment.md`, plus the model folder's copy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from michi.contracts.v1 import operations_pb2
+from michi.registry import ModelRegistry, Stage
+from michi.windows.features import DATA_VERSION
+from michi.windows.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, DECISION_THRESHOLD
+from services.trainer.adapters.archive import ArchiveWindowSource
+from services.trainer.adapters.artifacts import ArtifactStore, ModelCache, model_folder
+from services.trainer.adapters.onnx_model import (
+    OnnxRiskModel,
+    ParityFailure,
+    export_onnx,
+    parity_max_abs_diff,
+    sha256_hex,
+    signature,
+)
+from services.trainer.adapters.simulation import SimulationRecipe, simulated_windows
+from services.trainer.adapters.store import TrainerStore
+from services.trainer.adapters.tables import TrainerRunRow
+from services.trainer.domain.dataset import Dataset, LabeledWindows, build_dataset
+from services.trainer.domain.evaluation import evaluate
+from services.trainer.domain.experiment import RunFacts, compose_sections, render_markdown
+from services.trainer.domain.gate import GatePolicy, decide
+from services.trainer.domain.labels import CLASS_NAMES, HUMAN_SOURCES, source_name
+from services.trainer.domain.profile import reference_profile
+from services.trainer.domain.training import TrainingParameters, train_model
+from services.trainer.domain.triggers import BOOTSTRAP, Trigger, TriggerPolicy, TriggerState, due_trigger
+from services.trainer.domain.versions import code_version
+
+logger = logging.getLogger(__name__)
+
+STEPS = ("fetch", "preprocess", "train", "evaluate", "register", "shadow")
+BOOTSTRAP_STEPS = ("fetch", "preprocess", "train", "evaluate", "register", "promote")
+ACTOR = "trainer"
+
+
+class RunMetrics(Protocol):
+    def run_finished(self, trigger: str, status: str, seconds: float) -> None: ...
+
+    def step_finished(self, step: str, status: str, seconds: float) -> None: ...
+
+
+class StepFailed(RuntimeError):
+    """A step could not do its work; the run fails with this message."""
+
+
+@dataclass
+class TrainerWiring:
+    """Everything the workflow uses (built by `bootstrap.build_wiring`; tests swap adapters there)."""
+
+    model_name: str
+    store: TrainerStore
+    registry: ModelRegistry
+    artifacts: ArtifactStore
+    archive: ArchiveWindowSource
+    cache: ModelCache
+    simulation: SimulationRecipe
+    parameters: TrainingParameters
+    gate: GatePolicy
+    triggers: TriggerPolicy
+    baseline: Callable[[], bytes]
+    parity_tolerance: float = 1e-4
+    evaluation_threads: int = 1
+    metrics: RunMetrics | None = None
+    started_at: float = field(default_factory=time.time)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def datasets_cache(self) -> Path:
+        return self.cache.folder.parent / "datasets"
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str  # succeeded, refused, failed
+    reason: str
+    version: str | None
+    stage: str | None
+    facts: RunFacts
+    experiment_uri: str
+    plan: operations_pb2.RolloutPlan | None = None
+
+
+@dataclass
+class _Trained:
+    payload: bytes
+    profile: dict[str, Any]
+    training: dict[str, Any]
+    export: dict[str, Any]
+
+
+@dataclass
+class _Champion:
+    label: str
+    detector: OnnxRiskModel
+    version: str | None  # None for the baseline
+    data_version: str
+    metrics: dict[str, Any]
+
+
+class _Steps:
+    """Records each step as it runs (start, then status, seconds, error, details)."""
+
+    def __init__(self, store: TrainerStore, facts: RunFacts, metrics: RunMetrics | None) -> None:
+        self.store = store
+        self.facts = facts
+        self.metrics = metrics
+        self.sequence = 0
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict[str, Any]]:
+        self.sequence += 1
+        sequence = self.sequence
+        started = datetime.now(UTC)
+        self.store.start_step(self.facts.run_id, sequence, name, started)
+        details: dict[str, Any] = {}
+        began = time.perf_counter()
+        try:
+            yield details
+        except Exception as error:
+            seconds = time.perf_counter() - began
+            message = f"{type(error).__name__}: {error}"[:2000]
+            self.store.finish_step(
+                self.facts.run_id, sequence, "failed", seconds=seconds, error=message, details=details
+            )
+            self._note(name, "failed", seconds, message)
+            raise
+        seconds = time.perf_counter() - began
+        status = str(details.pop("status", "succeeded"))
+        self.store.finish_step(self.facts.run_id, sequence, status, seconds=seconds, details=details)
+        self._note(name, status, seconds, "")
+
+    def skip(self, name: str, reason: str) -> None:
+        self.sequence += 1
+        now = datetime.now(UTC)
+        self.store.start_step(self.facts.run_id, self.sequence, name, now)
+        self.store.finish_step(self.facts.run_id, self.sequence, "skipped", seconds=None, details={"reason": reason})
+        self.facts.steps.append({"name": name, "status": "skipped", "seconds": None, "error": reason})
+
+    def _note(self, name: str, status: str, seconds: float, error: str) -> None:
+        self.facts.steps.append({"name": name, "status": status, "seconds": seconds, "error": error})
+        if self.metrics is not None:
+            self.metrics.step_finished(name, status, seconds)
+
+
+def new_run_id() -> str:
+    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def training_key(code: str, data_version: str, parameters: TrainingParameters, tolerance: float) -> str:
+    """Cache key of a training result: code version, data version, parameters (and the parity tolerance)."""
+    payload = json.dumps(
+        {"code": code, "data": data_version, "parameters": parameters.to_dict(), "parity_tolerance": tolerance},
+        sort_keys=True,
+    )
+    return "train-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def bootstrap_key(wiring: TrainerWiring, baseline_sha256: str) -> str:
+    """Cache key of a whole bootstrap result (dataset recipe, parameters, gate, and the baseline it beats)."""
+    payload = json.dumps(
+        {
+            "code": code_version(),
+            "simulation": wiring.simulation.cache_key(),
+            "parameters": wiring.parameters.to_dict(),
+            "gate": wiring.gate.to_dict(),
+            "baseline": baseline_sha256,
+            "parity_tolerance": wiring.parity_tolerance,
+        },
+        sort_keys=True,
+    )
+    return "bootstrap-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+# ------------------------------------------------------------------ building blocks
+
+
+def gather_windows(
+    wiring: TrainerWiring, *, with_labels: bool, up_to: int | None = None
+) -> tuple[LabeledWindows, LabeledWindows, dict[str, Any]]:
+    """Simulated ground-truth windows and windows of the stored labels (rebuilt from the archive)."""
+    simulated = simulated_windows(wiring.simulation, cache_dir=wiring.datasets_cache)
+    if not with_labels:
+        return simulated, LabeledWindows.empty(), {"labels": 0, "human_labels": 0, "unresolved": {}}
+    labels = wiring.store.labels(up_to)
+    labelled, unresolved = wiring.archive.labeled_windows(labels)
+    return (
+        simulated,
+        labelled,
+        {
+            "labels": len(labels),
+            "human_labels": sum(1 for label in labels if label.source in HUMAN_SOURCES),
+            "unresolved": unresolved,
+            "label_windows": labelled.count,
+        },
+    )
+
+
+def assemble_dataset(
+    wiring: TrainerWiring, simulated: LabeledWindows, labelled: LabeledWindows, unresolved: dict[str, int]
+) -> Dataset:
+    origin = f"simulation {wiring.simulation.cache_key()}" if simulated.count else ""
+    return build_dataset(
+        [simulated, labelled],
+        split_by=wiring.parameters.split_by,
+        test_percent=wiring.parameters.test_percent,
+        unresolved=unresolved,
+        origin=origin,
+    )
+
+
+def dataset_manifest(dataset: Dataset) -> bytes:
+    windows = dataset.windows
+    lines = [
+        json.dumps(
+            {
+                "window_id": windows.window_ids[row],
+                "label": CLASS_NAMES[int(windows.labels[row])],
+                "event_type": int(CLASS_EVENT_TYPES[int(windows.labels[row])]),
+                "source": source_name(windows.sources[row]),
+                "upload_id": windows.upload_ids[row],
+                "trip_id": windows.trip_ids[row],
+                "device_id": windows.device_ids[row],
+                "split": "test" if dataset.test[row] else "train",
+            },
+            sort_keys=True,
+        )
+        for row in range(windows.count)
+    ]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def train_candidate(wiring: TrainerWiring, dataset: Dataset, details: dict[str, Any]) -> _Trained:
+    """Train, export and check parity — or reuse the cached result of the same code, data and parameters."""
+    code = code_version()
+    key = training_key(code, dataset.data_version, wiring.parameters, wiring.parity_tolerance)
+    cached = wiring.cache.load(key)
+    if cached is not None and {"model.onnx", "training.json", "reference_profile.json"} <= set(cached):
+        stored = json.loads(cached["training.json"])
+        details.update({"cache": "hit", "cache_key": key})
+        stored["training"]["cached"] = True
+        return _Trained(
+            cached["model.onnx"], json.loads(cached["reference_profile.json"]), stored["training"], stored["export"]
+        )
+    train = dataset.train()
+    if train.count == 0:
+        raise StepFailed("the dataset has no training windows")
+    result = train_model(train, wiring.parameters)
+    payload = export_onnx(result.model)
+    test = dataset.test_windows()
+    check = test if test.count else train
+    difference = parity_max_abs_diff(result.model, payload, check.features[:2048], check.signals[:2048])
+    export = {
+        "sha256": sha256_hex(payload),
+        "parity_max_abs_diff": difference,
+        "parity_windows": int(min(check.count, 2048)),
+        "tolerance": wiring.parity_tolerance,
+        "signature": signature(payload),
+    }
+    if not difference <= wiring.parity_tolerance:
+        raise ParityFailure(
+            f"ONNX and PyTorch disagree by {difference:.3g} on held-out windows (tolerance {wiring.parity_tolerance:g})"
+        )
+    training = {
+        "seconds": result.seconds,
+        "epoch_losses": result.epoch_losses,
+        "steps": result.steps,
+        "class_weights": result.class_weights,
+        "train_windows": train.count,
+        "cached": False,
+    }
+    profile = reference_profile(train.features, train.signals, data_version=dataset.data_version)
+    wiring.cache.store(
+        key,
+        {
+            "model.onnx": payload,
+            "training.json": json.dumps({"training": training, "export": export}, sort_keys=True).encode(),
+            "reference_profile.json": json.dumps(profile, sort_keys=True).encode(),
+        },
+    )
+    details.update({"cache": "miss", "cache_key": key})
+    return _Trained(payload, profile, training, export)
+
+
+def current_champion(wiring: TrainerWiring) -> _Champion:
+    """The registry's champion as an ONNX Runtime model, or the hand-set baseline when there is none."""
+    champion = wiring.registry.champion(wiring.model_name)
+    if champion is None:
+        return _Champion(
+            label=BASELINE_MODEL_VERSION,
+            detector=OnnxRiskModel(
+                wiring.baseline(), model_version=BASELINE_MODEL_VERSION, threads=wiring.evaluation_threads
+            ),
+            version=None,
+            data_version=DATA_VERSION,
+            metrics={},
+        )
+    payload = wiring.artifacts.read_model(champion.artifact_uri, champion.artifact_sha256)
+    return _Champion(
+        label=f"{champion.name} {champion.version}",
+        detector=OnnxRiskModel(
+            payload,
+            model_name=champion.name,
+            model_version=champion.version,
+            data_version=champion.data_version,
+            threads=wiring.evaluation_threads,
+        ),
+        version=champion.version,
+        data_version=champion.data_version,
+        metrics=dict(champion.metrics),
+    )
+
+
+def evaluate_on_test(
+    wiring: TrainerWiring, payload: bytes, champion: _Champion, test: LabeledWindows
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    if test.count == 0:
+        raise StepFailed("the dataset has no test windows")
+    candidate = OnnxRiskModel(payload, threads=wiring.evaluation_threads)
+    candidate_evaluation = evaluate(candidate.predict_in_batches(test.features, test.signals), test)
+    champion_evaluation = evaluate(champion.detector.predict_in_batches(test.features, test.signals), test)
+    return candidate_evaluation, champion_evaluation
+
+
+def next_version(registry: ModelRegistry, name: str) -> str:
+    numbers = [int(version.version) for version in registry.list(name) if version.version.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def manifest(
+    name: str,
+    version: str,
+    payload: bytes,
+    data_version: str,
+    code: str,
+    export: dict[str, Any],
+    parameters: dict[str, Any],
+    run_id: str,
+) -> dict[str, Any]:
+    described = export.get("signature") or signature(payload)
+    return {
+        "name": name,
+        "version": version,
+        "sha256": sha256_hex(payload),
+        "data_version": data_version,
+        "preprocessing_version": DATA_VERSION,
+        "code_version": code,
+        "inputs": described["inputs"],
+        "outputs": described["outputs"],
+        "opset": described.get("opset", 17),
+        "classes": list(CLASS_NAMES),
+        "class_event_types": [int(event_type) for event_type in CLASS_EVENT_TYPES],
+        "decision_threshold": DECISION_THRESHOLD,
+        "parameters": parameters,
+        "run_id": run_id,
+        "parity_max_abs_diff": export.get("parity_max_abs_diff"),
+    }
+
+
+# ------------------------------------------------------------------ the workflow
+
+
+def _start(wiring: TrainerWiring, trigger: Trigger, watermark: int, new_labels: int) -> RunFacts:
+    facts = RunFacts(
+        run_id=trigger.run_id or new_run_id(),
+        model_name=wiring.model_name,
+        trigger=trigger.kind,
+        trigger_reason=trigger.reason,
+        started_at=datetime.now(UTC),
+        code_version=code_version(),
+        parameters=wiring.parameters.to_dict(),
+        new_labels=new_labels,
+        gate_policy=wiring.gate.to_dict(),
+    )
+    wiring.store.start_run(
+        TrainerRunRow(
+            run_id=facts.run_id,
+            model_name=wiring.model_name,
+            trigger=trigger.kind,
+            trigger_reason=trigger.reason[:2000],
+            status="running",
+            started_at=facts.started_at,
+            code_version=facts.code_version,
+            parameters=facts.parameters,
+            label_watermark=watermark,
+        )
+    )
+    if trigger.alert_event_id:
+        wiring.store.claim_alert(trigger.alert_event_id, facts.run_id)
+    logger.info(
+        "training run started",
+        extra={"run_id": facts.run_id, "trigger": trigger.kind, "reason": trigger.reason, "model": wiring.model_name},
+    )
+    return facts
+
+
+def _finish(
+    wiring: TrainerWiring,
+    facts: RunFacts,
+    status: str,
+    reason: str,
+    began: float,
+    *,
+    version: str | None = None,
+    stage: str | None = None,
+) -> str:
+    facts.status, facts.status_reason = status, reason
+    facts.finished_at = datetime.now(UTC)
+    sections = compose_sections(facts)
+    markdown = render_markdown(facts, sections)
+    experiment_uri = ""
+    try:
+        experiment_uri = wiring.artifacts.put(f"experiments/{facts.run_id}/experiment.md", markdown.encode())
+        if version is not None:
+            wiring.artifacts.put(f"{model_folder(wiring.model_name, version)}/experiment.md", markdown.encode())
+    except Exception:
+        logger.exception("experiment record not written to the blob store", extra={"run_id": facts.run_id})
+    candidate = (facts.candidate_evaluation or {}).get("metrics", {})
+    champion = (facts.champion_evaluation or {}).get("metrics", {})
+    wiring.store.update_run(
+        facts.run_id,
+        status=status,
+        status_reason=reason[:4000],
+        finished_at=facts.finished_at,
+        data_version=(facts.data or {}).get("data_version", ""),
+        metrics=candidate,
+        champion_metrics=champion,
+        gate=facts.gate or {},
+        registered_version=version,
+        stage=stage,
+        artifact_uri=facts.artifacts.get("model", ""),
+        experiment_uri=experiment_uri,
+        facts=json.loads(json.dumps(facts.to_dict(), default=str)),
+        experiment=sections,
+        experiment_markdown=markdown,
+    )
+    seconds = time.perf_counter() - began
+    if wiring.metrics is not None:
+        wiring.metrics.run_finished(facts.trigger, status, seconds)
+    log = logger.error if status == "failed" else logger.info
+    log(
+        "training run finished",
+        extra={
+            "run_id": facts.run_id,
+            "status": status,
+            "reason": reason,
+            "version": version,
+            "stage": stage,
+            "seconds": round(seconds, 2),
+            "experiment": experiment_uri,
+        },
+    )
+    return experiment_uri
+
+
+def run_workflow(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool = False) -> RunOutcome:
+    """One run of the workflow, start to end (the caller holds no lock; runs are serialised here)."""
+    with wiring.lock:
+        return _run_locked(wiring, trigger, bootstrap=bootstrap)
+
+
+def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> RunOutcome:
+    began = time.perf_counter()
+    store = wiring.store
+    watermark = store.label_watermark()
+    last = store.last_run(wiring.model_name)
+    new_labels = store.human_labels_above(last.label_watermark if last else 0)
+    facts = _start(wiring, trigger, watermark, new_labels)
+    steps = _Steps(store, facts, wiring.metrics)
+    version: str | None = None
+    stage: str | None = None
+    plan = None
+    current = "fetch"
+    try:
+        reused = None
+        if bootstrap:
+            baseline_sha = sha256_hex(wiring.baseline())
+            key = bootstrap_key(wiring, baseline_sha)
+            reused = wiring.cache.load(key)
+            if reused is not None and "bootstrap.json" not in reused:
+                reused = None
+        if reused is not None:
+            payload, profile = _replay_bootstrap(wiring, facts, steps, reused)
+        else:
+            with steps.step("fetch") as details:
+                simulated, labelled, fetched = gather_windows(wiring, with_labels=not bootstrap, up_to=watermark)
+                details.update({"simulated_windows": simulated.count, **fetched})
+            current = "preprocess"
+            with steps.step("preprocess") as details:
+                dataset = assemble_dataset(wiring, simulated, labelled, fetched["unresolved"])
+                summary = dataset.summary()
+                if simulated.count:
+                    summary["simulation"] = wiring.simulation.to_dict()
+                facts.data = summary
+                manifest_bytes = dataset_manifest(dataset)
+                facts.artifacts["dataset"] = wiring.artifacts.put(
+                    f"datasets/{dataset.data_version}/members.jsonl", manifest_bytes
+                )
+                details.update({"data_version": dataset.data_version, "windows": dataset.windows.count})
+            current = "train"
+            with steps.step("train") as details:
+                trained = train_candidate(wiring, dataset, details)
+                facts.training, facts.export = trained.training, trained.export
+                payload, profile = trained.payload, trained.profile
+                details.update(
+                    {"sha256": trained.export["sha256"], "parity_max_abs_diff": trained.export["parity_max_abs_diff"]}
+                )
+                if trained.training.get("cached"):
+                    details["status"] = "cached"
+            current = "evaluate"
+            with steps.step("evaluate") as details:
+                champion = _baseline_champion(wiring) if bootstrap else current_champion(wiring)
+                facts.champion = {
+                    "label": champion.label,
+                    "version": champion.version,
+                    "data_version": champion.data_version,
+                    "metrics": champion.metrics,
+                }
+                candidate_evaluation, champion_evaluation = evaluate_on_test(
+                    wiring, payload, champion, dataset.test_windows()
+                )
+                facts.candidate_evaluation, facts.champion_evaluation = candidate_evaluation, champion_evaluation
+                decision = decide(
+                    wiring.gate, candidate_evaluation["metrics"], champion_evaluation["metrics"], champion.label
+                )
+                facts.gate = decision.to_dict()
+                details.update({"gate_passed": decision.passed, "compared_with": champion.label})
+            if bootstrap:
+                _store_bootstrap(wiring, facts, payload, profile)
+        gate = facts.gate or {}
+        if not gate.get("passed"):
+            reason = "gate refused the candidate: " + "; ".join(
+                f"{check['metric']} {check['rule']} (candidate {check['candidate']:.4g}, bound {check['bound']:.4g})"
+                for check in gate.get("checks", [])
+                if not check["passed"]
+            )
+            steps.skip("register", "the gate refused the candidate")
+            steps.skip("shadow", "the gate refused the candidate")
+            uri = _finish(wiring, facts, "refused", reason, began)
+            return RunOutcome(facts.run_id, "refused", reason, None, None, facts, uri)
+        current = "register"
+        with steps.step("register") as details:
+            version = _register(wiring, facts, payload, profile)
+            details.update({"version": version, "artifact_uri": facts.artifacts["model"]})
+        current = "promote" if bootstrap else "shadow"
+        with steps.step(current) as details:
+            if bootstrap:
+                plan = wiring.registry.promote(
+                    wiring.model_name,
+                    version,
+                    actor=ACTOR,
+                    reason=f"bootstrap from simulator ground truth ({facts.run_id})",
+                )
+                stage = Stage.CHAMPION.value
+            else:
+                plan = wiring.registry.transition(
+                    wiring.model_name,
+                    version,
+                    Stage.SHADOW,
+                    actor=ACTOR,
+                    reason=f"{facts.trigger}: {facts.trigger_reason} ({facts.run_id})",
+                )
+                stage = Stage.SHADOW.value
+            facts.stage = stage
+            details.update({"stage": stage, "plan_revision": plan.revision})
+        uri = _finish(wiring, facts, "succeeded", "", began, version=version, stage=stage)
+        return RunOutcome(facts.run_id, "succeeded", "", version, stage, facts, uri, plan)
+    except Exception as error:
+        reason = f"{current} failed: {type(error).__name__}: {error}"
+        logger.error(
+            "training run step failed",
+            extra={"run_id": facts.run_id, "step": current, "error": str(error)[:500]},
+            exc_info=True,
+        )
+        logger.debug("%s", traceback.format_exc())
+        done = {step["name"] for step in facts.steps}
+        for name in BOOTSTRAP_STEPS if bootstrap else STEPS:
+            if name not in done:
+                steps.skip(name, f"not run: {current} failed")
+        uri = _finish(wiring, facts, "failed", reason, began, version=version, stage=stage)
+        return RunOutcome(facts.run_id, "failed", reason, version, stage, facts, uri)
+
+
+def _baseline_champion(wiring: TrainerWiring) -> _Champion:
+    return _Champion(
+        label=BASELINE_MODEL_VERSION,
+        detector=OnnxRiskModel(
+            wiring.baseline(), model_version=BASELINE_MODEL_VERSION, threads=wiring.evaluation_threads
+        ),
+        version=None,
+        data_version=DATA_VERSION,
+        metrics={},
+    )
+
+
+def _store_bootstrap(wiring: TrainerWiring, facts: RunFacts, payload: bytes, profile: dict[str, Any]) -> None:
+    key = bootstrap_key(wiring, sha256_hex(wiring.baseline()))
+    recorded = {
+        "data": facts.data,
+        "training": facts.training,
+        "export": facts.export,
+        "champion": facts.champion,
+        "candidate_evaluation": facts.candidate_evaluation,
+        "champion_evaluation": facts.champion_evaluation,
+        "gate": facts.gate,
+        "dataset_uri": facts.artifacts.get("dataset", ""),
+    }
+    wiring.cache.store(
+        key,
+        {
+            "model.onnx": payload,
+            "reference_profile.json": json.dumps(profile, sort_keys=True).encode(),
+            "bootstrap.json": json.dumps(recorded, default=float).encode(),
+        },
+    )
+
+
+def _replay_bootstrap(
+    wiring: TrainerWiring, facts: RunFacts, steps: _Steps, cached: dict[str, bytes]
+) -> tuple[bytes, dict[str, Any]]:
+    """Fill the run from a cached bootstrap (same code, recipe, parameters, gate and baseline)."""
+    recorded = json.loads(cached["bootstrap.json"])
+    for name in ("fetch", "preprocess", "train", "evaluate"):
+        with steps.step(name) as details:
+            details.update({"status": "cached", "source": "bootstrap cache"})
+    facts.data = recorded["data"]
+    facts.training = {**recorded["training"], "cached": True}
+    facts.export = recorded["export"]
+    facts.champion = recorded["champion"]
+    facts.candidate_evaluation = recorded["candidate_evaluation"]
+    facts.champion_evaluation = recorded["champion_evaluation"]
+    facts.gate = recorded["gate"]
+    if recorded.get("dataset_uri"):
+        facts.artifacts["dataset"] = recorded["dataset_uri"]
+    return cached["model.onnx"], json.loads(cached["reference_profile.json"])
+
+
+def _register(wiring: TrainerWiring, facts: RunFacts, payload: bytes, profile: dict[str, Any]) -> str:
+    name = wiring.model_name
+    version = next_version(wiring.registry, name)
+    folder = model_folder(name, version)
+    data_version = (facts.data or {}).get("data_version", "")
+    export = facts.export or {}
+    parameters = {**facts.parameters, "run_id": facts.run_id, "trigger": facts.trigger}
+    described = manifest(
+        name, version, payload, data_version, facts.code_version, export, facts.parameters, facts.run_id
+    )
+    model_uri = wiring.artifacts.put(f"{folder}/model.onnx", payload)
+    wiring.artifacts.put(f"{folder}/model.json", json.dumps(described, indent=2, sort_keys=True).encode())
+    wiring.artifacts.put(f"{folder}/reference_profile.json", json.dumps(profile, sort_keys=True).encode())
+    facts.artifacts["model"] = model_uri
+    champion = facts.champion or {}
+    metrics = {key: value for key, value in ((facts.candidate_evaluation or {}).get("metrics") or {}).items()}
+    registered = wiring.registry.register(
+        name,
+        model_uri,
+        sha256_hex(payload),
+        facts.code_version,
+        data_version,
+        parameters,
+        metrics,
+        parent_version=champion.get("version"),
+        created_by=ACTOR,
+    )
+    if registered.version != version:
+        raise StepFailed(
+            f"another writer registered {name} {version} first (this one became {registered.version}, "
+            f"its files are under {folder}): run one trainer per registry"
+        )
+    facts.registered_version = version
+    return version
+
+
+def bootstrap_champion(wiring: TrainerWiring) -> RunOutcome | None:
+    """Train (or reuse) a learned model from simulator ground truth and promote it, when there is no champion."""
+    if wiring.registry.champion(wiring.model_name) is not None:
+        return None
+    return run_workflow(
+        wiring,
+        Trigger(BOOTSTRAP, f"no champion for {wiring.model_name}: train one from simulator ground truth"),
+        bootstrap=True,
+    )
+
+
+# ------------------------------------------------------------------ triggers and dry runs
+
+
+def trigger_state(wiring: TrainerWiring) -> TriggerState:
+    last = wiring.store.last_run(wiring.model_name)
+    return TriggerState(
+        new_labels=wiring.store.human_labels_above(last.label_watermark if last else 0),
+        last_run_started_at=last.started_at.timestamp() if last else None,
+        service_started_at=wiring.started_at,
+        pending_alert=wiring.store.pending_alert(),
+    )
+
+
+def due(wiring: TrainerWiring, now: float | None = None) -> Trigger | None:
+    return due_trigger(wiring.triggers, trigger_state(wiring), time.time() if now is None else now)
+
+
+def dry_run(wiring: TrainerWiring) -> dict[str, Any]:
+    """What a run started now would do: trigger, labels, dataset size and version, parameters, gate, cache."""
+    state = trigger_state(wiring)
+    trigger = due_trigger(wiring.triggers, state, time.time())
+    simulated, labelled, fetched = gather_windows(wiring, with_labels=True)
+    dataset = assemble_dataset(wiring, simulated, labelled, fetched["unresolved"])
+    summary = dataset.summary()
+    key = training_key(code_version(), dataset.data_version, wiring.parameters, wiring.parity_tolerance)
+    champion = wiring.registry.champion(wiring.model_name)
+    test_classes = summary["test_classes"]
+    gate_would_run = summary["train_windows"] > 0 and summary["test_windows"] > 0
+    return {
+        "model": wiring.model_name,
+        "trigger": (
+            {"kind": trigger.kind, "reason": trigger.reason}
+            if trigger
+            else {"kind": None, "reason": "no trigger is due (a manual run would still train)"}
+        ),
+        "labels": {
+            "stored": fetched["labels"],
+            "human": fetched["human_labels"],
+            "new_since_last_run": state.new_labels,
+            "threshold": wiring.triggers.label_count,
+            "windows_rebuilt": fetched.get("label_windows", 0),
+            "unresolved": fetched["unresolved"],
+        },
+        "simulated_windows": simulated.count,
+        "dataset": summary,
+        "parameters": wiring.parameters.to_dict(),
+        "code_version": code_version(),
+        "training": "reuse cached artifacts" if wiring.cache.load(key) is not None else "train",
+        "cache_key": key,
+        "gate": {
+            "would_run": gate_would_run,
+            "compared_with": f"{champion.name} {champion.version}" if champion else BASELINE_MODEL_VERSION,
+            "policy": wiring.gate.to_dict(),
+            "test_harsh_windows": int(sum(test_classes[name] for name in CLASS_NAMES[1:4])),
+        },
+        "on_pass": "register as candidate, then shadow (rollout plan published)",
+    }

@@ -1,0 +1,338 @@
+"""The workflow on real SQLite and a file:// blob store (no Kafka: rollout plans go to a recording publisher).
+
+Covers: registering a candidate and shadowing it, the model folder contract, labels rebuilt from the raw
+archive exactly as serving computed them, the gate refusing (nothing registered), failures at different
+steps leaving the champion untouched with the reason visible, `michi train --dry-run`, and
+`michi experiments list|show`.
+
+Run: .venv/bin/pytest tests/unit/test_trainer_workflow.py -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf.message import Message
+from typer.testing import CliRunner
+
+from michi.archive import archive_key
+from michi.blobs import BlobStore
+from michi.bus.catalog import TopicSpec
+from michi.bus.producer import Delivery
+from michi.cli import app
+from michi.contracts import stable_event_id, timestamp_from_seconds
+from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2, upload_pb2
+from michi.registry import Stage
+from michi.roadmap import RoadMap
+from michi.simulator import FleetSimulator, SimulationConfig
+from michi.windows.features import FEATURE_NAMES, window_id
+from michi.windows.model_spec import CLASS_EVENT_TYPES
+from services.inference.domain.state import DeviceState
+from services.inference.handlers import InferencePipeline, process_uploads
+from services.trainer.adapters.artifacts import ArtifactStore
+from services.trainer.adapters.onnx_model import OnnxRiskModel
+from services.trainer.bootstrap import build_wiring
+from services.trainer.domain.labels import label_from_message
+from services.trainer.domain.triggers import MANUAL, Trigger
+from services.trainer.handlers import TrainerWiring, bootstrap_champion, dry_run, run_workflow
+from services.trainer.settings import TrainerSettings
+
+SIMULATION = {
+    "fleets": [{"seed": 21, "sample_rate_hz": 50}],
+    "devices": 6,
+    "duration_s": 600.0,
+    "event_rate_per_10min": 14.0,
+    "confounder_rate_per_10min": 10.0,
+}
+PARAMETERS = {"epochs": 3, "test_percent": 30}
+PERMISSIVE_GATE: dict[str, dict[str, float]] = {"minimums": {}, "maximums": {}, "not_behind_champion": {}}
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.plans: list[operations_pb2.RolloutPlan] = []
+
+    def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
+        assert isinstance(message, operations_pb2.RolloutPlan)
+        self.plans.append(message)
+        return Delivery(spec.name(), 0, len(self.plans) - 1)
+
+
+class FailingModelWrites(ArtifactStore):
+    """A blob store that refuses model files (a full disk, a revoked bucket permission)."""
+
+    def put(self, key: str, data: bytes) -> str:
+        if key.startswith("models/"):
+            raise OSError(28, "No space left on device")
+        return super().put(key, data)
+
+
+def settings_for(home: Path, **overrides: object) -> TrainerSettings:
+    values: dict[str, object] = {
+        "home": home,
+        "database_url": f"sqlite:///{home / 'michi.db'}",
+        "blob_url": f"file://{home / 'blobs'}",
+        "trainer_cache_dir": home / "cache" / "models",
+        "trainer_simulation": SIMULATION,
+        "trainer_parameters": PARAMETERS,
+        "trainer_gate": PERMISSIVE_GATE,
+        "trainer_label_trigger": 5,
+    }
+    values.update(overrides)
+    return TrainerSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / ".michi"
+
+
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def wiring(home: Path, publisher: RecordingPublisher) -> Iterator[TrainerWiring]:
+    built = build_wiring(settings_for(home), producer=publisher)
+    try:
+        yield built
+    finally:
+        built.registry.close()
+        built.store.close()
+
+
+def archive_fleet(
+    blob_url: str, seed: int = 31, devices: int = 3, duration_s: float = 240.0
+) -> list[upload_pb2.Upload]:
+    """Simulated uploads written to the raw archive as ingest writes them."""
+    simulator = FleetSimulator(
+        SimulationConfig(devices=devices, duration_s=duration_s, seed=seed), road_map=RoadMap.default()
+    )
+    uploads = list(simulator.uploads())
+    store = BlobStore(blob_url)
+
+    async def write() -> None:
+        for upload in uploads:
+            await store.put_bytes(archive_key(upload), upload.SerializeToString(deterministic=True))
+
+    asyncio.run(write())
+    return uploads
+
+
+def label_for(
+    upload: upload_pb2.Upload, start_offset_s: float, event_type: int, source: int = labels_pb2.LABEL_SOURCE_CONSENSUS
+) -> labels_pb2.Label:
+    started = upload.started_at.seconds + upload.started_at.nanos / 1e9 + start_offset_s
+    identifier = window_id(upload.upload_id, start_offset_s)
+    return labels_pb2.Label(
+        event_id=stable_event_id("test-label", identifier, event_type),
+        occurred_at=timestamp_from_seconds(started + 600.0),
+        lineage=common_pb2.Lineage(
+            upload_id=upload.upload_id,
+            window_id=identifier,
+            trip_id=upload.trip_id,
+            device_id=upload.device_id,
+            driver_id=upload.driver_id,
+        ),
+        event_type=event_type,  # type: ignore[arg-type]
+        source=source,  # type: ignore[arg-type]
+        window=common_pb2.TimeSpan(
+            started_at=timestamp_from_seconds(started), ended_at=timestamp_from_seconds(started + 2.0)
+        ),
+    )
+
+
+def serving_features(uploads: list[upload_pb2.Upload]) -> dict[str, np.ndarray]:
+    """window id → the features inference computed (its `Prediction.features`), with the baseline model."""
+    from services.trainer.bootstrap import baseline_model
+
+    pipeline = InferencePipeline(OnnxRiskModel(baseline_model(), model_version="baseline-1"), None)
+    states: dict[str, DeviceState] = {}
+    received = [upload_pb2.UploadReceived(upload=upload) for upload in uploads]
+    features = {}
+    for outcome in process_uploads(received, states, pipeline).uploads:
+        for prediction in outcome.predictions:
+            features[prediction.lineage.window_id] = np.array(
+                [prediction.features[name] for name in FEATURE_NAMES], dtype=np.float32
+            )
+    return features
+
+
+def test_labels_are_rebuilt_from_the_archive_as_serving_computed_them(home: Path, wiring: TrainerWiring) -> None:
+    uploads = archive_fleet(wiring.archive.blob_url)
+    first_trips: dict[str, str] = {}
+    for upload in uploads:
+        first_trips.setdefault(upload.device_id, upload.trip_id)
+    # Late uploads of each device's first trip: serving's calibration came from this trip alone.
+    chosen = [upload for upload in uploads if upload.trip_id == first_trips[upload.device_id] and upload.sequence >= 6][
+        :6
+    ]
+    assert len(chosen) == 6
+    messages = [label_for(upload, 3.0, common_pb2.EVENT_TYPE_HARSH_BRAKING) for upload in chosen]
+    stored = [label_from_message(message) for message in messages]
+    missing = replace(stored[0], event_id="missing", upload_id="never-archived", window_id="w-missing")
+    unknown_window = replace(stored[1], event_id="unknown-window", window_id="not-a-window-of-this-upload")
+    assert wiring.store.add_labels([*stored, missing, unknown_window]) == 8
+    assert wiring.store.add_labels(stored) == 0  # idempotent by event id
+    rebuilt, unresolved = wiring.archive.labeled_windows(wiring.store.labels())
+    assert unresolved == {"upload-not-archived": 1, "window-not-found": 1}
+    assert sorted(rebuilt.window_ids) == sorted(message.lineage.window_id for message in messages)
+    assert set(rebuilt.labels.tolist()) == {CLASS_EVENT_TYPES.index(common_pb2.EVENT_TYPE_HARSH_BRAKING)}
+    assert set(rebuilt.sources) == {labels_pb2.LABEL_SOURCE_CONSENSUS}
+    served = serving_features(uploads)
+    for row, identifier in enumerate(rebuilt.window_ids):
+        np.testing.assert_allclose(rebuilt.features[row], served[identifier], rtol=1e-6, atol=1e-6)
+
+
+def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
+    home: Path, wiring: TrainerWiring, publisher: RecordingPublisher
+) -> None:
+    bootstrapped = bootstrap_champion(wiring)
+    assert bootstrapped is not None and bootstrapped.status == "succeeded", bootstrapped and bootstrapped.reason
+    assert (bootstrapped.version, bootstrapped.stage) == ("1", "champion")
+    outcome = run_workflow(wiring, Trigger(MANUAL, "test run"))
+    assert outcome.status == "succeeded", outcome.reason
+    assert (outcome.version, outcome.stage) == ("2", "shadow")
+    plan = publisher.plans[-1]
+    assert plan.strategy == operations_pb2.ROLLOUT_STRATEGY_SHADOW
+    assert [(arm.model.version, arm.traffic_share) for arm in plan.arms] == [("1", 1.0), ("2", 0.0)]
+    registered = wiring.registry.get(wiring.model_name, "2")
+    assert registered.parent_version == "1" and registered.created_by == "trainer"
+    assert registered.metrics["harsh_recall"] == outcome.facts.candidate_evaluation["metrics"]["harsh_recall"]  # type: ignore[index]
+    blobs = BlobStore(wiring.artifacts.blobs.url)
+    folder = home / "blobs" / "models" / wiring.model_name / "2"
+    payload = (folder / "model.onnx").read_bytes()
+    assert registered.artifact_uri == blobs.uri(f"models/{wiring.model_name}/2/model.onnx")
+    assert registered.artifact_sha256 == hashlib.sha256(payload).hexdigest()
+    manifest = json.loads((folder / "model.json").read_text())
+    assert {key: manifest[key] for key in ("name", "version", "sha256", "data_version")} == {
+        "name": wiring.model_name,
+        "version": "2",
+        "sha256": registered.artifact_sha256,
+        "data_version": registered.data_version,
+    }
+    assert [entry["name"] for entry in manifest["inputs"]] == ["features", "signals"]
+    assert manifest["outputs"][0]["name"] == "probabilities" and manifest["classes"][0] == "normal"
+    assert set(json.loads((folder / "reference_profile.json").read_text())["features"]) == set(FEATURE_NAMES)
+    assert "## Next action" in (folder / "experiment.md").read_text()
+    run = wiring.store.run(outcome.run_id)
+    assert run is not None and run.status == "succeeded" and run.registered_version == "2"
+    assert [(step.name, step.status) for step in run.steps] == [
+        ("fetch", "succeeded"),
+        ("preprocess", "succeeded"),
+        ("train", "cached"),  # same code, data and parameters as the bootstrap: reused
+        ("evaluate", "succeeded"),
+        ("register", "succeeded"),
+        ("shadow", "succeeded"),
+    ]
+    assert all(step.seconds is not None for step in run.steps)
+    assert (home / "blobs" / "experiments" / outcome.run_id / "experiment.md").exists()
+    assert (home / "blobs" / "datasets" / registered.data_version / "members.jsonl").exists()
+
+
+def test_a_refused_candidate_is_not_registered(home: Path, publisher: RecordingPublisher) -> None:
+    strict = build_wiring(settings_for(home, trainer_gate={"minimums": {"harsh_recall": 1.01}}), producer=publisher)
+    try:
+        outcome = run_workflow(strict, Trigger(MANUAL, "strict gate"))
+        assert outcome.status == "refused" and "harsh_recall" in outcome.reason
+        assert strict.registry.list(strict.model_name) == [] and publisher.plans == []
+        run = strict.store.run(outcome.run_id)
+        assert run is not None and run.gate["passed"] is False
+        assert [(step.name, step.status) for step in run.steps][-2:] == [("register", "skipped"), ("shadow", "skipped")]
+        assert "The gate refused the candidate" in run.experiment_markdown
+    finally:
+        strict.registry.close()
+        strict.store.close()
+
+
+def test_failures_leave_the_champion_untouched_and_say_why(
+    home: Path, wiring: TrainerWiring, publisher: RecordingPublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap_champion(wiring)
+    champion = wiring.registry.champion(wiring.model_name)
+    assert champion is not None
+    plans_before = len(publisher.plans)
+    settings = settings_for(home)
+    broken_store = build_wiring(
+        settings, producer=publisher, artifacts=FailingModelWrites(settings.resolved_blob_url())
+    )
+    strict_parity = build_wiring(
+        settings_for(home, trainer_parity_tolerance=1e-12, trainer_parameters={**PARAMETERS, "seed": 5}),
+        producer=publisher,
+    )
+    try:
+        with caplog.at_level(logging.ERROR, logger="services.trainer.handlers"):
+            at_register = run_workflow(broken_store, Trigger(MANUAL, "disk full"))
+            at_train = run_workflow(strict_parity, Trigger(MANUAL, "impossible parity"))
+        assert at_register.status == "failed" and at_register.reason.startswith("register failed: OSError")
+        assert at_train.status == "failed" and "ParityFailure" in at_train.reason
+        for outcome, failed_step in ((at_register, "register"), (at_train, "train")):
+            run = wiring.store.run(outcome.run_id)
+            assert run is not None and run.status == "failed" and run.status_reason == outcome.reason
+            steps = {step.name: step for step in run.steps}
+            assert steps[failed_step].status == "failed" and steps[failed_step].error
+            assert steps["shadow"].status == "skipped"
+            assert "The run failed" in run.experiment_markdown
+            assert any(
+                getattr(record, "run_id", None) == outcome.run_id and record.getMessage() == "training run finished"
+                for record in caplog.records
+            )
+        after = wiring.registry.champion(wiring.model_name)
+        assert after is not None and (after.version, after.artifact_sha256) == (
+            champion.version,
+            champion.artifact_sha256,
+        )
+        assert len(publisher.plans) == plans_before  # no rollout plan went out
+        assert [version.stage for version in wiring.registry.list(wiring.model_name)] == [Stage.CHAMPION]
+    finally:
+        for built in (broken_store, strict_parity):
+            built.registry.close()
+            built.store.close()
+
+
+def test_dry_run_and_experiment_commands(home: Path, wiring: TrainerWiring, monkeypatch: pytest.MonkeyPatch) -> None:
+    uploads = archive_fleet(wiring.archive.blob_url, devices=2, duration_s=180.0)
+    labels = [label_for(upload, 2.0, common_pb2.EVENT_TYPE_NORMAL) for upload in uploads[:6]]
+    wiring.store.add_labels([label_from_message(label) for label in labels])
+    report = dry_run(wiring)
+    assert report["trigger"]["kind"] == "labels"  # 6 new human labels, threshold 5
+    assert report["labels"]["new_since_last_run"] == 6 and report["labels"]["windows_rebuilt"] == 6
+    assert report["dataset"]["sources"]["consensus"] == 6
+    assert report["training"] == "train" and report["gate"]["would_run"]
+    assert wiring.store.runs() == []  # a dry run records nothing
+
+    for name, value in {
+        "MICHI_HOME": str(home),
+        "MICHI_DATABASE_URL": f"sqlite:///{home / 'michi.db'}",
+        "MICHI_BLOB_URL": f"file://{home / 'blobs'}",
+        "MICHI_TRAINER_CACHE_DIR": str(home / "cache" / "models"),
+        "MICHI_TRAINER_SIMULATION": json.dumps(SIMULATION),
+        "MICHI_TRAINER_PARAMETERS": json.dumps(PARAMETERS),
+        "MICHI_TRAINER_LABEL_TRIGGER": "5",
+    }.items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["train", "--dry-run"])
+    assert shown.exit_code == 0, shown.output
+    assert "trigger now     labels: 6 new labels" in shown.output
+    assert report["dataset"]["data_version"] in shown.output
+    assert "epochs=3" in shown.output and "gate            would run against baseline-1" in shown.output
+
+    outcome = run_workflow(wiring, Trigger(MANUAL, "for the record"))
+    listed = runner.invoke(app, ["experiments", "list"])
+    assert listed.exit_code == 0 and outcome.run_id in listed.output and outcome.status in listed.output
+    record = runner.invoke(app, ["experiments", "show", outcome.run_id])
+    assert record.exit_code == 0 and "## Purpose" in record.output and "for the record" in record.output
+    as_json = json.loads(runner.invoke(app, ["experiments", "show", outcome.run_id, "--json"]).output)
+    assert [step["name"] for step in as_json["steps"]][:3] == ["fetch", "preprocess", "train"]
+    assert runner.invoke(app, ["experiments", "show", "run-nope"]).exit_code == 1
+    assert dry_run(wiring)["trigger"]["kind"] is None  # the run consumed the label trigger
