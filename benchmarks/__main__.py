@@ -13,10 +13,10 @@ import sys
 import time
 from types import FrameType
 
-from benchmarks import inference, ingest, latency
+from benchmarks import annotation, inference, ingest, latency, training
 from benchmarks.harness import BenchmarkFailed
 
-NAMES = ("ingest", "inference", "latency")
+NAMES = ("ingest", "inference", "latency", "annotation", "training")
 
 
 def _interrupt(signal_number: int, frame: FrameType | None) -> None:
@@ -30,6 +30,12 @@ def main(arguments: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short smoke run (each benchmark <= ~30 s)")
     parser.add_argument(
         "--ingest-workers", type=int, default=None, metavar="N", help="ingest processes in the ingest benchmark"
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help="inference benchmark: serve this ONNX model (or 'signals-demo') instead of the built-in baseline",
     )
     options = parser.parse_args(arguments)
     names = options.names or list(NAMES)
@@ -46,7 +52,11 @@ def main(arguments: list[str] | None = None) -> int:
             if name == "ingest":
                 saturation = ingest.run(quick=options.quick, workers=options.ingest_workers).protobuf.rate
             elif name == "inference":
-                inference.run(quick=options.quick)
+                inference.run(quick=options.quick, model=options.model)
+            elif name == "annotation":
+                annotation.run(quick=options.quick)
+            elif name == "training":
+                training.run(quick=options.quick)
             else:
                 latency.run(quick=options.quick, ingest_saturation=saturation)
             print(f"  ({name} took {time.monotonic() - began:.0f} s)\n", flush=True)

@@ -2,9 +2,11 @@
 
     python -m services.inference        # or: michi run inference
 
-`build_app(settings, producer=..., model=..., road_map=...)` builds the faust app with every
-adapter swappable (tests pass a fake road map or a prepared model); `run()` loads settings
-from the environment and blocks until SIGINT/SIGTERM.
+`build_app(settings, producer=..., model=..., road_map=..., loader=...)` builds the faust app with
+every adapter swappable (tests pass a fake road map, a prepared baseline model or a model loader);
+`run()` loads settings from the environment, reads the rollout plans to their end and loads the
+champion they name (the built-in baseline when there is none), then blocks until SIGINT/SIGTERM
+while a background thread follows new plans.
 """
 
 from __future__ import annotations
@@ -16,18 +18,38 @@ from typing import Any
 import faust
 from confluent_kafka.admin import AdminClient
 
+from michi.blobs.store import BlobStore
 from michi.bus.admin import ensure_topics
-from michi.bus.catalog import DEAD_LETTERS, DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.catalog import (
+    DEAD_LETTERS,
+    DETECTIONS,
+    LABEL_REQUESTS,
+    MODEL_ROLLOUTS,
+    PREDICTIONS,
+    TRIP_SEGMENTS,
+    UPLOADS,
+)
 from michi.bus.producer import EventProducer
 from michi.bus.streams import create_app, run_worker
+from michi.contracts.v1 import operations_pb2
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
+from services.inference.adapters.artifacts import ArtifactCache, load_detector
 from services.inference.adapters.device_table import DeviceStateTable, create_device_table
 from services.inference.adapters.metrics import InferenceMetrics
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
+from services.inference.adapters.plans import RolloutPlanFeed
+from services.inference.domain.rollout import RateBudget
 from services.inference.domain.speeding import SpeedLimits
-from services.inference.entrypoints.stream import SERVICE, StreamWiring, register_agent, register_pages
+from services.inference.entrypoints.stream import (
+    SERVICE,
+    StreamWiring,
+    faust_commit_barrier,
+    register_agent,
+    register_pages,
+)
 from services.inference.handlers import Detector, InferencePipeline
+from services.inference.serving import Loader, ModelServing, PlanWatcher
 from services.inference.settings import InferenceSettings
 
 logger = logging.getLogger(__name__)
@@ -37,7 +59,7 @@ logger = logging.getLogger(__name__)
 class InferenceApp:
     app: faust.App
     producer: EventProducer
-    pipeline: InferencePipeline
+    serving: ModelServing
     table: DeviceStateTable
     metrics: InferenceMetrics
     settings: InferenceSettings
@@ -53,8 +75,21 @@ def uploads_partitions(bootstrap: str, prefix: str, timeout: float = 10.0) -> in
 
 
 def default_detector(settings: InferenceSettings) -> OnnxDetector:
+    """The built-in baseline, served while no rollout plan names a champion."""
     artifact = install_baseline_model(settings.home / "models")
     return OnnxDetector(artifact, threads=settings.inference_threads)
+
+
+def blob_loader(settings: InferenceSettings) -> Loader:
+    """Loads a plan's model: blob store → `<home>/models` cache → sha256 check → ONNX Runtime session."""
+    cache = ArtifactCache(
+        BlobStore(settings.resolved_blob_url()), settings.home / "models", max_bytes=settings.inference_model_max_bytes
+    )
+
+    def load(reference: operations_pb2.ModelRef) -> Detector:
+        return load_detector(cache, reference, threads=settings.inference_threads)
+
+    return load
 
 
 def build_app(
@@ -63,6 +98,7 @@ def build_app(
     producer: EventProducer | None = None,
     model: Detector | None = None,
     road_map: SpeedLimits | None = None,
+    loader: Loader | None = None,
 ) -> InferenceApp:
     bootstrap = settings.resolved_kafka_bootstrap()
     partitions = settings.inference_partitions or uploads_partitions(bootstrap, settings.topic_prefix)
@@ -70,8 +106,21 @@ def build_app(
         from michi.roadmap import RoadMap
 
         road_map = RoadMap.default()
-    detector = model if model is not None else default_detector(settings)
-    pipeline = InferencePipeline(detector, road_map, uncertainty_band=settings.inference_uncertainty_band)
+    baseline = model if model is not None else default_detector(settings)
+    template = InferencePipeline(
+        baseline,
+        road_map,
+        uncertainty_band=settings.inference_uncertainty_band,
+        shadow_requests_per_upload=settings.inference_shadow_requests_per_upload,
+    )
+    metrics = InferenceMetrics()
+    serving = ModelServing(
+        model_name=settings.inference_model_name,
+        template=template,
+        loader=loader or blob_loader(settings),
+        metrics=metrics,
+        retain=settings.inference_retained_models,
+    )
     event_producer = producer or EventProducer(
         bootstrap, settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
     )
@@ -84,14 +133,15 @@ def build_app(
         partitions=partitions,
     )
     table = create_device_table(app, partitions)
-    metrics = InferenceMetrics()
     wiring = StreamWiring(
         producer=event_producer,
-        pipeline=pipeline,
+        serving=serving,
         table=table,
         metrics=metrics,
         batch_size=settings.inference_batch_size,
         within=settings.inference_batch_within_s,
+        commit_barrier=faust_commit_barrier(app, UPLOADS.name(settings.topic_prefix)),
+        budget=RateBudget(settings.inference_shadow_requests_per_minute),
     )
     register_agent(app, wiring, settings.topic_prefix)
 
@@ -100,7 +150,7 @@ def build_app(
         return recovery is not None and bool(recovery.completed.is_set()) and not app.rebalancing
 
     register_pages(app, metrics, ready)
-    return InferenceApp(app, event_producer, pipeline, table, metrics, settings)
+    return InferenceApp(app, event_producer, serving, table, metrics, settings)
 
 
 def run() -> None:
@@ -111,17 +161,27 @@ def run() -> None:
     ensure_topics(
         bootstrap,
         settings.topic_prefix,
-        (UPLOADS, PREDICTIONS, DETECTIONS, TRIP_SEGMENTS, LABEL_REQUESTS, DEAD_LETTERS),
+        (UPLOADS, PREDICTIONS, DETECTIONS, TRIP_SEGMENTS, LABEL_REQUESTS, MODEL_ROLLOUTS, DEAD_LETTERS),
     )
     built = build_app(settings)
+    feed = RolloutPlanFeed(bootstrap, settings.topic_prefix, producer=built.producer, service=SERVICE)
+    # The plan is applied before the worker takes its first upload.
+    built.serving.start(feed, timeout=settings.inference_plan_timeout_s)
+    watcher = PlanWatcher(feed, built.serving)
+    watcher.start()
+    active = built.serving.active
     logger.info(
         "inference starting",
         extra={
-            "model_version": built.pipeline.detector.model_version,
-            "data_version": built.pipeline.detector.data_version,
+            "model_version": active.champion.model_version,
+            "data_version": active.champion.data_version,
+            "shadow_version": active.shadow.model_version if active.shadow else None,
+            "plan_revision": active.revision,
         },
     )
     try:
         run_worker(built.app)
     finally:
+        watcher.stop()
+        feed.close()
         built.producer.close()

@@ -3,14 +3,29 @@
     outcome = process_uploads(uploads, states, pipeline)
 
 `uploads` are decoded `UploadReceived` messages in partition order, `states` maps device_id to
-its `DeviceState` (updated in place), `pipeline` holds the detector and the road map. The
-outcome lists, per upload, the protobufs to publish — predictions, detections, label requests
-and exactly one trip segment — and nothing here does I/O, so the same input always gives the
-same ids and counts.
+its `DeviceState` (updated in place), `pipeline` holds the served models (champion, optional
+shadow, earlier versions kept for replays) and the road map. The outcome lists, per upload, the
+protobufs to publish — predictions, detections, label requests, shadow predictions, shadow
+disagreement requests and exactly one trip segment — and nothing here does I/O, so the same input
+always gives the same ids and counts.
 
 Three phases so ONNX Runtime sees the whole batch at once: (1) calibrate and extract features
-per upload (per device in order), (2) one `session.run` over every window of the batch,
+per upload (per device in order) and pick the models of each upload, (2) one `session.run` over
+every window of the batch per model (normally one champion run, plus one shadow run),
 (3) decide, merge and track speeding per upload (per device in order).
+
+Models per upload: a new upload is handled by the current champion (and shadow). A redelivered
+one (in the device's replay memory) is handled by the versions recorded when it was first
+processed, if they are still loaded (`InferencePipeline.earlier`), so a redelivery after a hot
+swap reproduces the same outputs. Detection ids are derived from the window, the event type and
+the model *name*, not its version: should a recorded version be gone (after a restart), the
+current model's detection of the same event still gets the same id.
+
+Shadow: the shadow model scores the same windows; its outputs are `Prediction`s with variant
+SHADOW and, where the champion and the shadow disagree on a risky class, `LabelRequest`s with
+reason SHADOW_DISAGREEMENT (a few per upload, strongest first). It never yields a detection and
+never touches the trip segment, so nothing of it reaches scoring; a failing shadow run leaves the
+champion's outputs as they are.
 
 Degenerate uploads (no usable IMU: too few samples, arrays of unequal length, offsets not
 increasing, non-finite values) are skipped with a reason — no windows, but still their
@@ -24,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -36,8 +51,6 @@ from michi.windows.calibration import Calibration, CalibrationSums, update_calib
 from michi.windows.features import (
     FEATURE_INDEX,
     FEATURE_NAMES,
-    SIGNAL_CHANNELS,
-    SIGNAL_STEPS,
     UploadWindows,
     empty_windows,
     extract_windows,
@@ -54,7 +67,7 @@ from services.inference.domain.speeding import (
     speed_limits_of,
     track_speeding,
 )
-from services.inference.domain.state import DeviceState
+from services.inference.domain.state import DeviceState, ModelsUsed
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +96,20 @@ class InferencePipeline:
     # Windows whose best risky probability is within this of the threshold go to people.
     uncertainty_band: float = 0.15
     variant: inference_pb2.Variant = inference_pb2.VARIANT_CHAMPION
+    # Scores the same windows; its outputs never reach scoring.
+    shadow: Detector | None = None
+    # Other loaded versions of the model, by version: redelivered uploads are replayed with them.
+    earlier: Mapping[str, Detector] = field(default_factory=dict)
+    # At most this many shadow disagreement label requests per upload (the strongest).
+    shadow_requests_per_upload: int = 2
+
+    def detector_for(self, version: str) -> Detector | None:
+        """The loaded model of this version, if any."""
+        if self.detector.model_version == version:
+            return self.detector
+        if self.shadow is not None and self.shadow.model_version == version:
+            return self.shadow
+        return self.earlier.get(version)
 
 
 @dataclass
@@ -99,6 +126,13 @@ class UploadOutcome:
     replayed: bool = False
     calibration_confidence: float | None = None
     orientation_changed: bool = False
+    # Shadow outputs: predictions (variant SHADOW) and disagreement label requests (rate-bounded by the caller).
+    shadow_predictions: list[inference_pb2.Prediction] = field(default_factory=list)
+    disagreement_requests: list[labels_pb2.LabelRequest] = field(default_factory=list)
+    # Windows where champion and shadow disagreed on a risky class (before the per-upload cap).
+    shadow_disagreements: int = 0
+    # A replay whose recorded champion version is no longer loaded (the current one handled it).
+    replay_model_missing: str | None = None
 
 
 @dataclass
@@ -106,6 +140,20 @@ class BatchOutcome:
     uploads: list[UploadOutcome]
     window_count: int
     onnx_seconds: float
+    shadow_seconds: float = 0.0
+    shadow_failure: str | None = None
+
+
+@dataclass
+class _Models:
+    champion: Detector
+    shadow: Detector | None
+    # The recorded champion version that is no longer loaded, if so.
+    missing: str | None = None
+
+    @property
+    def used(self) -> ModelsUsed:
+        return ModelsUsed(self.champion.model_version, self.shadow.model_version if self.shadow else None)
 
 
 @dataclass
@@ -117,43 +165,78 @@ class _Pending:
     calibration: Calibration | None
     windows: UploadWindows
     skipped_reason: str | None
+    models: _Models
     failure: str | None = None
-    first_row: int = 0
+    scores: np.ndarray | None = None
+    shadow_scores: np.ndarray | None = None
+
+
+def recorded_versions(uploads: Sequence[upload_pb2.UploadReceived], states: Mapping[str, DeviceState]) -> set[str]:
+    """Model versions the replays in this batch were first handled by (the caller makes sure they are loaded)."""
+    versions: set[str] = set()
+    for received in uploads:
+        state = states.get(received.upload.device_id)
+        used = state.models_used(received.upload.upload_id) if state is not None else None
+        if used is not None:
+            versions.add(used.champion)
+            if used.shadow:
+                versions.add(used.shadow)
+    return versions
 
 
 def process_uploads(
     uploads: Sequence[upload_pb2.UploadReceived], states: MutableMapping[str, DeviceState], pipeline: InferencePipeline
 ) -> BatchOutcome:
     """Analyse a batch of uploads (in partition order); `states` is updated in place."""
-    pending = [_prepare(received, states, chain) for chain in [_CalibrationChain()] for received in uploads]
-    rows = 0
-    for item in pending:
-        item.first_row = rows
-        rows += item.windows.count
-    matrix = (
-        np.concatenate([item.windows.features for item in pending], axis=0)
-        if rows
-        else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
-    )
-    signals = (
-        np.concatenate([item.windows.signals for item in pending], axis=0)
-        if rows
-        else np.zeros((0, len(SIGNAL_CHANNELS), SIGNAL_STEPS), dtype=np.float32)
-    )
+    pending = [_prepare(received, states, chain, pipeline) for chain in [_CalibrationChain()] for received in uploads]
+    rows = sum(item.windows.count for item in pending)
     began = time.perf_counter()
-    probabilities = (
-        pipeline.detector.predict(matrix, signals) if rows else np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
-    )
+    for detector, items in _by_model(pending, shadow=False):
+        for item, scores in zip(items, _predict(detector, items), strict=True):
+            item.scores = scores
     onnx_seconds = time.perf_counter() - began if rows else 0.0
+    began = time.perf_counter()
+    shadow_failure = None
+    for detector, items in _by_model(pending, shadow=True):
+        try:
+            for item, scores in zip(items, _predict(detector, items), strict=True):
+                item.shadow_scores = scores
+        except Exception as error:  # the shadow must never disturb the champion's outputs
+            shadow_failure = f"{detector.model_version}: {type(error).__name__}: {error}"
+            logger.exception("shadow model failed", extra={"model_version": detector.model_version})
+    shadow_seconds = time.perf_counter() - began if pipeline.shadow is not None else 0.0
     outcomes = []
     for item in pending:
-        scores = probabilities[item.first_row : item.first_row + item.windows.count]
         try:
-            outcomes.append(_decide(item, scores, states, pipeline))
+            outcomes.append(_decide(item, states, pipeline))
         except Exception as error:  # one bad upload must not stop the batch
             logger.exception("upload decision failed", extra={"upload_id": item.received.upload.upload_id})
             outcomes.append(_failed(item, f"{type(error).__name__}: {error}", pipeline))
-    return BatchOutcome(outcomes, rows, onnx_seconds)
+    return BatchOutcome(outcomes, rows, onnx_seconds, shadow_seconds, shadow_failure)
+
+
+def _by_model(pending: list[_Pending], *, shadow: bool) -> list[tuple[Detector, list[_Pending]]]:
+    """Items with windows grouped by the model that scores them (one group unless a replay needs another)."""
+    groups: dict[int, tuple[Detector, list[_Pending]]] = {}
+    for item in pending:
+        detector = item.models.shadow if shadow else item.models.champion
+        if detector is not None and item.windows.count:
+            groups.setdefault(id(detector), (detector, []))[1].append(item)
+    return list(groups.values())
+
+
+def _predict(detector: Detector, items: list[_Pending]) -> list[np.ndarray]:
+    """One run over every window of `items`, split back per item."""
+    features = np.concatenate([item.windows.features for item in items], axis=0)
+    signals = np.concatenate([item.windows.signals for item in items], axis=0)
+    probabilities = np.asarray(detector.predict(features, signals))
+    if probabilities.shape != (features.shape[0], len(CLASS_EVENT_TYPES)):
+        raise ValueError(
+            f"model {detector.model_version} returned shape {probabilities.shape}, "
+            f"expected ({features.shape[0]}, {len(CLASS_EVENT_TYPES)})"
+        )
+    bounds = np.cumsum([item.windows.count for item in items])[:-1]
+    return list(np.split(probabilities, bounds, axis=0))
 
 
 class _CalibrationChain:
@@ -162,17 +245,41 @@ class _CalibrationChain:
     def __init__(self) -> None:
         self.current: dict[str, CalibrationSums] = {}
         self.before: dict[str, dict[str, CalibrationSums]] = {}
+        self.models: dict[str, _Models] = {}
+
+
+def _models_for(recorded: ModelsUsed | None, pipeline: InferencePipeline) -> _Models:
+    """The recorded versions where still loaded; the current champion otherwise (and no shadow then)."""
+    if recorded is None:
+        return _Models(pipeline.detector, pipeline.shadow)
+    champion = pipeline.detector_for(recorded.champion)
+    shadow = pipeline.detector_for(recorded.shadow) if recorded.shadow else None
+    if champion is None:
+        return _Models(pipeline.detector, shadow, missing=recorded.champion)
+    return _Models(champion, shadow)
 
 
 def _prepare(
-    received: upload_pb2.UploadReceived, states: MutableMapping[str, DeviceState], chain: _CalibrationChain
+    received: upload_pb2.UploadReceived,
+    states: MutableMapping[str, DeviceState],
+    chain: _CalibrationChain,
+    pipeline: InferencePipeline,
 ) -> _Pending:
     upload = received.upload
+    current = _Models(pipeline.detector, pipeline.shadow)
     try:
         data = upload_from_proto(received)
     except Exception as error:
         return _Pending(
-            received, None, False, None, None, empty_windows(), None, failure=f"{type(error).__name__}: {error}"
+            received,
+            None,
+            False,
+            None,
+            None,
+            empty_windows(),
+            None,
+            current,
+            failure=f"{type(error).__name__}: {error}",
         )
     device = data.device_id
     stored = states.get(device) or DeviceState()
@@ -180,15 +287,18 @@ def _prepare(
     replay = True
     if upload.upload_id in seen:
         calibration_before = seen[upload.upload_id]
+        models = chain.models[upload.upload_id]
     elif (earlier := stored.state_before(upload.upload_id)) is not None:
         calibration_before = earlier.calibration
+        models = _models_for(stored.models_used(upload.upload_id), pipeline)
     else:
         replay = False
         calibration_before = chain.current.get(device, stored.calibration)
         seen[upload.upload_id] = calibration_before
+        models = chain.models[upload.upload_id] = current
     reason = data.degenerate_reason()
     if reason is not None:
-        return _Pending(received, data, replay, calibration_before, None, empty_windows(), reason)
+        return _Pending(received, data, replay, calibration_before, None, empty_windows(), reason, models)
     try:
         calibration_after, calibration = update_calibration(calibration_before, data)
         windows = extract_windows(data, calibration)
@@ -202,11 +312,12 @@ def _prepare(
             None,
             empty_windows(),
             None,
+            models,
             failure=f"{type(error).__name__}: {error}",
         )
     if not replay:
         chain.current[device] = calibration_after
-    return _Pending(received, data, replay, calibration_after, calibration, windows, None)
+    return _Pending(received, data, replay, calibration_after, calibration, windows, None, models)
 
 
 def _lineage(
@@ -229,9 +340,58 @@ def _span(start_s: float, end_s: float) -> common_pb2.TimeSpan:
     return common_pb2.TimeSpan(started_at=timestamp_from_seconds(start_s), ended_at=timestamp_from_seconds(end_s))
 
 
-def _decide(
-    item: _Pending, scores: np.ndarray, states: MutableMapping[str, DeviceState], pipeline: InferencePipeline
-) -> UploadOutcome:
+def _risky_calls(scores: np.ndarray) -> list[common_pb2.EventType | None]:
+    """Per window: the risky event type the decision rule calls, or None."""
+    calls: list[common_pb2.EventType | None] = []
+    for row in scores:
+        column = int(np.argmax(row))
+        event_type = CLASS_EVENT_TYPES[column]
+        risky = event_type in RISKY_EVENT_TYPES and float(row[column]) >= DECISION_THRESHOLD
+        calls.append(event_type if risky else None)
+    return calls
+
+
+@dataclass
+class _Windows:
+    """One upload's windows as the decision phase needs them."""
+
+    data: UploadData
+    windows: UploadWindows
+    ids: list[str]
+    starts: list[float]
+    ends: list[float]
+    features: list[dict[str, float]]
+
+
+def _prediction(
+    place: _Windows, position: int, scores: np.ndarray, detector: Detector, variant: inference_pb2.Variant
+) -> inference_pb2.Prediction:
+    data, windows = place.data, place.windows
+    column = int(np.argmax(scores[position]))
+    return inference_pb2.Prediction(
+        event_id=stable_event_id("prediction", place.ids[position], detector.model_version, variant),
+        occurred_at=timestamp_from_seconds(place.ends[position]),
+        lineage=_lineage(data, place.ids[position], detector.model_name, detector.model_version, detector.data_version),
+        predicted=CLASS_EVENT_TYPES[column],
+        confidence=float(scores[position, column]),
+        scores=[
+            inference_pb2.ClassScore(event_type=event_type, probability=float(scores[position, index]))
+            for index, event_type in enumerate(CLASS_EVENT_TYPES)
+        ],
+        window=_span(place.starts[position], place.ends[position]),
+        location=common_pb2.GeoPoint(
+            latitude=float(windows.latitude[position]), longitude=float(windows.longitude[position])
+        ),
+        speed_mps=float(windows.speed_mps[position]),
+        variant=variant,
+        features=place.features[position],
+        sample_rate_hz=round(data.sample_rate_hz),
+        vehicle_type=data.vehicle_type,
+        firmware_version=data.firmware_version,
+    )
+
+
+def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: InferencePipeline) -> UploadOutcome:
     data = item.data
     if data is None or item.failure is not None:
         return _failed(item, item.failure or "undecodable upload", pipeline)
@@ -239,9 +399,14 @@ def _decide(
     replayed_from = stored.state_before(data.upload_id)
     working = replayed_from if replayed_from is not None else stored
     snapshot = working.core()
-    detector = pipeline.detector
+    detector = item.models.champion
     outcome = UploadOutcome(
-        data.upload_id, data.device_id, data.trip_id, skipped_reason=item.skipped_reason, replayed=item.replay
+        data.upload_id,
+        data.device_id,
+        data.trip_id,
+        skipped_reason=item.skipped_reason,
+        replayed=item.replay,
+        replay_model_missing=item.models.missing,
     )
     if item.calibration is not None:
         outcome.calibration_confidence = item.calibration.confidence
@@ -249,26 +414,27 @@ def _decide(
 
     windows = item.windows
     origin = data.started_at_s
-    window_ids = [window_id(data.upload_id, float(start)) for start in windows.starts_s]
-    absolute_starts = [origin + float(start) for start in windows.starts_s]
-    absolute_ends = [origin + float(end) for end in windows.ends_s]
-    best = np.argmax(scores, axis=1) if windows.count else np.zeros(0, dtype=np.int64)
-    risky_types: list[common_pb2.EventType | None] = []
-    for position in range(windows.count):
-        column = int(best[position])
-        event_type = CLASS_EVENT_TYPES[column]
-        risky = event_type in RISKY_EVENT_TYPES and float(scores[position, column]) >= DECISION_THRESHOLD
-        risky_types.append(event_type if risky else None)
+    place = _Windows(
+        data,
+        windows,
+        [window_id(data.upload_id, float(start)) for start in windows.starts_s],
+        [origin + float(start) for start in windows.starts_s],
+        [origin + float(end) for end in windows.ends_s],
+        [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features],
+    )
+    scores = item.scores if item.scores is not None else np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
+    risky_types = _risky_calls(scores)
 
     def detection_id(first_window_id: str, event_type: int) -> str:
-        return stable_event_id("detection", first_window_id, event_type, detector.model_version)
+        # The model name, not its version: the same event seen by two versions of the model is one detection.
+        return stable_event_id("detection", first_window_id, event_type, detector.model_name)
 
     episodes, working.open_episode = merge_windows(
         trip_id=data.trip_id,
-        starts_s=absolute_starts,
-        ends_s=absolute_ends,
+        starts_s=place.starts,
+        ends_s=place.ends,
         risky_types=risky_types,
-        first_window_ids=window_ids,
+        first_window_ids=place.ids,
         detection_id=detection_id,
         open_episode=working.open_episode,
     )
@@ -279,59 +445,20 @@ def _decide(
         if episode.new:
             outcome.detections.append(
                 _model_detection(
-                    data,
-                    episode.event_type,
-                    episode.detection_event_id,
-                    episode.window_positions,
-                    windows,
-                    scores,
-                    window_ids,
-                    absolute_starts,
-                    absolute_ends,
-                    pipeline,
+                    place, episode.event_type, episode.detection_event_id, episode.window_positions, scores, detector
                 )
             )
 
-    feature_maps = [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features]
     for position in range(windows.count):
-        column = int(best[position])
-        lineage = _lineage(
-            data, window_ids[position], detector.model_name, detector.model_version, detector.data_version
-        )
-        window_span = _span(absolute_starts[position], absolute_ends[position])
-        outcome.predictions.append(
-            inference_pb2.Prediction(
-                event_id=stable_event_id("prediction", window_ids[position], detector.model_version, pipeline.variant),
-                occurred_at=timestamp_from_seconds(absolute_ends[position]),
-                lineage=lineage,
-                predicted=CLASS_EVENT_TYPES[column],
-                confidence=float(scores[position, column]),
-                scores=[
-                    inference_pb2.ClassScore(event_type=event_type, probability=float(scores[position, index]))
-                    for index, event_type in enumerate(CLASS_EVENT_TYPES)
-                ],
-                window=window_span,
-                location=common_pb2.GeoPoint(
-                    latitude=float(windows.latitude[position]), longitude=float(windows.longitude[position])
-                ),
-                speed_mps=float(windows.speed_mps[position]),
-                variant=pipeline.variant,
-                features=feature_maps[position],
-                sample_rate_hz=round(data.sample_rate_hz),
-                vehicle_type=data.vehicle_type,
-                firmware_version=data.firmware_version,
-            )
-        )
+        outcome.predictions.append(_prediction(place, position, scores, detector, pipeline.variant))
         risky_column = RISKY_COLUMNS[int(np.argmax(scores[position, RISKY_COLUMNS]))]
         risky_probability = float(scores[position, risky_column])
         if abs(risky_probability - DECISION_THRESHOLD) <= pipeline.uncertainty_band:
             outcome.label_requests.append(
                 labels_pb2.LabelRequest(
-                    event_id=stable_event_id(
-                        "label-request", window_ids[position], detector.model_version, "uncertain"
-                    ),
-                    occurred_at=timestamp_from_seconds(absolute_ends[position]),
-                    lineage=lineage,
+                    event_id=stable_event_id("label-request", place.ids[position], detector.model_version, "uncertain"),
+                    occurred_at=timestamp_from_seconds(place.ends[position]),
+                    lineage=outcome.predictions[-1].lineage,
                     reason=labels_pb2.LABEL_REASON_UNCERTAIN,
                     # Closest to the threshold first.
                     priority=round(
@@ -339,11 +466,80 @@ def _decide(
                     ),
                     suggested=CLASS_EVENT_TYPES[risky_column],
                     confidence=risky_probability,
-                    window=window_span,
+                    window=outcome.predictions[-1].window,
                     detection_event_id=detection_of_window.get(position, ""),
                 )
             )
 
+    shadow = item.models.shadow
+    if shadow is not None and item.shadow_scores is not None:
+        _shadow_outputs(
+            outcome, place, scores, risky_types, item.shadow_scores, detector, shadow, pipeline, detection_of_window
+        )
+
+    _track_speeding(outcome, data, working, pipeline)
+    outcome.segment = _segment(data, outcome.detections)
+    if replayed_from is None:
+        if item.calibration_after is not None:
+            working.calibration = item.calibration_after
+        working.remember(data.upload_id, snapshot, item.models.used)
+        states[data.device_id] = working
+    return outcome
+
+
+def _shadow_outputs(
+    outcome: UploadOutcome,
+    place: _Windows,
+    scores: np.ndarray,
+    risky_types: list[common_pb2.EventType | None],
+    shadow_scores: np.ndarray,
+    champion: Detector,
+    shadow: Detector,
+    pipeline: InferencePipeline,
+    detection_of_window: dict[int, str],
+) -> None:
+    """SHADOW predictions for every window, and disagreement requests where the risky calls differ."""
+    outcome.shadow_predictions = [
+        _prediction(place, position, shadow_scores, shadow, inference_pb2.VARIANT_SHADOW)
+        for position in range(place.windows.count)
+    ]
+    shadow_types = _risky_calls(shadow_scores)
+    strength: dict[int, float] = {}
+    for position, (called, other) in enumerate(zip(risky_types, shadow_types, strict=True)):
+        if called == other:
+            continue
+        columns = [CLASS_EVENT_TYPES.index(kind) for kind in (called, other) if kind is not None]
+        strength[position] = max(abs(float(scores[position, c]) - float(shadow_scores[position, c])) for c in columns)
+    outcome.shadow_disagreements = len(strength)
+    strongest = sorted(strength, key=lambda position: (-strength[position], position))
+    for position in sorted(strongest[: pipeline.shadow_requests_per_upload]):
+        prediction = outcome.predictions[position]
+        outcome.disagreement_requests.append(
+            labels_pb2.LabelRequest(
+                event_id=stable_event_id(
+                    "label-request",
+                    place.ids[position],
+                    champion.model_version,
+                    shadow.model_version,
+                    "shadow-disagreement",
+                ),
+                occurred_at=prediction.occurred_at,
+                lineage=prediction.lineage,
+                reason=labels_pb2.LABEL_REASON_SHADOW_DISAGREEMENT,
+                priority=round(100 * strength[position]),
+                suggested=prediction.predicted,
+                confidence=prediction.confidence,
+                window=prediction.window,
+                alternative=outcome.shadow_predictions[position].predicted,
+                detection_event_id=detection_of_window.get(position, ""),
+            )
+        )
+
+
+def _track_speeding(
+    outcome: UploadOutcome, data: UploadData, working: DeviceState, pipeline: InferencePipeline
+) -> None:
+    origin = data.started_at_s
     if pipeline.road_map is not None and data.gps_times_s.size:
         limits = speed_limits_of(pipeline.road_map, data.latitude, data.longitude, data.heading_deg)
         fix_ids = [stable_event_id(data.upload_id, "gps", index) for index in range(data.gps_times_s.size)]
@@ -373,49 +569,33 @@ def _decide(
         )
         outcome.detections.extend(_speeding_detection(data, episode) for episode in finished)
 
-    outcome.segment = _segment(data, outcome.detections)
-    if replayed_from is None:
-        if item.calibration_after is not None:
-            working.calibration = item.calibration_after
-        working.remember(data.upload_id, snapshot)
-        states[data.device_id] = working
-    return outcome
-
 
 def _model_detection(
-    data: UploadData,
-    event_type: int,
-    event_id: str,
-    positions: list[int],
-    windows: UploadWindows,
-    scores: np.ndarray,
-    window_ids: list[str],
-    starts: list[float],
-    ends: list[float],
-    pipeline: InferencePipeline,
+    place: _Windows, event_type: int, event_id: str, positions: list[int], scores: np.ndarray, detector: Detector
 ) -> inference_pb2.Detection:
+    data, windows = place.data, place.windows
     kind = cast(common_pb2.EventType, event_type)
     column = CLASS_EVENT_TYPES.index(kind)
     feature_name, sign = PEAK_FEATURE[kind]
     peak_values = [sign * float(windows.features[position, FEATURE_INDEX[feature_name]]) for position in positions]
     peak_position = positions[int(np.argmax(peak_values))]
-    detector = pipeline.detector
     return inference_pb2.Detection(
         event_id=event_id,
-        occurred_at=timestamp_from_seconds(starts[positions[0]]),
+        occurred_at=timestamp_from_seconds(place.starts[positions[0]]),
         lineage=_lineage(
-            data, window_ids[positions[0]], detector.model_name, detector.model_version, detector.data_version
+            data, place.ids[positions[0]], detector.model_name, detector.model_version, detector.data_version
         ),
         event_type=kind,
         confidence=max(float(scores[position, column]) for position in positions),
-        window=_span(starts[positions[0]], max(ends[position] for position in positions)),
+        window=_span(place.starts[positions[0]], max(place.ends[position] for position in positions)),
         location=common_pb2.GeoPoint(
             latitude=float(windows.latitude[peak_position]), longitude=float(windows.longitude[peak_position])
         ),
         speed_mps=float(windows.speed_mps[peak_position]),
         peak_value=max(peak_values),
-        variant=pipeline.variant,
-        features=dict(zip(FEATURE_NAMES, (float(value) for value in windows.features[peak_position]), strict=True)),
+        # Only the champion makes detections.
+        variant=inference_pb2.VARIANT_CHAMPION,
+        features=place.features[peak_position],
         detector=f"onnx:{detector.model_version}",
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from michi.settings import MichiSettings
+from michi.windows.model_spec import MODEL_NAME
 
 
 class InferenceSettings(MichiSettings):
@@ -17,3 +18,14 @@ class InferenceSettings(MichiSettings):
     inference_uncertainty_band: float = 0.15
     # Partitions of the device-state table; unset means "as many as the uploads topic has".
     inference_partitions: int | None = None
+    # Registry model name whose rollout plans this service serves.
+    inference_model_name: str = MODEL_NAME
+    # At start, the rollout topic must be read to its end within this (else the service stops).
+    inference_plan_timeout_s: float = 30.0
+    # Model versions kept loaded besides the ones served (redelivered uploads replay with them).
+    inference_retained_models: int = 4
+    # Largest model artifact fetched from the blob store.
+    inference_model_max_bytes: int = 512 * 1024 * 1024
+    # Shadow disagreement label requests: at most this many per upload, and this many per minute per worker.
+    inference_shadow_requests_per_upload: int = 2
+    inference_shadow_requests_per_minute: float = 60.0

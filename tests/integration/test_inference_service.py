@@ -31,7 +31,9 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def running_service(kafka_bootstrap: str, topic_prefix: str, michi_home: Path) -> Iterator[str]:
+def running_service(
+    kafka_bootstrap: str, topic_prefix: str, michi_home: Path, *, log_level: str = "WARNING"
+) -> Iterator[str]:
     """`python -m services.inference` until the block ends (SIGTERM); yields its base URL once ready."""
     port = free_port()
     environment = {
@@ -40,7 +42,7 @@ def running_service(kafka_bootstrap: str, topic_prefix: str, michi_home: Path) -
         "MICHI_TOPIC_PREFIX": topic_prefix,
         "MICHI_HOME": str(michi_home),
         "MICHI_INFERENCE_PORT": str(port),
-        "MICHI_LOG_LEVEL": "WARNING",
+        "MICHI_LOG_LEVEL": log_level,
     }
     log_path = michi_home / f"inference-{port}.log"
     with log_path.open("wb") as log:

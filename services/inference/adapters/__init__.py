@@ -1,1 +1,1 @@
-"""Adapters: the ONNX Runtime detector and Prometheus metrics."""
+"""Adapters: ONNX Runtime models, model artifacts (blob store and cache), rollout plans, the device table, metrics."""

@@ -54,6 +54,65 @@ class InferenceMetrics:
         self.orientation_changes = Counter(
             "michi_inference_orientation_changes_total", "Device mounts seen moving", registry=self.registry
         )
+        # Serving: what is served, plans, swaps, refusals, shadow.
+        self.model_served = Gauge(
+            "michi_inference_model_served",
+            "1 for each model version served now, by variant (champion, shadow)",
+            ["model", "version", "variant"],
+            registry=self.registry,
+        )
+        self.plan_revision = Gauge(
+            "michi_inference_plan_revision",
+            "Revision of the rollout plan served (0: none, baseline)",
+            registry=self.registry,
+        )
+        self.plans = Counter(
+            "michi_inference_plans_total",
+            "Rollout plans read, by decision (apply, duplicate, stale, other-model)",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.swaps = Counter(
+            "michi_inference_model_swaps_total",
+            "Hot swaps of the served models (between batches, after the commit barrier)",
+            registry=self.registry,
+        )
+        self.swaps_postponed = Counter(
+            "michi_inference_model_swaps_postponed_total",
+            "Swaps put off to the next batch because processed offsets were not committed yet",
+            registry=self.registry,
+        )
+        self.models_refused = Counter(
+            "michi_inference_models_refused_total",
+            "Model artifacts refused (the current model kept), by reason and variant",
+            ["reason", "variant"],
+            registry=self.registry,
+        )
+        self.replay_model_missing = Counter(
+            "michi_inference_replay_model_missing_total",
+            "Redelivered uploads whose recorded model version was no longer available",
+            registry=self.registry,
+        )
+        self.shadow_disagreements = Counter(
+            "michi_inference_shadow_disagreements_total",
+            "Windows where champion and shadow disagreed on a risky class",
+            registry=self.registry,
+        )
+        self.shadow_label_requests = Counter(
+            "michi_inference_shadow_label_requests_total",
+            "Shadow disagreement label requests, by outcome (published, rate-limited)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.shadow_failures = Counter(
+            "michi_inference_shadow_failures_total", "Batches whose shadow run failed", registry=self.registry
+        )
+        self.shadow_seconds = Histogram(
+            "michi_inference_shadow_seconds",
+            "ONNX Runtime latency of the shadow model per batch",
+            buckets=(0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+            registry=self.registry,
+        )
         self._last_batch_end: float | None = None
 
     def record_rate(self, windows: int) -> None:
@@ -64,6 +123,12 @@ class InferenceMetrics:
 
     def detection(self, event_type: int) -> None:
         self.detections.labels(event_type=common_pb2.EventType.Name(event_type)).inc()
+
+    def serve(self, served: list[tuple[str, str, str]]) -> None:
+        """Set the served-model gauge to exactly these (model, version, variant) triples."""
+        self.model_served.clear()
+        for model, version, variant in served:
+            self.model_served.labels(model=model, version=version, variant=variant).set(1)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -3,10 +3,16 @@
 The baseline is a softmax over hand-set weights on the evidence features (see
 `domain/features.py`): logit_k = gain_k * (evidence_k - 1), so a class reaches probability ≈ 0.5
 against "normal" exactly where both the IMU and the GPS cross that class's threshold. It is an
-ONNX graph so the serving path is the one a trained PyTorch → ONNX model will take (issue #4):
-features [N, F] float32 → probabilities [N, 5] float32.
+ONNX graph so the serving path is the one a trained PyTorch → ONNX model takes (issue #4).
 
-Nothing is loaded unless the file's sha256 matches the expected one (`ModelIntegrityError`).
+The model contract every served graph must follow: inputs named `features` [N, 23] float32 and/or
+`signals` [N, 6, 50] float32 (a graph may declare only one; it is fed by the names it declares),
+output `probabilities` [N, 5] float32 in `CLASS_EVENT_TYPES` order.
+
+Nothing is loaded unless the file's sha256 matches the expected one (`ModelIntegrityError`), and
+nothing is served unless the graph follows the contract and a trial run over two zero windows
+returns finite probabilities of the right shape (`ModelContractError`). The trial run also warms
+the session up, so a hot swap never pays first-run costs on the serving path.
 """
 
 from __future__ import annotations
@@ -22,13 +28,19 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES
+from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
 from michi.windows.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "features"
+SIGNALS_INPUT_NAME = "signals"
 OUTPUT_NAME = "probabilities"
+# Expected dimensions after the batch one, per input the contract knows.
+CONTRACT_INPUTS: dict[str, tuple[int, ...]] = {
+    INPUT_NAME: (len(FEATURE_NAMES),),
+    SIGNALS_INPUT_NAME: (len(SIGNAL_CHANNELS), SIGNAL_STEPS),
+}
 # (class column, evidence feature, gain): gain sets how fast confidence grows past the threshold.
 BASELINE_LOGITS: tuple[tuple[int, str, float], ...] = (
     (1, "braking_evidence", 10.0),
@@ -42,6 +54,10 @@ class ModelIntegrityError(RuntimeError):
     """The model file is not the one that was registered (sha256 mismatch or missing)."""
 
 
+class ModelContractError(RuntimeError):
+    """The graph does not follow the model contract (input/output names, shapes, types) or fails a trial run."""
+
+
 @dataclass(frozen=True)
 class ModelArtifact:
     name: str
@@ -51,14 +67,21 @@ class ModelArtifact:
     sha256: str
 
 
-def build_baseline_model() -> bytes:
-    """The baseline graph as deterministic bytes (same code → same sha256)."""
+def baseline_weights(gain_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Weights [F, 5] and bias [5] of the baseline's logits, every gain multiplied by `gain_scale`."""
     feature_count, class_count = len(FEATURE_NAMES), len(CLASS_EVENT_TYPES)
     weights = np.zeros((feature_count, class_count), dtype=np.float32)
     bias = np.zeros(class_count, dtype=np.float32)
     for column, feature, gain in BASELINE_LOGITS:
-        weights[FEATURE_INDEX[feature], column] = gain
-        bias[column] = -gain
+        weights[FEATURE_INDEX[feature], column] = gain * gain_scale
+        bias[column] = -gain * gain_scale
+    return weights, bias
+
+
+def build_baseline_model(gain_scale: float = 1.0) -> bytes:
+    """The baseline graph as deterministic bytes (same code → same sha256); `gain_scale` makes variants."""
+    feature_count, class_count = len(FEATURE_NAMES), len(CLASS_EVENT_TYPES)
+    weights, bias = baseline_weights(gain_scale)
     graph = helper.make_graph(
         nodes=[
             helper.make_node("MatMul", [INPUT_NAME, "weights"], ["scaled"]),
@@ -72,7 +95,7 @@ def build_baseline_model() -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="michi")
     model.ir_version = 8
-    model.doc_string = f"{MODEL_NAME} {BASELINE_MODEL_VERSION}; data version {DATA_VERSION}"
+    model.doc_string = f"{MODEL_NAME} {BASELINE_MODEL_VERSION} x{gain_scale:g}; data version {DATA_VERSION}"
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
 
@@ -126,20 +149,78 @@ class OnnxDetector:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         # Build from the verified bytes, not the path, so the file cannot change between check and load.
-        self._session = onnxruntime.InferenceSession(payload, sess_options=options, providers=["CPUExecutionProvider"])
+        try:
+            self._session = onnxruntime.InferenceSession(
+                payload, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types for invalid graphs
+            raise ModelContractError(
+                f"{artifact.name} {artifact.version}: not a loadable ONNX graph: {error}"
+            ) from error
         self.artifact = artifact
         self.model_name = artifact.name
         self.model_version = artifact.version
         self.data_version = artifact.data_version
+        self.input_names = _check_contract(self._session, artifact)
+        self._trial_run()
         logger.info(
-            "model loaded", extra={"model": artifact.name, "version": artifact.version, "sha256": artifact.sha256}
+            "model loaded",
+            extra={
+                "model": artifact.name,
+                "version": artifact.version,
+                "sha256": artifact.sha256,
+                "inputs": list(self.input_names),
+            },
         )
 
     def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
-        """The baseline weighs the summary features only; `signals` are for learned models."""
+        """Probabilities [N, 5]; each input is fed only if the graph declares it."""
         if features.shape[0] == 0:
             return np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
-        (probabilities,) = self._session.run(
-            [OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)}
-        )
+        feeds: dict[str, np.ndarray] = {}
+        if INPUT_NAME in self.input_names:
+            feeds[INPUT_NAME] = np.ascontiguousarray(features, dtype=np.float32)
+        if SIGNALS_INPUT_NAME in self.input_names:
+            feeds[SIGNALS_INPUT_NAME] = np.ascontiguousarray(signals, dtype=np.float32)
+        (probabilities,) = self._session.run([OUTPUT_NAME], feeds)
         return np.asarray(probabilities)
+
+    def _trial_run(self) -> None:
+        rows = 2
+        features = np.zeros((rows, len(FEATURE_NAMES)), dtype=np.float32)
+        signals = np.zeros((rows, len(SIGNAL_CHANNELS), SIGNAL_STEPS), dtype=np.float32)
+        try:
+            probabilities = self.predict(features, signals)
+        except Exception as error:
+            raise ModelContractError(f"{self.model_name} {self.model_version}: trial run failed: {error}") from error
+        expected = (rows, len(CLASS_EVENT_TYPES))
+        if probabilities.shape != expected or not np.all(np.isfinite(probabilities)):
+            raise ModelContractError(
+                f"{self.model_name} {self.model_version}: trial run returned shape {probabilities.shape} "
+                f"(expected {expected}) or non-finite values"
+            )
+
+
+def _check_contract(session: onnxruntime.InferenceSession, artifact: ModelArtifact) -> tuple[str, ...]:
+    """The graph's inputs, if they and its output follow the model contract."""
+    label = f"{artifact.name} {artifact.version}"
+    inputs = {node.name: node for node in session.get_inputs()}
+    unknown = sorted(set(inputs) - set(CONTRACT_INPUTS))
+    if not inputs or unknown:
+        raise ModelContractError(
+            f"{label}: inputs {sorted(inputs)}; the contract allows only {sorted(CONTRACT_INPUTS)} (at least one)"
+        )
+    for name, node in inputs.items():
+        shape = list(node.shape)
+        expected = CONTRACT_INPUTS[name]
+        wanted = f"float [batch, {', '.join(str(size) for size in expected)}]"
+        # Symbolic dimensions (strings, None) are accepted; fixed ones must match.
+        if (
+            node.type != "tensor(float)"
+            or len(shape) != len(expected) + 1
+            or any(isinstance(size, int) and size != target for size, target in zip(shape[1:], expected, strict=True))
+        ):
+            raise ModelContractError(f"{label}: input {name} is {node.type} {shape}, expected {wanted}")
+    if OUTPUT_NAME not in {node.name for node in session.get_outputs()}:
+        raise ModelContractError(f"{label}: no output named {OUTPUT_NAME!r}")
+    return tuple(sorted(inputs))

@@ -1,11 +1,20 @@
 """The faust agent on `uploads`: decode a batch, run the pipeline, publish, then save device state.
 
 Order per batch (at-least-once with idempotent effects):
-1. predictions, detections and label requests of every upload are published and awaited;
+0. if new models are pending (a newer rollout plan was loaded in the background), every offset
+   handled so far is committed first (the commit barrier) and only then are they swapped in;
+   otherwise the swap waits for a later batch. So an upload offset is handled by one model version
+   only: what the old models handled is committed and never redelivered, what the new ones handle
+   is redelivered to them. (A timer does the same while no uploads arrive.)
+1. predictions (champion and shadow), detections and label requests of every upload are published
+   and awaited (shadow disagreement requests within a per-minute budget);
 2. then each upload's `TripSegment` (so a segment never precedes its detections) — awaited;
 3. uploads that failed are dead-lettered (their segment was still published);
 4. only then the device states are written to the table (changelog), so a crash before this
    point replays the batch from the old state and yields the same ids and counts.
+
+A redelivered upload found in its device's replay memory is replayed with the model versions that
+first handled it: if one is not loaded any more, it is loaded (in a worker thread) before the batch.
 """
 
 from __future__ import annotations
@@ -13,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
@@ -25,24 +36,54 @@ from michi.bus.streams import Inbound, catalog_topic, consumer_span, process_bat
 from michi.contracts.v1 import upload_pb2
 from services.inference.adapters.device_table import read_state, write_state
 from services.inference.adapters.metrics import InferenceMetrics
+from services.inference.domain.rollout import RateBudget
 from services.inference.domain.state import DeviceState
-from services.inference.handlers import BatchOutcome, InferencePipeline, process_uploads
+from services.inference.handlers import BatchOutcome, process_uploads, recorded_versions
+from services.inference.serving import ModelServing
 
 logger = logging.getLogger(__name__)
 SERVICE = "inference"
+
+# Commits what was handled so far; True once every given offset (partition -> next offset) is committed.
+CommitBarrier = Callable[[Mapping[int, int]], Awaitable[bool]]
 
 
 @dataclass
 class StreamWiring:
     producer: EventProducer
-    pipeline: InferencePipeline
+    serving: ModelServing
     table: Any
     metrics: InferenceMetrics
     batch_size: int
     within: float
+    commit_barrier: CommitBarrier
+    budget: RateBudget
+    clock: Callable[[], float] = time.monotonic
+    # Held while a batch is handled or models are swapped.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Uploads partition -> the offset after the last one handled (while the partition is ours).
+    processed: dict[int, int] = field(default_factory=dict)
+
+
+async def swap_if_ready(wiring: StreamWiring) -> bool:
+    """Activate pending models once everything handled so far is committed (call with the lock held)."""
+    if wiring.serving.pending is None:
+        return False
+    if await wiring.commit_barrier(dict(wiring.processed)):
+        wiring.serving.activate()
+        return True
+    wiring.metrics.swaps_postponed.inc()
+    logger.info("model swap postponed: handled offsets not committed yet", extra={"processed": wiring.processed})
+    return False
 
 
 async def handle_batch(batch: list[Inbound], wiring: StreamWiring) -> BatchOutcome:
+    async with wiring.lock:
+        await swap_if_ready(wiring)
+        return await _handle(batch, wiring)
+
+
+async def _handle(batch: list[Inbound], wiring: StreamWiring) -> BatchOutcome:
     began = time.perf_counter()
     producer, metrics = wiring.producer, wiring.metrics
     uploads: list[upload_pb2.UploadReceived] = [inbound.message for inbound in batch]  # type: ignore[misc]
@@ -55,7 +96,10 @@ async def handle_batch(batch: list[Inbound], wiring: StreamWiring) -> BatchOutco
         if device not in states:
             original[device] = read_state(wiring.table, device)
             states[device] = DeviceState.from_bytes(original[device])
-    outcome = process_uploads(uploads, states, wiring.pipeline)
+    missing = wiring.serving.missing(recorded_versions(uploads, states))
+    if missing:
+        await asyncio.to_thread(wiring.serving.ensure_loaded, missing)
+    outcome = process_uploads(uploads, states, wiring.serving.pipeline)
 
     # Each upload's outputs are published inside a span continuing the upload's trace, so
     # `michi trace <upload_id>` follows it from ingest through inference to scoring.
@@ -63,11 +107,20 @@ async def handle_batch(batch: list[Inbound], wiring: StreamWiring) -> BatchOutco
     for inbound, result in zip(batch, outcome.uploads, strict=True):
         with consumer_span(inbound, SERVICE):
             first_wave += [producer.publish(PREDICTIONS, result.device_id, message) for message in result.predictions]
+            first_wave += [
+                producer.publish(PREDICTIONS, result.device_id, message) for message in result.shadow_predictions
+            ]
             first_wave += [producer.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
             first_wave += [
                 producer.publish(LABEL_REQUESTS, message.lineage.window_id, message)
                 for message in result.label_requests
             ]
+            for message in result.disagreement_requests:
+                if wiring.budget.allow(wiring.clock()):
+                    first_wave.append(producer.publish(LABEL_REQUESTS, message.lineage.window_id, message))
+                    metrics.shadow_label_requests.labels(outcome="published").inc()
+                else:
+                    metrics.shadow_label_requests.labels(outcome="rate-limited").inc()
     await asyncio.gather(*(asyncio.wrap_future(future) for future in first_wave))
     second_wave = []
     for inbound, result in zip(batch, outcome.uploads, strict=True):
@@ -96,6 +149,8 @@ async def handle_batch(batch: list[Inbound], wiring: StreamWiring) -> BatchOutco
         payload = state.to_bytes()
         if payload != original.get(device):
             write_state(wiring.table, device, payload, partition_of[device])
+    for inbound in batch:
+        wiring.processed[inbound.partition] = max(wiring.processed.get(inbound.partition, 0), inbound.offset + 1)
 
     _record(outcome, metrics, len(batch), time.perf_counter() - began)
     return outcome
@@ -107,6 +162,10 @@ def _record(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: int, seco
     if outcome.window_count:
         metrics.batch_windows.observe(outcome.window_count)
         metrics.onnx_seconds.observe(outcome.onnx_seconds)
+        if outcome.shadow_seconds:
+            metrics.shadow_seconds.observe(outcome.shadow_seconds)
+    if outcome.shadow_failure is not None:
+        metrics.shadow_failures.inc()
     metrics.windows.inc(outcome.window_count)
     metrics.record_rate(outcome.window_count)
     for result in outcome.uploads:
@@ -122,6 +181,14 @@ def _record(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: int, seco
         metrics.uploads.labels(outcome=kind).inc()
         for detection in result.detections:
             metrics.detection(detection.event_type)
+        if result.shadow_disagreements:
+            metrics.shadow_disagreements.inc(result.shadow_disagreements)
+        if result.replay_model_missing is not None:
+            metrics.replay_model_missing.inc()
+            logger.warning(
+                "replayed with the current model: the recorded one is not available",
+                extra={"upload_id": result.upload_id, "recorded_version": result.replay_model_missing},
+            )
         if result.calibration_confidence is not None:
             metrics.calibration_confidence.observe(result.calibration_confidence)
         if result.orientation_changed:
@@ -132,8 +199,40 @@ def _record(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: int, seco
             )
 
 
+def faust_commit_barrier(app: faust.App, topic: str, *, attempts: int = 5) -> CommitBarrier:
+    """The commit barrier of a faust app: commit acknowledged offsets, then check what faust recorded."""
+
+    def committed(processed: Mapping[int, int]) -> bool:
+        consumer = app.consumer
+        assigned = consumer.assignment()
+        # faust records the offsets it committed per partition (the same record `michi.bus.streams` reads).
+        recorded: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
+        for partition, next_offset in processed.items():
+            tp = TP(topic, partition)
+            if tp not in assigned:
+                continue  # not ours any more: whoever holds it now goes on from its committed offset
+            offset = recorded.get(tp)
+            if offset is None or offset < next_offset:
+                return False
+        return True
+
+    async def barrier(processed: Mapping[int, int]) -> bool:
+        for attempt in range(attempts):
+            if committed(processed):
+                return True
+            # Returns without committing if another commit is running; the next attempt checks again.
+            await app.consumer.commit()
+            if committed(processed):
+                return True
+            await asyncio.sleep(0.05 * (attempt + 1))
+        return False
+
+    return barrier
+
+
 def register_agent(app: faust.App, wiring: StreamWiring, prefix: str) -> Any:
     topic = catalog_topic(app, UPLOADS, prefix)
+    topic_name = UPLOADS.name(prefix)
 
     async def analyse_uploads(stream: faust.StreamT) -> None:
         async def handle(batch: list[Inbound]) -> None:
@@ -149,6 +248,20 @@ def register_agent(app: faust.App, wiring: StreamWiring, prefix: str) -> Any:
             within=wiring.within,
         )
 
+    async def forget_revoked(sender: Any, /, *arguments: Any, signal: Any, **kwargs: Any) -> None:
+        # Offsets of partitions given away are no longer ours to commit before a swap.
+        revoked: set[TP] = set(arguments[0]) if arguments else set(kwargs.get("revoked", ()))
+        for tp in revoked:
+            if tp.topic == topic_name:
+                wiring.processed.pop(tp.partition, None)
+
+    async def swap_when_idle() -> None:
+        if wiring.serving.pending is not None and not wiring.lock.locked():
+            async with wiring.lock:
+                await swap_if_ready(wiring)
+
+    app.on_partitions_revoked.connect(forget_revoked)
+    app.timer(1.0, name="swap-models-when-idle", traced=False)(swap_when_idle)
     return app.agent(topic, name="analyse-uploads")(analyse_uploads)
 
 
