@@ -149,7 +149,8 @@ def build_service(
         wake=worker.wake,
     )
     service = TrainerService(built, worker, consumer, metrics, FastAPI())
-    service.app = create_http_app(built, worker, metrics, service.ready)
+    token = settings.trainer_api_token.get_secret_value() if settings.trainer_api_token is not None else None
+    service.app = create_http_app(built, worker, metrics, service.ready, api_token=token)
     return service
 
 
@@ -175,7 +176,11 @@ def run() -> None:
         service.start()
         try:
             uvicorn.run(
-                service.app, host="127.0.0.1", port=settings.trainer_port, log_level="warning", access_log=False
+                service.app,
+                host=settings.trainer_host,
+                port=settings.trainer_port,
+                log_level="warning",
+                access_log=False,
             )
         finally:
             service.close()

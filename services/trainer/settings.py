@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
-from michi.settings import MichiSettings
+from michi.settings import PLACEHOLDER_SECRETS, MichiSettings
 from michi.windows.model_spec import MODEL_NAME
 
 
@@ -25,6 +25,10 @@ def default_cache_dir() -> Path:
 
 class TrainerSettings(MichiSettings):
     trainer_port: int = Field(default=8082, ge=1, le=65535)
+    trainer_host: str = "127.0.0.1"
+    # Bearer token for the /v1 API (runs, dry runs, experiment records). Required outside MICHI_ENV=dev;
+    # in dev without one, the API answers loopback clients only.
+    trainer_api_token: SecretStr | None = None
     trainer_model_name: str = MODEL_NAME
     # Retrain after this many new human labels (consensus, gold, adjudication); 0 turns it off.
     trainer_label_trigger: int = Field(default=100, ge=0)
@@ -43,6 +47,13 @@ class TrainerSettings(MichiSettings):
     trainer_parity_tolerance: float = Field(default=1e-4, gt=0)
     # ONNX Runtime threads when scoring champion and candidate on the test windows.
     trainer_evaluation_threads: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _require_api_token_outside_dev(self) -> TrainerSettings:
+        token = self.trainer_api_token.get_secret_value() if self.trainer_api_token is not None else ""
+        if self.env != "dev" and token in PLACEHOLDER_SECRETS:
+            raise ValueError("MICHI_TRAINER_API_TOKEN must be set to a real secret outside MICHI_ENV=dev")
+        return self
 
     def resolved_cache_dir(self) -> Path:
         return self.trainer_cache_dir if self.trainer_cache_dir is not None else default_cache_dir()

@@ -55,7 +55,21 @@ def _matches(detection: inference_pb2.Detection, event: GroundTruthEvent, slack:
     )
 
 
+def _serves_learned_champion(platform: RunningPlatform) -> bool:
+    url = f"http://127.0.0.1:{platform.environment['MICHI_INFERENCE_PORT']}/metrics"
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return False
+    return 'michi_inference_model_served{model="michi-risk",variant="champion",version="1"} 1.0' in text
+
+
 def test_fleet_to_scores(platform: RunningPlatform) -> None:
+    # A fresh home: the trainer bootstrapped a learned champion and inference swapped to it.
+    trainer = f"http://127.0.0.1:{platform.environment['MICHI_TRAINER_PORT']}"
+    runs = httpx.get(f"{trainer}/v1/runs", timeout=10).json()
+    assert any(run["status"] == "succeeded" for run in runs), runs
+    assert wait_until(lambda: _serves_learned_champion(platform), 60, 0.5), platform.log("inference")
     simulator, uploads = _simulate(platform)
     settings = MichiSettings(home=platform.home, database_url=platform.environment["MICHI_DATABASE_URL"])
     tokens = register_simulated_devices(settings, [profile.device_id for profile in simulator.devices])
@@ -101,6 +115,9 @@ def test_fleet_to_scores(platform: RunningPlatform) -> None:
         assert abs(score.distance_km - truth.distance_km) <= max(0.1, 0.1 * truth.distance_km)
 
     detections = _read_all(platform, DETECTIONS)
+    by_model = [record.message for record in detections if record.message.lineage.model_name == "michi-risk"]
+    assert by_model and {detection.lineage.model_version for detection in by_model} == {"1"}
+    assert all(detection.lineage.data_version.startswith("ds-") for detection in by_model)
     harsh_truth = [event for event in simulator.ground_truth if event.kind in HARSH_KINDS]
     risky_truth = [event for event in simulator.ground_truth if event.risky]
     found = [event for event in harsh_truth if any(_matches(record.message, event) for record in detections)]  # type: ignore[arg-type]
