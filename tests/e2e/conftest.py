@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,13 +78,9 @@ def platform(
         ready = wait_until(
             lambda: (
                 process.poll() is not None
-                or (
-                    (home / "endpoints.json").exists()
-                    and "services" in (home / "endpoints.json").read_text()
-                    and _ready(running.ingest_url)
-                )
+                or (_every_service_listed(home / "endpoints.json") and _ready(running.ingest_url))
             ),
-            240,
+            360,
             0.5,
         )
         assert ready and process.poll() is None, (home.parent / "up.log").read_text()[-4000:]
@@ -96,6 +93,15 @@ def platform(
             process.kill()
             process.wait()
         log.close()
+
+
+def _every_service_listed(path: Path) -> bool:
+    """`michi up` lists the services in endpoints.json only once every one answered /readyz."""
+    try:
+        services = json.loads(path.read_text()).get("services", {})
+    except (OSError, ValueError):
+        return False
+    return {"ingest", "inference", "scoring", "warehouse", "annotation", "trainer"} <= set(services)
 
 
 def _ready(url: str) -> bool:

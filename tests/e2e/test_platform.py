@@ -67,7 +67,7 @@ def _serves_learned_champion(platform: RunningPlatform) -> bool:
 def test_fleet_to_scores(platform: RunningPlatform) -> None:
     # A fresh home: the trainer bootstrapped a learned champion and inference swapped to it.
     trainer = f"http://127.0.0.1:{platform.environment['MICHI_TRAINER_PORT']}"
-    runs = httpx.get(f"{trainer}/v1/runs", timeout=10).json()
+    runs = httpx.get(f"{trainer}/v1/runs", timeout=10).json()["runs"]
     assert any(run["status"] == "succeeded" for run in runs), runs
     assert wait_until(lambda: _serves_learned_champion(platform), 60, 0.5), platform.log("inference")
     simulator, uploads = _simulate(platform)
