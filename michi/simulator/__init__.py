@@ -13,7 +13,13 @@ from michi.simulator.config import DEFAULT_START_TIME, SimulationConfig
 from michi.simulator.fleet import FleetSimulator, TripSetup
 from michi.simulator.kinematics import CONFOUNDER_KINDS, RISKY_KINDS
 from michi.simulator.scenarios import SCENARIOS, Scenario, list_scenarios
-from michi.simulator.truth import GroundTruthEvent, TripTruth, read_ground_truth_lines
+from michi.simulator.truth import (
+    DetectionJudgement,
+    GroundTruthEvent,
+    TripTruth,
+    judge_detections,
+    read_ground_truth_lines,
+)
 from michi.simulator.vehicles import (
     GRAVITY_MPS2,
     VEHICLE_TYPES,
@@ -31,6 +37,7 @@ __all__ = [
     "RISKY_KINDS",
     "SCENARIOS",
     "VEHICLE_TYPES",
+    "DetectionJudgement",
     "DeviceProfile",
     "DriverStyle",
     "FleetSimulator",
@@ -41,6 +48,7 @@ __all__ = [
     "TripSetup",
     "TripTruth",
     "VehicleType",
+    "judge_detections",
     "list_scenarios",
     "mount_rotation",
     "read_ground_truth_lines",

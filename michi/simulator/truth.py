@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import common_pb2
 
 EVENT_TYPE_BY_KIND: dict[str, int] = {
@@ -90,3 +91,47 @@ def read_ground_truth_lines(path: str | Path) -> tuple[list[dict[str, Any]], lis
         record = json.loads(line)
         (trips if record.get("record") == "trip" else events).append(record)
     return trips, events
+
+
+# Slack on both sides of a window when matching it to an event: 1 Hz GPS and 1 s window edges.
+MATCH_TOLERANCE_S = 1.5
+
+
+@dataclass(frozen=True)
+class DetectionJudgement:
+    """Detections judged against ground truth: which events were found, and how many detections matched none."""
+
+    found_event_ids: frozenset[str]
+    false_detections: int
+
+    def recall(self, events: list[GroundTruthEvent]) -> float:
+        return sum(1 for event in events if event.event_id in self.found_event_ids) / max(len(events), 1)
+
+
+def judge_detections(
+    detections: list[Any], events: list[GroundTruthEvent], tolerance_s: float = MATCH_TOLERANCE_S
+) -> DetectionJudgement:
+    """Match `michi.v1.Detection`s to risky ground-truth events.
+
+    A detection matches an event of the same type on the same device whose span overlaps the
+    detection's window widened by `tolerance_s`; a detection matching no risky event is false.
+    """
+    risky = [event for event in events if event.risky]
+    found: set[str] = set()
+    false_detections = 0
+    for detection in detections:
+        start = timestamp_to_seconds(detection.window.started_at)
+        end = timestamp_to_seconds(detection.window.ended_at)
+        matches = [
+            event.event_id
+            for event in risky
+            if event.device_id == detection.lineage.device_id
+            and common_pb2.EventType.Value(event.event_type) == detection.event_type
+            and event.started_at - tolerance_s <= end
+            and start <= event.ended_at + tolerance_s
+        ]
+        if matches:
+            found.update(matches)
+        else:
+            false_detections += 1
+    return DetectionJudgement(frozenset(found), false_detections)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from michi.contracts import timestamp_to_seconds
-from michi.contracts.v1 import common_pb2, upload_pb2
+from michi.contracts.v1 import upload_pb2
 from michi.roadmap import RoadMap
-from michi.simulator import FleetSimulator, SimulationConfig
+from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import InferencePipeline, process_uploads
@@ -37,31 +36,15 @@ def evaluate(seed: int, models: Path, scenario: str | None = None) -> dict[str, 
         for outcome in process_uploads(uploads[first : first + 64], states, pipeline).uploads:
             assert outcome.segment.detection_count == len(outcome.detections)
             detections.extend(outcome.detections)
-    truth = simulator.ground_truth
-    risky = [event for event in truth if event.risky]
-    found: set[str] = set()
-    false_detections = 0
-    for detection in detections:
-        start, end = timestamp_to_seconds(detection.window.started_at), timestamp_to_seconds(detection.window.ended_at)
-        matches = [
-            event
-            for event in risky
-            if event.device_id == detection.lineage.device_id
-            and common_pb2.EventType.Value(event.event_type) == detection.event_type
-            and event.started_at - TOLERANCE_S <= end
-            and start <= event.ended_at + TOLERANCE_S
-        ]
-        if matches:
-            found.update(event.event_id for event in matches)
-        else:
-            false_detections += 1
+    risky = [event for event in simulator.ground_truth if event.risky]
+    judged = judge_detections(detections, simulator.ground_truth, TOLERANCE_S)
     speeding = [event for event in risky if event.kind == "speeding"]
     return {
         "risky": len(risky),
-        "recall": len(found) / max(len(risky), 1),
+        "recall": judged.recall(risky),
         "speeding": len(speeding),
-        "speeding_recall": len([event for event in speeding if event.event_id in found]) / max(len(speeding), 1),
-        "false_per_10_device_minutes": false_detections / (DEVICES * MINUTES / 10.0),
+        "speeding_recall": judged.recall(speeding),
+        "false_per_10_device_minutes": judged.false_detections / (DEVICES * MINUTES / 10.0),
     }
 
 

@@ -22,10 +22,9 @@ from google.protobuf.message import Message
 
 from michi.bus.catalog import TopicSpec
 from michi.bus.producer import Delivery
-from michi.contracts import timestamp_to_seconds
-from michi.contracts.v1 import common_pb2, upload_pb2
+from michi.contracts.v1 import upload_pb2
 from michi.roadmap import RoadMap
-from michi.simulator import FleetSimulator, SimulationConfig
+from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import Detector, InferencePipeline, process_uploads
 from services.trainer.adapters.onnx_model import OnnxRiskModel
@@ -70,25 +69,11 @@ def judge(uploads: list[upload_pb2.UploadReceived], simulator: FleetSimulator, d
     for first in range(0, len(uploads), 64):
         for outcome in process_uploads(uploads[first : first + 64], states, pipeline).uploads:
             detections.extend(outcome.detections)
-    risky = [event for event in simulator.ground_truth if event.risky]
-    found: set[str] = set()
-    false_detections = 0
-    for detection in detections:
-        start, end = timestamp_to_seconds(detection.window.started_at), timestamp_to_seconds(detection.window.ended_at)
-        matches = [
-            event
-            for event in risky
-            if event.device_id == detection.lineage.device_id
-            and common_pb2.EventType.Value(event.event_type) == detection.event_type
-            and event.started_at - TOLERANCE_S <= end
-            and start <= event.ended_at + TOLERANCE_S
-        ]
-        if matches:
-            found.update(event.event_id for event in matches)
-        else:
-            false_detections += 1
-    harsh = [event for event in risky if event.kind in HARSH_KINDS]
-    return Figures(len(harsh), sum(1 for event in harsh if event.event_id in found), false_detections)
+    judged = judge_detections(detections, simulator.ground_truth, TOLERANCE_S)
+    harsh = [event for event in simulator.ground_truth if event.kind in HARSH_KINDS]
+    return Figures(
+        len(harsh), sum(1 for event in harsh if event.event_id in judged.found_event_ids), judged.false_detections
+    )
 
 
 @pytest.fixture(scope="module")
