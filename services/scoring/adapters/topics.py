@@ -10,6 +10,8 @@ catalog), named under the prefix as `<prefix>scoring.<name>`.
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka.admin import AdminClient
 
 from michi.bus.admin import ensure_topics
@@ -52,10 +54,20 @@ class TopicLayoutError(RuntimeError):
     """The topics on the broker cannot be processed together (one line for the operator)."""
 
 
-def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, int]:
-    """Actual partition count of each topic on the broker (0 when missing)."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
-    return {name: len(metadata.topics[name].partitions) if name in metadata.topics else 0 for name in names}
+def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0, settle_s: float = 10.0) -> dict[str, int]:
+    """Actual partition count of each topic on the broker (0 when missing).
+
+    A topic created a moment ago can show no partitions in the broker's metadata for a short while:
+    ask again (for up to `settle_s`) while any of them reads 0.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + settle_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout)
+        counts = {name: len(metadata.topics[name].partitions) if name in metadata.topics else 0 for name in names}
+        if all(counts.values()) or time.monotonic() >= deadline:
+            return counts
+        time.sleep(0.2)
 
 
 def prepare_topics(bootstrap: str, prefix: str) -> tuple[int, int]:
