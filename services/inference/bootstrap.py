@@ -112,6 +112,7 @@ def build_app(
         road_map,
         uncertainty_band=settings.inference_uncertainty_band,
         shadow_requests_per_upload=settings.inference_shadow_requests_per_upload,
+        qa_sample_rate=settings.inference_qa_sample_rate,
     )
     metrics = InferenceMetrics()
     serving = ModelServing(

@@ -37,6 +37,7 @@ and still gets its segment.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -72,6 +73,18 @@ from services.inference.domain.state import DeviceState, ModelsUsed
 logger = logging.getLogger(__name__)
 
 RISKY_COLUMNS = [index for index, event_type in enumerate(CLASS_EVENT_TYPES) if event_type in RISKY_EVENT_TYPES]
+# Random QA requests rank below every uncertain one (those run 0-100 by closeness to the threshold).
+QA_PRIORITY = 0
+
+
+def qa_sampled(window_id: str, rate: float) -> bool:
+    """Whether a confident window is sampled for random QA: a hash of its id against `rate`."""
+    if rate <= 0.0:
+        return False
+    digest = hashlib.blake2b(window_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < rate
+
+
 PEAK_FEATURE = {
     common_pb2.EVENT_TYPE_HARSH_BRAKING: ("longitudinal_min_mps2", -1.0),
     common_pb2.EVENT_TYPE_HARSH_ACCELERATION: ("longitudinal_max_mps2", 1.0),
@@ -102,6 +115,9 @@ class InferencePipeline:
     earlier: Mapping[str, Detector] = field(default_factory=dict)
     # At most this many shadow disagreement label requests per upload (the strongest).
     shadow_requests_per_upload: int = 2
+    # Share of confident windows sent to people anyway (random QA), chosen by window id so a replay
+    # picks the same windows.
+    qa_sample_rate: float = 0.005
 
     def detector_for(self, version: str) -> Detector | None:
         """The loaded model of this version, if any."""
@@ -466,6 +482,21 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
                     ),
                     suggested=CLASS_EVENT_TYPES[risky_column],
                     confidence=risky_probability,
+                    window=outcome.predictions[-1].window,
+                    detection_event_id=detection_of_window.get(position, ""),
+                )
+            )
+        elif qa_sampled(place.ids[position], pipeline.qa_sample_rate):
+            column = int(np.argmax(scores[position]))
+            outcome.label_requests.append(
+                labels_pb2.LabelRequest(
+                    event_id=stable_event_id("label-request", place.ids[position], detector.model_version, "random-qa"),
+                    occurred_at=timestamp_from_seconds(place.ends[position]),
+                    lineage=outcome.predictions[-1].lineage,
+                    reason=labels_pb2.LABEL_REASON_RANDOM_QA,
+                    priority=QA_PRIORITY,
+                    suggested=CLASS_EVENT_TYPES[column],
+                    confidence=float(scores[position, column]),
                     window=outcome.predictions[-1].window,
                     detection_event_id=detection_of_window.get(position, ""),
                 )

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from michi.contracts import timestamp_to_seconds
-from michi.contracts.v1 import common_pb2, upload_pb2
+from michi.contracts.v1 import common_pb2, labels_pb2, upload_pb2
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.domain.episodes import OpenEpisode, merge_windows
 from services.inference.domain.speeding import SPEEDING_MARGIN_MPS
 from services.inference.domain.state import DeviceState
-from services.inference.handlers import BatchOutcome, InferencePipeline, process_uploads
+from services.inference.handlers import BatchOutcome, InferencePipeline, process_uploads, qa_sampled
 from services.inference.synthetic import ScriptedDrive, ScriptedEvent
 
 WARM_UP = [ScriptedEvent("stop", 8.0, 3.0, 2.0), ScriptedEvent("stop", 24.0, 3.0, 2.0)]
@@ -265,3 +265,32 @@ def test_uncertain_windows_become_label_requests(detector: OnnxDetector) -> None
     assert all(abs(request.confidence - 0.5) <= 0.45 for request in requests)
     assert len({request.event_id for request in requests}) == len(requests)
     assert np.all([request.lineage.window_id for request in requests])
+
+
+def test_qa_sampling_is_a_stable_share_of_window_ids() -> None:
+    ids = [f"window-{index}" for index in range(20_000)]
+    sampled = [window_id for window_id in ids if qa_sampled(window_id, 0.05)]
+    assert 0.04 < len(sampled) / len(ids) < 0.06
+    assert sampled == [window_id for window_id in ids if qa_sampled(window_id, 0.05)]
+    assert not any(qa_sampled(window_id, 0.0) for window_id in ids[:1000])
+    assert all(qa_sampled(window_id, 1.0) for window_id in ids[:1000])
+
+
+def test_confident_windows_go_to_random_qa_and_uncertain_ones_stay_uncertain(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=60.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 40.0)])
+    outcomes = run(drive.uploads(), InferencePipeline(detector, None, qa_sample_rate=1.0))
+    requests = [request for outcome in outcomes for request in outcome.label_requests]
+    windows = sum(len(outcome.predictions) for outcome in outcomes)
+    by_reason: dict[int, list] = {}
+    for request in requests:
+        by_reason.setdefault(request.reason, []).append(request)
+    qa = by_reason.get(labels_pb2.LABEL_REASON_RANDOM_QA, [])
+    uncertain = by_reason.get(labels_pb2.LABEL_REASON_UNCERTAIN, [])
+    # Every window asks once: uncertain ones as uncertain, all others as random QA.
+    assert len(qa) + len(uncertain) == windows
+    assert len({request.lineage.window_id for request in requests}) == windows
+    assert all(request.priority < min((u.priority for u in uncertain), default=1) for request in qa)
+    # The brake's confident windows are sampled with their detection, so people can overturn it.
+    assert any(request.detection_event_id and request.suggested == BRAKING for request in qa)
+    none = run(drive.uploads(), InferencePipeline(detector, None, qa_sample_rate=0.0))
+    assert not [r for o in none for r in o.label_requests if r.reason == labels_pb2.LABEL_REASON_RANDOM_QA]
