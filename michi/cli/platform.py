@@ -17,7 +17,10 @@ from rich.live import Live
 from rich.table import Table
 
 from michi.bus.admin import ensure_topics
+from michi.bus.catalog import LABEL_REQUESTS
+from michi.bus.producer import EventProducer
 from michi.cli.status import PlatformStatus, collect_status
+from michi.contracts import timestamp_to_seconds
 from michi.infra import EmbeddedInfrastructure, InfrastructureError
 from michi.infra.processes import wait_until
 from michi.infra.supervisor import Supervisor
@@ -38,6 +41,10 @@ SERVICE_PORTS: dict[str, tuple[str, int]] = {
     # Ready once a champion exists: on a fresh home it trains (or takes from the cache) the bootstrap model.
     "trainer": ("MICHI_TRAINER_PORT", 8082),
 }
+
+
+# Share of the simulated fleet's judgeable events offered to annotators as gold tasks (known answers).
+SIMULATED_GOLD_RATE = 0.3
 
 
 def _service_url(name: str) -> str:
@@ -61,6 +68,35 @@ def register_simulated_devices(settings: MichiSettings, device_ids: list[str]) -
     return {device_id: registry.add_device(device_id, label="simulated") for device_id in device_ids}
 
 
+class GoldPublisher:
+    """Publishes a sample of the simulated fleet's events as gold label requests, once their uploads are in."""
+
+    def __init__(self, producer: EventProducer, rate: float) -> None:
+        self.producer = producer
+        self.rate = rate
+        self.upload_starts: dict[str, float] = {}
+        self._accepted: set[str] = set()
+        self._decided: set[str] = set()
+        self.published = 0
+
+    def accepted(self, outcome: Any, events: list[Any], upload_seconds: float) -> None:
+        from michi.simulator.gold import gold_request, sampled_for_gold
+
+        if outcome.outcome not in ("accepted", "duplicate"):
+            return
+        self._accepted.add(outcome.upload_id)
+        for event in list(events):
+            if event.event_id in self._decided or not all(upload in self._accepted for upload in event.upload_ids):
+                continue
+            self._decided.add(event.event_id)
+            if not sampled_for_gold(event.event_id, self.rate):
+                continue
+            request = gold_request(event, self.upload_starts, upload_seconds)
+            if request is not None:
+                self.producer.publish(LABEL_REQUESTS, request.lineage.window_id, request)
+                self.published += 1
+
+
 def simulate_fleet(
     settings: MichiSettings,
     *,
@@ -76,6 +112,7 @@ def simulate_fleet(
     start_time: float | None = None,
     stop: threading.Event | None = None,
     on_result: Any = None,
+    gold: GoldPublisher | None = None,
 ) -> SendReport:
     from michi.roadmap import RoadMap
     from michi.simulator import FleetSimulator, SimulationConfig
@@ -97,7 +134,15 @@ def simulate_fleet(
         for upload in simulator.uploads():
             if stop is not None and stop.is_set():
                 return
+            if gold is not None:
+                gold.upload_starts[upload.upload_id] = timestamp_to_seconds(upload.started_at)
             yield upload
+
+    def result(outcome: Any) -> None:
+        if gold is not None:
+            gold.accepted(outcome, simulator.ground_truth, simulator.config.upload_seconds)
+        if on_result is not None:
+            on_result(outcome)
 
     async def drive() -> SendReport:
         client = UploadClient(target)
@@ -108,7 +153,7 @@ def simulate_fleet(
                 tokens,
                 speed=speed,
                 upload_seconds=simulator.config.upload_seconds,
-                on_result=on_result,
+                on_result=result,
             )
         finally:
             await client.close()
@@ -203,6 +248,11 @@ def run_platform(
             def count(result: Any) -> None:
                 simulated[result.outcome] = simulated.get(result.outcome, 0) + 1
 
+            gold = GoldPublisher(
+                EventProducer(endpoints.kafka_bootstrap, settings.topic_prefix, client_id="michi-simulator-gold"),
+                SIMULATED_GOLD_RATE,
+            )
+
             def drive() -> None:
                 try:
                     simulate_fleet(
@@ -215,9 +265,12 @@ def run_platform(
                         start_time=time.time(),
                         stop=stop,
                         on_result=count,
+                        gold=gold,
                     )
                 except Exception:
                     logger.exception("simulator stopped")
+                finally:
+                    gold.producer.close()
 
             simulator_thread = threading.Thread(target=drive, name="michi-simulator", daemon=True)
             simulator_thread.start()
