@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka import Message as KafkaMessage
@@ -44,6 +44,16 @@ class Delivery:
         self.topic = topic
         self.partition = partition
         self.offset = offset
+
+
+class ConsumedRecord(Protocol):
+    """What the producer needs of a consumed record (`confluent_kafka.Message` is one)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
 
 
 class EventProducer:
@@ -168,6 +178,22 @@ class EventProducer:
             },
         )
         return self.publish(DEAD_LETTERS, (key or b"").decode("utf-8", "replace"), letter)
+
+    def dead_letter_record(
+        self, *, service: str, record: ConsumedRecord, headers: dict[str, str], reason: str, error: str
+    ) -> concurrent.futures.Future[Delivery]:
+        """`dead_letter` for a record a confluent-kafka consumer handed over (its topic, partition, offset, bytes)."""
+        return self.dead_letter(
+            service=service,
+            source_topic=record.topic() or "",
+            partition=record.partition() or 0,
+            offset=record.offset() or 0,
+            key=record.key(),
+            value=record.value(),
+            headers=headers,
+            reason=reason,
+            error=error,
+        )
 
     def flush(self, timeout: float = 30.0) -> int:
         remaining: int = self._producer.flush(timeout)

@@ -163,16 +163,8 @@ class LabelRequestConsumer:
         return window_location(upload, start, end) if upload is not None else None
 
     def _dead_letter(self, raw: Any, headers: dict[str, str], reason: str, detail: str) -> None:
-        self.producer.dead_letter(
-            service=SERVICE,
-            source_topic=raw.topic(),
-            partition=raw.partition(),
-            offset=raw.offset(),
-            key=raw.key(),
-            value=raw.value(),
-            headers=headers,
-            reason=reason,
-            error=detail,
+        self.producer.dead_letter_record(
+            service=SERVICE, record=raw, headers=headers, reason=reason, error=detail
         ).result(DEAD_LETTER_TIMEOUT_S)
         self.service.metrics.dead_letters.inc()
 

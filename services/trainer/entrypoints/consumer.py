@@ -129,16 +129,8 @@ class EventConsumer:
             self.wake()
 
     def _dead_letter(self, raw: Any, headers: dict[str, str], reason: str, detail: str) -> None:
-        self.producer.dead_letter(
-            service=SERVICE,
-            source_topic=raw.topic(),
-            partition=raw.partition(),
-            offset=raw.offset(),
-            key=raw.key(),
-            value=raw.value() or b"",
-            headers=headers,
-            reason=reason,
-            error=detail,
+        self.producer.dead_letter_record(
+            service=SERVICE, record=raw, headers=headers, reason=reason, error=detail
         ).result(DEAD_LETTER_TIMEOUT_S)
         self.metrics.labels.labels(outcome="dead-letter").inc()
 

@@ -121,16 +121,8 @@ class WarehouseSink:
             message: Message = decode_message(source.spec, raw.value(), headers)
             row = source.to_row(message, topic=topic, partition=partition, offset=offset)
         except UndecodableMessage as error:
-            self.producer.dead_letter(
-                service=SERVICE,
-                source_topic=topic,
-                partition=partition,
-                offset=offset,
-                key=raw.key(),
-                value=raw.value(),
-                headers=headers,
-                reason=error.reason,
-                error=error.detail,
+            self.producer.dead_letter_record(
+                service=SERVICE, record=raw, headers=headers, reason=error.reason, error=error.detail
             ).result(DEAD_LETTER_TIMEOUT_S)
             self.metrics.dead_letters.inc()
             row = None
