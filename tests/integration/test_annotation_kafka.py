@@ -6,7 +6,6 @@ session's broker, redis-server and a SQLite file; annotators work through the HT
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from michi.bus.headers import build_headers
 from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader, end_offsets
 from michi.contracts.v1 import labels_pb2, operations_pb2
+from michi.infra.processes import wait_until
 from services.annotation.adapters.publisher import KafkaLabelPublisher
 from services.annotation.bootstrap import build_app
 from services.annotation.domain.roles import Role
@@ -26,15 +26,6 @@ from services.annotation.domain.roles import Role
 from .annotation_support import make_request, serving, settings_for, wire
 
 PASSWORD = "a long enough password"
-
-
-def _wait_for(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
@@ -82,8 +73,10 @@ def test_label_requests_become_tasks_and_answers_one_label_per_window(
             answer = client.get("/v1/queues", headers={"Authorization": f"Bearer {tokens['ann-1']}"}).json()
             return sum(queue["waiting"] for queue in answer)
 
-        _wait_for(lambda: waiting() == 5, 60, "five tasks from six requests")
-        _wait_for(lambda: _committed_to_end(kafka_bootstrap, f"{topic_prefix}annotation", requests_topic), 30, "commit")
+        assert wait_until(lambda: waiting() == 5, 60, 0.1), "five tasks from six requests"
+        assert wait_until(
+            lambda: _committed_to_end(kafka_bootstrap, f"{topic_prefix}annotation", requests_topic), 30, 0.1
+        ), "commit"
         assert client.get("/readyz").json()["ready"]
 
         for name, token in tokens.items():
@@ -113,7 +106,9 @@ def test_label_requests_become_tasks_and_answers_one_label_per_window(
         for request in requests:
             producer.publish(LABEL_REQUESTS, request.lineage.window_id, request)
         producer.flush()
-        _wait_for(lambda: _committed_to_end(kafka_bootstrap, f"{topic_prefix}annotation", requests_topic), 30, "commit")
+        assert wait_until(
+            lambda: _committed_to_end(kafka_bootstrap, f"{topic_prefix}annotation", requests_topic), 30, 0.1
+        ), "commit"
         assert waiting() == 0
         wiring.service.upkeep()
         with TopicReader(kafka_bootstrap, LABELS, topic_prefix) as reader:

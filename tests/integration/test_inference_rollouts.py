@@ -31,6 +31,7 @@ from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, MODEL_ROLLOUTS, PREDIC
 from michi.bus.producer import EventProducer
 from michi.bus.reader import Record, TopicReader
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
+from michi.infra.processes import wait_until
 from michi.windows.features import FEATURE_NAMES
 from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
 from services.inference.adapters.onnx_model import baseline_weights, build_baseline_model
@@ -76,13 +77,9 @@ def metric(base: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    if not wait_until(condition, timeout):
+        pytest.fail(f"timed out waiting for {what}")
 
 
 def read_all(
@@ -149,7 +146,7 @@ def test_hot_swap_under_a_live_stream_loses_and_duplicates_nothing(
         # Mid-stream: the new plan goes out while uploads keep coming.
         producer.publish_and_wait(MODEL_ROLLOUTS, MODEL_NAME, rollout_plan(2, second))
         publish(rounds[3:6])
-        wait_until(
+        wait_for(
             lambda: metric(base, "michi_inference_model_served", version="2", variant="champion") == 1,
             60,
             "the swap to version 2",
@@ -215,7 +212,7 @@ def test_shadow_outputs_never_reach_the_scored_topics(
         tampered = asyncio.run(store_model(store, "3", build_signals_model()))
         tampered.sha256 = "0" * 64
         producer.publish_and_wait(MODEL_ROLLOUTS, MODEL_NAME, rollout_plan(4, tampered, shadow))
-        wait_until(
+        wait_for(
             lambda: (
                 metric(base, "michi_inference_models_refused_total", reason="sha256-mismatch", variant="champion") == 1
             ),
@@ -274,7 +271,7 @@ def test_redelivery_after_a_swap_and_a_restart_replays_with_the_first_version(
             producer.publish_and_wait(UPLOADS, received.upload.device_id, received)
         original = read_all(kafka_bootstrap, TRIP_SEGMENTS, topic_prefix, lambda r: len(r) >= 3, 60)
         producer.publish_and_wait(MODEL_ROLLOUTS, MODEL_NAME, rollout_plan(2, second))
-        wait_until(
+        wait_for(
             lambda: metric(base, "michi_inference_model_served", version="2", variant="champion") == 1, 30, "the swap"
         )
         producer.publish_and_wait(UPLOADS, brake.upload.device_id, brake)
