@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from michi.blobs import BlobStore
 from michi.bus.catalog import LABEL_REQUESTS, LABELS
+from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
@@ -153,19 +154,6 @@ def label_producer(settings: AnnotationSettings) -> EventProducer:
     )
 
 
-def consumer_config(settings: AnnotationSettings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.resolved_kafka_bootstrap(),
-        "group.id": f"{settings.topic_prefix}{SERVICE}",
-        "client.id": f"{settings.topic_prefix}{SERVICE}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        "fetch.wait.max.ms": 100,
-    }
-
-
 def _background(name: str, target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, name=f"annotation-{name}", daemon=True)
     thread.start()
@@ -231,7 +219,9 @@ def build_app(
         threads.append(_background("upkeep", upkeep_loop))
         if settings.annotation_consume and producer is not None:
             consumer = LabelRequestConsumer(
-                consumer=Consumer(consumer_config(settings)),
+                consumer=Consumer(
+                    group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)
+                ),
                 producer=producer,
                 service=built.service,
                 topic=LABEL_REQUESTS.name(settings.topic_prefix),

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import ALERTS, DEAD_LETTERS, LABELS, MODEL_ROLLOUTS
+from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.registry import ModelRegistry
 from michi.registry.store import PlanPublisher
@@ -36,7 +37,7 @@ from services.trainer.adapters.store import TrainerStore
 from services.trainer.domain.gate import GatePolicy
 from services.trainer.domain.training import TrainingParameters
 from services.trainer.domain.triggers import TriggerPolicy
-from services.trainer.entrypoints.consumer import SERVICE, EventConsumer, consumer_config
+from services.trainer.entrypoints.consumer import SERVICE, EventConsumer
 from services.trainer.entrypoints.http import create_http_app
 from services.trainer.entrypoints.worker import TrainingWorker
 from services.trainer.handlers import TrainerWiring
@@ -141,7 +142,7 @@ def build_service(
         built, metrics, bootstrap=settings.trainer_bootstrap, check_interval_s=settings.trainer_check_interval_s
     )
     consumer = EventConsumer(
-        consumer=Consumer(consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix)),
+        consumer=Consumer(group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)),
         producer=producer,
         store=built.store,
         prefix=settings.topic_prefix,

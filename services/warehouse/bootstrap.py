@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Any
 
 from confluent_kafka import Consumer
 
 from michi.blobs import BlobStore
 from michi.bus.catalog import DETECTIONS, PREDICTIONS
+from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
@@ -25,19 +25,6 @@ from services.warehouse.entrypoints.consumer import SERVICE, Source, WarehouseSi
 from services.warehouse.entrypoints.health import serve_health
 from services.warehouse.metrics import WarehouseMetrics
 from services.warehouse.settings import WarehouseSettings
-
-
-def consumer_config(settings: WarehouseSettings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.resolved_kafka_bootstrap(),
-        "group.id": f"{settings.topic_prefix}{SERVICE}",
-        "client.id": f"{settings.topic_prefix}{SERVICE}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        "fetch.wait.max.ms": 100,
-    }
 
 
 def build_sink(
@@ -50,7 +37,7 @@ def build_sink(
         DETECTIONS.name(prefix): Source(DETECTIONS, DETECTION, detection_row),
     }
     return WarehouseSink(
-        consumer=Consumer(consumer_config(settings)),
+        consumer=Consumer(group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)),
         producer=producer,
         writer=writer or BlobParquetWriter(BlobStore(settings.resolved_blob_url())),
         sources=sources,

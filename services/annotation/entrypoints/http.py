@@ -6,7 +6,6 @@ Run it with `python -m services.annotation` (see `services/annotation/bootstrap.
 `Authorization: Bearer <token>` from `POST /v1/sessions`.
 """
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from michi.contracts import timestamp_to_seconds
+from michi.readiness import ReadinessAnswer, run_checks
 from services.annotation.adapters.windows import ArchiveWindowSource, media_type_of
 from services.annotation.domain.labels import LABEL_SET, event_type_name
 from services.annotation.domain.roles import PERMISSIONS, Permission, Role
@@ -272,11 +272,6 @@ class PasswordAnswer(BaseModel):
 
 class RebuildAnswer(BaseModel):
     tasks: int
-
-
-class ReadinessAnswer(BaseModel):
-    ready: bool
-    checks: dict[str, str]
 
 
 # ---------------------------------------------------------------------------- plumbing
@@ -830,15 +825,7 @@ def create_http_app(endpoints: AnnotationEndpoints, *, lifespan: Any = None) -> 
         summary="Redis, the database (and Kafka, when consuming) answer",
     )
     async def readyz() -> Response:
-        names = list(endpoints.readiness_checks)
-        results = await asyncio.gather(
-            *(asyncio.wait_for(check(), 5.0) for check in endpoints.readiness_checks.values()), return_exceptions=True
-        )
-        checks = {
-            name: "ok" if not isinstance(result, BaseException) else f"error: {type(result).__name__}: {result}"[:300]
-            for name, result in zip(names, results, strict=True)
-        }
-        ready = all(value == "ok" for value in checks.values())
+        ready, checks = await run_checks(endpoints.readiness_checks)
         return _json(200 if ready else 503, {"ready": ready, "checks": checks})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

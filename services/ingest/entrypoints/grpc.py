@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from michi.bus.headers import extract_context
 from michi.bus.producer import Delivery
 from michi.contracts.v1 import ingest_pb2, upload_pb2
+from michi.readiness import run_checks
 from services.ingest.adapters.publisher import UploadPublisher
 from services.ingest.domain.decoding import PROTOBUF, UndecodableUpload, decode_upload
 from services.ingest.domain.signing import (
@@ -566,11 +567,8 @@ class IngestGrpcServer:
         checks = self.service.endpoints.readiness_checks
         previous: int | None = None
         while True:
-            results = await asyncio.gather(
-                *(asyncio.wait_for(check(), HEALTH_CHECK_TIMEOUT_S) for check in checks.values()),
-                return_exceptions=True,
-            )
-            failed = [name for name, result in zip(checks, results, strict=True) if isinstance(result, BaseException)]
+            _ready, outcomes = await run_checks(checks, HEALTH_CHECK_TIMEOUT_S)
+            failed = [name for name, outcome in outcomes.items() if outcome != "ok"]
             status = health_pb2.HealthCheckResponse.NOT_SERVING if failed else health_pb2.HealthCheckResponse.SERVING
             if status != previous:
                 if failed:

@@ -5,7 +5,6 @@ Run it with `python -m services.ingest` (see `services/ingest/bootstrap.py`).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from michi.bus.headers import extract_context
+from michi.readiness import ReadinessAnswer, run_checks
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.adapters.rate_limits import NonceRegistry, RateLimiter
 from services.ingest.domain.decoding import (
@@ -70,11 +70,6 @@ class UploadAnswer(BaseModel):
     upload_id: str
     event_id: str
     outcome: str  # "accepted" or "duplicate"
-
-
-class ReadinessAnswer(BaseModel):
-    ready: bool
-    checks: dict[str, str]
 
 
 @dataclass
@@ -338,15 +333,7 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
         summary="Kafka, Redis and the database answer",
     )
     async def readyz() -> Response:
-        names = list(endpoints.readiness_checks)
-        results = await asyncio.gather(
-            *(asyncio.wait_for(check(), 5.0) for check in endpoints.readiness_checks.values()), return_exceptions=True
-        )
-        checks = {
-            name: "ok" if not isinstance(result, BaseException) else f"error: {type(result).__name__}: {result}"[:300]
-            for name, result in zip(names, results, strict=True)
-        }
-        ready = all(value == "ok" for value in checks.values())
+        ready, checks = await run_checks(endpoints.readiness_checks)
         return _json(200 if ready else 503, {"ready": ready, "checks": checks})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)

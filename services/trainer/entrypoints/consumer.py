@@ -34,19 +34,6 @@ SERVICE = "trainer"
 DEAD_LETTER_TIMEOUT_S = 30.0
 
 
-def consumer_config(bootstrap: str, prefix: str) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "group.id": f"{prefix}{SERVICE}",
-        "client.id": f"{prefix}{SERVICE}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        "fetch.wait.max.ms": 100,
-    }
-
-
 class EventConsumer:
     def __init__(
         self,
