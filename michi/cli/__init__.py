@@ -5,7 +5,7 @@ michi run inference           # one service against configured infrastructure
 michi infra up|down|status    # embedded Kafka and redis-server only
 michi simulate --devices 5 --duration 120 --target http://127.0.0.1:8080
 michi topics | michi status | michi devices add|list|revoke|rotate | michi trace ID
-michi warehouse query "SQL" | michi warehouse tables
+michi warehouse query "SQL" | michi warehouse tables | michi warehouse shadow-report
 michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-password | rebuild
 """
 
@@ -258,6 +258,27 @@ def warehouse_tables() -> None:
 
     for table, count in table_counts(_settings().resolved_blob_url()).items():
         typer.echo(f"{table}\t{count}")
+
+
+@warehouse_app.command("shadow-report")
+def warehouse_shadow_report(
+    model: str = typer.Option("michi-risk", help="registry model name"),
+) -> None:
+    """Compare the shadow model with the champion on the windows both scored (agreement, disagreements)."""
+    from michi.warehouse.reports import shadow_comparison
+
+    reports = shadow_comparison(model, _settings().resolved_blob_url())
+    if not reports:
+        typer.echo(f"no window of {model} was scored by both a champion and a shadow")
+        return
+    for report in reports:
+        typer.echo(
+            f"champion {report.champion_version} vs shadow {report.shadow_version}: {report.windows} windows, "
+            f"agreement {report.agreement:.3f}, harsh only in shadow {report.shadow_only_risky}, "
+            f"harsh only in champion {report.champion_only_risky}"
+        )
+        for (champion_class, shadow_class), windows in sorted(report.disagreements.items(), key=lambda item: -item[1]):
+            typer.echo(f"  {champion_class:>20} -> {shadow_class:<20} {windows}")
 
 
 def main() -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import TopicPartition
+from typer.testing import CliRunner
 
 from michi.blobs import BlobStore
 from michi.bus.catalog import DETECTIONS, PREDICTIONS
 from michi.bus.headers import build_headers
+from michi.cli import app
 from michi.contracts import timestamp_from_datetime
 from michi.contracts.v1 import common_pb2, inference_pb2
 from michi.warehouse import (
@@ -26,6 +28,7 @@ from michi.warehouse import (
     rows_to_table,
     table_counts,
 )
+from michi.warehouse.reports import shadow_comparison
 from services.warehouse.adapters.parquet import BlobParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer
 from services.warehouse.entrypoints.consumer import Source, WarehouseSink
@@ -237,10 +240,10 @@ class FakeProducer:
     def __init__(self, journal: list[Any]) -> None:
         self.journal = journal
 
-    def dead_letter(self, **fields: Any) -> Any:
+    def dead_letter_record(self, **fields: Any) -> Any:
         import concurrent.futures
 
-        self.journal.append(("dead letter", fields["offset"], fields["reason"]))
+        self.journal.append(("dead letter", fields["record"].offset(), fields["reason"]))
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         future.set_result(None)
         return future
@@ -341,3 +344,47 @@ def test_health_pages_answer_on_loopback() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_shadow_report_compares_the_variants_on_the_same_windows(tmp_path: Path) -> None:
+    blob_url = f"file://{tmp_path / 'blobs'}"
+    writer = BlobParquetWriter(BlobStore(blob_url))
+    # (window, champion class, shadow class); window-4 has no shadow score and does not count.
+    cases = [
+        ("window-1", common_pb2.EVENT_TYPE_NORMAL, common_pb2.EVENT_TYPE_NORMAL),
+        ("window-2", common_pb2.EVENT_TYPE_HARSH_BRAKING, common_pb2.EVENT_TYPE_HARSH_BRAKING),
+        ("window-3", common_pb2.EVENT_TYPE_NORMAL, common_pb2.EVENT_TYPE_HARSH_BRAKING),
+        ("window-4", common_pb2.EVENT_TYPE_NORMAL, None),
+    ]
+    rows = []
+    messages = []
+    for window_id, champion, shadow in cases:
+        for variant, predicted, version in (
+            (inference_pb2.VARIANT_CHAMPION, champion, "1"),
+            (inference_pb2.VARIANT_SHADOW, shadow, "2"),
+        ):
+            if predicted is None:
+                continue
+            message = make_prediction(f"prediction-{window_id}-{variant}")
+            message.lineage.window_id = window_id
+            message.lineage.model_name = "michi-risk"
+            message.lineage.model_version = version
+            message.variant = variant
+            message.predicted = predicted
+            messages.append(message)
+            rows.append(prediction_row(message, offset=len(rows)))
+    rows.append(prediction_row(messages[5], offset=len(rows)))  # window-3's shadow score, redelivered
+    writer.write(part_key(PREDICTION, MOMENT, 0, 0), rows)
+
+    (report,) = shadow_comparison("michi-risk", blob_url)
+    assert (report.champion_version, report.shadow_version, report.windows) == ("1", "2", 3)
+    assert report.agreement == 2 / 3
+    assert (report.shadow_only_risky, report.champion_only_risky) == (1, 0)
+    assert report.disagreements == {("normal", "harsh_braking"): 1}
+    assert shadow_comparison("another-model", blob_url) == []
+
+    environment = {"MICHI_BLOB_URL": blob_url, "MICHI_HOME": str(tmp_path / ".michi")}
+    printed = CliRunner().invoke(app, ["warehouse", "shadow-report"], env=environment)
+    assert printed.exit_code == 0, printed.output
+    assert "champion 1 vs shadow 2: 3 windows, agreement 0.667" in printed.output
+    assert "normal -> harsh_braking" in printed.output
