@@ -1,7 +1,8 @@
 """The one faust app factory every stream service uses, and decoding of what it reads.
 
 `create_app()` configures faust for Michi (loopback web server or none, short
-group timeouts, acks=all, in-memory tables recovered from their changelogs).
+group timeouts, acks=all, in-memory tables recovered from their changelogs, a watchdog
+that restarts a worker which stopped fetching).
 `decoded_batches()` turns a faust stream of raw catalog messages into batches of
 decoded protobufs; what cannot be decoded goes to the dead-letter topic with
 the reason and the original bytes, and the stream goes on.
@@ -26,6 +27,7 @@ from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.headers import extract_context, read_headers
 from michi.bus.producer import EventProducer
+from michi.bus.stalls import STALL_TIMEOUT_S, install_stall_watchdog, remember_read_topic
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.bus")
@@ -42,9 +44,15 @@ def create_app(
     data_dir: Path = Path(".michi") / "faust",
     web_port: int | None = None,
     partitions: int = 6,
+    stall_timeout_s: float | None = STALL_TIMEOUT_S,
     **overrides: Any,
 ) -> faust.App:
-    """A faust app for one Michi service. `web_port=None` runs it without a web server."""
+    """A faust app for one Michi service. `web_port=None` runs it without a web server.
+
+    Unless `stall_timeout_s` is None, a watchdog restarts the worker (exit 75) when the topics its
+    agents read have records waiting and its committed offsets have not moved for that long
+    (`michi/bus/stalls.py`).
+    """
     identifier = app_id or f"michi-{service}"
     (data_dir / identifier).mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = {
@@ -69,11 +77,15 @@ def create_app(
         "logging_config": None,
     }
     settings.update(overrides)
-    return faust.App(identifier, **settings)
+    app = faust.App(identifier, **settings)
+    if stall_timeout_s is not None:
+        install_stall_watchdog(app, bootstrap=bootstrap, service=service, timeout_s=stall_timeout_s)
+    return app
 
 
 def catalog_topic(app: faust.App, spec: TopicSpec, prefix: str = "michi.", *, name: str | None = None) -> faust.TopicT:
-    """The faust topic of a catalog entry, read as raw bytes (decoded by `decoded_batches`)."""
+    """The faust topic of a catalog entry an agent reads, as raw bytes (decoded by `decoded_batches`)."""
+    remember_read_topic(app, name or spec.name(prefix))
     return app.topic(
         name or spec.name(prefix),
         key_type=bytes,

@@ -101,3 +101,18 @@ def test_external_urls_win_over_embedded_endpoints(monkeypatch: pytest.MonkeyPat
     settings = MichiSettings()
     assert settings.resolved_kafka_bootstrap() == "kafka.internal:9092"
     assert settings.resolved_database_url().startswith("sqlite:///")
+
+
+def test_stall_detector_trips_only_on_lag_without_progress() -> None:
+    from michi.bus.stalls import StallDetector
+
+    detector = StallDetector(timeout_s=45.0)
+    waiting = {("detections", 0): (10, 20), ("detections", 1): (5, 5)}
+    assert detector.stalled(waiting, 0.0) == []
+    assert detector.stalled(waiting, 44.0) == []
+    assert detector.stalled(waiting, 45.0) == [("detections", 0)]  # 10 records waiting, no commit for 45 s
+    assert detector.stalled({("detections", 0): (11, 20)}, 46.0) == []  # it moved: the clock restarts
+    assert detector.stalled({("detections", 0): (11, 20)}, 90.0) == []
+    assert detector.stalled({("detections", 0): (11, 20)}, 91.0) == [("detections", 0)]
+    assert detector.stalled({("detections", 0): (20, 20)}, 500.0) == []  # caught up: idle is fine
+    assert detector.stalled({("detections", 0): (20, 20)}, 900.0) == []
