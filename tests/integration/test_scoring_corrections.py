@@ -9,24 +9,33 @@ that arrives after its trip closed re-scores it; bad labels go to dead letters.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from michi.bus.catalog import DEAD_LETTERS, DETECTIONS, DRIVER_SCORES, LABELS, SCORED_EVENTS, TRIP_SCORES, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
-from michi.bus.reader import Record, TopicReader, end_offsets
+from michi.bus.reader import Record, TopicReader
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, scoring_pb2
 from michi.infra.processes import free_port
 from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.domain.trip import CHANGE_OVERTURNED, change_event_id, scored_event_id
 
-from .test_scoring_service import START, ScoringProcess, TripPlan, by_id, payload, plan_trip, publish_plan, read_records
+from .test_scoring_service import (
+    START,
+    ScoringProcess,
+    TripPlan,
+    by_id,
+    payload,
+    plan_trip,
+    publish_plan,
+    read_records,
+    scoring_environment,
+)
+from .test_scoring_service import wait_until_consumed as wait_until_consumed_inputs
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +43,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def scoring(kafka_bootstrap: str, topic_prefix: str, michi_home: Path, tmp_path: Path) -> Iterator[ScoringProcess]:
     port = free_port()
-    environment = {
-        **os.environ,
-        "MICHI_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "MICHI_TOPIC_PREFIX": topic_prefix,
-        "MICHI_HOME": str(michi_home),
-        "MICHI_SCORING_PORT": str(port),
-        "MICHI_SCORING_TRIP_END_GRACE_S": "2",
-        "MICHI_SCORING_TIMER_INTERVAL_S": "0.5",
-    }
+    environment = scoring_environment(kafka_bootstrap, topic_prefix, michi_home, port, trip_end_grace_s=2.0)
     service = ScoringProcess(environment, tmp_path / "scoring", port)
     try:
         yield service
@@ -84,23 +85,8 @@ def publish_labels(producer: EventProducer, *labels: labels_pb2.Label) -> None:
 
 def wait_until_consumed(bootstrap: str, prefix: str, timeout: float = 60.0) -> None:
     """Bounded wait until scoring committed the end of every topic it reads (it acks after its effects)."""
-    topics = [spec.name(prefix) for spec in (LABELS, LABELS_BY_TRIP, TRIP_SEGMENTS, TRIP_SCORES, TRIP_SCORES_BY_DRIVER)]
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}scoring", "enable.auto.commit": False})
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            ends = {
-                (topic, partition): end for topic in topics for partition, end in end_offsets(bootstrap, topic).items()
-            }
-            committed = consumer.committed([TopicPartition(topic, partition) for topic, partition in ends], timeout=10)
-            positions = {(tp.topic, tp.partition): tp.offset for tp in committed}
-            if all(end == 0 or positions.get(key, -1) >= end for key, end in ends.items()):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"scoring did not consume its inputs: committed {positions}, ends {ends}")
-            time.sleep(0.2)
-    finally:
-        consumer.close()
+    inputs = (LABELS, LABELS_BY_TRIP, TRIP_SEGMENTS, TRIP_SCORES, TRIP_SCORES_BY_DRIVER)
+    wait_until_consumed_inputs(bootstrap, prefix, timeout, inputs)
 
 
 def wait_until_consumed_restarting(scoring: ScoringProcess, bootstrap: str, prefix: str, timeout: float = 90.0) -> None:

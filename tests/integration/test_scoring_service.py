@@ -23,7 +23,15 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from michi.bus.catalog import DEAD_LETTERS, DETECTIONS, DRIVER_SCORES, SCORED_EVENTS, TRIP_SCORES, TRIP_SEGMENTS
+from michi.bus.catalog import (
+    DEAD_LETTERS,
+    DETECTIONS,
+    DRIVER_SCORES,
+    SCORED_EVENTS,
+    TRIP_SCORES,
+    TRIP_SEGMENTS,
+    TopicSpec,
+)
 from michi.bus.producer import EventProducer
 from michi.bus.reader import Record, TopicReader, end_offsets
 from michi.bus.streams import EXIT_REDELIVER
@@ -99,18 +107,25 @@ class ScoringProcess:
         return self.log_path.with_suffix(f".{self.starts}.log").read_text()[-4000:]
 
 
-@pytest.fixture
-def scoring(kafka_bootstrap: str, topic_prefix: str, michi_home: Path, tmp_path: Path) -> Iterator[ScoringProcess]:
-    port = free_port()
-    environment = {
+def scoring_environment(
+    kafka_bootstrap: str, topic_prefix: str, michi_home: Path, port: int, *, trip_end_grace_s: float
+) -> dict[str, str]:
+    """The environment of a `python -m services.scoring` under test (short trip-end grace and timer)."""
+    return {
         **os.environ,
         "MICHI_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "MICHI_TOPIC_PREFIX": topic_prefix,
         "MICHI_HOME": str(michi_home),
         "MICHI_SCORING_PORT": str(port),
-        "MICHI_SCORING_TRIP_END_GRACE_S": "3",
+        "MICHI_SCORING_TRIP_END_GRACE_S": f"{trip_end_grace_s:g}",
         "MICHI_SCORING_TIMER_INTERVAL_S": "0.5",
     }
+
+
+@pytest.fixture
+def scoring(kafka_bootstrap: str, topic_prefix: str, michi_home: Path, tmp_path: Path) -> Iterator[ScoringProcess]:
+    port = free_port()
+    environment = scoring_environment(kafka_bootstrap, topic_prefix, michi_home, port, trip_end_grace_s=3.0)
     service = ScoringProcess(environment, tmp_path / "scoring", port)
     try:
         yield service
@@ -203,9 +218,11 @@ def read_records(
     assert done(collected) or not required, f"timed out with {len(collected)} records on {reader.topic}"
 
 
-def wait_until_consumed(bootstrap: str, prefix: str, timeout: float = 60.0) -> None:
-    """Bounded wait until scoring committed offsets up to the end of its input topics (it acks after its effects)."""
-    topics = [DETECTIONS.name(prefix), TRIP_SEGMENTS.name(prefix)]
+def wait_until_consumed(
+    bootstrap: str, prefix: str, timeout: float = 60.0, inputs: tuple[TopicSpec, ...] = (DETECTIONS, TRIP_SEGMENTS)
+) -> None:
+    """Bounded wait until scoring committed offsets up to the end of `inputs` (it acks after its effects)."""
+    topics = [spec.name(prefix) for spec in inputs]
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}scoring", "enable.auto.commit": False})
     try:
         deadline = time.monotonic() + timeout

@@ -17,7 +17,6 @@ from services.scoring.domain.trip import (
     CHANGE_OVERTURNED,
     REASON_CLOSED_INCOMPLETE,
     REASON_COMPLETE,
-    DetectionFacts,
     LabelFacts,
     LabelOutcome,
     SegmentFacts,
@@ -43,23 +42,10 @@ from services.scoring.domain.trip import (
     trip_fingerprint,
 )
 
+from .test_scoring_trip import detection
+
 NORMAL = common_pb2.EVENT_TYPE_NORMAL
 CONFOUNDER = common_pb2.EVENT_TYPE_CONFOUNDER
-
-
-def detection(
-    event_id: str, event_type: int = formula.HARSH_BRAKING, peak: float = 3.5, **overrides: object
-) -> DetectionFacts:
-    values: dict[str, object] = {
-        "event_id": event_id,
-        "event_type": event_type,
-        "peak_value": peak,
-        "speed_mps": 12.0,
-        "speed_limit_mps": 0.0,
-        "occurred_at": 1000.0,
-    }
-    values.update(overrides)
-    return DetectionFacts(**values)  # type: ignore[arg-type]
 
 
 def segment(sequence: int, detections: tuple[str, ...] = (), *, trip_end: bool = False) -> SegmentFacts:
