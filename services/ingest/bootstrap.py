@@ -34,6 +34,7 @@ from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.engine import make_url
 
+from michi.batching import PipelinedScripts
 from michi.blobs import BlobStore
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
@@ -96,10 +97,11 @@ def upload_limits(settings: IngestSettings) -> UploadLimits:
     )
 
 
-def rate_limiter(settings: IngestSettings, redis: Redis) -> RateLimiter:
+def rate_limiter(settings: IngestSettings, redis: Redis, scripts: PipelinedScripts | None = None) -> RateLimiter:
     """Per-device and global upload rate limits (shared by the HTTP and gRPC doors)."""
     return RateLimiter(
         redis,
+        scripts=scripts,
         key_prefix=settings.topic_prefix,
         device_rate_per_s=settings.ingest_device_rate_per_s,
         device_burst=settings.ingest_device_burst,
@@ -139,9 +141,12 @@ def build_app(
     registry = registry or device_registry(settings)
     uploads_topic = UPLOADS.name(settings.topic_prefix)
     blobs = BlobStore(settings.resolved_blob_url())
+    # Every Redis script of the hot path (rate limits, claims, settlements): concurrent calls share pipelines.
+    scripts = PipelinedScripts(redis)
 
     claims = UploadClaims(
         redis,
+        scripts=scripts,
         key_prefix=settings.topic_prefix,
         accepted_ttl_s=settings.ingest_idempotency_ttl_s,
         pending_ttl_s=max(30, int(settings.ingest_publish_timeout_s * 3)),
@@ -175,7 +180,7 @@ def build_app(
         metrics=IngestMetrics(),
         max_body_bytes=settings.ingest_max_body_bytes,
         readiness_checks={"kafka": kafka_ready, "redis": claims.ping, "database": database_ready},
-        rate_limiter=rate_limiter(settings, redis),
+        rate_limiter=rate_limiter(settings, redis, scripts),
         nonces=nonce_registry(settings, redis),
         require_signatures=settings.ingest_require_signatures,
         signature_window_s=settings.ingest_signature_window_s,

@@ -11,6 +11,7 @@ import pytest
 
 from michi.blobs import (
     BlobExists,
+    BlobInfo,
     BlobNotFound,
     BlobStore,
     BlobStoreUnavailable,
@@ -161,3 +162,21 @@ def test_media_key_layout_and_segment_checks() -> None:
     for device_id, upload_id, name in (("..", "u", "n"), ("d", "a/b", "n"), ("d", "u", "."), ("d", "u", "")):
         with pytest.raises(InvalidKeySegment):
             media_key(device_id, upload_id, name)
+
+
+@pytest.mark.asyncio
+async def test_put_many_writes_each_blob_on_its_own(store: BlobStore, root: Path, tmp_path: Path) -> None:
+    await store.put_bytes("taken", b"first")
+    outcomes = await store.put_many(
+        [("archive/a/1.pb", b"one"), ("taken", b"second"), ("archive/b/2.pb", b"two")], overwrite=False
+    )
+    first, refused, third = outcomes
+    assert isinstance(first, BlobInfo) and first.sha256 == hashlib.sha256(b"one").hexdigest()
+    assert isinstance(refused, BlobExists)
+    assert isinstance(third, BlobInfo) and third.size == 3
+    assert await store.read_bytes("archive/b/2.pb") == b"two"
+    assert (root / "taken").read_bytes() == b"first"
+    assert visible_files(root) == ["archive/a/1.pb", "archive/b/2.pb", "taken"]
+    (tmp_path / "a-file").write_text("not a folder")
+    broken = BlobStore(f"file://{tmp_path / 'a-file' / 'blobs'}")
+    assert all(isinstance(outcome, BlobStoreUnavailable) for outcome in await broken.put_many([("k", b"x")]))

@@ -2,8 +2,9 @@
 
 A claim is one string key per upload_id, `<content sha256> <state>`, where state is
 `pending` while the first copy is being published and `accepted:<event_id>` once
-Kafka acknowledged it. Claiming is one round trip (a Lua script that also reads the
-trip's last sequence); settling is one more (state + trip sequence + the media owner).
+Kafka acknowledged it. Claiming is one script (that also reads the trip's last sequence);
+settling is one more (state + trip sequence + the media owner). Calls from concurrent uploads
+go to Redis together, one pipeline per batch (`michi.batching.PipelinedScripts`).
 `media-owner:{upload_id}` names the one device that may PUT the upload's media: the
 accepted upload's device, or before that the first device that sent media for it.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+
+from michi.batching import PipelinedScripts
 
 PENDING = "pending"
 ACCEPTED_PREFIX = "accepted:"
@@ -97,16 +100,19 @@ class UploadClaims:
         key_prefix: str,
         accepted_ttl_s: int,
         pending_ttl_s: int,
+        scripts: PipelinedScripts | None = None,
     ) -> None:
         self.redis = redis
         self._key_prefix = key_prefix
         self._accepted_ttl_s = accepted_ttl_s
         # A pending claim outlives a publish attempt but not a crashed process for long.
         self._pending_ttl_s = pending_ttl_s
-        self._claim = redis.register_script(_CLAIM)
-        self._settle = redis.register_script(_SETTLE)
-        self._release = redis.register_script(_RELEASE)
-        self._bind_media_owner = redis.register_script(_BIND_MEDIA_OWNER)
+        # Concurrent uploads' claims and settlements share pipelines (one round trip per batch).
+        scripts = scripts or PipelinedScripts(redis)
+        self._claim = scripts.register(_CLAIM)
+        self._settle = scripts.register(_SETTLE)
+        self._release = scripts.register(_RELEASE)
+        self._bind_media_owner = scripts.register(_BIND_MEDIA_OWNER)
 
     def _claim_key(self, upload_id: str) -> str:
         return f"{self._key_prefix}ingest:upload:{upload_id}"

@@ -1,6 +1,6 @@
 """Redis guards at the door, shared by every ingest replica: request rate limits and signed-request nonces.
 
-`RateLimiter.check(device_id)` is one EVALSHA per request: a Lua token bucket per device and one
+`RateLimiter.check(device_id)` is one EVALSHA per request (pipelined with the concurrent ones): a Lua token bucket per device and one
 for the whole fleet, refilled from Redis' own clock (so replicas with skewed clocks agree), taken
 from only when both have a token. It returns None (go ahead) or the seconds to wait.
 `NonceRegistry.remember(device_id, nonce)` is one `SET NX EX`: False means the nonce was seen.
@@ -9,6 +9,8 @@ from only when both have a token. It returns None (go ahead) or the seconds to w
 from __future__ import annotations
 
 from redis.asyncio import Redis
+
+from michi.batching import PipelinedScripts
 
 # KEYS: device bucket, global bucket. ARGV: device rate/s, device burst, global rate/s, global burst.
 # Returns 0 when a token was taken from both buckets, else the milliseconds until both have one.
@@ -60,6 +62,7 @@ class RateLimiter:
         device_burst: int,
         global_rate_per_s: float,
         global_burst: int | None = None,
+        scripts: PipelinedScripts | None = None,
     ) -> None:
         if device_rate_per_s <= 0 or global_rate_per_s <= 0 or device_burst < 1:
             raise ValueError("rates must be positive and the burst at least 1")
@@ -68,7 +71,7 @@ class RateLimiter:
         # A second of the fleet's rate absorbs the jitter of many devices uploading on the same tick.
         global_burst = global_burst or max(1, int(global_rate_per_s))
         self._args = [device_rate_per_s, device_burst, global_rate_per_s, global_burst]
-        self._take = redis.register_script(_TAKE)
+        self._take = (scripts or PipelinedScripts(redis)).register(_TAKE)
 
     def _device_key(self, device_id: str) -> str:
         return f"{self._key_prefix}ingest:rate:device:{device_id}"

@@ -1,0 +1,71 @@
+"""`GroupCommit`: one flush per batch of concurrent submissions, one flush in flight at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# What a flush returns for each item, in order: its result, or the exception that item alone raises.
+Flush = Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]]
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Batches `submit()` calls made on one event loop into calls of `flush(items)`.
+
+    The first submission schedules a flusher task; everything submitted before it runs (the same
+    loop turn) and while its flush is in flight joins the next batch, up to `max_batch` items.
+    A submitter that is cancelled no longer waits, but its item may already be in a batch: the flush
+    is not undone (as a request already written to a socket is not).
+    """
+
+    def __init__(self, flush: Flush[Item, Result], *, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._flush = flush
+        self.max_batch = max_batch
+        self._pending: deque[tuple[Item, asyncio.Future[Result]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        # Figures for benchmarks and metrics: how many flushes, how many items.
+        self.flushes = 0
+        self.items = 0
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+            items = [item for item, _ in batch]
+            self.flushes += 1
+            self.items += len(items)
+            try:
+                results: Sequence[Result | BaseException] = await self._flush(items)
+                if len(results) != len(items):
+                    raise RuntimeError(f"flush returned {len(results)} results for {len(items)} items")
+            except asyncio.CancelledError:
+                # The loop is shutting down: nobody will flush these, so nobody should wait for them.
+                for _, future in (*batch, *self._pending):
+                    future.cancel()
+                self._pending.clear()
+                raise
+            except Exception as error:  # the whole batch failed: every caller gets the error
+                results = [error] * len(items)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # its submitter was cancelled
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
