@@ -1,4 +1,4 @@
-"""`GroupCommit`: one flush per batch of concurrent submissions, one flush in flight at a time."""
+"""`GroupCommit`: one flush per batch of concurrent submissions, a bounded number of flushes in flight."""
 
 from __future__ import annotations
 
@@ -21,18 +21,22 @@ class GroupCommit(Generic[Item, Result]):
     """Batches `submit()` calls made on one event loop into calls of `flush(items)`.
 
     The first submission schedules a flusher task; everything submitted before it runs (the same
-    loop turn) and while its flush is in flight joins the next batch, up to `max_batch` items.
+    loop turn) joins its batch, up to `max_batch` items. Up to `concurrency` flushes run at once
+    (1: strictly one after the other, the largest batches); a submission that finds them all busy
+    joins a later batch. More than one suits flushes that wait on a device rather than a server,
+    such as file writes in worker threads.
     A submitter that is cancelled no longer waits, but its item may already be in a batch: the flush
     is not undone (as a request already written to a socket is not).
     """
 
-    def __init__(self, flush: Flush[Item, Result], *, max_batch: int = 256) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+    def __init__(self, flush: Flush[Item, Result], *, max_batch: int = 256, concurrency: int = 1) -> None:
+        if max_batch < 1 or concurrency < 1:
+            raise ValueError("max_batch and concurrency must be at least 1")
         self._flush = flush
         self.max_batch = max_batch
+        self.concurrency = concurrency
         self._pending: deque[tuple[Item, asyncio.Future[Result]]] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
         # Figures for benchmarks and metrics: how many flushes, how many items.
         self.flushes = 0
         self.items = 0
@@ -40,11 +44,19 @@ class GroupCommit(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._drain())
+        if len(self._flushers) < self.concurrency:
+            self._flushers.add(asyncio.ensure_future(self._drain()))
         return await future
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_pending()
+        finally:
+            # Out of the set now, not in a done callback a loop turn later: a submission made
+            # meanwhile would find every flusher "busy" and wait for ever.
+            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _drain_pending(self) -> None:
         while self._pending:
             batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
             items = [item for item, _ in batch]

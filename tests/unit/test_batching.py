@@ -87,6 +87,38 @@ async def test_a_flush_answering_the_wrong_number_of_results_fails_the_batch() -
     assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
 
 
-def test_max_batch_must_be_positive() -> None:
+def test_max_batch_and_concurrency_must_be_positive() -> None:
     with pytest.raises(ValueError):
         GroupCommit(Recorder().flush, max_batch=0)
+    with pytest.raises(ValueError):
+        GroupCommit(Recorder().flush, concurrency=0)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_flushes_are_bounded() -> None:
+    running = 0
+    most = 0
+
+    async def flush(items: list[int]) -> list[int | BaseException]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.005)
+        running -= 1
+        return [item * 2 for item in items]
+
+    group: GroupCommit[int, int] = GroupCommit(flush, max_batch=2, concurrency=3)
+    assert await asyncio.gather(*(group.submit(index) for index in range(20))) == [index * 2 for index in range(20)]
+    assert most == 3
+    assert group.items == 20 and group.flushes >= 10
+
+
+@pytest.mark.asyncio
+async def test_one_call_after_another_each_gets_flushed() -> None:
+    # The caller resumes before the flusher task is reported done; its next call must still go out.
+    for concurrency in (1, 2):
+        recorder = Recorder()
+        group: GroupCommit[str, str] = GroupCommit(recorder.flush, concurrency=concurrency)
+        for index in range(5):
+            assert await asyncio.wait_for(group.submit(str(index)), timeout=2) == str(index)
+        assert recorder.batches == [[str(index)] for index in range(5)]

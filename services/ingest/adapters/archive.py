@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 
 # Uploads written per worker-thread hop at most (~13 KiB each for 10 s at 50 Hz).
 MAX_BATCH = 64
+# Batches written at once. More let the kernel create files on the other core meanwhile, but measured
+# here they cost more CPU per upload for no more uploads/s (docs/benchmarks.md).
+CONCURRENT_BATCHES = 1
 
 
 class ArchiveUnavailable(RuntimeError):
@@ -34,7 +37,9 @@ class UploadArchiver(Protocol):
 class BlobUploadArchive:
     def __init__(self, blobs: BlobStore, *, max_batch: int = MAX_BATCH) -> None:
         self.blobs = blobs
-        self._writes: GroupCommit[tuple[str, bytes], BlobInfo] = GroupCommit(self._write_batch, max_batch=max_batch)
+        self._writes: GroupCommit[tuple[str, bytes], BlobInfo] = GroupCommit(
+            self._write_batch, max_batch=max_batch, concurrency=CONCURRENT_BATCHES
+        )
 
     async def _write_batch(self, items: list[tuple[str, bytes]]) -> list[BlobInfo | BlobError]:
         return await self.blobs.put_many(items)

@@ -144,11 +144,15 @@ def check_imu(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation
                     f"offset {offsets[index]} ms does not follow {offsets[index - 1]} ms",
                 )
             )
-    for name in IMU_ARRAYS:
-        limit = limits.max_abs_accel_mps2 if name.startswith("accel") else limits.max_abs_gyro_radps
-        violation = _check_bounded_floats(f"imu.{name}[{{index}}]", getattr(imu, name), -limit, limit)
-        if violation is not None:
-            violations.append(violation)
+    for names, limit in ((IMU_ARRAYS[:3], limits.max_abs_accel_mps2), (IMU_ARRAYS[3:], limits.max_abs_gyro_radps)):
+        arrays = [np.asarray(getattr(imu, name), dtype=np.float64) for name in names]
+        # One reduction over the three axes when all is well; NaN fails the comparison, so it is looked into.
+        if count and np.abs(np.concatenate(arrays)).max() <= limit:
+            continue
+        for name, array in zip(names, arrays, strict=True):
+            violation = _check_bounded_floats(f"imu.{name}[{{index}}]", array, -limit, limit)
+            if violation is not None:
+                violations.append(violation)
     return violations
 
 
@@ -169,6 +173,8 @@ def check_gps(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation
             )
             break
         previous_offset = fix.offset_ms
+    if not fixes:
+        return violations
     bounds = (
         ("latitude", -90.0, 90.0),
         ("longitude", -180.0, 180.0),
@@ -176,15 +182,24 @@ def check_gps(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation
         ("heading_deg", -360.0, 360.0),
         ("hdop", 0.0, 1000.0),
     )
-    for name, low, high in bounds:
-        values = [getattr(fix, name) for fix in fixes]
-        violation = _check_bounded_floats(f"gps[{{index}}].{name}", values, low, high)
+    # One row per fix, one column per bounded field: two comparisons when all is well (NaN fails both).
+    table = np.array(
+        [(fix.latitude, fix.longitude, fix.speed_mps, fix.heading_deg, fix.hdop) for fix in fixes], dtype=np.float64
+    )
+    lows = np.array([low for _, low, _ in bounds])
+    highs = np.array([high for _, _, high in bounds])
+    if (table >= lows).all() and (table <= highs).all():
+        return violations
+    for column, (name, low, high) in enumerate(bounds):
+        violation = _check_bounded_floats(f"gps[{{index}}].{name}", table[:, column], low, high)
         if violation is not None:
             violations.append(violation)
     return violations
 
 
-def _check_bounded_floats(path_template: str, values: Sequence[float], low: float, high: float) -> Violation | None:
+def _check_bounded_floats(
+    path_template: str, values: Sequence[float] | np.ndarray, low: float, high: float
+) -> Violation | None:
     """The first non-finite or out-of-range value; two vectorised reductions when all is well."""
     array = np.asarray(values, dtype=np.float64)
     if array.size == 0:
