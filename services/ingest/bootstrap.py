@@ -7,8 +7,9 @@ the same handler; `run()` serves both in one event loop until SIGINT/SIGTERM:
     python -m services.ingest          # or: michi run ingest
 
 With `MICHI_INGEST_WORKERS=N` (N > 1) `run()` supervises N worker processes instead, all on the same
-ports: they accept on one inherited HTTP listening socket and each binds the gRPC port with
-SO_REUSEPORT (the kernel spreads connections). SIGINT/SIGTERM is passed on to every worker; when one
+ports: each worker listens on the HTTP and the gRPC port with SO_REUSEPORT, so the kernel spreads new
+connections over the workers (one shared listening socket let the first worker to wake accept nearly
+every connection of a burst). SIGINT/SIGTERM is passed on to every worker; when one
 worker exits, the others are stopped too.
 """
 
@@ -54,8 +55,8 @@ from services.ingest.handlers import UploadHandler
 from services.ingest.settings import IngestSettings
 
 SERVICE = "ingest"
-# Set by the supervisor for its workers: the file descriptor of the shared HTTP listening socket.
-WORKER_SOCKET_VARIABLE = "MICHI_INGEST_WORKER_HTTP_FD"
+# Set by the supervisor for its workers ("1"): listen with SO_REUSEPORT on the ports it reserved.
+WORKER_VARIABLE = "MICHI_INGEST_WORKER"
 # Redis connections per ingest process, and how long a request waits for one before Redis counts as down.
 REDIS_CONNECTIONS = 64
 REDIS_POOL_WAIT_S = 5.0
@@ -243,7 +244,7 @@ class _HttpServer(uvicorn.Server):
 async def serve(settings: IngestSettings, *, http_socket: socket.socket | None = None) -> None:
     """HTTP (uvicorn) and gRPC (grpc.aio) in this event loop until SIGINT/SIGTERM.
 
-    `http_socket`: a listening socket shared with other workers (then gRPC binds with SO_REUSEPORT).
+    `http_socket`: this worker's SO_REUSEPORT listening socket (then gRPC binds with SO_REUSEPORT too).
     """
     app = build_app(settings)
     http = _HttpServer(
@@ -280,24 +281,27 @@ def run() -> None:
     """Serve ingest (HTTP and gRPC) until SIGINT/SIGTERM, settings from the `MICHI_*` environment."""
     settings = load_settings(IngestSettings)
     configure_logging(SERVICE, settings.log_level)
-    inherited = os.environ.get(WORKER_SOCKET_VARIABLE)
-    if settings.ingest_workers > 1 and inherited is None:
+    worker = os.environ.get(WORKER_VARIABLE) == "1"
+    if settings.ingest_workers > 1 and not worker:
         sys.exit(supervise(settings))
     configure_tracing(SERVICE, settings.home)
-    http_socket = socket.socket(fileno=int(inherited)) if inherited else None
+    http_socket = _listening_socket(settings.ingest_host, settings.ingest_http_port) if worker else None
     # uvloop: the event loop in C (libuv); grpc.aio and uvicorn both run on it.
     uvloop.run(serve(settings, http_socket=http_socket))
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
+    """A worker's own listening socket on the port the supervisor reserved (SO_REUSEPORT)."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    listener = socket.create_server((host, port), family=family, backlog=2048)
-    listener.set_inheritable(True)
-    return listener
+    return socket.create_server((host, port), family=family, backlog=2048, reuse_port=True)
 
 
 def _reserved_reuse_port(host: str, port: int) -> tuple[socket.socket, int]:
-    """A bound (not listening) SO_REUSEPORT socket holding the gRPC port while workers bind it too."""
+    """A bound (not listening) SO_REUSEPORT socket holding a port while the workers listen on it.
+
+    Not listening, it gets no connections; it fixes the port (an ephemeral one for port 0) and keeps
+    it for the workers until the supervisor ends.
+    """
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     holder = socket.socket(family, socket.SOCK_STREAM)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -307,12 +311,12 @@ def _reserved_reuse_port(host: str, port: int) -> tuple[socket.socket, int]:
 
 def supervise(settings: IngestSettings) -> int:
     """Run `ingest_workers` worker processes on shared ports until SIGINT/SIGTERM or one of them exits."""
-    listener = _listening_socket(settings.ingest_host, settings.ingest_http_port)
-    holder, grpc_port = _reserved_reuse_port(settings.ingest_host, settings.ingest_grpc_port)
+    http_holder, http_port = _reserved_reuse_port(settings.ingest_host, settings.ingest_http_port)
+    grpc_holder, grpc_port = _reserved_reuse_port(settings.ingest_host, settings.ingest_grpc_port)
     environment = {
         **os.environ,
-        WORKER_SOCKET_VARIABLE: str(listener.fileno()),
-        "MICHI_INGEST_HTTP_PORT": str(listener.getsockname()[1]),
+        WORKER_VARIABLE: "1",
+        "MICHI_INGEST_HTTP_PORT": str(http_port),
         "MICHI_INGEST_GRPC_PORT": str(grpc_port),
         # Workers import `services` however this process did.
         "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry),
@@ -330,12 +334,12 @@ def supervise(settings: IngestSettings) -> int:
     signal.signal(signal.SIGTERM, stop_workers)
     signal.signal(signal.SIGINT, stop_workers)
     workers = [
-        subprocess.Popen([sys.executable, "-m", "services.ingest"], env=environment, pass_fds=[listener.fileno()])
+        subprocess.Popen([sys.executable, "-m", "services.ingest"], env=environment)
         for _ in range(settings.ingest_workers)
     ]
     logger.info(
         "ingest workers started",
-        extra={"workers": len(workers), "port": listener.getsockname()[1], "grpc_port": grpc_port},
+        extra={"workers": len(workers), "port": http_port, "grpc_port": grpc_port},
     )
     try:
         while not stopping and all(worker.poll() is None for worker in workers):
@@ -347,6 +351,6 @@ def supervise(settings: IngestSettings) -> int:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
-        listener.close()
-        holder.close()
+        http_holder.close()
+        grpc_holder.close()
     return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import pytest_asyncio
 from google.protobuf import json_format
@@ -345,11 +347,10 @@ async def test_health_readiness_metrics_and_openapi(ingest: Ingest) -> None:
     assert (missing.status_code, missing.json()["reason"]) == (404, "not-found")
 
 
-@pytest.fixture
-def ingest_process(
-    kafka_bootstrap: str, redis_url: str, topic_prefix: str, michi_home: Path
-) -> Iterator[tuple[str, str]]:
-    """`python -m services.ingest` on a free port, with one registered device; yields (url, token)."""
+def _start_ingest(
+    kafka_bootstrap: str, redis_url: str, topic_prefix: str, michi_home: Path, **environment_extra: str
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """`python -m services.ingest` on a free port, with one registered device: (process, port, token)."""
     port = free_port()
     settings = settings_for(kafka_bootstrap, redis_url, topic_prefix, michi_home)
     registry = device_registry(settings)
@@ -364,14 +365,87 @@ def ingest_process(
         "MICHI_DATABASE_URL": settings.resolved_database_url(),
         "MICHI_INGEST_HTTP_PORT": str(port),
         "MICHI_INGEST_GRPC_PORT": str(free_port()),
+        **environment_extra,
     }
     with (michi_home / "ingest.log").open("w") as log:
         process = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=environment, stdout=log, stderr=log)
+    return process, port, token
+
+
+def _wait_ready(url: str, michi_home: Path) -> None:
+    deadline = time.monotonic() + 30
+    ready = None
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            try:
+                ready = client.get("/readyz")
+                if ready.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError(f"ingest not ready: {ready}\n{(michi_home / 'ingest.log').read_text()}")
+
+
+@pytest.fixture
+def ingest_process(
+    kafka_bootstrap: str, redis_url: str, topic_prefix: str, michi_home: Path
+) -> Iterator[tuple[str, str]]:
+    """`python -m services.ingest` on a free port, with one registered device; yields (url, token)."""
+    process, port, token = _start_ingest(kafka_bootstrap, redis_url, topic_prefix, michi_home)
     try:
         yield f"http://127.0.0.1:{port}", token
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_workers_listen_on_one_port_and_the_kernel_spreads_connections(
+    kafka_bootstrap: str, redis_url: str, topic_prefix: str, michi_home: Path
+) -> None:
+    supervisor, port, token = _start_ingest(
+        kafka_bootstrap, redis_url, topic_prefix, michi_home, MICHI_INGEST_WORKERS="2"
+    )
+    url = f"http://127.0.0.1:{port}"
+    clients: list[httpx.Client] = []
+    try:
+        _wait_ready(url, michi_home)
+        # Sixteen connections opened in a burst (as a load balancer or a fleet reconnecting would).
+        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+        workers = psutil.Process(supervisor.pid).children()
+        assert len(workers) == 2
+
+        def held() -> list[int]:
+            return [
+                sum(
+                    1
+                    for connection in worker.net_connections(kind="tcp")
+                    if connection.laddr.port == port and connection.status == psutil.CONN_ESTABLISHED
+                )
+                for worker in workers
+            ]
+
+        deadline = time.monotonic() + 10
+        while sum(served := held()) < 16 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Each worker took some of the 16 (all on one: probability 2 x 2^-16 with SO_REUSEPORT hashing).
+        assert sum(served) == 16 and min(served) >= 1, served
+        for connection in sockets:
+            connection.close()
+        clients = [httpx.Client(base_url=url, timeout=10) for _ in range(8)]
+        for index, client in enumerate(clients):
+            response = client.post(
+                "/v1/uploads",
+                content=make_upload(f"upload-{index}").SerializeToString(),
+                headers={**PROTOBUF, "authorization": f"Bearer {token}"},
+            )
+            assert response.status_code == 202, response.text
+        assert uploads_count(kafka_bootstrap, topic_prefix) == 8
+    finally:
+        for client in clients:
+            client.close()
+        supervisor.terminate()
+        assert supervisor.wait(timeout=30) == 0, (michi_home / "ingest.log").read_text()
 
 
 def test_the_service_runs_as_a_process(
