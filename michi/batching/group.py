@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
-
-logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -37,7 +34,7 @@ class GroupCommit(Generic[Item, Result]):
         self.concurrency = concurrency
         self._pending: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._flushers: set[asyncio.Task[None]] = set()
-        # Figures for benchmarks and metrics: how many flushes, how many items.
+        # How many flushes and items so far (items / flushes: the mean batch size).
         self.flushes = 0
         self.items = 0
 

@@ -408,10 +408,11 @@ def test_workers_listen_on_one_port_and_the_kernel_spreads_connections(
     )
     url = f"http://127.0.0.1:{port}"
     clients: list[httpx.Client] = []
+    sockets: list[socket.socket] = []
     try:
         _wait_ready(url, michi_home)
         # Sixteen connections opened in a burst (as a load balancer or a fleet reconnecting would).
-        sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(16)]
+        sockets.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(16))
         workers = psutil.Process(supervisor.pid).children()
         assert len(workers) == 2
 
@@ -430,8 +431,6 @@ def test_workers_listen_on_one_port_and_the_kernel_spreads_connections(
             time.sleep(0.05)
         # Each worker took some of the 16 (all on one: probability 2 x 2^-16 with SO_REUSEPORT hashing).
         assert sum(served) == 16 and min(served) >= 1, served
-        for connection in sockets:
-            connection.close()
         clients = [httpx.Client(base_url=url, timeout=10) for _ in range(8)]
         for index, client in enumerate(clients):
             response = client.post(
@@ -442,6 +441,8 @@ def test_workers_listen_on_one_port_and_the_kernel_spreads_connections(
             assert response.status_code == 202, response.text
         assert uploads_count(kafka_bootstrap, topic_prefix) == 8
     finally:
+        for connection in sockets:
+            connection.close()
         for client in clients:
             client.close()
         supervisor.terminate()
@@ -452,18 +453,8 @@ def test_the_service_runs_as_a_process(
     ingest_process: tuple[str, str], kafka_bootstrap: str, topic_prefix: str, michi_home: Path
 ) -> None:
     url, token = ingest_process
-    deadline = time.monotonic() + 30
-    ready = None
+    _wait_ready(url, michi_home)
     with httpx.Client(base_url=url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            try:
-                ready = client.get("/readyz")
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        assert ready is not None and ready.status_code == 200, (michi_home / "ingest.log").read_text()
         response = client.post(
             "/v1/uploads",
             content=make_upload().SerializeToString(),
