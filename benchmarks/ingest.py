@@ -9,6 +9,9 @@ over `StreamUploads` (16 device streams, each keeping the server's window of 8 u
 grpc.aio in 2 processes). See `benchmarks/generators.py`; the generator's CPU is printed. The baseline sends the bytes ingest publishes (the
 serialized `UploadReceived`) with a bare confluent-kafka producer (idempotent, acks=all, same
 settings as `EventProducer`) to an uploads topic of its own in the same broker.
+
+The framework floors (`benchmarks/floors.py`) take the same HTTP and gRPC loads with nothing behind
+the door (parse the upload, answer): the most this machine gives those frameworks and generators.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka import Message as KafkaMessage
 
+from benchmarks.floors import GRPC, HTTP, floor_server
 from benchmarks.generators import grpc_stream_load, httpx_load, write_wrk_manifest, wrk_available, wrk_load
 from benchmarks.harness import (
     JSON,
@@ -72,6 +76,8 @@ class IngestFigures:
     stream: LoadResult
     raw_flood: RawResult
     raw_window: RawResult
+    http_floor: LoadResult
+    grpc_floor: LoadResult
 
 
 def raw_produce(
@@ -162,10 +168,13 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         )
         salts = iter(range(1_000_000))
 
-        def http_load(content_type: str, duration: float) -> tuple[LoadResult, dict[str, float]]:
+        def http_load(
+            content_type: str, duration: float, base_url: str | None = None
+        ) -> tuple[LoadResult, dict[str, float]]:
+            base_url = base_url or ingest.base_url
             if use_wrk:
                 result = wrk_load(
-                    f"{ingest.base_url}/v1/uploads",
+                    f"{base_url}/v1/uploads",
                     manifests[content_type],
                     connections=CONCURRENCY,
                     threads=WRK_THREADS,
@@ -175,7 +184,7 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
                 )
             else:
                 result = httpx_load(
-                    ingest.base_url,
+                    base_url,
                     uploads,
                     tokens,
                     content_type=content_type,
@@ -187,9 +196,9 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
                 )
             return result, _with_client(meter.stop(), result)
 
-        def stream_load(duration: float) -> tuple[LoadResult, dict[str, float]]:
+        def stream_load(duration: float, port: int = grpc_port) -> tuple[LoadResult, dict[str, float]]:
             result = grpc_stream_load(
-                f"127.0.0.1:{grpc_port}",
+                f"127.0.0.1:{port}",
                 uploads,
                 tokens,
                 streams=STREAMS,
@@ -212,6 +221,16 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         stream, stream_cpu = stream_load(phase_s)
         ingest.stop()
 
+        meter_pids = {name: pid for name, pid in workspace.pids().items() if name != "ingest"}
+        note(f"ingest: framework floor, uvicorn app that parses and answers 202, {phase_s / 2:.0f} s")
+        with floor_server(HTTP) as (floor_port, floor_pid):
+            meter = CpuMeter({"floor": floor_pid, **meter_pids})
+            http_floor, http_floor_cpu = http_load(PROTOBUF, phase_s / 2, f"http://127.0.0.1:{floor_port}")
+        note(f"ingest: framework floor, grpc.aio StreamUploads that parses and acknowledges, {phase_s / 2:.0f} s")
+        with floor_server(GRPC) as (floor_port, floor_pid):
+            meter = CpuMeter({"floor": floor_pid, **meter_pids})
+            grpc_floor, grpc_floor_cpu = stream_load(phase_s / 2, floor_port)
+
         ensure_topics(workspace.bootstrap, RAW_PREFIX, [UPLOADS])
         payloads = [(upload.device_id.encode(), upload_received(upload).SerializeToString()) for upload in uploads]
         raw_meter = CpuMeter({"kafka": workspace.pids()["kafka"], "benchmark": workspace.pids()["benchmark"]})
@@ -231,6 +250,8 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         _http_row("ingest HTTP protobuf", protobuf, flood),
         _http_row("ingest HTTP JSON", json_result, flood),
         _http_row(f"ingest gRPC stream ({STREAMS} x {STREAM_WINDOW})", stream, flood),
+        _http_row("floor: uvicorn, parse + 202", http_floor, flood),
+        _http_row(f"floor: grpc.aio stream ({STREAMS} x {STREAM_WINDOW}), parse + ack", grpc_floor, flood),
         [
             "raw producer (unbounded)",
             f"{flood.rate:,.0f}",
@@ -260,12 +281,20 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
     ):
         per_upload = cores["ingest"] / result.rate * 1000 if result.rate else float("nan")
         print(f"  CPU cores, {name + ':':14} {describe_cpu(cores)}; ingest {per_upload:.2f} ms CPU per upload")
+    for name, result, cores in (("HTTP floor", http_floor, http_floor_cpu), ("gRPC floor", grpc_floor, grpc_floor_cpu)):
+        per_upload = cores["floor"] / result.rate * 1000 if result.rate else float("nan")
+        print(f"  CPU cores, {name + ':':14} {describe_cpu(cores)}; floor {per_upload:.2f} ms CPU per upload")
+    for name, result, floor in (
+        ("HTTP protobuf", protobuf, http_floor),
+        ("gRPC stream", stream, grpc_floor),
+    ):
+        print(f"  ingest {name} / its framework floor: {ratio(result.rate, floor.rate)}")
     print(f"  CPU cores, raw unbounded:  {describe_cpu(flood_cpu)}")
     if any(refused.values()):
         print(f"  non-202 answers: {refused}")
     if stream.reasons:
         print(f"  gRPC refusal reasons: {dict(stream.reasons)}")
-    return IngestFigures(protobuf, json_result, stream, flood, window)
+    return IngestFigures(protobuf, json_result, stream, flood, window, http_floor, grpc_floor)
 
 
 def _with_client(cores: dict[str, float], result: LoadResult) -> dict[str, float]:
