@@ -10,6 +10,9 @@ grpc.aio in 2 processes). See `benchmarks/generators.py`; the generator's CPU is
 serialized `UploadReceived`) with a bare confluent-kafka producer (idempotent, acks=all, same
 settings as `EventProducer`) to an uploads topic of its own in the same broker.
 
+Before the loads, with a fresh process, `benchmarks/media.py` PUTs 10 MiB clips and reads ingest's peak
+resident memory (one worker only: with several, the process is a supervisor).
+
 The framework floors (`benchmarks/floors.py`) take the same HTTP and gRPC loads with nothing behind
 the door (parse the upload, answer): the most this machine gives those frameworks and generators.
 """
@@ -41,6 +44,7 @@ from benchmarks.harness import (
     simulated_uploads,
     upload_received,
 )
+from benchmarks.media import MEBIBYTE, MediaFigures, measure_media
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import UPLOADS
 from michi.bus.headers import build_headers
@@ -56,6 +60,8 @@ STREAMS = 16
 STREAM_WINDOW = 8
 # Ingest processes on the shared ports (MICHI_INGEST_WORKERS); `--ingest-workers` overrides it.
 DEFAULT_WORKERS = 1
+# 10 MiB clips PUT in the media phase.
+MEDIA_CLIPS = 5
 
 
 @dataclass
@@ -78,6 +84,7 @@ class IngestFigures:
     raw_window: RawResult
     http_floor: LoadResult
     grpc_floor: LoadResult
+    media: MediaFigures | None
 
 
 def raw_produce(
@@ -211,6 +218,16 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
             return result, _with_client(meter.stop(), result)
 
         note(f"ingest: {workers} worker(s); HTTP load from {generator}")
+        media: MediaFigures | None = None
+        if workers == 1:
+            note(f"ingest: media, {MEDIA_CLIPS} clips of 10 MiB, one after another")
+            media = measure_media(
+                ingest.base_url,
+                next(iter(tokens.values())),
+                workspace.pids()["ingest"],
+                workspace.folder / "media-baseline",
+                clips=MEDIA_CLIPS,
+            )
         note("ingest: warm-up")
         http_load(PROTOBUF, 1.0 if quick else 3.0)
         note(f"ingest: HTTP protobuf bodies, {phase_s:.0f} s")
@@ -294,7 +311,38 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         print(f"  non-202 answers: {refused}")
     if stream.reasons:
         print(f"  gRPC refusal reasons: {dict(stream.reasons)}")
-    return IngestFigures(protobuf, json_result, stream, flood, window, http_floor, grpc_floor)
+    if media is not None:
+        _print_media(media)
+    return IngestFigures(protobuf, json_result, stream, flood, window, http_floor, grpc_floor, media)
+
+
+def _print_media(media: MediaFigures) -> None:
+    size = media.clip_bytes
+    ingest_rate = media.rate_mib_s(media.put_seconds, size)
+    baseline_rate = media.rate_mib_s(media.baseline_seconds, size)
+    print_table(
+        f"ingest media: {len(media.put_seconds)} clips of {size / MEBIBYTE:.0f} MiB, PUT one after another",
+        ["path", "MiB/s", "p50 s per clip", "vs baseline"],
+        [
+            [
+                "ingest PUT /v1/uploads/{id}/media/{name}",
+                f"{ingest_rate:,.0f}",
+                f"{percentile(media.put_seconds, 0.5):.3f}",
+                ratio(ingest_rate, baseline_rate),
+            ],
+            [
+                "baseline: sha256 + file write, same blocks",
+                f"{baseline_rate:,.0f}",
+                f"{percentile(media.baseline_seconds, 0.5):.3f}",
+                "100%",
+            ],
+        ],
+    )
+    since = "its size before the clips" if media.peak_reset else "its peak before the clips (could not reset it)"
+    print(
+        f"  ingest peak resident memory: {media.peak_kib / 1024:.1f} MiB, {media.growth_mib:+.1f} MiB over {since}"
+        f" (bound: 50 MiB per process)"
+    )
 
 
 def _with_client(cores: dict[str, float], result: LoadResult) -> dict[str, float]:
