@@ -17,7 +17,6 @@ import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from michi.contracts import timestamp_to_seconds
-from michi.readiness import ReadinessAnswer, run_checks
+from michi.readiness import add_operations_routes
 from services.annotation.adapters.windows import ArchiveWindowSource, media_type_of
 from services.annotation.domain.labels import LABEL_SET, event_type_name
 from services.annotation.domain.roles import PERMISSIONS, Permission, Role
@@ -814,23 +813,12 @@ def create_http_app(endpoints: AnnotationEndpoints, *, lifespan: Any = None) -> 
 
     # --- operations
 
-    @app.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        response_model=ReadinessAnswer,
-        responses={503: {"model": ReadinessAnswer, "description": "A dependency does not answer"}},
-        summary="Redis, the database (and Kafka, when consuming) answer",
+    add_operations_routes(
+        app,
+        endpoints.readiness_checks,
+        metrics.registry,
+        ready_summary="Redis, the database (and Kafka, when consuming) answer",
     )
-    async def readyz() -> Response:
-        ready, checks = await run_checks(endpoints.readiness_checks)
-        return _json(200 if ready else 503, {"ready": ready, "checks": checks})
-
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics_page() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(
         BodyLimit, limit=endpoints.max_body_bytes, refused=lambda reason: metrics.refusals.labels(reason).inc()

@@ -16,7 +16,6 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from michi.bus.headers import extract_context
-from michi.readiness import ReadinessAnswer, run_checks
+from michi.readiness import add_operations_routes
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.adapters.rate_limits import NonceRegistry, RateLimiter
 from services.ingest.domain.decoding import (
@@ -322,22 +321,8 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
     # document (and answers nothing: the plain route matches every POST first).
     app.router.routes.insert(0, Route("/v1/uploads", post_upload, methods=["POST"], include_in_schema=False))
 
-    @app.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        response_model=ReadinessAnswer,
-        responses={503: {"model": ReadinessAnswer, "description": "A dependency does not answer"}},
-        summary="Kafka, Redis and the database answer",
+    add_operations_routes(
+        app, endpoints.readiness_checks, metrics.registry, ready_summary="Kafka, Redis and the database answer"
     )
-    async def readyz() -> Response:
-        ready, checks = await run_checks(endpoints.readiness_checks)
-        return _json(200 if ready else 503, {"ready": ready, "checks": checks})
-
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics_page() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
