@@ -1,16 +1,21 @@
 """The one Kafka producer every Michi process uses (confluent-kafka, idempotent, acks=all).
 
 `publish()` returns a concurrent future resolved when the broker acknowledged;
-`publish_async()` awaits that inside asyncio; `publish_and_wait()` blocks.
-A background thread serves delivery callbacks, so callers never poll.
+`publish_async()` awaits the acknowledgement inside asyncio; `publish_and_wait()` blocks.
+A background thread serves delivery callbacks, so callers never poll. The acknowledgements one
+poll served reach an event loop together: one wake-up of the loop settles all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import logging
 import threading
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Producer
@@ -46,6 +51,12 @@ class Delivery:
         self.offset = offset
 
 
+# What a delivery callback hands on: the Delivery, or the PublishError when the broker refused.
+Outcome = Delivery | PublishError
+# Settles one caller's wait with an outcome (a concurrent future's, or an event loop's).
+Settle = Callable[[Outcome], None]
+
+
 class ConsumedRecord(Protocol):
     """What the producer needs of a consumed record (`confluent_kafka.Message` is one)."""
 
@@ -73,20 +84,43 @@ class EventProducer:
         }
         config.update(extra or {})
         self._producer = Producer(config)
+        # Outcomes for event-loop futures, gathered during one poll and handed to each loop at once.
+        self._settlements: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Delivery], Outcome]] = []
+        self._settlements_lock = threading.Lock()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_callbacks, name=f"{client_id}-delivery", daemon=True)
         self._poller.start()
 
     def _serve_callbacks(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.05)
+            self._poll(0.05)
+
+    def _poll(self, timeout: float) -> None:
+        """Serve delivery callbacks, then wake each waiting event loop once for all it got."""
+        self._producer.poll(timeout)
+        if not self._settlements:
+            return
+        with self._settlements_lock:
+            settlements, self._settlements = self._settlements, []
+        by_loop: defaultdict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Delivery], Outcome]]] = defaultdict(
+            list
+        )
+        for loop, future, outcome in settlements:
+            by_loop[loop].append((future, outcome))
+        for loop, batch in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_settle_in_loop, batch)
 
     def publish(
         self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None
     ) -> concurrent.futures.Future[Delivery]:
         """Send `message` to the spec's topic; the future resolves once acks=all was met."""
-        name = topic or spec.name(self.prefix)
         future: concurrent.futures.Future[Delivery] = concurrent.futures.Future()
+        self._publish(spec, key, message, topic, _settler(future))
+        return future
+
+    def _publish(self, spec: TopicSpec, key: str, message: Message, topic: str | None, settle: Settle) -> None:
+        name = topic or spec.name(self.prefix)
         with tracer.start_as_current_span(
             f"{name} publish",
             kind=trace.SpanKind.PRODUCER,
@@ -99,15 +133,14 @@ class EventProducer:
             },
         ):
             headers = build_headers(spec.schema)
-        self._produce(name, key.encode(), message.SerializeToString(), headers, future)
-        return future
+        self._produce(name, key.encode(), message.SerializeToString(), headers, settle)
 
     def publish_raw(
         self, topic: str, key: bytes | None, value: bytes, headers: HeaderList
     ) -> concurrent.futures.Future[Delivery]:
         """Send bytes as they are (benchmarks' baselines and dead letters)."""
         future: concurrent.futures.Future[Delivery] = concurrent.futures.Future()
-        self._produce(topic, key, value, headers, future)
+        self._produce(topic, key, value, headers, _settler(future))
         return future
 
     def _produce(
@@ -116,15 +149,13 @@ class EventProducer:
         key: bytes | None,
         value: bytes,
         headers: HeaderList,
-        future: concurrent.futures.Future[Delivery],
+        settle: Settle,
     ) -> None:
         def delivered(error: KafkaError | None, record: KafkaMessage) -> None:
-            if future.done():  # the caller gave up (cancelled) before the broker answered
-                return
             if error is not None:
-                future.set_exception(PublishError(f"{topic}: {error.str()}", fatal=error.fatal()))
+                settle(PublishError(f"{topic}: {error.str()}", fatal=error.fatal()))
             else:
-                future.set_result(Delivery(record.topic() or topic, record.partition() or 0, record.offset() or 0))
+                settle(Delivery(record.topic() or topic, record.partition() or 0, record.offset() or 0))
 
         while True:
             try:
@@ -132,10 +163,27 @@ class EventProducer:
                 return
             except BufferError:
                 # Local queue full: wait for deliveries to drain rather than drop the message.
-                self._producer.poll(0.05)
+                self._poll(0.05)
+
+    def publish_in_loop(
+        self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None
+    ) -> asyncio.Future[Delivery]:
+        """`publish()` for asyncio: a future of the running loop, settled without a thread hop per message.
+
+        Cancelling the future only stops waiting: the message may still be delivered.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Delivery] = loop.create_future()
+
+        def settle(outcome: Outcome) -> None:
+            with self._settlements_lock:
+                self._settlements.append((loop, future, outcome))
+
+        self._publish(spec, key, message, topic, settle)
+        return future
 
     async def publish_async(self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None) -> Delivery:
-        return await asyncio.wrap_future(self.publish(spec, key, message, topic=topic))
+        return await self.publish_in_loop(spec, key, message, topic=topic)
 
     def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
         return self.publish(spec, key, message).result(timeout)
@@ -197,6 +245,7 @@ class EventProducer:
 
     def flush(self, timeout: float = 30.0) -> int:
         remaining: int = self._producer.flush(timeout)
+        self._poll(0)  # hand on what the flush's callbacks settled
         return remaining
 
     def ping(self, timeout: float = 2.0) -> bool:
@@ -212,3 +261,21 @@ class EventProducer:
         self._poller.join(timeout=2)
         # Release the client now, not at garbage collection, so it stops reconnecting.
         self._producer.close()
+
+
+def _resolve(future: concurrent.futures.Future[Delivery] | asyncio.Future[Delivery], outcome: Outcome) -> None:
+    if future.done():  # the caller gave up (cancelled) before the broker answered
+        return
+    if isinstance(outcome, PublishError):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _settler(future: concurrent.futures.Future[Delivery]) -> Settle:
+    return functools.partial(_resolve, future)
+
+
+def _settle_in_loop(batch: list[tuple[asyncio.Future[Delivery], Outcome]]) -> None:
+    for future, outcome in batch:
+        _resolve(future, outcome)

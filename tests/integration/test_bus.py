@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,57 @@ def test_an_unreachable_broker_fails_the_future_instead_of_hanging() -> None:
         future = lonely.publish(UPLOADS, "d", upload_pb2.UploadReceived(event_id="e"))
         try:
             future.result(timeout=20)
+        except PublishError as error:
+            assert "uploads" in str(error)
+        else:
+            raise AssertionError("delivery to a closed port must fail")
+    finally:
+        lonely.close(timeout=1)
+
+
+def test_loop_futures_settle_every_acknowledgement_once_and_in_batches(
+    kafka_bootstrap: str, topic_prefix: str, producer: EventProducer
+) -> None:
+    async def publish_all() -> tuple[list[int], int]:
+        loop = asyncio.get_running_loop()
+        wake_ups = 0
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: object, **kwargs: object) -> object:
+            nonlocal wake_ups
+            wake_ups += 1
+            return original(*args, **kwargs)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        try:
+            events = [
+                upload_pb2.UploadReceived(event_id=f"loop{index}", upload=upload_pb2.Upload(upload_id=f"l{index}"))
+                for index in range(300)
+            ]
+            futures = [producer.publish_in_loop(UPLOADS, "loop-device", event) for event in events]
+            # A caller that stops waiting does not disturb the others.
+            futures[7].cancel()
+            deliveries = await asyncio.gather(*(future for index, future in enumerate(futures) if index != 7))
+        finally:
+            loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+        return [delivery.offset for delivery in deliveries], wake_ups
+
+    offsets, wake_ups = asyncio.run(publish_all())
+    assert len(offsets) == 299
+    assert len(set(offsets)) == 299, "one acknowledgement per message"
+    assert offsets == sorted(offsets), "one key, one partition, in order"
+    assert wake_ups < 100, f"acknowledgements are handed to the loop in batches ({wake_ups} wake-ups for 300)"
+
+
+def test_a_loop_future_fails_with_the_brokers_refusal() -> None:
+    lonely = EventProducer("127.0.0.1:1", "x.", client_id="unreachable-loop", extra={"message.timeout.ms": 1500})
+
+    async def publish() -> None:
+        await lonely.publish_async(UPLOADS, "d", upload_pb2.UploadReceived(event_id="e"))
+
+    try:
+        try:
+            asyncio.run(asyncio.wait_for(publish(), timeout=20))
         except PublishError as error:
             assert "uploads" in str(error)
         else:

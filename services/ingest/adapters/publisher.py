@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from typing import Protocol
 
 from michi.bus.catalog import UPLOADS
@@ -19,29 +18,19 @@ class UploadPublisher(Protocol):
     async def publish(self, received: upload_pb2.UploadReceived) -> Delivery: ...
 
 
-def _consume_outcome(future: asyncio.Future[Delivery]) -> None:
-    # An abandoned delivery must not log "exception never retrieved" when it fails later.
-    if not future.cancelled():
-        future.exception()
-
-
 class KafkaUploadPublisher:
     def __init__(self, producer: EventProducer, timeout_s: float) -> None:
         self.producer = producer
         self.timeout_s = timeout_s
 
     async def publish(self, received: upload_pb2.UploadReceived) -> Delivery:
-        # `publish()` rather than `publish_async()`: the wait is bounded, and the shield keeps the
-        # timeout from cancelling the producer's future (its delivery callback would then fail).
-        future: concurrent.futures.Future[Delivery] = self.producer.publish(
-            UPLOADS, received.upload.device_id, received
-        )
-        delivery = asyncio.wrap_future(future)
-        delivery.add_done_callback(_consume_outcome)
+        # A loop future: the acknowledgements of one producer poll settle together. The timeout
+        # cancels only the wait (the producer gives up on the message at the same time).
+        delivery = self.producer.publish_in_loop(UPLOADS, received.upload.device_id, received)
         try:
             # asyncio.timeout, not wait_for: no extra task per upload.
             async with asyncio.timeout(self.timeout_s):
-                return await asyncio.shield(delivery)
+                return await delivery
         except TimeoutError as error:
             raise PublishFailed(f"no acknowledgement from Kafka within {self.timeout_s:g} s") from error
         except PublishError as error:
