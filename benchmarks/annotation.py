@@ -47,6 +47,7 @@ from benchmarks.harness import (
     ratio,
     wait_for,
 )
+from michi.archive import archive_uploads
 from michi.blobs import BlobStore
 from michi.bus.catalog import LABEL_REQUESTS
 from michi.bus.producer import EventProducer
@@ -61,7 +62,6 @@ from services.annotation.domain.roles import Role
 from services.annotation.domain.tasks import LiveTask, queue_score
 from services.annotation.handlers import Principal
 from services.annotation.settings import AnnotationSettings
-from services.ingest.adapters.archive import BlobUploadArchive
 
 ANNOTATORS = 50
 QUEUE = "uncertain"
@@ -318,8 +318,7 @@ def _api(workspace: Workspace, tasks: int, page_tasks: int) -> tuple[Run, PageFi
     # Windows with archived uploads, so the page has traces to draw.
     blobs = BlobStore(f"file://{workspace.home / 'blobs'}")
     uploads = [_sample_upload(time.time() - 120, index) for index in range(10)]
-    for upload in uploads:
-        asyncio.run(BlobUploadArchive(blobs).store(upload, upload.SerializeToString(deterministic=True)))
+    asyncio.run(archive_uploads(blobs, uploads))
     producer = EventProducer(workspace.bootstrap, PREFIX, client_id="bench-annotation-requests")
     try:
         for request in _requests(tasks, "api", uploads):

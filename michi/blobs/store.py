@@ -110,6 +110,10 @@ class BlobStore:
 
     # --- keys and URIs (no I/O)
 
+    def fsspec_location(self) -> tuple[Any, str]:
+        """The fsspec filesystem and root path under which the keys are (for synchronous readers)."""
+        return self._fs, self._root
+
     def path(self, key: str) -> str:
         """The filesystem path of `key` (refusing keys that could leave the store's root)."""
         segments = key.split("/")

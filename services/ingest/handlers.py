@@ -126,7 +126,7 @@ class UploadHandler:
         received.occurred_at.CopyFrom(upload.started_at)
         try:
             if self.archive is not None:
-                received.archive_uri = await self.archive.store(upload, canonical)
+                received.archive_uri = await self.archive.store(upload, canonical, content_sha256)
             await self.publisher.publish(received)
         except BaseException as error:
             # Nothing half-written: without the broker's acknowledgement the claim goes, so a retry can succeed.

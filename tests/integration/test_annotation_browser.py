@@ -8,6 +8,7 @@ with a key press and gets the next task. A screenshot is saved in the test's tmp
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import struct
@@ -58,7 +59,8 @@ def test_sign_in_see_the_plots_answer_with_a_key_and_get_the_next_task(tmp_path:
     task_ids = []
     for index in range(2):
         upload = make_upload(media=("front.png",))
-        asyncio.run(BlobUploadArchive(blobs).store(upload, upload.SerializeToString(deterministic=True)))
+        canonical = upload.SerializeToString(deterministic=True)
+        asyncio.run(BlobUploadArchive(blobs).store(upload, canonical, hashlib.sha256(canonical).hexdigest()))
         asyncio.run(blobs.put_bytes(media_key(upload.device_id, upload.upload_id, "front.png"), _png()))
         request = make_request(
             f"browser-{index}", upload=upload, window_offset_s=4.0, window_s=2.0, priority=90 - index

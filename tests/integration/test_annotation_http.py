@@ -7,6 +7,7 @@ the annotation service reads is the one ingest writes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def _sign_in(client: httpx.Client, name: str) -> dict[str, str]:
 
 def _archive(wiring: Wiring, upload: upload_pb2.Upload) -> None:
     blobs = BlobStore(wiring.settings.resolved_blob_url())
-    asyncio.run(BlobUploadArchive(blobs).store(upload, upload.SerializeToString(deterministic=True)))
+    canonical = upload.SerializeToString(deterministic=True)
+    asyncio.run(BlobUploadArchive(blobs).store(upload, canonical, hashlib.sha256(canonical).hexdigest()))
 
 
 def test_the_page_is_self_contained(client: httpx.Client) -> None:

@@ -5,6 +5,7 @@ Real Kafka, redis-server, SQLite and a file:// blob store; the app runs in-proce
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from michi.archive import ArchiveCorrupt, rebuild_upload
+from michi.archive import ArchiveCorrupt, ArchiveReader, find_upload, read_segment_index, rebuild_upload
 from michi.blobs import BlobStore
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
@@ -113,6 +114,10 @@ def read_received(kafka_bootstrap: str, topic_prefix: str, count: int = 1) -> li
     return messages  # type: ignore[return-value]
 
 
+def segment_files(michi_home: Path) -> list[Path]:
+    return sorted((michi_home / "blobs" / "archive").rglob("*.seg"))
+
+
 @pytest.mark.asyncio
 async def test_accepted_upload_is_archived_and_rebuilds_exactly(
     make_ingest, kafka_bootstrap: str, topic_prefix: str, michi_home: Path
@@ -124,24 +129,58 @@ async def test_accepted_upload_is_archived_and_rebuilds_exactly(
     [received] = read_received(kafka_bootstrap, topic_prefix)
 
     day = datetime.fromtimestamp(upload.started_at.seconds, UTC)
-    path = michi_home / "blobs" / f"archive/{day:%Y/%m/%d}/device-a/upload-1.pb"
-    assert received.archive_uri == f"file://{path}"
-    archived = path.read_bytes()
-    assert archived == upload.SerializeToString(deterministic=True)
-    assert hashlib.sha256(archived).hexdigest() == received.content_sha256
+    [path] = segment_files(michi_home)
+    assert path.parent == michi_home / "blobs" / f"archive/segments/{day:%Y/%m/%d}"
+    assert received.archive_uri == f"file://{path}#upload-1"
+    canonical = upload.SerializeToString(deterministic=True)
+    with path.open("rb") as handle:
+        index, payload_start = read_segment_index(handle, str(path))
+    [entry] = index.uploads
+    assert (entry.upload_id, entry.device_id, entry.trip_id, entry.sequence) == (
+        "upload-1",
+        "device-a",
+        "trip-of-device-a",
+        3,
+    )
+    assert entry.content_sha256 == received.content_sha256 == hashlib.sha256(canonical).hexdigest()
+    segment = path.read_bytes()
+    assert segment[payload_start + entry.offset : payload_start + entry.offset + entry.length] == canonical
 
     store = BlobStore(ingest.settings.resolved_blob_url())
     rebuilt = await rebuild_upload(store, received.archive_uri, received.content_sha256)
     assert rebuilt == upload == received.upload
-    assert rebuilt.SerializeToString(deterministic=True) == archived
+    assert rebuilt.SerializeToString(deterministic=True) == canonical
+    assert await find_upload(store, "device-a", "upload-1", datetime.now(UTC)) == upload
 
-    # A changed byte is caught by the hash, a truncation by the canonical-form check too.
-    path.write_bytes(archived[:-1] + bytes([archived[-1] ^ 1]))
+    # A changed byte is caught by the hash, a truncation by the length and the hash.
+    path.write_bytes(segment[:-1] + bytes([segment[-1] ^ 1]))
     with pytest.raises(ArchiveCorrupt):
         await rebuild_upload(store, received.archive_uri, received.content_sha256)
-    path.write_bytes(archived[: len(archived) // 2])
+    path.write_bytes(segment[: len(segment) - len(canonical) // 2])
     with pytest.raises(ArchiveCorrupt):
         await rebuild_upload(store, received.archive_uri)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_uploads_share_segments_and_each_rebuilds(
+    make_ingest, kafka_bootstrap: str, topic_prefix: str, michi_home: Path
+) -> None:
+    ingest = await make_ingest(ingest_device_burst=100)
+    uploads = [make_upload(f"upload-{index}") for index in range(24)]
+    responses = await asyncio.gather(*(ingest.post(upload) for upload in uploads))
+    assert [response.status_code for response in responses] == [202] * 24
+    received = {message.upload.upload_id: message for message in read_received(kafka_bootstrap, topic_prefix, 24)}
+    assert len(received) == 24
+    segments = segment_files(michi_home)
+    assert 1 <= len(segments) < 24, "one blob per batch, not per upload"
+    store = BlobStore(ingest.settings.resolved_blob_url())
+    for upload in uploads:
+        message = received[upload.upload_id]
+        assert message.archive_uri.endswith(f".seg#{upload.upload_id}")
+        assert await rebuild_upload(store, message.archive_uri, message.content_sha256) == upload
+    reader = ArchiveReader.for_store(store)
+    found = reader.device_uploads("device-a", datetime.fromtimestamp(uploads[0].started_at.seconds, UTC))
+    assert sorted(upload.upload_id for upload in found) == sorted(upload.upload_id for upload in uploads)
 
 
 @pytest.mark.asyncio
@@ -151,7 +190,7 @@ async def test_duplicates_do_not_rewrite_the_archive(
     ingest = await make_ingest()
     upload = make_upload()
     assert (await ingest.post(upload)).status_code == 202
-    [archived] = list((michi_home / "blobs" / "archive").rglob("*.pb"))
+    [archived] = segment_files(michi_home)
     before = archived.stat()
     for _ in range(3):
         again = await ingest.post(upload)
@@ -159,7 +198,7 @@ async def test_duplicates_do_not_rewrite_the_archive(
     after = archived.stat()
     # A rewrite is a new temporary file moved into place: a new inode.
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert list((michi_home / "blobs" / "archive").rglob("*.pb")) == [archived]
+    assert segment_files(michi_home) == [archived]
     assert uploads_count(kafka_bootstrap, topic_prefix) == 1
 
 
@@ -182,7 +221,8 @@ async def test_archive_failure_is_503_and_publishes_nothing(
     working = await make_ingest()
     assert (await working.post(upload)).status_code == 202
     [received] = read_received(kafka_bootstrap, topic_prefix)
-    assert received.archive_uri.endswith("/device-a/upload-1.pb")
+    assert "/archive/segments/" in received.archive_uri
+    assert received.archive_uri.endswith(".seg#upload-1")
 
 
 @pytest.mark.asyncio

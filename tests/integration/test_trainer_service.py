@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from michi.archive import archive_key
+from michi.archive import archive_uploads
 from michi.blobs import BlobStore
 from michi.bus.catalog import ALERTS, DEAD_LETTERS, LABELS, MODEL_ROLLOUTS
 from michi.bus.producer import EventProducer
@@ -55,11 +55,7 @@ def archived_uploads(blob_url: str) -> list[upload_pb2.Upload]:
     uploads = list(simulator.uploads())
     store = BlobStore(blob_url)
 
-    async def write() -> None:
-        for upload in uploads:
-            await store.put_bytes(archive_key(upload), upload.SerializeToString(deterministic=True))
-
-    asyncio.run(write())
+    asyncio.run(archive_uploads(store, uploads))
     return uploads
 
 

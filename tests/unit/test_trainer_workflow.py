@@ -23,7 +23,7 @@ import pytest
 from google.protobuf.message import Message
 from typer.testing import CliRunner
 
-from michi.archive import archive_key
+from michi.archive import archive_uploads
 from michi.blobs import BlobStore
 from michi.bus.catalog import TopicSpec
 from michi.bus.producer import Delivery
@@ -120,11 +120,7 @@ def archive_fleet(
     uploads = list(simulator.uploads())
     store = BlobStore(blob_url)
 
-    async def write() -> None:
-        for upload in uploads:
-            await store.put_bytes(archive_key(upload), upload.SerializeToString(deterministic=True))
-
-    asyncio.run(write())
+    asyncio.run(archive_uploads(store, uploads))
     return uploads
 
 

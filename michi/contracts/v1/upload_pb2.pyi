@@ -93,3 +93,29 @@ class UploadReceived(_message.Message):
     archive_uri: str
     missing_sequences: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., upload: _Optional[_Union[Upload, _Mapping]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_sha256: _Optional[str] = ..., archive_uri: _Optional[str] = ..., missing_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ArchivedUpload(_message.Message):
+    __slots__ = ("upload_id", "device_id", "trip_id", "sequence", "started_at", "offset", "length", "content_sha256")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIP_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    device_id: str
+    trip_id: str
+    sequence: int
+    started_at: _timestamp_pb2.Timestamp
+    offset: int
+    length: int
+    content_sha256: str
+    def __init__(self, upload_id: _Optional[str] = ..., device_id: _Optional[str] = ..., trip_id: _Optional[str] = ..., sequence: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., content_sha256: _Optional[str] = ...) -> None: ...
+
+class ArchiveSegmentIndex(_message.Message):
+    __slots__ = ("uploads",)
+    UPLOADS_FIELD_NUMBER: _ClassVar[int]
+    uploads: _containers.RepeatedCompositeFieldContainer[ArchivedUpload]
+    def __init__(self, uploads: _Optional[_Iterable[_Union[ArchivedUpload, _Mapping]]] = ...) -> None: ...

@@ -1,8 +1,9 @@
 """Where the page's window data comes from: ingest's raw archive and media in the blob store.
 
 A label request carries the device and upload ids and the window's time span; `michi.archive.find_upload`
-finds the archived upload from those (ingest's key layout, dated by the upload's start) and checks
-it is the canonical upload stored at that key; anything else counts as absent. Media frames are at
+finds the archived upload from those (in the segments of the day the upload started, whose headers
+this source's `ArchiveReader` remembers) and checks it is the canonical upload the segment names;
+anything else counts as absent. Media frames are at
 `michi.blobs.media_key(device, upload, name)` for each of the upload's `media_names`.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from michi.archive import ArchiveCorrupt, find_upload
+from michi.archive import ArchiveCorrupt, ArchiveReader, find_upload
 from michi.blobs import BlobError, BlobNotFound, BlobReader, BlobStore, InvalidKeySegment, check_segment, media_key
 from michi.contracts.v1 import common_pb2, upload_pb2
 
@@ -34,6 +35,7 @@ def media_type_of(name: str) -> str:
 class ArchiveWindowSource:
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
+        self.reader = ArchiveReader.for_store(blobs)
 
     async def upload(self, lineage: common_pb2.Lineage, window_started_at: datetime) -> upload_pb2.Upload | None:
         """The archived upload the lineage names, or None when the archive does not have it."""
@@ -43,7 +45,7 @@ class ArchiveWindowSource:
         except InvalidKeySegment:
             return None
         try:
-            return await find_upload(self.blobs, device_id, upload_id, window_started_at)
+            return await find_upload(self.blobs, device_id, upload_id, window_started_at, reader=self.reader)
         except BlobNotFound:
             return None
         except ArchiveCorrupt:

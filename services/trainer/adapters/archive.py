@@ -1,16 +1,16 @@
 """Labelled windows rebuilt from the raw archive (`michi.archive`): what a label's window looked like.
 
 For each labelled upload: find its archived bytes by device, upload id and the label's window time
-(`archive/{day}/{device}/{upload}.pb`, the day of the window or the one before), verified by
-`michi.archive.parse_archived`.
+(in the archive segments of the day of the window or the one before), verified by
+`michi.archive.ArchiveReader` against the segment's header.
 
 Calibration depends on the device's history, so it is rebuilt deterministically: **the device's
 archived uploads of the same trip, in sequence order, from the first one up to the labelled one,
 replayed from empty calibration sums** (`michi.windows.replay`). Serving also carries the sums over
 from the device's previous trips; within a trip the estimate converges (the sums decay by 0.97 per
 upload), so windows a few minutes into a trip match serving, and the first windows of a trip may be
-calibrated with less evidence than serving had. The trip's uploads are found by listing the device's
-archive folders for the labelled upload's day and the day before.
+calibrated with less evidence than serving had. The trip's uploads are found in the headers of the
+archive segments of the labelled upload's day and the day before.
 
 Labels whose upload is not archived, whose window id is not among the rebuilt windows, or whose
 event type names no class are counted by reason (`unresolved`) and left out.
@@ -26,7 +26,7 @@ from typing import Any
 
 import fsspec
 
-from michi.archive import ArchiveCorrupt, archive_key_for, parse_archived
+from michi.archive import ArchiveCorrupt, ArchiveReader
 from michi.contracts.v1 import upload_pb2
 from michi.windows.features import window_id
 from michi.windows.replay import replay_uploads
@@ -42,54 +42,23 @@ class ArchiveWindowSource:
 
     def __init__(self, blob_url: str, **storage_options: Any) -> None:
         self.blob_url = blob_url
-        self._fs, root = fsspec.core.url_to_fs(blob_url, **storage_options)
-        self._root = root.rstrip("/")
-        self._folders: dict[str, list[upload_pb2.Upload]] = {}
-
-    def _read(self, key: str) -> bytes | None:
-        try:
-            with self._fs.open(f"{self._root}/{key}", "rb") as handle:
-                data: bytes = handle.read()
-                return data
-        except FileNotFoundError:
-            return None
-
-    def _parsed(self, key: str, data: bytes) -> upload_pb2.Upload | None:
-        try:
-            return parse_archived(data, key, key)
-        except ArchiveCorrupt as error:
-            logger.warning("archived upload refused", extra={"key": key, "error": str(error)})
-            return None
+        filesystem, root = fsspec.core.url_to_fs(blob_url, **storage_options)
+        self._reader = ArchiveReader(filesystem, root)
+        self._days: dict[tuple[str, str], list[upload_pb2.Upload]] = {}
 
     def find(self, device_id: str, upload_id: str, around_s: float) -> upload_pb2.Upload | None:
-        around = datetime.fromtimestamp(around_s, UTC)
-        for day in (around, around - timedelta(days=1)):
-            key = archive_key_for(device_id, upload_id, day)
-            data = self._read(key)
-            if data is not None:
-                return self._parsed(key, data)
-        return None
+        try:
+            return self._reader.find(device_id, upload_id, datetime.fromtimestamp(around_s, UTC))
+        except ArchiveCorrupt as error:
+            logger.warning("archived upload refused", extra={"upload_id": upload_id, "error": str(error)})
+            return None
 
     def device_uploads(self, device_id: str, day: datetime) -> list[upload_pb2.Upload]:
         """Every archived upload of a device on one UTC day (cached for this source's lifetime)."""
-        folder = archive_key_for(device_id, "x", day).rsplit("/", 1)[0]
-        if folder in self._folders:
-            return self._folders[folder]
-        try:
-            paths = sorted(self._fs.ls(f"{self._root}/{folder}", detail=False))
-        except FileNotFoundError:
-            paths = []
-        uploads = []
-        for path in paths:
-            if not str(path).endswith(".pb"):
-                continue
-            key = f"{folder}/{str(path).rsplit('/', 1)[-1]}"
-            data = self._read(key)
-            parsed = self._parsed(key, data) if data is not None else None
-            if parsed is not None:
-                uploads.append(parsed)
-        self._folders[folder] = uploads
-        return uploads
+        cache_key = (device_id, f"{day.astimezone(UTC):%Y-%m-%d}")
+        if cache_key not in self._days:
+            self._days[cache_key] = self._reader.device_uploads(device_id, day)
+        return self._days[cache_key]
 
     def trip_uploads_until(self, labelled: upload_pb2.Upload) -> list[upload_pb2.Upload]:
         """The device's archived uploads of the same trip with sequence ≤ the labelled one's, in sequence order."""
@@ -153,5 +122,5 @@ class ArchiveWindowSource:
                             [label.source for label in chosen],
                         )
                     )
-        self._folders.clear()
+        self._days.clear()
         return LabeledWindows.concatenate(parts), dict(unresolved)
