@@ -34,6 +34,7 @@ import os
 import struct
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,8 @@ SEGMENTS_FOLDER = "archive/segments"
 _HEADER_LENGTH = struct.Struct(">I")
 # A header larger than this is not one we wrote (64 uploads take ~10 KiB).
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Days whose segment headers an ArchiveReader keeps (lookups go to the window's day and the one before).
+MAX_REMEMBERED_DAYS = 4
 
 
 logger = logging.getLogger(__name__)
@@ -196,16 +199,17 @@ async def archive_uploads(blob_store: BlobStore, uploads: Sequence[upload_pb2.Up
 class ArchiveReader:
     """Reads the archive under an fsspec location, synchronously (from asyncio: in a worker thread).
 
-    It remembers the headers of the segments it read, per day; a lookup that misses lists the day
-    again and reads only the segments it has not seen. Thread-safe.
+    It remembers the headers of the segments it read, for the `MAX_REMEMBERED_DAYS` days it used
+    last; a lookup that misses lists the day again and reads only the segments it has not seen.
+    Thread-safe.
     """
 
     def __init__(self, filesystem: Any, root: str) -> None:
         self._fs = filesystem
         self._root = root.rstrip("/")
         self._lock = threading.Lock()
-        # day folder -> segment key -> its header entries
-        self._segments: dict[str, dict[str, list[upload_pb2.ArchivedUpload]]] = {}
+        # day folder -> segment key -> its header entries, least recently used first
+        self._segments: OrderedDict[str, dict[str, list[upload_pb2.ArchivedUpload]]] = OrderedDict()
 
     @classmethod
     def for_store(cls, blob_store: BlobStore) -> ArchiveReader:
@@ -300,8 +304,10 @@ class ArchiveReader:
     def _day(self, folder: str, *, refresh: bool) -> dict[str, list[upload_pb2.ArchivedUpload]]:
         with self._lock:
             known = self._segments.get(folder)
-            if known is not None and not refresh:
-                return dict(known)
+            if known is not None:
+                self._segments.move_to_end(folder)
+                if not refresh:
+                    return dict(known)
         seen = dict(known or {})
         for path in self._list(folder):
             name = path.rsplit("/", 1)[-1]
@@ -316,6 +322,9 @@ class ArchiveReader:
             seen[key] = list(index.uploads)
         with self._lock:
             self._segments[folder] = seen
+            self._segments.move_to_end(folder)
+            while len(self._segments) > MAX_REMEMBERED_DAYS:
+                self._segments.popitem(last=False)
         return dict(seen)
 
     def _list(self, folder: str) -> list[str]:
