@@ -12,8 +12,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import heapq
+import itertools
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -38,6 +41,10 @@ class PublishError(RuntimeError):
     def __init__(self, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)
         self.fatal = fatal
+
+
+class PublishTimeout(PublishError):
+    """No acknowledgement within the wait the caller gave `publish_in_loop` (the message may still arrive)."""
 
 
 class Delivery:
@@ -87,6 +94,10 @@ class EventProducer:
         # Outcomes for event-loop futures, gathered during one poll and handed to each loop at once.
         self._settlements: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Delivery], Outcome]] = []
         self._settlements_lock = threading.Lock()
+        # (deadline, sequence number, loop, future, wait) of loop futures given a timeout: a heap the poller
+        # expires, so a bounded wait costs no timer of its own on the event loop.
+        self._deadlines: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[Delivery], float]] = []
+        self._deadline_numbers = itertools.count()
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_callbacks, name=f"{client_id}-delivery", daemon=True)
         self._poller.start()
@@ -98,6 +109,8 @@ class EventProducer:
     def _poll(self, timeout: float) -> None:
         """Serve delivery callbacks, then wake each waiting event loop once for all it got."""
         self._producer.poll(timeout)
+        if self._deadlines:
+            self._expire(time.monotonic())
         if not self._settlements:
             return
         with self._settlements_lock:
@@ -111,6 +124,14 @@ class EventProducer:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle_in_loop, batch)
 
+    def _expire(self, now: float) -> None:
+        with self._settlements_lock:
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, _, loop, future, wait_s = heapq.heappop(self._deadlines)
+                if not future.done():
+                    timeout = PublishTimeout(f"no acknowledgement within {wait_s:g} s")
+                    self._settlements.append((loop, future, timeout))
+
     def publish(
         self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None
     ) -> concurrent.futures.Future[Delivery]:
@@ -119,19 +140,24 @@ class EventProducer:
         self._publish(spec, key, message, topic, _settler(future))
         return future
 
-    def _publish(self, spec: TopicSpec, key: str, message: Message, topic: str | None, settle: Settle) -> None:
+    def _publish(
+        self, spec: TopicSpec, key: str, message: Message, topic: str | None, settle: Settle, own_span: bool = True
+    ) -> None:
         name = topic or spec.name(self.prefix)
-        with tracer.start_as_current_span(
-            f"{name} publish",
-            kind=trace.SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": name,
-                "messaging.operation.type": "publish",
-                "messaging.kafka.message.key": key,
-                "michi.bus.schema": spec.schema,
-            },
-        ):
+        if own_span:
+            with tracer.start_as_current_span(
+                f"{name} publish",
+                kind=trace.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": name,
+                    "messaging.operation.type": "publish",
+                    "messaging.kafka.message.key": key,
+                    "michi.bus.schema": spec.schema,
+                },
+            ):
+                headers = build_headers(spec.schema)
+        else:
             headers = build_headers(spec.schema)
         self._produce(name, key.encode(), message.SerializeToString(), headers, settle)
 
@@ -166,20 +192,34 @@ class EventProducer:
                 self._poll(0.05)
 
     def publish_in_loop(
-        self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None
+        self,
+        spec: TopicSpec,
+        key: str,
+        message: Message,
+        *,
+        topic: str | None = None,
+        own_span: bool = True,
+        timeout_s: float | None = None,
     ) -> asyncio.Future[Delivery]:
         """`publish()` for asyncio: a future of the running loop, settled without a thread hop per message.
 
-        Cancelling the future only stops waiting: the message may still be delivered.
+        Cancelling the future only stops waiting: the message may still be delivered. `timeout_s`: the
+        future fails with `PublishTimeout` when the broker has not acknowledged by then (within the
+        poller's 50 ms). `own_span=False`: no producer span; the record carries the caller's current span
+        as its parent (for a caller whose own span already stands for the publish, such as ingest's).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivery] = loop.create_future()
+        if timeout_s is not None:
+            deadline = (time.monotonic() + timeout_s, next(self._deadline_numbers), loop, future, timeout_s)
+            with self._settlements_lock:
+                heapq.heappush(self._deadlines, deadline)
 
         def settle(outcome: Outcome) -> None:
             with self._settlements_lock:
                 self._settlements.append((loop, future, outcome))
 
-        self._publish(spec, key, message, topic, settle)
+        self._publish(spec, key, message, topic, settle, own_span)
         return future
 
     async def publish_async(self, spec: TopicSpec, key: str, message: Message, *, topic: str | None = None) -> Delivery:

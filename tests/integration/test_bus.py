@@ -6,13 +6,14 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import CATALOG, DEAD_LETTERS, DRIVER_SCORES, UPLOADS
-from michi.bus.producer import EventProducer, PublishError
+from michi.bus.producer import EventProducer, PublishError, PublishTimeout
 from michi.bus.reader import TopicReader, end_offsets
 from michi.contracts.v1 import operations_pb2, upload_pb2
 
@@ -100,6 +101,31 @@ def test_loop_futures_settle_every_acknowledgement_once_and_in_batches(
     assert len(set(offsets)) == 299, "one acknowledgement per message"
     assert offsets == sorted(offsets), "one key, one partition, in order"
     assert wake_ups < 100, f"acknowledgements are handed to the loop in batches ({wake_ups} wake-ups for 300)"
+
+
+def test_a_loop_future_given_a_timeout_fails_in_time_without_a_timer_of_its_own() -> None:
+    # The broker never answers and the producer would wait 30 s: the deadline ends the wait.
+    lonely = EventProducer("127.0.0.1:1", "x.", client_id="deadline", extra={"message.timeout.ms": 30_000})
+
+    async def publish() -> tuple[float, float]:
+        started = time.monotonic()
+        quick = lonely.publish_in_loop(UPLOADS, "d", upload_pb2.UploadReceived(event_id="a"), timeout_s=0.3)
+        slower = lonely.publish_in_loop(UPLOADS, "d", upload_pb2.UploadReceived(event_id="b"), timeout_s=0.8)
+        waits = []
+        for future in (quick, slower):
+            try:
+                await asyncio.wait_for(future, timeout=10)
+            except PublishTimeout as error:
+                assert "no acknowledgement within" in str(error)
+                waits.append(time.monotonic() - started)
+        return waits[0], waits[1]
+
+    try:
+        quick_s, slower_s = asyncio.run(publish())
+    finally:
+        lonely.close(timeout=0.1)
+    assert 0.3 <= quick_s < 0.8
+    assert 0.8 <= slower_s < 1.5
 
 
 def test_faust_agent_dead_letters_garbage_and_goes_on(
