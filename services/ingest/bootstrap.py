@@ -189,7 +189,11 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Revocations reach this process through the registry's version, read every ttl / 2.
+        watcher = asyncio.create_task(registry.watch_for_changes()) if settings.ingest_token_cache_ttl_s > 0 else None
         yield
+        if watcher is not None:
+            watcher.cancel()
         if owned_producer:
             await asyncio.to_thread(producer.close, settings.ingest_publish_timeout_s)
         if owned_redis:

@@ -5,6 +5,8 @@ The URL is the only difference between the backends.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,3 +48,57 @@ def test_add_list_verify_revoke(registry: DeviceRegistry) -> None:
     assert record.revoked_at is not None and record.revoked_at >= record.created_at
     registry.ping()
     registry.create_tables()  # idempotent
+
+
+def test_remembered_tokens_are_forgotten_when_another_process_changes_the_registry(
+    registry: DeviceRegistry, tmp_path: Path
+) -> None:
+    # `watcher` is this ingest process's registry; `registry` stands for the CLI in another process.
+    device_id = f"device-{uuid.uuid4().hex[:8]}"
+    token = registry.add_device(device_id)
+    url = str(registry.engine.url.render_as_string(hide_password=False))
+    watcher = device_registry(IngestSettings(database_url=url, home=tmp_path, ingest_token_cache_ttl_s=0.5))
+    try:
+        watcher.check_for_changes()
+        assert watcher.verify(token) == device_id
+        time.sleep(0.7)
+        # Older than the TTL, and no check for changes since: not trusted any more.
+        assert watcher.cached_device(token) is None
+        # A check that finds nothing new: the remembered answer is trusted again, without SQL.
+        assert watcher.check_for_changes() is False
+        assert watcher.cached_device(token) == device_id
+
+        assert registry.revoke(device_id)
+        assert watcher.cached_device(token) == device_id  # until the next check, at most TTL / 2 away
+        assert watcher.check_for_changes() is True
+        assert watcher.cached_device(token) is None
+        with pytest.raises(RevokedToken):
+            watcher.verify(token)
+        # The rejection is remembered in turn.
+        with pytest.raises(RevokedToken):
+            watcher.cached_device(token)
+    finally:
+        watcher.close()
+
+
+@pytest.mark.asyncio
+async def test_the_watch_keeps_running_through_a_database_outage(tmp_path: Path) -> None:
+    database = tmp_path / "registry.db"
+    registry = device_registry(
+        IngestSettings(database_url=f"sqlite:///{database}", home=tmp_path, ingest_token_cache_ttl_s=0.2)
+    )
+    token = registry.add_device("device-a")
+    watch = asyncio.create_task(registry.watch_for_changes())
+    try:
+        await asyncio.sleep(0.05)  # the first check forgets what was remembered before it
+        assert registry.verify(token) == "device-a"
+        await asyncio.sleep(0.5)
+        assert registry.cached_device(token) == "device-a", "trusted while the checks succeed"
+        database.rename(tmp_path / "moved.db")
+        registry.engine.dispose()
+        await asyncio.sleep(0.6)
+        assert registry.cached_device(token) is None, "not trusted once the checks fail"
+        assert not watch.done()
+    finally:
+        watch.cancel()
+        registry.close()

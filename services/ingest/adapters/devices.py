@@ -1,8 +1,13 @@
 """The device registry: which devices may upload, with their tokens stored as sha256 hashes (SQL).
 
 Works on SQLite and PostgreSQL alike (only portable SQLModel/SQLAlchemy); the URL is
-the only difference. `verify()` checks the signature first (no I/O), then the hash
-in SQL, remembering answers for at most `cache_ttl_s` so a revocation bites within seconds.
+the only difference. `verify()` checks the signature first (no I/O), then the hash in SQL, and
+remembers the answer. A revocation must bite within `cache_ttl_s` seconds across every ingest
+process, so a remembered answer is trusted while it is younger than that, or while the registry
+was checked for changes less than `cache_ttl_s` ago: every `add_device`, `rotate` and `revoke`
+bumps a version row (`ingest_device_registry`), and ingest reads it every `cache_ttl_s / 2`
+(`check_for_changes`, one small query a second whatever the fleet's size) and forgets every
+answer when it moved. Answers are re-read from SQL at least every `MAX_ANSWER_AGE_S`.
 
 A device holds one active token, except while a rotation overlaps: `rotate()` issues a new token
 and sets the old one's `revoked_at` in the future (the end of the overlap), so both work until then.
@@ -11,13 +16,16 @@ A token is valid while `revoked_at` is empty or still ahead.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, text
+from sqlalchemy import Column, DateTime, text, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from services.ingest.domain.tokens import (
@@ -30,8 +38,13 @@ from services.ingest.domain.tokens import (
 )
 from services.ingest.domain.validation import ID_PATTERN
 
+logger = logging.getLogger(__name__)
+
 # Beyond this many cached tokens the cache starts over (only well-signed tokens get in).
 MAX_CACHED_TOKENS = 100_000
+# A remembered answer is read from SQL again after this long, changes or not.
+MAX_ANSWER_AGE_S = 600.0
+REGISTRY_VERSION_ROW = 1
 
 
 class Device(SQLModel, table=True):
@@ -46,6 +59,15 @@ class Device(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     # When the token stops working: ahead of now while a rotation overlaps.
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class DeviceRegistryVersion(SQLModel, table=True):
+    """One row whose version every change of tokens bumps (what ingest processes watch)."""
+
+    __tablename__ = "ingest_device_registry"
+
+    id: int = Field(primary_key=True)
+    version: int = Field(default=0)
 
 
 @dataclass(frozen=True)
@@ -92,9 +114,13 @@ class DeviceRegistry:
         self.engine = engine
         self._secret = secret
         self._cache_ttl_s = cache_ttl_s
-        # token hash -> (device id, or the rejection to raise again, monotonic expiry)
-        self._cache: dict[str, tuple[str | type[UnknownToken | RevokedToken], float]] = {}
+        # token hash -> (device id, or the rejection to raise again, monotonic expiry, monotonic time read)
+        self._cache: dict[str, tuple[str | type[UnknownToken | RevokedToken], float, float]] = {}
         self._lock = threading.Lock()
+        # The registry version last read, when (monotonic), and how many times the cache was dropped.
+        self._version: int | None = None
+        self._version_checked_at = float("-inf")
+        self._generation = 0
 
     @classmethod
     def from_url(cls, database_url: str, secret: bytes, *, cache_ttl_s: float = 2.0) -> DeviceRegistry:
@@ -102,8 +128,16 @@ class DeviceRegistry:
         return cls(engine, secret, cache_ttl_s=cache_ttl_s)
 
     def create_tables(self) -> None:
-        # Only this table: other services' SQLModel tables are theirs to create.
-        SQLModel.metadata.create_all(self.engine, tables=[Device.__table__])  # type: ignore[attr-defined]
+        # Only these tables: other services' SQLModel tables are theirs to create.
+        tables = [Device.__table__, DeviceRegistryVersion.__table__]  # type: ignore[attr-defined]
+        SQLModel.metadata.create_all(self.engine, tables=tables)
+        with Session(self.engine) as session:
+            if session.get(DeviceRegistryVersion, REGISTRY_VERSION_ROW) is None:
+                session.add(DeviceRegistryVersion(id=REGISTRY_VERSION_ROW, version=0))
+                try:
+                    session.commit()
+                except IntegrityError:  # another process created it first
+                    session.rollback()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -119,6 +153,7 @@ class DeviceRegistry:
             if self._valid_rows(session, device_id, datetime.now(UTC)):
                 raise DeviceAlreadyRegistered(f"device {device_id} already has an active token; revoke it first")
             session.add(self._new_row(token, device_id, label))
+            self._bump_version(session)
             session.commit()
         return token
 
@@ -143,6 +178,7 @@ class DeviceRegistry:
                 row.revoked_at = overlap_end if current_end is None else min(current_end, overlap_end)
                 session.add(row)
             session.add(self._new_row(token, device_id, rows[-1].label))
+            self._bump_version(session)
             session.commit()
         self._forget_cached()
         return token
@@ -167,6 +203,7 @@ class DeviceRegistry:
     def _forget_cached(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._generation += 1
 
     def list_devices(self) -> list[DeviceRecord]:
         """Every issued token, oldest first (revoked ones included, with `revoked_at`)."""
@@ -187,9 +224,37 @@ class DeviceRegistry:
             for row in rows:
                 row.revoked_at = now
                 session.add(row)
+            self._bump_version(session)
             session.commit()
         self._forget_cached()
         return bool(rows)
+
+    @staticmethod
+    def _bump_version(session: Session) -> None:
+        # One atomic increment in the change's own transaction (two concurrent changes make two bumps).
+        session.exec(
+            update(DeviceRegistryVersion)
+            .where(DeviceRegistryVersion.id == REGISTRY_VERSION_ROW)  # type: ignore[arg-type]
+            .values(version=DeviceRegistryVersion.version + 1)
+        )
+
+    def check_for_changes(self) -> bool:
+        """Read the registry's version; when it moved, forget every remembered answer (True).
+
+        Ingest calls this every `cache_ttl_s / 2`; while it succeeds, remembered answers stay trusted.
+        """
+        with Session(self.engine) as session:
+            row = session.get(DeviceRegistryVersion, REGISTRY_VERSION_ROW)
+            version = row.version if row is not None else 0
+        with self._lock:
+            # The first read counts as a change: answers remembered before it may predate a revocation.
+            changed = version != self._version
+            if changed:
+                self._cache.clear()
+                self._generation += 1
+            self._version = version
+            self._version_checked_at = time.monotonic()
+        return changed
 
     # --- authentication (hot path)
 
@@ -200,11 +265,17 @@ class DeviceRegistry:
         """
         verify_signature(self._secret, token)
         entry = self._cache.get(token_hash(token))
-        if entry is None or entry[1] < time.monotonic():
+        if entry is None:
             return None
-        if isinstance(entry[0], str):
-            return entry[0]
-        raise entry[0]("token not accepted (cached)")
+        outcome, expires_at, read_at = entry
+        now = time.monotonic()
+        if expires_at < now:
+            return None
+        if now - read_at > self._cache_ttl_s and now - self._version_checked_at > self._cache_ttl_s:
+            return None  # older than a revocation may take to bite, and no recent check for changes
+        if isinstance(outcome, str):
+            return outcome
+        raise outcome("token not accepted (cached)")
 
     def verify(self, token: str) -> str:
         """The device id the token authenticates; raises `TokenRejected` (invalid, unknown or revoked)."""
@@ -213,10 +284,12 @@ class DeviceRegistry:
             return cached
         device_id, _ = verify_signature(self._secret, token)
         digest = token_hash(token)
+        # An answer read before a change was noticed must not be remembered after it.
+        generation = self._generation
         with Session(self.engine) as session:
             row = session.exec(select(Device).where(Device.token_hash == digest)).first()
         outcome: str | type[UnknownToken | RevokedToken]
-        cache_ttl_s = self._cache_ttl_s
+        cache_ttl_s = MAX_ANSWER_AGE_S
         if row is None or row.device_id != device_id:
             outcome = UnknownToken
         elif not _valid_at(row.revoked_at, datetime.now(UTC)):
@@ -230,10 +303,31 @@ class DeviceRegistry:
         with self._lock:
             if len(self._cache) >= MAX_CACHED_TOKENS:
                 self._cache.clear()
-            self._cache[digest] = (outcome, time.monotonic() + cache_ttl_s)
+            if generation == self._generation:
+                read_at = time.monotonic()
+                self._cache[digest] = (outcome, read_at + cache_ttl_s, read_at)
         if isinstance(outcome, str):
             return outcome
         raise outcome("token revoked" if outcome is RevokedToken else "token not registered")
+
+    async def watch_for_changes(self) -> None:
+        """`check_for_changes` every `cache_ttl_s / 2`, off the event loop, until cancelled.
+
+        While the database does not answer, remembered answers stop being trusted after `cache_ttl_s`
+        (each request then asks SQL itself, and gets 503 `registry-unavailable` if it still cannot).
+        """
+        failing = False
+        while True:
+            try:
+                await asyncio.to_thread(self.check_for_changes)
+                if failing:
+                    logger.info("device registry answers again")
+                failing = False
+            except SQLAlchemyError:
+                if not failing:
+                    logger.warning("device registry does not answer; cached tokens expire", exc_info=True)
+                failing = True
+            await asyncio.sleep(self._cache_ttl_s / 2)
 
     def ping(self) -> None:
         """Raises when the database does not answer `SELECT 1`."""
@@ -246,6 +340,7 @@ __all__ = [
     "DeviceAlreadyRegistered",
     "DeviceRecord",
     "DeviceRegistry",
+    "DeviceRegistryVersion",
     "InvalidDeviceId",
     "InvalidToken",
     "UnknownDevice",

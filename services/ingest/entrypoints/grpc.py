@@ -242,12 +242,15 @@ class OrderedPublisher:
         await self.sequencer.wait_turn(ticket)
         try:
             self.sequencer.correct_gaps(received)
-            # The task's first step (the producer's produce() call) is scheduled now, before the next
-            # ticket's waiter resumes: asyncio runs callbacks in the order they were scheduled.
-            delivery = asyncio.ensure_future(self.inner.publish(received))
+            # The producer has the event when send() returns, before the next ticket may go.
+            delivery = self.inner.send(received)
         finally:
             self.sequencer.done(ticket)
         return await delivery
+
+    def send(self, received: upload_pb2.UploadReceived) -> Awaitable[Delivery]:
+        # Ordered: the event may go only on its ticket's turn, which publish() waits for.
+        return self.publish(received)
 
 
 class StreamAuthenticationLost(Exception):
