@@ -141,7 +141,13 @@ class EventProducer:
         return future
 
     def _publish(
-        self, spec: TopicSpec, key: str, message: Message, topic: str | None, settle: Settle, own_span: bool = True
+        self,
+        spec: TopicSpec,
+        key: str,
+        message: Message | bytes,
+        topic: str | None,
+        settle: Settle,
+        own_span: bool = True,
     ) -> None:
         name = topic or spec.name(self.prefix)
         if own_span:
@@ -159,7 +165,8 @@ class EventProducer:
                 headers = build_headers(spec.schema)
         else:
             headers = build_headers(spec.schema)
-        self._produce(name, key.encode(), message.SerializeToString(), headers, settle)
+        value = message if isinstance(message, bytes) else message.SerializeToString()
+        self._produce(name, key.encode(), value, headers, settle)
 
     def publish_raw(
         self, topic: str, key: bytes | None, value: bytes, headers: HeaderList
@@ -195,7 +202,7 @@ class EventProducer:
         self,
         spec: TopicSpec,
         key: str,
-        message: Message,
+        message: Message | bytes,
         *,
         topic: str | None = None,
         own_span: bool = True,
@@ -203,10 +210,12 @@ class EventProducer:
     ) -> asyncio.Future[Delivery]:
         """`publish()` for asyncio: a future of the running loop, settled without a thread hop per message.
 
-        Cancelling the future only stops waiting: the message may still be delivered. `timeout_s`: the
-        future fails with `PublishTimeout` when the broker has not acknowledged by then (within the
-        poller's 50 ms). `own_span=False`: no producer span; the record carries the caller's current span
-        as its parent (for a caller whose own span already stands for the publish, such as ingest's).
+        `message` may be given already serialized (bytes of the spec's schema, e.g. assembled without
+        copying a large field). Cancelling the future only stops waiting: the message may still be
+        delivered. `timeout_s`: the future fails with `PublishTimeout` when the broker has not
+        acknowledged by then (within the poller's 50 ms). `own_span=False`: no producer span; the record
+        carries the caller's current span as its parent (for a caller whose own span already stands for
+        the publish, such as ingest's).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivery] = loop.create_future()

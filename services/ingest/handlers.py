@@ -19,7 +19,7 @@ from michi.contracts import stable_event_id, timestamp_now
 from michi.contracts.v1 import common_pb2, upload_pb2
 from services.ingest.adapters.archive import ArchiveUnavailable, UploadArchiver
 from services.ingest.adapters.claims import UploadClaims
-from services.ingest.adapters.publisher import PublishFailed, UploadPublisher
+from services.ingest.adapters.publisher import OutgoingUpload, PublishFailed, UploadPublisher
 from services.ingest.domain.sequences import missing_sequences
 from services.ingest.domain.validation import UploadLimits, Violation, validate_upload
 
@@ -117,7 +117,6 @@ class UploadHandler:
                 driver_id=upload.driver_id,
                 trace_id=current_trace_id(),
             ),
-            upload=upload,
             received_at=timestamp_now(),
             content_sha256=content_sha256,
             missing_sequences=missing_sequences(last_sequence, upload.sequence, self.max_missing_sequences),
@@ -127,7 +126,7 @@ class UploadHandler:
         try:
             if self.archive is not None:
                 received.archive_uri = await self.archive.store(upload, canonical, content_sha256)
-            await self.publisher.publish(received)
+            await self.publisher.publish(OutgoingUpload(received, upload, canonical))
         except BaseException as error:
             # Nothing half-written: without the broker's acknowledgement the claim goes, so a retry can succeed.
             await self._release_quietly(upload.upload_id, content_sha256)

@@ -85,18 +85,19 @@ def test_remembered_tokens_are_forgotten_when_another_process_changes_the_regist
 async def test_the_watch_keeps_running_through_a_database_outage(tmp_path: Path) -> None:
     database = tmp_path / "registry.db"
     registry = device_registry(
-        IngestSettings(database_url=f"sqlite:///{database}", home=tmp_path, ingest_token_cache_ttl_s=0.2)
+        IngestSettings(database_url=f"sqlite:///{database}", home=tmp_path, ingest_token_cache_ttl_s=1.0)
     )
     token = registry.add_device("device-a")
     watch = asyncio.create_task(registry.watch_for_changes())
     try:
-        await asyncio.sleep(0.05)  # the first check forgets what was remembered before it
+        await asyncio.sleep(0.1)  # the first check forgets what was remembered before it
         assert registry.verify(token) == "device-a"
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.3)
+        # Older than the TTL: trusted because the watch checked for changes within the last 0.5 s.
         assert registry.cached_device(token) == "device-a", "trusted while the checks succeed"
         database.rename(tmp_path / "moved.db")
         registry.engine.dispose()
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.6)
         assert registry.cached_device(token) is None, "not trusted once the checks fail"
         assert not watch.done()
     finally:

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from michi.contracts.v1 import ingest_pb2, upload_pb2
+from services.ingest.adapters.publisher import OutgoingUpload
 from services.ingest.entrypoints.grpc import (
     StreamSequencer,
     bearer_token,
@@ -87,10 +88,10 @@ def test_sequencer_drops_gaps_the_stream_itself_is_filling() -> None:
     sequencer = StreamSequencer()
 
     def received(sequence: int, missing: list[int]) -> upload_pb2.UploadReceived:
-        message = upload_pb2.UploadReceived(missing_sequences=missing)
-        message.upload.trip_id, message.upload.sequence = "trip-1", sequence
-        sequencer.correct_gaps(message)
-        return message
+        upload = upload_pb2.Upload(trip_id="trip-1", sequence=sequence)
+        outgoing = OutgoingUpload(upload_pb2.UploadReceived(missing_sequences=missing), upload, b"")
+        sequencer.correct_gaps(outgoing)
+        return outgoing.received
 
     assert list(received(4, []).missing_sequences) == []
     # Claimed while 4 was in flight, Redis still said 3: only 5..6 can be missing, and 5 was never sent.

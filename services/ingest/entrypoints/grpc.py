@@ -34,7 +34,7 @@ from michi.bus.headers import extract_context
 from michi.bus.producer import Delivery
 from michi.contracts.v1 import ingest_pb2, upload_pb2
 from michi.readiness import run_checks
-from services.ingest.adapters.publisher import UploadPublisher
+from services.ingest.adapters.publisher import OutgoingUpload, UploadPublisher
 from services.ingest.domain.decoding import PROTOBUF, UndecodableUpload, decode_upload
 from services.ingest.domain.signing import (
     NONCE_HEADER,
@@ -216,9 +216,10 @@ class StreamSequencer:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def correct_gaps(self, received: upload_pb2.UploadReceived) -> None:
+    def correct_gaps(self, outgoing: OutgoingUpload) -> None:
         """Drop from `missing_sequences` what this stream already published for the trip."""
-        trip_id, sequence = received.upload.trip_id, received.upload.sequence
+        received = outgoing.received
+        trip_id, sequence = outgoing.upload.trip_id, outgoing.upload.sequence
         published = self._published_sequence.get(trip_id)
         if published is not None:
             still_missing = [number for number in received.missing_sequences if number > published]
@@ -235,22 +236,22 @@ class OrderedPublisher:
     inner: UploadPublisher
     sequencer: StreamSequencer
 
-    async def publish(self, received: upload_pb2.UploadReceived) -> Delivery:
+    async def publish(self, outgoing: OutgoingUpload) -> Delivery:
         ticket = current_ticket.get()
         if ticket is None:
-            return await self.inner.publish(received)
+            return await self.inner.publish(outgoing)
         await self.sequencer.wait_turn(ticket)
         try:
-            self.sequencer.correct_gaps(received)
+            self.sequencer.correct_gaps(outgoing)
             # The producer has the event when send() returns, before the next ticket may go.
-            delivery = self.inner.send(received)
+            delivery = self.inner.send(outgoing)
         finally:
             self.sequencer.done(ticket)
         return await delivery
 
-    def send(self, received: upload_pb2.UploadReceived) -> Awaitable[Delivery]:
+    def send(self, outgoing: OutgoingUpload) -> Awaitable[Delivery]:
         # Ordered: the event may go only on its ticket's turn, which publish() waits for.
-        return self.publish(received)
+        return self.publish(outgoing)
 
 
 class StreamAuthenticationLost(Exception):
