@@ -51,6 +51,8 @@ SEGMENTS_FOLDER = "archive/segments"
 _HEADER_LENGTH = struct.Struct(">I")
 # A header larger than this is not one we wrote (64 uploads take ~10 KiB).
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+# Uploads' bytes per segment at most; more are split into several segments (uploads may be MBs).
+MAX_SEGMENT_BYTES = 8 * 1024 * 1024
 # Days whose segment headers an ArchiveReader keeps (lookups go to the window's day and the one before).
 MAX_REMEMBERED_DAYS = 4
 
@@ -172,22 +174,48 @@ def parse_archived(data: bytes, source: str, content_sha256: str | None = None) 
     return upload
 
 
+def plan_segments(
+    items: Sequence[SegmentUpload], max_segment_bytes: int = MAX_SEGMENT_BYTES
+) -> list[tuple[str, bytes, list[int]]]:
+    """The segments to write for `items`: (key, bytes, the positions of the items it holds).
+
+    One UTC day per segment; a day's items are split so a segment's uploads stay within
+    `max_segment_bytes` (a single larger upload gets a segment of its own).
+    """
+    by_day: dict[str, list[int]] = {}
+    for position, item in enumerate(items):
+        by_day.setdefault(segments_folder(upload_day(item.upload)), []).append(position)
+    groups: list[list[int]] = []
+    for positions in by_day.values():
+        current: list[int] = []
+        size = 0
+        for position in positions:
+            length = len(items[position].canonical)
+            if current and size + length > max_segment_bytes:
+                groups.append(current)
+                current, size = [], 0
+            current.append(position)
+            size += length
+        groups.append(current)
+    plans = []
+    for positions in groups:
+        members = [items[position] for position in positions]
+        plans.append((new_segment_key(upload_day(members[0].upload)), encode_segment(members), positions))
+    return plans
+
+
 async def archive_uploads(blob_store: BlobStore, uploads: Sequence[upload_pb2.Upload]) -> list[str]:
-    """Write `uploads` as segments (one per UTC day) and return their `archive_uri`s, in order.
+    """Write `uploads` as segments and return their `archive_uri`s, in order.
 
     What ingest does per batch, for tools, tests and benchmarks that fill an archive themselves.
     """
-    by_day: dict[str, list[int]] = {}
     items = []
-    for position, upload in enumerate(uploads):
+    for upload in uploads:
         canonical = upload.SerializeToString(deterministic=True)
         items.append(SegmentUpload(upload, canonical, hashlib.sha256(canonical).hexdigest()))
-        by_day.setdefault(segments_folder(upload_day(upload)), []).append(position)
     uris = [""] * len(items)
-    for positions in by_day.values():
-        members = [items[position] for position in positions]
-        key = new_segment_key(upload_day(members[0].upload))
-        info = await blob_store.put_bytes(key, encode_segment(members), overwrite=False)
+    for key, data, positions in plan_segments(items):
+        info = await blob_store.put_bytes(key, data, overwrite=False)
         for position in positions:
             uris[position] = f"{info.uri}#{items[position].upload.upload_id}"
     return uris

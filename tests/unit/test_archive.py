@@ -17,6 +17,7 @@ from michi.archive import (
     encode_segment,
     find_upload,
     legacy_key_for,
+    plan_segments,
     read_segment_index,
     rebuild_upload,
     segments_folder,
@@ -138,3 +139,20 @@ def test_a_tampered_segment_is_refused_and_left_out(tmp_path: Path) -> None:
     with pytest.raises(ArchiveCorrupt, match="sha256"):
         reader.find("device-a", "tampered", STARTED)
     assert [upload.upload_id for upload in reader.device_uploads("device-a", STARTED)] == ["kept"]
+
+
+def test_a_batch_becomes_one_segment_per_day_each_bounded_in_bytes() -> None:
+    uploads = [make_upload(f"u{index}") for index in range(5)] + [
+        make_upload("next-day", started=STARTED + timedelta(hours=1))
+    ]
+    items = []
+    for upload in uploads:
+        canonical = upload.SerializeToString(deterministic=True)
+        items.append(SegmentUpload(upload, canonical, hashlib.sha256(canonical).hexdigest()))
+    assert [positions for _, _, positions in plan_segments(items)] == [[0, 1, 2, 3, 4], [5]]
+    size = len(items[0].canonical)
+    plans = plan_segments(items, max_segment_bytes=2 * size)
+    assert [positions for _, _, positions in plans] == [[0, 1], [2, 3], [4], [5]]
+    assert len({key for key, _, _ in plans}) == 4
+    assert all(f"/{segments_folder(STARTED)}/" in f"/{key}" for key, _, _ in plans[:3])
+    assert plans[3][0].startswith(segments_folder(STARTED + timedelta(days=1)))
