@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import struct
 import threading
@@ -53,6 +54,9 @@ _HEADER_LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # Uploads' bytes per segment at most; more are split into several segments (uploads may be MBs).
 MAX_SEGMENT_BYTES = 8 * 1024 * 1024
+# A device's uploads of a day come from a listing of the day's segments at most this old (a training
+# job asks for many devices of the same days: one listing serves them all).
+DEVICE_LISTING_MAX_AGE_S = 1.0
 # Days whose segment headers an ArchiveReader keeps (lookups go to the window's day and the one before).
 MAX_REMEMBERED_DAYS = 4
 
@@ -238,6 +242,8 @@ class ArchiveReader:
         self._lock = threading.Lock()
         # day folder -> segment key -> its header entries, least recently used first
         self._segments: OrderedDict[str, dict[str, list[upload_pb2.ArchivedUpload]]] = OrderedDict()
+        # day folder -> when it was last listed (monotonic)
+        self._listed_at: dict[str, float] = {}
 
     @classmethod
     def for_store(cls, blob_store: BlobStore) -> ArchiveReader:
@@ -287,7 +293,8 @@ class ArchiveReader:
     def device_uploads(self, device_id: str, day: datetime) -> list[upload_pb2.Upload]:
         """Every archived upload of a device that started on one UTC day; corrupt ones are logged and left out."""
         latest: dict[str, tuple[str, upload_pb2.ArchivedUpload]] = {}
-        for key, entries in sorted(self._day(segments_folder(day), refresh=True).items()):
+        segments = self._day(segments_folder(day), listed_within_s=DEVICE_LISTING_MAX_AGE_S)
+        for key, entries in sorted(segments.items()):
             for entry in entries:
                 if entry.device_id == device_id:
                     latest[entry.upload_id] = (key, entry)
@@ -295,12 +302,12 @@ class ArchiveReader:
         for key, entry in latest.values():
             with _logged_if_corrupt():
                 uploads.append(self._read_entry(key, entry))
-        folder = legacy_key_for(device_id, "x", day).rsplit("/", 1)[0]
-        for path in self._list(folder):
+        legacy_folder = legacy_key_for(device_id, "x", day).rsplit("/", 1)[0]
+        for path in self._list(legacy_folder):
             name = path.rsplit("/", 1)[-1]
             if name.endswith(".pb") and name[: -len(".pb")] not in latest:
                 with _logged_if_corrupt():
-                    uploads.append(self.rebuild(f"{folder}/{name}", None))
+                    uploads.append(self.rebuild(f"{legacy_folder}/{name}", None))
         return uploads
 
     def _read_entry(self, key: str, entry: upload_pb2.ArchivedUpload) -> upload_pb2.Upload:
@@ -319,9 +326,9 @@ class ArchiveReader:
         with self._lock:
             known = folder in self._segments
         # What was read before first; on a miss, the segments written since.
-        for refresh in (False, True) if known else (True,):
+        for listed_within_s in (math.inf, 0.0) if known else (0.0,):
             found = None
-            for key, entries in sorted(self._day(folder, refresh=refresh).items()):
+            for key, entries in sorted(self._day(folder, listed_within_s=listed_within_s).items()):
                 for entry in entries:
                     if entry.upload_id == upload_id and entry.device_id == device_id:
                         found = (key, entry)
@@ -329,13 +336,15 @@ class ArchiveReader:
                 return found
         return None
 
-    def _day(self, folder: str, *, refresh: bool) -> dict[str, list[upload_pb2.ArchivedUpload]]:
+    def _day(self, folder: str, *, listed_within_s: float) -> dict[str, list[upload_pb2.ArchivedUpload]]:
+        """The day's segment headers; the folder is listed again unless it was within `listed_within_s`."""
         with self._lock:
             known = self._segments.get(folder)
             if known is not None:
                 self._segments.move_to_end(folder)
-                if not refresh:
+                if time.monotonic() - self._listed_at[folder] <= listed_within_s:
                     return dict(known)
+        listed_at = time.monotonic()
         seen = dict(known or {})
         for path in self._list(folder):
             name = path.rsplit("/", 1)[-1]
@@ -350,9 +359,11 @@ class ArchiveReader:
             seen[key] = list(index.uploads)
         with self._lock:
             self._segments[folder] = seen
+            self._listed_at[folder] = listed_at
             self._segments.move_to_end(folder)
             while len(self._segments) > MAX_REMEMBERED_DAYS:
-                self._segments.popitem(last=False)
+                forgotten, _ = self._segments.popitem(last=False)
+                del self._listed_at[forgotten]
         return dict(seen)
 
     def _list(self, folder: str) -> list[str]:
