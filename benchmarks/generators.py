@@ -5,8 +5,10 @@ On two cores a Python client costs as much CPU per request as ingest, so the loa
 - HTTP: `wrk` (C, epoll) with `benchmarks/wrk_uploads.lua` posting pre-built protobuf or JSON bodies
   with fresh upload ids, when `wrk` is installed (`apt-get install wrk`); otherwise `httpx` clients
   split over several processes.
-- gRPC: `michi.v1.Ingest/StreamUploads` over `grpc.aio`, device streams split over several processes,
-  each stream keeping the server's in-flight window of uploads unacknowledged.
+- gRPC: `michi.v1.Ingest/StreamUploads`, each device stream keeping the server's in-flight window of
+  uploads unacknowledged: from `benchmarks/grpc_load` (Go, built on first use into
+  `$MICHI_CACHE_DIR/bin`) when a Go toolchain is installed, otherwise over `grpc.aio` with the
+  streams split over several processes.
 
 Every generator returns a `LoadResult` (its CPU in `client_cpu_s`) measured over the same phase.
 """
@@ -16,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import hashlib
 import json
 import multiprocessing
+import os
 import resource
 import shutil
 import subprocess
@@ -31,10 +35,14 @@ from google.protobuf.json_format import MessageToJson
 
 from benchmarks.harness import JSON, PROTOBUF, UUID_LENGTH, LoadResult, UploadBodies, closed_loop
 from michi.contracts.v1 import upload_pb2
+from michi.infra.kafka import cache_root
 
 Job = TypeVar("Job")
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_uploads.lua")
+GO_LOAD_SOURCE = Path(__file__).with_name("grpc_load")
+# Where `go` is when it is not on PATH (the official tarball's place).
+GO_FALLBACK = Path("/usr/local/go/bin/go")
 STREAM_METHOD = "/michi.v1.Ingest/StreamUploads"
 # UploadAck outcomes (michi.v1.UploadOutcome) counted as the HTTP statuses they stand for.
 ACK_STATUSES = {1: 202, 2: 200, 3: 400}
@@ -324,3 +332,99 @@ def grpc_stream_load(
         for index in range(processes)
     ]
     return _run_jobs(_stream_job, jobs, start_at, on_start)
+
+
+# --------------------------------------------------------------------------- gRPC: the Go generator
+
+
+def go_load_binary() -> Path | None:
+    """`benchmarks/grpc_load` built for this machine (rebuilt when its source changed); None without Go."""
+    go = shutil.which("go") or (str(GO_FALLBACK) if GO_FALLBACK.exists() else None)
+    if go is None:
+        return None
+    digest = hashlib.sha256()
+    for path in [*sorted(GO_LOAD_SOURCE.glob("*.go")), GO_LOAD_SOURCE / "go.mod", GO_LOAD_SOURCE / "go.sum"]:
+        digest.update(path.read_bytes())
+    binary = cache_root() / "bin" / f"michi-grpc-load-{digest.hexdigest()[:16]}"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    completed = subprocess.run(
+        [go, "build", "-o", str(binary), "."],
+        cwd=GO_LOAD_SOURCE,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"go build of {GO_LOAD_SOURCE} failed: {completed.stderr[-1000:]}")
+    return binary
+
+
+def go_stream_load(
+    binary: Path,
+    target: str,
+    uploads: Sequence[upload_pb2.Upload],
+    tokens: dict[str, str],
+    folder: Path,
+    *,
+    streams: int,
+    window: int,
+    duration_s: float,
+    run_number: int,
+    on_start: Callable[[], object] = lambda: None,
+) -> LoadResult:
+    """`streams` device streams (one device each, its own connection) from one Go process."""
+    by_device: dict[str, list[upload_pb2.Upload]] = collections.defaultdict(list)
+    for upload in uploads:
+        by_device[upload.device_id].append(upload)
+    devices = sorted(by_device)[:streams]
+    if len(devices) < streams:
+        raise ValueError(f"{streams} streams need {streams} devices; the uploads have {len(devices)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    trips: dict[str, int] = {}
+    plan: list[dict[str, object]] = []
+    for device in devices:
+        entries = []
+        for upload in by_device[device]:
+            body = upload.SerializeToString()
+            path = folder / f"{upload.upload_id}.body"
+            path.write_bytes(body)
+            offsets = {}
+            for kind, value in (("upload_at", upload.upload_id), ("trip_at", upload.trip_id)):
+                encoded = value.encode()
+                if len(encoded) != UUID_LENGTH or body.count(encoded) != 1:
+                    raise ValueError(
+                        f"{kind} of upload {upload.upload_id} is not one {UUID_LENGTH}-byte id in the body"
+                    )
+                offsets[kind] = body.index(encoded)
+            entries.append({"path": str(path), **offsets, "trip": trips.setdefault(upload.trip_id, len(trips))})
+        plan.append({"token": tokens[device], "uploads": entries})
+    manifest = folder / f"manifest-{run_number}.json"
+    manifest.write_text(
+        json.dumps({"target": target, "window": window, "duration_s": duration_s, "run": run_number, "streams": plan})
+    )
+    on_start()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    completed = subprocess.run(
+        [str(binary), str(manifest)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=duration_s + 120,
+        env={**os.environ, "GOMAXPROCS": "2"},
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"grpc_load failed ({completed.returncode}): {completed.stderr[-500:]}")
+    figures = json.loads(lines[-1])
+    if figures["errors"]:
+        raise RuntimeError(f"grpc_load: {len(figures['errors'])} stream errors, first: {figures['errors'][0]}")
+    result = LoadResult(elapsed_s=figures["duration_us"] / 1e6)
+    result.statuses.update({int(status): count for status, count in figures["statuses"].items()})
+    result.reasons.update(figures["reasons"])
+    result.percentiles_s = {0.5: figures["p50_us"] / 1e6, 0.99: figures["p99_us"] / 1e6}
+    result.client_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result

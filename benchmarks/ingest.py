@@ -27,7 +27,15 @@ from confluent_kafka import KafkaError, Producer
 from confluent_kafka import Message as KafkaMessage
 
 from benchmarks.floors import GRPC, HTTP, floor_server
-from benchmarks.generators import grpc_stream_load, httpx_load, write_wrk_manifest, wrk_available, wrk_load
+from benchmarks.generators import (
+    go_load_binary,
+    go_stream_load,
+    grpc_stream_load,
+    httpx_load,
+    write_wrk_manifest,
+    wrk_available,
+    wrk_load,
+)
 from benchmarks.harness import (
     JSON,
     PROTOBUF,
@@ -150,6 +158,12 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         if use_wrk
         else f"httpx in {CLIENT_PROCESSES} processes ({CONCURRENCY} clients; install wrk for a cheaper one)"
     )
+    go_binary = go_load_binary()
+    stream_generator = (
+        f"benchmarks/grpc_load (Go), {STREAMS} device streams"
+        if go_binary is not None
+        else f"grpc.aio in {CLIENT_PROCESSES} processes, {STREAMS} device streams (install Go for a cheaper one)"
+    )
     with Workspace("ingest", redis=True) as workspace:
         uploads = simulated_uploads(300 if quick else 1500, devices=40)
         tokens = register_devices(workspace, {upload.device_id for upload in uploads})
@@ -206,6 +220,20 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
             return result, _with_client(meter.stop(), result)
 
         def stream_load(duration: float, port: int = grpc_port) -> tuple[LoadResult, dict[str, float]]:
+            if go_binary is not None:
+                result = go_stream_load(
+                    go_binary,
+                    f"127.0.0.1:{port}",
+                    uploads,
+                    tokens,
+                    workspace.folder / "grpc-load",
+                    streams=STREAMS,
+                    window=STREAM_WINDOW,
+                    duration_s=duration,
+                    run_number=next(salts),
+                    on_start=meter.start,
+                )
+                return result, _with_client(meter.stop(), result)
             result = grpc_stream_load(
                 f"127.0.0.1:{port}",
                 uploads,
@@ -294,7 +322,7 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         rows,
     )
     print(f"  HTTP load generator: {generator}")
-    print(f"  gRPC load generator: grpc.aio in {CLIENT_PROCESSES} processes, {STREAMS} device streams")
+    print(f"  gRPC load generator: {stream_generator}")
     for name, result, cores in (
         ("HTTP protobuf", protobuf, protobuf_cpu),
         ("HTTP JSON", json_result, json_cpu),
