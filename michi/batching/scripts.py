@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import DataError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from michi.batching.group import GroupCommit
 
@@ -77,7 +80,71 @@ class PipelinedScripts:
         return results
 
     async def _execute(self, calls: list[ScriptCall]) -> list[Any]:
-        async with self.redis.pipeline(transaction=False) as pipeline:
-            for call in calls:
-                pipeline.evalsha(call.sha, len(call.keys), *call.keys, *call.args)
-            return list(await pipeline.execute(raise_on_error=False))
+        """The calls as one write of EVALSHA commands on a pooled connection, then their replies in order.
+
+        redis-py's `Pipeline` did the same with ~2x the CPU per call (command stack, per-command
+        packing, reply callbacks, a timer per reply); this keeps its connection handling: the
+        connection's `socket_timeout` bounds the wait for the replies, a connection error or
+        timeout disconnects and retries on the connection's `Retry`, and a broken connection is
+        never handed back half-read.
+        """
+        packed = pack_script_calls(calls)
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()
+        try:
+
+            async def send_and_read() -> list[Any]:
+                await connection.send_packed_command(packed, check_health=False)
+                replies: list[Any] = []
+                try:
+                    # One deadline for all the replies: redis-py sets one per reply (an asyncio timer,
+                    # ~4 µs each), which was a tenth of ingest's Redis cost.
+                    async with asyncio.timeout(connection.socket_timeout):
+                        for _ in calls:
+                            try:
+                                replies.append(await connection.read_response(timeout=math.inf))
+                            except ResponseError as error:  # this call's own error (NOSCRIPT, a Lua error)
+                                replies.append(error)
+                except TimeoutError as error:
+                    await connection.disconnect(nowait=True)
+                    raise RedisTimeoutError(f"no reply from Redis within {connection.socket_timeout} s") from error
+                return replies
+
+            async def disconnect(_error: Exception) -> None:
+                await connection.disconnect()
+
+            replies: list[Any] = await connection.retry.call_with_retry(send_and_read, disconnect)
+            return replies
+        except BaseException:
+            # Cancelled or failed between the write and the last reply: the replies left on the
+            # socket would be read by the connection's next user.
+            await connection.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(connection)
+
+
+def pack_script_calls(calls: Sequence[ScriptCall]) -> bytes:
+    """`EVALSHA sha numkeys key... arg...` per call in the Redis protocol (RESP), encoded as redis-py does."""
+    parts: list[bytes] = []
+    for call in calls:
+        parts.append(
+            b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % (3 + len(call.keys) + len(call.args), call.sha.encode())
+        )
+        count = str(len(call.keys)).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(count), count))
+        for value in (*call.keys, *call.args):
+            data = _encode(value)
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _encode(value: KeyOrArg) -> bytes:
+    # redis-py's Encoder: bytes as they are, str as UTF-8, numbers by repr() (bool is refused).
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"invalid script argument {value!r}: use bytes, str, int or float")
+    return repr(value).encode()

@@ -33,12 +33,15 @@ import uvloop
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy.engine import make_url
 
 from michi.batching import PipelinedScripts
 from michi.blobs import BlobStore
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
+from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from services.ingest.adapters.archive import BlobUploadArchive
@@ -60,6 +63,7 @@ WORKER_VARIABLE = "MICHI_INGEST_WORKER"
 # Redis connections per ingest process, and how long a request waits for one before Redis counts as down.
 REDIS_CONNECTIONS = 64
 REDIS_POOL_WAIT_S = 5.0
+REDIS_RETRIES = 1
 logger = logging.getLogger(__name__)
 
 
@@ -81,9 +85,14 @@ def redis_client(settings: IngestSettings) -> Redis:
 
     redis-py's default pool raises "Too many connections" past 100 at once: with many gRPC streams,
     each with a window of uploads in flight, that refused uploads as `rate-limiter-unavailable`.
+    A command (or a batch of scripts) that meets a dropped connection is sent again once on a new
+    one, so a Redis restart or failover does not refuse the uploads that were using the old ones.
     """
     pool = BlockingConnectionPool.from_url(
-        settings.resolved_redis_url(), max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
+        settings.resolved_redis_url(),
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_POOL_WAIT_S,
+        retry=Retry(NoBackoff(), REDIS_RETRIES),
     )
     return Redis.from_pool(pool)
 
@@ -262,6 +271,8 @@ async def serve(settings: IngestSettings, *, http_socket: socket.socket | None =
         )
     )
     grpc_server = build_grpc_server(settings, app.state.endpoints, reuse_port=http_socket is not None)
+    # Everything built so far lives as long as the process: out of the collector's way (michi.runtime).
+    tune_garbage_collection()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):

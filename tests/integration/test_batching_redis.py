@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from michi.batching import PipelinedScripts
+from michi.batching.scripts import ScriptCall, pack_script_calls
 
 INCREMENT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 FAIL_ON_NEGATIVE = """
@@ -78,3 +83,96 @@ async def test_an_unreachable_redis_fails_every_call_in_the_batch() -> None:
         assert all(isinstance(outcome, RedisConnectionError) for outcome in outcomes)
     finally:
         await redis.aclose()
+
+
+def test_calls_are_packed_as_redis_py_packs_them() -> None:
+    calls = [
+        ScriptCall("a" * 40, ("key:1", b"key:\xff"), (1, 2.5, "text", b"raw", -7)),
+        ScriptCall("b" * 40, (), ("é", 1e-7, 10**20)),
+    ]
+    connection = Connection()
+    expected = b"".join(
+        connection.pack_commands(
+            [("EVALSHA", call.sha, len(call.keys), *call.keys, *call.args) for call in calls],
+        )
+    )
+    assert pack_script_calls(calls) == expected
+    with pytest.raises(DataError):
+        pack_script_calls([ScriptCall("c" * 40, (), (True,))])
+
+
+@pytest.mark.asyncio
+async def test_a_batch_cancelled_before_its_replies_leaves_no_reply_for_the_next_user(redis_url: str, key: str) -> None:
+    # A pool of one connection: the next batch must use the connection the cancelled one had.
+    single = Redis.from_pool(BlockingConnectionPool.from_url(redis_url, max_connections=1))
+    try:
+        scripts = PipelinedScripts(single)
+        slow = scripts.register("return redis.call('INCRBY', KEYS[1], 1)")
+        increment = scripts.register(INCREMENT)
+        call = asyncio.ensure_future(slow(keys=[key]))
+        await asyncio.sleep(0)  # the batch is in flight (written, replies not read yet)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # The cancelled call may or may not have run; the next one gets its own reply, not the stale one.
+        assert await increment(keys=[key], args=[100]) in (100, 101)
+        assert await increment(keys=[key], args=[1]) in (101, 102)
+    finally:
+        await single.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_connection_killed_by_the_server_fails_its_batch_or_is_retried_as_the_client_says(
+    redis_url: str, key: str
+) -> None:
+    plain = Redis.from_url(redis_url)  # redis-py's default: no retry
+    retrying = Redis.from_url(redis_url, retry=Retry(NoBackoff(), 1))
+    try:
+        for client in (plain, retrying):
+            increment = PipelinedScripts(client).register(INCREMENT)
+            await increment(keys=[key], args=[1])
+        # The server drops every client connection, including the pooled ones the next batches take.
+        await plain.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no")
+        with pytest.raises(RedisConnectionError):
+            await PipelinedScripts(plain).register(INCREMENT)(keys=[key], args=[1])
+        assert await PipelinedScripts(retrying).register(INCREMENT)(keys=[key], args=[1]) == 3
+        # The failed batch's connection was dropped, not returned half-read: the next call works.
+        assert await PipelinedScripts(plain).register(INCREMENT)(keys=[key], args=[1]) == 4
+    finally:
+        await plain.aclose()
+        await retrying.aclose()
+
+
+BUSY_FOR_MS = """
+local started = redis.call('TIME')
+local started_ms = started[1] * 1000 + math.floor(started[2] / 1000)
+while true do
+  local now = redis.call('TIME')
+  if now[1] * 1000 + math.floor(now[2] / 1000) - started_ms >= tonumber(ARGV[1]) then
+    return 1
+  end
+end
+"""
+
+
+@pytest.mark.asyncio
+async def test_replies_that_do_not_come_in_time_fail_the_batch_with_a_redis_timeout(redis_url: str, key: str) -> None:
+    busy_client = Redis.from_url(redis_url)
+    impatient = Redis.from_url(redis_url, socket_timeout=0.2)
+    try:
+        await impatient.ping()  # connected before the server is busy: the wait is for the replies
+        # A script that keeps the (single-threaded) server busy for 0.8 s.
+        busy = asyncio.ensure_future(busy_client.eval(BUSY_FOR_MS, 0, 800))
+        await asyncio.sleep(0.1)
+        increment = PipelinedScripts(impatient).register(INCREMENT)
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await increment(keys=[key], args=[1])
+        # One deadline for the batch (its connection's socket_timeout), not the busy script's end.
+        assert time.monotonic() - started < 0.6
+        assert await busy == 1
+        # The timed-out connection was dropped; its call may have run once the server was free.
+        assert await increment(keys=[key], args=[1]) in (1, 2)
+    finally:
+        await busy_client.aclose()
+        await impatient.aclose()

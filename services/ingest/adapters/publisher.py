@@ -60,6 +60,7 @@ class KafkaUploadPublisher:
         self.producer = producer
         self.timeout_s = timeout_s
         self.topic = UPLOADS.name(producer.prefix)
+        self._span_attributes = {"messaging.system": "kafka", "messaging.destination.name": self.topic}
 
     async def publish(self, outgoing: OutgoingUpload) -> Delivery:
         return await self.send(outgoing)
@@ -70,9 +71,7 @@ class KafkaUploadPublisher:
         # the message at the same time (message.timeout.ms). The request's span stands for the publish
         # (a second span per upload cost ~40 µs): it gets the destination, and consumers' spans are its
         # children.
-        span = trace.get_current_span()
-        span.set_attribute("messaging.system", "kafka")
-        span.set_attribute("messaging.destination.name", self.topic)
+        trace.get_current_span().set_attributes(self._span_attributes)
         delivery = self.producer.publish_in_loop(
             UPLOADS, outgoing.upload.device_id, outgoing.serialized(), own_span=False, timeout_s=self.timeout_s
         )

@@ -327,10 +327,14 @@ class IngestService:
         started = time.perf_counter()
         device_id = ""
         upload_id = upload.upload_id if isinstance(upload, upload_pb2.Upload) else ""
-        with tracer.start_as_current_span(span_name, context=parent, kind=trace.SpanKind.SERVER) as span:
-            span.set_attribute("rpc.system", "grpc")
-            span.set_attribute("rpc.service", SERVICE_NAME)
-            span.set_attribute("rpc.method", span_name.rpartition("/")[2])
+        # Attributes given at the start and in one call: each set_attribute() takes the span's lock.
+        span = tracer.start_span(
+            span_name,
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": SERVICE_NAME, "rpc.method": span_name.rpartition("/")[2]},
+        )
+        with trace.use_span(span, end_on_exit=True):
             try:
                 device_id = await authenticate_token(self.endpoints.registry, token)
                 await check_rate(self.endpoints.rate_limiter, device_id)
@@ -338,15 +342,23 @@ class IngestService:
                     await signature_check(device_id)
                 if isinstance(upload, UploadRefused):
                     raise upload
-                span.set_attribute("michi.ingest.upload_id", upload_id)
-                span.set_attribute("michi.ingest.device_id", device_id)
-                span.set_attribute("michi.ingest.trip_id", upload.trip_id)
-                span.set_attribute("michi.ingest.samples", len(upload.imu.offset_ms))
+                span.set_attributes(
+                    {
+                        "michi.ingest.upload_id": upload_id,
+                        "michi.ingest.device_id": device_id,
+                        "michi.ingest.trip_id": upload.trip_id,
+                        "michi.ingest.samples": len(upload.imu.offset_ms),
+                    }
+                )
                 answer = await handler.handle(upload, device_id)
             except UploadRefused as refusal:
-                span.set_attribute("michi.ingest.outcome", "refused")
-                span.set_attribute("michi.ingest.reason", refusal.reason)
-                span.set_attribute("rpc.grpc.status_code", status_code(refusal.status).value[0])
+                span.set_attributes(
+                    {
+                        "michi.ingest.outcome": "refused",
+                        "michi.ingest.reason": refusal.reason,
+                        "rpc.grpc.status_code": status_code(refusal.status).value[0],
+                    }
+                )
                 self._refused(refusal, device_id, upload_id, started)
                 raise
             span.set_attribute("michi.ingest.outcome", answer.outcome)

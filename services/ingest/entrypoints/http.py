@@ -280,14 +280,17 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
                 except UndecodableUpload as error:
                     raise UploadRefused(400, "undecodable-body", str(error)) from error
                 upload_id = upload.upload_id
-                span.set_attribute("michi.ingest.upload_id", upload_id)
-                span.set_attribute("michi.ingest.device_id", device_id)
-                span.set_attribute("michi.ingest.trip_id", upload.trip_id)
-                span.set_attribute("michi.ingest.samples", len(upload.imu.offset_ms))
+                span.set_attributes(
+                    {
+                        "michi.ingest.upload_id": upload_id,
+                        "michi.ingest.device_id": device_id,
+                        "michi.ingest.trip_id": upload.trip_id,
+                        "michi.ingest.samples": len(upload.imu.offset_ms),
+                    }
+                )
                 answer = await handler.handle(upload, device_id)
             except UploadRefused as refusal:
-                span.set_attribute("michi.ingest.outcome", "refused")
-                span.set_attribute("michi.ingest.reason", refusal.reason)
+                span.set_attributes({"michi.ingest.outcome": "refused", "michi.ingest.reason": refusal.reason})
                 metrics.refused(refusal.reason)
                 metrics.refused_latency.observe(time.perf_counter() - started)
                 log = logger.warning if refusal.status >= 500 else logger.info
