@@ -1,4 +1,6 @@
-"""How a long-lived service process runs its Python heap: `tune_garbage_collection()` once started.
+"""How a long-lived service process runs its Python heap: `tune_garbage_collection()` once built.
+
+Every service's `run()` calls it after building its app, before it takes traffic.
 
 CPython's cycle collector runs a young collection every 700 net allocations of container objects,
 and now and then a full one that walks every object the process holds: the imported frameworks
@@ -6,7 +8,9 @@ and now and then a full one that walks every object the process holds: the impor
 that live as long as the process. Ingest allocates a few hundred objects per upload (messages,
 futures, spans, log records), so at a thousand uploads per second the collector ran hundreds of
 times a second and its full passes walked the startup objects again and again: ~10% of ingest's
-main-thread CPU (measured with `benchmarks/ingest.py`; docs/benchmarks.md).
+main-thread CPU, and each full pass stopped the process for ~0.1 s (measured with
+`benchmarks/ingest.py`; docs/benchmarks.md). The consumers (inference, scoring, warehouse) and the
+annotation API allocate per message and per request the same way.
 
 `tune_garbage_collection()` moves everything alive at startup into the permanent generation
 (`gc.freeze()`: never walked again, never freed, as it would not be anyway) and collects the young

@@ -31,6 +31,7 @@ from michi.blobs import BlobStore
 from michi.bus.catalog import LABEL_REQUESTS, LABELS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
+from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from services.annotation.adapters.publisher import KafkaLabelPublisher, LabelPublisher
@@ -260,6 +261,7 @@ def run() -> None:
     configure_logging(SERVICE, settings.log_level)
     configure_tracing(SERVICE, settings.home)
     app = build_app(settings)
+    tune_garbage_collection()
     logger.info("annotation listening", extra={"host": settings.annotation_host, "port": settings.annotation_port})
     uvicorn.run(
         app,

@@ -32,6 +32,7 @@ from michi.bus.catalog import (
 from michi.bus.producer import EventProducer
 from michi.bus.streams import create_app, run_worker
 from michi.contracts.v1 import operations_pb2
+from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from services.inference.adapters.artifacts import ArtifactCache, load_detector
@@ -165,6 +166,7 @@ def run() -> None:
         (UPLOADS, PREDICTIONS, DETECTIONS, TRIP_SEGMENTS, LABEL_REQUESTS, MODEL_ROLLOUTS, DEAD_LETTERS),
     )
     built = build_app(settings)
+    tune_garbage_collection()
     feed = RolloutPlanFeed(bootstrap, settings.topic_prefix, producer=built.producer, service=SERVICE)
     # The plan is applied before the worker takes its first upload.
     built.serving.start(feed, timeout=settings.inference_plan_timeout_s)

@@ -15,6 +15,7 @@ import faust
 from michi.bus.catalog import DETECTIONS, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
 from michi.bus.streams import create_app, run_worker
+from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from services.scoring.adapters.progress import CommittedProgress
@@ -93,6 +94,7 @@ def run() -> None:
         except TopicLayoutError as error:
             print(f"michi: scoring: {error}", file=sys.stderr)
             raise SystemExit(2) from error
+        tune_garbage_collection()
         run_worker(app)
     finally:
         producer.close()

@@ -27,6 +27,7 @@ from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.registry import ModelRegistry
 from michi.registry.store import PlanPublisher
+from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from services.trainer.adapters.archive import ArchiveWindowSource
@@ -164,6 +165,7 @@ def run() -> None:
     producer = EventProducer(bootstrap, settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}")
     try:
         service = build_service(settings, producer=producer)
+        tune_garbage_collection()
         logger.info(
             "trainer starting",
             extra={

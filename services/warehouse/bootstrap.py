@@ -17,6 +17,7 @@ from michi.blobs import BlobStore
 from michi.bus.catalog import DETECTIONS, PREDICTIONS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
+from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from michi.warehouse import DETECTION, PREDICTION, detection_row, prediction_row
@@ -61,6 +62,7 @@ def run() -> None:
     )
     try:
         sink = build_sink(settings, producer=producer)
+        tune_garbage_collection()
         server = serve_health(
             settings.warehouse_port, alive=lambda: not stop.is_set(), ready=sink.ready, registry=sink.metrics.registry
         )

@@ -411,10 +411,21 @@ def test_workers_listen_on_one_port_and_the_kernel_spreads_connections(
     sockets: list[socket.socket] = []
     try:
         _wait_ready(url, michi_home)
-        # Sixteen connections opened in a burst (as a load balancer or a fleet reconnecting would).
-        sockets.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(16))
         workers = psutil.Process(supervisor.pid).children()
         assert len(workers) == 2
+
+        def listening(worker: psutil.Process) -> bool:
+            return any(
+                connection.laddr.port == port and connection.status == psutil.CONN_LISTEN
+                for connection in worker.net_connections(kind="tcp")
+            )
+
+        # /readyz answered from one worker; the other may still be starting (not listening yet).
+        deadline = time.monotonic() + 30
+        while not all(listening(worker) for worker in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Sixteen connections opened in a burst (as a load balancer or a fleet reconnecting would).
+        sockets.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(16))
 
         def held() -> list[int]:
             return [
