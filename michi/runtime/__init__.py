@@ -6,10 +6,10 @@ CPython's cycle collector runs a young collection every 700 net allocations of c
 and now and then a full one that walks every object the process holds: the imported frameworks
 (FastAPI, grpc, protobuf, OpenTelemetry), the app and its caches, hundreds of thousands of objects
 that live as long as the process. Ingest allocates a few hundred objects per upload (messages,
-futures, spans, log records), so at a thousand uploads per second the collector ran hundreds of
-times a second and its full passes walked the startup objects again and again: ~10% of ingest's
-main-thread CPU, and each full pass stopped the process for ~0.1 s (measured with
-`benchmarks/ingest.py`; docs/benchmarks.md). The consumers (inference, scoring, warehouse) and the
+futures, spans, log records), so at ~1,400 uploads per second the collector ran ~50 times a second
+and its full passes walked the startup objects again and again: ~10% of ingest's main-thread CPU,
+and each full pass stopped the process for 110-160 ms every ~2.5 s (measured under
+`benchmarks/ingest.py`'s gRPC load; docs/benchmarks.md). The consumers (inference, scoring, warehouse) and the
 annotation API allocate per message and per request the same way.
 
 `tune_garbage_collection()` moves everything alive at startup into the permanent generation
