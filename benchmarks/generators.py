@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToJson
 
@@ -85,6 +85,17 @@ def _run_jobs(
 # --------------------------------------------------------------------------- HTTP: wrk
 
 
+def id_offsets(body: bytes, upload: upload_pb2.Upload) -> dict[str, int]:
+    """Where the upload id and the trip id sit in `body` (0-based), for generators that swap in fresh ones."""
+    offsets = {}
+    for kind, value in (("upload", upload.upload_id), ("trip", upload.trip_id)):
+        encoded = value.encode()
+        if len(encoded) != UUID_LENGTH or body.count(encoded) != 1:
+            raise ValueError(f"{kind} id of {upload.upload_id} is not one {UUID_LENGTH}-byte string in the body")
+        offsets[kind] = body.index(encoded)
+    return offsets
+
+
 def write_wrk_manifest(
     folder: Path, uploads: Sequence[upload_pb2.Upload], tokens: dict[str, str], content_type: str
 ) -> Path:
@@ -96,14 +107,10 @@ def write_wrk_manifest(
         body = MessageToJson(upload).encode() if content_type == JSON else upload.SerializeToString()
         path = folder / f"upload-{index}.body"
         path.write_bytes(body)
-        places = []
-        for kind, value in (("upload", upload.upload_id), ("trip", upload.trip_id)):
-            encoded = value.encode()
-            if len(encoded) != UUID_LENGTH or body.count(encoded) != 1:
-                raise ValueError(f"{kind} id of upload {index} is not one {UUID_LENGTH}-byte string in the body")
-            places.append((body.index(encoded) + 1, kind))
+        # Lua counts from 1.
+        places = sorted((at + 1, kind) for kind, at in id_offsets(body, upload).items())
         trip = trips.setdefault(upload.trip_id, len(trips))
-        ids = ", ".join(f'{{at = {at}, kind = "{kind}"}}' for at, kind in sorted(places))
+        ids = ", ".join(f'{{at = {at}, kind = "{kind}"}}' for at, kind in places)
         lines.append(
             f'  {{path = "{path}", content_type = "{content_type}", token = "{tokens[upload.device_id]}", trip = {trip}, ids = {{{ids}}}}},'
         )
@@ -124,9 +131,7 @@ def wrk_load(
     on_start: Callable[[], object] = lambda: None,
 ) -> LoadResult:
     """`connections` keep-alive connections posting the manifest's uploads for `duration_s` (closed loop)."""
-    on_start()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    completed = subprocess.run(
+    figures, result = _run_generator(
         [
             "wrk",
             f"-t{threads}",
@@ -141,24 +146,37 @@ def wrk_load(
             str(manifest),
             str(run_number),
         ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=duration_s + 60,
+        timeout_s=duration_s + 60,
+        on_start=on_start,
     )
+    if figures["socket_errors"]:
+        result.statuses[0] += figures["socket_errors"]
+    return result
+
+
+def _run_generator(
+    command: list[str], *, timeout_s: float, on_start: Callable[[], object], environment: dict[str, str] | None = None
+) -> tuple[dict[str, Any], LoadResult]:
+    """Run a generator that prints one JSON line of figures (duration_us, statuses, p50_us, p99_us) at the end.
+
+    Its CPU comes from the children's rusage around the run. Such generators report percentiles, not
+    every latency: the two figures stand for the distribution.
+    """
+    on_start()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout_s, env=environment)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr[-500:]}{completed.stdout[-500:]}")
-    figures = json.loads(lines[-1])
+        raise RuntimeError(
+            f"{Path(command[0]).name} failed ({completed.returncode}): {completed.stderr[-500:]}{completed.stdout[-500:]}"
+        )
+    figures: dict[str, Any] = json.loads(lines[-1])
     result = LoadResult(elapsed_s=figures["duration_us"] / 1e6)
     result.statuses.update({int(status): count for status, count in figures["statuses"].items()})
-    if figures["socket_errors"]:
-        result.statuses[0] += figures["socket_errors"]
-    # wrk reports percentiles, not every latency: the two figures stand for the distribution.
     result.percentiles_s = {0.5: figures["p50_us"] / 1e6, 0.99: figures["p99_us"] / 1e6}
     result.client_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return result
+    return figures, result
 
 
 # --------------------------------------------------------------------------- HTTP: httpx in processes
@@ -300,6 +318,17 @@ def _stream_job(job: StreamJob) -> LoadResult:
     return result
 
 
+def device_streams(uploads: Sequence[upload_pb2.Upload], streams: int) -> dict[str, list[upload_pb2.Upload]]:
+    """The uploads of the first `streams` devices (by id), one device per stream."""
+    by_device: dict[str, list[upload_pb2.Upload]] = collections.defaultdict(list)
+    for upload in uploads:
+        by_device[upload.device_id].append(upload)
+    devices = sorted(by_device)[:streams]
+    if len(devices) < streams:
+        raise ValueError(f"{streams} streams need {streams} devices; the uploads have {len(devices)}")
+    return {device: by_device[device] for device in devices}
+
+
 def grpc_stream_load(
     target: str,
     uploads: Sequence[upload_pb2.Upload],
@@ -313,17 +342,16 @@ def grpc_stream_load(
     on_start: Callable[[], object] = lambda: None,
 ) -> LoadResult:
     """`streams` device streams (one device each, its own connection) split over `processes` processes."""
-    by_device: dict[str, list[bytes]] = collections.defaultdict(list)
-    for upload in uploads:
-        by_device[upload.device_id].append(upload.SerializeToString())
-    devices = sorted(by_device)[:streams]
-    if len(devices) < streams:
-        raise ValueError(f"{streams} streams need {streams} devices; the uploads have {len(devices)}")
+    by_device = device_streams(uploads, streams)
+    devices = sorted(by_device)
     start_at = time.time() + 4.0
     jobs = [
         StreamJob(
             target,
-            [(tokens[device], by_device[device]) for device in devices[index::processes]],
+            [
+                (tokens[device], [upload.SerializeToString() for upload in by_device[device]])
+                for device in devices[index::processes]
+            ],
             window,
             duration_s,
             f"{salt}/{index}",
@@ -376,55 +404,37 @@ def go_stream_load(
     on_start: Callable[[], object] = lambda: None,
 ) -> LoadResult:
     """`streams` device streams (one device each, its own connection) from one Go process."""
-    by_device: dict[str, list[upload_pb2.Upload]] = collections.defaultdict(list)
-    for upload in uploads:
-        by_device[upload.device_id].append(upload)
-    devices = sorted(by_device)[:streams]
-    if len(devices) < streams:
-        raise ValueError(f"{streams} streams need {streams} devices; the uploads have {len(devices)}")
+    by_device = device_streams(uploads, streams)
     folder.mkdir(parents=True, exist_ok=True)
     trips: dict[str, int] = {}
     plan: list[dict[str, object]] = []
-    for device in devices:
+    for device, device_uploads in sorted(by_device.items()):
         entries = []
-        for upload in by_device[device]:
+        for upload in device_uploads:
             body = upload.SerializeToString()
             path = folder / f"{upload.upload_id}.body"
             path.write_bytes(body)
-            offsets = {}
-            for kind, value in (("upload_at", upload.upload_id), ("trip_at", upload.trip_id)):
-                encoded = value.encode()
-                if len(encoded) != UUID_LENGTH or body.count(encoded) != 1:
-                    raise ValueError(
-                        f"{kind} of upload {upload.upload_id} is not one {UUID_LENGTH}-byte id in the body"
-                    )
-                offsets[kind] = body.index(encoded)
-            entries.append({"path": str(path), **offsets, "trip": trips.setdefault(upload.trip_id, len(trips))})
+            offsets = id_offsets(body, upload)
+            entries.append(
+                {
+                    "path": str(path),
+                    "upload_at": offsets["upload"],
+                    "trip_at": offsets["trip"],
+                    "trip": trips.setdefault(upload.trip_id, len(trips)),
+                }
+            )
         plan.append({"token": tokens[device], "uploads": entries})
     manifest = folder / f"manifest-{run_number}.json"
     manifest.write_text(
         json.dumps({"target": target, "window": window, "duration_s": duration_s, "run": run_number, "streams": plan})
     )
-    on_start()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    completed = subprocess.run(
+    figures, result = _run_generator(
         [str(binary), str(manifest)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=duration_s + 120,
-        env={**os.environ, "GOMAXPROCS": "2"},
+        timeout_s=duration_s + 120,
+        on_start=on_start,
+        environment={**os.environ, "GOMAXPROCS": "2"},
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-    if completed.returncode != 0 or not lines:
-        raise RuntimeError(f"grpc_load failed ({completed.returncode}): {completed.stderr[-500:]}")
-    figures = json.loads(lines[-1])
     if figures["errors"]:
         raise RuntimeError(f"grpc_load: {len(figures['errors'])} stream errors, first: {figures['errors'][0]}")
-    result = LoadResult(elapsed_s=figures["duration_us"] / 1e6)
-    result.statuses.update({int(status): count for status, count in figures["statuses"].items()})
     result.reasons.update(figures["reasons"])
-    result.percentiles_s = {0.5: figures["p50_us"] / 1e6, 0.99: figures["p99_us"] / 1e6}
-    result.client_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return result
