@@ -5,7 +5,11 @@
 - HTTP: an ASGI app on uvicorn with uvloop and httptools (as ingest) that reads the body, parses the
   `Upload` and answers 202 with a small JSON body;
 - gRPC: a grpc.aio `michi.v1.Ingest/StreamUploads` on uvloop that parses each `Upload` and
-  acknowledges it ACCEPTED.
+  acknowledges it ACCEPTED;
+- gRPC with ingest's I/O: the same stream, each upload also hashed and put through the Redis and Kafka
+  work no ingest can skip, with ingest's own adapters (rate-limit token, idempotency claim, the
+  `UploadReceived` published with acks=all and awaited, the claim settled), 8 in flight per stream as
+  in ingest, acknowledged in stream order. No authentication, validation, archive, tracing or metrics.
 
 What ingest costs above them is its work (authentication, rate limits, validation, idempotency, the raw
 archive, Kafka with acks=all, tracing, metrics); what they cost is the framework's and the machine's.
@@ -15,9 +19,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,7 +30,9 @@ from michi.infra.processes import free_port
 
 HTTP = "http"
 GRPC = "grpc"
+GRPC_IO = "grpc-io"
 START_TIMEOUT_S = 30.0
+SEVERAL_START_S = 3.0
 
 
 def _serve_http(port: int) -> None:
@@ -93,12 +100,128 @@ def _serve_grpc(port: int) -> None:
     uvloop.run(main())
 
 
+def _serve_grpc_io(port: int, bootstrap: str, redis_url: str, prefix: str, window: int) -> None:
+    import asyncio
+    import hashlib
+    from collections.abc import AsyncIterator
+
+    import grpc
+    import uvloop
+    from redis.asyncio import Redis
+
+    from michi.batching import PipelinedScripts
+    from michi.bus.producer import EventProducer
+    from michi.contracts import stable_event_id
+    from michi.contracts.v1 import common_pb2, ingest_pb2, upload_pb2
+    from services.ingest.adapters.claims import UploadClaims
+    from services.ingest.adapters.publisher import KafkaUploadPublisher, OutgoingUpload
+    from services.ingest.adapters.rate_limits import RateLimiter
+
+    async def main() -> None:
+        redis = Redis.from_url(redis_url)
+        scripts = PipelinedScripts(redis)
+        limiter = RateLimiter(
+            redis,
+            scripts=scripts,
+            key_prefix=f"{prefix}floor.",
+            device_rate_per_s=1_000_000,
+            device_burst=1_000_000,
+            global_rate_per_s=1_000_000,
+        )
+        claims = UploadClaims(
+            redis, scripts=scripts, key_prefix=f"{prefix}floor.", accepted_ttl_s=3600, pending_ttl_s=30
+        )
+        # Ingest's producer settings (EventProducer's: idempotent, acks=all, linger 2 ms).
+        publisher = KafkaUploadPublisher(EventProducer(bootstrap, prefix, client_id="michi-floor"), 10.0)
+
+        async def one(body: bytes) -> ingest_pb2.UploadAck:
+            upload = upload_pb2.Upload.FromString(body)
+            await limiter.check(upload.device_id)
+            content_sha256 = hashlib.sha256(body).hexdigest()
+            await claims.claim(upload.upload_id, upload.trip_id, content_sha256)
+            event_id = stable_event_id("upload", upload.upload_id)
+            received = upload_pb2.UploadReceived(
+                event_id=event_id,
+                lineage=common_pb2.Lineage(
+                    upload_id=upload.upload_id, trip_id=upload.trip_id, device_id=upload.device_id
+                ),
+                content_sha256=content_sha256,
+            )
+            await publisher.publish(OutgoingUpload(received, upload, body))
+            await claims.accept(upload.upload_id, upload.trip_id, upload.sequence, content_sha256, event_id)
+            return ingest_pb2.UploadAck(
+                upload_id=upload.upload_id, outcome=ingest_pb2.UPLOAD_OUTCOME_ACCEPTED, event_id=event_id
+            )
+
+        async def stream_uploads(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[ingest_pb2.UploadAck]:
+            slots = asyncio.Semaphore(window)
+            pending: asyncio.Queue[asyncio.Task[ingest_pb2.UploadAck] | None] = asyncio.Queue()
+
+            async def read() -> None:
+                iterator = aiter(requests)
+                try:
+                    while True:
+                        await slots.acquire()
+                        try:
+                            body = await anext(iterator)
+                        except StopAsyncIteration:
+                            return
+                        pending.put_nowait(asyncio.create_task(one(body)))
+                finally:
+                    pending.put_nowait(None)
+
+            reader = asyncio.create_task(read())
+            try:
+                while (task := await pending.get()) is not None:
+                    ack = await task
+                    slots.release()
+                    yield ack
+            finally:
+                reader.cancel()
+
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
+        handler = grpc.stream_stream_rpc_method_handler(
+            stream_uploads, response_serializer=ingest_pb2.UploadAck.SerializeToString
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("michi.v1.Ingest", {"StreamUploads": handler}),)
+        )
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    uvloop.run(main())
+
+
+def _serve_several(target: Callable[..., None], processes: int, *arguments: Any) -> None:
+    """`processes` copies of a floor server sharing its port (SO_REUSEPORT), as ingest's workers do."""
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=target, args=arguments, daemon=True) for _ in range(processes)]
+    for child in children:
+        child.start()
+
+    def stop(signal_number: int, frame: object) -> None:
+        for child in children:
+            child.terminate()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    for child in children:
+        child.join()
+
+
 @contextmanager
-def floor_server(kind: str) -> Iterator[tuple[int, int]]:
-    """A floor server (`HTTP` or `GRPC`) in its own process on a free port: yields (port, pid)."""
-    target = {HTTP: _serve_http, GRPC: _serve_grpc}[kind]
+def floor_server(kind: str, *arguments: Any, processes: int = 1) -> Iterator[tuple[int, int]]:
+    """A floor server (`HTTP`, `GRPC`, or `GRPC_IO` with bootstrap, Redis URL, topic prefix and window)
+    on a free port: yields (port, pid). With `processes` > 1 the pid is a supervisor's whose children
+    serve (measure it with its children)."""
+    targets: dict[str, Callable[..., None]] = {HTTP: _serve_http, GRPC: _serve_grpc, GRPC_IO: _serve_grpc_io}
     port = free_port()
-    process = multiprocessing.get_context("spawn").Process(target=target, args=(port,), daemon=True)
+    context = multiprocessing.get_context("spawn")
+    if processes == 1:
+        process = context.Process(target=targets[kind], args=(port, *arguments), daemon=True)
+    else:
+        process = context.Process(target=_serve_several, args=(targets[kind], processes, port, *arguments))
     process.start()
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -110,6 +233,8 @@ def floor_server(kind: str) -> Iterator[tuple[int, int]]:
                 if not process.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"the {kind} floor server did not start") from None
                 time.sleep(0.05)
+        if processes > 1:
+            time.sleep(SEVERAL_START_S)  # the first child listens; give the others time to
         assert process.pid is not None
         yield port, process.pid
     finally:
