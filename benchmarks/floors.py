@@ -6,10 +6,11 @@
   `Upload` and answers 202 with a small JSON body;
 - gRPC: a grpc.aio `michi.v1.Ingest/StreamUploads` on uvloop that parses each `Upload` and
   acknowledges it ACCEPTED;
-- gRPC with ingest's I/O: the same stream, each upload also hashed and put through the Redis and Kafka
-  work no ingest can skip, with ingest's own adapters (rate-limit token, idempotency claim, the
-  `UploadReceived` published with acks=all and awaited, the claim settled), 8 in flight per stream as
-  in ingest, acknowledged in stream order. No authentication, validation, archive, tracing or metrics.
+- the I/O floors: the same HTTP app and gRPC stream, each upload also hashed and put through the Redis
+  and Kafka work no ingest can skip, with ingest's own adapters (rate-limit token, idempotency claim,
+  the `UploadReceived` published with acks=all and awaited, the claim settled); on the stream 8 in
+  flight as in ingest, acknowledged in stream order. No authentication, validation, archive, tracing
+  or metrics. Several processes share the port as ingest's workers do.
 
 What ingest costs above them is its work (authentication, rate limits, validation, idempotency, the raw
 archive, Kafka with acks=all, tracing, metrics); what they cost is the framework's and the machine's.
@@ -22,7 +23,7 @@ import multiprocessing
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,6 +32,7 @@ from michi.infra.processes import free_port
 HTTP = "http"
 GRPC = "grpc"
 GRPC_IO = "grpc-io"
+HTTP_IO = "http-io"
 START_TIMEOUT_S = 30.0
 SEVERAL_START_S = 3.0
 
@@ -100,57 +102,111 @@ def _serve_grpc(port: int) -> None:
     uvloop.run(main())
 
 
-def _serve_grpc_io(port: int, bootstrap: str, redis_url: str, prefix: str, window: int) -> None:
-    import asyncio
-    import hashlib
-    from collections.abc import AsyncIterator
+def _ingest_io(bootstrap: str, redis_url: str, prefix: str) -> Callable[[bytes], Awaitable[tuple[str, str]]]:
+    """Per upload, the I/O no ingest can skip, with ingest's adapters: -> (upload_id, event_id).
 
-    import grpc
-    import uvloop
+    Parse, take a rate-limit token, hash and claim the upload id, publish the `UploadReceived` with
+    acks=all and await the acknowledgement, settle the claim. Call it inside the serving event loop.
+    """
+    import hashlib
+
     from redis.asyncio import Redis
 
     from michi.batching import PipelinedScripts
     from michi.bus.producer import EventProducer
     from michi.contracts import stable_event_id
-    from michi.contracts.v1 import common_pb2, ingest_pb2, upload_pb2
+    from michi.contracts.v1 import common_pb2, upload_pb2
     from services.ingest.adapters.claims import UploadClaims
     from services.ingest.adapters.publisher import KafkaUploadPublisher, OutgoingUpload
     from services.ingest.adapters.rate_limits import RateLimiter
 
-    async def main() -> None:
-        redis = Redis.from_url(redis_url)
-        scripts = PipelinedScripts(redis)
-        limiter = RateLimiter(
-            redis,
-            scripts=scripts,
-            key_prefix=f"{prefix}floor.",
-            device_rate_per_s=1_000_000,
-            device_burst=1_000_000,
-            global_rate_per_s=1_000_000,
-        )
-        claims = UploadClaims(
-            redis, scripts=scripts, key_prefix=f"{prefix}floor.", accepted_ttl_s=3600, pending_ttl_s=30
-        )
-        # Ingest's producer settings (EventProducer's: idempotent, acks=all, linger 2 ms).
-        publisher = KafkaUploadPublisher(EventProducer(bootstrap, prefix, client_id="michi-floor"), 10.0)
+    redis = Redis.from_url(redis_url)
+    scripts = PipelinedScripts(redis)
+    limiter = RateLimiter(
+        redis,
+        scripts=scripts,
+        key_prefix=f"{prefix}floor.",
+        device_rate_per_s=1_000_000,
+        device_burst=1_000_000,
+        global_rate_per_s=1_000_000,
+    )
+    claims = UploadClaims(redis, scripts=scripts, key_prefix=f"{prefix}floor.", accepted_ttl_s=3600, pending_ttl_s=30)
+    # Ingest's producer settings (EventProducer's: idempotent, acks=all, linger 2 ms).
+    publisher = KafkaUploadPublisher(EventProducer(bootstrap, prefix, client_id="michi-floor"), 10.0)
 
-        async def one(body: bytes) -> ingest_pb2.UploadAck:
-            upload = upload_pb2.Upload.FromString(body)
-            await limiter.check(upload.device_id)
-            content_sha256 = hashlib.sha256(body).hexdigest()
-            await claims.claim(upload.upload_id, upload.trip_id, content_sha256)
-            event_id = stable_event_id("upload", upload.upload_id)
-            received = upload_pb2.UploadReceived(
-                event_id=event_id,
-                lineage=common_pb2.Lineage(
-                    upload_id=upload.upload_id, trip_id=upload.trip_id, device_id=upload.device_id
-                ),
-                content_sha256=content_sha256,
-            )
-            await publisher.publish(OutgoingUpload(received, upload, body))
-            await claims.accept(upload.upload_id, upload.trip_id, upload.sequence, content_sha256, event_id)
+    async def one(body: bytes) -> tuple[str, str]:
+        upload = upload_pb2.Upload.FromString(body)
+        await limiter.check(upload.device_id)
+        content_sha256 = hashlib.sha256(body).hexdigest()
+        await claims.claim(upload.upload_id, upload.trip_id, content_sha256)
+        event_id = stable_event_id("upload", upload.upload_id)
+        received = upload_pb2.UploadReceived(
+            event_id=event_id,
+            lineage=common_pb2.Lineage(upload_id=upload.upload_id, trip_id=upload.trip_id, device_id=upload.device_id),
+            content_sha256=content_sha256,
+        )
+        await publisher.publish(OutgoingUpload(received, upload, body))
+        await claims.accept(upload.upload_id, upload.trip_id, upload.sequence, content_sha256, event_id)
+        return upload.upload_id, event_id
+
+    return one
+
+
+def _serve_http_io(port: int, bootstrap: str, redis_url: str, prefix: str, window: int) -> None:
+    import uvicorn
+
+    io: list[Callable[[bytes], Awaitable[tuple[str, str]]]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if not io:
+            io.append(_ingest_io(bootstrap, redis_url, prefix))
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        upload_id, event_id = await io[0](b"".join(chunks))
+        body = json.dumps({"upload_id": upload_id, "event_id": event_id, "outcome": "accepted"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    # SO_REUSEPORT, so that several processes share the port as ingest's workers do.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", port))
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _serve_grpc_io(port: int, bootstrap: str, redis_url: str, prefix: str, window: int) -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    import grpc
+    import uvloop
+
+    from michi.contracts.v1 import ingest_pb2
+
+    async def main() -> None:
+        one = _ingest_io(bootstrap, redis_url, prefix)
+
+        async def acknowledged(body: bytes) -> ingest_pb2.UploadAck:
+            upload_id, event_id = await one(body)
             return ingest_pb2.UploadAck(
-                upload_id=upload.upload_id, outcome=ingest_pb2.UPLOAD_OUTCOME_ACCEPTED, event_id=event_id
+                upload_id=upload_id, outcome=ingest_pb2.UPLOAD_OUTCOME_ACCEPTED, event_id=event_id
             )
 
         async def stream_uploads(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[ingest_pb2.UploadAck]:
@@ -166,7 +222,7 @@ def _serve_grpc_io(port: int, bootstrap: str, redis_url: str, prefix: str, windo
                             body = await anext(iterator)
                         except StopAsyncIteration:
                             return
-                        pending.put_nowait(asyncio.create_task(one(body)))
+                        pending.put_nowait(asyncio.create_task(acknowledged(body)))
                 finally:
                     pending.put_nowait(None)
 
@@ -212,10 +268,15 @@ def _serve_several(target: Callable[..., None], processes: int, *arguments: Any)
 
 @contextmanager
 def floor_server(kind: str, *arguments: Any, processes: int = 1) -> Iterator[tuple[int, int]]:
-    """A floor server (`HTTP`, `GRPC`, or `GRPC_IO` with bootstrap, Redis URL, topic prefix and window)
+    """A floor server (`HTTP`, `GRPC`, or `HTTP_IO`/`GRPC_IO` with bootstrap, Redis URL, prefix and window)
     on a free port: yields (port, pid). With `processes` > 1 the pid is a supervisor's whose children
     serve (measure it with its children)."""
-    targets: dict[str, Callable[..., None]] = {HTTP: _serve_http, GRPC: _serve_grpc, GRPC_IO: _serve_grpc_io}
+    targets: dict[str, Callable[..., None]] = {
+        HTTP: _serve_http,
+        GRPC: _serve_grpc,
+        HTTP_IO: _serve_http_io,
+        GRPC_IO: _serve_grpc_io,
+    }
     port = free_port()
     context = multiprocessing.get_context("spawn")
     if processes == 1:

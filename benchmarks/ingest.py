@@ -15,7 +15,7 @@ resident memory (one worker only: with several, the process is a supervisor).
 
 The framework floors (`benchmarks/floors.py`) take the same HTTP and gRPC loads with nothing behind
 the door (parse the upload, answer): the most this machine gives those frameworks and generators.
-The I/O floor adds, per upload, only the Redis and Kafka work no ingest can skip (rate-limit token,
+The I/O floors add, per upload, only the Redis and Kafka work no ingest can skip (rate-limit token,
 idempotency claim, publish with acks=all, settlement) with ingest's adapters: the most any ingest
 written on grpc.aio, redis-py and confluent-kafka could reach here, before authentication,
 validation, the raw archive, tracing and metrics.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka import Message as KafkaMessage
 
-from benchmarks.floors import GRPC, GRPC_IO, HTTP, floor_server
+from benchmarks.floors import GRPC, GRPC_IO, HTTP, HTTP_IO, floor_server
 from benchmarks.generators import (
     go_load_binary,
     go_stream_load,
@@ -99,6 +99,7 @@ class IngestFigures:
     raw_window: RawResult
     http_floor: LoadResult
     grpc_floor: LoadResult
+    http_io_floor: LoadResult
     grpc_io_floor: LoadResult
     media: MediaFigures | None
 
@@ -285,15 +286,18 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         with floor_server(GRPC) as (floor_port, floor_pid):
             meter = CpuMeter({"floor": floor_pid, **meter_pids})
             grpc_floor, grpc_floor_cpu = stream_load(phase_s / 2, floor_port)
-        note(
-            f"ingest: I/O floor, the same stream with ingest's Redis and Kafka work only, {workers} process(es),"
-            f" {phase_s / 2:.0f} s"
-        )
         assert workspace.redis is not None
-        floor_arguments = (workspace.bootstrap, workspace.redis.url, PREFIX, STREAM_WINDOW)
-        with floor_server(GRPC_IO, *floor_arguments, processes=workers) as (floor_port, floor_pid):
+        io_arguments = (workspace.bootstrap, workspace.redis.url, PREFIX, STREAM_WINDOW)
+        note(f"ingest: I/O floor, the HTTP app with ingest's Redis and Kafka work only, {phase_s / 2:.0f} s")
+        with floor_server(HTTP_IO, *io_arguments, processes=workers) as (floor_port, floor_pid):
             meter = CpuMeter({"floor": floor_pid, **meter_pids}, with_children=["floor"])
-            stream_load(WARM_UP_S / 5, floor_port)  # the producer's first connection and idempotence id
+            # The producer's first connection and idempotence id, the broker's first batches of this client.
+            http_load(PROTOBUF, WARM_UP_S / 5, f"http://127.0.0.1:{floor_port}")
+            http_io_floor, http_io_floor_cpu = http_load(PROTOBUF, phase_s / 2, f"http://127.0.0.1:{floor_port}")
+        note(f"ingest: I/O floor, the gRPC stream with ingest's Redis and Kafka work only, {phase_s / 2:.0f} s")
+        with floor_server(GRPC_IO, *io_arguments, processes=workers) as (floor_port, floor_pid):
+            meter = CpuMeter({"floor": floor_pid, **meter_pids}, with_children=["floor"])
+            stream_load(WARM_UP_S / 5, floor_port)
             grpc_io_floor, grpc_io_floor_cpu = stream_load(phase_s / 2, floor_port)
 
         ensure_topics(workspace.bootstrap, RAW_PREFIX, [UPLOADS])
@@ -317,7 +321,8 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         _http_row(f"ingest gRPC stream ({STREAMS} x {STREAM_WINDOW})", stream, flood),
         _http_row("floor: uvicorn, parse + 202", http_floor, flood),
         _http_row(f"floor: grpc.aio stream ({STREAMS} x {STREAM_WINDOW}), parse + ack", grpc_floor, flood),
-        _http_row(f"floor: the same stream + Redis and Kafka I/O only, {workers} process(es)", grpc_io_floor, flood),
+        _http_row(f"I/O floor: uvicorn + Redis and Kafka, {workers} process(es)", http_io_floor, flood),
+        _http_row(f"I/O floor: grpc.aio stream + Redis and Kafka, {workers} process(es)", grpc_io_floor, flood),
         [
             "raw producer (unbounded)",
             f"{flood.rate:,.0f}",
@@ -350,6 +355,7 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
     for name, result, cores in (
         ("HTTP floor", http_floor, http_floor_cpu),
         ("gRPC floor", grpc_floor, grpc_floor_cpu),
+        ("HTTP I/O floor", http_io_floor, http_io_floor_cpu),
         ("gRPC I/O floor", grpc_io_floor, grpc_io_floor_cpu),
     ):
         per_upload = cores["floor"] / result.rate * 1000 if result.rate else float("nan")
@@ -357,6 +363,7 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
     for name, result, floor in (
         ("HTTP protobuf / its framework floor", protobuf, http_floor),
         ("gRPC stream / its framework floor", stream, grpc_floor),
+        ("HTTP protobuf / its I/O floor", protobuf, http_io_floor),
         ("gRPC stream / its I/O floor", stream, grpc_io_floor),
     ):
         print(f"  ingest {name}: {ratio(result.rate, floor.rate)}")
@@ -367,7 +374,9 @@ def run(*, quick: bool = False, workers: int | None = None) -> IngestFigures:
         print(f"  gRPC refusal reasons: {dict(stream.reasons)}")
     if media is not None:
         _print_media(media)
-    return IngestFigures(protobuf, json_result, stream, flood, window, http_floor, grpc_floor, grpc_io_floor, media)
+    return IngestFigures(
+        protobuf, json_result, stream, flood, window, http_floor, grpc_floor, http_io_floor, grpc_io_floor, media
+    )
 
 
 def _print_media(media: MediaFigures) -> None:
