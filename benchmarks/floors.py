@@ -37,57 +37,46 @@ START_TIMEOUT_S = 30.0
 SEVERAL_START_S = 3.0
 
 
-def _serve_http(port: int) -> None:
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _send_json(send: Any, status: int, answer: dict[str, str]) -> None:
+    body = json.dumps(answer).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _run_uvicorn(app: Any, port: int) -> None:
+    """uvicorn with uvloop and httptools, as ingest, on a SO_REUSEPORT socket several processes can share."""
     import uvicorn
 
-    from michi.contracts.v1 import upload_pb2
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        try:
-            upload = upload_pb2.Upload.FromString(b"".join(chunks))
-            status, answer = 202, {"upload_id": upload.upload_id, "event_id": "", "outcome": "accepted"}
-        except Exception as error:  # the floor refuses what ingest would refuse as undecodable
-            status, answer = 400, {"reason": "undecodable-body", "detail": str(error)}
-        body = json.dumps(answer).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        server_header=False,
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", port))
+    config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", lifespan="off", log_config=None, access_log=False, server_header=False
     )
+    uvicorn.Server(config).run(sockets=[listener])
 
 
-def _serve_grpc(port: int) -> None:
-    from collections.abc import AsyncIterator
-
+def _run_stream_server(port: int, stream_uploads: Callable[..., Any], before: Callable[[], None] | None = None) -> None:
+    """A grpc.aio server of `michi.v1.Ingest/StreamUploads` on uvloop; `before` runs in the loop first."""
     import grpc
     import uvloop
 
-    from michi.contracts.v1 import ingest_pb2, upload_pb2
-
-    async def stream_uploads(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[ingest_pb2.UploadAck]:
-        async for body in requests:
-            upload = upload_pb2.Upload.FromString(body)
-            yield ingest_pb2.UploadAck(upload_id=upload.upload_id, outcome=ingest_pb2.UPLOAD_OUTCOME_ACCEPTED)
+    from michi.contracts.v1 import ingest_pb2
 
     async def main() -> None:
+        if before is not None:
+            before()
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
         handler = grpc.stream_stream_rpc_method_handler(
             stream_uploads, response_serializer=ingest_pb2.UploadAck.SerializeToString
@@ -100,6 +89,35 @@ def _serve_grpc(port: int) -> None:
         await server.wait_for_termination()
 
     uvloop.run(main())
+
+
+def _serve_http(port: int) -> None:
+    from michi.contracts.v1 import upload_pb2
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            upload = upload_pb2.Upload.FromString(await _read_body(receive))
+        except Exception as error:  # the floor refuses what ingest would refuse as undecodable
+            await _send_json(send, 400, {"reason": "undecodable-body", "detail": str(error)})
+            return
+        await _send_json(send, 202, {"upload_id": upload.upload_id, "event_id": "", "outcome": "accepted"})
+
+    _run_uvicorn(app, port)
+
+
+def _serve_grpc(port: int) -> None:
+    from collections.abc import AsyncIterator
+
+    from michi.contracts.v1 import ingest_pb2, upload_pb2
+
+    async def stream_uploads(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[ingest_pb2.UploadAck]:
+        async for body in requests:
+            upload = upload_pb2.Upload.FromString(body)
+            yield ingest_pb2.UploadAck(upload_id=upload.upload_id, outcome=ingest_pb2.UPLOAD_OUTCOME_ACCEPTED)
+
+    _run_stream_server(port, stream_uploads)
 
 
 def _ingest_io(bootstrap: str, redis_url: str, prefix: str) -> Callable[[bytes], Awaitable[tuple[str, str]]]:
@@ -153,100 +171,58 @@ def _ingest_io(bootstrap: str, redis_url: str, prefix: str) -> Callable[[bytes],
 
 
 def _serve_http_io(port: int, bootstrap: str, redis_url: str, prefix: str, window: int) -> None:
-    import uvicorn
-
     io: list[Callable[[bytes], Awaitable[tuple[str, str]]]] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        if not io:
+        if not io:  # made in the serving loop
             io.append(_ingest_io(bootstrap, redis_url, prefix))
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        upload_id, event_id = await io[0](b"".join(chunks))
-        body = json.dumps({"upload_id": upload_id, "event_id": event_id, "outcome": "accepted"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 202, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        upload_id, event_id = await io[0](await _read_body(receive))
+        await _send_json(send, 202, {"upload_id": upload_id, "event_id": event_id, "outcome": "accepted"})
 
-    # SO_REUSEPORT, so that several processes share the port as ingest's workers do.
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    listener.bind(("127.0.0.1", port))
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
-    uvicorn.Server(config).run(sockets=[listener])
+    _run_uvicorn(app, port)
 
 
 def _serve_grpc_io(port: int, bootstrap: str, redis_url: str, prefix: str, window: int) -> None:
     import asyncio
     from collections.abc import AsyncIterator
 
-    import grpc
-    import uvloop
-
     from michi.contracts.v1 import ingest_pb2
 
-    async def main() -> None:
-        one = _ingest_io(bootstrap, redis_url, prefix)
+    io: list[Callable[[bytes], Awaitable[tuple[str, str]]]] = []
 
-        async def acknowledged(body: bytes) -> ingest_pb2.UploadAck:
-            upload_id, event_id = await one(body)
-            return ingest_pb2.UploadAck(
-                upload_id=upload_id, outcome=ingest_pb2.UPLOAD_OUTCOME_ACCEPTED, event_id=event_id
-            )
+    async def acknowledged(body: bytes) -> ingest_pb2.UploadAck:
+        upload_id, event_id = await io[0](body)
+        return ingest_pb2.UploadAck(upload_id=upload_id, outcome=ingest_pb2.UPLOAD_OUTCOME_ACCEPTED, event_id=event_id)
 
-        async def stream_uploads(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[ingest_pb2.UploadAck]:
-            slots = asyncio.Semaphore(window)
-            pending: asyncio.Queue[asyncio.Task[ingest_pb2.UploadAck] | None] = asyncio.Queue()
+    async def stream_uploads(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[ingest_pb2.UploadAck]:
+        slots = asyncio.Semaphore(window)
+        pending: asyncio.Queue[asyncio.Task[ingest_pb2.UploadAck] | None] = asyncio.Queue()
 
-            async def read() -> None:
-                iterator = aiter(requests)
-                try:
-                    while True:
-                        await slots.acquire()
-                        try:
-                            body = await anext(iterator)
-                        except StopAsyncIteration:
-                            return
-                        pending.put_nowait(asyncio.create_task(acknowledged(body)))
-                finally:
-                    pending.put_nowait(None)
-
-            reader = asyncio.create_task(read())
+        async def read() -> None:
+            iterator = aiter(requests)
             try:
-                while (task := await pending.get()) is not None:
-                    ack = await task
-                    slots.release()
-                    yield ack
+                while True:
+                    await slots.acquire()
+                    try:
+                        body = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                    pending.put_nowait(asyncio.create_task(acknowledged(body)))
             finally:
-                reader.cancel()
+                pending.put_nowait(None)
 
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 2 * 1024 * 1024)])
-        handler = grpc.stream_stream_rpc_method_handler(
-            stream_uploads, response_serializer=ingest_pb2.UploadAck.SerializeToString
-        )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("michi.v1.Ingest", {"StreamUploads": handler}),)
-        )
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        await server.wait_for_termination()
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await pending.get()) is not None:
+                ack = await task
+                slots.release()
+                yield ack
+        finally:
+            reader.cancel()
 
-    uvloop.run(main())
+    _run_stream_server(port, stream_uploads, before=lambda: io.append(_ingest_io(bootstrap, redis_url, prefix)))
 
 
 def _serve_several(target: Callable[..., None], processes: int, *arguments: Any) -> None:
