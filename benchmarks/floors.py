@@ -18,6 +18,7 @@ archive, Kafka with acks=all, tracing, metrics); what they cost is the framework
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import signal
@@ -27,6 +28,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psutil
+
 from michi.infra.processes import free_port
 
 HTTP = "http"
@@ -34,7 +37,6 @@ GRPC = "grpc"
 GRPC_IO = "grpc-io"
 HTTP_IO = "http-io"
 START_TIMEOUT_S = 30.0
-SEVERAL_START_S = 3.0
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -242,6 +244,21 @@ def _serve_several(target: Callable[..., None], processes: int, *arguments: Any)
         child.join()
 
 
+def _listening(pid: int, port: int) -> int:
+    """How many of `pid` and its children listen on `port`."""
+    try:
+        parent = psutil.Process(pid)
+        processes = [parent, *parent.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    listening = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            connections = process.net_connections(kind="tcp")
+            listening += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+    return listening
+
+
 @contextmanager
 def floor_server(kind: str, *arguments: Any, processes: int = 1) -> Iterator[tuple[int, int]]:
     """A floor server (`HTTP`, `GRPC`, or `HTTP_IO`/`GRPC_IO` with bootstrap, Redis URL, prefix and window)
@@ -261,18 +278,13 @@ def floor_server(kind: str, *arguments: Any, processes: int = 1) -> Iterator[tup
         process = context.Process(target=_serve_several, args=(targets[kind], processes, port, *arguments))
     process.start()
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if not process.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"the {kind} floor server did not start") from None
-                time.sleep(0.05)
-        if processes > 1:
-            time.sleep(SEVERAL_START_S)  # the first child listens; give the others time to
         assert process.pid is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        # Every serving process listens before the load starts, or the kernel gives them no connections.
+        while _listening(process.pid, port) < processes:
+            if not process.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the {kind} floor server did not start")
+            time.sleep(0.05)
         yield port, process.pid
     finally:
         process.terminate()
