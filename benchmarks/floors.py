@@ -1,4 +1,4 @@
-"""Framework floors of the ingest benchmark: ingest's two doors with nothing behind them.
+"""Floors of the ingest benchmark: ingest's two doors with nothing, or only the I/O, behind them.
 
 `python -m benchmarks ingest` drives these with the same load generators as ingest, in the same run:
 
