@@ -1,31 +1,43 @@
 """Mount-orientation calibration: which device axes point forward, left and up in the vehicle.
 
 Convention: the vehicle frame is ISO 8855 — x forward, y left, z up, right-handed — the same as
-the simulator's. The accelerometer measures specific force, so at rest it reads +g along *up*
-(gravity itself points down, along -up). The calibrated rotation `R` has rows (forward, left, up)
-written in device axes, so `vehicle = R @ device`. left = up x forward, which is the brief's
-"down x forward" with the sign flipped so the frame is (forward, left, up) rather than
-(forward, right, down).
+the simulator's. The accelerometer measures specific force, so at rest it reads +g along *up*.
+The calibrated rotation `R` has rows (forward, left, up) written in device axes, so
+`vehicle = R @ device`, and forward = left x up.
 
-How it is estimated, from running sums kept per device across uploads (exponentially
-forgotten so the estimate follows slow changes and improves with data):
+Everything is estimated from physics, per device, from running sums kept across uploads
+(slowly forgotten, so the estimate improves with data and follows a slow change). GPS helps
+but is never required, nor is a gyroscope. The IMU is reduced to 1-second blocks (mean
+acceleration, mean bias-free rotation rate, vibration), which is what every rule reads:
 
-* up: mean specific force over *quiet* samples — GPS speed steady, heading steady, gyro calm —
-  where the vehicle does not accelerate, so the mean is gravity (plus a constant bias that the
-  same subtraction removes later).
-* forward: the horizontal acceleration that correlates with the GPS speed derivative
-  (dv/dt between 1 Hz fixes): `cov(a, dv/dt)` projected on the horizontal plane. With thin
-  evidence (little speed change seen yet) the principal horizontal axis of the per-interval
-  mean accelerations is used, with its sign taken from the same correlation.
-* a moved mount: a quiet-gravity direction that jumps by more than `GRAVITY_JUMP_DEG`, or a
-  well-evidenced forward axis that disagrees by more than `FORWARD_JUMP_DEG`, resets the sums
-  so the new orientation is re-estimated from that upload on.
+* **stopped**: road and engine vibration drop several-fold when the vehicle stands still
+  (the device's own driving vibration level is learned), the mean does not change and the
+  gyroscope is calm; GPS speed, when present, decides instead.
+* **up** (gravity): the mean specific force over stopped blocks (weighted most) and over
+  calm moving blocks; accelerations average out over a drive. With gravity-removed
+  ("linear") accelerometers, up is the direction in which the block means vary least
+  (driving accelerates in the horizontal plane).
+* **forward**, from whichever evidence the device gives, each with a confidence:
+  - *yaw*: lateral acceleration follows the yaw rate (centripetal = v·ω, v > 0), so the
+    horizontal acceleration that covaries with the rotation rate about up points *left*, sign
+    included; forward = left x up. Needs a gyroscope.
+  - *stops*: the seconds before a stop brake (acceleration backward) and the seconds after
+    one accelerate (forward): (stopped mean - before) and (after - stopped mean) both point
+    forward, and the road's tilt cancels in each difference. Needs neither GPS nor gyro.
+  - *gps*: the horizontal acceleration that correlates with the GPS speed derivative.
+  - *straight*: while the yaw rate is near zero, horizontal acceleration is longitudinal:
+    the principal horizontal axis of straight-driving blocks (an axis, signed by the others).
+* **mount moved** only when gravity moves *and stays moved*: right away when a hand visibly
+  handled the device (rotation the GPS heading does not explain) and quiet gravity shifted
+  by more than `GRAVITY_JUMP_DEG`; otherwise only when two successive uploads both show
+  gravity more than `MOVED_STOPPED_DEG` (stopped) or `MOVED_MOVING_DEG` (calm driving) away
+  in the same direction — hills, cambers, braking and turns never reach that twice in a row.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -33,22 +45,42 @@ import numpy as np
 from michi.windows.signals import FloatArray, angle_between_deg, low_pass, unit
 from michi.windows.upload import UploadData
 
-# Each upload scales the previous sums by this, so about 30 uploads (5 min) dominate.
-DECAY_PER_UPLOAD = 0.97
+# Each upload scales the previous sums by this: about 100 uploads (17 minutes) dominate.
+DECAY_PER_UPLOAD = 0.99
+# A hand moving the device and gravity shifting this much: the mount moved.
 GRAVITY_JUMP_DEG = 3.0
-FORWARD_JUMP_DEG = 25.0
-# Quiet: GPS speed change and gyro below these.
-QUIET_DVDT_MPS2 = 0.25
-QUIET_GYRO_RADPS = 0.06
-QUIET_HEADING_RATE_DEGPS = 3.0
-# Sum of squared centred dv/dt ((m/s^2)^2 seconds) that counts as full forward evidence.
-FULL_FORWARD_EVIDENCE = 12.0
-# Samples of quiet gravity that count as full gravity evidence.
-FULL_GRAVITY_EVIDENCE = 150.0
+# Without handling, two successive uploads must show gravity this far away (stopped / calm driving).
+MOVED_STOPPED_DEG = 10.0
+MOVED_MOVING_DEG = 15.0
+# ... and agree with each other within this.
+MOVED_AGREEMENT_DEG = 6.0
 # Device rotation not explained by the GPS heading above this (rad/s) means someone handled it.
 HANDLING_RADPS = 0.8
-# An upload's own forward estimate is trusted to flag a moved mount above this evidence.
-JUMP_FORWARD_EVIDENCE = 4.0
+# Blocks (seconds) of each kind that count as full evidence.
+FULL_GRAVITY_EVIDENCE = 15.0
+FULL_STRAIGHT_EVIDENCE = 60.0
+# Yaw-rate variance x seconds ((rad/s)^2 s) that counts as full yaw evidence: a handful of turns.
+FULL_YAW_EVIDENCE = 1.5
+# Stop transitions (a braking into, or a start out of, a stop) that count as full stop evidence.
+FULL_STOP_TRANSITIONS = 2.5
+# Sum of squared centred GPS dv/dt ((m/s^2)^2 s) that counts as full GPS evidence.
+FULL_GPS_EVIDENCE = 12.0
+# Stopped: vibration under this share of the device's driving level (or under the floor), mean steady.
+STOPPED_VIBRATION_SHARE = 0.4
+STOPPED_VIBRATION_FLOOR_MPS2 = 0.04
+STOPPED_MEAN_CHANGE_MPS2 = 0.35
+# ... and reads gravity within this (a steep hill's grade is about 6 degrees; a 2 m/s^2 brake tilts 11).
+STOPPED_TILT_DEG = 7.0
+CALM_GYRO_RADPS = 0.04
+STRAIGHT_YAW_RADPS = 0.02
+# Driving vibration level: follows a rougher upload at once, a smoother one slowly.
+VIBRATION_LEVEL_DECAY = 0.95
+# A stop transition must show at least this much horizontal change to count.
+MIN_TRANSITION_MPS2 = 0.3
+# Blocks of the previous upload kept to see stops that straddle two uploads.
+TAIL_BLOCKS = 6
+# A high-confidence calibration (features and the detection rule rely on it).
+RELIABLE_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -65,42 +97,87 @@ class CalibrationSums:
     accel_dvdt_sum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     accel_outer_sum: list[float] = field(default_factory=lambda: [0.0] * 9)
     orientation_changes: int = 0
+    # Moving 1 s blocks: acceleration and rotation-rate moments (yaw evidence, linear-accelerometer up).
+    moving_count: float = 0.0
+    moving_accel_sum: list[float] = field(default_factory=lambda: [0.0] * 3)
+    moving_accel_outer: list[float] = field(default_factory=lambda: [0.0] * 9)
+    moving_gyro_sum: list[float] = field(default_factory=lambda: [0.0] * 3)
+    moving_gyro_outer: list[float] = field(default_factory=lambda: [0.0] * 9)
+    # Sum of accel (rows) x gyro (columns) over moving blocks.
+    moving_cross: list[float] = field(default_factory=lambda: [0.0] * 9)
+    # Straight, calm moving blocks: acceleration moments (the longitudinal axis).
+    straight_count: float = 0.0
+    straight_accel_sum: list[float] = field(default_factory=lambda: [0.0] * 3)
+    straight_accel_outer: list[float] = field(default_factory=lambda: [0.0] * 9)
+    # Stop transitions: sum of the forward-pointing differences, of their lengths, and how many.
+    stop_sum: list[float] = field(default_factory=lambda: [0.0] * 3)
+    stop_length_sum: float = 0.0
+    stop_count: float = 0.0
+    # Not evidence (never scaled): the device's state between uploads.
+    vibration_level: float = 0.0
+    gyro_bias: list[float] = field(default_factory=lambda: [0.0] * 3)
+    gyro_bias_weight: float = 0.0
+    # The last blocks of the previous upload: [time_s, ax, ay, az, vibration, gx, gy, gz, stopped(0/1)].
+    tail: list[list[float]] = field(default_factory=list)
+    # Absolute time of the latest stop transition counted (so a straddling one is counted once).
+    last_transition_s: float = 0.0
+    # A gravity direction seen once far from the estimate, waiting for a second upload to confirm it.
+    moved_candidate: list[float] = field(default_factory=list)
+
+    _EVIDENCE = (
+        "gravity_sum",
+        "gravity_weight",
+        "interval_count",
+        "accel_sum",
+        "dvdt_sum",
+        "dvdt_squared_sum",
+        "accel_dvdt_sum",
+        "accel_outer_sum",
+        "moving_count",
+        "moving_accel_sum",
+        "moving_accel_outer",
+        "moving_gyro_sum",
+        "moving_gyro_outer",
+        "moving_cross",
+        "straight_count",
+        "straight_accel_sum",
+        "straight_accel_outer",
+        "stop_sum",
+        "stop_length_sum",
+        "stop_count",
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {item.name: getattr(self, item.name) for item in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CalibrationSums:
-        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+        names = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def copy(self) -> CalibrationSums:
+        return CalibrationSums.from_dict(
+            {key: (list(value) if isinstance(value, list) else value) for key, value in self.to_dict().items()}
+        )
 
     def scaled(self, factor: float) -> CalibrationSums:
-        return CalibrationSums(
-            gravity_sum=[value * factor for value in self.gravity_sum],
-            gravity_weight=self.gravity_weight * factor,
-            interval_count=self.interval_count * factor,
-            accel_sum=[value * factor for value in self.accel_sum],
-            dvdt_sum=self.dvdt_sum * factor,
-            dvdt_squared_sum=self.dvdt_squared_sum * factor,
-            accel_dvdt_sum=[value * factor for value in self.accel_dvdt_sum],
-            accel_outer_sum=[value * factor for value in self.accel_outer_sum],
-            orientation_changes=self.orientation_changes,
-        )
+        result = self.copy()
+        for name in self._EVIDENCE:
+            value = getattr(result, name)
+            setattr(result, name, [item * factor for item in value] if isinstance(value, list) else value * factor)
+        return result
 
     def plus(self, other: CalibrationSums) -> CalibrationSums:
-        def add(first: list[float], second: list[float]) -> list[float]:
-            return [a + b for a, b in zip(first, second, strict=True)]
-
-        return CalibrationSums(
-            gravity_sum=add(self.gravity_sum, other.gravity_sum),
-            gravity_weight=self.gravity_weight + other.gravity_weight,
-            interval_count=self.interval_count + other.interval_count,
-            accel_sum=add(self.accel_sum, other.accel_sum),
-            dvdt_sum=self.dvdt_sum + other.dvdt_sum,
-            dvdt_squared_sum=self.dvdt_squared_sum + other.dvdt_squared_sum,
-            accel_dvdt_sum=add(self.accel_dvdt_sum, other.accel_dvdt_sum),
-            accel_outer_sum=add(self.accel_outer_sum, other.accel_outer_sum),
-            orientation_changes=self.orientation_changes,
-        )
+        """Evidence added; the device state (level, bias, tail, candidate) taken from `other`."""
+        result = other.copy()
+        for name in self._EVIDENCE:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, list):
+                setattr(result, name, [a + b for a, b in zip(mine, theirs, strict=True)])
+            else:
+                setattr(result, name, mine + theirs)
+        result.orientation_changes = self.orientation_changes
+        return result
 
 
 @dataclass(frozen=True)
@@ -112,98 +189,295 @@ class Calibration:
     confidence: float
     gravity_confidence: float
     forward_confidence: float
-    # "correlation", "principal-axis" or "none" (no horizontal evidence at all).
+    # The evidence behind forward: "gps", "yaw", "stops", "straight" joined by "+", or "none".
     forward_method: str
     orientation_changed: bool
 
+    @property
+    def state(self) -> str:
+        """ "calibrated", "gravity-only" or "uncalibrated" (see `CalibrationState` in common.proto)."""
+        if self.gravity_confidence >= RELIABLE_CONFIDENCE and self.forward_confidence >= RELIABLE_CONFIDENCE:
+            return "calibrated"
+        if self.gravity_confidence >= RELIABLE_CONFIDENCE:
+            return "gravity-only"
+        return "uncalibrated"
 
-def upload_sums(upload: UploadData) -> tuple[CalibrationSums, bool]:
-    """The evidence one upload contributes (vectorised), and whether a hand moved the device in it."""
-    sums = CalibrationSums()
+
+@dataclass
+class _Blocks:
+    """One-second summaries of an upload (and the previous upload's tail): what every rule reads."""
+
+    times_s: FloatArray  # absolute block centres
+    accel: FloatArray  # (B, 3) mean specific force
+    vibration: FloatArray  # (B,) rms of what a 2 Hz low-pass removes
+    gyro: FloatArray  # (B, 3) mean rotation rate minus bias (zeros without a gyroscope)
+    stopped: np.ndarray  # (B,) bool
+    own: np.ndarray  # (B,) bool: the block belongs to this upload (not the carried tail)
+
+
+def _block_summaries(upload: UploadData, previous: CalibrationSums) -> tuple[_Blocks, float, list[float], float]:
+    """Blocks of this upload joined to the previous tail, stopped flags, and the updated device state."""
+    rate = upload.sample_rate_hz
     times, accel = upload.times_s, upload.accel
-    # Gyros have a bias (tenths of a degree per second): "calm" is measured from the upload's median.
-    smooth_gyro = np.linalg.norm(
-        low_pass(upload.gyro - np.median(upload.gyro, axis=0), upload.sample_rate_hz, 2.0), axis=1
+    index = np.floor(times).astype(np.int64)
+    count_blocks = int(index[-1]) + 1
+    counts = np.bincount(index, minlength=count_blocks).astype(np.float64)
+    filled = counts >= max(3.0, 0.4 * rate)
+    safe = np.maximum(counts, 1.0)
+    means = np.stack([np.bincount(index, accel[:, axis], count_blocks) for axis in range(3)], axis=1) / safe[:, None]
+    residual = accel - low_pass(accel, rate, 2.0)
+    vibration = np.sqrt(np.bincount(index, np.einsum("ij,ij->i", residual, residual), count_blocks) / safe)
+    gyro = (
+        np.stack([np.bincount(index, upload.gyro[:, axis], count_blocks) for axis in range(3)], axis=1) / safe[:, None]
     )
-    quiet = smooth_gyro < QUIET_GYRO_RADPS
-    spin = np.linalg.norm(low_pass(upload.gyro - np.median(upload.gyro, axis=0), upload.sample_rate_hz, 10.0), axis=1)
-    explained = np.zeros_like(spin)
+    block_times = upload.started_at_s + np.arange(count_blocks) + 0.5
+    means, vibration, gyro, block_times = means[filled], vibration[filled], gyro[filled], block_times[filled]
+
+    level = previous.vibration_level
+    if vibration.size:
+        level = max(float(np.median(vibration)), VIBRATION_LEVEL_DECAY * level)
+    bias, bias_weight = list(previous.gyro_bias), previous.gyro_bias_weight
+
+    tail = previous.tail
+    if tail and block_times.size and block_times[0] - tail[-1][0] > 2.0:
+        tail = []  # not contiguous with this upload: a stop cannot straddle the gap
+    carried = np.array(tail, dtype=np.float64).reshape(-1, 9)
+    all_times = np.concatenate([carried[:, 0], block_times])
+    all_accel = np.vstack([carried[:, 1:4], means])
+    all_vibration = np.concatenate([carried[:, 4], vibration])
+    raw_gyro = np.vstack([carried[:, 5:8], gyro])
+    own = np.concatenate([np.zeros(carried.shape[0], dtype=bool), np.ones(block_times.size, dtype=bool)])
+
+    if upload.has_gyroscope and bias_weight <= 0 and raw_gyro.shape[0]:
+        bias = np.median(raw_gyro, axis=0).tolist()
+    gyro_free = raw_gyro - np.array(bias) if upload.has_gyroscope else np.zeros_like(raw_gyro)
+
+    change = np.linalg.norm(np.diff(all_accel, axis=0, prepend=all_accel[:1]), axis=1)
+    stopped = (all_vibration < max(STOPPED_VIBRATION_SHARE * level, STOPPED_VIBRATION_FLOOR_MPS2)) & (
+        change < STOPPED_MEAN_CHANGE_MPS2
+    )
+    if previous.gravity_weight >= 20.0 and not upload.linear_acceleration:
+        # A smooth, steady brake is quiet too: a stopped vehicle reads gravity, a braking one does not.
+        gravity = np.array(previous.gravity_sum) / previous.gravity_weight
+        cosine = all_accel @ gravity / np.maximum(np.linalg.norm(all_accel, axis=1) * np.linalg.norm(gravity), 1e-9)
+        stopped &= cosine > math.cos(math.radians(STOPPED_TILT_DEG))
+    if upload.has_gyroscope:
+        stopped &= np.linalg.norm(gyro_free, axis=1) < CALM_GYRO_RADPS
     if upload.has_gps:
-        gps_times = upload.gps_times_s
-        gaps = np.diff(gps_times)
-        dvdt = np.diff(upload.speed_mps) / np.where(gaps > 0, gaps, 1.0)
+        speed = np.interp(all_times - upload.started_at_s, upload.gps_times_s, upload.speed_mps)
+        inside = (all_times - upload.started_at_s >= upload.gps_times_s[0] - 1.0) & (
+            all_times - upload.started_at_s <= upload.gps_times_s[-1] + 1.0
+        )
+        stopped = np.where(inside & (speed < 0.3), True, np.where(inside & (speed > 1.5), False, stopped))
+
+    # The gyroscope's bias, learned while stopped (a turn cannot bias it then).
+    if upload.has_gyroscope:
+        still = stopped & own
+        if np.count_nonzero(still) >= 2:
+            weight = float(np.count_nonzero(still))
+            total = bias_weight * 0.9 + weight
+            bias = ((np.array(bias) * bias_weight * 0.9 + raw_gyro[still].sum(axis=0)) / total).tolist()
+            bias_weight = min(total, 300.0)
+            gyro_free = raw_gyro - np.array(bias)
+    blocks = _Blocks(all_times, all_accel, all_vibration, gyro_free, stopped, own)
+    return blocks, level, bias, bias_weight
+
+
+def _stop_transitions(blocks: _Blocks, after_s: float) -> tuple[list[FloatArray], float]:
+    """Forward-pointing differences at the edges of stops (runs of >= 2 stopped blocks) later than `after_s`."""
+    stopped = blocks.stopped
+    found: list[FloatArray] = []
+    latest = after_s
+    count = stopped.size
+    contiguous = np.concatenate([[True], np.diff(blocks.times_s) < 1.5])
+    position = 0
+    while position < count:
+        if not stopped[position]:
+            position += 1
+            continue
+        end = position
+        while end + 1 < count and stopped[end + 1] and contiguous[end + 1]:
+            end += 1
+        if end - position + 1 >= 2:
+            still = blocks.accel[position : min(end + 1, position + 3)]
+            before = np.arange(position - 2, position)
+            if before[0] >= 0 and not stopped[before].any() and contiguous[before[0] + 1 : position + 1].all():
+                moment = float(blocks.times_s[position])
+                if moment > latest:
+                    found.append(still.mean(axis=0) - blocks.accel[before].mean(axis=0))
+                    latest = max(latest, moment)
+            after = np.arange(end + 1, end + 3)
+            if after[-1] < count and not stopped[after].any() and contiguous[end + 1 : after[-1] + 1].all():
+                moment = float(blocks.times_s[end + 1])
+                if moment > latest:
+                    still_end = blocks.accel[max(position, end - 2) : end + 1]
+                    found.append(blocks.accel[after].mean(axis=0) - still_end.mean(axis=0))
+                    latest = max(latest, moment)
+        position = end + 1
+    return found, latest
+
+
+def _outer(values: FloatArray) -> list[float]:
+    return [float(value) for value in (values.T @ values).reshape(-1)]
+
+
+def _cross(first: FloatArray, second: FloatArray) -> list[float]:
+    return [float(value) for value in (first.T @ second).reshape(-1)]
+
+
+def _sum(values: FloatArray) -> list[float]:
+    return [float(value) for value in values.sum(axis=0)]
+
+
+def upload_sums(upload: UploadData, previous: CalibrationSums | None = None) -> tuple[CalibrationSums, bool, _Blocks]:
+    """The evidence one upload contributes, whether a hand moved the device in it, and its blocks."""
+    previous = previous or CalibrationSums()
+    sums = CalibrationSums()
+    blocks, sums.vibration_level, sums.gyro_bias, sums.gyro_bias_weight = _block_summaries(upload, previous)
+    own = blocks.own
+    stopped, moving = blocks.stopped & own, ~blocks.stopped & own
+    gyro_magnitude = np.linalg.norm(blocks.gyro, axis=1)
+    if upload.has_gyroscope:
+        calm = moving & (gyro_magnitude < CALM_GYRO_RADPS)
+    else:
+        change = np.linalg.norm(np.diff(blocks.accel, axis=0, prepend=blocks.accel[:1]), axis=1)
+        calm = moving & (change < STOPPED_MEAN_CHANGE_MPS2)
+    if not upload.linear_acceleration:
+        # Stopped blocks are pure gravity: they count three times a calm moving block.
+        weights = np.where(stopped, 3.0, np.where(calm, 1.0, 0.0))
+        if weights.sum() > 0:
+            sums.gravity_sum = _sum(blocks.accel * weights[:, None])
+            sums.gravity_weight = float(weights.sum())
+
+    moving_accel, moving_gyro = blocks.accel[moving], blocks.gyro[moving]
+    if moving_accel.shape[0]:
+        sums.moving_count = float(moving_accel.shape[0])
+        sums.moving_accel_sum = _sum(moving_accel)
+        sums.moving_accel_outer = _outer(moving_accel)
+        if upload.has_gyroscope:
+            sums.moving_gyro_sum = _sum(moving_gyro)
+            sums.moving_gyro_outer = _outer(moving_gyro)
+            sums.moving_cross = _cross(moving_accel, moving_gyro)
+    if upload.has_gyroscope:
+        straight = moving & (gyro_magnitude < STRAIGHT_YAW_RADPS)
+        if np.any(straight):
+            sums.straight_count = float(np.count_nonzero(straight))
+            sums.straight_accel_sum = _sum(blocks.accel[straight])
+            sums.straight_accel_outer = _outer(blocks.accel[straight])
+
+    transitions, sums.last_transition_s = _stop_transitions(blocks, previous.last_transition_s)
+    for difference in transitions:
+        length = float(np.linalg.norm(difference))
+        if length >= MIN_TRANSITION_MPS2:
+            sums.stop_sum = [a + float(b) for a, b in zip(sums.stop_sum, difference, strict=True)]
+            sums.stop_length_sum += length
+            sums.stop_count += 1.0
+
+    keep = blocks.own.nonzero()[0][-TAIL_BLOCKS:]
+    sums.tail = [
+        [
+            float(blocks.times_s[position]),
+            *map(float, blocks.accel[position]),
+            float(blocks.vibration[position]),
+            *map(float, blocks.gyro[position] + np.array(sums.gyro_bias if upload.has_gyroscope else [0.0] * 3)),
+            float(blocks.stopped[position]),
+        ]
+        for position in keep
+    ]
+
+    explained = 0.0
+    if upload.has_gps:
+        _gps_sums(upload, sums)
+        gaps = np.diff(upload.gps_times_s)
         heading_rate = np.abs(_wrapped_degrees(np.diff(upload.heading_deg))) / np.where(gaps > 0, gaps, 1.0)
-        usable = (gaps > 0.5) & (gaps < 2.5)
-        # Which GPS interval each IMU sample falls in (-1 / len: outside every interval).
-        interval_of_sample = np.searchsorted(gps_times, times, side="right") - 1
-        inside = (interval_of_sample >= 0) & (interval_of_sample < gaps.size)
-        steady = np.zeros(times.size, dtype=bool)
-        interval_steady = usable & (np.abs(dvdt) < QUIET_DVDT_MPS2) & (heading_rate < QUIET_HEADING_RATE_DEGPS)
-        steady[inside] = interval_steady[interval_of_sample[inside]]
-        quiet &= steady
-        # Turning explains rotation; what the GPS heading does not explain is the device itself moving.
-        interval_yaw = np.radians(heading_rate)
-        explained[inside] = interval_yaw[interval_of_sample[inside]]
-        # Mean acceleration over each GPS interval, from cumulative sums.
-        starts = np.searchsorted(times, gps_times[:-1], side="left")
-        ends = np.searchsorted(times, gps_times[1:], side="left")
-        counts = ends - starts
-        cumulative = np.vstack([np.zeros((1, 3)), np.cumsum(accel, axis=0)])
-        valid = usable & (counts >= max(3, int(0.5 * upload.sample_rate_hz)))
-        if np.any(valid):
-            means = (cumulative[ends[valid]] - cumulative[starts[valid]]) / counts[valid, None]
-            derivatives = dvdt[valid]
-            sums.interval_count = float(valid.sum())
-            sums.accel_sum = means.sum(axis=0).tolist()
-            sums.dvdt_sum = float(derivatives.sum())
-            sums.dvdt_squared_sum = float(np.dot(derivatives, derivatives))
-            sums.accel_dvdt_sum = (means * derivatives[:, None]).sum(axis=0).tolist()
-            sums.accel_outer_sum = (means.T @ means).reshape(-1).tolist()
-    if np.count_nonzero(quiet) >= max(10, int(0.5 * upload.sample_rate_hz)):
-        sums.gravity_sum = accel[quiet].sum(axis=0).tolist()
-        sums.gravity_weight = float(np.count_nonzero(quiet))
-    handled = bool(np.any(spin - explained > HANDLING_RADPS))
-    return sums, handled
+        explained = float(np.radians(heading_rate).max()) if heading_rate.size else 0.0
+    handled = False
+    if upload.has_gyroscope:
+        spin = np.linalg.norm(low_pass(upload.gyro - np.array(sums.gyro_bias), upload.sample_rate_hz, 10.0), axis=1)
+        handled = bool(np.max(spin) - explained > HANDLING_RADPS)
+    return sums, handled, blocks
+
+
+def _gps_sums(upload: UploadData, sums: CalibrationSums) -> None:
+    """Per GPS interval: mean acceleration and speed derivative (the GPS forward evidence)."""
+    times, accel = upload.times_s, upload.accel
+    gps_times, speed = upload.gps_times_s, upload.speed_mps
+    if gps_times.size >= 2 and float(np.median(np.diff(gps_times))) < 0.5:
+        # Faster receivers (5-10 Hz): intervals of about a second, like a 1 Hz one.
+        keep = np.concatenate([[0], np.searchsorted(gps_times, np.arange(gps_times[0] + 1.0, gps_times[-1], 1.0))])
+        keep = np.unique(np.minimum(keep, gps_times.size - 1))
+        gps_times, speed = gps_times[keep], speed[keep]
+    gaps = np.diff(gps_times)
+    dvdt = np.diff(speed) / np.where(gaps > 0, gaps, 1.0)
+    usable = (gaps > 0.5) & (gaps < 2.5)
+    starts = np.searchsorted(times, gps_times[:-1], side="left")
+    ends = np.searchsorted(times, gps_times[1:], side="left")
+    counts = ends - starts
+    cumulative = np.vstack([np.zeros((1, 3)), np.cumsum(accel, axis=0)])
+    valid = usable & (counts >= max(3, int(0.5 * upload.sample_rate_hz)))
+    if np.any(valid):
+        means = (cumulative[ends[valid]] - cumulative[starts[valid]]) / counts[valid, None]
+        derivatives = dvdt[valid]
+        sums.interval_count = float(valid.sum())
+        sums.accel_sum = _sum(means)
+        sums.dvdt_sum = float(derivatives.sum())
+        sums.dvdt_squared_sum = float(np.dot(derivatives, derivatives))
+        sums.accel_dvdt_sum = _sum(means * derivatives[:, None])
+        sums.accel_outer_sum = _outer(means)
 
 
 def _wrapped_degrees(delta: FloatArray) -> FloatArray:
     return np.asarray((delta + 180.0) % 360.0 - 180.0, dtype=np.float64)
 
 
+def _upload_gravity(upload: UploadData, blocks: _Blocks) -> tuple[FloatArray, float] | None:
+    """This upload's own view of gravity and the move threshold that applies to it, if it has a clean one."""
+    own_stopped = blocks.stopped & blocks.own
+    if np.count_nonzero(own_stopped) >= 3:
+        return blocks.accel[own_stopped].mean(axis=0), MOVED_STOPPED_DEG
+    own_moving = ~blocks.stopped & blocks.own
+    calm = own_moving & (np.linalg.norm(blocks.gyro, axis=1) < CALM_GYRO_RADPS) if upload.has_gyroscope else own_moving
+    if np.count_nonzero(calm) >= 5:
+        return blocks.accel[calm].mean(axis=0), MOVED_MOVING_DEG
+    return None
+
+
 def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[CalibrationSums, Calibration]:
     """Fold one upload into the device's sums and return the estimate to use for it."""
-    current, handled = upload_sums(upload)
+    current, handled, blocks = upload_sums(upload, previous)
     changed = False
-    if (
-        previous.gravity_weight >= 100.0
-        and current.gravity_weight >= 50.0
-        and angle_between_deg(np.array(previous.gravity_sum), np.array(current.gravity_sum)) > GRAVITY_JUMP_DEG
-    ):
-        changed = True
-    # A yaw-only move leaves gravity where it was: trust a forward jump only when the device was handled.
-    if not changed and handled and previous.gravity_weight > 0:
-        previous_estimate = estimate(previous)
-        if previous_estimate.forward_confidence > 0.5 and previous_estimate.forward_method == "correlation":
-            up = previous_estimate.rotation[2]
-            own = _forward_from_correlation(current, up)
-            if (
-                own is not None
-                and own[1] >= JUMP_FORWARD_EVIDENCE
-                and angle_between_deg(own[0], previous_estimate.rotation[0]) > FORWARD_JUMP_DEG
-            ):
+    current.moved_candidate = []
+    established = previous.gravity_weight >= 20.0 and not upload.linear_acceleration
+    if established:
+        old_up = np.array(previous.gravity_sum)
+        own = _upload_gravity(upload, blocks)
+        if handled and current.gravity_weight >= 5.0:
+            if angle_between_deg(old_up, np.array(current.gravity_sum)) > GRAVITY_JUMP_DEG:
                 changed = True
+        elif own is not None:
+            gravity, threshold = own
+            if angle_between_deg(old_up, gravity) > threshold:
+                candidate = previous.moved_candidate
+                if candidate and angle_between_deg(np.array(candidate), gravity) <= MOVED_AGREEMENT_DEG:
+                    changed = True
+                else:
+                    current.moved_candidate = [float(value) for value in gravity]
     if changed:
-        combined = current
-        combined.orientation_changes = previous.orientation_changes + 1
+        # Part of this upload (and the carried tail) saw the old mount: start the evidence afresh.
+        combined = CalibrationSums(
+            orientation_changes=previous.orientation_changes + 1,
+            vibration_level=current.vibration_level,
+            gyro_bias=current.gyro_bias,
+            gyro_bias_weight=current.gyro_bias_weight,
+            last_transition_s=current.last_transition_s,
+        )
     else:
         combined = previous.scaled(DECAY_PER_UPLOAD).plus(current)
-    if combined.gravity_weight == 0:
-        # No quiet moment yet: the whole upload's mean is the best guess of gravity.
-        combined.gravity_sum = upload.accel.sum(axis=0).tolist()
-        combined.gravity_weight = 0.0
+    if combined.gravity_weight <= 0 and not upload.linear_acceleration:
+        # No calm moment yet: the whole upload's mean is the best guess of gravity.
         fallback = estimate(combined, gravity_hint=upload.accel.mean(axis=0))
         return combined, _with_change(fallback, changed)
-    return combined, _with_change(estimate(combined), changed)
+    return combined, _with_change(estimate(combined, linear=upload.linear_acceleration), changed)
 
 
 def _with_change(calibration: Calibration, changed: bool) -> Calibration:
@@ -220,74 +494,154 @@ def _with_change(calibration: Calibration, changed: bool) -> Calibration:
     )
 
 
-def _forward_from_correlation(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
-    """Horizontal direction whose acceleration follows dv/dt, and the evidence behind it."""
+def _matrix(values: list[float]) -> FloatArray:
+    return np.array(values, dtype=np.float64).reshape(3, 3)
+
+
+def _horizontal(vector: FloatArray, up: FloatArray) -> FloatArray:
+    return np.asarray(vector - np.dot(vector, up) * up, dtype=np.float64)
+
+
+def _forward_from_gps(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
+    """Horizontal direction whose acceleration follows dv/dt, and its confidence."""
     count = sums.interval_count
     if count < 3:
         return None
-    centred_dvdt = sums.dvdt_squared_sum - sums.dvdt_sum**2 / count
-    if centred_dvdt <= 1e-6:
+    evidence = sums.dvdt_squared_sum - sums.dvdt_sum**2 / count
+    if evidence <= 1e-6:
         return None
-    covariance = np.array(sums.accel_dvdt_sum) - np.array(sums.accel_sum) * sums.dvdt_sum / count
-    horizontal = covariance - np.dot(covariance, up) * up
+    mean_accel = np.array(sums.accel_sum) / count
+    covariance = np.array(sums.accel_dvdt_sum) / count - mean_accel * sums.dvdt_sum / count
+    horizontal = _horizontal(covariance, up)
     if float(np.linalg.norm(horizontal)) <= 1e-9:
         return None
-    return unit(horizontal), float(centred_dvdt)
+    direction = unit(horizontal)
+    scatter = _matrix(sums.accel_outer_sum) / count - np.outer(mean_accel, mean_accel)
+    # Correlation along the estimated axis only: lateral acceleration in turns is orthogonal to it.
+    forward_variance = float(direction @ scatter @ direction)
+    correlation = float(np.dot(covariance, direction)) / math.sqrt(max(evidence / count * forward_variance, 1e-12))
+    confidence = float(np.clip(correlation, 0.0, 1.0)) * min(1.0, evidence / FULL_GPS_EVIDENCE)
+    return direction, confidence
 
 
-def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None) -> Calibration:
+def _forward_from_yaw(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
+    """Forward = left x up, left being the horizontal acceleration that follows the yaw rate."""
+    count = sums.moving_count
+    if count < 10 or not any(sums.moving_gyro_outer):
+        return None
+    mean_accel = np.array(sums.moving_accel_sum) / count
+    mean_gyro = np.array(sums.moving_gyro_sum) / count
+    yaw_variance = float(up @ (_matrix(sums.moving_gyro_outer) / count - np.outer(mean_gyro, mean_gyro)) @ up)
+    if yaw_variance <= 1e-8:
+        return None
+    covariance = (_matrix(sums.moving_cross) / count - np.outer(mean_accel, mean_gyro)) @ up
+    left = _horizontal(covariance, up)
+    if float(np.linalg.norm(left)) <= 1e-9:
+        return None
+    left = unit(left)
+    accel_scatter = _matrix(sums.moving_accel_outer) / count - np.outer(mean_accel, mean_accel)
+    lateral_variance = float(left @ accel_scatter @ left)
+    correlation = float(np.dot(covariance, left)) / math.sqrt(max(yaw_variance * lateral_variance, 1e-12))
+    strength = min(1.0, yaw_variance * count / FULL_YAW_EVIDENCE)
+    confidence = strength * float(np.clip((correlation - 0.2) / 0.4, 0.0, 1.0))
+    return unit(np.cross(left, up)), confidence
+
+
+def _forward_from_stops(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
+    """The mean of the forward-pointing stop transitions, and how consistently they point."""
+    if sums.stop_count < 0.5 or sums.stop_length_sum <= 0:
+        return None
+    horizontal = _horizontal(np.array(sums.stop_sum), up)
+    length = float(np.linalg.norm(horizontal))
+    if length <= 1e-9:
+        return None
+    coherence = length / sums.stop_length_sum
+    confidence = min(1.0, sums.stop_count / FULL_STOP_TRANSITIONS) * float(np.clip((coherence - 0.4) / 0.4, 0.0, 1.0))
+    return horizontal / length, confidence
+
+
+def _longitudinal_axis(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
+    """The principal horizontal axis of straight-driving acceleration (no sign), and its confidence."""
+    count = sums.straight_count
+    if count < 10:
+        return None
+    mean = np.array(sums.straight_accel_sum) / count
+    scatter = _matrix(sums.straight_accel_outer) / count - np.outer(mean, mean)
+    projector = np.eye(3) - np.outer(up, up)
+    values, vectors = np.linalg.eigh(projector @ scatter @ projector)
+    largest, second = float(values[2]), float(values[1])
+    if largest <= 1e-6:
+        return None
+    axis = unit(_horizontal(vectors[:, 2], up))
+    ratio = second / largest
+    confidence = min(1.0, count / FULL_STRAIGHT_EVIDENCE) * float(np.clip((0.7 - ratio) / 0.5, 0.0, 1.0))
+    return axis, confidence
+
+
+def _up_of_linear(sums: CalibrationSums) -> tuple[FloatArray, float]:
+    """Gravity-removed accelerometers: up is where the block means vary least (driving is horizontal)."""
+    count = sums.moving_count
+    if count < 10:
+        return np.array([0.0, 0.0, 1.0]), 0.0
+    mean = np.array(sums.moving_accel_sum) / count
+    scatter = _matrix(sums.moving_accel_outer) / count - np.outer(mean, mean)
+    values, vectors = np.linalg.eigh(scatter)
+    up = vectors[:, 0]
+    # Which way is up cannot be seen: take the device's +z side (screens face the cabin).
+    up = up if up[2] >= 0 else -up
+    ratio = float(values[0] / max(values[1], 1e-9))
+    return unit(up), min(1.0, count / FULL_GRAVITY_EVIDENCE) * float(np.clip((0.5 - ratio) / 0.4, 0.0, 1.0)) * 0.6
+
+
+def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, linear: bool = False) -> Calibration:
     """Rotation and confidence from the sums alone (deterministic)."""
-    gravity_vector = np.array(sums.gravity_sum, dtype=np.float64)
-    if gravity_hint is not None or sums.gravity_weight <= 0:
-        gravity_vector = np.asarray(gravity_hint if gravity_hint is not None else gravity_vector, dtype=np.float64)
-        gravity_mean = gravity_vector
+    if linear:
+        up, gravity_confidence = _up_of_linear(sums)
+        gravity_mps2 = 0.0
     else:
-        gravity_mean = gravity_vector / sums.gravity_weight
-    up = unit(gravity_mean) if np.linalg.norm(gravity_mean) > 0 else np.array([0.0, 0.0, 1.0])
-    gravity_confidence = min(1.0, sums.gravity_weight / FULL_GRAVITY_EVIDENCE) if gravity_hint is None else 0.1
-    forward_method = "none"
-    forward_confidence = 0.0
-    forward: FloatArray | None = None
-    correlation = _forward_from_correlation(sums, up)
-    count = sums.interval_count
-    if correlation is not None:
-        direction, evidence = correlation
-        mean_accel = np.array(sums.accel_sum) / count
-        scatter = np.array(sums.accel_outer_sum).reshape(3, 3) / count - np.outer(mean_accel, mean_accel)
-        projector = np.eye(3) - np.outer(up, up)
-        # Correlation of the acceleration *along the estimated forward axis* with dv/dt: lateral
-        # acceleration in turns is orthogonal to it and must not lower the confidence.
-        forward_variance = float(direction @ scatter @ direction)
-        covariance = np.array(sums.accel_dvdt_sum) / count - mean_accel * sums.dvdt_sum / count
-        along = float(np.dot(covariance, direction))
-        dvdt_variance = evidence / count
-        correlation_coefficient = along / math.sqrt(max(dvdt_variance * forward_variance, 1e-12))
-        strength = min(1.0, evidence / FULL_FORWARD_EVIDENCE)
-        if evidence >= 1.0:
-            forward, forward_method = direction, "correlation"
-            forward_confidence = float(np.clip(correlation_coefficient, 0.0, 1.0)) * strength
+        if gravity_hint is not None or sums.gravity_weight <= 0:
+            gravity_mean = np.asarray(gravity_hint if gravity_hint is not None else sums.gravity_sum, dtype=np.float64)
         else:
-            # Thin evidence: principal horizontal axis, sign from the (weak) correlation.
-            values, vectors = np.linalg.eigh(projector @ scatter @ projector)
-            axis = vectors[:, int(np.argmax(values))]
-            axis = axis - np.dot(axis, up) * up
-            if np.linalg.norm(axis) > 1e-9:
-                axis = unit(axis)
-                forward = axis if np.dot(axis, direction) >= 0 else -axis
-                forward_method = "principal-axis"
-                forward_confidence = 0.3 * strength
-    if forward is None:
+            gravity_mean = np.array(sums.gravity_sum, dtype=np.float64) / sums.gravity_weight
+        up = unit(gravity_mean) if np.linalg.norm(gravity_mean) > 0 else np.array([0.0, 0.0, 1.0])
+        gravity_mps2 = float(np.linalg.norm(gravity_mean))
+        gravity_confidence = min(1.0, sums.gravity_weight / FULL_GRAVITY_EVIDENCE) if gravity_hint is None else 0.1
+
+    signed: list[tuple[str, FloatArray, float]] = []
+    for name, finder in (("gps", _forward_from_gps), ("yaw", _forward_from_yaw), ("stops", _forward_from_stops)):
+        found = finder(sums, up)
+        if found is not None and found[1] > 0.0:
+            signed.append((name, found[0], found[1]))
+    total = sum(confidence for _, _, confidence in signed)
+    combined = sum((confidence * direction for _, direction, confidence in signed), np.zeros(3))
+    methods = [name for name, _, confidence in signed if confidence >= 0.05]
+    forward: FloatArray | None = None
+    forward_confidence = 0.0
+    if total > 0 and float(np.linalg.norm(combined)) > 1e-9:
+        coherence = float(np.linalg.norm(combined)) / total
+        axis = _longitudinal_axis(sums, up)
+        if axis is not None and axis[1] > 0.0:
+            direction = axis[0] if np.dot(axis[0], combined) >= 0 else -axis[0]
+            # The axis refines the direction; the signed evidence says which way is forward.
+            combined = combined + axis[1] * min(1.0, total) * direction * float(np.linalg.norm(combined)) / total
+            if axis[1] >= 0.05:
+                methods.append("straight")
+        forward = unit(_horizontal(combined, up))
+        forward_confidence = min(1.0, total) * coherence**2
+    if forward is None or float(np.linalg.norm(forward)) < 0.5:
         # Nothing to go on: any horizontal axis (the device's x projected), confidence zero.
         seed_axis = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        forward = unit(seed_axis - np.dot(seed_axis, up) * up)
-    left = np.cross(up, forward)
-    rotation = np.vstack([forward, unit(left), up])
+        forward = unit(_horizontal(seed_axis, up))
+        forward_confidence = 0.0
+        methods = []
+    left = unit(np.cross(up, forward))
+    rotation = np.vstack([forward, left, up])
     return Calibration(
         rotation=rotation,
-        gravity_mps2=float(np.linalg.norm(gravity_mean)),
+        gravity_mps2=gravity_mps2,
         confidence=float(min(gravity_confidence, forward_confidence)),
         gravity_confidence=float(gravity_confidence),
         forward_confidence=float(forward_confidence),
-        forward_method=forward_method,
+        forward_method="+".join(methods) if methods else "none",
         orientation_changed=False,
     )

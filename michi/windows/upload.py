@@ -24,7 +24,7 @@ class UploadData:
     trip_end: bool
     firmware_version: str
     vehicle_type: str
-    declared_sample_rate_hz: int
+    declared_sample_rate_hz: float
     # Absolute start (epoch seconds); every offset counts from here.
     started_at_s: float
     trace_id: str
@@ -36,6 +36,10 @@ class UploadData:
     longitude: FloatArray
     speed_mps: FloatArray
     heading_deg: FloatArray
+    # False when the device has no gyroscope: `gyro` is then zeros and means nothing.
+    has_gyroscope: bool = True
+    # True when the accelerometer arrays are gravity-removed ("linear acceleration").
+    linear_acceleration: bool = False
 
     @property
     def has_gps(self) -> bool:
@@ -74,9 +78,16 @@ def upload_from_proto(received: upload_pb2.UploadReceived) -> UploadData:
     """The numpy view of a received upload (arrays of unequal length become empty: degenerate)."""
     upload = received.upload
     imu = upload.imu
-    times = np.asarray(imu.offset_ms, dtype=np.float64) / 1000.0
+    if len(imu.offset_us):
+        times = np.asarray(imu.offset_us, dtype=np.float64) / 1e6
+    else:
+        times = np.asarray(imu.offset_ms, dtype=np.float64) / 1000.0
     accel_columns = [np.asarray(values, dtype=np.float64) for values in (imu.accel_x, imu.accel_y, imu.accel_z)]
     gyro_columns = [np.asarray(values, dtype=np.float64) for values in (imu.gyro_x, imu.gyro_y, imu.gyro_z)]
+    # A device without a gyroscope says so, or sends the gyro arrays empty.
+    has_gyroscope = upload.gyroscope != upload_pb2.GYROSCOPE_ABSENT and any(column.size for column in gyro_columns)
+    if not has_gyroscope:
+        gyro_columns = [np.zeros(times.size) for _ in range(3)]
     lengths = {times.size, *(column.size for column in accel_columns + gyro_columns)}
     if len(lengths) == 1:
         accel, gyro = np.column_stack(accel_columns), np.column_stack(gyro_columns)
@@ -95,7 +106,7 @@ def upload_from_proto(received: upload_pb2.UploadReceived) -> UploadData:
         trip_end=bool(upload.trip_end),
         firmware_version=upload.firmware_version,
         vehicle_type=upload.vehicle_type,
-        declared_sample_rate_hz=int(upload.sample_rate_hz),
+        declared_sample_rate_hz=float(upload.sample_rate_exact_hz or upload.sample_rate_hz),
         started_at_s=timestamp_to_seconds(upload.started_at),
         trace_id=received.lineage.trace_id,
         times_s=times,
@@ -106,4 +117,6 @@ def upload_from_proto(received: upload_pb2.UploadReceived) -> UploadData:
         longitude=np.array([fix.longitude for fix in fixes], dtype=np.float64)[keep],
         speed_mps=np.array([fix.speed_mps for fix in fixes], dtype=np.float64)[keep],
         heading_deg=np.array([fix.heading_deg for fix in fixes], dtype=np.float64)[keep],
+        has_gyroscope=has_gyroscope,
+        linear_acceleration=upload.acceleration_kind == upload_pb2.ACCELERATION_KIND_LINEAR,
     )

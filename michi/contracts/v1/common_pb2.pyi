@@ -18,6 +18,13 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_HARSH_CORNERING: _ClassVar[EventType]
     EVENT_TYPE_SPEEDING: _ClassVar[EventType]
     EVENT_TYPE_CONFOUNDER: _ClassVar[EventType]
+
+class CalibrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALIBRATION_STATE_UNSPECIFIED: _ClassVar[CalibrationState]
+    CALIBRATION_STATE_UNCALIBRATED: _ClassVar[CalibrationState]
+    CALIBRATION_STATE_GRAVITY_ONLY: _ClassVar[CalibrationState]
+    CALIBRATION_STATE_CALIBRATED: _ClassVar[CalibrationState]
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_NORMAL: EventType
 EVENT_TYPE_HARSH_BRAKING: EventType
@@ -25,6 +32,10 @@ EVENT_TYPE_HARSH_ACCELERATION: EventType
 EVENT_TYPE_HARSH_CORNERING: EventType
 EVENT_TYPE_SPEEDING: EventType
 EVENT_TYPE_CONFOUNDER: EventType
+CALIBRATION_STATE_UNSPECIFIED: CalibrationState
+CALIBRATION_STATE_UNCALIBRATED: CalibrationState
+CALIBRATION_STATE_GRAVITY_ONLY: CalibrationState
+CALIBRATION_STATE_CALIBRATED: CalibrationState
 
 class Lineage(_message.Message):
     __slots__ = ("upload_id", "window_id", "trip_id", "device_id", "driver_id", "model_name", "model_version", "data_version", "trace_id")
@@ -63,3 +74,15 @@ class TimeSpan(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     ended_at: _timestamp_pb2.Timestamp
     def __init__(self, started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CalibrationSummary(_message.Message):
+    __slots__ = ("state", "gravity_confidence", "forward_confidence", "forward_method")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    GRAVITY_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_METHOD_FIELD_NUMBER: _ClassVar[int]
+    state: CalibrationState
+    gravity_confidence: float
+    forward_confidence: float
+    forward_method: str
+    def __init__(self, state: _Optional[_Union[CalibrationState, str]] = ..., gravity_confidence: _Optional[float] = ..., forward_confidence: _Optional[float] = ..., forward_method: _Optional[str] = ...) -> None: ...

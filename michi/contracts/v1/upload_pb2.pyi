@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from michi.contracts.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -10,8 +11,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AccelerationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCELERATION_KIND_UNSPECIFIED: _ClassVar[AccelerationKind]
+    ACCELERATION_KIND_GRAVITY_INCLUDED: _ClassVar[AccelerationKind]
+    ACCELERATION_KIND_LINEAR: _ClassVar[AccelerationKind]
+
+class Gyroscope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GYROSCOPE_UNSPECIFIED: _ClassVar[Gyroscope]
+    GYROSCOPE_PRESENT: _ClassVar[Gyroscope]
+    GYROSCOPE_ABSENT: _ClassVar[Gyroscope]
+ACCELERATION_KIND_UNSPECIFIED: AccelerationKind
+ACCELERATION_KIND_GRAVITY_INCLUDED: AccelerationKind
+ACCELERATION_KIND_LINEAR: AccelerationKind
+GYROSCOPE_UNSPECIFIED: Gyroscope
+GYROSCOPE_PRESENT: Gyroscope
+GYROSCOPE_ABSENT: Gyroscope
+
 class ImuSamples(_message.Message):
-    __slots__ = ("offset_ms", "accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
+    __slots__ = ("offset_ms", "accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z", "offset_us")
     OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
     ACCEL_X_FIELD_NUMBER: _ClassVar[int]
     ACCEL_Y_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +38,7 @@ class ImuSamples(_message.Message):
     GYRO_X_FIELD_NUMBER: _ClassVar[int]
     GYRO_Y_FIELD_NUMBER: _ClassVar[int]
     GYRO_Z_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_US_FIELD_NUMBER: _ClassVar[int]
     offset_ms: _containers.RepeatedScalarFieldContainer[int]
     accel_x: _containers.RepeatedScalarFieldContainer[float]
     accel_y: _containers.RepeatedScalarFieldContainer[float]
@@ -26,7 +46,8 @@ class ImuSamples(_message.Message):
     gyro_x: _containers.RepeatedScalarFieldContainer[float]
     gyro_y: _containers.RepeatedScalarFieldContainer[float]
     gyro_z: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, offset_ms: _Optional[_Iterable[int]] = ..., accel_x: _Optional[_Iterable[float]] = ..., accel_y: _Optional[_Iterable[float]] = ..., accel_z: _Optional[_Iterable[float]] = ..., gyro_x: _Optional[_Iterable[float]] = ..., gyro_y: _Optional[_Iterable[float]] = ..., gyro_z: _Optional[_Iterable[float]] = ...) -> None: ...
+    offset_us: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, offset_ms: _Optional[_Iterable[int]] = ..., accel_x: _Optional[_Iterable[float]] = ..., accel_y: _Optional[_Iterable[float]] = ..., accel_z: _Optional[_Iterable[float]] = ..., gyro_x: _Optional[_Iterable[float]] = ..., gyro_y: _Optional[_Iterable[float]] = ..., gyro_z: _Optional[_Iterable[float]] = ..., offset_us: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GpsFix(_message.Message):
     __slots__ = ("offset_ms", "latitude", "longitude", "speed_mps", "heading_deg", "hdop")
@@ -45,7 +66,7 @@ class GpsFix(_message.Message):
     def __init__(self, offset_ms: _Optional[int] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., speed_mps: _Optional[float] = ..., heading_deg: _Optional[float] = ..., hdop: _Optional[float] = ...) -> None: ...
 
 class Upload(_message.Message):
-    __slots__ = ("upload_id", "device_id", "driver_id", "trip_id", "sequence", "trip_end", "firmware_version", "sample_rate_hz", "started_at", "imu", "gps", "media_names", "vehicle_type")
+    __slots__ = ("upload_id", "device_id", "driver_id", "trip_id", "sequence", "trip_end", "firmware_version", "sample_rate_hz", "started_at", "imu", "gps", "media_names", "vehicle_type", "sample_rate_exact_hz", "acceleration_kind", "gyroscope")
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     DRIVER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +80,9 @@ class Upload(_message.Message):
     GPS_FIELD_NUMBER: _ClassVar[int]
     MEDIA_NAMES_FIELD_NUMBER: _ClassVar[int]
     VEHICLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_EXACT_HZ_FIELD_NUMBER: _ClassVar[int]
+    ACCELERATION_KIND_FIELD_NUMBER: _ClassVar[int]
+    GYROSCOPE_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     device_id: str
     driver_id: str
@@ -72,7 +96,10 @@ class Upload(_message.Message):
     gps: _containers.RepeatedCompositeFieldContainer[GpsFix]
     media_names: _containers.RepeatedScalarFieldContainer[str]
     vehicle_type: str
-    def __init__(self, upload_id: _Optional[str] = ..., device_id: _Optional[str] = ..., driver_id: _Optional[str] = ..., trip_id: _Optional[str] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., firmware_version: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imu: _Optional[_Union[ImuSamples, _Mapping]] = ..., gps: _Optional[_Iterable[_Union[GpsFix, _Mapping]]] = ..., media_names: _Optional[_Iterable[str]] = ..., vehicle_type: _Optional[str] = ...) -> None: ...
+    sample_rate_exact_hz: float
+    acceleration_kind: AccelerationKind
+    gyroscope: Gyroscope
+    def __init__(self, upload_id: _Optional[str] = ..., device_id: _Optional[str] = ..., driver_id: _Optional[str] = ..., trip_id: _Optional[str] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., firmware_version: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imu: _Optional[_Union[ImuSamples, _Mapping]] = ..., gps: _Optional[_Iterable[_Union[GpsFix, _Mapping]]] = ..., media_names: _Optional[_Iterable[str]] = ..., vehicle_type: _Optional[str] = ..., sample_rate_exact_hz: _Optional[float] = ..., acceleration_kind: _Optional[_Union[AccelerationKind, str]] = ..., gyroscope: _Optional[_Union[Gyroscope, str]] = ...) -> None: ...
 
 class UploadReceived(_message.Message):
     __slots__ = ("event_id", "occurred_at", "lineage", "upload", "received_at", "content_sha256", "archive_uri", "missing_sequences")
