@@ -248,8 +248,8 @@ def _block_summaries(upload: UploadData, previous: CalibrationSums) -> tuple[_Bl
     raw_gyro = np.vstack([carried[:, 5:8], gyro])
     own = np.concatenate([np.zeros(carried.shape[0], dtype=bool), np.ones(block_times.size, dtype=bool)])
 
-    if upload.has_gyroscope and bias_weight <= 0 and raw_gyro.shape[0]:
-        bias = np.median(raw_gyro, axis=0).tolist()
+    # Until the device has been seen stopped its gyroscope bias is taken as zero (MEMS biases are
+    # hundredths of a rad/s): a median over a drive would swallow the turns themselves.
     gyro_free = raw_gyro - np.array(bias) if upload.has_gyroscope else np.zeros_like(raw_gyro)
 
     change = np.linalg.norm(np.diff(all_accel, axis=0, prepend=all_accel[:1]), axis=1)

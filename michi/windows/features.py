@@ -14,8 +14,15 @@ Signals: the same calibrated series resampled on a fixed 25 Hz grid over each wi
 that look at the shape of an event rather than its summary (a 1D-CNN).
 
 The *evidence* features are each "IMU magnitude ÷ its threshold" and-ed (min) with "GPS
-magnitude ÷ its threshold": ≥ 1 means both sensors agree the event happened. They are what
-the baseline model weighs; learned models may use any feature.
+magnitude ÷ its threshold": ≥ 1 means both sensors agree the event happened. Without GPS the
+IMU term stands alone once the mount is calibrated (forward and up known with high
+confidence); before that it is capped just under 1. They are what the baseline model weighs;
+learned models may use any feature. Whether a window may become a detection at all is decided
+for every model in one place, `michi.windows.model_spec.detection_allowed`.
+
+When the forward axis is not known yet (calibration state "gravity-only" or "uncalibrated"),
+the longitudinal and lateral signal channels are zero rather than device axes passed off as
+vehicle axes; the horizontal magnitude stays in the features.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from michi.contracts import stable_event_id
-from michi.windows.calibration import Calibration
+from michi.windows.calibration import RELIABLE_CONFIDENCE, Calibration
 from michi.windows.signals import FloatArray, low_pass
 from michi.windows.upload import UploadData
 
@@ -47,9 +54,10 @@ ROTATION_UNEXPLAINED_RADPS = 0.8
 # Below this calibration confidence the forward axis is not trusted (fresh device, mount just
 # moved): the IMU terms use the horizontal magnitude, which needs no forward axis, and the GPS
 # terms alone tell braking, acceleration and cornering apart.
-RELIABLE_CALIBRATION = 0.5
-# No GPS: the IMU alone may reach at most this evidence — just under 1, so never a detection but
-# (with the baseline gains) a probability inside the uncertainty band: a person decides.
+RELIABLE_CALIBRATION = RELIABLE_CONFIDENCE
+# No GPS and no calibrated mount: the IMU alone may reach at most this evidence — just under 1, so
+# never a detection but (with the baseline gains) a probability inside the uncertainty band: a person
+# decides. With a calibrated mount the IMU evidence stands alone.
 NO_GPS_EVIDENCE_CAP = 0.97
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -78,7 +86,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "calibration_confidence",
 )
 FEATURE_INDEX = {name: index for index, name in enumerate(FEATURE_NAMES)}
-FEATURE_SPEC_VERSION = "features-1"
+FEATURE_SPEC_VERSION = "features-2"
 
 # The window as a time series: channel order of `UploadWindows.signals` [K, channels, steps].
 SIGNAL_CHANNELS: tuple[str, ...] = (
@@ -236,7 +244,8 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     gps_available = gps["available"]
     rotation_unexplained = np.maximum(rotation_max - np.abs(gps["yaw_rate"]), 0.0)
 
-    if calibration.confidence >= RELIABLE_CALIBRATION:
+    calibrated = calibration.state == "calibrated"
+    if calibrated:
         imu_braking = -longitudinal_min / BRAKING_IMU_MPS2
         imu_acceleration = longitudinal_max / ACCELERATION_IMU_MPS2
         imu_cornering = lateral_abs_max / CORNERING_IMU_MPS2
@@ -254,9 +263,11 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
         imu_braking = np.minimum(-longitudinal_min / BRAKING_IMU_MPS2, cap)
         imu_acceleration = np.minimum(longitudinal_max / ACCELERATION_IMU_MPS2, cap)
         imu_cornering = np.minimum(lateral_abs_max / CORNERING_IMU_MPS2, cap)
-    gps_braking = np.where(gps_available > 0, -gps["dvdt"] / BRAKING_GPS_MPS2, NO_GPS_EVIDENCE_CAP)
-    gps_acceleration = np.where(gps_available > 0, gps["dvdt"] / ACCELERATION_GPS_MPS2, NO_GPS_EVIDENCE_CAP)
-    gps_cornering = np.where(gps_available > 0, np.abs(gps["lateral"]) / CORNERING_GPS_MPS2, NO_GPS_EVIDENCE_CAP)
+    # Without GPS: nothing to and with once the mount is calibrated, the cap before.
+    absent = np.inf if calibrated else NO_GPS_EVIDENCE_CAP
+    gps_braking = np.where(gps_available > 0, -gps["dvdt"] / BRAKING_GPS_MPS2, absent)
+    gps_acceleration = np.where(gps_available > 0, gps["dvdt"] / ACCELERATION_GPS_MPS2, absent)
+    gps_cornering = np.where(gps_available > 0, np.abs(gps["lateral"]) / CORNERING_GPS_MPS2, absent)
     braking_evidence = np.minimum(imu_braking, gps_braking)
     acceleration_evidence = np.minimum(imu_acceleration, gps_acceleration)
     cornering_evidence = np.minimum(imu_cornering, gps_cornering)
@@ -293,6 +304,9 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     features = np.where(np.isfinite(features), features, 0.0).astype(np.float32)
     keep = window_ok
     vertical_smooth = low_pass(vertical, rate, VERTICAL_LOW_PASS_HZ)
+    if not calibrated:
+        # The forward axis is a guess: do not hand device axes to a model as vehicle axes.
+        longitudinal, lateral = np.zeros_like(longitudinal), np.zeros_like(lateral)
     series = np.column_stack([longitudinal, lateral, vertical_smooth, yaw_rate, rotation_magnitude])
     return UploadWindows(
         starts_s=starts[keep],

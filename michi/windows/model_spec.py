@@ -1,6 +1,21 @@
-"""What the risk model outputs: its classes (column order of the probabilities) and decision rule."""
+"""What the risk model outputs: its classes (column order of the probabilities) and decision rule.
+
+The decision rule holds for every served model, baseline or learned, champion or shadow:
+
+* a window is *risky* when its most likely class is harsh braking, acceleration or cornering with
+  probability ≥ `DECISION_THRESHOLD`;
+* it may become a detection only when `detection_allowed` says the sensors can back it: the mount
+  is calibrated (up and forward known with high confidence: the IMU alone is enough, GPS or not),
+  or gravity is known and GPS corroborates the window (GPS tells braking from cornering). With no
+  usable calibration and no GPS the device axes cannot be read as vehicle axes: no detection, the
+  window's prediction says why (its calibration state), and uncertain windows still go to people.
+
+Speeding is a map rule (`services/inference/domain/speeding.py`) and needs GPS by nature.
+"""
 
 from __future__ import annotations
+
+import numpy as np
 
 from michi.contracts.v1 import common_pb2
 
@@ -24,3 +39,20 @@ RISKY_EVENT_TYPES = frozenset(
 )
 # A window is risky when its most likely class is risky with at least this probability.
 DECISION_THRESHOLD = 0.5
+
+
+CALIBRATION_STATES: dict[str, common_pb2.CalibrationState] = {
+    "calibrated": common_pb2.CALIBRATION_STATE_CALIBRATED,
+    "gravity-only": common_pb2.CALIBRATION_STATE_GRAVITY_ONLY,
+    "uncalibrated": common_pb2.CALIBRATION_STATE_UNCALIBRATED,
+}
+
+
+def detection_allowed(calibration_state: str, gps_available: np.ndarray) -> np.ndarray:
+    """Per window: whether a risky call may become a detection (see the module docstring)."""
+    corroborated = np.asarray(gps_available) > 0
+    if calibration_state == "calibrated":
+        return np.ones(corroborated.shape, dtype=bool)
+    if calibration_state == "gravity-only":
+        return corroborated
+    return np.zeros(corroborated.shape, dtype=bool)

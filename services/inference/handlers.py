@@ -29,10 +29,13 @@ champion's outputs as they are.
 
 Degenerate uploads (no usable IMU: too few samples, arrays of unequal length, offsets not
 increasing, non-finite values) are skipped with a reason — no windows, but still their
-`TripSegment`, so scoring can close the trip. An upload without GPS is analysed, but its
-windows cannot be corroborated so they never become detections (uncertain ones are sent to
-people). An upload whose processing raises is reported as failed (the agent dead-letters it)
-and still gets its segment.
+`TripSegment`, so scoring can close the trip. Whether a risky window may become a detection
+is `michi.windows.model_spec.detection_allowed`, the same for every model: with a calibrated
+mount the IMU alone is enough (no GPS needed); with gravity known but not forward, only windows
+GPS corroborates; with neither, none (uncertain windows still go to people). Every prediction
+and detection carries the calibration it was made with and whether GPS was there. An upload
+whose processing raises is reported as failed (the agent dead-letters it) and still gets its
+segment.
 """
 
 from __future__ import annotations
@@ -57,7 +60,13 @@ from michi.windows.features import (
     extract_windows,
     window_id,
 )
-from michi.windows.model_spec import CLASS_EVENT_TYPES, DECISION_THRESHOLD, RISKY_EVENT_TYPES
+from michi.windows.model_spec import (
+    CALIBRATION_STATES,
+    CLASS_EVENT_TYPES,
+    DECISION_THRESHOLD,
+    RISKY_EVENT_TYPES,
+    detection_allowed,
+)
 from michi.windows.upload import UploadData, upload_from_proto
 from services.inference.domain.episodes import merge_windows
 from services.inference.domain.speeding import (
@@ -356,15 +365,27 @@ def _span(start_s: float, end_s: float) -> common_pb2.TimeSpan:
     return common_pb2.TimeSpan(started_at=timestamp_from_seconds(start_s), ended_at=timestamp_from_seconds(end_s))
 
 
-def _risky_calls(scores: np.ndarray) -> list[common_pb2.EventType | None]:
-    """Per window: the risky event type the decision rule calls, or None."""
+def _risky_calls(scores: np.ndarray, allowed: np.ndarray) -> list[common_pb2.EventType | None]:
+    """Per window: the risky event type the decision rule calls, or None (also where not `allowed`)."""
     calls: list[common_pb2.EventType | None] = []
-    for row in scores:
+    for row, may in zip(scores, allowed, strict=True):
         column = int(np.argmax(row))
         event_type = CLASS_EVENT_TYPES[column]
-        risky = event_type in RISKY_EVENT_TYPES and float(row[column]) >= DECISION_THRESHOLD
+        risky = bool(may) and event_type in RISKY_EVENT_TYPES and float(row[column]) >= DECISION_THRESHOLD
         calls.append(event_type if risky else None)
     return calls
+
+
+def calibration_summary(calibration: Calibration | None) -> common_pb2.CalibrationSummary:
+    """The calibration an event was made with, as the contract carries it."""
+    if calibration is None:
+        return common_pb2.CalibrationSummary(state=common_pb2.CALIBRATION_STATE_UNCALIBRATED, forward_method="none")
+    return common_pb2.CalibrationSummary(
+        state=CALIBRATION_STATES[calibration.state],
+        gravity_confidence=calibration.gravity_confidence,
+        forward_confidence=calibration.forward_confidence,
+        forward_method=calibration.forward_method,
+    )
 
 
 @dataclass
@@ -377,6 +398,10 @@ class _Windows:
     starts: list[float]
     ends: list[float]
     features: list[dict[str, float]]
+    calibration: common_pb2.CalibrationSummary
+    gps_available: np.ndarray
+    # Per window: whether a risky call may become a detection (`detection_allowed`).
+    allowed: np.ndarray
 
 
 def _prediction(
@@ -404,6 +429,9 @@ def _prediction(
         sample_rate_hz=round(data.sample_rate_hz),
         vehicle_type=data.vehicle_type,
         firmware_version=data.firmware_version,
+        calibration=place.calibration,
+        gps_available=bool(place.gps_available[position]),
+        sample_rate_exact_hz=data.sample_rate_hz,
     )
 
 
@@ -430,6 +458,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
 
     windows = item.windows
     origin = data.started_at_s
+    gps_available = windows.features[:, FEATURE_INDEX["gps_available"]] > 0
     place = _Windows(
         data,
         windows,
@@ -437,9 +466,12 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         [origin + float(start) for start in windows.starts_s],
         [origin + float(end) for end in windows.ends_s],
         [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features],
+        calibration_summary(item.calibration),
+        gps_available,
+        detection_allowed(item.calibration.state if item.calibration else "uncalibrated", gps_available),
     )
     scores = item.scores if item.scores is not None else np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
-    risky_types = _risky_calls(scores)
+    risky_types = _risky_calls(scores, place.allowed)
 
     def detection_id(first_window_id: str, event_type: int) -> str:
         # The model name, not its version: the same event seen by two versions of the model is one detection.
@@ -534,7 +566,7 @@ def _shadow_outputs(
         _prediction(place, position, shadow_scores, shadow, inference_pb2.VARIANT_SHADOW)
         for position in range(place.windows.count)
     ]
-    shadow_types = _risky_calls(shadow_scores)
+    shadow_types = _risky_calls(shadow_scores, place.allowed)
     strength: dict[int, float] = {}
     for position, (called, other) in enumerate(zip(risky_types, shadow_types, strict=True)):
         if called == other:
@@ -628,6 +660,8 @@ def _model_detection(
         variant=inference_pb2.VARIANT_CHAMPION,
         features=place.features[peak_position],
         detector=f"onnx:{detector.model_version}",
+        calibration=place.calibration,
+        gps_available=bool(place.gps_available[peak_position]),
     )
 
 

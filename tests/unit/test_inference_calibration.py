@@ -73,3 +73,24 @@ def test_no_mount_change_on_a_steady_device() -> None:
         ],
     )
     assert not any(calibration.orientation_changed for calibration in calibrate(drive))
+
+
+def _no_gps(received):  # type: ignore[no-untyped-def]
+    stripped = type(received)()
+    stripped.CopyFrom(received)
+    del stripped.upload.gps[:]
+    return stripped
+
+
+@pytest.mark.parametrize("mount", [(35.0, 6.0, -4.0), (-140.0, 12.0, 5.0), (90.0, -8.0, 20.0)])
+def test_turns_alone_find_the_forward_axis_without_gps(mount: tuple[float, float, float]) -> None:
+    turns = [ScriptedEvent("turn", 3.0 + 9.0 * index, 6.0, 3.0 if index % 2 else -3.0) for index in range(9)]
+    drive = ScriptedDrive(duration_s=90.0, mount=mount, events=turns, seed=9)
+    sums, results = CalibrationSums(), []
+    for received in drive.uploads():
+        sums, calibration = update_calibration(sums, upload_from_proto(_no_gps(received)))
+        results.append(calibration)
+    final = results[-1]
+    assert final.state == "calibrated" and "yaw" in final.forward_method
+    assert rotation_error_deg(final.rotation, mount_matrix(*mount)) < 5.0
+    assert not any(result.orientation_changed for result in results)

@@ -246,14 +246,68 @@ def test_degenerate_uploads_still_yield_their_segment(detector: OnnxDetector, ch
         assert broken.skipped_reason is not None and broken.predictions == []
 
 
-def test_windows_without_gps_cannot_become_detections(detector: OnnxDetector) -> None:
-    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 43.2, 1.5, 5.5)])
-    uploads = [
-        degenerate(received, "no-gps") if index == 4 else received for index, received in enumerate(drive.uploads())
+class AlwaysBraking:
+    """A model that calls harsh braking with 0.99 on every window: only the decision rule can stop it."""
+
+    model_name = "michi-risk"
+    model_version = "always-braking"
+    data_version = "test"
+
+    def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        scores = np.full((features.shape[0], 5), 0.0025, dtype=np.float32)
+        scores[:, 1] = 0.99
+        return scores
+
+
+def without_gps(uploads: list[upload_pb2.UploadReceived], indexes: range | None = None) -> list:
+    return [
+        degenerate(received, "no-gps") if indexes is None or index in indexes else received
+        for index, received in enumerate(uploads)
     ]
-    outcomes = run(uploads, InferencePipeline(detector, None))
+
+
+def test_gps_lost_mid_trip_a_calibrated_mount_still_detects_from_the_imu(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=70.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 43.2, 1.5, 5.5)])
+    outcomes = run(without_gps(drive.uploads(), range(4, 7)), InferencePipeline(detector, None))
+    detections = detections_of(outcomes)
+    assert [detection.event_type for detection in detections] == [BRAKING]
+    assert not detections[0].gps_available
+    assert detections[0].calibration.state == common_pb2.CALIBRATION_STATE_CALIBRATED
+    assert all(not prediction.gps_available for prediction in outcomes[4].predictions)
+
+
+def test_without_gps_or_a_calibrated_mount_no_model_can_detect() -> None:
+    # A fresh device, no GPS at all, on a drive with no stop: the mount's forward axis is unknown.
+    drive = ScriptedDrive(duration_s=30.0, events=[ScriptedEvent("harsh_braking", 13.2, 1.5, 5.5)])
+    outcomes = run(without_gps(drive.uploads()), InferencePipeline(AlwaysBraking(), None, uncertainty_band=0.5))
     assert detections_of(outcomes) == []
-    assert any(request.suggested == BRAKING for request in outcomes[4].label_requests)
+    predictions = [prediction for outcome in outcomes for prediction in outcome.predictions]
+    assert predictions and all(prediction.predicted == BRAKING for prediction in predictions)
+    assert all(
+        prediction.calibration.state != common_pb2.CALIBRATION_STATE_CALIBRATED and not prediction.gps_available
+        for prediction in predictions
+    )
+    # People still see what stood out.
+    assert any(request.suggested == BRAKING for outcome in outcomes for request in outcome.label_requests)
+
+
+def test_a_detection_is_backed_by_a_calibrated_mount_or_by_gps_whatever_the_model_says() -> None:
+    # No GPS at all; left and right turns let the gyroscope find the forward axis (yaw evidence).
+    turns = [ScriptedEvent("turn", 3.0 + 9.0 * index, 6.0, 3.0 if index % 2 else -3.0) for index in range(7)]
+    drive = ScriptedDrive(duration_s=70.0, events=turns)
+    outcomes = run(without_gps(drive.uploads()), InferencePipeline(AlwaysBraking(), None))
+    detections = detections_of(outcomes)
+    assert detections
+    for detection in detections:
+        assert detection.calibration.state == common_pb2.CALIBRATION_STATE_CALIBRATED or detection.gps_available
+    # Before the mount is calibrated (no GPS, first uploads) nothing is detected even by this model.
+    first_calibrated = next(
+        index
+        for index, outcome in enumerate(outcomes)
+        if outcome.predictions and outcome.predictions[-1].calibration.state == common_pb2.CALIBRATION_STATE_CALIBRATED
+    )
+    assert first_calibrated > 0
+    assert not any(outcome.detections for outcome in outcomes[:first_calibrated])
 
 
 def test_uncertain_windows_become_label_requests(detector: OnnxDetector) -> None:

@@ -29,7 +29,7 @@ RECIPE = SimulationRecipe(
     event_rate_per_10min=14.0,
     confounder_rate_per_10min=10.0,
 )
-PARAMETERS = TrainingParameters(epochs=4, test_percent=30)
+PARAMETERS = TrainingParameters(epochs=8, test_percent=30)
 ROOT = Path(__file__).resolve().parents[2]
 
 # Run in a fresh interpreter: what a second machine (same code, data, parameters) would produce.
