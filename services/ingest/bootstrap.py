@@ -99,8 +99,11 @@ def redis_client(settings: IngestSettings) -> Redis:
 
 def upload_limits(settings: IngestSettings) -> UploadLimits:
     return UploadLimits(
+        min_sample_rate_hz=settings.ingest_min_sample_rate_hz,
+        max_sample_rate_hz=settings.ingest_max_sample_rate_hz,
         sample_rates_hz=settings.ingest_sample_rates_hz,
-        max_samples=settings.ingest_max_samples,
+        max_upload_duration_s=settings.ingest_max_upload_duration_s,
+        max_samples=settings.resolved_max_samples(),
         max_gps_fixes=settings.ingest_max_gps_fixes,
         max_future_skew_s=settings.ingest_max_future_skew_s,
         max_age_s=settings.ingest_max_age_s,

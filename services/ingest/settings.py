@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import math
+
+from pydantic import Field, ValidationInfo, field_validator
 
 from michi.settings import MichiSettings
 
+DEFAULT_MAX_SAMPLES = 24_000
 MEBIBYTE = 1024 * 1024
 
 
@@ -18,9 +21,16 @@ class IngestSettings(MichiSettings):
     # Processes serving HTTP and gRPC on the same ports (one core each at most); 1: this process serves.
     ingest_workers: int = Field(default=1, ge=1, le=64)
     ingest_max_body_bytes: int = Field(default=2 * MEBIBYTE, gt=0)
-    ingest_sample_rates_hz: frozenset[int] = frozenset({25, 50, 100})
-    # 100 Hz x 60 s: the longest upload a device may send.
-    ingest_max_samples: int = Field(default=100 * 60, gt=0)
+    # IMU rates accepted: any in this range, fractional ones included (Upload.sample_rate_exact_hz).
+    ingest_min_sample_rate_hz: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    ingest_max_sample_rate_hz: float = Field(default=400.0, gt=0, allow_inf_nan=False)
+    # An operator's allow-list of whole rates within the range (JSON: [25, 50, 100]); empty: any rate in it.
+    ingest_sample_rates_hz: frozenset[int] = frozenset()
+    # The longest span of one upload's IMU samples (240 s: what 6,000 samples at 25 Hz always allowed).
+    ingest_max_upload_duration_s: float = Field(default=240.0, gt=0, allow_inf_nan=False)
+    # Most IMU samples in one upload; None: the longest upload at the highest rate, at most 24,000
+    # (400 Hz x 60 s). At 24,000 samples a protobuf upload is about 0.8 MB, well within ingest_max_body_bytes.
+    ingest_max_samples: int | None = Field(default=None, gt=0)
     ingest_max_gps_fixes: int = Field(default=10 * 60, gt=0)
     ingest_max_future_skew_s: float = Field(default=5 * 60, ge=0)
     ingest_max_age_s: float = Field(default=7 * 24 * 60 * 60, gt=0)
@@ -53,3 +63,33 @@ class IngestSettings(MichiSettings):
     ingest_media_types: frozenset[str] = frozenset({"image/jpeg", "image/png", "video/mp4", "video/h264"})
     # Archive every accepted upload's canonical bytes to the blob store before publishing it.
     ingest_archive: bool = True
+
+    @field_validator("ingest_max_sample_rate_hz")
+    @classmethod
+    def _range_not_empty(cls, maximum: float, info: ValidationInfo) -> float:
+        minimum = info.data.get("ingest_min_sample_rate_hz")
+        if minimum is not None and maximum < minimum:
+            raise ValueError(f"{maximum:g} Hz is below MICHI_INGEST_MIN_SAMPLE_RATE_HZ ({minimum:g} Hz)")
+        return maximum
+
+    @field_validator("ingest_sample_rates_hz")
+    @classmethod
+    def _allowed_rates_in_range(cls, rates: frozenset[int], info: ValidationInfo) -> frozenset[int]:
+        # A listed rate outside the range would be refused anyway: say so at start, not on every upload.
+        minimum = info.data.get("ingest_min_sample_rate_hz")
+        maximum = info.data.get("ingest_max_sample_rate_hz")
+        if minimum is None or maximum is None:
+            return rates
+        outside = sorted(rate for rate in rates if not minimum <= rate <= maximum)
+        if outside:
+            raise ValueError(
+                f"{outside} Hz outside MICHI_INGEST_MIN_SAMPLE_RATE_HZ-MICHI_INGEST_MAX_SAMPLE_RATE_HZ"
+                f" ({minimum:g}-{maximum:g} Hz)"
+            )
+        return rates
+
+    def resolved_max_samples(self) -> int:
+        """`ingest_max_samples`, or the longest upload at the highest rate when it is not set."""
+        if self.ingest_max_samples is not None:
+            return self.ingest_max_samples
+        return min(DEFAULT_MAX_SAMPLES, math.ceil(self.ingest_max_sample_rate_hz * self.ingest_max_upload_duration_s))

@@ -37,6 +37,38 @@ def make_upload(upload_id: str = "upload-1", device_id: str = "device-a", sequen
     return upload
 
 
+def make_upload_without_gyroscope(
+    upload_id: str = "upload-1", device_id: str = "device-a", rate_hz: float = 16.7
+) -> upload_pb2.Upload:
+    """A valid 10 s upload of a phone-like device: a fractional rate, microsecond times ±5 % off the grid,
+    linear acceleration and no gyroscope (empty gyro arrays)."""
+    samples = round(10 * rate_hz)
+    upload = upload_pb2.Upload(
+        upload_id=upload_id,
+        device_id=device_id,
+        driver_id="driver-1",
+        trip_id=f"trip-of-{device_id}",
+        firmware_version="2.0.0",
+        sample_rate_hz=round(rate_hz),
+        sample_rate_exact_hz=rate_hz,
+        acceleration_kind=upload_pb2.ACCELERATION_KIND_LINEAR,
+        gyroscope=upload_pb2.GYROSCOPE_ABSENT,
+        started_at=timestamp_from_seconds(time.time() - 15),
+    )
+    period_us = 1e6 / rate_hz
+    # A fixed pattern of jitter within ±5 % of a period, so the upload (and its hash) is the same every run.
+    upload.imu.offset_us.extend(
+        round((index + 0.05 * ((index * 7) % 11 - 5) / 5) * period_us) + 50_000 for index in range(samples)
+    )
+    for name, value in (("accel_x", 0.3), ("accel_y", -0.2), ("accel_z", 0.05)):
+        getattr(upload.imu, name).extend([value] * samples)
+    for second in range(10):
+        upload.gps.add(
+            offset_ms=second * 1000, latitude=52.52, longitude=13.40, speed_mps=14.0, heading_deg=80, hdop=0.9
+        )
+    return upload
+
+
 def settings_for(kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: Path, **extra: Any) -> IngestSettings:
     """Ingest settings on the test's Kafka prefix, Redis, a SQLite file and a blob folder under `home`."""
     values: dict[str, Any] = {

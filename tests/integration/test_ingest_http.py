@@ -37,7 +37,7 @@ from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
 
-from .ingest_support import make_upload, settings_for, uploads_count
+from .ingest_support import make_upload, make_upload_without_gyroscope, settings_for, uploads_count
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +140,36 @@ async def test_json_upload_is_accepted_and_matches_the_protobuf_content(ingest: 
     # The same content in the other encoding is the same upload, hence a duplicate.
     again = await ingest.post(upload)
     assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
+
+
+@pytest.mark.asyncio
+async def test_a_fractional_rate_with_microsecond_times_and_no_gyroscope_is_published_whole(
+    ingest: Ingest, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    upload = make_upload_without_gyroscope("upload-16-7-hz")
+    assert not upload.imu.offset_ms and not upload.imu.gyro_x
+    response = await ingest.post(upload)
+    assert response.status_code == 202, response.text
+    assert response.json()["outcome"] == "accepted"
+
+    with TopicReader(kafka_bootstrap, UPLOADS, topic_prefix) as reader:
+        [record] = reader.read_until(lambda records: len(records) >= 1, timeout=20)
+    received = record.message
+    assert isinstance(received, upload_pb2.UploadReceived)
+    assert received.upload == upload
+    assert (received.upload.sample_rate_exact_hz, received.upload.gyroscope) == (16.7, upload_pb2.GYROSCOPE_ABSENT)
+    assert list(received.upload.imu.offset_us) == list(upload.imu.offset_us)
+
+    # The same upload in the proto3 JSON mapping (offsetUs as strings, enums by name) is the same content.
+    document = json_format.MessageToJson(upload)
+    assert '"offsetUs"' in document and '"GYROSCOPE_ABSENT"' in document
+    again = await ingest.client.post(
+        "/v1/uploads",
+        content=document,
+        headers={"content-type": "application/json", "authorization": f"Bearer {ingest.token_a}"},
+    )
+    assert (again.status_code, again.json()["outcome"]) == (200, "duplicate"), again.text
+    assert uploads_count(kafka_bootstrap, topic_prefix) == 1
 
 
 @pytest.mark.asyncio

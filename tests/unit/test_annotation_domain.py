@@ -171,6 +171,27 @@ def test_cut_window_keeps_the_span_with_context_and_thins_long_series() -> None:
     assert window_location(_upload(start), start + 4, start + 6) == (pytest.approx(35.005), 139.0)
 
 
+def test_cut_window_reads_microsecond_offsets_and_a_device_without_gyroscope() -> None:
+    start = 1_700_000_000.0
+    upload = upload_pb2.Upload(
+        upload_id="u-2",
+        device_id="d-1",
+        started_at=timestamp_from_seconds(start),
+        sample_rate_exact_hz=16.7,
+        gyroscope=upload_pb2.GYROSCOPE_ABSENT,
+    )
+    for index in range(167):  # 10 s at 16.7 Hz
+        upload.imu.offset_us.append(round(index * 1e6 / 16.7))
+        for axis in ("accel_x", "accel_y", "accel_z"):
+            getattr(upload.imu, axis).append(1.0)
+    traces = cut_window(upload, start + 4, start + 6, context_s=0.0)
+    expected = [index / 16.7 - 4 for index in range(167) if 4 <= index / 16.7 <= 6]
+    assert traces.imu_times_s == pytest.approx(expected, abs=1e-3)
+    assert len(traces.accel["x"]) == len(expected) == 34
+    assert traces.gyro == {"x": [], "y": [], "z": []}
+    assert traces.sample_rate_hz == 17
+
+
 def test_labels_carry_lineage_votes_and_gold_facts() -> None:
     request = _request(detection_event_id="detection-1")
     request.lineage.upload_id = "upload-1"

@@ -48,6 +48,41 @@ def test_json_camel_case_and_snake_case_decode_alike() -> None:
     assert decode_upload(snake.encode(), JSON) == sample()
 
 
+def sample_with_new_fields() -> upload_pb2.Upload:
+    """A 16.7 Hz device without a gyroscope, timing its samples in microseconds."""
+    upload = upload_pb2.Upload(
+        upload_id="u-2",
+        device_id="d-1",
+        trip_id="t-1",
+        driver_id="r-1",
+        sample_rate_hz=17,
+        sample_rate_exact_hz=16.7,
+        acceleration_kind=upload_pb2.ACCELERATION_KIND_LINEAR,
+        gyroscope=upload_pb2.GYROSCOPE_ABSENT,
+    )
+    upload.started_at.CopyFrom(timestamp_from_seconds(1_800_000_000.5))
+    upload.imu.offset_us.extend([0, 59_880, 119_760])
+    upload.imu.accel_x.extend([0.5, 0.25, 0.125])
+    upload.imu.accel_y.extend([0.0, 0.0, 0.0])
+    upload.imu.accel_z.extend([0.0, 0.0, 0.0])
+    return upload
+
+
+def test_json_carries_the_rate_the_sensor_kinds_and_microsecond_times() -> None:
+    camel = json_format.MessageToJson(sample_with_new_fields())
+    snake = json_format.MessageToJson(sample_with_new_fields(), preserving_proto_field_name=True)
+    for name in ("sampleRateExactHz", "accelerationKind", "gyroscope", "offsetUs"):
+        assert name in camel
+    assert "sample_rate_exact_hz" in snake and "offset_us" in snake
+    assert decode_upload(camel.encode(), JSON) == sample_with_new_fields()
+    assert decode_upload(snake.encode(), JSON) == sample_with_new_fields()
+    # Hand-written JSON: offsetUs as numbers, enums as numbers.
+    document = json.loads(camel)
+    document["imu"]["offsetUs"] = [0, 59_880, 119_760]
+    document["accelerationKind"], document["gyroscope"] = 2, 2
+    assert decode_upload(json.dumps(document).encode(), JSON) == sample_with_new_fields()
+
+
 def test_json_ignores_unknown_fields() -> None:
     document = json.loads(json_format.MessageToJson(sample()))
     document["fieldFromNewerFirmware"] = 1
@@ -109,6 +144,20 @@ def _fast_path(body: bytes) -> upload_pb2.Upload | str:
         {"offsetMs": [0], "offset_ms": [0]},
         {"offsetMs": [0], "temperature": [20.5]},
         {},
+        {"offsetUs": [0, 59_880], "accelX": [0.5, 0.25]},
+        {"offsetUs": ["0", "59880"], "offset_ms": [0, 60]},  # the proto3 JSON form of uint64
+        {"offset_us": ["00012", 2**64 - 1]},
+        {"offsetUs": ["1_000"]},  # what int() takes but the fast path leaves to json_format
+        {"offsetUs": ["+5", "1e3", "1.0", "١٢"]},
+        {"offsetUs": [" 5"]},
+        {"offsetUs": ["-1"]},
+        {"offsetUs": [-1]},
+        {"offsetUs": [2**64]},
+        {"offsetUs": [str(2**64)]},
+        {"offsetUs": [1.0]},
+        {"offsetUs": [True]},
+        {"offsetUs": ["0x10"]},
+        {"offsetUs": [0], "offset_us": [0]},
     ],
 )
 def test_json_fast_path_gives_what_json_format_gives(imu: dict[str, object]) -> None:

@@ -33,6 +33,7 @@ FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 # Each example builds a whole upload: fewer of them keep this unit test in seconds.
 FUZZ_UPLOADS = settings(FUZZ, max_examples=80)
 UINT32 = st.integers(0, 2**32 - 1)
+UINT64 = st.integers(0, 2**64 - 1) | st.integers(0, 10**8)
 INT64 = st.integers(-(2**63), 2**63 - 1)
 FLOAT32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
 FLOAT64 = st.floats(allow_nan=True, allow_infinity=True)
@@ -56,6 +57,9 @@ UPLOAD_JSON_NAMES = [
     "gps",
     "mediaNames",
     "vehicleType",
+    "sampleRateExactHz",
+    "accelerationKind",
+    "gyroscope",
 ]
 
 
@@ -106,6 +110,10 @@ def extreme_uploads(draw: st.DrawFn) -> upload_pb2.Upload:
         trip_end=draw(st.booleans()),
         firmware_version=draw(TEXT),
         sample_rate_hz=draw(st.sampled_from([0, 25, 50, 100, 2**32 - 1]) | UINT32),
+        sample_rate_exact_hz=draw(st.sampled_from([0.0, 16.7, 400.0]) | FLOAT64),
+        # Open enums: numbers no version of the contract names arrive too.
+        acceleration_kind=draw(st.integers(-(2**31), 2**31 - 1) | st.integers(0, 3)),  # type: ignore[arg-type]
+        gyroscope=draw(st.integers(-(2**31), 2**31 - 1) | st.integers(0, 3)),  # type: ignore[arg-type]
         vehicle_type=draw(TEXT),
     )
     if draw(st.booleans()):
@@ -113,6 +121,12 @@ def extreme_uploads(draw: st.DrawFn) -> upload_pb2.Upload:
         upload.started_at.nanos = draw(st.integers(-(2**31), 2**31 - 1))
     samples = draw(st.integers(0, 32))
     upload.imu.offset_ms.extend(draw(st.lists(UINT32, min_size=samples, max_size=samples)))
+    if draw(st.booleans()):
+        # Microsecond times, increasing or not, sometimes next to no millisecond ones.
+        length = samples if draw(st.integers(0, 3)) else draw(st.integers(0, 32))
+        upload.imu.offset_us.extend(draw(st.lists(UINT64, min_size=length, max_size=length)))
+        if draw(st.booleans()):
+            upload.imu.ClearField("offset_ms")
     for name in ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z"):
         # Mostly the same length as the offsets (so value checks run), sometimes not.
         length = samples if draw(st.integers(0, 9)) else draw(st.integers(0, 32))

@@ -55,16 +55,15 @@ def cut_window(
     origin = timestamp_to_seconds(upload.started_at)
     low, high = window_started_at_s - context_s, window_ended_at_s + context_s
     imu = upload.imu
-    length = min(
-        len(imu.offset_ms),
-        len(imu.accel_x),
-        len(imu.accel_y),
-        len(imu.accel_z),
-        len(imu.gyro_x),
-        len(imu.gyro_y),
-        len(imu.gyro_z),
-    )
-    inside = [index for index in range(length) if low <= origin + imu.offset_ms[index] / 1000.0 <= high]
+    # Microsecond offsets, when the device sends them, are the sample times.
+    offsets_s = [value / 1e6 for value in imu.offset_us] if len(imu.offset_us) else [v / 1000.0 for v in imu.offset_ms]
+    # A device without a gyroscope sends its gyro arrays empty: the traces show none.
+    has_gyroscope = len(imu.gyro_x) > 0 and upload.gyroscope != upload_pb2.GYROSCOPE_ABSENT
+    lengths = [len(offsets_s), len(imu.accel_x), len(imu.accel_y), len(imu.accel_z)]
+    if has_gyroscope:
+        lengths += [len(imu.gyro_x), len(imu.gyro_y), len(imu.gyro_z)]
+    length = min(lengths)
+    inside = [index for index in range(length) if low <= origin + offsets_s[index] <= high]
     inside = _thin(inside, max_points)
 
     def column(values: object) -> list[float]:
@@ -76,15 +75,19 @@ def cut_window(
     return WindowTraces(
         window_started_at_s=window_started_at_s,
         window_ended_at_s=window_ended_at_s,
-        imu_times_s=[round(origin + imu.offset_ms[index] / 1000.0 - window_started_at_s, 4) for index in inside],
+        imu_times_s=[round(origin + offsets_s[index] - window_started_at_s, 4) for index in inside],
         accel={"x": column(imu.accel_x), "y": column(imu.accel_y), "z": column(imu.accel_z)},
-        gyro={"x": column(imu.gyro_x), "y": column(imu.gyro_y), "z": column(imu.gyro_z)},
+        gyro=(
+            {"x": column(imu.gyro_x), "y": column(imu.gyro_y), "z": column(imu.gyro_z)}
+            if has_gyroscope
+            else {"x": [], "y": [], "z": []}
+        ),
         gps_times_s=[round(origin + fix.offset_ms / 1000.0 - window_started_at_s, 3) for fix in gps_inside],
         speed_mps=[round(float(fix.speed_mps), 3) for fix in gps_inside],
         latitude=[fix.latitude for fix in gps_inside],
         longitude=[fix.longitude for fix in gps_inside],
         media_names=list(upload.media_names),
-        sample_rate_hz=int(upload.sample_rate_hz),
+        sample_rate_hz=int(upload.sample_rate_hz or round(upload.sample_rate_exact_hz)),
         vehicle_type=upload.vehicle_type,
     )
 

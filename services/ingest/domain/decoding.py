@@ -1,9 +1,10 @@
 """Turning a request body into an `Upload`: protobuf bytes or the proto3 JSON mapping.
 
-JSON: the IMU arrays are most of an upload (6 floats and an offset per sample) and
+JSON: the IMU arrays are most of an upload (6 floats and one or two times per sample) and
 `json_format` converts them one element at a time. When every IMU array is a plain list of
-JSON numbers (integers for `offset_ms`) they are moved into the message with one `extend`
-each, which applies the same range and type checks; anything else (numbers as strings,
+JSON numbers (integers for `offset_ms`; integers or strings of digits for `offset_us`, a uint64
+that the proto3 JSON mapping writes as strings) they are moved into the message with one `extend`
+each, which applies the same range and type checks; anything else (other numbers as strings,
 "NaN" strings, nulls) takes the general `json_format` path, so both give the same message.
 """
 
@@ -64,14 +65,18 @@ def decode_upload(body: bytes, media: str) -> upload_pb2.Upload:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+# Each IMU array's JSON name and what the fast path takes in it: JSON integers ("integer"), JSON
+# integers or strings of ASCII digits ("uint64": MessageToJson writes 64-bit integers as strings),
+# or JSON numbers ("float").
 _IMU_ARRAYS = {
-    "offset_ms": ("offsetMs", int),
-    "accel_x": ("accelX", float),
-    "accel_y": ("accelY", float),
-    "accel_z": ("accelZ", float),
-    "gyro_x": ("gyroX", float),
-    "gyro_y": ("gyroY", float),
-    "gyro_z": ("gyroZ", float),
+    "offset_ms": ("offsetMs", "integer"),
+    "offset_us": ("offsetUs", "uint64"),
+    "accel_x": ("accelX", "float"),
+    "accel_y": ("accelY", "float"),
+    "accel_z": ("accelZ", "float"),
+    "gyro_x": ("gyroX", "float"),
+    "gyro_y": ("gyroY", "float"),
+    "gyro_z": ("gyroZ", "float"),
 }
 
 
@@ -90,6 +95,9 @@ def _plain_imu_arrays(document: dict[str, Any]) -> dict[str, list[Any]]:
         values = imu[present[0]]
         if not isinstance(values, list) or not _all_numbers(values, kind):
             return {}
+        if kind == "uint64":
+            # int() of a string of ASCII digits is what json_format makes of it.
+            values = [int(value) for value in values]
         taken[present[0]] = values
     if len(taken) != len(imu):
         return {}  # unknown keys in imu: the general path decides
@@ -113,9 +121,13 @@ def _field_of(key: str) -> str:
     raise KeyError(key)
 
 
-def _all_numbers(values: list[Any], kind: type) -> bool:
-    if kind is int:
+def _all_numbers(values: list[Any], kind: str) -> bool:
+    if kind == "integer":
         return all(type(value) is int for value in values)
+    if kind == "uint64":
+        return all(
+            type(value) is int or (type(value) is str and value.isascii() and value.isdigit()) for value in values
+        )
     if not all(type(value) is float or type(value) is int for value in values):
         return False
     # NaN, infinities and values beyond float32 are json_format's to refuse or convert.

@@ -5,10 +5,16 @@ upload carries thousands of floats, which numpy reads from the repeated fields
 in microseconds while a Python loop over them takes the better part of a millisecond.
 Each rule returns the violations it found (at most one per field, the first bad
 index), so the device gets a precise, machine-readable reason.
+
+The IMU rules, in docs/devices.md ("IMU samples") for device makers: any rate in
+[`min_sample_rate_hz`, `max_sample_rate_hz`] (fractional ones in `sample_rate_exact_hz`),
+sample times in `offset_us` or `offset_ms`, strictly increasing, spanning at most
+`max_upload_duration_s`, and about as many samples as the rate gives over that span.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,9 +32,27 @@ MAX_TEXT_LENGTH = 128
 MAX_MEDIA_NAMES = 32
 
 REQUIRED_IDS = ("upload_id", "device_id", "trip_id", "driver_id")
-IMU_ARRAYS = ("accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z")
+ACCELEROMETER_ARRAYS = ("accel_x", "accel_y", "accel_z")
+GYROSCOPE_ARRAYS = ("gyro_x", "gyro_y", "gyro_z")
+IMU_ARRAYS = ACCELEROMETER_ARRAYS + GYROSCOPE_ARRAYS
 # Up to this many GPS fixes (10 in a 10 s upload at 1 Hz) a plain loop checks them faster than numpy.
 FEW_GPS_FIXES = 64
+# Proto3 keeps enum numbers it does not know; ingest refuses them rather than guess what the arrays hold.
+ACCELERATION_KINDS = {number: name for name, number in upload_pb2.AccelerationKind.items()}
+GYROSCOPE_STATES = {number: name for name, number in upload_pb2.Gyroscope.items()}
+# The sample count must fit the declared rate over the samples' span: expected = span x rate + 1, and
+# the count may be up to 1.25 x expected + 2 (a clock running fast, ±5 % timestamp jitter) and down to
+# 0.5 x expected - 2 (dropped samples, up to half of them). Outside that the rate or the times are wrong.
+MOST_SAMPLES_PER_EXPECTED = 1.25
+FEWEST_SAMPLES_PER_EXPECTED = 0.5
+SAMPLE_COUNT_SLACK = 2
+# offset_ms sent next to offset_us (for readers that know only it) may be truncated or rounded.
+OFFSET_AGREEMENT_US = 1000
+# offset_us counts the times offset_ms counts, finer: no later than offset_ms can say (2^32 - 1 ms, 49 days),
+# so readers may add it to started_at in int64 nanoseconds.
+MAX_OFFSET_US = (2**32 - 1) * 1000
+MICROSECONDS_PER = {"offset_us": 1_000_000, "offset_ms": 1_000}
+UNITS = {"offset_us": "µs", "offset_ms": "ms"}
 
 
 @dataclass(frozen=True)
@@ -44,8 +68,14 @@ class Violation:
 class UploadLimits:
     """The bounds an upload must respect (from `IngestSettings`)."""
 
-    sample_rates_hz: frozenset[int] = frozenset({25, 50, 100})
-    max_samples: int = 100 * 60
+    # Any IMU rate in this range is accepted, fractional ones included.
+    min_sample_rate_hz: float = 10.0
+    max_sample_rate_hz: float = 400.0
+    # An operator's allow-list of whole rates within the range; empty: any rate in the range.
+    sample_rates_hz: frozenset[int] = frozenset()
+    # The longest span of one upload's IMU samples, and the most samples (that span at the highest rate).
+    max_upload_duration_s: float = 240.0
+    max_samples: int = 400 * 60
     max_gps_fixes: int = 10 * 60
     max_future_skew_s: float = 5 * 60
     max_age_s: float = 7 * 24 * 60 * 60
@@ -57,6 +87,22 @@ class UploadLimits:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample_rates_text", ", ".join(str(rate) for rate in sorted(self.sample_rates_hz)))
+
+
+def declared_sample_rate_hz(upload: upload_pb2.Upload) -> float:
+    """The IMU rate an upload declares: `sample_rate_exact_hz` when set (> 0), else `sample_rate_hz`."""
+    exact = upload.sample_rate_exact_hz
+    return exact if exact > 0 else float(upload.sample_rate_hz)
+
+
+def imu_times_field(imu: upload_pb2.ImuSamples) -> str:
+    """The array holding the sample times: `offset_us` when the device sent it, else `offset_ms`."""
+    return "offset_us" if imu.offset_us else "offset_ms"
+
+
+def imu_sample_count(imu: upload_pb2.ImuSamples) -> int:
+    """How many IMU samples an upload carries (the length of its time array)."""
+    return len(imu.offset_us) or len(imu.offset_ms)
 
 
 def check_ids(upload: upload_pb2.Upload) -> list[Violation]:
@@ -107,59 +153,182 @@ def check_started_at(upload: upload_pb2.Upload, now_s: float, limits: UploadLimi
 
 
 def check_sample_rate(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation]:
-    if upload.sample_rate_hz not in limits.sample_rates_hz:
+    """The declared rate: finite, in range, on the allow-list if there is one, both fields agreeing."""
+    exact = upload.sample_rate_exact_hz
+    whole = upload.sample_rate_hz
+    if exact != 0:
+        if not math.isfinite(exact):
+            return [Violation("sample_rate_exact_hz", "non-finite-value", f"{exact} is not a finite number")]
+        if exact < 0:
+            return [
+                Violation(
+                    "sample_rate_exact_hz",
+                    "unsupported-sample-rate",
+                    f"sample_rate_exact_hz {exact:g} is negative; send 0 to use sample_rate_hz",
+                )
+            ]
+        # sample_rate_hz is for readers that know only whole rates: the exact rate rounded, or 0.
+        if whole != 0 and abs(whole - exact) > 1:
+            return [
+                Violation(
+                    "sample_rate_hz",
+                    "sample-rate-mismatch",
+                    f"sample_rate_hz {whole} disagrees with sample_rate_exact_hz {exact:g};"
+                    f" send {round(exact)} (the exact rate rounded) or 0",
+                )
+            ]
+    name = "sample_rate_exact_hz" if exact > 0 else "sample_rate_hz"
+    rate = declared_sample_rate_hz(upload)
+    if not limits.min_sample_rate_hz <= rate <= limits.max_sample_rate_hz:
         return [
             Violation(
-                "sample_rate_hz",
+                name,
                 "unsupported-sample-rate",
-                f"sample_rate_hz {upload.sample_rate_hz} is not one of {limits.sample_rates_text}",
+                f"{name} {rate:g} Hz is outside {limits.min_sample_rate_hz:g}-{limits.max_sample_rate_hz:g} Hz",
+            )
+        ]
+    # A float equal to a whole number finds it in the set (50.0 in {50}); 16.7 does not.
+    if limits.sample_rates_hz and rate not in limits.sample_rates_hz:
+        return [
+            Violation(
+                name,
+                "unsupported-sample-rate",
+                f"{name} {rate:g} Hz is not one of the rates this ingest accepts: {limits.sample_rates_text}",
             )
         ]
     return []
 
 
+def check_sensor_kinds(upload: upload_pb2.Upload) -> list[Violation]:
+    """`acceleration_kind` and `gyroscope` hold values this ingest knows."""
+    violations = []
+    for name, known in (("acceleration_kind", ACCELERATION_KINDS), ("gyroscope", GYROSCOPE_STATES)):
+        number: int = getattr(upload, name)
+        if number not in known:
+            choices = ", ".join(f"{value} ({label})" for value, label in known.items())
+            violations.append(Violation(name, "unknown-enum-value", f"{name} {number} is not one of {choices}"))
+    return violations
+
+
 def check_imu(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation]:
-    """Lengths, count, strictly increasing offsets, finite values and plausible magnitudes."""
+    """Lengths, count, strictly increasing times, span, count against rate, finite values, plausible magnitudes."""
     imu = upload.imu
-    offsets = imu.offset_ms
-    count = len(offsets)
-    for name in IMU_ARRAYS:
+    times_name = imu_times_field(imu)
+    times = getattr(imu, times_name)
+    count = len(times)
+    # A device without a gyroscope may leave the three gyro arrays empty (all three, not one of them).
+    without_gyroscope = upload.gyroscope == upload_pb2.GYROSCOPE_ABSENT and not (imu.gyro_x or imu.gyro_y or imu.gyro_z)
+    arrays = ACCELEROMETER_ARRAYS if without_gyroscope else IMU_ARRAYS
+    # offset_ms may ride along offset_us for readers that know only it; then it has every sample.
+    companion = ("offset_ms",) if times_name == "offset_us" and imu.offset_ms else ()
+    for name in (*companion, *arrays):
         length = len(getattr(imu, name))
         if length != count:
+            hint = (
+                " (a device without a gyroscope sends gyroscope = GYROSCOPE_ABSENT)"
+                if length == 0 and name in GYROSCOPE_ARRAYS
+                else ""
+            )
             return [
                 Violation(
-                    f"imu.{name}", "imu-length-mismatch", f"imu.{name} has {length} values, imu.offset_ms has {count}"
+                    f"imu.{name}",
+                    "imu-length-mismatch",
+                    f"imu.{name} has {length} values, imu.{times_name} has {count}{hint}",
                 )
             ]
     if count > limits.max_samples:
-        return [Violation("imu.offset_ms", "too-many-samples", f"{count} IMU samples, at most {limits.max_samples}")]
+        return [
+            Violation(f"imu.{times_name}", "too-many-samples", f"{count} IMU samples, at most {limits.max_samples}")
+        ]
     if count == 0:
         return []
-    violations = []
-    if count > 1:
-        steps = np.asarray(offsets, dtype=np.int64)
-        increases = steps[1:] > steps[:-1]
-        if not increases.all():
-            index = int(np.argmin(increases)) + 1
-            violations.append(
-                Violation(
-                    f"imu.offset_ms[{index}]",
-                    "offset-not-increasing",
-                    f"offset {offsets[index]} ms does not follow {offsets[index - 1]} ms",
-                )
-            )
+    violations = _check_sample_times(upload, times_name, limits)
     # One row per axis (the fields are float32 already): one reduction per row when all is well.
     # NaN fails the comparison, so a row with one is looked into.
-    values = np.array([getattr(imu, name) for name in IMU_ARRAYS], dtype=np.float32)
+    values = np.array([getattr(imu, name) for name in arrays], dtype=np.float32)
     bounds = [limits.max_abs_accel_mps2] * 3 + [limits.max_abs_gyro_radps] * 3
     peaks = np.abs(values).max(axis=1)
-    for row, (name, limit) in enumerate(zip(IMU_ARRAYS, bounds, strict=True)):
+    for row, (name, limit) in enumerate(zip(arrays, bounds[: len(arrays)], strict=True)):
         if peaks[row] <= limit:
             continue
         violation = _check_bounded_floats(f"imu.{name}[{{index}}]", values[row], -limit, limit)
         if violation is not None:
             violations.append(violation)
     return violations
+
+
+def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: UploadLimits) -> list[Violation]:
+    """Times increase strictly and agree with offset_ms; their span and count fit the upload and its rate."""
+    imu = upload.imu
+    times = getattr(imu, times_name)
+    unit = UNITS[times_name]
+    # uint64 for offset_us: every value a device may send compares exactly.
+    steps = np.asarray(times, dtype=np.uint64 if times_name == "offset_us" else np.int64)
+    if len(times) > 1:
+        increases = steps[1:] > steps[:-1]
+        if not increases.all():
+            index = int(np.argmin(increases)) + 1
+            return [
+                Violation(
+                    f"imu.{times_name}[{index}]",
+                    "offset-not-increasing",
+                    f"offset {times[index]} {unit} does not follow {times[index - 1]} {unit}",
+                )
+            ]
+    if times_name == "offset_us" and times[-1] > MAX_OFFSET_US:
+        index = int(np.argmax(steps > MAX_OFFSET_US))
+        return [
+            Violation(
+                f"imu.offset_us[{index}]",
+                "value-out-of-range",
+                f"offset {times[index]} µs is beyond {MAX_OFFSET_US} µs (what offset_ms can say)",
+            )
+        ]
+    violations = []
+    if times_name == "offset_us" and imu.offset_ms:
+        # Below MAX_OFFSET_US (< 2^53) float64 holds every offset exactly.
+        gaps = np.abs(np.asarray(imu.offset_ms, dtype=np.float64) * 1000.0 - steps.astype(np.float64))
+        if gaps.max() > OFFSET_AGREEMENT_US:
+            index = int(np.argmax(gaps > OFFSET_AGREEMENT_US))
+            violations.append(
+                Violation(
+                    f"imu.offset_ms[{index}]",
+                    "imu-offsets-disagree",
+                    f"offset_ms {imu.offset_ms[index]} ms is more than 1 ms from offset_us {times[index]} µs",
+                )
+            )
+    span_s = (int(times[-1]) - int(times[0])) / MICROSECONDS_PER[times_name]
+    if span_s > limits.max_upload_duration_s:
+        violations.append(
+            Violation(
+                f"imu.{times_name}",
+                "upload-too-long",
+                f"the IMU samples span {span_s:g} s, at most {limits.max_upload_duration_s:g} s per upload",
+            )
+        )
+    elif not check_sample_rate(upload, limits):
+        violation = _check_sample_count(len(times), span_s, declared_sample_rate_hz(upload), f"imu.{times_name}")
+        if violation is not None:
+            violations.append(violation)
+    return violations
+
+
+def _check_sample_count(count: int, span_s: float, rate_hz: float, path: str) -> Violation | None:
+    """About as many samples as `rate_hz` gives over `span_s` (see MOST_SAMPLES_PER_EXPECTED)."""
+    expected = span_s * rate_hz + 1
+    most = MOST_SAMPLES_PER_EXPECTED * expected + SAMPLE_COUNT_SLACK
+    fewest = FEWEST_SAMPLES_PER_EXPECTED * expected - SAMPLE_COUNT_SLACK
+    if fewest <= count <= most:
+        return None
+    if count > most:
+        detail = f"at most {math.floor(most)} at {rate_hz:g} Hz"
+    else:
+        detail = f"at least {math.ceil(fewest)} at {rate_hz:g} Hz (more than half of them missing)"
+    return Violation(
+        path,
+        "sample-count-inconsistent-with-rate",
+        f"{count} IMU samples over {span_s:g} s where about {expected:.0f} are expected, {detail}",
+    )
 
 
 def check_gps(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation]:
@@ -251,6 +420,7 @@ def validate_upload(upload: upload_pb2.Upload, now_s: float, limits: UploadLimit
         *check_text_fields(upload),
         *check_started_at(upload, now_s, limits),
         *check_sample_rate(upload, limits),
+        *check_sensor_kinds(upload),
         *check_imu(upload, limits),
         *check_gps(upload, limits),
     ]

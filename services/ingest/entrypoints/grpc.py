@@ -44,6 +44,7 @@ from services.ingest.domain.signing import (
     parse_signing_headers,
     verify_request,
 )
+from services.ingest.domain.validation import imu_sample_count
 from services.ingest.entrypoints.http import IngestEndpoints, check_rate
 from services.ingest.entrypoints.http import authenticate as authenticate_token
 from services.ingest.handlers import ACCEPTED, UploadAccepted, UploadHandler, UploadRefused
@@ -347,7 +348,7 @@ class IngestService:
                         "michi.ingest.upload_id": upload_id,
                         "michi.ingest.device_id": device_id,
                         "michi.ingest.trip_id": upload.trip_id,
-                        "michi.ingest.samples": len(upload.imu.offset_ms),
+                        "michi.ingest.samples": imu_sample_count(upload.imu),
                     }
                 )
                 answer = await handler.handle(upload, device_id)

@@ -45,6 +45,7 @@ from services.ingest.domain.signing import (
     verify_request,
 )
 from services.ingest.domain.tokens import TokenRejected
+from services.ingest.domain.validation import imu_sample_count
 from services.ingest.entrypoints.metrics import IngestMetrics
 from services.ingest.handlers import ACCEPTED, UploadHandler, UploadRefused
 
@@ -285,7 +286,7 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
                         "michi.ingest.upload_id": upload_id,
                         "michi.ingest.device_id": device_id,
                         "michi.ingest.trip_id": upload.trip_id,
-                        "michi.ingest.samples": len(upload.imu.offset_ms),
+                        "michi.ingest.samples": imu_sample_count(upload.imu),
                     }
                 )
                 answer = await handler.handle(upload, device_id)
