@@ -60,7 +60,7 @@ HANDLING_RADPS = 0.8
 FULL_GRAVITY_EVIDENCE = 15.0
 FULL_STRAIGHT_EVIDENCE = 60.0
 # Yaw-rate variance x seconds ((rad/s)^2 s) that counts as full yaw evidence: a handful of turns.
-FULL_YAW_EVIDENCE = 1.5
+FULL_YAW_EVIDENCE = 0.8
 # Stop transitions (a braking into, or a start out of, a stop) that count as full stop evidence.
 FULL_STOP_TRANSITIONS = 2.5
 # Sum of squared centred GPS dv/dt ((m/s^2)^2 s) that counts as full GPS evidence.

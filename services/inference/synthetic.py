@@ -47,7 +47,12 @@ class ScriptedDrive:
     driver_id: str = "driver-1"
     trip_id: str = "trip-1"
     duration_s: float = 120.0
-    sample_rate_hz: int = 50
+    # Any rate, fractional ones included (uploads then carry sample_rate_exact_hz and microsecond offsets).
+    sample_rate_hz: float = 50
+    # Each reported sample time is off its grid by up to this share of a period (uniform).
+    timestamp_jitter: float = 0.0
+    # False: a device without gyroscope (GYROSCOPE_ABSENT, gyro arrays empty).
+    gyroscope: bool = True
     upload_seconds: float = 10.0
     start_time_s: float = 1_767_225_600.0
     mount: tuple[float, float, float] = (35.0, 6.0, -4.0)
@@ -168,10 +173,17 @@ class ScriptedDrive:
         for sequence, first in enumerate(range(0, times.size, per_upload)):
             piece = slice(first, min(first + per_upload, times.size))
             upload_start = float(times[first])
-            offsets = np.round((times[piece] - upload_start) * 1000.0).astype(np.uint32)
+            reported = times[piece] - upload_start
+            if self.timestamp_jitter > 0:
+                jitter = np.random.default_rng(self.seed + 3 + sequence).uniform(-1.0, 1.0, reported.size)
+                reported = reported + jitter * self.timestamp_jitter / self.sample_rate_hz
+                reported = np.maximum(reported, 0.0)
+            # Jitter under half a period cannot reorder samples.
+            offsets_us = np.round(reported * 1e6).astype(np.int64)
+            precise = self.timestamp_jitter > 0 or float(self.sample_rate_hz) != round(self.sample_rate_hz)
             fixes = []
             for second in range(math.ceil((times[piece.stop - 1] - upload_start) + 1e-9)):
-                index = first + second * self.sample_rate_hz
+                index = first + round(second * self.sample_rate_hz)
                 if index >= times.size:
                     break
                 fixes.append(
@@ -194,17 +206,20 @@ class ScriptedDrive:
                 sequence=sequence,
                 trip_end=piece.stop >= times.size,
                 firmware_version="2.4.1",
-                sample_rate_hz=self.sample_rate_hz,
+                sample_rate_hz=round(self.sample_rate_hz),
+                sample_rate_exact_hz=float(self.sample_rate_hz) if precise else 0.0,
                 started_at=timestamp_from_seconds(self.start_time_s + upload_start),
                 imu=upload_pb2.ImuSamples(
-                    offset_ms=offsets.tolist(),
+                    offset_ms=[] if precise else np.round(offsets_us / 1000.0).astype(np.uint32).tolist(),
+                    offset_us=offsets_us.tolist() if precise else [],
                     accel_x=device_force[piece, 0].tolist(),
                     accel_y=device_force[piece, 1].tolist(),
                     accel_z=device_force[piece, 2].tolist(),
-                    gyro_x=device_rotation[piece, 0].tolist(),
-                    gyro_y=device_rotation[piece, 1].tolist(),
-                    gyro_z=device_rotation[piece, 2].tolist(),
+                    gyro_x=device_rotation[piece, 0].tolist() if self.gyroscope else [],
+                    gyro_y=device_rotation[piece, 1].tolist() if self.gyroscope else [],
+                    gyro_z=device_rotation[piece, 2].tolist() if self.gyroscope else [],
                 ),
+                gyroscope=upload_pb2.GYROSCOPE_PRESENT if self.gyroscope else upload_pb2.GYROSCOPE_ABSENT,
                 gps=fixes,
                 vehicle_type=self.vehicle_type,
             )
