@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from michi.windows.signals import FloatArray, angle_between_deg, low_pass, unit
+from michi.windows.signals import FloatArray, angle_between_deg, unit
 from michi.windows.upload import UploadData
 
 # Each upload scales the previous sums by this: about 100 uploads (17 minutes) dominate.
@@ -213,6 +213,7 @@ class _Blocks:
     gyro: FloatArray  # (B, 3) mean rotation rate minus bias (zeros without a gyroscope)
     stopped: np.ndarray  # (B,) bool
     own: np.ndarray  # (B,) bool: the block belongs to this upload (not the carried tail)
+    spin: FloatArray  # (B,) rms rotation rate minus bias (0 for the carried tail)
 
 
 def _block_summaries(upload: UploadData, previous: CalibrationSums) -> tuple[_Blocks, float, list[float], float]:
@@ -225,11 +226,15 @@ def _block_summaries(upload: UploadData, previous: CalibrationSums) -> tuple[_Bl
     filled = counts >= max(3.0, 0.4 * rate)
     safe = np.maximum(counts, 1.0)
     means = np.stack([np.bincount(index, accel[:, axis], count_blocks) for axis in range(3)], axis=1) / safe[:, None]
-    residual = accel - low_pass(accel, rate, 2.0)
-    vibration = np.sqrt(np.bincount(index, np.einsum("ij,ij->i", residual, residual), count_blocks) / safe)
+    # Vibration: the rms of sample-to-sample change (a first difference passes what a low-pass removes,
+    # for the price of one subtraction), divided by sqrt(2) so white noise reads its own rms.
+    steps = np.diff(accel, axis=0, prepend=accel[:1])
+    vibration = np.sqrt(np.bincount(index, np.einsum("ij,ij->i", steps, steps), count_blocks) / (2.0 * safe))
     gyro = (
         np.stack([np.bincount(index, upload.gyro[:, axis], count_blocks) for axis in range(3)], axis=1) / safe[:, None]
     )
+    # Rotation energy per block (a hand shaking the device spins it at 2-7 Hz: its mean hides it).
+    spin_squared = np.bincount(index, np.einsum("ij,ij->i", upload.gyro, upload.gyro), count_blocks) / safe
     block_times = upload.started_at_s + np.arange(count_blocks) + 0.5
     means, vibration, gyro, block_times = means[filled], vibration[filled], gyro[filled], block_times[filled]
 
@@ -279,7 +284,11 @@ def _block_summaries(upload: UploadData, previous: CalibrationSums) -> tuple[_Bl
             bias = ((np.array(bias) * bias_weight * 0.9 + raw_gyro[still].sum(axis=0)) / total).tolist()
             bias_weight = min(total, 300.0)
             gyro_free = raw_gyro - np.array(bias)
-    blocks = _Blocks(all_times, all_accel, all_vibration, gyro_free, stopped, own)
+    # mean |w - b|^2 = mean |w|^2 - 2 b.mean(w) + |b|^2, per block.
+    bias_array = np.array(bias)
+    own_spin = np.sqrt(np.maximum(spin_squared[filled] - 2.0 * gyro @ bias_array + float(bias_array @ bias_array), 0.0))
+    spin = np.concatenate([np.zeros(carried.shape[0]), own_spin])
+    blocks = _Blocks(all_times, all_accel, all_vibration, gyro_free, stopped, own, spin)
     return blocks, level, bias, bias_weight
 
 
@@ -391,10 +400,7 @@ def upload_sums(upload: UploadData, previous: CalibrationSums | None = None) -> 
         gaps = np.diff(upload.gps_times_s)
         heading_rate = np.abs(_wrapped_degrees(np.diff(upload.heading_deg))) / np.where(gaps > 0, gaps, 1.0)
         explained = float(np.radians(heading_rate).max()) if heading_rate.size else 0.0
-    handled = False
-    if upload.has_gyroscope:
-        spin = np.linalg.norm(low_pass(upload.gyro - np.array(sums.gyro_bias), upload.sample_rate_hz, 10.0), axis=1)
-        handled = bool(np.max(spin) - explained > HANDLING_RADPS)
+    handled = bool(upload.has_gyroscope and blocks.spin.size and float(blocks.spin.max()) - explained > HANDLING_RADPS)
     return sums, handled, blocks
 
 
@@ -494,6 +500,17 @@ def _with_change(calibration: Calibration, changed: bool) -> Calibration:
     )
 
 
+def _cross_product(first: FloatArray, second: FloatArray) -> FloatArray:
+    # np.cross costs tens of microseconds of argument handling for two 3-vectors.
+    return np.array(
+        [
+            first[1] * second[2] - first[2] * second[1],
+            first[2] * second[0] - first[0] * second[2],
+            first[0] * second[1] - first[1] * second[0],
+        ]
+    )
+
+
 def _matrix(values: list[float]) -> FloatArray:
     return np.array(values, dtype=np.float64).reshape(3, 3)
 
@@ -544,7 +561,7 @@ def _forward_from_yaw(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray
     correlation = float(np.dot(covariance, left)) / math.sqrt(max(yaw_variance * lateral_variance, 1e-12))
     strength = min(1.0, yaw_variance * count / FULL_YAW_EVIDENCE)
     confidence = strength * float(np.clip((correlation - 0.2) / 0.4, 0.0, 1.0))
-    return unit(np.cross(left, up)), confidence
+    return unit(_cross_product(left, up)), confidence
 
 
 def _forward_from_stops(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
@@ -634,7 +651,7 @@ def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, l
         forward = unit(_horizontal(seed_axis, up))
         forward_confidence = 0.0
         methods = []
-    left = unit(np.cross(up, forward))
+    left = unit(_cross_product(up, forward))
     rotation = np.vstack([forward, left, up])
     return Calibration(
         rotation=rotation,
