@@ -636,15 +636,21 @@ def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, l
     forward_confidence = 0.0
     if total > 0 and float(np.linalg.norm(combined)) > 1e-9:
         coherence = float(np.linalg.norm(combined)) / total
+        forward_confidence = min(1.0, total) * coherence**2
         axis = _longitudinal_axis(sums, up)
         if axis is not None and axis[1] > 0.0:
+            signed_direction = combined / float(np.linalg.norm(combined))
+            agreement = abs(float(np.dot(axis[0], signed_direction)))
             direction = axis[0] if np.dot(axis[0], combined) >= 0 else -axis[0]
             # The axis refines the direction; the signed evidence says which way is forward.
             combined = combined + axis[1] * min(1.0, total) * direction * float(np.linalg.norm(combined)) / total
             if axis[1] >= 0.05:
                 methods.append("straight")
+            # With a well-evidenced axis only its sign is in question, which takes half the evidence
+            # a direction does; an axis far from the signed estimate lends nothing.
+            sign_strength = min(1.0, 2.0 * total) * coherence**2
+            forward_confidence = max(forward_confidence, axis[1] * sign_strength * max(0.0, 2.0 * agreement - 1.0))
         forward = unit(_horizontal(combined, up))
-        forward_confidence = min(1.0, total) * coherence**2
     if forward is None or float(np.linalg.norm(forward)) < 0.5:
         # Nothing to go on: any horizontal axis (the device's x projected), confidence zero.
         seed_axis = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
