@@ -63,6 +63,13 @@ WAREHOUSE_SCHEMA = pa.schema(
         pa.field("vehicle_type", pa.string()),
         pa.field("firmware_version", pa.string()),
         pa.field("features", pa.map_(pa.string(), pa.float32())),
+        # The mount calibration the record was made with, and whether GPS covered the window.
+        pa.field("calibration_state", pa.string()),
+        pa.field("gravity_confidence", pa.float32()),
+        pa.field("forward_confidence", pa.float32()),
+        pa.field("forward_method", pa.string()),
+        pa.field("gps_available", pa.bool_()),
+        pa.field("sample_rate_exact_hz", pa.float32()),
         pa.field("kafka_topic", pa.string()),
         pa.field("kafka_partition", pa.int32()),
         pa.field("kafka_offset", pa.int64()),
@@ -91,6 +98,29 @@ def _window(message: inference_pb2.Prediction | inference_pb2.Detection) -> tupl
     started = _moment(window.started_at) if window.HasField("started_at") else None
     ended = _moment(window.ended_at) if window.HasField("ended_at") else None
     return started, ended
+
+
+def _calibration(message: inference_pb2.Prediction | inference_pb2.Detection) -> Row:
+    """Calibration columns; empty for records written before they existed (or by map rules)."""
+    if not message.HasField("calibration"):
+        return {
+            "calibration_state": None,
+            "gravity_confidence": None,
+            "forward_confidence": None,
+            "forward_method": None,
+            "gps_available": None,
+        }
+    calibration = message.calibration
+    return {
+        "calibration_state": str(common_pb2.CalibrationState.Name(calibration.state))
+        .removeprefix("CALIBRATION_STATE_")
+        .lower()
+        .replace("_", "-"),
+        "gravity_confidence": calibration.gravity_confidence,
+        "forward_confidence": calibration.forward_confidence,
+        "forward_method": calibration.forward_method,
+        "gps_available": message.gps_available,
+    }
 
 
 def _shared(
@@ -124,6 +154,7 @@ def _shared(
         "variant": variant_name(message.variant),
         "speed_mps": message.speed_mps,
         "features": sorted(message.features.items()),
+        **_calibration(message),
         "kafka_topic": topic,
         "kafka_partition": partition,
         "kafka_offset": offset,
@@ -145,6 +176,7 @@ def prediction_row(message: inference_pb2.Prediction, *, topic: str = "", partit
         peak_value=None,
         detector=None,
         sample_rate_hz=message.sample_rate_hz,
+        sample_rate_exact_hz=message.sample_rate_exact_hz or None,
         vehicle_type=message.vehicle_type,
         firmware_version=message.firmware_version,
     )
@@ -162,6 +194,7 @@ def detection_row(message: inference_pb2.Detection, *, topic: str = "", partitio
         peak_value=message.peak_value,
         detector=message.detector,
         sample_rate_hz=None,
+        sample_rate_exact_hz=None,
         vehicle_type=None,
         firmware_version=None,
     )

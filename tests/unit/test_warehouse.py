@@ -76,6 +76,14 @@ def make_prediction(event_id: str = "prediction-1", moment: datetime = MOMENT) -
         sample_rate_hz=100,
         vehicle_type="van",
         firmware_version="1.2.3",
+        calibration=common_pb2.CalibrationSummary(
+            state=common_pb2.CALIBRATION_STATE_GRAVITY_ONLY,
+            gravity_confidence=1.0,
+            forward_confidence=0.25,
+            forward_method="stops",
+        ),
+        gps_available=True,
+        sample_rate_exact_hz=100.5,
     )
 
 
@@ -115,6 +123,8 @@ def test_prediction_row_carries_every_4w2v_column() -> None:
     assert (row["speed_mps"], row["speed_limit_mps"], row["sample_rate_hz"]) == (12.5, None, 100)
     assert (row["vehicle_type"], row["firmware_version"]) == ("van", "1.2.3")
     assert dict(row["features"]) == {"peak_decel": 4.5, "jerk": 1.25}
+    assert (row["calibration_state"], row["forward_method"], row["gps_available"]) == ("gravity-only", "stops", True)
+    assert (row["gravity_confidence"], row["forward_confidence"], row["sample_rate_exact_hz"]) == (1.0, 0.25, 100.5)
     assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == ("michi.predictions.v1", 2, 41)
     assert rows_to_table([row]).num_rows == 1
 
@@ -128,6 +138,8 @@ def test_detection_row_carries_every_4w2v_column() -> None:
     assert (row["speed_mps"], row["speed_limit_mps"], row["peak_value"]) == (30.0, 25.0, 5.0)
     assert (row["variant"], row["detector"]) == ("champion", "map:speed-limit")
     assert row["probabilities"] is None and row["sample_rate_hz"] is None
+    # A map rule has no mount calibration: the columns stay empty.
+    assert row["calibration_state"] is None and row["gps_available"] is None
     assert (row["model_version"], row["data_version"], row["trip_id"]) == ("3", "data-abc", "trip-1")
     assert rows_to_table([row]).num_rows == 1
 
