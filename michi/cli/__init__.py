@@ -4,6 +4,7 @@ michi up --simulate 20        # whole platform on embedded servers with 20 simul
 michi run inference           # one service against configured infrastructure
 michi infra up|down|status    # embedded Kafka and redis-server only
 michi simulate --devices 5 --duration 120 --target http://127.0.0.1:8080
+michi replay auckland-forward --target http://127.0.0.1:8080 | michi evaluate auckland-forward --labels FILE
 michi topics | michi status | michi devices add|list|revoke|rotate | michi trace ID
 michi warehouse query "SQL" | michi warehouse tables | michi warehouse shadow-report
 michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-password | rebuild
@@ -18,6 +19,7 @@ from typing import Any
 
 import typer
 
+from michi.cli.recordings import evaluate_command, replay_command
 from michi.registry.commands import models_app
 from michi.settings import MichiSettings, load_settings
 from services.annotation.entrypoints.cli import annotators_app
@@ -182,6 +184,11 @@ def simulate(
     typer.echo(json.dumps(dict(report.by_outcome)))
     if report.by_outcome.get("failed") or report.by_outcome.get("refused"):
         raise typer.Exit(1)
+
+
+# Next to `simulate` in `michi --help`: real recordings instead of a simulated fleet (michi/cli/recordings.py).
+app.command("replay")(replay_command)
+app.command("evaluate")(evaluate_command)
 
 
 @devices_app.command("add")

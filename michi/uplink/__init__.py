@@ -35,6 +35,8 @@ class UploadResult:
     attempts: int
     latency_s: float
     reason: str = ""
+    # Ingest's human explanation of a refusal (which field, which bound), next to the kebab-case reason.
+    detail: str = ""
 
 
 @dataclass
@@ -79,9 +81,9 @@ class UploadClient:
                 await asyncio.sleep(retry_after if retry_after is not None else delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 10.0)
                 continue
-            outcome, reason = _outcome(response)
+            outcome, reason, detail = _outcome(response)
             return UploadResult(
-                upload.upload_id, response.status_code, outcome, attempt, time.monotonic() - started, reason
+                upload.upload_id, response.status_code, outcome, attempt, time.monotonic() - started, reason, detail
             )
         raise AssertionError("unreachable")
 
@@ -97,14 +99,17 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _outcome(response: httpx.Response) -> tuple[str, str]:
+def _outcome(response: httpx.Response) -> tuple[str, str, str]:
+    """(outcome, reason, detail) from ingest's answer."""
     try:
         body = response.json()
     except ValueError:
         body = {}
+    if not isinstance(body, dict):
+        body = {}
     if response.is_success:
-        return str(body.get("outcome", "accepted")), ""
-    return "refused", str(body.get("reason", response.status_code))
+        return str(body.get("outcome", "accepted")), "", ""
+    return "refused", str(body.get("reason", response.status_code)), str(body.get("detail", ""))
 
 
 async def _paced(

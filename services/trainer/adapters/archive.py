@@ -6,7 +6,7 @@ For each labelled upload: find its archived bytes by device, upload id and the l
 
 Calibration depends on the device's history, so it is rebuilt deterministically: **the device's
 archived uploads of the same trip, in sequence order, from the first one up to the labelled one,
-replayed from empty calibration sums** (`michi.windows.replay`). Serving also carries the sums over
+chained from empty calibration sums** (`michi.windows.chain`). Serving also carries the sums over
 from the device's previous trips; within a trip the estimate converges (the sums decay by 0.97 per
 upload), so windows a few minutes into a trip match serving, and the first windows of a trip may be
 calibrated with less evidence than serving had. The trip's uploads are found in the headers of the
@@ -28,8 +28,8 @@ import fsspec
 
 from michi.archive import ArchiveCorrupt, ArchiveReader
 from michi.contracts.v1 import upload_pb2
+from michi.windows.chain import windows_in_order
 from michi.windows.features import window_id
-from michi.windows.replay import replay_uploads
 from michi.windows.upload import upload_from_proto
 from services.trainer.domain.dataset import LabeledWindows, labeled_rows
 from services.trainer.domain.labels import NORMAL_CLASS, WindowLabel, class_of_event_type, winning_labels
@@ -88,7 +88,7 @@ class ArchiveWindowSource:
                 unresolved["upload-not-archived"] += len(group)
             else:
                 found[(device, upload_id)] = upload
-        # One replay per trip, up to its last labelled upload.
+        # One chain per trip, up to its last labelled upload.
         trips: dict[tuple[str, str], list[upload_pb2.Upload]] = defaultdict(list)
         for upload in found.values():
             trips[(upload.device_id, upload.trip_id)].append(upload)
@@ -99,24 +99,24 @@ class ArchiveWindowSource:
             history = (
                 upload_from_proto(upload_pb2.UploadReceived(upload=upload)) for upload in self.trip_uploads_until(last)
             )
-            for replayed in replay_uploads(history):
-                if replayed.data.upload_id not in wanted:
+            for chained in windows_in_order(history):
+                if chained.data.upload_id not in wanted:
                     continue
                 of_window = {
-                    label.window_id: label for label in by_upload[(replayed.data.device_id, replayed.data.upload_id)]
+                    label.window_id: label for label in by_upload[(chained.data.device_id, chained.data.upload_id)]
                 }
-                ids = [window_id(replayed.data.upload_id, float(start)) for start in replayed.windows.starts_s]
+                ids = [window_id(chained.data.upload_id, float(start)) for start in chained.windows.starts_s]
                 rows = [row for row, identifier in enumerate(ids) if identifier in of_window]
                 missing = len(of_window) - len(rows)
                 if missing:
-                    unresolved["window-not-found" if replayed.skipped_reason is None else "upload-not-analysable"] += (
+                    unresolved["window-not-found" if chained.skipped_reason is None else "upload-not-analysable"] += (
                         missing
                     )
                 if rows:
                     chosen = [of_window[ids[row]] for row in rows]
                     parts.append(
                         labeled_rows(
-                            replayed,
+                            chained,
                             rows,
                             [class_of_event_type(label.event_type) or NORMAL_CLASS for label in chosen],
                             [label.source for label in chosen],

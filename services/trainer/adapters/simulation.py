@@ -1,7 +1,7 @@
 """Labelled windows from simulated fleets (in-process, deterministic): the bootstrap's ground truth.
 
 Each fleet of the recipe is simulated with `michi.simulator`; its uploads go through
-`michi.windows.replay.replay_uploads` in the simulator's time order (per device: upload order), so
+`michi.windows.chain.windows_in_order` in the simulator's time order (per device: upload order), so
 every device's calibration evolves across its trips exactly as it does in inference, and each window
 is labelled from the simulator's ground truth (`domain/labels.py::label_from_truth`; ambiguous windows
 are left out). Rows carry `LABEL_SOURCE_SIMULATOR`.
@@ -26,8 +26,8 @@ import numpy as np
 from michi.contracts.v1 import labels_pb2, upload_pb2
 from michi.roadmap import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
+from michi.windows.chain import windows_in_order
 from michi.windows.features import DATA_VERSION
-from michi.windows.replay import replay_uploads
 from michi.windows.upload import upload_from_proto
 from services.trainer.domain.dataset import LabeledWindows, labeled_rows
 from services.trainer.domain.labels import TruthSpan, label_from_truth
@@ -92,12 +92,12 @@ def simulate_fleet_windows(recipe: SimulationRecipe, fleet: FleetRecipe, road_ma
         road_map=road_map,
     )
     datas = (upload_from_proto(upload_pb2.UploadReceived(upload=upload)) for upload in simulator.uploads())
-    replayed = [item for item in replay_uploads(datas) if item.windows.count]
+    chained = [item for item in windows_in_order(datas) if item.windows.count]
     truth: dict[str, list[TruthSpan]] = defaultdict(list)
     for event in simulator.ground_truth:
         truth[event.trip_id].append(TruthSpan(event.kind, event.started_at, event.ended_at, event.risky))
     parts = []
-    for item in replayed:
+    for item in chained:
         events = truth.get(item.data.trip_id, [])
         starts = item.data.started_at_s + item.windows.starts_s
         ends = item.data.started_at_s + item.windows.ends_s

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from michi.windows.chain import ChainedUpload
 from michi.windows.features import DATA_VERSION, FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS, window_id
 from michi.windows.model_spec import CLASS_EVENT_TYPES
-from michi.windows.replay import ReplayedUpload
 from services.trainer.domain.labels import CLASS_NAMES, source_name
 
 SPLIT_KEYS = ("trip", "driver")
@@ -226,13 +226,13 @@ def build_dataset(
 
 
 def labeled_rows(
-    replayed: ReplayedUpload, rows: Sequence[int], labels: Sequence[int], sources: Sequence[int]
+    chained: ChainedUpload, rows: Sequence[int], labels: Sequence[int], sources: Sequence[int]
 ) -> LabeledWindows:
-    """The chosen windows of one replayed upload, with their labels, as dataset rows."""
-    data, windows = replayed.data, replayed.windows
+    """The chosen windows of one chained upload, with their labels, as dataset rows."""
+    data, windows = chained.data, chained.windows
     index = np.asarray(rows, dtype=np.int64)
     count = int(index.size)
-    calibration = replayed.calibration
+    calibration = chained.calibration
     bucket = mount_bucket(
         calibration.rotation if calibration is not None else None, calibration.confidence if calibration else 0.0
     )

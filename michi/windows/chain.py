@@ -1,13 +1,13 @@
-"""A device's uploads replayed in order: calibration chained from one upload to the next, as serving does.
+"""A device's uploads in order, calibration chained from one upload to the next, as serving does.
 
-    for replayed in replay_uploads(uploads):            # UploadData in per-device order
-        replayed.windows.features, replayed.windows.signals, replayed.calibration
+    for chained in windows_in_order(uploads):           # UploadData in per-device order
+        chained.windows.features, chained.windows.signals, chained.calibration
 
 Inference (`services/inference/handlers.py::process_uploads`) keeps one `CalibrationSums` per device,
 folds every upload into it in partition order with `update_calibration`, and extracts the upload's
 windows with the estimate that fold returned. A degenerate upload (or one whose extraction raises)
 yields no windows and leaves the device's sums as they were. This module does exactly that for any
-sequence of uploads, without the serving state machinery (replays, speeding, episodes), so the
+sequence of uploads, without the serving state machinery (redeliveries, speeding, episodes), so the
 trainer computes the same windows a served model saw. `sums` may carry the state to start from.
 """
 
@@ -22,7 +22,7 @@ from michi.windows.upload import UploadData
 
 
 @dataclass(frozen=True)
-class ReplayedUpload:
+class ChainedUpload:
     """One upload, the calibration estimate serving used for it, and its windows."""
 
     data: UploadData
@@ -32,22 +32,22 @@ class ReplayedUpload:
     skipped_reason: str | None
 
 
-def replay_uploads(
+def windows_in_order(
     uploads: Iterable[UploadData], sums: MutableMapping[str, CalibrationSums] | None = None
-) -> Iterator[ReplayedUpload]:
+) -> Iterator[ChainedUpload]:
     """Each upload with its windows; `sums` (device_id → sums) is updated in place when given."""
     state: MutableMapping[str, CalibrationSums] = sums if sums is not None else {}
     for data in uploads:
         reason = data.degenerate_reason()
         if reason is not None:
-            yield ReplayedUpload(data, None, empty_windows(), reason)
+            yield ChainedUpload(data, None, empty_windows(), reason)
             continue
         before = state.get(data.device_id) or CalibrationSums()
         try:
             after, calibration = update_calibration(before, data)
             windows = extract_windows(data, calibration)
         except Exception as error:  # serving skips such an upload and keeps the device's sums
-            yield ReplayedUpload(data, None, empty_windows(), f"failed: {type(error).__name__}: {error}")
+            yield ChainedUpload(data, None, empty_windows(), f"failed: {type(error).__name__}: {error}")
             continue
         state[data.device_id] = after
-        yield ReplayedUpload(data, calibration, windows, None)
+        yield ChainedUpload(data, calibration, windows, None)
