@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +43,10 @@ from michi.contracts.v1 import upload_pb2
 from michi.windows.signals import FloatArray
 
 STANDARD_GRAVITY = 9.80665
-DATASETS = Path(__file__).resolve().parents[2] / "datasets" / "real-driving"
+# The shipped recordings: beside the source tree, or where MICHI_DATASETS_DIR says (an installed package).
+DATASETS = Path(
+    os.environ.get("MICHI_DATASETS_DIR") or Path(__file__).resolve().parents[2] / "datasets" / "real-driving"
+)
 
 COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "time": ("t_s", "time_s", "t_ms", "time_ms", "t_us", "time_us", "t_boot_s", "timestamp_s", "timestamp_ms"),

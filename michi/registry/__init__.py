@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         PlanNotPublished,
         PlanPublisher,
         UnknownModelVersion,
+        VersionAlreadyRegistered,
     )
 
 _HOMES = {
@@ -35,6 +36,7 @@ _HOMES = {
     "PlanNotPublished": "store",
     "PlanPublisher": "store",
     "UnknownModelVersion": "store",
+    "VersionAlreadyRegistered": "store",
 }
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "StageRuleViolation",
     "UnknownModelVersion",
     "ValueChange",
+    "VersionAlreadyRegistered",
     "VersionDiff",
 ]
 

@@ -25,6 +25,8 @@ class ModelVersion:
     parent_version: str | None
     created_by: str
     created_at: datetime
+    # Registration order per name; a version without a name of its own is called str(number).
+    number: int = 0
 
 
 @dataclass(frozen=True)

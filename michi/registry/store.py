@@ -61,6 +61,10 @@ class UnknownModelVersion(LookupError):
     """No such model name and version in the registry."""
 
 
+class VersionAlreadyRegistered(ValueError):
+    """A named version (`register(..., version=...)`) that the registry already holds."""
+
+
 class PlanNotPublished(RuntimeError):
     """The stage change is committed but its rollout plan did not reach Kafka; call `republish_plan`."""
 
@@ -88,6 +92,7 @@ def _version_record(row: ModelVersionRow) -> ModelVersion:
         parent_version=row.parent_version,
         created_by=row.created_by,
         created_at=_utc(row.created_at),
+        number=row.number,
     )
 
 
@@ -146,19 +151,34 @@ class ModelRegistry:
         parent_version: str | None = None,
         *,
         created_by: str,
+        version: str | None = None,
     ) -> ModelVersion:
-        """Add the next version of `name` as a candidate; concurrent callers get distinct versions."""
+        """Add the next version of `name` as a candidate; concurrent callers get distinct versions.
+
+        `version` names it instead of its number ("physics-1": a rule set registered once, whose name
+        says what it is); a named version takes the next number all the same (registration order), and
+        a name already registered raises `VersionAlreadyRegistered`.
+        """
         if not name:
             raise ValueError("a model needs a name")
+        if version is not None and (not version or version.isdigit() or len(version) > 32):
+            # Digits are what numbered registrations are called: a named "7" would collide with one.
+            raise ValueError(f"a named version must be 1-32 characters and not only digits, not {version!r}")
         if parent_version is not None:
             self.get(name, parent_version)  # raises when the parent is unknown
 
         def attempt(session: Session) -> ModelVersion:
+            if version is not None:
+                existing = session.exec(
+                    select(ModelVersionRow).where(ModelVersionRow.name == name, ModelVersionRow.version == version)
+                ).first()
+                if existing is not None:
+                    raise VersionAlreadyRegistered(f"{name} {version} is already registered")
             highest = session.exec(select(func.max(ModelVersionRow.number)).where(ModelVersionRow.name == name)).one()
             number = (highest or 0) + 1
             row = ModelVersionRow(
                 name=name,
-                version=str(number),
+                version=version if version is not None else str(number),
                 number=number,
                 stage=Stage.CANDIDATE.value,
                 artifact_uri=artifact_uri,

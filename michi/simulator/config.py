@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from michi.simulator.hardware import DomainRandomization
 from michi.simulator.scenarios import Scenario
 
 # 2026-01-01T00:00:00Z: a fixed default start keeps runs byte-identical.
 DEFAULT_START_TIME = 1_767_225_600.0
+# "fitted": noise, vibration, holder, sensor and GPS models fitted to real recordings (docs/simulator-fit.md).
+# "before-fit": the earlier white-noise model, kept so the fit report can show what the fit changed.
+SENSOR_MODELS = ("fitted", "before-fit")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,14 @@ class SimulationConfig:
         ("speeding", 0.2),
     )
     confounder_mix: tuple[tuple[str, float], ...] = (("pothole", 0.4), ("speed_bump", 0.4), ("mount_moved", 0.2))
+    # The fitted models are opt-in until the trainer and the detection thresholds are tuned on them.
+    sensor_model: str = "before-fit"
+    # How each device's holder, sensors, clock and GPS are drawn around the fit (`DomainRandomization.at_fit`
+    # puts every device on the fit of one holder kind).
+    randomization: DomainRandomization = field(default_factory=DomainRandomization)
+    # Opt-in: every device draws its own IMU rate (log-uniform, fractional) from this range instead of
+    # `sample_rate_hz`, and half of them stamp microseconds. Costs up to 8x the samples of a 50 Hz fleet.
+    sample_rate_range_hz: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.devices < 0:
@@ -44,6 +56,12 @@ class SimulationConfig:
             raise ValueError("duration_s must be > 0")
         if not 1 <= self.sample_rate_hz <= 1000:
             raise ValueError("sample_rate_hz must be between 1 and 1000")
+        if self.sample_rate_range_hz is not None:
+            lowest, highest = self.sample_rate_range_hz
+            if not 1 <= lowest <= highest <= 1000:
+                raise ValueError("sample_rate_range_hz must be (lowest, highest) with 1 <= lowest <= highest <= 1000")
+        if self.sensor_model not in SENSOR_MODELS:
+            raise ValueError(f"sensor_model must be one of {', '.join(SENSOR_MODELS)}")
         if self.upload_seconds < 1.0:
             raise ValueError("upload_seconds must be >= 1")
         shortest, longest = self.trip_seconds

@@ -11,7 +11,9 @@
 Each device simulates one trip at a time (its 10 Hz motion and 1 Hz GPS) and renders IMU per
 upload slice, so memory stays bounded by one trip per device. Every random draw comes from a
 generator seeded with (seed, purpose, device, trip, slice): the same configuration gives
-byte-identical uploads and ground truth.
+byte-identical uploads and ground truth. Each device's hardware (holder, sensor range, clock, GPS
+receiver; `michi.simulator.hardware`) is drawn from a stream of its own, so the fleet's vehicles,
+drivers and trips do not depend on how widely hardware is randomised.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, upload_pb2
 from michi.roadmap import RoadMap
 from michi.simulator.config import SimulationConfig
+from michi.simulator.hardware import DeviceHardware
 from michi.simulator.kinematics import (
     CONFOUNDER_KINDS,
     InjectedEvent,
@@ -37,6 +40,7 @@ from michi.simulator.kinematics import (
     simulate_trip,
 )
 from michi.simulator.path import Path, plan_route
+from michi.simulator.road import RoadSurface
 from michi.simulator.scenarios import BASE_FIRMWARE_VERSION, Scenario, resolve_scenario
 from michi.simulator.signals import GpsTrack, SensorModel, render_gps, render_imu
 from michi.simulator.truth import EVENT_TYPE_BY_KIND, GroundTruthEvent, TripTruth, write_ground_truth_lines
@@ -52,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 # Purposes that keep the random streams of one device independent of each other.
 _PROFILE_STREAM, _TRIP_STREAM, _SLICE_STREAM, _TIMELINE_STREAM = 1, 2, 3, 4
+_HARDWARE_STREAM, _GPS_STREAM, _ROAD_STREAM = 5, 6, 7
 MINIMUM_TRIP_SECONDS = 60.0
 
 
@@ -60,7 +65,7 @@ class TripSetup:
     """What applies to one trip once the scenario is resolved."""
 
     vehicle_type: str
-    sample_rate_hz: int
+    sample_rate_hz: float
     firmware_version: str
     accelerometer_scale: float
     friction: float
@@ -77,6 +82,7 @@ class FleetSimulator:
         self._affected: dict[int, bool] = {}
         self._scenario_vehicle: dict[int, str] = {}
         self._base: dict[int, DeviceProfile] = {}
+        self.hardware: dict[int, DeviceHardware] = {}
         self.devices: list[DeviceProfile] = [self._make_device(index) for index in range(config.devices)]
         self.ground_truth: list[GroundTruthEvent] = []
         self.trips: list[TripTruth] = []
@@ -105,6 +111,10 @@ class FleetSimulator:
     def _make_device(self, index: int) -> DeviceProfile:
         config = self.config
         random = np.random.default_rng([config.seed, _PROFILE_STREAM, index])
+        hardware = config.randomization.draw(
+            np.random.default_rng([config.seed, _HARDWARE_STREAM, index]), config.sample_rate_range_hz
+        )
+        self.hardware[index] = hardware
         base_type = _draw_vehicle(random, DEFAULT_VEHICLE_MIX)
         scenario_mix = self.scenario.vehicle_mix if self.scenario and self.scenario.vehicle_mix else None
         # Drawn whatever the scenario, so a scenario run shares its base fleet with a healthy run.
@@ -120,7 +130,7 @@ class FleetSimulator:
             driver_id=f"driver-{config.seed}-{index:04d}",
             vehicle_type=base_type,
             mount=mount,
-            sample_rate_hz=config.sample_rate_hz,
+            sample_rate_hz=hardware.sample_rate_hz or config.sample_rate_hz,
             firmware_version=BASE_FIRMWARE_VERSION,
             driver_style=style,
             accelerometer_bias=(accelerometer_bias[0], accelerometer_bias[1], accelerometer_bias[2]),
@@ -242,8 +252,29 @@ class FleetSimulator:
             accelerometer_bias=np.array(profile.accelerometer_bias),
             gyroscope_bias=np.array(profile.gyroscope_bias),
             mounts=mounts,
+            hardware=self.hardware[profile.index],
+            road=RoadSurface.draw(
+                np.random.default_rng([config.seed, _ROAD_STREAM, profile.index, trip_index]),
+                start_m=float(kinematics.positions_s[0]),
+                length_m=float(kinematics.positions_s[-1] - kinematics.positions_s[0]) + 100.0,
+                grade_std=self.hardware[profile.index].road_grade,
+            ),
+            fitted=config.sensor_model == "fitted",
         )
-        gps = render_gps(path, kinematics, self.road_map.projection, duration, random)
+        if sensor.fitted:
+            hardware = sensor.hardware
+            gps = render_gps(
+                path,
+                kinematics,
+                self.road_map.projection,
+                duration,
+                random,
+                lag_s=hardware.gps_lag_s,
+                dropouts_per_10min=hardware.gps_dropouts_per_10min,
+                dropout_random=np.random.default_rng([config.seed, _GPS_STREAM, profile.index, trip_index]),
+            )
+        else:
+            gps = render_gps(path, kinematics, self.road_map.projection, duration, random)
         trip_id = stable_event_id("simulated-trip", config.seed, config.start_time, profile.device_id, trip_index)
         slice_count = max(1, math.ceil(duration / config.upload_seconds - 1e-9))
         upload_ids = [stable_event_id("simulated-upload", trip_id, sequence) for sequence in range(slice_count)]
@@ -336,6 +367,7 @@ class FleetSimulator:
         slice_end = min(slice_start + config.upload_seconds, trip.duration_s)
         random = np.random.default_rng([config.seed, _SLICE_STREAM, trip.profile.index, trip.trip_index, sequence])
         imu = render_imu(trip.path, trip.kinematics, trip.sensor, slice_start, slice_end, random)
+        rate = trip.setup.sample_rate_hz
         upload = upload_pb2.Upload(
             upload_id=trip.upload_ids[sequence],
             device_id=trip.profile.device_id,
@@ -344,13 +376,18 @@ class FleetSimulator:
             sequence=sequence,
             trip_end=sequence == trip.slice_count - 1,
             firmware_version=trip.setup.firmware_version,
-            sample_rate_hz=trip.setup.sample_rate_hz,
+            sample_rate_hz=round(rate),
             started_at=timestamp_from_seconds(trip.started_at + slice_start),
             vehicle_type=trip.setup.vehicle_type,
         )
+        if rate != round(rate):
+            upload.sample_rate_exact_hz = rate
         accelerometer = imu.accelerometer.astype(np.float32)
         gyroscope = imu.gyroscope.astype(np.float32)
-        upload.imu.offset_ms.extend(imu.offset_ms.tolist())
+        if imu.microseconds:
+            upload.imu.offset_us.extend(imu.offset_us.tolist())
+        # Beside offset_us too, for readers that know only milliseconds (ingest allows them 1 ms apart).
+        upload.imu.offset_ms.extend((imu.offset_us // 1000).tolist())
         upload.imu.accel_x.extend(accelerometer[:, 0].tolist())
         upload.imu.accel_y.extend(accelerometer[:, 1].tolist())
         upload.imu.accel_z.extend(accelerometer[:, 2].tolist())
@@ -361,6 +398,8 @@ class FleetSimulator:
         lower = int(np.searchsorted(gps.times_s, slice_start - 1e-9))
         upper = int(np.searchsorted(gps.times_s, slice_end - 1e-9))
         for index in range(lower, upper):
+            if not gps.present[index]:
+                continue
             upload.gps.add(
                 offset_ms=round((gps.times_s[index] - slice_start) * 1000.0),
                 latitude=float(gps.latitude[index]),

@@ -61,7 +61,7 @@ class TripTruth:
     driver_id: str
     vehicle_type: str
     firmware_version: str
-    sample_rate_hz: int
+    sample_rate_hz: float
     started_at: float
     ended_at: float
     duration_s: float

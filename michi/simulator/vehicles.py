@@ -128,7 +128,7 @@ class DeviceProfile:
     driver_id: str
     vehicle_type: str
     mount: MountOrientation
-    sample_rate_hz: int
+    sample_rate_hz: float
     firmware_version: str
     driver_style: DriverStyle
     accelerometer_bias: tuple[float, float, float]

@@ -48,9 +48,16 @@ ACCELERATION_IMU_MPS2 = 2.9
 CORNERING_IMU_MPS2 = 3.4
 BRAKING_GPS_MPS2 = 1.2
 ACCELERATION_GPS_MPS2 = 1.2
-CORNERING_GPS_MPS2 = 2.2
+CORNERING_GPS_MPS2 = 1.8
 VERTICAL_PEAK_TO_PEAK_MPS2 = 6.0
+# ... and this many times the upload's typical per-second vertical peak-to-peak (rough roads, phone holders).
+JOLT_OVER_ROAD = 2.5
 ROTATION_UNEXPLAINED_RADPS = 0.8
+# Time beyond EVENT_HOLD_SHARE of its threshold a calibrated IMU peak must hold to count as a manoeuvre.
+MIN_EVENT_SECONDS = 0.2
+EVENT_HOLD_SHARE = 0.8
+# The GPS may corroborate a window up to this much later than the IMU saw it (receiver lag).
+GPS_LAG_S = 2.5
 # Below this calibration confidence the forward axis is not trusted (fresh device, mount just
 # moved): the IMU terms use the horizontal magnitude, which needs no forward axis, and the GPS
 # terms alone tell braking, acceleration and cornering apart.
@@ -119,6 +126,10 @@ def feature_spec() -> dict[str, object]:
             "acceleration_gps": ACCELERATION_GPS_MPS2,
             "cornering_gps": CORNERING_GPS_MPS2,
             "vertical_peak_to_peak": VERTICAL_PEAK_TO_PEAK_MPS2,
+            "jolt_over_road": JOLT_OVER_ROAD,
+            "gps_lag_s": GPS_LAG_S,
+            "min_event_seconds": MIN_EVENT_SECONDS,
+            "event_hold_share": EVENT_HOLD_SHARE,
             "rotation_unexplained": ROTATION_UNEXPLAINED_RADPS,
             "no_gps_cap": NO_GPS_EVIDENCE_CAP,
             "reliable_calibration": RELIABLE_CALIBRATION,
@@ -205,7 +216,12 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     rotation_rate = upload.gyro @ calibration.rotation.T
     yaw_rate = low_pass(rotation_rate[:, 2], rate, LOW_PASS_HZ)
     # Rotation of the device beyond its bias: a hand moving the phone spins it at 2-7 Hz, so keep up to 10 Hz.
-    rotation_magnitude = np.linalg.norm(low_pass(upload.gyro - np.median(upload.gyro, axis=0), rate, 10.0), axis=1)
+    rotation_free = low_pass(upload.gyro - np.median(upload.gyro, axis=0), rate, 10.0)
+    rotation_magnitude = np.linalg.norm(rotation_free, axis=1)
+    # A vehicle turns about up; rotation about the other axes is a road's jolt or a hand moving the
+    # device. Reading it from the gyroscope alone needs no GPS (whose heading lags by up to seconds).
+    about_up = rotation_free @ calibration.rotation[2]
+    rotation_off_yaw = np.sqrt(np.maximum(rotation_magnitude**2 - about_up**2, 0.0))
 
     def block_max(values: FloatArray) -> FloatArray:
         return np.where(block_ok, np.maximum.reduceat(values, index), -np.inf)
@@ -231,7 +247,7 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     vertical_peak_to_peak = pair_max(block_max(vertical)) - pair_min(block_min(vertical))
     vertical_jerk_max = pair_max(block_max(vertical_jerk))
     yaw_rate_abs_max = pair_max(block_max(np.abs(yaw_rate)))
-    rotation_max = pair_max(block_max(rotation_magnitude))
+    rotation_unexplained = pair_max(block_max(rotation_off_yaw))
     braking_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(block_seconds(longitudinal < -BRAKING_IMU_MPS2))
     acceleration_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(
         block_seconds(longitudinal > ACCELERATION_IMU_MPS2)
@@ -242,13 +258,25 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
 
     gps = _gps_features(upload, starts, ends)
     gps_available = gps["available"]
-    rotation_unexplained = np.maximum(rotation_max - np.abs(gps["yaw_rate"]), 0.0)
 
     calibrated = calibration.state == "calibrated"
     if calibrated:
-        imu_braking = -longitudinal_min / BRAKING_IMU_MPS2
-        imu_acceleration = longitudinal_max / ACCELERATION_IMU_MPS2
-        imu_cornering = lateral_abs_max / CORNERING_IMU_MPS2
+        # A manoeuvre lasts: a peak held for less than MIN_EVENT_SECONDS beyond its threshold is a
+        # vibration burst (a rough road on a loose holder), not a brake.
+        # Held: time beyond EVENT_HOLD_SHARE of the threshold, so evidence falls smoothly below it.
+        def held(condition: np.ndarray) -> FloatArray:
+            seconds = block_seconds(condition)
+            return np.asarray(seconds[:-1] + seconds[1:], dtype=np.float64) / MIN_EVENT_SECONDS
+
+        hold = EVENT_HOLD_SHARE
+        imu_braking = np.minimum(-longitudinal_min / BRAKING_IMU_MPS2, held(longitudinal < -hold * BRAKING_IMU_MPS2))
+        imu_acceleration = np.minimum(
+            longitudinal_max / ACCELERATION_IMU_MPS2, held(longitudinal > hold * ACCELERATION_IMU_MPS2)
+        )
+        imu_cornering = np.minimum(
+            lateral_abs_max / CORNERING_IMU_MPS2, held(np.abs(lateral) > hold * CORNERING_IMU_MPS2)
+        )
+
     elif calibration.gravity_confidence >= RELIABLE_CALIBRATION:
         # Forward unknown, horizontal plane known: split the horizontal magnitude with the GPS
         # (longitudinal part = what the GPS lateral does not explain, and the other way round).
@@ -265,14 +293,34 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
         imu_cornering = np.minimum(lateral_abs_max / CORNERING_IMU_MPS2, cap)
     # Without GPS: nothing to and with once the mount is calibrated, the cap before.
     absent = np.inf if calibrated else NO_GPS_EVIDENCE_CAP
-    gps_braking = np.where(gps_available > 0, -gps["dvdt"] / BRAKING_GPS_MPS2, absent)
-    gps_acceleration = np.where(gps_available > 0, gps["dvdt"] / ACCELERATION_GPS_MPS2, absent)
-    gps_cornering = np.where(gps_available > 0, np.abs(gps["lateral"]) / CORNERING_GPS_MPS2, absent)
-    braking_evidence = np.minimum(imu_braking, gps_braking)
-    acceleration_evidence = np.minimum(imu_acceleration, gps_acceleration)
-    cornering_evidence = np.minimum(imu_cornering, gps_cornering)
+    # GPS speed and heading lag the IMU (receivers filter them; 0.5-1.5 s is common): the GPS may
+    # corroborate a window in step with it or up to GPS_LAG_S later.
+    late = _gps_features(upload, starts + GPS_LAG_S, ends + GPS_LAG_S)
+    gps_braking = np.where(gps_available > 0, np.maximum(-gps["dvdt"], -late["dvdt"]) / BRAKING_GPS_MPS2, absent)
+    gps_acceleration = np.where(
+        gps_available > 0, np.maximum(gps["dvdt"], late["dvdt"]) / ACCELERATION_GPS_MPS2, absent
+    )
+    gps_cornering = np.where(
+        gps_available > 0,
+        np.maximum(np.abs(gps["lateral"]), np.abs(late["lateral"])) / CORNERING_GPS_MPS2,
+        absent,
+    )
+    if calibrated:
+        # The IMU in vehicle axes is the measurement. GPS speed lags it by one to three seconds, often
+        # into the next upload, so in a 2 s window it would veto real brakes: it corroborates only
+        # mounts not calibrated yet (where it also tells braking from cornering).
+        braking_evidence, acceleration_evidence, cornering_evidence = imu_braking, imu_acceleration, imu_cornering
+    else:
+        braking_evidence = np.minimum(imu_braking, gps_braking)
+        acceleration_evidence = np.minimum(imu_acceleration, gps_acceleration)
+        cornering_evidence = np.minimum(imu_cornering, gps_cornering)
+    # A jolt (pothole, bump) stands out of the road's own vibration: the bar is the larger of a fixed
+    # minimum and a multiple of this upload's typical per-second vertical peak-to-peak.
+    block_spread = block_max(vertical) - block_min(vertical)
+    typical = float(np.median(block_spread[block_ok])) if np.any(block_ok) else 0.0
+    jolt_bar = max(VERTICAL_PEAK_TO_PEAK_MPS2, JOLT_OVER_ROAD * typical)
     confounder_evidence = np.maximum(
-        vertical_peak_to_peak / VERTICAL_PEAK_TO_PEAK_MPS2, rotation_unexplained / ROTATION_UNEXPLAINED_RADPS
+        vertical_peak_to_peak / jolt_bar, rotation_unexplained / ROTATION_UNEXPLAINED_RADPS
     )
 
     columns = [

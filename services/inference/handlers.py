@@ -74,6 +74,7 @@ from services.inference.domain.speeding import (
     RULE_VERSION,
     SpeedingEpisode,
     SpeedLimits,
+    road_map_version,
     speed_limits_of,
     track_speeding,
 )
@@ -617,7 +618,9 @@ def _track_speeding(
             fix_window_ids=fix_ids,
             open_episode=working.speeding,
         )
-        outcome.detections.extend(_speeding_detection(data, episode) for episode in finished)
+        outcome.detections.extend(
+            _speeding_detection(data, episode, road_map_version(pipeline.road_map)) for episode in finished
+        )
     elif data.trip_end and working.speeding is not None:
         finished, working.speeding = track_speeding(
             trip_id=data.trip_id,
@@ -630,7 +633,9 @@ def _track_speeding(
             fix_window_ids=[],
             open_episode=working.speeding,
         )
-        outcome.detections.extend(_speeding_detection(data, episode) for episode in finished)
+        outcome.detections.extend(
+            _speeding_detection(data, episode, road_map_version(pipeline.road_map)) for episode in finished
+        )
 
 
 def _model_detection(
@@ -665,12 +670,13 @@ def _model_detection(
     )
 
 
-def _speeding_detection(data: UploadData, episode: SpeedingEpisode) -> inference_pb2.Detection:
+def _speeding_detection(data: UploadData, episode: SpeedingEpisode, map_version: str) -> inference_pb2.Detection:
     event_type = common_pb2.EVENT_TYPE_SPEEDING
     return inference_pb2.Detection(
         event_id=stable_event_id("detection", episode.window_id, event_type, RULE_VERSION),
         occurred_at=timestamp_from_seconds(episode.start_s),
-        lineage=_lineage(data, episode.window_id, RULE_NAME, RULE_VERSION, ""),
+        # The rule's version and the road map's content hash answer "which model, which data".
+        lineage=_lineage(data, episode.window_id, RULE_NAME, RULE_VERSION, map_version),
         event_type=event_type,
         confidence=1.0,
         window=_span(episode.start_s, episode.last_over_s),

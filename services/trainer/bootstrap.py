@@ -3,7 +3,7 @@
     python -m services.trainer          # or: michi run trainer
 
 `build_wiring(settings, ...)` returns what the workflow needs (tests pass their own registry, store,
-artifact store, cache or baseline); `build_service(settings, producer=...)` adds the Kafka consumer,
+artifact store, cache, baseline, real recordings or physics baseline); `build_service(settings, producer=...)` adds the Kafka consumer,
 the training worker and the HTTP app; `run()` reads the `MICHI_*` environment, serves HTTP on
 127.0.0.1:`MICHI_TRAINER_PORT` (8082) and blocks until SIGINT/SIGTERM.
 """
@@ -30,9 +30,11 @@ from michi.registry.store import PlanPublisher
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
+from michi.windows.physics import build_physics_model
 from services.trainer.adapters.archive import ArchiveWindowSource
 from services.trainer.adapters.artifacts import ArtifactStore, ModelCache
 from services.trainer.adapters.metrics import TrainerMetrics
+from services.trainer.adapters.recordings import RealRecordings
 from services.trainer.adapters.simulation import SimulationRecipe
 from services.trainer.adapters.store import TrainerStore
 from services.trainer.domain.gate import GatePolicy
@@ -79,6 +81,8 @@ def build_wiring(
     baseline: Callable[[], bytes] | None = None,
     metrics: TrainerMetrics | None = None,
     parameters: TrainingParameters | None = None,
+    recordings: RealRecordings | None = None,
+    physics: Callable[[], bytes] | None = None,
 ) -> TrainerWiring:
     url = database_url(settings)
     blob_url = settings.resolved_blob_url()
@@ -101,6 +105,13 @@ def build_wiring(
         parity_tolerance=settings.trainer_parity_tolerance,
         evaluation_threads=settings.trainer_evaluation_threads,
         metrics=metrics,
+        recordings=recordings
+        or RealRecordings(
+            evaluation_folder=settings.trainer_real_recordings,
+            training_folder=settings.trainer_real_training,
+            shipped=settings.trainer_shipped_recordings,
+        ),
+        physics=physics or build_physics_model,
     )
 
 
@@ -140,7 +151,11 @@ def build_service(
     built = wiring or build_wiring(settings, producer=producer, metrics=metrics)
     built.metrics = metrics
     worker = TrainingWorker(
-        built, metrics, bootstrap=settings.trainer_bootstrap, check_interval_s=settings.trainer_check_interval_s
+        built,
+        metrics,
+        bootstrap=settings.trainer_bootstrap,
+        check_interval_s=settings.trainer_check_interval_s,
+        register_physics=settings.trainer_register_physics,
     )
     consumer = EventConsumer(
         consumer=Consumer(group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)),

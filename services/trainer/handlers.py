@@ -14,8 +14,9 @@ Steps (rows in `trainer_step`, with timing, status and error):
    windows (fails above the tolerance), reference profile computed; or all of it reused from the
    model cache when code version, data version and parameters match;
 4. evaluate — candidate and champion (the registry's champion ONNX file, or the hand-set baseline
-   when there is none) scored by ONNX Runtime on the same test windows; the gate decides. A refused
-   candidate ends the run as `refused`: nothing is registered;
+   when there is none) scored by ONNX Runtime on the same test windows; candidate, champion and the
+   physics baseline `physics-1` on the real recordings (`domain/real_data.py`); the gate decides. A
+   refused candidate ends the run as `refused`: nothing is registered;
 5. register — the model folder written to the blob store, the version registered as `candidate`;
 6. shadow — the version moved to `shadow` (the bootstrap promotes it to `champion` instead), which
    publishes the rollout plan.
@@ -23,6 +24,9 @@ Steps (rows in `trainer_step`, with timing, status and error):
 Any failure ends the run as `failed` with the step's error in the step row, the run's reason and a log
 line; the champion is only ever changed by step 6, so it stays untouched. Every run ends with its
 experiment record (SQL and `experiments/<run id>/experiment.md`, plus the model folder's copy).
+
+`register_physics_model(wiring)` registers the physics baseline `physics-1` (`michi.windows.physics`)
+once per registry, as a candidate a person may promote or put in shadow, with its evaluation as metrics.
 """
 
 from __future__ import annotations
@@ -41,10 +45,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from michi.contracts.v1 import operations_pb2
-from michi.registry import ModelRegistry, Stage
+from michi.registry import ModelRegistry, Stage, UnknownModelVersion, VersionAlreadyRegistered
 from michi.windows.features import DATA_VERSION
 from michi.windows.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, DECISION_THRESHOLD
+from michi.windows.physics import (
+    PHYSICS_DATA_VERSION,
+    PHYSICS_MODEL_VERSION,
+    PHYSICS_RULES_VERSION,
+    build_physics_model,
+    physics_parameters,
+)
 from services.trainer.adapters.archive import ArchiveWindowSource
 from services.trainer.adapters.artifacts import ArtifactStore, ModelCache, model_folder
 from services.trainer.adapters.onnx_model import (
@@ -55,6 +68,7 @@ from services.trainer.adapters.onnx_model import (
     sha256_hex,
     signature,
 )
+from services.trainer.adapters.recordings import RealRecordings
 from services.trainer.adapters.simulation import SimulationRecipe, simulated_windows
 from services.trainer.adapters.store import TrainerStore
 from services.trainer.adapters.tables import TrainerRunRow
@@ -64,6 +78,7 @@ from services.trainer.domain.experiment import RunFacts, compose_sections, rende
 from services.trainer.domain.gate import GatePolicy, decide
 from services.trainer.domain.labels import CLASS_NAMES, HUMAN_SOURCES, source_name
 from services.trainer.domain.profile import reference_profile
+from services.trainer.domain.real_data import RealWindows, real_data_section
 from services.trainer.domain.training import TrainingParameters, train_model
 from services.trainer.domain.triggers import BOOTSTRAP, Trigger, TriggerPolicy, TriggerState, due_trigger
 from services.trainer.domain.versions import code_version
@@ -103,6 +118,8 @@ class TrainerWiring:
     parity_tolerance: float = 1e-4
     evaluation_threads: int = 1
     metrics: RunMetrics | None = None
+    recordings: RealRecordings = field(default_factory=RealRecordings)
+    physics: Callable[[], bytes] = build_physics_model
     started_at: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -199,7 +216,8 @@ def training_key(code: str, data_version: str, parameters: TrainingParameters, t
 
 
 def bootstrap_key(wiring: TrainerWiring, baseline_sha256: str) -> str:
-    """Cache key of a whole bootstrap result (dataset recipe, parameters, gate, and the baseline it beats)."""
+    """Cache key of a whole bootstrap result (dataset recipe, parameters, gate, the baseline it beats,
+    and the real recordings and physics baseline of its real-data checks)."""
     payload = json.dumps(
         {
             "code": code_version(),
@@ -208,6 +226,8 @@ def bootstrap_key(wiring: TrainerWiring, baseline_sha256: str) -> str:
             "gate": wiring.gate.to_dict(),
             "baseline": baseline_sha256,
             "parity_tolerance": wiring.parity_tolerance,
+            "physics": sha256_hex(wiring.physics()),
+            "real_recordings": wiring.recordings.fingerprint(),
         },
         sort_keys=True,
     )
@@ -226,22 +246,31 @@ def gather_windows(
         return simulated, LabeledWindows.empty(), {"labels": 0, "human_labels": 0, "unresolved": {}}
     labels = wiring.store.labels(up_to)
     labelled, unresolved = wiring.archive.labeled_windows(labels)
+    # Labelled real recordings (imported label files) are members like any labelled window.
+    real, real_summary = wiring.recordings.training_windows()
     return (
         simulated,
-        labelled,
+        LabeledWindows.concatenate([labelled, real]),
         {
             "labels": len(labels),
             "human_labels": sum(1 for label in labels if label.source in HUMAN_SOURCES),
             "unresolved": unresolved,
             "label_windows": labelled.count,
+            "real_training": real_summary,
         },
     )
 
 
 def assemble_dataset(
-    wiring: TrainerWiring, simulated: LabeledWindows, labelled: LabeledWindows, unresolved: dict[str, int]
+    wiring: TrainerWiring,
+    simulated: LabeledWindows,
+    labelled: LabeledWindows,
+    unresolved: dict[str, int],
+    real_version: str = "",
 ) -> Dataset:
     origin = f"simulation {wiring.simulation.cache_key()}" if simulated.count else ""
+    if real_version:
+        origin = f"{origin} real {real_version}".strip()
     return build_dataset(
         [simulated, labelled],
         split_by=wiring.parameters.split_by,
@@ -364,9 +393,28 @@ def evaluate_on_test(
     return candidate_evaluation, champion_evaluation
 
 
+def evaluate_on_real(
+    wiring: TrainerWiring, payload: bytes, champion: _Champion, recordings: list[RealWindows]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Real-data sections of candidate, champion and the physics baseline on the same recordings."""
+    candidate = OnnxRiskModel(payload, threads=wiring.evaluation_threads)
+    physics = OnnxRiskModel(wiring.physics(), model_version=PHYSICS_MODEL_VERSION, threads=wiring.evaluation_threads)
+    return (
+        real_data_section(candidate.predict_in_batches, recordings),
+        real_data_section(champion.detector.predict_in_batches, recordings),
+        real_data_section(physics.predict_in_batches, recordings),
+    )
+
+
+def registered_metrics(evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """Headline metrics on the test windows, with the real-data figures beside them (`real_*`)."""
+    evaluation = evaluation or {}
+    return {**(evaluation.get("metrics") or {}), **((evaluation.get("real_data") or {}).get("metrics") or {})}
+
+
 def next_version(registry: ModelRegistry, name: str) -> str:
-    numbers = [int(version.version) for version in registry.list(name) if version.version.isdigit()]
-    return str(max(numbers, default=0) + 1)
+    """The version the registry will give the next unnamed registration (named ones take numbers too)."""
+    return str(max((version.number for version in registry.list(name)), default=0) + 1)
 
 
 def manifest(
@@ -457,8 +505,8 @@ def _finish(
             wiring.artifacts.put(f"{model_folder(wiring.model_name, version)}/experiment.md", markdown.encode())
     except Exception:
         logger.exception("experiment record not written to the blob store", extra={"run_id": facts.run_id})
-    candidate = (facts.candidate_evaluation or {}).get("metrics", {})
-    champion = (facts.champion_evaluation or {}).get("metrics", {})
+    candidate = registered_metrics(facts.candidate_evaluation)
+    champion = registered_metrics(facts.champion_evaluation)
     wiring.store.update_run(
         facts.run_id,
         status=status,
@@ -529,10 +577,15 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                 details.update({"simulated_windows": simulated.count, **fetched})
             current = "preprocess"
             with steps.step("preprocess") as details:
-                dataset = assemble_dataset(wiring, simulated, labelled, fetched["unresolved"])
+                real_training = fetched.get("real_training") or {}
+                dataset = assemble_dataset(
+                    wiring, simulated, labelled, fetched["unresolved"], str(real_training.get("version", ""))
+                )
                 summary = dataset.summary()
                 if simulated.count:
                     summary["simulation"] = wiring.simulation.to_dict()
+                if real_training.get("recordings") or real_training.get("skipped"):
+                    summary["real_training"] = real_training
                 facts.data = summary
                 manifest_bytes = dataset_manifest(dataset)
                 facts.artifacts["dataset"] = wiring.artifacts.put(
@@ -561,12 +614,43 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                 candidate_evaluation, champion_evaluation = evaluate_on_test(
                     wiring, payload, champion, dataset.test_windows()
                 )
+                recordings, skipped = wiring.recordings.evaluation_windows()
+                real_candidate, real_champion, real_physics = evaluate_on_real(wiring, payload, champion, recordings)
+                candidate_evaluation["real_data"] = real_candidate
+                champion_evaluation["real_data"] = real_champion
+                facts.real_data = {
+                    "reference": PHYSICS_MODEL_VERSION,
+                    "reference_data_version": PHYSICS_DATA_VERSION,
+                    "physics": real_physics,
+                    "sources": wiring.recordings.describe(),
+                    "skipped": skipped,
+                }
                 facts.candidate_evaluation, facts.champion_evaluation = candidate_evaluation, champion_evaluation
                 decision = decide(
-                    wiring.gate, candidate_evaluation["metrics"], champion_evaluation["metrics"], champion.label
+                    wiring.gate,
+                    candidate_evaluation["metrics"],
+                    champion_evaluation["metrics"],
+                    champion.label,
+                    real_candidate=real_candidate,
+                    real_reference=real_physics,
+                    reference_label=PHYSICS_MODEL_VERSION,
+                    real_data_advisory=bootstrap and not wiring.gate.enforce_real_data_at_bootstrap,
                 )
                 facts.gate = decision.to_dict()
-                details.update({"gate_passed": decision.passed, "compared_with": champion.label})
+                advisory = [check.describe() for check in decision.checks if check.advisory and not check.passed]
+                if advisory:
+                    logger.warning(
+                        "the bootstrap candidate is behind the physics baseline on real recordings (advisory)",
+                        extra={"run_id": facts.run_id, "checks": advisory},
+                    )
+                details.update(
+                    {
+                        "gate_passed": decision.passed,
+                        "compared_with": champion.label,
+                        "real_recordings": len(recordings),
+                        "real_false_alerts_per_hour": real_candidate["metrics"]["real_false_alerts_per_hour"],
+                    }
+                )
             if bootstrap:
                 _store_bootstrap(wiring, facts, payload, profile)
         gate = facts.gate or {}
@@ -574,7 +658,7 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
             reason = "gate refused the candidate: " + "; ".join(
                 f"{check['metric']} {check['rule']} (candidate {check['candidate']:.4g}, bound {check['bound']:.4g})"
                 for check in gate.get("checks", [])
-                if not check["passed"]
+                if not check["passed"] and not check.get("advisory")
             )
             steps.skip("register", "the gate refused the candidate")
             steps.skip("shadow", "the gate refused the candidate")
@@ -645,6 +729,7 @@ def _store_bootstrap(wiring: TrainerWiring, facts: RunFacts, payload: bytes, pro
         "candidate_evaluation": facts.candidate_evaluation,
         "champion_evaluation": facts.champion_evaluation,
         "gate": facts.gate,
+        "real_data": facts.real_data,
         "dataset_uri": facts.artifacts.get("dataset", ""),
     }
     wiring.cache.store(
@@ -672,6 +757,7 @@ def _replay_bootstrap(
     facts.candidate_evaluation = recorded["candidate_evaluation"]
     facts.champion_evaluation = recorded["champion_evaluation"]
     facts.gate = recorded["gate"]
+    facts.real_data = recorded.get("real_data")
     if recorded.get("dataset_uri"):
         facts.artifacts["dataset"] = recorded["dataset_uri"]
     return cached["model.onnx"], json.loads(cached["reference_profile.json"])
@@ -692,7 +778,7 @@ def _register(wiring: TrainerWiring, facts: RunFacts, payload: bytes, profile: d
     wiring.artifacts.put(f"{folder}/reference_profile.json", json.dumps(profile, sort_keys=True).encode())
     facts.artifacts["model"] = model_uri
     champion = facts.champion or {}
-    metrics = {key: value for key, value in ((facts.candidate_evaluation or {}).get("metrics") or {}).items()}
+    metrics = registered_metrics(facts.candidate_evaluation)
     registered = wiring.registry.register(
         name,
         model_uri,
@@ -724,6 +810,81 @@ def bootstrap_champion(wiring: TrainerWiring) -> RunOutcome | None:
     )
 
 
+def physics_evaluation(wiring: TrainerWiring, payload: bytes) -> dict[str, Any]:
+    """physics-1 on the default dataset's test windows (when the recipe simulates fleets) and on real data."""
+    detector = OnnxRiskModel(payload, model_version=PHYSICS_MODEL_VERSION, threads=wiring.evaluation_threads)
+    evaluation: dict[str, Any] = {}
+    simulated = simulated_windows(wiring.simulation, cache_dir=wiring.datasets_cache)
+    if simulated.count:
+        dataset = assemble_dataset(wiring, simulated, LabeledWindows.empty(), {})
+        test = dataset.test_windows()
+        if test.count:
+            evaluation = evaluate(detector.predict_in_batches(test.features, test.signals), test)
+            evaluation["data_version"] = dataset.data_version
+    recordings, skipped = wiring.recordings.evaluation_windows()
+    evaluation["real_data"] = real_data_section(detector.predict_in_batches, recordings)
+    evaluation["real_data"]["skipped"] = skipped
+    evaluation["recordings"] = recordings
+    return evaluation
+
+
+def register_physics_model(wiring: TrainerWiring) -> str | None:
+    """Register the physics baseline `physics-1` as a candidate, once per registry; its version, or None if there.
+
+    Its folder is written like a trained model's (`model.onnx`, `model.json`, `reference_profile.json`:
+    the real recordings' windows, what its thresholds were measured on); `parameters` are its thresholds,
+    `metrics` its evaluation (test windows of the default dataset, `real_*` on the real recordings).
+    """
+    name = wiring.model_name
+    try:
+        wiring.registry.get(name, PHYSICS_MODEL_VERSION)
+        return None
+    except UnknownModelVersion:
+        pass
+    payload = wiring.physics()
+    evaluation = physics_evaluation(wiring, payload)
+    recordings: list[RealWindows] = evaluation.pop("recordings")
+    parameters: dict[str, Any] = {**physics_parameters(), "rules_version": PHYSICS_RULES_VERSION}
+    code = code_version()
+    folder = model_folder(name, PHYSICS_MODEL_VERSION)
+    described = manifest(name, PHYSICS_MODEL_VERSION, payload, PHYSICS_DATA_VERSION, code, {}, parameters, "")
+    described["evaluation"] = {key: value for key, value in evaluation.items() if key != "slices"}
+    measured = [windows for windows in recordings if windows.count]
+    features = LabeledWindows.empty().features
+    signals = LabeledWindows.empty().signals
+    if measured:
+        features = np.concatenate([windows.features for windows in measured])
+        signals = np.concatenate([windows.signals for windows in measured])
+    profile = reference_profile(features, signals, data_version=PHYSICS_DATA_VERSION)
+    model_uri = wiring.artifacts.put(f"{folder}/model.onnx", payload)
+    wiring.artifacts.put(f"{folder}/model.json", json.dumps(described, indent=2, sort_keys=True, default=str).encode())
+    wiring.artifacts.put(f"{folder}/reference_profile.json", json.dumps(profile, sort_keys=True).encode())
+    try:
+        registered = wiring.registry.register(
+            name,
+            model_uri,
+            sha256_hex(payload),
+            code,
+            PHYSICS_DATA_VERSION,
+            parameters,
+            registered_metrics(evaluation),
+            created_by=ACTOR,
+            version=PHYSICS_MODEL_VERSION,
+        )
+    except VersionAlreadyRegistered:
+        return None  # another trainer registered it first: same rules, same bytes
+    logger.info(
+        "physics baseline registered",
+        extra={
+            "model": name,
+            "version": registered.version,
+            "stage": registered.stage.value,
+            "real_false_alerts_per_hour": evaluation["real_data"]["metrics"]["real_false_alerts_per_hour"],
+        },
+    )
+    return registered.version
+
+
 # ------------------------------------------------------------------ triggers and dry runs
 
 
@@ -746,7 +907,10 @@ def dry_run(wiring: TrainerWiring) -> dict[str, Any]:
     state = trigger_state(wiring)
     trigger = due_trigger(wiring.triggers, state, time.time())
     simulated, labelled, fetched = gather_windows(wiring, with_labels=True)
-    dataset = assemble_dataset(wiring, simulated, labelled, fetched["unresolved"])
+    real_training = fetched.get("real_training") or {}
+    dataset = assemble_dataset(
+        wiring, simulated, labelled, fetched["unresolved"], str(real_training.get("version", ""))
+    )
     summary = dataset.summary()
     key = training_key(code_version(), dataset.data_version, wiring.parameters, wiring.parity_tolerance)
     champion = wiring.registry.champion(wiring.model_name)
@@ -778,6 +942,8 @@ def dry_run(wiring: TrainerWiring) -> dict[str, Any]:
             "compared_with": f"{champion.name} {champion.version}" if champion else BASELINE_MODEL_VERSION,
             "policy": wiring.gate.to_dict(),
             "test_harsh_windows": int(sum(test_classes[name] for name in CLASS_NAMES[1:4])),
+            "real_data": {"reference": PHYSICS_MODEL_VERSION, **wiring.recordings.describe()},
         },
+        "real_training": real_training,
         "on_pass": "register as candidate, then shadow (rollout plan published)",
     }

@@ -6,6 +6,11 @@ JSON-valued ones: `MICHI_TRAINER_PARAMETERS` overrides training parameters
 `MICHI_TRAINER_SIMULATION` the simulated fleets of the ground-truth part of every dataset
 (`{"fleets": [{"seed": 101, "sample_rate_hz": 50}], "devices": 12, "duration_s": 1200}`;
 `{"fleets": []}` trains on consumed labels only).
+
+Real recordings (`adapters/recordings.py`): `MICHI_TRAINER_REAL_RECORDINGS` is a folder of recordings
+added to the evaluation's real-data section (beside the shipped ones, unless
+`MICHI_TRAINER_SHIPPED_RECORDINGS=false`); `MICHI_TRAINER_REAL_TRAINING` a folder of labelled
+recordings that become training data.
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ class TrainerSettings(MichiSettings):
     trainer_parity_tolerance: float = Field(default=1e-4, gt=0)
     # ONNX Runtime threads when scoring champion and candidate on the test windows.
     trainer_evaluation_threads: int = Field(default=1, ge=1)
+    # Recordings (files `michi.recordings.read_recording` reads, labels in <stem>.labels.csv) evaluated
+    # in the real-data section of every evaluation, beside the ones shipped in datasets/real-driving.
+    trainer_real_recordings: Path | None = None
+    trainer_shipped_recordings: bool = True
+    # Labelled recordings whose windows become training data (kept apart from the evaluation set).
+    trainer_real_training: Path | None = None
+    # Register the physics baseline physics-1 at start (once per registry).
+    trainer_register_physics: bool = True
 
     @model_validator(mode="after")
     def _require_api_token_outside_dev(self) -> TrainerSettings:

@@ -66,7 +66,7 @@ def wiring(database_url: str, tmp_path: Path, publisher: RecordingPublisher) -> 
         trainer_cache_dir=tmp_path / "cache" / "models",
         trainer_simulation=SIMULATION,
         trainer_parameters={"epochs": 2, "test_percent": 30},
-        trainer_gate={"minimums": {}, "maximums": {}, "not_behind_champion": {}},
+        trainer_gate={"minimums": {}, "maximums": {}, "not_behind_champion": {}, "not_behind_physics": {}},
         trainer_label_trigger=3,
         trainer_schedule_s=0,
     )

@@ -1,7 +1,7 @@
 """`python -m services.trainer` on the real broker: bootstrap, a label-count trigger and a retrain alert, end to end.
 
 The service runs as a process, as `michi up` starts it. It bootstraps a champion from a small simulated
-fleet; then N consensus `Label`s for windows of archived simulated uploads arrive on `michi.labels.v1`
+fleet and registers the physics baseline physics-1 as a candidate; then N consensus `Label`s for windows of archived simulated uploads arrive on `michi.labels.v1`
 and the label-count trigger trains, gates, registers the next version and puts it in shadow, publishing
 the `RolloutPlan` on `michi.model-rollouts.v1`; a retrain `Alert` does it once more. A label without a
 window id is dead-lettered. The gate is permissive here (its decisions are tested in the unit tests):
@@ -117,7 +117,9 @@ def trainer(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator
         "MICHI_TRAINER_CACHE_DIR": str(tmp_path / "cache" / "models"),
         "MICHI_TRAINER_SIMULATION": json.dumps(SIMULATION),
         "MICHI_TRAINER_PARAMETERS": json.dumps({"epochs": 2, "test_percent": 30}),
-        "MICHI_TRAINER_GATE": json.dumps({"minimums": {}, "maximums": {}, "not_behind_champion": {}}),
+        "MICHI_TRAINER_GATE": json.dumps(
+            {"minimums": {}, "maximums": {}, "not_behind_champion": {}, "not_behind_physics": {}}
+        ),
         "MICHI_TRAINER_LABEL_TRIGGER": str(LABEL_TRIGGER),
         "MICHI_TRAINER_SCHEDULE_S": "0",
         "MICHI_TRAINER_CHECK_INTERVAL_S": "1",
@@ -152,8 +154,8 @@ def test_labels_and_a_retrain_alert_train_register_and_shadow_new_versions(
 ) -> None:
     assert wait_until(lambda: trainer.process.poll() is not None or _ready(trainer.url), 180, 0.5), trainer.tail()
     assert trainer.process.poll() is None, trainer.tail()
-    # Ready means the bootstrap was attempted: the registry has a learned champion.
-    assert trainer.stages() == {"1": "champion"}, trainer.tail()
+    # Ready means the bootstrap was attempted: the registry has a learned champion, and physics-1 beside it.
+    assert trainer.stages() == {"1": "champion", "physics-1": "candidate"}, trainer.tail()
     assert httpx.get(f"{trainer.url}/healthz").json()["status"] == "ok"
     assert "/v1/runs" in httpx.get(f"{trainer.url}/openapi.json").json()["paths"]
 
@@ -166,19 +168,19 @@ def test_labels_and_a_retrain_alert_train_register_and_shadow_new_versions(
     producer.publish(LABELS, "broken", broken)
     producer.publish(LABELS, labels[0].lineage.window_id, labels[0])  # a redelivery: stored once
     producer.flush(10)
-    assert wait_until(lambda: trainer.stages().get("2") == "shadow", 120, 0.5), trainer.tail()
+    assert wait_until(lambda: trainer.stages().get("3") == "shadow", 120, 0.5), trainer.tail()
 
     with TopicReader(kafka_bootstrap, MODEL_ROLLOUTS, topic_prefix) as reader:
         plans = [record.message for record in reader.read_until(lambda records: len(records) >= 2, 30)]
     latest = plans[-1]
     assert isinstance(latest, operations_pb2.RolloutPlan)
     assert latest.strategy == operations_pb2.ROLLOUT_STRATEGY_SHADOW and latest.champion.version == "1"
-    assert [(arm.model.version, arm.traffic_share) for arm in latest.arms] == [("1", 1.0), ("2", 0.0)]
-    assert latest.arms[1].model.artifact_uri.endswith("/models/michi-risk/2/model.onnx")
+    assert [(arm.model.version, arm.traffic_share) for arm in latest.arms] == [("1", 1.0), ("3", 0.0)]
+    assert latest.arms[1].model.artifact_uri.endswith("/models/michi-risk/3/model.onnx")
 
     runs = httpx.get(f"{trainer.url}/v1/runs").json()["runs"]
     label_run = runs[0]
-    assert (label_run["trigger"], label_run["status"], label_run["registered_version"]) == ("labels", "succeeded", "2")
+    assert (label_run["trigger"], label_run["status"], label_run["registered_version"]) == ("labels", "succeeded", "3")
     assert label_run["trigger_reason"].startswith(f"{LABEL_TRIGGER} new labels")
     detail = httpx.get(f"{trainer.url}/v1/runs/{label_run['run_id']}").json()
     assert [step["name"] for step in detail["steps"]] == [
@@ -208,18 +210,18 @@ def test_labels_and_a_retrain_alert_train_register_and_shadow_new_versions(
     producer.publish(ALERTS, alert.kind, alert)
     producer.publish(ALERTS, alert.kind, alert)  # the same alert twice retrains once
     producer.flush(10)
-    assert wait_until(lambda: trainer.stages().get("3") == "shadow", 120, 0.5), trainer.tail()
-    assert trainer.stages() == {"1": "champion", "2": "candidate", "3": "shadow"}
+    assert wait_until(lambda: trainer.stages().get("4") == "shadow", 120, 0.5), trainer.tail()
+    assert trainer.stages() == {"1": "champion", "physics-1": "candidate", "3": "candidate", "4": "shadow"}
 
     queued = httpx.post(f"{trainer.url}/v1/runs", json={"reason": "from the test"})
     assert queued.status_code == 202 and queued.json()["queued"]
     run_id = queued.json()["run_id"]
-    assert wait_until(lambda: trainer.stages().get("4") == "shadow", 120, 0.5), trainer.tail()
+    assert wait_until(lambda: trainer.stages().get("5") == "shadow", 120, 0.5), trainer.tail()
     manual = httpx.get(f"{trainer.url}/v1/runs/{run_id}").json()
     assert (manual["status"], manual["trigger_reason"], manual["registered_version"]) == (
         "succeeded",
         "from the test",
-        "4",
+        "5",
     )
     triggers = [run["trigger"] for run in httpx.get(f"{trainer.url}/v1/runs").json()["runs"]]
     assert triggers == ["manual", "alert", "labels", "bootstrap"]

@@ -1,6 +1,7 @@
 """Mount calibration on the real recordings shipped in datasets/real-driving, GPS removed.
 
-Truth per recording (`gps_truth`): over the whole recording, the 1 s means of the device's
+Truth per recording (`gps_truth`, shared with the trainer's real-data evaluation in
+`services/trainer/domain/real_data.py`): over the whole recording, the 1 s means of the device's
 horizontal acceleration are regressed on the GPS speed derivative (longitudinal) and on speed x
 GPS heading rate (lateral, left positive), with the GPS delay (0-2 s) that fits best; the
 longitudinal coefficient's horizontal direction is the true forward axis in device axes. It agrees
@@ -24,37 +25,9 @@ from michi.recordings import Recording, received, recording_uploads, shared_reco
 from michi.windows.calibration import RELIABLE_CONFIDENCE, Calibration, CalibrationSums, update_calibration
 from michi.windows.upload import upload_from_proto
 from services.inference.synthetic import mount_matrix
+from services.trainer.domain.real_data import gps_truth, yaw_error_deg
 
 START = 1_767_225_600.0
-
-
-def gps_truth(recording: Recording) -> tuple[np.ndarray, np.ndarray]:
-    """(forward, up) in device axes from GPS speed and heading (see the module docstring)."""
-    times = np.arange(math.ceil(recording.gps_times_s[0]) + 2, math.floor(recording.gps_times_s[-1]) - 2)
-    speed = np.interp(times, recording.gps_times_s, recording.speed_mps)
-    heading = np.degrees(np.unwrap(np.radians(recording.heading_deg)))
-    yaw_rate = -np.radians(np.gradient(np.interp(times, recording.gps_times_s, heading), times))
-    design = np.column_stack([np.gradient(speed, times), speed * yaw_rate, np.ones_like(times)])
-    up = recording.accel.mean(axis=0) / np.linalg.norm(recording.accel.mean(axis=0))
-    best: tuple[float, np.ndarray] | None = None
-    for delay in np.arange(0.0, 2.01, 0.25):
-        means = np.column_stack(
-            [np.interp(times - delay, recording.times_s, recording.accel[:, axis]) for axis in range(3)]
-        )
-        coefficients, residuals, *_ = np.linalg.lstsq(design, means, rcond=None)
-        error = float(residuals.sum())
-        if best is None or error < best[0]:
-            best = (error, coefficients[0])
-    assert best is not None
-    forward = best[1] - np.dot(best[1], up) * up
-    return forward / np.linalg.norm(forward), up
-
-
-def yaw_error_deg(calibration: Calibration, forward: np.ndarray, up: np.ndarray) -> float:
-    estimated = calibration.rotation[0] - np.dot(calibration.rotation[0], up) * up
-    return abs(
-        math.degrees(math.atan2(float(np.dot(np.cross(forward, estimated), up)), float(np.dot(forward, estimated))))
-    )
 
 
 def calibrate(recording: Recording) -> list[Calibration]:

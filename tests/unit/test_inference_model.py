@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,19 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
     # Installing again does not silently repair a tampered file: it is still refused.
     with pytest.raises(ModelIntegrityError):
         OnnxDetector(install_baseline_model(tmp_path))
+
+
+def test_a_baseline_written_by_an_earlier_release_is_replaced(tmp_path: Path) -> None:
+    artifact = install_baseline_model(tmp_path)
+    # An earlier release wrote other bytes (another preprocessing version) and their manifest.
+    older = build_baseline_model(gain_scale=0.5)
+    artifact.path.write_bytes(older)
+    manifest_path = artifact.path.parent / "model.json"
+    manifest = json.loads(manifest_path.read_text()) | {"sha256": hashlib.sha256(older).hexdigest()}
+    manifest_path.write_text(json.dumps(manifest))
+    upgraded = install_baseline_model(tmp_path)
+    assert OnnxDetector(upgraded).model_version == "baseline-1"
+    assert upgraded.path.read_bytes() == build_baseline_model()
 
 
 def test_missing_model_is_refused(tmp_path: Path) -> None:

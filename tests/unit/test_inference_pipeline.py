@@ -11,7 +11,7 @@ from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, labels_pb2, upload_pb2
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.domain.episodes import OpenEpisode, merge_windows
-from services.inference.domain.speeding import SPEEDING_MARGIN_MPS
+from services.inference.domain.speeding import SPEEDING_MARGIN_MPS, road_map_version
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import BatchOutcome, InferencePipeline, process_uploads, qa_sampled
 from services.inference.synthetic import ScriptedDrive, ScriptedEvent
@@ -29,6 +29,9 @@ class FakeRoadMap:
 
     def speed_limit_at(self, latitude: float, longitude: float, heading_deg: float | None = None) -> float | None:
         return self.limit_mps if abs(latitude - 35.68) < 0.1 and abs(longitude - 139.76) < 0.1 else None
+
+    def to_json(self) -> str:
+        return f'{{"limit_mps": {self.limit_mps}}}'
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +206,9 @@ def test_speeding_across_upload_boundaries_is_one_detection(detector: OnnxDetect
         max(fix.speed_mps for u in drive.uploads() for fix in u.upload.gps) - limit, abs=1e-4
     )
     assert detection.detector == "map:speed-limit"
+    # 4w2v: the rule's version and the map's content hash.
+    assert detection.lineage.data_version == road_map_version(FakeRoadMap(limit)) != ""
+    assert road_map_version(FakeRoadMap(limit + 1)) != detection.lineage.data_version
     # Emitted with the trip's last upload (the episode only ends there) and counted in its segment.
     assert outcomes[-1].segment.detection_event_ids == [detection.event_id]
 

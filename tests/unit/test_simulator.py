@@ -30,9 +30,22 @@ from michi.simulator import (
     list_scenarios,
     read_ground_truth_lines,
 )
+from michi.simulator.hardware import DomainRandomization
 from michi.simulator.scenarios import SCENARIOS
 
 G = GRAVITY_MPS2
+# Hardware that keeps the kinematics readable: the fitted noise and holders, but no vibration multiplier,
+# flat roads, exact accelerometer scale, a wide range, and a GPS without lag or dropouts.
+STEADY = DomainRandomization(
+    stiffness=(1.0, 1.0),
+    vibration=(1.0, 1.0),
+    road_grade=(0.0, 0.0),
+    gps_lag_s=(0.0, 0.0),
+    gps_dropouts_per_10min=(0.0, 0.0),
+    scale_error=0.0,
+    ranges_g=(16.0,),
+    bits=(16,),
+)
 
 # ---------------------------------------------------------------- fixtures and helpers
 
@@ -62,7 +75,7 @@ class Run:
         times, accelerometer, gyroscope, gps_times, gps_speed = [], [], [], [], []
         for upload in self.by_trip[trip_id]:
             start = timestamp_to_seconds(upload.started_at)
-            offsets = np.array(upload.imu.offset_ms) / 1000.0
+            offsets = np.array(upload.imu.offset_ms) / 1000.0  # a 50 Hz fleet stamps milliseconds
             imu = upload.imu
             device_accelerometer = np.stack([imu.accel_x, imu.accel_y, imu.accel_z], axis=1)
             device_gyroscope = np.stack([imu.gyro_x, imu.gyro_y, imu.gyro_z], axis=1)
@@ -91,7 +104,12 @@ def clean_run() -> Run:
     """Risky events but no confounders, so the mount never moves."""
     return Run(
         SimulationConfig(
-            devices=3, duration_s=420.0, seed=5, trip_seconds=(150.0, 250.0), confounder_rate_per_10min=0.0
+            devices=3,
+            duration_s=420.0,
+            seed=5,
+            trip_seconds=(150.0, 250.0),
+            confounder_rate_per_10min=0.0,
+            randomization=STEADY,
         )
     )
 
@@ -106,6 +124,7 @@ def event_run() -> Run:
             trip_seconds=(300.0, 600.0),
             event_rate_per_10min=4.0,
             confounder_rate_per_10min=4.0,
+            randomization=STEADY,
         )
     )
 
@@ -154,10 +173,13 @@ def test_sample_rate_is_honoured(rate: int) -> None:
     config = SimulationConfig(devices=1, duration_s=75.0, seed=3, sample_rate_hz=rate, trip_seconds=(62.0, 62.0))
     uploads = list(FleetSimulator(config).uploads())
     assert uploads
+    period_ms = 1000 / rate
     for upload in uploads:
         assert upload.sample_rate_hz == rate
         offsets = np.array(upload.imu.offset_ms)
-        assert set(np.diff(offsets)) == {1000 // rate}
+        # Sample times jitter around the rate's grid (a few % of the period), never out of order.
+        assert np.all(np.diff(offsets) > 0)
+        assert np.abs(offsets - np.arange(offsets.size) * period_ms).max() <= 0.4 * period_ms + 1.0
     assert len(uploads[0].imu.offset_ms) == rate * 10
     assert len(uploads[-1].imu.offset_ms) == rate * 2  # 62 s trip: a 2 s last slice
 
@@ -245,8 +267,10 @@ def test_normal_driving_stays_gentle_and_harsh_events_stand_out(event_run: Run) 
                 peaks[event.kind].append(float(longitudinal[inside].max()))
             elif event.kind == "harsh_cornering":
                 peaks[event.kind].append(float(np.abs(lateral[inside]).max()))
-        assert np.abs(longitudinal[quiet]).max() < 0.28 * G
-        assert np.abs(lateral[quiet]).max() < 0.28 * G
+        # Normal driving ramps over seconds; over one second the body's bounce on rough road (±1 m/s² at
+        # 1-2 Hz in the fitted model) averages out.
+        for axis in (0, 1):
+            assert np.abs(_smoothed(signals["accelerometer"][:, axis], rate)[quiet]).max() < 0.28 * G
     assert min(peaks["harsh_braking"]) > 0.42 * G
     assert min(peaks["harsh_acceleration"]) > 0.33 * G
     assert min(peaks["harsh_cornering"]) > 0.42 * G

@@ -53,7 +53,12 @@ SIMULATION = {
     "confounder_rate_per_10min": 10.0,
 }
 PARAMETERS = {"epochs": 3, "test_percent": 30}
-PERMISSIVE_GATE: dict[str, dict[str, float]] = {"minimums": {}, "maximums": {}, "not_behind_champion": {}}
+PERMISSIVE_GATE: dict[str, dict[str, float]] = {
+    "minimums": {},
+    "maximums": {},
+    "not_behind_champion": {},
+    "not_behind_physics": {},
+}
 
 
 class RecordingPublisher:
@@ -204,6 +209,12 @@ def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
     registered = wiring.registry.get(wiring.model_name, "2")
     assert registered.parent_version == "1" and registered.created_by == "trainer"
     assert registered.metrics["harsh_recall"] == outcome.facts.candidate_evaluation["metrics"]["harsh_recall"]  # type: ignore[index]
+    # The real-data section: candidate, champion and physics-1 on the shipped drives, with and without GPS.
+    real = outcome.facts.candidate_evaluation["real_data"]  # type: ignore[index]
+    assert real["metrics"]["real_recordings"] == 6 and len(real["recordings"]) == 6
+    assert registered.metrics["real_false_alerts_per_hour"] == real["metrics"]["real_false_alerts_per_hour"]
+    assert outcome.facts.real_data is not None and outcome.facts.real_data["reference"] == "physics-1"
+    assert outcome.facts.real_data["physics"]["metrics"]["real_false_alerts"] == 0
     blobs = BlobStore(wiring.artifacts.blobs.url)
     folder = home / "blobs" / "models" / wiring.model_name / "2"
     payload = (folder / "model.onnx").read_bytes()
@@ -219,7 +230,9 @@ def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
     assert [entry["name"] for entry in manifest["inputs"]] == ["features", "signals"]
     assert manifest["outputs"][0]["name"] == "probabilities" and manifest["classes"][0] == "normal"
     assert set(json.loads((folder / "reference_profile.json").read_text())["features"]) == set(FEATURE_NAMES)
-    assert "## Next action" in (folder / "experiment.md").read_text()
+    record = (folder / "experiment.md").read_text()
+    assert "## Next action" in record and "Real recordings (6 recording variants" in record
+    assert "| auckland-backwards/no-gps |" in record and "No real-data check ran" in record  # permissive gate
     run = wiring.store.run(outcome.run_id)
     assert run is not None and run.status == "succeeded" and run.registered_version == "2"
     assert [(step.name, step.status) for step in run.steps] == [
@@ -248,6 +261,54 @@ def test_a_refused_candidate_is_not_registered(home: Path, publisher: RecordingP
     finally:
         strict.registry.close()
         strict.store.close()
+
+
+def always_braking() -> bytes:
+    """A graph that calls every window harsh braking (a stand-in physics baseline that finds every brake)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node("MatMul", ["features", "weights"], ["scaled"]),
+            helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        name="always_braking",
+        inputs=[helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(FEATURE_NAMES)])],
+        outputs=[helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 5])],
+        initializer=[
+            numpy_helper.from_array(np.zeros((len(FEATURE_NAMES), 5), dtype=np.float32), "weights"),
+            numpy_helper.from_array(np.array([0, 10, 0, 0, 0], dtype=np.float32), "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def test_a_candidate_missing_a_labelled_event_the_physics_baseline_finds_is_refused(
+    home: Path, publisher: RecordingPublisher
+) -> None:
+    from tests.unit.test_trainer_real_data import write_recording
+
+    folder = home.parent / "my-drives"
+    folder.mkdir(parents=True)
+    write_recording(folder / "drive.json")
+    (folder / "drive.labels.csv").write_text("t_start_s,t_end_s,label\n50.0,52.0,harsh_braking\n")
+    gate = {**PERMISSIVE_GATE, "not_behind_physics": {"real_missed_aggressive": 0}}
+    settings = settings_for(home, trainer_gate=gate, trainer_real_recordings=folder, trainer_shipped_recordings=False)
+    judged = build_wiring(settings, producer=publisher, physics=always_braking)
+    try:
+        outcome = run_workflow(judged, Trigger(MANUAL, "held to the physics baseline"))
+        assert outcome.status == "refused", outcome.reason
+        assert "real_missed_aggressive not behind physics baseline" in outcome.reason
+        assert judged.registry.list(judged.model_name) == []
+        run = judged.store.run(outcome.run_id)
+        assert run is not None and "| drive/gps |" in run.experiment_markdown
+        assert "✗ real_missed_aggressive (not behind physics baseline): 2" in run.experiment_markdown
+    finally:
+        judged.registry.close()
+        judged.store.close()
 
 
 def test_failures_leave_the_champion_untouched_and_say_why(
@@ -332,3 +393,25 @@ def test_dry_run_and_experiment_commands(home: Path, wiring: TrainerWiring, monk
     assert [step["name"] for step in as_json["steps"]][:3] == ["fetch", "preprocess", "train"]
     assert runner.invoke(app, ["experiments", "show", "run-nope"]).exit_code == 1
     assert dry_run(wiring)["trigger"]["kind"] is None  # the run consumed the label trigger
+
+
+def test_labelled_real_recordings_join_the_dataset_with_their_own_version(
+    home: Path, wiring: TrainerWiring, publisher: RecordingPublisher
+) -> None:
+    from tests.unit.test_trainer_real_data import write_recording
+
+    folder = home.parent / "labelled-drives"
+    folder.mkdir(parents=True)
+    write_recording(folder / "drive.json")
+    (folder / "drive.labels.csv").write_text("t_start_s,t_end_s,label\n40.0,42.0,harsh_acceleration\n")
+    without = dry_run(wiring)
+    learning = build_wiring(settings_for(home, trainer_real_training=folder), producer=publisher)
+    try:
+        report = dry_run(learning)
+    finally:
+        learning.registry.close()
+        learning.store.close()
+    assert report["real_training"]["recordings"] == 1 and report["real_training"]["version"].startswith("real-")
+    assert report["dataset"]["sources"]["imported"] == report["real_training"]["windows"] > 80
+    assert report["dataset"]["windows"] == without["dataset"]["windows"] + report["real_training"]["windows"]
+    assert report["dataset"]["data_version"] != without["dataset"]["data_version"]

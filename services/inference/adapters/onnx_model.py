@@ -115,7 +115,7 @@ def install_baseline_model(models_dir: Path) -> ModelArtifact:
     folder = models_dir / MODEL_NAME / BASELINE_MODEL_VERSION
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    if not path.exists():
+    if not path.exists() or _written_by_another_release(folder, path, expected):
         temporary = path.with_suffix(".onnx.tmp")
         temporary.write_bytes(payload)
         temporary.replace(path)
@@ -127,8 +127,28 @@ def install_baseline_model(models_dir: Path) -> ModelArtifact:
         "features": list(FEATURE_NAMES),
         "classes": list(CLASS_EVENT_TYPES),
     }
-    (folder / "model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    if sha256_of(path) == expected:
+        # Only beside the bytes it describes: a manifest must never vouch for a file it did not see written.
+        (folder / "model.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return ModelArtifact(MODEL_NAME, BASELINE_MODEL_VERSION, DATA_VERSION, path, expected)
+
+
+def _written_by_another_release(folder: Path, path: Path, expected: str) -> bool:
+    """The file is an earlier release's baseline: it matches the manifest written with it, not today's bytes.
+
+    The baseline's bytes change with the preprocessing version (its doc string names it), so a home
+    kept across an upgrade holds the old file. That one is replaced; a file that matches neither
+    today's bytes nor its own manifest was changed by someone and is left to be refused at load time.
+    """
+    try:
+        actual = sha256_of(path)
+        recorded = json.loads((folder / "model.json").read_text()).get("sha256")
+    except (OSError, ValueError):
+        return False
+    if actual == expected or actual != recorded:
+        return False
+    logger.info("replacing the baseline written by another release", extra={"path": str(path)})
+    return True
 
 
 class OnnxDetector:

@@ -3,10 +3,17 @@
 One detection per episode, emitted when the episode ends (speed back under the margin, a gap
 in the fixes, or the trip's last upload), so its peak is the episode's true peak. The open
 episode lives in the device state, so an episode spanning uploads is still one detection.
+
+A speeding detection's lineage names the rule (`RULE_NAME`, `RULE_VERSION`) and, as its data
+version, the road map the limits came from (`road_map_version`: a hash of the map's content), so
+a detection made against an older map can be told from one made against a corrected map.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +33,31 @@ RULE_VERSION = "speed-limit-1"
 
 class SpeedLimits(Protocol):
     def speed_limit_at(self, latitude: float, longitude: float, heading_deg: float | None = None) -> float | None: ...
+
+
+# Maps are immutable once built and hashing one takes milliseconds: once per map object.
+_MAP_VERSIONS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def road_map_version(road_map: SpeedLimits | None) -> str:
+    """The data version of speeding detections: "map-" + sha256 of the map's JSON (24 hex digits).
+
+    "" when there is no map, or when the map cannot describe its content (`to_json`), so no
+    version is claimed that would not change with the map.
+    """
+    if road_map is None:
+        return ""
+    try:
+        return _MAP_VERSIONS[road_map]
+    except (KeyError, TypeError):  # TypeError: a map that cannot be weakly referenced or hashed
+        pass
+    describe = getattr(road_map, "to_json", None)
+    if describe is None:
+        return ""
+    version = "map-" + hashlib.sha256(str(describe()).encode()).hexdigest()[:24]
+    with contextlib.suppress(TypeError):
+        _MAP_VERSIONS[road_map] = version
+    return version
 
 
 @dataclass

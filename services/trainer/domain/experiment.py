@@ -52,6 +52,9 @@ class RunFacts:
     gate_policy: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
+    # The real recordings: the physics baseline's section (the candidate's and champion's are in their
+    # evaluations, under "real_data"), where the recordings came from, and the files skipped.
+    real_data: dict[str, Any] | None = None
     registered_version: str | None = None
     stage: str | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
@@ -134,7 +137,78 @@ def _dataset(facts: RunFacts) -> str:
         lines.append(f"- Labels that could not be rebuilt into windows: {json.dumps(data['unresolved_labels'])}")
     if data.get("simulation"):
         lines.append(f"- Simulated fleets: `{json.dumps(data['simulation'], sort_keys=True)}`")
+    real_training = data.get("real_training") or {}
+    if real_training:
+        lines.append(
+            f"- Labelled real recordings: {real_training.get('recordings', 0)} "
+            f"({real_training.get('windows', 0)} windows, version `{real_training.get('version') or '-'}`)"
+            + (
+                f"; skipped: {json.dumps(real_training['skipped'], sort_keys=True)}"
+                if real_training.get("skipped")
+                else ""
+            )
+        )
     return "\n".join(lines)
+
+
+REAL_HEADLINE = (
+    "real_false_alerts_per_hour",
+    "real_false_alerts",
+    "real_normal_hours",
+    "real_aggressive_recall",
+    "real_normal_labels_alerted",
+)
+
+
+def _real_results(facts: RunFacts) -> list[str]:
+    """The real-data section: candidate, champion and physics baseline on the same real drives."""
+    candidate = (facts.candidate_evaluation or {}).get("real_data")
+    if not candidate:
+        return []
+    champion = (facts.champion_evaluation or {}).get("real_data") or {}
+    real = facts.real_data or {}
+    physics = real.get("physics") or {}
+    reference = real.get("reference", "physics baseline")
+    champion_label = (facts.champion or {}).get("label", "champion")
+    metrics = candidate.get("metrics") or {}
+    if not metrics.get("real_recordings"):
+        return ["", "Real recordings: none were evaluated."]
+    lines = [
+        "",
+        f"Real recordings ({metrics['real_recordings']} recording variants, "
+        f"{_number(float(metrics['real_hours']) * 60.0)} minutes; detections after the serving rule):",
+        "",
+        f"| metric | candidate | {champion_label} | {reference} |",
+        "|---|---:|---:|---:|",
+    ]
+    for key in REAL_HEADLINE:
+        lines.append(
+            f"| {key} | {_number(metrics.get(key))} | {_number((champion.get('metrics') or {}).get(key, '-'))} | "
+            f"{_number((physics.get('metrics') or {}).get(key, '-'))} |"
+        )
+    champion_rows = {row["recording"]: row for row in champion.get("recordings", [])}
+    physics_rows = {row["recording"]: row for row in physics.get("recordings", [])}
+    lines += [
+        "",
+        f"| recording | minutes | false alerts: candidate / {champion_label} / {reference} | aggressive found | "
+        "normal labels alerted | calibration | yaw error ° |",
+        "|---|---:|---|---:|---:|---|---:|",
+    ]
+    for row in candidate.get("recordings", []):
+        key = row["recording"]
+        alerts = " / ".join(
+            str(source.get(key, {}).get("false_alerts", "-")) for source in ({key: row}, champion_rows, physics_rows)
+        )
+        error = row.get("calibration_error_deg")
+        lines.append(
+            f"| {key} | {_number(float(row['hours']) * 60.0)} | {alerts} | "
+            f"{len(row['aggressive_found'])}/{row['aggressive_labels']} | "
+            f"{row['normal_labels_alerted']}/{row['normal_labels']} | {row['calibration_state']} | "
+            f"{_number(error) if error is not None else '-'} |"
+        )
+    if real.get("skipped"):
+        lines.append(f"\nRecordings skipped: {json.dumps(real['skipped'], sort_keys=True)}")
+    return lines
 
 
 def _results(facts: RunFacts) -> str:
@@ -177,6 +251,7 @@ def _results(facts: RunFacts) -> str:
                     f"{_number(figures['harsh_recall'])} | "
                     f"{_number(figures['harsh_precision'])} | {_number(figures['false_alerts_per_1000_km'])} |"
                 )
+    lines += _real_results(facts)
     if facts.export:
         lines += [
             "",
@@ -204,12 +279,18 @@ def _discussion(facts: RunFacts) -> str:
         compared = gate.get("compared_with") or "no champion"
         lines.append(f"The gate {verdict} (compared with {compared}).")
         for check in gate.get("checks", []):
-            mark = "✓" if check["passed"] else "✗"
-            reference = f", champion {_number(check['champion'])}" if check.get("champion") is not None else ""
+            mark = (
+                "✓" if check["passed"] else ("✗ (advisory: recorded, not refusing)" if check.get("advisory") else "✗")
+            )
+            compared = check.get("compared_with") or "champion"
+            reference = f", {compared} {_number(check['champion'])}" if check.get("champion") is not None else ""
             lines.append(
                 f"- {mark} {check['metric']} ({check['rule']}): {_number(check['candidate'])}, "
                 f"bound {_number(check['bound'])}{reference}"
             )
+        real_checks = [check for check in gate.get("checks", []) if check.get("compared_with")]
+        if (facts.candidate_evaluation or {}).get("real_data") and not real_checks:
+            lines.append("- No real-data check ran (no real recording, or no policy for it).")
     candidate = (facts.candidate_evaluation or {}).get("metrics") or {}
     champion = (facts.champion_evaluation or {}).get("metrics") or {}
     if candidate and champion:

@@ -50,9 +50,14 @@ MIN_CONFOUNDER_OVERLAP_S = 0.25
 HUMAN_SOURCES = frozenset(
     {labels_pb2.LABEL_SOURCE_CONSENSUS, labels_pb2.LABEL_SOURCE_GOLD, labels_pb2.LABEL_SOURCE_ADJUDICATION}
 )
+# Labels imported from a labels file beside a real recording (`adapters/recordings.py`). The trainer's
+# own value, outside `LabelSource`: such labels never travel as `Label` messages, only as dataset members.
+LABEL_SOURCE_IMPORTED = 100
 
 
 def source_name(source: int) -> str:
+    if source == LABEL_SOURCE_IMPORTED:
+        return "imported"
     return labels_pb2.LabelSource.Name(source).removeprefix("LABEL_SOURCE_").lower()  # type: ignore[arg-type]
 
 

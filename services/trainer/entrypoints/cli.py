@@ -2,7 +2,8 @@
 
     michi train --dry-run                 # trigger due now, labels, dataset size and version, parameters, gate
     michi train --reason "new labels"     # fetch → preprocess → train → evaluate → register → shadow
-    michi train --bootstrap               # a first champion from simulator ground truth, if there is none
+    michi train --bootstrap               # a first champion from simulator ground truth, if there is none,
+                                          # and the physics baseline physics-1 registered, if it is not
     michi experiments list                # past runs, newest first
     michi experiments show RUN_ID         # one run's experiment record (Markdown; --json for everything)
 
@@ -58,6 +59,20 @@ def _print_dry_run(report: dict[str, Any]) -> None:
         f"{gate['compared_with']} on {dataset['test_windows']} test windows ({gate['test_harsh_windows']} harsh)"
     )
     typer.echo(f"  policy        {json.dumps(gate['policy'], sort_keys=True)}")
+    real = gate.get("real_data") or {}
+    if real:
+        typer.echo(
+            f"real data       against {real['reference']}: "
+            + ("shipped recordings" if real.get("shipped") else "no shipped recordings")
+            + (f" + {real['evaluation_folder']}" if real.get("evaluation_folder") else "")
+        )
+    training = report.get("real_training") or {}
+    if training.get("recordings") or training.get("skipped"):
+        typer.echo(
+            f"  training      {training['recordings']} labelled recordings, {training['windows']} windows "
+            f"(version {training['version'] or '-'})"
+            + (f", skipped {json.dumps(training['skipped'], sort_keys=True)}" if training.get("skipped") else "")
+        )
     typer.echo(f"on pass         {report['on_pass']}")
 
 
@@ -75,7 +90,7 @@ def train_command(
     from michi.bus.producer import EventProducer
     from services.trainer.bootstrap import build_wiring, training_parameters
     from services.trainer.domain.triggers import MANUAL, Trigger
-    from services.trainer.handlers import bootstrap_champion, run_workflow
+    from services.trainer.handlers import bootstrap_champion, register_physics_model, run_workflow
     from services.trainer.handlers import dry_run as plan_run
 
     settings = _settings()
@@ -99,11 +114,14 @@ def train_command(
                 _print_dry_run(report)
             return
         outcome = bootstrap_champion(wiring) if bootstrap else run_workflow(wiring, Trigger(MANUAL, reason))
+        physics = register_physics_model(wiring) if bootstrap and settings.trainer_register_physics else None
     finally:
         wiring.registry.close()
         wiring.store.close()
         if producer is not None:
             producer.close(timeout=10)
+    if physics is not None:
+        typer.echo(f"physics baseline {settings.trainer_model_name} {physics} registered as a candidate")
     if outcome is None:
         champion = "a champion"
         typer.echo(f"{settings.trainer_model_name} already has {champion}: nothing to bootstrap")

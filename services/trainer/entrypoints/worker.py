@@ -1,7 +1,9 @@
 """The training worker: one thread that bootstraps a champion, then runs the workflow when a trigger fires.
 
 Order of work: at start, runs left `running` by a dead process are marked failed ("interrupted"),
-then the bootstrap (when enabled and the registry has no champion); afterwards, runs requested by
+then the bootstrap (when enabled and the registry has no champion), then the physics baseline
+`physics-1` is registered as a candidate if the registry does not hold it yet (after the bootstrap, so
+the first learned champion keeps version 1); afterwards, runs requested by
 people (`POST /v1/runs`) first, then whatever trigger is due (retrain alert, label count, schedule),
 checked every `check_interval_s` and whenever the consumer stores new labels or an alert. One run at
 a time; a run's failure is recorded and the loop goes on.
@@ -17,18 +19,25 @@ from functools import partial
 
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.domain.triggers import Trigger
-from services.trainer.handlers import TrainerWiring, bootstrap_champion, due, run_workflow
+from services.trainer.handlers import TrainerWiring, bootstrap_champion, due, register_physics_model, run_workflow
 
 logger = logging.getLogger(__name__)
 
 
 class TrainingWorker:
     def __init__(
-        self, wiring: TrainerWiring, metrics: TrainerMetrics, *, bootstrap: bool, check_interval_s: float
+        self,
+        wiring: TrainerWiring,
+        metrics: TrainerMetrics,
+        *,
+        bootstrap: bool,
+        check_interval_s: float,
+        register_physics: bool = True,
     ) -> None:
         self.wiring = wiring
         self.metrics = metrics
         self.bootstrap = bootstrap
+        self.register_physics = register_physics
         self.check_interval_s = check_interval_s
         self.requests: queue.Queue[Trigger] = queue.Queue()
         self.woken = threading.Event()
@@ -54,6 +63,8 @@ class TrainingWorker:
                 logger.warning("runs interrupted by an earlier stop marked failed", extra={"runs": interrupted})
             if self.bootstrap:
                 self._guarded(lambda: bootstrap_champion(self.wiring), "bootstrap")
+            if self.register_physics:
+                self._guarded(lambda: register_physics_model(self.wiring), "physics")
         finally:
             self.started.set()
         while not stop.is_set():

@@ -1,0 +1,320 @@
+"""Real recordings for the trainer: the evaluation set's windows, and labelled recordings as training data.
+
+    source = RealRecordings(evaluation_folder=Path("~/drives"), training_folder=Path("~/labelled"))
+    recordings, skipped = source.evaluation_windows()     # RealWindows per recording and variant
+    windows, summary = source.training_windows()          # LabeledWindows of the labelled recordings
+
+**Evaluation set** (the real-data section of every evaluation, `domain/real_data.py`): the recordings
+shipped in `datasets/real-driving` (`michi.recordings.SHARED_RECORDINGS`; auckland-forward with the
+author's annotations, all ordinary manoeuvres), unless `shipped=False`, plus every recording file in
+`MICHI_TRAINER_REAL_RECORDINGS`. Each is cut into the uploads a device would send
+(`michi.recordings.recording_uploads`, 10 s) and chained through `michi.windows.chain.windows_in_order`,
+so calibration evolves upload by upload exactly as serving computes it; once as recorded and once
+with its GPS removed (when it has GPS).
+
+**Training set**: every recording in `MICHI_TRAINER_REAL_TRAINING` that has a labels file. Its windows
+are labelled from the file as simulator ground truth labels windows (`domain/labels.py::label_from_truth`,
+labels widened by `WIDEN_S` since people mark instants): a window overlapping an aggressive label by
+≥ 0.5 s takes its class, one overlapping `pothole`, `speed_bump` or `mount_moved` by ≥ 0.25 s is a
+confounder, one touching no such label is normal, the rest are ambiguous and left out. Rows carry the
+trainer's `LABEL_SOURCE_IMPORTED`; device and trip are named after the recording's content hash, so
+window ids (and the dataset's version) change exactly when the recording or its labels do. The
+training and evaluation folders are kept apart so no model is judged on the drives it learned from.
+
+A folder holds, per recording: the recording (`drive.csv`, `drive.json` or `drive.npz`, read by
+`michi.recordings.read_recording`), for a CSV its GPS beside it (`drive.gps.csv`), and optionally its
+labels (`drive.labels.csv`: `t_start_s,t_end_s,label`, seconds from the recording's first sample;
+`michi.recordings.evaluation.read_labels`). A recording that cannot be read is skipped and named with
+the reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from michi.recordings import (
+    DATASETS,
+    SHARED_RECORDINGS,
+    Recording,
+    RecordingError,
+    read_recording,
+    received,
+    recording_uploads,
+    shared_recording,
+)
+from michi.recordings.evaluation import AGGRESSIVE_LABELS, WIDEN_S, LabelledEvent, LabelsError, read_labels
+from michi.windows.chain import ChainedUpload, windows_in_order
+from michi.windows.features import FEATURE_INDEX
+from michi.windows.model_spec import detection_allowed
+from michi.windows.upload import upload_from_proto
+from services.trainer.domain.dataset import LabeledWindows, labeled_rows
+from services.trainer.domain.labels import CONFOUNDER_KINDS, LABEL_SOURCE_IMPORTED, TruthSpan, label_from_truth
+from services.trainer.domain.real_data import WITH_GPS, WITHOUT_GPS, RealWindows, gps_truth, yaw_error_deg
+
+logger = logging.getLogger(__name__)
+
+# Every recording's uploads start here (2026-01-01 UTC), so window ids do not depend on when a run happens.
+RECORDINGS_START_S = 1_767_225_600.0
+RECORDING_SUFFIXES = (".csv", ".json", ".npz")
+GPS_SUFFIX = ".gps.csv"
+LABELS_SUFFIX = ".labels.csv"
+# Labels for the shipped recordings (paths under datasets/real-driving).
+SHIPPED_LABELS = {"auckland-forward": "quat-orient-auckland/annotations.csv"}
+
+
+@dataclass(frozen=True)
+class RecordingFile:
+    """One recording with where it came from and its labels (None: no labels file)."""
+
+    recording: Recording
+    names: tuple[str, ...]  # file stem first, then the short name
+    labels: tuple[LabelledEvent, ...] | None
+    digest: str  # sha256 of the recording's files (not the labels)
+    labels_digest: str
+
+
+def _digest(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def folder_recordings(folder: Path) -> tuple[list[RecordingFile], dict[str, str]]:
+    """The readable recordings of a folder (sorted by file name) and the unreadable ones with the reason."""
+    found: list[RecordingFile] = []
+    skipped: dict[str, str] = {}
+    if not folder.is_dir():
+        return found, {str(folder): "not a folder"}
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if not path.is_file() or name.endswith((GPS_SUFFIX, LABELS_SUFFIX)) or path.suffix not in RECORDING_SUFFIXES:
+            continue
+        stem = path.stem
+        gps = path.with_name(stem + GPS_SUFFIX)
+        labels_path = path.with_name(stem + LABELS_SUFFIX)
+        try:
+            recording = read_recording(path, gps=gps if path.suffix == ".csv" and gps.exists() else None, name=stem)
+            labels = tuple(read_labels(labels_path, (stem,))) if labels_path.exists() else None
+        except (RecordingError, LabelsError, ValueError, KeyError, OSError) as error:
+            skipped[name] = f"{type(error).__name__}: {error}"[:300]
+            continue
+        files = [path] + ([gps] if gps.exists() else [])
+        found.append(
+            RecordingFile(
+                recording,
+                (stem,),
+                labels,
+                _digest(files),
+                _digest([labels_path]) if labels_path.exists() else "",
+            )
+        )
+    return found, skipped
+
+
+def shipped_recordings(root: Path = DATASETS) -> tuple[list[RecordingFile], dict[str, str]]:
+    """The recordings shipped in datasets/real-driving, with their labels where there are some.
+
+    An installation without the datasets folder (a container image built from the packages alone) has
+    none: each is named as skipped with the reason, and the evaluation goes on without it.
+    """
+    found = []
+    skipped: dict[str, str] = {}
+    for name, entry in SHARED_RECORDINGS.items():
+        stem = Path(entry["path"]).stem
+        labels_path = root / SHIPPED_LABELS[name] if name in SHIPPED_LABELS else None
+        files = [root / entry["path"], root / entry["gps"]]
+        try:
+            recording = shared_recording(name, root)
+            labels = tuple(read_labels(labels_path, (stem, name))) if labels_path is not None else None
+            digest = _digest(files)
+            labels_digest = _digest([labels_path]) if labels_path is not None else ""
+        except (RecordingError, LabelsError, ValueError, KeyError, OSError) as error:
+            skipped[name] = f"{type(error).__name__}: {error}"[:300]
+            continue
+        found.append(RecordingFile(recording, (stem, name), labels, digest, labels_digest))
+    return found, skipped
+
+
+def chained_uploads(recording: Recording, *, device_id: str, trip_id: str) -> Iterator[ChainedUpload]:
+    """The recording as a device's uploads, chained through calibration as serving does."""
+    uploads = recording_uploads(recording, device_id=device_id, trip_id=trip_id, started_at_s=RECORDINGS_START_S)
+    return windows_in_order(upload_from_proto(received(upload)) for upload in uploads)
+
+
+def recording_windows(
+    recording: Recording,
+    *,
+    name: str,
+    variant: str,
+    labels: tuple[LabelledEvent, ...],
+    truth: tuple[np.ndarray, np.ndarray] | None,
+) -> RealWindows:
+    """One variant of one recording as `RealWindows` (window times on the recording's clock)."""
+    starts, ends, features, signals, allowed = [], [], [], [], []
+    last = None
+    has_gyroscope = False
+    for chained in chained_uploads(recording, device_id=f"real-{name}", trip_id=f"real-{name}-{variant}"):
+        if chained.calibration is None or not chained.windows.count:
+            continue
+        last = chained.calibration
+        has_gyroscope = has_gyroscope or chained.data.has_gyroscope
+        windows = chained.windows
+        offset = chained.data.started_at_s - RECORDINGS_START_S
+        starts.append(offset + windows.starts_s)
+        ends.append(offset + windows.ends_s)
+        features.append(windows.features)
+        signals.append(windows.signals)
+        allowed.append(
+            detection_allowed(chained.calibration.state, windows.features[:, FEATURE_INDEX["gps_available"]])
+        )
+    if not starts:
+        nothing = LabeledWindows.empty()
+        return RealWindows(
+            name,
+            variant,
+            recording.duration_s,
+            np.zeros(0),
+            np.zeros(0),
+            nothing.features,
+            nothing.signals,
+            np.zeros(0, dtype=bool),
+            labels,
+        )
+    return RealWindows(
+        recording=name,
+        variant=variant,
+        duration_s=recording.duration_s,
+        starts_s=np.concatenate(starts),
+        ends_s=np.concatenate(ends),
+        features=np.concatenate(features),
+        signals=np.concatenate(signals),
+        allowed=np.concatenate(allowed).astype(bool),
+        labels=labels,
+        calibration_state=last.state if last is not None else "uncalibrated",
+        calibration_error_deg=yaw_error_deg(last, *truth) if truth is not None and last is not None else None,
+        sample_rate_hz=recording.sample_rate_hz,
+        gyroscope=has_gyroscope,
+    )
+
+
+class RealRecordings:
+    """The trainer's real recordings: an evaluation set and a training set (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        evaluation_folder: Path | None = None,
+        training_folder: Path | None = None,
+        shipped: bool = True,
+        root: Path = DATASETS,
+    ) -> None:
+        self.evaluation_folder = evaluation_folder
+        self.training_folder = training_folder
+        self.shipped = shipped
+        self.root = root
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "shipped": self.shipped,
+            "evaluation_folder": str(self.evaluation_folder) if self.evaluation_folder else None,
+            "training_folder": str(self.training_folder) if self.training_folder else None,
+        }
+
+    def fingerprint(self) -> str:
+        """A hash of every evaluation recording and labels file: what a cached evaluation depends on."""
+        files, skipped = self.evaluation_files()
+        digest = hashlib.sha256()
+        for entry in files:
+            digest.update(f"{entry.names[0]}:{entry.digest}:{entry.labels_digest}\n".encode())
+        for name, reason in sorted(skipped.items()):
+            digest.update(f"skipped {name}: {reason}\n".encode())
+        return digest.hexdigest()[:24]
+
+    def evaluation_files(self) -> tuple[list[RecordingFile], dict[str, str]]:
+        files, skipped = shipped_recordings(self.root) if self.shipped else ([], {})
+        if self.evaluation_folder is not None:
+            found, unreadable = folder_recordings(self.evaluation_folder)
+            files += found
+            skipped.update(unreadable)
+        return files, skipped
+
+    def evaluation_windows(self) -> tuple[list[RealWindows], dict[str, str]]:
+        """Every variant of every evaluation recording, and the files skipped (name → reason)."""
+        files, skipped = self.evaluation_files()
+        windows: list[RealWindows] = []
+        for entry in files:
+            recording, name = entry.recording, entry.names[-1]
+            truth = None
+            if recording.has_gps:
+                try:
+                    truth = gps_truth(recording)
+                except (ValueError, np.linalg.LinAlgError) as error:
+                    logger.warning("no GPS truth for a real recording", extra={"recording": name, "error": str(error)})
+            variants = (
+                [(WITH_GPS, recording), (WITHOUT_GPS, recording.without_gps())]
+                if recording.has_gps
+                else [(WITHOUT_GPS, recording)]
+            )
+            for variant, seen in variants:
+                windows.append(
+                    recording_windows(seen, name=name, variant=variant, labels=entry.labels or (), truth=truth)
+                )
+        return windows, skipped
+
+    def training_windows(self) -> tuple[LabeledWindows, dict[str, object]]:
+        """The labelled windows of the training folder's recordings, and what they are made of."""
+        summary: dict[str, object] = {"recordings": 0, "windows": 0, "version": "", "skipped": {}}
+        if self.training_folder is None:
+            return LabeledWindows.empty(), summary
+        files, skipped = folder_recordings(self.training_folder)
+        unlabelled = [entry.names[0] for entry in files if entry.labels is None]
+        skipped.update({name: "no labels file" for name in unlabelled})
+        labelled = [entry for entry in files if entry.labels is not None]
+        parts = []
+        for entry in labelled:
+            identity = f"real-{entry.digest[:16]}"
+            spans = [
+                TruthSpan(
+                    label.label,
+                    RECORDINGS_START_S + label.start_s - WIDEN_S,
+                    RECORDINGS_START_S + label.end_s + WIDEN_S,
+                    label.label in AGGRESSIVE_LABELS,
+                )
+                for label in entry.labels or ()
+                if label.label in AGGRESSIVE_LABELS or label.label in CONFOUNDER_KINDS
+            ]
+            for chained in chained_uploads(entry.recording, device_id=identity, trip_id=identity):
+                if not chained.windows.count:
+                    continue
+                starts = chained.data.started_at_s + chained.windows.starts_s
+                ends = chained.data.started_at_s + chained.windows.ends_s
+                rows, classes = [], []
+                for row in range(chained.windows.count):
+                    label = label_from_truth(float(starts[row]), float(ends[row]), spans)
+                    if label is not None:
+                        rows.append(row)
+                        classes.append(label)
+                if rows:
+                    parts.append(labeled_rows(chained, rows, classes, [LABEL_SOURCE_IMPORTED] * len(rows)))
+        windows = LabeledWindows.concatenate(parts)
+        version = hashlib.sha256(
+            "".join(
+                f"{entry.digest}:{entry.labels_digest}\n" for entry in sorted(labelled, key=lambda e: e.digest)
+            ).encode()
+        ).hexdigest()
+        summary.update(
+            {
+                "recordings": len(labelled),
+                "windows": windows.count,
+                "version": f"real-{version[:24]}" if labelled else "",
+                "skipped": dict(sorted(skipped.items())),
+            }
+        )
+        return windows, summary
