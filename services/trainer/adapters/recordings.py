@@ -53,8 +53,8 @@ from michi.windows.chain import ChainedUpload, windows_in_order
 from michi.windows.features import FEATURE_INDEX
 from michi.windows.model_spec import detection_allowed
 from michi.windows.upload import upload_from_proto
-from services.trainer.domain.dataset import LabeledWindows, labeled_rows
-from services.trainer.domain.labels import CONFOUNDER_KINDS, LABEL_SOURCE_IMPORTED, TruthSpan, label_from_truth
+from services.trainer.domain.dataset import LabeledWindows, truth_labeled_rows
+from services.trainer.domain.labels import CONFOUNDER_KINDS, LABEL_SOURCE_IMPORTED, TruthSpan
 from services.trainer.domain.real_data import WITH_GPS, WITHOUT_GPS, RealWindows, gps_truth, yaw_error_deg
 
 logger = logging.getLogger(__name__)
@@ -293,16 +293,9 @@ class RealRecordings:
             for chained in chained_uploads(entry.recording, device_id=identity, trip_id=identity):
                 if not chained.windows.count:
                     continue
-                starts = chained.data.started_at_s + chained.windows.starts_s
-                ends = chained.data.started_at_s + chained.windows.ends_s
-                rows, classes = [], []
-                for row in range(chained.windows.count):
-                    label = label_from_truth(float(starts[row]), float(ends[row]), spans)
-                    if label is not None:
-                        rows.append(row)
-                        classes.append(label)
-                if rows:
-                    parts.append(labeled_rows(chained, rows, classes, [LABEL_SOURCE_IMPORTED] * len(rows)))
+                labelled_rows = truth_labeled_rows(chained, spans, LABEL_SOURCE_IMPORTED)
+                if labelled_rows is not None:
+                    parts.append(labelled_rows)
         windows = LabeledWindows.concatenate(parts)
         version = hashlib.sha256(
             "".join(

@@ -29,8 +29,8 @@ from michi.simulator import FleetSimulator, SimulationConfig
 from michi.windows.chain import windows_in_order
 from michi.windows.features import DATA_VERSION
 from michi.windows.upload import upload_from_proto
-from services.trainer.domain.dataset import LabeledWindows, labeled_rows
-from services.trainer.domain.labels import TruthSpan, label_from_truth
+from services.trainer.domain.dataset import LabeledWindows, truth_labeled_rows
+from services.trainer.domain.labels import TruthSpan
 from services.trainer.domain.versions import source_digest
 
 logger = logging.getLogger(__name__)
@@ -98,17 +98,9 @@ def simulate_fleet_windows(recipe: SimulationRecipe, fleet: FleetRecipe, road_ma
         truth[event.trip_id].append(TruthSpan(event.kind, event.started_at, event.ended_at, event.risky))
     parts = []
     for item in chained:
-        events = truth.get(item.data.trip_id, [])
-        starts = item.data.started_at_s + item.windows.starts_s
-        ends = item.data.started_at_s + item.windows.ends_s
-        rows, labels = [], []
-        for row in range(item.windows.count):
-            label = label_from_truth(float(starts[row]), float(ends[row]), events)
-            if label is not None:
-                rows.append(row)
-                labels.append(label)
-        if rows:
-            parts.append(labeled_rows(item, rows, labels, [labels_pb2.LABEL_SOURCE_SIMULATOR] * len(rows)))
+        labelled_rows = truth_labeled_rows(item, truth.get(item.data.trip_id, []), labels_pb2.LABEL_SOURCE_SIMULATOR)
+        if labelled_rows is not None:
+            parts.append(labelled_rows)
     return LabeledWindows.concatenate(parts)
 
 

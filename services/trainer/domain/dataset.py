@@ -25,7 +25,7 @@ import numpy as np
 from michi.windows.chain import ChainedUpload
 from michi.windows.features import DATA_VERSION, FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS, window_id
 from michi.windows.model_spec import CLASS_EVENT_TYPES
-from services.trainer.domain.labels import CLASS_NAMES, source_name
+from services.trainer.domain.labels import CLASS_NAMES, TruthSpan, label_from_truth, source_name
 
 SPLIT_KEYS = ("trip", "driver")
 RELIABLE_MOUNT_CONFIDENCE = 0.5
@@ -254,3 +254,16 @@ def labeled_rows(
         speeds_mps=np.asarray(windows.speed_mps[index], dtype=np.float64),
         exposures_s=np.full(count, exposure),
     )
+
+
+def truth_labeled_rows(chained: ChainedUpload, spans: Sequence[TruthSpan], source: int) -> LabeledWindows | None:
+    """The windows of one chained upload that ground-truth spans label (ambiguous ones left out), or None."""
+    starts = chained.data.started_at_s + chained.windows.starts_s
+    ends = chained.data.started_at_s + chained.windows.ends_s
+    rows, classes = [], []
+    for row in range(chained.windows.count):
+        label = label_from_truth(float(starts[row]), float(ends[row]), spans)
+        if label is not None:
+            rows.append(row)
+            classes.append(label)
+    return labeled_rows(chained, rows, classes, [source] * len(rows)) if rows else None
