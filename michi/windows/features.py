@@ -248,69 +248,67 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     vertical_jerk_max = pair_max(block_max(vertical_jerk))
     yaw_rate_abs_max = pair_max(block_max(np.abs(yaw_rate)))
     rotation_unexplained = pair_max(block_max(rotation_off_yaw))
-    braking_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(block_seconds(longitudinal < -BRAKING_IMU_MPS2))
-    acceleration_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(
-        block_seconds(longitudinal > ACCELERATION_IMU_MPS2)
-    )
-    cornering_seconds = (lambda seconds: seconds[:-1] + seconds[1:])(
-        block_seconds(np.abs(lateral) > CORNERING_IMU_MPS2)
-    )
+
+    def pair_sum(values: FloatArray) -> FloatArray:
+        return np.asarray(values[:-1] + values[1:], dtype=np.float64)
+
+    braking_seconds = pair_sum(block_seconds(longitudinal < -BRAKING_IMU_MPS2))
+    acceleration_seconds = pair_sum(block_seconds(longitudinal > ACCELERATION_IMU_MPS2))
+    cornering_seconds = pair_sum(block_seconds(np.abs(lateral) > CORNERING_IMU_MPS2))
 
     gps = _gps_features(upload, starts, ends)
     gps_available = gps["available"]
 
     calibrated = calibration.state == "calibrated"
     if calibrated:
-        # A manoeuvre lasts: a peak held for less than MIN_EVENT_SECONDS beyond its threshold is a
-        # vibration burst (a rough road on a loose holder), not a brake.
-        # Held: time beyond EVENT_HOLD_SHARE of the threshold, so evidence falls smoothly below it.
+        # The IMU in vehicle axes is the measurement; GPS speed lags it by one to three seconds, often
+        # into the next upload, so in a 2 s window it would veto real brakes. A manoeuvre lasts: a peak
+        # held for less than MIN_EVENT_SECONDS beyond EVENT_HOLD_SHARE of its threshold is a vibration
+        # burst (a rough road on a loose holder), not a brake; below the threshold evidence falls smoothly.
         def held(condition: np.ndarray) -> FloatArray:
-            seconds = block_seconds(condition)
-            return np.asarray(seconds[:-1] + seconds[1:], dtype=np.float64) / MIN_EVENT_SECONDS
+            return pair_sum(block_seconds(condition)) / MIN_EVENT_SECONDS
 
         hold = EVENT_HOLD_SHARE
-        imu_braking = np.minimum(-longitudinal_min / BRAKING_IMU_MPS2, held(longitudinal < -hold * BRAKING_IMU_MPS2))
-        imu_acceleration = np.minimum(
+        braking_evidence = np.minimum(
+            -longitudinal_min / BRAKING_IMU_MPS2, held(longitudinal < -hold * BRAKING_IMU_MPS2)
+        )
+        acceleration_evidence = np.minimum(
             longitudinal_max / ACCELERATION_IMU_MPS2, held(longitudinal > hold * ACCELERATION_IMU_MPS2)
         )
-        imu_cornering = np.minimum(
+        cornering_evidence = np.minimum(
             lateral_abs_max / CORNERING_IMU_MPS2, held(np.abs(lateral) > hold * CORNERING_IMU_MPS2)
         )
-
-    elif calibration.gravity_confidence >= RELIABLE_CALIBRATION:
-        # Forward unknown, horizontal plane known: split the horizontal magnitude with the GPS
-        # (longitudinal part = what the GPS lateral does not explain, and the other way round).
-        longitudinal_part = np.sqrt(np.maximum(horizontal_max**2 - gps["lateral"] ** 2, 0.0))
-        lateral_part = np.sqrt(np.maximum(horizontal_max**2 - gps["dvdt"] ** 2, 0.0))
-        imu_braking = longitudinal_part / BRAKING_IMU_MPS2
-        imu_acceleration = longitudinal_part / ACCELERATION_IMU_MPS2
-        imu_cornering = lateral_part / CORNERING_IMU_MPS2
     else:
-        # Not even gravity is known yet: never detect, let people look at what stands out.
-        cap = np.full(starts.size, NO_GPS_EVIDENCE_CAP)
-        imu_braking = np.minimum(-longitudinal_min / BRAKING_IMU_MPS2, cap)
-        imu_acceleration = np.minimum(longitudinal_max / ACCELERATION_IMU_MPS2, cap)
-        imu_cornering = np.minimum(lateral_abs_max / CORNERING_IMU_MPS2, cap)
-    # Without GPS: nothing to and with once the mount is calibrated, the cap before.
-    absent = np.inf if calibrated else NO_GPS_EVIDENCE_CAP
-    # GPS speed and heading lag the IMU (receivers filter them; 0.5-1.5 s is common): the GPS may
-    # corroborate a window in step with it or up to GPS_LAG_S later.
-    late = _gps_features(upload, starts + GPS_LAG_S, ends + GPS_LAG_S)
-    gps_braking = np.where(gps_available > 0, np.maximum(-gps["dvdt"], -late["dvdt"]) / BRAKING_GPS_MPS2, absent)
-    gps_acceleration = np.where(
-        gps_available > 0, np.maximum(gps["dvdt"], late["dvdt"]) / ACCELERATION_GPS_MPS2, absent
-    )
-    gps_cornering = np.where(
-        gps_available > 0,
-        np.maximum(np.abs(gps["lateral"]), np.abs(late["lateral"])) / CORNERING_GPS_MPS2,
-        absent,
-    )
-    if calibrated:
-        # The IMU in vehicle axes is the measurement. GPS speed lags it by one to three seconds, often
-        # into the next upload, so in a 2 s window it would veto real brakes: it corroborates only
-        # mounts not calibrated yet (where it also tells braking from cornering).
-        braking_evidence, acceleration_evidence, cornering_evidence = imu_braking, imu_acceleration, imu_cornering
-    else:
+        if calibration.gravity_confidence >= RELIABLE_CALIBRATION:
+            # Forward unknown, horizontal plane known: split the horizontal magnitude with the GPS
+            # (longitudinal part = what the GPS lateral does not explain, and the other way round).
+            longitudinal_part = np.sqrt(np.maximum(horizontal_max**2 - gps["lateral"] ** 2, 0.0))
+            lateral_part = np.sqrt(np.maximum(horizontal_max**2 - gps["dvdt"] ** 2, 0.0))
+            imu_braking = longitudinal_part / BRAKING_IMU_MPS2
+            imu_acceleration = longitudinal_part / ACCELERATION_IMU_MPS2
+            imu_cornering = lateral_part / CORNERING_IMU_MPS2
+        else:
+            # Not even gravity is known yet: never detect, let people look at what stands out.
+            cap = np.full(starts.size, NO_GPS_EVIDENCE_CAP)
+            imu_braking = np.minimum(-longitudinal_min / BRAKING_IMU_MPS2, cap)
+            imu_acceleration = np.minimum(longitudinal_max / ACCELERATION_IMU_MPS2, cap)
+            imu_cornering = np.minimum(lateral_abs_max / CORNERING_IMU_MPS2, cap)
+        # The GPS corroborates a mount not calibrated yet (and tells braking from cornering), in step
+        # with the IMU or up to GPS_LAG_S later (receivers filter speed and heading); without GPS the
+        # evidence stays capped just under 1.
+        late = _gps_features(upload, starts + GPS_LAG_S, ends + GPS_LAG_S)
+        corroborated = gps_available > 0
+        gps_braking = np.where(
+            corroborated, np.maximum(-gps["dvdt"], -late["dvdt"]) / BRAKING_GPS_MPS2, NO_GPS_EVIDENCE_CAP
+        )
+        gps_acceleration = np.where(
+            corroborated, np.maximum(gps["dvdt"], late["dvdt"]) / ACCELERATION_GPS_MPS2, NO_GPS_EVIDENCE_CAP
+        )
+        gps_cornering = np.where(
+            corroborated,
+            np.maximum(np.abs(gps["lateral"]), np.abs(late["lateral"])) / CORNERING_GPS_MPS2,
+            NO_GPS_EVIDENCE_CAP,
+        )
         braking_evidence = np.minimum(imu_braking, gps_braking)
         acceleration_evidence = np.minimum(imu_acceleration, gps_acceleration)
         cornering_evidence = np.minimum(imu_cornering, gps_cornering)
