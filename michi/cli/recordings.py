@@ -483,19 +483,26 @@ def summarise_calibration(uploads: list[UploadCalibration]) -> CalibrationSummar
     )
 
 
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Everything `michi evaluate` reports, for its text and its JSON output alike."""
+
+    source: RecordingSource
+    chosen: ChosenModel
+    evaluation: RecordingEvaluation
+    summary: CalibrationSummary
+    per_hour: dict[str, float]
+    labels_file: Path | None
+    figures: Figures | None
+
+
 def _figure(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _print_evaluation(
-    source: RecordingSource,
-    chosen: ChosenModel,
-    evaluation: RecordingEvaluation,
-    summary: CalibrationSummary,
-    per_hour: dict[str, float],
-    labels_file: Path | None,
-    figures: Figures | None,
-) -> None:
+def _print_evaluation(report: EvaluationReport) -> None:
+    source, chosen, evaluation, summary = report.source, report.chosen, report.evaluation, report.summary
+    per_hour, labels_file, figures = report.per_hour, report.labels_file, report.figures
     recording = source.recording
     echo = typer.echo
     echo(f"recording    {recording.name} ({source.shown_path})")
@@ -595,23 +602,17 @@ def evaluate_command(
     figures = (
         evaluate_detections(evaluation.detections, labelled, duration_s=duration) if labelled is not None else None
     )
+    report = EvaluationReport(source, chosen, evaluation, summary, per_hour, labels, figures)
     if as_json:
-        document = _evaluation_document(source, chosen, evaluation, summary, per_hour, labels, figures)
-        typer.echo(json.dumps(document, indent=2))
+        typer.echo(json.dumps(_evaluation_document(report), indent=2))
     else:
-        _print_evaluation(source, chosen, evaluation, summary, per_hour, labels, figures)
+        _print_evaluation(report)
 
 
-def _evaluation_document(
-    source: RecordingSource,
-    chosen: ChosenModel,
-    evaluation: RecordingEvaluation,
-    summary: CalibrationSummary,
-    per_hour: dict[str, float],
-    labels_file: Path | None,
-    figures: Figures | None,
-) -> dict[str, Any]:
+def _evaluation_document(report: EvaluationReport) -> dict[str, Any]:
     """Everything `michi evaluate` prints, as one JSON object (docs/recordings.md)."""
+    source, chosen, evaluation, summary = report.source, report.chosen, report.evaluation, report.summary
+    per_hour, labels_file, figures = report.per_hour, report.labels_file, report.figures
     recording = source.recording
     detector = chosen.detector
     return {

@@ -187,6 +187,17 @@ def _read_csv_gps(path: Path, mapping: Mapping[str, Any]) -> dict[str, FloatArra
     }
 
 
+def _gps_columns(fixes: Mapping[str, Any], time_name: str) -> dict[str, FloatArray]:
+    """GPS arrays from the JSON or NPZ layout (same names but for the time)."""
+    return {
+        "time": np.asarray(fixes[time_name], dtype=np.float64),
+        "latitude": np.asarray(fixes["latitude"], dtype=np.float64),
+        "longitude": np.asarray(fixes["longitude"], dtype=np.float64),
+        "speed": np.asarray(fixes["speed_mps"], dtype=np.float64),
+        "heading": np.asarray(fixes["heading_deg"], dtype=np.float64) % 360.0,
+    }
+
+
 def read_recording(
     path: str | Path,
     *,
@@ -209,14 +220,7 @@ def read_recording(
         gyro = np.asarray(imu["gyro"], dtype=np.float64).reshape(-1, 3) if imu.get("gyro") else None
         linear_acceleration = bool(imu.get("linear_acceleration", linear_acceleration))
         if document.get("gps"):
-            fixes = document["gps"]
-            gps_data = {
-                "time": np.asarray(fixes["time_s"], dtype=np.float64),
-                "latitude": np.asarray(fixes["latitude"], dtype=np.float64),
-                "longitude": np.asarray(fixes["longitude"], dtype=np.float64),
-                "speed": np.asarray(fixes["speed_mps"], dtype=np.float64),
-                "heading": np.asarray(fixes["heading_deg"], dtype=np.float64) % 360.0,
-            }
+            gps_data = _gps_columns(document["gps"], "time_s")
     elif path.suffix == ".npz":
         with np.load(path) as archive:
             times = np.asarray(archive["imu_time_s"], dtype=np.float64)
@@ -225,13 +229,7 @@ def read_recording(
             if "linear_acceleration" in archive:
                 linear_acceleration = bool(archive["linear_acceleration"])
             if "gps_time_s" in archive:
-                gps_data = {
-                    "time": np.asarray(archive["gps_time_s"], dtype=np.float64),
-                    "latitude": np.asarray(archive["latitude"], dtype=np.float64),
-                    "longitude": np.asarray(archive["longitude"], dtype=np.float64),
-                    "speed": np.asarray(archive["speed_mps"], dtype=np.float64),
-                    "heading": np.asarray(archive["heading_deg"], dtype=np.float64) % 360.0,
-                }
+                gps_data = _gps_columns(archive, "gps_time_s")
     else:
         times, accel, gyro = _read_csv_imu(path, columns or {})
         if gps is not None:

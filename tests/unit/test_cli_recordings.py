@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from michi.cli import app
 from michi.cli.recordings import first_seconds, load_recording, rebased_start
 from michi.infra.processes import free_port
-from michi.recordings import RecordingError, shared_recording
+from michi.recordings import RecordingError, read_recording, shared_recording
 from michi.recordings.evaluation import (
     DetectedEvent,
     LabelledEvent,
@@ -405,3 +405,32 @@ def test_replay_stops_at_once_when_nothing_answers(environment: dict[str, str], 
     assert f"no answer from {target}: ConnectError" in result.output
     # Nothing was registered: the device registry was never opened.
     assert not (tmp_path / "michi.db").exists()
+
+
+def test_json_and_npz_recordings_read_as_the_same_drive(tmp_path: Path) -> None:
+    drive = shared_recording("auckland-forward")
+    gps = {
+        "time_s": drive.gps_times_s.tolist(),
+        "latitude": drive.latitude.tolist(),
+        "longitude": drive.longitude.tolist(),
+        "speed_mps": drive.speed_mps.tolist(),
+        "heading_deg": drive.heading_deg.tolist(),
+    }
+    as_json = tmp_path / "drive.json"
+    as_json.write_text(
+        json.dumps({"imu": {"time_s": drive.times_s.tolist(), "accel": drive.accel.tolist(), "gyro": None}, "gps": gps})
+    )
+    as_npz = tmp_path / "drive.npz"
+    np.savez(
+        as_npz,
+        imu_time_s=drive.times_s,
+        accel=drive.accel,
+        gps_time_s=drive.gps_times_s,
+        **{name: np.asarray(values) for name, values in gps.items() if name != "time_s"},
+    )
+    for path in (as_json, as_npz):
+        read = read_recording(path)
+        assert read.gyro is None and read.sample_rate_hz == pytest.approx(drive.sample_rate_hz)
+        np.testing.assert_allclose(read.accel, drive.accel)
+        np.testing.assert_allclose(read.gps_times_s, drive.gps_times_s)
+        np.testing.assert_allclose(read.speed_mps, drive.speed_mps)
