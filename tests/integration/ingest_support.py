@@ -1,15 +1,22 @@
-"""Helpers the ingest integration tests share: settings pointing at the session's servers, topic counts."""
+"""Helpers the ingest integration tests share: settings pointing at the session's servers, topic counts,
+and `python -m services.ingest` started as a process and waited for."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from michi.bus.catalog import UPLOADS
 from michi.bus.reader import end_offsets
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
+from michi.infra.processes import free_port
 from services.ingest.settings import IngestSettings
 
 
@@ -86,3 +93,44 @@ def settings_for(kafka_bootstrap: str, redis_url: str, topic_prefix: str, home: 
 def uploads_count(kafka_bootstrap: str, topic_prefix: str) -> int:
     """Records on the uploads topic (high watermarks; `end_offsets` waits out a fresh topic's leader election)."""
     return sum(end_offsets(kafka_bootstrap, UPLOADS.name(topic_prefix), timeout=15).values())
+
+
+def ingest_environment(
+    kafka_bootstrap: str, redis_url: str, topic_prefix: str, michi_home: Path, **extra: str
+) -> dict[str, str]:
+    """The MICHI_* variables an ingest process (and a CLI talking to its home) needs, on free ports."""
+    settings = settings_for(kafka_bootstrap, redis_url, topic_prefix, michi_home)
+    return {
+        "MICHI_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "MICHI_REDIS_URL": redis_url,
+        "MICHI_TOPIC_PREFIX": topic_prefix,
+        "MICHI_HOME": str(michi_home),
+        "MICHI_DATABASE_URL": settings.resolved_database_url(),
+        "MICHI_INGEST_HTTP_PORT": str(free_port()),
+        "MICHI_INGEST_GRPC_PORT": str(free_port()),
+        **extra,
+    }
+
+
+def start_ingest(environment: dict[str, str], michi_home: Path) -> subprocess.Popen[bytes]:
+    """`python -m services.ingest` with `environment`, its output in `<home>/ingest.log`."""
+    with (michi_home / "ingest.log").open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.ingest"], env={**os.environ, **environment}, stdout=log, stderr=log
+        )
+
+
+def wait_for_ingest(url: str, michi_home: Path, timeout_s: float = 30.0) -> None:
+    """Poll `/readyz` until it answers 200 (bounded); fail with the process's log otherwise."""
+    deadline = time.monotonic() + timeout_s
+    ready = None
+    with httpx.Client(base_url=url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            try:
+                ready = client.get("/readyz")
+                if ready.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise AssertionError(f"ingest not ready: {ready}\n{(michi_home / 'ingest.log').read_text()}")

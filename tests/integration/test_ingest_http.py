@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -37,7 +35,15 @@ from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
 
-from .ingest_support import make_upload, make_upload_without_gyroscope, settings_for, uploads_count
+from .ingest_support import (
+    ingest_environment,
+    make_upload,
+    make_upload_without_gyroscope,
+    settings_for,
+    start_ingest,
+    uploads_count,
+    wait_for_ingest,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -381,40 +387,11 @@ def _start_ingest(
     kafka_bootstrap: str, redis_url: str, topic_prefix: str, michi_home: Path, **environment_extra: str
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     """`python -m services.ingest` on a free port, with one registered device: (process, port, token)."""
-    port = free_port()
-    settings = settings_for(kafka_bootstrap, redis_url, topic_prefix, michi_home)
-    registry = device_registry(settings)
+    registry = device_registry(settings_for(kafka_bootstrap, redis_url, topic_prefix, michi_home))
     token = registry.add_device("device-a")
     registry.close()
-    environment = {
-        **os.environ,
-        "MICHI_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "MICHI_REDIS_URL": redis_url,
-        "MICHI_TOPIC_PREFIX": topic_prefix,
-        "MICHI_HOME": str(michi_home),
-        "MICHI_DATABASE_URL": settings.resolved_database_url(),
-        "MICHI_INGEST_HTTP_PORT": str(port),
-        "MICHI_INGEST_GRPC_PORT": str(free_port()),
-        **environment_extra,
-    }
-    with (michi_home / "ingest.log").open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=environment, stdout=log, stderr=log)
-    return process, port, token
-
-
-def _wait_ready(url: str, michi_home: Path) -> None:
-    deadline = time.monotonic() + 30
-    ready = None
-    with httpx.Client(base_url=url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            try:
-                ready = client.get("/readyz")
-                if ready.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError(f"ingest not ready: {ready}\n{(michi_home / 'ingest.log').read_text()}")
+    environment = ingest_environment(kafka_bootstrap, redis_url, topic_prefix, michi_home, **environment_extra)
+    return start_ingest(environment, michi_home), int(environment["MICHI_INGEST_HTTP_PORT"]), token
 
 
 @pytest.fixture
@@ -440,7 +417,7 @@ def test_workers_listen_on_one_port_and_the_kernel_spreads_connections(
     clients: list[httpx.Client] = []
     sockets: list[socket.socket] = []
     try:
-        _wait_ready(url, michi_home)
+        wait_for_ingest(url, michi_home)
         workers = psutil.Process(supervisor.pid).children()
         assert len(workers) == 2
 
@@ -494,7 +471,7 @@ def test_the_service_runs_as_a_process(
     ingest_process: tuple[str, str], kafka_bootstrap: str, topic_prefix: str, michi_home: Path
 ) -> None:
     url, token = ingest_process
-    _wait_ready(url, michi_home)
+    wait_for_ingest(url, michi_home)
     with httpx.Client(base_url=url, timeout=5) as client:
         response = client.post(
             "/v1/uploads",

@@ -6,14 +6,10 @@ the device is registered on the fly in the test's home, as a developer's `michi 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -21,46 +17,22 @@ from michi.bus.catalog import UPLOADS
 from michi.bus.reader import TopicReader
 from michi.cli import app
 from michi.contracts.v1 import upload_pb2
-from michi.infra.processes import free_port
 
-from .ingest_support import settings_for, uploads_count
+from .ingest_support import ingest_environment, start_ingest, uploads_count, wait_for_ingest
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def ingest_environment(
+def replay_environment(
     kafka_bootstrap: str, redis_url: str, topic_prefix: str, michi_home: Path
 ) -> Iterator[dict[str, str]]:
     """A running ingest on a free port; yields the MICHI_* environment it and the CLI share."""
-    settings = settings_for(kafka_bootstrap, redis_url, topic_prefix, michi_home)
-    port = free_port()
-    environment = {
-        "MICHI_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "MICHI_REDIS_URL": redis_url,
-        "MICHI_TOPIC_PREFIX": topic_prefix,
-        "MICHI_HOME": str(michi_home),
-        "MICHI_DATABASE_URL": settings.resolved_database_url(),
-        "MICHI_INGEST_HTTP_PORT": str(port),
-        "MICHI_INGEST_GRPC_PORT": str(free_port()),
-    }
-    log_path = michi_home / "ingest.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.ingest"], env={**os.environ, **environment}, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
+    environment = ingest_environment(kafka_bootstrap, redis_url, topic_prefix, michi_home)
+    process = start_ingest(environment, michi_home)
+    url = f"http://127.0.0.1:{environment['MICHI_INGEST_HTTP_PORT']}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"ingest not ready:\n{log_path.read_text()}")
-            time.sleep(0.1)
+        wait_for_ingest(url, michi_home)
         yield {**environment, "MICHI_TEST_INGEST_URL": url}
     finally:
         process.terminate()
@@ -68,15 +40,13 @@ def ingest_environment(
 
 
 def test_a_shipped_recording_is_replayed_and_every_upload_accepted(
-    ingest_environment: dict[str, str], kafka_bootstrap: str, topic_prefix: str
+    replay_environment: dict[str, str], kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    url = ingest_environment["MICHI_TEST_INGEST_URL"]
+    url = replay_environment["MICHI_TEST_INGEST_URL"]
     arguments = ["replay", "auckland-forward", "--target", url, "--speed", "0", "--limit-seconds", "60"]
     result = CliRunner().invoke(
-        app, [*arguments, "--device", "cam-replay", "--trip-id", "trip-1"], env=ingest_environment
+        app, [*arguments, "--device", "cam-replay", "--trip-id", "trip-1"], env=replay_environment
     )
-    if result.exit_code != 0 and "unsupported-sample-rate" in result.output:
-        pytest.skip("ingest still refuses 16.7 Hz uploads (the change accepting any rate in 10-400 Hz is not in)")
     assert result.exit_code == 0, result.output
     # 60 s in 10 s uploads: sequences 0-5, each accepted on its first attempt.
     for sequence in range(6):
@@ -106,7 +76,7 @@ def test_a_shipped_recording_is_replayed_and_every_upload_accepted(
     # content, which ingest refuses; replay says why and exits non-zero. (The device, registered by the
     # first run, gets a new token.)
     again = CliRunner().invoke(
-        app, [*arguments, "--device", "cam-replay", "--trip-id", "trip-1"], env=ingest_environment
+        app, [*arguments, "--device", "cam-replay", "--trip-id", "trip-1"], env=replay_environment
     )
     assert again.exit_code == 1, again.output
     assert "sent 6, accepted 0, duplicates 0, refused 6\n  refused 6 x upload-id-reused\n" in again.output
@@ -115,18 +85,16 @@ def test_a_shipped_recording_is_replayed_and_every_upload_accepted(
 
 
 def test_a_faster_than_real_time_replay_is_paced_and_never_ahead_of_the_clock(
-    ingest_environment: dict[str, str], kafka_bootstrap: str, topic_prefix: str
+    replay_environment: dict[str, str], kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    url = ingest_environment["MICHI_TEST_INGEST_URL"]
+    url = replay_environment["MICHI_TEST_INGEST_URL"]
     began = time.monotonic()
     result = CliRunner().invoke(
         app,
         ["replay", "auckland-backwards", "--target", url, "--speed", "30", "--limit-seconds", "60", "--no-gps"],
-        env=ingest_environment,
+        env=replay_environment,
     )
     elapsed = time.monotonic() - began
-    if result.exit_code != 0 and "unsupported-sample-rate" in result.output:
-        pytest.skip("ingest still refuses 16.7 Hz uploads (the change accepting any rate in 10-400 Hz is not in)")
     assert result.exit_code == 0, result.output
     assert "sent 6, accepted 6, duplicates 0, refused 0" in result.output
     assert "registered device replay-auckland-backwards-gps-removed in the local device registry" in result.output
