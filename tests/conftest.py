@@ -63,7 +63,9 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except InfrastructureError as error:
         if os.environ.get("CI"):
             raise
-        pytest.skip(f"PostgreSQL unavailable here: {error}")
+        pytest.skip(
+            f"PostgreSQL unavailable here: {error} (apt-get install postgresql, or set MICHI_TEST_POSTGRES_URL; .ci/run installs it)"
+        )
     try:
         yield server.url
     finally:

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from michi.bus.catalog import DETECTIONS, LABELS, SCORED_EVENTS, TRIP_SCORES, TopicSpec
 from michi.bus.producer import EventProducer
@@ -180,8 +181,16 @@ def test_fleet_to_scores(platform: RunningPlatform) -> None:
 
     detected_types = Counter(common_pb2.EventType.Name(record.message.event_type) for record in detections)
     assert detected_types["EVENT_TYPE_HARSH_BRAKING"] > 0
-    health = httpx.get(f"{platform.ingest_url}/metrics", timeout=5).text
-    assert "michi" in health
+    # Ingest's own count of what it accepted agrees with what the devices were told.
+    exposition = httpx.get(f"{platform.ingest_url}/metrics", timeout=5).text
+    uploads_by_outcome: Counter[str] = Counter()
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "michi_ingest_uploads_total":
+                uploads_by_outcome[sample.labels["outcome"]] += int(sample.value)
+    assert uploads_by_outcome["accepted"] == len(uploads)
+    assert uploads_by_outcome["duplicate"] == 10
+    assert uploads_by_outcome["refused"] >= 1
 
 
 def _read_all(platform: RunningPlatform, spec: TopicSpec, expected: int = 0) -> list[Record]:

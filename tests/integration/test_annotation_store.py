@@ -169,18 +169,30 @@ def test_concurrent_last_votes_decide_a_task_exactly_once(store: AnnotationStore
         _vote(store, task_id, "ann-0", BRAKING)
         barrier = threading.Barrier(4)
         outcomes: list[str] = []
+        errors: list[BaseException] = []
 
         def vote(
-            name: str, task_id: str = task_id, barrier: threading.Barrier = barrier, outcomes: list[str] = outcomes
+            name: str,
+            task_id: str = task_id,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[str] = outcomes,
+            errors: list[BaseException] = errors,
         ) -> None:
-            barrier.wait()
-            outcomes.append(_vote(store, task_id, name, BRAKING))
+            try:
+                barrier.wait()
+                outcomes.append(_vote(store, task_id, name, BRAKING))
+            except BaseException as error:  # a voter's failure must fail the test, not vanish with its thread
+                errors.append(error)
 
         threads = [threading.Thread(target=vote, args=(f"ann-{index}",)) for index in range(1, 5)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
+        assert not any(thread.is_alive() for thread in threads), "a voter hung"
+        assert errors == []
+        # Every voter got an outcome, and exactly one of them decided the task.
+        assert len(outcomes) == 4
         decided.append(outcomes.count(VoteOutcome.DONE))
     assert decided == [1, 1, 1, 1, 1]
 

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from michi.blobs.store import BlobStore
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, MODEL_ROLLOUTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.reader import Record, TopicReader
+from michi.bus.reader import Record, TopicReader, end_offsets
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
 from michi.infra.processes import wait_until
 from michi.windows.features import FEATURE_NAMES
@@ -38,6 +38,7 @@ from services.inference.adapters.onnx_model import baseline_weights, build_basel
 from services.inference.synthetic import ScriptedDrive, ScriptedEvent
 from services.inference.synthetic_models import build_signals_model, rollout_plan, store_model
 
+from .kafka_support import wait_until_committed
 from .test_inference_service import running_service
 
 pytestmark = pytest.mark.integration
@@ -153,7 +154,12 @@ def test_hot_swap_under_a_live_stream_loses_and_duplicates_nothing(
         )
         publish(rounds[6:])
         seen += segment_reader.read_until(lambda records: len(seen) + len(records) >= 32, timeout=90)
-        seen += segment_reader.poll(2.0)
+        # Inference commits an upload only after its outputs are written: once every upload is
+        # committed, reading the segments topic to its end sees every duplicate there will ever be.
+        wait_until_committed(kafka_bootstrap, f"{topic_prefix}inference", [UPLOADS.name(topic_prefix)], timeout=60)
+        written = sum(end_offsets(kafka_bootstrap, TRIP_SEGMENTS.name(topic_prefix)).values())
+        seen += segment_reader.read_until(lambda records: len(seen) + len(records) >= written, timeout=30)
+        assert len(seen) == written
         assert metric(base, "michi_inference_model_swaps_total") == 1
         assert metric(base, "michi_inference_model_served", version="1", variant="champion") == 0
         assert metric(base, "michi_inference_plan_revision") == 2
