@@ -43,8 +43,10 @@ WINDOW_SECONDS = 2.0
 HOP_SECONDS = 1.0
 LOW_PASS_HZ = 2.5
 # Thresholds the evidence features are normalised by (m/s^2, or m/s^2 of GPS-derived acceleration).
-BRAKING_IMU_MPS2 = 3.3
-ACCELERATION_IMU_MPS2 = 2.9
+# Real cars' harsh manoeuvres reach 2.5-3 m/s² (0.25-0.3 g); ordinary firm driving reaches them too
+# (docs/inference.md): below these, magnitude cannot tell the two apart.
+BRAKING_IMU_MPS2 = 2.5
+ACCELERATION_IMU_MPS2 = 2.3
 CORNERING_IMU_MPS2 = 3.4
 BRAKING_GPS_MPS2 = 1.2
 ACCELERATION_GPS_MPS2 = 1.2
@@ -93,7 +95,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "calibration_confidence",
 )
 FEATURE_INDEX = {name: index for index, name in enumerate(FEATURE_NAMES)}
-FEATURE_SPEC_VERSION = "features-2"
+FEATURE_SPEC_VERSION = "features-3"
 
 # The window as a time series: channel order of `UploadWindows.signals` [K, channels, steps].
 SIGNAL_CHANNELS: tuple[str, ...] = (

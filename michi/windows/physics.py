@@ -1,21 +1,22 @@
-"""The physics baseline `physics-1`: harsh events from calibrated accelerations, as an ONNX graph.
+"""The physics baseline `physics-2`: harsh events from calibrated accelerations, as an ONNX graph.
 
     payload = build_physics_model()          # deterministic bytes: same code, same sha256
     PHYSICS_MODEL_VERSION, PHYSICS_DATA_VERSION, physics_parameters()
 
 A rule set written down from vehicle physics, not learned, served and registered like any model
-(`michi-risk` version `physics-1`), so it can be the champion, the shadow, or the yardstick the
+(`michi-risk` version `physics-2`), so it can be the champion, the shadow, or the yardstick the
 trainer's gate holds learned models to on real recordings (docs/training.md). It reads only the
-summary features (`features` [N, 23]) and needs no GPS.
+summary features (`features` [N, 23]) and needs no GPS. On a fresh platform it is the champion
+whenever the simulator-trained model is behind it on the real recordings (the trainer's bootstrap).
 
 **Calibrated mount** (`calibration_confidence` ≥ 0.5: up and forward known, so the longitudinal and
 lateral features are vehicle axes). Each class has a *score*; 1 is its threshold:
 
 | class | score | threshold |
 |---|---|---|
-| harsh braking | min(-`longitudinal_min` / 3.5 m/s², `braking_seconds` / 0.2 s) | a deceleration peak of 3.5 m/s² (0.36 g), at least 0.2 s of it beyond 3.3 m/s² |
-| harsh acceleration | min(`longitudinal_max` / 3.2 m/s², `acceleration_seconds` / 0.2 s) | 3.2 m/s² (0.33 g), 0.2 s beyond 2.9 m/s² |
-| harsh cornering | min(max(`lateral_abs_max` / 5.0, min(`lateral_abs_max` / 3.8, `yaw_rate_abs_max` / 0.3 rad/s)), `cornering_seconds` / 0.2 s) | 5.0 m/s² (0.51 g) from the accelerometer alone; 3.8 m/s² (0.39 g) when the gyroscope shows a yaw rate of 0.3 rad/s; 0.2 s beyond 3.4 m/s² |
+| harsh braking | min(-`longitudinal_min` / 2.5 m/s², `braking_seconds` / 0.2 s) | a deceleration of 2.5 m/s² (0.25 g) held at least 0.2 s |
+| harsh acceleration | min(`longitudinal_max` / 2.3 m/s², `acceleration_seconds` / 0.2 s) | 2.3 m/s² (0.23 g) held 0.2 s |
+| harsh cornering | min(max(`lateral_abs_max` / 5.0, min(`lateral_abs_max` / 3.4, `yaw_rate_abs_max` / 0.2 rad/s)), `cornering_seconds` / 0.2 s) | 5.0 m/s² (0.51 g) from the accelerometer alone; 3.4 m/s² (0.35 g) when the gyroscope shows a yaw rate of 0.2 rad/s; 0.2 s beyond 3.4 m/s² |
 | confounder | max(`vertical_peak_to_peak` / 14 m/s², `rotation_unexplained` / 1.0 rad/s), 0 when a harsh score ≥ 1 | a jolt or a device handled, beyond what road vibration and turns give |
 
 A harsh class past its threshold wins over a jolt in the same window: a sustained deceleration is
@@ -23,7 +24,7 @@ what the vehicle did, a pothole is what the road did on top of it.
 The yaw rate can only *raise* cornering: a device without a gyroscope reports a yaw rate of 0, which
 must not veto a turn the accelerometer measured, so the accelerometer-only path stays open with a
 higher threshold. The durations (time beyond the feature thresholds of `michi.windows.features`,
-inside the 2 s window) keep a single vibration spike from becoming an event.
+which are these peaks, inside the 2 s window) keep a single vibration spike from becoming an event.
 
 **Otherwise** (the mount is not calibrated yet, or just moved) the score of each class is its
 evidence feature, exactly as `baseline-1` weighs them: GPS corroboration, with the IMU capped
@@ -34,16 +35,19 @@ for normal, so a class reaches 0.5 against normal where its score crosses 1. Whe
 becomes a detection is still decided by `michi.windows.model_spec.detection_allowed`, as for every
 model.
 
-**Why these numbers.** Measured on the recordings in `datasets/real-driving` (ordinary driving, no
-harsh event; `tests/unit/test_physics_baseline.py` prints them), calibrated windows reach: braking
-3.15 m/s² (a firm stop of the backwards-mounted phone, 0.8 s beyond 3 m/s²), acceleration 2.90 m/s²
-(pulling away from the first stop), lateral 4.6 m/s² (a slow urban turn, no gyroscope), vertical
-peak-to-peak 12.7 m/s² (phone on the dash over Auckland's roads), unexplained rotation 0.21 rad/s.
-The longitudinal thresholds sit just above ordinary driving (published harsh-event thresholds for
-cars are 0.3-0.45 g); harsh events of 1.5-3 m/s² that real cars also show cannot be told from this
-driving by magnitude alone and are left to learned models and people. On the shipped recordings
-physics-1 makes no detection, with or without GPS. The simulator's harsh events (braking ≥ 0.5 g,
-acceleration ≥ 0.38 g, cornering ≥ 0.5 g with yaw) are all above the thresholds.
+**Why these numbers.** Harsh manoeuvres of real cars reach 2.5-3 m/s²: published fleet thresholds
+for cars sit at 0.25-0.45 g, and labelled harsh brakes and pull-aways of phone recordings peak at
+1.5-3 m/s². The longitudinal thresholds are the lowest the simulator's ordinary driving allows
+(its everyday brakes and pull-aways reach 2.2-2.4 m/s² once sensor noise is added; at 2.3 / 2.2 the
+simulated fleet already gets false detections), so every real-strength manoeuvre of 2.6 m/s² and
+more is found (`tests/unit/test_detection_any_device.py`; the trainer adds such manoeuvres to the
+shipped drives, `michi.recordings.injection`). The price is paid on firm everyday driving: on the
+shipped Auckland drives (a phone on the dash, steep hills) physics-2 flags 7 moments in 26 minutes,
+each a brake or pull-away the GPS confirms, partly steepened by an 11 % grade (about 1.1 m/s²), and
+none of the annotated ordinary manoeuvres' turns. Below 2.5 m/s² magnitude cannot tell harsh from
+firm, and that is left to learned models and people. Cornering keeps the accelerometer-only bar of
+5.0 m/s²: ordinary slow urban turns reach 4.6 m/s² on the same drives; a gyroscope confirming the
+turn lowers it to 3.4 m/s².
 """
 
 from __future__ import annotations
@@ -58,17 +62,17 @@ from onnx import TensorProto, helper, numpy_helper
 from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES, RELIABLE_CALIBRATION
 from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
 
-PHYSICS_MODEL_VERSION = "physics-1"
+PHYSICS_MODEL_VERSION = "physics-2"
 INPUT_NAME = "features"
 OUTPUT_NAME = "probabilities"
 OPSET = 17
 
-BRAKING_PEAK_MPS2 = 3.5
-ACCELERATION_PEAK_MPS2 = 3.2
+BRAKING_PEAK_MPS2 = 2.5
+ACCELERATION_PEAK_MPS2 = 2.3
 CORNERING_PEAK_MPS2 = 5.0
 # With a gyroscope confirming the turn, a lower lateral peak is enough.
-CORNERING_CONFIRMED_MPS2 = 3.8
-CONFIRMING_YAW_RATE_RADPS = 0.3
+CORNERING_CONFIRMED_MPS2 = 3.4
+CONFIRMING_YAW_RATE_RADPS = 0.2
 # Seconds beyond the features' own thresholds (braking_seconds, acceleration_seconds, cornering_seconds).
 SUSTAINED_SECONDS = 0.2
 VERTICAL_PEAK_TO_PEAK_MPS2 = 14.0
@@ -99,7 +103,7 @@ _TERMS: tuple[tuple[str, str | None, float], ...] = (
 
 
 def physics_parameters() -> dict[str, float | str]:
-    """The rule set: every threshold (the registry's `parameters` of physics-1)."""
+    """The rule set: every threshold (the registry's `parameters` of physics-2)."""
     return {
         "rules": PHYSICS_MODEL_VERSION,
         "braking_peak_mps2": BRAKING_PEAK_MPS2,
@@ -119,7 +123,7 @@ def physics_parameters() -> dict[str, float | str]:
 PHYSICS_RULES_VERSION = (
     "rules-" + hashlib.sha256(json.dumps(physics_parameters(), sort_keys=True).encode()).hexdigest()[:16]
 )
-# What a physics-1 detection was computed from: the rule set and the preprocessing (features) version.
+# What a physics-2 detection was computed from: the rule set and the preprocessing (features) version.
 PHYSICS_DATA_VERSION = f"{PHYSICS_RULES_VERSION}+{DATA_VERSION}"
 
 
@@ -136,7 +140,7 @@ def _affine_terms() -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_physics_model() -> bytes:
-    """The physics-1 graph as deterministic bytes (input `features`, output `probabilities`)."""
+    """The physics-2 graph as deterministic bytes (input `features`, output `probabilities`)."""
     weights, bias = _affine_terms()
     names = [name for name, _, _ in _TERMS]
     nodes = [

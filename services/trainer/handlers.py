@@ -15,17 +15,19 @@ Steps (rows in `trainer_step`, with timing, status and error):
    model cache when code version, data version and parameters match;
 4. evaluate — candidate and champion (the registry's champion ONNX file, or the hand-set baseline
    when there is none) scored by ONNX Runtime on the same test windows; candidate, champion and the
-   physics baseline `physics-1` on the real recordings (`domain/real_data.py`); the gate decides. A
+   physics baseline `physics-2` on the real recordings (`domain/real_data.py`); the gate decides. A
    refused candidate ends the run as `refused`: nothing is registered;
 5. register — the model folder written to the blob store, the version registered as `candidate`;
-6. shadow — the version moved to `shadow` (the bootstrap promotes it to `champion` instead), which
-   publishes the rollout plan.
+6. shadow — the version moved to `shadow`, which publishes the rollout plan. The bootstrap promotes
+   it to `champion` instead — unless it is behind the physics baseline on the real recordings (the
+   gate's advisory checks failed): then `physics-2` is registered if needed and promoted, and the
+   learned candidate shadows it.
 
 Any failure ends the run as `failed` with the step's error in the step row, the run's reason and a log
 line; the champion is only ever changed by step 6, so it stays untouched. Every run ends with its
 experiment record (SQL and `experiments/<run id>/experiment.md`, plus the model folder's copy).
 
-`register_physics_model(wiring)` registers the physics baseline `physics-1` (`michi.windows.physics`)
+`register_physics_model(wiring)` registers the physics baseline `physics-2` (`michi.windows.physics`)
 once per registry, as a candidate a person may promote or put in shadow, with its evaluation as metrics.
 """
 
@@ -75,7 +77,7 @@ from services.trainer.adapters.tables import TrainerRunRow
 from services.trainer.domain.dataset import Dataset, LabeledWindows, build_dataset
 from services.trainer.domain.evaluation import evaluate
 from services.trainer.domain.experiment import RunFacts, compose_sections, render_markdown
-from services.trainer.domain.gate import GatePolicy, decide
+from services.trainer.domain.gate import PHYSICS_RULE, GatePolicy, decide
 from services.trainer.domain.labels import CLASS_NAMES, HUMAN_SOURCES, source_name
 from services.trainer.domain.profile import reference_profile
 from services.trainer.domain.real_data import RealWindows, real_data_section
@@ -661,16 +663,55 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                 if not check["passed"] and not check.get("advisory")
             )
             steps.skip("register", "the gate refused the candidate")
-            steps.skip("shadow", "the gate refused the candidate")
+            refused = [check for check in gate.get("checks", []) if not check["passed"] and not check.get("advisory")]
+            if bootstrap and refused and all(check["rule"] == PHYSICS_RULE for check in refused):
+                # Refused for real data alone (enforced at bootstrap): the physics baseline serves.
+                current = "promote"
+                with steps.step("promote") as details:
+                    register_physics_model(wiring)
+                    plan = wiring.registry.promote(
+                        wiring.model_name,
+                        PHYSICS_MODEL_VERSION,
+                        actor=ACTOR,
+                        reason=f"bootstrap ({facts.run_id}): {reason}",
+                    )
+                    details.update({"stage": Stage.CHAMPION.value, "version": PHYSICS_MODEL_VERSION})
+            else:
+                steps.skip("promote" if bootstrap else "shadow", "the gate refused the candidate")
             uri = _finish(wiring, facts, "refused", reason, began)
-            return RunOutcome(facts.run_id, "refused", reason, None, None, facts, uri)
+            return RunOutcome(facts.run_id, "refused", reason, None, None, facts, uri, plan)
+        # At bootstrap the real-data checks choose the first champion, never whether there is one: a
+        # candidate behind the physics baseline on real drives shadows it instead of serving.
+        behind_physics = [
+            check for check in gate.get("checks", []) if check.get("advisory") and not check.get("passed")
+        ]
         current = "register"
         with steps.step("register") as details:
             version = _register(wiring, facts, payload, profile)
             details.update({"version": version, "artifact_uri": facts.artifacts["model"]})
         current = "promote" if bootstrap else "shadow"
         with steps.step(current) as details:
-            if bootstrap:
+            if bootstrap and behind_physics:
+                register_physics_model(wiring)
+                wiring.registry.promote(
+                    wiring.model_name,
+                    PHYSICS_MODEL_VERSION,
+                    actor=ACTOR,
+                    reason=(
+                        f"bootstrap ({facts.run_id}): the learned candidate {version} is behind the physics baseline "
+                        "on real recordings: "
+                        + "; ".join(f"{check['metric']} {check['rule']}" for check in behind_physics)
+                    ),
+                )
+                plan = wiring.registry.transition(
+                    wiring.model_name,
+                    version,
+                    Stage.SHADOW,
+                    actor=ACTOR,
+                    reason=f"bootstrap ({facts.run_id}): shadows {PHYSICS_MODEL_VERSION} until it holds up on real drives",
+                )
+                stage = Stage.SHADOW.value
+            elif bootstrap:
                 plan = wiring.registry.promote(
                     wiring.model_name,
                     version,
@@ -811,7 +852,7 @@ def bootstrap_champion(wiring: TrainerWiring) -> RunOutcome | None:
 
 
 def physics_evaluation(wiring: TrainerWiring, payload: bytes) -> dict[str, Any]:
-    """physics-1 on the default dataset's test windows (when the recipe simulates fleets) and on real data."""
+    """physics-2 on the default dataset's test windows (when the recipe simulates fleets) and on real data."""
     detector = OnnxRiskModel(payload, model_version=PHYSICS_MODEL_VERSION, threads=wiring.evaluation_threads)
     evaluation: dict[str, Any] = {}
     simulated = simulated_windows(wiring.simulation, cache_dir=wiring.datasets_cache)
@@ -829,7 +870,7 @@ def physics_evaluation(wiring: TrainerWiring, payload: bytes) -> dict[str, Any]:
 
 
 def register_physics_model(wiring: TrainerWiring) -> str | None:
-    """Register the physics baseline `physics-1` as a candidate, once per registry; its version, or None if there.
+    """Register the physics baseline `physics-2` as a candidate, once per registry; its version, or None if there.
 
     Its folder is written like a trained model's (`model.onnx`, `model.json`, `reference_profile.json`:
     the real recordings' windows, what its thresholds were measured on); `parameters` are its thresholds,

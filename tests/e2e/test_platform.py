@@ -26,6 +26,7 @@ from michi.settings import MichiSettings
 from michi.simulator import FleetSimulator, GroundTruthEvent, SimulationConfig
 from michi.uplink import UploadClient, send_fleet
 from michi.warehouse import query as warehouse_query
+from michi.windows.physics import PHYSICS_DATA_VERSION, PHYSICS_MODEL_VERSION
 
 from .conftest import RunningPlatform
 
@@ -56,21 +57,34 @@ def _matches(detection: inference_pb2.Detection, event: GroundTruthEvent, slack:
     )
 
 
-def _serves_learned_champion(platform: RunningPlatform) -> bool:
+def _served_champion(platform: RunningPlatform) -> str | None:
+    """The version inference serves as champion once the trainer's bootstrap chose one (None before)."""
     url = f"http://127.0.0.1:{platform.environment['MICHI_INFERENCE_PORT']}/metrics"
     try:
         text = httpx.get(url, timeout=5).text
     except httpx.HTTPError:
-        return False
-    return 'michi_inference_model_served{model="michi-risk",variant="champion",version="1"} 1.0' in text
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "michi_inference_model_served"
+                and sample.value == 1.0
+                and labels.get("variant") == "champion"
+                and labels.get("version") in ("1", PHYSICS_MODEL_VERSION)
+            ):
+                return labels["version"]
+    return None
 
 
 def test_fleet_to_scores(platform: RunningPlatform) -> None:
-    # A fresh home: the trainer bootstrapped a learned champion and inference swapped to it.
+    # A fresh home: the trainer bootstrapped and inference swapped to its champion — the learned model,
+    # or the physics baseline with the learned model in shadow when that is behind it on real drives.
     trainer = f"http://127.0.0.1:{platform.environment['MICHI_TRAINER_PORT']}"
     runs = httpx.get(f"{trainer}/v1/runs", timeout=10).json()["runs"]
     assert any(run["status"] == "succeeded" for run in runs), runs
-    assert wait_until(lambda: _serves_learned_champion(platform), 60, 0.5), platform.log("inference")
+    assert wait_until(lambda: _served_champion(platform) is not None, 60, 0.5), platform.log("inference")
+    champion = _served_champion(platform)
     simulator, uploads = _simulate(platform)
     settings = MichiSettings(home=platform.home, database_url=platform.environment["MICHI_DATABASE_URL"])
     tokens = register_simulated_devices(settings, [profile.device_id for profile in simulator.devices])
@@ -117,8 +131,11 @@ def test_fleet_to_scores(platform: RunningPlatform) -> None:
 
     detections = _read_all(platform, DETECTIONS)
     by_model = [record.message for record in detections if record.message.lineage.model_name == "michi-risk"]
-    assert by_model and {detection.lineage.model_version for detection in by_model} == {"1"}
-    assert all(detection.lineage.data_version.startswith("ds-") for detection in by_model)
+    assert by_model and {detection.lineage.model_version for detection in by_model} == {champion}
+    if champion == PHYSICS_MODEL_VERSION:
+        assert {detection.lineage.data_version for detection in by_model} == {PHYSICS_DATA_VERSION}
+    else:
+        assert all(detection.lineage.data_version.startswith("ds-") for detection in by_model)
     harsh_truth = [event for event in simulator.ground_truth if event.kind in HARSH_KINDS]
     risky_truth = [event for event in simulator.ground_truth if event.risky]
     found = [event for event in harsh_truth if any(_matches(record.message, event) for record in detections)]  # type: ignore[arg-type]

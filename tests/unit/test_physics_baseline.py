@@ -1,15 +1,17 @@
-"""The physics baseline physics-1 (`michi.windows.physics`): its rules, its contract, and its figures on real drives.
+"""The physics baseline physics-2 (`michi.windows.physics`): its rules, its contract, and its figures on real drives.
 
 Rules checked on hand-made windows: each harsh class fires past its peak *and* its duration, not
 before; the yaw rate confirms a turn at a lower lateral peak but a zero yaw rate (no gyroscope) does
 not veto one; a jolt is a confounder unless a harsh class crossed its threshold; an uncalibrated
 mount falls back to the evidence features exactly as baseline-1 weighs them.
 
-Figures (printed; run with -s): false alerts per hour of physics-1 and of baseline-1 on every
-recording shipped in datasets/real-driving, with and without GPS, through the trainer's real-data
-evaluation (serving's windows, calibration chain and detection rule). These drives hold no harsh
-event, so physics-1 must make no detection on them; and served through inference's own pipeline on
-a simulated fleet it must find the simulator's harsh events.
+Figures (printed; run with -s): detections of physics-2 and of baseline-1 on every recording shipped in
+datasets/real-driving, with and without GPS, through the trainer's real-data evaluation (serving's
+windows, calibration chain and detection rule). These drives hold no labelled harsh event, but their
+ordinary driving reaches 0.25-0.3 g: physics-2 flags exactly the firm brakes and pull-aways the GPS
+confirms, alerts on fewer of them than baseline-1, and on none of the annotated ordinary manoeuvres;
+real-strength manoeuvres (0.26-0.33 g) added to the drives are all found where the mount is calibrated.
+Served through inference's own pipeline on a simulated fleet it must find the simulator's harsh events.
 
 Run: .venv/bin/pytest tests/unit/test_physics_baseline.py -q -s
 """
@@ -25,7 +27,7 @@ import pytest
 from michi.contracts.v1 import upload_pb2
 from michi.roadmap import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
-from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
+from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES, GPS_LAG_S, SIGNAL_CHANNELS, SIGNAL_STEPS
 from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
 from michi.windows.physics import (
     PHYSICS_DATA_VERSION,
@@ -96,27 +98,27 @@ def test_the_graph_is_deterministic_and_follows_the_serving_contract(tmp_path: P
     assert PHYSICS_RULES_VERSION.startswith("rules-")
     assert PHYSICS_DATA_VERSION.endswith(f"+{DATA_VERSION}")
     assert PHYSICS_DATA_VERSION.removesuffix(f"+{DATA_VERSION}") == PHYSICS_RULES_VERSION
-    assert physics_parameters()["braking_peak_mps2"] == 3.5
+    assert physics_parameters()["braking_peak_mps2"] == 2.5
 
 
 def test_each_harsh_class_needs_its_peak_and_its_duration(physics: OnnxRiskModel) -> None:
     assert decided(
         physics,
-        window(longitudinal_min_mps2=-3.7, braking_seconds=0.3),
-        window(longitudinal_min_mps2=-3.3, braking_seconds=0.6),  # a firm ordinary stop
+        window(longitudinal_min_mps2=-2.7, braking_seconds=0.3),
+        window(longitudinal_min_mps2=-2.3, braking_seconds=0.0),  # a firm ordinary stop
         window(longitudinal_min_mps2=-4.5, braking_seconds=0.1),  # a spike, not a brake
-        window(longitudinal_max_mps2=3.4, acceleration_seconds=0.4),
-        window(longitudinal_max_mps2=2.9, acceleration_seconds=0.0),  # pulling away briskly
+        window(longitudinal_max_mps2=2.6, acceleration_seconds=0.4),
+        window(longitudinal_max_mps2=2.2, acceleration_seconds=0.0),  # pulling away briskly
         window(lateral_abs_max_mps2=5.3, cornering_seconds=0.8),
     ) == ["harsh_braking", "normal", "normal", "harsh_acceleration", "normal", "harsh_cornering"]
 
 
 def test_yaw_confirms_a_turn_but_its_absence_does_not_veto_one(physics: OnnxRiskModel) -> None:
-    turn = {"lateral_abs_max_mps2": 4.3, "cornering_seconds": 0.8}
+    turn = {"lateral_abs_max_mps2": 3.9, "cornering_seconds": 0.8}
     assert decided(
         physics,
-        window(**turn, yaw_rate_abs_max_radps=0.45),  # the gyroscope confirms: harsh at 4.3 m/s²
-        window(**turn, yaw_rate_abs_max_radps=0.0),  # no gyroscope: 4.3 m/s² is a slow urban turn
+        window(**turn, yaw_rate_abs_max_radps=0.3),  # the gyroscope confirms: harsh at 3.9 m/s²
+        window(**turn, yaw_rate_abs_max_radps=0.0),  # no gyroscope: 3.9 m/s² is a slow urban turn
         window(lateral_abs_max_mps2=5.4, cornering_seconds=0.8, yaw_rate_abs_max_radps=0.0),
     ) == ["harsh_cornering", "normal", "harsh_cornering"]
 
@@ -144,44 +146,62 @@ def test_an_uncalibrated_mount_falls_back_to_the_evidence_like_baseline_1(physic
     assert np.allclose(physics.predict(features, signals), baseline.predict(features, signals), atol=1e-6)
 
 
-def test_no_detection_on_the_shipped_real_drives_with_or_without_gps(
+def test_on_the_shipped_real_drives_it_flags_only_what_the_gps_confirms_and_finds_added_manoeuvres(
     physics: OnnxRiskModel, real_recordings: list[RealWindows]
 ) -> None:
     baseline = OnnxRiskModel(build_baseline_model())
     sections = {
-        "physics-1": real_data_section(physics.predict_in_batches, real_recordings),
+        PHYSICS_MODEL_VERSION: real_data_section(physics.predict_in_batches, real_recordings),
         "baseline-1": real_data_section(baseline.predict_in_batches, real_recordings),
     }
-    print("\nfalse alerts per hour of real normal driving (detections after the serving rule):")
-    print(f"{'recording':28} {'minutes':>7} {'calibration':>12} {'physics-1':>10} {'baseline-1':>10}")
+    print("\ndetections on ordinary driving per hour / added real-strength manoeuvres found:")
+    print(f"{'recording':36} {'minutes':>7} {'calibration':>12} {PHYSICS_MODEL_VERSION:>10} {'baseline-1':>10}")
     for position, windows in enumerate(real_recordings):
         rows = {name: section["recordings"][position] for name, section in sections.items()}
+        cells = [
+            f"{len(rows[name]['aggressive_found'])}/{rows[name]['aggressive_labels']}"
+            if not windows.normal_driving
+            else f"{rows[name]['false_alerts_per_hour']:.1f}/h"
+            for name in sections
+        ]
         print(
-            f"{windows.key:28} {windows.duration_s / 60:7.1f} {windows.calibration_state:>12} "
-            + " ".join(
-                f"{rows[name]['false_alerts_per_hour']:7.1f}/h"
-                if rows[name]["false_alerts_per_hour"] is not None
-                else "-"
-                for name in sections
-            )
+            f"{windows.key:36} {windows.duration_s / 60:7.1f} {windows.calibration_state:>12} "
+            + " ".join(f"{cell:>10}" for cell in cells)
         )
     for name, section in sections.items():
+        metrics = section["metrics"]
         print(
-            f"{name}: {section['metrics']['real_false_alerts']} false alerts in "
-            f"{section['metrics']['real_normal_hours'] * 60:.1f} minutes = "
-            f"{section['metrics']['real_false_alerts_per_hour']:.1f}/h; normal labels alerted "
-            f"{section['metrics']['real_normal_labels_alerted']:.2f}"
+            f"{name}: {metrics['real_false_alerts']} detections in {metrics['real_normal_hours'] * 60:.1f} minutes "
+            f"of ordinary driving = {metrics['real_false_alerts_per_hour']:.1f}/h; annotated ordinary manoeuvres "
+            f"alerted {metrics['real_normal_labels_alerted']:.2f}; added manoeuvres found "
+            f"{metrics['real_aggressive_found']}/{metrics['real_aggressive_labels']}"
         )
     keys = {windows.key for windows in real_recordings}
     assert keys == {
         f"{name}/{variant}"
         for name in ("auckland-forward", "auckland-backwards", "comma2k19")
         for variant in ("gps", "no-gps")
-    }
-    assert sections["physics-1"]["metrics"]["real_false_alerts"] == 0
-    assert sections["physics-1"]["metrics"]["real_normal_labels"] == 40  # the Auckland annotations, twice
-    # The yardstick is not vacuous: the hand-set baseline does alert on these drives.
-    assert sections["baseline-1"]["metrics"]["real_false_alerts"] > 0
+    } | {"auckland-forward/no-gps+manoeuvres", "auckland-backwards/no-gps+manoeuvres"}
+    metrics = sections[PHYSICS_MODEL_VERSION]["metrics"]
+    assert metrics["real_normal_labels"] == 40  # the Auckland annotations, with and without GPS
+    # Every added manoeuvre on the drive whose mount calibrates without GPS (all six on auckland-forward);
+    # the backwards phone has one clean stop in six minutes and never calibrates without GPS.
+    found = {row["recording"]: len(row["aggressive_found"]) for row in sections[PHYSICS_MODEL_VERSION]["recordings"]}
+    assert found["auckland-forward/no-gps+manoeuvres"] == 6
+    # On ordinary driving it flags fewer moments than the hand-set baseline, and each one it flags on a
+    # drive with GPS is a real brake or pull-away the GPS confirms: at least 1.2 m/s² of speed change
+    # within the window or the GPS_LAG_S after it. The rest of its 2.5 m/s² can be the road's grade
+    # (Auckland's 11 % hills put about 1.1 m/s² on the longitudinal axis; docs/inference.md).
+    assert 0 < metrics["real_false_alerts"] < sections["baseline-1"]["metrics"]["real_false_alerts"]
+    for windows in real_recordings:
+        if windows.variant != "gps":
+            continue
+        decided = decided_classes(physics.predict_in_batches(windows.features, windows.signals))
+        covered = windows.features[:, FEATURE_INDEX["gps_available"]] > 0  # auckland-forward's fix comes at 46 s
+        for row in np.flatnonzero(windows.allowed & covered & np.isin(decided, [1, 2])):
+            near = np.abs(windows.starts_s - windows.starts_s[row]) <= GPS_LAG_S + 1.0
+            speed_change = np.abs(windows.features[near, FEATURE_INDEX["gps_dvdt_mps2"]]).max()
+            assert speed_change >= 1.2, (windows.key, float(windows.starts_s[row]), float(speed_change))
 
 
 def test_served_through_inference_it_finds_the_simulators_harsh_events(physics: OnnxRiskModel) -> None:
@@ -202,7 +222,7 @@ def test_served_through_inference_it_finds_the_simulators_harsh_events(physics: 
     harsh = [event for event in simulator.ground_truth if event.kind in HARSH_KINDS]
     found = sum(1 for event in harsh if event.event_id in judged.found_event_ids)
     print(
-        f"\nphysics-1 on a simulated fleet (8 devices x 10 min, 50 Hz): {found}/{len(harsh)} harsh events, "
+        f"\n{PHYSICS_MODEL_VERSION} on a simulated fleet (8 devices x 10 min, 50 Hz): {found}/{len(harsh)} harsh events, "
         f"{judged.false_detections} false detections"
     )
     assert len(harsh) >= 5

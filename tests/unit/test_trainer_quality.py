@@ -1,4 +1,4 @@
-"""The bootstrap model (learned from simulator ground truth) detects at least as well as the hand-set baseline.
+"""The bootstrap's models detect at least as well as the hand-set baseline, and what it serves holds up on real drives.
 
 The bootstrap runs as the trainer runs it (default recipe and parameters, registered and promoted in
 a fresh SQLite registry; the trained artifact comes from the shared deterministic cache
@@ -9,9 +9,12 @@ detection matches a ground-truth event of the same type on the same device overl
 (±1.5 s). Required: harsh-event recall ≥ 0.9 and at most one false detection per 10 device-minutes
 on every fleet, and no worse than the baseline on all of them together.
 
-On the real recordings shipped in datasets/real-driving (normal driving, with and without GPS) its false
-alerts per hour are printed beside the physics baseline's and the hand-set baseline's (run with -s): the
-figures docs/training.md quotes for the bootstrap.
+The bootstrap's real-data checks choose what serves: the learned model, or the physics baseline with
+the learned model as its shadow when the learned one is behind it on the real recordings. Both the
+learned model and the served champion are held to the simulator bounds above; the served champion must
+also find, on the real recordings shipped in datasets/real-driving, every real-strength (0.25-0.33 g)
+manoeuvre added to them that the physics baseline finds, alerting no more on their ordinary driving.
+The figures docs/training.md quotes are printed (run with -s).
 
 Run: .venv/bin/pytest tests/unit/test_trainer_quality.py -q
 """
@@ -29,7 +32,7 @@ from michi.bus.producer import Delivery
 from michi.contracts.v1 import upload_pb2
 from michi.roadmap import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
-from michi.windows.physics import build_physics_model
+from michi.windows.physics import PHYSICS_MODEL_VERSION, build_physics_model
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import Detector, InferencePipeline, process_uploads
 from services.trainer.adapters.onnx_model import OnnxRiskModel
@@ -83,8 +86,17 @@ def judge(uploads: list[upload_pb2.UploadReceived], simulator: FleetSimulator, d
     )
 
 
+@dataclass(frozen=True)
+class Bootstrapped:
+    """What the trainer's bootstrap leaves: the champion inference serves, and the model it trained."""
+
+    served: OnnxRiskModel
+    learned: OnnxRiskModel
+    learned_stage: str
+
+
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory: pytest.TempPathFactory) -> OnnxRiskModel:
+def bootstrapped(tmp_path_factory: pytest.TempPathFactory) -> Bootstrapped:
     home = tmp_path_factory.mktemp("bootstrap")
     settings = TrainerSettings(
         home=home, database_url=f"sqlite:///{home / 'michi.db'}", blob_url=f"file://{home / 'blobs'}"
@@ -96,65 +108,89 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> OnnxRiskModel:
 
         outcome = bootstrap_champion(wiring)
         assert outcome is not None and outcome.status == "succeeded", outcome and outcome.reason
+        assert outcome.version is not None and outcome.stage in ("champion", "shadow")
         champion = wiring.registry.champion(wiring.model_name)
-        assert champion is not None and champion.version == outcome.version
+        assert champion is not None
+        # The learned model serves unless it is behind the physics baseline on real drives; then it shadows it.
+        assert champion.version == (outcome.version if outcome.stage == "champion" else PHYSICS_MODEL_VERSION)
         assert publisher.plans and publisher.plans[-1].champion.version == champion.version  # type: ignore[attr-defined]
-        payload = wiring.artifacts.read_model(champion.artifact_uri, champion.artifact_sha256)
+        served = wiring.artifacts.read_model(champion.artifact_uri, champion.artifact_sha256)
+        trained = wiring.registry.get(wiring.model_name, outcome.version)
+        payload = wiring.artifacts.read_model(trained.artifact_uri, trained.artifact_sha256)
         # A second start finds the champion and does nothing.
         assert bootstrap_champion(wiring) is None
     finally:
         wiring.registry.close()
         wiring.store.close()
-    return OnnxRiskModel(payload, model_version=champion.version, data_version=champion.data_version)
+    return Bootstrapped(
+        served=OnnxRiskModel(served, model_version=champion.version, data_version=champion.data_version),
+        learned=OnnxRiskModel(payload, model_version=trained.version, data_version=trained.data_version),
+        learned_stage=outcome.stage,
+    )
 
 
-def test_bootstrap_model_is_at_least_as_good_as_the_baseline_on_held_out_fleets(
-    learned: OnnxRiskModel, tmp_path: Path
+def test_bootstrap_models_are_at_least_as_good_as_the_baseline_on_held_out_fleets(
+    bootstrapped: Bootstrapped, tmp_path: Path
 ) -> None:
     baseline = OnnxRiskModel(baseline_model(), model_version="baseline-1")
-    totals = {"learned": Figures(0, 0, 0), "baseline": Figures(0, 0, 0)}
+    models = {"learned": bootstrapped.learned, "served": bootstrapped.served, "baseline": baseline}
+    totals = {name: Figures(0, 0, 0) for name in models}
     for seed, sample_rate in HELD_OUT:
         simulator = FleetSimulator(
             SimulationConfig(devices=DEVICES, duration_s=MINUTES * 60.0, seed=seed, sample_rate_hz=sample_rate),
             road_map=RoadMap.default(),
         )
         uploads = [upload_pb2.UploadReceived(upload=upload) for upload in simulator.uploads()]
-        for name, detector in (("learned", learned), ("baseline", baseline)):
+        for name, detector in models.items():
             figures = judge(uploads, simulator, detector)
-            if name == "learned":
+            if name != "baseline":
                 assert figures.harsh >= 8, figures  # enough events to mean something
-                assert figures.recall >= 0.9, (seed, sample_rate, figures)
-                assert figures.false_per_10_device_minutes <= 1.0, (seed, sample_rate, figures)
+                assert figures.recall >= 0.9, (name, seed, sample_rate, figures)
+                assert figures.false_per_10_device_minutes <= 1.0, (name, seed, sample_rate, figures)
             total = totals[name]
             total.harsh += figures.harsh
             total.found += figures.found
             total.false_detections += figures.false_detections
-    assert totals["learned"].recall >= totals["baseline"].recall, totals
-    assert totals["learned"].false_detections <= totals["baseline"].false_detections + 1, totals
+    for name in ("learned", "served"):
+        assert totals[name].recall >= totals["baseline"].recall, totals
+        assert totals[name].false_detections <= totals["baseline"].false_detections + 1, totals
 
 
-def test_bootstrap_model_on_real_drives_beside_the_physics_baseline(learned: OnnxRiskModel) -> None:
+def test_the_served_champion_finds_real_strength_manoeuvres_on_real_drives(bootstrapped: Bootstrapped) -> None:
     recordings, skipped = RealRecordings().evaluation_windows()
-    assert not skipped and len(recordings) == 6
+    assert not skipped and len(recordings) == 8
     models = {
-        "bootstrap": learned,
-        "physics-1": OnnxRiskModel(build_physics_model()),
+        "served": bootstrapped.served,
+        "learned": bootstrapped.learned,
+        PHYSICS_MODEL_VERSION: OnnxRiskModel(build_physics_model()),
         "baseline-1": OnnxRiskModel(baseline_model()),
     }
     sections = {name: real_data_section(model.predict_in_batches, recordings) for name, model in models.items()}
-    print("\nfalse alerts on real normal driving (count per recording variant):")
-    print(f"{'recording':28} " + " ".join(f"{name:>10}" for name in models))
+    print(f"\nserved champion {bootstrapped.served.model_version}; learned model {bootstrapped.learned_stage}")
+    print("per recording variant: false alerts on ordinary driving / added manoeuvres found of added")
+    print(f"{'recording':34} " + " ".join(f"{name:>12}" for name in models))
     for position, windows in enumerate(recordings):
-        print(
-            f"{windows.key:28} "
-            + " ".join(f"{sections[name]['recordings'][position]['false_alerts']:>10}" for name in models)
-        )
+        cells = []
+        for name in models:
+            row = sections[name]["recordings"][position]
+            cells.append(
+                f"{len(row['aggressive_found'])}/{row['aggressive_labels']}"
+                if not windows.normal_driving
+                else str(row["false_alerts"])
+            )
+        print(f"{windows.key:34} " + " ".join(f"{cell:>12}" for cell in cells))
     for name, section in sections.items():
         metrics = section["metrics"]
         print(
-            f"{name}: {metrics['real_false_alerts']} in {metrics['real_normal_hours'] * 60:.1f} min = "
-            f"{metrics['real_false_alerts_per_hour']:.1f}/h"
+            f"{name}: {metrics['real_false_alerts']} false alerts in {metrics['real_normal_hours'] * 60:.1f} min = "
+            f"{metrics['real_false_alerts_per_hour']:.1f}/h; real-strength manoeuvres found "
+            f"{metrics['real_aggressive_found']}/{metrics['real_aggressive_labels']}"
         )
-    assert sections["physics-1"]["metrics"]["real_false_alerts"] == 0
-    # Not a bound on the learned model (the simulator is its only teacher): the figures are for people.
-    assert sections["bootstrap"]["metrics"]["real_recordings"] == 6
+    served = sections["served"]["metrics"]
+    physics = sections[PHYSICS_MODEL_VERSION]["metrics"]
+    # Whatever serves finds every added 0.25-0.33 g manoeuvre the physics baseline finds (a drive whose
+    # mount never calibrates without GPS hides them from every model), and physics finds them where
+    # the mount is calibrated: all six on auckland-forward.
+    assert physics["real_aggressive_found"] >= 6
+    assert served["real_aggressive_found"] >= physics["real_aggressive_found"]
+    assert served["real_false_alerts_per_hour"] <= physics["real_false_alerts_per_hour"] + 0.5

@@ -1,4 +1,4 @@
-"""The trainer's real-data section, its gate rule, user recordings (evaluation and training), physics-1 in the registry.
+"""The trainer's real-data section, its gate rule, user recordings (evaluation and training), physics-2 in the registry.
 
 Covers: detections as serving makes them (the decision threshold, `detection_allowed`, consecutive
 windows merged) and the figures over them (false alerts per hour of normal driving, aggressive labels
@@ -6,7 +6,7 @@ found by their class, normal labels alerted); the gate refusing a candidate behi
 baseline on real data (false alerts per hour beyond the margin, a labelled aggressive event the
 baseline finds and the candidate misses), the bootstrap's advisory checks; a user's recording folder
 (evaluated, unreadable files named) and a labelled recording becoming training data with its own
-version; physics-1 registered once as a candidate that can go to shadow; the road map's data version
+version; physics-2 registered once as a candidate that can go to shadow; the road map's data version
 for speeding detections.
 
 Run: .venv/bin/pytest tests/unit/test_trainer_real_data.py -q
@@ -135,7 +135,7 @@ def test_the_gate_refuses_a_candidate_behind_the_physics_baseline_on_real_data()
 
     def verdict(candidate: dict[str, object], **options: bool) -> tuple[bool, list[str]]:
         decision = decide(
-            policy, {}, None, real_candidate=candidate, real_reference=physics, reference_label="physics-1", **options
+            policy, {}, None, real_candidate=candidate, real_reference=physics, reference_label="physics-2", **options
         )
         assert all(check.rule == PHYSICS_RULE for check in decision.checks)
         return decision.passed, [check.metric for check in decision.failures]
@@ -210,16 +210,21 @@ def test_a_users_recordings_join_the_evaluation_and_unreadable_ones_are_named(tm
     (folder / "broken.csv").write_text("nothing,useful\n1,2\n")
     (folder / "notes.txt").write_text("not a recording")
     recordings, skipped = RealRecordings(evaluation_folder=folder, shipped=False).evaluation_windows()
-    assert [windows.key for windows in recordings] == ["my-drive/gps", "my-drive/no-gps"]
+    # With GPS, without, and without GPS with a real-strength manoeuvre added at a steady moment (for recall).
+    assert [windows.key for windows in recordings] == ["my-drive/gps", "my-drive/no-gps", "my-drive/no-gps+manoeuvres"]
+    injected = recordings[2]
+    assert not injected.normal_driving and [label.label for label in injected.labels] == ["harsh_braking"]
     assert list(skipped) == ["broken.csv"] and "time column" in skipped["broken.csv"]
     first = recordings[0]
     assert first.count >= 80 and first.labels[0].label == "harsh_acceleration"
     assert first.calibration_error_deg is not None and first.calibration_error_deg < 15.0
     physics = real_data_section(OnnxRiskModel(build_physics_model()).predict, recordings)
-    # The "harsh" start at 40 s is the brisk pull-away of ordinary driving (2.9 m/s²): physics-1 does not find it.
-    assert physics["metrics"]["real_aggressive_labels"] == 2
-    assert physics["metrics"]["real_aggressive_found"] == 0
+    # The labelled start at 40 s pulls away at 2.9 m/s² (0.3 g): physics-2 finds it with and without GPS,
+    # and the added brake too; the added variant's own driving is not counted again.
+    assert physics["metrics"]["real_aggressive_labels"] == 3
+    assert physics["metrics"]["real_aggressive_found"] == 3
     assert physics["metrics"]["real_normal_labels"] == 2
+    assert physics["metrics"]["real_false_alerts"] == 0
 
 
 def test_a_labelled_recording_becomes_training_data_with_its_own_version(tmp_path: Path) -> None:
@@ -269,15 +274,17 @@ def wiring(tmp_path: Path) -> Iterator[TrainerWiring]:
         built.store.close()
 
 
-def test_physics_1_is_registered_once_as_a_candidate_and_can_go_to_shadow(wiring: TrainerWiring) -> None:
+def test_the_physics_baseline_is_registered_once_as_a_candidate_and_can_go_to_shadow(wiring: TrainerWiring) -> None:
     name = wiring.model_name
     assert register_physics_model(wiring) == PHYSICS_MODEL_VERSION
     assert register_physics_model(wiring) is None  # idempotent: never twice
     registered = wiring.registry.get(name, PHYSICS_MODEL_VERSION)
     assert registered.stage == Stage.CANDIDATE and registered.number == 1
     assert registered.data_version == PHYSICS_DATA_VERSION
-    assert registered.parameters["braking_peak_mps2"] == 3.5
-    assert registered.metrics["real_false_alerts_per_hour"] == 0.0 and "harsh_recall" in registered.metrics
+    assert registered.parameters["braking_peak_mps2"] == 2.5
+    # Its evaluation is its metrics: the simulated test windows and the real drives (with added manoeuvres).
+    assert "harsh_recall" in registered.metrics and registered.metrics["real_false_alerts_per_hour"] is not None
+    assert registered.metrics["real_aggressive_labels"] > 0 and registered.metrics["real_aggressive_recall"] >= 0.5
     payload = wiring.artifacts.read_model(registered.artifact_uri, registered.artifact_sha256)
     assert payload == build_physics_model()
     described = json.loads(wiring.artifacts.read(f"models/{name}/{PHYSICS_MODEL_VERSION}/model.json"))
@@ -286,7 +293,9 @@ def test_physics_1_is_registered_once_as_a_candidate_and_can_go_to_shadow(wiring
     # A named version takes a number: the next learned version is 2, not 1.
     assert next_version(wiring.registry, name) == "2"
     with pytest.raises(VersionAlreadyRegistered):
-        wiring.registry.register(name, "file:///x", "0" * 64, "c", "d", {}, {}, created_by="t", version="physics-1")
+        wiring.registry.register(
+            name, "file:///x", "0" * 64, "c", "d", {}, {}, created_by="t", version=PHYSICS_MODEL_VERSION
+        )
     with pytest.raises(ValueError, match="not only digits"):
         wiring.registry.register(name, "file:///x", "0" * 64, "c", "d", {}, {}, created_by="t", version="7")
     plan = wiring.registry.transition(name, PHYSICS_MODEL_VERSION, Stage.SHADOW, reason="compare", actor="test")

@@ -35,6 +35,7 @@ from michi.roadmap import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
 from michi.windows.features import FEATURE_NAMES, window_id
 from michi.windows.model_spec import CLASS_EVENT_TYPES
+from michi.windows.physics import PHYSICS_MODEL_VERSION
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import InferencePipeline, process_uploads
 from services.trainer.adapters.artifacts import ArtifactStore
@@ -209,12 +210,13 @@ def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
     registered = wiring.registry.get(wiring.model_name, "2")
     assert registered.parent_version == "1" and registered.created_by == "trainer"
     assert registered.metrics["harsh_recall"] == outcome.facts.candidate_evaluation["metrics"]["harsh_recall"]  # type: ignore[index]
-    # The real-data section: candidate, champion and physics-1 on the shipped drives, with and without GPS.
+    # The real-data section: candidate, champion and the physics baseline on the shipped drives, with and
+    # without GPS, and the two Auckland drives without GPS with real-strength manoeuvres added.
     real = outcome.facts.candidate_evaluation["real_data"]  # type: ignore[index]
-    assert real["metrics"]["real_recordings"] == 6 and len(real["recordings"]) == 6
+    assert real["metrics"]["real_recordings"] == 8 and len(real["recordings"]) == 8
     assert registered.metrics["real_false_alerts_per_hour"] == real["metrics"]["real_false_alerts_per_hour"]
-    assert outcome.facts.real_data is not None and outcome.facts.real_data["reference"] == "physics-1"
-    assert outcome.facts.real_data["physics"]["metrics"]["real_false_alerts"] == 0
+    assert outcome.facts.real_data is not None and outcome.facts.real_data["reference"] == PHYSICS_MODEL_VERSION
+    assert outcome.facts.real_data["physics"]["metrics"]["real_aggressive_found"] >= 6
     blobs = BlobStore(wiring.artifacts.blobs.url)
     folder = home / "blobs" / "models" / wiring.model_name / "2"
     payload = (folder / "model.onnx").read_bytes()
@@ -231,7 +233,7 @@ def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
     assert manifest["outputs"][0]["name"] == "probabilities" and manifest["classes"][0] == "normal"
     assert set(json.loads((folder / "reference_profile.json").read_text())["features"]) == set(FEATURE_NAMES)
     record = (folder / "experiment.md").read_text()
-    assert "## Next action" in record and "Real recordings (6 recording variants" in record
+    assert "## Next action" in record and "Real recordings (8 recording variants" in record
     assert "| auckland-backwards/no-gps |" in record and "No real-data check ran" in record  # permissive gate
     run = wiring.store.run(outcome.run_id)
     assert run is not None and run.status == "succeeded" and run.registered_version == "2"
@@ -305,7 +307,49 @@ def test_a_candidate_missing_a_labelled_event_the_physics_baseline_finds_is_refu
         assert judged.registry.list(judged.model_name) == []
         run = judged.store.run(outcome.run_id)
         assert run is not None and "| drive/gps |" in run.experiment_markdown
-        assert "✗ real_missed_aggressive (not behind physics baseline): 2" in run.experiment_markdown
+        # The labelled brake with and without GPS, and the brake added to the drive without GPS.
+        assert "✗ real_missed_aggressive (not behind physics baseline): 3" in run.experiment_markdown
+    finally:
+        judged.registry.close()
+        judged.store.close()
+
+
+@pytest.mark.parametrize("enforced", [False, True], ids=["advisory", "enforced"])
+def test_a_bootstrap_candidate_behind_the_physics_baseline_on_real_drives_leaves_it_the_champion(
+    home: Path, publisher: RecordingPublisher, enforced: bool
+) -> None:
+    from tests.unit.test_trainer_real_data import write_recording
+
+    folder = home.parent / "my-drives"
+    folder.mkdir(parents=True)
+    write_recording(folder / "drive.json")
+    (folder / "drive.labels.csv").write_text("t_start_s,t_end_s,label\n50.0,52.0,harsh_braking\n")
+    gate = {
+        **PERMISSIVE_GATE,
+        "not_behind_physics": {"real_missed_aggressive": 0},
+        "enforce_real_data_at_bootstrap": enforced,
+    }
+    settings = settings_for(home, trainer_gate=gate, trainer_real_recordings=folder, trainer_shipped_recordings=False)
+    judged = build_wiring(settings, producer=publisher, physics=always_braking)
+    try:
+        outcome = bootstrap_champion(judged)
+        assert outcome is not None
+        champion = judged.registry.champion(judged.model_name)
+        # A fresh platform always gets a champion: the baseline that finds what the learned model misses.
+        assert champion is not None and champion.version == PHYSICS_MODEL_VERSION
+        assert publisher.plans[-1].champion.version == PHYSICS_MODEL_VERSION
+        stages = {version.version: version.stage for version in judged.registry.list(judged.model_name)}
+        if enforced:
+            assert outcome.status == "refused" and "real_missed_aggressive" in outcome.reason
+            assert stages == {PHYSICS_MODEL_VERSION: Stage.CHAMPION}
+        else:
+            # Advisory: the learned candidate is kept and compared on live traffic, never served.
+            assert (outcome.status, outcome.version, outcome.stage) == ("succeeded", "1", "shadow")
+            assert stages == {PHYSICS_MODEL_VERSION: Stage.CHAMPION, "1": Stage.SHADOW}
+            arms = [(arm.model.version, arm.traffic_share) for arm in publisher.plans[-1].arms]
+            assert arms == [(PHYSICS_MODEL_VERSION, 1.0), ("1", 0.0)]
+        # Started again, the trainer finds a champion and does not bootstrap twice.
+        assert bootstrap_champion(judged) is None
     finally:
         judged.registry.close()
         judged.store.close()

@@ -10,7 +10,11 @@ author's annotations, all ordinary manoeuvres), unless `shipped=False`, plus eve
 `MICHI_TRAINER_REAL_RECORDINGS`. Each is cut into the uploads a device would send
 (`michi.recordings.recording_uploads`, 10 s) and chained through `michi.windows.chain.windows_in_order`,
 so calibration evolves upload by upload exactly as serving computes it; once as recorded and once
-with its GPS removed (when it has GPS).
+with its GPS removed (when it has GPS). A recording whose GPS gives the mount's truth (`gps_truth`)
+is also evaluated a third time, without GPS and with real-strength harsh braking and acceleration
+(0.25-0.33 g) added along its true forward axis at steady cruising moments
+(`michi.recordings.injection`): labelled events on real noise, for recall; that variant's ordinary
+driving is not counted again for false alerts.
 
 **Training set**: every recording in `MICHI_TRAINER_REAL_TRAINING` that has a labels file. Its windows
 are labelled from the file as simulator ground truth labels windows (`domain/labels.py::label_from_truth`,
@@ -49,13 +53,21 @@ from michi.recordings import (
     shared_recording,
 )
 from michi.recordings.evaluation import AGGRESSIVE_LABELS, WIDEN_S, LabelledEvent, LabelsError, read_labels
+from michi.recordings.injection import inject_manoeuvres, plan_manoeuvres, quiet_moments
 from michi.windows.chain import ChainedUpload, windows_in_order
 from michi.windows.features import FEATURE_INDEX
 from michi.windows.model_spec import detection_allowed
 from michi.windows.upload import upload_from_proto
 from services.trainer.domain.dataset import LabeledWindows, truth_labeled_rows
 from services.trainer.domain.labels import CONFOUNDER_KINDS, LABEL_SOURCE_IMPORTED, TruthSpan
-from services.trainer.domain.real_data import WITH_GPS, WITHOUT_GPS, RealWindows, gps_truth, yaw_error_deg
+from services.trainer.domain.real_data import (
+    WITH_GPS,
+    WITH_MANOEUVRES,
+    WITHOUT_GPS,
+    RealWindows,
+    gps_truth,
+    yaw_error_deg,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +167,7 @@ def recording_windows(
     variant: str,
     labels: tuple[LabelledEvent, ...],
     truth: tuple[np.ndarray, np.ndarray] | None,
+    normal_driving: bool = True,
 ) -> RealWindows:
     """One variant of one recording as `RealWindows` (window times on the recording's clock)."""
     starts, ends, features, signals, allowed = [], [], [], [], []
@@ -186,6 +199,7 @@ def recording_windows(
             nothing.signals,
             np.zeros(0, dtype=bool),
             labels,
+            normal_driving=normal_driving,
         )
     return RealWindows(
         recording=name,
@@ -201,6 +215,7 @@ def recording_windows(
         calibration_error_deg=yaw_error_deg(last, *truth) if truth is not None and last is not None else None,
         sample_rate_hz=recording.sample_rate_hz,
         gyroscope=has_gyroscope,
+        normal_driving=normal_driving,
     )
 
 
@@ -265,6 +280,15 @@ class RealRecordings:
             for variant, seen in variants:
                 windows.append(
                     recording_windows(seen, name=name, variant=variant, labels=entry.labels or (), truth=truth)
+                )
+            manoeuvres = plan_manoeuvres(quiet_moments(recording)) if truth is not None else []
+            if manoeuvres and truth is not None:
+                # Real-strength harsh events on this drive's own noise and mount: what finds them is measured.
+                injected, labels = inject_manoeuvres(recording.without_gps(), manoeuvres, forward=truth[0])
+                windows.append(
+                    recording_windows(
+                        injected, name=name, variant=WITH_MANOEUVRES, labels=labels, truth=truth, normal_driving=False
+                    )
                 )
         return windows, skipped
 

@@ -47,9 +47,11 @@ from services.trainer.domain.evaluation import EPISODE_GAP_S, decided_classes
 from services.trainer.domain.labels import CLASS_NAMES, RISKY_CLASSES
 
 SECONDS_PER_HOUR = 3600.0
-# Variants of one recording: as recorded, and with the GPS fixes removed.
+# Variants of one recording: as recorded, with the GPS fixes removed, and without GPS with real-strength
+# harsh manoeuvres added (`michi.recordings.injection`; for recall only, its driving is counted once).
 WITH_GPS = "gps"
 WITHOUT_GPS = "no-gps"
+WITH_MANOEUVRES = "no-gps+manoeuvres"
 # Which way each real-data figure is better (+1 higher, -1 lower), for the gate and the records.
 REAL_METRIC_DIRECTIONS: dict[str, int] = {
     "real_false_alerts_per_hour": -1,
@@ -79,6 +81,9 @@ class RealWindows:
     calibration_error_deg: float | None = None  # None: no GPS truth for this recording
     sample_rate_hz: float = 0.0
     gyroscope: bool = False
+    # False for a variant made to measure recall (added manoeuvres): the same drive's ordinary driving
+    # is already counted by its plain variants, so detections outside its labels are not false alerts again.
+    normal_driving: bool = True
 
     @property
     def key(self) -> str:
@@ -176,7 +181,8 @@ def recording_figures(probabilities: np.ndarray, windows: RealWindows) -> Record
     false_alerts = sum(
         1
         for detection in detections
-        if not any(label.label == detection.event_type and overlaps(detection, label) for _, label in aggressive)
+        if windows.normal_driving
+        and not any(label.label == detection.event_type and overlaps(detection, label) for _, label in aggressive)
     )
     found = [
         index
@@ -186,7 +192,9 @@ def recording_figures(probabilities: np.ndarray, windows: RealWindows) -> Record
     return RecordingFigures(
         key=windows.key,
         hours=windows.duration_s / SECONDS_PER_HOUR,
-        normal_hours=max(windows.duration_s - aggressive_seconds, 0.0) / SECONDS_PER_HOUR,
+        normal_hours=max(windows.duration_s - aggressive_seconds, 0.0) / SECONDS_PER_HOUR
+        if windows.normal_driving
+        else 0.0,
         windows=windows.count,
         detections=detections,
         false_alerts=false_alerts,
