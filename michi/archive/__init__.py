@@ -79,8 +79,18 @@ def segments_folder(day: datetime) -> str:
 
 
 def upload_day(upload: upload_pb2.Upload) -> datetime:
-    """The UTC day an upload is filed under: the day its recording started."""
-    return upload.started_at.ToDatetime(tzinfo=UTC)
+    """The UTC day an upload is filed under: the day its recording started.
+
+    Raises `ValueError` for a `started_at` no Timestamp can hold (nanos outside 0-999,999,999, a year
+    outside 1-9999); ingest refuses those at the door, and a batch writer fails only that upload.
+    """
+    try:
+        return upload.started_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        stamp = upload.started_at
+        raise ValueError(
+            f"upload {upload.upload_id!r}: started_at {stamp.seconds} s {stamp.nanos} ns is not a valid timestamp"
+        ) from error
 
 
 def new_segment_key(day: datetime) -> str:

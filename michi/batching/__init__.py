@@ -11,7 +11,9 @@ A service handling hundreds of concurrent requests pays a Redis round trip or a 
 per call; batched, it pays one per batch, and a batch forms by itself under load (while one is in
 flight the next fills up) and costs nothing when idle (a lone call goes out on the next loop turn).
 Each caller gets its own result or its own exception; a batch that fails as a whole (Redis down, the
-disk gone) fails every call in it with that error, exactly as the single calls would have.
+disk gone) fails every call in it with that error, exactly as the single calls would have. One bad
+item never fails the others of its batch: a flush answers its failure in its place, and an error a
+flush raises for any other reason is narrowed down by flushing the batch again in halves (`GroupCommit`).
 """
 
 from michi.batching.group import GroupCommit

@@ -52,6 +52,7 @@ from services.ingest.adapters.rate_limits import NonceRegistry, RateLimiter
 from services.ingest.domain.validation import UploadLimits
 from services.ingest.entrypoints.grpc import IngestGrpcServer, IngestService
 from services.ingest.entrypoints.http import IngestEndpoints, create_http_app
+from services.ingest.entrypoints.http_protocol import json_error_protocol
 from services.ingest.entrypoints.media import MediaEndpoints, create_media_router
 from services.ingest.entrypoints.metrics import IngestMetrics
 from services.ingest.handlers import UploadHandler
@@ -107,6 +108,7 @@ def upload_limits(settings: IngestSettings) -> UploadLimits:
         max_gps_fixes=settings.ingest_max_gps_fixes,
         max_future_skew_s=settings.ingest_max_future_skew_s,
         max_age_s=settings.ingest_max_age_s,
+        max_sequence=settings.ingest_max_sequence,
     )
 
 
@@ -170,6 +172,7 @@ def build_app(
         limits=upload_limits(settings),
         pending_wait_s=settings.ingest_pending_wait_s,
         max_missing_sequences=settings.ingest_max_missing_sequences,
+        max_sequence_gap=settings.ingest_max_sequence_gap,
         archive=BlobUploadArchive(blobs) if settings.ingest_archive else None,
     )
 
@@ -271,6 +274,8 @@ async def serve(settings: IngestSettings, *, http_socket: socket.socket | None =
             log_config=None,
             access_log=False,
             server_header=False,
+            # Requests the HTTP parser refuses (`Content-Length: abc`) get ingest's JSON error body too.
+            http=json_error_protocol(app.state.endpoints.metrics),
         )
     )
     grpc_server = build_grpc_server(settings, app.state.endpoints, reuse_port=http_socket is not None)

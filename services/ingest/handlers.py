@@ -1,7 +1,8 @@
-"""What ingest does with one authenticated, decoded upload: validate, deduplicate, publish.
+"""What ingest does with one authenticated upload: decode, validate, deduplicate, publish.
 
-The HTTP (and later gRPC) entrypoints call `UploadHandler.handle()`; every refusal is an
-`UploadRefused` carrying the HTTP status and a machine-readable reason.
+The HTTP and gRPC entrypoints call `decode_body()` then `UploadHandler.handle()`; every refusal is an
+`UploadRefused` carrying the HTTP status and a machine-readable reason. `decode_body()` and
+`check_upload()` are pure and raise nothing else whatever the body holds (tests/unit/test_ingest_hostile.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from michi.contracts.v1 import common_pb2, upload_pb2
 from services.ingest.adapters.archive import ArchiveUnavailable, UploadArchiver
 from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.publisher import OutgoingUpload, PublishFailed, UploadPublisher
+from services.ingest.domain.decoding import UndecodableUpload, decode_upload
 from services.ingest.domain.sequences import missing_sequences
 from services.ingest.domain.validation import UploadLimits, Violation, validate_upload
 
@@ -53,6 +55,26 @@ class UploadRefused(Exception):
         self.violations = violations or []
 
 
+def decode_body(body: bytes, media: str, limits: UploadLimits | None = None) -> upload_pb2.Upload:
+    """The upload in `body`; raises `UploadRefused`: 400 `undecodable-body`, or 422 for a JSON field given
+    twice (`duplicate-field`), an enum name it does not know, or a repeated field over its bound (refused
+    before it is converted)."""
+    try:
+        return decode_upload(body, media, limits)
+    except UndecodableUpload as error:
+        raise UploadRefused(error.status, error.reason, error.detail, error.field) from error
+
+
+def check_upload(upload: upload_pb2.Upload, device_id: str, now_s: float, limits: UploadLimits) -> None:
+    """Authorization and validation (no I/O): raises `UploadRefused` (403 or 422), nothing else."""
+    if upload.device_id != device_id:
+        raise UploadRefused(403, "device-mismatch", "the upload's device_id is not the token's device", "device_id")
+    violations = validate_upload(upload, now_s, limits)
+    if violations:
+        first = violations[0]
+        raise UploadRefused(422, first.reason, first.detail, first.field, violations=violations)
+
+
 @dataclass(frozen=True)
 class UploadAccepted:
     upload_id: str
@@ -67,18 +89,15 @@ class UploadHandler:
     limits: UploadLimits = field(default_factory=UploadLimits)
     pending_wait_s: float = 5.0
     max_missing_sequences: int = 100
+    # How far past its trip's highest accepted sequence a new upload may go (None: no bound).
+    max_sequence_gap: int | None = 360
     retry_after_s: int = 2
     # The raw archive (None: off); an upload is archived before it is published.
     archive: UploadArchiver | None = None
 
     def check(self, upload: upload_pb2.Upload, device_id: str) -> None:
         """Authorization and validation (no I/O)."""
-        if upload.device_id != device_id:
-            raise UploadRefused(403, "device-mismatch", "the upload's device_id is not the token's device", "device_id")
-        violations = validate_upload(upload, time.time(), self.limits)
-        if violations:
-            first = violations[0]
-            raise UploadRefused(422, first.reason, first.detail, first.field, violations=violations)
+        check_upload(upload, device_id, time.time(), self.limits)
 
     async def handle(self, upload: upload_pb2.Upload, device_id: str) -> UploadAccepted:
         self.check(upload, device_id)
@@ -87,9 +106,20 @@ class UploadHandler:
         deadline = time.monotonic() + self.pending_wait_s
         while True:
             try:
-                attempt = await self.claims.claim(upload.upload_id, upload.trip_id, content_sha256)
+                attempt = await self.claims.claim(
+                    upload.upload_id, upload.trip_id, content_sha256, upload.sequence, self.max_sequence_gap
+                )
             except RedisError as error:
                 raise self._unavailable("idempotency-store-unavailable", f"Redis: {error}") from error
+            if attempt.too_far_ahead:
+                raise UploadRefused(
+                    422,
+                    "sequence-gap-too-large",
+                    f"sequence {upload.sequence} is {upload.sequence - (attempt.last_sequence or 0)} past the trip's"
+                    f" highest accepted sequence {attempt.last_sequence}, at most {self.max_sequence_gap};"
+                    " send the uploads between first, or start a new trip_id",
+                    "sequence",
+                )
             existing = attempt.existing
             if existing is None:
                 return await self._publish(upload, canonical, content_sha256, attempt.last_sequence)

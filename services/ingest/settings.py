@@ -43,6 +43,12 @@ class IngestSettings(MichiSettings):
     # Revocation takes effect within this many seconds.
     ingest_token_cache_ttl_s: float = Field(default=2.0, ge=0, le=2.0)
     ingest_max_missing_sequences: int = Field(default=100, ge=0)
+    # The highest `sequence` an upload may carry (8,640: a day of 10 s uploads). Scoring keeps state for
+    # every sequence of a trip up to the highest it saw, so this bounds one trip's state there.
+    ingest_max_sequence: int = Field(default=8_640, ge=0)
+    # How far a new upload's sequence may jump past its trip's highest accepted one (360: an hour of
+    # 10 s uploads). Out-of-order and repeated sequences below it are always accepted.
+    ingest_max_sequence_gap: int = Field(default=360, ge=1)
     # Token buckets in Redis shared by every replica: per device (sustained rate, burst) and for the fleet.
     ingest_device_rate_per_s: float = Field(default=5.0, gt=0)
     ingest_device_burst: int = Field(default=20, ge=1)

@@ -65,6 +65,32 @@ async def test_a_script_error_fails_only_its_call(redis: Redis) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_call_whose_arguments_cannot_be_sent_fails_alone_in_its_pipeline(redis: Redis, key: str) -> None:
+    scripts = PipelinedScripts(redis)
+    increment = scripts.register(INCREMENT)
+    bad_arguments: list[object] = [True, None, object(), "\udcff"]  # a bool, nothing, an object, no UTF-8 for it
+    calls = [increment(keys=[key], args=[1]) for _ in range(3)]
+    calls[1:1] = [increment(keys=[key], args=[argument]) for argument in bad_arguments]  # type: ignore[list-item]
+    calls.append(increment(keys=["\udcff"], args=[1]))  # a key Redis cannot be sent
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert [type(outcome) for outcome in outcomes] == [
+        int,
+        DataError,
+        DataError,
+        DataError,
+        DataError,
+        int,
+        int,
+        DataError,
+    ]
+    # The good calls ran, each once, in one pipeline: the bad ones were never sent.
+    assert [outcome for outcome in outcomes if isinstance(outcome, int)] == [1, 2, 3]
+    assert int(await redis.get(key)) == 3
+    assert (scripts.calls, scripts.pipelines) == (8, 1)
+
+
+@pytest.mark.asyncio
 async def test_scripts_are_loaded_again_after_redis_forgot_them(redis: Redis, key: str) -> None:
     increment = PipelinedScripts(redis).register(INCREMENT)
     assert await increment(keys=[key], args=[2]) == 2

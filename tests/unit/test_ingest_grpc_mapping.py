@@ -30,7 +30,8 @@ from services.ingest.handlers import UploadRefused
         (422, grpc.StatusCode.INVALID_ARGUMENT),
         (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (503, grpc.StatusCode.UNAVAILABLE),
-        (500, grpc.StatusCode.UNAVAILABLE),
+        (500, grpc.StatusCode.INTERNAL),  # internal-error: a failure of ingest itself
+        (502, grpc.StatusCode.UNAVAILABLE),
         (418, grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )

@@ -2,7 +2,9 @@
 
 A claim is one string key per upload_id, `<content sha256> <state>`, where state is
 `pending` while the first copy is being published and `accepted:<event_id>` once
-Kafka acknowledged it. Claiming is one script (that also reads the trip's last sequence);
+Kafka acknowledged it. Claiming is one script that also reads the trip's highest accepted
+sequence and, in the same atomic step, refuses a new upload whose sequence jumps more than
+the allowed gap past it (`ClaimAttempt.too_far_ahead`; nothing is claimed then);
 settling is one more (state + trip sequence + the media owner). Calls from concurrent uploads
 go to Redis together, one pipeline per batch (`michi.batching.PipelinedScripts`).
 `media-owner:{upload_id}` names the one device that may PUT the upload's media: the
@@ -20,13 +22,22 @@ from michi.batching import PipelinedScripts
 PENDING = "pending"
 ACCEPTED_PREFIX = "accepted:"
 
-# KEYS: claim, trip. ARGV: claim value, pending ttl. Returns {existing claim or false, trip's last sequence or false}.
+# KEYS: claim, trip. ARGV: claim value, pending ttl, sequence, largest jump past the trip's highest accepted
+# sequence (negative: no bound). Returns {existing claim or false, trip's highest accepted sequence or false, 1 when the sequence
+# jumps too far (then nothing is claimed) else 0}. A trip never seen has no highest sequence: any jump passes.
+# A copy of a claimed upload is answered from its claim, never refused for its sequence (retries stay safe).
 _CLAIM = """
 local existing = redis.call('GET', KEYS[1])
-if not existing then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local last = redis.call('GET', KEYS[2])
+if existing then
+  return {existing, last, 0}
 end
-return {existing, redis.call('GET', KEYS[2])}
+local gap = tonumber(ARGV[4])
+if last and gap >= 0 and tonumber(ARGV[3]) > tonumber(last) + gap then
+  return {false, last, 1}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return {false, last, 0}
 """
 
 # KEYS: claim, trip, media owner. ARGV: expected pending value, accepted value, claim ttl, sequence, trip ttl,
@@ -86,10 +97,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimAttempt:
-    """`existing` is None when this caller now holds the claim."""
+    """`existing` is None when this caller now holds the claim (unless `too_far_ahead`: then nobody does)."""
 
     existing: Claim | None
     last_sequence: int | None
+    too_far_ahead: bool = False
 
 
 class UploadClaims:
@@ -123,12 +135,16 @@ class UploadClaims:
     def _media_owner_key(self, upload_id: str) -> str:
         return f"{self._key_prefix}ingest:media-owner:{upload_id}"
 
-    async def claim(self, upload_id: str, trip_id: str, content_sha256: str) -> ClaimAttempt:
-        existing, last = await self._claim(
+    async def claim(
+        self, upload_id: str, trip_id: str, content_sha256: str, sequence: int = 0, max_gap: int | None = None
+    ) -> ClaimAttempt:
+        """Claim `upload_id`, unless it is claimed already or `sequence` is more than `max_gap` past the trip's
+        highest accepted sequence (None: no bound)."""
+        existing, last, too_far = await self._claim(
             keys=[self._claim_key(upload_id), self._trip_key(trip_id)],
-            args=[f"{content_sha256} {PENDING}", self._pending_ttl_s],
+            args=[f"{content_sha256} {PENDING}", self._pending_ttl_s, sequence, -1 if max_gap is None else max_gap],
         )
-        return ClaimAttempt(Claim.parse(existing) if existing else None, int(last) if last else None)
+        return ClaimAttempt(Claim.parse(existing) if existing else None, int(last) if last else None, bool(too_far))
 
     async def current(self, upload_id: str) -> Claim | None:
         raw = await self.redis.get(self._claim_key(upload_id))

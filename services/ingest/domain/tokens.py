@@ -9,12 +9,18 @@ which is what makes revocation possible.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
+import re
 import secrets
 
 TOKEN_VERSION = "mdt1"
+# What `issue_token` writes: four dot-separated parts of base64url (the version and a hex token id
+# included). Anything else (non-ASCII, spaces, control characters) is refused before any HMAC or
+# base64 is computed over it: both raised on non-ASCII text (a 500) instead of refusing it.
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+){3}")
+# A device id of 128 characters in base64url, a token id and a signature fit in far less.
+MAX_TOKEN_LENGTH = 512
 
 
 class TokenRejected(Exception):
@@ -63,15 +69,17 @@ def issue_token(secret: bytes, device_id: str, token_id: str | None = None) -> s
 
 def verify_signature(secret: bytes, token: str) -> tuple[str, str]:
     """(device_id, token_id) of a well-signed token; raises `InvalidToken` otherwise."""
+    if len(token) > MAX_TOKEN_LENGTH or TOKEN_PATTERN.fullmatch(token) is None:
+        raise InvalidToken("not a Michi device token")
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != TOKEN_VERSION:
+    if parts[0] != TOKEN_VERSION:
         raise InvalidToken("not a Michi device token")
     payload, signature = token.rpartition(".")[::2]
-    if not hmac.compare_digest(signature, _signature(secret, payload)):
+    if not hmac.compare_digest(signature.encode("ascii"), _signature(secret, payload).encode("ascii")):
         raise InvalidToken("bad token signature")
     try:
         device_id = _decode(parts[1]).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as error:
+    except ValueError as error:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise InvalidToken("bad device id in token") from error
     return device_id, parts[2]
 
@@ -80,7 +88,7 @@ def device_id_of(token: str) -> str:
     """The device id a token names, without checking it (for messages and logs)."""
     try:
         return _decode(token.split(".")[1]).decode("utf-8")
-    except (IndexError, binascii.Error, UnicodeDecodeError):
+    except (IndexError, ValueError):  # binascii.Error, UnicodeDecodeError, non-ASCII text are ValueErrors
         return ""
 
 

@@ -10,16 +10,24 @@ The IMU rules, in docs/devices.md ("IMU samples") for device makers: any rate in
 [`min_sample_rate_hz`, `max_sample_rate_hz`] (fractional ones in `sample_rate_exact_hz`),
 sample times in `offset_us` or `offset_ms`, strictly increasing, spanning at most
 `max_upload_duration_s`, and about as many samples as the rate gives over that span.
+
+Every value is checked against its range here, so nothing downstream meets one it cannot handle:
+each Timestamp or Duration in the upload holds what its type can (`ToDatetime` raised on others, in
+the raw archive's batch), every sample time (IMU and GPS) lies within the upload and not in the
+future, and `sequence` is at most `max_sequence` (its jump past the trip is checked with the claim).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from michi.contracts.v1 import upload_pb2
 
@@ -53,6 +61,18 @@ OFFSET_AGREEMENT_US = 1000
 MAX_OFFSET_US = (2**32 - 1) * 1000
 MICROSECONDS_PER = {"offset_us": 1_000_000, "offset_ms": 1_000}
 UNITS = {"offset_us": "µs", "offset_ms": "ms"}
+# Sample times (IMU and GPS) lie within the longest upload after started_at, plus this much: the first
+# sample may come a little after started_at. Beyond it an offset says a time the upload does not cover.
+FIRST_SAMPLE_DELAY_S = 10.0
+
+# The protobuf well-known types' own ranges (google/protobuf/timestamp.proto, duration.proto): a value
+# outside them cannot be converted (ToDatetime raises), so it is refused at the door, in any field.
+TIMESTAMP_TYPE = "google.protobuf.Timestamp"
+DURATION_TYPE = "google.protobuf.Duration"
+MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_DURATION_SECONDS = 315_576_000_000  # 10,000 years
+MAX_NANOS = 999_999_999
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,9 @@ class UploadLimits:
     max_gps_fixes: int = 10 * 60
     max_future_skew_s: float = 5 * 60
     max_age_s: float = 7 * 24 * 60 * 60
+    # The highest `sequence` of a trip: 8,640 is a day of 10 s uploads (scoring keeps one entry per
+    # sequence up to the highest it saw, so this bounds a trip's state there).
+    max_sequence: int = 8_640
     # Per axis. A vehicle crash peaks around 100 m/s^2; beyond this the sensor is broken.
     max_abs_accel_mps2: float = 160.0
     max_abs_gyro_radps: float = 35.0
@@ -134,9 +157,86 @@ def check_text_fields(upload: upload_pb2.Upload) -> list[Violation]:
     return violations
 
 
+def _well_known_paths(descriptor: Any, outer: frozenset[str] = frozenset()) -> list[tuple[FieldDescriptor, ...]]:
+    """Every path of fields from `descriptor` down to a Timestamp or Duration field (recursive types once)."""
+    paths: list[tuple[FieldDescriptor, ...]] = []
+    for field_descriptor in descriptor.fields:
+        inner = field_descriptor.message_type
+        if inner is None:
+            continue
+        if inner.full_name in (TIMESTAMP_TYPE, DURATION_TYPE):
+            paths.append((field_descriptor,))
+        elif inner.full_name not in outer:
+            for path in _well_known_paths(inner, outer | {descriptor.full_name}):
+                paths.append((field_descriptor, *path))
+    return paths
+
+
+# Found once from the schema: today only `started_at`, but a Timestamp or Duration added anywhere in
+# an Upload (or in a message it holds) is checked without anyone remembering to.
+WELL_KNOWN_PATHS = _well_known_paths(upload_pb2.Upload.DESCRIPTOR)
+
+
+def _present(message: Message, path: tuple[FieldDescriptor, ...], prefix: str = "") -> Iterator[tuple[str, Message]]:
+    """(proto path, message) of each value present at `path` (repeated fields give one per element)."""
+    head, rest = path[0], path[1:]
+    name = f"{prefix}{head.name}"
+    if head.is_repeated:
+        values: list[tuple[str, Message]] = [
+            (f"{name}[{index}]", value) for index, value in enumerate(getattr(message, head.name))
+        ]
+    elif message.HasField(head.name):
+        values = [(name, getattr(message, head.name))]
+    else:
+        values = []
+    for value_path, value in values:
+        if rest:
+            yield from _present(value, rest, f"{value_path}.")
+        else:
+            yield value_path, value
+
+
+def timestamp_problem(stamp: Message) -> tuple[str, str] | None:
+    """(sub-field, detail) when a Timestamp is outside what Timestamp can hold, else None."""
+    seconds, nanos = stamp.seconds, stamp.nanos  # type: ignore[attr-defined]
+    if not 0 <= nanos <= MAX_NANOS:
+        return "nanos", f"nanos {nanos} is outside 0-{MAX_NANOS}"
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        return "seconds", f"seconds {seconds} is outside {MIN_TIMESTAMP_SECONDS}-{MAX_TIMESTAMP_SECONDS} (years 1-9999)"
+    return None
+
+
+def duration_problem(duration: Message) -> tuple[str, str] | None:
+    """(sub-field, detail) when a Duration is outside what Duration can hold, else None."""
+    seconds, nanos = duration.seconds, duration.nanos  # type: ignore[attr-defined]
+    if not -MAX_NANOS <= nanos <= MAX_NANOS:
+        return "nanos", f"nanos {nanos} is outside -{MAX_NANOS}-{MAX_NANOS}"
+    if not -MAX_DURATION_SECONDS <= seconds <= MAX_DURATION_SECONDS:
+        return "seconds", f"seconds {seconds} is outside ±{MAX_DURATION_SECONDS} (10,000 years)"
+    if (seconds < 0 < nanos) or (nanos < 0 < seconds):
+        return "nanos", f"nanos {nanos} and seconds {seconds} have different signs"
+    return None
+
+
+def check_well_known_types(upload: upload_pb2.Upload) -> list[Violation]:
+    """Every Timestamp and Duration present in the upload is one its type can hold."""
+    violations = []
+    for path in WELL_KNOWN_PATHS:
+        is_timestamp = path[-1].message_type is not None and path[-1].message_type.full_name == TIMESTAMP_TYPE
+        for value_path, value in _present(upload, path):
+            problem = timestamp_problem(value) if is_timestamp else duration_problem(value)
+            if problem is not None:
+                part, detail = problem
+                kind = "timestamp" if is_timestamp else "duration"
+                violations.append(Violation(f"{value_path}.{part}", f"invalid-{kind}", f"{value_path}: {detail}"))
+    return violations
+
+
 def check_started_at(upload: upload_pb2.Upload, now_s: float, limits: UploadLimits) -> list[Violation]:
     if not upload.HasField("started_at"):
         return [Violation("started_at", "required-field-missing", "started_at is required")]
+    if timestamp_problem(upload.started_at) is not None:
+        return []  # invalid-timestamp (check_well_known_types)
     started = upload.started_at.seconds + upload.started_at.nanos / 1e9
     if started > now_s + limits.max_future_skew_s:
         return [
@@ -149,6 +249,59 @@ def check_started_at(upload: upload_pb2.Upload, now_s: float, limits: UploadLimi
         ]
     if started < now_s - limits.max_age_s:
         return [Violation("started_at", "started-at-too-old", f"started_at is older than {limits.max_age_s:.0f} s")]
+    return []
+
+
+def check_sequence(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation]:
+    """At most `max_sequence` (the jump past the trip's highest accepted sequence is the claim's to check)."""
+    if upload.sequence > limits.max_sequence:
+        return [
+            Violation(
+                "sequence",
+                "sequence-too-high",
+                f"sequence {upload.sequence} is above {limits.max_sequence}, the most uploads one trip may have;"
+                " start a new trip_id",
+            )
+        ]
+    return []
+
+
+def check_upload_end(upload: upload_pb2.Upload, now_s: float, limits: UploadLimits) -> list[Violation]:
+    """The last sample (IMU or GPS) was recorded before the server's now (with the clock skew allowed).
+
+    A device sends an upload once it is recorded, so its last sample is in the device's past; the
+    same skew as for started_at is allowed. Times out of order or beyond the upload are refused by
+    their own rules; this reads the last times only.
+    """
+    if not upload.HasField("started_at") or timestamp_problem(upload.started_at) is not None:
+        return []
+    started = upload.started_at.seconds + upload.started_at.nanos / 1e9
+    if started > now_s + limits.max_future_skew_s:
+        return []  # started-at-in-future says it already
+    imu = upload.imu
+    times_name = imu_times_field(imu)
+    times = getattr(imu, times_name)
+    ends: list[tuple[float, str]] = []
+    if times:
+        ends.append((int(times[-1]) / MICROSECONDS_PER[times_name], f"imu.{times_name}[{len(times) - 1}]"))
+    if upload.gps:
+        ends.append((upload.gps[-1].offset_ms / 1000, f"gps[{len(upload.gps) - 1}].offset_ms"))
+    # An offset beyond the upload is refused as such (offset-too-large, value-out-of-range).
+    ends = [
+        (offset_s, path) for offset_s, path in ends if offset_s <= limits.max_upload_duration_s + FIRST_SAMPLE_DELAY_S
+    ]
+    if not ends:
+        return []
+    offset_s, path = max(ends)
+    ahead_s = started + offset_s - now_s
+    if ahead_s > limits.max_future_skew_s:
+        return [
+            Violation(
+                path,
+                "sample-in-future",
+                f"this sample is {ahead_s:.0f} s ahead of the server clock (limit {limits.max_future_skew_s:.0f} s)",
+            )
+        ]
     return []
 
 
@@ -298,12 +451,24 @@ def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: Uplo
                 )
             )
     span_s = (int(times[-1]) - int(times[0])) / MICROSECONDS_PER[times_name]
+    latest_s = limits.max_upload_duration_s + FIRST_SAMPLE_DELAY_S
+    latest = latest_s * MICROSECONDS_PER[times_name]  # in the array's unit
     if span_s > limits.max_upload_duration_s:
         violations.append(
             Violation(
                 f"imu.{times_name}",
                 "upload-too-long",
                 f"the IMU samples span {span_s:g} s, at most {limits.max_upload_duration_s:g} s per upload",
+            )
+        )
+    elif int(times[-1]) > latest:
+        index = int(np.argmax(steps > latest))
+        violations.append(
+            Violation(
+                f"imu.{times_name}[{index}]",
+                "offset-too-large",
+                f"offset {times[index]} {unit} is more than {latest_s:g} s after started_at"
+                f" (an upload spans at most {limits.max_upload_duration_s:g} s)",
             )
         )
     elif not check_sample_rate(upload, limits):
@@ -344,7 +509,12 @@ def check_gps(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation
         ("heading_deg", -360.0, 360.0),
         ("hdop", 0.0, 1000.0),
     )
-    if len(fixes) <= FEW_GPS_FIXES and _plausible_fixes(fixes, limits.max_speed_mps):
+    latest_ms = (limits.max_upload_duration_s + FIRST_SAMPLE_DELAY_S) * 1000
+    if (
+        len(fixes) <= FEW_GPS_FIXES
+        and fixes[-1].offset_ms <= latest_ms
+        and _plausible_fixes(fixes, limits.max_speed_mps)
+    ):
         return []
     violations: list[Violation] = []
     previous_offset = -1
@@ -355,6 +525,16 @@ def check_gps(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation
                     f"gps[{index}].offset_ms",
                     "gps-offset-decreasing",
                     f"offset {fix.offset_ms} ms comes after {previous_offset} ms",
+                )
+            )
+            break
+        if fix.offset_ms > latest_ms:
+            violations.append(
+                Violation(
+                    f"gps[{index}].offset_ms",
+                    "offset-too-large",
+                    f"offset {fix.offset_ms} ms is more than {latest_ms / 1000:g} s after started_at"
+                    f" (an upload spans at most {limits.max_upload_duration_s:g} s)",
                 )
             )
             break
@@ -418,9 +598,12 @@ def validate_upload(upload: upload_pb2.Upload, now_s: float, limits: UploadLimit
     return [
         *check_ids(upload),
         *check_text_fields(upload),
+        *check_well_known_types(upload),
         *check_started_at(upload, now_s, limits),
+        *check_sequence(upload, limits),
         *check_sample_rate(upload, limits),
         *check_sensor_kinds(upload),
         *check_imu(upload, limits),
         *check_gps(upload, limits),
+        *check_upload_end(upload, now_s, limits),
     ]

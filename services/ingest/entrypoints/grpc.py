@@ -35,7 +35,7 @@ from michi.bus.producer import Delivery
 from michi.contracts.v1 import ingest_pb2, upload_pb2
 from michi.readiness import run_checks
 from services.ingest.adapters.publisher import OutgoingUpload, UploadPublisher
-from services.ingest.domain.decoding import PROTOBUF, UndecodableUpload, decode_upload
+from services.ingest.domain.decoding import PROTOBUF
 from services.ingest.domain.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -45,9 +45,9 @@ from services.ingest.domain.signing import (
     verify_request,
 )
 from services.ingest.domain.validation import imu_sample_count
-from services.ingest.entrypoints.http import IngestEndpoints, check_rate
+from services.ingest.entrypoints.http import IngestEndpoints, check_rate, internal_error
 from services.ingest.entrypoints.http import authenticate as authenticate_token
-from services.ingest.handlers import ACCEPTED, UploadAccepted, UploadHandler, UploadRefused
+from services.ingest.handlers import ACCEPTED, UploadAccepted, UploadHandler, UploadRefused, decode_body
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.ingest")
@@ -71,6 +71,7 @@ STATUS_CODES: dict[int, grpc.StatusCode] = {
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -152,10 +153,7 @@ async def check_signature(
 
 
 def decode(body: bytes) -> upload_pb2.Upload:
-    try:
-        return decode_upload(body, PROTOBUF)
-    except UndecodableUpload as error:
-        raise UploadRefused(400, "undecodable-body", str(error)) from error
+    return decode_body(body, PROTOBUF)
 
 
 def rejected_ack(upload_id: str, refusal: UploadRefused) -> ingest_pb2.UploadAck:
@@ -352,7 +350,10 @@ class IngestService:
                     }
                 )
                 answer = await handler.handle(upload, device_id)
-            except UploadRefused as refusal:
+            except Exception as error:
+                # A failure no rule foresaw is this upload's alone: INTERNAL for a call, a REJECTED ack on a
+                # stream (which goes on), counted and logged as `internal-error`.
+                refusal = error if isinstance(error, UploadRefused) else internal_error(error, device_id, upload_id)
                 span.set_attributes(
                     {
                         "michi.ingest.outcome": "refused",
@@ -361,7 +362,9 @@ class IngestService:
                     }
                 )
                 self._refused(refusal, device_id, upload_id, started)
-                raise
+                if refusal is error:
+                    raise
+                raise refusal from error
             span.set_attribute("michi.ingest.outcome", answer.outcome)
             self._answered(answer, started)
             return answer_ack(answer)

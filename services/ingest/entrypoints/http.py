@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,14 +28,7 @@ from michi.bus.headers import extract_context
 from michi.readiness import add_operations_routes
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.adapters.rate_limits import NonceRegistry, RateLimiter
-from services.ingest.domain.decoding import (
-    JSON,
-    PROTOBUF,
-    SUPPORTED_MEDIA_TYPES,
-    UndecodableUpload,
-    decode_upload,
-    media_type,
-)
+from services.ingest.domain.decoding import JSON, PROTOBUF, SUPPORTED_MEDIA_TYPES, media_type
 from services.ingest.domain.signing import (
     DEFAULT_WINDOW_S,
     NONCE_HEADER,
@@ -47,7 +41,7 @@ from services.ingest.domain.signing import (
 from services.ingest.domain.tokens import TokenRejected
 from services.ingest.domain.validation import imu_sample_count
 from services.ingest.entrypoints.metrics import IngestMetrics
-from services.ingest.handlers import ACCEPTED, UploadHandler, UploadRefused
+from services.ingest.handlers import ACCEPTED, UploadHandler, UploadRefused, decode_body
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.ingest")
@@ -56,6 +50,11 @@ UNAUTHORIZED_HEADERS = {"WWW-Authenticate": 'Bearer realm="michi"'}
 # Sent with a refusal given before the body was read: the server closes the connection instead of
 # draining a body it will never use (a 50 MB upload to a 413 costs the client, not ingest).
 CLOSE_CONNECTION = {"Connection": "close"}
+# A Content-Length is ASCII digits only (no sign, no list, no Unicode digits such as '²' that isdigit() takes).
+CONTENT_LENGTH_PATTERN = re.compile(r"[0-9]+")
+# More digits than this exceed every body limit (and int() refuses strings of over 4,300 digits).
+MAX_CONTENT_LENGTH_DIGITS = 18
+INTERNAL_ERROR = "internal-error"
 
 
 class ErrorBody(BaseModel):
@@ -92,14 +91,29 @@ def _json(status: int, content: dict[str, Any], headers: dict[str, str] | None =
     return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
 
+def declared_length(request: Request, limit: int, too_large: str) -> int | None:
+    """The Content-Length, None when absent; 400 `invalid-content-length` unless it is one run of ASCII digits
+    (negative, a list, several headers, anything else), 413 `too_large` when over `limit`.
+
+    uvicorn's parser refuses most of these before the app runs (`http_protocol.json_error_protocol` gives
+    them the same JSON body); this holds for any server the app runs in.
+    """
+    values = request.headers.getlist("content-length")
+    if not values:
+        return None
+    declared = values[0].strip()
+    if len(values) > 1 or CONTENT_LENGTH_PATTERN.fullmatch(declared) is None:
+        raise UploadRefused(
+            400, "invalid-content-length", "Content-Length must be one number of bytes (decimal digits)"
+        )
+    if len(declared) > MAX_CONTENT_LENGTH_DIGITS or int(declared) > limit:
+        raise UploadRefused(413, too_large, f"body of {declared[:40]} bytes exceeds {limit} bytes")
+    return int(declared)
+
+
 async def read_bounded_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit` (never read past it)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise UploadRefused(400, "invalid-content-length", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise UploadRefused(413, "body-too-large", f"body of {declared} bytes exceeds {limit} bytes")
+    declared_length(request, limit, "body-too-large")
     chunks = []
     size = 0
     async for chunk in request.stream():
@@ -188,8 +202,18 @@ async def check_signature(
         ) from error
 
 
+def internal_error(error: Exception, device_id: str, upload_id: str) -> UploadRefused:
+    """A failure no rule foresaw, logged with its traceback: 500 `internal-error` (counted like a refusal)."""
+    logger.error("upload failed", extra={"device_id": device_id, "upload_id": upload_id}, exc_info=error)
+    return UploadRefused(500, INTERNAL_ERROR, "ingest failed on this upload; it was not accepted")
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Undecodable body (`undecodable-body`, `invalid-content-length`)"},
+    400: {
+        "model": ErrorBody,
+        "description": "Undecodable body (`undecodable-body`), bad Content-Length (`invalid-content-length`), not"
+        " HTTP/1.1 (`malformed-request`)",
+    },
     401: {
         "model": ErrorBody,
         "description": "Missing, invalid, unknown or revoked device token, or a bad, stale or replayed signature",
@@ -198,7 +222,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "upload_id already used for different content (`upload-id-reused`)"},
     413: {"model": ErrorBody, "description": "Body larger than the limit (`body-too-large`)"},
     415: {"model": ErrorBody, "description": "Content-Type is neither application/x-protobuf nor application/json"},
-    422: {"model": ErrorBody, "description": "Invalid upload; `reason` and `field` name the first broken rule"},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid upload (a field out of range, given twice, ...); `reason` and `field` name the first"
+        " broken rule",
+    },
     429: {
         "model": ErrorBody,
         "description": "The device or the fleet is over its rate (`rate-limited`); see Retry-After",
@@ -276,10 +304,7 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
                 body_read = True
                 metrics.received(media, len(body))
                 await check_signature(endpoints, request, token, device_id, body)
-                try:
-                    upload = decode_upload(body, media)
-                except UndecodableUpload as error:
-                    raise UploadRefused(400, "undecodable-body", str(error)) from error
+                upload = decode_body(body, media, handler.limits)
                 upload_id = upload.upload_id
                 span.set_attributes(
                     {
@@ -290,7 +315,8 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
                     }
                 )
                 answer = await handler.handle(upload, device_id)
-            except UploadRefused as refusal:
+            except Exception as error:
+                refusal = error if isinstance(error, UploadRefused) else internal_error(error, device_id, upload_id)
                 span.set_attributes({"michi.ingest.outcome": "refused", "michi.ingest.reason": refusal.reason})
                 metrics.refused(refusal.reason)
                 metrics.refused_latency.observe(time.perf_counter() - started)

@@ -42,7 +42,7 @@ from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.domain.decoding import media_type
 from services.ingest.domain.validation import ID_PATTERN, MEDIA_NAME_PATTERN
-from services.ingest.entrypoints.http import ErrorBody, _json, authenticate, bearer_token
+from services.ingest.entrypoints.http import ErrorBody, _json, authenticate, bearer_token, declared_length
 from services.ingest.handlers import UploadRefused
 
 logger = logging.getLogger(__name__)
@@ -226,14 +226,7 @@ def create_media_router(endpoints: MediaEndpoints) -> APIRouter:
                 span.set_attribute("michi.ingest.upload_id", upload_id)
                 if media_type(request.headers.get("content-type")) not in endpoints.media_types:
                     raise UploadRefused(415, "unsupported-media-type", f"Content-Type must be one of {allowed_types}")
-                declared = request.headers.get("content-length")
-                if declared is not None:
-                    if not declared.isdigit():
-                        raise UploadRefused(400, "invalid-content-length", "Content-Length is not a number")
-                    if int(declared) > endpoints.max_media_bytes:
-                        raise UploadRefused(
-                            413, "media-too-large", f"{declared} bytes exceed {endpoints.max_media_bytes} bytes"
-                        )
+                declared_length(request, endpoints.max_media_bytes, "media-too-large")
                 expected = declared_sha256(request.headers)
                 try:
                     owner = await endpoints.claims.bind_media_owner(upload_id, device_id)
