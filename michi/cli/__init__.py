@@ -63,13 +63,24 @@ def up(
     seed: int = typer.Option(7, help="simulator seed"),
     speed: float = typer.Option(1.0, help="simulated seconds per wall-clock second"),
     table: bool = typer.Option(True, help="show the live status table"),
+    short_first_trips: bool = typer.Option(
+        True, help="each simulated dashcam's first trip lasts 60-90 s, so scores show within minutes"
+    ),
 ) -> None:
     """Run the whole platform: embedded infrastructure, every service, optionally a simulated fleet."""
     from michi.cli.platform import run_platform
     from michi.infra.processes import InfrastructureError
 
     try:
-        run_platform(_settings(), simulate=simulate, duration=duration, seed=seed, speed=speed, show_table=table)
+        run_platform(
+            _settings(),
+            simulate=simulate,
+            duration=duration,
+            seed=seed,
+            speed=speed,
+            show_table=table,
+            short_first_trips=short_first_trips,
+        )
     except InfrastructureError as error:
         _fail(str(error))
 
@@ -168,18 +179,13 @@ def simulate(
 ) -> None:
     """Drive a simulated fleet against an ingest endpoint."""
     from michi.cli.platform import simulate_fleet
+    from michi.simulator import SimulationConfig
 
+    config = SimulationConfig(
+        devices=devices, duration_s=duration, seed=seed, sample_rate_hz=sample_rate, scenario=scenario
+    )
     report = simulate_fleet(
-        _settings(),
-        devices=devices,
-        duration=duration,
-        target=target,
-        seed=seed,
-        sample_rate=sample_rate,
-        speed=speed or None,
-        scenario=scenario,
-        ground_truth=ground_truth,
-        register=register,
+        _settings(), config, target=target, speed=speed or None, ground_truth=ground_truth, register=register
     )
     typer.echo(json.dumps(dict(report.by_outcome)))
     if report.by_outcome.get("failed") or report.by_outcome.get("refused"):

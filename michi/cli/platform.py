@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from rich.console import Console
@@ -28,6 +28,9 @@ from michi.settings import MichiSettings
 from michi.telemetry import configure_logging
 from michi.uplink import SendReport, UploadClient, send_fleet
 
+if TYPE_CHECKING:
+    from michi.simulator import SimulationConfig
+
 logger = logging.getLogger(__name__)
 console = Console()
 
@@ -45,6 +48,9 @@ SERVICE_PORTS: dict[str, tuple[str, int]] = {
 
 # Share of the simulated fleet's judgeable events offered to annotators as gold tasks (known answers).
 SIMULATED_GOLD_RATE = 0.3
+# How long each simulated dashcam's first trip lasts under `michi up` (seconds, drawn in this range): the
+# first trip scores arrive about a minute after the fleet starts instead of 5-15 min.
+UP_FIRST_TRIP_SECONDS = (60.0, 90.0)
 
 
 def _service_url(name: str) -> str:
@@ -60,12 +66,31 @@ def _ready(url: str) -> bool:
 
 
 def register_simulated_devices(settings: MichiSettings, device_ids: list[str]) -> dict[str, str]:
-    """Fresh tokens for the simulated devices (re-issued on every run; only hashes are stored)."""
+    """A fresh token for each simulated device, on a fresh home and on one that ran before.
+
+    A device registered by an earlier run gets a new token and its old one is revoked at once (a rotation
+    without overlap): the old token was only ever in that run's memory, so nothing can still be using it.
+    Tokens are never written to the home or logged; the registry keeps their hashes.
+    """
+    from services.ingest.adapters.devices import DeviceAlreadyRegistered
     from services.ingest.bootstrap import device_registry
     from services.ingest.settings import IngestSettings
 
     registry = device_registry(IngestSettings(**settings.model_dump()))
-    return {device_id: registry.add_device(device_id, label="simulated") for device_id in device_ids}
+    tokens: dict[str, str] = {}
+    rotated = 0
+    try:
+        for device_id in device_ids:
+            try:
+                tokens[device_id] = registry.add_device(device_id, label="simulated")
+            except DeviceAlreadyRegistered:
+                tokens[device_id] = registry.rotate(device_id, overlap_s=0)
+                rotated += 1
+    finally:
+        registry.close()
+    if rotated:
+        logger.info("simulated devices re-issued tokens", extra={"devices": rotated})
+    return tokens
 
 
 class GoldPublisher:
@@ -97,36 +122,43 @@ class GoldPublisher:
                 self.published += 1
 
 
+def up_simulation_config(
+    *, devices: int, duration: float, seed: int, start_time: float, short_first_trips: bool = True
+) -> SimulationConfig:
+    """The simulated fleet `michi up --simulate N` (and so `make run`) drives.
+
+    With `short_first_trips` every dashcam's first trip lasts `UP_FIRST_TRIP_SECONDS`, so the first trip
+    and driver scores show within minutes; every later trip is drawn like any simulated fleet's (5-15 min).
+    """
+    from michi.simulator import SimulationConfig
+
+    return SimulationConfig(
+        devices=devices,
+        duration_s=duration,
+        seed=seed,
+        start_time=start_time,
+        first_trip_seconds=UP_FIRST_TRIP_SECONDS if short_first_trips else None,
+    )
+
+
 def simulate_fleet(
     settings: MichiSettings,
+    config: SimulationConfig,
     *,
-    devices: int,
-    duration: float,
     target: str,
-    seed: int,
-    sample_rate: int = 50,
     speed: float | None = None,
-    scenario: str | None = None,
     ground_truth: Path | None = None,
     register: bool = True,
-    start_time: float | None = None,
     stop: threading.Event | None = None,
     on_result: Any = None,
     gold: GoldPublisher | None = None,
 ) -> SendReport:
+    """Drive the fleet `config` describes against ingest at `target`, each upload once its slice has passed
+    at `speed` x real time (None: as fast as ingest takes them)."""
     from michi.roadmap import RoadMap
-    from michi.simulator import FleetSimulator, SimulationConfig
+    from michi.simulator import FleetSimulator
 
-    options: dict[str, Any] = {
-        "devices": devices,
-        "duration_s": duration,
-        "seed": seed,
-        "sample_rate_hz": sample_rate,
-        "scenario": scenario,
-    }
-    if start_time is not None:
-        options["start_time"] = start_time
-    simulator = FleetSimulator(SimulationConfig(**options), road_map=RoadMap.default())
+    simulator = FleetSimulator(config, road_map=RoadMap.default())
     device_ids = [profile.device_id for profile in simulator.devices]
     tokens = register_simulated_devices(settings, device_ids) if register else {}
 
@@ -165,7 +197,11 @@ def simulate_fleet(
 
 
 def _status_table(
-    previous: PlatformStatus | None, current: PlatformStatus, supervisor: Supervisor, simulated: dict[str, int]
+    previous: PlatformStatus | None,
+    current: PlatformStatus,
+    supervisor: Supervisor,
+    simulated: dict[str, int],
+    infrastructure: Supervisor | None = None,
 ) -> Table:
     table = Table(title="michi up — Ctrl-C stops everything", expand=False)
     table.add_column("what")
@@ -186,9 +222,10 @@ def _status_table(
         table.add_row(name, str(total), f"{rate:.1f}")
     for service, lag in current.lag.items():
         table.add_row(f"lag {service}", str(lag), "")
-    for name, process in supervisor.services.items():
-        state = "up" if process.alive else "restarting"
-        table.add_row(f"service {name}", state, f"restarts {process.restarts}")
+    for kind, watched in (("server", infrastructure), ("service", supervisor)):
+        for name, process in watched.services.items() if watched is not None else ():
+            state = "up" if process.alive else "restarting"
+            table.add_row(f"{kind} {name}", state, f"restarts {process.restarts}")
     if simulated:
         table.add_row(
             "simulator sent",
@@ -199,11 +236,20 @@ def _status_table(
 
 
 def run_platform(
-    settings: MichiSettings, *, simulate: int, duration: float, seed: int, speed: float, show_table: bool
+    settings: MichiSettings,
+    *,
+    simulate: int,
+    duration: float,
+    seed: int,
+    speed: float,
+    show_table: bool,
+    short_first_trips: bool = True,
 ) -> None:
     configure_logging("michi", "WARNING")
     home = settings.home.resolve()
     infrastructure = EmbeddedInfrastructure(settings)
+    # The embedded Kafka and redis-server, restarted like the services when they die; stopped after them.
+    servers = Supervisor()
     supervisor = Supervisor()
     stop = threading.Event()
     previous_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -217,6 +263,8 @@ def run_platform(
     try:
         console.print("[bold]michi[/]: starting embedded infrastructure")
         endpoints = infrastructure.up()
+        infrastructure.supervise(servers)
+        servers.start()
         ensure_topics(endpoints.kafka_bootstrap, settings.topic_prefix)
         environment = {
             "MICHI_HOME": str(home),
@@ -257,12 +305,15 @@ def run_platform(
                 try:
                     simulate_fleet(
                         settings,
-                        devices=simulate,
-                        duration=duration,
+                        up_simulation_config(
+                            devices=simulate,
+                            duration=duration,
+                            seed=seed,
+                            start_time=time.time(),
+                            short_first_trips=short_first_trips,
+                        ),
                         target=_service_url("ingest"),
-                        seed=seed,
                         speed=speed,
-                        start_time=time.time(),
                         stop=stop,
                         on_result=count,
                         gold=gold,
@@ -280,7 +331,7 @@ def run_platform(
             with Live(console=console, refresh_per_second=1, transient=False) as live:
                 while not stop.is_set():
                     current = collect_status(endpoints.kafka_bootstrap, settings.topic_prefix)
-                    live.update(_status_table(previous, current, supervisor, simulated))
+                    live.update(_status_table(previous, current, supervisor, simulated, servers))
                     previous = current
                     stop.wait(2.0)
         else:
@@ -291,6 +342,7 @@ def run_platform(
         if simulator_thread is not None:
             simulator_thread.join(timeout=15)
         supervisor.stop()
+        servers.stop(timeout=30.0)
         infrastructure.down()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)

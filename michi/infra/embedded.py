@@ -3,6 +3,8 @@
 Anything whose `MICHI_*` variable is set is external and left alone. `up()` starts
 what is missing and writes `.michi/endpoints.json`; a detached start (`michi infra up`)
 records the pids in `.michi/infra.json` so `michi infra down` can stop them later.
+`supervise()` hands the servers an attached start began to a `Supervisor` (`michi up` does),
+which starts a dead one again on the same port with the same data directory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from michi.infra.kafka import KafkaBroker, broker_answers
 from michi.infra.processes import pid_is_alive, stop_pid
 from michi.infra.redis import RedisServer, redis_answers
+from michi.infra.supervisor import Supervisor
 from michi.settings import MichiSettings
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,16 @@ class EmbeddedInfrastructure:
         endpoints = Endpoints(kafka_bootstrap, redis_url, database_url, blob_url)
         endpoints.write(self.settings.endpoints_path)
         return endpoints
+
+    def supervise(self, supervisor: Supervisor) -> list[str]:
+        """Let `supervisor` restart the servers this object started attached; their names."""
+        supervised = []
+        for name, server in (("kafka", self.kafka), ("redis", self.redis)):
+            process = server.process
+            if name in self.started and not server.detached and process is not None:
+                supervisor.adopt(name, process, server.launch, server.log_path)
+                supervised.append(name)
+        return supervised
 
     def down(self) -> list[str]:
         """Stop what this object started, and any detached servers recorded in the state file."""

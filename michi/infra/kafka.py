@@ -208,13 +208,7 @@ class KafkaBroker:
                 raise InfrastructureError(
                     f"formatting Kafka storage failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}"
                 )
-        process = start_process(
-            self._java_command(java, libs, "kafka.Kafka", str(config)),
-            self.data_dir / "stdout.log",
-            detached=self.detached,
-        )
-        self.pid = process.pid
-        self._process = process
+        process = self.launch()
         if (
             not wait_until(lambda: process.poll() is not None or broker_answers(self.bootstrap), timeout, 0.3)
             or process.poll() is not None
@@ -224,6 +218,26 @@ class KafkaBroker:
                 f"Kafka did not become ready within {timeout:.0f}s; see {self.log_path} and {self.data_dir / 'stdout.log'}"
             )
         logger.info("kafka ready", extra={"bootstrap": self.bootstrap, "pid": self.pid})
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the broker on the configured ports and storage, without waiting for it to answer.
+
+        `start()` uses it once the storage is formatted; the supervisor of `michi up` uses it to restart a
+        broker that died (same ports, same `log.dirs`, so topics, offsets and the cluster id are kept).
+        """
+        process = start_process(
+            self._java_command(require_java(), kafka_libs(), "kafka.Kafka", str(self.data_dir / "server.properties")),
+            self.data_dir / "stdout.log",
+            detached=self.detached,
+        )
+        self.pid = process.pid
+        self._process = process
+        return process
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The broker process this object started last (None before `start()` and after `stop()`)."""
+        return self._process
 
     def stop(self) -> None:
         if self._process is not None:

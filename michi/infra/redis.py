@@ -49,12 +49,31 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "redis.log"
+
     def start(self, timeout: float = 20.0) -> None:
-        binary = redis_server_binary()
+        redis_server_binary()  # no binary: say so before anything else
         require_free_port(self.port, "Redis")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        process = self.launch()
+        if (
+            not wait_until(lambda: process.poll() is not None or redis_answers(self.url), timeout)
+            or process.poll() is not None
+        ):
+            self.stop()
+            raise InfrastructureError(f"redis-server did not become ready within {timeout:.0f}s; see {self.log_path}")
+        logger.info("redis ready", extra={"url": self.url, "pid": self.pid})
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start redis-server on this port and data dir, without waiting for it to answer.
+
+        `start()` uses it; the supervisor of `michi up` uses it to restart a server that died: the same port
+        and `--dir`, so the append-only file brings back what was written before.
+        """
         arguments = [
-            binary,
+            redis_server_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--protected-mode", "yes",
@@ -64,18 +83,15 @@ class RedisServer:
             "--save", "",
             "--daemonize", "no",
         ]  # fmt: skip
-        process = start_process(arguments, self.data_dir / "redis.log", detached=self.detached)
+        process = start_process(arguments, self.log_path, detached=self.detached)
         self.pid = process.pid
         self._process = process
-        if (
-            not wait_until(lambda: process.poll() is not None or redis_answers(self.url), timeout)
-            or process.poll() is not None
-        ):
-            self.stop()
-            raise InfrastructureError(
-                f"redis-server did not become ready within {timeout:.0f}s; see {self.data_dir / 'redis.log'}"
-            )
-        logger.info("redis ready", extra={"url": self.url, "pid": self.pid})
+        return process
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The redis-server process this object started last (None before `start()` and after `stop()`)."""
+        return self._process
 
     def stop(self) -> None:
         if self._process is not None:

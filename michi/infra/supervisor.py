@@ -1,4 +1,9 @@
-"""Supervised service processes: started, restarted with backoff when they die, stopped together."""
+"""Supervised processes: started, restarted with backoff when they die, stopped together.
+
+Services are added by module (`add`) and started by the supervisor; servers someone else started,
+like the embedded Kafka and redis-server of `michi up`, are handed over with the function that starts
+them again (`adopt`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +34,8 @@ class ServiceProcess:
     next_start: float = 0.0
     last_exit: int | None = None
     history: list[float] = field(default_factory=list)
+    # Starts the process again, when it was not started from `arguments` (an adopted server).
+    launch: Callable[[], subprocess.Popen[bytes]] | None = None
 
     @property
     def alive(self) -> bool:
@@ -48,7 +56,20 @@ class Supervisor:
         arguments = [sys.executable, "-m", module]
         self.services[name] = ServiceProcess(name, arguments, {**os.environ, **environment}, log_path)
 
+    def adopt(
+        self, name: str, process: subprocess.Popen[bytes], launch: Callable[[], subprocess.Popen[bytes]], log_path: Path
+    ) -> None:
+        """Watch a running process someone else started; when it dies, `launch()` starts it again."""
+        arguments = [str(argument) for argument in process.args] if isinstance(process.args, list) else []
+        self.services[name] = ServiceProcess(
+            name, arguments, {}, log_path, process=process, started_at=time.monotonic(), launch=launch
+        )
+
     def _spawn(self, service: ServiceProcess) -> None:
+        if service.launch is not None:
+            service.process = service.launch()
+            service.started_at = time.monotonic()
+            return
         service.log_path.parent.mkdir(parents=True, exist_ok=True)
         with service.log_path.open("ab") as log:
             service.process = subprocess.Popen(
@@ -64,7 +85,8 @@ class Supervisor:
 
     def start(self) -> None:
         for service in self.services.values():
-            self._spawn(service)
+            if service.process is None:
+                self._spawn(service)
         self._watcher = threading.Thread(target=self._watch, name="michi-supervisor", daemon=True)
         self._watcher.start()
 
@@ -93,7 +115,11 @@ class Supervisor:
         elif now >= service.next_start:
             service.next_start = 0.0
             service.restarts += 1
-            self._spawn(service)
+            try:
+                self._spawn(service)
+            except Exception:
+                # The old process stays the one watched: the next check sees it dead and backs off again.
+                logger.exception("restart failed", extra={"service": service.name})
 
     def stop(self, timeout: float = 20.0) -> None:
         self._stopping.set()

@@ -23,6 +23,9 @@ class SimulationConfig:
     upload_seconds: float = 10.0
     # A trip lasts between these many seconds (the last one is cut at the end of the run).
     trip_seconds: tuple[float, float] = (300.0, 900.0)
+    # Opt-in: each device's first trip lasts between these many seconds instead (`michi up` shows its
+    # first scores sooner this way); None draws it from `trip_seconds` like every other trip.
+    first_trip_seconds: tuple[float, float] | None = None
     # Name from `list_scenarios()`, a `Scenario`, or None for a healthy fleet.
     scenario: str | Scenario | None = None
     start_time: float = DEFAULT_START_TIME
@@ -67,3 +70,7 @@ class SimulationConfig:
         shortest, longest = self.trip_seconds
         if not 0 < shortest <= longest:
             raise ValueError("trip_seconds must be (shortest, longest) with 0 < shortest <= longest")
+        if self.first_trip_seconds is not None:
+            shortest, longest = self.first_trip_seconds
+            if not 0 < shortest <= longest:
+                raise ValueError("first_trip_seconds must be (shortest, longest) with 0 < shortest <= longest")

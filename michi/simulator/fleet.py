@@ -193,7 +193,11 @@ class FleetSimulator:
         trip_index = 0
         while end - clock >= MINIMUM_TRIP_SECONDS:
             random = np.random.default_rng([config.seed, _TRIP_STREAM, profile.index, trip_index])
-            duration = float(math.floor(min(float(random.uniform(*config.trip_seconds)), end - clock)))
+            lengths = config.trip_seconds
+            if trip_index == 0 and config.first_trip_seconds is not None:
+                lengths = config.first_trip_seconds
+            # One draw either way, so the rest of the trip's stream is drawn as without a short first trip.
+            duration = float(math.floor(min(float(random.uniform(*lengths)), end - clock)))
             setup = self._trip_setup(profile, clock)
             trip = self._simulate_trip(profile, setup, trip_index, clock, duration, mount, random)
             mount = trip.sensor.mounts[-1][1]
