@@ -351,19 +351,27 @@ async def test_a_revoked_token_ends_its_stream(ingest: GrpcIngest) -> None:
     await queue.put(make_upload("before-revocation"))
     assert (await stream.read()).outcome == ACCEPTED
     assert ingest.registry.revoke("device-a")
-    deadline = time.monotonic() + ingest.settings.ingest_token_cache_ttl_s + 5
+    revoked_at = time.monotonic()
+    deadline = revoked_at + ingest.settings.ingest_token_cache_ttl_s + 5
     code = None
     index = 0
+    last_accepted = 0.0  # when the last upload accepted after the revocation was sent
     while code is None and time.monotonic() < deadline:
         index += 1
+        sent = time.monotonic() - revoked_at
         await queue.put(make_upload(f"after-revocation-{index}", sequence=index))
         try:
             ack = await stream.read()
             assert ack.outcome == ACCEPTED  # still cached
-            await asyncio.sleep(0.2)
+            last_accepted = sent
+            await asyncio.sleep(0.05)
         except grpc.aio.AioRpcError as error:
             code = (error.code(), dict(error.trailing_metadata() or ())["michi-reason"])
     assert code == (grpc.StatusCode.UNAUTHENTICATED, "revoked-token")
+    # docs/devices.md: a revoked token ends its stream within 2 s (the token cache's lifetime, at most 2 s).
+    assert ingest.settings.ingest_token_cache_ttl_s <= 2.0
+    assert last_accepted <= ingest.settings.ingest_token_cache_ttl_s + 0.05
+    assert time.monotonic() - revoked_at <= ingest.settings.ingest_token_cache_ttl_s + 1.0
     await queue.put(None)
 
 
