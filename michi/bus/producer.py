@@ -34,6 +34,14 @@ from michi.contracts.v1 import operations_pb2
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.bus")
 
+# A dead letter carries the original bytes, but never so many that the letter itself would be refused:
+# a message near the broker's 1 MB limit, wrapped in a DeadLetter, would fail to publish on every retry
+# and stop the stream that tried to park it. Longer values, keys and headers are cut (the error says so;
+# the original stays at its topic, partition and offset for the topic's retention).
+MAX_DEAD_LETTER_VALUE_BYTES = 512 * 1024
+MAX_DEAD_LETTER_KEY_BYTES = 16 * 1024
+MAX_DEAD_LETTER_HEADER_BYTES = 16 * 1024
+
 
 class PublishError(RuntimeError):
     """The broker did not acknowledge a message (retriable unless `fatal`)."""
@@ -250,19 +258,21 @@ class EventProducer:
         reason: str,
         error: str,
     ) -> concurrent.futures.Future[Delivery]:
-        """Park a message this service could not process, with the original bytes and the reason."""
-        letter = operations_pb2.DeadLetter(
-            event_id=stable_event_id("dead-letter", service, source_topic, partition, offset),
-            occurred_at=timestamp_now(),
+        """Park a message this service could not process, with the original bytes and the reason.
+
+        The letter stays publishable whatever the message: value, key and headers beyond
+        `MAX_DEAD_LETTER_*_BYTES` are cut, and the error says what was cut.
+        """
+        letter = dead_letter_message(
+            service=service,
             source_topic=source_topic,
             partition=partition,
             offset=offset,
-            key=key or b"",
-            value=value or b"",
+            key=key,
+            value=value,
             headers=headers,
             reason=reason,
-            error=error[:2000],
-            service=service,
+            error=error,
         )
         logger.warning(
             "message sent to dead letters",
@@ -271,10 +281,10 @@ class EventProducer:
                 "partition": partition,
                 "offset": offset,
                 "reason": reason,
-                "error": error[:300],
+                "error": letter.error[:300],
             },
         )
-        return self.publish(DEAD_LETTERS, (key or b"").decode("utf-8", "replace"), letter)
+        return self.publish(DEAD_LETTERS, letter.key.decode("utf-8", "replace"), letter)
 
     def dead_letter_record(
         self, *, service: str, record: ConsumedRecord, headers: dict[str, str], reason: str, error: str
@@ -310,6 +320,52 @@ class EventProducer:
         self._poller.join(timeout=2)
         # Release the client now, not at garbage collection, so it stops reconnecting.
         self._producer.close()
+
+
+def dead_letter_message(
+    *,
+    service: str,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: dict[str, str],
+    reason: str,
+    error: str,
+) -> operations_pb2.DeadLetter:
+    """The DeadLetter of one message, its original bytes cut to the `MAX_DEAD_LETTER_*_BYTES` bounds."""
+    key, value = key or b"", value or b""
+    cuts = []
+    if len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+        cuts.append(f"value cut to {MAX_DEAD_LETTER_VALUE_BYTES} of {len(value)} bytes")
+        value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
+    if len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+        cuts.append(f"key cut to {MAX_DEAD_LETTER_KEY_BYTES} of {len(key)} bytes")
+        key = key[:MAX_DEAD_LETTER_KEY_BYTES]
+    kept: dict[str, str] = {}
+    room = MAX_DEAD_LETTER_HEADER_BYTES
+    for name, text in headers.items():
+        room -= len(name.encode()) + len(text.encode())
+        if room < 0:
+            cuts.append(f"{len(headers) - len(kept)} of {len(headers)} headers left out")
+            break
+        kept[name] = text
+    if cuts:
+        error = f"{error[:1500]} ({'; '.join(cuts)}; the original is at {source_topic}[{partition}]@{offset})"
+    return operations_pb2.DeadLetter(
+        event_id=stable_event_id("dead-letter", service, source_topic, partition, offset),
+        occurred_at=timestamp_now(),
+        source_topic=source_topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        value=value,
+        headers=kept,
+        reason=reason,
+        error=error[:2000],
+        service=service,
+    )
 
 
 def _resolve(future: concurrent.futures.Future[Delivery] | asyncio.Future[Delivery], outcome: Outcome) -> None:

@@ -1,41 +1,59 @@
-"""A stream worker that holds its partitions but stopped fetching is restarted, not left idle.
+"""Health of a stream worker judged from outside faust: a worker that crashed or stopped progressing is stopped.
 
-faust-streaming/aiokafka can come out of a rebalance (seen after a `kill -9` and a restart with a
-backlog) owning every partition, ready, and never fetching some of them again
-(faust-streaming/faust#629): the group is stable, lag grows, nothing is logged. The watchdog looks
-from outside faust: every `interval_s` it reads, with a plain confluent-kafka client, the group's
-committed offset and the end of each partition of the topics the app's agents read (those made
-with `catalog_topic`). A partition with records past its committed offset whose committed offset
-has not moved for `timeout_s` means the worker is stuck: it stops without acknowledging (exit 75)
-and the supervisor restarts it, which redelivers from the committed offsets.
+Two failures leave a faust worker alive and useless, holding its partitions (so no other worker
+takes them) with its offsets unmoved:
 
-Offsets move after every processed batch (`broker_commit_interval` 1 s), so a healthy worker with
-a backlog never trips it; an idle worker has no lag.
+- one of its faust services crashed (the producer after the broker refused a record, the consumer,
+  a table, a timer): faust's own shutdown can then hang behind an agent that waits for that
+  producer, while its web server still answers;
+- it stopped fetching: faust-streaming/aiokafka can come out of a rebalance (seen after a `kill -9`
+  and a restart with a backlog) owning every partition and never fetching some of them again
+  (faust-streaming/faust#629): the group is stable, lag grows, nothing is logged.
+
+`StreamWatch` looks from two threads of its own, so neither a crashed faust service nor a blocked
+event loop stops it:
+
+- every `CRASH_CHECK_S` (0.5 s) it asks whether the app crashed, and then stops the worker without
+  acknowledging (exit 75, `redelivery.py`);
+- every `CHECK_INTERVAL_S` (5 s) it reads, with a plain confluent-kafka client, the group's committed
+  offset and the end of each partition the worker holds of the topics its agents read (those made
+  with `catalog_topic`). A partition with records past its committed offset whose committed offset
+  has not moved is stalled: after `NOT_READY_AFTER_S` (30 s) `readiness()` says so (`/readyz`
+  answers 503), after `STALL_TIMEOUT_S` (45 s) the worker stops (exit 75) and the supervisor restarts
+  it, which redelivers from the committed offsets. A worker that stops progressing therefore answers
+  503 within 35 s and exits within 50 s of its last commit.
+
+Offsets move after every processed batch (`broker_commit_interval` 1 s), so a healthy worker with a
+backlog never trips it, and an idle worker has no lag. While the app rebalances or recovers its
+tables nothing is judged and the clocks start again afterwards (`/readyz` is 503 then anyway).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 import time
-import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
 from confluent_kafka import Consumer, TopicPartition
+
+from michi.bus.redelivery import stop_without_acknowledging
+
+if TYPE_CHECKING:  # faust only for its types: readiness checks use this module in services without faust
+    import faust
 
 logger = logging.getLogger(__name__)
 
 STALL_TIMEOUT_S = 45.0
+NOT_READY_AFTER_S = 30.0
 CHECK_INTERVAL_S = 5.0
+CRASH_CHECK_S = 0.5
 
-# The catalog topics each app's agents read (filled by `catalog_topic`).
-_READ_TOPICS: weakref.WeakKeyDictionary[faust.App, set[str]] = weakref.WeakKeyDictionary()
-
-
-def remember_read_topic(app: faust.App, name: str) -> None:
-    _READ_TOPICS.setdefault(app, set()).add(name)
+Partition = tuple[str, int]
+# (committed offset, end offset) of a partition.
+Position = tuple[int, int]
 
 
 @dataclass
@@ -43,74 +61,178 @@ class StallDetector:
     """Per partition: the committed offset last seen and since when it has not moved while lagging."""
 
     timeout_s: float
-    last: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+    last: dict[Partition, tuple[int, float]] = field(default_factory=dict)
 
-    def stalled(self, positions: dict[tuple[str, int], tuple[int, int]], now: float) -> list[tuple[str, int]]:
-        """Partitions lagging with an unmoved committed offset for `timeout_s`; `positions` maps to (committed, end)."""
-        stuck = []
+    def observe(self, positions: dict[Partition, Position], now: float) -> dict[Partition, float]:
+        """For each lagging partition, how long its committed offset has not moved; forgets partitions not given."""
+        for partition in self.last.keys() - positions.keys():
+            del self.last[partition]
+        waiting: dict[Partition, float] = {}
         for partition, (committed, end) in positions.items():
             previous = self.last.get(partition)
             if previous is None or previous[0] != committed or committed >= end:
                 self.last[partition] = (committed, now)
-                continue
-            if now - previous[1] >= self.timeout_s:
-                stuck.append(partition)
-        return stuck
+                previous = self.last[partition]
+            if committed < end:
+                waiting[partition] = now - previous[1]
+        return waiting
+
+    def stalled(self, positions: dict[Partition, Position], now: float) -> list[Partition]:
+        """Partitions lagging with an unmoved committed offset for `timeout_s`."""
+        return [partition for partition, for_s in self.observe(positions, now).items() if for_s >= self.timeout_s]
+
+    def reset(self) -> None:
+        self.last.clear()
 
 
-def _positions(client: Consumer, topics: set[str]) -> dict[tuple[str, int], tuple[int, int]]:
-    metadata = client.list_topics(timeout=10)
-    partitions = [
-        TopicPartition(name, number)
-        for name in sorted(topics)
-        if name in metadata.topics
-        for number in metadata.topics[name].partitions
-    ]
-    if not partitions:
+def read_positions(client: Consumer, partitions: Iterable[Partition]) -> dict[Partition, Position]:
+    """The group's committed offset (the partition's start when none) and the end of each partition."""
+    wanted = [TopicPartition(topic, number) for topic, number in sorted(partitions)]
+    if not wanted:
         return {}
-    positions = {}
-    for committed in client.committed(partitions, timeout=10):
+    positions: dict[Partition, Position] = {}
+    for committed in client.committed(wanted, timeout=10):
         low, high = client.get_watermark_offsets(TopicPartition(committed.topic, committed.partition), timeout=10)
-        position = committed.offset if committed.offset >= 0 else low
-        positions[(committed.topic, committed.partition)] = (position, high)
+        positions[(committed.topic, committed.partition)] = (committed.offset if committed.offset >= 0 else low, high)
     return positions
 
 
-def install_stall_watchdog(
-    app: faust.App,
-    *,
-    bootstrap: str,
-    service: str,
-    timeout_s: float = STALL_TIMEOUT_S,
-    interval_s: float = CHECK_INTERVAL_S,
-) -> None:
-    """Restart (exit 75) a worker whose committed offsets stop moving while records wait."""
-    detector = StallDetector(timeout_s)
-    state: dict[str, Any] = {}
+class StreamWatch:
+    """Watches one faust app from threads of its own; stops the worker (exit 75) when it crashed or stalled.
 
-    @app.timer(interval=interval_s, name="stall-watchdog")
-    async def watch_for_stalls() -> None:
-        topics = _READ_TOPICS.get(app, set())
-        if not topics:
+    `create_app` makes one per app: `catalog_topic` registers the topics to judge, faust's rebalance
+    signals say which partitions the worker holds, the threads start with the worker and stop with
+    its graceful shutdown. `timeout_s=None` never stops a stalled worker (it still reports it).
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        bootstrap: str,
+        service: str,
+        timeout_s: float | None = STALL_TIMEOUT_S,
+        not_ready_after_s: float = NOT_READY_AFTER_S,
+        interval_s: float = CHECK_INTERVAL_S,
+        crash_check_s: float = CRASH_CHECK_S,
+        stop: Callable[[str, str, str], object] = stop_without_acknowledging,
+        clock: Callable[[], float] = time.monotonic,
+        read: Callable[[set[Partition]], dict[Partition, Position]] | None = None,
+    ) -> None:
+        """`stop`, `clock` and `read` (the positions of partitions) are the process's own unless a test gives its."""
+        self.app = app
+        self.bootstrap = bootstrap
+        self.service = service
+        self.timeout_s = timeout_s
+        self.not_ready_after_s = not_ready_after_s
+        self.interval_s = interval_s
+        self.crash_check_s = crash_check_s
+        self.topics: set[str] = set()
+        self._stop = stop
+        self._clock = clock
+        self._read = read or self._read_from_broker
+        self._detector = StallDetector(timeout_s if timeout_s is not None else float("inf"))
+        # Partitions the worker holds (None until its first assignment); replaced whole, never mutated.
+        self._held: frozenset[Partition] | None = None
+        # The last judgement: how long each lagging partition has not moved, and the positions read.
+        self._waiting: dict[Partition, float] = {}
+        self._positions: dict[Partition, Position] = {}
+        self._client: Consumer | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- fed by the app
+
+    def read_topic(self, name: str) -> None:
+        self.topics.add(name)
+
+    def assigned(self, partitions: Iterable[Any]) -> None:
+        """The worker's whole assignment after a rebalance (faust TPs or (topic, partition) pairs)."""
+        self._held = frozenset((tp[0], tp[1]) for tp in partitions)
+
+    def revoked(self, partitions: Iterable[Any]) -> None:
+        held = self._held or frozenset()
+        self._held = held - {(tp[0], tp[1]) for tp in partitions}
+
+    # --- the threads
+
+    def start(self) -> None:
+        if self._threads:
             return
-        if "client" not in state:
-            state["client"] = Consumer(
-                {"bootstrap.servers": bootstrap, "group.id": app.conf.id, "enable.auto.commit": False}
-            )
+        self._stopping.clear()
+        self._threads = [
+            threading.Thread(target=self._watch_crashes, name=f"{self.service}-crash-watch", daemon=True),
+            threading.Thread(target=self._watch_progress, name=f"{self.service}-progress-watch", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop watching (a graceful shutdown is neither a crash nor a stall)."""
+        self._stopping.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=15)
+        self._threads = []
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _watch_crashes(self) -> None:
+        while not self._stopping.wait(self.crash_check_s):
+            self.check_crash()
+
+    def _watch_progress(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            self.check_progress()
+
+    # --- judgements (the threads call these; tests call them directly)
+
+    def check_crash(self) -> None:
+        if self.app.crashed and not self._stopping.is_set():
+            reason = getattr(self.app, "crash_reason", None)
+            self._stop(self.service, f"a faust service of the worker crashed: {reason!r}"[:500], "")
+
+    def check_progress(self) -> None:
+        held = self._held
+        if held is None or self.app.rebalancing or self.app.in_recovery:
+            self._detector.reset()
+            self._waiting = {}
+            return
+        judged = {partition for partition in held if partition[0] in self.topics}
         try:
-            positions = await asyncio.to_thread(_positions, state["client"], topics)
+            positions = self._read(judged)
         except Exception as error:  # the broker is away: nothing to judge, look again later
-            logger.warning("stall watchdog could not read offsets", extra={"error": str(error)[:300]})
+            logger.warning("stream watch could not read offsets", extra={"error": str(error)[:300]})
             return
-        stuck = detector.stalled(positions, time.monotonic())
-        if stuck:
-            from michi.bus.streams import stop_without_acknowledging
+        self._positions = positions
+        self._waiting = self._detector.observe(positions, self._clock())
+        stuck = self._stalled(self.timeout_s) if self.timeout_s is not None else []
+        if stuck and not self._stopping.is_set():
+            self._stop(self.service, self._describe(stuck), stuck[0][0])
 
-            topic, partition = stuck[0]
-            committed, end = positions[stuck[0]]
-            stop_without_acknowledging(
-                service,
-                f"no progress for {timeout_s:.0f} s on {len(stuck)} partition(s) with records waiting "
-                f"(partition {partition}: committed {committed}, end {end})",
-                topic,
+    def _read_from_broker(self, partitions: set[Partition]) -> dict[Partition, Position]:
+        if self._client is None:
+            self._client = Consumer(
+                {"bootstrap.servers": self.bootstrap, "group.id": self.app.conf.id, "enable.auto.commit": False}
             )
+        return read_positions(self._client, partitions)
+
+    def _stalled(self, for_s: float) -> list[Partition]:
+        return sorted(partition for partition, waited in self._waiting.items() if waited >= for_s)
+
+    def _describe(self, stuck: list[Partition]) -> str:
+        topic, number = stuck[0]
+        committed, end = self._positions.get(stuck[0], (-1, -1))
+        waited = max(self._waiting.get(partition, 0.0) for partition in stuck)
+        return (
+            f"no progress for {waited:.0f} s on {len(stuck)} partition(s) with records waiting "
+            f"({topic}[{number}]: committed {committed}, end {end})"
+        )
+
+    def readiness(self) -> str | None:
+        """None while the worker is healthy; else why it is not (crashed, or stalled for `not_ready_after_s`)."""
+        if self.app.crashed:
+            return f"crashed: {getattr(self.app, 'crash_reason', None)!r}"[:300]
+        stuck = self._stalled(self.not_ready_after_s)
+        return self._describe(stuck) if stuck else None

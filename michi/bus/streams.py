@@ -1,22 +1,26 @@
 """The one faust app factory every stream service uses, and decoding of what it reads.
 
 `create_app()` configures faust for Michi (loopback web server or none, short
-group timeouts, acks=all, in-memory tables recovered from their changelogs, a watchdog
-that restarts a worker which stopped fetching).
+group timeouts, acks=all, in-memory tables recovered from their changelogs) and
+makes sure a worker never lives on without working: a crashed agent, a crashed
+faust service (producer, consumer, tables, timers) or a worker that stopped
+progressing is stopped without acknowledging (exit 75, `redelivery.py`; the watch
+is `stalls.StreamWatch`), and `stream_readiness()` tells `/readyz` the truth.
 `decoded_batches()` turns a faust stream of raw catalog messages into batches of
 decoded protobufs; what cannot be decoded goes to the dead-letter topic with
-the reason and the original bytes, and the stream goes on.
+the reason and the original bytes, and the stream goes on. `process_batches()`
+runs a handler on each batch and stops the worker when a batch cannot be finished.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
-import sys
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import faust
 from google.protobuf.message import Message
@@ -27,13 +31,46 @@ from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.headers import extract_context, read_headers
 from michi.bus.producer import EventProducer
-from michi.bus.stalls import STALL_TIMEOUT_S, install_stall_watchdog, remember_read_topic
+from michi.bus.redelivery import EXIT_REDELIVER, stop_without_acknowledging
+from michi.bus.stalls import CHECK_INTERVAL_S, NOT_READY_AFTER_S, STALL_TIMEOUT_S, StreamWatch
+
+__all__ = [
+    "EXIT_REDELIVER",
+    "Inbound",
+    "Readiness",
+    "catalog_topic",
+    "create_app",
+    "decoded_batches",
+    "process_batches",
+    "run_worker",
+    "stop_without_acknowledging",
+    "stream_readiness",
+    "stream_watch",
+]
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.bus")
 
-# Exit status of a stream worker that stopped on purpose so its input is redelivered.
-EXIT_REDELIVER = 75
+# The watch of each app `create_app` made (filled there, read by `catalog_topic` and `stream_readiness`).
+_WATCHES: weakref.WeakKeyDictionary[faust.App, StreamWatch] = weakref.WeakKeyDictionary()
+
+
+class RedeliveringAgent(faust.Agent):
+    """A faust agent whose crash stops the worker unacknowledged instead of being restarted.
+
+    faust would restart the crashed actor and, on the way, commit what the failed batch had
+    acknowledged (its take buffer acknowledges on unwinding, and the app's error callback commits).
+    This handler runs first and never returns.
+    """
+
+    def __init__(self, fun: Any, *, on_error: Any = None, **kwargs: Any) -> None:
+        super().__init__(fun, on_error=_stop_on_agent_error, **kwargs)
+
+
+async def _stop_on_agent_error(agent: Any, error: BaseException) -> None:
+    stop_without_acknowledging(
+        agent.app.conf.id, f"agent {agent.name} crashed: {error!r}"[:500], str(getattr(agent.channel, "topics", ""))
+    )
 
 
 def create_app(
@@ -45,13 +82,16 @@ def create_app(
     web_port: int | None = None,
     partitions: int = 6,
     stall_timeout_s: float | None = STALL_TIMEOUT_S,
+    not_ready_after_s: float = NOT_READY_AFTER_S,
+    watch_interval_s: float = CHECK_INTERVAL_S,
     **overrides: Any,
 ) -> faust.App:
     """A faust app for one Michi service. `web_port=None` runs it without a web server.
 
-    Unless `stall_timeout_s` is None, a watchdog restarts the worker (exit 75) when the topics its
-    agents read have records waiting and its committed offsets have not moved for that long
-    (`michi/bus/stalls.py`).
+    Its worker stops without acknowledging (exit 75) when an agent or a faust service crashes, and
+    when the partitions it holds of the topics its agents read have records waiting and its committed
+    offsets have not moved for `stall_timeout_s` (None: never for a stall); `stream_readiness()` says
+    not ready after `not_ready_after_s` of it (`michi/bus/stalls.py`).
     """
     identifier = app_id or f"michi-{service}"
     (data_dir / identifier).mkdir(parents=True, exist_ok=True)
@@ -75,17 +115,83 @@ def create_app(
         "web_port": web_port or 6066,
         "web_bind": "127.0.0.1",
         "logging_config": None,
+        "Agent": RedeliveringAgent,
     }
     settings.update(overrides)
     app = faust.App(identifier, **settings)
-    if stall_timeout_s is not None:
-        install_stall_watchdog(app, bootstrap=bootstrap, service=service, timeout_s=stall_timeout_s)
+    watch = StreamWatch(
+        app,
+        bootstrap=bootstrap,
+        service=service,
+        timeout_s=stall_timeout_s,
+        not_ready_after_s=not_ready_after_s,
+        interval_s=watch_interval_s,
+    )
+    _WATCHES[app] = watch
+    _connect_watch(app, watch)
     return app
+
+
+def _connect_watch(app: faust.App, watch: StreamWatch) -> None:
+    """The watch learns the worker's partitions from faust's rebalance signals and stops with its shutdown.
+
+    `run_worker` starts it; so does the first assignment, for a worker started some other way.
+    """
+
+    def stop(sender: Any, /, *arguments: Any, signal: Any, **kwargs: Any) -> None:
+        watch.stop()
+
+    def assigned(sender: Any, /, *arguments: Any, signal: Any, **kwargs: Any) -> None:
+        watch.assigned(arguments[0] if arguments else kwargs.get("assigned", ()))
+        watch.start()
+
+    def revoked(sender: Any, /, *arguments: Any, signal: Any, **kwargs: Any) -> None:
+        watch.revoked(arguments[0] if arguments else kwargs.get("revoked", ()))
+
+    app.on_before_shutdown.connect(stop)
+    app.on_partitions_assigned.connect(assigned)
+    app.on_partitions_revoked.connect(revoked)
+
+
+def stream_watch(app: faust.App) -> StreamWatch | None:
+    """The watch `create_app` gave the app (None for an app made otherwise)."""
+    return _WATCHES.get(app)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What `/readyz` of a stream worker says: `status` ready, starting (recovering, rebalancing) or stalled."""
+
+    status: str
+    reason: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+
+def stream_readiness(app: faust.App) -> Readiness:
+    """Whether the worker is processing (for `/readyz`: 200 when ready, else 503 with the reason).
+
+    Processing means: its partitions assigned and its tables recovered, no rebalance under way,
+    nothing crashed, and no partition it holds with records waiting and no progress for
+    `not_ready_after_s` (`StreamWatch.readiness`).
+    """
+    recovery = getattr(app.tables, "recovery", None)
+    if recovery is None or not recovery.completed.is_set() or app.in_recovery:
+        return Readiness("starting", "recovering its tables")
+    if app.rebalancing:
+        return Readiness("starting", "rebalancing")
+    watch = _WATCHES.get(app)
+    problem = watch.readiness() if watch is not None else None
+    return Readiness("stalled", problem) if problem is not None else Readiness("ready")
 
 
 def catalog_topic(app: faust.App, spec: TopicSpec, prefix: str = "michi.", *, name: str | None = None) -> faust.TopicT:
     """The faust topic of a catalog entry an agent reads, as raw bytes (decoded by `decoded_batches`)."""
-    remember_read_topic(app, name or spec.name(prefix))
+    watch = _WATCHES.get(app)
+    if watch is not None:
+        watch.read_topic(name or spec.name(prefix))
     return app.topic(
         name or spec.name(prefix),
         key_type=bytes,
@@ -169,19 +275,26 @@ async def process_batches(
     batch_size: int = 64,
     within: float = 0.05,
 ) -> None:
-    """Run `handle` on every decoded batch; a failing batch stops the process before it is acknowledged.
+    """Run `handle` on every decoded batch; a batch that is not finished stops the process unacknowledged.
 
-    faust acknowledges a batch when the loop moves on, even after an exception, so an error must not
-    unwind through it: the process exits instead, and the batch is redelivered after the restart
-    (effects are idempotent by event id).
+    faust acknowledges a batch when the loop moves on, also while an exception unwinds it or a
+    cancellation (a shutdown, a rebalance) closes it, so neither may: the process exits instead
+    (`redelivery.py`), and the batch is redelivered after the restart (effects are idempotent by
+    event id). The same holds for a failure while reading the stream (a dead letter that cannot
+    be published, say).
     """
-    async for batch in decoded_batches(
-        stream, spec, producer=producer, service=service, batch_size=batch_size, within=within
-    ):
-        try:
-            await handle(batch)
-        except Exception:
-            stop_without_acknowledging(service, "processing a batch failed", spec.base_name)
+    try:
+        async for batch in decoded_batches(
+            stream, spec, producer=producer, service=service, batch_size=batch_size, within=within
+        ):
+            try:
+                await handle(batch)
+            except asyncio.CancelledError:
+                stop_without_acknowledging(service, "processing a batch was cancelled", spec.base_name)
+            except Exception:
+                stop_without_acknowledging(service, "processing a batch failed", spec.base_name)
+    except Exception:
+        stop_without_acknowledging(service, "reading the stream failed", spec.base_name)
 
 
 def _refuse_offset_gap(stream: faust.StreamT, message: Any, last_offsets: dict[Any, int], service: str) -> None:
@@ -199,18 +312,6 @@ def _refuse_offset_gap(stream: faust.StreamT, message: Any, last_offsets: dict[A
         )
 
 
-def stop_without_acknowledging(service: str, reason: str, topic: str) -> NoReturn:
-    """Exit now: no acknowledgement, no commit; the supervisor restarts the service from the committed offsets."""
-    logger.critical(
-        "stopping without acknowledging",
-        extra={"service": service, "reason": reason, "topic": topic},
-        exc_info=sys.exc_info()[0] is not None,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_REDELIVER)
-
-
 async def _dead_letter(
     producer: EventProducer,
     service: str,
@@ -221,8 +322,6 @@ async def _dead_letter(
     reason: str,
     detail: str,
 ) -> None:
-    import asyncio
-
     raw = value if isinstance(value, bytes) else (b"" if value is None else str(value).encode())
     future = producer.dead_letter(
         service=service,
@@ -256,6 +355,9 @@ def consumer_span(inbound: Inbound, service: str, operation: str = "process") ->
 
 
 def run_worker(app: faust.App, *, loglevel: str = "warning") -> None:
-    """Run a faust worker in this process until SIGINT/SIGTERM."""
+    """Run a faust worker in this process until SIGINT/SIGTERM (or until its watch stops it, exit 75)."""
     worker = faust.Worker(app, loglevel=loglevel, override_logging=False)
+    watch = _WATCHES.get(app)
+    if watch is not None:
+        watch.start()
     worker.execute_from_commandline()

@@ -9,18 +9,29 @@ A check is an async callable that returns when the dependency answers and raises
     add_operations_routes(app, checks, metrics.registry, ready_summary="Kafka, Redis and the database answer")
 
 adds a FastAPI service's `/healthz`, `/readyz` (200 or 503 with that body) and `/metrics` (Prometheus).
+
+A service that consumes Kafka is ready only while it makes progress: `ConsumerProgress` is a check that
+fails when records wait on the group's partitions and its committed offsets have not moved for
+`NOT_READY_AFTER_S` (30 s; the faust stream workers have the same judgement built in, `michi/bus/stalls.py`):
+
+    checks["progress"] = ConsumerProgress(bootstrap, f"{prefix}warehouse", [PREDICTIONS.name(prefix)])
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
+from confluent_kafka import Consumer
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+
+from michi.bus.stalls import NOT_READY_AFTER_S, Partition, Position, StallDetector, read_positions
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -45,6 +56,72 @@ async def run_checks(
         for name, result in zip(names, results, strict=True)
     }
     return all(value == "ok" for value in outcomes.values()), outcomes
+
+
+class ConsumerStalled(RuntimeError):
+    """Records wait and the consumer group has not committed progress for a while."""
+
+
+class ConsumerProgress:
+    """A readiness check: fails while a partition has records waiting and no committed progress for `not_ready_after_s`.
+
+    The clock of a partition starts at the first check that sees it lagging, so a service is judged
+    from its first `/readyz` on. `read` (the positions of the partitions, for tests) defaults to a plain
+    consumer of the group that only reads offsets (it never joins the group or commits).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topics: Iterable[str],
+        *,
+        not_ready_after_s: float = NOT_READY_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+        read: Callable[[], dict[Partition, Position]] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.topics = tuple(topics)
+        self.not_ready_after_s = not_ready_after_s
+        self._clock = clock
+        self._read = read or self._read_from_broker
+        self._detector = StallDetector(not_ready_after_s)
+        self._client: Consumer | None = None
+        self._lock = threading.Lock()
+
+    def _read_from_broker(self) -> dict[Partition, Position]:
+        with self._lock:
+            if self._client is None:
+                self._client = Consumer(
+                    {"bootstrap.servers": self.bootstrap, "group.id": self.group_id, "enable.auto.commit": False}
+                )
+            metadata = self._client.list_topics(timeout=5)
+            partitions = {
+                (name, number)
+                for name in self.topics
+                if name in metadata.topics
+                for number in metadata.topics[name].partitions
+            }
+            return read_positions(self._client, partitions)
+
+    async def __call__(self) -> None:
+        positions = await asyncio.to_thread(self._read)
+        waiting = self._detector.observe(positions, self._clock())
+        stuck = sorted(partition for partition, waited in waiting.items() if waited >= self.not_ready_after_s)
+        if stuck:
+            topic, number = stuck[0]
+            committed, end = positions[stuck[0]]
+            raise ConsumerStalled(
+                f"no progress for {max(waiting[partition] for partition in stuck):.0f} s on {len(stuck)} "
+                f"partition(s) with records waiting ({topic}[{number}]: committed {committed}, end {end})"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 def add_operations_routes(

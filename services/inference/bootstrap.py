@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 from confluent_kafka.admin import AdminClient
@@ -147,11 +146,7 @@ def build_app(
     )
     register_agent(app, wiring, settings.topic_prefix)
 
-    def ready() -> bool:
-        recovery: Any = getattr(app.tables, "recovery", None)
-        return recovery is not None and bool(recovery.completed.is_set()) and not app.rebalancing
-
-    register_pages(app, metrics, ready)
+    register_pages(app, metrics)
     return InferenceApp(app, event_producer, serving, table, metrics, settings)
 
 

@@ -16,6 +16,11 @@ score inputs changed is published again with the next revision. Revisions are
 counted per message, not per batch, so a replay with other batch boundaries
 reproduces the same revisions and ids.
 
+What one trip holds is bounded (`domain/limits.py`): before a message is applied,
+its trip's count bounds and byte budget are checked; a message that would cross
+one goes to dead letters (reason `state-limit`) and closes the trip if it is open
+(`closed-at-limit`), so no input can make a state the changelog refuses.
+
 One lock serialises everything that touches the trip table (the detection,
 segment and label agents and the deadline timer); another the driver table.
 """
@@ -40,12 +45,26 @@ from services.scoring import messages
 from services.scoring.adapters.publisher import PendingDelivery, wait_for_deliveries
 from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.domain import driver as driver_domain
+from services.scoring.domain import limits
 from services.scoring.domain import trip as trip_domain
 from services.scoring.domain.driver import DriverState, RollingWindow
-from services.scoring.domain.trip import DetectionOutcome, LabelOutcome, SegmentOutcome, TripState
+from services.scoring.domain.limits import LimitReached, StateBudget
+from services.scoring.domain.trip import (
+    DetectionFacts,
+    DetectionOutcome,
+    LabelFacts,
+    LabelOutcome,
+    SegmentFacts,
+    SegmentOutcome,
+    TripInput,
+    TripState,
+)
 from services.scoring.metrics import ScoringMetrics
 
 SERVICE = "scoring"
+# Dead-letter reasons of this service (besides the decoder's).
+SCHEMA_VIOLATION = "schema-violation"
+STATE_LIMIT = "state-limit"
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.scoring")
@@ -53,7 +72,10 @@ tracer = trace.get_tracer("michi.scoring")
 
 class TripStore(Protocol):
     def get(self, trip_id: str) -> TripState | None: ...
-    def put(self, state: TripState) -> None: ...
+    def put(self, state: TripState) -> int:
+        """Write the state; return the bytes of its changelog record."""
+        ...
+
     def delete(self, key: str, partition: int) -> None: ...
     def states(self) -> Iterator[TripState]: ...
     async def sync(self) -> None: ...
@@ -62,7 +84,7 @@ class TripStore(Protocol):
 
 class DriverStore(Protocol):
     def get(self, driver_id: str) -> DriverState | None: ...
-    def put(self, state: DriverState, partition: int) -> None: ...
+    def put(self, state: DriverState, partition: int) -> int: ...
     async def sync(self) -> None: ...
     def __len__(self) -> int: ...
 
@@ -136,49 +158,58 @@ class ScoringHandlers:
             changed: set[str] = set()
             pending: list[PendingDelivery] = []
             counters: list[Callable[[], None]] = []
+            budget = StateBudget()
             for inbound in batch:
                 with _span_of(inbound):
-                    trip_id = self._apply_trip_input(inbound, now, working, pending, counters)
+                    trip_id = self._apply_trip_input(inbound, now, working, budget, pending, counters)
                 if trip_id is not None:
                     changed.add(trip_id)
             await wait_for_deliveries(pending)
             for trip_id in changed:
-                self.trips.put(working[trip_id])
+                self._put_trip(working[trip_id])
             await self.trips.sync()
             for count in counters:
                 count()
+
+    def _put_trip(self, state: TripState) -> None:
+        self.metrics.state_bytes.labels("trips").observe(self.trips.put(state))
 
     def _apply_trip_input(
         self,
         inbound: Inbound,
         now: float,
         working: dict[str, TripState],
+        budget: StateBudget,
         pending: list[PendingDelivery],
         counters: list[Callable[[], None]],
     ) -> str | None:
         """Apply one message to the working state; return the trip id if its state changed."""
         message = inbound.message
-        trip_id = message.lineage.trip_id or inbound.key  # type: ignore[attr-defined]
-        problem = "message without lineage.trip_id or key" if not trip_id else None
-        if isinstance(message, labels_pb2.Label) and problem is None:
-            problem = messages.label_problem(message)
+        lineage = message.lineage  # type: ignore[attr-defined]
+        trip_id = lineage.trip_id or inbound.key
+        problem = messages.trip_input_problem(message, trip_id)
         if problem is not None:
             self.metrics.invalid_messages.labels(inbound.topic).inc()
-            pending.append(self.publisher.dead_letter(inbound, "schema-violation", problem))
+            pending.append(self.publisher.dead_letter(inbound, SCHEMA_VIOLATION, problem))
             return None
         state = (
             working.get(trip_id) or self.trips.get(trip_id) or TripState(trip_id=trip_id, partition=inbound.partition)
         )
         working[trip_id] = state
-        state.driver_id = state.driver_id or message.lineage.driver_id  # type: ignore[attr-defined]
-        state.device_id = state.device_id or message.lineage.device_id  # type: ignore[attr-defined]
+        facts = messages.trip_input_facts(message)
+        limit = self._limit_reached(state, facts, (lineage.driver_id, lineage.device_id), budget)
+        if limit is not None:
+            return self._refuse_at_limit(inbound, state, limit, now, pending, counters)
+        state.driver_id = state.driver_id or lineage.driver_id
+        state.device_id = state.device_id or lineage.device_id
         was_closed = state.closed
         before = trip_domain.counted_events(state)
         fingerprint = trip_domain.trip_fingerprint(state) if was_closed else None
         # What readers of scored events know once this message's own records are out.
         baseline = before
-        if isinstance(message, inference_pb2.Detection):
-            outcome, record = trip_domain.apply_detection(state, messages.detection_facts(message), now)
+        if isinstance(facts, DetectionFacts):
+            assert isinstance(message, inference_pb2.Detection)
+            outcome, record = trip_domain.apply_detection(state, facts, now)
             if outcome is DetectionOutcome.DUPLICATE:
                 counters.append(self.metrics.duplicates_ignored.labels("detection").inc)
                 return None
@@ -193,15 +224,15 @@ class ScoringHandlers:
                 counters.append(self.metrics.detections_scored.inc)
                 baseline = {**before, record.scored_event_id: trip_domain.detected_event(record)}
             rescore_reason = trip_domain.REASON_LATE_DETECTION
-        elif isinstance(message, inference_pb2.TripSegment):
-            if trip_domain.apply_segment(state, messages.segment_facts(message), now) is SegmentOutcome.DUPLICATE:
+        elif isinstance(facts, SegmentFacts):
+            if trip_domain.apply_segment(state, facts, now) is SegmentOutcome.DUPLICATE:
                 counters.append(self.metrics.duplicates_ignored.labels("segment").inc)
                 return None
             if was_closed:
                 counters.append(self.metrics.late_inputs.labels("segment").inc)
             rescore_reason = trip_domain.REASON_LATE_SEGMENT
-        elif isinstance(message, labels_pb2.Label):
-            label = messages.label_facts(message)
+        else:
+            label = facts
             outcome_of_label = trip_domain.apply_label(state, label, now)
             if outcome_of_label is LabelOutcome.DUPLICATE:
                 counters.append(self.metrics.duplicates_ignored.labels("label").inc)
@@ -210,15 +241,13 @@ class ScoringHandlers:
                 counters.append(self.metrics.labels_applied.labels("stale").inc)
                 return trip_id
             rescore_reason = ""
-        else:  # pragma: no cover - the agents only hand over the three types above
-            raise TypeError(f"scoring cannot apply {type(message).__name__}")
         changes = trip_domain.event_changes(state, baseline, trip_domain.counted_events(state))
         for change in changes:
             pending.append(
                 self.publisher.publish(SCORED_EVENTS, state.driver_id, messages.changed_scored_event(state, change))
             )
-        if isinstance(message, labels_pb2.Label):
-            verdict = state.verdicts[label.window_id]
+        if isinstance(facts, LabelFacts):
+            verdict = state.verdicts[facts.window_id]
             effect = (
                 changes[0].kind.removeprefix("label-")
                 if changes
@@ -227,12 +256,44 @@ class ScoringHandlers:
                 else "no-change"
             )
             counters.append(self.metrics.labels_applied.labels(effect).inc)
-            rescore_reason = changes[0].reason if changes else f"label:{label.event_id}"
+            rescore_reason = changes[0].reason if changes else f"label:{facts.event_id}"
         if was_closed and trip_domain.trip_fingerprint(state) != fingerprint:
             pending.append(self._rescore(state, rescore_reason, counters))
         if not state.closed and trip_domain.completion(state).complete:
             pending.append(self._close(state, trip_domain.REASON_COMPLETE, now, counters))
         return trip_id
+
+    @staticmethod
+    def _limit_reached(
+        state: TripState, facts: TripInput, ids: tuple[str, str], budget: StateBudget
+    ) -> LimitReached | None:
+        """Which bound the input would take the trip's state over, or None (a duplicate never does)."""
+        if trip_domain.is_duplicate(state, facts):
+            return None
+        if isinstance(facts, DetectionFacts):
+            return limits.detection_limit(state, facts) or budget.admit(
+                state, limits.detection_growth(state, facts, *ids)
+            )
+        if isinstance(facts, SegmentFacts):
+            return limits.segment_limit(state, facts) or budget.admit(state, limits.segment_growth(state, facts, *ids))
+        return limits.label_limit(state, facts) or budget.admit(state, limits.label_growth(state, facts, *ids))
+
+    def _refuse_at_limit(
+        self,
+        inbound: Inbound,
+        state: TripState,
+        limit: LimitReached,
+        now: float,
+        pending: list[PendingDelivery],
+        counters: list[Callable[[], None]],
+    ) -> str | None:
+        """Dead-letter a message its trip cannot hold; an open trip closes with what it has."""
+        pending.append(self.publisher.dead_letter(inbound, STATE_LIMIT, f"{limit.bound}: {limit.detail}"))
+        counters.append(self.metrics.state_limits.labels(limit.bound).inc)
+        if state.closed or not trip_domain.has_trip_data(state):
+            return None
+        pending.append(self._close(state, trip_domain.REASON_CLOSED_AT_LIMIT, now, counters))
+        return state.trip_id
 
     def _rescore(self, state: TripState, reason: str, counters: list[Callable[[], None]]) -> PendingDelivery:
         summary = trip_domain.rescore_trip(state, reason)
@@ -251,7 +312,7 @@ class ScoringHandlers:
         return self.publisher.publish(TRIP_SCORES, state.trip_id, messages.trip_score(state, summary))
 
     def _close(self, state: TripState, reason: str, now: float, counters: list[Callable[[], None]]) -> PendingDelivery:
-        missing_detections = trip_domain.completion(state).missing_detections
+        missing_detections = len(state.awaited_detections)
         summary = trip_domain.close_trip(state, reason, now)
         counters.append(self.metrics.trips_closed.labels(reason).inc)
         logger.info(
@@ -262,8 +323,9 @@ class ScoringHandlers:
                 "reason": reason,
                 "score": round(summary.score, 2),
                 "uploads": summary.uploads,
-                "missing_sequences": ",".join(map(str, summary.missing_sequences)),
-                "missing_detections": len(missing_detections) if reason != trip_domain.REASON_COMPLETE else 0,
+                "missing_sequences": ",".join(map(str, summary.missing_sequences[:20])),
+                "missing_sequence_count": summary.missing_count,
+                "missing_detections": missing_detections,
             },
         )
         return self.publisher.publish(TRIP_SCORES, state.trip_id, messages.trip_score(state, summary))
@@ -315,7 +377,7 @@ class ScoringHandlers:
                         held["open"] += 1
                 await wait_for_deliveries(pending)
                 for state in closed:
-                    self.trips.put(state)
+                    self._put_trip(state)
                 for state in forgotten:
                     self.trips.delete(state.trip_id, state.partition)
                 await self.trips.sync()
@@ -350,7 +412,7 @@ class ScoringHandlers:
                 problem = messages.label_problem(label, inbound.key)
                 if problem is not None:
                     invalid += 1
-                    pending.append(self.publisher.dead_letter(inbound, "schema-violation", problem))
+                    pending.append(self.publisher.dead_letter(inbound, SCHEMA_VIOLATION, problem))
                     continue
                 routed = messages.routed_label(label, inbound.key)
                 pending.append(self.publisher.publish(LABELS_BY_TRIP, routed.lineage.trip_id, routed))
@@ -383,6 +445,11 @@ class ScoringHandlers:
                 score = inbound.message
                 assert isinstance(score, scoring_pb2.TripScore)
                 driver_id = score.lineage.driver_id or inbound.key
+                problem = messages.trip_score_problem(score, driver_id)
+                if problem is not None:
+                    self.metrics.invalid_messages.labels(inbound.topic).inc()
+                    pending.append(self.publisher.dead_letter(inbound, SCHEMA_VIOLATION, problem))
+                    continue
                 state = (
                     working.get(driver_id, (None, 0))[0]
                     or self.drivers.get(driver_id)
@@ -400,7 +467,7 @@ class ScoringHandlers:
             await wait_for_deliveries(pending)
             for driver_id in changed:
                 state, partition = working[driver_id]
-                self.drivers.put(state, partition)
+                self.metrics.state_bytes.labels("drivers").observe(self.drivers.put(state, partition))
             await self.drivers.sync()
             self.metrics.driver_updates.inc(updates)
             self.metrics.duplicates_ignored.labels("trip-score").inc(duplicates)

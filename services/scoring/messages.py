@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from michi.contracts import timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, scoring_pb2
 from services.scoring.domain.driver import DriverSummary, TripContribution
+from services.scoring.domain.limits import MAX_ID_LENGTH
 from services.scoring.domain.trip import (
     CHANGE_ACTIVE,
     CHANGE_ADDED,
@@ -16,6 +21,7 @@ from services.scoring.domain.trip import (
     EventChange,
     LabelFacts,
     SegmentFacts,
+    TripInput,
     TripState,
     TripSummary,
 )
@@ -24,7 +30,11 @@ from services.scoring.domain.trip import (
 LABEL_EVENT_TYPES = frozenset(
     value for value in common_pb2.EventType.values() if value != common_pb2.EVENT_TYPE_UNSPECIFIED
 )
+EVENT_TYPES = frozenset(common_pb2.EventType.values())
 LINEAGE_FIELDS = tuple(descriptor.name for descriptor in common_pb2.Lineage.DESCRIPTOR.fields)
+# What a google.protobuf.Timestamp holds (years 1 to 9999): the times scoring keeps go back into Timestamps.
+EARLIEST_TIME_S = -62_135_596_800.0
+LATEST_TIME_S = 253_402_300_799.0
 CHANGE_STATUSES = {
     CHANGE_ACTIVE: scoring_pb2.SCORED_EVENT_STATUS_ACTIVE,
     CHANGE_OVERTURNED: scoring_pb2.SCORED_EVENT_STATUS_OVERTURNED,
@@ -49,6 +59,17 @@ def detection_facts(detection: inference_pb2.Detection) -> DetectionFacts:
     )
 
 
+def trip_input_facts(message: Message) -> TripInput:
+    """What scoring needs from a detection, a segment or a label (the three inputs of a trip)."""
+    if isinstance(message, inference_pb2.Detection):
+        return detection_facts(message)
+    if isinstance(message, inference_pb2.TripSegment):
+        return segment_facts(message)
+    if isinstance(message, labels_pb2.Label):
+        return label_facts(message)
+    raise TypeError(f"scoring cannot apply {type(message).__name__} to a trip")
+
+
 def segment_facts(segment: inference_pb2.TripSegment) -> SegmentFacts:
     return SegmentFacts(
         event_id=segment.event_id,
@@ -62,6 +83,22 @@ def segment_facts(segment: inference_pb2.TripSegment) -> SegmentFacts:
     )
 
 
+def _too_long(named: Iterable[tuple[str, str]]) -> str | None:
+    """The first id longer than scoring keeps ids (`MAX_ID_LENGTH`), said for the dead letter."""
+    for name, value in named:
+        if len(value) > MAX_ID_LENGTH:
+            return f"{name} has {len(value)} characters; scoring keeps ids of at most {MAX_ID_LENGTH}"
+    return None
+
+
+def _bad_time(named: Iterable[tuple[str, Timestamp]]) -> str | None:
+    """The first time a Timestamp cannot hold once scoring converts it back (it would fail every retry)."""
+    for name, stamp in named:
+        if not EARLIEST_TIME_S <= timestamp_to_seconds(stamp) < LATEST_TIME_S:
+            return f"{name} ({stamp.seconds} s, {stamp.nanos} ns) is outside the years 1 to 9999"
+    return None
+
+
 def label_problem(label: labels_pb2.Label, window_key: str = "") -> str | None:
     """Why scoring cannot use a label (it goes to dead letters), or None. `window_key`: the labels topic's key."""
     if not label.event_id:
@@ -72,6 +109,54 @@ def label_problem(label: labels_pb2.Label, window_key: str = "") -> str | None:
         return "label without a window id (lineage.window_id or the message key)"
     if int(label.event_type) not in LABEL_EVENT_TYPES:
         return f"label event_type {int(label.event_type)} is not a known event type"
+    # A verdict keeps the label's ids, its whole lineage and its times.
+    return _too_long(
+        [
+            ("event_id", label.event_id),
+            ("window id", label.lineage.window_id or window_key),
+            ("detection_event_id", label.detection_event_id),
+            *((f"lineage.{name}", getattr(label.lineage, name)) for name in LINEAGE_FIELDS),
+        ]
+    ) or _bad_time(
+        [
+            ("occurred_at", label.occurred_at),
+            ("window.started_at", label.window.started_at),
+            ("window.ended_at", label.window.ended_at),
+        ]
+    )
+
+
+def trip_input_problem(message: Message, trip_id: str) -> str | None:
+    """Why scoring cannot apply a detection, segment or label to trip `trip_id` (dead letters), or None."""
+    if not trip_id:
+        return "message without lineage.trip_id or key"
+    if isinstance(message, labels_pb2.Label):
+        return label_problem(message)
+    lineage: common_pb2.Lineage = message.lineage  # type: ignore[attr-defined]
+    named = [
+        ("trip id", trip_id),
+        ("event_id", message.event_id),  # type: ignore[attr-defined]
+        ("lineage.driver_id", lineage.driver_id),
+        ("lineage.device_id", lineage.device_id),
+    ]
+    if isinstance(message, inference_pb2.TripSegment):
+        named.extend(("detection_event_ids", detection_id) for detection_id in message.detection_event_ids)
+        times = [("span.started_at", message.span.started_at), ("span.ended_at", message.span.ended_at)]
+    else:
+        times = [("occurred_at", message.occurred_at)]  # type: ignore[attr-defined]
+    return _too_long(named) or _bad_time(times)
+
+
+def trip_score_problem(score: scoring_pb2.TripScore, driver_id: str) -> str | None:
+    """Why the driver roll-up cannot count a trip score (dead letters), or None."""
+    problem = _too_long([("lineage.trip_id", score.lineage.trip_id), ("driver id", driver_id)]) or _bad_time(
+        [("occurred_at", score.occurred_at), ("span.ended_at", score.span.ended_at)]
+    )
+    if problem is not None:
+        return problem
+    unknown = sorted({int(count.event_type) for count in score.event_counts} - EVENT_TYPES)
+    if unknown:
+        return f"event_counts has event types {unknown[:5]} this version does not know"
     return None
 
 
@@ -186,9 +271,9 @@ def trip_contribution(score: scoring_pb2.TripScore) -> TripContribution:
         trip_id=score.lineage.trip_id,
         revision=int(score.revision) or 1,
         ended_at=ended_at,
-        distance_km=max(0.0, float(score.distance_km)),
-        duration_s=max(0.0, float(score.duration_s)),
-        points=max(0.0, float(score.points)),
+        distance_km=max(0.0, _finite(float(score.distance_km))),
+        duration_s=max(0.0, _finite(float(score.duration_s))),
+        points=max(0.0, _finite(float(score.points))),
         event_counts={int(count.event_type): int(count.count) for count in score.event_counts},
     )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.scoring.domain.limits import MAX_STATE_BYTES
 
 
 class ScoringMetrics:
@@ -53,6 +55,19 @@ class ScoringMetrics:
             "michi_scoring_invalid_messages",
             "Decodable messages sent to dead letters",
             ["topic"],
+            registry=self.registry,
+        )
+        self.state_limits = Counter(
+            "michi_scoring_state_limits",
+            "Inputs refused (dead-lettered) because their trip's state would cross a bound",
+            ["bound"],
+            registry=self.registry,
+        )
+        self.state_bytes = Histogram(
+            "michi_scoring_state_bytes",
+            "Bytes of the trip and driver state records written to the changelogs",
+            ["table"],
+            buckets=(1024, 4096, 16384, 65536, 131072, 196608, MAX_STATE_BYTES),
             registry=self.registry,
         )
         self.trips_in_state = Gauge(

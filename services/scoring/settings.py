@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from michi.settings import MichiSettings
+from services.scoring.domain.limits import MAX_DRIVER_TRIPS
 
 
 class ScoringSettings(MichiSettings):
@@ -18,5 +19,6 @@ class ScoringSettings(MichiSettings):
     scoring_closed_trip_retention_s: float = Field(7 * 86_400.0, gt=0)
     scoring_timer_interval_s: float = Field(5.0, gt=0)
     scoring_driver_window_days: float = Field(30.0, gt=0)
-    scoring_driver_max_trips: int = Field(200, ge=1)
+    # Trips a driver's state keeps (the newest; also no more than fit the state's byte bound).
+    scoring_driver_max_trips: int = Field(200, ge=1, le=MAX_DRIVER_TRIPS)
     scoring_batch_size: int = Field(64, ge=1)

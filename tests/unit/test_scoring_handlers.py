@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Iterator
 
+import orjson
 import pytest
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
@@ -42,9 +43,10 @@ class MemoryTrips:
     def get(self, trip_id: str) -> TripState | None:
         return TripState.from_dict(self.data[trip_id]) if trip_id in self.data else None  # type: ignore[arg-type]
 
-    def put(self, state: TripState) -> None:
+    def put(self, state: TripState) -> int:
         self.data[state.trip_id] = state.to_dict()
         self.journal.entries.append(("put", "trips", state.trip_id))
+        return len(orjson.dumps(self.data[state.trip_id]))
 
     def delete(self, key: str, partition: int) -> None:
         self.data.pop(key, None)
@@ -68,9 +70,10 @@ class MemoryDrivers:
     def get(self, driver_id: str) -> DriverState | None:
         return DriverState.from_dict(self.data[driver_id]) if driver_id in self.data else None  # type: ignore[arg-type]
 
-    def put(self, state: DriverState, partition: int) -> None:
+    def put(self, state: DriverState, partition: int) -> int:
         self.data[state.driver_id] = state.to_dict()
         self.journal.entries.append(("put", "drivers", state.driver_id))
+        return len(orjson.dumps(self.data[state.driver_id]))
 
     async def sync(self) -> None:
         return None

@@ -251,7 +251,7 @@ def test_a_closed_trip_keeps_segment_totals_and_a_late_segment_fills_its_gap_onc
     apply_segment(state, segment(2, trip_end=True), 0.0)
     summary = close_trip(state, REASON_CLOSED_INCOMPLETE, 200.0)
     assert (summary.uploads, summary.missing_sequences, summary.distance_km) == (2, (1,), 20.0)
-    assert state.segments == {} and state.totals is not None
+    assert state.totals is not None and state.totals.received == [[0, 0], [2, 2]]
     assert apply_segment(state, segment(0), 300.0) is SegmentOutcome.DUPLICATE
     fingerprint = trip_fingerprint(state)
     assert apply_segment(state, segment(1), 300.0) is SegmentOutcome.ADDED
@@ -262,20 +262,23 @@ def test_a_closed_trip_keeps_segment_totals_and_a_late_segment_fills_its_gap_onc
     assert apply_segment(state, segment(1), 400.0) is SegmentOutcome.DUPLICATE
 
 
-def test_a_closed_state_written_before_compaction_is_compacted_on_its_next_segment() -> None:
+def test_a_closed_state_written_before_compaction_is_read_with_its_segments_as_totals() -> None:
     state = closed_trip()
     legacy = state.to_dict()
     legacy.pop("totals")
     legacy.pop("verdicts")
+    legacy.pop("awaited_detections")
+    legacy["closure"] = {**legacy["closure"], "missing_sequences": []}
+    legacy["closure"].pop("missing_through")
     legacy["segments"] = {
         "0": {**vars(segment(0, ("d-1",))), "detection_event_ids": ["d-1"]},
         "1": {**vars(segment(1, ("d-2",), trip_end=True)), "detection_event_ids": ["d-2"]},
     }
     restored = TripState.from_dict(json.loads(json.dumps(legacy)))
-    assert restored.totals is None
-    assert summarize_trip(restored).distance_km == 20.0
+    assert restored.totals == state.totals
+    assert summarize_trip(restored) == summarize_trip(state)
     assert apply_segment(restored, segment(1), 0.0) is SegmentOutcome.DUPLICATE
-    assert restored.totals is not None and restored.segments == {}
+    assert "segments" not in restored.to_dict()
 
 
 def test_a_state_with_verdicts_and_totals_round_trips_through_json() -> None:

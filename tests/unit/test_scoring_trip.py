@@ -120,7 +120,8 @@ def test_a_redelivered_segment_is_a_duplicate() -> None:
     state = TripState("trip-1")
     assert apply_segment(state, segment(0), 0.0) is SegmentOutcome.ADDED
     assert apply_segment(state, segment(0), 1.0) is SegmentOutcome.DUPLICATE
-    assert len(state.segments) == 1
+    assert state.totals is not None
+    assert (state.totals.uploads, state.totals.received, state.totals.distance_m) == (1, [[0, 0]], 5000.0)
 
 
 def test_confounders_and_shadow_detections_count_for_completion_but_not_against_the_driver() -> None:

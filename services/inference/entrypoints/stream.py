@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import Inbound, catalog_topic, consumer_span, process_batches
+from michi.bus.streams import Inbound, catalog_topic, consumer_span, process_batches, stream_readiness
 from michi.contracts.v1 import upload_pb2
 from services.inference.adapters.device_table import read_state, write_state
 from services.inference.adapters.metrics import InferenceMetrics
@@ -265,16 +265,20 @@ def register_agent(app: faust.App, wiring: StreamWiring, prefix: str) -> Any:
     return app.agent(topic, name="analyse-uploads")(analyse_uploads)
 
 
-def register_pages(app: faust.App, metrics: InferenceMetrics, ready: Any) -> None:
+def register_pages(app: faust.App, metrics: InferenceMetrics) -> None:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "service": SERVICE})
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        if ready():
-            return web.json({"status": "ready"})
-        return web.json({"status": "starting"}, status=503)
+        # Ready: partitions held, tables recovered, no rebalance, nothing crashed, and no held partition
+        # with records waiting and no progress for 30 s (`michi.bus.streams.StreamWatch`).
+        readiness = stream_readiness(app)
+        body = {"status": readiness.status, "service": SERVICE}
+        if not readiness.ready:
+            body["reason"] = readiness.reason
+        return web.json(body, status=200 if readiness.ready else 503)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -6,6 +6,10 @@ hold messages of several partitions, and the deadline timer writes outside any
 event. `sync()` waits until every changelog write was acknowledged, so the
 handlers can finish a batch (and let faust commit its offsets) only once the
 state is durable.
+
+A state is encoded here (the same JSON faust's codec writes, orjson) and sent as
+bytes, so `put` knows the size of the record it writes (`michi_scoring_state_bytes`);
+the table's own codec reads it back when the changelog is recovered.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from faust.types import TableT
 
 from services.scoring.domain.driver import DriverState
@@ -29,9 +34,11 @@ class _ChangelogTable:
         value = self._table.data.get(key)
         return value if isinstance(value, dict) else None
 
-    def _put(self, key: str, value: dict[str, Any], partition: int) -> None:
+    def _put(self, key: str, value: dict[str, Any], partition: int) -> int:
+        encoded = orjson.dumps(value)
         self._table.data[key] = value
-        self._pending.append(self._table.send_changelog(partition, key, value))
+        self._pending.append(self._table.send_changelog(partition, key, encoded, value_serializer="raw"))
+        return len(encoded)
 
     def delete(self, key: str, partition: int) -> None:
         if key in self._table.data:
@@ -52,8 +59,8 @@ class FaustTripStore(_ChangelogTable):
         value = self._get(trip_id)
         return TripState.from_dict(value) if value is not None else None
 
-    def put(self, state: TripState) -> None:
-        self._put(state.trip_id, state.to_dict(), state.partition)
+    def put(self, state: TripState) -> int:
+        return self._put(state.trip_id, state.to_dict(), state.partition)
 
     def states(self) -> Iterator[TripState]:
         for value in list(self._table.data.values()):
@@ -66,5 +73,5 @@ class FaustDriverStore(_ChangelogTable):
         value = self._get(driver_id)
         return DriverState.from_dict(value) if value is not None else None
 
-    def put(self, state: DriverState, partition: int) -> None:
-        self._put(state.driver_id, state.to_dict(), partition)
+    def put(self, state: DriverState, partition: int) -> int:
+        return self._put(state.driver_id, state.to_dict(), partition)

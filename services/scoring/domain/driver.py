@@ -5,16 +5,22 @@ clock), so replaying the same trip scores rebuilds the same driver score. Each
 trip is remembered with the revision that was counted: a redelivered trip score
 changes nothing, a higher revision (a re-scored trip, issue #5) replaces the old
 contribution.
+
+A driver's state is bounded: it keeps the newest trips of the window, at most
+`RollingWindow.max_trips` of them and no more than fit `MAX_STATE_BYTES` of JSON
+(`limits.py`); an older trip leaves the window exactly like one past the trip count.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from michi.contracts import stable_event_id
 from services.scoring.domain import formula
+from services.scoring.domain.limits import MAX_STATE_BYTES, json_size
 
 DAY_S = 86_400.0
 
@@ -44,6 +50,11 @@ class TripContribution:
     def exposure_km(self) -> float:
         return formula.exposure_km(self.distance_km, self.duration_s)
 
+    @functools.cached_property
+    def encoded_bytes(self) -> int:
+        """Bytes of this trip in the driver state's JSON: its id as key, a colon, the contribution, a comma."""
+        return json_size(self.trip_id) + json_size(_contribution_dict(self)) + 2
+
 
 @dataclass
 class DriverState:
@@ -54,10 +65,12 @@ class DriverState:
     last_trip_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for trip in data["trips"].values():
-            trip["event_counts"] = {str(event_type): count for event_type, count in trip["event_counts"].items()}
-        return data
+        return {
+            "driver_id": self.driver_id,
+            "trips": {trip_id: _contribution_dict(trip) for trip_id, trip in self.trips.items()},
+            "revision": self.revision,
+            "last_trip_id": self.last_trip_id,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriverState:
@@ -112,13 +125,35 @@ def apply_trip(state: DriverState, contribution: TripContribution, window: Rolli
     return True
 
 
-def _prune(state: DriverState, window: RollingWindow) -> None:
+def _contribution_dict(trip: TripContribution) -> dict[str, Any]:
+    data = asdict(trip)
+    data["event_counts"] = {str(event_type): count for event_type, count in trip.event_counts.items()}
+    return data
+
+
+def _prune(state: DriverState, window: RollingWindow, max_bytes: int = MAX_STATE_BYTES) -> None:
+    """Keep the newest trips of the window: at most `max_trips`, and what fits `max_bytes` of JSON."""
     if not state.trips:
         return
     newest = max(trip.ended_at for trip in state.trips.values())
     kept = [trip for trip in state.trips.values() if trip.ended_at >= newest - window.days * DAY_S]
     kept.sort(key=lambda trip: (trip.ended_at, trip.trip_id), reverse=True)
-    state.trips = {trip.trip_id: trip for trip in kept[: window.max_trips]}
+    # The state without trips, its revision at its widest and the longest trip id as its last trip.
+    used = json_size(
+        {
+            "driver_id": state.driver_id,
+            "trips": {},
+            "revision": -(2**63),
+            "last_trip_id": max((trip.trip_id for trip in kept), key=json_size),
+        }
+    )
+    chosen: dict[str, TripContribution] = {}
+    for trip in kept[: window.max_trips]:
+        used += trip.encoded_bytes
+        if used > max_bytes:
+            break
+        chosen[trip.trip_id] = trip
+    state.trips = chosen
 
 
 def summarize_driver(state: DriverState) -> DriverSummary:

@@ -6,6 +6,12 @@ segments come from two topics that are not ordered relative to each other, so
 every transition checks completion. A trip that never completes is closed by a
 deadline (`is_overdue`) with its missing sequences reported.
 
+What one trip holds is bounded (`limits.py`): a segment is folded into the trip's
+totals as it arrives (the received sequences as ranges, `sequences.py`; the detection
+ids it lists and that have not arrived, `awaited_detections`), so the state grows with
+the detections, verdicts and gaps of a trip, never with its uploads or with the size
+of a sequence number; `completion()` is O(ranges).
+
 Labels (human verdicts on one window) decide which events count: the newest
 label of each window is its verdict. What counts against the driver is always
 recomputed from the detections and the verdicts (`counted_events`), so a
@@ -14,26 +20,32 @@ the counted set by exactly what the verdicts say, never twice. A closed trip
 stays correctable: when a label, a late detection or a late segment changes
 what it counts, it is re-scored with the next revision (`rescore_trip`).
 
-A closed trip keeps only what corrections need (`compact`): segment totals
-instead of the segments, its detection records and its verdicts.
+A closed trip keeps only what corrections need: segment totals, its detection
+records and its verdicts.
 
 Functions here mutate the `TripState` they are given and return what happened;
 they do no I/O, so the adapters decide where state lives and the handlers decide
-what to publish. States round-trip through `to_dict`/`from_dict` (JSON-safe).
+what to publish. States round-trip through `to_dict`/`from_dict` (JSON-safe);
+`from_dict` also reads the states earlier versions wrote (every segment kept, missing
+and absent sequences as lists of numbers).
 """
 
 from __future__ import annotations
 
 import enum
+import sys
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from michi.contracts import stable_event_id
-from services.scoring.domain import formula
+from services.scoring.domain import formula, sequences
+from services.scoring.domain.limits import MAX_LABEL_IDS_PER_WINDOW, MAX_MISSING_SEQUENCES_LISTED
 
 REASON_COMPLETE = "complete"
 REASON_CLOSED_INCOMPLETE = "closed-incomplete"
+# An input would have taken the trip's state over one of its bounds (`limits.py`): closed with what it holds.
+REASON_CLOSED_AT_LIMIT = "closed-at-limit"
 # Reasons of re-scored trips (revision 2 and later); label reasons carry the label's event id.
 REASON_LATE_DETECTION = "late-detection"
 REASON_LATE_SEGMENT = "late-segment"
@@ -51,9 +63,6 @@ STATUS_NOT_SCORED = "not-scored"
 CHANGE_ACTIVE = "active"  # a detection counts again (a later label reversed its overturning)
 CHANGE_OVERTURNED = "overturned"  # no longer counts
 CHANGE_ADDED = "added"  # an event only a label reported (missed, or the corrected type of a detection)
-
-# Label ids remembered per window (redeliveries recognised); a window rarely gets more than two labels.
-MAX_LABEL_IDS_PER_WINDOW = 16
 
 
 def scored_event_id(detection_event_id: str, revision: int) -> str:
@@ -124,6 +133,10 @@ class LabelFacts:
     longitude: float = 0.0
 
 
+# What a trip is made of: every message a trip agent hands over is one of these.
+TripInput = DetectionFacts | SegmentFacts | LabelFacts
+
+
 @dataclass
 class DetectionRecord:
     """One arrived detection and, when it counts, how it was scored (kept for re-scoring by labels)."""
@@ -144,45 +157,71 @@ class DetectionRecord:
 
 
 @dataclass
-class SegmentRecord:
-    event_id: str
-    sequence: int
-    trip_end: bool
-    distance_m: float
-    duration_s: float
-    detection_event_ids: list[str]
-    started_at: float
-    ended_at: float
-
-
-@dataclass
 class SegmentTotals:
-    """A closed trip's segments, compacted: totals, and which sequences arrived (to recognise redeliveries)."""
+    """A trip's segments as they arrive: totals, and which sequences arrived (to recognise redeliveries and gaps)."""
 
     uploads: int = 0
     distance_m: float = 0.0
     duration_s: float = 0.0
     started_at: float = 0.0  # 0: unknown
     ended_at: float = 0.0
-    highest_sequence: int = -1
-    # Sequences below the highest that never arrived.
-    absent_sequences: list[int] = field(default_factory=list)
+    # The received sequences as sorted, disjoint inclusive ranges [first, last] (`sequences.py`).
+    received: sequences.Ranges = field(default_factory=list)
+
+    @property
+    def highest_sequence(self) -> int:
+        return sequences.highest(self.received)
 
     def knows(self, sequence: int) -> bool:
-        return sequence <= self.highest_sequence and sequence not in self.absent_sequences
+        return sequences.contains(self.received, sequence)
 
     def add(self, facts: SegmentFacts) -> None:
-        if facts.sequence > self.highest_sequence:
-            self.absent_sequences.extend(range(self.highest_sequence + 1, facts.sequence))
-            self.highest_sequence = facts.sequence
-        elif facts.sequence in self.absent_sequences:
-            self.absent_sequences.remove(facts.sequence)
+        sequences.add(self.received, facts.sequence)
         self.uploads += 1
-        self.distance_m += facts.distance_m
-        self.duration_s += facts.duration_s
+        # Kept finite: the changelog's JSON has no infinity (it would come back as null).
+        self.distance_m = min(self.distance_m + facts.distance_m, sys.float_info.max)
+        self.duration_s = min(self.duration_s + facts.duration_s, sys.float_info.max)
         if facts.started_at > 0.0:
             self.started_at = min(self.started_at, facts.started_at) if self.started_at > 0.0 else facts.started_at
         self.ended_at = max(self.ended_at, facts.ended_at)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentTotals:
+        if "received" in data:
+            received = [[int(first), int(last)] for first, last in data["received"]]
+        else:  # written by an earlier version: the highest sequence and the ones below it that never arrived
+            received = sequences.without(data.get("absent_sequences", []), int(data.get("highest_sequence", -1)))
+        return cls(
+            uploads=int(data.get("uploads", 0)),
+            distance_m=float(data.get("distance_m", 0.0)),
+            duration_s=float(data.get("duration_s", 0.0)),
+            started_at=float(data.get("started_at", 0.0)),
+            ended_at=float(data.get("ended_at", 0.0)),
+            received=received,
+        )
+
+
+def _fold_segments(segments: dict[str, dict[str, Any]], detections: dict[str, Any]) -> tuple[SegmentTotals, list[str]]:
+    """Totals and awaited detection ids of the segments an earlier version kept one by one."""
+    totals = SegmentTotals()
+    awaited: dict[str, None] = {}
+    for _, record in sorted(segments.items(), key=lambda item: int(item[0])):
+        totals.add(
+            SegmentFacts(
+                event_id=record.get("event_id", ""),
+                sequence=int(record["sequence"]),
+                trip_end=bool(record.get("trip_end", False)),
+                distance_m=float(record.get("distance_m", 0.0)),
+                duration_s=float(record.get("duration_s", 0.0)),
+                detection_event_ids=(),
+                started_at=float(record.get("started_at", 0.0)),
+                ended_at=float(record.get("ended_at", 0.0)),
+            )
+        )
+        for detection_id in record.get("detection_event_ids", []):
+            if detection_id not in detections:
+                awaited[detection_id] = None
+    return totals, list(awaited)
 
 
 @dataclass
@@ -213,7 +252,23 @@ class TripClosure:
     reason: str
     closed_at: float
     event_id: str
-    missing_sequences: list[int]
+    # The sequences up to this one that had not arrived when the trip closed are its missing sequences
+    # (until they arrive): the trip-end sequence, or the highest received without one.
+    missing_through: int = -1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TripClosure:
+        if "missing_through" in data:
+            through = int(data["missing_through"])
+        else:  # written by an earlier version as the list itself: the same set, as long as the segments agree
+            through = max((int(sequence) for sequence in data.get("missing_sequences", [])), default=-1)
+        return cls(
+            revision=int(data["revision"]),
+            reason=data["reason"],
+            closed_at=float(data["closed_at"]),
+            event_id=data["event_id"],
+            missing_through=through,
+        )
 
 
 @dataclass
@@ -223,15 +278,16 @@ class TripState:
     device_id: str = ""
     # Source partition of the trip's messages: state is written to the same changelog partition.
     partition: int = 0
-    segments: dict[int, SegmentRecord] = field(default_factory=dict)
     detections: dict[str, DetectionRecord] = field(default_factory=dict)
     trip_end_sequence: int | None = None
     # Processing (wall-clock) times, for the closing deadline.
     trip_end_seen_at: float | None = None
     last_activity_at: float = 0.0
     closure: TripClosure | None = None
-    # Set when the trip closes (and `segments` emptied): what corrections need of the segments.
+    # The segments received so far (None before the first one): totals and received sequences.
     totals: SegmentTotals | None = None
+    # Detection ids the segments listed that have not arrived yet (completion waits for them); emptied at closing.
+    awaited_detections: list[str] = field(default_factory=list)
     verdicts: dict[str, LabelVerdict] = field(default_factory=dict)
     labels_applied: int = 0
 
@@ -240,26 +296,49 @@ class TripState:
         return self.closure is not None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["segments"] = {str(sequence): record for sequence, record in data["segments"].items()}
-        return data
+        """What `dataclasses.asdict` gives, built directly (it runs for every state written, and it is 5x faster)."""
+        totals = self.totals
+        closure = self.closure
+        return {
+            "trip_id": self.trip_id,
+            "driver_id": self.driver_id,
+            "device_id": self.device_id,
+            "partition": self.partition,
+            "detections": {key: dict(vars(record)) for key, record in self.detections.items()},
+            "trip_end_sequence": self.trip_end_sequence,
+            "trip_end_seen_at": self.trip_end_seen_at,
+            "last_activity_at": self.last_activity_at,
+            "closure": dict(vars(closure)) if closure is not None else None,
+            "totals": {**vars(totals), "received": [list(pair) for pair in totals.received]} if totals else None,
+            "awaited_detections": list(self.awaited_detections),
+            "verdicts": {
+                key: {**vars(verdict), "lineage": dict(verdict.lineage), "seen_label_ids": list(verdict.seen_label_ids)}
+                for key, verdict in self.verdicts.items()
+            },
+            "labels_applied": self.labels_applied,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TripState:
         closure = data.get("closure")
-        totals = data.get("totals")
+        detections = {key: DetectionRecord(**record) for key, record in data.get("detections", {}).items()}
+        totals = SegmentTotals.from_dict(data["totals"]) if data.get("totals") else None
+        awaited = list(data.get("awaited_detections", []))
+        if data.get("segments"):  # written by an earlier version, which kept every segment until the trip closed
+            totals, awaited = _fold_segments(data["segments"], detections)
+        trip_end_sequence = data.get("trip_end_sequence")
         return cls(
             trip_id=data["trip_id"],
             driver_id=data.get("driver_id", ""),
             device_id=data.get("device_id", ""),
             partition=int(data.get("partition", 0)),
-            segments={int(sequence): SegmentRecord(**record) for sequence, record in data.get("segments", {}).items()},
-            detections={key: DetectionRecord(**record) for key, record in data.get("detections", {}).items()},
-            trip_end_sequence=data.get("trip_end_sequence"),
+            detections=detections,
+            trip_end_sequence=int(trip_end_sequence) if trip_end_sequence is not None else None,
             trip_end_seen_at=data.get("trip_end_seen_at"),
             last_activity_at=float(data.get("last_activity_at", 0.0)),
-            closure=TripClosure(**closure) if closure else None,
-            totals=SegmentTotals(**totals) if totals else None,
+            closure=TripClosure.from_dict(closure) if closure else None,
+            totals=totals,
+            awaited_detections=awaited if not closure else [],
             verdicts={key: LabelVerdict(**verdict) for key, verdict in data.get("verdicts", {}).items()},
             labels_applied=int(data.get("labels_applied", 0)),
         )
@@ -286,8 +365,18 @@ class LabelOutcome(enum.Enum):
 @dataclass(frozen=True)
 class Completion:
     complete: bool
-    missing_sequences: tuple[int, ...]
+    # Sequences 0..last that have not arrived, as inclusive ranges.
+    missing_ranges: tuple[sequences.Gap, ...]
     missing_detections: tuple[str, ...]
+
+    @property
+    def missing_sequences(self) -> tuple[int, ...]:
+        """The lowest missing sequences, at most `MAX_MISSING_SEQUENCES_LISTED` of them."""
+        return tuple(sequences.first_numbers(self.missing_ranges, MAX_MISSING_SEQUENCES_LISTED))
+
+    @property
+    def missing_count(self) -> int:
+        return sequences.count(self.missing_ranges)
 
 
 @dataclass(frozen=True)
@@ -339,12 +428,24 @@ class TripSummary:
     started_at: float
     ended_at: float
     uploads: int
+    # The lowest missing sequences (at most `MAX_MISSING_SEQUENCES_LISTED`), and how many are missing.
     missing_sequences: tuple[int, ...]
+    missing_count: int = 0
 
 
 def has_trip_data(state: TripState) -> bool:
     """False for a state that only holds labels waiting for their trip."""
-    return bool(state.segments or state.detections or state.totals is not None)
+    return bool(state.detections or state.totals is not None)
+
+
+def is_duplicate(state: TripState, facts: TripInput) -> bool:
+    """Whether the input was applied before: a detection by id, a segment by sequence, a label by id."""
+    if isinstance(facts, DetectionFacts):
+        return facts.event_id in state.detections
+    if isinstance(facts, SegmentFacts):
+        return segment_totals(state).knows(facts.sequence)
+    verdict = state.verdicts.get(facts.window_id)
+    return verdict is not None and facts.event_id in verdict.seen_label_ids
 
 
 def apply_detection(
@@ -354,6 +455,8 @@ def apply_detection(
     if facts.event_id in state.detections:
         return DetectionOutcome.DUPLICATE, None
     state.last_activity_at = max(state.last_activity_at, now)
+    if facts.event_id in state.awaited_detections:
+        state.awaited_detections.remove(facts.event_id)
     if not (facts.counts_against_driver and formula.is_scored_type(facts.event_type)):
         record = DetectionRecord(
             facts.event_id,
@@ -387,31 +490,24 @@ def apply_detection(
 
 
 def apply_segment(state: TripState, facts: SegmentFacts, now: float) -> SegmentOutcome:
-    """Record a segment once: by event id, and by sequence (one upload is one sequence)."""
-    if state.totals is None and state.closed:
-        compact(state)
-    if state.totals is not None:
-        if state.totals.knows(facts.sequence):
-            return SegmentOutcome.DUPLICATE
-        state.totals.add(facts)
-        if state.closure is not None and facts.sequence in state.closure.missing_sequences:
-            state.closure.missing_sequences.remove(facts.sequence)
-        state.last_activity_at = max(state.last_activity_at, now)
-        return SegmentOutcome.ADDED
-    known = state.segments.get(facts.sequence)
-    if known is not None:
+    """Record a segment once, by sequence (one upload is one sequence), into the trip's totals.
+
+    While the trip is open, the detection ids it lists that have not arrived are awaited; after
+    closing, a late segment only changes the totals (and fills a gap of the missing sequences).
+    """
+    totals = state.totals if state.totals is not None else SegmentTotals()
+    if totals.knows(facts.sequence):
         return SegmentOutcome.DUPLICATE
-    state.segments[facts.sequence] = SegmentRecord(
-        event_id=facts.event_id,
-        sequence=facts.sequence,
-        trip_end=facts.trip_end,
-        distance_m=facts.distance_m,
-        duration_s=facts.duration_s,
-        detection_event_ids=list(facts.detection_event_ids),
-        started_at=facts.started_at,
-        ended_at=facts.ended_at,
-    )
+    totals.add(facts)
+    state.totals = totals
     state.last_activity_at = max(state.last_activity_at, now)
+    if state.closed:
+        return SegmentOutcome.ADDED
+    awaited = set(state.awaited_detections)
+    for detection_id in facts.detection_event_ids:
+        if detection_id not in state.detections and detection_id not in awaited:
+            state.awaited_detections.append(detection_id)
+            awaited.add(detection_id)
     if facts.trip_end and state.trip_end_sequence is None:
         state.trip_end_sequence = facts.sequence
         state.trip_end_seen_at = now
@@ -592,16 +688,25 @@ def _correction_kind(statuses: set[str]) -> str:
     return REASON_LABEL_ADDED
 
 
+def _missing_through(state: TripState) -> int:
+    """The last sequence a trip should have: its trip-end sequence, or the highest received without one."""
+    if state.trip_end_sequence is not None:
+        return state.trip_end_sequence
+    return segment_totals(state).highest_sequence
+
+
 def completion(state: TripState) -> Completion:
-    last = state.trip_end_sequence
-    highest = last if last is not None else max(state.segments, default=-1)
-    missing_sequences = tuple(sequence for sequence in range(highest + 1) if sequence not in state.segments)
-    listed = [detection_id for record in state.segments.values() for detection_id in record.detection_event_ids]
-    missing_detections = tuple(
-        sorted({detection_id for detection_id in listed if detection_id not in state.detections})
-    )
-    complete = last is not None and not missing_sequences and not missing_detections
-    return Completion(complete, missing_sequences, missing_detections)
+    """Whether the trip is complete, and what it misses: O(received ranges + awaited detections)."""
+    missing_ranges = tuple(sequences.gaps(segment_totals(state).received, _missing_through(state)))
+    missing_detections = tuple(sorted(set(state.awaited_detections)))
+    complete = state.trip_end_sequence is not None and not missing_ranges and not missing_detections
+    return Completion(complete, missing_ranges, missing_detections)
+
+
+def missing_ranges(state: TripState) -> list[sequences.Gap]:
+    """A closed trip's missing sequences as ranges: those not arrived up to the closure's last sequence."""
+    through = state.closure.missing_through if state.closure is not None else -1
+    return sequences.gaps(segment_totals(state).received, through)
 
 
 def is_overdue(state: TripState, now: float, *, trip_end_grace_s: float, idle_timeout_s: float) -> bool:
@@ -623,45 +728,25 @@ def is_expired(state: TripState, now: float, *, retention_s: float) -> bool:
 
 
 def segment_totals(state: TripState) -> SegmentTotals:
-    """The totals of the trip's segments (stored once the trip is compacted)."""
-    if state.totals is not None:
-        return state.totals
-    totals = SegmentTotals()
-    for sequence in sorted(state.segments):
-        record = state.segments[sequence]
-        totals.add(
-            SegmentFacts(
-                event_id=record.event_id,
-                sequence=record.sequence,
-                trip_end=record.trip_end,
-                distance_m=record.distance_m,
-                duration_s=record.duration_s,
-                detection_event_ids=(),
-                started_at=record.started_at,
-                ended_at=record.ended_at,
-            )
-        )
-    return totals
-
-
-def compact(state: TripState) -> None:
-    """Keep of a closed trip only what corrections need: segment totals replace the segments."""
-    if state.totals is None:
-        state.totals = segment_totals(state)
-        state.segments = {}
+    """The totals of the trip's segments (empty before the first one)."""
+    return state.totals if state.totals is not None else SegmentTotals()
 
 
 def close_trip(state: TripState, reason: str, now: float) -> TripSummary:
-    """Close the trip at revision 1, compact it, and return what its TripScore carries."""
-    missing = completion(state).missing_sequences if reason != REASON_COMPLETE else ()
+    """Close the trip at revision 1 and return what its TripScore carries.
+
+    The closed trip keeps what corrections need: its totals (created empty for a trip without
+    segments), detections and verdicts; it no longer waits for detections its segments listed.
+    """
     state.closure = TripClosure(
         revision=1,
         reason=reason,
         closed_at=now,
         event_id=trip_score_event_id(state.trip_id, 1),
-        missing_sequences=list(missing),
+        missing_through=_missing_through(state),
     )
-    compact(state)
+    state.totals = segment_totals(state)
+    state.awaited_detections = []
     return summarize_trip(state)
 
 
@@ -669,7 +754,7 @@ def trip_fingerprint(state: TripState) -> tuple[object, ...]:
     """What a TripScore's numbers depend on: equal fingerprints, equal scores (no new revision)."""
     totals = segment_totals(state)
     events = sorted((key, event.event_type, event.points) for key, event in counted_events(state).items())
-    missing = tuple(state.closure.missing_sequences) if state.closure is not None else ()
+    missing = tuple(missing_ranges(state))
     return (
         tuple(events),
         totals.uploads,
@@ -705,6 +790,7 @@ def summarize_trip(state: TripState) -> TripSummary:
     counts = Counter(event.event_type for event in active)
     exposure = formula.exposure_km(distance_km, duration_s)
     times = [record.occurred_at for record in state.detections.values() if record.occurred_at > 0.0]
+    missing = missing_ranges(state)
     return TripSummary(
         trip_id=state.trip_id,
         revision=closure.revision,
@@ -722,5 +808,6 @@ def summarize_trip(state: TripState) -> TripSummary:
         started_at=totals.started_at or min(times or [0.0]),
         ended_at=totals.ended_at or max(times or [0.0]),
         uploads=totals.uploads,
-        missing_sequences=tuple(closure.missing_sequences),
+        missing_sequences=tuple(sequences.first_numbers(missing, MAX_MISSING_SEQUENCES_LISTED)),
+        missing_count=sequences.count(missing),
     )

@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 
 from michi.bus.catalog import DETECTIONS, LABELS, TRIP_SCORES, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import catalog_topic, process_batches
+from michi.bus.streams import catalog_topic, process_batches, stream_readiness
 from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.handlers import SERVICE, ScoringHandlers
 
@@ -36,10 +36,8 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
 def is_ready(app: faust.App) -> bool:
-    """Partitions assigned and their tables recovered: the service is processing."""
-    recovery = getattr(app.tables, "recovery", None)
-    recovered = recovery is not None and recovery.completed.is_set()
-    return bool(recovered and not app.rebalancing and not app.in_recovery)
+    """Partitions assigned, tables recovered, nothing crashed and no input waiting without progress."""
+    return stream_readiness(app).ready
 
 
 def register_agents(
@@ -91,8 +89,11 @@ def register_agents(
 
     @app.page("/readyz", name="readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        ready = is_ready(app)
-        return web.json({"status": "ready" if ready else "starting", "service": SERVICE}, status=200 if ready else 503)
+        readiness = stream_readiness(app)
+        body = {"status": readiness.status, "service": SERVICE}
+        if not readiness.ready:
+            body["reason"] = readiness.reason
+        return web.json(body, status=200 if readiness.ready else 503)
 
     @app.page("/metrics", name="metrics")
     async def metrics(web: Any, request: Any) -> Any:
