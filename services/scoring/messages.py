@@ -262,6 +262,7 @@ def trip_score(state: TripState, summary: TripSummary) -> scoring_pb2.TripScore:
         ),
         uploads=summary.uploads,
         missing_sequences=list(summary.missing_sequences),
+        missing_sequence_count=summary.missing_count,
     )
 
 

@@ -177,6 +177,7 @@ def test_a_trip_ending_at_sequence_ten_million_closes_in_milliseconds_and_little
     (score,) = trip_scores(journal)
     assert (score.reason, score.uploads) == ("closed-incomplete", 2)
     assert list(score.missing_sequences) == list(range(1, 1001))
+    assert score.missing_sequence_count == 10**7 - 1  # all of them counted, the lowest 1000 listed
     assert len(score.SerializeToString()) < 4096
     assert handlers.trips.data[TRIP]["totals"]["received"] == [[0, 0], [10**7, 10**7]]  # type: ignore[attr-defined]
     assert stored_sizes(handlers) == [encoded_size(handlers.trips.get(TRIP))]  # type: ignore[arg-type]

@@ -65,7 +65,7 @@ class EventCount(_message.Message):
     def __init__(self, event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class TripScore(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "score", "distance_km", "duration_s", "points", "events_per_100km", "events_per_hour", "event_counts", "revision", "reason", "span", "uploads", "missing_sequences")
+    __slots__ = ("event_id", "occurred_at", "lineage", "score", "distance_km", "duration_s", "points", "events_per_100km", "events_per_hour", "event_counts", "revision", "reason", "span", "uploads", "missing_sequences", "missing_sequence_count")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class TripScore(_message.Message):
     SPAN_FIELD_NUMBER: _ClassVar[int]
     UPLOADS_FIELD_NUMBER: _ClassVar[int]
     MISSING_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SEQUENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -96,7 +97,8 @@ class TripScore(_message.Message):
     span: _common_pb2.TimeSpan
     uploads: int
     missing_sequences: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., score: _Optional[float] = ..., distance_km: _Optional[float] = ..., duration_s: _Optional[float] = ..., points: _Optional[float] = ..., events_per_100km: _Optional[float] = ..., events_per_hour: _Optional[float] = ..., event_counts: _Optional[_Iterable[_Union[EventCount, _Mapping]]] = ..., revision: _Optional[int] = ..., reason: _Optional[str] = ..., span: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., uploads: _Optional[int] = ..., missing_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+    missing_sequence_count: int
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., score: _Optional[float] = ..., distance_km: _Optional[float] = ..., duration_s: _Optional[float] = ..., points: _Optional[float] = ..., events_per_100km: _Optional[float] = ..., events_per_hour: _Optional[float] = ..., event_counts: _Optional[_Iterable[_Union[EventCount, _Mapping]]] = ..., revision: _Optional[int] = ..., reason: _Optional[str] = ..., span: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., uploads: _Optional[int] = ..., missing_sequences: _Optional[_Iterable[int]] = ..., missing_sequence_count: _Optional[int] = ...) -> None: ...
 
 class DriverScore(_message.Message):
     __slots__ = ("event_id", "occurred_at", "lineage", "score", "trips", "distance_km", "driving_hours", "points", "events_per_100km", "events_per_hour", "event_counts", "revision", "last_trip_id")
