@@ -65,6 +65,8 @@ SERVICE = "scoring"
 # Dead-letter reasons of this service (besides the decoder's).
 SCHEMA_VIOLATION = "schema-violation"
 STATE_LIMIT = "state-limit"
+# A trip belongs to the device that sent its first message: another device's input for it is refused.
+TRIP_OF_ANOTHER_DEVICE = "trip-of-another-device"
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.scoring")
@@ -196,6 +198,18 @@ class ScoringHandlers:
             working.get(trip_id) or self.trips.get(trip_id) or TripState(trip_id=trip_id, partition=inbound.partition)
         )
         working[trip_id] = state
+        if state.device_id and lineage.device_id and lineage.device_id != state.device_id:
+            # A device names the trip ids of its own uploads: one that names another device's trip
+            # (by mistake or on purpose) must not change that trip's distance, events or score.
+            self.metrics.invalid_messages.labels(inbound.topic).inc()
+            pending.append(
+                self.publisher.dead_letter(
+                    inbound,
+                    TRIP_OF_ANOTHER_DEVICE,
+                    f"trip {trip_id} belongs to device {state.device_id}, not {lineage.device_id}",
+                )
+            )
+            return None
         facts = messages.trip_input_facts(message)
         limit = self._limit_reached(state, facts, (lineage.driver_id, lineage.device_id), budget)
         if limit is not None:

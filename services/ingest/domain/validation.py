@@ -99,8 +99,8 @@ class UploadLimits:
     max_gps_fixes: int = 10 * 60
     max_future_skew_s: float = 5 * 60
     max_age_s: float = 7 * 24 * 60 * 60
-    # The highest `sequence` of a trip: 8,640 is a day of 10 s uploads (scoring keeps one entry per
-    # sequence up to the highest it saw, so this bounds a trip's state there).
+    # The highest `sequence` of a trip: 8,640 is a day of 10 s uploads (a far sequence is also an
+    # incomplete trip with that many missing uploads; scoring's state stays bounded whatever it is).
     max_sequence: int = 8_640
     # Per axis. A vehicle crash peaks around 100 m/s^2; beyond this the sensor is broken.
     max_abs_accel_mps2: float = 160.0
