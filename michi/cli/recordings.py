@@ -16,9 +16,11 @@ and prints calibration, detections and, against a labels file, the figures of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 RECORDING_HELP = "a recording file (CSV, JSON, NPZ) or a shipped recording's short name, e.g. auckland-forward"
 
 EVENT_TYPE_PREFIX = "EVENT_TYPE_"
-MODEL_CHOICES = "champion, baseline or a path to an .onnx file"
+MODEL_CHOICES = "champion, baseline, physics or a path to an .onnx file"
 
 
 def _fail(message: str) -> None:
@@ -410,6 +412,19 @@ def load_detector(choice: str) -> ChosenModel:
     settings = load_settings(InferenceSettings)
     if choice == "baseline":
         return ChosenModel(default_detector(settings), "the built-in baseline")
+    if choice == "physics":
+        from michi.windows.physics import PHYSICS_DATA_VERSION, PHYSICS_MODEL_VERSION, build_physics_model
+
+        payload = build_physics_model()
+        # Named by its content: the same rules are written once, whatever runs them.
+        rules = (
+            Path(tempfile.gettempdir())
+            / f"michi-{PHYSICS_MODEL_VERSION}-{hashlib.sha256(payload).hexdigest()[:16]}.onnx"
+        )
+        if not rules.is_file() or rules.read_bytes() != payload:
+            rules.write_bytes(payload)
+        artifact = ModelArtifact(MODEL_NAME, PHYSICS_MODEL_VERSION, PHYSICS_DATA_VERSION, rules, sha256_of(rules))
+        return ChosenModel(OnnxDetector(artifact), f"the physics baseline {PHYSICS_MODEL_VERSION}")
     if choice == "champion":
         registry = ModelRegistry.from_url(settings.resolved_database_url())
         try:

@@ -27,6 +27,7 @@ from michi.recordings.evaluation import (
 from michi.registry import ModelRegistry
 from michi.windows.features import DATA_VERSION
 from michi.windows.model_spec import BASELINE_MODEL_VERSION
+from michi.windows.physics import PHYSICS_MODEL_VERSION
 from services.inference.adapters.onnx_model import build_baseline_model
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "datasets/real-driving/quat-orient-auckland/annotations.csv"
@@ -291,6 +292,24 @@ def test_evaluate_as_json(environment: dict[str, str]) -> None:
     assert (labels["aggressive_labels"], labels["normal_labels"], labels["recall"]) == (0, 20, None)
     assert labels["detections"] == detections["count"]
     assert labels["matched_aggressive"] + labels["matched_normal"] + labels["other_detections"] == detections["count"]
+
+
+def test_evaluate_with_the_physics_baseline(environment: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        app, ["evaluate", "auckland-forward", "--no-gps", "--model", "physics", "--json"], env=environment
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["model"] == {
+        "name": "michi-risk",
+        "version": PHYSICS_MODEL_VERSION,
+        "source": f"the physics baseline {PHYSICS_MODEL_VERSION}",
+        "fallback": False,
+    }
+    # Without GPS the mount calibrates from its stops; the firm pull-away at 40 s and the brake at 100 s
+    # (2.5-2.9 m/s², partly an 11 % hill) are what physics-2 flags on this ordinary drive.
+    events = [(round(event["start_s"]), event["event_type"]) for event in document["detections"]["events"]]
+    assert events == [(40, "harsh_acceleration"), (100, "harsh_braking")]
 
 
 def test_evaluate_without_gps_and_with_an_onnx_file(environment: dict[str, str], tmp_path: Path) -> None:
