@@ -703,15 +703,12 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                         + "; ".join(f"{check['metric']} {check['rule']}" for check in behind_physics)
                     ),
                 )
-                plan = wiring.registry.transition(
-                    wiring.model_name,
-                    version,
-                    Stage.SHADOW,
-                    actor=ACTOR,
-                    reason=f"bootstrap ({facts.run_id}): shadows {PHYSICS_MODEL_VERSION} until it holds up on real drives",
+                shadow_reason = (
+                    f"bootstrap ({facts.run_id}): shadows {PHYSICS_MODEL_VERSION} until it holds up on real drives"
                 )
-                stage = Stage.SHADOW.value
-            elif bootstrap:
+            else:
+                shadow_reason = f"{facts.trigger}: {facts.trigger_reason} ({facts.run_id})"
+            if bootstrap and not behind_physics:
                 plan = wiring.registry.promote(
                     wiring.model_name,
                     version,
@@ -721,11 +718,7 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                 stage = Stage.CHAMPION.value
             else:
                 plan = wiring.registry.transition(
-                    wiring.model_name,
-                    version,
-                    Stage.SHADOW,
-                    actor=ACTOR,
-                    reason=f"{facts.trigger}: {facts.trigger_reason} ({facts.run_id})",
+                    wiring.model_name, version, Stage.SHADOW, actor=ACTOR, reason=shadow_reason
                 )
                 stage = Stage.SHADOW.value
             facts.stage = stage
