@@ -3,7 +3,8 @@
 `build_wiring(settings)` makes the service objects over SQL, Redis, Kafka and the blob store (tests
 pass their own Redis client, store or publisher); `build_app(settings)` returns the FastAPI app whose
 lifespan creates the tables, rebuilds Redis from SQL when the queues are missing, and runs the
-background upkeep and the label-request consumer; `run()` serves it until SIGINT/SIGTERM:
+background upkeep and the label-request consumer (its `/readyz` includes the consumer's progress);
+`run()` serves it until SIGINT/SIGTERM:
 
     python -m services.annotation          # or: michi run annotation
 """
@@ -31,6 +32,7 @@ from michi.blobs import BlobStore
 from michi.bus.catalog import LABEL_REQUESTS, LABELS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
+from michi.readiness import ConsumerProgress
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
@@ -208,10 +210,18 @@ def build_app(
             raise RuntimeError("the label-request consumer is not running")
 
     checks: dict[str, Callable[[], Awaitable[None]]] = {"redis": redis_ready, "database": database_ready}
+    progress: ConsumerProgress | None = None
     if producer is not None:
         checks["kafka"] = kafka_ready
         if settings.annotation_consume:
             checks["consumer"] = consumer_ready
+            # Polling is not progress: records waiting while the group's offsets stay put answer 503.
+            progress = ConsumerProgress(
+                settings.resolved_kafka_bootstrap(),
+                f"{settings.topic_prefix}{SERVICE}",
+                [LABEL_REQUESTS.name(settings.topic_prefix)],
+            )
+            checks["progress"] = progress
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -237,6 +247,8 @@ def build_app(
             await asyncio.to_thread(thread.join, 10)
         if owned_producer and producer is not None:
             await asyncio.to_thread(producer.close, 10)
+        if progress is not None:
+            await asyncio.to_thread(progress.close)
         built.close()
 
     app = create_http_app(
@@ -252,6 +264,7 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.wiring = built
+    app.state.readiness_checks = checks
     return app
 
 

@@ -25,6 +25,7 @@ from michi.bus.admin import ensure_topics
 from michi.bus.catalog import ALERTS, DEAD_LETTERS, LABELS, MODEL_ROLLOUTS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
+from michi.readiness import ConsumerProgress
 from michi.registry import ModelRegistry
 from michi.registry.store import PlanPublisher
 from michi.runtime import tune_garbage_collection
@@ -139,6 +140,8 @@ class TrainerService:
         self.worker.wake()
         for thread in self.threads:
             thread.join(timeout)
+        if self.consumer.progress is not None:
+            self.consumer.progress.close()
         self.wiring.registry.close()
         self.wiring.store.close()
 
@@ -157,13 +160,16 @@ def build_service(
         check_interval_s=settings.trainer_check_interval_s,
         register_physics=settings.trainer_register_physics,
     )
+    bootstrap, prefix = settings.resolved_kafka_bootstrap(), settings.topic_prefix
     consumer = EventConsumer(
-        consumer=Consumer(group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)),
+        consumer=Consumer(group_consumer_config(bootstrap, prefix, SERVICE)),
         producer=producer,
         store=built.store,
-        prefix=settings.topic_prefix,
+        prefix=prefix,
         metrics=metrics,
         wake=worker.wake,
+        # Not ready when labels or alerts wait and the group's committed offsets stop moving.
+        progress=ConsumerProgress(bootstrap, f"{prefix}{SERVICE}", [LABELS.name(prefix), ALERTS.name(prefix)]),
     )
     service = TrainerService(built, worker, consumer, metrics, FastAPI())
     token = settings.trainer_api_token.get_secret_value() if settings.trainer_api_token is not None else None

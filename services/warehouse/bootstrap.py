@@ -3,7 +3,8 @@
 Run it with `python -m services.warehouse` (or `michi run warehouse`); `run()` reads the
 `MICHI_*` environment, serves /healthz, /readyz and /metrics on `MICHI_WAREHOUSE_PORT`
 (default 8086, 127.0.0.1) and blocks until SIGINT/SIGTERM, then writes what it buffered,
-commits and exits. Tests build the sink with `build_sink(settings, producer=..., writer=...)`.
+commits and exits. Tests build the sink with `build_sink(settings, producer=..., writer=...)`
+and its progress check with `progress_check(settings)`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from michi.blobs import BlobStore
 from michi.bus.catalog import DETECTIONS, PREDICTIONS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
+from michi.bus.stalls import NOT_READY_AFTER_S
+from michi.readiness import ConsumerProgress
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
@@ -28,15 +31,33 @@ from services.warehouse.metrics import WarehouseMetrics
 from services.warehouse.settings import WarehouseSettings
 
 
+def source_topics(settings: WarehouseSettings) -> dict[str, Source]:
+    prefix = settings.topic_prefix
+    return {
+        PREDICTIONS.name(prefix): Source(PREDICTIONS, PREDICTION, prediction_row),
+        DETECTIONS.name(prefix): Source(DETECTIONS, DETECTION, detection_row),
+    }
+
+
+def progress_check(settings: WarehouseSettings) -> ConsumerProgress:
+    """`/readyz`'s judgement of the group's progress (the caller closes it).
+
+    Rows wait in a buffer up to `warehouse_flush_s` before their offsets are committed, so the sink is
+    judged stalled only after that wait plus `NOT_READY_AFTER_S` (40 s with the default 10 s).
+    """
+    return ConsumerProgress(
+        settings.resolved_kafka_bootstrap(),
+        f"{settings.topic_prefix}{SERVICE}",
+        list(source_topics(settings)),
+        not_ready_after_s=NOT_READY_AFTER_S + settings.warehouse_flush_s,
+    )
+
+
 def build_sink(
     settings: WarehouseSettings, *, producer: EventProducer, writer: ParquetWriter | None = None
 ) -> WarehouseSink:
     """The sink subscribed to predictions and detections (the caller closes `producer`)."""
-    prefix = settings.topic_prefix
-    sources = {
-        PREDICTIONS.name(prefix): Source(PREDICTIONS, PREDICTION, prediction_row),
-        DETECTIONS.name(prefix): Source(DETECTIONS, DETECTION, detection_row),
-    }
+    sources = source_topics(settings)
     return WarehouseSink(
         consumer=Consumer(group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)),
         producer=producer,
@@ -60,11 +81,16 @@ def run() -> None:
     producer = EventProducer(
         settings.resolved_kafka_bootstrap(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
     )
+    progress = progress_check(settings)
     try:
         sink = build_sink(settings, producer=producer)
         tune_garbage_collection()
         server = serve_health(
-            settings.warehouse_port, alive=lambda: not stop.is_set(), ready=sink.ready, registry=sink.metrics.registry
+            settings.warehouse_port,
+            alive=lambda: not stop.is_set(),
+            ready=sink.ready,
+            registry=sink.metrics.registry,
+            checks={"progress": progress},
         )
         try:
             sink.run(stop)
@@ -72,4 +98,5 @@ def run() -> None:
             server.shutdown()
             server.server_close()
     finally:
+        progress.close()
         producer.close()

@@ -3,9 +3,16 @@
 At-least-once with idempotent effects: a partition's offset is committed only after every message
 before it was recorded in SQL and Redis (or dead-lettered, acknowledged by the broker). A message
 whose write fails (Redis or the database down) is retried until it succeeds or the service stops,
-so nothing after it is committed past it. Redelivered requests change nothing (event_id in SQL).
-Undecodable or unusable requests, and any whose processing fails for another reason than an outage,
-go to `michi.dead-letters.v1` with the reason and original bytes.
+so nothing after it is committed past it. A batch that fails otherwise (a dead letter the broker
+did not acknowledge, a refused commit) is not committed past either: each of its partitions is
+sought back to the batch's first record there and the loop reads it again after `RETRY_PAUSE_S`.
+Redelivered requests change nothing (event_id in SQL). Undecodable or unusable requests, and any
+whose processing fails for another reason than an outage, go to `michi.dead-letters.v1` with the
+reason and original bytes.
+
+`/readyz` (`bootstrap.build_app`) holds the consumer ready while its thread runs and the group makes
+progress (`michi.readiness.ConsumerProgress`: records waiting with committed offsets unmoved for 30 s
+answer 503).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,6 +36,7 @@ from michi.bus.catalog import LABEL_REQUESTS
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.headers import extract_context, read_headers
 from michi.bus.producer import EventProducer
+from michi.bus.redelivery import stop_without_acknowledging
 from michi.bus.streams import consumer_span
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import labels_pb2
@@ -41,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DEAD_LETTER_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Pause before a failed batch is read again.
+RETRY_PAUSE_S = 2.0
 # Outages: the write is retried until it succeeds. Any other failure is the message's: dead letter.
 RETRYABLE = (
     RedisConnectionError,
@@ -87,15 +97,30 @@ class LabelRequestConsumer:
         """Poll until `stop` is set, then close the consumer (nothing unprocessed is committed)."""
         try:
             while not stop.is_set():
-                self.poll_once(stop, poll_timeout)
+                try:
+                    self.poll_once(stop, poll_timeout)
+                except Exception:
+                    # poll_once sought the batch back: it is read again after a pause, nothing past it committed.
+                    logger.exception("label request batch failed; reading it again")
+                    stop.wait(RETRY_PAUSE_S)
         finally:
             self.consumer.close()
             self._loop.close()
 
     def poll_once(self, stop: threading.Event, timeout: float = 0.5) -> int:
-        """Process one batch; commit what was fully processed. Returns how many messages were handled."""
+        """Process one batch; commit what was fully processed. Returns how many messages were handled.
+
+        When it fails, the batch is sought back (nothing of it committed) and the error raised.
+        """
         messages = self.consumer.consume(self.batch_size, timeout)
         self.last_poll_at = self.clock()
+        try:
+            return self._process_and_commit(messages, stop)
+        except Exception:
+            self._rewind(messages)
+            raise
+
+    def _process_and_commit(self, messages: list[Any], stop: threading.Event) -> int:
         processed: dict[int, int] = {}
         handled = 0
         for raw in messages:
@@ -112,6 +137,23 @@ class LabelRequestConsumer:
                 asynchronous=False,
             )
         return handled
+
+    def _rewind(self, messages: list[Any]) -> None:
+        """Seek each partition of a failed batch back to its first message in it (the first uncommitted one).
+
+        Every batch before was committed whole (a stop ends the loop), so that is where the committed
+        offset points. A seek that fails would let a later commit pass the batch, so the process stops
+        instead (exit 75) and Kafka redelivers from the committed offsets when it is restarted.
+        """
+        firsts: dict[int, int] = {}
+        for raw in messages:
+            if raw.error() is None:
+                firsts.setdefault(raw.partition(), raw.offset())
+        for partition, offset in firsts.items():
+            try:
+                self.consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as error:
+                stop_without_acknowledging(SERVICE, f"could not seek back a failed batch: {error}"[:500], self.topic)
 
     def _handle_with_retry(self, raw: Any, stop: threading.Event) -> bool:
         attempt = 0

@@ -817,7 +817,7 @@ def create_http_app(endpoints: AnnotationEndpoints, *, lifespan: Any = None) -> 
         app,
         endpoints.readiness_checks,
         metrics.registry,
-        ready_summary="Redis, the database (and Kafka, when consuming) answer",
+        ready_summary="Redis, the database (and, when consuming, Kafka) answer and the consumer makes progress",
     )
 
     app.add_middleware(

@@ -1,7 +1,7 @@
 """The trainer's HTTP door (FastAPI, 127.0.0.1:8082 by default; OpenAPI at /openapi.json).
 
 GET  /healthz                       the process answers
-GET  /readyz                        consumer assigned and polling, bootstrap attempted
+GET  /readyz                        consumer assigned and polling (and progressing, given a progress check), bootstrap attempted
 GET  /metrics                       Prometheus
 GET  /v1/runs?limit=20              past runs, newest first
 GET  /v1/runs/{run_id}              one run with its steps and experiment record
@@ -84,9 +84,10 @@ def create_http_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
+        # A sync route on purpose: `ready` may block on the broker and runs its own event loop.
         if ready():
             return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "not ready"}, status_code=503)
 
     @app.get("/metrics")
     def metrics_page() -> Response:

@@ -4,6 +4,9 @@ At-least-once: a partition's offset is committed only after the file holding its
 blob store. A crash between the two redelivers the rows, and the new file has the same name as the
 old one (first offset and partition), so it replaces it instead of adding duplicates.
 Undecodable messages go to dead letters (awaited) and are committed with the rows around them.
+A pass that fails (a write, a commit or a dead letter refused) is never committed past: every
+partition with records read and not committed is sought back to its first such record, the
+buffers are dropped, and the loop reads them again after `RETRY_PAUSE_S`.
 On a rebalance, buffers of revoked partitions are dropped: their new owner reads them again.
 After an assignment, the partition's stored files are listed once, so a pass that cuts batches
 elsewhere than an earlier one (a group reset) deletes the files it supersedes.
@@ -18,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from google.protobuf.message import Message
 
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.headers import read_headers
 from michi.bus.producer import EventProducer
+from michi.bus.redelivery import stop_without_acknowledging
 from michi.warehouse import Row
 from services.warehouse.adapters.parquet import ParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer, superseded_keys
@@ -34,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "warehouse"
 DEAD_LETTER_TIMEOUT_S = 30.0
+# Pause before what a failed pass read is read again (blob store, broker trouble).
+RETRY_PAUSE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class WarehouseSink:
         self.metrics = metrics
         self.clock = clock
         self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
+        # Per partition: the first offset read and not committed (where a failed pass seeks back to), and
+        # the offset after the last record read.
+        self.uncommitted_from: dict[tuple[str, int], int] = {}
+        self.read_to: dict[tuple[str, int], int] = {}
         self.last_poll_at: float | None = None
         self.assigned: set[tuple[str, int]] = set()
         # Files stored by earlier passes, per partition, listed at its first flush after an assignment.
@@ -83,6 +93,8 @@ class WarehouseSink:
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for item in partitions:
             self.assigned.discard((item.topic, item.partition))
+            self.uncommitted_from.pop((item.topic, item.partition), None)
+            self.read_to.pop((item.topic, item.partition), None)
             dropped = self.buffers.pop((item.topic, item.partition), None)
             if dropped is not None and dropped.rows:
                 logger.info(
@@ -97,20 +109,53 @@ class WarehouseSink:
         """Poll until `stop` is set, then write what is buffered, commit and close the consumer."""
         try:
             while not stop.is_set():
-                self.poll_once(poll_timeout)
+                try:
+                    self.poll_once(poll_timeout)
+                except Exception:
+                    # poll_once sought back what was not committed: it is read again after a pause.
+                    logger.exception("warehouse pass failed; reading the uncommitted records again")
+                    stop.wait(RETRY_PAUSE_S)
             self.flush(force=True)
         finally:
             self.consumer.close()
 
     def poll_once(self, timeout: float = 0.5, max_messages: int = 1000) -> None:
-        for raw in self.consumer.consume(max_messages, timeout):
+        """Read a batch, write and commit what is due; on failure seek back what is not committed (then raise)."""
+        batch: list[Any] = self.consumer.consume(max_messages, timeout)
+        self.last_poll_at = self.clock()
+        records: list[Any] = []
+        for raw in batch:
             error = raw.error()
             if error is not None:
                 logger.warning("consumer error", extra={"error": str(error)})
                 continue
-            self._read(raw)
-        self.last_poll_at = self.clock()
-        self.flush()
+            key = (raw.topic(), raw.partition())
+            self.uncommitted_from.setdefault(key, raw.offset())
+            self.read_to[key] = raw.offset() + 1
+            records.append(raw)
+        try:
+            for raw in records:
+                self._read(raw)
+            self.flush()
+        except Exception:
+            self._rewind()
+            raise
+
+    def _rewind(self) -> None:
+        """Seek every partition with records read and not committed back to the first of them; drop the buffers.
+
+        A seek that fails would let a later commit pass those records, so the process stops instead
+        (exit 75) and Kafka redelivers from the committed offsets when it is restarted.
+        """
+        for (topic, partition), offset in sorted(self.uncommitted_from.items()):
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as error:
+                stop_without_acknowledging(SERVICE, f"could not seek back a failed pass: {error}"[:500], topic)
+            self.read_to[(topic, partition)] = offset
+        self.uncommitted_from.clear()
+        self.buffers.clear()
+        self._update_gauge()
 
     def _read(self, raw: Any) -> None:
         topic, partition, offset = raw.topic(), raw.partition(), raw.offset()
@@ -168,12 +213,17 @@ class WarehouseSink:
 
     def _commit(self, buffer: PartitionBuffer, offset: int) -> None:
         self.consumer.commit(offsets=[TopicPartition(buffer.topic, buffer.partition, offset)], asynchronous=False)
+        key = (buffer.topic, buffer.partition)
+        if offset >= self.read_to.get(key, offset):
+            self.uncommitted_from.pop(key, None)
+        else:  # later runs of the buffer, or records read after it, are not committed yet
+            self.uncommitted_from[key] = offset
 
     def _update_gauge(self) -> None:
         self.metrics.buffered_rows.set(sum(len(buffer.rows) for buffer in self.buffers.values()))
 
     def ready(self, max_silence_s: float = 30.0) -> bool:
-        """Polling recently and holding at least one partition."""
+        """Polling recently and holding at least one partition (progress is `ConsumerProgress`'s, in `/readyz`)."""
         return (
             self.last_poll_at is not None and self.clock() - self.last_poll_at < max_silence_s and bool(self.assigned)
         )

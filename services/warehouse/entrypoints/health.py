@@ -1,27 +1,57 @@
-"""/healthz, /readyz and /metrics of the warehouse sink on 127.0.0.1 (a `http.server` thread)."""
+"""/healthz, /readyz and /metrics of the warehouse sink on 127.0.0.1 (a `http.server` thread).
+
+`/readyz` answers 200 or 503 with `{"ready": ..., "checks": {...}}` (the body of `michi.readiness`):
+`consumer` is `ready()` (polling and holding partitions), the others are the async `checks` (the
+group's progress), each run in its own event loop per request, bounded like every `/readyz` check.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from michi.readiness import ReadinessCheck, run_checks
+
+
+def readiness(ready: Callable[[], bool], checks: Mapping[str, ReadinessCheck]) -> tuple[bool, dict[str, str]]:
+    """Whether the sink is ready, and what each check said ("ok" or "error: ...")."""
+    outcomes = {"consumer": "ok" if ready() else "error: not polling, or holding no partition"}
+    if checks:
+        outcomes.update(asyncio.run(run_checks(checks))[1])
+    return all(outcome == "ok" for outcome in outcomes.values()), outcomes
 
 
 def serve_health(
-    port: int, *, alive: Callable[[], bool], ready: Callable[[], bool], registry: CollectorRegistry
+    port: int,
+    *,
+    alive: Callable[[], bool],
+    ready: Callable[[], bool],
+    registry: CollectorRegistry,
+    checks: Mapping[str, ReadinessCheck] | None = None,
 ) -> ThreadingHTTPServer:
     """Start the pages in a daemon thread; `server.shutdown()` and `server.server_close()` stop them."""
+    more_checks = dict(checks or {})
+    # One readiness answer at a time: the progress check keeps per-partition clocks.
+    judging = threading.Lock()
 
     class Pages(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif self.path in ("/healthz", "/readyz"):
-                healthy = alive() if self.path == "/healthz" else ready()
+            elif self.path == "/healthz":
+                healthy = alive()
                 body = b'{"status": "ok"}' if healthy else b'{"status": "unavailable"}'
                 self._answer(200 if healthy else 503, body, "application/json")
+            elif self.path == "/readyz":
+                with judging:
+                    is_ready, outcomes = readiness(ready, more_checks)
+                body = orjson.dumps({"ready": is_ready, "checks": outcomes})
+                self._answer(200 if is_ready else 503, body, "application/json")
             else:
                 self._answer(404, b'{"status": "not found"}', "application/json")
 
