@@ -143,6 +143,7 @@ def test_the_trainer_service_is_built_with_a_progress_check_on_its_group(tmp_pat
         assert progress.not_ready_after_s == NOT_READY_AFTER_S
     finally:
         service.close()
+        service.consumer.consumer.close()  # never started: nothing else closes its Kafka client
 
 
 def test_warehouse_readiness_includes_its_groups_progress_beyond_the_flush_wait(tmp_path: Path) -> None:
