@@ -1,13 +1,19 @@
-"""Settings of the plain confluent-kafka group consumers (annotation, trainer, warehouse sink).
+"""The plain confluent-kafka group consumers (annotation, trainer, warehouse sink): settings and seeking back.
 
 Offsets are committed by hand, only after the work they stand for is durable (at-least-once); a new
 group starts from the earliest record; short session and fetch waits so a restart or a rebalance
-takes seconds, not the default 45 s.
+takes seconds, not the default 45 s. A batch whose work failed is never committed past: each of its
+partitions is sought back to its first uncommitted record (`seek_back`), and read again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from confluent_kafka import KafkaException, TopicPartition
+
+from michi.bus.redelivery import stop_without_acknowledging
 
 
 def group_consumer_config(bootstrap: str, prefix: str, service: str) -> dict[str, Any]:
@@ -22,3 +28,25 @@ def group_consumer_config(bootstrap: str, prefix: str, service: str) -> dict[str
         "heartbeat.interval.ms": 1000,
         "fetch.wait.max.ms": 100,
     }
+
+
+def first_offsets(records: Iterable[Any]) -> dict[tuple[str, int], int]:
+    """The offset of each (topic, partition)'s first record among `records` (error records left out)."""
+    firsts: dict[tuple[str, int], int] = {}
+    for raw in records:
+        if raw.error() is None:
+            firsts.setdefault((raw.topic(), raw.partition()), raw.offset())
+    return firsts
+
+
+def seek_back(consumer: Any, service: str, positions: Mapping[tuple[str, int], int], what: str) -> None:
+    """Seek each (topic, partition) back to its offset, so the next commit cannot pass what was not done.
+
+    A seek that fails would let a later commit pass those records, so the process stops instead
+    (exit 75, `michi.bus.redelivery`) and Kafka redelivers from the committed offsets when it restarts.
+    """
+    for (topic, partition), offset in sorted(positions.items()):
+        try:
+            consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as error:
+            stop_without_acknowledging(service, f"could not seek back {what}: {error}"[:500], topic)

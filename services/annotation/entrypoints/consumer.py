@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,9 +34,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from michi.bus.catalog import LABEL_REQUESTS
 from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.consumers import first_offsets, seek_back
 from michi.bus.headers import extract_context, read_headers
 from michi.bus.producer import EventProducer
-from michi.bus.redelivery import stop_without_acknowledging
 from michi.bus.streams import consumer_span
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import labels_pb2
@@ -145,15 +145,7 @@ class LabelRequestConsumer:
         offset points. A seek that fails would let a later commit pass the batch, so the process stops
         instead (exit 75) and Kafka redelivers from the committed offsets when it is restarted.
         """
-        firsts: dict[int, int] = {}
-        for raw in messages:
-            if raw.error() is None:
-                firsts.setdefault(raw.partition(), raw.offset())
-        for partition, offset in firsts.items():
-            try:
-                self.consumer.seek(TopicPartition(self.topic, partition, offset))
-            except KafkaException as error:
-                stop_without_acknowledging(SERVICE, f"could not seek back a failed batch: {error}"[:500], self.topic)
+        seek_back(self.consumer, SERVICE, first_offsets(messages), "a failed batch")
 
     def _handle_with_retry(self, raw: Any, stop: threading.Event) -> bool:
         attempt = 0

@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
 from michi.bus.catalog import ALERTS, LABELS
 from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.consumers import first_offsets, seek_back
 from michi.bus.headers import read_headers
 from michi.bus.producer import EventProducer
-from michi.bus.redelivery import stop_without_acknowledging
 from michi.contracts.v1 import labels_pb2, operations_pb2
 from michi.readiness import ConsumerProgress, run_checks
 from services.trainer.adapters.metrics import TrainerMetrics
@@ -151,15 +151,7 @@ class EventConsumer:
         fails would let that commit pass the batch, so the process stops instead (exit 75) and Kafka
         redelivers from the committed offsets when it is restarted.
         """
-        firsts: dict[tuple[str, int], int] = {}
-        for raw in records:
-            if raw.error() is None:
-                firsts.setdefault((raw.topic(), raw.partition()), raw.offset())
-        for (topic, partition), offset in firsts.items():
-            try:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as error:
-                stop_without_acknowledging(SERVICE, f"could not seek back a failed batch: {error}"[:500], topic)
+        seek_back(self.consumer, SERVICE, first_offsets(records), "a failed batch")
 
     def _dead_letter(self, raw: Any, headers: dict[str, str], reason: str, detail: str) -> None:
         self.producer.dead_letter_record(

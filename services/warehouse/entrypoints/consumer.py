@@ -21,14 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from google.protobuf.message import Message
 
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.consumers import seek_back
 from michi.bus.headers import read_headers
 from michi.bus.producer import EventProducer
-from michi.bus.redelivery import stop_without_acknowledging
 from michi.warehouse import Row
 from services.warehouse.adapters.parquet import ParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer, superseded_keys
@@ -147,12 +147,8 @@ class WarehouseSink:
         A seek that fails would let a later commit pass those records, so the process stops instead
         (exit 75) and Kafka redelivers from the committed offsets when it is restarted.
         """
-        for (topic, partition), offset in sorted(self.uncommitted_from.items()):
-            try:
-                self.consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as error:
-                stop_without_acknowledging(SERVICE, f"could not seek back a failed pass: {error}"[:500], topic)
-            self.read_to[(topic, partition)] = offset
+        seek_back(self.consumer, SERVICE, self.uncommitted_from, "a failed pass")
+        self.read_to.update(self.uncommitted_from)
         self.uncommitted_from.clear()
         self.buffers.clear()
         self._update_gauge()
