@@ -88,15 +88,17 @@ def quiet_moments(
     change = np.abs(np.gradient(speed, grid))
     lateral = np.abs(speed * yaw_rate)
     quiet = (speed >= MIN_SPEED_MPS) & (change <= MAX_SPEED_CHANGE_MPS2) & (lateral <= MAX_LATERAL_MPS2)
+    # Grid points that are not quiet, counted cumulatively: a span is quiet when none falls inside it.
+    noisy_before = np.concatenate([[0], np.cumsum(~quiet)])
+    first = np.searchsorted(grid, grid - 2.0, side="left")
+    last = np.searchsorted(grid, grid + span_s + 2.0, side="right")
+    calm = noisy_before[last] - noisy_before[first] == 0
     moments: list[float] = []
     last_imu = float(recording.times_s[-1]) if recording.times_s.size else 0.0
-    for start in grid:
+    for start in grid[calm]:
         if start < first_after_s or start + span_s + 2.0 > min(float(times[-1]), last_imu):
             continue
-        if moments and start - moments[-1] < spacing_s:
-            continue
-        around = (grid >= start - 2.0) & (grid <= start + span_s + 2.0)
-        if np.all(quiet[around]):
+        if not moments or start - moments[-1] >= spacing_s:
             moments.append(float(start))
     return moments
 

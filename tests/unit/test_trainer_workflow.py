@@ -288,18 +288,29 @@ def always_braking() -> bytes:
     return bytes(model.SerializeToString())
 
 
-def test_a_candidate_missing_a_labelled_event_the_physics_baseline_finds_is_refused(
-    home: Path, publisher: RecordingPublisher
-) -> None:
+def held_to_a_physics_baseline_that_finds_everything(
+    home: Path, publisher: RecordingPublisher, *, enforce_at_bootstrap: bool = False
+) -> TrainerWiring:
+    """A trainer whose real recordings are one drive with a labelled brake, judged against `always_braking`."""
     from tests.unit.test_trainer_real_data import write_recording
 
     folder = home.parent / "my-drives"
     folder.mkdir(parents=True)
     write_recording(folder / "drive.json")
     (folder / "drive.labels.csv").write_text("t_start_s,t_end_s,label\n50.0,52.0,harsh_braking\n")
-    gate = {**PERMISSIVE_GATE, "not_behind_physics": {"real_missed_aggressive": 0}}
+    gate = {
+        **PERMISSIVE_GATE,
+        "not_behind_physics": {"real_missed_aggressive": 0},
+        "enforce_real_data_at_bootstrap": enforce_at_bootstrap,
+    }
     settings = settings_for(home, trainer_gate=gate, trainer_real_recordings=folder, trainer_shipped_recordings=False)
-    judged = build_wiring(settings, producer=publisher, physics=always_braking)
+    return build_wiring(settings, producer=publisher, physics=always_braking)
+
+
+def test_a_candidate_missing_a_labelled_event_the_physics_baseline_finds_is_refused(
+    home: Path, publisher: RecordingPublisher
+) -> None:
+    judged = held_to_a_physics_baseline_that_finds_everything(home, publisher)
     try:
         outcome = run_workflow(judged, Trigger(MANUAL, "held to the physics baseline"))
         assert outcome.status == "refused", outcome.reason
@@ -318,19 +329,7 @@ def test_a_candidate_missing_a_labelled_event_the_physics_baseline_finds_is_refu
 def test_a_bootstrap_candidate_behind_the_physics_baseline_on_real_drives_leaves_it_the_champion(
     home: Path, publisher: RecordingPublisher, enforced: bool
 ) -> None:
-    from tests.unit.test_trainer_real_data import write_recording
-
-    folder = home.parent / "my-drives"
-    folder.mkdir(parents=True)
-    write_recording(folder / "drive.json")
-    (folder / "drive.labels.csv").write_text("t_start_s,t_end_s,label\n50.0,52.0,harsh_braking\n")
-    gate = {
-        **PERMISSIVE_GATE,
-        "not_behind_physics": {"real_missed_aggressive": 0},
-        "enforce_real_data_at_bootstrap": enforced,
-    }
-    settings = settings_for(home, trainer_gate=gate, trainer_real_recordings=folder, trainer_shipped_recordings=False)
-    judged = build_wiring(settings, producer=publisher, physics=always_braking)
+    judged = held_to_a_physics_baseline_that_finds_everything(home, publisher, enforce_at_bootstrap=enforced)
     try:
         outcome = bootstrap_champion(judged)
         assert outcome is not None
