@@ -155,7 +155,7 @@ class ModelRegistry:
     ) -> ModelVersion:
         """Add the next version of `name` as a candidate; concurrent callers get distinct versions.
 
-        `version` names it instead of its number ("physics-2": a rule set registered once, whose name
+        `version` names it instead of its number ("physics-3": a rule set registered once, whose name
         says what it is); a named version takes the next number all the same (registration order), and
         a name already registered raises `VersionAlreadyRegistered`.
         """

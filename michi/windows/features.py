@@ -8,6 +8,12 @@ Signals: longitudinal and lateral acceleration low-passed at 2.5 Hz (kills road 
 keeps a braking ramp), vertical acceleration raw (a pothole is a sharp vertical spike), yaw rate
 low-passed, GPS speed/heading interpolated at the window edges. GPS corroboration: a harsh
 brake lowers the GPS speed; a pothole, a speed bump or a phone moved in its mount does not.
+Onsets: how fast the low-passed deceleration, acceleration and lateral magnitude rose (over 0.4 s)
+into a run beyond 2.0 / 2.0 / 2.5 m/s² lasting 0.2 s — a harsh manoeuvre builds fast, firm everyday
+driving of the same strength slowly (`onset_rates`).
+
+The feature list is append-only: a model whose `features` input declares fewer columns reads the
+first ones, whose meaning never changes (`michi.windows.model_spec.model_features`).
 
 Signals: the same calibrated series resampled on a fixed 25 Hz grid over each window
 (`SIGNAL_CHANNELS` by `SIGNAL_STEPS`), whatever the device's sample rate, for learned models
@@ -36,6 +42,7 @@ import numpy as np
 
 from michi.contracts import stable_event_id
 from michi.windows.calibration import RELIABLE_CONFIDENCE, Calibration
+from michi.windows.model_spec import ACCEPTED_FEATURE_WIDTHS
 from michi.windows.signals import FloatArray, low_pass
 from michi.windows.upload import UploadData
 
@@ -58,6 +65,18 @@ ROTATION_UNEXPLAINED_RADPS = 0.8
 # Time beyond EVENT_HOLD_SHARE of its threshold a calibrated IMU peak must hold to count as a manoeuvre.
 MIN_EVENT_SECONDS = 0.2
 EVENT_HOLD_SHARE = 0.8
+# Onset: how fast a manoeuvre's acceleration rose (m/s³, over ONSET_SPAN_S of the low-passed signal)
+# into a run beyond these lower bars lasting MIN_EVENT_SECONDS. A harsh brake, pull-away or swerve
+# builds within half a second; firm everyday driving of the same strength builds over seconds, and a
+# hill's grade does not build at all (docs/inference.md).
+ONSET_BAR_LONGITUDINAL_MPS2 = 1.8
+ONSET_BAR_LATERAL_MPS2 = 2.5
+ONSET_SPAN_S = 0.4
+# The level a manoeuvre rises from: the mean over this span before each sample (seconds back).
+PRE_LEVEL_S = (0.8, 1.6)
+# ... from a level no further than this share of its bar below the upload's median (else it is the
+# end of the opposite manoeuvre).
+ONSET_FLOOR_SHARE = 0.75
 # The GPS may corroborate a window up to this much later than the IMU saw it (receiver lag).
 GPS_LAG_S = 2.5
 # Below this calibration confidence the forward axis is not trusted (fresh device, mount just
@@ -93,9 +112,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     "gps_available",
     "sample_rate_hz",
     "calibration_confidence",
+    # features-4 (appended: a model declaring the first 23 columns reads features-3's meaning of them).
+    "braking_onset_mps3",
+    "acceleration_onset_mps3",
+    "cornering_onset_mps3",
 )
 FEATURE_INDEX = {name: index for index, name in enumerate(FEATURE_NAMES)}
-FEATURE_SPEC_VERSION = "features-3"
+if len(FEATURE_NAMES) not in ACCEPTED_FEATURE_WIDTHS:
+    raise RuntimeError("michi.windows.model_spec.ACCEPTED_FEATURE_WIDTHS must list the current feature count")
+FEATURE_SPEC_VERSION = "features-4"
 
 # The window as a time series: channel order of `UploadWindows.signals` [K, channels, steps].
 SIGNAL_CHANNELS: tuple[str, ...] = (
@@ -135,6 +160,11 @@ def feature_spec() -> dict[str, object]:
             "rotation_unexplained": ROTATION_UNEXPLAINED_RADPS,
             "no_gps_cap": NO_GPS_EVIDENCE_CAP,
             "reliable_calibration": RELIABLE_CALIBRATION,
+            "onset_bar_longitudinal": ONSET_BAR_LONGITUDINAL_MPS2,
+            "onset_bar_lateral": ONSET_BAR_LATERAL_MPS2,
+            "onset_span_s": ONSET_SPAN_S,
+            "pre_level_s": list(PRE_LEVEL_S),
+            "onset_floor_share": ONSET_FLOOR_SHARE,
         },
         "frame": "ISO 8855 forward-left-up",
         "signals": {
@@ -254,6 +284,15 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     def pair_sum(values: FloatArray) -> FloatArray:
         return np.asarray(values[:-1] + values[1:], dtype=np.float64)
 
+    braking_onset = pair_max(block_max(onset_rates(-longitudinal, rate, ONSET_BAR_LONGITUDINAL_MPS2)))
+    acceleration_onset = pair_max(block_max(onset_rates(longitudinal, rate, ONSET_BAR_LONGITUDINAL_MPS2)))
+    cornering_onset = pair_max(
+        block_max(
+            np.maximum(
+                onset_rates(lateral, rate, ONSET_BAR_LATERAL_MPS2), onset_rates(-lateral, rate, ONSET_BAR_LATERAL_MPS2)
+            )
+        )
+    )
     braking_seconds = pair_sum(block_seconds(longitudinal < -BRAKING_IMU_MPS2))
     acceleration_seconds = pair_sum(block_seconds(longitudinal > ACCELERATION_IMU_MPS2))
     cornering_seconds = pair_sum(block_seconds(np.abs(lateral) > CORNERING_IMU_MPS2))
@@ -347,6 +386,9 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
         gps_available,
         np.full(starts.size, rate),
         np.full(starts.size, calibration.confidence),
+        braking_onset,
+        acceleration_onset,
+        cornering_onset,
     ]
     features = np.column_stack(columns)
     features = np.where(np.isfinite(features), features, 0.0).astype(np.float32)
@@ -366,6 +408,42 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
         speed_mps=gps["speed"][keep],
         heading_deg=gps["heading"][keep],
     )
+
+
+def onset_rates(values: FloatArray, sample_rate_hz: float, bar: float) -> FloatArray:
+    """Per sample: in each run where `values` stand `bar` above their level of a second before
+    (`PRE_LEVEL_S`), lasting at least MIN_EVENT_SECONDS, the fastest rise (m/s³ over ONSET_SPAN_S, ≥ 0)
+    from ONSET_SPAN_S before the run to its end; 0 elsewhere. The floor (ONSET_FLOOR_SHARE of `bar`)
+    keeps the end of the opposite manoeuvre from counting: a rise from a level more than the floor
+    *below* the upload's median is a pull-away released, not a brake; and the run must stand more than
+    the floor above zero, or it is a brake ending as the car comes to a halt, not a pull-away.
+
+    Measured against the level before, a brake on a hill (whose grade puts up to 1.5 m/s² of gravity
+    on the longitudinal axis, for the whole upload) counts like one on the flat. The steepest part of a build-up comes before the
+    signal crosses a bar set near its peak, so the rise is looked for ahead of the crossing too."""
+    onsets = np.zeros(values.size)
+    lag = max(1, round(ONSET_SPAN_S * sample_rate_hz))
+    if values.size <= lag:
+        return onsets
+    rise = np.zeros(values.size)
+    rise[lag:] = (values[lag:] - values[:-lag]) * (sample_rate_hz / lag)
+    # The mean over [t - PRE_LEVEL_S[1], t - PRE_LEVEL_S[0]] (clipped to the upload's start).
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    index = np.arange(values.size)
+    first = np.clip(index - round(PRE_LEVEL_S[1] * sample_rate_hz), 0, values.size - 1)
+    last = np.maximum(np.clip(index - round(PRE_LEVEL_S[0] * sample_rate_hz), 0, values.size - 1), first + 1)
+    before = (cumulative[last] - cumulative[first]) / (last - first)
+    # The upload's typical level: the grade of a hill and the mount's tilt, not the manoeuvre.
+    typical = float(np.median(values))
+    floor = ONSET_FLOOR_SHARE * bar
+    standing = (values - before > bar) & (before - typical > -floor) & (values > floor)
+    marks = np.concatenate([[0], standing.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(marks))
+    shortest = max(1, math.ceil(MIN_EVENT_SECONDS * sample_rate_hz - 1e-9))
+    for begin, end in zip(edges[::2], edges[1::2], strict=True):
+        if end - begin >= shortest:
+            onsets[begin:end] = max(float(rise[max(0, begin - lag) : end].max()), 0.0)
+    return onsets
 
 
 def _resample_windows(times: FloatArray, series: FloatArray, upload: UploadData, starts: FloatArray) -> np.ndarray:

@@ -15,6 +15,8 @@ Speeding is a map rule (`services/inference/domain/speeding.py`) and needs GPS b
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from michi.contracts.v1 import common_pb2
@@ -46,6 +48,28 @@ CALIBRATION_STATES: dict[str, common_pb2.CalibrationState] = {
     "gravity-only": common_pb2.CALIBRATION_STATE_GRAVITY_ONLY,
     "uncalibrated": common_pb2.CALIBRATION_STATE_UNCALIBRATED,
 }
+
+
+# Widths of the `features` input a model may declare: the current list, and earlier lists it extends
+# (features-3's 23 columns are the first 23 of features-4's). Feature names are only ever appended.
+ACCEPTED_FEATURE_WIDTHS = frozenset({23, 26})
+
+
+def declared_feature_width(session: Any, input_name: str = "features") -> int | None:
+    """The fixed width of an ONNX Runtime session's `features` input (None: symbolic or absent)."""
+    for node in session.get_inputs():
+        if node.name == input_name and len(node.shape) == 2 and isinstance(node.shape[1], int):
+            return int(node.shape[1])
+    return None
+
+
+def model_features(features: np.ndarray, width: int | None) -> np.ndarray:
+    """The columns a model declaring `width` features reads (all when its width is symbolic: None)."""
+    if width is None or width == features.shape[1]:
+        return features
+    if width not in ACCEPTED_FEATURE_WIDTHS or width > features.shape[1]:
+        raise ValueError(f"a model reading {width} features; accepted: {sorted(ACCEPTED_FEATURE_WIDTHS)}")
+    return features[:, :width]
 
 
 def detection_allowed(calibration_state: str, gps_available: np.ndarray) -> np.ndarray:

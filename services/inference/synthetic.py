@@ -35,10 +35,14 @@ def mount_matrix(yaw_deg: float, pitch_deg: float, roll_deg: float) -> np.ndarra
 
 @dataclass
 class ScriptedEvent:
-    kind: str  # harsh_braking, harsh_acceleration, harsh_cornering, pothole, speed_bump, mount_moved, stop, turn
+    # harsh_braking, harsh_acceleration, harsh_cornering, lane_change, pothole, speed_bump, mount_moved, stop, turn
+    kind: str
     time_s: float
     duration_s: float = 1.5
     magnitude: float = 5.5
+    # Seconds the acceleration takes to build to `magnitude` (and to release): harsh manoeuvres build
+    # in a few tenths of a second, firm everyday driving over a second or more.
+    ramp_s: float = 0.3
 
 
 @dataclass
@@ -81,7 +85,9 @@ class ScriptedDrive:
         for event in self.events:
             active = (times >= event.time_s) & (times < event.time_s + event.duration_s)
             ramp = (
-                np.clip(np.minimum(times - event.time_s, event.time_s + event.duration_s - times) / 0.3, 0.0, 1.0)
+                np.clip(
+                    np.minimum(times - event.time_s, event.time_s + event.duration_s - times) / event.ramp_s, 0.0, 1.0
+                )
                 * active
             )
             if event.kind == "harsh_braking" or event.kind == "stop":
@@ -108,6 +114,19 @@ class ScriptedDrive:
                 )
             elif event.kind in ("harsh_cornering", "turn"):
                 yaw_rate += ramp * event.magnitude / self.cruise_mps
+            elif event.kind == "lane_change":
+                # Steer into the next lane, then back straight: lateral acceleration one way, then the other.
+                middle = event.time_s + event.duration_s / 2.0
+                half = (
+                    np.clip(
+                        np.minimum(np.abs(times - middle), event.duration_s / 2.0 - np.abs(times - middle))
+                        / event.ramp_s,
+                        0.0,
+                        1.0,
+                    )
+                    * active
+                )
+                yaw_rate += np.where(times < middle, 1.0, -1.0) * half * event.magnitude / self.cruise_mps
             elif event.kind in ("pothole", "speed_bump"):
                 local = times - event.time_s
                 bump = (local >= 0) & (local < event.duration_s)

@@ -15,19 +15,19 @@ Steps (rows in `trainer_step`, with timing, status and error):
    model cache when code version, data version and parameters match;
 4. evaluate — candidate and champion (the registry's champion ONNX file, or the hand-set baseline
    when there is none) scored by ONNX Runtime on the same test windows; candidate, champion and the
-   physics baseline `physics-2` on the real recordings (`domain/real_data.py`); the gate decides. A
+   physics baseline `physics-3` on the real recordings (`domain/real_data.py`); the gate decides. A
    refused candidate ends the run as `refused`: nothing is registered;
 5. register — the model folder written to the blob store, the version registered as `candidate`;
 6. shadow — the version moved to `shadow`, which publishes the rollout plan. The bootstrap promotes
    it to `champion` instead — unless it is behind the physics baseline on the real recordings (the
-   gate's advisory checks failed): then `physics-2` is registered if needed and promoted, and the
+   gate's advisory checks failed): then `physics-3` is registered if needed and promoted, and the
    learned candidate shadows it.
 
 Any failure ends the run as `failed` with the step's error in the step row, the run's reason and a log
 line; the champion is only ever changed by step 6, so it stays untouched. Every run ends with its
 experiment record (SQL and `experiments/<run id>/experiment.md`, plus the model folder's copy).
 
-`register_physics_model(wiring)` registers the physics baseline `physics-2` (`michi.windows.physics`)
+`register_physics_model(wiring)` registers the physics baseline `physics-3` (`michi.windows.physics`)
 once per registry, as a candidate a person may promote or put in shadow, with its evaluation as metrics.
 """
 
@@ -845,7 +845,7 @@ def bootstrap_champion(wiring: TrainerWiring) -> RunOutcome | None:
 
 
 def physics_evaluation(wiring: TrainerWiring, payload: bytes) -> dict[str, Any]:
-    """physics-2 on the default dataset's test windows (when the recipe simulates fleets) and on real data."""
+    """physics-3 on the default dataset's test windows (when the recipe simulates fleets) and on real data."""
     detector = OnnxRiskModel(payload, model_version=PHYSICS_MODEL_VERSION, threads=wiring.evaluation_threads)
     evaluation: dict[str, Any] = {}
     simulated = simulated_windows(wiring.simulation, cache_dir=wiring.datasets_cache)
@@ -863,7 +863,7 @@ def physics_evaluation(wiring: TrainerWiring, payload: bytes) -> dict[str, Any]:
 
 
 def register_physics_model(wiring: TrainerWiring) -> str | None:
-    """Register the physics baseline `physics-2` as a candidate, once per registry; its version, or None if there.
+    """Register the physics baseline `physics-3` as a candidate, once per registry; its version, or None if there.
 
     Its folder is written like a trained model's (`model.onnx`, `model.json`, `reference_profile.json`:
     the real recordings' windows, what its thresholds were measured on); `parameters` are its thresholds,

@@ -58,7 +58,7 @@ class TrainerSettings(MichiSettings):
     trainer_shipped_recordings: bool = True
     # Labelled recordings whose windows become training data (kept apart from the evaluation set).
     trainer_real_training: Path | None = None
-    # Register the physics baseline physics-2 at start (once per registry).
+    # Register the physics baseline physics-3 at start (once per registry).
     trainer_register_physics: bool = True
 
     @model_validator(mode="after")

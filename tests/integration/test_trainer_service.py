@@ -1,7 +1,7 @@
 """`python -m services.trainer` on the real broker: bootstrap, a label-count trigger and a retrain alert, end to end.
 
 The service runs as a process, as `michi up` starts it. It bootstraps a champion from a small simulated
-fleet and registers the physics baseline physics-2 as a candidate; then N consensus `Label`s for windows of archived simulated uploads arrive on `michi.labels.v1`
+fleet and registers the physics baseline physics-3 as a candidate; then N consensus `Label`s for windows of archived simulated uploads arrive on `michi.labels.v1`
 and the label-count trigger trains, gates, registers the next version and puts it in shadow, publishing
 the `RolloutPlan` on `michi.model-rollouts.v1`; a retrain `Alert` does it once more. A label without a
 window id is dead-lettered. The gate is permissive here (its decisions are tested in the unit tests):
@@ -154,8 +154,8 @@ def test_labels_and_a_retrain_alert_train_register_and_shadow_new_versions(
 ) -> None:
     assert wait_until(lambda: trainer.process.poll() is not None or _ready(trainer.url), 180, 0.5), trainer.tail()
     assert trainer.process.poll() is None, trainer.tail()
-    # Ready means the bootstrap was attempted: the registry has a learned champion, and physics-2 beside it.
-    assert trainer.stages() == {"1": "champion", "physics-2": "candidate"}, trainer.tail()
+    # Ready means the bootstrap was attempted: the registry has a learned champion, and physics-3 beside it.
+    assert trainer.stages() == {"1": "champion", "physics-3": "candidate"}, trainer.tail()
     assert httpx.get(f"{trainer.url}/healthz").json()["status"] == "ok"
     assert "/v1/runs" in httpx.get(f"{trainer.url}/openapi.json").json()["paths"]
 
@@ -211,7 +211,7 @@ def test_labels_and_a_retrain_alert_train_register_and_shadow_new_versions(
     producer.publish(ALERTS, alert.kind, alert)  # the same alert twice retrains once
     producer.flush(10)
     assert wait_until(lambda: trainer.stages().get("4") == "shadow", 120, 0.5), trainer.tail()
-    assert trainer.stages() == {"1": "champion", "physics-2": "candidate", "3": "candidate", "4": "shadow"}
+    assert trainer.stages() == {"1": "champion", "physics-3": "candidate", "3": "candidate", "4": "shadow"}
 
     queued = httpx.post(f"{trainer.url}/v1/runs", json={"reason": "from the test"})
     assert queued.status_code == 202 and queued.json()["queued"]

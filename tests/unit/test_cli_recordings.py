@@ -307,7 +307,7 @@ def test_evaluate_with_the_physics_baseline(environment: dict[str, str]) -> None
         "fallback": False,
     }
     # Without GPS the mount calibrates from its stops; the firm pull-away at 40 s and the brake at 100 s
-    # (2.5-2.9 m/s², partly an 11 % hill) are what physics-2 flags on this ordinary drive.
+    # (2.5-2.9 m/s², partly an 11 % hill) are what physics-3 flags on this ordinary drive.
     events = [(round(event["start_s"]), event["event_type"]) for event in document["detections"]["events"]]
     assert events == [(40, "harsh_acceleration"), (100, "harsh_braking")]
 

@@ -137,3 +137,35 @@ def test_real_strength_manoeuvres_are_found_and_ordinary_ones_are_not(
             common_pb2.EVENT_TYPE_HARSH_ACCELERATION,
         ], (detector.model_version, kinds)
         assert 50 <= kinds[0][1] <= 54 and 62 <= kinds[1][1] <= 66, kinds
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("gps", [True, False], ids=["gps", "no-gps"])
+def test_weaker_manoeuvres_that_build_fast_are_found_and_firm_driving_of_their_strength_is_not(
+    physics: OnnxDetector, rate: float, gps: bool
+) -> None:
+    # 2.2 m/s² brakes and pull-aways and a 3.3 m/s² swerve into the next lane, each built in 0.3 s, are
+    # harsh; a 2.4 m/s² stop and a 2.8 m/s² turn built over 1.5 s are firm everyday driving.
+    drive = ScriptedDrive(
+        duration_s=130.0,
+        sample_rate_hz=rate,
+        timestamp_jitter=0.05,
+        mount=MOUNT,
+        events=[
+            *TURNS,
+            ScriptedEvent("harsh_braking", 52.2, 1.2, 2.2),
+            ScriptedEvent("harsh_acceleration", 64.4, 1.5, 2.2),
+            ScriptedEvent("lane_change", 76.3, 2.4, 3.3),
+            ScriptedEvent("stop", 90.1, 3.5, 2.4, ramp_s=1.5),
+            ScriptedEvent("turn", 106.4, 5.0, 2.8, ramp_s=1.5),
+        ],
+        seed=34,
+    )
+    found = detections(drive, physics, gps=gps)
+    kinds = [(detection.event_type, detection.window.started_at.seconds - drive.start_time_s) for detection in found]
+    assert [kind for kind, _ in kinds] == [
+        common_pb2.EVENT_TYPE_HARSH_BRAKING,
+        common_pb2.EVENT_TYPE_HARSH_ACCELERATION,
+        common_pb2.EVENT_TYPE_HARSH_CORNERING,
+    ], kinds
+    assert 50 <= kinds[0][1] <= 54 and 62 <= kinds[1][1] <= 66 and 74 <= kinds[2][1] <= 79, kinds

@@ -1,14 +1,14 @@
-"""The physics baseline physics-2 (`michi.windows.physics`): its rules, its contract, and its figures on real drives.
+"""The physics baseline physics-3 (`michi.windows.physics`): its rules, its contract, and its figures on real drives.
 
 Rules checked on hand-made windows: each harsh class fires past its peak *and* its duration, not
 before; the yaw rate confirms a turn at a lower lateral peak but a zero yaw rate (no gyroscope) does
 not veto one; a jolt is a confounder unless a harsh class crossed its threshold; an uncalibrated
 mount falls back to the evidence features exactly as baseline-1 weighs them.
 
-Figures (printed; run with -s): detections of physics-2 and of baseline-1 on every recording shipped in
+Figures (printed; run with -s): detections of physics-3 and of baseline-1 on every recording shipped in
 datasets/real-driving, with and without GPS, through the trainer's real-data evaluation (serving's
 windows, calibration chain and detection rule). These drives hold no labelled harsh event, but their
-ordinary driving reaches 0.25-0.3 g: physics-2 flags exactly the firm brakes and pull-aways the GPS
+ordinary driving reaches 0.25-0.3 g: physics-3 flags exactly the firm brakes and pull-aways the GPS
 confirms, alerts on fewer of them than baseline-1, and on none of the annotated ordinary manoeuvres;
 real-strength manoeuvres (0.26-0.33 g) added to the drives are all found where the mount is calibrated.
 Served through inference's own pipeline on a simulated fleet it must find the simulator's harsh events.

@@ -1,4 +1,4 @@
-"""The trainer's real-data section, its gate rule, user recordings (evaluation and training), physics-2 in the registry.
+"""The trainer's real-data section, its gate rule, user recordings (evaluation and training), physics-3 in the registry.
 
 Covers: detections as serving makes them (the decision threshold, `detection_allowed`, consecutive
 windows merged) and the figures over them (false alerts per hour of normal driving, aggressive labels
@@ -6,7 +6,7 @@ found by their class, normal labels alerted); the gate refusing a candidate behi
 baseline on real data (false alerts per hour beyond the margin, a labelled aggressive event the
 baseline finds and the candidate misses), the bootstrap's advisory checks; a user's recording folder
 (evaluated, unreadable files named) and a labelled recording becoming training data with its own
-version; physics-2 registered once as a candidate that can go to shadow; the road map's data version
+version; physics-3 registered once as a candidate that can go to shadow; the road map's data version
 for speeding detections.
 
 Run: .venv/bin/pytest tests/unit/test_trainer_real_data.py -q
@@ -135,7 +135,7 @@ def test_the_gate_refuses_a_candidate_behind_the_physics_baseline_on_real_data()
 
     def verdict(candidate: dict[str, object], **options: bool) -> tuple[bool, list[str]]:
         decision = decide(
-            policy, {}, None, real_candidate=candidate, real_reference=physics, reference_label="physics-2", **options
+            policy, {}, None, real_candidate=candidate, real_reference=physics, reference_label="physics-3", **options
         )
         assert all(check.rule == PHYSICS_RULE for check in decision.checks)
         return decision.passed, [check.metric for check in decision.failures]
@@ -219,7 +219,7 @@ def test_a_users_recordings_join_the_evaluation_and_unreadable_ones_are_named(tm
     assert first.count >= 80 and first.labels[0].label == "harsh_acceleration"
     assert first.calibration_error_deg is not None and first.calibration_error_deg < 15.0
     physics = real_data_section(OnnxRiskModel(build_physics_model()).predict, recordings)
-    # The labelled start at 40 s pulls away at 2.9 m/s² (0.3 g): physics-2 finds it with and without GPS,
+    # The labelled start at 40 s pulls away at 2.9 m/s² (0.3 g): physics-3 finds it with and without GPS,
     # and the added brake too; the added variant's own driving is not counted again.
     assert physics["metrics"]["real_aggressive_labels"] == 3
     assert physics["metrics"]["real_aggressive_found"] == 3

@@ -29,7 +29,14 @@ import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
 from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
-from michi.windows.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, MODEL_NAME
+from michi.windows.model_spec import (
+    ACCEPTED_FEATURE_WIDTHS,
+    BASELINE_MODEL_VERSION,
+    CLASS_EVENT_TYPES,
+    MODEL_NAME,
+    declared_feature_width,
+    model_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +189,7 @@ class OnnxDetector:
         self.model_version = artifact.version
         self.data_version = artifact.data_version
         self.input_names = _check_contract(self._session, artifact)
+        self._feature_width = declared_feature_width(self._session, INPUT_NAME)
         self._trial_run()
         logger.info(
             "model loaded",
@@ -199,7 +207,7 @@ class OnnxDetector:
             return np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
         feeds: dict[str, np.ndarray] = {}
         if INPUT_NAME in self.input_names:
-            feeds[INPUT_NAME] = np.ascontiguousarray(features, dtype=np.float32)
+            feeds[INPUT_NAME] = np.ascontiguousarray(model_features(features, self._feature_width), dtype=np.float32)
         if SIGNALS_INPUT_NAME in self.input_names:
             feeds[SIGNALS_INPUT_NAME] = np.ascontiguousarray(signals, dtype=np.float32)
         (probabilities,) = self._session.run([OUTPUT_NAME], feeds)
@@ -234,6 +242,9 @@ def _check_contract(session: onnxruntime.InferenceSession, artifact: ModelArtifa
         shape = list(node.shape)
         expected = CONTRACT_INPUTS[name]
         wanted = f"float [batch, {', '.join(str(size) for size in expected)}]"
+        if name == INPUT_NAME and len(shape) == 2 and shape[1] in ACCEPTED_FEATURE_WIDTHS:
+            # An earlier, shorter feature list: the model reads the first columns (append-only names).
+            expected = (int(shape[1]),)
         # Symbolic dimensions (strings, None) are accepted; fixed ones must match.
         if (
             node.type != "tensor(float)"

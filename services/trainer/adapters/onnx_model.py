@@ -22,7 +22,7 @@ import onnxruntime
 import torch
 
 from michi.windows.features import FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
-from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
+from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME, declared_feature_width, model_features
 from services.trainer.domain.model import RiskNet
 from services.trainer.domain.training import predict_with_torch
 
@@ -111,6 +111,7 @@ class OnnxRiskModel:
         unknown = set(self.input_names) - {FEATURES_INPUT, SIGNALS_INPUT}
         if unknown:
             raise ValueError(f"model declares inputs the windows do not have: {', '.join(sorted(unknown))}")
+        self._feature_width = declared_feature_width(self._session, FEATURES_INPUT)
         self.sha256 = sha256_hex(payload)
         self.model_name = model_name
         self.model_version = model_version
@@ -120,7 +121,7 @@ class OnnxRiskModel:
         if features.shape[0] == 0:
             return np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
         available = {
-            FEATURES_INPUT: np.ascontiguousarray(features, dtype=np.float32),
+            FEATURES_INPUT: np.ascontiguousarray(model_features(features, self._feature_width), dtype=np.float32),
             SIGNALS_INPUT: np.ascontiguousarray(signals, dtype=np.float32),
         }
         (probabilities,) = self._session.run([OUTPUT_NAME], {name: available[name] for name in self.input_names})

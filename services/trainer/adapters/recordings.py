@@ -284,7 +284,10 @@ class RealRecordings:
             manoeuvres = plan_manoeuvres(quiet_moments(recording)) if truth is not None else []
             if manoeuvres and truth is not None:
                 # Real-strength harsh events on this drive's own noise and mount: what finds them is measured.
-                injected, labels = inject_manoeuvres(recording.without_gps(), manoeuvres, forward=truth[0])
+                speed = np.interp(recording.times_s, recording.gps_times_s, recording.speed_mps)
+                injected, labels = inject_manoeuvres(
+                    recording.without_gps(), manoeuvres, forward=truth[0], up=truth[1], speed_mps=speed
+                )
                 windows.append(
                     recording_windows(
                         injected, name=name, variant=WITH_MANOEUVRES, labels=labels, truth=truth, normal_driving=False

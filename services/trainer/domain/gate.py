@@ -9,7 +9,7 @@ A policy has three parts, each a mapping metric name → number, over the headli
   metric's own units, measured on the *same* test windows (for a lower-is-better metric: candidate
   ≤ champion + margin). Skipped, and said so, when there is no champion to compare with.
 - `not_behind_physics`: on the real recordings (`domain/real_data.py`), against the physics baseline
-  `physics-2` on the same drives: `real_false_alerts_per_hour` may exceed the baseline's by at most
+  `physics-3` on the same drives: `real_false_alerts_per_hour` may exceed the baseline's by at most
   the margin (false alerts per hour of real normal driving); `real_missed_aggressive` is how many
   labelled aggressive events the baseline finds and the candidate misses, at most the margin (0: none).
   Skipped, and said so, when there are no real recordings.

@@ -3,7 +3,7 @@
     michi train --dry-run                 # trigger due now, labels, dataset size and version, parameters, gate
     michi train --reason "new labels"     # fetch → preprocess → train → evaluate → register → shadow
     michi train --bootstrap               # a first champion from simulator ground truth, if there is none,
-                                          # and the physics baseline physics-2 registered, if it is not
+                                          # and the physics baseline physics-3 registered, if it is not
     michi experiments list                # past runs, newest first
     michi experiments show RUN_ID         # one run's experiment record (Markdown; --json for everything)
 

@@ -2,7 +2,7 @@
 
 Order of work: at start, runs left `running` by a dead process are marked failed ("interrupted"),
 then the bootstrap (when enabled and the registry has no champion), then the physics baseline
-`physics-2` is registered as a candidate if the registry does not hold it yet (after the bootstrap, so
+`physics-3` is registered as a candidate if the registry does not hold it yet (after the bootstrap, so
 the first learned champion keeps version 1); afterwards, runs requested by
 people (`POST /v1/runs`) first, then whatever trigger is due (retrain alert, label count, schedule),
 checked every `check_interval_s` and whenever the consumer stores new labels or an alert. One run at
