@@ -284,15 +284,13 @@ def extract_windows(upload: UploadData, calibration: Calibration) -> UploadWindo
     def pair_sum(values: FloatArray) -> FloatArray:
         return np.asarray(values[:-1] + values[1:], dtype=np.float64)
 
-    braking_onset = pair_max(block_max(onset_rates(-longitudinal, rate, ONSET_BAR_LONGITUDINAL_MPS2)))
-    acceleration_onset = pair_max(block_max(onset_rates(longitudinal, rate, ONSET_BAR_LONGITUDINAL_MPS2)))
-    cornering_onset = pair_max(
-        block_max(
-            np.maximum(
-                onset_rates(lateral, rate, ONSET_BAR_LATERAL_MPS2), onset_rates(-lateral, rate, ONSET_BAR_LATERAL_MPS2)
-            )
-        )
-    )
+    def onset_feature(rates: FloatArray) -> FloatArray:
+        return pair_max(block_max(rates)) if rates.any() else np.zeros(starts.size)
+
+    acceleration_rates, braking_rates = onset_rates_both_ways(longitudinal, rate, ONSET_BAR_LONGITUDINAL_MPS2)
+    braking_onset = onset_feature(braking_rates)
+    acceleration_onset = onset_feature(acceleration_rates)
+    cornering_onset = onset_feature(np.maximum(*onset_rates_both_ways(lateral, rate, ONSET_BAR_LATERAL_MPS2)))
     braking_seconds = pair_sum(block_seconds(longitudinal < -BRAKING_IMU_MPS2))
     acceleration_seconds = pair_sum(block_seconds(longitudinal > ACCELERATION_IMU_MPS2))
     cornering_seconds = pair_sum(block_seconds(np.abs(lateral) > CORNERING_IMU_MPS2))
@@ -419,30 +417,49 @@ def onset_rates(values: FloatArray, sample_rate_hz: float, bar: float) -> FloatA
     the floor above zero, or it is a brake ending as the car comes to a halt, not a pull-away.
 
     Measured against the level before, a brake on a hill (whose grade puts up to 1.5 m/s² of gravity
-    on the longitudinal axis, for the whole upload) counts like one on the flat. The steepest part of a build-up comes before the
-    signal crosses a bar set near its peak, so the rise is looked for ahead of the crossing too."""
-    onsets = np.zeros(values.size)
+    on the longitudinal axis, for the whole upload) counts like one on the flat. The steepest part of a
+    build-up comes before the signal crosses a bar set near its peak, so the rise is looked for ahead
+    of the crossing too."""
+    return onset_rates_both_ways(values, sample_rate_hz, bar)[0]
+
+
+def onset_rates_both_ways(values: FloatArray, sample_rate_hz: float, bar: float) -> tuple[FloatArray, FloatArray]:
+    """`onset_rates` of `values` and of `-values`, sharing the work (one pass for a signed axis)."""
+    size = values.size
     lag = max(1, round(ONSET_SPAN_S * sample_rate_hz))
-    if values.size <= lag:
-        return onsets
-    rise = np.zeros(values.size)
-    rise[lag:] = (values[lag:] - values[:-lag]) * (sample_rate_hz / lag)
+    # A change of more than `bar` needs a range of more than `bar` (most uploads: nothing to look for).
+    if size <= lag or float(values.max() - values.min()) <= bar:
+        return np.zeros(size), np.zeros(size)
     # The mean over [t - PRE_LEVEL_S[1], t - PRE_LEVEL_S[0]] (clipped to the upload's start).
-    cumulative = np.concatenate([[0.0], np.cumsum(values)])
-    index = np.arange(values.size)
-    first = np.clip(index - round(PRE_LEVEL_S[1] * sample_rate_hz), 0, values.size - 1)
-    last = np.maximum(np.clip(index - round(PRE_LEVEL_S[0] * sample_rate_hz), 0, values.size - 1), first + 1)
+    cumulative = np.empty(size + 1)
+    cumulative[0] = 0.0
+    np.cumsum(values, out=cumulative[1:])
+    index = np.arange(size)
+    first = np.clip(index - round(PRE_LEVEL_S[1] * sample_rate_hz), 0, size - 1)
+    last = np.maximum(np.clip(index - round(PRE_LEVEL_S[0] * sample_rate_hz), 0, size - 1), first + 1)
     before = (cumulative[last] - cumulative[first]) / (last - first)
+    change = values - before
     # The upload's typical level: the grade of a hill and the mount's tilt, not the manoeuvre.
     typical = float(np.median(values))
     floor = ONSET_FLOOR_SHARE * bar
-    standing = (values - before > bar) & (before - typical > -floor) & (values > floor)
+    rising = (change > bar) & (before - typical > -floor) & (values > floor)
+    falling = (change < -bar) & (typical - before > -floor) & (values < -floor)
+    return _runs_onsets(values, rising, lag, sample_rate_hz), _runs_onsets(-values, falling, lag, sample_rate_hz)
+
+
+def _runs_onsets(values: FloatArray, standing: np.ndarray, lag: int, sample_rate_hz: float) -> FloatArray:
+    onsets = np.zeros(values.size)
+    if not standing.any():
+        return onsets
     marks = np.concatenate([[0], standing.astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(marks))
     shortest = max(1, math.ceil(MIN_EVENT_SECONDS * sample_rate_hz - 1e-9))
     for begin, end in zip(edges[::2], edges[1::2], strict=True):
         if end - begin >= shortest:
-            onsets[begin:end] = max(float(rise[max(0, begin - lag) : end].max()), 0.0)
+            low = max(0, begin - 2 * lag)
+            window = values[low:end]
+            rise = (window[lag:] - window[:-lag]) * (sample_rate_hz / lag)
+            onsets[begin:end] = max(float(rise.max()), 0.0) if rise.size else 0.0
     return onsets
 
 
