@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -40,6 +40,24 @@ app.add_typer(experiments_app, name="experiments")
 SERVICES = ("ingest", "inference", "scoring", "warehouse", "annotation", "trainer")
 
 
+@app.callback()
+def _forget_a_dead_platform() -> None:
+    # Before every command: a `michi up` killed without its cleanup left endpoints.json naming dead servers.
+    from pydantic import ValidationError
+
+    from michi.cli.running import forget_stale_endpoints
+
+    try:
+        home = MichiSettings().home
+    except ValidationError:
+        return  # the command itself reports the configuration error
+    dead = forget_stale_endpoints(home / "endpoints.json")
+    if dead is not None:
+        typer.echo(
+            f"michi: removed {home / 'endpoints.json'}: the michi up (pid {dead}) that wrote it is gone", err=True
+        )
+
+
 def _settings() -> MichiSettings:
     return load_settings(MichiSettings)
 
@@ -51,7 +69,7 @@ def _device_registry() -> Any:
     return device_registry(load_settings(IngestSettings))
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"michi: {message}", err=True)
     raise typer.Exit(1)
 
@@ -61,16 +79,29 @@ def up(
     simulate: int = typer.Option(0, help="number of simulated dashcams to drive (0: none)"),
     duration: float = typer.Option(24 * 3600, help="seconds of simulated driving"),
     seed: int = typer.Option(7, help="simulator seed"),
-    speed: float = typer.Option(1.0, help="simulated seconds per wall-clock second"),
+    speed: float = typer.Option(
+        1.0,
+        help="simulated seconds per wall-clock second (above 0). Above 1 the run is compressed: the fleet's"
+        " clock starts duration x (1 - 1/speed) in the past and catches up with the wall clock when the run"
+        " ends, so no upload is ever stamped in the future (a day at --speed 4 takes 6 h, its first uploads"
+        " 18 h old). The fleet may lag the wall clock by at most 6 days.",
+    ),
     table: bool = typer.Option(True, help="show the live status table"),
     short_first_trips: bool = typer.Option(
         True, help="each simulated dashcam's first trip lasts 60-90 s, so scores show within minutes"
     ),
 ) -> None:
     """Run the whole platform: embedded infrastructure, every service, optionally a simulated fleet."""
-    from michi.cli.platform import run_platform
+    import time
+
+    from michi.cli.platform import run_platform, up_fleet_start
     from michi.infra.processes import InfrastructureError
 
+    try:
+        # Refused here, before anything starts: a speed the fleet cannot keep within ingest's time bounds.
+        up_fleet_start(time.time(), duration=duration, speed=speed)
+    except ValueError as error:
+        _fail(str(error))
     try:
         run_platform(
             _settings(),
@@ -199,8 +230,13 @@ app.command("evaluate")(evaluate_command)
 
 @devices_app.command("add")
 def devices_add(device_id: str, label: str = typer.Option("", help="free text, e.g. the vehicle plate")) -> None:
-    """Register a device and print its token (shown once; only a hash is stored)."""
-    token = _device_registry().add_device(device_id, label=label)
+    """Register a device and print its token (shown once; only a hash is stored).
+
+    The label is at most 200 printable characters."""
+    try:
+        token = _device_registry().add_device(device_id, label=label)
+    except ValueError as error:  # an invalid id or label, or a device that already holds a token
+        _fail(str(error))
     typer.echo(token)
 
 

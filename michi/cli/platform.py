@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import threading
@@ -19,6 +20,7 @@ from rich.table import Table
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import LABEL_REQUESTS
 from michi.bus.producer import EventProducer
+from michi.cli.running import remove_owned_endpoints, write_owned_endpoints
 from michi.cli.status import PlatformStatus, collect_status
 from michi.contracts import timestamp_to_seconds
 from michi.infra import EmbeddedInfrastructure, InfrastructureError
@@ -51,6 +53,39 @@ SIMULATED_GOLD_RATE = 0.3
 # How long each simulated dashcam's first trip lasts under `michi up` (seconds, drawn in this range): the
 # first trip scores arrive about a minute after the fleet starts instead of 5-15 min.
 UP_FIRST_TRIP_SECONDS = (60.0, 90.0)
+
+
+# How far behind the wall clock the simulated fleet's clock may be: a day inside the 7 days after which ingest
+# refuses an upload as too old (`MICHI_INGEST_MAX_AGE_S`).
+MAX_FLEET_LAG_S = 6 * 86_400.0
+
+
+def up_fleet_start(now: float, *, duration: float, speed: float, upload_seconds: float = 10.0) -> float:
+    """When the simulated fleet's clock starts, so that no device of `michi up --speed` sends from the future.
+
+    The fleet drives `duration` simulated seconds at `speed` simulated seconds per wall-clock second and
+    each upload leaves once its slice has passed on the fleet's clock. Started at `now`, a fleet faster than
+    real time ran ahead of the wall clock by (speed - 1) s every second, so after 100-300 s ingest refused
+    its uploads as `started-at-in-future` / `sample-in-future` and the fleet stopped counting. Instead its
+    clock starts `duration x (1 - 1/speed)` in the past (plus one upload of margin: the pacer starts its clock
+    at the first device's first slice) and catches up with the wall clock when the run ends: the whole run is
+    compressed `speed` times, every upload is stamped in the past, none in the future. A slower fleet
+    (speed < 1) starts now and falls behind. Raises `ValueError` for a speed that is not above 0, or when the
+    fleet would lag the wall clock by over `MAX_FLEET_LAG_S` (ingest would refuse its uploads as too old).
+    """
+    if not math.isfinite(speed) or speed <= 0:
+        raise ValueError(f"--speed must be a number above 0, not {speed}")
+    lag_s = duration * abs(1.0 - 1.0 / speed)
+    if lag_s > MAX_FLEET_LAG_S:
+        longest = MAX_FLEET_LAG_S / abs(1.0 - 1.0 / speed)
+        raise ValueError(
+            f"--speed {speed:g} over --duration {duration:.0f} s keeps the simulated fleet {lag_s / 86_400:.1f} days"
+            f" behind the wall clock, more than the {MAX_FLEET_LAG_S / 86_400:.0f} days ingest accepts; "
+            f"at this speed use --duration {math.floor(longest)} or less"
+        )
+    if speed <= 1:
+        return now
+    return now - duration * (1.0 - 1.0 / speed) - upload_seconds
 
 
 def _service_url(name: str) -> str:
@@ -263,6 +298,8 @@ def run_platform(
     try:
         console.print("[bold]michi[/]: starting embedded infrastructure")
         endpoints = infrastructure.up()
+        # From here the endpoints file names this process: readers tell a live platform from a dead one's file.
+        write_owned_endpoints(settings.endpoints_path, endpoints.to_json())
         infrastructure.supervise(servers)
         servers.start()
         ensure_topics(endpoints.kafka_bootstrap, settings.topic_prefix)
@@ -284,7 +321,7 @@ def run_platform(
                 raise InfrastructureError(f"service {name} did not become ready; see {home / 'logs' / (name + '.log')}")
         endpoints.services = {name: {"http": _service_url(name)} for name in SERVICE_PORTS}
         endpoints.services["ingest"]["grpc"] = f"127.0.0.1:{os.environ.get('MICHI_INGEST_GRPC_PORT', 50051)}"
-        endpoints.write(settings.endpoints_path)
+        write_owned_endpoints(settings.endpoints_path, endpoints.to_json())
         console.print(f"[bold]michi[/]: ready — endpoints in {settings.endpoints_path}")
         console.print(
             f"[bold]michi[/]: label queues at {_service_url('annotation')}/ "
@@ -309,7 +346,7 @@ def run_platform(
                             devices=simulate,
                             duration=duration,
                             seed=seed,
-                            start_time=time.time(),
+                            start_time=up_fleet_start(time.time(), duration=duration, speed=speed),
                             short_first_trips=short_first_trips,
                         ),
                         target=_service_url("ingest"),
@@ -338,6 +375,8 @@ def run_platform(
             stop.wait()
     finally:
         console.print("[bold]michi[/]: stopping")
+        # First: from now on no other command takes the platform for running.
+        remove_owned_endpoints(settings.endpoints_path)
         stop.set()
         if simulator_thread is not None:
             simulator_thread.join(timeout=15)

@@ -146,8 +146,12 @@ def build_app(
     producer: EventProducer | None = None,
     redis: Redis | None = None,
     registry: DeviceRegistry | None = None,
+    blobs: BlobStore | None = None,
 ) -> FastAPI:
-    """The ingest app. Adapters passed in stay the caller's to close; those created here close on shutdown."""
+    """The ingest app. Adapters passed in stay the caller's to close; those created here close on shutdown.
+
+    `blobs` (media and the raw archive) defaults to the store at `settings.resolved_blob_url()`.
+    """
     owned_producer = producer is None
     owned_redis = redis is None
     owned_registry = registry is None
@@ -155,7 +159,7 @@ def build_app(
     redis = redis or redis_client(settings)
     registry = registry or device_registry(settings)
     uploads_topic = UPLOADS.name(settings.topic_prefix)
-    blobs = BlobStore(settings.resolved_blob_url())
+    blobs = blobs or BlobStore(settings.resolved_blob_url())
     # Every Redis script of the hot path (rate limits, claims, settlements): concurrent calls share pipelines.
     scripts = PipelinedScripts(redis)
 

@@ -282,6 +282,55 @@ async def test_an_unforeseen_failure_is_internal_error_for_that_upload_only(
     assert uploads_count(kafka_bootstrap, topic_prefix) == 3
 
 
+# --- free text a device controls: bounded and printable, over both doors
+
+
+@pytest.mark.asyncio
+async def test_control_characters_and_overlong_free_text_are_422_over_http_and_grpc(
+    doors: Doors, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    escape = make_upload("text-escape")
+    escape.vehicle_type = "van\x1b[2J"
+    nul = make_upload("text-nul")
+    nul.firmware_version = "1.0\x00"
+    overlong = make_upload("text-long")
+    overlong.firmware_version = "9" * 129
+    as_json = json.loads(json_format.MessageToJson(make_upload("text-json")))
+    as_json["firmwareVersion"] = "1.0\u202e"
+    responses = [
+        await doors.post(escape),
+        await doors.post(nul),
+        await doors.post(overlong),
+        await doors.post(json.dumps(as_json).encode(), media=JSON),
+    ]
+    assert [(response.status_code, response.json()["reason"], response.json()["field"]) for response in responses] == [
+        (422, "invalid-text", "vehicle_type"),
+        (422, "invalid-text", "firmware_version"),
+        (422, "value-too-long", "firmware_version"),
+        (422, "invalid-text", "firmware_version"),
+    ]
+    assert responses[0].json()["detail"] == "vehicle_type character 3 (U+001B) is not printable"
+
+    unary = make_upload("text-unary")
+    unary.firmware_version = "fw\n"
+    code, reason, field = await grpc_refusal(doors.stub.Upload(unary, metadata=doors.metadata()))
+    assert (code, reason, field) == (grpc.StatusCode.INVALID_ARGUMENT, "invalid-text", "firmware_version")
+
+    uploads = [make_upload(f"text-stream-{index}", sequence=index) for index in range(3)]
+    uploads[1].vehicle_type = "\x07bell"
+    stream = doors.stub.StreamUploads(iter(uploads), metadata=doors.metadata(), timeout=60)
+    acks = [ack async for ack in stream]
+    assert await stream.code() == grpc.StatusCode.OK
+    assert [(ack.upload_id, ack.outcome, ack.reason) for ack in acks] == [
+        ("text-stream-0", ACCEPTED, ""),
+        ("text-stream-1", REJECTED, "invalid-text"),
+        ("text-stream-2", ACCEPTED, ""),
+    ]
+    assert acks[1].detail == "vehicle_type: vehicle_type character 0 (U+0007) is not printable"
+    assert uploads_count(kafka_bootstrap, topic_prefix) == 2
+    assert await doors.refused_count("invalid-text") == 5
+
+
 # --- 2. tokens with bytes no token has
 
 

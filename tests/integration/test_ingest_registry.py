@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.ingest.adapters.devices import DeviceRegistry
+from services.ingest.adapters.devices import DeviceRegistry, InvalidDeviceLabel
 from services.ingest.bootstrap import device_registry
 from services.ingest.domain.tokens import RevokedToken
 from services.ingest.settings import IngestSettings
@@ -107,3 +107,30 @@ async def test_the_watch_keeps_running_through_a_database_outage(tmp_path: Path)
     finally:
         watch.cancel()
         registry.close()
+
+
+@pytest.mark.parametrize("label", ["plate\x1b[2J", "two\nlines", "\u202eevil", "l" * 201])
+def test_a_label_that_is_not_bounded_printable_text_is_refused_and_nothing_registered(
+    registry: DeviceRegistry, label: str
+) -> None:
+    device_id = f"device-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(InvalidDeviceLabel):
+        registry.add_device(device_id, label=label)
+    assert [record for record in registry.list_devices() if record.device_id == device_id] == []
+    assert registry.verify(registry.add_device(device_id, label="Kleintransporter 3,5 t " + "x" * 177)) == device_id
+
+
+def test_michi_devices_add_refuses_a_bad_label_with_a_one_line_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from michi.cli import app
+
+    monkeypatch.setenv("MICHI_HOME", str(tmp_path))
+    monkeypatch.setenv("MICHI_DATABASE_URL", f"sqlite:///{tmp_path / 'michi.db'}")
+    result = CliRunner().invoke(app, ["devices", "add", "dashcam-1", "--label", "van\x1b[31m"])
+    assert result.exit_code == 1
+    assert "label character 3 (U+001B) is not printable" in result.output
+    assert "Traceback" not in result.output
+    assert CliRunner().invoke(app, ["devices", "add", "dashcam-1", "--label", "van 12"]).exit_code == 0

@@ -442,6 +442,70 @@ def test_text_fields_are_bounded() -> None:
     assert reasons(upload) == [("firmware_version", "value-too-long"), ("media_names[0]", "invalid-id")]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1.0\x00",  # NUL
+        "\x1b[31mred",  # a terminal escape
+        "line\nbreak",
+        "tab\there",
+        "\x7f",  # DEL
+        "\x85next-line",  # C1 control
+        "abc\u202egpj",  # right-to-left override (format)
+        "zero\u200bwidth",  # zero-width space (format)
+        "para\u2029graph",  # paragraph separator
+        "no\u00a0break",  # a separator other than the space
+        "private\ue000use",
+        "lone\ud800surrogate",
+    ],
+)
+@pytest.mark.parametrize("name", ["firmware_version", "vehicle_type"])
+def test_text_fields_hold_printable_characters_only(name: str, value: str) -> None:
+    upload = make_upload()
+    try:
+        setattr(upload, name, value)
+    except ValueError:  # protobuf refuses to hold a lone surrogate at all: nothing to check
+        return
+    violations = validate_upload(upload, NOW, LIMITS)
+    assert [(violation.field, violation.reason) for violation in violations] == [(name, "invalid-text")]
+    # The detail names the code point, never the character (it may be an escape sequence or invisible).
+    assert violations[0].detail.startswith(f"{name} character ")
+    assert violations[0].detail.isprintable()
+
+
+@pytest.mark.parametrize("value", ["", "1.2.3-rc.4+build.7", "Kleintransporter 3,5 t", "軽自動車", "x" * 128])
+def test_printable_text_within_the_bound_passes(value: str) -> None:
+    upload = make_upload()
+    upload.firmware_version = value
+    upload.vehicle_type = value
+    assert reasons(upload) == []
+
+
+def test_every_string_of_an_upload_is_an_id_a_media_name_or_bounded_printable_text() -> None:
+    """A string field added to `Upload` later is checked too: none is left unvalidated."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    from services.ingest.domain.validation import REQUIRED_IDS, TEXT_FIELDS
+
+    def strings(descriptor: object, prefix: str = "") -> list[str]:
+        found = []
+        for field in descriptor.fields:  # type: ignore[attr-defined]
+            if field.type == FieldDescriptor.TYPE_STRING:
+                found.append(prefix + field.name)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name.startswith("michi."):
+                found.extend(strings(field.message_type, f"{prefix}{field.name}."))
+        return found
+
+    assert sorted(strings(upload_pb2.Upload.DESCRIPTOR)) == sorted([*REQUIRED_IDS, *TEXT_FIELDS, "media_names"])
+    assert set(TEXT_FIELDS) >= {"firmware_version", "vehicle_type"}
+    for name in TEXT_FIELDS:
+        upload = make_upload()
+        setattr(upload, name, "bad\x00")
+        assert reasons(upload) == [(name, "invalid-text")]
+        setattr(upload, name, "x" * 129)
+        assert reasons(upload) == [(name, "value-too-long")]
+
+
 def test_every_violation_is_reported_with_detail() -> None:
     upload = make_upload()
     upload.upload_id = ""

@@ -3,17 +3,30 @@ first trips short enough for scores within minutes, later trips and every other 
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from michi.cli.platform import UP_FIRST_TRIP_SECONDS, register_simulated_devices, up_simulation_config
+from michi.cli.platform import (
+    MAX_FLEET_LAG_S,
+    UP_FIRST_TRIP_SECONDS,
+    register_simulated_devices,
+    up_fleet_start,
+    up_simulation_config,
+)
 from michi.contracts import timestamp_to_seconds
+from michi.contracts.v1 import upload_pb2
 from michi.roadmap import RoadMap
 from michi.settings import MichiSettings
 from michi.simulator import FleetSimulator, SimulationConfig
+from michi.uplink import UploadResult, send_fleet
 from services.ingest.bootstrap import device_registry
 from services.ingest.domain.tokens import RevokedToken
+from services.ingest.domain.validation import UploadLimits, check_started_at, check_upload_end
 from services.ingest.settings import IngestSettings
 
 START = 1_800_000_000.0
@@ -104,3 +117,88 @@ def test_first_trip_seconds_are_checked() -> None:
         SimulationConfig(first_trip_seconds=(90.0, 60.0))
     with pytest.raises(ValueError, match="first_trip_seconds"):
         SimulationConfig(first_trip_seconds=(0.0, 60.0))
+
+
+# --- `michi up --speed`: a fleet faster than real time never sends from the future
+
+
+class CheckingClient:
+    """Stands for ingest: applies its time rules (`started_at`, last sample) at the moment each upload is sent."""
+
+    def __init__(self) -> None:
+        self.refusals: list[str] = []
+        self.sent = 0
+        self.limits = UploadLimits()
+
+    async def send(self, upload: upload_pb2.Upload, token: str) -> UploadResult:
+        now = time.time()
+        violations = check_started_at(upload, now, self.limits) + check_upload_end(upload, now, self.limits)
+        self.refusals.extend(violation.reason for violation in violations)
+        self.sent += 1
+        outcome = "refused" if violations else "accepted"
+        return UploadResult(upload.upload_id, 422 if violations else 202, outcome, 1, 0.0)
+
+
+def _drive_paced(start_time: float, *, duration: float, speed: float) -> CheckingClient:
+    """Two `michi up` dashcams starting at `start_time`, paced at `speed` by the uplink like `simulate_fleet`."""
+    config = up_simulation_config(devices=2, duration=duration, seed=MAKE_RUN_SEED, start_time=start_time)
+    simulator = FleetSimulator(config, road_map=RoadMap.default())
+    client = CheckingClient()
+    tokens = {profile.device_id: "token" for profile in simulator.devices}
+    asyncio.run(
+        send_fleet(simulator.uploads(), client, tokens, speed=speed, upload_seconds=config.upload_seconds)  # type: ignore[arg-type]
+    )
+    return client
+
+
+def test_a_fleet_at_speed_above_1_is_never_ahead_of_the_wall_clock() -> None:
+    duration, speed = 1800.0, 1800.0  # half an hour of driving in about a second
+    # As `michi up` started it before: the fleet's clock ran ahead of the wall clock and ingest refused it.
+    before = _drive_paced(time.time(), duration=duration, speed=speed)
+    assert {"started-at-in-future", "sample-in-future"} <= set(before.refusals)
+    # Now: the fleet's clock starts in the past and catches up with the wall clock as the run ends.
+    client = _drive_paced(up_fleet_start(time.time(), duration=duration, speed=speed), duration=duration, speed=speed)
+    assert client.sent > 300
+    assert client.refusals == []
+
+
+@pytest.mark.parametrize("speed", [0.5, 1.0, 1.5, 2.0, 4.0, 10.0, 100.0])
+@pytest.mark.parametrize("duration", [3600.0, 24 * 3600.0, 3 * 86_400.0])
+def test_the_fleet_clock_stays_between_ingests_bounds_for_the_whole_run(speed: float, duration: float) -> None:
+    """The fleet's clock at wall time t is start + speed x (t - now) (what the pacer does), for the whole run."""
+    start = up_fleet_start(START, duration=duration, speed=speed)
+    for fraction in np.linspace(0.0, 1.0, 101):
+        wall = START + fraction * duration / speed
+        fleet = start + speed * (wall - START)
+        # A slice has passed on the wall clock before it is sent (at speed 1 and below: the fleet starts now).
+        assert fleet <= wall - (10.0 if speed > 1 else 0.0) + 1e-6
+        assert wall - fleet <= MAX_FLEET_LAG_S + 10.0  # and is younger than ingest's 7 days
+    # The run ends level with the wall clock (one upload behind) when it runs at or above real time.
+    if speed > 1:
+        assert START + duration / speed - (start + duration) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("speed", [0.0, -1.0, math.nan, math.inf])
+def test_a_speed_that_is_not_above_0_is_refused(speed: float) -> None:
+    with pytest.raises(ValueError, match="--speed must be a number above 0"):
+        up_fleet_start(START, duration=3600.0, speed=speed)
+
+
+def test_a_run_that_would_leave_ingests_time_bounds_is_refused_with_the_longest_that_fits() -> None:
+    with pytest.raises(ValueError, match=r"use --duration 1036800 or less"):
+        up_fleet_start(START, duration=30 * 86_400.0, speed=2.0)
+    up_fleet_start(START, duration=1_036_800.0, speed=2.0)
+    # The default run (a day) fits at any speed.
+    up_fleet_start(START, duration=MAKE_RUN_DURATION_S, speed=1e6)
+
+
+def test_michi_up_refuses_a_bad_speed_before_starting_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from michi.cli import app
+
+    monkeypatch.setenv("MICHI_HOME", str(tmp_path / ".michi"))
+    result = CliRunner().invoke(app, ["up", "--simulate", "2", "--speed", "0"])
+    assert result.exit_code == 1
+    assert "--speed must be a number above 0" in result.output
+    assert not (tmp_path / ".michi").exists() or not any((tmp_path / ".michi").rglob("*.log"))

@@ -36,7 +36,7 @@ from services.ingest.domain.tokens import (
     token_hash,
     verify_signature,
 )
-from services.ingest.domain.validation import ID_PATTERN
+from services.ingest.domain.validation import ID_PATTERN, text_problem
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ MAX_CACHED_TOKENS = 100_000
 # A remembered answer is read from SQL again after this long, changes or not.
 MAX_ANSWER_AGE_S = 600.0
 REGISTRY_VERSION_ROW = 1
+# A label is free text shown by `michi devices list`: printable, and within its column.
+MAX_LABEL_LENGTH = 200
 
 
 class Device(SQLModel, table=True):
@@ -55,7 +57,7 @@ class Device(SQLModel, table=True):
     token_id: str = Field(primary_key=True, max_length=32)
     device_id: str = Field(index=True, max_length=128)
     token_hash: str = Field(unique=True, max_length=64)
-    label: str = Field(default="", max_length=200)
+    label: str = Field(default="", max_length=MAX_LABEL_LENGTH)
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     # When the token stops working: ahead of now while a rotation overlaps.
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
@@ -90,6 +92,10 @@ class DeviceAlreadyRegistered(ValueError):
 
 class InvalidDeviceId(ValueError):
     pass
+
+
+class InvalidDeviceLabel(ValueError):
+    """A label over `MAX_LABEL_LENGTH` characters or with a character that is not printable."""
 
 
 class UnknownDevice(LookupError):
@@ -148,6 +154,9 @@ class DeviceRegistry:
         """Register `device_id` and return its token; the token is shown once and never stored."""
         if ID_PATTERN.fullmatch(device_id) is None:
             raise InvalidDeviceId("device ids are 1-128 characters of A-Z a-z 0-9 . _ : -")
+        problem = text_problem(label, MAX_LABEL_LENGTH)
+        if problem is not None:
+            raise InvalidDeviceLabel(f"the label {problem[1]}")
         token = issue_token(self._secret, device_id)
         with Session(self.engine) as session:
             if self._valid_rows(session, device_id, datetime.now(UTC)):

@@ -40,6 +40,15 @@ MAX_TEXT_LENGTH = 128
 MAX_MEDIA_NAMES = 32
 
 REQUIRED_IDS = ("upload_id", "device_id", "trip_id", "driver_id")
+# Every other string of an upload is free text the device controls (`firmware_version`, `vehicle_type`, and
+# any added later, found from the schema so none is forgotten); `media_names` has its own pattern. Free text
+# reaches logs, tables, Parquet and people's screens, so it is bounded and printable (`str.isprintable`: no
+# control, format, separator other than the space, surrogate, private-use or unassigned code points).
+TEXT_FIELDS = tuple(
+    field.name
+    for field in upload_pb2.Upload.DESCRIPTOR.fields
+    if field.type == FieldDescriptor.TYPE_STRING and not field.is_repeated and field.name not in REQUIRED_IDS
+)
 ACCELEROMETER_ARRAYS = ("accel_x", "accel_y", "accel_z")
 GYROSCOPE_ARRAYS = ("gyro_x", "gyro_y", "gyro_z")
 IMU_ARRAYS = ACCELEROMETER_ARRAYS + GYROSCOPE_ARRAYS
@@ -141,11 +150,23 @@ def check_ids(upload: upload_pb2.Upload) -> list[Violation]:
     return violations
 
 
+def text_problem(value: str, max_length: int = MAX_TEXT_LENGTH) -> tuple[str, str] | None:
+    """(reason, detail) when free text is too long (`value-too-long`) or not printable (`invalid-text`)."""
+    if len(value) > max_length:
+        return "value-too-long", f"exceeds {max_length} characters"
+    if not value.isprintable():
+        index, character = next((i, c) for i, c in enumerate(value) if not c.isprintable())
+        # The code point, never the character itself: it may be a terminal escape or invisible.
+        return "invalid-text", f"character {index} (U+{ord(character):04X}) is not printable"
+    return None
+
+
 def check_text_fields(upload: upload_pb2.Upload) -> list[Violation]:
     violations = []
-    for name in ("firmware_version", "vehicle_type"):
-        if len(getattr(upload, name)) > MAX_TEXT_LENGTH:
-            violations.append(Violation(name, "value-too-long", f"{name} exceeds {MAX_TEXT_LENGTH} characters"))
+    for name in TEXT_FIELDS:
+        problem = text_problem(getattr(upload, name))
+        if problem is not None:
+            violations.append(Violation(name, problem[0], f"{name} {problem[1]}"))
     if len(upload.media_names) > MAX_MEDIA_NAMES:
         violations.append(Violation("media_names", "too-many-media-names", f"at most {MAX_MEDIA_NAMES} media names"))
     for index, name in enumerate(upload.media_names):

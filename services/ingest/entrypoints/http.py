@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from opentelemetry import trace
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from michi.bus.headers import extract_context
 from michi.readiness import add_operations_routes
@@ -202,6 +204,42 @@ async def check_signature(
         ) from error
 
 
+class InternalErrorBody:
+    """ASGI middleware: whatever escapes a route becomes 500 `internal-error` in the JSON error body.
+
+    The routes answer their own failures; this is the net under all of them (`/readyz`, `/metrics`,
+    `/openapi.json`, any route added later), so no request ever gets Starlette's plain-text 500. The failure
+    is logged with its traceback, the method and the route's path, never the headers (they hold the token).
+    A response already started cannot be replaced: the connection is then cut as before.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as error:
+            logger.error(
+                "request failed", extra={"method": scope.get("method"), "path": scope.get("path")}, exc_info=error
+            )
+            if started:
+                raise
+            body = {"reason": INTERNAL_ERROR, "detail": "ingest failed on this request", "field": None}
+            await _json(500, body, CLOSE_CONNECTION)(scope, receive, send)
+
+
 def internal_error(error: Exception, device_id: str, upload_id: str) -> UploadRefused:
     """A failure no rule foresaw, logged with its traceback: 500 `internal-error` (counted like a refusal)."""
     logger.error("upload failed", extra={"device_id": device_id, "upload_id": upload_id}, exc_info=error)
@@ -274,6 +312,19 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
         return _json(
             error.status_code, {"reason": reason, "detail": str(error.detail), "field": None}, dict(error.headers or {})
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        # FastAPI's own 422 has another shape ({"detail": [...]}); devices read reason, detail and field.
+        problems = error.errors()
+        first = problems[0] if problems else {}
+        location = [str(part) for part in first.get("loc", ())]
+        field = ".".join(location[1:]) or None
+        return _json(
+            422, {"reason": "invalid-request", "detail": str(first.get("msg", "invalid request")), "field": field}
+        )
+
+    app.add_middleware(InternalErrorBody)
 
     @app.post(
         "/v1/uploads",

@@ -42,7 +42,14 @@ from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.domain.decoding import media_type
 from services.ingest.domain.validation import ID_PATTERN, MEDIA_NAME_PATTERN
-from services.ingest.entrypoints.http import ErrorBody, _json, authenticate, bearer_token, declared_length
+from services.ingest.entrypoints.http import (
+    INTERNAL_ERROR,
+    ErrorBody,
+    _json,
+    authenticate,
+    bearer_token,
+    declared_length,
+)
 from services.ingest.handlers import UploadRefused
 
 logger = logging.getLogger(__name__)
@@ -144,6 +151,7 @@ MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Bad upload_id or name (`invalid-id`, `invalid-media-name`); "
         "body does not match its checksum (`checksum-mismatch`)",
     },
+    500: {"model": ErrorBody, "description": "A failure of ingest itself no rule foresaw (`internal-error`)"},
     503: {
         "model": ErrorBody,
         "description": "Redis or the blob store unavailable (`idempotency-store-unavailable`, "
@@ -151,6 +159,26 @@ MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
     },
 }
+
+
+def media_refusal(failure: Exception, device_id: str, upload_id: str, name: str) -> UploadRefused:
+    """The answer to whatever stopped a media PUT: a refusal as it is, 503 for the stores, else 500.
+
+    A failure no rule foresaw is logged with its traceback (never the headers: they hold the token) and
+    answered `internal-error` in the JSON error body, like an upload's; nothing was stored.
+    """
+    if isinstance(failure, UploadRefused):
+        return failure
+    if isinstance(failure, (BlobStoreUnavailable, BlobExists)):
+        return UploadRefused(503, "blob-store-unavailable", "the blob store is unavailable", headers=RETRY_AFTER)
+    if isinstance(failure, RedisError):
+        return UploadRefused(503, "idempotency-store-unavailable", "Redis does not answer", headers=RETRY_AFTER)
+    logger.error(
+        "media failed",
+        extra={"device_id": device_id, "upload_id": upload_id, "media_name": name},
+        exc_info=failure,
+    )
+    return UploadRefused(500, INTERNAL_ERROR, "ingest failed on this media; it was not stored")
 
 
 def create_media_router(endpoints: MediaEndpoints) -> APIRouter:
@@ -270,14 +298,8 @@ def create_media_router(endpoints: MediaEndpoints) -> APIRouter:
                 except ClientDisconnect as error:
                     raise UploadRefused(400, "client-disconnected", "the body ended early") from error
                 body_consumed = True
-            except (UploadRefused, BlobStoreUnavailable, BlobExists) as failure:
-                refusal = (
-                    failure
-                    if isinstance(failure, UploadRefused)
-                    else UploadRefused(
-                        503, "blob-store-unavailable", "the blob store is unavailable", headers=RETRY_AFTER
-                    )
-                )
+            except Exception as failure:
+                refusal = media_refusal(failure, device_id, upload_id, name)
                 span.set_attribute("michi.ingest.outcome", "refused")
                 span.set_attribute("michi.ingest.reason", refusal.reason)
                 outcomes.labels("refused", refusal.reason).inc()
