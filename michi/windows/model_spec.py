@@ -22,6 +22,11 @@ import numpy as np
 from michi.contracts.v1 import common_pb2
 
 MODEL_NAME = "michi-risk"
+# The graph's tensors: inputs `features` [batch, F] and `signals` [batch, C, T] (a model declares at least one),
+# output `probabilities` [batch, 5] in CLASS_EVENT_TYPES order (docs/inference.md, "The model contract").
+FEATURES_INPUT = "features"
+SIGNALS_INPUT = "signals"
+PROBABILITIES_OUTPUT = "probabilities"
 BASELINE_MODEL_VERSION = "baseline-1"
 
 # Column order of the model's [N, 5] probabilities.
@@ -55,7 +60,7 @@ CALIBRATION_STATES: dict[str, common_pb2.CalibrationState] = {
 ACCEPTED_FEATURE_WIDTHS = frozenset({23, 26})
 
 
-def declared_feature_width(session: Any, input_name: str = "features") -> int | None:
+def declared_feature_width(session: Any, input_name: str = FEATURES_INPUT) -> int | None:
     """The fixed width of an ONNX Runtime session's `features` input (None: symbolic or absent)."""
     for node in session.get_inputs():
         if node.name == input_name and len(node.shape) == 2 and isinstance(node.shape[1], int):

@@ -75,11 +75,9 @@ from michi.windows.features import (
     ONSET_BAR_LONGITUDINAL_MPS2,
     RELIABLE_CALIBRATION,
 )
-from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
+from michi.windows.model_spec import CLASS_EVENT_TYPES, FEATURES_INPUT, MODEL_NAME, PROBABILITIES_OUTPUT
 
 PHYSICS_MODEL_VERSION = "physics-3"
-INPUT_NAME = "features"
-OUTPUT_NAME = "probabilities"
 OPSET = 17
 
 BRAKING_PEAK_MPS2 = 2.5
@@ -168,7 +166,7 @@ def build_physics_model() -> bytes:
     weights, bias = _affine_terms()
     names = [name for name, _, _ in _TERMS]
     nodes = [
-        helper.make_node("MatMul", [INPUT_NAME, "term_weights"], ["scaled_terms"]),
+        helper.make_node("MatMul", [FEATURES_INPUT, "term_weights"], ["scaled_terms"]),
         helper.make_node("Add", ["scaled_terms", "term_bias"], ["terms"]),
         helper.make_node("Split", ["terms", "term_sizes"], names, axis=1),
         # Calibrated mount: peaks that last, yaw confirming (never vetoing) a turn; or weaker peaks that built fast.
@@ -198,7 +196,7 @@ def build_physics_model() -> bytes:
         helper.make_node("Where", ["calibrated", "calibrated_scores", "evidence_scores"], ["scores"]),
         helper.make_node("Sub", ["scores", "score_one"], ["past_threshold"]),
         helper.make_node("Mul", ["past_threshold", "gain"], ["logits"]),
-        helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1),
+        helper.make_node("Softmax", ["logits"], [PROBABILITIES_OUTPUT], axis=1),
     ]
     initializers = [
         numpy_helper.from_array(weights, "term_weights"),
@@ -212,8 +210,10 @@ def build_physics_model() -> bytes:
     graph = helper.make_graph(
         nodes=nodes,
         name="michi_risk_physics",
-        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", len(FEATURE_NAMES)])],
-        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", len(CLASS_EVENT_TYPES)])],
+        inputs=[helper.make_tensor_value_info(FEATURES_INPUT, TensorProto.FLOAT, ["batch", len(FEATURE_NAMES)])],
+        outputs=[
+            helper.make_tensor_value_info(PROBABILITIES_OUTPUT, TensorProto.FLOAT, ["batch", len(CLASS_EVENT_TYPES)])
+        ],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="michi")

@@ -23,8 +23,8 @@ from michi.blobs.store import BlobStore
 from michi.contracts import stable_event_id, timestamp_now
 from michi.contracts.v1 import inference_pb2, operations_pb2
 from michi.windows.features import DATA_VERSION, FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
-from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
-from services.inference.adapters.onnx_model import INPUT_NAME, OUTPUT_NAME, SIGNALS_INPUT_NAME, baseline_weights
+from michi.windows.model_spec import CLASS_EVENT_TYPES, FEATURES_INPUT, MODEL_NAME, PROBABILITIES_OUTPUT, SIGNALS_INPUT
+from services.inference.adapters.onnx_model import baseline_weights
 
 
 def build_signals_model(
@@ -53,7 +53,7 @@ def build_signals_model(
         numpy_helper.from_array(np.array([signal_gain], dtype=np.float32), "signal_gain"),
     ]
     nodes = [
-        helper.make_node("Conv", [SIGNALS_INPUT_NAME, "conv1_weight", "conv1_bias"], ["conv1"], kernel_shape=[kernel]),
+        helper.make_node("Conv", [SIGNALS_INPUT, "conv1_weight", "conv1_bias"], ["conv1"], kernel_shape=[kernel]),
         helper.make_node("Relu", ["conv1"], ["relu1"]),
         helper.make_node("Conv", ["relu1", "conv2_weight", "conv2_bias"], ["conv2"], kernel_shape=[kernel]),
         helper.make_node("Relu", ["conv2"], ["relu2"]),
@@ -62,26 +62,26 @@ def build_signals_model(
         helper.make_node("MatMul", ["embedding", "dense_weight"], ["signal_logits"]),
         helper.make_node("Mul", ["signal_logits", "signal_gain"], ["scaled_signal_logits"]),
     ]
-    inputs = [
-        helper.make_tensor_value_info(SIGNALS_INPUT_NAME, TensorProto.FLOAT, ["batch", signal_count, SIGNAL_STEPS])
-    ]
+    inputs = [helper.make_tensor_value_info(SIGNALS_INPUT, TensorProto.FLOAT, ["batch", signal_count, SIGNAL_STEPS])]
     if with_features:
         weights, bias = baseline_weights()
         initializers += [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")]
         nodes += [
-            helper.make_node("MatMul", [INPUT_NAME, "weights"], ["scaled"]),
+            helper.make_node("MatMul", [FEATURES_INPUT, "weights"], ["scaled"]),
             helper.make_node("Add", ["scaled", "bias"], ["feature_logits"]),
             helper.make_node("Add", ["feature_logits", "scaled_signal_logits"], ["logits"]),
         ]
-        inputs.insert(0, helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", len(FEATURE_NAMES)]))
+        inputs.insert(
+            0, helper.make_tensor_value_info(FEATURES_INPUT, TensorProto.FLOAT, ["batch", len(FEATURE_NAMES)])
+        )
     else:
         nodes.append(helper.make_node("Identity", ["scaled_signal_logits"], ["logits"]))
-    nodes.append(helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1))
+    nodes.append(helper.make_node("Softmax", ["logits"], [PROBABILITIES_OUTPUT], axis=1))
     graph = helper.make_graph(
         nodes=nodes,
         name="michi_risk_signals_demo",
         inputs=inputs,
-        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", class_count])],
+        outputs=[helper.make_tensor_value_info(PROBABILITIES_OUTPUT, TensorProto.FLOAT, ["batch", class_count])],
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="michi")

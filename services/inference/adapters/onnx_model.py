@@ -33,20 +33,20 @@ from michi.windows.model_spec import (
     ACCEPTED_FEATURE_WIDTHS,
     BASELINE_MODEL_VERSION,
     CLASS_EVENT_TYPES,
+    FEATURES_INPUT,
     MODEL_NAME,
+    PROBABILITIES_OUTPUT,
+    SIGNALS_INPUT,
     declared_feature_width,
     model_features,
 )
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME = "features"
-SIGNALS_INPUT_NAME = "signals"
-OUTPUT_NAME = "probabilities"
 # Expected dimensions after the batch one, per input the contract knows.
 CONTRACT_INPUTS: dict[str, tuple[int, ...]] = {
-    INPUT_NAME: (len(FEATURE_NAMES),),
-    SIGNALS_INPUT_NAME: (len(SIGNAL_CHANNELS), SIGNAL_STEPS),
+    FEATURES_INPUT: (len(FEATURE_NAMES),),
+    SIGNALS_INPUT: (len(SIGNAL_CHANNELS), SIGNAL_STEPS),
 }
 # (class column, evidence feature, gain): gain sets how fast confidence grows past the threshold.
 BASELINE_LOGITS: tuple[tuple[int, str, float], ...] = (
@@ -91,13 +91,13 @@ def build_baseline_model(gain_scale: float = 1.0) -> bytes:
     weights, bias = baseline_weights(gain_scale)
     graph = helper.make_graph(
         nodes=[
-            helper.make_node("MatMul", [INPUT_NAME, "weights"], ["scaled"]),
+            helper.make_node("MatMul", [FEATURES_INPUT, "weights"], ["scaled"]),
             helper.make_node("Add", ["scaled", "bias"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], [OUTPUT_NAME], axis=1),
+            helper.make_node("Softmax", ["logits"], [PROBABILITIES_OUTPUT], axis=1),
         ],
         name="michi_risk_baseline",
-        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", feature_count])],
-        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", class_count])],
+        inputs=[helper.make_tensor_value_info(FEATURES_INPUT, TensorProto.FLOAT, ["batch", feature_count])],
+        outputs=[helper.make_tensor_value_info(PROBABILITIES_OUTPUT, TensorProto.FLOAT, ["batch", class_count])],
         initializer=[numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="michi")
@@ -189,7 +189,7 @@ class OnnxDetector:
         self.model_version = artifact.version
         self.data_version = artifact.data_version
         self.input_names = _check_contract(self._session, artifact)
-        self._feature_width = declared_feature_width(self._session, INPUT_NAME)
+        self._feature_width = declared_feature_width(self._session, FEATURES_INPUT)
         self._trial_run()
         logger.info(
             "model loaded",
@@ -206,11 +206,13 @@ class OnnxDetector:
         if features.shape[0] == 0:
             return np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
         feeds: dict[str, np.ndarray] = {}
-        if INPUT_NAME in self.input_names:
-            feeds[INPUT_NAME] = np.ascontiguousarray(model_features(features, self._feature_width), dtype=np.float32)
-        if SIGNALS_INPUT_NAME in self.input_names:
-            feeds[SIGNALS_INPUT_NAME] = np.ascontiguousarray(signals, dtype=np.float32)
-        (probabilities,) = self._session.run([OUTPUT_NAME], feeds)
+        if FEATURES_INPUT in self.input_names:
+            feeds[FEATURES_INPUT] = np.ascontiguousarray(
+                model_features(features, self._feature_width), dtype=np.float32
+            )
+        if SIGNALS_INPUT in self.input_names:
+            feeds[SIGNALS_INPUT] = np.ascontiguousarray(signals, dtype=np.float32)
+        (probabilities,) = self._session.run([PROBABILITIES_OUTPUT], feeds)
         return np.asarray(probabilities)
 
     def _trial_run(self) -> None:
@@ -242,7 +244,7 @@ def _check_contract(session: onnxruntime.InferenceSession, artifact: ModelArtifa
         shape = list(node.shape)
         expected = CONTRACT_INPUTS[name]
         wanted = f"float [batch, {', '.join(str(size) for size in expected)}]"
-        if name == INPUT_NAME and len(shape) == 2 and shape[1] in ACCEPTED_FEATURE_WIDTHS:
+        if name == FEATURES_INPUT and len(shape) == 2 and shape[1] in ACCEPTED_FEATURE_WIDTHS:
             # An earlier, shorter feature list: the model reads the first columns (append-only names).
             expected = (int(shape[1]),)
         # Symbolic dimensions (strings, None) are accepted; fixed ones must match.
@@ -252,6 +254,6 @@ def _check_contract(session: onnxruntime.InferenceSession, artifact: ModelArtifa
             or any(isinstance(size, int) and size != target for size, target in zip(shape[1:], expected, strict=True))
         ):
             raise ModelContractError(f"{label}: input {name} is {node.type} {shape}, expected {wanted}")
-    if OUTPUT_NAME not in {node.name for node in session.get_outputs()}:
-        raise ModelContractError(f"{label}: no output named {OUTPUT_NAME!r}")
+    if PROBABILITIES_OUTPUT not in {node.name for node in session.get_outputs()}:
+        raise ModelContractError(f"{label}: no output named {PROBABILITIES_OUTPUT!r}")
     return tuple(sorted(inputs))

@@ -22,13 +22,18 @@ import onnxruntime
 import torch
 
 from michi.windows.features import FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
-from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME, declared_feature_width, model_features
+from michi.windows.model_spec import (
+    CLASS_EVENT_TYPES,
+    FEATURES_INPUT,
+    MODEL_NAME,
+    PROBABILITIES_OUTPUT,
+    SIGNALS_INPUT,
+    declared_feature_width,
+    model_features,
+)
 from services.trainer.domain.model import RiskNet
 from services.trainer.domain.training import predict_with_torch
 
-FEATURES_INPUT = "features"
-SIGNALS_INPUT = "signals"
-OUTPUT_NAME = "probabilities"
 OPSET = 17
 
 
@@ -49,8 +54,12 @@ def export_onnx(model: RiskNet) -> bytes:
             example,
             buffer,  # type: ignore[arg-type]
             input_names=[FEATURES_INPUT, SIGNALS_INPUT],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={FEATURES_INPUT: {0: "batch"}, SIGNALS_INPUT: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=[PROBABILITIES_OUTPUT],
+            dynamic_axes={
+                FEATURES_INPUT: {0: "batch"},
+                SIGNALS_INPUT: {0: "batch"},
+                PROBABILITIES_OUTPUT: {0: "batch"},
+            },
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -124,7 +133,9 @@ class OnnxRiskModel:
             FEATURES_INPUT: np.ascontiguousarray(model_features(features, self._feature_width), dtype=np.float32),
             SIGNALS_INPUT: np.ascontiguousarray(signals, dtype=np.float32),
         }
-        (probabilities,) = self._session.run([OUTPUT_NAME], {name: available[name] for name in self.input_names})
+        (probabilities,) = self._session.run(
+            [PROBABILITIES_OUTPUT], {name: available[name] for name in self.input_names}
+        )
         return np.asarray(probabilities, dtype=np.float32)
 
     def predict_in_batches(self, features: np.ndarray, signals: np.ndarray, batch: int = 4096) -> np.ndarray:
