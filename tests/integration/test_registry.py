@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.message import Message
 
-from michi.bus.catalog import MODEL_ROLLOUTS, TopicSpec
-from michi.bus.producer import Delivery, EventProducer, PublishError
+from michi.bus.catalog import MODEL_ROLLOUTS
+from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader
 from michi.contracts.v1 import operations_pb2
 from michi.registry import (
@@ -28,21 +27,7 @@ from michi.registry import (
     UnknownModelVersion,
 )
 
-
-class RecordingPublisher:
-    """Keeps every published plan; fails while `failing` is set."""
-
-    def __init__(self) -> None:
-        self.plans: list[operations_pb2.RolloutPlan] = []
-        self.failing = False
-
-    def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
-        if self.failing:
-            raise PublishError("broker unreachable")
-        assert spec is MODEL_ROLLOUTS and isinstance(message, operations_pb2.RolloutPlan)
-        assert key == message.model_name
-        self.plans.append(message)
-        return Delivery(spec.name(), 0, len(self.plans) - 1)
+from ..fakes import RecordingPlanPublisher
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])])
@@ -54,12 +39,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def publisher() -> RecordingPublisher:
-    return RecordingPublisher()
+def publisher() -> RecordingPlanPublisher:
+    return RecordingPlanPublisher()
 
 
 @pytest.fixture
-def registry(database_url: str, publisher: RecordingPublisher) -> Iterator[ModelRegistry]:
+def registry(database_url: str, publisher: RecordingPlanPublisher) -> Iterator[ModelRegistry]:
     built = ModelRegistry.from_url(database_url, publisher)
     try:
         yield built
@@ -87,7 +72,7 @@ def _register(registry: ModelRegistry, name: str, **overrides: Any) -> ModelVers
 
 
 def test_register_promote_shadow_rollback_and_audit(
-    registry: ModelRegistry, publisher: RecordingPublisher, model_name: str
+    registry: ModelRegistry, publisher: RecordingPlanPublisher, model_name: str
 ) -> None:
     first = _register(registry, model_name)
     second = _register(registry, model_name, parent_version=first.version, data_version="data-2")
@@ -196,7 +181,7 @@ def test_diff(registry: ModelRegistry, model_name: str) -> None:
 
 
 def test_failed_publish_keeps_the_change_and_republish_sends_it(
-    registry: ModelRegistry, publisher: RecordingPublisher, model_name: str
+    registry: ModelRegistry, publisher: RecordingPlanPublisher, model_name: str
 ) -> None:
     _register(registry, model_name)
     publisher.failing = True

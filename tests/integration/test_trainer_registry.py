@@ -11,11 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from google.protobuf.message import Message
 
-from michi.bus.catalog import TopicSpec
-from michi.bus.producer import Delivery
-from michi.contracts.v1 import labels_pb2, operations_pb2
+from michi.contracts.v1 import labels_pb2
 from michi.registry import Stage
 from michi.registry.stages import ChangeKind
 from services.trainer.bootstrap import build_wiring
@@ -24,6 +21,8 @@ from services.trainer.domain.triggers import MANUAL, Trigger
 from services.trainer.handlers import TrainerWiring, bootstrap_champion, due, run_workflow
 from services.trainer.settings import TrainerSettings
 
+from ..fakes import RecordingPlanPublisher
+
 SIMULATION = {
     "fleets": [{"seed": 41, "sample_rate_hz": 25}],
     "devices": 5,
@@ -31,16 +30,6 @@ SIMULATION = {
     "event_rate_per_10min": 14.0,
     "confounder_rate_per_10min": 10.0,
 }
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.plans: list[operations_pb2.RolloutPlan] = []
-
-    def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
-        assert isinstance(message, operations_pb2.RolloutPlan) and key == message.model_name
-        self.plans.append(message)
-        return Delivery(spec.name(), 0, len(self.plans) - 1)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres])])
@@ -52,12 +41,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def publisher() -> RecordingPublisher:
-    return RecordingPublisher()
+def publisher() -> RecordingPlanPublisher:
+    return RecordingPlanPublisher()
 
 
 @pytest.fixture
-def wiring(database_url: str, tmp_path: Path, publisher: RecordingPublisher) -> Iterator[TrainerWiring]:
+def wiring(database_url: str, tmp_path: Path, publisher: RecordingPlanPublisher) -> Iterator[TrainerWiring]:
     settings = TrainerSettings(
         home=tmp_path,
         database_url=database_url,
@@ -79,7 +68,7 @@ def wiring(database_url: str, tmp_path: Path, publisher: RecordingPublisher) -> 
 
 
 def test_bootstrap_then_runs_move_versions_through_the_registry(
-    wiring: TrainerWiring, publisher: RecordingPublisher
+    wiring: TrainerWiring, publisher: RecordingPlanPublisher
 ) -> None:
     name = wiring.model_name
     first = bootstrap_champion(wiring)

@@ -25,10 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from google.protobuf.message import Message
 
-from michi.bus.catalog import TopicSpec
-from michi.bus.producer import Delivery
 from michi.contracts.v1 import upload_pb2
 from michi.roadmap import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
@@ -41,19 +38,12 @@ from services.trainer.bootstrap import baseline_model, build_wiring
 from services.trainer.domain.real_data import real_data_section
 from services.trainer.settings import TrainerSettings
 
+from ..fakes import RecordingPlanPublisher
+
 TOLERANCE_S = 1.5
 DEVICES, MINUTES = 10, 10
 HELD_OUT = ((1, 50), (3, 25), (7, 100))
 HARSH_KINDS = {"harsh_braking", "harsh_acceleration", "harsh_cornering"}
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.plans: list[Message] = []
-
-    def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
-        self.plans.append(message)
-        return Delivery(spec.name(), 0, len(self.plans) - 1)
 
 
 @dataclass
@@ -101,7 +91,7 @@ def bootstrapped(tmp_path_factory: pytest.TempPathFactory) -> Bootstrapped:
     settings = TrainerSettings(
         home=home, database_url=f"sqlite:///{home / 'michi.db'}", blob_url=f"file://{home / 'blobs'}"
     )
-    publisher = RecordingPublisher()
+    publisher = RecordingPlanPublisher()
     wiring = build_wiring(settings, producer=publisher)
     try:
         from services.trainer.handlers import bootstrap_champion

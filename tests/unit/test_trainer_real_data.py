@@ -20,11 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf.message import Message
 
-from michi.bus.catalog import TopicSpec
-from michi.bus.producer import Delivery
-from michi.contracts.v1 import operations_pb2
 from michi.recordings import shared_recording
 from michi.recordings.evaluation import LabelledEvent
 from michi.registry import Stage, VersionAlreadyRegistered
@@ -42,17 +38,9 @@ from services.trainer.domain.real_data import RealWindows, real_data_section, re
 from services.trainer.handlers import TrainerWiring, next_version, register_physics_model
 from services.trainer.settings import TrainerSettings
 
+from ..fakes import RecordingPlanPublisher
+
 NORMAL, BRAKING, ACCELERATION, CORNERING = range(4)
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.plans: list[operations_pb2.RolloutPlan] = []
-
-    def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
-        assert isinstance(message, operations_pb2.RolloutPlan)
-        self.plans.append(message)
-        return Delivery(spec.name(), 0, len(self.plans) - 1)
 
 
 def synthetic(
@@ -266,7 +254,7 @@ def wiring(tmp_path: Path) -> Iterator[TrainerWiring]:
         trainer_simulation={"fleets": [{"seed": 21, "sample_rate_hz": 50}], "devices": 6, "duration_s": 600.0},
         trainer_parameters={"test_percent": 30},
     )
-    built = build_wiring(settings, producer=RecordingPublisher())
+    built = build_wiring(settings, producer=RecordingPlanPublisher())
     try:
         yield built
     finally:

@@ -20,13 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from google.protobuf.message import Message
 from typer.testing import CliRunner
 
 from michi.archive import archive_uploads
 from michi.blobs import BlobStore
-from michi.bus.catalog import TopicSpec
-from michi.bus.producer import Delivery
 from michi.cli import app
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2, upload_pb2
@@ -46,6 +43,8 @@ from services.trainer.domain.triggers import MANUAL, Trigger
 from services.trainer.handlers import TrainerWiring, bootstrap_champion, dry_run, run_workflow
 from services.trainer.settings import TrainerSettings
 
+from ..fakes import RecordingPlanPublisher
+
 SIMULATION = {
     "fleets": [{"seed": 21, "sample_rate_hz": 50}],
     "devices": 6,
@@ -60,16 +59,6 @@ PERMISSIVE_GATE: dict[str, dict[str, float]] = {
     "not_behind_champion": {},
     "not_behind_physics": {},
 }
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.plans: list[operations_pb2.RolloutPlan] = []
-
-    def publish_and_wait(self, spec: TopicSpec, key: str, message: Message, timeout: float = 30.0) -> Delivery:
-        assert isinstance(message, operations_pb2.RolloutPlan)
-        self.plans.append(message)
-        return Delivery(spec.name(), 0, len(self.plans) - 1)
 
 
 class FailingModelWrites(ArtifactStore):
@@ -102,12 +91,12 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def publisher() -> RecordingPublisher:
-    return RecordingPublisher()
+def publisher() -> RecordingPlanPublisher:
+    return RecordingPlanPublisher()
 
 
 @pytest.fixture
-def wiring(home: Path, publisher: RecordingPublisher) -> Iterator[TrainerWiring]:
+def wiring(home: Path, publisher: RecordingPlanPublisher) -> Iterator[TrainerWiring]:
     built = build_wiring(settings_for(home), producer=publisher)
     try:
         yield built
@@ -196,7 +185,7 @@ def test_labels_are_rebuilt_from_the_archive_as_serving_computed_them(home: Path
 
 
 def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
-    home: Path, wiring: TrainerWiring, publisher: RecordingPublisher
+    home: Path, wiring: TrainerWiring, publisher: RecordingPlanPublisher
 ) -> None:
     bootstrapped = bootstrap_champion(wiring)
     assert bootstrapped is not None and bootstrapped.status == "succeeded", bootstrapped and bootstrapped.reason
@@ -250,7 +239,7 @@ def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
     assert (home / "blobs" / "datasets" / registered.data_version / "members.jsonl").exists()
 
 
-def test_a_refused_candidate_is_not_registered(home: Path, publisher: RecordingPublisher) -> None:
+def test_a_refused_candidate_is_not_registered(home: Path, publisher: RecordingPlanPublisher) -> None:
     strict = build_wiring(settings_for(home, trainer_gate={"minimums": {"harsh_recall": 1.01}}), producer=publisher)
     try:
         outcome = run_workflow(strict, Trigger(MANUAL, "strict gate"))
@@ -289,7 +278,7 @@ def always_braking() -> bytes:
 
 
 def held_to_a_physics_baseline_that_finds_everything(
-    home: Path, publisher: RecordingPublisher, *, enforce_at_bootstrap: bool = False
+    home: Path, publisher: RecordingPlanPublisher, *, enforce_at_bootstrap: bool = False
 ) -> TrainerWiring:
     """A trainer whose real recordings are one drive with a labelled brake, judged against `always_braking`."""
     from tests.unit.test_trainer_real_data import write_recording
@@ -308,7 +297,7 @@ def held_to_a_physics_baseline_that_finds_everything(
 
 
 def test_a_candidate_missing_a_labelled_event_the_physics_baseline_finds_is_refused(
-    home: Path, publisher: RecordingPublisher
+    home: Path, publisher: RecordingPlanPublisher
 ) -> None:
     judged = held_to_a_physics_baseline_that_finds_everything(home, publisher)
     try:
@@ -327,7 +316,7 @@ def test_a_candidate_missing_a_labelled_event_the_physics_baseline_finds_is_refu
 
 @pytest.mark.parametrize("enforced", [False, True], ids=["advisory", "enforced"])
 def test_a_bootstrap_candidate_behind_the_physics_baseline_on_real_drives_leaves_it_the_champion(
-    home: Path, publisher: RecordingPublisher, enforced: bool
+    home: Path, publisher: RecordingPlanPublisher, enforced: bool
 ) -> None:
     judged = held_to_a_physics_baseline_that_finds_everything(home, publisher, enforce_at_bootstrap=enforced)
     try:
@@ -355,7 +344,7 @@ def test_a_bootstrap_candidate_behind_the_physics_baseline_on_real_drives_leaves
 
 
 def test_failures_leave_the_champion_untouched_and_say_why(
-    home: Path, wiring: TrainerWiring, publisher: RecordingPublisher, caplog: pytest.LogCaptureFixture
+    home: Path, wiring: TrainerWiring, publisher: RecordingPlanPublisher, caplog: pytest.LogCaptureFixture
 ) -> None:
     bootstrap_champion(wiring)
     champion = wiring.registry.champion(wiring.model_name)
@@ -439,7 +428,7 @@ def test_dry_run_and_experiment_commands(home: Path, wiring: TrainerWiring, monk
 
 
 def test_labelled_real_recordings_join_the_dataset_with_their_own_version(
-    home: Path, wiring: TrainerWiring, publisher: RecordingPublisher
+    home: Path, wiring: TrainerWiring, publisher: RecordingPlanPublisher
 ) -> None:
     from tests.unit.test_trainer_real_data import write_recording
 
