@@ -24,7 +24,8 @@ from michi.bus.producer import EventProducer
 from michi.bus.reader import Record, TopicReader
 from michi.contracts.v1 import common_pb2, inference_pb2, operations_pb2
 from michi.infra.processes import free_port
-from services.inference.synthetic import ScriptedDrive, ScriptedEvent
+
+from ..scripted_drive import ScriptedDrive, ScriptedEvent
 
 pytestmark = pytest.mark.integration
 REPOSITORY = Path(__file__).resolve().parents[2]

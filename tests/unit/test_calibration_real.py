@@ -24,8 +24,9 @@ import pytest
 from michi.recordings import Recording, received, recording_uploads, shared_recording
 from michi.windows.calibration import RELIABLE_CONFIDENCE, Calibration, CalibrationSums, update_calibration
 from michi.windows.upload import upload_from_proto
-from services.inference.synthetic import mount_matrix
 from services.trainer.domain.real_data import gps_truth, yaw_error_deg
+
+from ..scripted_drive import mount_matrix
 
 START = 1_767_225_600.0
 

@@ -19,7 +19,8 @@ from michi.windows.model_spec import MODEL_NAME
 from michi.windows.physics import PHYSICS_DATA_VERSION, PHYSICS_MODEL_VERSION, build_physics_model
 from services.inference.adapters.onnx_model import ModelArtifact, OnnxDetector, install_baseline_model
 from services.inference.handlers import InferencePipeline, process_uploads
-from services.inference.synthetic import ScriptedDrive, ScriptedEvent
+
+from ..scripted_drive import ScriptedDrive, ScriptedEvent
 
 RATES = (10.0, 16.7, 25.0, 50.0, 51.0, 100.0, 104.0, 200.0, 400.0)
 TURNS = [ScriptedEvent("turn", 2.0 + 7.0 * index, 5.0, 2.2 if index % 2 else -2.2) for index in range(7)]

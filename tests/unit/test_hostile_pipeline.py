@@ -38,11 +38,11 @@ from michi.contracts.v1 import scoring_pb2, upload_pb2
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import InferencePipeline, process_uploads
-from services.inference.synthetic import ScriptedDrive, ScriptedEvent
 from services.ingest.domain.validation import UploadLimits
 from services.ingest.handlers import UploadRefused, check_upload, decode_body
 from services.scoring.handlers import TRIP_OF_ANOTHER_DEVICE, ScoringHandlers
 
+from ..scripted_drive import ScriptedDrive, ScriptedEvent
 from .test_scoring_handlers import Journal, build
 
 NORMAL, HOSTILE = "normal-1", "hostile-1"

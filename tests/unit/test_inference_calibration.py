@@ -9,7 +9,8 @@ import pytest
 
 from michi.windows.calibration import CalibrationSums, update_calibration
 from michi.windows.upload import upload_from_proto
-from services.inference.synthetic import ScriptedDrive, ScriptedEvent, mount_matrix
+
+from ..scripted_drive import ScriptedDrive, ScriptedEvent, mount_matrix
 
 
 def rotation_error_deg(estimated: np.ndarray, mount: np.ndarray) -> float:

@@ -14,7 +14,8 @@ from services.inference.domain.episodes import OpenEpisode, merge_windows
 from services.inference.domain.speeding import SPEEDING_MARGIN_MPS, road_map_version
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import BatchOutcome, InferencePipeline, process_uploads, qa_sampled
-from services.inference.synthetic import ScriptedDrive, ScriptedEvent
+
+from ..scripted_drive import ScriptedDrive, ScriptedEvent
 
 WARM_UP = [ScriptedEvent("stop", 8.0, 3.0, 2.0), ScriptedEvent("stop", 24.0, 3.0, 2.0)]
 BRAKING = common_pb2.EVENT_TYPE_HARSH_BRAKING

@@ -9,7 +9,8 @@ from michi.contracts import stable_event_id, timestamp_to_seconds
 from michi.windows.calibration import CalibrationSums, update_calibration
 from michi.windows.features import FEATURE_INDEX, extract_windows, window_offsets
 from michi.windows.upload import upload_from_proto
-from services.inference.synthetic import ScriptedDrive, ScriptedEvent
+
+from ..scripted_drive import ScriptedDrive, ScriptedEvent
 
 
 def test_ten_second_upload_has_nine_two_second_windows_hopping_one_second() -> None:

@@ -1,11 +1,11 @@
-"""Scripted drives with known events and a known mount, for tests and the benchmark baseline.
+"""Scripted drives with known events and a known mount, for the tests (never the product).
 
 The fleet simulator (`michi.simulator`) is the realistic source; this module is the small,
 exact one: a vehicle cruising with gentle speed changes, plus the events you place — harsh
 braking/acceleration/cornering, potholes, speed bumps, a phone moved in its mount, normal
 stops and turns — rendered through a mount rotation into device axes and cut into uploads.
 
-Frames follow `domain/calibration.py`: vehicle x forward, y left, z up; `device = mount @ vehicle`.
+Frames follow `michi/windows/calibration.py`: vehicle x forward, y left, z up; `device = mount @ vehicle`.
 """
 
 from __future__ import annotations
