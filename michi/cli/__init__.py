@@ -12,7 +12,6 @@ michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,10 +19,9 @@ from typing import Any, NoReturn
 import typer
 
 from michi.cli.recordings import evaluate_command, replay_command
+from michi.kit import resolve, service_names, service_spec, service_specs
 from michi.registry.commands import models_app
 from michi.settings import MichiSettings, load_settings
-from services.annotation.entrypoints.cli import annotators_app
-from services.trainer.entrypoints.cli import experiments_app, train_command
 
 app = typer.Typer(help="Michi: event-driven MLOps for AI dashcams.", no_args_is_help=True, add_completion=False)
 infra_app = typer.Typer(help="The embedded infrastructure (Kafka, redis-server, SQLite, blobs).", no_args_is_help=True)
@@ -33,11 +31,22 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(models_app, name="models")
 warehouse_app = typer.Typer(help="The warehouse of predictions (DuckDB over Parquet).", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
-app.add_typer(annotators_app, name="annotators")
-app.command("train")(train_command)
-app.add_typer(experiments_app, name="experiments")
 
-SERVICES = ("ingest", "inference", "scoring", "warehouse", "annotation", "trainer")
+
+def _add_service_commands() -> None:
+    """The commands services add (annotation's `annotators`, the trainer's `train` and `experiments`)."""
+    for spec in service_specs():
+        for command in spec.commands:
+            target = resolve(command.target)
+            if isinstance(target, typer.Typer):
+                app.add_typer(target, name=command.name)
+            else:
+                app.command(command.name)(target)
+
+
+_add_service_commands()
+
+SERVICES = service_names()
 
 
 @app.callback()
@@ -121,8 +130,7 @@ def run_service(service: str = typer.Argument(..., help=f"one of: {', '.join(SER
     """Run one service in the foreground against the configured infrastructure."""
     if service not in SERVICES:
         _fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
-    bootstrap = importlib.import_module(f"services.{service}.bootstrap")
-    bootstrap.run()
+    resolve(service_spec(service).run)()
 
 
 @infra_app.command("up")

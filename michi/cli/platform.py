@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from michi.contracts import timestamp_to_seconds
 from michi.infra import EmbeddedInfrastructure, InfrastructureError
 from michi.infra.processes import wait_until
 from michi.infra.supervisor import Supervisor
+from michi.kit import service_spec, service_specs
 from michi.settings import MichiSettings
 from michi.telemetry import configure_logging
 from michi.uplink import SendReport, UploadClient, send_fleet
@@ -36,16 +36,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 console = Console()
 
-# service -> (module, port variable, default port, endpoint kind)
-SERVICE_PORTS: dict[str, tuple[str, int]] = {
-    "ingest": ("MICHI_INGEST_HTTP_PORT", 8080),
-    "inference": ("MICHI_INFERENCE_PORT", 8084),
-    "scoring": ("MICHI_SCORING_PORT", 8085),
-    "warehouse": ("MICHI_WAREHOUSE_PORT", 8086),
-    "annotation": ("MICHI_ANNOTATION_PORT", 8081),
-    # Ready once a champion exists: on a fresh home it trains (or takes from the cache) the bootstrap model.
-    "trainer": ("MICHI_TRAINER_PORT", 8082),
-}
+# service -> (port variable, default port), in the order `michi up` starts them; from services/<name>/spec.py.
+# The trainer is last: ready once a champion exists (on a fresh home it trains, or takes from the cache, the
+# bootstrap model).
+SERVICE_PORTS: dict[str, tuple[str, int]] = {spec.name: (spec.port_variable, spec.port) for spec in service_specs()}
 
 
 # Share of the simulated fleet's judgeable events offered to annotators as gold tasks (known answers).
@@ -89,13 +83,13 @@ def up_fleet_start(now: float, *, duration: float, speed: float, upload_seconds:
 
 
 def _service_url(name: str) -> str:
-    variable, default = SERVICE_PORTS[name]
-    return f"http://127.0.0.1:{os.environ.get(variable, default)}"
+    return service_spec(name).url()
 
 
 def _ready(url: str) -> bool:
+    """Whether the readiness URL `url` answers 200."""
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -311,16 +305,18 @@ def run_platform(
             "MICHI_BLOB_URL": endpoints.blob_url,
             "MICHI_TOPIC_PREFIX": settings.topic_prefix,
         }
-        for name in SERVICE_PORTS:
-            supervisor.add(name, f"services.{name}", environment, home / "logs" / f"{name}.log")
-        console.print(f"[bold]michi[/]: starting services ({', '.join(SERVICE_PORTS)}); logs in {home / 'logs'}")
+        specs = service_specs()
+        for spec in specs:
+            supervisor.add(spec.name, spec.module, environment, home / "logs" / f"{spec.name}.log")
+        names = ", ".join(spec.name for spec in specs)
+        console.print(f"[bold]michi[/]: starting services ({names}); logs in {home / 'logs'}")
         supervisor.start()
-        for name in SERVICE_PORTS:
-            url = _service_url(name)
+        for spec in specs:
+            url = spec.readiness_url()
             if not wait_until(lambda url=url: stop.is_set() or _ready(url), 180.0, 0.5):  # type: ignore[misc]
-                raise InfrastructureError(f"service {name} did not become ready; see {home / 'logs' / (name + '.log')}")
-        endpoints.services = {name: {"http": _service_url(name)} for name in SERVICE_PORTS}
-        endpoints.services["ingest"]["grpc"] = f"127.0.0.1:{os.environ.get('MICHI_INGEST_GRPC_PORT', 50051)}"
+                log = home / "logs" / f"{spec.name}.log"
+                raise InfrastructureError(f"service {spec.name} did not become ready; see {log}")
+        endpoints.services = {spec.name: spec.endpoints() for spec in specs}
         write_owned_endpoints(settings.endpoints_path, endpoints.to_json())
         console.print(f"[bold]michi[/]: ready — endpoints in {settings.endpoints_path}")
         console.print(

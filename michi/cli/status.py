@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from michi.bus.catalog import CATALOG, DETECTIONS, LABELS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.catalog import CATALOG, TopicSpec
 from michi.bus.reader import end_offsets
+from michi.kit import service_specs
 
-# Which consumer group (service) reads which topic, for lag figures.
-CONSUMERS = {"inference": (UPLOADS,), "scoring": (DETECTIONS, TRIP_SEGMENTS, LABELS)}
+_TOPICS = {spec.base_name: spec for spec in CATALOG}
+# Which consumer group (service) reads which topics, for lag figures: each spec's `lag_topics`.
+CONSUMERS: dict[str, tuple[TopicSpec, ...]] = {
+    spec.name: tuple(_TOPICS[topic] for topic in spec.lag_topics) for spec in service_specs() if spec.lag_topics
+}
 
 
 @dataclass
