@@ -25,7 +25,8 @@ event loop stops it:
 
 Offsets move after every processed batch (`broker_commit_interval` 1 s), so a healthy worker with a
 backlog never trips it, and an idle worker has no lag. While the app rebalances or recovers its
-tables nothing is judged and the clocks start again afterwards (`/readyz` is 503 then anyway).
+tables nothing is judged and the clocks start again afterwards (`/readyz` is 503 then anyway); the same
+while the broker does not answer (a restarted broker is not a stalled worker).
 """
 
 from __future__ import annotations
@@ -95,6 +96,35 @@ def read_positions(client: Consumer, partitions: Iterable[Partition]) -> dict[Pa
         low, high = client.get_watermark_offsets(TopicPartition(committed.topic, committed.partition), timeout=10)
         positions[(committed.topic, committed.partition)] = (committed.offset if committed.offset >= 0 else low, high)
     return positions
+
+
+def consumer_view(app: Any, partition: Partition) -> str:
+    """What faust and aiokafka say of one partition (for the log of a stall): best effort, never raises."""
+    try:
+        from faust.types import TP
+
+        tp = TP(*partition)
+        consumer = app.consumer
+        facts = [
+            f"assigned {tp in consumer.assignment()}",
+            f"active {tp in (consumer._active_partitions or set())}",
+            f"paused {tp in consumer._paused_partitions}",
+            f"flow {'on' if consumer.flow_active else 'off'}",
+        ]
+        client = consumer._thread._consumer
+        if client is not None:
+            assignment = client._subscription.subscription.assignment if client._subscription.subscription else None
+            state = assignment.state_value(tp) if assignment is not None else None
+            if state is None:
+                facts.append("aiokafka: not assigned")
+            else:
+                facts.append(
+                    f"aiokafka: {state._status.name.lower()}, paused {state.paused}, position {state._position}"
+                )
+            facts.append(f"fetch buffered {tp in client._fetcher._records}")
+        return ", ".join(facts)
+    except Exception as error:  # a diagnosis must not stop the stop
+        return f"consumer state unknown ({type(error).__name__})"
 
 
 class StreamWatch:
@@ -202,13 +232,21 @@ class StreamWatch:
         judged = {partition for partition in held if partition[0] in self.topics}
         try:
             positions = self._read(judged)
-        except Exception as error:  # the broker is away: nothing to judge, look again later
+        except Exception as error:
+            # The broker is away: nothing to judge, and no progress can be made. The clocks start again
+            # once it answers, so an outage is not counted as a stall (the worker needs a rejoin first).
             logger.warning("stream watch could not read offsets", extra={"error": str(error)[:300]})
+            self._detector.reset()
+            self._waiting = {}
             return
         self._positions = positions
         self._waiting = self._detector.observe(positions, self._clock())
         stuck = self._stalled(self.timeout_s) if self.timeout_s is not None else []
         if stuck and not self._stopping.is_set():
+            logger.error(
+                "stream worker stalled",
+                extra={"partition": f"{stuck[0][0]}[{stuck[0][1]}]", "consumer": consumer_view(self.app, stuck[0])},
+            )
             self._stop(self.service, self._describe(stuck), stuck[0][0])
 
     def _read_from_broker(self, partitions: set[Partition]) -> dict[Partition, Position]:

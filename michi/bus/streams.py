@@ -1,7 +1,8 @@
 """The one faust app factory every stream service uses, and decoding of what it reads.
 
 `create_app()` configures faust for Michi (loopback web server or none, short
-group timeouts, acks=all, in-memory tables recovered from their changelogs) and
+group timeouts, acks=all, in-memory tables recovered from their changelogs, every
+partition sought back to its committed offset or its start after a rebalance) and
 makes sure a worker never lives on without working: a crashed agent, a crashed
 faust service (producer, consumer, tables, timers) or a worker that stopped
 progressing is stopped without acknowledging (exit 75, `redelivery.py`; the watch
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -73,6 +75,52 @@ async def _stop_on_agent_error(agent: Any, error: BaseException) -> None:
     )
 
 
+async def seek_to_committed_or_start(consumer: Any, *, keep: frozenset[str] = frozenset()) -> dict[Any, int | None]:
+    """Seek each assigned partition to its committed offset, and one without a commit (or at 0) to its start.
+
+    aiokafka's own `seek_to_committed` moves only partitions committed past 0: the others stay where its
+    fetcher got to. faust calls it after every rebalance, having thrown away what it fetched and had not
+    processed yet, so such a partition would go on after those records: they were never processed, and
+    once a later record of the partition is, its commit passes them (seen after a broker restart: the
+    records fetched while the group was being re-joined; Michi's groups start a partition at its first
+    record, `consumer_auto_offset_reset="earliest"`). Partitions of the topics in `keep` (the tables'
+    changelogs, which faust's recovery seeks itself and never commits) are left where they are. Returns the
+    committed offsets, as aiokafka's does.
+    """
+    committed: dict[Any, int | None] = await consumer.seek_to_committed()
+    uncommitted = [tp for tp, offset in committed.items() if (offset is None or offset <= 0) and tp.topic not in keep]
+    if uncommitted:
+        await consumer.seek_to_beginning(*uncommitted)
+    return committed
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def seek_to_committed(self) -> Any:
+        return await self.call_thread(self._seek_to_committed_or_start)
+
+    async def _seek_to_committed_or_start(self) -> dict[Any, int | None]:
+        changelogs = frozenset(self.consumer.app.tables.changelog_topics)
+        return await seek_to_committed_or_start(self._ensure_consumer(), keep=changelogs)
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class _App(faust.App):
+    """faust's app whose consumer seeks back every partition it holds after a rebalance (`seek_to_committed_or_start`)."""
+
+    def _new_transport(self) -> Any:
+        if self.conf.consumer_auto_offset_reset != "earliest":
+            return super()._new_transport()
+        return _Transport(self.conf.broker_consumer, self)
+
+
 def create_app(
     service: str,
     *,
@@ -118,7 +166,7 @@ def create_app(
         "Agent": RedeliveringAgent,
     }
     settings.update(overrides)
-    app = faust.App(identifier, **settings)
+    app = _App(identifier, **settings)
     watch = StreamWatch(
         app,
         bootstrap=bootstrap,

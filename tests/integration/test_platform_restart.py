@@ -4,27 +4,20 @@ and Kafka that `michi up` supervises killed with SIGKILL and started again on th
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
 from michi.bus.admin import ensure_topics
-from michi.bus.catalog import ALERTS, DRIVER_SCORES, TRIP_SCORES, UPLOADS
+from michi.bus.catalog import ALERTS, DRIVER_SCORES, TRIP_SCORES
 from michi.bus.producer import EventProducer
-from michi.bus.reader import Record, TopicReader
+from michi.bus.reader import TopicReader
 from michi.cli.platform import UP_FIRST_TRIP_SECONDS
-from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, operations_pb2
 from michi.infra.kafka import KafkaBroker, broker_answers
 from michi.infra.processes import free_port, pid_is_alive, wait_until
@@ -33,7 +26,8 @@ from michi.infra.supervisor import Supervisor
 from services.ingest.bootstrap import redis_client
 from services.ingest.settings import IngestSettings
 
-SIMULATED_DEVICES = ("sim-7-0000", "sim-7-0001")
+from .platform_support import every_device_streams, michi_up, pid_with, platform_environment
+
 # A supervised server killed is answering again within this (the first restart comes 0.5 s after the death
 # is seen, and the watcher looks every 0.5 s).
 REDIS_BACK_WITHIN_S = 10.0
@@ -42,127 +36,18 @@ KAFKA_BACK_WITHIN_S = 60.0
 FIRST_SCORES_WITHIN_S = 10.0 + UP_FIRST_TRIP_SECONDS[1] + 60.0
 
 
-def _platform_environment(home: Path) -> dict[str, str]:
-    environment = {**os.environ, "MICHI_HOME": str(home)}
-    for name in ("MICHI_KAFKA_BOOTSTRAP", "MICHI_REDIS_URL", "MICHI_DATABASE_URL", "MICHI_BLOB_URL"):
-        environment.pop(name, None)
-    ports = (
-        "MICHI_KAFKA_PORT",
-        "MICHI_KAFKA_CONTROLLER_PORT",
-        "MICHI_REDIS_PORT",
-        "MICHI_INGEST_HTTP_PORT",
-        "MICHI_INGEST_GRPC_PORT",
-        "MICHI_INFERENCE_PORT",
-        "MICHI_SCORING_PORT",
-        "MICHI_WAREHOUSE_PORT",
-        "MICHI_ANNOTATION_PORT",
-        "MICHI_TRAINER_PORT",
-    )
-    environment.update({name: str(free_port()) for name in ports})
-    environment["MICHI_TOPIC_PREFIX"] = "michi."
-    return environment
-
-
-def _every_service_listed(home: Path, since: float) -> bool:
-    """`michi up` lists the services in endpoints.json once every one is ready (the last run's file stays)."""
-    path = home / "endpoints.json"
-    try:
-        if path.stat().st_mtime < since:
-            return False
-        services = json.loads(path.read_text()).get("services", {})
-    except (OSError, ValueError):
-        return False
-    return {"ingest", "inference", "scoring", "warehouse", "annotation", "trainer"} <= set(services)
-
-
-def _pid_with(fragment: str) -> int | None:
-    """The process whose command line holds `fragment` (the embedded Kafka of one home: its config path)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if fragment in command:
-            return int(entry.name)
-    return None
-
-
-def _accepted_since(records: list[Record], since: float) -> list[Record]:
-    """UploadReceived records of simulated uploads recorded after `since` (this run's fleet)."""
-    return [
-        record
-        for record in records
-        if record.message.upload.device_id in SIMULATED_DEVICES  # type: ignore[attr-defined]
-        and timestamp_to_seconds(record.message.upload.started_at) >= since  # type: ignore[attr-defined]
-    ]
-
-
-def _from_every_device(since: float) -> Callable[[list[Record]], bool]:
-    def done(records: list[Record]) -> bool:
-        devices = {record.message.upload.device_id for record in _accepted_since(records, since)}  # type: ignore[attr-defined]
-        return devices == set(SIMULATED_DEVICES)
-
-    return done
-
-
-@dataclass
-class RunningUp:
-    process: subprocess.Popen[bytes]
-    launched: float
-    ready_at: float
-    log_path: Path
-
-
-@contextmanager
-def _michi_up(environment: dict[str, str], home: Path, log_path: Path) -> Iterator[RunningUp]:
-    """`michi up --simulate 2` until ready; on leaving, SIGTERM and a clean exit with no simulator failure."""
-    launched = time.time()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "michi.cli", "up", "--simulate", "2", "--no-table"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        ready = wait_until(lambda: process.poll() is not None or _every_service_listed(home, launched), 420, 0.5)
-        assert ready and process.poll() is None, log_path.read_text()[-4000:]
-        yield RunningUp(process, launched, time.time(), log_path)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            exit_code = process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-    output = log_path.read_text()
-    assert exit_code == 0, output[-4000:]
-    assert "simulator stopped" not in output and "Traceback" not in output, output[-4000:]
-
-
-def _every_device_streams(bootstrap: str, since: float, timeout: float) -> list[Record]:
-    """This run's accepted uploads, once both simulated devices have some (asserted)."""
-    with TopicReader(bootstrap, UPLOADS) as reader:
-        uploads = _accepted_since(reader.read_until(_from_every_device(since), timeout=timeout), since)
-    assert {record.message.upload.device_id for record in uploads} == set(SIMULATED_DEVICES)  # type: ignore[attr-defined]
-    return uploads
-
-
 @pytest.mark.timeout(900)
 def test_michi_up_twice_on_one_home_streams_both_times_and_survives_a_killed_redis(tmp_path: Path) -> None:
     home = tmp_path / ".michi"
-    environment = _platform_environment(home)
+    environment = platform_environment(home)
     bootstrap = f"127.0.0.1:{environment['MICHI_KAFKA_PORT']}"
     redis_url = f"redis://127.0.0.1:{environment['MICHI_REDIS_PORT']}/0"
-    with _michi_up(environment, home, tmp_path / "up-1.log") as first:
-        _every_device_streams(bootstrap, first.launched, timeout=90)
+    with michi_up(environment, home, tmp_path / "up-1.log") as first:
+        every_device_streams(bootstrap, first.launched, timeout=90)
 
-    with _michi_up(environment, home, tmp_path / "up-2.log") as second:
+    with michi_up(environment, home, tmp_path / "up-2.log") as second:
         # The second run streams like the first: its own trips end and are scored, drivers too.
-        uploads = _every_device_streams(bootstrap, second.launched, timeout=90)
+        uploads = every_device_streams(bootstrap, second.launched, timeout=90)
         trips = {record.message.upload.trip_id for record in uploads}  # type: ignore[attr-defined]
         with TopicReader(bootstrap, TRIP_SCORES) as reader:
             scored = reader.read_until(
@@ -197,14 +82,14 @@ def test_michi_up_twice_on_one_home_streams_both_times_and_survives_a_killed_red
             assert client.config_get("dir")["dir"] == str((home / "redis").resolve())
         assert restarted != killed and not pid_is_alive(killed)
         # A device may be parked between its first and second trip (up to 2 min) when redis-server dies.
-        _every_device_streams(bootstrap, killed_at, timeout=180)
+        every_device_streams(bootstrap, killed_at, timeout=180)
         print(
             f"second michi up: ready {second.ready_at - second.launched:.0f} s after launch, first trip and driver "
             f"scores {scores_after:.0f} s after ready; redis-server back {back_after:.1f} s after SIGKILL"
         )
     # Everything `michi up` started is gone, the restarted server included.
     assert not pid_is_alive(restarted) and not redis_answers(redis_url)
-    assert _pid_with(str((home / "kafka").resolve())) is None
+    assert pid_with(str((home / "kafka").resolve())) is None
     assert not broker_answers(bootstrap, timeout=1)
 
 

@@ -1,6 +1,8 @@
 """The faust agent on `uploads`: decode a batch, run the pipeline, publish, then save device state.
 
 Order per batch (at-least-once with idempotent effects):
+- an upload naming no upload, device or trip id is dead-lettered (`schema-violation`, awaited) and
+  yields nothing: its outputs could be attributed to nothing (`upload_problem`);
 0. if new models are pending (a newer rollout plan was loaded in the background), every offset
    handled so far is committed first (the commit barrier) and only then are they swapped in;
    otherwise the swap waits for a later batch. So an upload offset is handled by one model version
@@ -43,6 +45,8 @@ from services.inference.serving import ModelServing
 
 logger = logging.getLogger(__name__)
 SERVICE = "inference"
+# Dead-letter reason of an upload that names no upload, device or trip (besides the decoder's reasons).
+SCHEMA_VIOLATION = "schema-violation"
 
 # Commits what was handled so far; True once every given offset (partition -> next offset) is committed.
 CommitBarrier = Callable[[Mapping[int, int]], Awaitable[bool]]
@@ -83,9 +87,59 @@ async def handle_batch(batch: list[Inbound], wiring: StreamWiring) -> BatchOutco
         return await _handle(batch, wiring)
 
 
-async def _handle(batch: list[Inbound], wiring: StreamWiring) -> BatchOutcome:
+def upload_problem(received: upload_pb2.UploadReceived) -> str | None:
+    """Why an `UploadReceived` cannot be analysed at all (None: it can).
+
+    Without its upload, device and trip ids nothing it yields could be attributed: no device state to
+    chain, and a trip segment keyed by nothing that scoring would refuse in turn. Ingest never
+    publishes one; anything else that does is dead-lettered here, before the pipeline sees it.
+    """
+    upload = received.upload
+    missing = [
+        name
+        for name, value in (
+            ("upload.upload_id", upload.upload_id),
+            ("upload.device_id", upload.device_id),
+            ("upload.trip_id", upload.trip_id),
+        )
+        if not value
+    ]
+    return f"UploadReceived without {', '.join(missing)}" if missing else None
+
+
+async def _refuse_unattributable(batch: list[Inbound], wiring: StreamWiring) -> list[Inbound]:
+    """Dead-letter (awaited) the uploads of `batch` that cannot be analysed; return the others."""
+    usable, letters = [], []
+    for inbound in batch:
+        problem = upload_problem(inbound.message)  # type: ignore[arg-type]
+        if problem is None:
+            usable.append(inbound)
+            continue
+        letters.append(
+            wiring.producer.dead_letter(
+                service=SERVICE,
+                source_topic=inbound.topic,
+                partition=inbound.partition,
+                offset=inbound.offset,
+                key=inbound.key.encode(),
+                value=inbound.message.SerializeToString(),
+                headers=inbound.headers,
+                reason=SCHEMA_VIOLATION,
+                error=problem,
+            )
+        )
+        wiring.metrics.uploads.labels(outcome="refused").inc()
+    await asyncio.gather(*(asyncio.wrap_future(future) for future in letters))
+    return usable
+
+
+async def _handle(received_batch: list[Inbound], wiring: StreamWiring) -> BatchOutcome:
     began = time.perf_counter()
     producer, metrics = wiring.producer, wiring.metrics
+    batch = await _refuse_unattributable(received_batch, wiring)
+    if not batch:
+        _mark_processed(received_batch, wiring)
+        return BatchOutcome([], 0, 0.0)
     uploads: list[upload_pb2.UploadReceived] = [inbound.message for inbound in batch]  # type: ignore[misc]
     states: dict[str, DeviceState] = {}
     original: dict[str, bytes | None] = {}
@@ -149,11 +203,15 @@ async def _handle(batch: list[Inbound], wiring: StreamWiring) -> BatchOutcome:
         payload = state.to_bytes()
         if payload != original.get(device):
             write_state(wiring.table, device, payload, partition_of[device])
-    for inbound in batch:
-        wiring.processed[inbound.partition] = max(wiring.processed.get(inbound.partition, 0), inbound.offset + 1)
+    _mark_processed(received_batch, wiring)
 
     _record(outcome, metrics, len(batch), time.perf_counter() - began)
     return outcome
+
+
+def _mark_processed(batch: list[Inbound], wiring: StreamWiring) -> None:
+    for inbound in batch:
+        wiring.processed[inbound.partition] = max(wiring.processed.get(inbound.partition, 0), inbound.offset + 1)
 
 
 def _record(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: int, seconds: float) -> None:

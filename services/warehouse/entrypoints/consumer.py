@@ -3,7 +3,8 @@
 At-least-once: a partition's offset is committed only after the file holding its rows is in the
 blob store. A crash between the two redelivers the rows, and the new file has the same name as the
 old one (first offset and partition), so it replaces it instead of adding duplicates.
-Undecodable messages go to dead letters (awaited) and are committed with the rows around them.
+Undecodable messages, and records without the lineage and time a row needs (`domain/checks.py`), go to
+dead letters (awaited) and are committed with the rows around them.
 A pass that fails (a write, a commit or a dead letter refused) is never committed past: every
 partition with records read and not committed is sought back to its first such record, the
 buffers are dropped, and the loop reads them again after `RETRY_PAUSE_S`.
@@ -32,11 +33,14 @@ from michi.bus.producer import EventProducer
 from michi.warehouse import Row
 from services.warehouse.adapters.parquet import ParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer, superseded_keys
+from services.warehouse.domain.checks import unplaceable
 from services.warehouse.metrics import WarehouseMetrics
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "warehouse"
+# Dead-letter reason of a record that decodes but cannot be filed (`domain/checks.py`), besides the decoder's.
+SCHEMA_VIOLATION = "schema-violation"
 DEAD_LETTER_TIMEOUT_S = 30.0
 # Pause before what a failed pass read is read again (blob store, broker trouble).
 RETRY_PAUSE_S = 2.0
@@ -157,16 +161,17 @@ class WarehouseSink:
         topic, partition, offset = raw.topic(), raw.partition(), raw.offset()
         source = self.sources[topic]
         headers = read_headers(raw.headers())
-        row: Row | None
+        row: Row | None = None
         try:
             message: Message = decode_message(source.spec, raw.value(), headers)
-            row = source.to_row(message, topic=topic, partition=partition, offset=offset)
         except UndecodableMessage as error:
-            self.producer.dead_letter_record(
-                service=SERVICE, record=raw, headers=headers, reason=error.reason, error=error.detail
-            ).result(DEAD_LETTER_TIMEOUT_S)
-            self.metrics.dead_letters.inc()
-            row = None
+            self._dead_letter(raw, headers, error.reason, error.detail)
+        else:
+            problem = unplaceable(message)  # type: ignore[arg-type]
+            if problem is None:
+                row = source.to_row(message, topic=topic, partition=partition, offset=offset)
+            else:
+                self._dead_letter(raw, headers, SCHEMA_VIOLATION, problem)
         buffer = self.buffers.get((topic, partition))
         if buffer is None:
             buffer = self.buffers[(topic, partition)] = PartitionBuffer(source.kind, topic, partition, self.clock())
@@ -177,6 +182,12 @@ class WarehouseSink:
             self._write_and_commit(buffer)
             del self.buffers[(topic, partition)]
             self._update_gauge()
+
+    def _dead_letter(self, raw: Any, headers: dict[str, str], reason: str, detail: str) -> None:
+        self.producer.dead_letter_record(
+            service=SERVICE, record=raw, headers=headers, reason=reason, error=detail
+        ).result(DEAD_LETTER_TIMEOUT_S)
+        self.metrics.dead_letters.inc()
 
     def flush(self, *, force: bool = False) -> None:
         """Write and commit every buffer that is due (all of them with `force`)."""

@@ -1,0 +1,61 @@
+"""A broker that restarts is not a stalled stream worker: the outage does not count towards the stall clock.
+
+While the broker is away the worker can make no progress, and once it is back the worker must rejoin its
+group before it can; the watch (`michi.bus.stalls.StreamWatch`) starts its clocks again when offsets can
+be read, so it judges the worker only on what it does with a broker that answers.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from michi.bus.stalls import Partition, Position, StreamWatch
+
+
+class BrokerThatRestarts:
+    def __init__(self) -> None:
+        self.away = False
+        self.positions: dict[Partition, Position] = {("in", 0): (10, 20)}
+
+    def read(self, partitions: set[Partition]) -> dict[Partition, Position]:
+        if self.away:
+            raise RuntimeError("KafkaError{code=_TIMED_OUT}")
+        return {partition: self.positions[partition] for partition in partitions}
+
+
+def stalled(for_s: float) -> str:
+    return f"no progress for {for_s:.0f} s on 1 partition(s) with records waiting (in[0]: committed 10, end 20)"
+
+
+def test_a_broker_outage_does_not_count_towards_a_stall_and_the_clock_starts_again_once_it_answers() -> None:
+    broker = BrokerThatRestarts()
+    now = [0.0]
+    stops: list[tuple[str, str, str]] = []
+    app = SimpleNamespace(crashed=False, crash_reason=None, rebalancing=False, in_recovery=False)
+    watch = StreamWatch(
+        app,  # type: ignore[arg-type]
+        bootstrap="unused:9092",
+        service="outage-test",
+        stop=lambda *arguments: stops.append(arguments),
+        clock=lambda: now[0],
+        read=broker.read,
+    )
+    watch.read_topic("in")
+    watch.assigned([("in", 0)])
+
+    def check_at(at: float) -> str | None:
+        now[0] = at
+        watch.check_progress()
+        return watch.readiness()
+
+    assert check_at(0.0) is None
+    assert check_at(25.0) is None  # 25 s without progress, records waiting
+    broker.away = True
+    assert check_at(30.0) is None and check_at(40.0) is None
+    broker.away = False
+    assert check_at(45.0) is None  # not 45 s without progress: the clock starts again here
+    assert check_at(74.9) is None
+    assert check_at(75.0) == stalled(30.0)
+    assert stops == []
+    assert check_at(90.0) == stalled(45.0)
+    assert stops == [("outage-test", stalled(45.0), "in")]
