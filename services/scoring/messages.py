@@ -133,6 +133,13 @@ def trip_input_problem(message: Message, trip_id: str) -> str | None:
     if isinstance(message, labels_pb2.Label):
         return label_problem(message)
     lineage: common_pb2.Lineage = message.lineage  # type: ignore[attr-defined]
+    kind = type(message).__name__.lower()
+    if not message.event_id:  # type: ignore[attr-defined]
+        return f"{kind} without event_id"
+    if not lineage.device_id:
+        return f"{kind} without lineage.device_id: scoring cannot tell whose trip it is"
+    if isinstance(message, inference_pb2.Detection) and int(message.event_type) not in LABEL_EVENT_TYPES:
+        return f"detection event_type {int(message.event_type)} is not a known event type"
     named = [
         ("trip id", trip_id),
         ("event_id", message.event_id),  # type: ignore[attr-defined]
@@ -149,6 +156,10 @@ def trip_input_problem(message: Message, trip_id: str) -> str | None:
 
 def trip_score_problem(score: scoring_pb2.TripScore, driver_id: str) -> str | None:
     """Why the driver roll-up cannot count a trip score (dead letters), or None."""
+    if not score.lineage.trip_id:
+        return "trip score without lineage.trip_id"
+    if not driver_id:
+        return "trip score without a driver (lineage.driver_id or the message key)"
     problem = _too_long([("lineage.trip_id", score.lineage.trip_id), ("driver id", driver_id)]) or _bad_time(
         [("occurred_at", score.occurred_at), ("span.ended_at", score.span.ended_at)]
     )

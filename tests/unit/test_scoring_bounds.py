@@ -370,6 +370,36 @@ def test_ids_longer_than_scoring_keeps_and_times_a_timestamp_cannot_hold_are_sch
     assert len(journal.of("publish", SCORED_EVENTS.base_name)) == 1
 
 
+def test_hollow_messages_under_a_trip_key_are_schema_violations_not_inputs_of_that_trip() -> None:
+    # The right types with (almost) nothing in them, keyed by a real trip: nothing may be counted for it.
+    handlers, journal, _ = build()
+    hollow = [
+        _inbound(inference_pb2.Detection(event_id="hollow-detection"), TRIP, DETECTIONS.base_name),
+        _inbound(inference_pb2.TripSegment(event_id="hollow-segment"), TRIP, DETECTIONS.base_name),
+        _inbound(inference_pb2.Detection(), TRIP, DETECTIONS.base_name),
+    ]
+    untyped = detection("d-untyped")
+    untyped.message.event_type = common_pb2.EVENT_TYPE_UNSPECIFIED
+    feed(handlers, [*hollow, untyped])
+    assert dead_letters(journal) == ["schema-violation"] * 4
+    assert handlers.trips.get(TRIP) is None
+    assert messages.trip_input_problem(hollow[0].message, TRIP) == (
+        "detection without lineage.device_id: scoring cannot tell whose trip it is"
+    )
+    assert messages.trip_input_problem(hollow[2].message, TRIP) == "detection without event_id"
+    scores = [scoring_pb2.TripScore(event_id="s-1"), scoring_pb2.TripScore(event_id="s-2", lineage=_lineage())]
+    asyncio.run(
+        handlers.on_driver_trip_scores(
+            [_inbound(scores[0], "driver-1", TRIP_SCORES_BY_DRIVER.base_name), _inbound(scores[1], "", "x")]
+        )
+    )
+    assert dead_letters(journal)[4:] == ["schema-violation"]
+    assert messages.trip_score_problem(scores[0], "driver-1") == "trip score without lineage.trip_id"
+    assert messages.trip_score_problem(scores[1], "") == (
+        "trip score without a driver (lineage.driver_id or the message key)"
+    )
+
+
 def test_labels_with_long_ids_are_refused_before_they_are_rekeyed() -> None:
     handlers, journal, _ = build()
     message = label("label-1", "window-1", trace_id="t" * (MAX_ID_LENGTH + 1)).message
