@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 from google.protobuf.json_format import MessageToJson
 
 from michi.bus.admin import ensure_topics
+from michi.bus.connection import KafkaConnection
 from michi.bus.reader import end_offsets
 from michi.contracts import stable_event_id
 from michi.contracts.v1 import common_pb2, upload_pb2
@@ -502,12 +503,13 @@ def read_records(
     if not remaining:
         return
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"michi-bench-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 20,
-        }
+        KafkaConnection.plain(bootstrap).confluent_config(
+            {
+                "group.id": f"michi-bench-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+            }
+        )
     )
     try:
         consumer.assign([TopicPartition(topic, partition, starts.get(partition, 0)) for partition in remaining])

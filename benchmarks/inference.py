@@ -49,6 +49,7 @@ from benchmarks.harness import (
 from michi.blobs.store import BlobStore
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, MODEL_ROLLOUTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.connection import KafkaConnection
 from michi.bus.producer import EventProducer
 from michi.cli.status import collect_status
 from michi.contracts.v1 import upload_pb2
@@ -136,13 +137,14 @@ def bare_loop(bootstrap: str, settings: InferenceSettings, uploads: int, batch_s
     pipeline = InferencePipeline(detector, RoadMap.default(), uncertainty_band=settings.inference_uncertainty_band)
     producer = EventProducer(bootstrap, BARE_PREFIX, client_id="michi-bench-bare")
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"michi-bench-bare-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 1000,
-        }
+        KafkaConnection.plain(bootstrap).confluent_config(
+            {
+                "group.id": f"michi-bench-bare-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+            }
+        )
     )
     states: dict[str, DeviceState] = {}
     handled = 0

@@ -60,6 +60,7 @@ from benchmarks.harness import (
 from benchmarks.media import MEBIBYTE, MediaFigures, measure_media
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import UPLOADS
+from michi.bus.connection import KafkaConnection
 from michi.bus.headers import build_headers
 from michi.infra.processes import free_port
 
@@ -109,15 +110,16 @@ def raw_produce(
 ) -> RawResult:
     """Send `payloads` (key, value) round and round for `duration_s`; `in_flight` bounds unacknowledged ones."""
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "client.id": "michi-bench-raw",
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "compression.type": "none",
-            "max.in.flight.requests.per.connection": 5,
-        }
+        KafkaConnection.plain(bootstrap).confluent_config(
+            {
+                "client.id": "michi-bench-raw",
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "compression.type": "none",
+                "max.in.flight.requests.per.connection": 5,
+            }
+        )
     )
     topic = UPLOADS.name(RAW_PREFIX)
     headers: list[tuple[str, str | bytes | None]] = list(build_headers(UPLOADS.schema))

@@ -49,6 +49,7 @@ from benchmarks.harness import (
 )
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import DETECTIONS, PREDICTIONS, SCORED_EVENTS, UPLOADS
+from michi.bus.connection import KafkaConnection
 from michi.bus.reader import end_offsets
 from michi.cli.status import collect_status
 from michi.contracts.v1 import inference_pb2, scoring_pb2
@@ -82,16 +83,17 @@ def relay_chain(
 
     def relay(source: str, target: str) -> None:
         consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"michi-bench-relay-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",  # the relay topics are new and empty
-                "fetch.wait.max.ms": 10,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
-            }
+            KafkaConnection.plain(bootstrap).confluent_config(
+                {
+                    "group.id": f"michi-bench-relay-{uuid.uuid4().hex[:8]}",
+                    "auto.offset.reset": "earliest",  # the relay topics are new and empty
+                    "fetch.wait.max.ms": 10,
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 1000,
+                }
+            )
         )
-        producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+        producer = Producer(KafkaConnection.plain(bootstrap).confluent_config(PRODUCER_SETTINGS))
         consumer.subscribe([source], on_assign=lambda _consumer, _partitions: _wait(ready))
         try:
             while not stop.is_set():
@@ -112,7 +114,7 @@ def relay_chain(
         thread.start()
     _wait(ready)
     starts = [end_offsets(bootstrap, topic) for topic in topics]
-    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+    producer = Producer(KafkaConnection.plain(bootstrap).confluent_config(PRODUCER_SETTINGS))
     sent_at: dict[bytes, float] = {}
     total = max(1, round(rate * duration_s))
     began = time.perf_counter()

@@ -9,12 +9,13 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from michi.bus.catalog import CATALOG, TopicSpec
+from michi.bus.connection import KafkaConnection, as_connection
 
 logger = logging.getLogger(__name__)
 
 
 def ensure_topics(
-    bootstrap: str,
+    bootstrap: KafkaConnection | str,
     prefix: str = "michi.",
     specs: Iterable[TopicSpec] = CATALOG,
     *,
@@ -25,7 +26,7 @@ def ensure_topics(
 
     `partitions` overrides the catalog's counts (tests use 1-2 to keep rebalances quick).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(as_connection(bootstrap).confluent_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [spec for spec in specs if spec.name(prefix) not in existing]
     if not wanted:
@@ -51,8 +52,8 @@ def ensure_topics(
     return created
 
 
-def delete_topics(bootstrap: str, names: Iterable[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def delete_topics(bootstrap: KafkaConnection | str, names: Iterable[str], timeout: float = 30.0) -> None:
+    admin = AdminClient(as_connection(bootstrap).confluent_config())
     futures = admin.delete_topics(list(names), operation_timeout=timeout)
     for future in futures.values():
         try:

@@ -13,21 +13,23 @@ from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.redelivery import stop_without_acknowledging
 
 
-def group_consumer_config(bootstrap: str, prefix: str, service: str) -> dict[str, Any]:
+def group_consumer_config(bootstrap: KafkaConnection | str, prefix: str, service: str) -> dict[str, Any]:
     """A consumer in the service's group `<prefix><service>` that never commits on its own."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "group.id": f"{prefix}{service}",
-        "client.id": f"{prefix}{service}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        "fetch.wait.max.ms": 100,
-    }
+    return as_connection(bootstrap).confluent_config(
+        {
+            "group.id": f"{prefix}{service}",
+            "client.id": f"{prefix}{service}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+            "fetch.wait.max.ms": 100,
+        }
+    )
 
 
 def first_offsets(records: Iterable[Any]) -> dict[tuple[str, int], int]:

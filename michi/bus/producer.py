@@ -27,6 +27,7 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 
 from michi.bus.catalog import DEAD_LETTERS, TopicSpec
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.headers import HeaderList, build_headers
 from michi.contracts import stable_event_id, timestamp_now
 from michi.contracts.v1 import operations_pb2
@@ -84,11 +85,15 @@ class ConsumedRecord(Protocol):
 
 class EventProducer:
     def __init__(
-        self, bootstrap: str, prefix: str = "michi.", *, client_id: str = "michi", extra: dict[str, Any] | None = None
+        self,
+        bootstrap: KafkaConnection | str,
+        prefix: str = "michi.",
+        *,
+        client_id: str = "michi",
+        extra: dict[str, Any] | None = None,
     ) -> None:
         self.prefix = prefix
         config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",
@@ -98,7 +103,7 @@ class EventProducer:
             "max.in.flight.requests.per.connection": 5,
         }
         config.update(extra or {})
-        self._producer = Producer(config)
+        self._producer = Producer(as_connection(bootstrap).confluent_config(config))
         # Outcomes for event-loop futures, gathered during one poll and handed to each loop at once.
         self._settlements: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Delivery], Outcome]] = []
         self._settlements_lock = threading.Lock()

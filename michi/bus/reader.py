@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.headers import read_headers
 
 
@@ -32,7 +33,7 @@ class Record:
 class TopicReader:
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaConnection | str,
         spec: TopicSpec,
         prefix: str = "michi.",
         *,
@@ -41,17 +42,18 @@ class TopicReader:
     ) -> None:
         self.spec = spec
         self.topic = spec.name(prefix)
-        self._bootstrap = bootstrap
+        self._connection = as_connection(bootstrap)
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group_id or f"michi-reader-{uuid.uuid4().hex[:12]}",
-                "auto.offset.reset": "earliest" if from_beginning else "latest",
-                "enable.auto.commit": group_id is not None,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
-                "fetch.wait.max.ms": 50,
-            }
+            self._connection.confluent_config(
+                {
+                    "group.id": group_id or f"michi-reader-{uuid.uuid4().hex[:12]}",
+                    "auto.offset.reset": "earliest" if from_beginning else "latest",
+                    "enable.auto.commit": group_id is not None,
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 1000,
+                    "fetch.wait.max.ms": 50,
+                }
+            )
         )
         self._consumer.subscribe([self.topic])
 
@@ -87,7 +89,7 @@ class TopicReader:
     def read_to_end(self, timeout: float = 30.0) -> list[Record]:
         """Everything written to the topic before this call (bounded by `timeout`)."""
         ends = {
-            partition: end for partition, end in end_offsets(self._bootstrap, self.topic, timeout).items() if end > 0
+            partition: end for partition, end in end_offsets(self._connection, self.topic, timeout).items() if end > 0
         }
         collected: list[Record] = []
         reached: dict[int, int] = {}
@@ -118,12 +120,14 @@ class TopicReader:
         self.close()
 
 
-def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+def end_offsets(bootstrap: KafkaConnection | str, topic: str, timeout: float = 10.0) -> dict[int, int]:
     """High watermark per partition (message counts for topics without deletes).
 
     Retries within `timeout`: right after a topic is created its partitions may have no leader yet.
     """
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"michi-offsets-{uuid.uuid4().hex[:8]}"})
+    consumer = Consumer(
+        as_connection(bootstrap).confluent_config({"group.id": f"michi-offsets-{uuid.uuid4().hex[:8]}"})
+    )
     deadline = time.monotonic() + timeout
     try:
         while True:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.redelivery import stop_without_acknowledging
 
 if TYPE_CHECKING:  # faust only for its types: readiness checks use this module in services without faust
@@ -139,7 +140,7 @@ class StreamWatch:
         self,
         app: faust.App,
         *,
-        bootstrap: str,
+        bootstrap: KafkaConnection | str,
         service: str,
         timeout_s: float | None = STALL_TIMEOUT_S,
         not_ready_after_s: float = NOT_READY_AFTER_S,
@@ -151,7 +152,7 @@ class StreamWatch:
     ) -> None:
         """`stop`, `clock` and `read` (the positions of partitions) are the process's own unless a test gives its."""
         self.app = app
-        self.bootstrap = bootstrap
+        self.connection = as_connection(bootstrap)
         self.service = service
         self.timeout_s = timeout_s
         self.not_ready_after_s = not_ready_after_s
@@ -252,7 +253,7 @@ class StreamWatch:
     def _read_from_broker(self, partitions: set[Partition]) -> dict[Partition, Position]:
         if self._client is None:
             self._client = Consumer(
-                {"bootstrap.servers": self.bootstrap, "group.id": self.app.conf.id, "enable.auto.commit": False}
+                self.connection.confluent_config({"group.id": self.app.conf.id, "enable.auto.commit": False})
             )
         return read_positions(self._client, partitions)
 

@@ -31,6 +31,7 @@ from opentelemetry import trace
 
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.headers import extract_context, read_headers
 from michi.bus.producer import EventProducer
 from michi.bus.redelivery import EXIT_REDELIVER, stop_without_acknowledging
@@ -43,6 +44,7 @@ __all__ = [
     "catalog_topic",
     "create_app",
     "decoded_batches",
+    "faust_broker_settings",
     "process_batches",
     "run_worker",
     "stop_without_acknowledging",
@@ -121,10 +123,26 @@ class _App(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
 
+def faust_broker_settings(connection: KafkaConnection) -> dict[str, Any]:
+    """faust's `broker` (a `kafka://` URL per server) and `broker_credentials` (SASL and/or TLS) for `connection`."""
+    settings: dict[str, Any] = {"broker": [f"kafka://{server}" for server in connection.servers]}
+    if connection.uses_sasl:
+        assert connection.sasl_password is not None  # checked on creation
+        settings["broker_credentials"] = faust.SASLCredentials(
+            username=connection.sasl_username,
+            password=connection.sasl_password.get_secret_value(),
+            mechanism=connection.sasl_mechanism,
+            ssl_context=connection.ssl_context() if connection.uses_tls else None,
+        )
+    elif connection.uses_tls:
+        settings["broker_credentials"] = faust.SSLCredentials(connection.ssl_context())
+    return settings
+
+
 def create_app(
     service: str,
     *,
-    bootstrap: str,
+    bootstrap: KafkaConnection | str,
     app_id: str | None = None,
     data_dir: Path = Path(".michi") / "faust",
     web_port: int | None = None,
@@ -136,15 +154,19 @@ def create_app(
 ) -> faust.App:
     """A faust app for one Michi service. `web_port=None` runs it without a web server.
 
+    `bootstrap` is the Kafka connection (a bare bootstrap string: PLAINTEXT); faust's clients and the
+    watch's consumer are built from it.
+
     Its worker stops without acknowledging (exit 75) when an agent or a faust service crashes, and
     when the partitions it holds of the topics its agents read have records waiting and its committed
     offsets have not moved for `stall_timeout_s` (None: never for a stall); `stream_readiness()` says
     not ready after `not_ready_after_s` of it (`michi/bus/stalls.py`).
     """
+    connection = as_connection(bootstrap)
     identifier = app_id or f"michi-{service}"
     (data_dir / identifier).mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = {
-        "broker": f"kafka://{bootstrap}",
+        **faust_broker_settings(connection),
         "store": "memory://",
         "datadir": str(data_dir / identifier),
         "autodiscover": False,
@@ -169,7 +191,7 @@ def create_app(
     app = _App(identifier, **settings)
     watch = StreamWatch(
         app,
-        bootstrap=bootstrap,
+        bootstrap=connection,
         service=service,
         timeout_s=stall_timeout_s,
         not_ready_after_s=not_ready_after_s,

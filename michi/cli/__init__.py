@@ -145,7 +145,7 @@ def infra_up() -> None:
     except InfrastructureError as error:
         _fail(str(error))
         return
-    ensure_topics(endpoints.kafka_bootstrap, settings.topic_prefix)
+    ensure_topics(settings.kafka_connection(endpoints.kafka_bootstrap), settings.topic_prefix)
     typer.echo(json.dumps(endpoints.to_json(), indent=2))
 
 
@@ -175,7 +175,7 @@ def topics(create: bool = typer.Option(False, help="create the missing topics on
 
     settings = _settings()
     if create:
-        created = ensure_topics(settings.resolved_kafka_bootstrap(), settings.topic_prefix)
+        created = ensure_topics(settings.kafka_connection(), settings.topic_prefix)
         typer.echo(f"created {len(created)} topics", err=True)
     typer.echo(f"{'topic':32} {'key':12} {'value':28} {'parts':>5} retention")
     for spec in CATALOG:
@@ -195,7 +195,7 @@ def status() -> None:
     from michi.cli.status import collect_status
 
     settings = _settings()
-    snapshot = collect_status(settings.resolved_kafka_bootstrap(), settings.topic_prefix)
+    snapshot = collect_status(settings.kafka_connection(), settings.topic_prefix)
     for name, size in snapshot.topic_sizes.items():
         typer.echo(f"{name:22} {size:>10}")
     for service, lag in snapshot.lag.items():

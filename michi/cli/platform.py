@@ -296,7 +296,8 @@ def run_platform(
         write_owned_endpoints(settings.endpoints_path, endpoints.to_json())
         infrastructure.supervise(servers)
         servers.start()
-        ensure_topics(endpoints.kafka_bootstrap, settings.topic_prefix)
+        kafka = settings.kafka_connection(endpoints.kafka_bootstrap)
+        ensure_topics(kafka, settings.topic_prefix)
         environment = {
             "MICHI_HOME": str(home),
             "MICHI_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
@@ -330,7 +331,7 @@ def run_platform(
                 simulated[result.outcome] = simulated.get(result.outcome, 0) + 1
 
             gold = GoldPublisher(
-                EventProducer(endpoints.kafka_bootstrap, settings.topic_prefix, client_id="michi-simulator-gold"),
+                EventProducer(kafka, settings.topic_prefix, client_id="michi-simulator-gold"),
                 SIMULATED_GOLD_RATE,
             )
 
@@ -363,7 +364,7 @@ def run_platform(
         if show_table:
             with Live(console=console, refresh_per_second=1, transient=False) as live:
                 while not stop.is_set():
-                    current = collect_status(endpoints.kafka_bootstrap, settings.topic_prefix)
+                    current = collect_status(kafka, settings.topic_prefix)
                     live.update(_status_table(previous, current, supervisor, simulated, servers))
                     previous = current
                     stop.wait(2.0)

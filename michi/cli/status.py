@@ -9,6 +9,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from michi.bus.catalog import CATALOG, TopicSpec
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.reader import end_offsets
 from michi.kit import service_specs
 
@@ -26,14 +27,14 @@ class PlatformStatus:
     lag: dict[str, int] = field(default_factory=dict)
 
 
-def collect_status(bootstrap: str, prefix: str = "michi.") -> PlatformStatus:
+def collect_status(bootstrap: KafkaConnection | str, prefix: str = "michi.") -> PlatformStatus:
     status = PlatformStatus(taken_at=time.monotonic())
     for spec in CATALOG:
         try:
             status.topic_sizes[spec.base_name] = sum(end_offsets(bootstrap, spec.name(prefix), timeout=5).values())
         except Exception:
             status.topic_sizes[spec.base_name] = -1
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(as_connection(bootstrap).confluent_config())
     for service, specs in CONSUMERS.items():
         group = f"{prefix}{service}"
         try:

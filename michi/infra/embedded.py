@@ -140,7 +140,9 @@ class EmbeddedInfrastructure:
         kafka = self.settings.kafka_bootstrap or endpoints.get("kafka", {}).get("bootstrap")
         redis = self.settings.redis_url or endpoints.get("redis")
         return {
-            "kafka": f"{kafka} {'up' if kafka and broker_answers(kafka) else 'down'}" if kafka else "not started",
+            "kafka": f"{kafka} {'up' if kafka and broker_answers(self.settings.kafka_connection(kafka)) else 'down'}"
+            if kafka
+            else "not started",
             "redis": f"{redis} {'up' if redis and redis_answers(redis) else 'down'}" if redis else "not started",
             "database": self.settings.resolved_database_url(),
             "blobs": self.settings.resolved_blob_url(),

@@ -16,8 +16,8 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.infra.processes import (
     InfrastructureError,
     require_free_port,
@@ -258,17 +258,14 @@ def _kafka_uuid() -> str:
             return candidate
 
 
-def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+def broker_answers(bootstrap: KafkaConnection | str, timeout: float = 2.0) -> bool:
     """True when the broker returns cluster metadata with at least one broker."""
     from confluent_kafka.admin import AdminClient
 
     try:
-        probe_config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "socket.timeout.ms": int(timeout * 1000),
-            "log_level": 0,
-            "logger": _silent_logger,
-        }
+        probe_config = as_connection(bootstrap).confluent_config(
+            {"socket.timeout.ms": int(timeout * 1000), "log_level": 0, "logger": _silent_logger}
+        )
         admin = AdminClient(probe_config)
         metadata = admin.list_topics(timeout=timeout)
     except Exception:

@@ -14,7 +14,7 @@ A service that consumes Kafka is ready only while it makes progress: `ConsumerPr
 fails when records wait on the group's partitions and its committed offsets have not moved for
 `NOT_READY_AFTER_S` (30 s; the faust stream workers have the same judgement built in, `michi/bus/stalls.py`):
 
-    checks["progress"] = ConsumerProgress(bootstrap, f"{prefix}warehouse", [PREDICTIONS.name(prefix)])
+    checks["progress"] = ConsumerProgress(settings.kafka_connection(), f"{prefix}warehouse", [PREDICTIONS.name(prefix)])
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.stalls import NOT_READY_AFTER_S, Partition, Position, StallDetector, read_positions
 
 CHECK_TIMEOUT_S = 5.0
@@ -72,7 +73,7 @@ class ConsumerProgress:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaConnection | str,
         group_id: str,
         topics: Iterable[str],
         *,
@@ -80,7 +81,7 @@ class ConsumerProgress:
         clock: Callable[[], float] = time.monotonic,
         read: Callable[[], dict[Partition, Position]] | None = None,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.connection = as_connection(bootstrap)
         self.group_id = group_id
         self.topics = tuple(topics)
         self.not_ready_after_s = not_ready_after_s
@@ -94,7 +95,7 @@ class ConsumerProgress:
         with self._lock:
             if self._client is None:
                 self._client = Consumer(
-                    {"bootstrap.servers": self.bootstrap, "group.id": self.group_id, "enable.auto.commit": False}
+                    self.connection.confluent_config({"group.id": self.group_id, "enable.auto.commit": False})
                 )
             metadata = self._client.list_topics(timeout=5)
             partitions = {

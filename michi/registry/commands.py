@@ -36,7 +36,7 @@ def _registry(*, publishing: bool) -> Iterator[Any]:
 
     settings = load_settings(MichiSettings)
     producer = (
-        EventProducer(settings.resolved_kafka_bootstrap(), settings.topic_prefix, client_id="michi-models")
+        EventProducer(settings.kafka_connection(), settings.topic_prefix, client_id="michi-models")
         if publishing
         else None
     )

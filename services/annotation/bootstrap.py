@@ -153,7 +153,7 @@ def build_wiring(
 
 def label_producer(settings: AnnotationSettings) -> EventProducer:
     return EventProducer(
-        settings.resolved_kafka_bootstrap(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
+        settings.kafka_connection(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
     )
 
 
@@ -197,7 +197,7 @@ def build_app(
 
     async def kafka_ready() -> None:
         def check() -> None:
-            admin = AdminClient({"bootstrap.servers": settings.resolved_kafka_bootstrap()})
+            admin = AdminClient(settings.kafka_connection().confluent_config())
             metadata = admin.list_topics(topic=labels_topic, timeout=3)
             topic = metadata.topics.get(labels_topic)
             if topic is None or topic.error is not None:
@@ -217,7 +217,7 @@ def build_app(
             checks["consumer"] = consumer_ready
             # Polling is not progress: records waiting while the group's offsets stay put answer 503.
             progress = ConsumerProgress(
-                settings.resolved_kafka_bootstrap(),
+                settings.kafka_connection(),
                 f"{settings.topic_prefix}{SERVICE}",
                 [LABEL_REQUESTS.name(settings.topic_prefix)],
             )
@@ -230,9 +230,7 @@ def build_app(
         threads.append(_background("upkeep", upkeep_loop))
         if settings.annotation_consume and producer is not None:
             consumer = LabelRequestConsumer(
-                consumer=Consumer(
-                    group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)
-                ),
+                consumer=Consumer(group_consumer_config(settings.kafka_connection(), settings.topic_prefix, SERVICE)),
                 producer=producer,
                 service=built.service,
                 topic=LABEL_REQUESTS.name(settings.topic_prefix),

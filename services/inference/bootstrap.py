@@ -28,6 +28,7 @@ from michi.bus.catalog import (
     TRIP_SEGMENTS,
     UPLOADS,
 )
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.producer import EventProducer
 from michi.bus.streams import create_app, run_worker
 from michi.contracts.v1 import operations_pb2
@@ -65,9 +66,10 @@ class InferenceApp:
     settings: InferenceSettings
 
 
-def uploads_partitions(bootstrap: str, prefix: str, timeout: float = 10.0) -> int:
+def uploads_partitions(bootstrap: KafkaConnection | str, prefix: str, timeout: float = 10.0) -> int:
     """Partitions of the uploads topic (the device table must have as many)."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(UPLOADS.name(prefix), timeout=timeout)
+    admin = AdminClient(as_connection(bootstrap).confluent_config())
+    metadata = admin.list_topics(UPLOADS.name(prefix), timeout=timeout)
     topic = metadata.topics.get(UPLOADS.name(prefix))
     if topic is None or topic.error is not None or not topic.partitions:
         return UPLOADS.partitions
@@ -100,7 +102,7 @@ def build_app(
     road_map: SpeedLimits | None = None,
     loader: Loader | None = None,
 ) -> InferenceApp:
-    bootstrap = settings.resolved_kafka_bootstrap()
+    bootstrap = settings.kafka_connection()
     partitions = settings.inference_partitions or uploads_partitions(bootstrap, settings.topic_prefix)
     if road_map is None:
         from michi.roadmap import RoadMap
@@ -154,7 +156,7 @@ def run() -> None:
     settings = load_settings(InferenceSettings)
     configure_logging(SERVICE, settings.log_level)
     configure_tracing(SERVICE, settings.home)
-    bootstrap = settings.resolved_kafka_bootstrap()
+    bootstrap = settings.kafka_connection()
     ensure_topics(
         bootstrap,
         settings.topic_prefix,

@@ -133,7 +133,7 @@ def upload_producer(settings: IngestSettings) -> EventProducer:
     # The producer gives up on a message when ingest gives up waiting, so a 503 leaves nothing queued.
     timeout_ms = int(settings.ingest_publish_timeout_s * 1000)
     return EventProducer(
-        settings.resolved_kafka_bootstrap(),
+        settings.kafka_connection(),
         settings.topic_prefix,
         client_id=f"michi-{SERVICE}",
         extra={"message.timeout.ms": timeout_ms, "request.timeout.ms": min(timeout_ms, 30_000)},
@@ -183,7 +183,7 @@ def build_app(
     async def kafka_ready() -> None:
         def check() -> None:
             # A client per check, gone when the check ends: an idle one would reconnect forever.
-            admin = AdminClient({"bootstrap.servers": settings.resolved_kafka_bootstrap()})
+            admin = AdminClient(settings.kafka_connection().confluent_config())
             metadata = admin.list_topics(topic=uploads_topic, timeout=3)
             topic = metadata.topics.get(uploads_topic)
             if topic is None or topic.error is not None:

@@ -31,7 +31,7 @@ from services.scoring.settings import ScoringSettings
 
 def build_app(settings: ScoringSettings, *, producer: EventProducer | None = None) -> faust.App:
     """The scoring faust app with its tables, agents, timer and pages (the caller closes `producer`)."""
-    bootstrap = settings.resolved_kafka_bootstrap()
+    bootstrap = settings.kafka_connection()
     prefix = settings.topic_prefix
     trip_partitions, driver_partitions = prepare_topics(bootstrap, prefix)
     producer = producer or EventProducer(bootstrap, prefix, client_id=f"{prefix}{SERVICE}")
@@ -86,7 +86,7 @@ def run() -> None:
     configure_tracing(SERVICE, settings.home)
 
     producer = EventProducer(
-        settings.resolved_kafka_bootstrap(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
+        settings.kafka_connection(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
     )
     try:
         try:

@@ -160,7 +160,7 @@ def build_service(
         check_interval_s=settings.trainer_check_interval_s,
         register_physics=settings.trainer_register_physics,
     )
-    bootstrap, prefix = settings.resolved_kafka_bootstrap(), settings.topic_prefix
+    bootstrap, prefix = settings.kafka_connection(), settings.topic_prefix
     consumer = EventConsumer(
         consumer=Consumer(group_consumer_config(bootstrap, prefix, SERVICE)),
         producer=producer,
@@ -181,7 +181,7 @@ def run() -> None:
     settings = load_settings(TrainerSettings)
     configure_logging(SERVICE, settings.log_level)
     configure_tracing(SERVICE, settings.home)
-    bootstrap = settings.resolved_kafka_bootstrap()
+    bootstrap = settings.kafka_connection()
     ensure_topics(bootstrap, settings.topic_prefix, (LABELS, ALERTS, MODEL_ROLLOUTS, DEAD_LETTERS))
     producer = EventProducer(bootstrap, settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}")
     try:

@@ -46,7 +46,7 @@ def progress_check(settings: WarehouseSettings) -> ConsumerProgress:
     judged stalled only after that wait plus `NOT_READY_AFTER_S` (40 s with the default 10 s).
     """
     return ConsumerProgress(
-        settings.resolved_kafka_bootstrap(),
+        settings.kafka_connection(),
         f"{settings.topic_prefix}{SERVICE}",
         list(source_topics(settings)),
         not_ready_after_s=NOT_READY_AFTER_S + settings.warehouse_flush_s,
@@ -59,7 +59,7 @@ def build_sink(
     """The sink subscribed to predictions and detections (the caller closes `producer`)."""
     sources = source_topics(settings)
     return WarehouseSink(
-        consumer=Consumer(group_consumer_config(settings.resolved_kafka_bootstrap(), settings.topic_prefix, SERVICE)),
+        consumer=Consumer(group_consumer_config(settings.kafka_connection(), settings.topic_prefix, SERVICE)),
         producer=producer,
         writer=writer or BlobParquetWriter(BlobStore(settings.resolved_blob_url())),
         sources=sources,
@@ -79,7 +79,7 @@ def run() -> None:
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signal_number, lambda *_: stop.set())
     producer = EventProducer(
-        settings.resolved_kafka_bootstrap(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
+        settings.kafka_connection(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
     )
     progress = progress_check(settings)
     try:

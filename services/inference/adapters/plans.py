@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from michi.bus.catalog import MODEL_ROLLOUTS
 from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.headers import read_headers
 from michi.bus.producer import EventProducer
 from michi.contracts.v1 import operations_pb2
@@ -34,21 +35,27 @@ class PlanFeedUnavailable(RuntimeError):
 
 class RolloutPlanFeed:
     def __init__(
-        self, bootstrap: str, prefix: str, *, producer: EventProducer | None = None, service: str = "inference"
+        self,
+        bootstrap: KafkaConnection | str,
+        prefix: str,
+        *,
+        producer: EventProducer | None = None,
+        service: str = "inference",
     ) -> None:
         self.topic = MODEL_ROLLOUTS.name(prefix)
         self._producer = producer
         self._service = service
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                # Required by the client; nothing is committed and no group is joined (partitions are assigned).
-                "group.id": f"michi-{service}-plans-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 200,
-            }
+            as_connection(bootstrap).confluent_config(
+                {
+                    # Required by the client; nothing is committed and no group is joined (partitions are assigned).
+                    "group.id": f"michi-{service}-plans-{uuid.uuid4().hex[:12]}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 200,
+                }
+            )
         )
         self._assigned = False
 

@@ -13,17 +13,20 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from michi.bus.connection import KafkaConnection, as_connection
+
 
 class CommittedProgress:
-    def __init__(self, bootstrap: str, group_id: str, topics: Iterable[str]) -> None:
+    def __init__(self, bootstrap: KafkaConnection | str, group_id: str, topics: Iterable[str]) -> None:
         self._topics = tuple(topics)
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group_id,
-                # Only reads the group's offsets: never subscribes, joins or commits.
-                "enable.auto.commit": False,
-            }
+            as_connection(bootstrap).confluent_config(
+                {
+                    "group.id": group_id,
+                    # Only reads the group's offsets: never subscribes, joins or commits.
+                    "enable.auto.commit": False,
+                }
+            )
         )
         self._lock = threading.Lock()
 

@@ -26,6 +26,7 @@ from michi.bus.catalog import (
     TRIP_SEGMENTS,
     TopicSpec,
 )
+from michi.bus.connection import KafkaConnection, as_connection
 from michi.contracts.v1 import labels_pb2, scoring_pb2
 
 TRIP_SCORES_BY_DRIVER = TopicSpec(
@@ -54,13 +55,15 @@ class TopicLayoutError(RuntimeError):
     """The topics on the broker cannot be processed together (one line for the operator)."""
 
 
-def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0, settle_s: float = 10.0) -> dict[str, int]:
+def partition_counts(
+    bootstrap: KafkaConnection | str, names: list[str], timeout: float = 30.0, settle_s: float = 10.0
+) -> dict[str, int]:
     """Actual partition count of each topic on the broker (0 when missing).
 
     A topic created a moment ago can show no partitions in the broker's metadata for a short while:
     ask again (for up to `settle_s`) while any of them reads 0.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(as_connection(bootstrap).confluent_config())
     deadline = time.monotonic() + settle_s
     while True:
         metadata = admin.list_topics(timeout=timeout)
@@ -70,7 +73,7 @@ def partition_counts(bootstrap: str, names: list[str], timeout: float = 30.0, se
         time.sleep(0.2)
 
 
-def prepare_topics(bootstrap: str, prefix: str) -> tuple[int, int]:
+def prepare_topics(bootstrap: KafkaConnection | str, prefix: str) -> tuple[int, int]:
     """Create what is missing; return (trip partitions, driver partitions) as they are on the broker.
 
     Detections, trip segments and the labels re-keyed by trip share the trip table, so

@@ -100,9 +100,7 @@ def train_command(
         _fail(str(error))
         return
     producer = (
-        None
-        if dry_run
-        else EventProducer(settings.resolved_kafka_bootstrap(), settings.topic_prefix, client_id="michi-train")
+        None if dry_run else EventProducer(settings.kafka_connection(), settings.topic_prefix, client_id="michi-train")
     )
     wiring = build_wiring(settings, producer=producer, parameters=parameters)
     try:
