@@ -35,7 +35,7 @@ from michi.contracts.v1 import common_pb2, upload_pb2
 from michi.infra.kafka import KafkaBroker
 from michi.infra.processes import free_port, stop_process
 from michi.infra.redis import RedisServer
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
 
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -53,7 +53,7 @@ from michi.bus.connection import KafkaConnection
 from michi.bus.producer import EventProducer
 from michi.cli.status import collect_status
 from michi.contracts.v1 import upload_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.windows.features import DATA_VERSION
 from michi.windows.model_spec import MODEL_NAME
 from services.inference.adapters.onnx_model import ModelArtifact, OnnxDetector

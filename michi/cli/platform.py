@@ -22,13 +22,13 @@ from michi.bus.producer import EventProducer
 from michi.cli.running import remove_owned_endpoints, write_owned_endpoints
 from michi.cli.status import PlatformStatus, collect_status
 from michi.contracts import timestamp_to_seconds
+from michi.device_client import SendReport, UploadClient, send_fleet
 from michi.infra import EmbeddedInfrastructure, InfrastructureError
 from michi.infra.processes import wait_until
 from michi.infra.supervisor import Supervisor
 from michi.kit import service_spec, service_specs
 from michi.settings import MichiSettings
 from michi.telemetry import configure_logging
-from michi.uplink import SendReport, UploadClient, send_fleet
 
 if TYPE_CHECKING:
     from michi.simulator import SimulationConfig
@@ -184,7 +184,7 @@ def simulate_fleet(
 ) -> SendReport:
     """Drive the fleet `config` describes against ingest at `target`, each upload once its slice has passed
     at `speed` x real time (None: as fast as ingest takes them)."""
-    from michi.roadmap import RoadMap
+    from michi.roads import RoadMap
     from michi.simulator import FleetSimulator
 
     simulator = FleetSimulator(config, road_map=RoadMap.default())

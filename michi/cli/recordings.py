@@ -7,7 +7,7 @@
 
 A recording is a file `michi.recordings.read_recording` reads (CSV, JSON, NPZ) or the short name of
 one shipped in datasets/real-driving. `replay` cuts it into the uploads a dashcam would send, with
-times rebased to now, and posts them in order to a running ingest through `michi.uplink` (the
+times rebased to now, and posts them in order to a running ingest through `michi.device_client` (the
 simulator's client: retries, `Retry-After`). `evaluate` runs the product's own preprocessing,
 calibration and model in this process (`services.inference.handlers.process_uploads`, no servers)
 and prints calibration, detections and, against a labels file, the figures of
@@ -148,7 +148,7 @@ def _describe(recording: Recording) -> str:
 def rebased_start(now_s: float, span_s: float, speed: float) -> float:
     """When the drive starts so that every upload is over when it is sent.
 
-    Uploads leave when their slice has passed at `speed` x real time (`michi.uplink`): the last one,
+    Uploads leave when their slice has passed at `speed` x real time (`michi.device_client`): the last one,
     `span_s` after the first began, leaves at now + span_s / speed. At speed 1 the drive starts now;
     faster, it starts `span_s x (1 - 1/speed)` earlier; as fast as possible (0), it ends now. Ingest
     refuses uploads from the future, and a device never sends a slice it has not recorded yet.
@@ -206,8 +206,8 @@ def replay_command(
     import asyncio
 
     from michi.contracts import timestamp_from_seconds, timestamp_to_seconds
+    from michi.device_client import SendReport, UploadClient, UploadResult, send_fleet
     from michi.recordings import RecordingError, recording_uploads
-    from michi.uplink import SendReport, UploadClient, UploadResult, send_fleet
     from services.ingest.domain.validation import ID_PATTERN
 
     if speed < 0 or not math.isfinite(speed):

@@ -1,6 +1,6 @@
 """A physics model of a dashcam fleet, with ground truth for every injected event.
 
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
 
 simulator = FleetSimulator(SimulationConfig(devices=20, duration_s=600, seed=7), road_map=RoadMap.default())

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from michi.contracts.v1 import upload_pb2
 from michi.recordings import received, recording_uploads, shared_recording
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import road, vibration
 from michi.simulator.config import DEFAULT_START_TIME, SimulationConfig
 from michi.simulator.fleet import FleetSimulator

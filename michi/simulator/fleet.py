@@ -1,6 +1,6 @@
 """The fleet simulator: devices driving trips on the road map and streaming `Upload`s.
 
-    from michi.roadmap import RoadMap
+    from michi.roads import RoadMap
     from michi.simulator import FleetSimulator, SimulationConfig
 
     simulator = FleetSimulator(SimulationConfig(devices=20, duration_s=600, seed=7), road_map=RoadMap.default())
@@ -29,7 +29,7 @@ import numpy as np
 
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, upload_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator.config import SimulationConfig
 from michi.simulator.hardware import DeviceHardware
 from michi.simulator.kinematics import (

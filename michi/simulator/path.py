@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from michi.roadmap import ROAD_CLASS_RANK, TURN_RADIUS_M, IntersectionControl, RoadMap, RoadSegment
-from michi.roadmap.network import STOP_LINE_SETBACK_M
+from michi.roads import ROAD_CLASS_RANK, TURN_RADIUS_M, IntersectionControl, RoadMap, RoadSegment
+from michi.roads.network import STOP_LINE_SETBACK_M
 from michi.simulator.vehicles import DriverStyle
 
 # Chance a signal is red when the vehicle arrives.

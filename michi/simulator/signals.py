@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from michi.roadmap import LocalProjection
+from michi.roads import LocalProjection
 from michi.simulator.hardware import GYROSCOPE_RANGE_RADPS, GYROSCOPE_STEP_RADPS, DeviceHardware
 from michi.simulator.kinematics import Overlay, TripKinematics
 from michi.simulator.path import Path

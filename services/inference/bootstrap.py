@@ -105,7 +105,7 @@ def build_app(
     bootstrap = settings.kafka_connection()
     partitions = settings.inference_partitions or uploads_partitions(bootstrap, settings.topic_prefix)
     if road_map is None:
-        from michi.roadmap import RoadMap
+        from michi.roads import RoadMap
 
         road_map = RoadMap.default()
     baseline = model if model is not None else default_detector(settings)

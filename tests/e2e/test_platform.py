@@ -20,11 +20,11 @@ from michi.cli.status import collect_status
 from michi.cli.tracing import find_trace
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, scoring_pb2, upload_pb2
+from michi.device_client import UploadClient, send_fleet
 from michi.infra.processes import wait_until
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.settings import MichiSettings
 from michi.simulator import FleetSimulator, GroundTruthEvent, SimulationConfig
-from michi.uplink import UploadClient, send_fleet
 from michi.warehouse import query as warehouse_query
 from michi.windows.physics import PHYSICS_DATA_VERSION, PHYSICS_MODEL_VERSION
 

@@ -31,7 +31,7 @@ from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_n
 from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2, upload_pb2
 from michi.infra.processes import free_port, wait_until
 from michi.registry import ModelRegistry
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
 from michi.windows.features import window_id
 

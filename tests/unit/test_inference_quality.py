@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from michi.contracts.v1 import upload_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.domain.state import DeviceState

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from michi.contracts.v1 import upload_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
 from michi.windows.features import DATA_VERSION, FEATURE_INDEX, FEATURE_NAMES, GPS_LAG_S, SIGNAL_CHANNELS, SIGNAL_STEPS
 from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME

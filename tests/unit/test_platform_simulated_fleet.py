@@ -20,10 +20,10 @@ from michi.cli.platform import (
 )
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import upload_pb2
-from michi.roadmap import RoadMap
+from michi.device_client import UploadResult, send_fleet
+from michi.roads import RoadMap
 from michi.settings import MichiSettings
 from michi.simulator import FleetSimulator, SimulationConfig
-from michi.uplink import UploadResult, send_fleet
 from services.ingest.bootstrap import device_registry
 from services.ingest.domain.tokens import RevokedToken
 from services.ingest.domain.validation import UploadLimits, check_started_at, check_upload_end
@@ -140,7 +140,7 @@ class CheckingClient:
 
 
 def _drive_paced(start_time: float, *, duration: float, speed: float) -> CheckingClient:
-    """Two `michi up` dashcams starting at `start_time`, paced at `speed` by the uplink like `simulate_fleet`."""
+    """Two `michi up` dashcams starting at `start_time`, paced at `speed` by the device client like `simulate_fleet`."""
     config = up_simulation_config(devices=2, duration=duration, seed=MAKE_RUN_SEED, start_time=start_time)
     simulator = FleetSimulator(config, road_map=RoadMap.default())
     client = CheckingClient()

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import upload_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import (
     CONFOUNDER_KINDS,
     GRAVITY_MPS2,

@@ -8,7 +8,7 @@ from typing import Any
 from michi.cli.platform import GoldPublisher
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import labels_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
 from michi.simulator.gold import GOLD_KINDS, gold_request, sampled_for_gold
 from michi.simulator.truth import EVENT_TYPE_BY_KIND

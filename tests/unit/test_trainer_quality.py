@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from michi.contracts.v1 import upload_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig, judge_detections
 from michi.windows.physics import PHYSICS_MODEL_VERSION, build_physics_model
 from services.inference.domain.state import DeviceState

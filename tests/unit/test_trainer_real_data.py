@@ -24,7 +24,7 @@ import pytest
 from michi.recordings import shared_recording
 from michi.recordings.evaluation import LabelledEvent
 from michi.registry import Stage, VersionAlreadyRegistered
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.windows.features import FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
 from michi.windows.physics import PHYSICS_DATA_VERSION, PHYSICS_MODEL_VERSION, build_physics_model
 from services.inference.domain.speeding import road_map_version

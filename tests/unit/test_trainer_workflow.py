@@ -28,7 +28,7 @@ from michi.cli import app
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2, upload_pb2
 from michi.registry import Stage
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
 from michi.windows.features import FEATURE_NAMES, window_id
 from michi.windows.model_spec import CLASS_EVENT_TYPES

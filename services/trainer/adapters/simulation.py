@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from michi.contracts.v1 import labels_pb2, upload_pb2
-from michi.roadmap import RoadMap
+from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
 from michi.windows.chain import windows_in_order
 from michi.windows.features import DATA_VERSION

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from michi.roadmap import (
+from michi.roads import (
     DEFAULT_SEED,
     ROAD_CLASS_RANK,
     IntersectionControl,

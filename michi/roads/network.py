@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from michi.roadmap.projection import LocalProjection
+from michi.roads.projection import LocalProjection
 
-MAP_FORMAT = "michi.roadmap.v1"
+MAP_FORMAT = "michi.roads.v1"
 DEFAULT_SEED = 20260101
 DEFAULT_ORIGIN_LATITUDE = 35.68
 DEFAULT_ORIGIN_LONGITUDE = 139.76
