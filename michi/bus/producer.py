@@ -83,6 +83,23 @@ class ConsumedRecord(Protocol):
     def value(self) -> bytes | None: ...
 
 
+class DecodedRecord(Protocol):
+    """What the producer needs of a decoded inbound record (`michi.bus.streams.Inbound` is one)."""
+
+    @property
+    def message(self) -> Message: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
 class EventProducer:
     def __init__(
         self,
@@ -303,6 +320,22 @@ class EventProducer:
             key=record.key(),
             value=record.value(),
             headers=headers,
+            reason=reason,
+            error=error,
+        )
+
+    def dead_letter_inbound(
+        self, *, service: str, inbound: DecodedRecord, reason: str, error: str, value: bytes | None = None
+    ) -> concurrent.futures.Future[Delivery]:
+        """`dead_letter` for a decoded stream record (`Inbound`): its message re-serialized unless `value` is given."""
+        return self.dead_letter(
+            service=service,
+            source_topic=inbound.topic,
+            partition=inbound.partition,
+            offset=inbound.offset,
+            key=inbound.key.encode(),
+            value=inbound.message.SerializeToString() if value is None else value,
+            headers=inbound.headers,
             reason=reason,
             error=error,
         )

@@ -146,13 +146,15 @@ def create_app(
     app_id: str | None = None,
     data_dir: Path = Path(".michi") / "faust",
     web_port: int | None = None,
+    web_host: str = "127.0.0.1",
     partitions: int = 6,
     stall_timeout_s: float | None = STALL_TIMEOUT_S,
     not_ready_after_s: float = NOT_READY_AFTER_S,
     watch_interval_s: float = CHECK_INTERVAL_S,
     **overrides: Any,
 ) -> faust.App:
-    """A faust app for one Michi service. `web_port=None` runs it without a web server.
+    """A faust app for one Michi service. `web_port=None` runs it without a web server; `web_host` is the address
+    it binds (127.0.0.1 unless the service's `<name>_host` says otherwise).
 
     `bootstrap` is the Kafka connection (a bare bootstrap string: PLAINTEXT); faust's clients and the
     watch's consumer are built from it.
@@ -181,9 +183,9 @@ def create_app(
         "topic_partitions": partitions,
         "table_standby_replicas": 0,
         "web_enabled": web_port is not None,
-        "web_host": "127.0.0.1",
+        "web_host": web_host,
         "web_port": web_port or 6066,
-        "web_bind": "127.0.0.1",
+        "web_bind": web_host,
         "logging_config": None,
         "Agent": RedeliveringAgent,
     }

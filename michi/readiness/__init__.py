@@ -6,9 +6,19 @@ A check is an async callable that returns when the dependency answers and raises
 `checks` maps each name to "ok" or "error: <type>: <message>" (cut to 300 characters), the body
 `ReadinessAnswer` describes in the OpenAPI document.
 
-    add_operations_routes(app, checks, metrics.registry, ready_summary="Kafka, Redis and the database answer")
+    add_operations_routes(app, checks, metrics.registry, ready_summary="...", service="ingest")
 
-adds a FastAPI service's `/healthz`, `/readyz` (200 or 503 with that body) and `/metrics` (Prometheus).
+adds a FastAPI service's `/healthz`, `/readyz` (200 or 503 with that body) and `/metrics` (Prometheus);
+`add_stream_pages` does the same for a faust stream worker, and the warehouse's `http.server` answers with
+`readiness_body` too. Every service's `/readyz` answers one body (`readiness_body`, docs/architecture.md):
+
+    {"status": "ready", "service": "ingest", "ready": true, "checks": {"kafka": "ok", "redis": "ok"}}
+    {"status": "not ready", "service": "ingest", "ready": false,
+     "checks": {"kafka": "error: KafkaException: ...", "redis": "ok"}, "reason": "kafka: error: KafkaException: ..."}
+
+`status` is "ready" or why not ("not ready"; a stream worker says "starting" or "stalled"), `checks` maps each
+check to "ok" or "error: ...", `reason` (only when not ready) is the first failing check. `/healthz` answers
+`{"status": "ok", "service": ...}`.
 
 A service that consumes Kafka is ready only while it makes progress: `ConsumerProgress` is a check that
 fails when records wait on the group's partitions and its committed offsets have not moved for
@@ -39,9 +49,37 @@ CHECK_TIMEOUT_S = 5.0
 ReadinessCheck = Callable[[], Awaitable[Any]]
 
 
+READY = "ready"
+NOT_READY = "not ready"
+
+
 class ReadinessAnswer(BaseModel):
+    """The body of every service's `/readyz` (200 when `ready`, else 503)."""
+
+    status: str
+    service: str
     ready: bool
     checks: dict[str, str]
+    reason: str | None = None
+
+
+def readiness_body(service: str, checks: Mapping[str, str], *, status: str | None = None) -> dict[str, Any]:
+    """The `/readyz` body: ready when every check says "ok"; else `status` (default "not ready") and the reason."""
+    ready = all(outcome == "ok" for outcome in checks.values())
+    body: dict[str, Any] = {
+        "status": READY if ready else (status or NOT_READY),
+        "service": service,
+        "ready": ready,
+        "checks": dict(checks),
+    }
+    if not ready:
+        body["reason"] = next(f"{name}: {outcome}" for name, outcome in checks.items() if outcome != "ok")
+    return body
+
+
+def health_body(service: str) -> dict[str, str]:
+    """The `/healthz` body of a live process."""
+    return {"status": "ok", "service": service}
 
 
 async def run_checks(
@@ -126,13 +164,22 @@ class ConsumerProgress:
 
 
 def add_operations_routes(
-    app: FastAPI, checks: Mapping[str, ReadinessCheck], registry: CollectorRegistry, *, ready_summary: str
+    app: FastAPI,
+    checks: Mapping[str, ReadinessCheck] | Callable[[], dict[str, str]],
+    registry: CollectorRegistry | Callable[[], bytes],
+    *,
+    ready_summary: str,
+    service: str,
 ) -> None:
-    """`/healthz` (the process is alive), `/readyz` (`run_checks` over `checks`) and `/metrics` on `app`."""
+    """`/healthz` (the process is alive), `/readyz` and `/metrics` on `app`.
+
+    `checks`: async checks run with `run_checks`, or a blocking function returning the outcomes (run in a
+    thread: it may block on the broker). `registry`: a Prometheus registry, or a function rendering the page.
+    """
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return health_body(service)
 
     @app.get(
         "/readyz",
@@ -141,13 +188,43 @@ def add_operations_routes(
         summary=ready_summary,
     )
     async def readyz() -> Response:
-        ready, outcomes = await run_checks(checks)
-        return Response(
-            orjson.dumps({"ready": ready, "checks": outcomes}),
-            status_code=200 if ready else 503,
-            media_type="application/json",
-        )
+        if callable(checks):
+            outcomes = await asyncio.to_thread(checks)
+        else:
+            outcomes = (await run_checks(checks))[1]
+        body = readiness_body(service, outcomes)
+        return Response(orjson.dumps(body), status_code=200 if body["ready"] else 503, media_type="application/json")
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics_page() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        page = registry() if callable(registry) else generate_latest(registry)
+        return Response(page, media_type=CONTENT_TYPE_LATEST)
+
+
+def add_stream_pages(app: Any, service: str, render_metrics: Callable[[], bytes]) -> None:
+    """`/healthz`, `/readyz` and `/metrics` of a faust stream worker (`michi.bus.streams.stream_readiness`).
+
+    Its one check, `stream`, is "ok" while the worker processes; otherwise the body's `status` is the
+    worker's ("starting": recovering or rebalancing; "stalled": records wait without progress).
+    """
+    from michi.bus.streams import stream_readiness  # faust: imported only by the services that run it
+
+    @app.page("/healthz", name="healthz")  # type: ignore[untyped-decorator]
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json(health_body(service))
+
+    @app.page("/readyz", name="readyz")  # type: ignore[untyped-decorator]
+    async def readyz(web: Any, request: Any) -> Any:
+        # Ready: partitions held, tables recovered, no rebalance, nothing crashed, and no held partition
+        # with records waiting and no progress for 30 s (`michi.bus.streams.StreamWatch`).
+        readiness = stream_readiness(app)
+        outcome = "ok" if readiness.ready else f"error: {readiness.status}: {readiness.reason}"
+        body = readiness_body(service, {"stream": outcome}, status=readiness.status)
+        if not readiness.ready:
+            body["reason"] = readiness.reason
+        return web.json(body, status=200 if readiness.ready else 503)
+
+    @app.page("/metrics", name="metrics")  # type: ignore[untyped-decorator]
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp refuses a charset inside content_type, so the Prometheus type goes in as a header.
+        return web.bytes(render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})

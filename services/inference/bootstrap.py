@@ -133,6 +133,7 @@ def build_app(
         app_id=f"{settings.topic_prefix}{SERVICE}",
         data_dir=settings.home / "faust",
         web_port=settings.inference_port,
+        web_host=settings.inference_host,
         partitions=partitions,
     )
     table = create_device_table(app, partitions)

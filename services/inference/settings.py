@@ -9,7 +9,8 @@ from michi.windows.model_spec import MODEL_NAME
 
 
 class InferenceSettings(MichiSettings):
-    # /healthz, /readyz and /metrics (faust's web server, bound to 127.0.0.1).
+    # /healthz, /readyz and /metrics (faust's web server) on this address and port; 0.0.0.0 in a container.
+    inference_host: str = "127.0.0.1"
     inference_port: int = 8084
     # ONNX Runtime intra- and inter-op threads: one keeps latency predictable next to faust.
     inference_threads: int = 1

@@ -9,8 +9,9 @@ SPEC = ServiceSpec(
     settings="services.inference.settings.InferenceSettings",
     module="services.inference",
     run="services.inference.bootstrap.run",
-    # faust's web server (/healthz, /readyz, /metrics), bound to 127.0.0.1 (no host variable yet).
+    # faust's web server (/healthz, /readyz, /metrics).
     port=8084,
     port_variable="MICHI_INFERENCE_PORT",
+    host_variable="MICHI_INFERENCE_HOST",
     lag_topics=("uploads.v1",),
 )

@@ -41,6 +41,7 @@ def build_app(settings: ScoringSettings, *, producer: EventProducer | None = Non
         app_id=f"{prefix}{SERVICE}",
         data_dir=settings.home / "faust",
         web_port=settings.scoring_port,
+        web_host=settings.scoring_host,
         partitions=trip_partitions,
     )
     # Tables must match their source topics' partition counts (co-partitioning); keys and values are JSON.

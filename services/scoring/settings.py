@@ -9,6 +9,8 @@ from services.scoring.domain.limits import MAX_DRIVER_TRIPS
 
 
 class ScoringSettings(MichiSettings):
+    # /healthz, /readyz and /metrics (faust's web server) on this address and port; 0.0.0.0 in a container.
+    scoring_host: str = "127.0.0.1"
     scoring_port: int = Field(8085, ge=1, le=65535)
     # After the trip-end upload arrived, wait this long for lost uploads or detections before closing incomplete.
     scoring_trip_end_grace_s: float = Field(120.0, gt=0)

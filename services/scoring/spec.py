@@ -9,8 +9,9 @@ SPEC = ServiceSpec(
     settings="services.scoring.settings.ScoringSettings",
     module="services.scoring",
     run="services.scoring.bootstrap.run",
-    # faust's web server (/healthz, /readyz, /metrics), bound to 127.0.0.1 (no host variable yet).
+    # faust's web server (/healthz, /readyz, /metrics).
     port=8085,
     port_variable="MICHI_SCORING_PORT",
+    host_variable="MICHI_SCORING_HOST",
     lag_topics=("detections.v1", "trip-segments.v1", "labels.v1"),
 )

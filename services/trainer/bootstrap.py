@@ -127,7 +127,15 @@ class TrainerService:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def ready(self) -> bool:
-        return self.worker.started.is_set() and self.consumer.ready()
+        return all(outcome == "ok" for outcome in self.readiness_checks().values())
+
+    def readiness_checks(self) -> dict[str, str]:
+        """`/readyz`'s checks: the worker attempted its bootstrap; the consumer polls, holds partitions, progresses."""
+        reason = self.consumer.readiness()
+        return {
+            "worker": "ok" if self.worker.started.is_set() else "error: the training worker has not started",
+            "consumer": "ok" if reason is None else f"error: {reason}",
+        }
 
     def start(self) -> None:
         for name, target in (("trainer-consumer", self.consumer.run), ("trainer-worker", self.worker.run)):
@@ -173,7 +181,7 @@ def build_service(
     )
     service = TrainerService(built, worker, consumer, metrics, FastAPI())
     token = settings.trainer_api_token.get_secret_value() if settings.trainer_api_token is not None else None
-    service.app = create_http_app(built, worker, metrics, service.ready, api_token=token)
+    service.app = create_http_app(built, worker, metrics, service.readiness_checks, api_token=token)
     return service
 
 

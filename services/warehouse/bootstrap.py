@@ -87,6 +87,7 @@ def run() -> None:
         tune_garbage_collection()
         server = serve_health(
             settings.warehouse_port,
+            host=settings.warehouse_host,
             alive=lambda: not stop.is_set(),
             ready=sink.ready,
             registry=sink.metrics.registry,

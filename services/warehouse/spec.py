@@ -9,7 +9,8 @@ SPEC = ServiceSpec(
     settings="services.warehouse.settings.WarehouseSettings",
     module="services.warehouse",
     run="services.warehouse.bootstrap.run",
-    # /healthz, /readyz, /metrics on 127.0.0.1 (services/warehouse/entrypoints/health.py; no host variable yet).
+    # /healthz, /readyz, /metrics (services/warehouse/entrypoints/health.py).
     port=8086,
     port_variable="MICHI_WAREHOUSE_PORT",
+    host_variable="MICHI_WAREHOUSE_HOST",
 )

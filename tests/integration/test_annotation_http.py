@@ -243,9 +243,14 @@ def test_limits_and_error_bodies(client: httpx.Client, wiring: Wiring) -> None:
     assert client.get("/v1/nothing-here").json()["reason"] == "not-found"
     statuses = [client.get("/v1/me", headers=headers).status_code for _ in range(60)]
     assert 429 in statuses  # 50 requests a second per account
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "service": "annotation"}
     ready = client.get("/readyz").json()
-    assert ready == {"ready": True, "checks": {"redis": "ok", "database": "ok"}}
+    assert ready == {
+        "status": "ready",
+        "service": "annotation",
+        "ready": True,
+        "checks": {"redis": "ok", "database": "ok"},
+    }
     metrics = client.get("/metrics").text
     assert "michi_annotation_refusals_total" in metrics and 'reason="rate-limited"' in metrics
 

@@ -156,7 +156,12 @@ def test_the_warehouse_sink_process_is_not_ready_while_its_files_cannot_be_writt
 
             obstruction.unlink()  # the blob store takes files again
             _, body = wait_for_answer(client, ready, 30)
-            assert body == {"ready": True, "checks": {"consumer": "ok", "progress": "ok"}}
+            assert body == {
+                "status": "ready",
+                "service": "warehouse",
+                "ready": True,
+                "checks": {"consumer": "ok", "progress": "ok"},
+            }
         assert committed_to_end(kafka_bootstrap, f"{topic_prefix}warehouse", PREDICTIONS.name(topic_prefix))
         assert table_counts(f"file://{blobs}")["predictions"] == len(published)
     finally:

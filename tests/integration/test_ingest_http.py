@@ -364,10 +364,15 @@ async def test_unacknowledged_publish_gets_503_and_a_later_retry_succeeds(
 
 @pytest.mark.asyncio
 async def test_health_readiness_metrics_and_openapi(ingest: Ingest) -> None:
-    assert (await ingest.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await ingest.client.get("/healthz")).json() == {"status": "ok", "service": "ingest"}
     readiness = await ingest.client.get("/readyz")
     assert readiness.status_code == 200
-    assert readiness.json() == {"ready": True, "checks": {"kafka": "ok", "redis": "ok", "database": "ok"}}
+    assert readiness.json() == {
+        "status": "ready",
+        "service": "ingest",
+        "ready": True,
+        "checks": {"kafka": "ok", "redis": "ok", "database": "ok"},
+    }
     await ingest.post(make_upload("upload-1"))
     await ingest.post(make_upload("upload-2", device_id="device-b"))
     metrics = (await ingest.client.get("/metrics")).text

@@ -120,6 +120,8 @@ def test_a_far_sequence_and_a_flood_close_their_trips_small_and_the_fleet_is_sti
     assert httpx.get(f"http://127.0.0.1:{scoring.port}/readyz", timeout=5).json() == {
         "status": "ready",
         "service": "scoring",
+        "ready": True,
+        "checks": {"stream": "ok"},
     }
 
     # After a kill -9 the states come back from the changelog, and scoring goes on.

@@ -164,7 +164,10 @@ def test_warehouse_readiness_includes_its_groups_progress_beyond_the_flush_wait(
     )
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        assert readyz(base) == (200, {"ready": True, "checks": {"consumer": "ok", "progress": "ok"}})
+        assert readyz(base) == (
+            200,
+            {"status": "ready", "service": "warehouse", "ready": True, "checks": {"consumer": "ok", "progress": "ok"}},
+        )
         positions.now = 40.0
         status, body = readyz(base)
         assert status == 503 and body["ready"] is False and body["checks"]["consumer"] == "ok"

@@ -22,10 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = service_specs()
 # The order `michi up` started its services in before the specs existed; a new service may go anywhere.
 TODAYS_START_ORDER = ("ingest", "inference", "scoring", "warehouse", "annotation", "trainer")
-# These bind 127.0.0.1 whatever the manifest says: their settings have no `<name>_host` (faust's web_host and
-# the warehouse's health server are fixed), so in Kubernetes their probes cannot reach them. Strict xfail:
-# when a service reads its host variable, this test passes, fails as XPASS, and its spec gains `host_variable`.
-UNREAD_HOST_VARIABLES = {"inference", "scoring", "warehouse"}
 
 
 def _by_name(specs: tuple[ServiceSpec, ...] = SPECS) -> list[Any]:
@@ -246,19 +242,7 @@ def test_kubernetes_container_serves_the_spec_ports(spec: ServiceSpec) -> None:
         assert environment.get(spec.host_variable) == "0.0.0.0"
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        pytest.param(
-            spec,
-            id=spec.name,
-            marks=[pytest.mark.xfail(reason="binds 127.0.0.1: MICHI_<NAME>_HOST is not read")]
-            if spec.name in UNREAD_HOST_VARIABLES
-            else [],
-        )
-        for spec in SPECS
-    ],
-)
+@pytest.mark.parametrize("spec", _by_name())
 def test_kubernetes_sets_only_variables_the_service_reads(spec: ServiceSpec) -> None:
     fields = _fields(resolve(spec.settings))
     unread = {

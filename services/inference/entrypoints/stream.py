@@ -30,12 +30,12 @@ from typing import Any
 
 import faust
 from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import Inbound, catalog_topic, consumer_span, process_batches, stream_readiness
+from michi.bus.streams import Inbound, catalog_topic, consumer_span, process_batches
 from michi.contracts.v1 import upload_pb2
+from michi.readiness import add_stream_pages
 from services.inference.adapters.device_table import read_state, write_state
 from services.inference.adapters.metrics import InferenceMetrics
 from services.inference.domain.rollout import RateBudget
@@ -116,16 +116,8 @@ async def _refuse_unattributable(batch: list[Inbound], wiring: StreamWiring) -> 
             usable.append(inbound)
             continue
         letters.append(
-            wiring.producer.dead_letter(
-                service=SERVICE,
-                source_topic=inbound.topic,
-                partition=inbound.partition,
-                offset=inbound.offset,
-                key=inbound.key.encode(),
-                value=inbound.message.SerializeToString(),
-                headers=inbound.headers,
-                reason=SCHEMA_VIOLATION,
-                error=problem,
+            wiring.producer.dead_letter_inbound(
+                service=SERVICE, inbound=inbound, reason=SCHEMA_VIOLATION, error=problem
             )
         )
         wiring.metrics.uploads.labels(outcome="refused").inc()
@@ -184,16 +176,12 @@ async def _handle(received_batch: list[Inbound], wiring: StreamWiring) -> BatchO
     for inbound, received, result in zip(batch, uploads, outcome.uploads, strict=True):
         if result.failure is not None:
             await asyncio.wrap_future(
-                producer.dead_letter(
+                producer.dead_letter_inbound(
                     service=SERVICE,
-                    source_topic=inbound.topic,
-                    partition=inbound.partition,
-                    offset=inbound.offset,
-                    key=inbound.key.encode(),
-                    value=received.SerializeToString(),
-                    headers=inbound.headers,
+                    inbound=inbound,
                     reason="processing-failed",
                     error=result.failure,
+                    value=received.SerializeToString(),
                 )
             )
         elif result.skipped_reason is not None:
@@ -324,21 +312,5 @@ def register_agent(app: faust.App, wiring: StreamWiring, prefix: str) -> Any:
 
 
 def register_pages(app: faust.App, metrics: InferenceMetrics) -> None:
-    @app.page("/healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "service": SERVICE})
-
-    @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        # Ready: partitions held, tables recovered, no rebalance, nothing crashed, and no held partition
-        # with records waiting and no progress for 30 s (`michi.bus.streams.StreamWatch`).
-        readiness = stream_readiness(app)
-        body = {"status": readiness.status, "service": SERVICE}
-        if not readiness.ready:
-            body["reason"] = readiness.reason
-        return web.json(body, status=200 if readiness.ready else 503)
-
-    @app.page("/metrics")
-    async def metrics_page(web: Any, request: Any) -> Any:
-        # aiohttp refuses a charset inside content_type, so the Prometheus type goes in as a header.
-        return web.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """/healthz, /readyz and /metrics (`michi.readiness.add_stream_pages`)."""
+    add_stream_pages(app, SERVICE, metrics.render)

@@ -403,7 +403,11 @@ def create_http_app(endpoints: IngestEndpoints, *, lifespan: Any = None) -> Fast
     app.router.routes.insert(0, Route("/v1/uploads", post_upload, methods=["POST"], include_in_schema=False))
 
     add_operations_routes(
-        app, endpoints.readiness_checks, metrics.registry, ready_summary="Kafka, Redis and the database answer"
+        app,
+        endpoints.readiness_checks,
+        metrics.registry,
+        ready_summary="Kafka, Redis and the database answer",
+        service="ingest",
     )
 
     return app

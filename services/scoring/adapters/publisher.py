@@ -25,17 +25,7 @@ class KafkaPublisher:
         return self._producer.publish(spec, key, message)
 
     def dead_letter(self, inbound: Inbound, reason: str, detail: str) -> PendingDelivery:
-        return self._producer.dead_letter(
-            service=self._service,
-            source_topic=inbound.topic,
-            partition=inbound.partition,
-            offset=inbound.offset,
-            key=inbound.key.encode(),
-            value=inbound.message.SerializeToString(),
-            headers=inbound.headers,
-            reason=reason,
-            error=detail,
-        )
+        return self._producer.dead_letter_inbound(service=self._service, inbound=inbound, reason=reason, error=detail)
 
 
 async def wait_for_deliveries(pending: Iterable[PendingDelivery]) -> None:

@@ -26,13 +26,11 @@ from prometheus_client import generate_latest
 from michi.bus.catalog import DETECTIONS, LABELS, TRIP_SCORES, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
 from michi.bus.streams import catalog_topic, process_batches, stream_readiness
+from michi.readiness import add_stream_pages
 from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.handlers import SERVICE, ScoringHandlers
 
 logger = logging.getLogger(__name__)
-
-# Prometheus text format 0.0.4 (aiohttp refuses a charset inside content_type; it adds utf-8 itself).
-PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
 def is_ready(app: faust.App) -> bool:
@@ -83,18 +81,4 @@ def register_agents(
             return
         await handlers.close_overdue_trips()
 
-    @app.page("/healthz", name="healthz")
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "service": SERVICE})
-
-    @app.page("/readyz", name="readyz")
-    async def readyz(web: Any, request: Any) -> Any:
-        readiness = stream_readiness(app)
-        body = {"status": readiness.status, "service": SERVICE}
-        if not readiness.ready:
-            body["reason"] = readiness.reason
-        return web.json(body, status=200 if readiness.ready else 503)
-
-    @app.page("/metrics", name="metrics")
-    async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(handlers.metrics.registry), content_type=PROMETHEUS_TEXT)
+    add_stream_pages(app, SERVICE, lambda: generate_latest(handlers.metrics.registry))

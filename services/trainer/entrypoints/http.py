@@ -22,10 +22,10 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from michi.readiness import add_operations_routes
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.domain.triggers import MANUAL, Trigger
 from services.trainer.entrypoints.worker import TrainingWorker
@@ -70,7 +70,7 @@ def create_http_app(
     wiring: TrainerWiring,
     worker: TrainingWorker,
     metrics: TrainerMetrics,
-    ready: Callable[[], bool],
+    readiness_checks: Callable[[], dict[str, str]],
     *,
     api_token: str | None = None,
 ) -> FastAPI:
@@ -78,20 +78,14 @@ def create_http_app(
     store = wiring.store
     operator = [Depends(operator_check(api_token))]
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": "trainer"}
-
-    @app.get("/readyz")
-    def readyz() -> Response:
-        # A sync route on purpose: `ready` may block on the broker and runs its own event loop.
-        if ready():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready"}, status_code=503)
-
-    @app.get("/metrics")
-    def metrics_page() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # `readiness_checks` may block on the broker and runs its own event loop: it runs in a thread.
+    add_operations_routes(
+        app,
+        readiness_checks,
+        metrics.render,
+        ready_summary="The training worker started; the consumer polls, holds partitions and progresses",
+        service="trainer",
+    )
 
     @app.get("/v1/runs", dependencies=operator)
     def list_runs(limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:

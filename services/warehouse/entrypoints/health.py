@@ -1,6 +1,6 @@
-"""/healthz, /readyz and /metrics of the warehouse sink on 127.0.0.1 (a `http.server` thread).
+"""/healthz, /readyz and /metrics of the warehouse sink on `host` (127.0.0.1 by default; a `http.server` thread).
 
-`/readyz` answers 200 or 503 with `{"ready": ..., "checks": {...}}` (the body of `michi.readiness`):
+`/readyz` answers 200 or 503 with the body of every service (`michi.readiness.readiness_body`):
 `consumer` is `ready()` (polling and holding partitions), the others are the async `checks` (the
 group's progress), each run in its own event loop per request, bounded like every `/readyz` check.
 """
@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from michi.readiness import ReadinessCheck, run_checks
+from michi.readiness import ReadinessCheck, health_body, readiness_body, run_checks
+
+SERVICE = "warehouse"
 
 
 def readiness(ready: Callable[[], bool], checks: Mapping[str, ReadinessCheck]) -> tuple[bool, dict[str, str]]:
@@ -33,6 +35,7 @@ def serve_health(
     ready: Callable[[], bool],
     registry: CollectorRegistry,
     checks: Mapping[str, ReadinessCheck] | None = None,
+    host: str = "127.0.0.1",
 ) -> ThreadingHTTPServer:
     """Start the pages in a daemon thread; `server.shutdown()` and `server.server_close()` stop them."""
     more_checks = dict(checks or {})
@@ -45,12 +48,12 @@ def serve_health(
                 self._answer(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 healthy = alive()
-                body = b'{"status": "ok"}' if healthy else b'{"status": "unavailable"}'
+                body = orjson.dumps(health_body(SERVICE) if healthy else {"status": "unavailable", "service": SERVICE})
                 self._answer(200 if healthy else 503, body, "application/json")
             elif self.path == "/readyz":
                 with judging:
                     is_ready, outcomes = readiness(ready, more_checks)
-                body = orjson.dumps({"ready": is_ready, "checks": outcomes})
+                body = orjson.dumps(readiness_body(SERVICE, outcomes))
                 self._answer(200 if is_ready else 503, body, "application/json")
             else:
                 self._answer(404, b'{"status": "not found"}', "application/json")
@@ -65,6 +68,6 @@ def serve_health(
         def log_message(self, format: str, *args: object) -> None:  # the pages log nothing per request
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Pages)
+    server = ThreadingHTTPServer((host, port), Pages)
     threading.Thread(target=server.serve_forever, name="warehouse-health", daemon=True).start()
     return server

@@ -41,6 +41,7 @@ def create_http_app(endpoints: AnnotationEndpoints, *, lifespan: Any = None) -> 
         endpoints.readiness_checks,
         endpoints.metrics.registry,
         ready_summary="Redis, the database (and, when consuming, Kafka) answer and the consumer makes progress",
+        service="annotation",
     )
     app.add_middleware(BodyLimit, limit=endpoints.max_body_bytes, refused=refusals.count)
     return app

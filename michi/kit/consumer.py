@@ -1,0 +1,358 @@
+"""The one consumer loop of the plain confluent-kafka services (annotation, trainer; faust services have their own).
+
+    loop = ConsumerLoop(
+        consumer=Consumer(group_consumer_config(connection, prefix, SERVICE)),
+        producer=producer,
+        service=SERVICE,
+        topics={LABELS.name(prefix): LABELS},
+        handle=store_label,            # one decoded record; raise Rejected(reason, detail) to dead-letter it
+        start_batch=new_batch,         # optional: before the first record of a batch
+        end_batch=store_batch,         # optional: after every record of a batch, before its commit
+        on_dead_letter=count_letter,   # optional: a metric
+    )
+    loop.run(stop)
+
+Each pass polls a batch, decodes each record by its topic's catalog type (`michi.bus.codec`), and hands
+it to `handle` as a `Delivered` (the record's accessors, plus the message, its headers and a consumer
+span continuing the upload's trace). What cannot be decoded goes to the dead letters with the decoder's
+reason (`decode-error`, `schema-mismatch`, `empty-value`); what the handler rejects, with its reason.
+Offsets are committed only after the batch was handled (`end_batch` included), and only for the
+partitions the consumer still holds.
+
+Failures:
+- an exception in `retryable` (an outage: Redis, the database) is retried on the same record until it
+  succeeds or the loop stops, with the partitions paused and polled at least every `KEEP_ALIVE_POLL_S`,
+  so an outage longer than `max.poll.interval.ms` never drops the consumer from its group; records a poll
+  hands over meanwhile are sought back to before the partitions resume;
+- any other exception of `handle` dead-letters the record with `failure_reason` when one is given;
+  without one (and for `end_batch` or a commit) the batch fails: each of its partitions is sought back to
+  its first record in it (exit 75 if the seek fails, `michi.bus.consumers.seek_back`) and read again
+  after `RETRY_PAUSE_S`;
+- a dead letter the broker refuses is sent again, always with its own reason, until it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from michi.bus.catalog import TopicSpec
+from michi.bus.codec import UndecodableMessage, decode_message
+from michi.bus.consumers import first_offsets, seek_back
+from michi.bus.headers import extract_context, read_headers
+from michi.bus.producer import EventProducer
+
+logger = logging.getLogger(__name__)
+tracer = trace.get_tracer("michi.kit")
+
+DEAD_LETTER_TIMEOUT_S = 30.0
+RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Pause before a failed batch is read again.
+RETRY_PAUSE_S = 2.0
+# While retrying, the consumer polls (its partitions paused) at least this often: far below
+# max.poll.interval.ms (300 s), so no outage, however long, drops it from its group.
+KEEP_ALIVE_POLL_S = 0.5
+# How long without a poll makes a consumer not ready.
+MAX_SILENCE_S = 30.0
+
+Partition = tuple[str, int]
+
+
+class Rejected(Exception):
+    """Raised by a handler: this record goes to the dead letters with `reason` (its batch goes on)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Delivered:
+    """One decoded record: the confluent-kafka record's accessors, its `message`, `headers` and trace `context`."""
+
+    __slots__ = ("headers", "message", "raw")
+
+    def __init__(self, raw: Any, message: Message, headers: dict[str, str]) -> None:
+        self.raw = raw
+        self.message = message
+        self.headers = headers
+
+    def topic(self) -> str:
+        return str(self.raw.topic() or "")
+
+    def partition(self) -> int:
+        return int(self.raw.partition() or 0)
+
+    def offset(self) -> int:
+        return int(self.raw.offset() or 0)
+
+    def key(self) -> bytes | None:
+        key: bytes | None = self.raw.key()
+        return key
+
+    def value(self) -> bytes | None:
+        value: bytes | None = self.raw.value()
+        return value
+
+    @property
+    def context(self) -> otel_context.Context:
+        return extract_context(self.headers)
+
+    @contextmanager
+    def span(self, service: str, operation: str = "process") -> Iterator[trace.Span]:
+        """A CONSUMER span continuing the trace the record carried (its `traceparent` header)."""
+        with tracer.start_as_current_span(
+            f"{self.topic()} {operation}",
+            context=self.context,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": self.topic(),
+                "messaging.operation.type": operation,
+                "messaging.kafka.destination.partition": self.partition(),
+                "messaging.kafka.message.offset": self.offset(),
+                "messaging.consumer.group.name": f"michi-{service}",
+            },
+        ) as span:
+            yield span
+
+
+class Stopped(Exception):
+    """The loop stopped while a record was being retried (nothing after it is handled)."""
+
+
+RebalanceHook = Callable[[Any, list[TopicPartition]], None]
+
+
+class ConsumerLoop:
+    """Poll, decode, dead-letter, handle, commit: see the module's docstring."""
+
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        producer: EventProducer,
+        service: str,
+        topics: Mapping[str, TopicSpec],
+        handle: Callable[[Delivered], None],
+        start_batch: Callable[[], None] | None = None,
+        end_batch: Callable[[], None] | None = None,
+        on_dead_letter: Callable[[Any, str], None] | None = None,
+        retryable: tuple[type[BaseException], ...] = (),
+        failure_reason: str | None = None,
+        batch_size: int = 500,
+        on_assign: RebalanceHook | None = None,
+        on_revoke: RebalanceHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.service = service
+        self.topics = dict(topics)
+        self.handle = handle
+        self.start_batch = start_batch
+        self.end_batch = end_batch
+        self.on_dead_letter = on_dead_letter
+        self.retryable = retryable
+        self.failure_reason = failure_reason
+        self.batch_size = batch_size
+        self.clock = clock
+        self._on_assign_hook = on_assign
+        self._on_revoke_hook = on_revoke
+        self.assigned: set[Partition] = set()
+        self.last_poll_at: float | None = None
+        # Records a poll handed over while the partitions were paused for a retry: the first offset of each
+        # partition, sought back to before the partitions resume.
+        self._held: dict[Partition, int] = {}
+        self._paused = False
+        self._stop = threading.Event()
+        self.consumer.subscribe(list(self.topics), on_assign=self._assigned, on_revoke=self._revoked)
+
+    # --- rebalances
+
+    def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned.update((item.topic, item.partition) for item in partitions)
+        if self._on_assign_hook is not None:
+            self._on_assign_hook(consumer, partitions)
+
+    def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned.difference_update((item.topic, item.partition) for item in partitions)
+        if self._on_revoke_hook is not None:
+            self._on_revoke_hook(consumer, partitions)
+
+    # --- the loop
+
+    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
+        """Poll until `stop` is set, then close the consumer (nothing unhandled is committed)."""
+        self._stop = stop
+        try:
+            while not stop.is_set():
+                try:
+                    self.poll_once(poll_timeout)
+                except Exception:
+                    # poll_once sought the batch back: it is read again after a pause, nothing past it committed.
+                    logger.exception("consumer batch failed; reading it again", extra={"service": self.service})
+                    stop.wait(RETRY_PAUSE_S)
+        finally:
+            self.consumer.close()
+
+    def poll_once(self, timeout: float = 0.5) -> int:
+        """Handle one batch and commit it; on failure seek it back (then raise). Returns the records handled."""
+        records: list[Any] = self.consumer.consume(self.batch_size, timeout)
+        self.last_poll_at = self.clock()
+        try:
+            return self._handle_and_commit(records)
+        except Exception:
+            seek_back(self.consumer, self.service, first_offsets(records), "a failed batch")
+            raise
+
+    def _handle_and_commit(self, records: list[Any]) -> int:
+        done: dict[Partition, int] = {}
+        if self.start_batch is not None:
+            self.start_batch()
+        for raw in records:
+            if raw.error() is not None:
+                logger.warning("consumer error", extra={"error": str(raw.error())})
+                continue
+            if not self._settle(raw):
+                break
+            done[(raw.topic(), raw.partition())] = raw.offset() + 1
+        if self.end_batch is not None:
+            self.end_batch()
+        # A partition taken away meanwhile is no longer this consumer's to commit: its new owner reads it
+        # from the committed offset (effects are idempotent).
+        owned = {partition: offset for partition, offset in done.items() if partition in self.assigned}
+        if owned:
+            self.consumer.commit(
+                offsets=[TopicPartition(topic, number, offset) for (topic, number), offset in sorted(owned.items())],
+                asynchronous=False,
+            )
+        return len(done)
+
+    def _settle(self, raw: Any) -> bool:
+        """Handle or dead-letter one record, through any outage; False when the loop stopped first."""
+        try:
+            letter = self._handle_with_retry(raw)
+            if letter is not None:
+                self._dead_letter_with_retry(raw, *letter)
+            return True
+        except Stopped:
+            return False
+        finally:
+            self._resume(seek=not self._stop.is_set())
+
+    def decode(self, raw: Any) -> Delivered:
+        """The record decoded by its topic's catalog type (`UndecodableMessage` with the reason when it is not)."""
+        headers = read_headers(raw.headers())
+        return Delivered(raw, decode_message(self.topics[raw.topic()], raw.value(), headers), headers)
+
+    def _handle_with_retry(self, raw: Any) -> tuple[str, str] | None:
+        """Decode and handle the record, retrying outages; the (reason, detail) of the dead letter it needs instead."""
+        attempt = 0
+        while True:
+            try:
+                self.handle(self.decode(raw))
+                return None
+            except UndecodableMessage as error:
+                return error.reason, error.detail
+            except Rejected as rejected:
+                return rejected.reason, rejected.detail
+            except self.retryable:
+                if attempt == 0:
+                    logger.warning(
+                        "record not handled; retrying",
+                        extra={"service": self.service, "partition": raw.partition(), "offset": raw.offset()},
+                        exc_info=True,
+                    )
+                self.wait_in_group(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                attempt += 1
+            except Exception as error:
+                if self.failure_reason is None:
+                    raise
+                # Not an outage but this record: park it with the error, so it cannot stop the queue.
+                logger.exception("record failed", extra={"partition": raw.partition(), "offset": raw.offset()})
+                return self.failure_reason, f"{type(error).__name__}: {error}"
+
+    def _dead_letter_with_retry(self, raw: Any, reason: str, detail: str) -> None:
+        """Send the dead letter until the broker acknowledges it, always with its own reason (`Stopped` on stop)."""
+        attempt = 0
+        while True:
+            try:
+                self.dead_letter(raw, reason, detail)
+                return
+            except Exception:
+                if attempt == 0:
+                    logger.warning(
+                        "dead letter not acknowledged; sending it again",
+                        extra={"partition": raw.partition(), "offset": raw.offset(), "reason": reason},
+                        exc_info=True,
+                    )
+                self.wait_in_group(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                attempt += 1
+
+    def dead_letter(self, raw: Any, reason: str, detail: str) -> None:
+        """Park one record (awaited: raises when the broker refuses it) and count it."""
+        self.producer.dead_letter_record(
+            service=self.service, record=raw, headers=read_headers(raw.headers()), reason=reason, error=detail
+        ).result(DEAD_LETTER_TIMEOUT_S)
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(raw, reason)
+
+    def wait_in_group(self, seconds: float) -> None:
+        """Wait `seconds` between two attempts, polling with the partitions paused; `Stopped` when stopping.
+
+        Polling keeps the consumer in its group (a consumer silent for `max.poll.interval.ms` is dropped);
+        pausing keeps it from fetching what it cannot handle yet. What a poll hands over all the same
+        (fetched before the pause, or from a partition assigned meanwhile) is held, and read again later.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            assignment = self.consumer.assignment()
+            if assignment:
+                # Again every time: a partition assigned by a rebalance meanwhile arrives unpaused.
+                self.consumer.pause(assignment)
+            self._paused = True
+            remaining = deadline - time.monotonic()
+            for record in self.consumer.consume(self.batch_size, max(0.0, min(KEEP_ALIVE_POLL_S, remaining))):
+                if record.error() is None:
+                    self._held.setdefault((record.topic() or "", record.partition() or 0), record.offset() or 0)
+            self.last_poll_at = self.clock()
+            if self._stop.is_set():
+                raise Stopped
+            if time.monotonic() >= deadline:
+                return
+
+    def _resume(self, *, seek: bool) -> None:
+        """After a retry: records held back are read again (`seek`; not when stopping), the partitions resume."""
+        if not self._paused:
+            return
+        held = {key: offset for key, offset in self._held.items() if key in self.assigned}
+        self._held.clear()
+        if seek:
+            seek_back(self.consumer, self.service, held, "records held during a retry")
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.resume(assignment)
+        self._paused = False
+
+    # --- readiness
+
+    def polling(self, max_silence_s: float = MAX_SILENCE_S) -> bool:
+        """Whether the loop polled in the last `max_silence_s`."""
+        return self.last_poll_at is not None and self.clock() - self.last_poll_at < max_silence_s
+
+    def ready(self, max_silence_s: float = MAX_SILENCE_S) -> bool:
+        """Polling recently and holding at least one partition (progress is `ConsumerProgress`'s, in `/readyz`)."""
+        return self.polling(max_silence_s) and bool(self.assigned)
+
+
+__all__ = ["ConsumerLoop", "Delivered", "Rejected", "Stopped"]
