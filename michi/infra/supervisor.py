@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from michi.infra.processes import stop_pid
+from michi.infra.processes import die_with_this_process, stop_pid
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 # Own session: a terminal's Ctrl-C reaches `michi up` only, which then stops services in order.
                 start_new_session=True,
+                # ... and a `michi up` killed with SIGKILL takes its services with it (SIGTERM to each).
+                preexec_fn=die_with_this_process(),
             )
         service.started_at = time.monotonic()
 

@@ -1,5 +1,6 @@
 """`michi up` leaves no endpoints file behind: removed when it stops on SIGTERM or Ctrl-C (SIGINT), and a file
-left by a `michi up` killed with SIGKILL is removed by the next `michi` command instead of being believed.
+left by a `michi up` killed with SIGKILL is removed by the next `michi` command instead of being believed, and
+the services that `michi up` started do not outlive it.
 
 `michi up --no-table` runs as a user starts it, against the session's Kafka and redis-server (so nothing
 embedded has to start), and is stopped as soon as its endpoints file names it.
@@ -20,8 +21,11 @@ import psutil
 import pytest
 
 from michi.infra.processes import free_port, wait_until
+from michi.kit import service_names
 
 pytestmark = pytest.mark.integration
+# Services receive SIGTERM when a `michi up` killed with SIGKILL dies, and stop within this.
+SERVICES_GONE_WITHIN_S = 20.0
 
 
 def platform_environment(home: Path) -> dict[str, str]:
@@ -69,7 +73,10 @@ def michi_up(home: Path, kafka_bootstrap: str, redis_url: str, topic_prefix: str
         path = home / "endpoints.json"
         assert wait_until(lambda: process.poll() is not None or names_its_owner(path, process.pid), 60, 0.1)
         assert process.poll() is None, log_path.read_text()[-3000:]
-        children = psutil.Process(process.pid).children(recursive=True)
+        up = psutil.Process(process.pid)
+        # It names itself before it starts the services: wait for them, so the cleanup below knows them all.
+        assert wait_until(lambda: len(up.children()) >= len(service_names()), 120, 0.2), up.children()
+        children = up.children(recursive=True)
         yield process
     finally:
         if process.poll() is None:
@@ -100,9 +107,13 @@ def test_a_file_left_by_a_killed_michi_up_is_removed_by_the_next_command(
 ) -> None:
     home = tmp_path / ".michi"
     with michi_up(home, kafka_bootstrap, redis_url, topic_prefix) as process:
+        services = psutil.Process(process.pid).children()
         process.kill()
         process.wait()
         assert (home / "endpoints.json").exists()  # nothing could remove it
+        # ... but the services it started go with it: none runs on, holding its port, into the next `michi up`.
+        _, running_on = psutil.wait_procs(services, timeout=SERVICES_GONE_WITHIN_S)
+        assert not running_on, [" ".join(service.cmdline()[-3:]) for service in running_on]
     status = subprocess.run(
         [sys.executable, "-m", "michi.cli", "infra", "status"],
         env={**platform_environment(home), "MICHI_REDIS_URL": redis_url},

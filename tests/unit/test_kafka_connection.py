@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -124,6 +125,9 @@ def _client(kind: str, recorded: Recorded) -> type:
             return (0, 0)
 
         def poll(self, timeout: float = 0) -> int:
+            # Waits like a client with nothing to serve: a producer's delivery thread (which a test may leave
+            # running) must not spin and starve every later test of the GIL.
+            time.sleep(max(timeout, 0.0))
             return 0
 
         def flush(self, timeout: float = 0) -> int:
