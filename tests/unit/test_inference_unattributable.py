@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from opentelemetry import context as otel_context
 
+from michi.bus.producer import EventProducer
 from michi.bus.streams import Inbound
 from michi.contracts.v1 import common_pb2, upload_pb2
 from services.inference.adapters.metrics import InferenceMetrics
@@ -26,6 +27,9 @@ class RecordingProducer:
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         future.set_result(None)
         return future
+
+    # The producer's own mapping of a decoded record onto a dead letter, over this recording `dead_letter`.
+    dead_letter_inbound = EventProducer.dead_letter_inbound
 
     def publish(self, *arguments: Any, **keywords: Any) -> None:
         raise AssertionError(f"nothing may be published for an unattributable upload: {arguments}")
