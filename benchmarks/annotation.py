@@ -56,12 +56,12 @@ from michi.contracts.v1 import common_pb2, labels_pb2, upload_pb2
 from services.annotation.adapters.publisher import KafkaLabelPublisher
 from services.annotation.adapters.queues import RedisQueues, TakeStatus
 from services.annotation.adapters.store import AnnotationStore
-from services.annotation.bootstrap import build_wiring
 from services.annotation.domain.credentials import hash_password
 from services.annotation.domain.roles import Role
 from services.annotation.domain.tasks import LiveTask, queue_score
 from services.annotation.handlers import Principal
 from services.annotation.settings import AnnotationSettings
+from services.annotation.wiring import build_wiring
 
 ANNOTATORS = 50
 QUEUE = "uncertain"

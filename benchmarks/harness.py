@@ -364,8 +364,8 @@ class UploadBodies:
 
 def register_devices(workspace: Workspace, device_ids: set[str]) -> dict[str, str]:
     """A token per device, in the workspace's device registry (what `michi devices add` does)."""
-    from services.ingest.bootstrap import device_registry
     from services.ingest.settings import IngestSettings
+    from services.ingest.wiring import device_registry
 
     registry = device_registry(IngestSettings(database_url=workspace.database_url, home=workspace.home))
     try:

@@ -57,11 +57,11 @@ from michi.roads import RoadMap
 from michi.windows.features import DATA_VERSION
 from michi.windows.model_spec import MODEL_NAME
 from services.inference.adapters.onnx_model import ModelArtifact, OnnxDetector
-from services.inference.bootstrap import default_detector
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import Detector, InferencePipeline, process_uploads
 from services.inference.settings import InferenceSettings
 from services.inference.synthetic_models import build_signals_model, rollout_plan, store_model
+from services.inference.wiring import default_detector
 
 BARE_PREFIX = "bench-bare."
 SIGNALS_DEMO = "signals-demo"

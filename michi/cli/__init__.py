@@ -72,8 +72,8 @@ def _settings() -> MichiSettings:
 
 
 def _device_registry() -> Any:
-    from services.ingest.bootstrap import device_registry
     from services.ingest.settings import IngestSettings
+    from services.ingest.wiring import device_registry
 
     return device_registry(load_settings(IngestSettings))
 

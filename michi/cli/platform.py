@@ -102,8 +102,8 @@ def register_simulated_devices(settings: MichiSettings, device_ids: list[str]) -
     Tokens are never written to the home or logged; the registry keeps their hashes.
     """
     from services.ingest.adapters.devices import DeviceAlreadyRegistered
-    from services.ingest.bootstrap import device_registry
     from services.ingest.settings import IngestSettings
+    from services.ingest.wiring import device_registry
 
     registry = device_registry(IngestSettings(**settings.model_dump()))
     tokens: dict[str, str] = {}

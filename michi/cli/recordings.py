@@ -406,8 +406,8 @@ def load_detector(choice: str) -> ChosenModel:
         OnnxDetector,
         sha256_of,
     )
-    from services.inference.bootstrap import blob_loader, default_detector
     from services.inference.settings import InferenceSettings
+    from services.inference.wiring import blob_loader, default_detector
 
     settings = load_settings(InferenceSettings)
     if choice == "baseline":

@@ -3,7 +3,7 @@
 Settings come from `MICHI_*` variables; the page and API listen on `MICHI_ANNOTATION_PORT` (default 8081).
 """
 
-from services.annotation.bootstrap import run
+from services.annotation.wiring import run
 
 if __name__ == "__main__":
     run()

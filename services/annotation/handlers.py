@@ -2,7 +2,7 @@
 
 `AnnotationService` works the queues (intake of label requests, lease, answer, skip, adjudication,
 gold, rebuild, upkeep) and `Accounts` signs people in. Both are plain synchronous objects over the
-adapters `bootstrap` gives them; the HTTP routes and the Kafka consumer call them.
+adapters `wiring` gives them; the HTTP routes and the Kafka consumer call them.
 
 Order of effects for an answer: Redis takes the task off the lease (atomic script), SQL records
 the vote and the decision in one transaction, Redis moves the task on (back to its pool, or out),

@@ -8,7 +8,7 @@ SPEC = ServiceSpec(
     start_order=20,
     settings="services.inference.settings.InferenceSettings",
     module="services.inference",
-    run="services.inference.bootstrap.run",
+    run="services.inference.wiring.run",
     # faust's web server (/healthz, /readyz, /metrics).
     port=8084,
     port_variable="MICHI_INFERENCE_PORT",

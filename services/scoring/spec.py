@@ -8,7 +8,7 @@ SPEC = ServiceSpec(
     start_order=30,
     settings="services.scoring.settings.ScoringSettings",
     module="services.scoring",
-    run="services.scoring.bootstrap.run",
+    run="services.scoring.wiring.run",
     # faust's web server (/healthz, /readyz, /metrics).
     port=8085,
     port_variable="MICHI_SCORING_PORT",

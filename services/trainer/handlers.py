@@ -104,7 +104,7 @@ class StepFailed(RuntimeError):
 
 @dataclass
 class TrainerWiring:
-    """Everything the workflow uses (built by `bootstrap.build_wiring`; tests swap adapters there)."""
+    """Everything the workflow uses (built by `wiring.build_wiring`; tests swap adapters there)."""
 
     model_name: str
     store: TrainerStore

@@ -8,7 +8,7 @@ SPEC = ServiceSpec(
     start_order=40,
     settings="services.warehouse.settings.WarehouseSettings",
     module="services.warehouse",
-    run="services.warehouse.bootstrap.run",
+    run="services.warehouse.wiring.run",
     # /healthz, /readyz, /metrics (services/warehouse/entrypoints/health.py).
     port=8086,
     port_variable="MICHI_WAREHOUSE_PORT",

@@ -1,6 +1,6 @@
 """Helpers the annotation tests share: settings on the session's servers, a clock, requests, uploads.
 
-Tests build the service through `services.annotation.bootstrap.build_wiring` with a recording
+Tests build the service through `services.annotation.wiring.build_wiring` with a recording
 publisher (or the real Kafka one) and a clock they move by hand, so lease expiry needs no sleeping.
 """
 
@@ -24,10 +24,10 @@ from michi.bus.catalog import LABELS
 from michi.bus.producer import Delivery, PublishError
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, labels_pb2, upload_pb2
-from services.annotation.bootstrap import Wiring, build_wiring
 from services.annotation.domain.roles import Role
 from services.annotation.handlers import Principal
 from services.annotation.settings import AnnotationSettings
+from services.annotation.wiring import Wiring, build_wiring
 
 # Password hashing cost in tests (production uses 2**14).
 TEST_PASSWORD_WORK = 2**10

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from michi.blobs import BlobStore, media_key
-from services.annotation.bootstrap import build_app
 from services.annotation.domain.roles import Role
+from services.annotation.wiring import build_app
 from services.ingest.adapters.archive import BlobUploadArchive
 
 from .annotation_support import RecordingPublisher, make_request, make_upload, serving, settings_for, wire

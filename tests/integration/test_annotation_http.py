@@ -16,8 +16,8 @@ import pytest
 
 from michi.blobs import BlobStore, media_key
 from michi.contracts.v1 import labels_pb2, upload_pb2
-from services.annotation.bootstrap import Wiring, build_app
 from services.annotation.domain.roles import Role
+from services.annotation.wiring import Wiring, build_app
 from services.ingest.adapters.archive import BlobUploadArchive
 
 from .annotation_support import ManualClock, RecordingPublisher, make_request, make_upload, serving, settings_for, wire

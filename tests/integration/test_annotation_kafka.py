@@ -20,8 +20,8 @@ from michi.bus.reader import TopicReader, end_offsets
 from michi.contracts.v1 import labels_pb2, operations_pb2
 from michi.infra.processes import wait_until
 from services.annotation.adapters.publisher import KafkaLabelPublisher
-from services.annotation.bootstrap import build_app
 from services.annotation.domain.roles import Role
+from services.annotation.wiring import build_app
 
 from .annotation_support import make_request, serving, settings_for, wire
 

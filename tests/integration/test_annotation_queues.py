@@ -1,6 +1,6 @@
 """The annotation service's queues on a real redis-server and SQLite: leases, answers, consensus, gold, rebuild.
 
-Time is a manual clock handed to the service through `bootstrap.build_wiring`, so lease expiry is a
+Time is a manual clock handed to the service through `wiring.build_wiring`, so lease expiry is a
 clock move, not a sleep. Each test has its own key prefix (Redis) and database file.
 """
 
@@ -19,10 +19,10 @@ from sqlalchemy.exc import OperationalError
 
 from michi.contracts.v1 import common_pb2, labels_pb2
 from services.annotation.adapters.store import AnnotationStore
-from services.annotation.bootstrap import Wiring, build_wiring
 from services.annotation.domain.roles import Role
 from services.annotation.domain.tasks import TaskStatus
 from services.annotation.handlers import Refused
+from services.annotation.wiring import Wiring, build_wiring
 
 from .annotation_support import (
     TEST_PASSWORD_WORK,

@@ -24,8 +24,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.annotation.bootstrap import build_app
 from services.annotation.domain.roles import Role
+from services.annotation.wiring import build_app
 
 from .annotation_support import make_request, settings_for, wire
 

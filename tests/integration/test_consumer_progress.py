@@ -43,8 +43,8 @@ from services.trainer.adapters.store import TrainerStore
 from services.trainer.domain.labels import WindowLabel
 from services.trainer.entrypoints.consumer import EventConsumer
 from services.warehouse.adapters.parquet import BlobParquetWriter
-from services.warehouse.bootstrap import build_sink
 from services.warehouse.settings import WarehouseSettings
+from services.warehouse.wiring import build_sink
 
 from .annotation_support import make_request, settings_for, wire
 

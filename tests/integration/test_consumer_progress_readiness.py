@@ -32,7 +32,7 @@ from michi.infra.processes import free_port
 from michi.warehouse import table_counts
 from services.annotation.adapters.publisher import KafkaLabelPublisher
 from services.annotation.adapters.store import AnnotationStore, IntakeResult
-from services.annotation.bootstrap import build_app, build_wiring
+from services.annotation.wiring import build_app, build_wiring
 
 from .annotation_support import TEST_PASSWORD_WORK, make_request, serving, settings_for
 from .test_consumer_progress import committed_to_end, publish_predictions

@@ -24,8 +24,8 @@ from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
-from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, device_registry
 
 from .ingest_support import uploads_count
 

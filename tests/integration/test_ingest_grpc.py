@@ -1,6 +1,6 @@
 """The ingest gRPC door against the real Kafka broker, redis-server and SQLite.
 
-The server is built in-process with `bootstrap.build_grpc_server` around the same endpoints as
+The server is built in-process with `wiring.build_grpc_server` around the same endpoints as
 the HTTP app (`build_app(...).state.endpoints`) on a free port, and driven by a real gRPC
 channel; one test runs `python -m services.ingest` and stops it with SIGTERM.
 """
@@ -35,10 +35,10 @@ from michi.contracts import stable_event_id
 from michi.contracts.v1 import ingest_pb2, ingest_pb2_grpc, upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry
-from services.ingest.bootstrap import build_app, build_grpc_server, device_registry
 from services.ingest.domain.tokens import issue_token
 from services.ingest.entrypoints.grpc import IngestGrpcServer
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, build_grpc_server, device_registry
 
 from .ingest_support import make_upload, uploads_count
 from .ingest_support import settings_for as base_settings

@@ -1,7 +1,7 @@
 """A hostile device against both ingest doors, on the real Kafka broker, redis-server and SQLite.
 
-The HTTP app (`bootstrap.build_app`, driven in-process through `httpx.ASGITransport`) and the gRPC
-server around the same endpoints (`bootstrap.build_grpc_server`), plus one real `python -m
+The HTTP app (`wiring.build_app`, driven in-process through `httpx.ASGITransport`) and the gRPC
+server around the same endpoints (`wiring.build_grpc_server`), plus one real `python -m
 services.ingest` for what only uvicorn's HTTP parser sees (`Content-Length: abc`). Every refusal is a
 4xx with its reason (counted in /metrics), never a 5xx; another device's uploads sent at the same
 moment are accepted; a refused upload in a stream is a REJECTED ack and the stream goes on.
@@ -32,9 +32,9 @@ from michi.bus.producer import Delivery, EventProducer
 from michi.bus.reader import TopicReader
 from michi.contracts.v1 import ingest_pb2, ingest_pb2_grpc, upload_pb2
 from services.ingest.adapters.devices import DeviceRegistry
-from services.ingest.bootstrap import build_app, build_grpc_server, device_registry
 from services.ingest.entrypoints.grpc import IngestGrpcServer
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, build_grpc_server, device_registry
 
 from .ingest_support import (
     ingest_environment,

@@ -1,6 +1,6 @@
 """The ingest HTTP door against the real Kafka broker, redis-server and SQLite.
 
-The app is built with `bootstrap.build_app` around real adapters and driven in-process
+The app is built with `wiring.build_app` around real adapters and driven in-process
 through `httpx.ASGITransport`; one test runs `python -m services.ingest` as a subprocess.
 """
 
@@ -32,8 +32,8 @@ from michi.contracts import stable_event_id
 from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry
-from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, device_registry
 
 from .ingest_support import (
     ingest_environment,

@@ -32,9 +32,9 @@ from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry, UnknownDevice
 from services.ingest.adapters.rate_limits import RateLimiter
-from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.domain.signing import sign_request
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, device_registry
 
 from .ingest_support import settings_for, uploads_count
 

@@ -1,6 +1,6 @@
 """`PUT /v1/uploads/{upload_id}/media/{name}` against real Kafka, redis-server, SQLite and a file:// blob store.
 
-Most tests drive the app in-process (`bootstrap.build_app` + `httpx.ASGITransport`); the
+Most tests drive the app in-process (`wiring.build_app` + `httpx.ASGITransport`); the
 memory and early-413 tests run `python -m services.ingest` as a subprocess and watch it.
 """
 
@@ -28,8 +28,8 @@ from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry
-from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, device_registry
 
 from .ingest_support import settings_for
 

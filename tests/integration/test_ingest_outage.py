@@ -24,8 +24,8 @@ from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from michi.infra.kafka import KafkaBroker
 from michi.infra.processes import free_port
-from services.ingest.bootstrap import build_app, device_registry, upload_producer
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, device_registry, upload_producer
 
 PUBLISH_TIMEOUT_S = 3.0
 

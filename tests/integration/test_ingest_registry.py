@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from services.ingest.adapters.devices import DeviceRegistry, InvalidDeviceLabel
-from services.ingest.bootstrap import device_registry
 from services.ingest.domain.tokens import RevokedToken
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import device_registry
 
 
 @pytest.fixture(

@@ -36,8 +36,8 @@ from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
 from services.ingest.adapters.devices import DeviceRegistry
-from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, device_registry
 
 PROTOBUF = "application/x-protobuf"
 # What the issue asks of the document: no 5xx, and answers as documented. Not `positive_data_acceptance`:

@@ -3,7 +3,7 @@
 Every HTTP route of ingest answers `{"reason", "detail", "field"}`: a bad input is a 4xx with a reason, a
 failure of ingest itself a 500 `internal-error` (or a 503 for a store that does not answer), logged with its
 traceback and without the token. Real Kafka, redis-server, SQLite and a file:// blob store; the app runs
-in-process (`bootstrap.build_app`, its blob store swapped through `build_app(blobs=...)`).
+in-process (`wiring.build_app`, its blob store swapped through `build_app(blobs=...)`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from redis.asyncio import Redis
 
 from michi.blobs import BlobInfo, BlobStore
 from michi.bus.producer import EventProducer
-from services.ingest.bootstrap import build_app, device_registry
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import build_app, device_registry
 
 from .ingest_support import settings_for
 

@@ -23,8 +23,8 @@ from michi.infra.kafka import KafkaBroker, broker_answers
 from michi.infra.processes import free_port, pid_is_alive, wait_until
 from michi.infra.redis import RedisServer, redis_answers
 from michi.infra.supervisor import Supervisor
-from services.ingest.bootstrap import redis_client
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import redis_client
 
 from .platform_support import every_device_streams, michi_up, pid_with, platform_environment
 

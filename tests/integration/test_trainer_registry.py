@@ -15,11 +15,11 @@ import pytest
 from michi.contracts.v1 import labels_pb2
 from michi.registry import Stage
 from michi.registry.stages import ChangeKind
-from services.trainer.bootstrap import build_wiring
 from services.trainer.domain.labels import WindowLabel
 from services.trainer.domain.triggers import MANUAL, Trigger
 from services.trainer.handlers import TrainerWiring, bootstrap_champion, due, run_workflow
 from services.trainer.settings import TrainerSettings
+from services.trainer.wiring import build_wiring
 
 from ..fakes import RecordingPlanPublisher
 

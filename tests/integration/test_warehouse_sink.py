@@ -17,8 +17,8 @@ from michi.bus.reader import TopicReader, end_offsets
 from michi.contracts import timestamp_from_datetime
 from michi.contracts.v1 import common_pb2, inference_pb2
 from michi.warehouse import query, table_counts
-from services.warehouse.bootstrap import build_sink
 from services.warehouse.settings import WarehouseSettings
+from services.warehouse.wiring import build_sink
 
 START = datetime(2026, 11, 28, 13, 50, tzinfo=UTC)
 

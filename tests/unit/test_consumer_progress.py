@@ -17,14 +17,14 @@ from redis import Redis
 from michi.bus.catalog import ALERTS, DETECTIONS, LABEL_REQUESTS, LABELS, PREDICTIONS
 from michi.bus.stalls import NOT_READY_AFTER_S, Partition, Position
 from michi.readiness import ConsumerProgress
-from services.annotation.bootstrap import build_app, build_wiring
 from services.annotation.settings import AnnotationSettings
+from services.annotation.wiring import build_app, build_wiring
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.entrypoints.consumer import EventConsumer
-from services.warehouse.bootstrap import progress_check
 from services.warehouse.entrypoints.health import serve_health
 from services.warehouse.metrics import WarehouseMetrics
 from services.warehouse.settings import WarehouseSettings
+from services.warehouse.wiring import progress_check
 
 PREFIX = "unit-progress."
 
@@ -124,8 +124,8 @@ def test_trainer_consumer_is_ready_only_while_its_group_progresses() -> None:
 
 
 def test_the_trainer_service_is_built_with_a_progress_check_on_its_group(tmp_path: Path) -> None:
-    from services.trainer.bootstrap import build_service
     from services.trainer.settings import TrainerSettings
+    from services.trainer.wiring import build_service
 
     home = tmp_path / ".michi"
     settings = TrainerSettings(

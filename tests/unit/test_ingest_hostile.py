@@ -27,7 +27,6 @@ from michi.archive import upload_day
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from services.ingest.adapters.devices import DeviceRegistry
-from services.ingest.bootstrap import upload_limits
 from services.ingest.domain.decoding import JSON, PROTOBUF
 from services.ingest.domain.tokens import InvalidToken, issue_token, verify_signature
 from services.ingest.domain.validation import (
@@ -44,6 +43,7 @@ from services.ingest.entrypoints.http import declared_length
 from services.ingest.entrypoints.http_protocol import parser_refusal
 from services.ingest.handlers import UploadRefused, check_upload, decode_body
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import upload_limits
 
 NOW = 1_800_000_000.0
 LIMITS = UploadLimits()

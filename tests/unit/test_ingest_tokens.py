@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from services.ingest.adapters.devices import DeviceAlreadyRegistered, DeviceRegistry, InvalidDeviceId
-from services.ingest.bootstrap import device_registry
 from services.ingest.domain.tokens import (
     InvalidToken,
     RevokedToken,
@@ -19,6 +18,7 @@ from services.ingest.domain.tokens import (
     verify_signature,
 )
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import device_registry
 
 SECRET = b"unit-test-secret"
 

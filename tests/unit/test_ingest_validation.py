@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
-from services.ingest.bootstrap import upload_limits
 from services.ingest.domain.sequences import missing_sequences
 from services.ingest.domain.validation import UploadLimits, Violation, imu_sample_count, validate_upload
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import upload_limits
 
 NOW = 1_800_000_000.0
 LIMITS = UploadLimits()

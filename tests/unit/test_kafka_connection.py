@@ -171,14 +171,14 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
 
 
 def _import_every_kafka_module() -> None:
-    import services.annotation.bootstrap
+    import services.annotation.wiring
     import services.inference.adapters.plans
-    import services.inference.bootstrap
-    import services.ingest.bootstrap
-    import services.scoring.bootstrap
-    import services.trainer.bootstrap
+    import services.inference.wiring
+    import services.ingest.wiring
+    import services.scoring.wiring
     import services.trainer.entrypoints.cli
-    import services.warehouse.bootstrap  # noqa: F401
+    import services.trainer.wiring
+    import services.warehouse.wiring  # noqa: F401
 
 
 def _assert_secure(kind: str, config: dict[str, Any], certificate: tuple[Path, Path]) -> None:
@@ -309,17 +309,17 @@ def test_every_confluent_kafka_client_carries_the_sasl_and_tls_settings(
     from michi.infra.kafka import broker_answers
     from michi.readiness import ConsumerProgress
     from michi.registry.commands import _registry
-    from services.annotation.bootstrap import label_producer
     from services.annotation.settings import AnnotationSettings
+    from services.annotation.wiring import label_producer
     from services.inference.adapters.plans import RolloutPlanFeed
-    from services.inference.bootstrap import uploads_partitions
-    from services.ingest.bootstrap import upload_producer
+    from services.inference.wiring import uploads_partitions
     from services.ingest.settings import IngestSettings
+    from services.ingest.wiring import upload_producer
     from services.scoring.adapters.progress import CommittedProgress
     from services.scoring.adapters.topics import prepare_topics
     from services.trainer.entrypoints import cli as trainer_cli
-    from services.warehouse.bootstrap import build_sink, progress_check
     from services.warehouse.settings import WarehouseSettings
+    from services.warehouse.wiring import build_sink, progress_check
 
     settings = load_settings(MichiSettings)
     connection = settings.kafka_connection()
@@ -368,7 +368,7 @@ def test_every_confluent_kafka_client_carries_the_sasl_and_tls_settings(
     def stop_after_the_producer(*args: Any, **kwargs: Any) -> Any:
         raise Stop
 
-    monkeypatch.setattr("services.trainer.bootstrap.build_wiring", stop_after_the_producer)
+    monkeypatch.setattr("services.trainer.wiring.build_wiring", stop_after_the_producer)
 
     def trainer_command() -> None:
         with pytest.raises(Stop):
@@ -390,8 +390,8 @@ def test_the_stream_apps_connect_faust_with_sasl_over_tls_to_every_server(
     secure_env: Path, recorded: Recorded, certificate: tuple[Path, Path]
 ) -> None:
     from michi.bus.streams import create_app, stream_watch
-    from services.scoring.bootstrap import build_app as build_scoring
     from services.scoring.settings import ScoringSettings
+    from services.scoring.wiring import build_app as build_scoring
 
     connection = load_settings(MichiSettings).kafka_connection()
     apps = {
@@ -421,8 +421,8 @@ def test_the_stream_apps_connect_faust_with_sasl_over_tls_to_every_server(
 def test_the_inference_app_is_built_from_the_connection(
     secure_env: Path, recorded: Recorded, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.inference.bootstrap import build_app
     from services.inference.settings import InferenceSettings
+    from services.inference.wiring import build_app
 
     monkeypatch.setenv("MICHI_INFERENCE_PARTITIONS", "2")
     built = build_app(load_settings(InferenceSettings), loader=lambda reference: None)  # type: ignore[arg-type,return-value]

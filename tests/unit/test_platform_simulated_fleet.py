@@ -24,10 +24,10 @@ from michi.device_client import UploadResult, send_fleet
 from michi.roads import RoadMap
 from michi.settings import MichiSettings
 from michi.simulator import FleetSimulator, SimulationConfig
-from services.ingest.bootstrap import device_registry
 from services.ingest.domain.tokens import RevokedToken
 from services.ingest.domain.validation import UploadLimits, check_started_at, check_upload_end
 from services.ingest.settings import IngestSettings
+from services.ingest.wiring import device_registry
 
 START = 1_800_000_000.0
 # What `make run` asks for: `michi up --simulate 20` with the default duration and seed.

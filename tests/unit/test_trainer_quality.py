@@ -34,9 +34,9 @@ from services.inference.domain.state import DeviceState
 from services.inference.handlers import Detector, InferencePipeline, process_uploads
 from services.trainer.adapters.onnx_model import OnnxRiskModel
 from services.trainer.adapters.recordings import RealRecordings
-from services.trainer.bootstrap import baseline_model, build_wiring
 from services.trainer.domain.real_data import real_data_section
 from services.trainer.settings import TrainerSettings
+from services.trainer.wiring import baseline_model, build_wiring
 
 from ..fakes import RecordingPlanPublisher
 

@@ -30,13 +30,13 @@ from michi.windows.physics import PHYSICS_DATA_VERSION, PHYSICS_MODEL_VERSION, b
 from services.inference.domain.speeding import road_map_version
 from services.trainer.adapters.onnx_model import OnnxRiskModel
 from services.trainer.adapters.recordings import RealRecordings
-from services.trainer.bootstrap import build_wiring
 from services.trainer.domain.dataset import build_dataset
 from services.trainer.domain.gate import PHYSICS_RULE, GatePolicy, decide
 from services.trainer.domain.labels import CLASS_NAMES, LABEL_SOURCE_IMPORTED, source_name
 from services.trainer.domain.real_data import RealWindows, real_data_section, recording_figures
 from services.trainer.handlers import TrainerWiring, next_version, register_physics_model
 from services.trainer.settings import TrainerSettings
+from services.trainer.wiring import build_wiring
 
 from ..fakes import RecordingPlanPublisher
 

@@ -37,11 +37,11 @@ from services.inference.domain.state import DeviceState
 from services.inference.handlers import InferencePipeline, process_uploads
 from services.trainer.adapters.artifacts import ArtifactStore
 from services.trainer.adapters.onnx_model import OnnxRiskModel
-from services.trainer.bootstrap import build_wiring
 from services.trainer.domain.labels import label_from_message
 from services.trainer.domain.triggers import MANUAL, Trigger
 from services.trainer.handlers import TrainerWiring, bootstrap_champion, dry_run, run_workflow
 from services.trainer.settings import TrainerSettings
+from services.trainer.wiring import build_wiring
 
 from ..fakes import RecordingPlanPublisher
 
@@ -144,7 +144,7 @@ def label_for(
 
 def serving_features(uploads: list[upload_pb2.Upload]) -> dict[str, np.ndarray]:
     """window id → the features inference computed (its `Prediction.features`), with the baseline model."""
-    from services.trainer.bootstrap import baseline_model
+    from services.trainer.wiring import baseline_model
 
     pipeline = InferencePipeline(OnnxRiskModel(baseline_model(), model_version="baseline-1"), None)
     states: dict[str, DeviceState] = {}

@@ -28,9 +28,9 @@ def _actor() -> str:
 def _accounts(*, redis: bool = False) -> Iterator[Any]:
     from michi.settings import load_settings
     from services.annotation.adapters.queues import RedisQueues
-    from services.annotation.bootstrap import annotation_store, redis_client, service_config
     from services.annotation.handlers import Accounts, Refused
     from services.annotation.settings import AnnotationSettings
+    from services.annotation.wiring import annotation_store, redis_client, service_config
 
     settings = load_settings(AnnotationSettings)
     store = annotation_store(settings)
@@ -103,7 +103,7 @@ def rebuild() -> None:
     from services.annotation.metrics import AnnotationMetrics
 
     with _accounts(redis=True) as (_, settings, store, queues):
-        from services.annotation.bootstrap import service_config
+        from services.annotation.wiring import service_config
 
         service = AnnotationService(
             store=store,

@@ -19,7 +19,7 @@ the membership and the assignment survive any outage; records a poll hands over 
 processed then, and their partitions are sought back to them before the partitions resume. Only the
 partitions it still holds are committed.
 
-`/readyz` (`bootstrap.build_app`) holds the consumer ready while its thread runs and the group makes
+`/readyz` (`wiring.build_app`) holds the consumer ready while its thread runs and the group makes
 progress (`michi.readiness.ConsumerProgress`: records waiting with committed offsets unmoved for 30 s
 answer 503).
 """

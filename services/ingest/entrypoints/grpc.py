@@ -1,6 +1,6 @@
 """The gRPC door: `michi.v1.Ingest/Upload` (unary) and `/StreamUploads` (bidirectional), plus health.
 
-Served next to the HTTP door by `python -m services.ingest` (see `services/ingest/bootstrap.py`),
+Served next to the HTTP door by `python -m services.ingest` (see `services/ingest/wiring.py`),
 on `MICHI_INGEST_HOST`:`MICHI_INGEST_GRPC_PORT` (50051). Both doors call the same `UploadHandler`,
 so authentication, validation, idempotency and limits are the HTTP ones. A refusal becomes a
 gRPC status (`STATUS_CODES`) whose trailing metadata carries the machine-readable reason

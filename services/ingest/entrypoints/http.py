@@ -1,6 +1,6 @@
 """The HTTP door: `POST /v1/uploads`, `/healthz`, `/readyz`, `/metrics`, OpenAPI at `/openapi.json`.
 
-Run it with `python -m services.ingest` (see `services/ingest/bootstrap.py`).
+Run it with `python -m services.ingest` (see `services/ingest/wiring.py`).
 """
 
 from __future__ import annotations
@@ -75,14 +75,14 @@ class UploadAnswer(BaseModel):
 
 @dataclass
 class IngestEndpoints:
-    """What the routes need; `bootstrap.build_app` fills it."""
+    """What the routes need; `wiring.build_app` fills it."""
 
     handler: UploadHandler
     registry: DeviceRegistry
     metrics: IngestMetrics
     max_body_bytes: int
     readiness_checks: dict[str, Callable[[], Awaitable[None]]]
-    # None: no rate limits (tests of other rules); bootstrap always sets one.
+    # None: no rate limits (tests of other rules); the wiring always sets one.
     rate_limiter: RateLimiter | None = None
     nonces: NonceRegistry | None = None
     require_signatures: bool = False

@@ -5,7 +5,7 @@ headers, a bad chunk size) never reaches the app: httptools refuses it and uvico
 400. Devices read `{"reason", "detail", "field"}` on every refusal, so this protocol answers
 `invalid-content-length` (anything about Content-Length) or `malformed-request` (anything else) in that
 body, counts it in `michi_ingest_uploads_total{outcome="refused"}` and logs it like any refusal.
-`bootstrap.serve` passes `json_error_protocol(metrics)` as uvicorn's `http` protocol class.
+`wiring.serve` passes `json_error_protocol(metrics)` as uvicorn's `http` protocol class.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The media door: `PUT /v1/uploads/{upload_id}/media/{name}` streams a frame or clip to the blob store.
 
-`bootstrap.build_app` includes this router in the ingest app (`python -m services.ingest`).
+`wiring.build_app` includes this router in the ingest app (`python -m services.ingest`).
 
 The body is never held whole: it goes chunk by chunk to a temporary blob with a running
 sha256 and becomes visible at `media/{device_id}/{upload_id}/{name}` only if it stayed within
@@ -74,7 +74,7 @@ class MediaAnswer(BaseModel):
 
 @dataclass
 class MediaEndpoints:
-    """What the media route needs; `bootstrap.build_app` fills it."""
+    """What the media route needs; `wiring.build_app` fills it."""
 
     registry: DeviceRegistry
     claims: UploadClaims

@@ -88,10 +88,10 @@ def train_command(
 ) -> None:
     """Run the training workflow once in this process (fetch, preprocess, train, evaluate, register, shadow)."""
     from michi.bus.producer import EventProducer
-    from services.trainer.bootstrap import build_wiring, training_parameters
     from services.trainer.domain.triggers import MANUAL, Trigger
     from services.trainer.handlers import bootstrap_champion, register_physics_model, run_workflow
     from services.trainer.handlers import dry_run as plan_run
+    from services.trainer.wiring import build_wiring, training_parameters
 
     settings = _settings()
     try:
@@ -150,7 +150,7 @@ def train_command(
 
 def _store() -> Any:
     from services.trainer.adapters.store import TrainerStore
-    from services.trainer.bootstrap import database_url
+    from services.trainer.wiring import database_url
 
     return TrainerStore.from_url(database_url(_settings()))
 

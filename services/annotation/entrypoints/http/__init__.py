@@ -1,6 +1,6 @@
 """The annotation API and page: FastAPI routes over `AnnotationService` and `Accounts`.
 
-Run it with `python -m services.annotation` (see `services/annotation/bootstrap.py`); the page is
+Run it with `python -m services.annotation` (see `services/annotation/wiring.py`); the page is
 `GET /`, the API under `/v1`, OpenAPI at `/openapi.json`. Every refusal is an `ErrorBody`
 (`reason`, `detail`, optional `field`); every route that needs a session takes
 `Authorization: Bearer <token>` from `POST /v1/sessions`.

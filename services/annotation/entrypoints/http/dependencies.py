@@ -17,7 +17,7 @@ from services.annotation.metrics import AnnotationMetrics
 
 @dataclass
 class AnnotationEndpoints:
-    """What the routes need; `bootstrap.build_app` fills it."""
+    """What the routes need; `wiring.build_app` fills it."""
 
     service: AnnotationService
     accounts: Accounts
