@@ -34,11 +34,12 @@ test: $(STAMP) ## run every test against real embedded Kafka and redis-server
 test-unit: $(STAMP) ## run the fast unit tests only
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff + mypy + stale generated code check (changes nothing)
+lint: $(STAMP) ## ruff + mypy + stale generated code check + breaking-change check of proto/ (changes nothing)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy michi services benchmarks
 	$(BIN)/python tools/generate_contracts.py --check
+	tools/check_contract_breaking.sh
 
 format: $(STAMP) ## rewrite code with ruff (fixes and formatting)
 	$(BIN)/ruff check --fix .

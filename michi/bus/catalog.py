@@ -65,7 +65,8 @@ TRIP_SEGMENTS = TopicSpec(
 LABEL_REQUESTS = TopicSpec(
     "label-requests.v1", "window_id", labels_pb2.LabelRequest, 3, 30 * DAY_MS, description="windows for people to label"
 )
-LABELS = TopicSpec("labels.v1", "window_id", labels_pb2.Label, 3, None, description="consensus labels (kept forever)")
+# retention.ms -1: people's labels are kept forever (None would leave the broker's default, 7 days).
+LABELS = TopicSpec("labels.v1", "window_id", labels_pb2.Label, 3, -1, description="consensus labels (kept forever)")
 SCORED_EVENTS = TopicSpec(
     "scored-events.v1",
     "driver_id",

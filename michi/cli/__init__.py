@@ -182,7 +182,7 @@ def topics(create: bool = typer.Option(False, help="create the missing topics on
         retention = (
             "compacted"
             if spec.compacted
-            else ("forever" if spec.retention_ms is None else f"{spec.retention_ms // 86_400_000}d")
+            else ("forever" if spec.retention_ms in (None, -1) else f"{spec.retention_ms // 86_400_000}d")
         )
         typer.echo(
             f"{spec.name(settings.topic_prefix):32} {spec.key:12} {spec.schema:28} {spec.partitions:>5} {retention}"
