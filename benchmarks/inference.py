@@ -60,8 +60,8 @@ from services.inference.adapters.onnx_model import ModelArtifact, OnnxDetector
 from services.inference.domain.state import DeviceState
 from services.inference.handlers import Detector, InferencePipeline, process_uploads
 from services.inference.settings import InferenceSettings
-from services.inference.synthetic_models import build_signals_model, rollout_plan, store_model
 from services.inference.wiring import default_detector
+from tests.model_graphs import build_signals_model, rollout_plan, store_model
 
 BARE_PREFIX = "bench-bare."
 SIGNALS_DEMO = "signals-demo"

@@ -17,9 +17,10 @@ import pytest
 from michi.bus.admin import ensure_topics
 from michi.bus.producer import EventProducer
 from michi.infra.kafka import KafkaBroker
-from michi.infra.postgres import PostgresServer
 from michi.infra.processes import InfrastructureError, free_port
 from michi.infra.redis import RedisServer
+
+from .postgres_server import PostgresServer
 
 
 @pytest.fixture(scope="session")

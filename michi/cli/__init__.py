@@ -111,6 +111,13 @@ def up(
         up_fleet_start(time.time(), duration=duration, speed=speed)
     except ValueError as error:
         _fail(str(error))
+    from michi.telemetry import TracingConfigurationError, tracing_setup
+
+    try:
+        # Refused here too: each service would stop on it at start, and be restarted, again and again.
+        tracing_setup()
+    except TracingConfigurationError as error:
+        _fail(f"configuration error: {error}")
     try:
         run_platform(
             _settings(),

@@ -1,13 +1,24 @@
-"""What inference does with a batch of uploads: the pure pipeline both the agent and benchmarks call.
+"""What inference does with a batch of uploads: decide what each yields, then publish it in order.
 
-    outcome = process_uploads(uploads, states, pipeline)
+    usable = await refuse_unattributable(batch, publisher, metrics)   # dead letters, awaited
+    outcome = process_uploads(uploads, states, pipeline)              # pure: the agent, benchmarks, `michi evaluate`
+    await publish_outcome(usable, outcome, publisher, budget=budget, clock=clock, metrics=metrics)
+    record_outcome(outcome, metrics, len(usable), seconds)
 
 `uploads` are decoded `UploadReceived` messages in partition order, `states` maps device_id to
 its `DeviceState` (updated in place), `pipeline` holds the served models (champion, optional
 shadow, earlier versions kept for replays) and the road map. The outcome lists, per upload, the
 protobufs to publish — predictions, detections, label requests, shadow predictions, shadow
-disagreement requests and exactly one trip segment — and nothing here does I/O, so the same input
-always gives the same ids and counts.
+disagreement requests and exactly one trip segment — and `process_uploads` does no I/O, so the
+same input always gives the same ids and counts.
+
+Every effect goes through the `Publisher` port (`adapters/publisher.KafkaPublisher`, filled in by
+`wiring`): `publish_outcome` sends in two waves, each awaited before the next — (1) every upload's
+predictions (champion, then shadow), detections and label requests (shadow disagreement requests
+within the per-minute `RateBudget`), (2) each upload's `TripSegment`, so a segment never precedes
+its detections — then dead-letters the uploads that failed (their segment was still published).
+Each upload's outputs are sent inside a span continuing its trace. The entrypoint writes the
+device states only after this returns, then acknowledges.
 
 Three phases so ONNX Runtime sees the whole batch at once: (1) calibrate and extract features
 per upload (per device in order) and pick the models of each upload, (2) one `session.run` over
@@ -40,15 +51,20 @@ segment.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
+from google.protobuf.message import Message
 
+from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, TopicSpec
+from michi.bus.producer import Delivery
 from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
 from michi.windows.calibration import Calibration, CalibrationSums, update_calibration
@@ -69,6 +85,7 @@ from michi.windows.model_spec import (
 )
 from michi.windows.upload import UploadData, upload_from_proto
 from services.inference.domain.episodes import merge_windows
+from services.inference.domain.rollout import RateBudget
 from services.inference.domain.speeding import (
     RULE_NAME,
     RULE_VERSION,
@@ -80,7 +97,19 @@ from services.inference.domain.speeding import (
 )
 from services.inference.domain.state import DeviceState, ModelsUsed
 
+if TYPE_CHECKING:
+    # Typing only: the pure pipeline is imported by `michi evaluate` and the trainer, which need no faust.
+    from michi.bus.streams import Inbound
+    from services.inference.adapters.metrics import InferenceMetrics
+
 logger = logging.getLogger(__name__)
+
+SERVICE = "inference"
+# Dead-letter reasons of this service (besides the decoder's).
+SCHEMA_VIOLATION = "schema-violation"
+PROCESSING_FAILED = "processing-failed"
+
+PendingDelivery = concurrent.futures.Future[Delivery]
 
 RISKY_COLUMNS = [index for index, event_type in enumerate(CLASS_EVENT_TYPES) if event_type in RISKY_EVENT_TYPES]
 # Random QA requests rank below every uncertain one (those run 0-100 by closeness to the threshold).
@@ -109,6 +138,20 @@ class Detector(Protocol):
 
     def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
         """Class probabilities [N, 5] for features [N, F] and signals [N, C, T] (float32, same N)."""
+        ...
+
+
+class Publisher(Protocol):
+    """The port every effect of a batch goes through (`adapters/publisher.KafkaPublisher`).
+
+    Both send at once, inside the caller's current span (its trace context goes into the headers), and
+    return a future that settles when the broker acknowledged the record (acks=all).
+    """
+
+    def publish(self, spec: TopicSpec, key: str, message: Message) -> PendingDelivery: ...
+
+    def dead_letter(self, inbound: Inbound, reason: str, detail: str) -> PendingDelivery:
+        """`inbound`'s message to the dead letters, with where it came from and why."""
         ...
 
 
@@ -239,6 +282,143 @@ def process_uploads(
             logger.exception("upload decision failed", extra={"upload_id": item.received.upload.upload_id})
             outcomes.append(_failed(item, f"{type(error).__name__}: {error}", pipeline))
     return BatchOutcome(outcomes, rows, onnx_seconds, shadow_seconds, shadow_failure)
+
+
+def upload_problem(received: upload_pb2.UploadReceived) -> str | None:
+    """Why an `UploadReceived` cannot be analysed at all (None: it can).
+
+    Without its upload, device and trip ids nothing it yields could be attributed: no device state to
+    chain, and a trip segment keyed by nothing that scoring would refuse in turn. Ingest never
+    publishes one; anything else that does is dead-lettered, before the pipeline sees it.
+    """
+    upload = received.upload
+    missing = [
+        name
+        for name, value in (
+            ("upload.upload_id", upload.upload_id),
+            ("upload.device_id", upload.device_id),
+            ("upload.trip_id", upload.trip_id),
+        )
+        if not value
+    ]
+    return f"UploadReceived without {', '.join(missing)}" if missing else None
+
+
+async def refuse_unattributable(
+    batch: Sequence[Inbound], publisher: Publisher, metrics: InferenceMetrics
+) -> list[Inbound]:
+    """Dead-letter (`schema-violation`, awaited) the uploads of `batch` that cannot be analysed; return the others."""
+    usable, letters = [], []
+    for inbound in batch:
+        problem = upload_problem(cast(upload_pb2.UploadReceived, inbound.message))
+        if problem is None:
+            usable.append(inbound)
+            continue
+        letters.append(publisher.dead_letter(inbound, SCHEMA_VIOLATION, problem))
+        metrics.uploads.labels(outcome="refused").inc()
+    await _acknowledged(letters)
+    return usable
+
+
+async def publish_outcome(
+    batch: Sequence[Inbound],
+    outcome: BatchOutcome,
+    publisher: Publisher,
+    *,
+    budget: RateBudget,
+    clock: Callable[[], float],
+    metrics: InferenceMetrics,
+) -> None:
+    """Publish what `process_uploads` decided for `batch` (the same uploads, in the same order).
+
+    Two waves, each acknowledged before the next starts: (1) every upload's predictions, shadow
+    predictions, detections and label requests, and the shadow disagreement requests `budget` admits;
+    (2) every upload's `TripSegment`, so scoring never sees a segment before its detections. Then
+    the uploads whose processing failed are dead-lettered (`processing-failed`, one at a time, each
+    awaited); a skipped upload is only logged. Each upload's outputs are sent inside a span continuing
+    its trace, so `michi trace <upload_id>` follows it from ingest through inference to scoring.
+    """
+    # Imported here: the pure pipeline above is used where faust is not (see the typing import).
+    from michi.bus.streams import consumer_span
+
+    first_wave = []
+    for inbound, result in zip(batch, outcome.uploads, strict=True):
+        with consumer_span(inbound, SERVICE):
+            first_wave += [publisher.publish(PREDICTIONS, result.device_id, message) for message in result.predictions]
+            first_wave += [
+                publisher.publish(PREDICTIONS, result.device_id, message) for message in result.shadow_predictions
+            ]
+            first_wave += [publisher.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
+            first_wave += [
+                publisher.publish(LABEL_REQUESTS, message.lineage.window_id, message)
+                for message in result.label_requests
+            ]
+            for message in result.disagreement_requests:
+                if budget.allow(clock()):
+                    first_wave.append(publisher.publish(LABEL_REQUESTS, message.lineage.window_id, message))
+                    metrics.shadow_label_requests.labels(outcome="published").inc()
+                else:
+                    metrics.shadow_label_requests.labels(outcome="rate-limited").inc()
+    await _acknowledged(first_wave)
+    second_wave = []
+    for inbound, result in zip(batch, outcome.uploads, strict=True):
+        with consumer_span(inbound, SERVICE, "settle"):
+            second_wave.append(publisher.publish(TRIP_SEGMENTS, result.trip_id, result.segment))
+    await _acknowledged(second_wave)
+    for inbound, result in zip(batch, outcome.uploads, strict=True):
+        if result.failure is not None:
+            await _acknowledged([publisher.dead_letter(inbound, PROCESSING_FAILED, result.failure)])
+        elif result.skipped_reason is not None:
+            logger.warning("upload skipped", extra={"upload_id": result.upload_id, "reason": result.skipped_reason})
+
+
+async def _acknowledged(pending: Sequence[PendingDelivery]) -> None:
+    """Return once the broker acknowledged every record of `pending` (raises if one failed)."""
+    await asyncio.gather(*(asyncio.wrap_future(future) for future in pending))
+
+
+def record_outcome(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: int, seconds: float) -> None:
+    """Count a handled batch: its size, timings, windows, and each upload's outcome and what it noticed."""
+    metrics.batch_uploads.observe(uploads)
+    metrics.batch_seconds.observe(seconds)
+    if outcome.window_count:
+        metrics.batch_windows.observe(outcome.window_count)
+        metrics.onnx_seconds.observe(outcome.onnx_seconds)
+        if outcome.shadow_seconds:
+            metrics.shadow_seconds.observe(outcome.shadow_seconds)
+    if outcome.shadow_failure is not None:
+        metrics.shadow_failures.inc()
+    metrics.windows.inc(outcome.window_count)
+    metrics.record_rate(outcome.window_count)
+    for result in outcome.uploads:
+        kind = (
+            "failed"
+            if result.failure
+            else "skipped"
+            if result.skipped_reason
+            else "replayed"
+            if result.replayed
+            else "processed"
+        )
+        metrics.uploads.labels(outcome=kind).inc()
+        for detection in result.detections:
+            metrics.detection(detection.event_type)
+        if result.shadow_disagreements:
+            metrics.shadow_disagreements.inc(result.shadow_disagreements)
+        if result.replay_model_missing is not None:
+            metrics.replay_model_missing.inc()
+            logger.warning(
+                "replayed with the current model: the recorded one is not available",
+                extra={"upload_id": result.upload_id, "recorded_version": result.replay_model_missing},
+            )
+        if result.calibration_confidence is not None:
+            metrics.calibration_confidence.observe(result.calibration_confidence)
+        if result.orientation_changed:
+            metrics.orientation_changes.inc()
+            logger.info(
+                "device mount moved: calibration restarted",
+                extra={"device_id": result.device_id, "upload_id": result.upload_id},
+            )
 
 
 def _by_model(pending: list[_Pending], *, shadow: bool) -> list[tuple[Detector, list[_Pending]]]:

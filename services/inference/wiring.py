@@ -2,8 +2,9 @@
 
     python -m services.inference        # or: michi run inference
 
-`build_app(settings, producer=..., model=..., road_map=..., loader=...)` builds the faust app with
-every adapter swappable (tests pass a fake road map, a prepared baseline model or a model loader);
+`build_app(settings, producer=..., publisher=..., model=..., road_map=..., loader=...)` builds the faust
+app with every adapter swappable (tests pass a fake road map, a prepared baseline model, a model loader
+or a publisher standing in for the handlers' `Publisher` port);
 `run()` loads settings from the environment, reads the rollout plans to their end and loads the
 champion they name (the built-in baseline when there is none), then blocks until SIGINT/SIGTERM
 while a background thread follows new plans.
@@ -40,16 +41,16 @@ from services.inference.adapters.device_table import DeviceStateTable, create_de
 from services.inference.adapters.metrics import InferenceMetrics
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.adapters.plans import RolloutPlanFeed
+from services.inference.adapters.publisher import KafkaPublisher
 from services.inference.domain.rollout import RateBudget
 from services.inference.domain.speeding import SpeedLimits
 from services.inference.entrypoints.stream import (
-    SERVICE,
     StreamWiring,
     faust_commit_barrier,
     register_agent,
     register_pages,
 )
-from services.inference.handlers import Detector, InferencePipeline
+from services.inference.handlers import SERVICE, Detector, InferencePipeline, Publisher
 from services.inference.serving import Loader, ModelServing, PlanWatcher
 from services.inference.settings import InferenceSettings
 
@@ -98,6 +99,7 @@ def build_app(
     settings: InferenceSettings,
     *,
     producer: EventProducer | None = None,
+    publisher: Publisher | None = None,
     model: Detector | None = None,
     road_map: SpeedLimits | None = None,
     loader: Loader | None = None,
@@ -139,6 +141,7 @@ def build_app(
     table = create_device_table(app, partitions)
     wiring = StreamWiring(
         producer=event_producer,
+        publisher=publisher or KafkaPublisher(event_producer, SERVICE),
         serving=serving,
         table=table,
         metrics=metrics,

@@ -35,8 +35,8 @@ from michi.infra.processes import wait_until
 from michi.windows.features import FEATURE_NAMES
 from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
 from services.inference.adapters.onnx_model import baseline_weights, build_baseline_model
-from services.inference.synthetic_models import build_signals_model, rollout_plan, store_model
 
+from ..model_graphs import build_signals_model, rollout_plan, store_model
 from ..scripted_drive import ScriptedDrive, ScriptedEvent
 from .kafka_support import wait_until_committed
 from .test_inference_service import running_service

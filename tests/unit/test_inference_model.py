@@ -19,7 +19,8 @@ from services.inference.adapters.onnx_model import (
     build_baseline_model,
     install_baseline_model,
 )
-from services.inference.synthetic_models import build_signals_model
+
+from ..model_graphs import build_signals_model
 
 
 def test_baseline_bytes_are_deterministic() -> None:

@@ -32,7 +32,8 @@ from services.inference.domain.rollout import PlanDecision, RateBudget, arms_of,
 from services.inference.entrypoints.stream import StreamWiring, swap_if_ready
 from services.inference.handlers import Detector, InferencePipeline
 from services.inference.serving import ModelServing
-from services.inference.synthetic_models import build_signals_model, model_key, rollout_plan, store_model
+
+from ..model_graphs import build_signals_model, model_key, rollout_plan, store_model
 
 MODEL = "michi-risk"
 
@@ -334,6 +335,7 @@ def test_swap_waits_for_the_commit_barrier(served: Served) -> None:
 
     wiring = StreamWiring(
         producer=cast(Any, None),
+        publisher=cast(Any, None),
         serving=served.serving,
         table=None,
         metrics=served.metrics,

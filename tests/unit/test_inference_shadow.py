@@ -19,8 +19,8 @@ from michi.windows.features import DATA_VERSION
 from services.inference.adapters.onnx_model import ModelArtifact, OnnxDetector, build_baseline_model
 from services.inference.domain.state import DeviceState, ModelsUsed
 from services.inference.handlers import BatchOutcome, InferencePipeline, UploadOutcome, process_uploads
-from services.inference.synthetic_models import build_signals_model
 
+from ..model_graphs import build_signals_model
 from ..scripted_drive import ScriptedDrive, ScriptedEvent
 
 BRAKING = common_pb2.EVENT_TYPE_HARSH_BRAKING

@@ -1,4 +1,8 @@
-"""An `UploadReceived` naming no upload, device or trip is dead-lettered by the inference agent and yields nothing."""
+"""An `UploadReceived` naming no upload, device or trip is dead-lettered by inference's handlers and yields nothing.
+
+The agent's batch runs with its real `Publisher` adapter (`KafkaPublisher`) over a recording producer, so the
+dead letters are checked as the producer would send them (offset, reason, original bytes).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ from michi.bus.producer import EventProducer
 from michi.bus.streams import Inbound
 from michi.contracts.v1 import common_pb2, upload_pb2
 from services.inference.adapters.metrics import InferenceMetrics
+from services.inference.adapters.publisher import KafkaPublisher
 from services.inference.domain.rollout import RateBudget
-from services.inference.entrypoints.stream import SCHEMA_VIOLATION, StreamWiring, handle_batch, upload_problem
+from services.inference.entrypoints.stream import StreamWiring, handle_batch
+from services.inference.handlers import SCHEMA_VIOLATION, SERVICE, upload_problem
 
 
 class RecordingProducer:
@@ -75,6 +81,7 @@ def test_unattributable_uploads_are_dead_lettered_and_their_offsets_counted_as_h
     metrics = InferenceMetrics()
     wiring = StreamWiring(
         producer=cast(Any, producer),
+        publisher=KafkaPublisher(cast(Any, producer), SERVICE),
         serving=cast(Any, NoServing()),
         table={},
         metrics=metrics,
@@ -94,5 +101,6 @@ def test_unattributable_uploads_are_dead_lettered_and_their_offsets_counted_as_h
         (9, SCHEMA_VIOLATION, received(device_id="").SerializeToString()),
     ]
     assert producer.letters[1]["error"] == "UploadReceived without upload.device_id"
+    assert {letter["service"] for letter in producer.letters} == {SERVICE}
     assert wiring.processed == {2: 10}
     assert metrics.uploads.labels(outcome="refused")._value.get() == 2

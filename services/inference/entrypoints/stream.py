@@ -1,8 +1,10 @@
-"""The faust agent on `uploads`: decode a batch, run the pipeline, publish, then save device state.
+"""The faust agent on `uploads`: take a decoded batch, call the handlers, save device state, acknowledge.
 
-Order per batch (at-least-once with idempotent effects):
+The agent decides nothing about an upload itself: `services/inference/handlers.py` does (which uploads
+are dead letters, what each yields, what is published in which order), through the `Publisher` port
+`wiring` fills. Order per batch (at-least-once with idempotent effects):
 - an upload naming no upload, device or trip id is dead-lettered (`schema-violation`, awaited) and
-  yields nothing: its outputs could be attributed to nothing (`upload_problem`);
+  yields nothing: its outputs could be attributed to nothing (`handlers.refuse_unattributable`);
 0. if new models are pending (a newer rollout plan was loaded in the background), every offset
    handled so far is committed first (the commit barrier) and only then are they swapped in;
    otherwise the swap waits for a later batch. So an upload offset is handled by one model version
@@ -12,8 +14,10 @@ Order per batch (at-least-once with idempotent effects):
    and awaited (shadow disagreement requests within a per-minute budget);
 2. then each upload's `TripSegment` (so a segment never precedes its detections) — awaited;
 3. uploads that failed are dead-lettered (their segment was still published);
+   steps 1 to 3 are `handlers.publish_outcome`;
 4. only then the device states are written to the table (changelog), so a crash before this
-   point replays the batch from the old state and yields the same ids and counts.
+   point replays the batch from the old state and yields the same ids and counts; then the batch's
+   offsets count as handled and faust acknowledges them.
 
 A redelivered upload found in its device's replay memory is replayed with the model versions that
 first handled it: if one is not loaded any more, it is loaded (in a worker thread) before the batch.
@@ -31,22 +35,28 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.catalog import UPLOADS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import Inbound, catalog_topic, consumer_span, process_batches
+from michi.bus.streams import Inbound, catalog_topic, process_batches
 from michi.contracts.v1 import upload_pb2
 from michi.readiness import add_stream_pages
 from services.inference.adapters.device_table import read_state, write_state
 from services.inference.adapters.metrics import InferenceMetrics
 from services.inference.domain.rollout import RateBudget
 from services.inference.domain.state import DeviceState
-from services.inference.handlers import BatchOutcome, process_uploads, recorded_versions
+from services.inference.handlers import (
+    SERVICE,
+    BatchOutcome,
+    Publisher,
+    process_uploads,
+    publish_outcome,
+    record_outcome,
+    recorded_versions,
+    refuse_unattributable,
+)
 from services.inference.serving import ModelServing
 
 logger = logging.getLogger(__name__)
-SERVICE = "inference"
-# Dead-letter reason of an upload that names no upload, device or trip (besides the decoder's reasons).
-SCHEMA_VIOLATION = "schema-violation"
 
 # Commits what was handled so far; True once every given offset (partition -> next offset) is committed.
 CommitBarrier = Callable[[Mapping[int, int]], Awaitable[bool]]
@@ -54,7 +64,10 @@ CommitBarrier = Callable[[Mapping[int, int]], Awaitable[bool]]
 
 @dataclass
 class StreamWiring:
+    # Dead-letters what cannot be decoded (`michi.bus.streams.process_batches`).
     producer: EventProducer
+    # Where the handlers' outputs and dead letters go.
+    publisher: Publisher
     serving: ModelServing
     table: Any
     metrics: InferenceMetrics
@@ -87,48 +100,9 @@ async def handle_batch(batch: list[Inbound], wiring: StreamWiring) -> BatchOutco
         return await _handle(batch, wiring)
 
 
-def upload_problem(received: upload_pb2.UploadReceived) -> str | None:
-    """Why an `UploadReceived` cannot be analysed at all (None: it can).
-
-    Without its upload, device and trip ids nothing it yields could be attributed: no device state to
-    chain, and a trip segment keyed by nothing that scoring would refuse in turn. Ingest never
-    publishes one; anything else that does is dead-lettered here, before the pipeline sees it.
-    """
-    upload = received.upload
-    missing = [
-        name
-        for name, value in (
-            ("upload.upload_id", upload.upload_id),
-            ("upload.device_id", upload.device_id),
-            ("upload.trip_id", upload.trip_id),
-        )
-        if not value
-    ]
-    return f"UploadReceived without {', '.join(missing)}" if missing else None
-
-
-async def _refuse_unattributable(batch: list[Inbound], wiring: StreamWiring) -> list[Inbound]:
-    """Dead-letter (awaited) the uploads of `batch` that cannot be analysed; return the others."""
-    usable, letters = [], []
-    for inbound in batch:
-        problem = upload_problem(inbound.message)  # type: ignore[arg-type]
-        if problem is None:
-            usable.append(inbound)
-            continue
-        letters.append(
-            wiring.producer.dead_letter_inbound(
-                service=SERVICE, inbound=inbound, reason=SCHEMA_VIOLATION, error=problem
-            )
-        )
-        wiring.metrics.uploads.labels(outcome="refused").inc()
-    await asyncio.gather(*(asyncio.wrap_future(future) for future in letters))
-    return usable
-
-
 async def _handle(received_batch: list[Inbound], wiring: StreamWiring) -> BatchOutcome:
     began = time.perf_counter()
-    producer, metrics = wiring.producer, wiring.metrics
-    batch = await _refuse_unattributable(received_batch, wiring)
+    batch = await refuse_unattributable(received_batch, wiring.publisher, wiring.metrics)
     if not batch:
         _mark_processed(received_batch, wiring)
         return BatchOutcome([], 0, 0.0)
@@ -146,46 +120,9 @@ async def _handle(received_batch: list[Inbound], wiring: StreamWiring) -> BatchO
     if missing:
         await asyncio.to_thread(wiring.serving.ensure_loaded, missing)
     outcome = process_uploads(uploads, states, wiring.serving.pipeline)
-
-    # Each upload's outputs are published inside a span continuing the upload's trace, so
-    # `michi trace <upload_id>` follows it from ingest through inference to scoring.
-    first_wave = []
-    for inbound, result in zip(batch, outcome.uploads, strict=True):
-        with consumer_span(inbound, SERVICE):
-            first_wave += [producer.publish(PREDICTIONS, result.device_id, message) for message in result.predictions]
-            first_wave += [
-                producer.publish(PREDICTIONS, result.device_id, message) for message in result.shadow_predictions
-            ]
-            first_wave += [producer.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
-            first_wave += [
-                producer.publish(LABEL_REQUESTS, message.lineage.window_id, message)
-                for message in result.label_requests
-            ]
-            for message in result.disagreement_requests:
-                if wiring.budget.allow(wiring.clock()):
-                    first_wave.append(producer.publish(LABEL_REQUESTS, message.lineage.window_id, message))
-                    metrics.shadow_label_requests.labels(outcome="published").inc()
-                else:
-                    metrics.shadow_label_requests.labels(outcome="rate-limited").inc()
-    await asyncio.gather(*(asyncio.wrap_future(future) for future in first_wave))
-    second_wave = []
-    for inbound, result in zip(batch, outcome.uploads, strict=True):
-        with consumer_span(inbound, SERVICE, "settle"):
-            second_wave.append(producer.publish(TRIP_SEGMENTS, result.trip_id, result.segment))
-    await asyncio.gather(*(asyncio.wrap_future(future) for future in second_wave))
-    for inbound, received, result in zip(batch, uploads, outcome.uploads, strict=True):
-        if result.failure is not None:
-            await asyncio.wrap_future(
-                producer.dead_letter_inbound(
-                    service=SERVICE,
-                    inbound=inbound,
-                    reason="processing-failed",
-                    error=result.failure,
-                    value=received.SerializeToString(),
-                )
-            )
-        elif result.skipped_reason is not None:
-            logger.warning("upload skipped", extra={"upload_id": result.upload_id, "reason": result.skipped_reason})
+    await publish_outcome(
+        batch, outcome, wiring.publisher, budget=wiring.budget, clock=wiring.clock, metrics=wiring.metrics
+    )
 
     for device, state in states.items():
         payload = state.to_bytes()
@@ -193,56 +130,13 @@ async def _handle(received_batch: list[Inbound], wiring: StreamWiring) -> BatchO
             write_state(wiring.table, device, payload, partition_of[device])
     _mark_processed(received_batch, wiring)
 
-    _record(outcome, metrics, len(batch), time.perf_counter() - began)
+    record_outcome(outcome, wiring.metrics, len(batch), time.perf_counter() - began)
     return outcome
 
 
 def _mark_processed(batch: list[Inbound], wiring: StreamWiring) -> None:
     for inbound in batch:
         wiring.processed[inbound.partition] = max(wiring.processed.get(inbound.partition, 0), inbound.offset + 1)
-
-
-def _record(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: int, seconds: float) -> None:
-    metrics.batch_uploads.observe(uploads)
-    metrics.batch_seconds.observe(seconds)
-    if outcome.window_count:
-        metrics.batch_windows.observe(outcome.window_count)
-        metrics.onnx_seconds.observe(outcome.onnx_seconds)
-        if outcome.shadow_seconds:
-            metrics.shadow_seconds.observe(outcome.shadow_seconds)
-    if outcome.shadow_failure is not None:
-        metrics.shadow_failures.inc()
-    metrics.windows.inc(outcome.window_count)
-    metrics.record_rate(outcome.window_count)
-    for result in outcome.uploads:
-        kind = (
-            "failed"
-            if result.failure
-            else "skipped"
-            if result.skipped_reason
-            else "replayed"
-            if result.replayed
-            else "processed"
-        )
-        metrics.uploads.labels(outcome=kind).inc()
-        for detection in result.detections:
-            metrics.detection(detection.event_type)
-        if result.shadow_disagreements:
-            metrics.shadow_disagreements.inc(result.shadow_disagreements)
-        if result.replay_model_missing is not None:
-            metrics.replay_model_missing.inc()
-            logger.warning(
-                "replayed with the current model: the recorded one is not available",
-                extra={"upload_id": result.upload_id, "recorded_version": result.replay_model_missing},
-            )
-        if result.calibration_confidence is not None:
-            metrics.calibration_confidence.observe(result.calibration_confidence)
-        if result.orientation_changed:
-            metrics.orientation_changes.inc()
-            logger.info(
-                "device mount moved: calibration restarted",
-                extra={"device_id": result.device_id, "upload_id": result.upload_id},
-            )
 
 
 def faust_commit_barrier(app: faust.App, topic: str, *, attempts: int = 5) -> CommitBarrier:

@@ -1,7 +1,9 @@
 """Small ONNX graphs that follow the model contract, and rollout plans that serve them (tests, benchmarks).
 
 The trainer produces the real models; these stand in for them where a test or a benchmark needs a
-second version to swap to, a shadow to compare with, or a graph that reads the `signals` input:
+second version to swap to, a shadow to compare with, or a graph that reads the `signals` input.
+Tests import it relatively (`from ..model_graphs import ...`), benchmarks as `tests.model_graphs`
+(run from the repository root); the service never does, so it is not shipped with it:
 
     payload = build_signals_model()                  # features + signals -> probabilities
     reference = await store_model(store, "2", payload)

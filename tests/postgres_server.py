@@ -1,5 +1,7 @@
 """A throwaway PostgreSQL server on loopback, for testing the SQL layer on the database production uses.
 
+A test fixture (`postgres_url` in `tests/conftest.py`), not part of the platform: `michi infra` never starts one.
+
 Uses the Debian server binaries (`/usr/lib/postgresql/<version>/bin`, or `initdb` on PATH). PostgreSQL
 refuses to run as root, so as root the cluster is created and run as the `postgres` system user.
 """
