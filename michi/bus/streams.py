@@ -19,6 +19,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from michi.bus import tracing
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.connection import KafkaConnection, as_connection
@@ -53,7 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-tracer = trace.get_tracer("michi.bus")
 
 # The watch of each app `create_app` made (filled there, read by `catalog_topic` and `stream_readiness`).
 _WATCHES: weakref.WeakKeyDictionary[faust.App, StreamWatch] = weakref.WeakKeyDictionary()
@@ -409,20 +410,15 @@ async def _dead_letter(
     await asyncio.wrap_future(future)
 
 
-def consumer_span(inbound: Inbound, service: str, operation: str = "process") -> Any:
-    """A CONSUMER span continuing the trace the message carried."""
-    return tracer.start_as_current_span(
-        f"{inbound.topic} {operation}",
+def consumer_span(inbound: Inbound, service: str, operation: str = "process") -> AbstractContextManager[trace.Span]:
+    """A CONSUMER span continuing the trace the message carried (`michi.bus.tracing.consumer_span`)."""
+    return tracing.consumer_span(
+        service,
+        topic=inbound.topic,
+        partition=inbound.partition,
+        offset=inbound.offset,
         context=inbound.context,
-        kind=trace.SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.destination.name": inbound.topic,
-            "messaging.operation.type": operation,
-            "messaging.kafka.destination.partition": inbound.partition,
-            "messaging.kafka.message.offset": inbound.offset,
-            "messaging.consumer.group.name": f"michi-{service}",
-        },
+        operation=operation,
     )
 
 

@@ -1,4 +1,4 @@
-"""The one consumer loop of the plain confluent-kafka services (annotation, trainer; faust services have their own).
+"""The one consumer loop of the plain confluent-kafka services: annotation, trainer, warehouse (faust has its own).
 
     loop = ConsumerLoop(
         consumer=Consumer(group_consumer_config(connection, prefix, SERVICE)),
@@ -8,16 +8,31 @@
         handle=store_label,            # one decoded record; raise Rejected(reason, detail) to dead-letter it
         start_batch=new_batch,         # optional: before the first record of a batch
         end_batch=store_batch,         # optional: after every record of a batch, before its commit
-        on_dead_letter=count_letter,   # optional: a metric
+        on_dead_letter=count_letter,   # optional: after a dead letter was acknowledged (a metric)
     )
     loop.run(stop)
 
-Each pass polls a batch, decodes each record by its topic's catalog type (`michi.bus.codec`), and hands
-it to `handle` as a `Delivered` (the record's accessors, plus the message, its headers and a consumer
-span continuing the upload's trace). What cannot be decoded goes to the dead letters with the decoder's
-reason (`decode-error`, `schema-mismatch`, `empty-value`); what the handler rejects, with its reason.
-Offsets are committed only after the batch was handled (`end_batch` included), and only for the
+Each pass polls a batch, and for each record opens a CONSUMER span continuing the trace in its `traceparent`
+header (`michi.bus.tracing.consumer_span`, `<topic> process`), decodes it by its topic's catalog type
+(`michi.bus.codec`), and hands it to `handle` as a `Delivered` (the record's accessors, plus the message and
+its headers). What cannot be decoded goes to the dead letters with the decoder's reason (`decode-error`,
+`schema-mismatch`, `empty-value`); what the handler rejects, with its reason (the span says so, status
+ERROR). Offsets are committed only after the batch was handled (`end_batch` included), and only for the
 partitions the consumer still holds.
+
+An owner that keeps records past their batch (a sink buffering rows until a file is due) says so with three
+more hooks, all optional:
+
+    committable=written_offsets,   # after end_batch: {(topic, partition): next offset} it may commit now,
+                                   # given what the batch handled (default: all of it)
+    on_rewind=drop_buffers,        # after a failed batch was sought back: drop what it held
+    finish=write_everything,       # on stop, before the consumer closes; then `committable` is committed once more
+
+The loop remembers, per partition it holds, the first record it handled and has not committed; a failed
+batch seeks each partition back to that record or to the batch's first record there, whichever is earlier
+(so a record held in an earlier batch is read again), and forgets them (`on_rewind`). A revoked partition is
+forgotten too (the owner's `on_revoke` drops its part). Without `committable`, everything handled is
+committed at the end of its batch, so a failed batch goes back to its own first records.
 
 Failures:
 - an exception in `retryable` (an outage: Redis, the database) is retried on the same record until it
@@ -25,10 +40,12 @@ Failures:
   so an outage longer than `max.poll.interval.ms` never drops the consumer from its group; records a poll
   hands over meanwhile are sought back to before the partitions resume;
 - any other exception of `handle` dead-letters the record with `failure_reason` when one is given;
-  without one (and for `end_batch` or a commit) the batch fails: each of its partitions is sought back to
-  its first record in it (exit 75 if the seek fails, `michi.bus.consumers.seek_back`) and read again
+  without one (and for `end_batch`, `committable` or a commit) the batch fails: each of its partitions is
+  sought back as above (exit 75 if the seek fails, `michi.bus.consumers.seek_back`) and read again
   after `RETRY_PAUSE_S`;
-- a dead letter the broker refuses is sent again, always with its own reason, until it is acknowledged.
+- a dead letter the broker refuses is sent again, always with its own reason, until it is acknowledged;
+- `finish` (or its commit) failing is raised from `run`, after the consumer closed: nothing it held is
+  committed, Kafka redelivers it.
 """
 
 from __future__ import annotations
@@ -36,8 +53,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -50,9 +66,9 @@ from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.consumers import first_offsets, seek_back
 from michi.bus.headers import extract_context, read_headers
 from michi.bus.producer import EventProducer
+from michi.bus.tracing import consumer_span
 
 logger = logging.getLogger(__name__)
-tracer = trace.get_tracer("michi.kit")
 
 DEAD_LETTER_TIMEOUT_S = 30.0
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -65,6 +81,8 @@ KEEP_ALIVE_POLL_S = 0.5
 MAX_SILENCE_S = 30.0
 
 Partition = tuple[str, int]
+# (topic, partition) -> an offset: the next record to read, commit or seek to.
+Offsets = Mapping[Partition, int]
 
 
 class Rejected(Exception):
@@ -77,7 +95,10 @@ class Rejected(Exception):
 
 
 class Delivered:
-    """One decoded record: the confluent-kafka record's accessors, its `message`, `headers` and trace `context`."""
+    """One decoded record: the confluent-kafka record's accessors, its `message`, `headers` and trace `context`.
+
+    `handle` runs inside the record's CONSUMER span: spans it opens, and messages it publishes, are its children.
+    """
 
     __slots__ = ("headers", "message", "raw")
 
@@ -107,24 +128,6 @@ class Delivered:
     def context(self) -> otel_context.Context:
         return extract_context(self.headers)
 
-    @contextmanager
-    def span(self, service: str, operation: str = "process") -> Iterator[trace.Span]:
-        """A CONSUMER span continuing the trace the record carried (its `traceparent` header)."""
-        with tracer.start_as_current_span(
-            f"{self.topic()} {operation}",
-            context=self.context,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": self.topic(),
-                "messaging.operation.type": operation,
-                "messaging.kafka.destination.partition": self.partition(),
-                "messaging.kafka.message.offset": self.offset(),
-                "messaging.consumer.group.name": f"michi-{service}",
-            },
-        ) as span:
-            yield span
-
 
 class Stopped(Exception):
     """The loop stopped while a record was being retried (nothing after it is handled)."""
@@ -147,6 +150,9 @@ class ConsumerLoop:
         start_batch: Callable[[], None] | None = None,
         end_batch: Callable[[], None] | None = None,
         on_dead_letter: Callable[[Any, str], None] | None = None,
+        committable: Callable[[Offsets], Offsets] | None = None,
+        on_rewind: Callable[[], None] | None = None,
+        finish: Callable[[], None] | None = None,
         retryable: tuple[type[BaseException], ...] = (),
         failure_reason: str | None = None,
         batch_size: int = 500,
@@ -162,6 +168,9 @@ class ConsumerLoop:
         self.start_batch = start_batch
         self.end_batch = end_batch
         self.on_dead_letter = on_dead_letter
+        self.committable = committable
+        self.on_rewind = on_rewind
+        self.finish = finish
         self.retryable = retryable
         self.failure_reason = failure_reason
         self.batch_size = batch_size
@@ -170,6 +179,10 @@ class ConsumerLoop:
         self._on_revoke_hook = on_revoke
         self.assigned: set[Partition] = set()
         self.last_poll_at: float | None = None
+        # Per partition: the first record handled and not committed (where a failed batch goes back to, when
+        # the owner held it past its batch), and the offset after the last record handled.
+        self.uncommitted_from: dict[Partition, int] = {}
+        self._handled_to: dict[Partition, int] = {}
         # Records a poll handed over while the partitions were paused for a retry: the first offset of each
         # partition, sought back to before the partitions resume.
         self._held: dict[Partition, int] = {}
@@ -185,14 +198,21 @@ class ConsumerLoop:
             self._on_assign_hook(consumer, partitions)
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.assigned.difference_update((item.topic, item.partition) for item in partitions)
+        for item in partitions:
+            # Its new owner reads it from the committed offset: nothing of it is this consumer's to commit.
+            self.assigned.discard((item.topic, item.partition))
+            self.uncommitted_from.pop((item.topic, item.partition), None)
+            self._handled_to.pop((item.topic, item.partition), None)
         if self._on_revoke_hook is not None:
             self._on_revoke_hook(consumer, partitions)
 
     # --- the loop
 
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
-        """Poll until `stop` is set, then close the consumer (nothing unhandled is committed)."""
+        """Poll until `stop` is set, then `finish` and commit what it allows, and close the consumer.
+
+        Nothing unhandled is committed; without `finish`, nothing is committed after the last batch.
+        """
         self._stop = stop
         try:
             while not stop.is_set():
@@ -202,6 +222,9 @@ class ConsumerLoop:
                     # poll_once sought the batch back: it is read again after a pause, nothing past it committed.
                     logger.exception("consumer batch failed; reading it again", extra={"service": self.service})
                     stop.wait(RETRY_PAUSE_S)
+            if self.finish is not None:
+                self.finish()
+                self._commit(self._committable({}))
         finally:
             self.consumer.close()
 
@@ -212,11 +235,12 @@ class ConsumerLoop:
         try:
             return self._handle_and_commit(records)
         except Exception:
-            seek_back(self.consumer, self.service, first_offsets(records), "a failed batch")
+            self._rewind(records)
             raise
 
     def _handle_and_commit(self, records: list[Any]) -> int:
         done: dict[Partition, int] = {}
+        settled = 0
         if self.start_batch is not None:
             self.start_batch()
         for raw in records:
@@ -225,42 +249,82 @@ class ConsumerLoop:
                 continue
             if not self._settle(raw):
                 break
-            done[(raw.topic(), raw.partition())] = raw.offset() + 1
+            settled += 1
+            partition = (raw.topic(), raw.partition())
+            done[partition] = raw.offset() + 1
+            if partition in self.assigned:  # one revoked meanwhile is its new owner's to read again
+                self.uncommitted_from.setdefault(partition, raw.offset())
+                self._handled_to[partition] = raw.offset() + 1
         if self.end_batch is not None:
             self.end_batch()
+        self._commit(self._committable(done))
+        return settled
+
+    def _committable(self, handled: Offsets) -> Offsets:
+        return handled if self.committable is None else self.committable(handled)
+
+    def _commit(self, offsets: Offsets) -> None:
+        """Commit `offsets` of the partitions still held, and remember what is still not committed."""
         # A partition taken away meanwhile is no longer this consumer's to commit: its new owner reads it
         # from the committed offset (effects are idempotent).
-        owned = {partition: offset for partition, offset in done.items() if partition in self.assigned}
-        if owned:
-            self.consumer.commit(
-                offsets=[TopicPartition(topic, number, offset) for (topic, number), offset in sorted(owned.items())],
-                asynchronous=False,
-            )
-        return len(done)
+        owned = {partition: offset for partition, offset in offsets.items() if partition in self.assigned}
+        if not owned:
+            return
+        self.consumer.commit(
+            offsets=[TopicPartition(topic, number, offset) for (topic, number), offset in sorted(owned.items())],
+            asynchronous=False,
+        )
+        for partition, offset in owned.items():
+            if offset >= self._handled_to.get(partition, offset):
+                self.uncommitted_from.pop(partition, None)
+                self._handled_to.pop(partition, None)
+            elif partition in self.uncommitted_from:
+                self.uncommitted_from[partition] = max(self.uncommitted_from[partition], offset)
+
+    def _rewind(self, records: list[Any]) -> None:
+        """Seek a failed batch back: each partition to its first record not committed, in this batch or before."""
+        positions = first_offsets(records)
+        for partition, offset in self.uncommitted_from.items():
+            positions[partition] = min(positions.get(partition, offset), offset)
+        seek_back(self.consumer, self.service, positions, "a failed batch")
+        self.uncommitted_from.clear()
+        self._handled_to.clear()
+        if self.on_rewind is not None:
+            self.on_rewind()
 
     def _settle(self, raw: Any) -> bool:
-        """Handle or dead-letter one record, through any outage; False when the loop stopped first."""
+        """Handle or dead-letter one record in its span, through any outage; False when the loop stopped first."""
+        headers = read_headers(raw.headers())
         try:
-            letter = self._handle_with_retry(raw)
-            if letter is not None:
-                self._dead_letter_with_retry(raw, *letter)
+            with consumer_span(
+                self.service,
+                topic=raw.topic() or "",
+                partition=raw.partition() or 0,
+                offset=raw.offset() or 0,
+                context=extract_context(headers),
+            ) as span:
+                letter = self._handle_with_retry(raw, headers)
+                if letter is not None:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, f"dead letter: {letter[0]}"))
+                    self._dead_letter_with_retry(raw, *letter)
             return True
         except Stopped:
             return False
         finally:
             self._resume(seek=not self._stop.is_set())
 
-    def decode(self, raw: Any) -> Delivered:
+    def decode(self, raw: Any, headers: dict[str, str] | None = None) -> Delivered:
         """The record decoded by its topic's catalog type (`UndecodableMessage` with the reason when it is not)."""
-        headers = read_headers(raw.headers())
+        if headers is None:
+            headers = read_headers(raw.headers())
         return Delivered(raw, decode_message(self.topics[raw.topic()], raw.value(), headers), headers)
 
-    def _handle_with_retry(self, raw: Any) -> tuple[str, str] | None:
+    def _handle_with_retry(self, raw: Any, headers: dict[str, str]) -> tuple[str, str] | None:
         """Decode and handle the record, retrying outages; the (reason, detail) of the dead letter it needs instead."""
         attempt = 0
         while True:
             try:
-                self.handle(self.decode(raw))
+                self.handle(self.decode(raw, headers))
                 return None
             except UndecodableMessage as error:
                 return error.reason, error.detail
@@ -355,4 +419,4 @@ class ConsumerLoop:
         return self.polling(max_silence_s) and bool(self.assigned)
 
 
-__all__ = ["ConsumerLoop", "Delivered", "Rejected", "Stopped"]
+__all__ = ["ConsumerLoop", "Delivered", "Offsets", "Partition", "Rejected", "Stopped"]

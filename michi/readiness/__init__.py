@@ -9,8 +9,9 @@ A check is an async callable that returns when the dependency answers and raises
     add_operations_routes(app, checks, metrics.registry, ready_summary="...", service="ingest")
 
 adds a FastAPI service's `/healthz`, `/readyz` (200 or 503 with that body) and `/metrics` (Prometheus);
-`add_stream_pages` does the same for a faust stream worker, and the warehouse's `http.server` answers with
-`readiness_body` too. Every service's `/readyz` answers one body (`readiness_body`, docs/architecture.md):
+`add_stream_pages` does the same for a faust stream worker, and `serve_operations` for a service with no HTTP
+app of its own (the warehouse sink: a `http.server` thread). Every service's `/readyz` answers one body
+(`readiness_body`, docs/architecture.md):
 
     {"status": "ready", "service": "ingest", "ready": true, "checks": {"kafka": "ok", "redis": "ok"}}
     {"status": "not ready", "service": "ingest", "ready": false,
@@ -33,16 +34,18 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
 from confluent_kafka import Consumer
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import BaseModel
 
 from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.stalls import NOT_READY_AFTER_S, Partition, Position, StallDetector, read_positions
+from michi.telemetry.metrics import render_metrics
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -197,7 +200,7 @@ def add_operations_routes(
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics_page() -> Response:
-        page = registry() if callable(registry) else generate_latest(registry)
+        page = registry() if callable(registry) else render_metrics(registry)
         return Response(page, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -228,3 +231,62 @@ def add_stream_pages(app: Any, service: str, render_metrics: Callable[[], bytes]
     async def metrics_page(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type, so the Prometheus type goes in as a header.
         return web.bytes(render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def serve_operations(
+    service: str,
+    port: int,
+    *,
+    alive: Callable[[], bool],
+    registry: CollectorRegistry,
+    ready: Mapping[str, Callable[[], str | None]] | None = None,
+    checks: Mapping[str, ReadinessCheck] | None = None,
+    host: str = "127.0.0.1",
+) -> ThreadingHTTPServer:
+    """`/healthz`, `/readyz` and `/metrics` of a service that has no HTTP app of its own, on `host:port`.
+
+    `/healthz` is 200 with `health_body` while `alive()`, else 503. `/readyz` answers `readiness_body`
+    (200 when every check says "ok", else 503): first the service's own judgements in `ready` (each returns
+    None when ready, else why not), then the async `checks` (`run_checks`, in an event loop of their own per
+    request, bounded like every `/readyz` check), one answer at a time (a `ConsumerProgress` keeps clocks).
+    The pages run in a daemon thread and log nothing per request; `server.shutdown()` and
+    `server.server_close()` stop them (port 0: a free port, `server.server_address[1]`).
+    """
+    own = dict(ready or {})
+    dependencies = dict(checks or {})
+    judging = threading.Lock()
+
+    def outcomes() -> dict[str, str]:
+        answers = {name: "ok" if (why := judge()) is None else f"error: {why}" for name, judge in own.items()}
+        if dependencies:
+            answers.update(asyncio.run(run_checks(dependencies))[1])
+        return answers
+
+    class OperationsPages(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._answer(200, render_metrics(registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                healthy = alive()
+                body = health_body(service) if healthy else {"status": "unavailable", "service": service}
+                self._answer(200 if healthy else 503, orjson.dumps(body), "application/json")
+            elif self.path == "/readyz":
+                with judging:
+                    answer = readiness_body(service, outcomes())
+                self._answer(200 if answer["ready"] else 503, orjson.dumps(answer), "application/json")
+            else:
+                self._answer(404, b'{"status": "not found"}', "application/json")
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), OperationsPages)
+    threading.Thread(target=server.serve_forever, name=f"{service}-operations", daemon=True).start()
+    return server

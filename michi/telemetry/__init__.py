@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -29,6 +29,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig
 
 logger = logging.getLogger(__name__)
 
@@ -364,3 +367,22 @@ def configure_tracing(service: str, home: Path) -> None:
             "otlp_endpoint": setup.endpoint or None,
         },
     )
+
+
+# The operations pages every service answers (`michi.readiness`): probed every few seconds, never traced.
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _is_operations_request(scope: Any) -> bool:
+    return scope.get("type") == "http" and scope.get("path") in OPERATIONS_PATHS
+
+
+def http_telemetry() -> TelemetryConfig:
+    """FastAPI's own telemetry (`FastAPI(telemetry=...)`) for a service's people-facing API.
+
+    Request spans for the API's routes; none for `/healthz`, `/readyz` and `/metrics`, which probes and
+    scrapers call every few seconds (each would be a trace of its own at the collector). Metrics stay
+    Prometheus's (`michi.telemetry.metrics`), logs Michi's JSON lines.
+    """
+    config: TelemetryConfig = {"tracing": True, "metrics": False, "logs": False, "exclude": _is_operations_request}
+    return config

@@ -10,7 +10,9 @@ With `MICHI_INGEST_WORKERS=N` (N > 1) `run()` supervises N worker processes inst
 ports: each worker listens on the HTTP and the gRPC port with SO_REUSEPORT, so the kernel spreads new
 connections over the workers (one shared listening socket let the first worker to wake accept nearly
 every connection of a burst). SIGINT/SIGTERM is passed on to every worker; when one
-worker exits, the others are stopped too.
+worker exits, the others are stopped too. The workers keep their Prometheus metrics in files of a directory made
+for the run (`<home>/metrics/ingest-<host>-<pid>`, removed when the workers have stopped), so `/metrics` answers
+for all of them, whichever worker serves it (`michi.telemetry.metrics`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +47,7 @@ from michi.bus.producer import EventProducer
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
+from michi.telemetry.metrics import MULTIPROCESS_VARIABLE, prepare_workers_directory
 from services.ingest.adapters.archive import BlobUploadArchive
 from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.devices import DeviceRegistry
@@ -147,10 +151,12 @@ def build_app(
     redis: Redis | None = None,
     registry: DeviceRegistry | None = None,
     blobs: BlobStore | None = None,
+    metrics: IngestMetrics | None = None,
 ) -> FastAPI:
     """The ingest app. Adapters passed in stay the caller's to close; those created here close on shutdown.
 
-    `blobs` (media and the raw archive) defaults to the store at `settings.resolved_blob_url()`.
+    `blobs` (media and the raw archive) defaults to the store at `settings.resolved_blob_url()`; `metrics` to
+    this process's own (a worker's span all workers, `run`).
     """
     owned_producer = producer is None
     owned_redis = redis is None
@@ -197,7 +203,7 @@ def build_app(
     endpoints = IngestEndpoints(
         handler=handler,
         registry=registry,
-        metrics=IngestMetrics(),
+        metrics=metrics or IngestMetrics(),
         max_body_bytes=settings.ingest_max_body_bytes,
         readiness_checks={"kafka": kafka_ready, "redis": claims.ping, "database": database_ready},
         rate_limiter=rate_limiter(settings, redis, scripts),
@@ -264,12 +270,15 @@ class _HttpServer(uvicorn.Server):
         yield
 
 
-async def serve(settings: IngestSettings, *, http_socket: socket.socket | None = None) -> None:
+async def serve(
+    settings: IngestSettings, *, http_socket: socket.socket | None = None, metrics: IngestMetrics | None = None
+) -> None:
     """HTTP (uvicorn) and gRPC (grpc.aio) in this event loop until SIGINT/SIGTERM.
 
-    `http_socket`: this worker's SO_REUSEPORT listening socket (then gRPC binds with SO_REUSEPORT too).
+    `http_socket`: this worker's SO_REUSEPORT listening socket (then gRPC binds with SO_REUSEPORT too);
+    `metrics`: a worker's, on the workers' shared directory.
     """
-    app = build_app(settings)
+    app = build_app(settings, metrics=metrics)
     http = _HttpServer(
         uvicorn.Config(
             app,
@@ -313,8 +322,11 @@ def run() -> None:
         sys.exit(supervise(settings))
     configure_tracing(SERVICE, settings.home)
     http_socket = _listening_socket(settings.ingest_host, settings.ingest_http_port) if worker else None
+    # A worker's metrics go to the files the supervisor's directory collects (its variable was set before
+    # prometheus_client was imported here, which is what puts prometheus_client in multiprocess mode).
+    metrics = IngestMetrics(workers_directory=Path(os.environ[MULTIPROCESS_VARIABLE])) if worker else None
     # uvloop: the event loop in C (libuv); grpc.aio and uvicorn both run on it.
-    uvloop.run(serve(settings, http_socket=http_socket))
+    uvloop.run(serve(settings, http_socket=http_socket, metrics=metrics))
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -340,11 +352,14 @@ def supervise(settings: IngestSettings) -> int:
     """Run `ingest_workers` worker processes on shared ports until SIGINT/SIGTERM or one of them exits."""
     http_holder, http_port = _reserved_reuse_port(settings.ingest_host, settings.ingest_http_port)
     grpc_holder, grpc_port = _reserved_reuse_port(settings.ingest_host, settings.ingest_grpc_port)
+    metrics_directory = prepare_workers_directory(settings.home.resolve(), SERVICE)
     environment = {
         **os.environ,
         WORKER_VARIABLE: "1",
         "MICHI_INGEST_HTTP_PORT": str(http_port),
         "MICHI_INGEST_GRPC_PORT": str(grpc_port),
+        # Read by prometheus_client as a worker imports it: every worker's metrics in files there.
+        MULTIPROCESS_VARIABLE: str(metrics_directory),
         # Workers import `services` however this process did.
         "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry),
     }
@@ -366,7 +381,12 @@ def supervise(settings: IngestSettings) -> int:
     ]
     logger.info(
         "ingest workers started",
-        extra={"workers": len(workers), "port": http_port, "grpc_port": grpc_port},
+        extra={
+            "workers": len(workers),
+            "port": http_port,
+            "grpc_port": grpc_port,
+            "metrics_directory": str(metrics_directory),
+        },
     )
     try:
         while not stopping and all(worker.poll() is None for worker in workers):
@@ -380,4 +400,5 @@ def supervise(settings: IngestSettings) -> int:
                 worker.wait()
         http_holder.close()
         grpc_holder.close()
+        shutil.rmtree(metrics_directory, ignore_errors=True)
     return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1

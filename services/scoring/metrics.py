@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from michi.telemetry.metrics import service_registry
 from services.scoring.domain.limits import MAX_STATE_BYTES
 
 
 class ScoringMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or service_registry()
         self.detections_scored = Counter(
             "michi_scoring_detections_scored", "Detections turned into scored events", registry=self.registry
         )

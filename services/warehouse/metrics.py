@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge
+
+from michi.telemetry.metrics import service_registry
 
 
 class WarehouseMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         self.rows_written = Counter(
             "michi_warehouse_rows_written_total", "Rows written to Parquet", ["table"], registry=self.registry
         )

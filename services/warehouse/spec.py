@@ -9,7 +9,7 @@ SPEC = ServiceSpec(
     settings="services.warehouse.settings.WarehouseSettings",
     module="services.warehouse",
     run="services.warehouse.wiring.run",
-    # /healthz, /readyz, /metrics (services/warehouse/entrypoints/health.py).
+    # /healthz, /readyz, /metrics (`michi.readiness.serve_operations`, services/warehouse/wiring.py).
     port=8086,
     port_variable="MICHI_WAREHOUSE_PORT",
     host_variable="MICHI_WAREHOUSE_HOST",

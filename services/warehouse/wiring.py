@@ -2,9 +2,9 @@
 
 Run it with `python -m services.warehouse` (or `michi run warehouse`); `run()` reads the
 `MICHI_*` environment, serves /healthz, /readyz and /metrics on `MICHI_WAREHOUSE_PORT`
-(default 8086, 127.0.0.1) and blocks until SIGINT/SIGTERM, then writes what it buffered,
-commits and exits. Tests build the sink with `build_sink(settings, producer=..., writer=...)`
-and its progress check with `progress_check(settings)`.
+(default 8086, 127.0.0.1; `michi.readiness.serve_operations`) and blocks until SIGINT/SIGTERM,
+then writes what it buffered, commits and exits. Tests build the sink with
+`build_sink(settings, producer=..., writer=...)` and its progress check with `progress_check(settings)`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from michi.bus.catalog import DETECTIONS, PREDICTIONS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.bus.stalls import NOT_READY_AFTER_S
-from michi.readiness import ConsumerProgress
+from michi.readiness import ConsumerProgress, serve_operations
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from michi.warehouse import DETECTION, PREDICTION, detection_row, prediction_row
 from services.warehouse.adapters.parquet import BlobParquetWriter, ParquetWriter
 from services.warehouse.entrypoints.consumer import SERVICE, Source, WarehouseSink
-from services.warehouse.entrypoints.health import serve_health
 from services.warehouse.metrics import WarehouseMetrics
 from services.warehouse.settings import WarehouseSettings
 
@@ -85,12 +84,13 @@ def run() -> None:
     try:
         sink = build_sink(settings, producer=producer)
         tune_garbage_collection()
-        server = serve_health(
+        server = serve_operations(
+            SERVICE,
             settings.warehouse_port,
             host=settings.warehouse_host,
             alive=lambda: not stop.is_set(),
-            ready=sink.ready,
             registry=sink.metrics.registry,
+            ready={"consumer": sink.readiness},
             checks={"progress": progress},
         )
         try:

@@ -50,6 +50,7 @@ TRACED_SERVICES = (
     ("ingest", "MICHI_INGEST_HTTP_PORT"),
     ("inference", "MICHI_INFERENCE_PORT"),
     ("scoring", "MICHI_SCORING_PORT"),
+    ("warehouse", "MICHI_WAREHOUSE_PORT"),
 )
 # A stand-in for a collector's API key: it must reach the receiver and no log.
 SECRET_HEADER = "x-michi-test-api-key"

@@ -16,12 +16,11 @@ from redis import Redis
 
 from michi.bus.catalog import ALERTS, DETECTIONS, LABEL_REQUESTS, LABELS, PREDICTIONS
 from michi.bus.stalls import NOT_READY_AFTER_S, Partition, Position
-from michi.readiness import ConsumerProgress
+from michi.readiness import ConsumerProgress, serve_operations
 from services.annotation.settings import AnnotationSettings
 from services.annotation.wiring import build_app, build_wiring
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.entrypoints.consumer import EventConsumer
-from services.warehouse.entrypoints.health import serve_health
 from services.warehouse.metrics import WarehouseMetrics
 from services.warehouse.settings import WarehouseSettings
 from services.warehouse.wiring import progress_check
@@ -159,8 +158,13 @@ def test_warehouse_readiness_includes_its_groups_progress_beyond_the_flush_wait(
     progress = ConsumerProgress(
         "unused:9092", "group", ["predictions"], not_ready_after_s=40.0, clock=positions.clock, read=positions.read
     )
-    server = serve_health(
-        0, alive=lambda: True, ready=lambda: True, registry=WarehouseMetrics().registry, checks={"progress": progress}
+    server = serve_operations(
+        "warehouse",
+        0,
+        alive=lambda: True,
+        registry=WarehouseMetrics().registry,
+        ready={"consumer": lambda: None},
+        checks={"progress": progress},
     )
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:

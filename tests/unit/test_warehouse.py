@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import TopicPartition
+from opentelemetry import trace
 from typer.testing import CliRunner
 
 from michi.blobs import BlobStore
@@ -33,6 +34,8 @@ from services.warehouse.adapters.parquet import BlobParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer
 from services.warehouse.entrypoints.consumer import Source, WarehouseSink
 from services.warehouse.metrics import WarehouseMetrics
+
+from .test_kit_consumer import recorded_spans, upload_headers
 
 MOMENT = datetime(2026, 11, 28, 13, 45, 7, tzinfo=UTC)
 
@@ -188,10 +191,18 @@ def test_rewriting_a_file_replaces_its_rows(tmp_path: Path) -> None:
 
 
 class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes, schema: str) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes,
+        schema: str,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._coordinates = (topic, partition, offset)
         self._value = value
-        self._headers = build_headers(schema)
+        self._headers = build_headers(schema) if headers is None else headers
 
     def error(self) -> None:
         return None
@@ -216,12 +227,18 @@ class FakeMessage:
 
 
 class FakeConsumer:
+    """Subscribing assigns partitions 0-2 of every topic at once (the loop commits only partitions it holds)."""
+
     def __init__(self, journal: list[Any], batches: list[list[FakeMessage]]) -> None:
         self.journal = journal
         self.batches = batches
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.journal.append(("subscribe", sorted(topics)))
+        callbacks["on_assign"](self, [TopicPartition(topic, number) for topic in topics for number in range(3)])
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.journal.append(("seek", partition.topic, partition.partition, partition.offset))
 
     def consume(self, count: int, timeout: float) -> list[FakeMessage]:
         return self.batches.pop(0) if self.batches else []
@@ -237,8 +254,11 @@ class FakeWriter:
     def __init__(self, journal: list[Any], existing: dict[int, str] | None = None) -> None:
         self.journal = journal
         self.existing = existing or {}
+        self.refusing = False
 
     def write(self, key: str, rows: list[Any]) -> None:
+        if self.refusing:
+            raise OSError(28, "No space left on device")
         self.journal.append(("write", key, [row["event_id"] for row in rows]))
 
     def existing_parts(self, kind: str, partition: int) -> dict[int, str]:
@@ -325,34 +345,91 @@ def test_a_rewound_pass_cut_elsewhere_deletes_the_files_it_supersedes() -> None:
 
     assert journal[1:] == [
         ("write", f"{folder}/part-0-0.parquet", ["event-0", "event-1"]),
-        ("commit", [("p", 0, 2)]),
         ("write", f"{folder}/part-2-0.parquet", ["event-2", "event-3"]),
         ("delete", f"{folder}/part-3-0.parquet"),
-        ("commit", [("p", 0, 4)]),
+        ("commit", [("p", 0, 4)]),  # at the end of the batch, past both files
     ]
 
 
-def test_health_pages_answer_on_loopback() -> None:
+def test_a_failed_write_goes_back_to_the_first_buffered_record_of_an_earlier_batch_and_drops_the_buffers() -> None:
+    journal: list[Any] = []
+    schema = PREDICTIONS.schema
+    message = [
+        FakeMessage("p", 0, offset, make_prediction(f"event-{offset}").SerializeToString(), schema)
+        for offset in range(4)
+    ]
+    sink = build_fake_sink(journal, [message[:2], message[2:], message], flush_rows=3)
+    writer = sink.writer
+    assert isinstance(writer, FakeWriter)
+
+    sink.poll_once()  # two rows buffered, nothing due
+    writer.refusing = True
+    try:
+        sink.poll_once()  # the third row fills the buffer, and its file is refused
+        raise AssertionError("the refused file did not fail the batch")
+    except OSError:
+        pass
+    assert journal[1:] == [("seek", "p", 0, 0)]
+    assert sink.buffers == {} and sink.metrics.registry.get_sample_value("michi_warehouse_buffered_rows") == 0
+
+    writer.refusing = False
+    sink.poll_once()  # read again from the first record
+    folder = "warehouse/predictions/date=2026-11-28/hour=13"
+    assert journal[2:] == [
+        ("write", f"{folder}/part-0-0.parquet", ["event-0", "event-1", "event-2"]),
+        ("commit", [("p", 0, 3)]),
+    ]
+
+
+def test_each_records_span_continues_the_trace_of_its_upload() -> None:
+    journal: list[Any] = []
+    with recorded_spans() as spans:
+        headers, upload = upload_headers(PREDICTIONS.schema)
+        value = make_prediction("a").SerializeToString()
+        build_fake_sink(journal, [[FakeMessage("p", 0, 5, value, PREDICTIONS.schema, headers)]]).poll_once()
+
+    (span,) = [span for span in spans if span.kind == trace.SpanKind.CONSUMER]
+    assert span.name == "p process"
+    assert span.context is not None and span.context.trace_id == upload.trace_id
+    assert span.parent is not None and span.parent.span_id == upload.span_id
+    assert span.attributes is not None
+    assert (span.attributes["messaging.consumer.group.name"], span.attributes["messaging.kafka.message.offset"]) == (
+        "michi-warehouse",
+        5,
+    )
+
+
+def test_operations_pages_answer_on_loopback() -> None:
+    import json
     import urllib.error
     import urllib.request
 
-    from services.warehouse.entrypoints.health import serve_health
+    from michi.readiness import serve_operations
 
-    metrics = WarehouseMetrics()
-    metrics.rows_written.labels("predictions").inc(3)
-    server = serve_health(0, alive=lambda: True, ready=lambda: False, registry=metrics.registry)
+    sink = build_fake_sink([], [])  # never polled: not ready
+    sink.metrics.rows_written.labels("predictions").inc(3)
+    server = serve_operations(
+        "warehouse", 0, alive=lambda: True, registry=sink.metrics.registry, ready={"consumer": sink.readiness}
+    )
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
-            assert response.status == 200
+            assert (response.status, json.loads(response.read())) == (200, {"status": "ok", "service": "warehouse"})
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
             assert b'michi_warehouse_rows_written_total{table="predictions"} 3.0' in response.read()
         try:
             urllib.request.urlopen(f"{base}/readyz", timeout=5)
             raise AssertionError("/readyz answered 200 while not ready")
         except urllib.error.HTTPError as error:
-            assert error.code == 503
-            error.close()
+            with error:
+                assert error.code == 503
+                assert json.loads(error.read()) == {
+                    "status": "not ready",
+                    "service": "warehouse",
+                    "ready": False,
+                    "checks": {"consumer": "error: not polling, or holding no partition"},
+                    "reason": "consumer: error: not polling, or holding no partition",
+                }
     finally:
         server.shutdown()
         server.server_close()

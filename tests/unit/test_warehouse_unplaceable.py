@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from michi.bus.catalog import DETECTIONS, PREDICTIONS
@@ -33,13 +34,16 @@ def test_hollow_records_are_dead_lettered_and_committed_with_the_rows_around_the
     ]
     sink = build_fake_sink(journal, batches)
     sink.poll_once()
-    sink.flush(force=True)
+    stop = threading.Event()
+    stop.set()
+    sink.run(stop)  # stopping writes what is buffered and commits it
 
     assert journal == [
         ("subscribe", ["d", "p"]),
         ("dead letter", 6, "schema-violation"),
         ("dead letter", 3, "schema-violation"),
         ("write", "warehouse/predictions/date=2026-11-28/hour=13/part-5-0.parquet", ["a", "b"]),
-        ("commit", [("p", 0, 8)]),
-        ("commit", [("d", 1, 4)]),
+        ("commit", [("d", 1, 4), ("p", 0, 8)]),
+        ("close",),
     ]
+    assert sink.metrics.registry.get_sample_value("michi_warehouse_dead_letters_total") == 2

@@ -130,15 +130,18 @@ class LabelRequestConsumer:
         return self.loop.poll_once(timeout)
 
     def _handle(self, record: Delivered) -> None:
-        """Record one request (`Rejected` with `invalid-request` when it cannot be one)."""
+        """Record one request (`Rejected` with `invalid-request` when it cannot be one).
+
+        Runs inside the record's consumer span (`<topic> process`, opened by the loop), which continues the
+        trace of the upload the request is about.
+        """
         message = record.message
         assert isinstance(message, labels_pb2.LabelRequest)
         try:
             check_request(message)
         except InvalidRequest as error:
             raise Rejected("invalid-request", str(error)) from None
-        with record.span(SERVICE):
-            self.service.intake(message, location=self._location(message))
+        self.service.intake(message, location=self._location(message))
 
     def _location(self, request: labels_pb2.LabelRequest) -> tuple[float, float] | None:
         if self.windows is None or not request.window.HasField("started_at"):

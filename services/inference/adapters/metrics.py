@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram, generate_latest
 
 from michi.contracts.v1 import common_pb2
+from michi.telemetry.metrics import service_registry
 
 
 class InferenceMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         self.windows = Counter("michi_inference_windows_total", "Windows analysed", registry=self.registry)
         self.windows_per_second = Gauge(
             "michi_inference_windows_per_second",

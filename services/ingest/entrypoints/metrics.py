@@ -1,17 +1,27 @@
-"""Prometheus metrics of one ingest app (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one ingest app (its own registry, so several apps can live in one process).
+
+With `MICHI_INGEST_WORKERS` > 1 every worker keeps its values in files under the run's workers directory
+(`wiring.supervise`), and the registry collects all of them: `/metrics` answers for ingest, not for the one
+worker that happens to serve the scrape (`michi.telemetry.metrics`). A gauge added here needs a
+`multiprocess_mode` that says how the workers' values combine.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
+
+from michi.telemetry.metrics import service_registry
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class IngestMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, *, workers_directory: Path | None = None) -> None:
+        """`workers_directory`: this process is one of ingest's workers, which share it (PROMETHEUS_MULTIPROC_DIR)."""
+        self.registry = service_registry(workers_directory=workers_directory)
         self.uploads = Counter(
             "michi_ingest_uploads",
             "Uploads by outcome (accepted, duplicate, refused) and refusal reason",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
+
+from michi.telemetry.metrics import render_metrics, service_registry
 
 
 class TrainerMetrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = service_registry()
         self.runs = Counter(
             "michi_trainer_runs_total",
             "Workflow runs by trigger and outcome",
@@ -59,4 +61,4 @@ class TrainerMetrics:
         self.step_seconds.labels(step=step).observe(seconds)
 
     def render(self) -> bytes:
-        return bytes(generate_latest(self.registry))
+        return render_metrics(self.registry)

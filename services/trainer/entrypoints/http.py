@@ -26,6 +26,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from michi.readiness import add_operations_routes
+from michi.telemetry import http_telemetry
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.domain.triggers import MANUAL, Trigger
 from services.trainer.entrypoints.worker import TrainingWorker
@@ -74,7 +75,12 @@ def create_http_app(
     *,
     api_token: str | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="michi trainer", version="1", description="Continuous training of the risk model.")
+    app = FastAPI(
+        title="michi trainer",
+        version="1",
+        description="Continuous training of the risk model.",
+        telemetry=http_telemetry(),
+    )
     store = wiring.store
     operator = [Depends(operator_check(api_token))]
 

@@ -1,16 +1,20 @@
-"""The consumer loop: read predictions and detections, buffer per partition, write Parquet, then commit.
+"""The warehouse sink: predictions and detections buffered per partition, written as Parquet, then committed.
 
-At-least-once: a partition's offset is committed only after the file holding its rows is in the
-blob store. A crash between the two redelivers the rows, and the new file has the same name as the
-old one (first offset and partition), so it replaces it instead of adding duplicates.
-Undecodable messages, and records without the lineage and time a row needs (`domain/checks.py`), go to
-dead letters (awaited) and are committed with the rows around them.
-A pass that fails (a write, a commit or a dead letter refused) is never committed past: every
-partition with records read and not committed is sought back to its first such record, the
-buffers are dropped, and the loop reads them again after `RETRY_PAUSE_S`.
-On a rebalance, buffers of revoked partitions are dropped: their new owner reads them again.
-After an assignment, the partition's stored files are listed once, so a pass that cuts batches
-elsewhere than an earlier one (a group reset) deletes the files it supersedes.
+It runs on the kit's consumer loop (`michi.kit.consumer.ConsumerLoop`), which polls, opens each record's
+consumer span, decodes it, dead-letters what cannot be decoded and what the sink rejects (a record without the
+lineage and time a row needs, `domain/checks.py`: `schema-violation`), commits, and seeks back after a failure.
+The sink keeps the buffers, writes the files and tells the loop what it may commit.
+
+At-least-once: a partition's offset is committed only after the file holding its rows is in the blob store
+(`committable`, at the end of each batch). A crash between the two redelivers the rows, and the new file has
+the same name as the old one (first offset and partition), so it replaces it instead of adding duplicates.
+Dead letters are committed with the rows around them. A batch that fails (a write or a commit) is never
+committed past: the loop seeks every partition back to its first record not committed, which may lie in an
+earlier batch still buffered here, the buffers are dropped (`on_rewind`), and the loop reads them again after
+`RETRY_PAUSE_S`. On a rebalance, buffers of revoked partitions are dropped: their new owner reads them again.
+After an assignment, the partition's stored files are listed once, so a pass that cuts batches elsewhere than
+an earlier one (a group reset, a rewind) deletes the files it supersedes. On stop, every buffer is written and
+committed (`finish`).
 """
 
 from __future__ import annotations
@@ -23,13 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from google.protobuf.message import Message
 
 from michi.bus.catalog import TopicSpec
-from michi.bus.codec import UndecodableMessage, decode_message
-from michi.bus.consumers import seek_back
-from michi.bus.headers import read_headers
 from michi.bus.producer import EventProducer
+from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Partition, Rejected
 from michi.warehouse import Row
 from services.warehouse.adapters.parquet import ParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer, superseded_keys
@@ -41,9 +42,8 @@ logger = logging.getLogger(__name__)
 SERVICE = "warehouse"
 # Dead-letter reason of a record that decodes but cannot be filed (`domain/checks.py`), besides the decoder's.
 SCHEMA_VIOLATION = "schema-violation"
-DEAD_LETTER_TIMEOUT_S = 30.0
-# Pause before what a failed pass read is read again (blob store, broker trouble).
-RETRY_PAUSE_S = 2.0
+# Records read per poll.
+BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -69,36 +69,45 @@ class WarehouseSink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = consumer
-        self.producer = producer
         self.writer = writer
         self.sources = sources
         self.flush_s = flush_s
         self.flush_rows = flush_rows
         self.metrics = metrics
         self.clock = clock
-        self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
-        # Per partition: the first offset read and not committed (where a failed pass seeks back to), and
-        # the offset after the last record read.
-        self.uncommitted_from: dict[tuple[str, int], int] = {}
-        self.read_to: dict[tuple[str, int], int] = {}
-        self.last_poll_at: float | None = None
-        self.assigned: set[tuple[str, int]] = set()
-        # Files stored by earlier passes, per partition, listed at its first flush after an assignment.
-        self.earlier_parts: dict[tuple[str, int], dict[int, str]] = {}
-        self.consumer.subscribe(list(sources), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.buffers: dict[Partition, PartitionBuffer] = {}
+        # Per partition: the offset after the last record whose file is written (or dead letter, when only
+        # dead letters followed the last file), not committed yet.
+        self.written_to: dict[Partition, int] = {}
+        # Files stored by earlier passes, per partition, listed at its first flush after an assignment (files
+        # this pass writes join them, so a rewind that cuts them elsewhere supersedes them too).
+        self.earlier_parts: dict[Partition, dict[int, str]] = {}
+        self.loop = ConsumerLoop(
+            consumer=consumer,
+            producer=producer,
+            service=SERVICE,
+            topics={topic: source.spec for topic, source in sources.items()},
+            handle=self._buffer,
+            end_batch=self.flush,
+            on_dead_letter=self._settle_dead_letter,
+            committable=self._committable,
+            on_rewind=self._drop_buffers,
+            finish=lambda: self.flush(force=True),
+            batch_size=BATCH_SIZE,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            clock=clock,
+        )
 
-    # --- rebalances
+    # --- rebalances (the loop keeps the assignment)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for item in partitions:
-            self.assigned.add((item.topic, item.partition))
             self.earlier_parts.pop((item.topic, item.partition), None)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for item in partitions:
-            self.assigned.discard((item.topic, item.partition))
-            self.uncommitted_from.pop((item.topic, item.partition), None)
-            self.read_to.pop((item.topic, item.partition), None)
+            self.written_to.pop((item.topic, item.partition), None)
             dropped = self.buffers.pop((item.topic, item.partition), None)
             if dropped is not None and dropped.rows:
                 logger.info(
@@ -109,96 +118,61 @@ class WarehouseSink:
 
     # --- the loop
 
+    @property
+    def assigned(self) -> set[Partition]:
+        return self.loop.assigned
+
+    @property
+    def last_poll_at(self) -> float | None:
+        return self.loop.last_poll_at
+
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
         """Poll until `stop` is set, then write what is buffered, commit and close the consumer."""
-        try:
-            while not stop.is_set():
-                try:
-                    self.poll_once(poll_timeout)
-                except Exception:
-                    # poll_once sought back what was not committed: it is read again after a pause.
-                    logger.exception("warehouse pass failed; reading the uncommitted records again")
-                    stop.wait(RETRY_PAUSE_S)
-            self.flush(force=True)
-        finally:
-            self.consumer.close()
+        self.loop.run(stop, poll_timeout)
 
-    def poll_once(self, timeout: float = 0.5, max_messages: int = 1000) -> None:
-        """Read a batch, write and commit what is due; on failure seek back what is not committed (then raise)."""
-        batch: list[Any] = self.consumer.consume(max_messages, timeout)
-        self.last_poll_at = self.clock()
-        records: list[Any] = []
-        for raw in batch:
-            error = raw.error()
-            if error is not None:
-                logger.warning("consumer error", extra={"error": str(error)})
-                continue
-            key = (raw.topic(), raw.partition())
-            self.uncommitted_from.setdefault(key, raw.offset())
-            self.read_to[key] = raw.offset() + 1
-            records.append(raw)
-        try:
-            for raw in records:
-                self._read(raw)
-            self.flush()
-        except Exception:
-            self._rewind()
-            raise
+    def poll_once(self, timeout: float = 0.5) -> int:
+        """Read a batch, write and commit what is due; on failure the loop seeks back what is not committed (then raises)."""
+        return self.loop.poll_once(timeout)
 
-    def _rewind(self) -> None:
-        """Seek every partition with records read and not committed back to the first of them; drop the buffers.
-
-        A seek that fails would let a later commit pass those records, so the process stops instead
-        (exit 75) and Kafka redelivers from the committed offsets when it is restarted.
-        """
-        seek_back(self.consumer, SERVICE, self.uncommitted_from, "a failed pass")
-        self.read_to.update(self.uncommitted_from)
-        self.uncommitted_from.clear()
-        self.buffers.clear()
-        self._update_gauge()
-
-    def _read(self, raw: Any) -> None:
-        topic, partition, offset = raw.topic(), raw.partition(), raw.offset()
-        source = self.sources[topic]
-        headers = read_headers(raw.headers())
-        row: Row | None = None
-        try:
-            message: Message = decode_message(source.spec, raw.value(), headers)
-        except UndecodableMessage as error:
-            self._dead_letter(raw, headers, error.reason, error.detail)
-        else:
-            problem = unplaceable(message)  # type: ignore[arg-type]
-            if problem is None:
-                row = source.to_row(message, topic=topic, partition=partition, offset=offset)
-            else:
-                self._dead_letter(raw, headers, SCHEMA_VIOLATION, problem)
-        buffer = self.buffers.get((topic, partition))
-        if buffer is None:
-            buffer = self.buffers[(topic, partition)] = PartitionBuffer(source.kind, topic, partition, self.clock())
+    def _buffer(self, record: Delivered) -> None:
+        """One decoded record into its partition's buffer (`Rejected` when it cannot be a row); a full buffer is written."""
+        problem = unplaceable(record.message)  # type: ignore[arg-type]
+        if problem is not None:
+            raise Rejected(SCHEMA_VIOLATION, problem)
+        topic, partition, offset = record.topic(), record.partition(), record.offset()
+        row = self.sources[topic].to_row(record.message, topic=topic, partition=partition, offset=offset)
+        buffer = self._buffer_of(topic, partition)
         buffer.add(row, offset)
-        if row is not None:
-            self.metrics.buffered_rows.inc()
+        self.metrics.buffered_rows.inc()
         if len(buffer.rows) >= self.flush_rows:
-            self._write_and_commit(buffer)
+            self._write(buffer)
             del self.buffers[(topic, partition)]
             self._update_gauge()
 
-    def _dead_letter(self, raw: Any, headers: dict[str, str], reason: str, detail: str) -> None:
-        self.producer.dead_letter_record(
-            service=SERVICE, record=raw, headers=headers, reason=reason, error=detail
-        ).result(DEAD_LETTER_TIMEOUT_S)
+    def _settle_dead_letter(self, raw: Any, reason: str) -> None:
+        """A dead letter the broker acknowledged: counted, and committed with the rows around it."""
+        self._buffer_of(raw.topic(), raw.partition()).add(None, raw.offset())
         self.metrics.dead_letters.inc()
 
+    def _buffer_of(self, topic: str, partition: int) -> PartitionBuffer:
+        buffer = self.buffers.get((topic, partition))
+        if buffer is None:
+            buffer = self.buffers[(topic, partition)] = PartitionBuffer(
+                self.sources[topic].kind, topic, partition, self.clock()
+            )
+        return buffer
+
     def flush(self, *, force: bool = False) -> None:
-        """Write and commit every buffer that is due (all of them with `force`)."""
+        """Write every buffer that is due (all of them with `force`); the loop commits them next."""
         now = self.clock()
         for key, buffer in list(self.buffers.items()):
             if force or buffer.due(now, max_age_s=self.flush_s, max_rows=self.flush_rows):
-                self._write_and_commit(buffer)
+                self._write(buffer)
                 del self.buffers[key]
         self._update_gauge()
 
-    def _write_and_commit(self, buffer: PartitionBuffer) -> None:
+    def _write(self, buffer: PartitionBuffer) -> None:
+        """Write the buffer's files (deleting those they supersede); its offsets become committable."""
         table = f"{buffer.kind}s"
         partition = (buffer.topic, buffer.partition)
         if partition not in self.earlier_parts:
@@ -209,28 +183,34 @@ class WarehouseSink:
             for key in superseded_keys(earlier, file):
                 self.writer.delete(key)
                 logger.info("superseded warehouse file deleted", extra={"key": key})
-            last = file.rows[-1]["kafka_offset"]
+            first, last = file.rows[0]["kafka_offset"], file.rows[-1]["kafka_offset"]
             for offset in [offset for offset in earlier if offset <= last]:
                 del earlier[offset]
+            earlier[first] = file.key
             self.metrics.files_written.labels(table).inc()
             self.metrics.rows_written.labels(table).inc(len(file.rows))
-            self._commit(buffer, file.commit_offset)
-        if not buffer.rows and buffer.next_offset is not None:  # only dead letters since the last commit
-            self._commit(buffer, buffer.next_offset)
+            self.written_to[partition] = file.commit_offset
+        if not buffer.rows and buffer.next_offset is not None:  # only dead letters since the last file
+            self.written_to[partition] = buffer.next_offset
 
-    def _commit(self, buffer: PartitionBuffer, offset: int) -> None:
-        self.consumer.commit(offsets=[TopicPartition(buffer.topic, buffer.partition, offset)], asynchronous=False)
-        key = (buffer.topic, buffer.partition)
-        if offset >= self.read_to.get(key, offset):
-            self.uncommitted_from.pop(key, None)
-        else:  # later runs of the buffer, or records read after it, are not committed yet
-            self.uncommitted_from[key] = offset
+    def _committable(self, handled: Offsets) -> Offsets:
+        """What the loop may commit now: the offsets whose rows are written (not all it handled)."""
+        written, self.written_to = self.written_to, {}
+        return written
+
+    def _drop_buffers(self) -> None:
+        """After a failed batch: the loop sought back to the first record not committed, read again from there."""
+        self.buffers.clear()
+        self.written_to.clear()
+        self._update_gauge()
 
     def _update_gauge(self) -> None:
         self.metrics.buffered_rows.set(sum(len(buffer.rows) for buffer in self.buffers.values()))
 
+    def readiness(self, max_silence_s: float = 30.0) -> str | None:
+        """None while polling recently and holding at least one partition, else why not (progress is
+        `ConsumerProgress`'s, in `/readyz`)."""
+        return None if self.loop.ready(max_silence_s) else "not polling, or holding no partition"
+
     def ready(self, max_silence_s: float = 30.0) -> bool:
-        """Polling recently and holding at least one partition (progress is `ConsumerProgress`'s, in `/readyz`)."""
-        return (
-            self.last_poll_at is not None and self.clock() - self.last_poll_at < max_silence_s and bool(self.assigned)
-        )
+        return self.readiness(max_silence_s) is None

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from michi.readiness import add_operations_routes
+from michi.telemetry import http_telemetry
 from services.annotation.entrypoints.http import admin, answers, decisions, page, queues, sessions, stats, windows
 from services.annotation.entrypoints.http.dependencies import AnnotationEndpoints
 from services.annotation.entrypoints.http.errors import BodyLimit, Refusals
@@ -32,6 +33,7 @@ def create_http_app(endpoints: AnnotationEndpoints, *, lifespan: Any = None) -> 
         "See docs/annotation.md.",
         lifespan=lifespan,
         exception_handlers=refusals.handlers(),
+        telemetry=http_telemetry(),
     )
     app.state.endpoints = endpoints
     for resource in ROUTERS:

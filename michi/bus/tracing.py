@@ -1,0 +1,47 @@
+"""The consumer span of the bus: one CONSUMER span per record handled, continuing the trace the record carried.
+
+    with consumer_span("warehouse", topic=topic, partition=2, offset=41, context=extract_context(headers)):
+        handle(record)
+
+Every consumer opens its spans here (the faust stream workers through `michi.bus.streams.consumer_span`, the
+plain consumers in `michi.kit.consumer.ConsumerLoop`), so each span of every service has one name,
+`<topic> <operation>`, and the same OTel messaging attributes. The trace context travels in the `traceparent`
+header (`michi.bus.headers`); the producer's `publish` span is `michi.bus.producer`'s.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+tracer = trace.get_tracer("michi.bus")
+
+
+def consumer_span(
+    service: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    context: otel_context.Context,
+    operation: str = "process",
+) -> AbstractContextManager[trace.Span]:
+    """A CONSUMER span (current while it is open) whose parent is the span in `context`: the record's producer."""
+    return tracer.start_as_current_span(
+        f"{topic} {operation}",
+        context=context,
+        kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.operation.type": operation,
+            "messaging.kafka.destination.partition": partition,
+            "messaging.kafka.message.offset": offset,
+            "messaging.consumer.group.name": f"michi-{service}",
+        },
+    )
+
+
+__all__ = ["consumer_span"]
