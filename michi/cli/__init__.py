@@ -8,6 +8,7 @@ michi replay auckland-forward --target http://127.0.0.1:8080 | michi evaluate au
 michi topics | michi status | michi devices add|list|revoke|rotate | michi trace ID
 michi warehouse query "SQL" | michi warehouse tables | michi warehouse shadow-report
 michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-password | rebuild
+michi db current | michi db upgrade [OWNER...]   # SQL schema migrations of each owner of tables
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 
 import typer
 
+from michi.cli.database import database_app
 from michi.cli.recordings import evaluate_command, replay_command
 from michi.kit import resolve, service_names, service_spec, service_specs
 from michi.registry.commands import models_app
@@ -29,6 +31,7 @@ devices_app = typer.Typer(help="Device credentials.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
 app.add_typer(devices_app, name="devices")
 app.add_typer(models_app, name="models")
+app.add_typer(database_app, name="db")
 warehouse_app = typer.Typer(help="The warehouse of predictions (DuckDB over Parquet).", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
 

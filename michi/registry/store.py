@@ -27,11 +27,13 @@ from google.protobuf.message import Message
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, col, create_engine, select
 
 from michi.bus.catalog import MODEL_ROLLOUTS, TopicSpec
 from michi.bus.producer import Delivery
 from michi.contracts.v1 import operations_pb2
+from michi.migrations import upgrade_to_head
+from michi.registry.migrations import MIGRATIONS
 from michi.registry.records import ModelVersion, StageChange, VersionDiff, compare_values
 from michi.registry.rollout import build_rollout_plan
 from michi.registry.stages import (
@@ -130,9 +132,11 @@ class ModelRegistry:
         return registry
 
     def create_tables(self) -> None:
-        # Only the registry's tables: other packages' SQLModel tables are theirs to create.
-        tables = [ModelVersionRow.__table__, StageChangeRow.__table__]  # type: ignore[attr-defined]
-        SQLModel.metadata.create_all(self.engine, tables=tables)
+        """Bring the registry's tables to the newest schema: Alembic `upgrade head` (`michi.migrations`).
+
+        Only the registry's tables (other owners migrate theirs); safe when many processes start at once.
+        """
+        upgrade_to_head(self.engine, MIGRATIONS)
 
     def close(self) -> None:
         self.engine.dispose()

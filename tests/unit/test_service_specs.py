@@ -1,5 +1,6 @@
 """The service specs (`services/<name>/spec.py`, `michi/kit`) against every place that repeats what they say:
-the settings classes, the `michi` CLI, docker-compose.yml, deploy/kubernetes and docs/architecture.md."""
+the settings classes, the `michi` CLI, docker-compose.yml, deploy/kubernetes (as kustomize renders its base and
+each overlay) and docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from michi.bus.catalog import CATALOG
 from michi.kit import ServicePort, ServiceSpec, resolve, service_names, service_spec, service_specs
 from michi.settings import MichiSettings
+from tests.unit.test_deploy_files import RENDERINGS, kubernetes_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = service_specs()
@@ -200,22 +202,19 @@ def test_compose_shared_variables_are_read_by_some_service() -> None:
     assert {name for name in shared if name.startswith("MICHI_") and _field(name) not in read} == set()
 
 
-# --- deploy/kubernetes
+# --- deploy/kubernetes: the base and every overlay, as `kustomize build` renders them
 
 
-def _manifests() -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = []
-    for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml")):
-        documents.extend(document for document in yaml.safe_load_all(path.read_text()) if document)
-    return documents
+def _manifests(rendering: str) -> list[dict[str, Any]]:
+    return list(kubernetes_manifests(rendering))
 
 
-def _deployments() -> dict[str, dict[str, Any]]:
-    return {doc["metadata"]["name"]: doc for doc in _manifests() if doc["kind"] == "Deployment"}
+def _deployments(rendering: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in _manifests(rendering) if doc["kind"] == "Deployment"}
 
 
-def _container(spec: ServiceSpec) -> dict[str, Any]:
-    deployment = _deployments()[f"michi-{spec.name}"]
+def _container(rendering: str, spec: ServiceSpec) -> dict[str, Any]:
+    deployment = _deployments(rendering)[f"michi-{spec.name}"]
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     container: dict[str, Any] = containers[0]
@@ -227,13 +226,28 @@ def _environment(container: dict[str, Any]) -> dict[str, Any]:
     return {item["name"]: item.get("value") for item in container.get("env", [])}
 
 
-def test_kubernetes_has_one_deployment_per_service() -> None:
-    assert set(_deployments()) == {f"michi-{name}" for name in service_names()}
+def _by_rendering_and_name() -> list[Any]:
+    return [pytest.param(rendering, spec, id=f"{rendering}-{spec.name}") for rendering in RENDERINGS for spec in SPECS]
 
 
-@pytest.mark.parametrize("spec", _by_name())
-def test_kubernetes_container_serves_the_spec_ports(spec: ServiceSpec) -> None:
-    container = _container(spec)
+def test_kubernetes_layout_is_a_kustomize_base_with_overlays() -> None:
+    kubernetes = ROOT / "deploy" / "kubernetes"
+    assert sorted(path.name for path in kubernetes.glob("*.yaml")) == [], "manifests live in base/ and overlays/"
+    assert RENDERINGS == ("base", "dev", "production")
+    for rendering in RENDERINGS:
+        folder = kubernetes / ("base" if rendering == "base" else f"overlays/{rendering}")
+        assert (folder / "kustomization.yaml").is_file(), folder
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_kubernetes_has_one_deployment_per_service(rendering: str) -> None:
+    michi = {name for name, doc in _deployments(rendering).items() if name.startswith("michi-")}
+    assert michi == {f"michi-{name}" for name in service_names()}
+
+
+@pytest.mark.parametrize(("rendering", "spec"), _by_rendering_and_name())
+def test_kubernetes_container_serves_the_spec_ports(rendering: str, spec: ServiceSpec) -> None:
+    container = _container(rendering, spec)
     environment = _environment(container)
     ports = {(port["name"], port["containerPort"]) for port in container["ports"]}
     assert ports == {(port.name, _expected_port(port, environment)) for port in spec.ports}
@@ -242,29 +256,44 @@ def test_kubernetes_container_serves_the_spec_ports(spec: ServiceSpec) -> None:
         assert environment.get(spec.host_variable) == "0.0.0.0"
 
 
-@pytest.mark.parametrize("spec", _by_name())
-def test_kubernetes_sets_only_variables_the_service_reads(spec: ServiceSpec) -> None:
+@pytest.mark.parametrize(("rendering", "spec"), _by_rendering_and_name())
+def test_kubernetes_sets_only_variables_the_service_reads(rendering: str, spec: ServiceSpec) -> None:
     fields = _fields(resolve(spec.settings))
     unread = {
-        name for name in _environment(_container(spec)) if name.startswith("MICHI_") and _field(name) not in fields
+        name
+        for name in _environment(_container(rendering, spec))
+        if name.startswith("MICHI_") and _field(name) not in fields
     }
     assert unread == set()
 
 
-def test_kubernetes_shared_configuration_is_read_by_every_service() -> None:
-    config_maps = [doc for doc in _manifests() if doc["kind"] == "ConfigMap"]
-    assert config_maps
+def _references(container: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (kind, source[key]["name"])
+        for source in container.get("envFrom", [])
+        for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef"))
+        if key in source
+    }
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_kubernetes_shared_configuration_is_read_by_every_service(rendering: str) -> None:
+    """What every service's pod loads (the ConfigMap and Secret michi) holds only variables every service reads."""
+    shared = set.intersection(*(_references(_container(rendering, spec)) for spec in SPECS))
+    assert "ConfigMap" in {kind for kind, _ in shared}, "the services share no ConfigMap"
     base = _fields(MichiSettings)
-    for config_map in config_maps:
-        assert {name for name in config_map["data"] if name.startswith("MICHI_") and _field(name) not in base} == set()
+    for doc in _manifests(rendering):
+        if (doc["kind"], doc["metadata"]["name"]) in shared:
+            names = {**doc.get("data", {}), **doc.get("stringData", {})}
+            assert {name for name in names if name.startswith("MICHI_") and _field(name) not in base} == set()
 
 
-@pytest.mark.parametrize("spec", _by_name())
-def test_kubernetes_never_runs_two_of_a_single_instance_service(spec: ServiceSpec) -> None:
-    deployment = _deployments()[f"michi-{spec.name}"]
+@pytest.mark.parametrize(("rendering", "spec"), _by_rendering_and_name())
+def test_kubernetes_never_runs_two_of_a_single_instance_service(rendering: str, spec: ServiceSpec) -> None:
+    deployment = _deployments(rendering)[f"michi-{spec.name}"]
     scaled = {
         doc["spec"]["scaleTargetRef"]["name"]
-        for doc in _manifests()
+        for doc in _manifests(rendering)
         if doc["kind"] in {"ScaledObject", "HorizontalPodAutoscaler"}
     }
     if spec.single_instance:
@@ -272,7 +301,8 @@ def test_kubernetes_never_runs_two_of_a_single_instance_service(spec: ServiceSpe
         assert deployment["spec"].get("strategy", {}).get("type") == "Recreate"
         assert deployment["metadata"]["name"] not in scaled
     else:
-        assert deployment["spec"]["replicas"] >= 1
+        # Unset (an autoscaler owns it) means 1 until the autoscaler acts.
+        assert deployment["spec"].get("replicas", 1) >= 1
 
 
 # --- docs/architecture.md

@@ -28,6 +28,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from michi.migrations import upgrade_to_head
+from services.ingest.adapters.migrations import MIGRATIONS
 from services.ingest.domain.tokens import (
     InvalidToken,
     RevokedToken,
@@ -134,9 +136,11 @@ class DeviceRegistry:
         return cls(engine, secret, cache_ttl_s=cache_ttl_s)
 
     def create_tables(self) -> None:
-        # Only these tables: other services' SQLModel tables are theirs to create.
-        tables = [Device.__table__, DeviceRegistryVersion.__table__]  # type: ignore[attr-defined]
-        SQLModel.metadata.create_all(self.engine, tables=tables)
+        """Bring the device registry's tables to the newest schema (Alembic `upgrade head`), and its version row.
+
+        Only these tables (other owners migrate theirs); safe when many ingest processes start at once.
+        """
+        upgrade_to_head(self.engine, MIGRATIONS)
         with Session(self.engine) as session:
             if session.get(DeviceRegistryVersion, REGISTRY_VERSION_ROW) is None:
                 session.add(DeviceRegistryVersion(id=REGISTRY_VERSION_ROW, version=0))

@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, col, create_engine, select
 
+from michi.migrations import upgrade_to_head
+from services.trainer.adapters.migrations import MIGRATIONS
 from services.trainer.adapters.tables import (
-    TRAINER_TABLES,
     TrainerAlertRow,
     TrainerLabelRow,
     TrainerRunRow,
@@ -166,8 +167,8 @@ class TrainerStore:
         return store
 
     def create_tables(self) -> None:
-        tables = [table.__table__ for table in TRAINER_TABLES]  # type: ignore[union-attr]
-        SQLModel.metadata.create_all(self.engine, tables=tables)
+        """Bring the trainer's tables to the newest schema: Alembic `upgrade head` (`michi.migrations`)."""
+        upgrade_to_head(self.engine, MIGRATIONS)
 
     def close(self) -> None:
         self.engine.dispose()

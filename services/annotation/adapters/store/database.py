@@ -9,21 +9,38 @@ locks the task's row instead (`tasks.locked_task`).
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Self
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from services.annotation.adapters.tables import TABLES
+from michi.migrations import upgrade_to_head
+from services.annotation.adapters.migrations import MIGRATIONS
 
 
 def utc(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; they were written in UTC.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _switch_to_wal(cursor: Any, timeout_s: float = 30.0) -> None:
+    # Switching a file to WAL needs it alone, and SQLite refuses at once, busy timeout or not, while another
+    # process writes (another service migrating its tables at start-up): try again for as long as a writer waits.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class SqlStore:
@@ -49,7 +66,7 @@ class SqlStore:
             @event.listens_for(engine, "connect")
             def _pragmas(connection: Any, _record: Any) -> None:
                 cursor = connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _switch_to_wal(cursor)
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.execute("PRAGMA busy_timeout=30000")
                 cursor.close()
@@ -57,8 +74,11 @@ class SqlStore:
         return cls(engine)
 
     def create_tables(self) -> None:
-        # Only this service's tables: other services' SQLModel tables are theirs to create.
-        SQLModel.metadata.create_all(self.engine, tables=[table.__table__ for table in TABLES])  # type: ignore[attr-defined,union-attr]
+        """Bring this service's tables to the newest schema: Alembic `upgrade head` (`michi.migrations`).
+
+        Only this service's tables (other owners migrate theirs); safe when many replicas start at once.
+        """
+        upgrade_to_head(self.engine, MIGRATIONS)
 
     def close(self) -> None:
         self.engine.dispose()

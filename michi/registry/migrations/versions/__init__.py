@@ -1,0 +1,1 @@
+"""Revisions of the model registry's tables (loaded by alembic, not imported)."""

@@ -1,0 +1,1 @@
+"""Revisions of the annotation service's tables (loaded by alembic, not imported)."""

@@ -1,0 +1,1 @@
+"""Revisions of the trainer's tables (loaded by alembic, not imported)."""
