@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from michi.bus.catalog import CATALOG, TopicSpec
 from michi.bus.connection import KafkaConnection, as_connection
@@ -26,14 +26,20 @@ def ensure_topics(
 
     `partitions` overrides the catalog's counts (tests use 1-2 to keep rebalances quick).
     """
-    admin = AdminClient(as_connection(bootstrap).confluent_config())
+    connection = as_connection(bootstrap)
+    admin = AdminClient(connection.confluent_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [spec for spec in specs if spec.name(prefix) not in existing]
     if not wanted:
         return []
+    # -1: the cluster's default.replication.factor, unless MICHI_KAFKA_REPLICATION_FACTOR says otherwise.
+    copies = connection.replication_factor or -1
     new_topics = [
         NewTopic(
-            spec.name(prefix), num_partitions=partitions or spec.partitions, replication_factor=-1, config=spec.config()
+            spec.name(prefix),
+            num_partitions=partitions or spec.partitions,
+            replication_factor=copies,
+            config=spec.config(),
         )
         for spec in wanted
     ]
@@ -50,6 +56,23 @@ def ensure_topics(
     if created:
         logger.info("topics created", extra={"topics": ",".join(sorted(created))})
     return created
+
+
+def replication_factor(bootstrap: KafkaConnection | str, timeout: float = 10.0) -> int:
+    """How many copies of a topic Michi creates: MICHI_KAFKA_REPLICATION_FACTOR, else the cluster's default.
+
+    The default is the `default.replication.factor` of the controller's configuration (what a topic created
+    with replication factor -1 gets), for clients that cannot ask for "the cluster's default" themselves
+    (faust's changelog and repartition topics).
+    """
+    connection = as_connection(bootstrap)
+    if connection.replication_factor is not None:
+        return connection.replication_factor
+    admin = AdminClient(connection.confluent_config())
+    cluster = admin.describe_cluster(request_timeout=timeout).result(timeout)
+    broker = ConfigResource(ConfigResource.Type.BROKER, str(cluster.controller.id))
+    entries = admin.describe_configs([broker], request_timeout=timeout)[broker].result(timeout)
+    return int(entries["default.replication.factor"].value)
 
 
 def delete_topics(bootstrap: KafkaConnection | str, names: Iterable[str], timeout: float = 30.0) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -39,6 +39,7 @@ VARIABLES = {
     "ssl_ca_file": "MICHI_KAFKA_SSL_CA_FILE",
     "ssl_cert_file": "MICHI_KAFKA_SSL_CERT_FILE",
     "ssl_key_file": "MICHI_KAFKA_SSL_KEY_FILE",
+    "replication_factor": "MICHI_KAFKA_REPLICATION_FACTOR",
 }
 
 
@@ -70,6 +71,9 @@ class KafkaConnection(BaseModel):
     ssl_ca_file: Path | None = None
     ssl_cert_file: Path | None = None
     ssl_key_file: Path | None = None
+    # Copies of every topic Michi creates (the catalog's, scoring's own, faust's changelogs); None: the
+    # cluster's `default.replication.factor` (`michi.bus.admin.replication_factor`).
+    replication_factor: int | None = Field(default=None, ge=1)
 
     @classmethod
     def plain(cls, bootstrap_servers: str) -> KafkaConnection:

@@ -180,7 +180,10 @@ def create_app(
         "broker_heartbeat_interval": 1.0,
         "broker_commit_interval": 1.0,
         "producer_acks": -1,
-        "topic_replication_factor": 1,
+        # Copies of the topics faust creates. A service with tables passes the cluster's default when
+        # MICHI_KAFKA_REPLICATION_FACTOR is unset (`michi.bus.admin.replication_factor`; scoring does), so its
+        # changelogs are replicated like every other topic; without tables faust makes only its leader topic.
+        "topic_replication_factor": connection.replication_factor or 1,
         "topic_partitions": partitions,
         "table_standby_replicas": 0,
         "web_enabled": web_port is not None,

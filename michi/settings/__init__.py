@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from michi.bus.connection import KafkaConnection, MechanismSetting, ProtocolSetting, connection_problem
@@ -41,6 +41,7 @@ class MichiSettings(BaseSettings):
     kafka_ssl_ca_file: Path | None = None
     kafka_ssl_cert_file: Path | None = None
     kafka_ssl_key_file: Path | None = None
+    kafka_replication_factor: int | None = Field(default=None, ge=1)
     redis_url: str | None = None
     database_url: str | None = None
     blob_url: str | None = None
@@ -108,6 +109,7 @@ class MichiSettings(BaseSettings):
             ssl_ca_file=self.kafka_ssl_ca_file,
             ssl_cert_file=self.kafka_ssl_cert_file,
             ssl_key_file=self.kafka_ssl_key_file,
+            replication_factor=self.kafka_replication_factor,
         )
 
     def resolved_redis_url(self) -> str:

@@ -12,6 +12,7 @@ import sys
 
 import faust
 
+from michi.bus.admin import replication_factor
 from michi.bus.catalog import DETECTIONS, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
 from michi.bus.streams import create_app, run_worker
@@ -43,6 +44,8 @@ def build_app(settings: ScoringSettings, *, producer: EventProducer | None = Non
         web_port=settings.scoring_port,
         web_host=settings.scoring_host,
         partitions=trip_partitions,
+        # The trip and driver tables' changelogs are scoring's state: as many copies as every other topic.
+        topic_replication_factor=replication_factor(bootstrap),
     )
     # Tables must match their source topics' partition counts (co-partitioning); keys and values are JSON.
     trip_table = app.Table("trips", default=None, partitions=trip_partitions)

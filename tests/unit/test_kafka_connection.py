@@ -233,6 +233,8 @@ def test_a_bare_bootstrap_string_is_plaintext_as_the_embedded_broker_speaks() ->
         ({"MICHI_KAFKA_SECURITY_PROTOCOL": "SSL", "MICHI_KAFKA_SSL_CA_FILE": "/no/such/ca.pem"}, "SSL_CA_FILE"),
         ({"MICHI_KAFKA_SECURITY_PROTOCOL": "SSL", "MICHI_KAFKA_SSL_CERT_FILE": "/etc/hostname"}, "SSL_KEY_FILE"),
         ({"MICHI_KAFKA_BOOTSTRAP": "", "MICHI_KAFKA_SECURITY_PROTOCOL": "SSL"}, "embedded broker speaks PLAINTEXT"),
+        ({"MICHI_KAFKA_REPLICATION_FACTOR": "0"}, "MICHI_KAFKA_REPLICATION_FACTOR"),
+        ({"MICHI_KAFKA_REPLICATION_FACTOR": "three"}, "MICHI_KAFKA_REPLICATION_FACTOR"),
     ],
 )
 def test_a_bad_kafka_setting_stops_the_process_at_start_naming_the_variable(
@@ -387,11 +389,14 @@ def test_every_confluent_kafka_client_carries_the_sasl_and_tls_settings(
 
 
 def test_the_stream_apps_connect_faust_with_sasl_over_tls_to_every_server(
-    secure_env: Path, recorded: Recorded, certificate: tuple[Path, Path]
+    secure_env: Path, recorded: Recorded, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from michi.bus.streams import create_app, stream_watch
     from services.scoring.settings import ScoringSettings
     from services.scoring.wiring import build_app as build_scoring
+
+    # The replication factor of faust's topics comes with the connection too.
+    monkeypatch.setenv("MICHI_KAFKA_REPLICATION_FACTOR", "3")
 
     connection = load_settings(MichiSettings).kafka_connection()
     apps = {
@@ -412,6 +417,7 @@ def test_the_stream_apps_connect_faust_with_sasl_over_tls_to_every_server(
         assert auth["ssl_context"] is not None and auth["ssl_context"].check_hostname, name
         watch = stream_watch(app)
         assert watch is not None and watch.connection == connection, name
+        assert app.conf.topic_replication_factor == 3, name
     # Scoring's own clients (topic preparation, its producer, the progress reader) carry it too.
     assert recorded.configs
     for kind, config in recorded.configs:
