@@ -180,3 +180,12 @@ async def test_put_many_writes_each_blob_on_its_own(store: BlobStore, root: Path
     (tmp_path / "a-file").write_text("not a folder")
     broken = BlobStore(f"file://{tmp_path / 'a-file' / 'blobs'}")
     assert all(isinstance(outcome, BlobStoreUnavailable) for outcome in await broken.put_many([("k", b"x")]))
+
+
+def test_the_documented_s3_setting_opens_an_s3_store_without_touching_the_network() -> None:
+    """MICHI_BLOB_URL=s3://bucket/prefix is a production setting: its filesystem (s3fs) is installed with Michi."""
+    from s3fs import S3FileSystem
+
+    store = BlobStore("s3://michi-blobs/fleet-a")
+    assert isinstance(store._fs, S3FileSystem)
+    assert store._root == "michi-blobs/fleet-a"
