@@ -1,7 +1,7 @@
 """Michi's benchmarks: each measures a service next to a baseline taken in the same run.
 
     make bench                                   # every benchmark
-    .venv/bin/python -m benchmarks ingest        # one: ingest, inference or latency
+    .venv/bin/python -m benchmarks ingest        # one of them by name
     .venv/bin/python -m benchmarks --quick       # a short smoke run (each benchmark <= ~30 s)
 
 Every benchmark starts its own embedded Kafka (and redis-server when needed) on free loopback

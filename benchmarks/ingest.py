@@ -6,7 +6,7 @@ A real `python -m services.ingest` (uvicorn + grpc.aio, auth, Redis rate limits 
 registry, Kafka acks=all) receives 10 s / 50 Hz simulator uploads, every upload id distinct: over
 HTTP as protobuf then JSON bodies (32 connections from wrk, or httpx in 2 processes without it), then
 over `StreamUploads` (16 device streams, each keeping the server's window of 8 uploads in flight,
-grpc.aio in 2 processes). See `benchmarks/generators.py`; the generator's CPU is printed. The baseline sends the bytes ingest publishes (the
+the Go client in `benchmarks/grpc_load/` when Go is installed, else grpc.aio in 2 processes). See `benchmarks/generators.py`; the generator's CPU is printed. The baseline sends the bytes ingest publishes (the
 serialized `UploadReceived`) with a bare confluent-kafka producer (idempotent, acks=all, same
 settings as `EventProducer`) to an uploads topic of its own in the same broker.
 
