@@ -137,8 +137,9 @@ def _ingest_io(bootstrap: str, redis_url: str, prefix: str) -> Callable[[bytes],
     from michi.contracts import stable_event_id
     from michi.contracts.v1 import common_pb2, upload_pb2
     from services.ingest.adapters.claims import UploadClaims
-    from services.ingest.adapters.publisher import KafkaUploadPublisher, OutgoingUpload
+    from services.ingest.adapters.publisher import KafkaUploadPublisher
     from services.ingest.adapters.rate_limits import RateLimiter
+    from services.ingest.handlers import OutgoingUpload
 
     redis = Redis.from_url(redis_url)
     scripts = PipelinedScripts(redis)

@@ -3,6 +3,10 @@
 - `traceparent`: W3C trace context, so one upload can be traced across every service;
 - `content-type`: `application/x-protobuf`;
 - `schema`: the proto message's full name, e.g. `michi.v1.UploadReceived`.
+
+Work that outlives its message (an annotation task, a retrain alert waiting for its run) keeps the
+`current_traceparent()` of the span that received it, and the span that finishes the work later, in a
+trace of its own, links back to it (`links_to`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,25 @@ def trace_id_of(headers: Mapping[str, str]) -> str:
 def current_trace_id() -> str:
     span_context = trace.get_current_span().get_span_context()
     return format(span_context.trace_id, "032x") if span_context.is_valid else ""
+
+
+def current_traceparent() -> str:
+    """The current span's W3C traceparent, '' without one: kept with work that outlives its message (a task)."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def links_to(*traceparents: str | None) -> list[trace.Link]:
+    """Span links to the spans these stored traceparents name (empty, malformed and repeated ones left out)."""
+    links: dict[tuple[int, int], trace.Link] = {}
+    for traceparent in traceparents:
+        if not traceparent:
+            continue
+        span_context = trace.get_current_span(extract_context({"traceparent": traceparent})).get_span_context()
+        if span_context.is_valid:
+            links.setdefault((span_context.trace_id, span_context.span_id), trace.Link(span_context))
+    return list(links.values())
 
 
 # The global propagator is also W3C, so libraries that use it agree with the bus.

@@ -2,7 +2,13 @@
 
 `AnnotationService` works the queues (intake of label requests, lease, answer, skip, adjudication,
 gold, rebuild, upkeep) and `Accounts` signs people in. Both are plain synchronous objects over the
-adapters `wiring` gives them; the HTTP routes and the Kafka consumer call them.
+adapters `wiring` gives them; the HTTP routes call them. The Kafka consumer hands each decoded request to
+`handle_label_request`: one that cannot become a task is refused `invalid-request` (the consumer's loop
+dead-letters it), the others are located on the road (from their archived upload) and taken in.
+
+Labels leave through the `LabelPublisher` port and window uploads are read through `WindowUploads`, both
+declared here (`adapters/publisher.KafkaLabelPublisher`, `adapters/windows.ArchiveWindowSource`); SQL and
+Redis are reached through `AnnotationStore` and `RedisQueues` themselves.
 
 Order of effects for an answer: Redis takes the task off the lease (atomic script), SQL records
 the vote and the decision in one transaction, Redis moves the task on (back to its pool, or out),
@@ -12,6 +18,7 @@ in SQL and upkeep sends it again with the same event id.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import random
 import threading
@@ -20,11 +27,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from opentelemetry import trace
+
+from michi.bus.headers import links_to
+from michi.bus.producer import Delivery
 from michi.contracts import timestamp_to_seconds
-from michi.contracts.v1 import labels_pb2
-from services.annotation.adapters.publisher import LabelPublisher
+from michi.contracts.v1 import common_pb2, labels_pb2, upload_pb2
+from michi.kit.consumer import Rejected
 from services.annotation.adapters.queues import Lease, RedisQueues, TakeStatus
 from services.annotation.adapters.store import (
     AnnotationStore,
@@ -54,9 +65,11 @@ from services.annotation.domain.labels import UnknownAnswer, choice_by_name, eve
 from services.annotation.domain.quality import Quality, QualityPolicy, assess
 from services.annotation.domain.roles import Permission, Role, allowed
 from services.annotation.domain.tasks import GOLD_POOL, QUEUE_PATTERN, InvalidRequest, TaskStatus, check_request
+from services.annotation.domain.windows import window_location
 from services.annotation.metrics import AnnotationMetrics
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 SERVICE = "annotation"
 # A task taken off its lease for an answer longer than this ago, and not moved on, was abandoned
@@ -70,6 +83,22 @@ SESSION_CACHE_S = 2.0
 MAX_REASON_LENGTH = 200
 # A hash that never matches, checked for unknown names so sign-in takes as long either way.
 _DUMMY_HASH = hash_password("not-a-password-of-anyone", n=2**14)
+
+
+class LabelPublisher(Protocol):
+    """The port decided labels leave through (`adapters/publisher.KafkaLabelPublisher`)."""
+
+    def publish(self, label: labels_pb2.Label) -> concurrent.futures.Future[Delivery]:
+        """Send the label; the future resolves once the broker acknowledged it (acks=all)."""
+        ...
+
+
+class WindowUploads(Protocol):
+    """The port the archived upload of a request's window is read through (`adapters/windows.ArchiveWindowSource`)."""
+
+    async def upload(self, lineage: common_pb2.Lineage, window_started_at: datetime) -> upload_pb2.Upload | None:
+        """The archived upload the lineage names, or None when the archive does not have it."""
+        ...
 
 
 class Refused(Exception):
@@ -608,14 +637,29 @@ class AnnotationService:
     # ------------------------------------------------------------------ upkeep
 
     def publish(self, labels: list[labels_pb2.Label]) -> int:
-        """Send labels and mark those Kafka acknowledged; the rest stay for upkeep. Returns how many were sent."""
+        """Send labels and mark those Kafka acknowledged; the rest stay for upkeep. Returns how many were sent.
+
+        Each label is sent in a `publish label` span of the trace at hand (the person's request, or upkeep),
+        linked to the span that made its task: the trace of the upload the window came from.
+        """
+        origins = self._task_traceparents(labels)
         futures = []
         for label in labels:
-            try:
-                futures.append((label, self.publisher.publish(label)))
-            except Exception:
-                self.metrics.publish_failures.inc()
-                logger.warning("label not published", extra={"event_id": label.event_id}, exc_info=True)
+            with tracer.start_as_current_span(
+                "publish label",
+                links=links_to(origins.get(label.lineage.window_id)),
+                attributes={
+                    "michi.annotation.task_id": label.lineage.window_id,
+                    "michi.annotation.label_event_id": label.event_id,
+                    "michi.annotation.label_source": labels_pb2.LabelSource.Name(label.source),
+                },
+            ) as span:
+                try:
+                    futures.append((label, self.publisher.publish(label)))
+                except Exception:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, "label not published"))
+                    self.metrics.publish_failures.inc()
+                    logger.warning("label not published", extra={"event_id": label.event_id}, exc_info=True)
         acknowledged = []
         for label, future in futures:
             try:
@@ -628,6 +672,14 @@ class AnnotationService:
         self.store.mark_published(acknowledged, _moment(self.clock()))
         self.metrics.labels_published.inc(len(acknowledged))
         return len(acknowledged)
+
+    def _task_traceparents(self, labels: list[labels_pb2.Label]) -> dict[str, str]:
+        """Where each label's task was made (for its span's link); {} when SQL cannot say: labels go out anyway."""
+        try:
+            return self.store.traceparents([label.lineage.window_id for label in labels])
+        except Exception:
+            logger.warning("task trace contexts not read; labels published without links", exc_info=True)
+            return {}
 
     def rebuild(self, actor: str) -> int:
         """Rebuild the live queues from SQL (after a Redis loss); leases in flight are dropped."""
@@ -668,4 +720,41 @@ class AnnotationService:
         return done
 
 
-__all__ = ["SERVICE", "Accounts", "AnnotationService", "InvalidRequest", "Principal", "Refused", "ServiceConfig"]
+async def handle_label_request(
+    service: AnnotationService, request: labels_pb2.LabelRequest, windows: WindowUploads | None
+) -> IntakeResult:
+    """A consumed label request: `Rejected` with `invalid-request` when it cannot become a task (nothing is
+    looked up then), else located (`request_location`) and taken in (`AnnotationService.intake`)."""
+    try:
+        check_request(request)
+    except InvalidRequest as error:
+        raise Rejected("invalid-request", str(error)) from None
+    return service.intake(request, location=await request_location(request, windows))
+
+
+async def request_location(
+    request: labels_pb2.LabelRequest, windows: WindowUploads | None
+) -> tuple[float, float] | None:
+    """Where the request's window was driven, from its archived upload (None: no archive, no window start,
+    the upload not archived, or no fix in it)."""
+    if windows is None or not request.window.HasField("started_at"):
+        return None
+    start = timestamp_to_seconds(request.window.started_at)
+    end = timestamp_to_seconds(request.window.ended_at) if request.window.HasField("ended_at") else start
+    upload = await windows.upload(request.lineage, datetime.fromtimestamp(start, UTC))
+    return window_location(upload, start, end) if upload is not None else None
+
+
+__all__ = [
+    "SERVICE",
+    "Accounts",
+    "AnnotationService",
+    "InvalidRequest",
+    "LabelPublisher",
+    "Principal",
+    "Refused",
+    "ServiceConfig",
+    "WindowUploads",
+    "handle_label_request",
+    "request_location",
+]

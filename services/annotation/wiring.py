@@ -36,7 +36,7 @@ from michi.readiness import ConsumerProgress
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
-from services.annotation.adapters.publisher import KafkaLabelPublisher, LabelPublisher
+from services.annotation.adapters.publisher import KafkaLabelPublisher
 from services.annotation.adapters.queues import RedisQueues
 from services.annotation.adapters.store import AnnotationStore
 from services.annotation.adapters.windows import ArchiveWindowSource
@@ -44,7 +44,7 @@ from services.annotation.domain.consensus import ConsensusPolicy
 from services.annotation.domain.quality import QualityPolicy
 from services.annotation.entrypoints.consumer import LabelRequestConsumer
 from services.annotation.entrypoints.http import AnnotationEndpoints, create_http_app
-from services.annotation.handlers import SERVICE, Accounts, AnnotationService, ServiceConfig
+from services.annotation.handlers import SERVICE, Accounts, AnnotationService, LabelPublisher, ServiceConfig
 from services.annotation.metrics import AnnotationMetrics
 from services.annotation.settings import AnnotationSettings
 

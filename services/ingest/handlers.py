@@ -3,6 +3,10 @@
 The HTTP and gRPC entrypoints call `decode_body()` then `UploadHandler.handle()`; every refusal is an
 `UploadRefused` carrying the HTTP status and a machine-readable reason. `decode_body()` and
 `check_upload()` are pure and raise nothing else whatever the body holds (tests/unit/test_ingest_hostile.py).
+
+The handler archives and publishes through two ports declared here, `UploadArchiver` (raises
+`ArchiveUnavailable`) and `UploadPublisher` (raises `PublishFailed`), which `wiring` fills with
+`adapters/archive.BlobUploadArchive` and `adapters/publisher.KafkaUploadPublisher`.
 """
 
 from __future__ import annotations
@@ -11,16 +15,17 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
 from michi.bus.headers import current_trace_id
+from michi.bus.producer import Delivery
 from michi.contracts import stable_event_id, timestamp_now
 from michi.contracts.v1 import common_pb2, upload_pb2
-from services.ingest.adapters.archive import ArchiveUnavailable, UploadArchiver
 from services.ingest.adapters.claims import UploadClaims
-from services.ingest.adapters.publisher import OutgoingUpload, PublishFailed, UploadPublisher
 from services.ingest.domain.decoding import UndecodableUpload, decode_upload
 from services.ingest.domain.sequences import missing_sequences
 from services.ingest.domain.validation import UploadLimits, Violation, validate_upload
@@ -31,6 +36,62 @@ ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
 # How often a concurrent duplicate looks again at the first copy's claim.
 PENDING_POLL_S = 0.02
+# The tag of UploadReceived.upload (length-delimited).
+_UPLOAD_TAG = bytes([upload_pb2.UploadReceived.UPLOAD_FIELD_NUMBER << 3 | 2])
+
+
+@dataclass(frozen=True)
+class OutgoingUpload:
+    """An `UploadReceived` to publish: `received` holds every field but `upload`, which is `canonical`.
+
+    It is serialized as `received`'s bytes followed by the `upload` field holding the canonical bytes:
+    once parsed, the same message as with `upload` set, without copying the upload into the event and
+    serializing it again (~50 -> ~16 µs for a 10 s upload).
+    """
+
+    received: upload_pb2.UploadReceived
+    upload: upload_pb2.Upload
+    canonical: bytes
+
+    def serialized(self) -> bytes:
+        return b"".join((self.received.SerializeToString(), _UPLOAD_TAG, _varint(len(self.canonical)), self.canonical))
+
+
+def _varint(value: int) -> bytes:
+    encoded = bytearray()
+    while value > 0x7F:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
+
+
+class PublishFailed(RuntimeError):
+    """Kafka did not acknowledge in time (or refused); nothing was accepted."""
+
+
+class UploadPublisher(Protocol):
+    """The port accepted uploads are published through (`adapters/publisher.KafkaUploadPublisher`); both raise
+    `PublishFailed` when the broker does not acknowledge."""
+
+    async def publish(self, outgoing: OutgoingUpload) -> Delivery: ...
+
+    def send(self, outgoing: OutgoingUpload) -> Awaitable[Delivery]:
+        """Hand the event to the producer as soon as it may go (at once, unless the publisher orders events);
+        the acknowledgement is awaited later. `publish(outgoing)` is `await send(outgoing)`."""
+        ...
+
+
+class ArchiveUnavailable(RuntimeError):
+    """The blob store did not take the archive copy; the upload must not be published."""
+
+
+class UploadArchiver(Protocol):
+    """The port of the raw archive (`adapters/archive.BlobUploadArchive`); raises `ArchiveUnavailable`."""
+
+    async def store(self, upload: upload_pb2.Upload, canonical: bytes, content_sha256: str) -> str:
+        """Archive `canonical` (the upload's deterministic serialization, with its sha256); returns its URI."""
+        ...
 
 
 class UploadRefused(Exception):

@@ -29,6 +29,11 @@ experiment record (SQL and `experiments/<run id>/experiment.md`, plus the model 
 
 `register_physics_model(wiring)` registers the physics baseline `physics-3` (`michi.windows.physics`)
 once per registry, as a candidate a person may promote or put in shadow, with its evaluation as metrics.
+
+`EventHandler` is what the trainer does with the labels and alerts it consumes (the consumer's kit loop
+decodes, calls it and commits): a label missing what a dataset needs is refused `schema-violation`, the
+others are stored at the end of their batch; every alert is counted by kind and a retrain alert stored
+once; new labels or a new retrain alert wake the worker. It stores through the `EventStore` port.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,8 +53,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from google.protobuf.message import Message
+from opentelemetry import trace
 
-from michi.contracts.v1 import operations_pb2
+from michi.bus.headers import links_to
+from michi.contracts.v1 import labels_pb2, operations_pb2
+from michi.kit.consumer import Rejected
 from michi.registry import ModelRegistry, Stage, UnknownModelVersion, VersionAlreadyRegistered
 from michi.windows.features import DATA_VERSION
 from michi.windows.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, DECISION_THRESHOLD
@@ -62,6 +71,7 @@ from michi.windows.physics import (
 )
 from services.trainer.adapters.archive import ArchiveWindowSource
 from services.trainer.adapters.artifacts import ArtifactStore, ModelCache, model_folder
+from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.adapters.onnx_model import (
     OnnxRiskModel,
     ParityFailure,
@@ -78,14 +88,29 @@ from services.trainer.domain.dataset import Dataset, LabeledWindows, build_datas
 from services.trainer.domain.evaluation import evaluate
 from services.trainer.domain.experiment import RunFacts, compose_sections, render_markdown
 from services.trainer.domain.gate import PHYSICS_RULE, GatePolicy, decide
-from services.trainer.domain.labels import CLASS_NAMES, HUMAN_SOURCES, source_name
+from services.trainer.domain.labels import (
+    CLASS_NAMES,
+    HUMAN_SOURCES,
+    WindowLabel,
+    label_from_message,
+    label_problem,
+    source_name,
+)
 from services.trainer.domain.profile import reference_profile
 from services.trainer.domain.real_data import RealWindows, real_data_section
 from services.trainer.domain.training import TrainingParameters, train_model
-from services.trainer.domain.triggers import BOOTSTRAP, Trigger, TriggerPolicy, TriggerState, due_trigger
+from services.trainer.domain.triggers import (
+    BOOTSTRAP,
+    RETRAIN_ALERT_KIND,
+    Trigger,
+    TriggerPolicy,
+    TriggerState,
+    due_trigger,
+)
 from services.trainer.domain.versions import code_version
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 STEPS = ("fetch", "preprocess", "train", "evaluate", "register", "shadow")
 BOOTSTRAP_STEPS = ("fetch", "preprocess", "train", "evaluate", "register", "promote")
@@ -176,22 +201,27 @@ class _Steps:
         self.store.start_step(self.facts.run_id, sequence, name, started)
         details: dict[str, Any] = {}
         began = time.perf_counter()
-        try:
-            yield details
-        except Exception as error:
+        # A child of the run's span; what the step publishes (a rollout plan) continues from it.
+        with tracer.start_as_current_span(f"trainer {name}", attributes={"michi.trainer.step": name}) as span:
+            try:
+                yield details
+            except Exception as error:
+                seconds = time.perf_counter() - began
+                message = f"{type(error).__name__}: {error}"[:2000]
+                self.store.finish_step(
+                    self.facts.run_id, sequence, "failed", seconds=seconds, error=message, details=details
+                )
+                self._note(name, "failed", seconds, message)
+                span.set_attribute("michi.trainer.step_status", "failed")
+                raise
             seconds = time.perf_counter() - began
-            message = f"{type(error).__name__}: {error}"[:2000]
-            self.store.finish_step(
-                self.facts.run_id, sequence, "failed", seconds=seconds, error=message, details=details
-            )
-            self._note(name, "failed", seconds, message)
-            raise
-        seconds = time.perf_counter() - began
-        status = str(details.pop("status", "succeeded"))
-        self.store.finish_step(self.facts.run_id, sequence, status, seconds=seconds, details=details)
-        self._note(name, status, seconds, "")
+            status = str(details.pop("status", "succeeded"))
+            self.store.finish_step(self.facts.run_id, sequence, status, seconds=seconds, details=details)
+            self._note(name, status, seconds, "")
+            span.set_attribute("michi.trainer.step_status", status)
 
     def skip(self, name: str, reason: str) -> None:
+        trace.get_current_span().add_event("step skipped", {"michi.trainer.step": name, "michi.trainer.reason": reason})
         self.sequence += 1
         now = datetime.now(UTC)
         self.store.start_step(self.facts.run_id, self.sequence, name, now)
@@ -546,9 +576,27 @@ def _finish(
 
 
 def run_workflow(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool = False) -> RunOutcome:
-    """One run of the workflow, start to end (the caller holds no lock; runs are serialised here)."""
-    with wiring.lock:
-        return _run_locked(wiring, trigger, bootstrap=bootstrap)
+    """One run of the workflow, start to end (the caller holds no lock; runs are serialised here).
+
+    Traced as one `trainer run` span (a trace of its own from the worker; linked to the retrain alert's trace
+    when an alert triggered it) with a child span per step that ran, `trainer <step>`.
+    """
+    # The lock first: a run waiting for another is not timed.
+    with (
+        wiring.lock,
+        tracer.start_as_current_span(
+            "trainer run",
+            links=links_to(trigger.traceparent),
+            attributes={"michi.trainer.trigger": trigger.kind, "michi.trainer.model_name": wiring.model_name},
+        ) as span,
+    ):
+        outcome = _run_locked(wiring, trigger, bootstrap=bootstrap)
+        span.set_attribute("michi.trainer.outcome", outcome.status)
+        if outcome.version is not None:
+            span.set_attribute("michi.trainer.version", outcome.version)
+        if outcome.status == "failed":
+            span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.reason[:200]))
+        return outcome
 
 
 def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> RunOutcome:
@@ -558,6 +606,7 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
     last = store.last_run(wiring.model_name)
     new_labels = store.human_labels_above(last.label_watermark if last else 0)
     facts = _start(wiring, trigger, watermark, new_labels)
+    trace.get_current_span().set_attribute("michi.trainer.run_id", facts.run_id)
     steps = _Steps(store, facts, wiring.metrics)
     version: str | None = None
     stage: str | None = None
@@ -981,3 +1030,70 @@ def dry_run(wiring: TrainerWiring) -> dict[str, Any]:
         "real_training": real_training,
         "on_pass": "register as candidate, then shadow (rollout plan published)",
     }
+
+
+# ------------------------------------------------------------------ consumed labels and alerts
+
+
+class EventStore(Protocol):
+    """The port consumed labels and retrain alerts are kept through (`adapters/store.TrainerStore`); both are
+    idempotent by event id."""
+
+    def add_labels(self, labels: Sequence[WindowLabel]) -> int:
+        """Store labels not seen before (by event id); returns how many were new."""
+        ...
+
+    def add_alert(self, event_id: str, kind: str, message: str) -> bool:
+        """Store a retrain alert once; False when its event id was already stored."""
+        ...
+
+
+@dataclass
+class EventHandler:
+    """What the trainer does with each label and alert it consumes, a batch at a time.
+
+    The consumer calls `start_batch()`, `handle(message)` for each decoded record and `end_batch()` before it
+    commits, and `dead_lettered()` for each dead letter the broker acknowledged. Labels are stored at the end
+    of their batch (one write); a retrain alert is stored when read. The worker is woken once per batch that
+    stored a new label or a new retrain alert.
+    """
+
+    store: EventStore
+    metrics: TrainerMetrics
+    wake: Callable[[], None]
+    _labels: list[WindowLabel] = field(default_factory=list, init=False, repr=False)
+    _alert_arrived: bool = field(default=False, init=False, repr=False)
+
+    def start_batch(self) -> None:
+        self._labels, self._alert_arrived = [], False
+
+    def handle(self, message: Message) -> None:
+        """A label missing what a dataset needs (window id, upload id, device id, window start, event type) is
+        `Rejected` with `schema-violation`. Every alert is counted by kind; only kind `retrain` is stored."""
+        if isinstance(message, labels_pb2.Label):
+            problem = label_problem(message)
+            if problem is not None:
+                raise Rejected("schema-violation", problem)
+            self._labels.append(label_from_message(message))
+        elif isinstance(message, operations_pb2.Alert):
+            self.metrics.alerts.labels(kind=message.kind or "unknown").inc()
+            if message.kind == RETRAIN_ALERT_KIND and self.store.add_alert(
+                message.event_id, message.kind, message.message
+            ):
+                logger.info(
+                    "retrain alert received", extra={"event_id": message.event_id, "message": message.message[:300]}
+                )
+                self._alert_arrived = True
+
+    def end_batch(self) -> None:
+        """Store the batch's labels (counted stored or duplicate); wake the worker if anything new arrived."""
+        labels, self._labels = self._labels, []
+        stored = self.store.add_labels(labels) if labels else 0
+        if labels:
+            self.metrics.labels.labels(outcome="stored").inc(stored)
+            self.metrics.labels.labels(outcome="duplicate").inc(len(labels) - stored)
+        if stored or self._alert_arrived:
+            self.wake()
+
+    def dead_lettered(self) -> None:
+        self.metrics.labels.labels(outcome="dead-letter").inc()

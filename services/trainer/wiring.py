@@ -44,7 +44,7 @@ from services.trainer.domain.triggers import TriggerPolicy
 from services.trainer.entrypoints.consumer import SERVICE, EventConsumer
 from services.trainer.entrypoints.http import create_http_app
 from services.trainer.entrypoints.worker import TrainingWorker
-from services.trainer.handlers import TrainerWiring
+from services.trainer.handlers import EventHandler, TrainerWiring
 from services.trainer.settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
@@ -172,10 +172,8 @@ def build_service(
     consumer = EventConsumer(
         consumer=Consumer(group_consumer_config(bootstrap, prefix, SERVICE)),
         producer=producer,
-        store=built.store,
+        handler=EventHandler(store=built.store, metrics=metrics, wake=worker.wake),
         prefix=prefix,
-        metrics=metrics,
-        wake=worker.wake,
         # Not ready when labels or alerts wait and the group's committed offsets stop moving.
         progress=ConsumerProgress(bootstrap, f"{prefix}{SERVICE}", [LABELS.name(prefix), ALERTS.name(prefix)]),
     )

@@ -25,7 +25,8 @@ from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from michi.warehouse import DETECTION, PREDICTION, detection_row, prediction_row
 from services.warehouse.adapters.parquet import BlobParquetWriter, ParquetWriter
-from services.warehouse.entrypoints.consumer import SERVICE, Source, WarehouseSink
+from services.warehouse.entrypoints.consumer import WarehouseSink
+from services.warehouse.handlers import SERVICE, Source
 from services.warehouse.metrics import WarehouseMetrics
 from services.warehouse.settings import WarehouseSettings
 

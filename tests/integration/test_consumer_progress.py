@@ -42,6 +42,7 @@ from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.adapters.store import TrainerStore
 from services.trainer.domain.labels import WindowLabel
 from services.trainer.entrypoints.consumer import EventConsumer
+from services.trainer.handlers import EventHandler
 from services.warehouse.adapters.parquet import BlobParquetWriter
 from services.warehouse.settings import WarehouseSettings
 from services.warehouse.wiring import build_sink
@@ -169,10 +170,8 @@ def trainer_consumer(
     return EventConsumer(
         consumer=Consumer(group_consumer_config(kafka_bootstrap, topic_prefix, "trainer")),
         producer=producer,
-        store=store,
+        handler=EventHandler(store=store, metrics=TrainerMetrics(), wake=lambda: None),
         prefix=topic_prefix,
-        metrics=TrainerMetrics(),
-        wake=lambda: None,
         progress=progress,
     )
 

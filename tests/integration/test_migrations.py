@@ -1,8 +1,9 @@
 """Schema migrations on SQLite and on a real PostgreSQL (`postgres_url`): every owner of tables in one database.
 
-- an empty database upgraded to head has exactly the schema `create_all` made before migrations;
-- a database made by that `create_all`, with rows written by the stores, is adopted by the stores:
-  stamped, every row as it was, the stores working on it (also one made before a table existed);
+- an empty database upgraded to head has exactly the schema `create_all` makes of today's models;
+- a database made by `create_all` before migrations (the owners' baselines), with rows written by the stores,
+  is adopted by the stores: stamped, upgraded, every row as it was, the stores working on it (also one made
+  before a table existed);
 - stores of every owner starting at once, in separate processes, on one database all succeed;
 - a revision written from changed models (`write_revision`) upgrades a database with rows.
 
@@ -22,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Column, Engine, Index, MetaData, String, create_engine, inspect, make_url, text
 from sqlmodel import Session, SQLModel
 
 from michi.contracts.v1 import common_pb2
 from michi.migrations import (
     MigrationEnvironment,
+    alembic_config,
     current_revision,
     environments,
     head_revision,
@@ -96,11 +99,33 @@ def _model_tables() -> list[Any]:
 
 
 def _create_all_as_before_migrations(engine: Engine) -> None:
-    """What the four stores' `create_tables` did before migrations: `create_all` and the devices' version row."""
-    SQLModel.metadata.create_all(engine, tables=_model_tables())
+    """What the four stores' `create_tables` did before migrations: `create_all` of the schema each owner's
+    `baseline.py` froze, and the devices' version row."""
+    for environment in environments():
+        environment.baseline.create_all(engine)
+    _add_device_version_row(engine)
+
+
+def _add_device_version_row(engine: Engine) -> None:
     with Session(engine) as session:
         session.add(DeviceRegistryVersion(id=REGISTRY_VERSION_ROW, version=0))
         session.commit()
+
+
+def _made_before_migrations_with_rows(engine: Engine) -> dict[str, Any]:
+    """A database as `create_all` made it before migrations, with rows today's stores wrote: made with today's
+    models, written, then taken back to each owner's baseline by its revisions' downgrades (rows kept) and
+    left without version tables. Returns the devices' tokens (`_write_rows_with_the_stores`)."""
+    SQLModel.metadata.create_all(engine, tables=_model_tables())
+    _add_device_version_row(engine)
+    tokens = _write_rows_with_the_stores(engine)
+    for environment in environments():
+        with engine.connect() as connection, connection.begin():
+            config = alembic_config(environment, connection)
+            command.stamp(config, "head")
+            command.downgrade(config, environment.baseline_revision)
+            connection.execute(text(f"DROP TABLE {environment.version_table}"))
+    return tokens
 
 
 def _reflected_schema(engine: Engine, tables: set[str]) -> dict[str, Any]:
@@ -127,14 +152,17 @@ def _reflected_schema(engine: Engine, tables: set[str]) -> dict[str, Any]:
 
 
 def _rows(engine: Engine, names: list[str] | None = None) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every owner's table (or of `names`), in primary key order."""
+    """Every row of every owner's table (or of `names`), in primary key order: the baseline's columns, which a
+    database made before migrations has (columns added since are new, empty in the rows it had)."""
     rows: dict[str, list[tuple[Any, ...]]] = {}
+    baseline = [table for environment in environments() for table in environment.baseline.tables.values()]
     with engine.connect() as connection:
-        for table in sorted(_model_tables(), key=lambda table: table.name):
+        for table in sorted(baseline, key=lambda table: table.name):
             if names is not None and table.name not in names:
                 continue
+            columns = ", ".join(column.name for column in table.columns)
             order = ", ".join(column.name for column in table.primary_key.columns)
-            selected = connection.execute(text(f"SELECT * FROM {table.name} ORDER BY {order}"))
+            selected = connection.execute(text(f"SELECT {columns} FROM {table.name} ORDER BY {order}"))
             rows[table.name] = [tuple(row) for row in selected]
     return rows
 
@@ -223,7 +251,7 @@ def test_an_empty_database_upgraded_to_head_has_the_schema_create_all_made(
         assert not upgrade_to_head(engine, environment).changed
     reference = create_engine(new_database())
     try:
-        _create_all_as_before_migrations(reference)
+        SQLModel.metadata.create_all(reference, tables=_model_tables())
         owned = {table.name for table in _model_tables()}
         # Beyond autogenerate's comparison: identical reflected schemas, names of indexes and constraints too.
         assert _reflected_schema(engine, owned) == _reflected_schema(reference, owned)
@@ -234,8 +262,7 @@ def test_an_empty_database_upgraded_to_head_has_the_schema_create_all_made(
 
 
 def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: str, engine: Engine) -> None:
-    _create_all_as_before_migrations(engine)
-    tokens = _write_rows_with_the_stores(engine)
+    tokens = _made_before_migrations_with_rows(engine)
     before = _rows(engine)
     assert all(before[name] for name in before), {name: len(rows) for name, rows in before.items()}
     for environment in environments():
@@ -404,11 +431,13 @@ def test_a_revision_written_from_changed_models_upgrades_a_database_with_rows(en
     store.add_alert("alert-1", "drift", "retrain")
     before = _rows(engine, ["trainer_label"])
 
+    head = head_revision(trainer)
+    following = f"{int(head) + 1:04d}"
     written = write_revision(edited, "trainer_run notes")
-    assert written is not None and written.parent == versions and written.name.startswith("v0002_")
+    assert written is not None and written.parent == versions and written.name.startswith(f"v{following}_")
     assert "sqlmodel" not in written.read_text()  # plain SQLAlchemy types: runs wherever alembic does
     upgrade = upgrade_to_head(engine, edited)
-    assert (upgrade.from_revision, upgrade.to_revision) == ("0001", "0002")
+    assert (upgrade.from_revision, upgrade.to_revision) == (head, following)
     assert schema_differences(engine, edited) == []
     assert _rows(engine, ["trainer_label"]) == before
     with engine.connect() as connection:

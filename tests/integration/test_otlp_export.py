@@ -1,12 +1,16 @@
-"""One upload's trace leaves the machine over OTLP: ingest, inference and scoring, run as processes, export it.
+"""One upload's trace leaves the machine over OTLP: ingest, inference, scoring, warehouse and annotation,
+run as processes, export it.
 
 Each test starts a local OTLP receiver (HTTP: `POST /v1/traces` decoded as `ExportTraceServiceRequest`;
 gRPC: a `TraceServiceServicer`), then `python -m services.<name>` for every service in
 `TRACED_SERVICES` against the session's Kafka and redis-server, configured only through the standard
 variables (OTEL_EXPORTER_OTLP_ENDPOINT, _PROTOCOL, _HEADERS, OTEL_RESOURCE_ATTRIBUTES). A device
-posts one upload to ingest with a W3C traceparent; the test waits (bounded) until spans of that trace
-arrive from every service, with one trace id across them, the resource attributes merged, and the
-header carrying a stand-in secret delivered to the receiver but written to no service's log.
+posts one upload to ingest with a W3C traceparent; inference, told to find every window uncertain
+(`MICHI_INFERENCE_UNCERTAINTY_BAND=1`), asks people to label its windows, so annotation makes tasks of
+them. The test waits (bounded) until spans of that trace arrive from every service, with one trace id
+across them, the resource attributes merged, and the header carrying a stand-in secret delivered to the
+receiver but written to no service's log. (The label a person later gives is a trace of its own, linked
+to this one: `tests/integration/test_annotation_trace_links.py`.)
 
     .venv/bin/pytest -q tests/integration/test_otlp_export.py
 """
@@ -33,6 +37,7 @@ import grpc
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from sqlalchemy import create_engine, text
 
 from michi.infra.processes import free_port, wait_until
 from services.ingest.wiring import device_registry
@@ -42,15 +47,15 @@ from .ingest_support import make_upload, settings_for
 pytestmark = pytest.mark.integration
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-# The services one upload's trace must reach, in start order, with the variable of each one's HTTP port.
-# Warehouse (its sink's consumer spans) and annotation (a label task linked to the upload's trace) join
-# this list once their spans carry the upload's trace: add ("warehouse", "MICHI_WAREHOUSE_PORT") and
-# ("annotation", "MICHI_ANNOTATION_PORT"); the receivers, the processes and the assertions follow it.
+# The services one upload's trace must reach, in start order, with the variable of each one's HTTP port;
+# the receivers, the processes and the assertions follow it. (The trainer's spans are its runs', traces of
+# their own: tests/unit/test_trace_links.py.)
 TRACED_SERVICES = (
     ("ingest", "MICHI_INGEST_HTTP_PORT"),
     ("inference", "MICHI_INFERENCE_PORT"),
     ("scoring", "MICHI_SCORING_PORT"),
     ("warehouse", "MICHI_WAREHOUSE_PORT"),
+    ("annotation", "MICHI_ANNOTATION_PORT"),
 )
 # A stand-in for a collector's API key: it must reach the receiver and no log.
 SECRET_HEADER = "x-michi-test-api-key"
@@ -228,6 +233,8 @@ def service_environment(
             "MICHI_DATABASE_URL": f"sqlite:///{home / 'michi.db'}",
             "MICHI_BLOB_URL": f"file://{home / 'blobs'}",
             "MICHI_INGEST_GRPC_PORT": str(free_port()),
+            # Every window uncertain: inference asks a label for each, the real path into annotation.
+            "MICHI_INFERENCE_UNCERTAINTY_BAND": "1.0",
             # INFO: the start-up lines too are searched for the secret.
             "MICHI_LOG_LEVEL": "INFO",
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
@@ -296,6 +303,16 @@ def test_one_upload_is_one_trace_across_the_services_at_the_collector(
     # Inference and scoring continue it from the Kafka headers: spans on the topics they consume.
     assert any(span.name == f"{topic_prefix}uploads.v1 process" for span in by_service["michi-inference"])
     assert any(span.name.startswith(topic_prefix) for span in by_service["michi-scoring"])
+    # Annotation made its tasks in the upload's trace: a consumer span per label request inference sent.
+    assert any(span.name == f"{topic_prefix}label-requests.v1 process" for span in by_service["michi-annotation"])
+    # Each task keeps the trace context it was made in: its label's publish span will link back to this trace.
+    engine = create_engine(environment["MICHI_DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            traceparents = connection.execute(text("SELECT traceparent FROM annotation_task")).scalars().all()
+    finally:
+        engine.dispose()
+    assert traceparents and {str(value).split("-")[1] for value in traceparents} == {trace_id}
     # One trace, parents inside it: every span but ingest's request span has its parent among the exported ones.
     assert {span.trace_id for span in spans} == {trace_id}
     orphans = orphans_in(spans, device_span_id)

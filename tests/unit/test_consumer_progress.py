@@ -21,6 +21,7 @@ from services.annotation.settings import AnnotationSettings
 from services.annotation.wiring import build_app, build_wiring
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.entrypoints.consumer import EventConsumer
+from services.trainer.handlers import EventHandler
 from services.warehouse.metrics import WarehouseMetrics
 from services.warehouse.settings import WarehouseSettings
 from services.warehouse.wiring import progress_check
@@ -87,10 +88,8 @@ def test_trainer_consumer_is_ready_only_while_its_group_progresses() -> None:
         return EventConsumer(
             consumer=SubscribingConsumer(),  # type: ignore[arg-type]
             producer=object(),  # type: ignore[arg-type]
-            store=object(),  # type: ignore[arg-type]
+            handler=EventHandler(store=object(), metrics=TrainerMetrics(), wake=lambda: None),  # type: ignore[arg-type]
             prefix=PREFIX,
-            metrics=TrainerMetrics(),
-            wake=lambda: None,
             progress=progress,
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, upload_pb2
-from services.ingest.adapters.publisher import OutgoingUpload
+from services.ingest.handlers import OutgoingUpload
 
 
 def test_the_assembled_event_parses_as_the_event_with_its_upload_set() -> None:

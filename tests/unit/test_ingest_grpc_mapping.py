@@ -8,7 +8,6 @@ import grpc
 import pytest
 
 from michi.contracts.v1 import ingest_pb2, upload_pb2
-from services.ingest.adapters.publisher import OutgoingUpload
 from services.ingest.entrypoints.grpc import (
     StreamSequencer,
     bearer_token,
@@ -16,7 +15,7 @@ from services.ingest.entrypoints.grpc import (
     rejected_ack,
     status_code,
 )
-from services.ingest.handlers import UploadRefused
+from services.ingest.handlers import OutgoingUpload, UploadRefused
 
 
 @pytest.mark.parametrize(

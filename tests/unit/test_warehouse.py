@@ -32,7 +32,8 @@ from michi.warehouse import (
 from michi.warehouse.reports import shadow_comparison
 from services.warehouse.adapters.parquet import BlobParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer
-from services.warehouse.entrypoints.consumer import Source, WarehouseSink
+from services.warehouse.entrypoints.consumer import WarehouseSink
+from services.warehouse.handlers import Source
 from services.warehouse.metrics import WarehouseMetrics
 
 from .test_kit_consumer import recorded_spans, upload_headers

@@ -67,6 +67,9 @@ class TaskRow(SQLModel, table=True):
     label_event_type: int = 0
     label_source: int = 0
     agreement: float | None = None
+    # W3C traceparent of the span that made the task (its first request's consumer span, in the trace of the
+    # upload the window came from): the label's publish span links to it. None: no trace, or made before.
+    traceparent: str | None = Field(default=None, max_length=64)
 
 
 class RequestRow(SQLModel, table=True):

@@ -1,5 +1,8 @@
 """The label-request consumer: `michi.label-requests.v1` in, tasks in SQL and Redis, then the offset commit.
 
+The kit's loop decodes each record; `handlers.handle_label_request` decides what it yields (refused
+`invalid-request`, or located and taken in); the loop dead-letters what is refused and commits.
+
 At-least-once with idempotent effects: a partition's offset is committed only after every message
 before it was recorded in SQL and Redis (or dead-lettered, acknowledged by the broker). A message
 whose write fails (Redis or the database down) is retried until it succeeds or the service stops,
@@ -31,7 +34,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -43,13 +45,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from michi.bus.catalog import LABEL_REQUESTS
 from michi.bus.producer import EventProducer
-from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import labels_pb2
-from michi.kit.consumer import ConsumerLoop, Delivered, Rejected
-from services.annotation.adapters.windows import ArchiveWindowSource
-from services.annotation.domain.tasks import InvalidRequest, check_request
-from services.annotation.domain.windows import window_location
-from services.annotation.handlers import SERVICE, AnnotationService
+from michi.kit.consumer import ConsumerLoop, Delivered
+from services.annotation.handlers import SERVICE, AnnotationService, WindowUploads, handle_label_request
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ class LabelRequestConsumer:
         producer: EventProducer,
         service: AnnotationService,
         topic: str,
-        windows: ArchiveWindowSource | None = None,
+        windows: WindowUploads | None = None,
         batch_size: int = 200,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -130,26 +128,14 @@ class LabelRequestConsumer:
         return self.loop.poll_once(timeout)
 
     def _handle(self, record: Delivered) -> None:
-        """Record one request (`Rejected` with `invalid-request` when it cannot be one).
+        """Hand one decoded request to `handle_label_request` (which raises `Rejected` for one it refuses).
 
         Runs inside the record's consumer span (`<topic> process`, opened by the loop), which continues the
-        trace of the upload the request is about.
+        trace of the upload the request is about, on this consumer's own event loop (the archive is async).
         """
         message = record.message
         assert isinstance(message, labels_pb2.LabelRequest)
-        try:
-            check_request(message)
-        except InvalidRequest as error:
-            raise Rejected("invalid-request", str(error)) from None
-        self.service.intake(message, location=self._location(message))
-
-    def _location(self, request: labels_pb2.LabelRequest) -> tuple[float, float] | None:
-        if self.windows is None or not request.window.HasField("started_at"):
-            return None
-        start = timestamp_to_seconds(request.window.started_at)
-        end = timestamp_to_seconds(request.window.ended_at) if request.window.HasField("ended_at") else start
-        upload = self._loop.run_until_complete(self.windows.upload(request.lineage, datetime.fromtimestamp(start, UTC)))
-        return window_location(upload, start, end) if upload is not None else None
+        self._loop.run_until_complete(handle_label_request(self.service, message, self.windows))
 
     def ready(self, max_silence_s: float = 30.0) -> bool:
         """Polling recently and holding at least one partition."""

@@ -11,12 +11,12 @@ first) fails alone with its `ValueError`; the others of its batch are written.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from michi.archive import MAX_SEGMENT_BYTES, SegmentUpload, plan_segments, upload_day
 from michi.batching import GroupCommit
 from michi.blobs import BlobError, BlobStore
 from michi.contracts.v1 import upload_pb2
+from services.ingest.handlers import ArchiveUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -26,17 +26,9 @@ MAX_BATCH = 64
 CONCURRENT_BATCHES = 1
 
 
-class ArchiveUnavailable(RuntimeError):
-    """The blob store did not take the archive copy; the upload must not be published."""
-
-
-class UploadArchiver(Protocol):
-    async def store(self, upload: upload_pb2.Upload, canonical: bytes, content_sha256: str) -> str:
-        """Archive `canonical` (the upload's deterministic serialization, with its sha256); returns its URI."""
-        ...
-
-
 class BlobUploadArchive:
+    """The handler's `UploadArchiver` port: `ArchiveUnavailable` when the blob store does not take a segment."""
+
     def __init__(self, blobs: BlobStore, *, max_batch: int = MAX_BATCH, max_segment_bytes: int = MAX_SEGMENT_BYTES):
         self.blobs = blobs
         self.max_segment_bytes = max_segment_bytes

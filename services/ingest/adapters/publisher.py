@@ -1,61 +1,22 @@
-"""Publishing `UploadReceived` on the uploads topic with a bounded wait for the broker's acknowledgement."""
+"""Publishing `UploadReceived` on the uploads topic with a bounded wait for the broker's acknowledgement.
+
+`KafkaUploadPublisher` is the handler's `UploadPublisher` port (`services.ingest.handlers`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Protocol
 
 from opentelemetry import trace
 
 from michi.bus.catalog import UPLOADS
 from michi.bus.producer import Delivery, EventProducer, PublishError, PublishTimeout
-from michi.contracts.v1 import upload_pb2
-
-# The tag of UploadReceived.upload (length-delimited).
-_UPLOAD_TAG = bytes([upload_pb2.UploadReceived.UPLOAD_FIELD_NUMBER << 3 | 2])
-
-
-class PublishFailed(RuntimeError):
-    """Kafka did not acknowledge in time (or refused); nothing was accepted."""
-
-
-@dataclass(frozen=True)
-class OutgoingUpload:
-    """An `UploadReceived` to publish: `received` holds every field but `upload`, which is `canonical`.
-
-    It is serialized as `received`'s bytes followed by the `upload` field holding the canonical bytes:
-    once parsed, the same message as with `upload` set, without copying the upload into the event and
-    serializing it again (~50 -> ~16 µs for a 10 s upload).
-    """
-
-    received: upload_pb2.UploadReceived
-    upload: upload_pb2.Upload
-    canonical: bytes
-
-    def serialized(self) -> bytes:
-        return b"".join((self.received.SerializeToString(), _UPLOAD_TAG, _varint(len(self.canonical)), self.canonical))
-
-
-def _varint(value: int) -> bytes:
-    encoded = bytearray()
-    while value > 0x7F:
-        encoded.append(value & 0x7F | 0x80)
-        value >>= 7
-    encoded.append(value)
-    return bytes(encoded)
-
-
-class UploadPublisher(Protocol):
-    async def publish(self, outgoing: OutgoingUpload) -> Delivery: ...
-
-    def send(self, outgoing: OutgoingUpload) -> Awaitable[Delivery]:
-        """Hand the event to the producer as soon as it may go (at once, unless the publisher orders events);
-        the acknowledgement is awaited later. `publish(outgoing)` is `await send(outgoing)`."""
-        ...
+from services.ingest.handlers import OutgoingUpload, PublishFailed
 
 
 class KafkaUploadPublisher:
+    """`UploadPublisher` over the shared producer: `PublishFailed` when Kafka does not acknowledge in time."""
+
     def __init__(self, producer: EventProducer, timeout_s: float) -> None:
         self.producer = producer
         self.timeout_s = timeout_s

@@ -34,7 +34,6 @@ from michi.bus.headers import extract_context
 from michi.bus.producer import Delivery
 from michi.contracts.v1 import ingest_pb2, upload_pb2
 from michi.readiness import run_checks
-from services.ingest.adapters.publisher import OutgoingUpload, UploadPublisher
 from services.ingest.domain.decoding import PROTOBUF
 from services.ingest.domain.signing import (
     NONCE_HEADER,
@@ -47,7 +46,15 @@ from services.ingest.domain.signing import (
 from services.ingest.domain.validation import imu_sample_count
 from services.ingest.entrypoints.http import IngestEndpoints, check_rate, internal_error
 from services.ingest.entrypoints.http import authenticate as authenticate_token
-from services.ingest.handlers import ACCEPTED, UploadAccepted, UploadHandler, UploadRefused, decode_body
+from services.ingest.handlers import (
+    ACCEPTED,
+    OutgoingUpload,
+    UploadAccepted,
+    UploadHandler,
+    UploadPublisher,
+    UploadRefused,
+    decode_body,
+)
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.ingest")

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, select
 
+from michi.bus.headers import current_traceparent
 from michi.migrations import upgrade_to_head
 from services.trainer.adapters.migrations import MIGRATIONS
 from services.trainer.adapters.tables import (
@@ -243,11 +244,21 @@ class TrainerStore:
     # --- alerts
 
     def add_alert(self, event_id: str, kind: str, message: str) -> bool:
-        """Store a retrain alert once; False when its event id was already stored."""
+        """Store a retrain alert once; False when its event id was already stored.
+
+        Kept with the traceparent of the span it is stored in (the alert's consumer span), which the run's span
+        links to.
+        """
         with Session(self.engine) as session:
             try:
                 session.add(
-                    TrainerAlertRow(event_id=event_id, kind=kind, message=message[:2000], received_at=datetime.now(UTC))
+                    TrainerAlertRow(
+                        event_id=event_id,
+                        kind=kind,
+                        message=message[:2000],
+                        received_at=datetime.now(UTC),
+                        traceparent=current_traceparent() or None,
+                    )
                 )
                 session.commit()
                 return True
@@ -262,7 +273,12 @@ class TrainerStore:
             ).first()
             if row is None:
                 return None
-            return Trigger(ALERT, f"alert {row.kind}: {row.message}".strip(), alert_event_id=row.event_id)
+            return Trigger(
+                ALERT,
+                f"alert {row.kind}: {row.message}".strip(),
+                alert_event_id=row.event_id,
+                traceparent=row.traceparent or "",
+            )
 
     def claim_alert(self, event_id: str, run_id: str) -> None:
         with Session(self.engine) as session:

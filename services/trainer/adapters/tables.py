@@ -46,6 +46,9 @@ class TrainerAlertRow(SQLModel, table=True):
     message: str = Field(default="", max_length=2000)
     run_id: str | None = Field(default=None, max_length=64)
     received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # W3C traceparent of the span the alert was received in (its consumer span, in the alert's trace): the
+    # span of the run it starts links to it. None: no trace, or received before.
+    traceparent: str | None = Field(default=None, max_length=64)
 
 
 class TrainerRunRow(SQLModel, table=True):

@@ -32,6 +32,8 @@ class Trigger:
     alert_event_id: str | None = None
     # The run id to use, when the requester was told it in advance (`POST /v1/runs`).
     run_id: str | None = None
+    # W3C traceparent of where the trigger came from (the alert's consumer span): the run's span links to it.
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The warehouse sink: predictions and detections buffered per partition, written as Parquet, then committed.
 
 It runs on the kit's consumer loop (`michi.kit.consumer.ConsumerLoop`), which polls, opens each record's
-consumer span, decodes it, dead-letters what cannot be decoded and what the sink rejects (a record without the
-lineage and time a row needs, `domain/checks.py`: `schema-violation`), commits, and seeks back after a failure.
+consumer span, decodes it, dead-letters what cannot be decoded and what the handler refuses (`handlers.row_of`:
+a record without the lineage and time a row needs, `schema-violation`), commits, and seeks back after a failure.
 The sink keeps the buffers, writes the files and tells the loop what it may commit.
 
 At-least-once: a partition's offset is committed only after the file holding its rows is in the blob store
@@ -23,36 +23,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from michi.bus.catalog import TopicSpec
 from michi.bus.producer import EventProducer
-from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Partition, Rejected
-from michi.warehouse import Row
+from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Partition
 from services.warehouse.adapters.parquet import ParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer, superseded_keys
-from services.warehouse.domain.checks import unplaceable
+from services.warehouse.handlers import SERVICE, Source, row_of
 from services.warehouse.metrics import WarehouseMetrics
 
 logger = logging.getLogger(__name__)
 
-SERVICE = "warehouse"
-# Dead-letter reason of a record that decodes but cannot be filed (`domain/checks.py`), besides the decoder's.
-SCHEMA_VIOLATION = "schema-violation"
 # Records read per poll.
 BATCH_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class Source:
-    """One topic the sink reads: its catalog entry, record kind and row mapping."""
-
-    spec: TopicSpec
-    kind: str
-    to_row: Callable[..., Row]
 
 
 class WarehouseSink:
@@ -136,11 +121,8 @@ class WarehouseSink:
 
     def _buffer(self, record: Delivered) -> None:
         """One decoded record into its partition's buffer (`Rejected` when it cannot be a row); a full buffer is written."""
-        problem = unplaceable(record.message)  # type: ignore[arg-type]
-        if problem is not None:
-            raise Rejected(SCHEMA_VIOLATION, problem)
         topic, partition, offset = record.topic(), record.partition(), record.offset()
-        row = self.sources[topic].to_row(record.message, topic=topic, partition=partition, offset=offset)
+        row = row_of(record.message, self.sources[topic], topic=topic, partition=partition, offset=offset)
         buffer = self._buffer_of(topic, partition)
         buffer.add(row, offset)
         self.metrics.buffered_rows.inc()

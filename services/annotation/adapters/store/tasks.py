@@ -2,6 +2,9 @@
 
 `locked_task`, `live_form` and `task_record` are used by the other stores inside their own
 transactions (a decision about a task locks its row first).
+
+A new task keeps the traceparent of the span it is made in (the request's consumer span, in the trace of
+the upload the window came from); `traceparents` hands it to the label's publish span, which links to it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from michi.bus.headers import current_traceparent
 from michi.contracts.v1 import labels_pb2
 from services.annotation.adapters.store.database import SqlStore, utc
 from services.annotation.adapters.tables import AuditRow, RequestRow, SkipRow, TaskRow, VoteRow
@@ -93,6 +97,8 @@ class TaskStore(SqlStore):
                     longitude=location[1] if location else None,
                     created_at=now,
                     updated_at=now,
+                    # Recorded inside the request's consumer span: the trace of the upload the window came from.
+                    traceparent=current_traceparent() or None,
                 )
                 action = "task-created"
             else:
@@ -173,6 +179,16 @@ class TaskStore(SqlStore):
         with Session(self.engine) as session:
             row = session.get(TaskRow, task_id)
             return None if row is None else task_record(row)
+
+    def traceparents(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """The traceparent each of these tasks was made in (tasks without one are left out)."""
+        if not task_ids:
+            return {}
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(TaskRow.task_id, TaskRow.traceparent).where(col(TaskRow.task_id).in_(list(task_ids)))
+            ).all()
+        return {task_id: traceparent for task_id, traceparent in rows if traceparent}
 
     def queues(self) -> list[str]:
         with Session(self.engine) as session:
