@@ -1,5 +1,11 @@
 # One image for every Michi service; the command picks the service (`michi run <service>`).
-FROM python:3.11-slim
+#   docker build -t michi .                                  # every service, the trainer too (torch)
+#   docker build --target services -t michi-services .       # every service but the trainer: no torch
+# The default (last) stage is the first plus the `training` extra, one layer on top: docker-compose.yml and
+# deploy/kubernetes run `michi:latest` for all six services. Only the trainer needs torch, which brings several
+# GB of CUDA libraries; a deployment that wants the others small builds `--target services` for them
+# (docs/deploy.md). `michi run trainer` in that image stops with one line naming the extra.
+FROM python:3.11-slim AS services
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY michi michi
@@ -11,3 +17,8 @@ RUN pip install --no-cache-dir -c constraints.txt .
 USER nobody
 ENTRYPOINT []
 CMD ["michi", "--help"]
+
+FROM services AS michi
+USER root
+RUN pip install --no-cache-dir -c constraints.txt '.[training]'
+USER nobody

@@ -14,10 +14,12 @@ michi db current | michi db upgrade [OWNER...]   # SQL schema migrations of each
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from rich.markup import escape
 
 from michi.cli.database import database_app
 from michi.cli.recordings import evaluate_command, replay_command
@@ -37,14 +39,35 @@ app.add_typer(warehouse_app, name="warehouse")
 
 
 def _add_service_commands() -> None:
-    """The commands services add (annotation's `annotators`, the trainer's `train` and `experiments`)."""
+    """The commands services add (annotation's `annotators`, the trainer's `train` and `experiments`).
+
+    A service whose extra is not installed (the trainer without torch) gets stand-ins instead: each says which
+    extra to install, whatever arguments follow, and the service's own modules are not even imported.
+    """
     for spec in service_specs():
+        missing = spec.missing_extra()
         for command in spec.commands:
+            if missing is not None:
+                # escape: typer reads help as rich markup, where `[training]` would be a style.
+                stand_in = app.command(command.name, help=escape(missing), context_settings=_ANY_ARGUMENTS)
+                stand_in(_needs_extra(missing))
+                continue
             target = resolve(command.target)
             if isinstance(target, typer.Typer):
                 app.add_typer(target, name=command.name)
             else:
                 app.command(command.name)(target)
+
+
+# A stand-in command takes whatever follows it (`michi experiments list --limit 3`) and only says what is missing.
+_ANY_ARGUMENTS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _needs_extra(message: str) -> Callable[[], None]:
+    def needs_extra() -> None:
+        _fail(message)
+
+    return needs_extra
 
 
 _add_service_commands()
@@ -140,7 +163,11 @@ def run_service(service: str = typer.Argument(..., help=f"one of: {', '.join(SER
     """Run one service in the foreground against the configured infrastructure."""
     if service not in SERVICES:
         _fail(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
-    resolve(service_spec(service).run)()
+    spec = service_spec(service)
+    missing = spec.missing_extra()
+    if missing is not None:
+        _fail(missing)
+    resolve(spec.run)()
 
 
 @infra_app.command("up")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from michi.bus.admin import ensure_topics
@@ -306,7 +307,13 @@ def run_platform(
             "MICHI_BLOB_URL": endpoints.blob_url,
             "MICHI_TOPIC_PREFIX": settings.topic_prefix,
         }
-        specs = service_specs()
+        # A service this install cannot run (the trainer without its `training` extra) is left out, said once;
+        # inference then serves its built-in baseline, as it does until a trainer registers a champion.
+        specs = [spec for spec in service_specs() if spec.missing_extra() is None]
+        for spec in service_specs():
+            missing = spec.missing_extra()
+            if missing is not None:
+                console.print(f"[bold]michi[/]: not starting the {spec.name}: {escape(missing)}")
         for spec in specs:
             supervisor.add(spec.name, spec.module, environment, home / "logs" / f"{spec.name}.log")
         names = ", ".join(spec.name for spec in specs)

@@ -74,6 +74,11 @@ class ServiceSpec:
     commands: tuple[CliCommand, ...] = ()
     # Catalog base names (`uploads.v1`) of the topics whose lag `michi status` shows for this consumer group.
     lag_topics: tuple[str, ...] = ()
+    # The optional dependencies (pyproject.toml's extra) the service needs beyond the base install, and the
+    # modules that show they are installed: the trainer's `training` (torch). Without them `michi run` and the
+    # service's commands stop with one line naming the extra, and `michi up` starts the other services.
+    extra: str | None = None
+    extra_modules: tuple[str, ...] = ()
 
     @property
     def http(self) -> ServicePort:
@@ -99,6 +104,19 @@ class ServiceSpec:
     def endpoints(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         """The service's entry in `.michi/endpoints.json` (`{"http": ..., "grpc": ...}`)."""
         return {port.name: port.endpoint(LOCALHOST, environ) for port in self.ports}
+
+    def missing_extra(self) -> str | None:
+        """Why this install cannot run the service (one line naming the extra to install), or None if it can.
+
+        Looks the modules up without importing them (`importlib.util.find_spec`): no torch is loaded to ask.
+        """
+        missing = [module for module in self.extra_modules if importlib.util.find_spec(module) is None]
+        if not missing:
+            return None
+        return (
+            f"the {self.name} needs the {self.extra!r} extra ({', '.join(missing)} not installed): "
+            f"pip install 'michi[{self.extra}]'"
+        )
 
 
 def resolve(path: str) -> Any:

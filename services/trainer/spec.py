@@ -21,4 +21,7 @@ SPEC = ServiceSpec(
         CliCommand("train", "services.trainer.entrypoints.cli.train_command"),
         CliCommand("experiments", "services.trainer.entrypoints.cli.experiments_app"),
     ),
+    # PyTorch: `pip install 'michi[training]'`; the other services run without it (docs/deploy.md).
+    extra="training",
+    extra_modules=("torch",),
 )
