@@ -28,6 +28,7 @@ SERVICE_PORT_VARIABLES = {
     "inference": "MICHI_INFERENCE_PORT",
     "scoring": "MICHI_SCORING_PORT",
     "warehouse": "MICHI_WAREHOUSE_PORT",
+    "monitor": "MICHI_MONITOR_PORT",
     "annotation": "MICHI_ANNOTATION_PORT",
     "trainer": "MICHI_TRAINER_PORT",
 }

@@ -85,7 +85,7 @@ RECOVERED_WITHIN_S = 60.0
 CONSUMED_BY: dict[TopicSpec, tuple[str, ...]] = {
     UPLOADS: ("inference",),
     DETECTIONS: ("scoring", "warehouse"),
-    PREDICTIONS: ("warehouse",),
+    PREDICTIONS: ("warehouse", "monitor"),
     TRIP_SEGMENTS: ("scoring",),
     LABEL_REQUESTS: ("annotation",),
     LABELS: ("scoring", "trainer"),
@@ -104,6 +104,7 @@ CODEC_REASONS = {"garbage": "decode-error", "wrong-type": "schema-mismatch", "em
 HOLLOW_REASONS = {
     (UPLOADS, "inference"): "schema-violation",
     (PREDICTIONS, "warehouse"): "schema-violation",
+    (PREDICTIONS, "monitor"): "schema-violation",
     (DETECTIONS, "warehouse"): "schema-violation",
     (LABELS, "scoring"): "schema-violation",
     (LABELS, "trainer"): "schema-violation",
@@ -313,6 +314,10 @@ def distinct_ids(records: Iterable[Record]) -> dict[str, set[str]]:
 def test_poison_on_every_consumed_topic_and_a_killed_broker_lose_and_double_nothing(tmp_path: Path) -> None:
     home = tmp_path / ".michi"
     environment = platform_environment(home)
+    # The monitor commits a window's rows when the window closes (full, or idle): small and quick windows, so
+    # it commits everything within the waits below at this fleet's rate of predictions.
+    environment["MICHI_MONITOR_WINDOW_ROWS"] = "200"
+    environment["MICHI_MONITOR_WINDOW_IDLE_S"] = "5"
     bootstrap = f"127.0.0.1:{environment['MICHI_KAFKA_PORT']}"
     redis_url = f"redis://127.0.0.1:{environment['MICHI_REDIS_PORT']}/0"
     urls = {name: f"http://127.0.0.1:{environment[variable]}" for name, variable in SERVICE_PORT_VARIABLES.items()}

@@ -20,6 +20,7 @@ from michi.telemetry.metrics import WorkersRegistry, prepare_workers_directory, 
 from services.annotation.metrics import AnnotationMetrics
 from services.inference.adapters.metrics import InferenceMetrics
 from services.ingest.entrypoints.metrics import IngestMetrics
+from services.monitor.adapters.metrics import MonitorMetrics
 from services.scoring.metrics import ScoringMetrics
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.warehouse.metrics import WarehouseMetrics
@@ -29,6 +30,7 @@ METRICS_CLASSES: dict[str, Callable[[], Any]] = {
     "inference": InferenceMetrics,
     "scoring": ScoringMetrics,
     "warehouse": WarehouseMetrics,
+    "monitor": MonitorMetrics,
     "annotation": AnnotationMetrics,
     "trainer": TrainerMetrics,
 }

@@ -111,12 +111,15 @@ def test_cli_services_ports_and_lag_come_from_the_specs() -> None:
     from michi.cli.platform import SERVICE_PORTS
     from michi.cli.status import CONSUMERS
 
-    assert michi.cli.SERVICES == TODAYS_START_ORDER == service_names()
+    names = service_names()
+    assert names == michi.cli.SERVICES
+    assert [name for name in names if name in TODAYS_START_ORDER] == list(TODAYS_START_ORDER)
     assert SERVICE_PORTS == {
         "ingest": ("MICHI_INGEST_HTTP_PORT", 8080),
         "inference": ("MICHI_INFERENCE_PORT", 8084),
         "scoring": ("MICHI_SCORING_PORT", 8085),
         "warehouse": ("MICHI_WAREHOUSE_PORT", 8086),
+        "monitor": ("MICHI_MONITOR_PORT", 8083),
         "annotation": ("MICHI_ANNOTATION_PORT", 8081),
         "trainer": ("MICHI_TRAINER_PORT", 8082),
     }

@@ -1,11 +1,18 @@
 """The reference profile saved with every model: fixed-bin histograms of every input, for drift monitoring.
 
 For each summary feature (`FEATURE_NAMES`) and each signal channel (`SIGNAL_CHANNELS`, all time
-steps pooled) over the training windows: `BINS` equal-width bins between the 0.5 % and 99.5 %
-quantiles, plus an underflow and an overflow bin, so the monitor can histogram live windows on
-exactly the same `edges` and compare (PSI, KS, Wasserstein, Jensen-Shannon). `counts` has
-`len(edges) + 1` entries: below `edges[0]`, each bin, at or above `edges[-1]`. Summary statistics
-(mean, std, min, max, quantiles) ride along. A constant input gets edges around its value.
+steps pooled) over the training windows: `BINS` (1,000) equal-width bins between the input's minimum
+and maximum, plus an underflow and an overflow bin, so the monitor can histogram live windows on
+exactly the same `edges` and compare (PSI, KS, Wasserstein, Jensen-Shannon; `services/monitor`).
+`counts` has `len(edges) + 1` entries: below `edges[0]`, each bin, above `edges[-1]`. The last bin is
+closed (it holds the maximum), so the training data's own underflow and overflow are empty; live values
+outside the training range land there. Summary statistics (count, mean, std, min, max, quantiles) ride
+along. A constant input gets edges around its value.
+
+1,000 bins is what re-binning to a batch tool's bins needs: Evidently's PSI (Sturges bins over the
+combined range) is reproduced within 0.005 from them, where 100 bins missed by up to 0.4
+(`tests/unit/test_monitor_drift.py`). Profiles of `reference-profile-1` (20 bins between the 0.5 % and
+99.5 % quantiles, overflow at or above the last edge) stay readable; the monitor marks them low-resolution.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ import numpy as np
 
 from michi.windows.features import DATA_VERSION, FEATURE_NAMES, SIGNAL_CHANNELS
 
-BINS = 20
-PROFILE_VERSION = "reference-profile-1"
+BINS = 1000
+PROFILE_VERSION = "reference-profile-2"
 
 
 def histogram(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
@@ -25,18 +32,14 @@ def histogram(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return {"edges": [], "counts": [0], "count": 0}
-    low, high = (float(value) for value in np.quantile(values, [0.005, 0.995]))
+    low, high = float(values.min()), float(values.max())
     if not high > low:
         low, high = low - 0.5, low + 0.5
     edges = np.linspace(low, high, bins + 1)
-    inside, _ = np.histogram(np.clip(values, low, high), bins=edges)
-    below = int(np.count_nonzero(values < low))
-    above = int(np.count_nonzero(values >= high))
-    # np.histogram puts values equal to the last edge in the last bin: those belong to overflow here.
-    inside[-1] -= int(np.count_nonzero(values >= high))
-    inside[0] -= below
-    counts = [below, *(int(count) for count in inside), above]
-    quantiles = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
+    # np.histogram's last bin is closed: the maximum is counted inside, nothing of the training data outside.
+    inside, _ = np.histogram(values, bins=edges)
+    counts = [0, *(int(count) for count in inside), 0]
+    quantiles = np.quantile(values, [0.005, 0.05, 0.25, 0.5, 0.75, 0.95, 0.995])
     return {
         "edges": [float(edge) for edge in edges],
         "counts": counts,
@@ -46,7 +49,8 @@ def histogram(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
         "min": float(values.min()),
         "max": float(values.max()),
         "quantiles": {
-            key: float(value) for key, value in zip(("p05", "p25", "p50", "p75", "p95"), quantiles, strict=True)
+            key: float(value)
+            for key, value in zip(("p005", "p05", "p25", "p50", "p75", "p95", "p995"), quantiles, strict=True)
         },
     }
 

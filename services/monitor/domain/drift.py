@@ -1,0 +1,221 @@
+"""Data drift of one feature: a live window's histogram against the model's reference histogram.
+
+Pure numpy over histograms, O(bins) per comparison: no raw rows are ever held. A histogram is counts on
+fixed equal-width edges (the reference profile's, `services/trainer/domain/profile.py`) plus an underflow
+and an overflow count, and the smallest and largest value seen; inside each bin (and across the open-ended
+under- and overflow, between the extreme and the nearest edge) values are taken as spread evenly. So each
+histogram is a piecewise-linear cumulative distribution, and every metric below is computed from those:
+
+- `psi`: the Population Stability Index with Evidently's recipe (`get_binned_data` of its PSI stattest):
+  both histograms re-binned to Sturges bins over the combined range (`numpy.histogram_bin_edges(...,
+  "sturges")` of reference and current together: ceil(log2(n) + 1) equal bins, n the rows of both), each
+  turned into shares, empty bins filled (see `fill_empty`), PSI = sum((p_ref - p_cur) * ln(p_ref / p_cur)).
+  A feature whose reference has at most `CATEGORICAL_MAX_VALUES` non-empty bins (gps_available, the sample
+  rate) is compared on those bins instead, as Evidently compares a column with that few distinct values.
+- `jensen_shannon`: the Jensen-Shannon distance (natural log, as `scipy.spatial.distance.jensenshannon` and
+  Evidently's stattest) of the same re-binned shares, without the filling.
+- `wasserstein`: the Wasserstein-1 distance between the two distributions, integrated exactly over the
+  piecewise-linear CDFs, divided by the reference's standard deviation (Evidently's `wasserstein` stattest).
+- `kolmogorov_smirnov`: the largest distance between the two CDFs, and its asymptotic p-value.
+
+A window with fewer rows than a minimum (`MIN_ROWS` by default) reports `INSUFFICIENT_DATA`, never drift:
+with no drift at all, PSI >= 0.1 fires in three of four 100-row windows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# The documented minimum of rows a window needs before any of its figures are judged.
+MIN_ROWS = 1000
+# Evidently compares a numerical column with at most this many distinct values as categories.
+CATEGORICAL_MAX_VALUES = 30
+# Share given to an empty bin (Evidently: 1e-4, or the smallest non-empty share / 1e6 when that is smaller).
+EMPTY_SHARE = 1e-4
+
+OK = "ok"
+DRIFT = "drift"
+INSUFFICIENT_DATA = "insufficient-data"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """`counts` has len(edges) + 1 entries: below edges[0], each bin, beyond edges[-1]; `low`/`high` the extremes."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    low: float
+    high: float
+
+    @property
+    def total(self) -> float:
+        return float(self.counts.sum())
+
+    def cdf_knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """The knots (x, cumulative count) of the piecewise-linear CDF, x non-decreasing.
+
+        Nothing lies below `low` or above `high`: the bins holding the extremes are cut there, and the
+        under- and overflow spread between the extreme and the nearest edge.
+        """
+        low, high = min(self.low, float(self.edges[0])), max(self.high, float(self.edges[-1]))
+        if self.total > 0 and self.high >= self.low:
+            low, high = self.low, self.high
+        x = np.clip(np.concatenate(([low], self.edges, [high])), low, high)
+        y = np.concatenate(([0.0], np.cumsum(self.counts.astype(np.float64))))
+        return x, y
+
+
+def cumulative(histogram: Histogram, at: np.ndarray) -> np.ndarray:
+    """The histogram's cumulative count at each of `at`."""
+    x, y = histogram.cdf_knots()
+    return np.interp(at, x, y)
+
+
+def rebin(histogram: Histogram, edges: np.ndarray) -> np.ndarray:
+    """Counts on `edges` (which span every value), each bin's mass split by overlap."""
+    return np.diff(cumulative(histogram, edges))
+
+
+def on_grid(histogram: Histogram, edges: np.ndarray) -> np.ndarray:
+    """Counts below `edges[0]`, in each bin of `edges`, and beyond `edges[-1]` (exact when the bins align)."""
+    at = cumulative(histogram, edges)
+    return np.concatenate(([at[0]], np.diff(at), [histogram.total - at[-1]]))
+
+
+def sturges_edges(low: float, high: float, rows: int) -> np.ndarray:
+    """`numpy.histogram_bin_edges(values, "sturges")` of `rows` values from `low` to `high`, without the values."""
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+        return np.linspace(low, high, 2)
+    width = (high - low) / (math.log2(rows) + 1.0)
+    bins = max(1, math.ceil((high - low) / width))
+    return np.linspace(low, high, bins + 1)
+
+
+def fill_empty(shares: np.ndarray) -> np.ndarray:
+    """Evidently's filling of empty bins: 1e-4, or the smallest non-empty share / 1e6 if that is <= 1e-4.
+
+    1e-4 is what a bin of one row in 10,000 weighs; the smaller fill only when real bins are that light keeps
+    an empty bin lighter than any real one. Either way a bin that empties out adds a large, finite term.
+    """
+    shares = shares.copy()
+    nonzero = shares[shares > 0]
+    if nonzero.size == 0:
+        return shares
+    smallest = float(nonzero.min())
+    shares[shares == 0] = smallest / 1e6 if smallest <= EMPTY_SHARE else EMPTY_SHARE
+    return shares
+
+
+def categorical(reference: Histogram) -> bool:
+    return int(np.count_nonzero(reference.counts)) <= CATEGORICAL_MAX_VALUES
+
+
+def binned_shares(reference: Histogram, current: Histogram) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and current shares on the bins Evidently would use (before filling empty ones)."""
+    if categorical(reference):
+        # Each of the reference's bins (and its under- and overflow) is one category, where either has values.
+        current_counts = on_grid(current, reference.edges)
+        used = (reference.counts > 0) | (current_counts > 0)
+        return reference.counts[used] / reference.total, current_counts[used] / current.total
+    edges = sturges_edges(
+        min(reference.low, current.low), max(reference.high, current.high), int(reference.total + current.total)
+    )
+    return rebin(reference, edges) / reference.total, rebin(current, edges) / current.total
+
+
+def psi(reference: Histogram, current: Histogram) -> float:
+    reference_shares, current_shares = (fill_empty(shares) for shares in binned_shares(reference, current))
+    return float(np.sum((reference_shares - current_shares) * np.log(reference_shares / current_shares)))
+
+
+def jensen_shannon(reference: Histogram, current: Histogram) -> float:
+    p, q = binned_shares(reference, current)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2.0
+
+    def relative_entropy(a: np.ndarray) -> float:
+        used = a > 0
+        return float(np.sum(a[used] * np.log(a[used] / m[used])))
+
+    return math.sqrt(max(0.0, (relative_entropy(p) + relative_entropy(q)) / 2.0))
+
+
+def _cdf_difference(reference: Histogram, current: Histogram) -> tuple[np.ndarray, np.ndarray]:
+    """The union of both CDFs' knots and the difference of the two normalised CDFs there."""
+    knots = np.union1d(reference.cdf_knots()[0], current.cdf_knots()[0])
+    difference = cumulative(reference, knots) / reference.total - cumulative(current, knots) / current.total
+    return knots, difference
+
+
+def wasserstein(reference: Histogram, current: Histogram, reference_std: float) -> float:
+    """The Wasserstein-1 distance divided by the reference's standard deviation (unscaled when that is 0)."""
+    knots, difference = _cdf_difference(reference, current)
+    widths = np.diff(knots)
+    left, right = difference[:-1], difference[1:]
+    same_sign = left * right >= 0
+    magnitude = np.abs(left) + np.abs(right)
+    # Between two knots the difference is linear: the area of |d|, split where it crosses zero.
+    crossing = np.divide(left**2 + right**2, 2.0 * magnitude, out=np.zeros_like(magnitude), where=magnitude > 0)
+    area = np.where(same_sign, magnitude / 2.0, crossing) * widths
+    distance = float(area.sum())
+    return distance / reference_std if reference_std > 0 else distance
+
+
+def kolmogorov_smirnov(reference: Histogram, current: Histogram) -> tuple[float, float]:
+    """The KS statistic of the binned distributions and its asymptotic two-sample p-value."""
+    _, difference = _cdf_difference(reference, current)
+    statistic = float(np.max(np.abs(difference)))
+    n, m = reference.total, current.total
+    effective = math.sqrt(n * m / (n + m))
+    return statistic, kolmogorov_p_value((effective + 0.12 + 0.11 / effective) * statistic)
+
+
+def kolmogorov_p_value(scaled: float) -> float:
+    """P(K > scaled) of the Kolmogorov distribution (Stephens' small-sample correction applied by the caller)."""
+    if scaled < 0.2:
+        return 1.0
+    terms = [(-1) ** (k - 1) * math.exp(-2.0 * k * k * scaled * scaled) for k in range(1, 101)]
+    return float(min(1.0, max(0.0, 2.0 * sum(terms))))
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    status: str
+    rows: int
+    psi: float = math.nan
+    jensen_shannon: float = math.nan
+    wasserstein: float = math.nan
+    ks_statistic: float = math.nan
+    ks_p_value: float = math.nan
+
+
+def feature_drift(
+    feature: str,
+    reference: Histogram,
+    current: Histogram,
+    *,
+    reference_std: float,
+    psi_threshold: float,
+    min_rows: int = MIN_ROWS,
+) -> FeatureDrift:
+    """Every figure of one feature, and whether its PSI crossed `psi_threshold` (never under `min_rows`)."""
+    rows = int(current.total)
+    if rows < min_rows or reference.total <= 0:
+        return FeatureDrift(feature, INSUFFICIENT_DATA, rows)
+    index = psi(reference, current)
+    statistic, p_value = kolmogorov_smirnov(reference, current)
+    return FeatureDrift(
+        feature,
+        DRIFT if index >= psi_threshold else OK,
+        rows,
+        psi=index,
+        jensen_shannon=jensen_shannon(reference, current),
+        wasserstein=wasserstein(reference, current, reference_std),
+        ks_statistic=statistic,
+        ks_p_value=p_value,
+    )

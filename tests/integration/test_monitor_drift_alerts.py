@@ -1,0 +1,110 @@
+"""The monitor on real Kafka: reference-like predictions raise nothing, a shifted feature raises exactly one drift
+alert, and a monitor stopped mid-window without a commit (as kill -9 leaves it) still yields exactly one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from michi.blobs import BlobStore
+from michi.bus.catalog import ALERTS, PREDICTIONS
+from michi.bus.producer import EventProducer
+from michi.bus.reader import TopicReader, end_offsets
+from michi.contracts.v1 import inference_pb2
+from services.monitor.adapters.profiles import profile_key
+from services.monitor.settings import MonitorSettings
+from services.monitor.wiring import build_consumer
+from services.trainer.domain.profile import PROFILE_VERSION, histogram
+from tests.integration.test_warehouse_sink import caught_up, wait_for
+
+WINDOW_ROWS = 1000
+
+
+def store_profile(blob_url: str) -> None:
+    random = np.random.default_rng(0)
+    document = {
+        "version": PROFILE_VERSION,
+        "data_version": "ds-1",
+        "features": {
+            "gps_speed_mps": histogram(random.normal(15.0, 5.0, 20_000)),
+            "longitudinal_min_mps2": histogram(random.normal(-1.0, 0.5, 20_000)),
+        },
+    }
+    asyncio.run(BlobStore(blob_url).put_bytes(profile_key("risk", "v1"), json.dumps(document).encode()))
+
+
+def publish_predictions(producer: EventProducer, rows: int, *, start: int, speed_shift: float) -> None:
+    random = np.random.default_rng(start + 1)
+    futures = []
+    for index in range(start, start + rows):
+        message = inference_pb2.Prediction(event_id=f"prediction-{index}", variant=inference_pb2.VARIANT_CHAMPION)
+        message.occurred_at.seconds = 1_790_000_000 + index
+        message.lineage.model_name, message.lineage.model_version = "risk", "v1"
+        message.lineage.device_id = f"device-{index % 7}"
+        message.features["gps_speed_mps"] = float(random.normal(15.0 + speed_shift, 5.0))
+        message.features["longitudinal_min_mps2"] = float(random.normal(-1.0, 0.5))
+        futures.append(producer.publish(PREDICTIONS, message.lineage.device_id, message))
+    for future in futures:
+        future.result(30)
+
+
+def run_until_caught_up(settings: MonitorSettings, producer: EventProducer) -> None:
+    consumer = build_consumer(settings, producer=producer)
+    stop = threading.Event()
+    worker = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    worker.start()
+    topics = [PREDICTIONS.name(settings.topic_prefix)]
+    try:
+        wait_for(lambda: caught_up(settings.resolved_kafka_bootstrap(), f"{settings.topic_prefix}monitor", topics))
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive()
+
+
+def drift_alerts(bootstrap: str, prefix: str) -> list[Any]:
+    with TopicReader(bootstrap, ALERTS, prefix) as reader:
+        return [record.message for record in reader.read_to_end(timeout=30)]
+
+
+def test_one_drift_alert_for_a_shift_even_after_a_restart_mid_window(
+    kafka_bootstrap: str, topic_prefix: str, producer: EventProducer, tmp_path: Path
+) -> None:
+    blob_url = f"file://{tmp_path / 'blobs'}"
+    store_profile(blob_url)
+    settings = MonitorSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        home=tmp_path / ".michi",
+        blob_url=blob_url,
+        monitor_window_rows=WINDOW_ROWS,
+    )
+
+    # Two windows from the reference distribution: closed, committed, no alert.
+    publish_predictions(producer, 2 * WINDOW_ROWS, start=0, speed_shift=0.0)
+    run_until_caught_up(settings, producer)
+    assert sum(end_offsets(kafka_bootstrap, ALERTS.name(topic_prefix)).values()) == 0
+
+    # A shifted speed. The first monitor reads part of the window and stops without committing (kill -9).
+    publish_predictions(producer, WINDOW_ROWS, start=2 * WINDOW_ROWS, speed_shift=4.0)
+    first = build_consumer(settings, producer=producer)
+    first.loop.batch_size = 100
+    for _ in range(600):
+        first.poll_once(0.5)
+        open_rows = [window.rows for window in first.monitor.windows.values()]
+        if open_rows and open_rows[0] >= 300:
+            break
+    assert open_rows and 300 <= open_rows[0] < WINDOW_ROWS
+    assert first.monitor.committable() == {}  # nothing of the open window may be committed
+    first.consumer.close()
+
+    # The next monitor reads the whole window again: exactly one alert.
+    run_until_caught_up(settings, producer)
+    alerts = drift_alerts(kafka_bootstrap, topic_prefix)
+    assert [(alert.kind, alert.attributes["features"]) for alert in alerts] == [("drift", "gps_speed_mps")]
+    assert alerts[0].figures["rows"] == WINDOW_ROWS
