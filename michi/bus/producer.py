@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Producer
@@ -69,6 +69,17 @@ class Delivery:
 
 # What a delivery callback hands on: the Delivery, or the PublishError when the broker refused.
 Outcome = Delivery | PublishError
+# What `publish` returns: settled by the delivery callback (`result()` raises the PublishError).
+PendingDelivery = concurrent.futures.Future[Delivery]
+
+
+async def wait_for_deliveries(pending: Iterable[PendingDelivery]) -> None:
+    """Return once the broker acknowledged every record of `pending` (raises if one failed)."""
+    futures = [asyncio.wrap_future(future) for future in pending]
+    if futures:
+        await asyncio.gather(*futures)
+
+
 # Settles one caller's wait with an outcome (a concurrent future's, or an event loop's).
 Settle = Callable[[Outcome], None]
 

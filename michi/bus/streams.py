@@ -35,7 +35,7 @@ from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.headers import extract_context, read_headers
-from michi.bus.producer import EventProducer
+from michi.bus.producer import EventProducer, PendingDelivery
 from michi.bus.redelivery import EXIT_REDELIVER, stop_without_acknowledging
 from michi.bus.stalls import CHECK_INTERVAL_S, NOT_READY_AFTER_S, STALL_TIMEOUT_S, StreamWatch
 
@@ -432,3 +432,22 @@ def run_worker(app: faust.App, *, loglevel: str = "warning") -> None:
     if watch is not None:
         watch.start()
     worker.execute_from_commandline()
+
+
+class StreamPublisher:
+    """The `Publisher` port of a stream service's handlers (inference, scoring) over the shared producer.
+
+    `publish` sends now, inside the current span (its trace context goes into the headers); `dead_letter`
+    parks a consumed record (its message re-serialized, with topic, partition, offset, key and headers).
+    Both return the pending delivery, which the handler awaits per batch (`michi.bus.producer.wait_for_deliveries`).
+    """
+
+    def __init__(self, producer: EventProducer, service: str) -> None:
+        self._producer = producer
+        self._service = service
+
+    def publish(self, spec: TopicSpec, key: str, message: Message) -> PendingDelivery:
+        return self._producer.publish(spec, key, message)
+
+    def dead_letter(self, inbound: Inbound, reason: str, detail: str) -> PendingDelivery:
+        return self._producer.dead_letter_inbound(service=self._service, inbound=inbound, reason=reason, error=detail)

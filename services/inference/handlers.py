@@ -12,7 +12,7 @@ protobufs to publish — predictions, detections, label requests, shadow predict
 disagreement requests and exactly one trip segment — and `process_uploads` does no I/O, so the
 same input always gives the same ids and counts.
 
-Every effect goes through the `Publisher` port (`adapters/publisher.KafkaPublisher`, filled in by
+Every effect goes through the `Publisher` port (`michi.bus.streams.StreamPublisher`, filled in by
 `wiring`): `publish_outcome` sends in two waves, each awaited before the next — (1) every upload's
 predictions (champion, then shadow), detections and label requests (shadow disagreement requests
 within the per-minute `RateBudget`), (2) each upload's `TripSegment`, so a segment never precedes
@@ -51,8 +51,6 @@ segment.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import logging
 import time
@@ -64,7 +62,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, TopicSpec
-from michi.bus.producer import Delivery
+from michi.bus.producer import PendingDelivery, wait_for_deliveries
 from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
 from michi.windows.calibration import Calibration, CalibrationSums, update_calibration
@@ -109,8 +107,6 @@ SERVICE = "inference"
 SCHEMA_VIOLATION = "schema-violation"
 PROCESSING_FAILED = "processing-failed"
 
-PendingDelivery = concurrent.futures.Future[Delivery]
-
 RISKY_COLUMNS = [index for index, event_type in enumerate(CLASS_EVENT_TYPES) if event_type in RISKY_EVENT_TYPES]
 # Random QA requests rank below every uncertain one (those run 0-100 by closeness to the threshold).
 QA_PRIORITY = 0
@@ -142,7 +138,7 @@ class Detector(Protocol):
 
 
 class Publisher(Protocol):
-    """The port every effect of a batch goes through (`adapters/publisher.KafkaPublisher`).
+    """The port every effect of a batch goes through (`michi.bus.streams.StreamPublisher`).
 
     Both send at once, inside the caller's current span (its trace context goes into the headers), and
     return a future that settles when the broker acknowledged the record (acks=all).
@@ -316,7 +312,7 @@ async def refuse_unattributable(
             continue
         letters.append(publisher.dead_letter(inbound, SCHEMA_VIOLATION, problem))
         metrics.uploads.labels(outcome="refused").inc()
-    await _acknowledged(letters)
+    await wait_for_deliveries(letters)
     return usable
 
 
@@ -359,22 +355,17 @@ async def publish_outcome(
                     metrics.shadow_label_requests.labels(outcome="published").inc()
                 else:
                     metrics.shadow_label_requests.labels(outcome="rate-limited").inc()
-    await _acknowledged(first_wave)
+    await wait_for_deliveries(first_wave)
     second_wave = []
     for inbound, result in zip(batch, outcome.uploads, strict=True):
         with consumer_span(inbound, SERVICE, "settle"):
             second_wave.append(publisher.publish(TRIP_SEGMENTS, result.trip_id, result.segment))
-    await _acknowledged(second_wave)
+    await wait_for_deliveries(second_wave)
     for inbound, result in zip(batch, outcome.uploads, strict=True):
         if result.failure is not None:
-            await _acknowledged([publisher.dead_letter(inbound, PROCESSING_FAILED, result.failure)])
+            await wait_for_deliveries([publisher.dead_letter(inbound, PROCESSING_FAILED, result.failure)])
         elif result.skipped_reason is not None:
             logger.warning("upload skipped", extra={"upload_id": result.upload_id, "reason": result.skipped_reason})
-
-
-async def _acknowledged(pending: Sequence[PendingDelivery]) -> None:
-    """Return once the broker acknowledged every record of `pending` (raises if one failed)."""
-    await asyncio.gather(*(asyncio.wrap_future(future) for future in pending))
 
 
 def record_outcome(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: int, seconds: float) -> None:

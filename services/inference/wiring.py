@@ -31,7 +31,7 @@ from michi.bus.catalog import (
 )
 from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.producer import EventProducer
-from michi.bus.streams import create_app, run_worker
+from michi.bus.streams import StreamPublisher, create_app, run_worker
 from michi.contracts.v1 import operations_pb2
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
@@ -41,7 +41,6 @@ from services.inference.adapters.device_table import DeviceStateTable, create_de
 from services.inference.adapters.metrics import InferenceMetrics
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.adapters.plans import RolloutPlanFeed
-from services.inference.adapters.publisher import KafkaPublisher
 from services.inference.domain.rollout import RateBudget
 from services.inference.domain.speeding import SpeedLimits
 from services.inference.entrypoints.stream import (
@@ -141,7 +140,7 @@ def build_app(
     table = create_device_table(app, partitions)
     wiring = StreamWiring(
         producer=event_producer,
-        publisher=publisher or KafkaPublisher(event_producer, SERVICE),
+        publisher=publisher or StreamPublisher(event_producer, SERVICE),
         serving=serving,
         table=table,
         metrics=metrics,

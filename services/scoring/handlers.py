@@ -39,10 +39,10 @@ from google.protobuf.message import Message
 from opentelemetry import trace
 
 from michi.bus.catalog import DRIVER_SCORES, SCORED_EVENTS, TRIP_SCORES, TopicSpec
+from michi.bus.producer import PendingDelivery, wait_for_deliveries
 from michi.bus.streams import Inbound, consumer_span
 from michi.contracts.v1 import inference_pb2, labels_pb2, scoring_pb2
 from services.scoring import messages
-from services.scoring.adapters.publisher import PendingDelivery, wait_for_deliveries
 from services.scoring.adapters.topics import LABELS_BY_TRIP, TRIP_SCORES_BY_DRIVER
 from services.scoring.domain import driver as driver_domain
 from services.scoring.domain import limits

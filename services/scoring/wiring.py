@@ -15,12 +15,11 @@ import faust
 from michi.bus.admin import replication_factor
 from michi.bus.catalog import DETECTIONS, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
-from michi.bus.streams import create_app, run_worker
+from michi.bus.streams import StreamPublisher, create_app, run_worker
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
 from services.scoring.adapters.progress import CommittedProgress
-from services.scoring.adapters.publisher import KafkaPublisher
 from services.scoring.adapters.tables import FaustDriverStore, FaustTripStore
 from services.scoring.adapters.topics import TopicLayoutError, prepare_topics
 from services.scoring.domain.driver import RollingWindow
@@ -59,7 +58,7 @@ def build_app(settings: ScoringSettings, *, producer: EventProducer | None = Non
     handlers = ScoringHandlers(
         trips=FaustTripStore(trip_table),
         drivers=FaustDriverStore(driver_table),
-        publisher=KafkaPublisher(producer, SERVICE),
+        publisher=StreamPublisher(producer, SERVICE),
         metrics=ScoringMetrics(),
         config=ScoringConfig(
             trip_end_grace_s=settings.scoring_trip_end_grace_s,

@@ -1,6 +1,6 @@
 """An `UploadReceived` naming no upload, device or trip is dead-lettered by inference's handlers and yields nothing.
 
-The agent's batch runs with its real `Publisher` adapter (`KafkaPublisher`) over a recording producer, so the
+The agent's batch runs with its real `Publisher` adapter (`michi.bus.streams.StreamPublisher`) over a recording producer, so the
 dead letters are checked as the producer would send them (offset, reason, original bytes).
 """
 
@@ -13,10 +13,9 @@ from typing import Any, cast
 from opentelemetry import context as otel_context
 
 from michi.bus.producer import EventProducer
-from michi.bus.streams import Inbound
+from michi.bus.streams import Inbound, StreamPublisher
 from michi.contracts.v1 import common_pb2, upload_pb2
 from services.inference.adapters.metrics import InferenceMetrics
-from services.inference.adapters.publisher import KafkaPublisher
 from services.inference.domain.rollout import RateBudget
 from services.inference.entrypoints.stream import StreamWiring, handle_batch
 from services.inference.handlers import SCHEMA_VIOLATION, SERVICE, upload_problem
@@ -81,7 +80,7 @@ def test_unattributable_uploads_are_dead_lettered_and_their_offsets_counted_as_h
     metrics = InferenceMetrics()
     wiring = StreamWiring(
         producer=cast(Any, producer),
-        publisher=KafkaPublisher(cast(Any, producer), SERVICE),
+        publisher=StreamPublisher(cast(Any, producer), SERVICE),
         serving=cast(Any, NoServing()),
         table={},
         metrics=metrics,

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import TopicPartition
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 from michi.bus.catalog import LABELS
 from michi.bus.headers import build_headers
 from michi.contracts.v1 import labels_pb2
 from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Rejected
+
+from ..tracing_support import recorded_spans
 
 TOPIC = "labels"
 
@@ -240,37 +239,6 @@ def test_without_finish_nothing_is_committed_on_stop() -> None:
 
 
 # --- spans
-
-
-class RecordingProcessor(SpanProcessor):
-    """Keeps the spans that end while a test records (added once to the process's tracer provider)."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] | None = None
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.spans is not None:
-            self.spans.append(span)
-
-
-_RECORDER = RecordingProcessor()
-
-
-@contextmanager
-def recorded_spans() -> Iterator[list[ReadableSpan]]:
-    """The spans ended inside the block, on the process's SDK tracer provider (installed when there is none)."""
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    if not getattr(provider, "_michi_test_recorder", False):
-        provider.add_span_processor(_RECORDER)
-        provider._michi_test_recorder = True  # type: ignore[attr-defined]
-    _RECORDER.spans = []
-    try:
-        yield _RECORDER.spans
-    finally:
-        _RECORDER.spans = None
 
 
 def upload_headers(schema: str) -> tuple[list[tuple[str, bytes]], trace.SpanContext]:
