@@ -318,6 +318,31 @@ def devices_rotate(
 
 
 @app.command()
+def alerts(
+    kind: str = typer.Option(None, help="only alerts of this kind (drift, retrain, ...)"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new alerts until Ctrl-C"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per alert"),
+) -> None:
+    """The alerts the platform raised on michi.alerts.v1, oldest first, each with its evidence."""
+    from michi.cli.alerts import show_alerts
+
+    settings = _settings()
+    try:
+        printed = show_alerts(
+            settings.kafka_connection(),
+            settings.topic_prefix,
+            kind=kind,
+            follow=follow,
+            as_json=as_json,
+            echo=typer.echo,
+        )
+    except KeyboardInterrupt:
+        return
+    if not printed and not as_json:
+        typer.echo("no alerts" + (f" of kind {kind}" if kind else ""), err=True)
+
+
+@app.command()
 def trace(identifier: str = typer.Argument(..., help="an upload_id or a 32-hex trace id")) -> None:
     """Show the spans of one upload's trace across every service (from .michi/traces)."""
     from michi.cli.tracing import find_trace, render_trace
