@@ -36,7 +36,7 @@ from typing import Protocol
 from michi.contracts import stable_event_id
 from michi.contracts.v1 import inference_pb2, operations_pb2
 from michi.kit.consumer import Rejected
-from services.monitor.domain.drift import DRIFT, MIN_ROWS, FeatureDrift, feature_drift
+from services.monitor.domain.drift import DRIFT, INSUFFICIENT_DATA, MIN_ROWS, FeatureDrift, feature_drift
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
 from services.monitor.domain.windows import COHORT_ALL, DriftWindow, Partition, describe_start
 
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VIOLATION = "schema-violation"
 DRIFT_ALERT_KIND = "drift"
+# What the trainer consumes as a request to retrain (`services.trainer.domain.triggers.RETRAIN_ALERT_KIND`).
+RETRAIN_ALERT_KIND = "retrain"
 # Why a prediction is not windowed (the label of michi_monitor_predictions_skipped_total).
 NOT_CHAMPION = "not-champion"
 NO_PROFILE = "no-profile"
@@ -87,6 +89,9 @@ class DriftPolicy:
     alert_on_low_resolution: bool = False
     # Seconds without a new row after which an open window closes (`IDLE`).
     idle_s: float = 60.0
+    # Sustained drift: this many drifting windows in a row of one model version ask the trainer to retrain
+    # (a `retrain` alert with the windows as evidence); 0 never asks.
+    retrain_after_windows: int = 3
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,8 @@ class ClosedWindow:
     profile_version: str
     low_resolution: bool
     alert: operations_pb2.Alert | None
+    # The retrain request this window completed (sustained drift), if any.
+    retrain: operations_pb2.Alert | None = None
 
 
 class DriftMonitor:
@@ -117,6 +124,8 @@ class DriftMonitor:
         self.clock = clock
         # When each open window last got a row (`close_idle`).
         self._last_row_at: dict[tuple[str, str, str], float] = {}
+        # Per (model name, version): the drifting windows in a row so far (their ids, drifted features).
+        self._streaks: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = {}
         self.profiles = profiles
         self.publisher = publisher
         self.reports = reports
@@ -249,6 +258,7 @@ class DriftMonitor:
                 "drift alert published",
                 extra={"model_version": window.model_version, "window_id": window.id, "features": list(drifted)},
             )
+        retrain = self._follow_streak(window, results, drifted, alert is not None)
         closed = ClosedWindow(
             window.model_name,
             window.model_version,
@@ -261,11 +271,43 @@ class DriftMonitor:
             profile.version,
             profile.low_resolution,
             alert,
+            retrain,
         )
         self.reports.window_closed(closed)
         self.reports.open_rows(window.model_version, 0)
         self._advance_commit_point()
         return closed
+
+    def _follow_streak(
+        self, window: DriftWindow, results: tuple[FeatureDrift, ...], drifted: tuple[str, ...], alerted: bool
+    ) -> operations_pb2.Alert | None:
+        """Count drifting windows in a row; at `retrain_after_windows`, publish the retrain request (then anew).
+
+        A window with enough data and no drift ends the streak; one with too little data (an idle close)
+        neither counts nor ends it. The streak lives in memory: a restart starts it again, so a retrain may
+        come later, never twice (its id is derived from the windows that made it).
+        """
+        needed = self.policy.retrain_after_windows
+        key = (window.model_name, window.model_version)
+        if alerted:
+            streak = self._streaks.setdefault(key, [])
+            if all(window.id != counted for counted, _ in streak):  # a window read again after a rewind counts once
+                streak.append((window.id, drifted))
+        elif any(result.status != INSUFFICIENT_DATA for result in results):
+            self._streaks.pop(key, None)
+            return None
+        else:
+            return None
+        if needed <= 0 or len(streak) < needed:
+            return None
+        del self._streaks[key]
+        request = retrain_request(window, streak, self.policy)
+        self.publisher.publish_alert(request)
+        logger.info(
+            "retrain requested on sustained drift",
+            extra={"model_version": window.model_version, "windows": ",".join(ids for ids, _ in streak)},
+        )
+        return request
 
     def _advance_commit_point(self) -> None:
         """Everything handled becomes committable, except from the first row of a window still open."""
@@ -327,3 +369,29 @@ def drift_alert(
                 if not math.isnan(value):
                     alert.figures[f"{name}.{result.feature}"] = value
     return alert
+
+
+def retrain_request(
+    window: DriftWindow, streak: list[tuple[str, tuple[str, ...]]], policy: DriftPolicy
+) -> operations_pb2.Alert:
+    """The retrain request of sustained drift: its id stable for the same model version and drifting windows."""
+    window_ids = [window_id for window_id, _ in streak]
+    features = sorted({feature for _, drifted in streak for feature in drifted})
+    request = operations_pb2.Alert(
+        event_id=stable_event_id(RETRAIN_ALERT_KIND, window.model_name, window.model_version, *window_ids),
+        kind=RETRAIN_ALERT_KIND,
+        severity=operations_pb2.ALERT_SEVERITY_WARNING,
+        message=(
+            f"sustained data drift: {len(streak)} windows in a row of {window.model_name} {window.model_version} "
+            f"drifted (PSI >= {policy.psi_threshold:g}) on {', '.join(features)}; retrain"
+        ),
+    )
+    request.occurred_at.seconds, request.occurred_at.nanos = window.latest
+    request.lineage.model_name = window.model_name
+    request.lineage.model_version = window.model_version
+    request.lineage.data_version = window.profile.data_version
+    request.attributes.update(
+        {"reason": "sustained-drift", "drift_windows": ",".join(window_ids), "features": ",".join(features)}
+    )
+    request.figures["windows"] = float(len(streak))
+    return request

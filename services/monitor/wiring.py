@@ -32,6 +32,7 @@ def policy_of(settings: MonitorSettings) -> DriftPolicy:
     return DriftPolicy(
         window_rows=settings.monitor_window_rows,
         idle_s=settings.monitor_window_idle_s,
+        retrain_after_windows=settings.monitor_retrain_after_windows,
         min_rows=settings.monitor_min_rows,
         psi_threshold=settings.monitor_psi_threshold,
         min_drifted_features=settings.monitor_min_drifted_features,

@@ -198,3 +198,41 @@ def test_a_window_without_new_rows_closes_and_its_offsets_become_committable() -
     assert {result.status for result in closed.features} == {INSUFFICIENT_DATA}  # 300 rows: never drift
     assert reports.closed == [closed] and monitor.windows == {}
     assert monitor.committable() == {(TOPIC, 0): 150, (TOPIC, 1): 150}
+
+
+def test_sustained_drift_asks_the_trainer_to_retrain_once_per_streak() -> None:
+    monitor, publisher, reports = build(retrain_after_windows=3)
+    feed(monitor, 2000, shift=5.0)  # two drifting windows: drift alerts, no retrain yet
+    assert [alert.kind for alert in publisher.alerts] == ["drift", "drift"]
+    feed(monitor, 1000, start=2000, shift=5.0)  # the third in a row
+    assert [alert.kind for alert in publisher.alerts] == ["drift", "drift", "drift", "retrain"]
+    request = publisher.alerts[-1]
+    assert request.attributes["drift_windows"] == ",".join(closed.window_id for closed in reports.closed)
+    assert request.attributes["features"] == "speed" and request.figures["windows"] == 3.0
+    assert reports.closed[-1].retrain == request
+    # A fourth drifting window starts the next streak: no second request yet.
+    feed(monitor, 1000, start=3000, shift=5.0)
+    assert [alert.kind for alert in publisher.alerts].count("retrain") == 1
+
+
+def test_a_window_without_drift_ends_the_streak_and_one_with_too_little_data_does_not() -> None:
+    now = [0.0]
+    monitor, publisher, _ = build(clock=lambda: now[0], retrain_after_windows=2, idle_s=60.0)
+    feed(monitor, 1000, shift=5.0)
+    feed(monitor, 1000, start=1000)  # no drift: the streak ends
+    feed(monitor, 1000, start=2000, shift=5.0)
+    assert "retrain" not in [alert.kind for alert in publisher.alerts]
+    feed(monitor, 300, start=3000, shift=5.0)
+    now[0] = 60.0
+    monitor.close_idle()  # 300 rows: insufficient data, the streak stands
+    feed(monitor, 1000, start=3300, shift=5.0)
+    assert [alert.kind for alert in publisher.alerts].count("retrain") == 1
+
+
+def test_the_same_streak_read_again_asks_with_the_same_id() -> None:
+    requests = []
+    for _ in range(2):
+        monitor, publisher, _ = build(retrain_after_windows=2)
+        feed(monitor, 2000, shift=5.0)
+        requests += [alert for alert in publisher.alerts if alert.kind == "retrain"]
+    assert len(requests) == 2 and requests[0].event_id == requests[1].event_id

@@ -77,8 +77,9 @@ class MonitorMetrics:
         version = closed.model_version
         self.windows.labels(version, closed.reason).inc()
         self.low_resolution.labels(version).set(1.0 if closed.low_resolution else 0.0)
-        if closed.alert is not None:
-            self.alerts.labels(closed.alert.kind).inc()
+        for alert in (closed.alert, closed.retrain):
+            if alert is not None:
+                self.alerts.labels(alert.kind).inc()
         for result in closed.features:
             labels = (version, result.feature)
             self.psi.labels(*labels).set(result.psi)
