@@ -343,6 +343,30 @@ def alerts(
 
 
 @app.command()
+def drift(
+    model: str = typer.Option(None, "--model", help="only this model version"),
+    feature: str = typer.Option(None, "--feature", help="only this input feature"),
+    url: str = typer.Option(None, "--url", help="the monitor (default: from michi up, or MICHI_MONITOR_HOST/PORT)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per model version and feature"),
+) -> None:
+    """The monitor's drift figures per feature (PSI, Jensen-Shannon, Wasserstein, KS) of each version's last window."""
+    from michi.cli.drift import as_json as row_json
+    from michi.cli.drift import monitor_url, read_figures, render
+    from services.monitor.settings import MonitorSettings
+
+    settings = load_settings(MonitorSettings)
+    address = url or monitor_url(settings.endpoints_path, settings.monitor_host, settings.monitor_port)
+    try:
+        rows = read_figures(address, model=model, feature=feature)
+    except Exception as error:
+        _fail(f"the monitor at {address} did not answer ({type(error).__name__}): is it running? (michi up)")
+    if not rows:
+        typer.echo("no drift figures yet (no window closed)", err=True)
+        return
+    typer.echo("\n".join(row_json(row) for row in rows) if as_json else render(rows))
+
+
+@app.command()
 def trace(identifier: str = typer.Argument(..., help="an upload_id or a 32-hex trace id")) -> None:
     """Show the spans of one upload's trace across every service (from .michi/traces)."""
     from michi.cli.tracing import find_trace, render_trace
