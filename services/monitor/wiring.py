@@ -8,18 +8,13 @@ serves /healthz, /readyz and /metrics on `MICHI_MONITOR_PORT` (default 8083, 127
 
 from __future__ import annotations
 
-import signal
-import threading
-
 from confluent_kafka import Consumer
 
 from michi.blobs import BlobStore
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
-from michi.readiness import serve_operations
-from michi.runtime import tune_garbage_collection
+from michi.kit.running import run_consumer_service
 from michi.settings import load_settings
-from michi.telemetry import configure_logging, configure_tracing
 from services.monitor.adapters.metrics import MonitorMetrics
 from services.monitor.adapters.profiles import BlobProfiles
 from services.monitor.adapters.publisher import KafkaAlertPublisher
@@ -63,31 +58,11 @@ def build_consumer(
 def run() -> None:
     """Load settings from the environment and run the monitor until SIGINT/SIGTERM."""
     settings = load_settings(MonitorSettings)
-    configure_logging(SERVICE, settings.log_level)
-    configure_tracing(SERVICE, settings.home)
-
-    stop = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stop.set())
-    producer = EventProducer(
-        settings.kafka_connection(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
+    # No ConsumerProgress check: an open window holds its partitions' commits back by design.
+    run_consumer_service(
+        SERVICE,
+        settings,
+        port=settings.monitor_port,
+        host=settings.monitor_host,
+        build=lambda producer: build_consumer(settings, producer=producer),
     )
-    try:
-        consumer = build_consumer(settings, producer=producer)
-        tune_garbage_collection()
-        # No ConsumerProgress check: an open window holds its partitions' commits back by design.
-        server = serve_operations(
-            SERVICE,
-            settings.monitor_port,
-            host=settings.monitor_host,
-            alive=lambda: not stop.is_set(),
-            registry=consumer.metrics.registry,
-            ready={"consumer": consumer.readiness},
-        )
-        try:
-            consumer.run(stop)
-        finally:
-            server.shutdown()
-            server.server_close()
-    finally:
-        producer.close()

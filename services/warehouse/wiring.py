@@ -9,9 +9,6 @@ then writes what it buffered, commits and exits. Tests build the sink with
 
 from __future__ import annotations
 
-import signal
-import threading
-
 from confluent_kafka import Consumer
 
 from michi.blobs import BlobStore
@@ -19,10 +16,9 @@ from michi.bus.catalog import DETECTIONS, PREDICTIONS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.bus.stalls import NOT_READY_AFTER_S
-from michi.readiness import ConsumerProgress, serve_operations
-from michi.runtime import tune_garbage_collection
+from michi.kit.running import run_consumer_service
+from michi.readiness import ConsumerProgress
 from michi.settings import load_settings
-from michi.telemetry import configure_logging, configure_tracing
 from michi.warehouse import DETECTION, PREDICTION, detection_row, prediction_row
 from services.warehouse.adapters.parquet import BlobParquetWriter, ParquetWriter
 from services.warehouse.entrypoints.consumer import WarehouseSink
@@ -70,35 +66,13 @@ def build_sink(
 
 
 def run() -> None:
-    """Load settings from the environment and run the sink until SIGINT/SIGTERM."""
+    """Load settings from the environment and run the sink until SIGINT/SIGTERM (then write, commit, exit)."""
     settings = load_settings(WarehouseSettings)
-    configure_logging(SERVICE, settings.log_level)
-    configure_tracing(SERVICE, settings.home)
-
-    stop = threading.Event()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signal_number, lambda *_: stop.set())
-    producer = EventProducer(
-        settings.kafka_connection(), settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
+    run_consumer_service(
+        SERVICE,
+        settings,
+        port=settings.warehouse_port,
+        host=settings.warehouse_host,
+        build=lambda producer: build_sink(settings, producer=producer),
+        checks={"progress": progress_check(settings)},
     )
-    progress = progress_check(settings)
-    try:
-        sink = build_sink(settings, producer=producer)
-        tune_garbage_collection()
-        server = serve_operations(
-            SERVICE,
-            settings.warehouse_port,
-            host=settings.warehouse_host,
-            alive=lambda: not stop.is_set(),
-            registry=sink.metrics.registry,
-            ready={"consumer": sink.readiness},
-            checks={"progress": progress},
-        )
-        try:
-            sink.run(stop)
-        finally:
-            server.shutdown()
-            server.server_close()
-    finally:
-        progress.close()
-        producer.close()
