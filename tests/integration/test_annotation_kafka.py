@@ -101,10 +101,18 @@ def test_label_requests_become_tasks_and_answers_one_label_per_window(
             assert label.lineage == request.lineage and label.window == request.window
             assert label.detection_event_id == request.detection_event_id
             assert sorted(label.annotators) == ["ann-1", "ann-2"]
+        # Each label says why its window was asked for: the first window also for random QA.
+        assert {label.lineage.window_id: list(label.request_reasons) for label in by_window.values()} == {
+            window_id: [labels_pb2.LABEL_REASON_UNCERTAIN] + ([labels_pb2.LABEL_REASON_RANDOM_QA] if index == 0 else [])
+            for index, window_id in enumerate(windows)
+        }
 
-        # A redelivery of every request after the labels changes nothing.
+        # A redelivery of every request after the labels changes nothing, nor does a new reason for a labeled window.
         for request in requests:
             producer.publish(LABEL_REQUESTS, request.lineage.window_id, request)
+        producer.publish(
+            LABEL_REQUESTS, windows[1], make_request(windows[1], reason=labels_pb2.LABEL_REASON_DRIFT_SAMPLE)
+        )
         producer.flush()
         assert wait_until(
             lambda: _committed_to_end(kafka_bootstrap, f"{topic_prefix}annotation", requests_topic), 30, 0.1

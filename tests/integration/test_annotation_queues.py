@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, select
 
 from michi.contracts.v1 import common_pb2, labels_pb2
 from services.annotation.adapters.store import AnnotationStore
+from services.annotation.adapters.tables import LabelRow
 from services.annotation.domain.roles import Role
 from services.annotation.domain.tasks import TaskStatus
 from services.annotation.handlers import Refused
@@ -70,7 +72,7 @@ def _lease_and_answer(wiring: Wiring, name: str, answer: str, queue: str = "unce
     return wiring.service.submit(who, view.task_id, view.lease_id, answer).recorded_as
 
 
-def test_requests_merge_by_window_and_redelivery_changes_nothing(wiring: Wiring) -> None:
+def test_requests_merge_by_window_and_redelivery_changes_nothing(wiring: Wiring, publisher: RecordingPublisher) -> None:
     service = wiring.service
     first = make_request("window-a", priority=10)
     assert service.intake(first).new_task
@@ -91,6 +93,11 @@ def test_requests_merge_by_window_and_redelivery_changes_nothing(wiring: Wiring)
     after = service.intake(make_request("window-a", reason=labels_pb2.LABEL_REASON_DRIFT_SAMPLE, priority=99))
     assert after.new_request and after.live is None
     assert wiring.queues.waiting(["uncertain", "drift-sample"]) == {"uncertain": 1, "drift-sample": 0}
+    # The label says every reason its window was asked for by its decision, each once; not the later one.
+    [label] = publisher.labels
+    reasons = [labels_pb2.LABEL_REASON_UNCERTAIN, labels_pb2.LABEL_REASON_RANDOM_QA]
+    assert list(label.request_reasons) == reasons
+    assert list(wiring.store.label_of("window-a").request_reasons) == reasons  # type: ignore[union-attr]
 
 
 def test_queue_order_is_priority_then_age(wiring: Wiring, clock: ManualClock) -> None:
@@ -186,6 +193,7 @@ def test_split_votes_get_a_third_then_a_lead_decides(wiring: Wiring, publisher: 
     assert refused.value.status == 403
     label = wiring.service.adjudicate(LEAD, "split", "harsh-braking", "clear dip in x")
     assert label.source == labels_pb2.LABEL_SOURCE_ADJUDICATION and label.adjudicator == "lead-1"
+    assert list(label.request_reasons) == [labels_pb2.LABEL_REASON_UNCERTAIN]
     assert label.event_type == BRAKING and label.agreement == pytest.approx(1 / 3)
     assert publisher.labels == [label]
     with pytest.raises(Refused) as again:
@@ -348,6 +356,40 @@ def test_unacknowledged_labels_are_sent_again_with_the_same_id(
     assert wiring.service.upkeep()["republished"] == 0
     [label] = publisher.labels
     assert label.event_id == wiring.store.label_of("outbox").event_id  # type: ignore[union-attr]
+    assert list(label.request_reasons) == [labels_pb2.LABEL_REASON_UNCERTAIN]
+
+
+def test_a_label_stored_before_labels_carried_reasons_is_sent_again_with_them(
+    wiring: Wiring, publisher: RecordingPublisher, clock: ManualClock
+) -> None:
+    wiring.service.intake(make_request("legacy", reason=labels_pb2.LABEL_REASON_SHADOW_DISAGREEMENT))
+    wiring.service.intake(make_request("legacy", reason=labels_pb2.LABEL_REASON_RANDOM_QA))
+    publisher.failing = True
+    _lease_and_answer(wiring, "ann-1", "normal", queue="shadow-disagreement")
+    assert _lease_and_answer(wiring, "ann-2", "normal", queue="shadow-disagreement") == "counted"
+    # As an older version stored it: no request_reasons.
+    with Session(wiring.store.engine) as session:
+        row = session.exec(select(LabelRow).where(LabelRow.task_id == "legacy")).one()
+        stored = labels_pb2.Label.FromString(row.payload)
+        assert list(stored.request_reasons) == [
+            labels_pb2.LABEL_REASON_SHADOW_DISAGREEMENT,
+            labels_pb2.LABEL_REASON_RANDOM_QA,
+        ]
+        stored.ClearField("request_reasons")
+        row.payload = stored.SerializeToString()
+        session.add(row)
+        session.commit()
+    clock.advance(10)
+    # A request after the decision is not why the label was made.
+    wiring.service.intake(make_request("legacy", reason=labels_pb2.LABEL_REASON_DRIFT_SAMPLE))
+    publisher.failing = False
+    assert wiring.service.upkeep()["republished"] == 1
+    [label] = publisher.labels
+    assert list(label.request_reasons) == [
+        labels_pb2.LABEL_REASON_SHADOW_DISAGREEMENT,
+        labels_pb2.LABEL_REASON_RANDOM_QA,
+    ]
+    assert label.event_id == stored.event_id
 
 
 class FlakyStore(AnnotationStore):

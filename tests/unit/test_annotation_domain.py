@@ -20,7 +20,7 @@ from services.annotation.domain.credentials import (
     verify_password,
 )
 from services.annotation.domain.labels import LABEL_SET, UnknownAnswer, choice_by_name, event_type_name
-from services.annotation.domain.publication import CountedVote, build_label, label_event_id
+from services.annotation.domain.publication import CountedVote, build_label, label_event_id, request_reasons
 from services.annotation.domain.quality import QualityPolicy, assess
 from services.annotation.domain.roles import Permission, Role, allowed
 from services.annotation.domain.tasks import GOLD_POOL, InvalidRequest, check_request, queue_for, queue_score
@@ -213,6 +213,7 @@ def test_labels_carry_lineage_votes_and_gold_facts() -> None:
         agreement=1.0,
         decided_at=moment,
         location=(35.1, 139.2),
+        reasons=[labels_pb2.LABEL_REASON_UNCERTAIN, labels_pb2.LABEL_REASON_RANDOM_QA],
     )
     assert (
         label.event_id
@@ -225,6 +226,7 @@ def test_labels_carry_lineage_votes_and_gold_facts() -> None:
             agreement=0.5,
             decided_at=moment,
             location=None,
+            reasons=[labels_pb2.LABEL_REASON_UNCERTAIN],
         ).event_id
     )
     assert label.lineage == request.lineage and label.window == request.window
@@ -233,6 +235,7 @@ def test_labels_carry_lineage_votes_and_gold_facts() -> None:
     assert label.min_gold_accuracy == pytest.approx(2 / 3)
     assert [vote.gold_answers for vote in label.votes] == [3, 0]
     assert label.location.latitude == pytest.approx(35.1)
+    assert list(label.request_reasons) == [labels_pb2.LABEL_REASON_UNCERTAIN, labels_pb2.LABEL_REASON_RANDOM_QA]
     adjudicated = build_label(
         request,
         event_type=B,
@@ -241,6 +244,18 @@ def test_labels_carry_lineage_votes_and_gold_facts() -> None:
         agreement=0.0,
         decided_at=moment,
         location=None,
+        reasons=[labels_pb2.LABEL_REASON_DRIFT_SAMPLE],
         adjudicator="lead-1",
     )
     assert adjudicated.gold_checked and list(adjudicated.annotators) == ["ann-1", "lead-1"]
+    assert list(adjudicated.request_reasons) == [labels_pb2.LABEL_REASON_DRIFT_SAMPLE]
+
+
+def test_request_reasons_are_each_once_the_first_request_first() -> None:
+    uncertain, random_qa, drift = (
+        labels_pb2.LABEL_REASON_UNCERTAIN,
+        labels_pb2.LABEL_REASON_RANDOM_QA,
+        labels_pb2.LABEL_REASON_DRIFT_SAMPLE,
+    )
+    assert request_reasons(random_qa, [uncertain, random_qa, uncertain, drift]) == [random_qa, uncertain, drift]
+    assert request_reasons(labels_pb2.LABEL_REASON_UNSPECIFIED, []) == [labels_pb2.LABEL_REASON_UNSPECIFIED]

@@ -2,11 +2,15 @@
 
 The event id depends only on the window, so a label re-sent after a crash (at-least-once) carries
 the same id and consumers drop the duplicate; a window is labeled once.
+
+A label says why its window was asked for (`request_reasons`): every reason of the requests merged into
+its task, so a consumer measuring a model on the unbiased streams can tell a window that was also
+sampled at random (`RANDOM_QA`) from one asked for only because the model was unsure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +32,11 @@ def label_event_id(window_id: str) -> str:
     return stable_event_id("label", window_id)
 
 
+def request_reasons(first: int, recorded: Iterable[int]) -> list[int]:
+    """Each reason once: `first` (the request that made the task), then the others of `recorded` in its order."""
+    return list(dict.fromkeys([first, *recorded]))
+
+
 def build_label(
     request: labels_pb2.LabelRequest,
     *,
@@ -37,9 +46,11 @@ def build_label(
     agreement: float,
     decided_at: datetime,
     location: tuple[float, float] | None,
+    reasons: Sequence[int],
     adjudicator: str = "",
 ) -> labels_pb2.Label:
-    """The label of `request`'s window; lineage, window and detection id are copied from the request."""
+    """The label of `request`'s window; lineage, window and detection id are copied from the request (the
+    first one for the window), `reasons` are why the window was asked for (`request_reasons`)."""
     lineage = labels_pb2.Label().lineage
     lineage.CopyFrom(request.lineage)
     measured = [vote.quality.accuracy for vote in votes if vote.quality.accuracy is not None]
@@ -57,6 +68,7 @@ def build_label(
         window=request.window,
         adjudicator=adjudicator,
         min_gold_accuracy=min(measured) if measured else 0.0,
+        request_reasons=list(reasons),  # type: ignore[arg-type]
         votes=[
             labels_pb2.LabelVote(
                 annotator=vote.annotator,

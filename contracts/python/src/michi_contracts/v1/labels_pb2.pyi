@@ -66,7 +66,7 @@ class LabelRequest(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., reason: _Optional[_Union[LabelReason, str]] = ..., priority: _Optional[int] = ..., suggested: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., alternative: _Optional[_Union[_common_pb2.EventType, str]] = ..., detection_event_id: _Optional[str] = ..., known_answer: _Optional[_Union[_common_pb2.EventType, str]] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "source", "annotators", "agreement", "gold_checked", "detection_event_id", "window", "location", "votes", "adjudicator", "min_gold_accuracy")
+    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "source", "annotators", "agreement", "gold_checked", "detection_event_id", "window", "location", "votes", "adjudicator", "min_gold_accuracy", "request_reasons")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class Label(_message.Message):
     VOTES_FIELD_NUMBER: _ClassVar[int]
     ADJUDICATOR_FIELD_NUMBER: _ClassVar[int]
     MIN_GOLD_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_REASONS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -95,7 +96,8 @@ class Label(_message.Message):
     votes: _containers.RepeatedCompositeFieldContainer[LabelVote]
     adjudicator: str
     min_gold_accuracy: float
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., annotators: _Optional[_Iterable[str]] = ..., agreement: _Optional[float] = ..., gold_checked: _Optional[bool] = ..., detection_event_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., votes: _Optional[_Iterable[_Union[LabelVote, _Mapping]]] = ..., adjudicator: _Optional[str] = ..., min_gold_accuracy: _Optional[float] = ...) -> None: ...
+    request_reasons: _containers.RepeatedScalarFieldContainer[LabelReason]
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., source: _Optional[_Union[LabelSource, str]] = ..., annotators: _Optional[_Iterable[str]] = ..., agreement: _Optional[float] = ..., gold_checked: _Optional[bool] = ..., detection_event_id: _Optional[str] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., votes: _Optional[_Iterable[_Union[LabelVote, _Mapping]]] = ..., adjudicator: _Optional[str] = ..., min_gold_accuracy: _Optional[float] = ..., request_reasons: _Optional[_Iterable[_Union[LabelReason, str]]] = ...) -> None: ...
 
 class LabelVote(_message.Message):
     __slots__ = ("annotator", "event_type", "weight", "gold_accuracy", "gold_answers", "voted_at")
