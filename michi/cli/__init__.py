@@ -335,6 +335,7 @@ def alerts(
             follow=follow,
             as_json=as_json,
             echo=typer.echo,
+            note=lambda line: typer.echo(line, err=True),
         )
     except KeyboardInterrupt:
         return

@@ -51,9 +51,14 @@ def show_alerts(
     follow: bool,
     as_json: bool,
     echo: Callable[[str], None],
+    note: Callable[[str], None] = lambda line: None,
     timeout: float = 30.0,
 ) -> int:
-    """Print the alerts on the topic (then, with `follow`, new ones until interrupted); how many were printed."""
+    """Print the alerts on the topic (then, with `follow`, new ones until interrupted); how many were printed.
+
+    `note` gets a line for people (standard error in the CLI) when following starts: everything before it
+    was printed, and every alert raised after it will be.
+    """
     printed = 0
 
     def show(records: Iterable[Record]) -> None:
@@ -68,6 +73,8 @@ def show_alerts(
 
     with TopicReader(connection, ALERTS, prefix) as reader:
         show(reader.read_to_end(timeout))
+        if follow:
+            note(f"following {ALERTS.name(prefix)} (Ctrl-C stops)")
         while follow:
             show(reader.poll(1.0))
     return printed

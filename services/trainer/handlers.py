@@ -60,6 +60,7 @@ from michi.bus.headers import links_to
 from michi.contracts.v1 import labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from michi.registry import ModelRegistry, Stage, UnknownModelVersion, VersionAlreadyRegistered
+from michi.registry.layout import REFERENCE_PROFILE_FILE, model_folder
 from michi.windows.features import DATA_VERSION
 from michi.windows.model_spec import BASELINE_MODEL_VERSION, CLASS_EVENT_TYPES, DECISION_THRESHOLD
 from michi.windows.physics import (
@@ -70,7 +71,7 @@ from michi.windows.physics import (
     physics_parameters,
 )
 from services.trainer.adapters.archive import ArchiveWindowSource
-from services.trainer.adapters.artifacts import ArtifactStore, ModelCache, model_folder
+from services.trainer.adapters.artifacts import ArtifactStore, ModelCache
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.adapters.onnx_model import (
     OnnxRiskModel,
@@ -858,7 +859,7 @@ def _register(wiring: TrainerWiring, facts: RunFacts, payload: bytes, profile: d
     )
     model_uri = wiring.artifacts.put(f"{folder}/model.onnx", payload)
     wiring.artifacts.put(f"{folder}/model.json", json.dumps(described, indent=2, sort_keys=True).encode())
-    wiring.artifacts.put(f"{folder}/reference_profile.json", json.dumps(profile, sort_keys=True).encode())
+    wiring.artifacts.put(f"{folder}/{REFERENCE_PROFILE_FILE}", json.dumps(profile, sort_keys=True).encode())
     facts.artifacts["model"] = model_uri
     champion = facts.champion or {}
     metrics = registered_metrics(facts.candidate_evaluation)
@@ -941,7 +942,7 @@ def register_physics_model(wiring: TrainerWiring) -> str | None:
     profile = reference_profile(features, signals, data_version=PHYSICS_DATA_VERSION)
     model_uri = wiring.artifacts.put(f"{folder}/model.onnx", payload)
     wiring.artifacts.put(f"{folder}/model.json", json.dumps(described, indent=2, sort_keys=True, default=str).encode())
-    wiring.artifacts.put(f"{folder}/reference_profile.json", json.dumps(profile, sort_keys=True).encode())
+    wiring.artifacts.put(f"{folder}/{REFERENCE_PROFILE_FILE}", json.dumps(profile, sort_keys=True).encode())
     try:
         registered = wiring.registry.register(
             name,

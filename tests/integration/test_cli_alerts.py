@@ -74,7 +74,11 @@ def test_follow_prints_alerts_raised_after_it_started(environment: dict[str, str
         text=True,
     )
     try:
-        time.sleep(3)  # reading the (empty) topic to its end, then following
+        # Bounded: the follower says on standard error when it has read the topic to its end and follows.
+        assert follower.stderr is not None
+        started = time.monotonic()
+        while "following" not in follower.stderr.readline():
+            assert time.monotonic() - started < 60 and follower.poll() is None, "michi alerts --follow never followed"
         producer.publish_and_wait(ALERTS, "drift", alert("drift", "raised while following"))
         deadline = time.monotonic() + 30
         assert follower.stdout is not None

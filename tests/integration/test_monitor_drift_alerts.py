@@ -16,7 +16,7 @@ from michi.bus.catalog import ALERTS, PREDICTIONS
 from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader, end_offsets
 from michi.contracts.v1 import inference_pb2
-from services.monitor.adapters.profiles import profile_key
+from michi.registry.layout import reference_profile_key
 from services.monitor.settings import MonitorSettings
 from services.monitor.wiring import build_consumer
 from services.trainer.domain.profile import PROFILE_VERSION, histogram
@@ -35,7 +35,7 @@ def store_profile(blob_url: str) -> None:
             "longitudinal_min_mps2": histogram(random.normal(-1.0, 0.5, 20_000)),
         },
     }
-    asyncio.run(BlobStore(blob_url).put_bytes(profile_key("risk", "v1"), json.dumps(document).encode()))
+    asyncio.run(BlobStore(blob_url).put_bytes(reference_profile_key("risk", "v1"), json.dumps(document).encode()))
 
 
 def publish_predictions(producer: EventProducer, rows: int, *, start: int, speed_shift: float) -> None:

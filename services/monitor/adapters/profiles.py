@@ -15,16 +15,13 @@ import time
 from collections.abc import Callable
 
 from michi.blobs import BlobNotFound, BlobStore
+from michi.registry.layout import reference_profile_key
 from services.monitor.domain.profiles import ProfileError, ReferenceProfile, read_profile
 
 logger = logging.getLogger(__name__)
 
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 RETRY_MISSING_S = 60.0
-
-
-def profile_key(model_name: str, model_version: str) -> str:
-    return f"models/{model_name}/{model_version}/reference_profile.json"
 
 
 class BlobProfiles:
@@ -45,7 +42,7 @@ class BlobProfiles:
             self._missing[key] = self.clock()
             return None
         try:
-            document = json.loads(asyncio.run(self.store.read_bytes(profile_key(model_name, model_version))))
+            document = json.loads(asyncio.run(self.store.read_bytes(reference_profile_key(model_name, model_version))))
             profile = read_profile(document)
         except BlobNotFound:
             logger.warning(

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from michi.registry.layout import REFERENCE_PROFILE_VERSION
 from services.monitor.domain.drift import Histogram
 
-CURRENT_VERSION = "reference-profile-2"
+CURRENT_VERSION = REFERENCE_PROFILE_VERSION
 # Below this many bins per feature a profile is low-resolution (the measurement: 100 bins miss by 0.4).
 HIGH_RESOLUTION_BINS = 1000
 

@@ -42,10 +42,6 @@ def _run(coroutine: Coroutine[Any, Any, Result]) -> Result:
     return asyncio.run(coroutine)
 
 
-def model_folder(model_name: str, version: str) -> str:
-    return f"models/{model_name}/{version}"
-
-
 class ArtifactStore:
     """The trainer's view of the blob store (synchronous: the workflow runs in a worker thread)."""
 

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from michi.registry.layout import REFERENCE_PROFILE_VERSION
 from michi.windows.features import DATA_VERSION, FEATURE_NAMES, SIGNAL_CHANNELS
 
 BINS = 1000
-PROFILE_VERSION = "reference-profile-2"
+PROFILE_VERSION = REFERENCE_PROFILE_VERSION
 
 
 def histogram(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
