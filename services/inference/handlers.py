@@ -113,7 +113,7 @@ QA_PRIORITY = 0
 
 
 def qa_sampled(window_id: str, rate: float) -> bool:
-    """Whether a confident window is sampled for random QA: a hash of its id against `rate`."""
+    """Whether a window is sampled for random QA: a hash of its id against `rate`."""
     if rate <= 0.0:
         return False
     digest = hashlib.blake2b(window_id.encode(), digest_size=8).digest()
@@ -164,7 +164,7 @@ class InferencePipeline:
     earlier: Mapping[str, Detector] = field(default_factory=dict)
     # At most this many shadow disagreement label requests per upload (the strongest).
     shadow_requests_per_upload: int = 2
-    # Share of confident windows sent to people anyway (random QA), chosen by window id so a replay
+    # Share of all windows sent to people anyway (random QA, uncertain ones included), chosen by window id so a replay
     # picks the same windows.
     qa_sample_rate: float = 0.005
 
@@ -690,7 +690,9 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
                     detection_event_id=detection_of_window.get(position, ""),
                 )
             )
-        elif qa_sampled(place.ids[position], pipeline.qa_sample_rate):
+        # Drawn over every window, uncertain ones included, so the labels asked for at random are a random sample
+        # of what the model sees (an unbiased measure of its accuracy), not of its confident windows only.
+        if qa_sampled(place.ids[position], pipeline.qa_sample_rate):
             column = int(np.argmax(scores[position]))
             outcome.label_requests.append(
                 labels_pb2.LabelRequest(

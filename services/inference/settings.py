@@ -19,7 +19,7 @@ class InferenceSettings(MichiSettings):
     inference_batch_within_s: float = 0.05
     # Windows whose risky probability is within this of the decision threshold are sent to people.
     inference_uncertainty_band: float = 0.15
-    # Share of confident windows sent to people anyway (LabelRequest reason RANDOM_QA).
+    # Share of all windows sent to people anyway (LabelRequest reason RANDOM_QA), uncertain ones included.
     inference_qa_sample_rate: float = Field(default=0.005, ge=0.0, le=1.0)
     # Partitions of the device-state table; unset means "as many as the uploads topic has".
     inference_partitions: int | None = None

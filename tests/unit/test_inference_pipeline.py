@@ -337,20 +337,27 @@ def test_qa_sampling_is_a_stable_share_of_window_ids() -> None:
     assert all(qa_sampled(window_id, 1.0) for window_id in ids[:1000])
 
 
-def test_confident_windows_go_to_random_qa_and_uncertain_ones_stay_uncertain(detector: OnnxDetector) -> None:
+def test_random_qa_is_drawn_over_every_window_uncertain_ones_included(detector: OnnxDetector) -> None:
     drive = ScriptedDrive(duration_s=60.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 40.0)])
-    outcomes = run(drive.uploads(), InferencePipeline(detector, None, qa_sample_rate=1.0))
+    # A wide uncertainty band, so some windows are uncertain.
+    outcomes = run(drive.uploads(), InferencePipeline(detector, None, qa_sample_rate=1.0, uncertainty_band=0.45))
     requests = [request for outcome in outcomes for request in outcome.label_requests]
-    windows = sum(len(outcome.predictions) for outcome in outcomes)
+    windows = [prediction.lineage.window_id for outcome in outcomes for prediction in outcome.predictions]
     by_reason: dict[int, list] = {}
     for request in requests:
         by_reason.setdefault(request.reason, []).append(request)
     qa = by_reason.get(labels_pb2.LABEL_REASON_RANDOM_QA, [])
     uncertain = by_reason.get(labels_pb2.LABEL_REASON_UNCERTAIN, [])
-    # Every window asks once: uncertain ones as uncertain, all others as random QA.
-    assert len(qa) + len(uncertain) == windows
-    assert len({request.lineage.window_id for request in requests}) == windows
+    # At rate 1 every window is drawn at random, the uncertain ones too (asked for twice, for two reasons):
+    # the random sample is of every window, not of the confident ones only.
+    assert sorted(request.lineage.window_id for request in qa) == sorted(windows)
+    assert uncertain
+    assert {request.lineage.window_id for request in uncertain} <= {request.lineage.window_id for request in qa}
+    assert len({request.event_id for request in requests}) == len(requests)
     assert all(request.priority < min((u.priority for u in uncertain), default=1) for request in qa)
+    # A random-QA request suggests the model's own call for the window (its prediction's class).
+    predicted = {p.lineage.window_id: p.predicted for outcome in outcomes for p in outcome.predictions}
+    assert all(request.suggested == predicted[request.lineage.window_id] for request in qa)
     # The brake's confident windows are sampled with their detection, so people can overturn it.
     assert any(request.detection_event_id and request.suggested == BRAKING for request in qa)
     none = run(drive.uploads(), InferencePipeline(detector, None, qa_sample_rate=0.0))
