@@ -2,7 +2,7 @@
 
 .venv/bin/python tools/new_migration.py trainer "trainer_run notes"
 
-Owners: registry, ingest, annotation, trainer. The revision lands next to the owner's others
+Owners: registry, ingest, annotation, trainer, monitor. The revision lands next to the owner's others
 (`.../migrations/versions/v<NNNN>_<slug>.py`): read it before committing, since autogenerate takes a
 rename for a drop and an add and knows nothing of data. `tests/unit/test_migrations.py` passes once
 the head matches the models; `tests/integration/test_migrations.py` runs it on PostgreSQL too.
@@ -19,7 +19,7 @@ from michi.migrations import environment_named, write_revision
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("owner", help="registry, ingest, annotation or trainer")
+    parser.add_argument("owner", help="registry, ingest, annotation, trainer or monitor")
     parser.add_argument("message", help="what changed, e.g. 'trainer_run notes'")
     arguments = parser.parse_args(argv)
     try:

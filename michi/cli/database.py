@@ -11,7 +11,6 @@ services given databases of their own. Upgrading is safe while services run and 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -20,7 +19,7 @@ from michi.settings import MichiSettings, load_settings
 
 database_app = typer.Typer(help="The SQL schema: each owner's tables and their migrations.", no_args_is_help=True)
 
-OWNERS_HELP = "owners to act on (registry, ingest, annotation, trainer); all when none is given"
+OWNERS_HELP = "owners to act on (registry, ingest, annotation, trainer, monitor); all when none is given"
 URL_HELP = "the database (default: MICHI_DATABASE_URL, else the embedded SQLite file)"
 
 
@@ -44,15 +43,6 @@ def _database_url(database_url: str | None) -> str:
     return database_url or load_settings(MichiSettings).resolved_database_url()
 
 
-def _sqlite_file(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        return Path(str(parsed.database))
-    return None
-
-
 def _shown(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -68,13 +58,13 @@ def current(
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
-    from michi.migrations import schema_state
+    from michi.migrations import schema_state, sqlite_file
 
     url = _database_url(database_url)
     chosen = _chosen(owners)
     typer.echo(f"database: {_shown(url)}")
-    sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None and not sqlite_file.exists():
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
         typer.echo("no database file yet: the services' first start (or michi db upgrade) creates it")
         return
     engine = create_engine(url)
@@ -108,13 +98,11 @@ def upgrade(
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
-    from michi.migrations import SchemaAheadOfCode, upgrade_to_head
+    from michi.migrations import SchemaAheadOfCode, upgrade_to_head, with_database_folder
 
     url = _database_url(database_url)
     chosen = _chosen(owners)
-    sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    with_database_folder(url)
     typer.echo(f"database: {_shown(url)}")
     engine = create_engine(url)
     try:

@@ -11,8 +11,8 @@
 Logging and tracing are configured, SIGINT and SIGTERM stop the loop, the service's producer is made from
 the one Kafka connection (client id `<prefix><service>`), the consumer is built and its `/healthz`,
 `/readyz` (its own readiness as `consumer`, then `checks`) and `/metrics` are served
-(`michi.readiness.serve_operations`) while it runs; at the end the pages stop, each check with a `close()`
-is closed, and the producer is flushed and closed.
+(`michi.readiness.serve_operations`) while it runs; at the end the pages stop, the consumer and each check
+with a `close()` are closed (what they hold: a store's connections), and the producer is flushed and closed.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def run_consumer_service(
         finally:
             server.shutdown()
             server.server_close()
+            close_consumer = getattr(consumer, "close", None)
+            if callable(close_consumer):
+                close_consumer()
     finally:
         for check in more_checks.values():
             close = getattr(check, "close", None)

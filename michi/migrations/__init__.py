@@ -1,7 +1,7 @@
 """Schema migrations (Alembic): each owner of SQL tables brings its own tables to the newest schema.
 
-Four owners keep tables in SQL, each with a migration history of its own next to its tables: the model
-registry (`michi/registry/migrations`), annotation, the trainer and ingest's device registry
+Five owners keep tables in SQL, each with a migration history of its own next to its tables: the model
+registry (`michi/registry/migrations`), annotation, the trainer, the monitor and ingest's device registry
 (`services/<name>/adapters/migrations`). Each records its revision in a version table of its own
 (`alembic_version_<owner>`), so owners sharing one database (one `MICHI_DATABASE_URL`, the default)
 or each on its own database migrate independently, and a service upgrades only what it owns.
@@ -41,7 +41,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, Table, create_engine, inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +58,26 @@ ENVIRONMENT_MODULES = (
     "services.ingest.adapters.migrations",
     "services.annotation.adapters.migrations",
     "services.trainer.adapters.migrations",
+    "services.monitor.adapters.migrations",
 )
 # Alembic installs its `context` and `op` as module-level proxies: one migration at a time per process.
 _ALEMBIC_IN_USE = threading.Lock()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL (None for another database or an in-memory one)."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        return Path(str(parsed.database))
+    return None
+
+
+def with_database_folder(url: str) -> str:
+    """`url`, with the folder of its SQLite file made if missing (the default database lives under MICHI_HOME)."""
+    file = sqlite_file(url)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 class SchemaAheadOfCode(RuntimeError):

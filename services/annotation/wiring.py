@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,12 +25,12 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from redis import BlockingConnectionPool, Redis
-from sqlalchemy.engine import make_url
 
 from michi.blobs import BlobStore
 from michi.bus.catalog import LABEL_REQUESTS, LABELS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
+from michi.migrations import with_database_folder
 from michi.readiness import ConsumerProgress
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
@@ -84,11 +83,7 @@ def service_config(settings: AnnotationSettings) -> ServiceConfig:
 
 def annotation_store(settings: AnnotationSettings) -> AnnotationStore:
     """The store on `settings.resolved_database_url()`, its tables created if missing (CLI entry too)."""
-    url = settings.resolved_database_url()
-    parsed = make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    store = AnnotationStore.from_url(url)
+    store = AnnotationStore.from_url(with_database_folder(settings.resolved_database_url()))
     store.create_tables()
     return store
 

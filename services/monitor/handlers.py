@@ -11,9 +11,11 @@ features are binned on that model's reference profile (`ProfileSource`), and a w
 `window_rows` predictions. A window of a version that stopped being served (no row of it while `window_rows`
 rows of other versions of the model arrived) closes as it is. For each closed window every feature gets its
 figures (`domain/drift.py`; "insufficient data" under `min_rows`), the report goes to `DriftReports` (the
-Prometheus gauges), and when PSI >= `psi_threshold` on at least `min_drifted_features` features a drift `Alert`
-is published (`AlertPublisher`, acknowledged before anything is committed). Its event id is derived from the
-model version, the window id and the drifted features, so the same window read again yields the same id.
+Prometheus gauges) and the window to `DriftHistory` (SQL). A window with PSI >= `psi_threshold` on at least
+`min_drifted_features` features opens a drift episode, or joins the one open (`_follow_episode`): one drift
+`Alert` and a stratified sample of `DRIFT_SAMPLE` label requests per episode, a retrain request once enough of
+its windows drifted, a resolve event at the first clean window (`AlertPublisher`, acknowledged before anything is
+saved or committed). Ids are derived from the windows, so the same window read again yields the same ids.
 
 Restart-safe without state of its own: offsets are committable only up to the rows of closed windows (never
 into an open window), so after kill -9 Kafka redelivers exactly the open windows' rows, and nothing is counted
@@ -30,11 +32,11 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from michi.contracts import stable_event_id
-from michi.contracts.v1 import inference_pb2, operations_pb2
+from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.drift import DRIFT, INSUFFICIENT_DATA, MIN_ROWS, FeatureDrift, feature_drift
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
@@ -46,6 +48,16 @@ SCHEMA_VIOLATION = "schema-violation"
 DRIFT_ALERT_KIND = "drift"
 # What the trainer consumes as a request to retrain (`services.trainer.domain.triggers.RETRAIN_ALERT_KIND`).
 RETRAIN_ALERT_KIND = "retrain"
+# Every alert of a condition that lasts (an episode) says which and where it stands (`attributes`).
+STATUS = "status"
+FIRING = "firing"
+RESOLVED = "resolved"
+EPISODE = "episode"
+# Verdicts of a closed window.
+VERDICT_DRIFT = "drift"
+VERDICT_OK = "ok"
+# Priority of the drift-sample label requests (uncertain windows go 0-100 by closeness, random QA 0).
+DRIFT_SAMPLE_PRIORITY = 50
 # Why a prediction is not windowed (the label of michi_monitor_predictions_skipped_total).
 NOT_CHAMPION = "not-champion"
 NO_PROFILE = "no-profile"
@@ -70,6 +82,24 @@ class AlertPublisher(Protocol):
         """Publish on michi.alerts.v1 and return once the broker acknowledged it (raise when it did not)."""
         ...
 
+    def publish_label_requests(self, requests: list[labels_pb2.LabelRequest]) -> None:
+        """Publish on michi.label-requests.v1 and return once the broker acknowledged all (raise when it did not)."""
+        ...
+
+
+class DriftHistory(Protocol):
+    """Where closed windows and drift episodes are kept (SQL): what survives a restart of the monitor."""
+
+    def record_window(self, closed: ClosedWindow, latest_s: float) -> None:
+        """Keep the closed window's figures (once per window id: a window read again is stored once)."""
+        ...
+
+    def open_episode(self, model_name: str, model_version: str, cohort: str) -> DriftEpisode | None: ...
+
+    def save_episode(self, episode: DriftEpisode) -> None:
+        """Insert or update the episode (by `episode_id`)."""
+        ...
+
 
 class DriftReports(Protocol):
     def window_closed(self, closed: ClosedWindow) -> None: ...
@@ -89,9 +119,32 @@ class DriftPolicy:
     alert_on_low_resolution: bool = False
     # Seconds without a new row after which an open window closes (`IDLE`).
     idle_s: float = 60.0
-    # Sustained drift: this many drifting windows in a row of one model version ask the trainer to retrain
-    # (a `retrain` alert with the windows as evidence); 0 never asks.
+    # Sustained drift: this many drifting windows in one episode of a model version ask the trainer to retrain
+    # (a `retrain` alert with the windows as evidence), once per episode; 0 never asks.
     retrain_after_windows: int = 3
+    # Rows per predicted class of the window that opens a drift episode that people are asked to label.
+    drift_sample_per_class: int = 5
+
+
+@dataclass
+class DriftEpisode:
+    """A drift condition of one (model, version, cohort) from its first drifting window to its first clean one.
+
+    Its id is derived from the window that opened it, so the same window read again opens the same episode.
+    """
+
+    episode_id: str
+    model_name: str
+    model_version: str
+    cohort: str
+    windows: list[str]
+    features: list[str]
+    firing_event_id: str
+    samples: int = 0
+    retrain_event_id: str | None = None
+    status: str = "open"
+    resolved_event_id: str | None = None
+    resolved_window_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +162,13 @@ class ClosedWindow:
     alert: operations_pb2.Alert | None
     # The retrain request this window completed (sustained drift), if any.
     retrain: operations_pb2.Alert | None = None
+    # The episode's resolve event this clean window published, and the label requests a new episode made.
+    resolved: operations_pb2.Alert | None = None
+    drift_samples: int = 0
+    # drift (enough features drifted, on a profile that may alert), ok, or insufficient-data.
+    verdict: str = VERDICT_OK
+    # The episode it opened, continued or resolved.
+    episode_id: str | None = None
 
 
 class DriftMonitor:
@@ -117,6 +177,7 @@ class DriftMonitor:
         *,
         profiles: ProfileSource,
         publisher: AlertPublisher,
+        history: DriftHistory,
         reports: DriftReports,
         policy: DriftPolicy,
         clock: Callable[[], float] = time.monotonic,
@@ -124,8 +185,7 @@ class DriftMonitor:
         self.clock = clock
         # When each open window last got a row (`close_idle`).
         self._last_row_at: dict[tuple[str, str, str], float] = {}
-        # Per (model name, version): the drifting windows in a row so far (their ids, drifted features).
-        self._streaks: dict[tuple[str, str], list[tuple[str, tuple[str, ...]]]] = {}
+        self.history = history
         self.profiles = profiles
         self.publisher = publisher
         self.reports = reports
@@ -208,8 +268,11 @@ class DriftMonitor:
                 self._grid(lineage.model_name, lineage.model_version, profile),
                 start=dict(self.closed_to),
             )
+            window.sample.per_stratum = self.policy.drift_sample_per_class
         occurred = (prediction.occurred_at.seconds, prediction.occurred_at.nanos)
         window.add(window.grid.values_of(prediction.features), partition, offset, occurred)
+        if lineage.window_id:
+            window.sample.offer(prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction))
         self._last_row_at[key] = self.clock()
         self.reports.open_rows(window.model_version, window.rows)
         for other_key, other in list(self.windows.items()):
@@ -248,17 +311,13 @@ class DriftMonitor:
             for position, feature in enumerate(profile.features)
         )
         drifted = tuple(result.feature for result in results if result.status == DRIFT)
-        alert = None
-        if len(drifted) >= self.policy.min_drifted_features and (
-            self.policy.alert_on_low_resolution or not profile.low_resolution
-        ):
-            alert = drift_alert(window, results, drifted, self.policy)
-            self.publisher.publish_alert(alert)
-            logger.info(
-                "drift alert published",
-                extra={"model_version": window.model_version, "window_id": window.id, "features": list(drifted)},
-            )
-        retrain = self._follow_streak(window, results, drifted, alert is not None)
+        alertable = self.policy.alert_on_low_resolution or not profile.low_resolution
+        if len(drifted) >= self.policy.min_drifted_features and alertable:
+            verdict = VERDICT_DRIFT
+        elif all(result.status == INSUFFICIENT_DATA for result in results):
+            verdict = INSUFFICIENT_DATA
+        else:
+            verdict = VERDICT_OK
         closed = ClosedWindow(
             window.model_name,
             window.model_version,
@@ -270,44 +329,88 @@ class DriftMonitor:
             drifted,
             profile.version,
             profile.low_resolution,
-            alert,
-            retrain,
+            alert=None,
+            verdict=verdict,
         )
+        closed = self._follow_episode(window, closed)
+        self.history.record_window(closed, window.latest[0] + window.latest[1] / 1e9)
         self.reports.window_closed(closed)
         self.reports.open_rows(window.model_version, 0)
         self._advance_commit_point()
         return closed
 
-    def _follow_streak(
-        self, window: DriftWindow, results: tuple[FeatureDrift, ...], drifted: tuple[str, ...], alerted: bool
-    ) -> operations_pb2.Alert | None:
-        """Count drifting windows in a row; at `retrain_after_windows`, publish the retrain request (then anew).
+    def _follow_episode(self, window: DriftWindow, closed: ClosedWindow) -> ClosedWindow:
+        """Open, continue or resolve the drift episode of the window's model version and cohort.
 
-        A window with enough data and no drift ends the streak; one with too little data (an idle close)
-        neither counts nor ends it. The streak lives in memory: a restart starts it again, so a retrain may
-        come later, never twice (its id is derived from the windows that made it).
+        A drifting window with no episode open opens one: one drift alert (status firing) and the drift sample's
+        label requests. Later drifting windows join it silently; at `retrain_after_windows` of them the trainer
+        is asked to retrain, once per episode. A window with enough data and no drift resolves it (a resolve
+        event); one with too little data changes nothing. Everything is published (and acknowledged) before the
+        episode is saved, and its ids are derived from the windows, so a window read again after a crash
+        publishes the same ids again or nothing.
         """
-        needed = self.policy.retrain_after_windows
-        key = (window.model_name, window.model_version)
-        if alerted:
-            streak = self._streaks.setdefault(key, [])
-            if all(window.id != counted for counted, _ in streak):  # a window read again after a rewind counts once
-                streak.append((window.id, drifted))
-        elif any(result.status != INSUFFICIENT_DATA for result in results):
-            self._streaks.pop(key, None)
-            return None
-        else:
-            return None
-        if needed <= 0 or len(streak) < needed:
-            return None
-        del self._streaks[key]
-        request = retrain_request(window, streak, self.policy)
-        self.publisher.publish_alert(request)
-        logger.info(
-            "retrain requested on sustained drift",
-            extra={"model_version": window.model_version, "windows": ",".join(ids for ids, _ in streak)},
-        )
-        return request
+        episode = self.history.open_episode(window.model_name, window.model_version, window.cohort)
+        if closed.verdict == VERDICT_DRIFT:
+            alert = None
+            samples = 0
+            if episode is None:
+                episode_id = stable_event_id(
+                    "drift-episode", window.model_name, window.model_version, window.cohort, window.id
+                )
+                alert = drift_alert(window, closed.features, closed.drifted, self.policy, episode_id)
+                self.publisher.publish_alert(alert)
+                requests = window.sample.items()
+                if requests:
+                    self.publisher.publish_label_requests(requests)
+                samples = len(requests)
+                logger.info(
+                    "drift episode opened",
+                    extra={
+                        "model_version": window.model_version,
+                        "cohort": window.cohort,
+                        "window_id": window.id,
+                        "features": list(closed.drifted),
+                        "drift_samples": samples,
+                    },
+                )
+                episode = DriftEpisode(
+                    episode_id,
+                    window.model_name,
+                    window.model_version,
+                    window.cohort,
+                    windows=[window.id],
+                    features=sorted(closed.drifted),
+                    firing_event_id=alert.event_id,
+                    samples=samples,
+                )
+            elif window.id not in episode.windows:  # a window read again after a rewind counts once
+                episode.windows.append(window.id)
+                episode.features = sorted(set(episode.features) | set(closed.drifted))
+            retrain = None
+            needed = self.policy.retrain_after_windows
+            if needed > 0 and len(episode.windows) >= needed and episode.retrain_event_id is None:
+                retrain = retrain_request(window, episode, self.policy)
+                self.publisher.publish_alert(retrain)
+                episode.retrain_event_id = retrain.event_id
+                logger.info(
+                    "retrain requested on sustained drift",
+                    extra={"model_version": window.model_version, "windows": ",".join(episode.windows)},
+                )
+            self.history.save_episode(episode)
+            return replace(closed, alert=alert, retrain=retrain, drift_samples=samples, episode_id=episode.episode_id)
+        if closed.verdict == VERDICT_OK and episode is not None:
+            resolved = drift_resolved(window, closed, episode)
+            self.publisher.publish_alert(resolved)
+            episode.status = RESOLVED
+            episode.resolved_event_id = resolved.event_id
+            episode.resolved_window_id = window.id
+            self.history.save_episode(episode)
+            logger.info(
+                "drift episode resolved",
+                extra={"model_version": window.model_version, "cohort": window.cohort, "window_id": window.id},
+            )
+            return replace(closed, resolved=resolved, episode_id=episode.episode_id)
+        return closed
 
     def _advance_commit_point(self) -> None:
         """Everything handled becomes committable, except from the first row of a window still open."""
@@ -327,18 +430,20 @@ class DriftMonitor:
 
 
 def drift_alert(
-    window: DriftWindow, results: tuple[FeatureDrift, ...], drifted: tuple[str, ...], policy: DriftPolicy
+    window: DriftWindow,
+    results: tuple[FeatureDrift, ...],
+    drifted: tuple[str, ...],
+    policy: DriftPolicy,
+    episode_id: str,
 ) -> operations_pb2.Alert:
-    """The drift alert of a closed window: its id stable for the same model version, window and features."""
+    """The alert of a drift episode opened by a closed window: its id stable for the same episode."""
     alert = operations_pb2.Alert(
-        event_id=stable_event_id(
-            DRIFT_ALERT_KIND, window.model_name, window.model_version, window.id, ",".join(sorted(drifted))
-        ),
+        event_id=stable_event_id(DRIFT_ALERT_KIND, episode_id, FIRING),
         kind=DRIFT_ALERT_KIND,
         severity=operations_pb2.ALERT_SEVERITY_WARNING,
         message=(
             f"data drift: PSI >= {policy.psi_threshold:g} on {len(drifted)} of {len(results)} features of "
-            f"{window.model_name} {window.model_version} over {window.rows} predictions "
+            f"{window.model_name} {window.model_version} (cohort {window.cohort}) over {window.rows} predictions "
             f"(window {window.id}): {', '.join(drifted)}"
         ),
     )
@@ -348,6 +453,8 @@ def drift_alert(
     alert.lineage.data_version = window.profile.data_version
     alert.attributes.update(
         {
+            STATUS: FIRING,
+            EPISODE: episode_id,
             "window_id": window.id,
             "cohort": window.cohort,
             "features": ",".join(drifted),
@@ -371,19 +478,47 @@ def drift_alert(
     return alert
 
 
-def retrain_request(
-    window: DriftWindow, streak: list[tuple[str, tuple[str, ...]]], policy: DriftPolicy
-) -> operations_pb2.Alert:
+def drift_resolved(window: DriftWindow, closed: ClosedWindow, episode: DriftEpisode) -> operations_pb2.Alert:
+    """The resolve event of a drift episode: the first window with enough data and no drift after it."""
+    resolved = operations_pb2.Alert(
+        event_id=stable_event_id(DRIFT_ALERT_KIND, episode.episode_id, RESOLVED),
+        kind=DRIFT_ALERT_KIND,
+        severity=operations_pb2.ALERT_SEVERITY_INFO,
+        message=(
+            f"data drift resolved: {window.model_name} {window.model_version} (cohort {window.cohort}) has no "
+            f"drifting feature over {window.rows} predictions (window {window.id}) after {len(episode.windows)} "
+            f"drifting windows"
+        ),
+    )
+    resolved.occurred_at.seconds, resolved.occurred_at.nanos = window.latest
+    resolved.lineage.model_name = window.model_name
+    resolved.lineage.model_version = window.model_version
+    resolved.lineage.data_version = window.profile.data_version
+    resolved.attributes.update(
+        {
+            STATUS: RESOLVED,
+            EPISODE: episode.episode_id,
+            "window_id": window.id,
+            "cohort": window.cohort,
+            "drift_windows": ",".join(episode.windows),
+            "features": ",".join(episode.features),
+        }
+    )
+    resolved.figures["rows"] = float(window.rows)
+    resolved.figures["windows"] = float(len(episode.windows))
+    return resolved
+
+
+def retrain_request(window: DriftWindow, episode: DriftEpisode, policy: DriftPolicy) -> operations_pb2.Alert:
     """The retrain request of sustained drift: its id stable for the same model version and drifting windows."""
-    window_ids = [window_id for window_id, _ in streak]
-    features = sorted({feature for _, drifted in streak for feature in drifted})
     request = operations_pb2.Alert(
-        event_id=stable_event_id(RETRAIN_ALERT_KIND, window.model_name, window.model_version, *window_ids),
+        event_id=stable_event_id(RETRAIN_ALERT_KIND, window.model_name, window.model_version, *episode.windows),
         kind=RETRAIN_ALERT_KIND,
         severity=operations_pb2.ALERT_SEVERITY_WARNING,
         message=(
-            f"sustained data drift: {len(streak)} windows in a row of {window.model_name} {window.model_version} "
-            f"drifted (PSI >= {policy.psi_threshold:g}) on {', '.join(features)}; retrain"
+            f"sustained data drift: {len(episode.windows)} windows of {window.model_name} {window.model_version} "
+            f"(cohort {window.cohort}) drifted (PSI >= {policy.psi_threshold:g}) on {', '.join(episode.features)}; "
+            "retrain"
         ),
     )
     request.occurred_at.seconds, request.occurred_at.nanos = window.latest
@@ -391,7 +526,29 @@ def retrain_request(
     request.lineage.model_version = window.model_version
     request.lineage.data_version = window.profile.data_version
     request.attributes.update(
-        {"reason": "sustained-drift", "drift_windows": ",".join(window_ids), "features": ",".join(features)}
+        {
+            "reason": "sustained-drift",
+            EPISODE: episode.episode_id,
+            "cohort": window.cohort,
+            "drift_windows": ",".join(episode.windows),
+            "features": ",".join(episode.features),
+        }
     )
-    request.figures["windows"] = float(len(streak))
+    request.figures["windows"] = float(len(episode.windows))
+    return request
+
+
+def drift_sample_request(prediction: inference_pb2.Prediction) -> labels_pb2.LabelRequest:
+    """A `DRIFT_SAMPLE` label request for a prediction of a drifted window (its id stable per window and model)."""
+    lineage = prediction.lineage
+    request = labels_pb2.LabelRequest(
+        event_id=stable_event_id("label-request", lineage.window_id, lineage.model_version, "drift-sample"),
+        occurred_at=prediction.occurred_at,
+        lineage=lineage,
+        reason=labels_pb2.LABEL_REASON_DRIFT_SAMPLE,
+        priority=DRIFT_SAMPLE_PRIORITY,
+        suggested=prediction.predicted,
+        confidence=prediction.confidence,
+        window=prediction.window,
+    )
     return request

@@ -21,7 +21,10 @@ class MonitorSettings(MichiSettings):
     # A feature drifts when its window's PSI reaches this; a drift alert needs this many drifting features.
     monitor_psi_threshold: float = Field(default=0.2, gt=0)
     monitor_min_drifted_features: int = Field(default=1, ge=1)
-    # Sustained drift: this many drifting windows in a row of one model version ask the trainer to retrain; 0 never.
+    # Sustained drift: this many drifting windows in one episode of a model version ask the trainer to retrain
+    # (once per episode); 0 never.
     monitor_retrain_after_windows: int = Field(default=3, ge=0)
+    # Rows per predicted class of the window that opens a drift episode sent to people (DRIFT_SAMPLE); 0 none.
+    monitor_drift_sample_per_class: int = Field(default=5, ge=0, le=100)
     # Alert on models whose reference profile is low-resolution (reference-profile-1: PSI off by up to 0.4).
     monitor_alert_low_resolution: bool = False

@@ -14,10 +14,12 @@ from michi.blobs import BlobStore
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.kit.running import run_consumer_service
+from michi.migrations import with_database_folder
 from michi.settings import load_settings
 from services.monitor.adapters.metrics import MonitorMetrics
 from services.monitor.adapters.profiles import BlobProfiles
-from services.monitor.adapters.publisher import KafkaAlertPublisher
+from services.monitor.adapters.publisher import KafkaMonitorPublisher
+from services.monitor.adapters.store import MonitorStore
 from services.monitor.entrypoints.consumer import SERVICE, MonitorConsumer
 from services.monitor.handlers import DriftMonitor, DriftPolicy, ProfileSource
 from services.monitor.settings import MonitorSettings
@@ -32,17 +34,24 @@ def policy_of(settings: MonitorSettings) -> DriftPolicy:
         psi_threshold=settings.monitor_psi_threshold,
         min_drifted_features=settings.monitor_min_drifted_features,
         alert_on_low_resolution=settings.monitor_alert_low_resolution,
+        drift_sample_per_class=settings.monitor_drift_sample_per_class,
     )
 
 
 def build_consumer(
-    settings: MonitorSettings, *, producer: EventProducer, profiles: ProfileSource | None = None
+    settings: MonitorSettings,
+    *,
+    producer: EventProducer,
+    profiles: ProfileSource | None = None,
+    store: MonitorStore | None = None,
 ) -> MonitorConsumer:
-    """The monitor subscribed to predictions (the caller closes `producer`)."""
+    """The monitor subscribed to predictions (the caller closes `producer`; the consumer closes the store)."""
     metrics = MonitorMetrics()
+    history = store or MonitorStore.from_url(with_database_folder(settings.resolved_database_url()))
     monitor = DriftMonitor(
         profiles=profiles or BlobProfiles(BlobStore(settings.resolved_blob_url())),
-        publisher=KafkaAlertPublisher(producer),
+        publisher=KafkaMonitorPublisher(producer),
+        history=history,
         reports=metrics,
         policy=policy_of(settings),
     )
@@ -52,6 +61,7 @@ def build_consumer(
         monitor=monitor,
         metrics=metrics,
         prefix=settings.topic_prefix,
+        closing=history.close,
     )
 
 

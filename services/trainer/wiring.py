@@ -14,17 +14,16 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import uvicorn
 from confluent_kafka import Consumer
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import ALERTS, DEAD_LETTERS, LABELS, MODEL_ROLLOUTS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
+from michi.migrations import with_database_folder
 from michi.readiness import ConsumerProgress
 from michi.registry import ModelRegistry
 from michi.registry.store import PlanPublisher
@@ -59,11 +58,7 @@ def baseline_model() -> bytes:
 
 def database_url(settings: TrainerSettings) -> str:
     """The database URL, with the folder of a SQLite file created."""
-    url = settings.resolved_database_url()
-    parsed = make_url(url)
-    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return url
+    return with_database_folder(settings.resolved_database_url())
 
 
 def training_parameters(settings: TrainerSettings) -> TrainingParameters:

@@ -48,6 +48,9 @@ from services.annotation.domain.quality import QualityPolicy
 from services.annotation.domain.roles import Role
 from services.ingest.adapters.devices import REGISTRY_VERSION_ROW, DeviceRegistry, DeviceRegistryVersion
 from services.ingest.domain.tokens import RevokedToken
+from services.monitor.adapters.store import MonitorStore
+from services.monitor.domain.drift import FeatureDrift
+from services.monitor.handlers import FULL, ClosedWindow, DriftEpisode
 from services.trainer.adapters.store import TrainerStore
 from services.trainer.adapters.tables import TrainerRunRow
 from services.trainer.domain.labels import WindowLabel
@@ -234,7 +237,18 @@ def _write_rows_with_the_stores(engine: Engine) -> dict[str, Any]:
     kept = devices.add_device("device-kept", label="bus 7")
     revoked = devices.add_device("device-revoked")
     devices.revoke("device-revoked")
+
+    monitor = MonitorStore(engine)
+    monitor.record_window(_closed_window("w-1"), NOW.timestamp())
+    monitor.save_episode(DriftEpisode("e-1", "risk", "1", "all", ["w-1"], ["speed"], "alert-1", samples=3))
     return {"kept": kept, "revoked": revoked}
+
+
+def _closed_window(window_id: str) -> ClosedWindow:
+    speed = FeatureDrift("speed", "drift", 1000, psi=0.4, jensen_shannon=0.2, wasserstein=0.5, ks_statistic=0.3)
+    return ClosedWindow(
+        "risk", "1", "all", window_id, 1000, FULL, (speed,), ("speed",), "reference-profile-2", False, None
+    )
 
 
 def test_an_empty_database_upgraded_to_head_has_the_schema_create_all_made(
@@ -276,6 +290,7 @@ def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: s
     annotation.create_tables()
     devices = DeviceRegistry.from_url(database_url, SECRET, cache_ttl_s=0)
     devices.create_tables()
+    monitor = MonitorStore.from_url(database_url)
     try:
         for environment in environments():
             with engine.connect() as connection:
@@ -304,8 +319,10 @@ def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: s
         with pytest.raises(RevokedToken):
             devices.verify(tokens["revoked"])
         assert devices.verify(devices.add_device("device-new")) == "device-new"
+        assert monitor.open_episode("risk", "1", "all") is not None
+        assert [window.window_id for window in monitor.windows()] == ["w-1"]
     finally:
-        for store in (registry, trainer, annotation, devices):
+        for store in (registry, trainer, annotation, devices, monitor):
             store.close()
 
 
@@ -340,6 +357,7 @@ import sys
 from michi.registry.store import ModelRegistry
 from services.annotation.adapters.store import AnnotationStore
 from services.ingest.adapters.devices import DeviceRegistry
+from services.monitor.adapters.store import MonitorStore
 from services.trainer.adapters.store import TrainerStore
 
 url, first = sys.argv[1], int(sys.argv[2])
@@ -360,7 +378,10 @@ def devices():
     store.create_tables()
     store.close()
 
-starts = [registry, trainer, annotation, devices]
+def monitor():
+    MonitorStore.from_url(url).close()
+
+starts = [registry, trainer, annotation, devices, monitor]
 print("ready", flush=True)
 sys.stdin.readline()
 for start in starts[first:] + starts[:first]:
@@ -373,7 +394,7 @@ def test_stores_starting_at_once_on_one_database_all_succeed(database_url: str, 
     # Separate processes, as replicas are: in one process alembic's own lock would serialise them anyway.
     starters = [
         subprocess.Popen(
-            [sys.executable, "-c", STARTER, database_url, str(index % 4)],
+            [sys.executable, "-c", STARTER, database_url, str(index % 5)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -1,5 +1,6 @@
 """The monitor on real Kafka: reference-like predictions raise nothing, a shifted feature raises exactly one drift
-alert, and a monitor stopped mid-window without a commit (as kill -9 leaves it) still yields exactly one."""
+alert and one drift sample for people to label, a monitor stopped mid-window without a commit (as kill -9 leaves
+it) still yields exactly one of each, and reference-like predictions again resolve the episode."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from michi.blobs import BlobStore
-from michi.bus.catalog import ALERTS, PREDICTIONS
+from michi.bus.catalog import ALERTS, LABEL_REQUESTS, PREDICTIONS
 from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader, end_offsets
-from michi.contracts.v1 import inference_pb2
+from michi.contracts.v1 import inference_pb2, labels_pb2
 from michi.registry.layout import reference_profile_key
 from services.monitor.settings import MonitorSettings
 from services.monitor.wiring import build_consumer
@@ -46,6 +47,8 @@ def publish_predictions(producer: EventProducer, rows: int, *, start: int, speed
         message.occurred_at.seconds = 1_790_000_000 + index
         message.lineage.model_name, message.lineage.model_version = "risk", "v1"
         message.lineage.device_id = f"device-{index % 7}"
+        message.lineage.window_id = f"window-{index}"
+        message.predicted = 2 if index % 10 == 0 else 1  # type: ignore[assignment]
         message.features["gps_speed_mps"] = float(random.normal(15.0 + speed_shift, 5.0))
         message.features["longitudinal_min_mps2"] = float(random.normal(-1.0, 0.5))
         futures.append(producer.publish(PREDICTIONS, message.lineage.device_id, message))
@@ -69,6 +72,11 @@ def run_until_caught_up(settings: MonitorSettings, producer: EventProducer) -> N
 
 def drift_alerts(bootstrap: str, prefix: str) -> list[Any]:
     with TopicReader(bootstrap, ALERTS, prefix) as reader:
+        return [record.message for record in reader.read_to_end(timeout=30)]
+
+
+def label_requests(bootstrap: str, prefix: str) -> list[Any]:
+    with TopicReader(bootstrap, LABEL_REQUESTS, prefix) as reader:
         return [record.message for record in reader.read_to_end(timeout=30)]
 
 
@@ -107,4 +115,21 @@ def test_one_drift_alert_for_a_shift_even_after_a_restart_mid_window(
     run_until_caught_up(settings, producer)
     alerts = drift_alerts(kafka_bootstrap, topic_prefix)
     assert [(alert.kind, alert.attributes["features"]) for alert in alerts] == [("drift", "gps_speed_mps")]
-    assert alerts[0].figures["rows"] == WINDOW_ROWS
+    assert alerts[0].figures["rows"] == WINDOW_ROWS and alerts[0].attributes["status"] == "firing"
+    # Its sample for people: five windows per predicted class, each asked for once in effect (same ids).
+    requests = label_requests(kafka_bootstrap, topic_prefix)
+    assert {request.reason for request in requests} == {labels_pb2.LABEL_REASON_DRIFT_SAMPLE}
+    assert len({request.event_id for request in requests}) == 10
+    assert {request.lineage.window_id for request in requests} <= {
+        f"window-{index}" for index in range(2 * WINDOW_ROWS, 3 * WINDOW_ROWS)
+    }
+
+    # The fleet is back to what the model knows: the episode resolves.
+    publish_predictions(producer, WINDOW_ROWS, start=3 * WINDOW_ROWS, speed_shift=0.0)
+    run_until_caught_up(settings, producer)
+    alerts = drift_alerts(kafka_bootstrap, topic_prefix)
+    assert [(alert.kind, alert.attributes["status"]) for alert in alerts] == [
+        ("drift", "firing"),
+        ("drift", "resolved"),
+    ]
+    assert alerts[1].attributes["episode"] == alerts[0].attributes["episode"]

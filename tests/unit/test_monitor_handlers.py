@@ -1,13 +1,14 @@
-"""The monitor's handler with fakes: windows, insufficient data, alert ids, commit points, redelivery."""
+"""The monitor's handler with fakes: windows, insufficient data, episodes, alert ids, commit points, redelivery."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
-from michi.contracts.v1 import inference_pb2, operations_pb2
+from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.drift import INSUFFICIENT_DATA
 from services.monitor.domain.profiles import ReferenceProfile, read_profile
@@ -18,6 +19,7 @@ from services.monitor.handlers import (
     NOT_CHAMPION,
     RETIRED,
     ClosedWindow,
+    DriftEpisode,
     DriftMonitor,
     DriftPolicy,
 )
@@ -52,9 +54,36 @@ class Profiles:
 class Publisher:
     def __init__(self) -> None:
         self.alerts: list[operations_pb2.Alert] = []
+        self.requests: list[labels_pb2.LabelRequest] = []
 
     def publish_alert(self, alert: operations_pb2.Alert) -> None:
         self.alerts.append(alert)
+
+    def publish_label_requests(self, requests: list[labels_pb2.LabelRequest]) -> None:
+        self.requests.extend(requests)
+
+
+class History:
+    """The drift history in memory (`tests/unit/test_monitor_store.py` holds the SQL one to the same behaviour)."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, ClosedWindow] = {}
+        self.episodes: dict[str, DriftEpisode] = {}
+
+    def record_window(self, closed: ClosedWindow, latest_s: float) -> None:
+        self.windows.setdefault(closed.window_id, closed)
+
+    def open_episode(self, model_name: str, model_version: str, cohort: str) -> DriftEpisode | None:
+        found = [
+            episode
+            for episode in self.episodes.values()
+            if (episode.model_name, episode.model_version, episode.cohort, episode.status)
+            == (model_name, model_version, cohort, "open")
+        ]
+        return copy.deepcopy(found[-1]) if found else None
+
+    def save_episode(self, episode: DriftEpisode) -> None:
+        self.episodes[episode.episode_id] = copy.deepcopy(episode)
 
 
 class Reports:
@@ -72,11 +101,14 @@ class Reports:
         pass
 
 
-def build(clock: Callable[[], float] = lambda: 0.0, **policy: object) -> tuple[DriftMonitor, Publisher, Reports]:
+def build(
+    clock: Callable[[], float] = lambda: 0.0, history: History | None = None, **policy: object
+) -> tuple[DriftMonitor, Publisher, Reports]:
     publisher, reports = Publisher(), Reports()
     monitor = DriftMonitor(
         profiles=Profiles(),
         publisher=publisher,
+        history=history or History(),
         reports=reports,
         policy=DriftPolicy(**{"window_rows": 1000, "min_rows": 1000, **policy}),  # type: ignore[arg-type]
         clock=clock,
@@ -86,10 +118,13 @@ def build(clock: Callable[[], float] = lambda: 0.0, **policy: object) -> tuple[D
 
 
 def prediction(
-    random: np.random.Generator, *, shift: float = 0.0, version: str = "v1", variant: int = 1
+    random: np.random.Generator, *, shift: float = 0.0, version: str = "v1", variant: int = 1, index: int = 0
 ) -> inference_pb2.Prediction:
     message = inference_pb2.Prediction(variant=variant)  # type: ignore[arg-type]
     message.lineage.model_name, message.lineage.model_version = "risk", version
+    message.lineage.window_id = f"window-{index}"
+    # Mostly normal, one in ten a harsh brake.
+    message.predicted = 2 if index % 10 == 0 else 1  # type: ignore[assignment]
     message.features["speed"] = float(random.normal(15.0 + shift, 5.0))
     message.features["braking"] = float(random.normal(-1.0, 0.5))
     message.occurred_at.seconds = 1_700_000_000
@@ -99,7 +134,8 @@ def prediction(
 def feed(monitor: DriftMonitor, rows: int, *, start: int = 0, shift: float = 0.0, seed: int = 3, **kw: object) -> None:
     random = np.random.default_rng(seed)
     for index in range(start, start + rows):
-        monitor.handle(prediction(random, shift=shift, **kw), (TOPIC, index % 2), index // 2)  # type: ignore[arg-type]
+        message = prediction(random, shift=shift, index=index, **kw)  # type: ignore[arg-type]
+        monitor.handle(message, (TOPIC, index % 2), index // 2)
 
 
 def test_a_window_from_the_reference_distribution_raises_no_alert() -> None:
@@ -115,6 +151,7 @@ def test_a_shifted_feature_raises_one_drift_alert_naming_it() -> None:
     feed(monitor, 1000, shift=5.0)
     (alert,) = publisher.alerts
     assert alert.kind == "drift" and alert.attributes["features"] == "speed"
+    assert alert.attributes["status"] == "firing" and alert.attributes["episode"] == reports.closed[0].episode_id
     assert alert.lineage.model_version == "v1" and alert.lineage.data_version == "ds-1"
     assert alert.figures["psi.speed"] >= 0.2 and "psi.braking" not in alert.figures
     assert alert.attributes["window_id"] == reports.closed[0].window_id
@@ -141,13 +178,28 @@ def test_the_same_window_read_again_after_a_crash_has_the_same_alert_id() -> Non
     feed(first, 300, start=700, shift=0.0)
     feed(first, 1000, start=1000, shift=5.0)  # the second window drifts
     committed = first.committable()
-    # A crash before that commit: a new monitor reads from the first window's end (the last commit point).
+    # A crash before that commit and before the episode was saved: a new monitor reads from the first window's
+    # end (the last commit point) and publishes the same alert and requests again, with the same ids.
     second, second_alerts, _ = build()
     second.assigned({(TOPIC, 0): 500, (TOPIC, 1): 500})
     feed(second, 1000, start=1000, shift=5.0)
     assert len(first_alerts.alerts) == len(second_alerts.alerts) == 1
     assert first_alerts.alerts[0].event_id == second_alerts.alerts[0].event_id
+    assert [r.event_id for r in first_alerts.requests] == [r.event_id for r in second_alerts.requests]
     assert committed == {(TOPIC, 0): 1000, (TOPIC, 1): 1000}
+
+
+def test_a_window_read_again_after_its_episode_was_saved_publishes_nothing_more() -> None:
+    history = History()
+    first, first_alerts, _ = build(history=history)
+    feed(first, 1000, shift=5.0)
+    assert len(first_alerts.alerts) == 1
+    # A crash after the episode was saved, before the commit: the window is read again from the start.
+    second, second_alerts, second_reports = build(history=history)
+    feed(second, 1000, shift=5.0)
+    assert second_alerts.alerts == [] and second_alerts.requests == []
+    (episode,) = history.episodes.values()
+    assert episode.windows == [second_reports.closed[0].window_id]  # counted once
 
 
 def test_offsets_are_committable_only_up_to_closed_windows() -> None:
@@ -200,39 +252,69 @@ def test_a_window_without_new_rows_closes_and_its_offsets_become_committable() -
     assert monitor.committable() == {(TOPIC, 0): 150, (TOPIC, 1): 150}
 
 
-def test_sustained_drift_asks_the_trainer_to_retrain_once_per_streak() -> None:
+def test_one_alert_per_episode_and_sustained_drift_asks_the_trainer_to_retrain_once() -> None:
     monitor, publisher, reports = build(retrain_after_windows=3)
-    feed(monitor, 2000, shift=5.0)  # two drifting windows: drift alerts, no retrain yet
-    assert [alert.kind for alert in publisher.alerts] == ["drift", "drift"]
-    feed(monitor, 1000, start=2000, shift=5.0)  # the third in a row
-    assert [alert.kind for alert in publisher.alerts] == ["drift", "drift", "drift", "retrain"]
+    feed(monitor, 2000, shift=5.0)  # two drifting windows: one episode, one drift alert, no retrain yet
+    assert [alert.kind for alert in publisher.alerts] == ["drift"]
+    feed(monitor, 1000, start=2000, shift=5.0)  # the third of the episode
+    assert [alert.kind for alert in publisher.alerts] == ["drift", "retrain"]
     request = publisher.alerts[-1]
     assert request.attributes["drift_windows"] == ",".join(closed.window_id for closed in reports.closed)
     assert request.attributes["features"] == "speed" and request.figures["windows"] == 3.0
+    assert request.attributes["episode"] == publisher.alerts[0].attributes["episode"]
     assert reports.closed[-1].retrain == request
-    # A fourth drifting window starts the next streak: no second request yet.
-    feed(monitor, 1000, start=3000, shift=5.0)
-    assert [alert.kind for alert in publisher.alerts].count("retrain") == 1
+    # More drifting windows of the same episode ask nothing more.
+    feed(monitor, 2000, start=3000, shift=5.0)
+    assert [alert.kind for alert in publisher.alerts] == ["drift", "retrain"]
 
 
-def test_a_window_without_drift_ends_the_streak_and_one_with_too_little_data_does_not() -> None:
+def test_a_clean_window_resolves_the_episode_and_one_with_too_little_data_does_not() -> None:
     now = [0.0]
-    monitor, publisher, _ = build(clock=lambda: now[0], retrain_after_windows=2, idle_s=60.0)
+    monitor, publisher, reports = build(clock=lambda: now[0], retrain_after_windows=2, idle_s=60.0)
     feed(monitor, 1000, shift=5.0)
-    feed(monitor, 1000, start=1000)  # no drift: the streak ends
-    feed(monitor, 1000, start=2000, shift=5.0)
-    assert "retrain" not in [alert.kind for alert in publisher.alerts]
-    feed(monitor, 300, start=3000, shift=5.0)
+    feed(monitor, 300, start=1000)
     now[0] = 60.0
-    monitor.close_idle()  # 300 rows: insufficient data, the streak stands
-    feed(monitor, 1000, start=3300, shift=5.0)
-    assert [alert.kind for alert in publisher.alerts].count("retrain") == 1
+    monitor.close_idle()  # 300 rows: insufficient data, the episode stands
+    assert [alert.attributes["status"] for alert in publisher.alerts] == ["firing"]
+    feed(monitor, 1000, start=1300)  # enough data, no drift: resolved
+    firing, resolved = publisher.alerts
+    assert (resolved.kind, resolved.attributes["status"]) == ("drift", "resolved")
+    assert resolved.severity == operations_pb2.ALERT_SEVERITY_INFO
+    assert resolved.attributes["episode"] == firing.attributes["episode"]
+    assert resolved.attributes["drift_windows"] == reports.closed[0].window_id
+    # The next drift is a new episode: a new alert with a new id, and its retrain counts from zero.
+    feed(monitor, 1000, start=2300, shift=5.0)
+    assert [alert.attributes["status"] for alert in publisher.alerts] == ["firing", "resolved", "firing"]
+    assert publisher.alerts[2].attributes["episode"] != firing.attributes["episode"]
+    assert "retrain" not in [alert.kind for alert in publisher.alerts]
 
 
-def test_the_same_streak_read_again_asks_with_the_same_id() -> None:
+def test_the_same_episode_read_again_asks_with_the_same_id() -> None:
     requests = []
     for _ in range(2):
         monitor, publisher, _ = build(retrain_after_windows=2)
         feed(monitor, 2000, shift=5.0)
         requests += [alert for alert in publisher.alerts if alert.kind == "retrain"]
     assert len(requests) == 2 and requests[0].event_id == requests[1].event_id
+
+
+def test_an_episode_asks_people_to_label_a_sample_of_its_window_per_predicted_class() -> None:
+    monitor, publisher, reports = build(drift_sample_per_class=5)
+    feed(monitor, 1000, shift=5.0)
+    requests = publisher.requests
+    assert reports.closed[0].drift_samples == len(requests) == 10
+    assert {request.reason for request in requests} == {labels_pb2.LABEL_REASON_DRIFT_SAMPLE}
+    # Stratified: five normal windows and five of the rare harsh brakes (one row in ten).
+    assert sorted(request.suggested for request in requests) == [1] * 5 + [2] * 5
+    assert len({request.event_id for request in requests}) == 10
+    assert all(request.lineage.model_version == "v1" and request.lineage.window_id for request in requests)
+    # The same rows in another order make the same sample.
+    shuffled, shuffled_publisher, _ = build(drift_sample_per_class=5)
+    random = np.random.default_rng(3)
+    rows = [prediction(random, shift=5.0, index=index) for index in range(1000)]
+    for position in np.random.default_rng(9).permutation(1000):
+        shuffled.handle(rows[position], (TOPIC, int(position) % 2), int(position) // 2)
+    assert {r.event_id for r in shuffled_publisher.requests} == {r.event_id for r in requests}
+    # Later drifting windows of the episode ask for no more.
+    feed(monitor, 1000, start=1000, shift=5.0)
+    assert len(publisher.requests) == 10

@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from services.monitor.domain.drift import Histogram
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
+from services.monitor.domain.samples import StratifiedSample
 
 Partition = tuple[str, int]
 # The only cohort built so far: every device (vehicle type, sample rate and firmware cohorts are not yet).
@@ -53,6 +55,8 @@ class DriftWindow:
     latest: tuple[int, int] = (0, 0)
     # Rows of other versions of the same model since its last row (a window of a version no longer served ends).
     idle_rows: int = 0
+    # The rows a drift episode opened by this window asks people to label (`DRIFT_SAMPLE`), per predicted class.
+    sample: StratifiedSample[Any] = field(default_factory=lambda: StratifiedSample(0))
 
     def __post_init__(self) -> None:
         features = len(self.grid.names)

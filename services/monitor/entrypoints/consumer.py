@@ -11,6 +11,7 @@ nothing more is committed: the open windows' rows are read again by the next run
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -36,7 +37,9 @@ class MonitorConsumer:
         monitor: DriftMonitor,
         metrics: MonitorMetrics,
         prefix: str,
+        closing: Callable[[], None] | None = None,
     ) -> None:
+        self.closing = closing
         self.consumer = consumer
         self.monitor = monitor
         self.metrics = metrics
@@ -83,6 +86,11 @@ class MonitorConsumer:
 
     def poll_once(self, timeout: float = 0.5) -> int:
         return self.loop.poll_once(timeout)
+
+    def close(self) -> None:
+        """Release what the monitor holds beside the consumer (the store's connections), after `run`."""
+        if self.closing is not None:
+            self.closing()
 
     def readiness(self, max_silence_s: float = 30.0) -> str | None:
         """None while polling recently and holding at least one partition, else why not."""

@@ -1,0 +1,1 @@
+"""Revisions of the monitor's tables (loaded by alembic, not imported)."""

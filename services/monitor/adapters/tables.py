@@ -1,0 +1,64 @@
+"""The monitor's SQL tables (SQLModel; SQLite by default, PostgreSQL in production).
+
+- `monitor_window`: every closed drift window, once per window id: model version, cohort, rows, why it
+  closed, its verdict and every feature's figures (the history `michi drift --history` and the monitor
+  page show, and the evidence a drift alert's `window_id` points to).
+- `monitor_drift_episode`: one row per drift episode of a (model, version, cohort): the windows that
+  drifted in it, the features, the alerts and requests it published, and how it ended.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime
+from sqlmodel import Field, SQLModel
+
+
+class MonitorWindowRow(SQLModel, table=True):
+    __tablename__ = "monitor_window"
+
+    id: int | None = Field(default=None, primary_key=True)
+    window_id: str = Field(max_length=64, unique=True)
+    model_name: str = Field(max_length=128)
+    model_version: str = Field(max_length=128)
+    cohort: str = Field(max_length=160)
+    rows: int
+    reason: str = Field(max_length=32)
+    # drift, ok or insufficient-data
+    verdict: str = Field(max_length=32)
+    drifted: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Per feature: psi, jensen_shannon, wasserstein, ks, ks_p_value, status, rows, and the window's histogram.
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    profile_version: str = Field(max_length=64)
+    # Latest occurred_at of its predictions (epoch seconds).
+    latest_s: float
+    closed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+class MonitorDriftEpisodeRow(SQLModel, table=True):
+    __tablename__ = "monitor_drift_episode"
+
+    id: int | None = Field(default=None, primary_key=True)
+    episode_id: str = Field(max_length=64, unique=True)
+    model_name: str = Field(max_length=128, index=True)
+    model_version: str = Field(max_length=128)
+    cohort: str = Field(max_length=160)
+    # open or resolved
+    status: str = Field(max_length=16, index=True)
+    windows: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    firing_event_id: str = Field(max_length=128)
+    resolved_event_id: str | None = Field(default=None, max_length=128)
+    retrain_event_id: str | None = Field(default=None, max_length=128)
+    samples: int = 0
+    resolved_window_id: str | None = Field(default=None, max_length=64)
+    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+MONITOR_TABLES = (
+    MonitorWindowRow,
+    MonitorDriftEpisodeRow,
+)
