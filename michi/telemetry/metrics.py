@@ -7,7 +7,11 @@
 Beside a service's own metrics, every registry from `service_registry()` carries prometheus_client's standard
 collectors: `process_*` (CPU seconds, resident and virtual memory, open and maximum file descriptors, start time;
 read from /proc, so on Linux), `python_gc_*` (collections, collected and uncollectable objects per generation) and
-`python_info` (the interpreter).
+`python_info` (the interpreter), and `michi_memory_limit_bytes{source}`: the memory the service may use, its cgroup's
+limit (`source="cgroup"`: cgroup v2 `memory.max`, else cgroup v1 `memory.limit_in_bytes`, the lowest along the
+process's cgroup path) or, with no limit or one above the machine's memory, the machine's `MemTotal`
+(`source="machine"`). Set against `process_resident_memory_bytes` it is the headroom the monitor watches
+(`MemoryLimitCollector`, read at most every `MEMORY_LIMIT_CACHE_S`).
 
 A service served by several worker processes (ingest with `MICHI_INGEST_WORKERS` > 1) runs prometheus_client's
 multiprocess mode, so that its `/metrics` answers for the whole service whichever worker serves the scrape:
@@ -24,7 +28,8 @@ files: counters and histograms summed over the workers, gauges as their `multipr
 "all", the default, keeps a series per worker labelled `pid`; "sum", "max", "min", "mostrecent" merge them;
 the "live" modes drop a worker that exited), `process_*` of every running worker labelled with its `pid`,
 `python_gc_*` summed over the workers (another worker's share is at most `GC_SHARE_INTERVAL_S` old) and
-`python_info`. Multiprocess mode has no `_created` samples, and no Info or Enum metrics.
+`python_info` and `michi_memory_limit_bytes` once (the workers share their container's limit). Multiprocess mode has
+no `_created` samples, and no Info or Enum metrics.
 """
 
 from __future__ import annotations
@@ -38,11 +43,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest, values
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -57,6 +63,12 @@ MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 GC_SHARE_INTERVAL_S = 5.0
 # prometheus_client's files: counter_<pid>.db, histogram_<pid>.db, gauge_<mode>_<pid>.db.
 _WORKER_FILE = re.compile(r"_(\d+)\.db$")
+# The memory limit is read from /sys and /proc at most this often (a scrape in between gets the last figure).
+MEMORY_LIMIT_CACHE_S = 5.0
+MEMORY_LIMIT_METRIC = "michi_memory_limit_bytes"
+# Where the limit came from (the `source` label of michi_memory_limit_bytes).
+CGROUP = "cgroup"
+MACHINE = "machine"
 
 
 def service_registry(*, workers_directory: Path | None = None) -> CollectorRegistry:
@@ -71,6 +83,7 @@ def service_registry(*, workers_directory: Path | None = None) -> CollectorRegis
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
+    registry.register(MemoryLimitCollector())
     return registry
 
 
@@ -98,6 +111,8 @@ class WorkersRegistry(CollectorRegistry):
         MultiProcessCollector(self._all_workers, str(directory))
         self._all_workers.register(WorkerProcessCollector(directory))
         PlatformCollector(registry=self._all_workers)
+        # Once for the service, whichever worker serves the scrape: the workers share their container's limit.
+        self._all_workers.register(MemoryLimitCollector())
         self._garbage_collections = share_garbage_collections()
 
     def collect(self) -> Iterator[Metric]:
@@ -142,6 +157,140 @@ class WorkerProcessCollector(Collector):
 
 def _constant(pid: int) -> Callable[[], int]:
     return lambda: pid
+
+
+@dataclass(frozen=True)
+class MemoryLimit:
+    """The memory a process may use, in bytes, and where that figure came from (`CGROUP` or `MACHINE`)."""
+
+    limit_bytes: int
+    source: str
+
+
+def read_memory_limit(root: Path = Path("/")) -> MemoryLimit | None:
+    """This process's memory limit: its cgroup's, or the machine's memory when the cgroup sets none or more.
+
+    cgroup v2 (`<root>/sys/fs/cgroup/cgroup.controllers` exists): `memory.max` of the process's cgroup (from
+    `/proc/self/cgroup`) and of each cgroup above it up to the mount, the lowest; "max" is no limit. Else
+    cgroup v1: `memory.limit_in_bytes` under `<root>/sys/fs/cgroup/memory` the same way (a container that
+    mounts its own cgroup as the root finds its limit there; no limit reads as a huge number). A limit at or
+    above `MemTotal` of `/proc/meminfo` limits nothing: the machine's memory is the limit then. None when
+    neither can be read (not Linux).
+    """
+    machine = _machine_memory(root)
+    limit = _cgroup_v2_limit(root)
+    if limit is None:
+        limit = _cgroup_v1_limit(root)
+    if limit is not None and (machine is None or limit < machine):
+        return MemoryLimit(limit, CGROUP)
+    return MemoryLimit(machine, MACHINE) if machine is not None else None
+
+
+def _machine_memory(root: Path) -> int | None:
+    try:
+        for line in (root / "proc" / "meminfo").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if name == "MemTotal":
+                amount, _, unit = rest.strip().partition(" ")
+                return int(amount) * (1024 if unit.strip().lower() == "kb" else 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _cgroup_paths(root: Path, wanted: Callable[[str, str], bool]) -> list[str]:
+    """The cgroup paths of `/proc/self/cgroup` lines whose (hierarchy id, controllers) `wanted` accepts."""
+    try:
+        lines = (root / "proc" / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if wanted(hierarchy, controllers):
+            paths.append(path.strip())
+    return paths
+
+
+def _along_path(mount: Path, path: str, file_name: str) -> list[Path]:
+    """`file_name` in the cgroup at `path` under `mount` and in each cgroup above it, up to the mount itself.
+
+    A path that climbs out of the mount (`..`, a process outside its cgroup namespace) is read at the mount only.
+    """
+    parts = [part for part in path.split("/") if part]
+    if ".." in parts:
+        parts = []
+    return [mount.joinpath(*parts[:depth], file_name) for depth in range(len(parts), -1, -1)]
+
+
+def _lowest_limit(files: list[Path]) -> int | None:
+    limits = []
+    for file in files:
+        try:
+            text = file.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def _cgroup_v2_limit(root: Path) -> int | None:
+    mount = root / "sys" / "fs" / "cgroup"
+    if not (mount / "cgroup.controllers").exists():
+        return None
+    paths = _cgroup_paths(root, lambda hierarchy, controllers: hierarchy == "0" and controllers == "")
+    files = [file for path in paths or ["/"] for file in _along_path(mount, path, "memory.max")]
+    return _lowest_limit(files)
+
+
+def _cgroup_v1_limit(root: Path) -> int | None:
+    mount = root / "sys" / "fs" / "cgroup" / "memory"
+    paths = _cgroup_paths(root, lambda hierarchy, controllers: "memory" in controllers.split(","))
+    files = [file for path in paths or ["/"] for file in _along_path(mount, path, "memory.limit_in_bytes")]
+    return _lowest_limit(files)
+
+
+class MemoryLimitCollector(Collector):
+    """`michi_memory_limit_bytes{source}`: `read_memory_limit()`, read again at most every `cache_s` seconds."""
+
+    def __init__(
+        self, root: Path = Path("/"), cache_s: float = MEMORY_LIMIT_CACHE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.root = root
+        self.cache_s = cache_s
+        self.clock = clock
+        self._read_at: float | None = None
+        self._limit: MemoryLimit | None = None
+        self._lock = threading.Lock()
+
+    def limit(self) -> MemoryLimit | None:
+        with self._lock:
+            now = self.clock()
+            if self._read_at is None or now - self._read_at >= self.cache_s:
+                self._limit = read_memory_limit(self.root)
+                self._read_at = now
+            return self._limit
+
+    def describe(self) -> Iterator[Metric]:
+        # Registration asks for the names only: no file is read until the first scrape.
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        limit = self.limit()
+        family = self._family()
+        if limit is not None:
+            family.add_metric([limit.source], float(limit.limit_bytes))
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            MEMORY_LIMIT_METRIC,
+            "Memory this process may use: its cgroup's limit (source=cgroup) or the machine's memory (source=machine)",
+            labels=["source"],
+        )
 
 
 class GarbageCollectionShare:

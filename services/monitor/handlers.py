@@ -39,6 +39,7 @@ from michi.contracts import stable_event_id
 from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.drift import DRIFT, INSUFFICIENT_DATA, MIN_ROWS, FeatureDrift, feature_drift
+from services.monitor.domain.episodes import FIRING, RESOLVED, firing_event_id, resolved_event_id
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
 from services.monitor.domain.windows import COHORT_ALL, DriftWindow, Partition, describe_start
 
@@ -48,10 +49,9 @@ SCHEMA_VIOLATION = "schema-violation"
 DRIFT_ALERT_KIND = "drift"
 # What the trainer consumes as a request to retrain (`services.trainer.domain.triggers.RETRAIN_ALERT_KIND`).
 RETRAIN_ALERT_KIND = "retrain"
-# Every alert of a condition that lasts (an episode) says which and where it stands (`attributes`).
+# Every alert of a condition that lasts (an episode) says which and where it stands (`attributes`), as the
+# resource watch's do (`domain/episodes.py`).
 STATUS = "status"
-FIRING = "firing"
-RESOLVED = "resolved"
 EPISODE = "episode"
 # Verdicts of a closed window.
 VERDICT_DRIFT = "drift"
@@ -438,7 +438,7 @@ def drift_alert(
 ) -> operations_pb2.Alert:
     """The alert of a drift episode opened by a closed window: its id stable for the same episode."""
     alert = operations_pb2.Alert(
-        event_id=stable_event_id(DRIFT_ALERT_KIND, episode_id, FIRING),
+        event_id=firing_event_id(DRIFT_ALERT_KIND, episode_id),
         kind=DRIFT_ALERT_KIND,
         severity=operations_pb2.ALERT_SEVERITY_WARNING,
         message=(
@@ -481,7 +481,7 @@ def drift_alert(
 def drift_resolved(window: DriftWindow, closed: ClosedWindow, episode: DriftEpisode) -> operations_pb2.Alert:
     """The resolve event of a drift episode: the first window with enough data and no drift after it."""
     resolved = operations_pb2.Alert(
-        event_id=stable_event_id(DRIFT_ALERT_KIND, episode.episode_id, RESOLVED),
+        event_id=resolved_event_id(DRIFT_ALERT_KIND, episode.episode_id),
         kind=DRIFT_ALERT_KIND,
         severity=operations_pb2.ALERT_SEVERITY_INFO,
         message=(

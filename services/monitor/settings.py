@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from michi.kit import service_specs
 from michi.settings import MichiSettings
 from services.monitor.domain.drift import MIN_ROWS
+from services.monitor.domain.resources import parse_scrape_targets
 
 
 class MonitorSettings(MichiSettings):
@@ -28,3 +30,33 @@ class MonitorSettings(MichiSettings):
     monitor_drift_sample_per_class: int = Field(default=5, ge=0, le=100)
     # Alert on models whose reference profile is low-resolution (reference-profile-1: PSI off by up to 0.4).
     monitor_alert_low_resolution: bool = False
+
+    # --- resource watch (issue 17: memory headroom, consumer lag, cost; services/monitor/resources.py) ---
+    # Every this many seconds the services' /metrics are scraped and the consumer groups' lag is read.
+    monitor_scrape_interval_s: float = Field(default=5.0, gt=0)
+    # Comma-separated `name=http://host:port/metrics`; empty: every service of the specs on 127.0.0.1 at its port.
+    monitor_scrape_targets: str = ""
+    # A memory alert when a service's RSS is at least this share of its memory limit for this many seconds.
+    monitor_memory_headroom_ratio: float = Field(default=0.85, gt=0)
+    monitor_memory_for_s: float = Field(default=30.0, ge=0)
+    # A lag alert when a group (not the monitor's own) lags by more than this many records, or its oldest
+    # unconsumed record is older than this many seconds, continuously for `monitor_lag_for_s` seconds.
+    monitor_lag_records: int = Field(default=10_000, ge=0)
+    monitor_lag_age_s: float = Field(default=300.0, ge=0)
+    monitor_lag_for_s: float = Field(default=300.0, ge=0)
+    # Prices of the daily cost report, USD: one CPU hour, one label; the day's budget (0: none).
+    monitor_price_cpu_hour: float = Field(default=0.04, ge=0)
+    monitor_price_label: float = Field(default=0.05, ge=0)
+    monitor_daily_budget: float = Field(default=0.0, ge=0)
+
+    @field_validator("monitor_scrape_targets")
+    @classmethod
+    def _check_scrape_targets(cls, value: str) -> str:
+        parse_scrape_targets(value)
+        return value
+
+    def scrape_targets(self) -> dict[str, str]:
+        """Service name -> URL of its /metrics: `monitor_scrape_targets`, else every spec's port on 127.0.0.1."""
+        if self.monitor_scrape_targets.strip():
+            return parse_scrape_targets(self.monitor_scrape_targets)
+        return {spec.name: f"{spec.url()}/metrics" for spec in service_specs()}

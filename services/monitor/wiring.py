@@ -22,6 +22,7 @@ from services.monitor.adapters.publisher import KafkaMonitorPublisher
 from services.monitor.adapters.store import MonitorStore
 from services.monitor.entrypoints.consumer import SERVICE, MonitorConsumer
 from services.monitor.handlers import DriftMonitor, DriftPolicy, ProfileSource
+from services.monitor.resources import ResourceWatchThread, start_resource_watch
 from services.monitor.settings import MonitorSettings
 
 
@@ -44,13 +45,30 @@ def build_consumer(
     producer: EventProducer,
     profiles: ProfileSource | None = None,
     store: MonitorStore | None = None,
+    watch_resources: bool = False,
 ) -> MonitorConsumer:
-    """The monitor subscribed to predictions (the caller closes `producer`; the consumer closes the store)."""
+    """The monitor subscribed to predictions (the caller closes `producer`; the consumer's `close` the rest).
+
+    `watch_resources`: also run the resource watch (memory, lag, cost: `services/monitor/resources.py`), as the
+    service does; tests of the drift windows leave it off.
+    """
     metrics = MonitorMetrics()
     history = store or MonitorStore.from_url(with_database_folder(settings.resolved_database_url()))
+    publisher = KafkaMonitorPublisher(producer)
+    resources: ResourceWatchThread | None = None
+    if watch_resources:
+        resources = start_resource_watch(
+            settings, publisher, metrics.registry, published=lambda alert: metrics.alerts.labels(alert.kind).inc()
+        )
+
+    def closing() -> None:
+        if resources is not None:
+            resources.stop()  # before the producer behind its publisher is closed
+        history.close()
+
     monitor = DriftMonitor(
         profiles=profiles or BlobProfiles(BlobStore(settings.resolved_blob_url())),
-        publisher=KafkaMonitorPublisher(producer),
+        publisher=publisher,
         history=history,
         reports=metrics,
         policy=policy_of(settings),
@@ -61,7 +79,8 @@ def build_consumer(
         monitor=monitor,
         metrics=metrics,
         prefix=settings.topic_prefix,
-        closing=history.close,
+        closing=closing,
+        resources=resources.watch if resources is not None else None,
     )
 
 
@@ -74,5 +93,5 @@ def run() -> None:
         settings,
         port=settings.monitor_port,
         host=settings.monitor_host,
-        build=lambda producer: build_consumer(settings, producer=producer),
+        build=lambda producer: build_consumer(settings, producer=producer, watch_resources=True),
     )

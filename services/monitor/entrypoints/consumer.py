@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -24,6 +24,14 @@ from services.monitor.adapters.metrics import MonitorMetrics
 from services.monitor.handlers import DriftMonitor
 
 SERVICE = "monitor"
+
+
+class PredictionCounter(Protocol):
+    def predictions_seen(self, count: int) -> None:
+        """`count` more predictions were read (the resource watch's cost per 1,000 predictions)."""
+        ...
+
+
 BATCH_SIZE = 1000
 COMMITTED_TIMEOUT_S = 10.0
 
@@ -38,8 +46,12 @@ class MonitorConsumer:
         metrics: MonitorMetrics,
         prefix: str,
         closing: Callable[[], None] | None = None,
+        resources: PredictionCounter | None = None,
     ) -> None:
         self.closing = closing
+        self.resources = resources
+        # Predictions handled since the last batch ended (the resource watch's CPU per 1,000 predictions).
+        self._handled = 0
         self.consumer = consumer
         self.monitor = monitor
         self.metrics = metrics
@@ -63,9 +75,13 @@ class MonitorConsumer:
     def _end_batch(self) -> None:
         """After every poll (an empty one too): windows without a new row for a while are judged and closed."""
         self.monitor.close_idle()
+        if self.resources is not None and self._handled:
+            self.resources.predictions_seen(self._handled)
+        self._handled = 0
 
     def _handle(self, record: Delivered) -> None:
         self.monitor.handle(record.message, (record.topic(), record.partition()), record.offset())  # type: ignore[arg-type]
+        self._handled += 1
 
     def _dead_lettered(self, raw: Any, reason: str) -> None:
         self.monitor.passed((raw.topic(), raw.partition()), raw.offset())
