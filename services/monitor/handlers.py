@@ -35,9 +35,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from michi.contracts import stable_event_id
+from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
+from services.monitor.domain.adwin import Adwin
 from services.monitor.domain.drift import DRIFT, INSUFFICIENT_DATA, MIN_ROWS, FeatureDrift, feature_drift
 from services.monitor.domain.episodes import FIRING, RESOLVED, firing_event_id, resolved_event_id
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
@@ -551,4 +552,237 @@ def drift_sample_request(prediction: inference_pb2.Prediction) -> labels_pb2.Lab
         confidence=prediction.confidence,
         window=prediction.window,
     )
+    return request
+
+
+# --- concept drift: ADWIN over the correctness of the model on windows people labelled at random
+
+CONCEPT_DRIFT_ALERT_KIND = "concept-drift"
+# Why a label request or a label is not an outcome (the label of michi_monitor_labels_skipped_total).
+NOT_RANDOM = "not-random"
+REASONS_UNKNOWN = "reasons-unknown"
+INCOMPLETE = "incomplete"
+
+
+@dataclass(frozen=True)
+class LabelOutcome:
+    """One window asked for at random and labelled: whether the model's call was right, in feed order."""
+
+    window_id: str
+    model_name: str
+    model_version: str
+    sequence: int
+    correct: bool
+    predicted_at_s: float
+
+
+class QaOutcomes(Protocol):
+    """Where the random-QA windows wait for both sides and their outcomes are kept in feed order (SQL)."""
+
+    def record_prediction(
+        self, window_id: str, model_name: str, model_version: str, predicted: int, predicted_at_s: float
+    ) -> None:
+        """What the model said for the window (idempotent)."""
+        ...
+
+    def record_label(
+        self, window_id: str, model_name: str, model_version: str, labelled: int, label_event_id: str
+    ) -> None:
+        """What people said for the window (idempotent; the first label counts)."""
+        ...
+
+    def sequence_ready(self) -> list[LabelOutcome]:
+        """Give every window that has both sides and no place yet its place (per version, in prediction-time
+        order), and return them, by version then place."""
+        ...
+
+    def outcomes(self) -> list[LabelOutcome]:
+        """Every outcome with a place, by version then place (what a restart replays)."""
+        ...
+
+    def concept_drift_ids(self) -> set[str]: ...
+
+    def record_concept_drift(
+        self,
+        event_id: str,
+        outcome: LabelOutcome,
+        error_rate_before: float,
+        error_rate_after: float,
+        retrain_event_id: str | None,
+    ) -> None:
+        """Keep the change found (once per event id)."""
+        ...
+
+
+class ConceptReports(Protocol):
+    def label_skipped(self, reason: str) -> None: ...
+
+    def outcome(self, outcome: LabelOutcome, error_rate: float, window: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConceptPolicy:
+    # ADWIN's confidence (river's default and the issue's).
+    delta: float = 0.002
+    # A change to a higher error rate asks the trainer to retrain.
+    retrain_on_concept_drift: bool = True
+
+
+class ConceptDriftMonitor:
+    """Per model version, an ADWIN detector over the correctness of the model on windows labelled at random.
+
+    Only labels whose `request_reasons` contain `RANDOM_QA` count (windows chosen at random, an unbiased sample of
+    what the model sees; uncertain, disagreed-on and drifted windows were chosen because the model is likely
+    wrong there). What the model said comes from the window's random-QA `LabelRequest` (its `suggested` class is
+    its prediction's class), what people said from the `Label`; whichever comes first waits in `QaOutcomes`.
+    After each batch (`settle`) the windows that have both get their place in the version's feed order (by
+    prediction time) and are fed to its detector, 1 for an error, 0 for a right call. A change found publishes a
+    `concept-drift` alert, and, when the error rate rose, a `retrain` request; both are published before the
+    change is kept, and their ids are derived from the version and the place, so a restart (which replays every
+    kept outcome in its place into new detectors, `_replay`) publishes what a crash left unpublished and nothing
+    twice.
+    """
+
+    def __init__(
+        self,
+        *,
+        outcomes: QaOutcomes,
+        publisher: AlertPublisher,
+        reports: ConceptReports,
+        policy: ConceptPolicy,
+    ) -> None:
+        self.outcomes = outcomes
+        self.publisher = publisher
+        self.reports = reports
+        self.policy = policy
+        self.detectors: dict[tuple[str, str], Adwin] = {}
+        self._replayed = False
+
+    def request(self, request: labels_pb2.LabelRequest) -> None:
+        if request.reason != labels_pb2.LABEL_REASON_RANDOM_QA:
+            return
+        lineage = request.lineage
+        if not (lineage.window_id and lineage.model_name and lineage.model_version and request.suggested):
+            self.reports.label_skipped(INCOMPLETE)
+            return
+        predicted_at = request.occurred_at.seconds + request.occurred_at.nanos / 1e9
+        self.outcomes.record_prediction(
+            lineage.window_id, lineage.model_name, lineage.model_version, int(request.suggested), predicted_at
+        )
+
+    def label(self, label: labels_pb2.Label) -> None:
+        if not label.request_reasons:
+            self.reports.label_skipped(REASONS_UNKNOWN)  # published before labels said why: not known to be random
+            return
+        if labels_pb2.LABEL_REASON_RANDOM_QA not in label.request_reasons:
+            self.reports.label_skipped(NOT_RANDOM)
+            return
+        lineage = label.lineage
+        if not (lineage.window_id and lineage.model_name and lineage.model_version and label.event_type):
+            self.reports.label_skipped(INCOMPLETE)
+            return
+        self.outcomes.record_label(
+            lineage.window_id, lineage.model_name, lineage.model_version, int(label.event_type), label.event_id
+        )
+
+    def settle(self) -> None:
+        """After a batch: feed what became complete to its version's detector (replaying the kept ones first)."""
+        if not self._replayed:
+            self._replay()
+        known = self.outcomes.concept_drift_ids()
+        for outcome in self.outcomes.sequence_ready():
+            self._feed(outcome, known)
+
+    def rewind(self) -> None:
+        """A batch failed: rebuild the detectors from what was kept before feeding more."""
+        self._replayed = False
+
+    def _replay(self) -> None:
+        self.detectors.clear()
+        known = self.outcomes.concept_drift_ids()
+        for outcome in self.outcomes.outcomes():
+            self._feed(outcome, known)
+        self._replayed = True
+
+    def _feed(self, outcome: LabelOutcome, known: set[str]) -> None:
+        key = (outcome.model_name, outcome.model_version)
+        detector = self.detectors.get(key)
+        if detector is None:
+            detector = self.detectors[key] = Adwin(delta=self.policy.delta)
+        before = detector.estimation
+        changed = detector.update(0.0 if outcome.correct else 1.0)
+        self.reports.outcome(outcome, detector.estimation, detector.width)
+        if not changed:
+            return
+        after = detector.estimation
+        event_id = stable_event_id(
+            CONCEPT_DRIFT_ALERT_KIND, outcome.model_name, outcome.model_version, outcome.sequence
+        )
+        if event_id in known:
+            return
+        self.publisher.publish_alert(concept_drift_alert(event_id, outcome, before, after, detector.width))
+        retrain = None
+        if after > before and self.policy.retrain_on_concept_drift:
+            retrain = concept_retrain_request(event_id, outcome, before, after)
+            self.publisher.publish_alert(retrain)
+        self.outcomes.record_concept_drift(
+            event_id, outcome, before, after, retrain.event_id if retrain is not None else None
+        )
+        known.add(event_id)
+        logger.info(
+            "concept drift",
+            extra={
+                "model_version": outcome.model_version,
+                "error_rate_before": round(before, 4),
+                "error_rate_after": round(after, 4),
+                "labels": outcome.sequence,
+            },
+        )
+
+
+def concept_drift_alert(
+    event_id: str, outcome: LabelOutcome, before: float, after: float, window: int
+) -> operations_pb2.Alert:
+    """A change in the error rate of a model version on random-QA labels (a change point: no resolve event)."""
+    worse = after > before
+    alert = operations_pb2.Alert(
+        event_id=event_id,
+        kind=CONCEPT_DRIFT_ALERT_KIND,
+        severity=operations_pb2.ALERT_SEVERITY_WARNING if worse else operations_pb2.ALERT_SEVERITY_INFO,
+        message=(
+            f"concept drift: the error rate of {outcome.model_name} {outcome.model_version} on randomly sampled "
+            f"labels {'rose' if worse else 'fell'} from {before:.3f} to {after:.3f} (ADWIN, label {outcome.sequence})"
+        ),
+        occurred_at=timestamp_from_seconds(outcome.predicted_at_s),
+    )
+    alert.lineage.model_name = outcome.model_name
+    alert.lineage.model_version = outcome.model_version
+    alert.lineage.window_id = outcome.window_id
+    alert.attributes.update({"direction": "worse" if worse else "better", "detector": "adwin"})
+    alert.figures.update(
+        {
+            "error_rate_before": before,
+            "error_rate_after": after,
+            "labels": float(outcome.sequence),
+            "window_labels": float(window),
+        }
+    )
+    return alert
+
+
+def concept_retrain_request(event_id: str, outcome: LabelOutcome, before: float, after: float) -> operations_pb2.Alert:
+    request = operations_pb2.Alert(
+        event_id=stable_event_id(RETRAIN_ALERT_KIND, CONCEPT_DRIFT_ALERT_KIND, event_id),
+        kind=RETRAIN_ALERT_KIND,
+        severity=operations_pb2.ALERT_SEVERITY_WARNING,
+        message=(
+            f"concept drift: {outcome.model_name} {outcome.model_version} errs more on randomly sampled labels "
+            f"({before:.3f} -> {after:.3f}); retrain"
+        ),
+        occurred_at=timestamp_from_seconds(outcome.predicted_at_s),
+    )
+    request.lineage.model_name = outcome.model_name
+    request.lineage.model_version = outcome.model_version
+    request.attributes.update({"reason": "concept-drift", "concept_drift": event_id})
+    request.figures.update({"error_rate_before": before, "error_rate_after": after})
     return request

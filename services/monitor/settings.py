@@ -30,6 +30,9 @@ class MonitorSettings(MichiSettings):
     monitor_drift_sample_per_class: int = Field(default=5, ge=0, le=100)
     # Alert on models whose reference profile is low-resolution (reference-profile-1: PSI off by up to 0.4).
     monitor_alert_low_resolution: bool = False
+    # Concept drift: ADWIN's confidence over the correctness of random-QA labels; a rise asks for a retrain.
+    monitor_adwin_delta: float = Field(default=0.002, gt=0, lt=1)
+    monitor_retrain_on_concept_drift: bool = True
 
     # --- resource watch (issue 17: memory headroom, consumer lag, cost; services/monitor/resources.py) ---
     # Every this many seconds the services' /metrics are scraped and the consumer groups' lag is read.

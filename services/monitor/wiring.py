@@ -21,7 +21,7 @@ from services.monitor.adapters.profiles import BlobProfiles
 from services.monitor.adapters.publisher import KafkaMonitorPublisher
 from services.monitor.adapters.store import MonitorStore
 from services.monitor.entrypoints.consumer import SERVICE, MonitorConsumer
-from services.monitor.handlers import DriftMonitor, DriftPolicy, ProfileSource
+from services.monitor.handlers import ConceptDriftMonitor, ConceptPolicy, DriftMonitor, DriftPolicy, ProfileSource
 from services.monitor.resources import ResourceWatchThread, start_resource_watch
 from services.monitor.settings import MonitorSettings
 
@@ -73,10 +73,19 @@ def build_consumer(
         reports=metrics,
         policy=policy_of(settings),
     )
+    concept = ConceptDriftMonitor(
+        outcomes=history,
+        publisher=publisher,
+        reports=metrics,
+        policy=ConceptPolicy(
+            delta=settings.monitor_adwin_delta, retrain_on_concept_drift=settings.monitor_retrain_on_concept_drift
+        ),
+    )
     return MonitorConsumer(
         consumer=Consumer(group_consumer_config(settings.kafka_connection(), settings.topic_prefix, SERVICE)),
         producer=producer,
         monitor=monitor,
+        concept=concept,
         metrics=metrics,
         prefix=settings.topic_prefix,
         closing=closing,

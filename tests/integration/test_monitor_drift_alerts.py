@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from michi.blobs import BlobStore
-from michi.bus.catalog import ALERTS, LABEL_REQUESTS, PREDICTIONS
+from michi.bus.catalog import ALERTS, LABEL_REQUESTS, LABELS, PREDICTIONS
 from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader, end_offsets
 from michi.contracts.v1 import inference_pb2, labels_pb2
@@ -56,17 +56,18 @@ def publish_predictions(producer: EventProducer, rows: int, *, start: int, speed
         future.result(30)
 
 
-def run_until_caught_up(settings: MonitorSettings, producer: EventProducer) -> None:
+def run_until_caught_up(settings: MonitorSettings, producer: EventProducer, specs: tuple = (PREDICTIONS,)) -> None:
     consumer = build_consumer(settings, producer=producer)
     stop = threading.Event()
     worker = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     worker.start()
-    topics = [PREDICTIONS.name(settings.topic_prefix)]
+    topics = [spec.name(settings.topic_prefix) for spec in specs]
     try:
         wait_for(lambda: caught_up(settings.resolved_kafka_bootstrap(), f"{settings.topic_prefix}monitor", topics))
     finally:
         stop.set()
         worker.join(30)
+        consumer.close()
     assert not worker.is_alive()
 
 
@@ -133,3 +134,52 @@ def test_one_drift_alert_for_a_shift_even_after_a_restart_mid_window(
         ("drift", "resolved"),
     ]
     assert alerts[1].attributes["episode"] == alerts[0].attributes["episode"]
+
+
+def test_one_concept_drift_alert_and_retrain_from_random_labels_even_after_a_restart(
+    kafka_bootstrap: str, topic_prefix: str, producer: EventProducer, tmp_path: Path
+) -> None:
+    settings = MonitorSettings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        home=tmp_path / ".michi",
+        blob_url=f"file://{tmp_path / 'blobs'}",
+    )
+    random = np.random.default_rng(11)
+    errors = np.concatenate([random.random(600) < 0.05, random.random(600) < 0.40])
+    requests, labels = [], []
+    for index, wrong in enumerate(errors):
+        request = labels_pb2.LabelRequest(
+            event_id=f"request-{index}", reason=labels_pb2.LABEL_REASON_RANDOM_QA, suggested=1
+        )
+        request.lineage.window_id, request.lineage.model_name, request.lineage.model_version = (
+            f"w-{index}",
+            "risk",
+            "v1",
+        )
+        request.occurred_at.seconds = 1_790_000_000 + index
+        requests.append(producer.publish(LABEL_REQUESTS, request.lineage.window_id, request))
+        label = labels_pb2.Label(event_id=f"label-{index}", event_type=2 if wrong else 1)  # type: ignore[arg-type]
+        label.request_reasons.append(labels_pb2.LABEL_REASON_RANDOM_QA)
+        label.lineage.CopyFrom(request.lineage)
+        labels.append(label)
+    for future in requests:
+        future.result(30)
+    topics = (PREDICTIONS, LABEL_REQUESTS, LABELS)
+    run_until_caught_up(settings, producer, topics)
+    # People answer later.
+    for future in [producer.publish(LABELS, label.lineage.window_id, label) for label in labels]:
+        future.result(30)
+    run_until_caught_up(settings, producer, topics)
+    alerts = drift_alerts(kafka_bootstrap, topic_prefix)
+    changes = sorted((a for a in alerts if a.kind == "concept-drift"), key=lambda alert: alert.figures["labels"])
+    retrains = [alert for alert in alerts if alert.kind == "retrain"]
+    # The first change found is the rise, after the step; each rise (not a fall) asks for one retrain.
+    assert changes and changes[0].attributes["direction"] == "worse", [alert.message for alert in alerts]
+    assert changes[0].figures["labels"] > 600
+    worse = [change.event_id for change in changes if change.attributes["direction"] == "worse"]
+    assert sorted(retrain.attributes["concept_drift"] for retrain in retrains) == sorted(worse)
+    assert len(alerts) == len(changes) + len(retrains) == len({alert.event_id for alert in alerts})
+    # A restarted monitor replays what it kept: nothing more.
+    run_until_caught_up(settings, producer, topics)
+    assert len(drift_alerts(kafka_bootstrap, topic_prefix)) == len(alerts)

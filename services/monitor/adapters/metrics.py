@@ -12,7 +12,7 @@ from prometheus_client import Counter, Gauge
 
 from michi.telemetry.metrics import service_registry
 from services.monitor.domain.drift import INSUFFICIENT_DATA
-from services.monitor.handlers import ClosedWindow
+from services.monitor.handlers import ClosedWindow, LabelOutcome
 
 FEATURE_LABELS = ["model_version", "feature"]
 
@@ -72,6 +72,30 @@ class MonitorMetrics:
         self.dead_letters = Counter(
             "michi_monitor_dead_letters_total", "Messages sent to dead letters", registry=registry
         )
+        self.error_rate = Gauge(
+            "michi_monitor_error_rate",
+            "ADWIN's estimate of the model version's error rate on randomly sampled labels",
+            ["model_version"],
+            registry=registry,
+        )
+        self.error_window = Gauge(
+            "michi_monitor_error_window_labels",
+            "Labels in ADWIN's current window of the model version",
+            ["model_version"],
+            registry=registry,
+        )
+        self.outcomes = Counter(
+            "michi_monitor_label_outcomes_total",
+            "Randomly sampled labels compared with the model's call",
+            ["model_version", "correct"],
+            registry=registry,
+        )
+        self.labels_skipped = Counter(
+            "michi_monitor_labels_skipped_total",
+            "Labels and label requests that are no outcome for concept drift",
+            ["reason"],
+            registry=registry,
+        )
 
     def window_closed(self, closed: ClosedWindow) -> None:
         version = closed.model_version
@@ -89,6 +113,14 @@ class MonitorMetrics:
             insufficient = result.status == INSUFFICIENT_DATA
             self.insufficient.labels(*labels).set(1.0 if insufficient else 0.0)
             self.drifted.labels(*labels).set(math.nan if insufficient else float(result.feature in closed.drifted))
+
+    def label_skipped(self, reason: str) -> None:
+        self.labels_skipped.labels(reason).inc()
+
+    def outcome(self, outcome: LabelOutcome, error_rate: float, window: int) -> None:
+        self.outcomes.labels(outcome.model_version, "true" if outcome.correct else "false").inc()
+        self.error_rate.labels(outcome.model_version).set(error_rate)
+        self.error_window.labels(outcome.model_version).set(window)
 
     def prediction_skipped(self, reason: str) -> None:
         self.skipped.labels(reason).inc()

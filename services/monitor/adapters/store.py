@@ -1,22 +1,31 @@
-"""`MonitorStore`: the monitor's closed windows and drift episodes in SQL (the tables of `tables.py`).
+"""`MonitorStore`: the monitor's closed windows, drift episodes, random-QA windows and concept-drift changes in
+SQL (the tables of `tables.py`).
 
-Writes are idempotent by window id and episode id: a window read again after a crash is stored once, and an
-episode saved again is updated in place.
+Writes are idempotent: a window read again after a crash is stored once (by window id), an episode saved again
+is updated in place (by episode id), a random-QA window's prediction and label are kept once each (by window id
+and model version: the first label counts), a change once per alert id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, select
 
 from michi.migrations import upgrade_to_head
 from services.monitor.adapters.migrations import MIGRATIONS
-from services.monitor.adapters.tables import MonitorDriftEpisodeRow, MonitorWindowRow
-from services.monitor.handlers import ClosedWindow, DriftEpisode
+from services.monitor.adapters.tables import (
+    MonitorConceptDriftRow,
+    MonitorDriftEpisodeRow,
+    MonitorQaWindowRow,
+    MonitorWindowRow,
+)
+from services.monitor.handlers import ClosedWindow, DriftEpisode, LabelOutcome
 
 OPEN = "open"
 
@@ -137,6 +146,141 @@ class MonitorStore:
         with Session(self.engine) as session:
             statement = select(MonitorDriftEpisodeRow).order_by(col(MonitorDriftEpisodeRow.id).desc()).limit(limit)
             return list(session.exec(statement).all())
+
+    # --- random-QA windows and concept drift
+
+    def record_prediction(
+        self, window_id: str, model_name: str, model_version: str, predicted: int, predicted_at_s: float
+    ) -> None:
+        def fill(row: MonitorQaWindowRow) -> None:
+            if row.predicted is None:
+                row.predicted, row.predicted_at_s = predicted, predicted_at_s
+
+        self._upsert_qa_window(window_id, model_name, model_version, fill)
+
+    def record_label(
+        self, window_id: str, model_name: str, model_version: str, labelled: int, label_event_id: str
+    ) -> None:
+        def fill(row: MonitorQaWindowRow) -> None:
+            if row.labelled is None:
+                row.labelled, row.label_event_id = labelled, label_event_id
+
+        self._upsert_qa_window(window_id, model_name, model_version, fill)
+
+    def _upsert_qa_window(
+        self, window_id: str, model_name: str, model_version: str, fill: Callable[[MonitorQaWindowRow], None]
+    ) -> None:
+        for _ in range(2):  # a concurrent writer inserting the same window first: update its row
+            with Session(self.engine) as session:
+                row = session.exec(
+                    select(MonitorQaWindowRow)
+                    .where(MonitorQaWindowRow.window_id == window_id)
+                    .where(MonitorQaWindowRow.model_version == model_version)
+                ).first()
+                if row is None:
+                    row = MonitorQaWindowRow(
+                        window_id=window_id,
+                        model_name=model_name,
+                        model_version=model_version,
+                        received_at=datetime.now(UTC),
+                    )
+                fill(row)
+                session.add(row)
+                try:
+                    session.commit()
+                    return
+                except IntegrityError:
+                    session.rollback()
+        raise RuntimeError(f"random-QA window {window_id} of {model_version} could not be stored")
+
+    def sequence_ready(self) -> list[LabelOutcome]:
+        with Session(self.engine) as session:
+            ready = session.exec(
+                select(MonitorQaWindowRow)
+                .where(col(MonitorQaWindowRow.predicted).is_not(None))
+                .where(col(MonitorQaWindowRow.labelled).is_not(None))
+                .where(col(MonitorQaWindowRow.sequence).is_(None))
+                .order_by(
+                    col(MonitorQaWindowRow.model_version),
+                    col(MonitorQaWindowRow.predicted_at_s),
+                    col(MonitorQaWindowRow.window_id),
+                )
+            ).all()
+            if not ready:
+                return []
+            last: dict[str, int] = {}
+            for row in ready:
+                if row.model_version not in last:
+                    last[row.model_version] = int(
+                        session.exec(
+                            select(func.max(MonitorQaWindowRow.sequence)).where(
+                                MonitorQaWindowRow.model_version == row.model_version
+                            )
+                        ).one()
+                        or 0
+                    )
+                last[row.model_version] += 1
+                row.sequence = last[row.model_version]
+                row.correct = row.predicted == row.labelled
+                session.add(row)
+            session.commit()
+            return [_outcome(row) for row in ready]
+
+    def outcomes(self) -> list[LabelOutcome]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(MonitorQaWindowRow)
+                .where(col(MonitorQaWindowRow.sequence).is_not(None))
+                .order_by(col(MonitorQaWindowRow.model_version), col(MonitorQaWindowRow.sequence))
+            ).all()
+            return [_outcome(row) for row in rows]
+
+    def concept_drift_ids(self) -> set[str]:
+        with Session(self.engine) as session:
+            return set(session.exec(select(MonitorConceptDriftRow.event_id)).all())
+
+    def record_concept_drift(
+        self,
+        event_id: str,
+        outcome: LabelOutcome,
+        error_rate_before: float,
+        error_rate_after: float,
+        retrain_event_id: str | None,
+    ) -> None:
+        with Session(self.engine) as session:
+            session.add(
+                MonitorConceptDriftRow(
+                    event_id=event_id,
+                    model_name=outcome.model_name,
+                    model_version=outcome.model_version,
+                    sequence=outcome.sequence,
+                    error_rate_before=error_rate_before,
+                    error_rate_after=error_rate_after,
+                    retrain_event_id=retrain_event_id,
+                    detected_at=datetime.now(UTC),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:  # kept already
+                session.rollback()
+
+    def concept_drifts(self, *, limit: int = 100) -> list[MonitorConceptDriftRow]:
+        """The latest changes found, newest first."""
+        with Session(self.engine) as session:
+            statement = select(MonitorConceptDriftRow).order_by(col(MonitorConceptDriftRow.id).desc()).limit(limit)
+            return list(session.exec(statement).all())
+
+
+def _outcome(row: MonitorQaWindowRow) -> LabelOutcome:
+    return LabelOutcome(
+        window_id=row.window_id,
+        model_name=row.model_name,
+        model_version=row.model_version,
+        sequence=int(row.sequence or 0),
+        correct=bool(row.correct),
+        predicted_at_s=float(row.predicted_at_s or 0.0),
+    )
 
 
 def _episode(row: MonitorDriftEpisodeRow) -> DriftEpisode:

@@ -1,10 +1,14 @@
 """The monitor's SQL tables (SQLModel; SQLite by default, PostgreSQL in production).
 
 - `monitor_window`: every closed drift window, once per window id: model version, cohort, rows, why it
-  closed, its verdict and every feature's figures (the history `michi drift --history` and the monitor
-  page show, and the evidence a drift alert's `window_id` points to).
+  closed, its verdict and every feature's figures (the evidence a drift alert's `window_id` points to).
 - `monitor_drift_episode`: one row per drift episode of a (model, version, cohort): the windows that
   drifted in it, the features, the alerts and requests it published, and how it ended.
+- `monitor_qa_window`: each window asked for at random (`RANDOM_QA`), per model version: what the model said
+  (from its label request) and what people said (from its label), whichever came first; once both are there,
+  its place in the order the version's concept-drift detector was fed (`sequence`), so a restart replays it
+  identically.
+- `monitor_concept_drift`: each change the detector found, once per alert id.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime
+from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -58,7 +62,44 @@ class MonitorDriftEpisodeRow(SQLModel, table=True):
     resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
+class MonitorQaWindowRow(SQLModel, table=True):
+    __tablename__ = "monitor_qa_window"
+    __table_args__ = (UniqueConstraint("window_id", "model_version"), UniqueConstraint("model_version", "sequence"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    window_id: str = Field(max_length=128)
+    model_name: str = Field(max_length=128)
+    model_version: str = Field(max_length=128, index=True)
+    # What the model said (the random-QA request's `suggested`, its prediction's class) and when.
+    predicted: int | None = None
+    predicted_at_s: float | None = None
+    # What people said (the label's event type) and the label.
+    labelled: int | None = None
+    label_event_id: str | None = Field(default=None, max_length=128)
+    # Set once both are there: the detector's feed order (from 1, per version) and the outcome.
+    sequence: int | None = None
+    correct: bool | None = None
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class MonitorConceptDriftRow(SQLModel, table=True):
+    __tablename__ = "monitor_concept_drift"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=128, unique=True)
+    model_name: str = Field(max_length=128)
+    model_version: str = Field(max_length=128, index=True)
+    # The outcome at which the change was found, and the error rates before and after it.
+    sequence: int
+    error_rate_before: float
+    error_rate_after: float
+    retrain_event_id: str | None = Field(default=None, max_length=128)
+    detected_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 MONITOR_TABLES = (
     MonitorWindowRow,
     MonitorDriftEpisodeRow,
+    MonitorQaWindowRow,
+    MonitorConceptDriftRow,
 )

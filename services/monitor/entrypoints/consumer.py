@@ -1,11 +1,14 @@
-"""The monitor's consumer: predictions from `michi.predictions.v1` through the kit's loop into `DriftMonitor`.
+"""The monitor's consumer: predictions, label requests and labels through the kit's loop into the handlers.
 
 The loop (`michi.kit.consumer.ConsumerLoop`) polls, opens each record's consumer span, decodes it and
-dead-letters what cannot be decoded or what the handler rejects (`schema-violation`). This entrypoint only
-hands each decoded prediction to the handler and tells the loop what to commit (`committable`: closed
-windows' offsets, never an open window's), what to drop after a failed batch (`on_rewind`), and which
-offsets the group had committed when partitions are assigned (the start of the windows read next). On stop
-nothing more is committed: the open windows' rows are read again by the next run.
+dead-letters what cannot be decoded or what a handler rejects (`schema-violation`). This entrypoint only hands
+each decoded record to its handler by topic: predictions to `DriftMonitor`, label requests and labels to
+`ConceptDriftMonitor` (which keeps them in SQL as they come and feeds what became complete after the batch,
+`settle`). It tells the loop what to commit (`committable`: the closed drift windows' offsets, never an open
+window's, and every label topic's handled offsets, already in SQL), what to drop after a failed batch
+(`on_rewind`), and which offsets the group had committed on the predictions when partitions are assigned (the
+start of the windows read next). On stop nothing more is committed: the open windows' rows are read again by
+the next run.
 """
 
 from __future__ import annotations
@@ -17,23 +20,25 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, TopicPartition
 
 from michi.blobs import BlobStoreUnavailable
-from michi.bus.catalog import PREDICTIONS
+from michi.bus.catalog import LABEL_REQUESTS, LABELS, PREDICTIONS
 from michi.bus.producer import EventProducer
 from michi.kit.consumer import ConsumerLoop, Delivered, Offsets
 from services.monitor.adapters.metrics import MonitorMetrics
-from services.monitor.handlers import DriftMonitor
+from services.monitor.handlers import ConceptDriftMonitor, DriftMonitor
 
 SERVICE = "monitor"
-
-
-class PredictionCounter(Protocol):
-    def predictions_seen(self, count: int) -> None:
-        """`count` more predictions were read (the resource watch's cost per 1,000 predictions)."""
-        ...
-
-
 BATCH_SIZE = 1000
 COMMITTED_TIMEOUT_S = 10.0
+
+
+class ResourceCounts(Protocol):
+    def predictions_seen(self, count: int) -> None:
+        """`count` more predictions were read (the resource watch's CPU per 1,000 predictions)."""
+        ...
+
+    def labels_seen(self, count: int) -> None:
+        """`count` more labels were read (the day's label cost)."""
+        ...
 
 
 class MonitorConsumer:
@@ -43,29 +48,39 @@ class MonitorConsumer:
         consumer: Consumer,
         producer: EventProducer,
         monitor: DriftMonitor,
+        concept: ConceptDriftMonitor,
         metrics: MonitorMetrics,
         prefix: str,
         closing: Callable[[], None] | None = None,
-        resources: PredictionCounter | None = None,
+        resources: ResourceCounts | None = None,
     ) -> None:
         self.closing = closing
         self.resources = resources
-        # Predictions handled since the last batch ended (the resource watch's CPU per 1,000 predictions).
-        self._handled = 0
         self.consumer = consumer
         self.monitor = monitor
+        self.concept = concept
         self.metrics = metrics
+        self.predictions_topic = PREDICTIONS.name(prefix)
+        self.requests_topic = LABEL_REQUESTS.name(prefix)
+        self.labels_topic = LABELS.name(prefix)
+        # Predictions and labels handled since the last batch ended (the resource watch's counts).
+        self._predictions = 0
+        self._labels = 0
         self.loop = ConsumerLoop(
             consumer=consumer,
             producer=producer,
             service=SERVICE,
-            topics={PREDICTIONS.name(prefix): PREDICTIONS},
+            topics={
+                self.predictions_topic: PREDICTIONS,
+                self.requests_topic: LABEL_REQUESTS,
+                self.labels_topic: LABELS,
+            },
             handle=self._handle,
             start_batch=monitor.confirm_commit,
             end_batch=self._end_batch,
             on_dead_letter=self._dead_lettered,
             committable=self._committable,
-            on_rewind=monitor.rewind,
+            on_rewind=self._rewind,
             retryable=(BlobStoreUnavailable,),
             batch_size=BATCH_SIZE,
             on_assign=self._on_assign,
@@ -73,29 +88,53 @@ class MonitorConsumer:
         )
 
     def _end_batch(self) -> None:
-        """After every poll (an empty one too): windows without a new row for a while are judged and closed."""
+        """After every poll (an empty one too): idle windows are judged and closed, complete labels are fed."""
         self.monitor.close_idle()
-        if self.resources is not None and self._handled:
-            self.resources.predictions_seen(self._handled)
-        self._handled = 0
+        self.concept.settle()
+        if self.resources is not None:
+            if self._predictions:
+                self.resources.predictions_seen(self._predictions)
+            if self._labels:
+                self.resources.labels_seen(self._labels)
+        self._predictions = self._labels = 0
 
     def _handle(self, record: Delivered) -> None:
-        self.monitor.handle(record.message, (record.topic(), record.partition()), record.offset())  # type: ignore[arg-type]
-        self._handled += 1
+        topic = record.topic()
+        if topic == self.predictions_topic:
+            self.monitor.handle(record.message, (topic, record.partition()), record.offset())  # type: ignore[arg-type]
+            self._predictions += 1
+        elif topic == self.requests_topic:
+            self.concept.request(record.message)  # type: ignore[arg-type]
+        else:
+            self.concept.label(record.message)  # type: ignore[arg-type]
+            self._labels += 1
+
+    def _rewind(self) -> None:
+        self.monitor.rewind()
+        self.concept.rewind()
 
     def _dead_lettered(self, raw: Any, reason: str) -> None:
-        self.monitor.passed((raw.topic(), raw.partition()), raw.offset())
+        if raw.topic() == self.predictions_topic:
+            self.monitor.passed((raw.topic(), raw.partition()), raw.offset())
         self.metrics.dead_letters.inc()
 
     def _committable(self, handled: Offsets) -> Offsets:
-        return self.monitor.committable()
+        # Label requests and labels are in SQL once handled: commit them as they are.
+        labelled = {
+            partition: offset for partition, offset in handled.items() if partition[0] != self.predictions_topic
+        }
+        return {**self.monitor.committable(), **labelled}
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        committed = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
-        self.monitor.assigned({(item.topic, item.partition): max(item.offset, -1) for item in committed})
+        predictions = [item for item in partitions if item.topic == self.predictions_topic]
+        if predictions:
+            committed = consumer.committed(predictions, timeout=COMMITTED_TIMEOUT_S)
+            self.monitor.assigned({(item.topic, item.partition): max(item.offset, -1) for item in committed})
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self.monitor.revoked([(item.topic, item.partition) for item in partitions])
+        predictions = [(item.topic, item.partition) for item in partitions if item.topic == self.predictions_topic]
+        if predictions:
+            self.monitor.revoked(predictions)
 
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
         self.loop.run(stop, poll_timeout)
