@@ -32,14 +32,21 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.adwin import Adwin
-from services.monitor.domain.drift import DRIFT, INSUFFICIENT_DATA, MIN_ROWS, FeatureDrift, feature_drift
+from services.monitor.domain.drift import (
+    DRIFT,
+    INSUFFICIENT_DATA,
+    MIN_ROWS,
+    FeatureDrift,
+    display_shares,
+    feature_drift,
+)
 from services.monitor.domain.episodes import FIRING, RESOLVED, firing_event_id, resolved_event_id
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
 from services.monitor.domain.windows import COHORT_ALL, DriftWindow, Partition, describe_start
@@ -170,6 +177,9 @@ class ClosedWindow:
     verdict: str = VERDICT_OK
     # The episode it opened, continued or resolved.
     episode_id: str | None = None
+    # Per feature with values in the window: reference and current shares on common bins, for people
+    # (`domain.drift.display_shares`: edges, reference, current).
+    shapes: Mapping[str, Mapping[str, list[float]]] = field(default_factory=dict)
 
 
 class DriftMonitor:
@@ -312,6 +322,11 @@ class DriftMonitor:
             for position, feature in enumerate(profile.features)
         )
         drifted = tuple(result.feature for result in results if result.status == DRIFT)
+        shapes = {}
+        for position, feature in enumerate(profile.features):
+            current = window.histogram(position)
+            if current.total > 0:
+                shapes[feature.name] = display_shares(feature.histogram, current)
         alertable = self.policy.alert_on_low_resolution or not profile.low_resolution
         if len(drifted) >= self.policy.min_drifted_features and alertable:
             verdict = VERDICT_DRIFT
@@ -332,6 +347,7 @@ class DriftMonitor:
             profile.low_resolution,
             alert=None,
             verdict=verdict,
+            shapes=shapes,
         )
         closed = self._follow_episode(window, closed)
         self.history.record_window(closed, window.latest[0] + window.latest[1] / 1e9)

@@ -318,3 +318,16 @@ def test_an_episode_asks_people_to_label_a_sample_of_its_window_per_predicted_cl
     # Later drifting windows of the episode ask for no more.
     feed(monitor, 1000, start=1000, shift=5.0)
     assert len(publisher.requests) == 10
+
+
+def test_a_closed_window_carries_reference_and_current_histograms_for_people() -> None:
+    monitor, _, reports = build()
+    feed(monitor, 1000, shift=5.0)
+    shape = reports.closed[0].shapes["speed"]
+    assert len(shape["edges"]) == 31 and len(shape["reference"]) == len(shape["current"]) == 30
+    assert sum(shape["reference"]) == pytest.approx(1.0, abs=1e-4) and sum(shape["current"]) == pytest.approx(
+        1.0, abs=1e-4
+    )
+    # The current mass sits to the right of the reference's: the shift is visible.
+    centres = np.diff(shape["edges"]) / 2 + np.array(shape["edges"][:-1])
+    assert np.dot(centres, shape["current"]) > np.dot(centres, shape["reference"]) + 3.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,20 @@ def test_an_episode_is_open_until_resolved_and_saved_in_place(store: MonitorStor
     (row,) = store.episodes()
     assert (row.status, row.windows, row.resolved_window_id) == ("resolved", ["w-1", "w-2"], "w-3")
     assert row.resolved_at is not None
+
+
+def test_a_windows_histograms_are_kept_for_people_and_old_windows_are_pruned(store: MonitorStore) -> None:
+    closed = dataclasses.replace(
+        closed_window("w-2"),
+        shapes={"speed": {"edges": [0.0, 1.0, 2.0], "reference": [0.5, 0.5], "current": [0.9, 0.1]}},
+    )
+    store.record_window(closed, 1_790_000_000.0)
+    (row,) = store.windows()
+    assert row.figures["speed"]["histogram"] == {
+        "edges": [0.0, 1.0, 2.0],
+        "reference": [0.5, 0.5],
+        "current": [0.9, 0.1],
+    }
+    assert "histogram" not in row.figures["braking"]
+    assert store.prune_windows(datetime.now(UTC) - timedelta(days=1)) == 0
+    assert store.prune_windows(datetime.now(UTC) + timedelta(seconds=1)) == 1 and store.windows() == []

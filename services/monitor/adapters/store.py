@@ -9,10 +9,10 @@ and model version: the first label counts), a change once per alert id.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, select
@@ -28,14 +28,19 @@ from services.monitor.adapters.tables import (
 from services.monitor.handlers import ClosedWindow, DriftEpisode, LabelOutcome
 
 OPEN = "open"
+# Closed windows (about 25 kB each with their histograms) older than this are deleted; episodes are kept.
+KEEP_WINDOWS_DAYS = 30.0
+# Every this many windows recorded, the old ones are deleted.
+PRUNE_EVERY = 100
 
 
 def _figures(closed: ClosedWindow) -> dict[str, Any]:
     def number(value: float) -> float | None:
         return None if value != value else round(value, 6)  # NaN (insufficient data) as null
 
-    return {
-        result.feature: {
+    figures: dict[str, Any] = {}
+    for result in closed.features:
+        figures[result.feature] = {
             "status": result.status,
             "rows": result.rows,
             "psi": number(result.psi),
@@ -43,17 +48,20 @@ def _figures(closed: ClosedWindow) -> dict[str, Any]:
             "wasserstein": number(result.wasserstein),
             "ks": number(result.ks_statistic),
         }
-        for result in closed.features
-    }
+        if result.feature in closed.shapes:
+            figures[result.feature]["histogram"] = dict(closed.shapes[result.feature])
+    return figures
 
 
 class MonitorStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, keep_windows_days: float = KEEP_WINDOWS_DAYS) -> None:
         self.engine = engine
+        self.keep_windows_days = keep_windows_days
+        self._recorded = 0
 
     @classmethod
-    def from_url(cls, database_url: str) -> MonitorStore:
-        store = cls(create_engine(database_url, pool_pre_ping=True))
+    def from_url(cls, database_url: str, *, keep_windows_days: float = KEEP_WINDOWS_DAYS) -> MonitorStore:
+        store = cls(create_engine(database_url, pool_pre_ping=True), keep_windows_days=keep_windows_days)
         upgrade_to_head(store.engine, MIGRATIONS)
         return store
 
@@ -85,6 +93,16 @@ class MonitorStore:
                 session.commit()
             except IntegrityError:  # another writer stored it first
                 session.rollback()
+        self._recorded += 1
+        if self._recorded % PRUNE_EVERY == 1:
+            self.prune_windows(datetime.now(UTC) - timedelta(days=self.keep_windows_days))
+
+    def prune_windows(self, before: datetime) -> int:
+        """Delete the windows closed before `before`; how many."""
+        with Session(self.engine) as session:
+            deleted = session.execute(delete(MonitorWindowRow).where(col(MonitorWindowRow.closed_at) < before))
+            session.commit()
+            return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
     def windows(
         self, *, model_version: str | None = None, cohort: str | None = None, limit: int = 100

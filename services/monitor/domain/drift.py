@@ -39,6 +39,8 @@ EMPTY_SHARE = 1e-4
 OK = "ok"
 DRIFT = "drift"
 INSUFFICIENT_DATA = "insufficient-data"
+# Bins of the histograms shown to people (`display_shares`).
+DISPLAY_BINS = 30
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,22 @@ def sturges_edges(low: float, high: float, rows: int) -> np.ndarray:
     width = (high - low) / (math.log2(rows) + 1.0)
     bins = max(1, math.ceil((high - low) / width))
     return np.linspace(low, high, bins + 1)
+
+
+def display_shares(reference: Histogram, current: Histogram, bins: int = DISPLAY_BINS) -> dict[str, list[float]]:
+    """Reference and current shares on `bins` equal bins over their combined range, for people to compare
+    (the monitor page's histograms): `edges` (bins + 1), `reference` and `current` (bins each, summing to 1)."""
+    low, high = min(reference.low, current.low), max(reference.high, current.high)
+    if not (math.isfinite(low) and math.isfinite(high)) or reference.total <= 0 or current.total <= 0:
+        return {"edges": [], "reference": [], "current": []}
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
+    return {
+        "edges": [round(float(edge), 6) for edge in edges],
+        "reference": [round(float(share), 6) for share in rebin(reference, edges) / reference.total],
+        "current": [round(float(share), 6) for share in rebin(current, edges) / current.total],
+    }
 
 
 def fill_empty(shares: np.ndarray) -> np.ndarray:
