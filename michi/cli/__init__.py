@@ -347,6 +347,9 @@ def alerts(
 def drift(
     model: str = typer.Option(None, "--model", help="only this model version"),
     feature: str = typer.Option(None, "--feature", help="only this input feature"),
+    cohort: str = typer.Option(
+        "all", "--cohort", help="the devices: all, vehicle:<type>, rate:<Hz> or firmware:<version>"
+    ),
     url: str = typer.Option(None, "--url", help="the monitor (default: from michi up, or MICHI_MONITOR_HOST/PORT)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per model version and feature"),
 ) -> None:
@@ -358,11 +361,11 @@ def drift(
     settings = load_settings(MonitorSettings)
     address = url or monitor_url(settings.endpoints_path, settings.monitor_host, settings.monitor_port)
     try:
-        rows = read_figures(address, model=model, feature=feature)
+        rows = read_figures(address, model=model, feature=feature, cohort=cohort)
     except Exception as error:
         _fail(f"the monitor at {address} did not answer ({type(error).__name__}): is it running? (michi up)")
     if not rows:
-        typer.echo("no drift figures yet (no window closed)", err=True)
+        typer.echo(f"no drift figures yet (no window of cohort {cohort} closed)", err=True)
         return
     typer.echo("\n".join(row_json(row) for row in rows) if as_json else render(rows))
 

@@ -1,8 +1,9 @@
 """`michi drift`: the running monitor's drift figures of each model version's last closed window, per feature.
 
-    michi drift                          # every model version and feature
+    michi drift                          # every model version and feature, cohort "all"
     michi drift --model 7 --feature speed_mean_mps
-    michi drift --json                   # one JSON object per (model version, feature)
+    michi drift --cohort vehicle:truck   # one cohort (vehicle:<type>, rate:<Hz>, firmware:<version>)
+    michi drift --json                   # one JSON object per (model version, cohort, feature)
 
 Read from the monitor's `/metrics` (the gauges `michi_monitor_feature_*`, `docs/monitor.md`), at the address
 `michi up` wrote in `.michi/endpoints.json`, else `MICHI_MONITOR_HOST`:`MICHI_MONITOR_PORT`, or `--url`.
@@ -33,6 +34,7 @@ FIGURES = {
 class FeatureFigures:
     model_version: str
     feature: str
+    cohort: str = "all"
     figures: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -54,8 +56,10 @@ def monitor_url(endpoints_path: Path, host: str, port: int) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
 
-def parse_figures(metrics_text: str, *, model: str | None = None, feature: str | None = None) -> list[FeatureFigures]:
-    """The per-feature drift gauges of a `/metrics` page, by model version then feature."""
+def parse_figures(
+    metrics_text: str, *, model: str | None = None, feature: str | None = None, cohort: str = "all"
+) -> list[FeatureFigures]:
+    """The per-feature drift gauges of one cohort on a `/metrics` page, by model version then feature."""
     rows: dict[tuple[str, str], FeatureFigures] = {}
     for family in text_string_to_metric_families(metrics_text):
         column = FIGURES.get(family.name)
@@ -63,16 +67,20 @@ def parse_figures(metrics_text: str, *, model: str | None = None, feature: str |
             continue
         for sample in family.samples:
             version, name = sample.labels.get("model_version", ""), sample.labels.get("feature", "")
+            if sample.labels.get("cohort", "all") != cohort:
+                continue
             if (model is not None and version != model) or (feature is not None and name != feature):
                 continue
-            rows.setdefault((version, name), FeatureFigures(version, name)).figures[column] = sample.value
+            rows.setdefault((version, name), FeatureFigures(version, name, cohort)).figures[column] = sample.value
     return [rows[key] for key in sorted(rows)]
 
 
-def read_figures(url: str, *, model: str | None, feature: str | None, timeout: float = 10.0) -> list[FeatureFigures]:
+def read_figures(
+    url: str, *, model: str | None, feature: str | None, cohort: str = "all", timeout: float = 10.0
+) -> list[FeatureFigures]:
     answer = httpx.get(f"{url.rstrip('/')}/metrics", timeout=timeout)
     answer.raise_for_status()
-    return parse_figures(answer.text, model=model, feature=feature)
+    return parse_figures(answer.text, model=model, feature=feature, cohort=cohort)
 
 
 def _number(value: float | None) -> str:

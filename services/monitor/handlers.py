@@ -49,7 +49,14 @@ from services.monitor.domain.drift import (
 )
 from services.monitor.domain.episodes import FIRING, RESOLVED, firing_event_id, resolved_event_id
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
-from services.monitor.domain.windows import COHORT_ALL, DriftWindow, Partition, describe_start
+from services.monitor.domain.windows import (
+    COHORT_ALL,
+    COHORT_DIMENSIONS,
+    DriftWindow,
+    Partition,
+    cohorts_of,
+    describe_start,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,10 @@ RETIRED = "retired"
 # No new row for `DriftPolicy.idle_s`: the window is judged on what it holds (insufficient data under the
 # minimum), so a quiet fleet's last rows are reported and committed instead of held back for good.
 IDLE = "idle"
+# Open longer than `DriftPolicy.max_age_s`: a slow cohort's window never holds the group's commits back for long.
+AGED = "aged"
+# A cohort beyond `DriftPolicy.max_cohorts` of its dimension (rows not windowed in it).
+COHORT_LIMIT = "cohort-limit"
 WINDOWED_VARIANTS = (inference_pb2.VARIANT_CHAMPION, inference_pb2.VARIANT_UNSPECIFIED)
 
 
@@ -98,15 +109,16 @@ class AlertPublisher(Protocol):
 class DriftHistory(Protocol):
     """Where closed windows and drift episodes are kept (SQL): what survives a restart of the monitor."""
 
-    def record_window(self, closed: ClosedWindow, latest_s: float) -> None:
-        """Keep the closed window's figures (once per window id: a window read again is stored once)."""
+    def record_close(self, closed: ClosedWindow, latest_s: float, episode: DriftEpisode | None) -> None:
+        """In one transaction: keep the closed window's figures (once per window id), move its cohort's progress
+        to the window's ends, and save the episode it opened, continued or resolved (if any)."""
+        ...
+
+    def progress(self, model_name: str, model_version: str, cohort: str) -> dict[Partition, int]:
+        """Per partition, the offset up to which the cohort's rows were judged in closed windows."""
         ...
 
     def open_episode(self, model_name: str, model_version: str, cohort: str) -> DriftEpisode | None: ...
-
-    def save_episode(self, episode: DriftEpisode) -> None:
-        """Insert or update the episode (by `episode_id`)."""
-        ...
 
 
 class DriftReports(Protocol):
@@ -132,6 +144,12 @@ class DriftPolicy:
     retrain_after_windows: int = 3
     # Rows per predicted class of the window that opens a drift episode that people are asked to label.
     drift_sample_per_class: int = 5
+    # Cohorts beside `all` (`domain/windows.py`), and at most this many cohorts per dimension and model version
+    # (the first seen; a fleet's firmware strings are the device's to choose).
+    cohorts: tuple[str, ...] = COHORT_DIMENSIONS
+    max_cohorts: int = 8
+    # A window open this long closes on what it holds (`AGED`): the group's commits never trail by more.
+    max_age_s: float = 3600.0
 
 
 @dataclass
@@ -180,6 +198,8 @@ class ClosedWindow:
     # Per feature with values in the window: reference and current shares on common bins, for people
     # (`domain.drift.display_shares`: edges, reference, current).
     shapes: Mapping[str, Mapping[str, list[float]]] = field(default_factory=dict)
+    # Per partition, the offset after its last row (where the cohort's next window takes over).
+    ends: Mapping[Partition, int] = field(default_factory=dict)
 
 
 class DriftMonitor:
@@ -197,6 +217,10 @@ class DriftMonitor:
         # When each open window last got a row (`close_idle`).
         self._last_row_at: dict[tuple[str, str, str], float] = {}
         self.history = history
+        # Per (model, version, cohort): where its closed windows ended (`DriftHistory.progress`, then kept here).
+        self._progress: dict[tuple[str, str, str], dict[Partition, int]] = {}
+        # Per (model, version, dimension): the cohorts windowed so far (at most `policy.max_cohorts`).
+        self._cohorts: dict[tuple[str, str, str], set[str]] = {}
         self.profiles = profiles
         self.publisher = publisher
         self.reports = reports
@@ -268,37 +292,61 @@ class DriftMonitor:
         if profile is None:
             self.reports.prediction_skipped(NO_PROFILE)
             return
-        key = (lineage.model_name, lineage.model_version, COHORT_ALL)
-        window = self.windows.get(key)
-        if window is None:
-            window = self.windows[key] = DriftWindow(
-                lineage.model_name,
-                lineage.model_version,
-                COHORT_ALL,
-                profile,
-                self._grid(lineage.model_name, lineage.model_version, profile),
-                start=dict(self.closed_to),
-            )
-            window.sample.per_stratum = self.policy.drift_sample_per_class
-        occurred = (prediction.occurred_at.seconds, prediction.occurred_at.nanos)
-        window.add(window.grid.values_of(prediction.features), partition, offset, occurred)
-        if lineage.window_id:
-            window.sample.offer(prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction))
-        self._last_row_at[key] = self.clock()
-        self.reports.open_rows(window.model_version, window.rows)
         for other_key, other in list(self.windows.items()):
-            if other is not window and other.model_name == window.model_name:
+            if other.model_name == lineage.model_name and other.model_version != lineage.model_version:
                 other.idle_rows += 1
                 if other.idle_rows >= self.policy.window_rows:
                     self._close(other_key, RETIRED)
-        if window.rows >= self.policy.window_rows:
-            self._close(key, FULL)
+        grid = self._grid(lineage.model_name, lineage.model_version, profile)
+        values = grid.values_of(prediction.features)
+        columns = grid.columns_of(values)
+        occurred = (prediction.occurred_at.seconds, prediction.occurred_at.nanos)
+        cohorts = [COHORT_ALL]
+        for dimension, cohort in cohorts_of(
+            prediction.vehicle_type, prediction.sample_rate_hz, prediction.firmware_version, self.policy.cohorts
+        ):
+            seen = self._cohorts.setdefault((lineage.model_name, lineage.model_version, dimension), set())
+            if cohort not in seen and len(seen) >= self.policy.max_cohorts:
+                self.reports.prediction_skipped(COHORT_LIMIT)
+                continue
+            seen.add(cohort)
+            cohorts.append(cohort)
+        for cohort in cohorts:
+            key = (lineage.model_name, lineage.model_version, cohort)
+            if offset < self._progress_of(key).get(partition, -1):
+                continue  # judged in a window closed before a crash: read again, never counted twice
+            window = self.windows.get(key)
+            if window is None:
+                window = self.windows[key] = DriftWindow(
+                    lineage.model_name, lineage.model_version, cohort, profile, grid, opened_at=self.clock()
+                )
+                window.sample.per_stratum = self.policy.drift_sample_per_class
+            window.add(values, partition, offset, occurred, columns)
+            if lineage.window_id:
+                window.sample.offer(prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction))
+            self._last_row_at[key] = self.clock()
+            if cohort == COHORT_ALL:
+                self.reports.open_rows(window.model_version, window.rows)
+            if window.rows >= self.policy.window_rows:
+                self._close(key, FULL)
+
+    def _progress_of(self, key: tuple[str, str, str]) -> dict[Partition, int]:
+        progress = self._progress.get(key)
+        if progress is None:
+            progress = self._progress[key] = self.history.progress(*key)
+        return progress
 
     def close_idle(self) -> list[ClosedWindow]:
-        """Close the windows that got no row for `policy.idle_s` (after every poll, empty ones included)."""
+        """Close the windows that got no row for `policy.idle_s` or are open for `policy.max_age_s` (after every
+        poll, empty ones included)."""
         now = self.clock()
-        idle = [key for key in self.windows if now - self._last_row_at.get(key, now) >= self.policy.idle_s]
-        return [self._close(key, IDLE) for key in idle]
+        closed = []
+        for key, window in list(self.windows.items()):
+            if now - self._last_row_at.get(key, now) >= self.policy.idle_s:
+                closed.append(self._close(key, IDLE))
+            elif now - window.opened_at >= self.policy.max_age_s:
+                closed.append(self._close(key, AGED))
+        return closed
 
     def _grid(self, name: str, version: str, profile: ReferenceProfile) -> FeatureGrid:
         grid = self._grids.get((name, version))
@@ -348,23 +396,29 @@ class DriftMonitor:
             alert=None,
             verdict=verdict,
             shapes=shapes,
+            ends=window.ends,
         )
-        closed = self._follow_episode(window, closed)
-        self.history.record_window(closed, window.latest[0] + window.latest[1] / 1e9)
+        closed, episode = self._follow_episode(window, closed)
+        self.history.record_close(closed, window.latest[0] + window.latest[1] / 1e9, episode)
+        progress = self._progress_of(key)
+        for partition, offset in window.ends.items():
+            progress[partition] = max(progress.get(partition, -1), offset)
         self.reports.window_closed(closed)
-        self.reports.open_rows(window.model_version, 0)
+        if window.cohort == COHORT_ALL:
+            self.reports.open_rows(window.model_version, 0)
         self._advance_commit_point()
         return closed
 
-    def _follow_episode(self, window: DriftWindow, closed: ClosedWindow) -> ClosedWindow:
+    def _follow_episode(self, window: DriftWindow, closed: ClosedWindow) -> tuple[ClosedWindow, DriftEpisode | None]:
         """Open, continue or resolve the drift episode of the window's model version and cohort.
 
         A drifting window with no episode open opens one: one drift alert (status firing) and the drift sample's
         label requests. Later drifting windows join it silently; at `retrain_after_windows` of them the trainer
-        is asked to retrain, once per episode. A window with enough data and no drift resolves it (a resolve
-        event); one with too little data changes nothing. Everything is published (and acknowledged) before the
-        episode is saved, and its ids are derived from the windows, so a window read again after a crash
-        publishes the same ids again or nothing.
+        is asked to retrain, once per episode of the cohort `all`. A window with enough data and no drift
+        resolves it (a resolve event); one with too little data changes nothing. Everything is published (and
+        acknowledged) before the episode is saved (with the window, `DriftHistory.record_close`), and its ids are
+        derived from the windows, so a window read again after a crash publishes the same ids again or nothing.
+        Returns the window with what it published, and the episode to save.
         """
         episode = self.history.open_episode(window.model_name, window.model_version, window.cohort)
         if closed.verdict == VERDICT_DRIFT:
@@ -405,7 +459,13 @@ class DriftMonitor:
                 episode.features = sorted(set(episode.features) | set(closed.drifted))
             retrain = None
             needed = self.policy.retrain_after_windows
-            if needed > 0 and len(episode.windows) >= needed and episode.retrain_event_id is None:
+            # The fleet as a whole asks to retrain; a cohort's drift alerts and is sampled for people.
+            if (
+                window.cohort == COHORT_ALL
+                and needed > 0
+                and len(episode.windows) >= needed
+                and episode.retrain_event_id is None
+            ):
                 retrain = retrain_request(window, episode, self.policy)
                 self.publisher.publish_alert(retrain)
                 episode.retrain_event_id = retrain.event_id
@@ -413,21 +473,20 @@ class DriftMonitor:
                     "retrain requested on sustained drift",
                     extra={"model_version": window.model_version, "windows": ",".join(episode.windows)},
                 )
-            self.history.save_episode(episode)
-            return replace(closed, alert=alert, retrain=retrain, drift_samples=samples, episode_id=episode.episode_id)
+            closed = replace(closed, alert=alert, retrain=retrain, drift_samples=samples, episode_id=episode.episode_id)
+            return closed, episode
         if closed.verdict == VERDICT_OK and episode is not None:
             resolved = drift_resolved(window, closed, episode)
             self.publisher.publish_alert(resolved)
             episode.status = RESOLVED
             episode.resolved_event_id = resolved.event_id
             episode.resolved_window_id = window.id
-            self.history.save_episode(episode)
             logger.info(
                 "drift episode resolved",
                 extra={"model_version": window.model_version, "cohort": window.cohort, "window_id": window.id},
             )
-            return replace(closed, resolved=resolved, episode_id=episode.episode_id)
-        return closed
+            return replace(closed, resolved=resolved, episode_id=episode.episode_id), episode
+        return closed, None
 
     def _advance_commit_point(self) -> None:
         """Everything handled becomes committable, except from the first row of a window still open."""

@@ -8,6 +8,12 @@ from michi.kit import service_specs
 from michi.settings import MichiSettings
 from services.monitor.domain.drift import MIN_ROWS
 from services.monitor.domain.resources import parse_scrape_targets
+from services.monitor.domain.windows import COHORT_DIMENSIONS
+
+
+def cohort_names(value: str) -> tuple[str, ...]:
+    """The cohort dimensions named in `MICHI_MONITOR_COHORTS`."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 class MonitorSettings(MichiSettings):
@@ -28,6 +34,11 @@ class MonitorSettings(MichiSettings):
     monitor_retrain_after_windows: int = Field(default=3, ge=0)
     # Rows per predicted class of the window that opens a drift episode sent to people (DRIFT_SAMPLE); 0 none.
     monitor_drift_sample_per_class: int = Field(default=5, ge=0, le=100)
+    # Cohorts beside "all" (comma-separated: vehicle, rate, firmware; empty: none), at most this many per dimension
+    # and model version; a window open this long closes on what it holds.
+    monitor_cohorts: str = "vehicle,rate,firmware"
+    monitor_max_cohorts: int = Field(default=8, ge=0, le=100)
+    monitor_window_max_age_s: float = Field(default=3600.0, gt=0)
     # Alert on models whose reference profile is low-resolution (reference-profile-1: PSI off by up to 0.4).
     monitor_alert_low_resolution: bool = False
     # Concept drift: ADWIN's confidence over the correctness of random-QA labels; a rise asks for a retrain.
@@ -51,6 +62,14 @@ class MonitorSettings(MichiSettings):
     monitor_price_cpu_hour: float = Field(default=0.04, ge=0)
     monitor_price_label: float = Field(default=0.05, ge=0)
     monitor_daily_budget: float = Field(default=0.0, ge=0)
+
+    @field_validator("monitor_cohorts")
+    @classmethod
+    def _check_cohorts(cls, value: str) -> str:
+        unknown = [name for name in cohort_names(value) if name not in COHORT_DIMENSIONS]
+        if unknown:
+            raise ValueError(f"unknown cohort {unknown[0]!r}: choose among {', '.join(COHORT_DIMENSIONS)}")
+        return value
 
     @field_validator("monitor_scrape_targets")
     @classmethod

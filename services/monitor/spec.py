@@ -14,6 +14,6 @@ SPEC = ServiceSpec(
     port=8083,
     port_variable="MICHI_MONITOR_PORT",
     host_variable="MICHI_MONITOR_HOST",
-    # Its windows are over every partition of the predictions (cohort "all"): one consumer holds them all.
+    # Its windows (per cohort) are over every partition of the predictions: one consumer holds them all.
     single_instance=True,
 )

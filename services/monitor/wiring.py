@@ -23,7 +23,7 @@ from services.monitor.adapters.store import MonitorStore
 from services.monitor.entrypoints.consumer import SERVICE, MonitorConsumer
 from services.monitor.handlers import ConceptDriftMonitor, ConceptPolicy, DriftMonitor, DriftPolicy, ProfileSource
 from services.monitor.resources import ResourceWatchThread, start_resource_watch
-from services.monitor.settings import MonitorSettings
+from services.monitor.settings import MonitorSettings, cohort_names
 
 
 def policy_of(settings: MonitorSettings) -> DriftPolicy:
@@ -36,6 +36,9 @@ def policy_of(settings: MonitorSettings) -> DriftPolicy:
         min_drifted_features=settings.monitor_min_drifted_features,
         alert_on_low_resolution=settings.monitor_alert_low_resolution,
         drift_sample_per_class=settings.monitor_drift_sample_per_class,
+        cohorts=cohort_names(settings.monitor_cohorts),
+        max_cohorts=settings.monitor_max_cohorts,
+        max_age_s=settings.monitor_window_max_age_s,
     )
 
 

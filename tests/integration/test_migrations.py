@@ -239,15 +239,26 @@ def _write_rows_with_the_stores(engine: Engine) -> dict[str, Any]:
     devices.revoke("device-revoked")
 
     monitor = MonitorStore(engine)
-    monitor.record_window(_closed_window("w-1"), NOW.timestamp())
-    monitor.save_episode(DriftEpisode("e-1", "risk", "1", "all", ["w-1"], ["speed"], "alert-1", samples=3))
+    episode = DriftEpisode("e-1", "risk", "1", "all", ["w-1"], ["speed"], "alert-1", samples=3)
+    monitor.record_close(_closed_window("w-1"), NOW.timestamp(), episode)
     return {"kept": kept, "revoked": revoked}
 
 
 def _closed_window(window_id: str) -> ClosedWindow:
     speed = FeatureDrift("speed", "drift", 1000, psi=0.4, jensen_shannon=0.2, wasserstein=0.5, ks_statistic=0.3)
     return ClosedWindow(
-        "risk", "1", "all", window_id, 1000, FULL, (speed,), ("speed",), "reference-profile-2", False, None
+        "risk",
+        "1",
+        "all",
+        window_id,
+        1000,
+        FULL,
+        (speed,),
+        ("speed",),
+        "reference-profile-2",
+        False,
+        None,
+        ends={("michi.predictions.v1", 0): 1000},
     )
 
 

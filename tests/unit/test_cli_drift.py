@@ -18,10 +18,10 @@ from services.monitor.domain.drift import DRIFT, INSUFFICIENT_DATA, OK, FeatureD
 from services.monitor.handlers import FULL, ClosedWindow
 
 
-def closed(version: str, *features: FeatureDrift) -> ClosedWindow:
+def closed(version: str, *features: FeatureDrift, cohort: str = "all") -> ClosedWindow:
     drifted = tuple(feature.feature for feature in features if feature.status == DRIFT)
     return ClosedWindow(
-        "michi-risk", version, "all", f"w-{version}", 2000, FULL, features, drifted, "reference-profile-2", False, None
+        "michi-risk", version, cohort, f"w-{version}", 2000, FULL, features, drifted, "reference-profile-2", False, None
     )
 
 
@@ -40,6 +40,13 @@ def monitor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         )
     )
     metrics.window_closed(closed("8", FeatureDrift("speed_mean_mps", INSUFFICIENT_DATA, 40)))
+    metrics.window_closed(
+        closed(
+            "7",
+            FeatureDrift("speed_mean_mps", OK, 1000, psi=0.05, jensen_shannon=0.02, wasserstein=0.1, ks_statistic=0.03),
+            cohort="vehicle:truck",
+        )
+    )
     port = free_port()
     server = serve_operations("monitor", port, alive=lambda: True, registry=metrics.registry)
     monkeypatch.setenv("MICHI_HOME", str(tmp_path / ".michi"))
@@ -81,3 +88,16 @@ def test_the_monitor_is_found_from_michi_ups_endpoints_and_an_absent_one_is_one_
     monkeypatch.setenv("MICHI_HOME", str(tmp_path / ".michi"))
     result = CliRunner().invoke(app, ["drift", "--url", f"http://127.0.0.1:{free_port()}"])
     assert result.exit_code == 1 and "did not answer" in result.output and "Traceback" not in result.output
+
+
+def test_one_cohort(monitor: str) -> None:
+    result = CliRunner().invoke(app, ["drift", "--url", monitor, "--cohort", "vehicle:truck", "--json"])
+    (row,) = [json.loads(line) for line in result.output.splitlines()]
+    assert (row["model_version"], row["cohort"], row["feature"], row["status"]) == (
+        "7",
+        "vehicle:truck",
+        "speed_mean_mps",
+        "ok",
+    )
+    empty = CliRunner().invoke(app, ["drift", "--url", monitor, "--cohort", "firmware:9"])
+    assert empty.exit_code == 0 and "no window of cohort firmware:9" in empty.output

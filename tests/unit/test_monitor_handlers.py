@@ -12,6 +12,7 @@ from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.drift import INSUFFICIENT_DATA
 from services.monitor.domain.profiles import ReferenceProfile, read_profile
+from services.monitor.domain.windows import MAX_COHORT_VALUE, cohort_value
 from services.monitor.handlers import (
     FULL,
     IDLE,
@@ -69,9 +70,18 @@ class History:
     def __init__(self) -> None:
         self.windows: dict[str, ClosedWindow] = {}
         self.episodes: dict[str, DriftEpisode] = {}
+        self.progresses: dict[tuple[str, str, str], dict[tuple[str, int], int]] = {}
 
-    def record_window(self, closed: ClosedWindow, latest_s: float) -> None:
+    def record_close(self, closed: ClosedWindow, latest_s: float, episode: DriftEpisode | None) -> None:
         self.windows.setdefault(closed.window_id, closed)
+        progress = self.progresses.setdefault((closed.model_name, closed.model_version, closed.cohort), {})
+        for partition, offset in closed.ends.items():
+            progress[partition] = max(progress.get(partition, -1), offset)
+        if episode is not None:
+            self.save_episode(episode)
+
+    def progress(self, model_name: str, model_version: str, cohort: str) -> dict[tuple[str, int], int]:
+        return dict(self.progresses.get((model_name, model_version, cohort), {}))
 
     def open_episode(self, model_name: str, model_version: str, cohort: str) -> DriftEpisode | None:
         found = [
@@ -118,9 +128,16 @@ def build(
 
 
 def prediction(
-    random: np.random.Generator, *, shift: float = 0.0, version: str = "v1", variant: int = 1, index: int = 0
+    random: np.random.Generator,
+    *,
+    shift: float = 0.0,
+    version: str = "v1",
+    variant: int = 1,
+    index: int = 0,
+    vehicle: str = "",
+    firmware: str = "",
 ) -> inference_pb2.Prediction:
-    message = inference_pb2.Prediction(variant=variant)  # type: ignore[arg-type]
+    message = inference_pb2.Prediction(variant=variant, vehicle_type=vehicle, firmware_version=firmware)  # type: ignore[arg-type]
     message.lineage.model_name, message.lineage.model_version = "risk", version
     message.lineage.window_id = f"window-{index}"
     # Mostly normal, one in ten a harsh brake.
@@ -194,12 +211,14 @@ def test_a_window_read_again_after_its_episode_was_saved_publishes_nothing_more(
     first, first_alerts, _ = build(history=history)
     feed(first, 1000, shift=5.0)
     assert len(first_alerts.alerts) == 1
-    # A crash after the episode was saved, before the commit: the window is read again from the start.
+    # A crash after the window and its episode were saved, before the commit: its rows are read again and
+    # skipped (judged already), nothing is published, and they become committable.
     second, second_alerts, second_reports = build(history=history)
     feed(second, 1000, shift=5.0)
-    assert second_alerts.alerts == [] and second_alerts.requests == []
+    assert second_alerts.alerts == [] and second_alerts.requests == [] and second_reports.closed == []
+    assert second.windows == {} and second.committable() == {(TOPIC, 0): 500, (TOPIC, 1): 500}
     (episode,) = history.episodes.values()
-    assert episode.windows == [second_reports.closed[0].window_id]  # counted once
+    assert len(episode.windows) == 1  # counted once
 
 
 def test_offsets_are_committable_only_up_to_closed_windows() -> None:
@@ -331,3 +350,52 @@ def test_a_closed_window_carries_reference_and_current_histograms_for_people() -
     # The current mass sits to the right of the reference's: the shift is visible.
     centres = np.diff(shape["edges"]) / 2 + np.array(shape["edges"][:-1])
     assert np.dot(centres, shape["current"]) > np.dot(centres, shape["reference"]) + 3.0
+
+
+def cohort_feed(monitor: DriftMonitor, rows: int, *, start: int = 0, truck_shift: float = 0.0) -> None:
+    """Cars and trucks alternating; the trucks' speed shifted by `truck_shift`."""
+    random = np.random.default_rng(start + 7)
+    for index in range(start, start + rows):
+        truck = index % 2 == 1
+        message = prediction(
+            random,
+            shift=truck_shift if truck else 0.0,
+            index=index,
+            vehicle="truck" if truck else "car",
+            firmware="2.1",
+        )
+        monitor.handle(message, (TOPIC, index % 2), index // 2)
+
+
+def test_each_cohort_has_its_windows_and_a_drift_in_one_cohort_is_its_own_episode() -> None:
+    monitor, publisher, reports = build(window_rows=1000, retrain_after_windows=1)
+    cohort_feed(monitor, 2000, truck_shift=8.0)
+    closed = {(window.cohort, window.verdict) for window in reports.closed}
+    assert ("vehicle:truck", "drift") in closed and ("vehicle:car", "ok") in closed
+    assert ("firmware:2.1", "drift") in closed  # every row of it, half of them shifted
+    drift_cohorts = sorted(alert.attributes["cohort"] for alert in publisher.alerts if alert.kind == "drift")
+    assert "vehicle:truck" in drift_cohorts and "vehicle:car" not in drift_cohorts
+    # Only the fleet as a whole asks the trainer to retrain.
+    retrains = [alert for alert in publisher.alerts if alert.kind == "retrain"]
+    assert all(alert.attributes["cohort"] == "all" for alert in retrains)
+
+
+def test_cohorts_per_dimension_are_capped_and_device_text_is_bounded() -> None:
+    monitor, _, reports = build(max_cohorts=2, window_rows=10, min_rows=10)
+    random = np.random.default_rng(1)
+    for index, firmware in enumerate(["1.0", "2.0", "3.0", "<script>" + "x" * 100]):
+        monitor.handle(prediction(random, index=index, firmware=firmware), (TOPIC, 0), index)
+    cohorts = {key[2] for key in monitor.windows}
+    assert cohorts == {"all", "firmware:1.0", "firmware:2.0"}
+    assert reports.skipped == ["cohort-limit", "cohort-limit"]
+    assert cohort_value("\x1b[31mred\n" + "y" * 200) == ("?[31mred?" + "y" * 200)[:MAX_COHORT_VALUE]
+
+
+def test_a_window_open_too_long_closes_on_what_it_holds() -> None:
+    now = [0.0]
+    monitor, _, reports = build(clock=lambda: now[0], idle_s=60.0, max_age_s=600.0)
+    for step in range(20):
+        now[0] = step * 40.0  # a row every 40 s: never idle
+        feed(monitor, 10, start=step * 10)
+        monitor.close_idle()
+    assert [(closed.reason, closed.rows) for closed in reports.closed] == [("aged", 160)]

@@ -42,8 +42,8 @@ def closed_window(window_id: str) -> ClosedWindow:
 
 
 def test_a_closed_window_is_stored_once_with_its_figures(store: MonitorStore) -> None:
-    store.record_window(closed_window("w-1"), 1_790_000_000.0)
-    store.record_window(closed_window("w-1"), 1_790_000_000.0)  # read again after a crash
+    store.record_close(closed_window("w-1"), 1_790_000_000.0, None)
+    store.record_close(closed_window("w-1"), 1_790_000_000.0, None)  # read again after a crash
     (row,) = store.windows()
     assert (row.window_id, row.verdict, row.drifted, row.rows) == ("w-1", "drift", ["speed"], 1000)
     assert row.figures["speed"]["psi"] == pytest.approx(0.4)
@@ -80,7 +80,7 @@ def test_a_windows_histograms_are_kept_for_people_and_old_windows_are_pruned(sto
         closed_window("w-2"),
         shapes={"speed": {"edges": [0.0, 1.0, 2.0], "reference": [0.5, 0.5], "current": [0.9, 0.1]}},
     )
-    store.record_window(closed, 1_790_000_000.0)
+    store.record_close(closed, 1_790_000_000.0, None)
     (row,) = store.windows()
     assert row.figures["speed"]["histogram"] == {
         "edges": [0.0, 1.0, 2.0],

@@ -1,7 +1,7 @@
 """Prometheus metrics of the monitor (one registry per process, served at /metrics).
 
-The per-feature gauges hold the figures of the last closed window of each model version (NaN where that
-window had too few rows of the feature: insufficient data).
+The per-feature gauges hold the figures of the last closed window of each model version and cohort (NaN where
+that window had too few rows of the feature: insufficient data).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from michi.telemetry.metrics import service_registry
 from services.monitor.domain.drift import INSUFFICIENT_DATA
 from services.monitor.handlers import ClosedWindow, LabelOutcome
 
-FEATURE_LABELS = ["model_version", "feature"]
+FEATURE_LABELS = ["model_version", "cohort", "feature"]
 
 
 class MonitorMetrics:
@@ -54,7 +54,7 @@ class MonitorMetrics:
             registry=registry,
         )
         self.windows = Counter(
-            "michi_monitor_windows_total", "Windows closed", ["model_version", "reason"], registry=registry
+            "michi_monitor_windows_total", "Windows closed", ["model_version", "cohort", "reason"], registry=registry
         )
         self.alerts = Counter("michi_monitor_alerts_total", "Alerts published", ["kind"], registry=registry)
         self.low_resolution = Gauge(
@@ -99,13 +99,13 @@ class MonitorMetrics:
 
     def window_closed(self, closed: ClosedWindow) -> None:
         version = closed.model_version
-        self.windows.labels(version, closed.reason).inc()
+        self.windows.labels(version, closed.cohort, closed.reason).inc()
         self.low_resolution.labels(version).set(1.0 if closed.low_resolution else 0.0)
         for alert in (closed.alert, closed.retrain):
             if alert is not None:
                 self.alerts.labels(alert.kind).inc()
         for result in closed.features:
-            labels = (version, result.feature)
+            labels = (version, closed.cohort, result.feature)
             self.psi.labels(*labels).set(result.psi)
             self.jensen_shannon.labels(*labels).set(result.jensen_shannon)
             self.wasserstein.labels(*labels).set(result.wasserstein)

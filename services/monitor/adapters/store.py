@@ -20,6 +20,7 @@ from sqlmodel import Session, col, create_engine, select
 from michi.migrations import upgrade_to_head
 from services.monitor.adapters.migrations import MIGRATIONS
 from services.monitor.adapters.tables import (
+    MonitorCohortProgressRow,
     MonitorConceptDriftRow,
     MonitorDriftEpisodeRow,
     MonitorQaWindowRow,
@@ -70,32 +71,49 @@ class MonitorStore:
 
     # --- windows
 
-    def record_window(self, closed: ClosedWindow, latest_s: float) -> None:
-        row = MonitorWindowRow(
-            window_id=closed.window_id,
-            model_name=closed.model_name,
-            model_version=closed.model_version,
-            cohort=closed.cohort,
-            rows=closed.rows,
-            reason=closed.reason,
-            verdict=closed.verdict,
-            drifted=list(closed.drifted),
-            figures=_figures(closed),
-            profile_version=closed.profile_version,
-            latest_s=latest_s,
-            closed_at=datetime.now(UTC),
-        )
+    def record_close(self, closed: ClosedWindow, latest_s: float, episode: DriftEpisode | None) -> None:
+        """The closed window (once per id), its cohort's progress and its episode, in one transaction: a crash
+        leaves all three or none."""
         with Session(self.engine) as session:
-            if session.exec(select(MonitorWindowRow.id).where(MonitorWindowRow.window_id == closed.window_id)).first():
-                return
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:  # another writer stored it first
-                session.rollback()
+            known = session.exec(select(MonitorWindowRow.id).where(MonitorWindowRow.window_id == closed.window_id))
+            if known.first() is None:
+                session.add(_window_row(closed, latest_s))
+            for (topic, partition), offset in closed.ends.items():
+                progress = session.exec(
+                    select(MonitorCohortProgressRow)
+                    .where(MonitorCohortProgressRow.model_name == closed.model_name)
+                    .where(MonitorCohortProgressRow.model_version == closed.model_version)
+                    .where(MonitorCohortProgressRow.cohort == closed.cohort)
+                    .where(MonitorCohortProgressRow.topic == topic)
+                    .where(MonitorCohortProgressRow.partition == partition)
+                ).first()
+                if progress is None:
+                    progress = MonitorCohortProgressRow(
+                        model_name=closed.model_name,
+                        model_version=closed.model_version,
+                        cohort=closed.cohort,
+                        topic=topic,
+                        partition=partition,
+                        next_offset=offset,
+                    )
+                progress.next_offset = max(progress.next_offset, offset)
+                session.add(progress)
+            if episode is not None:
+                self._put_episode(session, episode)
+            session.commit()
         self._recorded += 1
         if self._recorded % PRUNE_EVERY == 1:
             self.prune_windows(datetime.now(UTC) - timedelta(days=self.keep_windows_days))
+
+    def progress(self, model_name: str, model_version: str, cohort: str) -> dict[tuple[str, int], int]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(MonitorCohortProgressRow)
+                .where(MonitorCohortProgressRow.model_name == model_name)
+                .where(MonitorCohortProgressRow.model_version == model_version)
+                .where(MonitorCohortProgressRow.cohort == cohort)
+            ).all()
+            return {(row.topic, row.partition): row.next_offset for row in rows}
 
     def prune_windows(self, before: datetime) -> int:
         """Delete the windows closed before `before`; how many."""
@@ -132,32 +150,36 @@ class MonitorStore:
             return _episode(row) if row is not None else None
 
     def save_episode(self, episode: DriftEpisode) -> None:
-        now = datetime.now(UTC)
+        """Insert or update the episode (by `episode_id`)."""
         with Session(self.engine) as session:
-            row = session.exec(
-                select(MonitorDriftEpisodeRow).where(MonitorDriftEpisodeRow.episode_id == episode.episode_id)
-            ).first()
-            if row is None:
-                row = MonitorDriftEpisodeRow(
-                    episode_id=episode.episode_id,
-                    model_name=episode.model_name,
-                    model_version=episode.model_version,
-                    cohort=episode.cohort,
-                    status=episode.status,
-                    firing_event_id=episode.firing_event_id,
-                    opened_at=now,
-                )
-            row.status = episode.status
-            row.windows = list(episode.windows)
-            row.features = list(episode.features)
-            row.samples = episode.samples
-            row.retrain_event_id = episode.retrain_event_id
-            row.resolved_event_id = episode.resolved_event_id
-            row.resolved_window_id = episode.resolved_window_id
-            if episode.status != OPEN and row.resolved_at is None:
-                row.resolved_at = now
-            session.add(row)
+            self._put_episode(session, episode)
             session.commit()
+
+    def _put_episode(self, session: Session, episode: DriftEpisode) -> None:
+        now = datetime.now(UTC)
+        row = session.exec(
+            select(MonitorDriftEpisodeRow).where(MonitorDriftEpisodeRow.episode_id == episode.episode_id)
+        ).first()
+        if row is None:
+            row = MonitorDriftEpisodeRow(
+                episode_id=episode.episode_id,
+                model_name=episode.model_name,
+                model_version=episode.model_version,
+                cohort=episode.cohort,
+                status=episode.status,
+                firing_event_id=episode.firing_event_id,
+                opened_at=now,
+            )
+        row.status = episode.status
+        row.windows = list(episode.windows)
+        row.features = list(episode.features)
+        row.samples = episode.samples
+        row.retrain_event_id = episode.retrain_event_id
+        row.resolved_event_id = episode.resolved_event_id
+        row.resolved_window_id = episode.resolved_window_id
+        if episode.status != OPEN and row.resolved_at is None:
+            row.resolved_at = now
+        session.add(row)
 
     def episodes(self, *, limit: int = 100) -> list[MonitorDriftEpisodeRow]:
         """The latest drift episodes, newest first."""
@@ -288,6 +310,23 @@ class MonitorStore:
         with Session(self.engine) as session:
             statement = select(MonitorConceptDriftRow).order_by(col(MonitorConceptDriftRow.id).desc()).limit(limit)
             return list(session.exec(statement).all())
+
+
+def _window_row(closed: ClosedWindow, latest_s: float) -> MonitorWindowRow:
+    return MonitorWindowRow(
+        window_id=closed.window_id,
+        model_name=closed.model_name,
+        model_version=closed.model_version,
+        cohort=closed.cohort,
+        rows=closed.rows,
+        reason=closed.reason,
+        verdict=closed.verdict,
+        drifted=list(closed.drifted),
+        figures=_figures(closed),
+        profile_version=closed.profile_version,
+        latest_s=latest_s,
+        closed_at=datetime.now(UTC),
+    )
 
 
 def _outcome(row: MonitorQaWindowRow) -> LabelOutcome:

@@ -4,6 +4,8 @@
   closed, its verdict and every feature's figures (the evidence a drift alert's `window_id` points to).
 - `monitor_drift_episode`: one row per drift episode of a (model, version, cohort): the windows that
   drifted in it, the features, the alerts and requests it published, and how it ended.
+- `monitor_cohort_progress`: per (model, version, cohort) and partition, the offset up to which its rows were
+  judged in closed windows: a window read again after a crash takes the same rows, never one counted before.
 - `monitor_qa_window`: each window asked for at random (`RANDOM_QA`), per model version: what the model said
   (from its label request) and what people said (from its label), whichever came first; once both are there,
   its place in the order the version's concept-drift detector was fed (`sequence`), so a restart replays it
@@ -62,6 +64,19 @@ class MonitorDriftEpisodeRow(SQLModel, table=True):
     resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
+class MonitorCohortProgressRow(SQLModel, table=True):
+    __tablename__ = "monitor_cohort_progress"
+    __table_args__ = (UniqueConstraint("model_name", "model_version", "cohort", "topic", "partition"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(max_length=128)
+    model_version: str = Field(max_length=128)
+    cohort: str = Field(max_length=160)
+    topic: str = Field(max_length=255)
+    partition: int
+    next_offset: int
+
+
 class MonitorQaWindowRow(SQLModel, table=True):
     __tablename__ = "monitor_qa_window"
     __table_args__ = (UniqueConstraint("window_id", "model_version"), UniqueConstraint("model_version", "sequence"))
@@ -100,6 +115,7 @@ class MonitorConceptDriftRow(SQLModel, table=True):
 MONITOR_TABLES = (
     MonitorWindowRow,
     MonitorDriftEpisodeRow,
+    MonitorCohortProgressRow,
     MonitorQaWindowRow,
     MonitorConceptDriftRow,
 )

@@ -2,9 +2,12 @@
 
 A window holds, per input feature of the model's reference profile, the counts of its values on the profile's
 grid (`FeatureGrid`), the smallest and largest value, and where its rows came from (the first and last offset
-per partition). Its id is derived from where it starts, the consumer group's commit point when it opened
-(`start`: partition -> offset), so a window read again after a crash, from that same commit point, has the
-same id (`window_id`).
+per partition). A cohort's windows follow each other: a window takes the cohort's rows from where the one
+before it ended (`ends`, kept when it closes), so a window read again after a crash takes the same rows, starts
+at the same first offsets and has the same id (`window_id`, derived from them).
+
+Cohorts: every device (`all`), and per vehicle type, IMU sample rate and firmware when a prediction says them
+(`cohorts_of`).
 """
 
 from __future__ import annotations
@@ -21,19 +24,43 @@ from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
 from services.monitor.domain.samples import StratifiedSample
 
 Partition = tuple[str, int]
-# The only cohort built so far: every device (vehicle type, sample rate and firmware cohorts are not yet).
 COHORT_ALL = "all"
+# The cohort dimensions beside `all`: cohort names are `<dimension>:<value>`.
+VEHICLE = "vehicle"
+RATE = "rate"
+FIRMWARE = "firmware"
+COHORT_DIMENSIONS = (VEHICLE, RATE, FIRMWARE)
+# A cohort value longer than this, or with characters outside printable ASCII, is cut and escaped.
+MAX_COHORT_VALUE = 64
+
+
+def cohort_value(value: str) -> str:
+    """A device-given value as a cohort name part: printable ASCII, at most `MAX_COHORT_VALUE` characters."""
+    printable = "".join(character if " " <= character <= "~" else "?" for character in value.strip())
+    return printable[:MAX_COHORT_VALUE]
+
+
+def cohorts_of(
+    vehicle_type: str, sample_rate_hz: int, firmware_version: str, dimensions: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """(dimension, cohort) of a prediction beside `all`, for the enabled `dimensions`, where the value is known."""
+    known = {
+        VEHICLE: cohort_value(vehicle_type),
+        RATE: str(sample_rate_hz) if sample_rate_hz > 0 else "",
+        FIRMWARE: cohort_value(firmware_version),
+    }
+    return [(dimension, f"{dimension}:{known[dimension]}") for dimension in dimensions if known.get(dimension)]
 
 
 def window_id(model_name: str, model_version: str, cohort: str, start: Mapping[Partition, int]) -> str:
-    """`w-` and 16 hex digits of the model, cohort and start offsets: stable across a redelivery."""
+    """`w-` and 16 hex digits of the model, cohort and first offsets: stable across a redelivery."""
     where = ",".join(f"{topic}:{partition}:{offset}" for (topic, partition), offset in sorted(start.items()))
     digest = hashlib.sha256(f"{model_name}\x1f{model_version}\x1f{cohort}\x1f{where}".encode()).hexdigest()
     return f"w-{digest[:16]}"
 
 
 def describe_start(start: Mapping[Partition, int]) -> str:
-    """`partition:offset,...` of a window's start, for people (an offset of -1: the partition's beginning)."""
+    """`partition:offset,...` of a window's first rows, for people."""
     return ",".join(f"{partition}:{offset}" for (_, partition), offset in sorted(start.items()))
 
 
@@ -44,7 +71,8 @@ class DriftWindow:
     cohort: str
     profile: ReferenceProfile
     grid: FeatureGrid
-    start: dict[Partition, int]
+    # When it opened (the monitor's clock): a window open longer than the policy's maximum age closes.
+    opened_at: float = 0.0
     counts: np.ndarray = field(init=False)
     lows: np.ndarray = field(init=False)
     highs: np.ndarray = field(init=False)
@@ -65,12 +93,30 @@ class DriftWindow:
         self.highs = np.full(features, -np.inf)
 
     @property
-    def id(self) -> str:
-        return window_id(self.model_name, self.model_version, self.cohort, self.start)
+    def start(self) -> dict[Partition, int]:
+        """Its first row per partition."""
+        return dict(self.first_offsets)
 
-    def add(self, values: np.ndarray, partition: Partition, offset: int, occurred_at: tuple[int, int]) -> None:
-        """One prediction's feature row (NaN where it has none): O(features)."""
-        column = self.grid.columns_of(values)
+    @property
+    def id(self) -> str:
+        return window_id(self.model_name, self.model_version, self.cohort, self.first_offsets)
+
+    @property
+    def ends(self) -> dict[Partition, int]:
+        """Per partition, the offset after its last row: where the cohort's next window takes over."""
+        return {partition: offset + 1 for partition, offset in self.last_offsets.items()}
+
+    def add(
+        self,
+        values: np.ndarray,
+        partition: Partition,
+        offset: int,
+        occurred_at: tuple[int, int],
+        column: np.ndarray | None = None,
+    ) -> None:
+        """One prediction's feature row (NaN where it has none; `column`: its grid columns when known): O(features)."""
+        if column is None:
+            column = self.grid.columns_of(values)
         used = column >= 0
         self.counts[self.grid.rows[used], column[used]] += 1
         finite = np.where(used, values, np.nan)
