@@ -48,6 +48,13 @@ from services.monitor.domain.drift import (
     feature_drift,
 )
 from services.monitor.domain.episodes import FIRING, RESOLVED, firing_event_id, resolved_event_id
+from services.monitor.domain.performance import (
+    Calibration,
+    ExpectedPerformance,
+    RealisedPerformance,
+    expected_performance,
+    risky_call,
+)
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
 from services.monitor.domain.windows import (
     COHORT_ALL,
@@ -200,6 +207,8 @@ class ClosedWindow:
     shapes: Mapping[str, Mapping[str, list[float]]] = field(default_factory=dict)
     # Per partition, the offset after its last row (where the cohort's next window takes over).
     ends: Mapping[Partition, int] = field(default_factory=dict)
+    # Accuracy and false-alert rate expected from the model's confidence, calibrated on random-QA labels.
+    performance: ExpectedPerformance | None = None
 
 
 class DriftMonitor:
@@ -212,8 +221,11 @@ class DriftMonitor:
         reports: DriftReports,
         policy: DriftPolicy,
         clock: Callable[[], float] = time.monotonic,
+        calibrations: Callable[[str, str], Calibration | None] | None = None,
     ) -> None:
         self.clock = clock
+        # The version's confidence calibration on random-QA labels (`ConceptDriftMonitor.calibration`).
+        self.calibrations = calibrations
         # When each open window last got a row (`close_idle`).
         self._last_row_at: dict[tuple[str, str, str], float] = {}
         self.history = history
@@ -322,6 +334,7 @@ class DriftMonitor:
                 )
                 window.sample.per_stratum = self.policy.drift_sample_per_class
             window.add(values, partition, offset, occurred, columns)
+            window.count_call(prediction.predicted, prediction.confidence)
             if lineage.window_id:
                 window.sample.offer(prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction))
             self._last_row_at[key] = self.clock()
@@ -397,6 +410,11 @@ class DriftMonitor:
             verdict=verdict,
             shapes=shapes,
             ends=window.ends,
+            performance=expected_performance(
+                window.calls,
+                window.alerts,
+                self.calibrations(window.model_name, window.model_version) if self.calibrations else None,
+            ),
         )
         closed, episode = self._follow_episode(window, closed)
         self.history.record_close(closed, window.latest[0] + window.latest[1] / 1e9, episode)
@@ -649,15 +667,24 @@ class LabelOutcome:
     sequence: int
     correct: bool
     predicted_at_s: float
+    # The model's call and its confidence (the probability of the predicted class).
+    predicted: int = 0
+    confidence: float = 0.0
 
 
 class QaOutcomes(Protocol):
     """Where the random-QA windows wait for both sides and their outcomes are kept in feed order (SQL)."""
 
     def record_prediction(
-        self, window_id: str, model_name: str, model_version: str, predicted: int, predicted_at_s: float
+        self,
+        window_id: str,
+        model_name: str,
+        model_version: str,
+        predicted: int,
+        confidence: float,
+        predicted_at_s: float,
     ) -> None:
-        """What the model said for the window (idempotent)."""
+        """What the model said for the window, and how sure it was (idempotent)."""
         ...
 
     def record_label(
@@ -692,7 +719,14 @@ class QaOutcomes(Protocol):
 class ConceptReports(Protocol):
     def label_skipped(self, reason: str) -> None: ...
 
-    def outcome(self, outcome: LabelOutcome, error_rate: float, window: int) -> None: ...
+    def outcome(
+        self,
+        outcome: LabelOutcome,
+        error_rate: float,
+        window: int,
+        realised: RealisedPerformance,
+        calibration: Calibration,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -731,6 +765,9 @@ class ConceptDriftMonitor:
         self.reports = reports
         self.policy = policy
         self.detectors: dict[tuple[str, str], Adwin] = {}
+        # Per (model, version): its confidence calibration and its latest outcomes (performance without labels).
+        self.calibrations: dict[tuple[str, str], Calibration] = {}
+        self.realised: dict[tuple[str, str], RealisedPerformance] = {}
         self._replayed = False
 
     def request(self, request: labels_pb2.LabelRequest) -> None:
@@ -742,7 +779,12 @@ class ConceptDriftMonitor:
             return
         predicted_at = request.occurred_at.seconds + request.occurred_at.nanos / 1e9
         self.outcomes.record_prediction(
-            lineage.window_id, lineage.model_name, lineage.model_version, int(request.suggested), predicted_at
+            lineage.window_id,
+            lineage.model_name,
+            lineage.model_version,
+            int(request.suggested),
+            float(request.confidence),
+            predicted_at,
         )
 
     def label(self, label: labels_pb2.Label) -> None:
@@ -772,8 +814,16 @@ class ConceptDriftMonitor:
         """A batch failed: rebuild the detectors from what was kept before feeding more."""
         self._replayed = False
 
+    def calibration(self, model_name: str, model_version: str) -> Calibration | None:
+        """The version's confidence calibration so far (the kept outcomes replayed first), None without labels."""
+        if not self._replayed:
+            self._replay()
+        return self.calibrations.get((model_name, model_version))
+
     def _replay(self) -> None:
         self.detectors.clear()
+        self.calibrations.clear()
+        self.realised.clear()
         known = self.outcomes.concept_drift_ids()
         for outcome in self.outcomes.outcomes():
             self._feed(outcome, known)
@@ -786,7 +836,11 @@ class ConceptDriftMonitor:
             detector = self.detectors[key] = Adwin(delta=self.policy.delta)
         before = detector.estimation
         changed = detector.update(0.0 if outcome.correct else 1.0)
-        self.reports.outcome(outcome, detector.estimation, detector.width)
+        calibration = self.calibrations.setdefault(key, Calibration())
+        calibration.add(outcome.confidence, outcome.correct)
+        realised = self.realised.setdefault(key, RealisedPerformance())
+        realised.add(outcome.correct, risky_call(outcome.predicted, outcome.confidence))
+        self.reports.outcome(outcome, detector.estimation, detector.width, realised, calibration)
         if not changed:
             return
         after = detector.estimation

@@ -69,13 +69,6 @@ def build_consumer(
             resources.stop()  # before the producer behind its publisher is closed
         history.close()
 
-    monitor = DriftMonitor(
-        profiles=profiles or BlobProfiles(BlobStore(settings.resolved_blob_url())),
-        publisher=publisher,
-        history=history,
-        reports=metrics,
-        policy=policy_of(settings),
-    )
     concept = ConceptDriftMonitor(
         outcomes=history,
         publisher=publisher,
@@ -83,6 +76,14 @@ def build_consumer(
         policy=ConceptPolicy(
             delta=settings.monitor_adwin_delta, retrain_on_concept_drift=settings.monitor_retrain_on_concept_drift
         ),
+    )
+    monitor = DriftMonitor(
+        profiles=profiles or BlobProfiles(BlobStore(settings.resolved_blob_url())),
+        publisher=publisher,
+        history=history,
+        reports=metrics,
+        policy=policy_of(settings),
+        calibrations=concept.calibration,
     )
     return MonitorConsumer(
         consumer=Consumer(group_consumer_config(settings.kafka_connection(), settings.topic_prefix, SERVICE)),

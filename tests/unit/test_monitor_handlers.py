@@ -11,6 +11,7 @@ import pytest
 from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.drift import INSUFFICIENT_DATA
+from services.monitor.domain.performance import Calibration
 from services.monitor.domain.profiles import ReferenceProfile, read_profile
 from services.monitor.domain.windows import MAX_COHORT_VALUE, cohort_value
 from services.monitor.handlers import (
@@ -112,7 +113,10 @@ class Reports:
 
 
 def build(
-    clock: Callable[[], float] = lambda: 0.0, history: History | None = None, **policy: object
+    clock: Callable[[], float] = lambda: 0.0,
+    history: History | None = None,
+    calibrations: Callable[[str, str], Calibration | None] | None = None,
+    **policy: object,
 ) -> tuple[DriftMonitor, Publisher, Reports]:
     publisher, reports = Publisher(), Reports()
     monitor = DriftMonitor(
@@ -122,6 +126,7 @@ def build(
         reports=reports,
         policy=DriftPolicy(**{"window_rows": 1000, "min_rows": 1000, **policy}),  # type: ignore[arg-type]
         clock=clock,
+        calibrations=calibrations,
     )
     monitor.assigned({(TOPIC, 0): -1, (TOPIC, 1): -1})
     return monitor, publisher, reports
@@ -140,8 +145,9 @@ def prediction(
     message = inference_pb2.Prediction(variant=variant, vehicle_type=vehicle, firmware_version=firmware)  # type: ignore[arg-type]
     message.lineage.model_name, message.lineage.model_version = "risk", version
     message.lineage.window_id = f"window-{index}"
-    # Mostly normal, one in ten a harsh brake.
+    # Mostly normal, one in ten a harsh brake (an alert), all said with 0.92.
     message.predicted = 2 if index % 10 == 0 else 1  # type: ignore[assignment]
+    message.confidence = 0.92
     message.features["speed"] = float(random.normal(15.0 + shift, 5.0))
     message.features["braking"] = float(random.normal(-1.0, 0.5))
     message.occurred_at.seconds = 1_700_000_000
@@ -399,3 +405,22 @@ def test_a_window_open_too_long_closes_on_what_it_holds() -> None:
         feed(monitor, 10, start=step * 10)
         monitor.close_idle()
     assert [(closed.reason, closed.rows) for closed in reports.closed] == [("aged", 160)]
+
+
+def test_a_closed_window_carries_its_expected_accuracy_and_false_alert_rate() -> None:
+    calibration = Calibration()
+    for index in range(500):  # labelled at random: the model says 0.92 and is right 70 % of the time
+        calibration.add(0.92, index % 10 < 7)
+    asked: list[tuple[str, str]] = []
+
+    def calibrations(name: str, version: str) -> Calibration:
+        asked.append((name, version))
+        return calibration
+
+    monitor, _, reports = build(calibrations=calibrations)
+    feed(monitor, 1000)
+    performance = reports.closed[0].performance
+    assert performance is not None and performance.calibrated and performance.alerts == 100
+    assert performance.accuracy == pytest.approx(0.7, abs=0.01)
+    assert performance.false_alert_rate == pytest.approx(0.3, abs=0.01)
+    assert asked == [("risk", "v1")]

@@ -12,6 +12,7 @@ from prometheus_client import Counter, Gauge
 
 from michi.telemetry.metrics import service_registry
 from services.monitor.domain.drift import INSUFFICIENT_DATA
+from services.monitor.domain.performance import Calibration, RealisedPerformance
 from services.monitor.handlers import ClosedWindow, LabelOutcome
 
 FEATURE_LABELS = ["model_version", "cohort", "feature"]
@@ -90,6 +91,36 @@ class MonitorMetrics:
             ["model_version", "correct"],
             registry=registry,
         )
+        self.expected_accuracy = Gauge(
+            "michi_monitor_expected_accuracy",
+            "Accuracy of the last closed window expected from the model's calibrated confidence (no labels)",
+            ["model_version", "cohort"],
+            registry=registry,
+        )
+        self.expected_false_alert_rate = Gauge(
+            "michi_monitor_expected_false_alert_rate",
+            "Share of wrong alerts among the last closed window's alerts, expected from the calibrated confidence",
+            ["model_version", "cohort"],
+            registry=registry,
+        )
+        self.realised_accuracy = Gauge(
+            "michi_monitor_realised_accuracy",
+            "Share of right calls among the version's latest random-QA labels",
+            ["model_version"],
+            registry=registry,
+        )
+        self.realised_false_alert_rate = Gauge(
+            "michi_monitor_realised_false_alert_rate",
+            "Share of wrong alerts among the alerts of the version's latest random-QA labels",
+            ["model_version"],
+            registry=registry,
+        )
+        self.calibration_labels = Gauge(
+            "michi_monitor_calibration_labels",
+            "Random-QA labels the version's confidence calibration rests on",
+            ["model_version"],
+            registry=registry,
+        )
         self.labels_skipped = Counter(
             "michi_monitor_labels_skipped_total",
             "Labels and label requests that are no outcome for concept drift",
@@ -104,6 +135,9 @@ class MonitorMetrics:
         for alert in (closed.alert, closed.retrain):
             if alert is not None:
                 self.alerts.labels(alert.kind).inc()
+        if closed.performance is not None:
+            self.expected_accuracy.labels(version, closed.cohort).set(closed.performance.accuracy)
+            self.expected_false_alert_rate.labels(version, closed.cohort).set(closed.performance.false_alert_rate)
         for result in closed.features:
             labels = (version, closed.cohort, result.feature)
             self.psi.labels(*labels).set(result.psi)
@@ -117,10 +151,21 @@ class MonitorMetrics:
     def label_skipped(self, reason: str) -> None:
         self.labels_skipped.labels(reason).inc()
 
-    def outcome(self, outcome: LabelOutcome, error_rate: float, window: int) -> None:
-        self.outcomes.labels(outcome.model_version, "true" if outcome.correct else "false").inc()
-        self.error_rate.labels(outcome.model_version).set(error_rate)
-        self.error_window.labels(outcome.model_version).set(window)
+    def outcome(
+        self,
+        outcome: LabelOutcome,
+        error_rate: float,
+        window: int,
+        realised: RealisedPerformance,
+        calibration: Calibration,
+    ) -> None:
+        version = outcome.model_version
+        self.outcomes.labels(version, "true" if outcome.correct else "false").inc()
+        self.error_rate.labels(version).set(error_rate)
+        self.error_window.labels(version).set(window)
+        self.realised_accuracy.labels(version).set(realised.accuracy)
+        self.realised_false_alert_rate.labels(version).set(realised.false_alert_rate)
+        self.calibration_labels.labels(version).set(calibration.labels)
 
     def prediction_skipped(self, reason: str) -> None:
         self.skipped.labels(reason).inc()

@@ -190,11 +190,17 @@ class MonitorStore:
     # --- random-QA windows and concept drift
 
     def record_prediction(
-        self, window_id: str, model_name: str, model_version: str, predicted: int, predicted_at_s: float
+        self,
+        window_id: str,
+        model_name: str,
+        model_version: str,
+        predicted: int,
+        confidence: float,
+        predicted_at_s: float,
     ) -> None:
         def fill(row: MonitorQaWindowRow) -> None:
             if row.predicted is None:
-                row.predicted, row.predicted_at_s = predicted, predicted_at_s
+                row.predicted, row.predicted_at_s, row.confidence = predicted, predicted_at_s, confidence
 
         self._upsert_qa_window(window_id, model_name, model_version, fill)
 
@@ -312,6 +318,23 @@ class MonitorStore:
             return list(session.exec(statement).all())
 
 
+def _performance(closed: ClosedWindow) -> dict[str, Any] | None:
+    performance = closed.performance
+    if performance is None:
+        return None
+
+    def number(value: float) -> float | None:
+        return None if value != value else round(value, 6)
+
+    return {
+        "expected_accuracy": number(performance.accuracy),
+        "expected_false_alert_rate": number(performance.false_alert_rate),
+        "alerts": performance.alerts,
+        "calibrated": performance.calibrated,
+        "calibration_labels": performance.calibration_labels,
+    }
+
+
 def _window_row(closed: ClosedWindow, latest_s: float) -> MonitorWindowRow:
     return MonitorWindowRow(
         window_id=closed.window_id,
@@ -324,6 +347,7 @@ def _window_row(closed: ClosedWindow, latest_s: float) -> MonitorWindowRow:
         drifted=list(closed.drifted),
         figures=_figures(closed),
         profile_version=closed.profile_version,
+        performance=_performance(closed),
         latest_s=latest_s,
         closed_at=datetime.now(UTC),
     )
@@ -337,6 +361,8 @@ def _outcome(row: MonitorQaWindowRow) -> LabelOutcome:
         sequence=int(row.sequence or 0),
         correct=bool(row.correct),
         predicted_at_s=float(row.predicted_at_s or 0.0),
+        predicted=int(row.predicted or 0),
+        confidence=float(row.confidence or 0.0),
     )
 
 

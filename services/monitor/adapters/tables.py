@@ -41,6 +41,9 @@ class MonitorWindowRow(SQLModel, table=True):
     # Latest occurred_at of its predictions (epoch seconds).
     latest_s: float
     closed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    # Expected accuracy and false-alert rate from the model's confidence (`domain/performance.py`), if computed
+    # (last: added by revision 0004).
+    performance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class MonitorDriftEpisodeRow(SQLModel, table=True):
@@ -95,6 +98,9 @@ class MonitorQaWindowRow(SQLModel, table=True):
     sequence: int | None = None
     correct: bool | None = None
     received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # How sure the model was of its call (the request's `confidence`, the probability of the predicted class;
+    # last: added by revision 0004).
+    confidence: float | None = None
 
 
 class MonitorConceptDriftRow(SQLModel, table=True):

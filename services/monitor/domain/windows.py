@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from services.monitor.domain.drift import Histogram
+from services.monitor.domain.performance import CONFIDENCE_BINS, confidence_bin, risky_call
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
 from services.monitor.domain.samples import StratifiedSample
 
@@ -86,7 +87,13 @@ class DriftWindow:
     # The rows a drift episode opened by this window asks people to label (`DRIFT_SAMPLE`), per predicted class.
     sample: StratifiedSample[Any] = field(default_factory=lambda: StratifiedSample(0))
 
+    # The model's calls per confidence bin, and its alerts (risky calls) per bin: the expected performance.
+    calls: np.ndarray = field(init=False)
+    alerts: np.ndarray = field(init=False)
+
     def __post_init__(self) -> None:
+        self.calls = np.zeros(CONFIDENCE_BINS)
+        self.alerts = np.zeros(CONFIDENCE_BINS)
         features = len(self.grid.names)
         self.counts = np.zeros((features, self.grid.columns), dtype=np.int32)
         self.lows = np.full(features, np.inf)
@@ -127,6 +134,13 @@ class DriftWindow:
         self.first_offsets.setdefault(partition, offset)
         self.last_offsets[partition] = offset
         self.latest = max(self.latest, occurred_at)
+
+    def count_call(self, predicted: int, confidence: float) -> None:
+        """The model's call on the row: its confidence bin, and whether it is an alert."""
+        position = confidence_bin(confidence)
+        self.calls[position] += 1
+        if risky_call(predicted, confidence):
+            self.alerts[position] += 1
 
     def histogram(self, position: int) -> Histogram:
         return self.grid.histogram(
