@@ -13,6 +13,8 @@ the one Kafka connection (client id `<prefix><service>`), the consumer is built 
 `/readyz` (its own readiness as `consumer`, then `checks`) and `/metrics` are served
 (`michi.readiness.serve_operations`) while it runs; at the end the pages stop, the consumer and each check
 with a `close()` are closed (what they hold: a store's connections), and the producer is flushed and closed.
+`pages`, given the consumer `build` made, returns the service's own pages served beside those three (the
+monitor's page: `serve_operations(pages=...)`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from michi.bus.producer import EventProducer
-from michi.readiness import ReadinessCheck, serve_operations
+from michi.readiness import PageHandler, ReadinessCheck, serve_operations
 from michi.runtime import tune_garbage_collection
 from michi.settings import MichiSettings
 from michi.telemetry import configure_logging, configure_tracing
@@ -46,14 +48,18 @@ class ConsumerService(Protocol):
     def readiness(self) -> str | None: ...
 
 
+Built = TypeVar("Built", bound=ConsumerService)
+
+
 def run_consumer_service(
     service: str,
     settings: MichiSettings,
     *,
     port: int,
     host: str,
-    build: Callable[[EventProducer], ConsumerService],
+    build: Callable[[EventProducer], Built],
     checks: Mapping[str, ReadinessCheck] | None = None,
+    pages: Callable[[Built], Mapping[str, PageHandler]] | None = None,
 ) -> None:
     """Run the consumer `build` makes until SIGINT/SIGTERM, with its operations pages (module docstring)."""
     configure_logging(service, settings.log_level)
@@ -76,6 +82,7 @@ def run_consumer_service(
             registry=consumer.metrics.registry,
             ready={"consumer": consumer.readiness},
             checks=more_checks,
+            pages=pages(consumer) if pages is not None else None,
         )
         try:
             consumer.run(stop)

@@ -26,16 +26,23 @@ fails when records wait on the group's partitions and its committed offsets have
 `NOT_READY_AFTER_S` (30 s; the faust stream workers have the same judgement built in, `michi/bus/stalls.py`):
 
     checks["progress"] = ConsumerProgress(settings.kafka_connection(), f"{prefix}warehouse", [PREDICTIONS.name(prefix)])
+
+`serve_operations` can also serve a service's own pages beside those three (the monitor's page,
+`services/monitor/entrypoints/page.py`): `pages` maps a path (exact, or a prefix ending in `/*`) to a function
+from a `PageRequest` (path, parsed query, headers) to a `PageAnswer` (status, body, content type, headers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 from confluent_kafka import Consumer
@@ -47,7 +54,17 @@ from michi.bus.connection import KafkaConnection, as_connection
 from michi.bus.stalls import NOT_READY_AFTER_S, Partition, Position, StallDetector, read_positions
 from michi.telemetry.metrics import render_metrics
 
+logger = logging.getLogger(__name__)
+
 CHECK_TIMEOUT_S = 5.0
+# A service's own pages (`serve_operations(pages=...)`): the longest request target (path and query) and the most
+# query parameters they are handed; longer or more is refused (414, 400) before a page sees it.
+MAX_PAGE_TARGET = 2048
+MAX_PAGE_PARAMETERS = 32
+# Seconds a connection to the operations server may sit idle mid-request before it is dropped.
+REQUEST_TIMEOUT_S = 30.0
+# The pages every service answers itself; a service's own pages cannot take them.
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 ReadinessCheck = Callable[[], Awaitable[Any]]
 
@@ -233,6 +250,56 @@ def add_stream_pages(app: Any, service: str, render_metrics: Callable[[], bytes]
         return web.bytes(render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@dataclass(frozen=True)
+class PageRequest:
+    """A GET of one of a service's own pages (`serve_operations(pages=...)`).
+
+    `path` is percent-decoded, without the query; `query` is the parsed query string (every value of each
+    name, blank ones kept); `headers` has lower-case names.
+    """
+
+    path: str
+    query: Mapping[str, list[str]] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def parameter(self, name: str) -> str | None:
+        """The first value of query parameter `name`, None when absent."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class PageAnswer:
+    """What a service's own page answers: status, body, content type and any further headers."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+PageHandler = Callable[[PageRequest], PageAnswer]
+
+
+def json_answer(status: int, body: Any, headers: Mapping[str, str] | None = None) -> PageAnswer:
+    """A JSON answer (orjson: NaN and infinities become null)."""
+    return PageAnswer(status, orjson.dumps(body), "application/json", dict(headers or {}))
+
+
+def _page_of(pages: Mapping[str, PageHandler], path: str) -> PageHandler | None:
+    """The page of `path`: its exact entry, else the longest `/*` prefix entry it starts with."""
+    if path in pages:
+        return pages[path]
+    prefixes = sorted((key[:-1] for key in pages if key.endswith("/*")), key=len, reverse=True)
+    for prefix in prefixes:
+        if path.startswith(prefix):
+            return pages[prefix + "*"]
+    return None
+
+
 def serve_operations(
     service: str,
     port: int,
@@ -242,6 +309,7 @@ def serve_operations(
     ready: Mapping[str, Callable[[], str | None]] | None = None,
     checks: Mapping[str, ReadinessCheck] | None = None,
     host: str = "127.0.0.1",
+    pages: Mapping[str, PageHandler] | None = None,
 ) -> ThreadingHTTPServer:
     """`/healthz`, `/readyz` and `/metrics` of a service that has no HTTP app of its own, on `host:port`.
 
@@ -251,10 +319,20 @@ def serve_operations(
     request, bounded like every `/readyz` check), one answer at a time (a `ConsumerProgress` keeps clocks).
     The pages run in a daemon thread and log nothing per request; `server.shutdown()` and
     `server.server_close()` stop them (port 0: a free port, `server.server_address[1]`).
+
+    `pages`: the service's own GET pages beside those three, by path: an exact path ("/"), or a prefix ending in
+    "/*" ("/v1/monitor/*": every path under it, the longest prefix first). Each gets a `PageRequest` and returns
+    a `PageAnswer`; a request target longer than `MAX_PAGE_TARGET` is answered 414, a query with more than
+    `MAX_PAGE_PARAMETERS` parameters 400, a page that raises 500 (logged). They answer whatever their caller
+    decides about who may see them: `serve_operations` checks no credentials.
     """
     own = dict(ready or {})
     dependencies = dict(checks or {})
     judging = threading.Lock()
+    own_pages = dict(pages or {})
+    taken = sorted(OPERATIONS_PATHS & {key.removesuffix("/*") for key in own_pages})
+    if taken:
+        raise ValueError(f"pages cannot take the operations paths: {', '.join(taken)}")
 
     def outcomes() -> dict[str, str]:
         answers = {name: "ok" if (why := judge()) is None else f"error: {why}" for name, judge in own.items()}
@@ -263,6 +341,8 @@ def serve_operations(
         return answers
 
     class OperationsPages(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_S
+
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._answer(200, render_metrics(registry), CONTENT_TYPE_LATEST)
@@ -274,13 +354,43 @@ def serve_operations(
                 with judging:
                     answer = readiness_body(service, outcomes())
                 self._answer(200 if answer["ready"] else 503, orjson.dumps(answer), "application/json")
+            elif own_pages:
+                self._own_page()
             else:
                 self._answer(404, b'{"status": "not found"}', "application/json")
 
-        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        def _own_page(self) -> None:
+            if len(self.path) > MAX_PAGE_TARGET:
+                self._answer(414, b'{"status": "request target too long"}', "application/json")
+                return
+            target = urlsplit(self.path)
+            path = unquote(target.path)
+            page = _page_of(own_pages, path)
+            if page is None:
+                self._answer(404, b'{"status": "not found"}', "application/json")
+                return
+            try:
+                query = parse_qs(target.query, keep_blank_values=True, max_num_fields=MAX_PAGE_PARAMETERS)
+            except ValueError:
+                self._answer(400, b'{"status": "too many query parameters"}', "application/json")
+                return
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            try:
+                answer = page(PageRequest(path=path, query=query, headers=headers))
+            except Exception:
+                logger.exception("page failed", extra={"service": service, "path": path[:200]})
+                self._answer(500, b'{"status": "error"}', "application/json")
+                return
+            self._answer(answer.status, answer.body, answer.content_type, answer.headers)
+
+        def _answer(
+            self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 

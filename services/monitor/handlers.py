@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
+from urllib.parse import urlencode
 
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
@@ -157,6 +158,8 @@ class DriftPolicy:
     max_cohorts: int = 8
     # A window open this long closes on what it holds (`AGED`): the group's commits never trail by more.
     max_age_s: float = 3600.0
+    # The monitor page's public address: alerts link to their evidence there (`evidence` attribute); empty: none.
+    page_url: str = ""
 
 
 @dataclass
@@ -494,7 +497,7 @@ class DriftMonitor:
             closed = replace(closed, alert=alert, retrain=retrain, drift_samples=samples, episode_id=episode.episode_id)
             return closed, episode
         if closed.verdict == VERDICT_OK and episode is not None:
-            resolved = drift_resolved(window, closed, episode)
+            resolved = drift_resolved(window, closed, episode, self.policy)
             self.publisher.publish_alert(resolved)
             episode.status = RESOLVED
             episode.resolved_event_id = resolved.event_id
@@ -523,6 +526,15 @@ class DriftMonitor:
         self._last_row_at.clear()
 
 
+def evidence_url(page_url: str, *, window_id: str | None = None, episode: str | None = None) -> str | None:
+    """The page's address showing an alert's evidence (`?window=`: that window's figures and histograms;
+    `?episode=`: that episode), None when `MICHI_MONITOR_PAGE_URL` is not set."""
+    if not page_url:
+        return None
+    query = {name: value for name, value in (("window", window_id), ("episode", episode)) if value}
+    return f"{page_url.rstrip('/')}/" + (f"?{urlencode(query)}" if query else "")
+
+
 def drift_alert(
     window: DriftWindow,
     results: tuple[FeatureDrift, ...],
@@ -549,6 +561,7 @@ def drift_alert(
         {
             STATUS: FIRING,
             EPISODE: episode_id,
+            **_evidence(policy.page_url, window_id=window.id, episode=episode_id),
             "window_id": window.id,
             "cohort": window.cohort,
             "features": ",".join(drifted),
@@ -572,7 +585,14 @@ def drift_alert(
     return alert
 
 
-def drift_resolved(window: DriftWindow, closed: ClosedWindow, episode: DriftEpisode) -> operations_pb2.Alert:
+def _evidence(page_url: str, *, window_id: str | None = None, episode: str | None = None) -> dict[str, str]:
+    url = evidence_url(page_url, window_id=window_id, episode=episode)
+    return {"evidence": url} if url else {}
+
+
+def drift_resolved(
+    window: DriftWindow, closed: ClosedWindow, episode: DriftEpisode, policy: DriftPolicy
+) -> operations_pb2.Alert:
     """The resolve event of a drift episode: the first window with enough data and no drift after it."""
     resolved = operations_pb2.Alert(
         event_id=resolved_event_id(DRIFT_ALERT_KIND, episode.episode_id),
@@ -592,6 +612,7 @@ def drift_resolved(window: DriftWindow, closed: ClosedWindow, episode: DriftEpis
         {
             STATUS: RESOLVED,
             EPISODE: episode.episode_id,
+            **_evidence(policy.page_url, window_id=window.id, episode=episode.episode_id),
             "window_id": window.id,
             "cohort": window.cohort,
             "drift_windows": ",".join(episode.windows),
@@ -623,6 +644,7 @@ def retrain_request(window: DriftWindow, episode: DriftEpisode, policy: DriftPol
         {
             "reason": "sustained-drift",
             EPISODE: episode.episode_id,
+            **_evidence(policy.page_url, episode=episode.episode_id),
             "cohort": window.cohort,
             "drift_windows": ",".join(episode.windows),
             "features": ",".join(episode.features),

@@ -9,6 +9,9 @@
     thread = start_resource_watch(settings, publisher, registry)   # ticks every scrape interval, publishes
     thread.stop()
 
+    watch.history()                           # the last rounds (an hour at 5 s), for the monitor page's charts
+    watch.today()                             # the day's figures at the last round
+
 Each round:
 
 - **Memory.** Per service scraped, `process_resident_memory_bytes` (summed over a multiprocess service's
@@ -25,6 +28,11 @@ Each round:
 A service that cannot be scraped, or a round in which Kafka cannot be asked, is not observed: no alert, no
 state change (`michi_monitor_scrape_up` says which). Episodes follow `domain/episodes.py`; everything is in
 memory, so a restarted monitor starts holds and the day's sums again.
+
+**History.** The last `history_rounds` rounds (`HISTORY_ROUNDS`, 720: an hour at the default 5 s) are kept in a
+ring buffer for the monitor page (`services/monitor/entrypoints/page.py`): per round each service's RSS / limit,
+each group's lag and the day's running cost (`ResourceRound`); `history()` and `today()` may be read from
+another thread.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -70,6 +79,8 @@ MONITOR_SERVICE = "monitor"
 # Alerts a broker outage left unpublished, kept to try again at the next round (the oldest dropped beyond it).
 MAX_UNPUBLISHED = 100
 MEBIBYTE = 1024.0 * 1024.0
+# Rounds kept for the monitor page's charts: an hour at the default scrape interval of 5 s.
+HISTORY_ROUNDS = 720
 
 
 class ServiceMetricsReader(Protocol):
@@ -121,6 +132,29 @@ def resource_policy_of(settings: MonitorSettings) -> ResourcePolicy:
         daily_budget=settings.monitor_daily_budget,
         ignored_groups=frozenset({f"{settings.topic_prefix}{MONITOR_SERVICE}"}),
     )
+
+
+@dataclass(frozen=True)
+class ResourceRound:
+    """What one round observed, kept for the monitor page's charts.
+
+    `memory`: RSS / memory limit per service scraped with a limit; `lag`: per group judged, records behind and the
+    age (s) of its oldest unconsumed record (None when unknown); `day` and `cost_usd`: the UTC day and its running
+    cost at the end of the round. A service or group absent was not observed that round.
+    """
+
+    at: float
+    memory: Mapping[str, float]
+    lag: Mapping[str, tuple[int, float | None]]
+    day: str
+    cost_usd: float
+
+
+def memory_ratio(reading: ServiceReading) -> float | None:
+    """RSS / memory limit of a reading; None without RSS or limit."""
+    if reading.rss_bytes is None or not reading.limit_bytes or reading.limit_bytes <= 0:
+        return None
+    return reading.rss_bytes / reading.limit_bytes
 
 
 class ResourceMetrics:
@@ -189,6 +223,7 @@ class ResourceWatch:
         services: ServiceMetricsReader,
         lag: LagReader | None,
         reports: ResourceMetrics | None = None,
+        history_rounds: int = HISTORY_ROUNDS,
     ) -> None:
         self.policy = policy
         self.services = services
@@ -208,6 +243,10 @@ class ResourceWatch:
         self._lock = threading.Lock()
         self._predictions = 0
         self._labels = 0
+        # The monitor page's view (another thread): the last rounds and the day's figures at the last one.
+        self._history: deque[ResourceRound] = deque(maxlen=max(1, history_rounds))
+        self._today: dict[str, float | str] = {}
+        self._history_lock = threading.Lock()
 
     # --- counted by the monitor's handlers (another thread)
 
@@ -228,14 +267,19 @@ class ResourceWatch:
         alerts: list[operations_pb2.Alert] = []
         day = self._day_at(now)
         readings = self.services.read()
+        ratios: dict[str, float] = {}
         for service, reading in sorted(readings.items()):
             if self.reports is not None:
                 self.reports.scraped(service, reading is not None)
             if reading is None:
                 continue
+            ratio = memory_ratio(reading)
+            if ratio is not None:
+                ratios[service] = ratio
             alerts.extend(self._judge_memory(reading, now))
             self._account(reading, day)
-        alerts.extend(self._judge_lag(now))
+        lags: dict[str, tuple[int, float | None]] = {}
+        alerts.extend(self._judge_lag(now, lags))
         with self._lock:
             day.predictions += self._predictions
             day.labels += self._labels
@@ -244,7 +288,26 @@ class ResourceWatch:
         alerts.extend(self._judge_cost(day, now))
         if self.reports is not None:
             self.reports.cost(day, self.policy.prices)
+        self._remember(ResourceRound(now, ratios, lags, day.day, day.cost(self.policy.prices)), day)
         return alerts
+
+    # --- history (the monitor page)
+
+    def _remember(self, round_: ResourceRound, day: DailyCost) -> None:
+        today: dict[str, float | str] = {"day": day.day, **day.figures(self.policy.prices)}
+        with self._history_lock:
+            self._history.append(round_)
+            self._today = today
+
+    def history(self) -> list[ResourceRound]:
+        """The last rounds kept (at most `history_rounds`), oldest first."""
+        with self._history_lock:
+            return list(self._history)
+
+    def today(self) -> dict[str, float | str]:
+        """The UTC day's figures at the last round (`DailyCost.figures` and `day`); empty before the first."""
+        with self._history_lock:
+            return dict(self._today)
 
     def _day_at(self, now: float) -> DailyCost:
         """Today's sums; at the first round of a new UTC day the finished day is reported (`pending_report`)."""
@@ -259,9 +322,9 @@ class ResourceWatch:
     # --- memory
 
     def _judge_memory(self, reading: ServiceReading, now: float) -> list[operations_pb2.Alert]:
-        if reading.rss_bytes is None or not reading.limit_bytes or reading.limit_bytes <= 0:
+        ratio = memory_ratio(reading)
+        if ratio is None or reading.rss_bytes is None or reading.limit_bytes is None:
             return []
-        ratio = reading.rss_bytes / reading.limit_bytes
         if self.reports is not None:
             self.reports.memory(reading.service, ratio)
         active = ratio >= self.policy.memory_headroom_ratio
@@ -294,7 +357,8 @@ class ResourceWatch:
 
     # --- lag
 
-    def _judge_lag(self, now: float) -> list[operations_pb2.Alert]:
+    def _judge_lag(self, now: float, observed: dict[str, tuple[int, float | None]]) -> list[operations_pb2.Alert]:
+        """Judge every group's lag; what was read goes into `observed` (group -> records, age) for the history."""
         if self.lag is None:
             return []
         try:
@@ -313,6 +377,7 @@ class ResourceWatch:
             if lag.group in self.policy.ignored_groups:
                 continue
             age = lag.age_s(now)
+            observed[lag.group] = (lag.records, age)
             if self.reports is not None:
                 self.reports.lag(lag.group, lag.records, age)
             too_old = age is not None and age > self.policy.lag_age_s

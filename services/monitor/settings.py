@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from michi.kit import service_specs
-from michi.settings import MichiSettings
+from michi.settings import PLACEHOLDER_SECRETS, MichiSettings
 from services.monitor.domain.drift import MIN_ROWS
 from services.monitor.domain.resources import parse_scrape_targets
 from services.monitor.domain.windows import COHORT_DIMENSIONS
@@ -14,6 +16,10 @@ from services.monitor.domain.windows import COHORT_DIMENSIONS
 def cohort_names(value: str) -> tuple[str, ...]:
     """The cohort dimensions named in `MICHI_MONITOR_COHORTS`."""
     return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+# The shortest `MICHI_MONITOR_PAGE_TOKEN` accepted outside MICHI_ENV=dev.
+MIN_TOKEN_LENGTH = 16
 
 
 class MonitorSettings(MichiSettings):
@@ -62,6 +68,36 @@ class MonitorSettings(MichiSettings):
     monitor_price_cpu_hour: float = Field(default=0.04, ge=0)
     monitor_price_label: float = Field(default=0.05, ge=0)
     monitor_daily_budget: float = Field(default=0.0, ge=0)
+
+    # --- the monitor page (issue 17: GET / and /v1/monitor/* beside /metrics; services/monitor/entrypoints/page.py)
+    # The page's public address (https://monitor.example.org), for links from alerts to their evidence; empty: none.
+    monitor_page_url: str = ""
+    # When set, the page and its JSON need it (`Authorization: Bearer <token>`, or `?token=` once). Unset, outside
+    # MICHI_ENV=dev on an address other than loopback, they answer 403 (/healthz, /readyz, /metrics stay open).
+    monitor_page_token: SecretStr | None = None
+
+    @field_validator("monitor_page_url")
+    @classmethod
+    def _check_page_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("MICHI_MONITOR_PAGE_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("monitor_page_token", mode="before")
+    @classmethod
+    def _empty_page_token_is_none(cls, value: Any) -> Any:
+        return None if value is None or value == "" else value
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_page_token(self) -> MonitorSettings:
+        token = self.monitor_page_token.get_secret_value() if self.monitor_page_token is not None else None
+        if self.env != "dev" and token is not None and (token in PLACEHOLDER_SECRETS or len(token) < MIN_TOKEN_LENGTH):
+            raise ValueError(
+                f"MICHI_MONITOR_PAGE_TOKEN must be a real secret of at least {MIN_TOKEN_LENGTH} characters outside "
+                "MICHI_ENV=dev"
+            )
+        return self
 
     @field_validator("monitor_cohorts")
     @classmethod

@@ -2,8 +2,8 @@
 
 Run it with `python -m services.monitor` (or `michi run monitor`); `run()` reads the `MICHI_*` environment,
 serves /healthz, /readyz and /metrics on `MICHI_MONITOR_PORT` (default 8083, 127.0.0.1;
-`michi.readiness.serve_operations`) and blocks until SIGINT/SIGTERM. Tests build it with
-`build_consumer(settings, producer=..., profiles=...)`.
+`michi.readiness.serve_operations`) with the monitor page beside them (`/` and `/v1/monitor/*`, `page_routes`)
+and blocks until SIGINT/SIGTERM. Tests build it with `build_consumer(settings, producer=..., profiles=...)`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.kit.running import run_consumer_service
 from michi.migrations import with_database_folder
+from michi.readiness import PageHandler
 from michi.settings import load_settings
 from services.monitor.adapters.metrics import MonitorMetrics
 from services.monitor.adapters.profiles import BlobProfiles
 from services.monitor.adapters.publisher import KafkaMonitorPublisher
 from services.monitor.adapters.store import MonitorStore
 from services.monitor.entrypoints.consumer import SERVICE, MonitorConsumer
+from services.monitor.entrypoints.page import pages_of
 from services.monitor.handlers import ConceptDriftMonitor, ConceptPolicy, DriftMonitor, DriftPolicy, ProfileSource
-from services.monitor.resources import ResourceWatchThread, start_resource_watch
+from services.monitor.resources import ResourceWatch, ResourceWatchThread, start_resource_watch
 from services.monitor.settings import MonitorSettings, cohort_names
 
 
@@ -39,6 +41,7 @@ def policy_of(settings: MonitorSettings) -> DriftPolicy:
         cohorts=cohort_names(settings.monitor_cohorts),
         max_cohorts=settings.monitor_max_cohorts,
         max_age_s=settings.monitor_window_max_age_s,
+        page_url=settings.monitor_page_url,
     )
 
 
@@ -97,6 +100,16 @@ def build_consumer(
     )
 
 
+def page_routes(settings: MonitorSettings, consumer: MonitorConsumer) -> dict[str, PageHandler]:
+    """The monitor page (`entrypoints/page.py`) over what `build_consumer` made: its store and its resource watch
+    (None when it was built without one)."""
+    store = consumer.monitor.history
+    if not isinstance(store, MonitorStore):
+        raise TypeError(f"the monitor page reads a MonitorStore, not {type(store).__name__}")
+    watch = consumer.resources if isinstance(consumer.resources, ResourceWatch) else None
+    return pages_of(settings, store, watch)
+
+
 def run() -> None:
     """Load settings from the environment and run the monitor until SIGINT/SIGTERM."""
     settings = load_settings(MonitorSettings)
@@ -107,4 +120,5 @@ def run() -> None:
         port=settings.monitor_port,
         host=settings.monitor_host,
         build=lambda producer: build_consumer(settings, producer=producer, watch_resources=True),
+        pages=lambda consumer: page_routes(settings, consumer),
     )

@@ -424,3 +424,15 @@ def test_a_closed_window_carries_its_expected_accuracy_and_false_alert_rate() ->
     assert performance.accuracy == pytest.approx(0.7, abs=0.01)
     assert performance.false_alert_rate == pytest.approx(0.3, abs=0.01)
     assert asked == [("risk", "v1")]
+
+
+def test_alerts_link_to_their_evidence_on_the_monitor_page_when_its_address_is_set() -> None:
+    monitor, publisher, reports = build(page_url="https://monitor.example.org", retrain_after_windows=1)
+    feed(monitor, 1000, shift=5.0)
+    firing, retrain = publisher.alerts
+    window, episode = reports.closed[0].window_id, firing.attributes["episode"]
+    assert firing.attributes["evidence"] == f"https://monitor.example.org/?window={window}&episode={episode}"
+    assert retrain.attributes["evidence"] == f"https://monitor.example.org/?episode={episode}"
+    unlinked, unlinked_publisher, _ = build()
+    feed(unlinked, 1000, shift=5.0)
+    assert "evidence" not in unlinked_publisher.alerts[0].attributes

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func
+from sqlalchemy import select as select_columns
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, select
@@ -317,6 +318,98 @@ class MonitorStore:
             statement = select(MonitorConceptDriftRow).order_by(col(MonitorConceptDriftRow.id).desc()).limit(limit)
             return list(session.exec(statement).all())
 
+    # --- reads of the monitor page (services/monitor/entrypoints/page.py)
+
+    def window(self, window_id: str) -> MonitorWindowRow | None:
+        """The closed window `window_id` with its figures and histograms; None when unknown or pruned."""
+        with Session(self.engine) as session:
+            return session.exec(select(MonitorWindowRow).where(MonitorWindowRow.window_id == window_id)).first()
+
+    def window_series(self, *, limit: int = 200) -> list[WindowSeries]:
+        """Every (model, version, cohort) with closed windows kept: how many and when the latest closed, the one
+        whose window closed last first."""
+        with Session(self.engine) as session:
+            latest = func.max(MonitorWindowRow.id)
+            statement = (
+                select_columns(
+                    col(MonitorWindowRow.model_name),
+                    col(MonitorWindowRow.model_version),
+                    col(MonitorWindowRow.cohort),
+                    func.count(col(MonitorWindowRow.id)),
+                    func.max(MonitorWindowRow.closed_at),
+                )
+                .group_by(
+                    col(MonitorWindowRow.model_name), col(MonitorWindowRow.model_version), col(MonitorWindowRow.cohort)
+                )
+                .order_by(latest.desc())
+                .limit(limit)
+            )
+            return [WindowSeries(*row) for row in session.execute(statement).all()]
+
+    def episode(self, episode_id: str) -> MonitorDriftEpisodeRow | None:
+        with Session(self.engine) as session:
+            return session.exec(
+                select(MonitorDriftEpisodeRow).where(MonitorDriftEpisodeRow.episode_id == episode_id)
+            ).first()
+
+    def episodes_of_window(self, window: MonitorWindowRow) -> list[MonitorDriftEpisodeRow]:
+        """The episodes `window` opened, continued or resolved, newest first."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(MonitorDriftEpisodeRow)
+                .where(MonitorDriftEpisodeRow.model_name == window.model_name)
+                .where(MonitorDriftEpisodeRow.model_version == window.model_version)
+                .where(MonitorDriftEpisodeRow.cohort == window.cohort)
+                .order_by(col(MonitorDriftEpisodeRow.id).desc())
+            ).all()
+            return [
+                row for row in rows if window.window_id in row.windows or row.resolved_window_id == window.window_id
+            ]
+
+    def outcome_series(self) -> list[OutcomeSeries]:
+        """Every (model, version) with outcomes fed to its detector: how many, and the latest one's prediction time;
+        the latest first."""
+        with Session(self.engine) as session:
+            latest = func.max(MonitorQaWindowRow.predicted_at_s)
+            statement = (
+                select(
+                    MonitorQaWindowRow.model_name,
+                    MonitorQaWindowRow.model_version,
+                    func.count(col(MonitorQaWindowRow.id)),
+                    latest,
+                )
+                .where(col(MonitorQaWindowRow.sequence).is_not(None))
+                .group_by(col(MonitorQaWindowRow.model_name), col(MonitorQaWindowRow.model_version))
+                .order_by(latest.desc())
+            )
+            return [
+                OutcomeSeries(name, version, outcomes, float(latest_s or 0.0))
+                for name, version, outcomes, latest_s in session.exec(statement).all()
+            ]
+
+    def outcomes_of(self, model_name: str, model_version: str) -> list[LabelOutcome]:
+        """The outcomes of one model version in their place (what its detector was fed)."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(MonitorQaWindowRow)
+                .where(MonitorQaWindowRow.model_name == model_name)
+                .where(MonitorQaWindowRow.model_version == model_version)
+                .where(col(MonitorQaWindowRow.sequence).is_not(None))
+                .order_by(col(MonitorQaWindowRow.sequence))
+            ).all()
+            return [_outcome(row) for row in rows]
+
+    def concept_drifts_of(self, model_name: str, model_version: str) -> list[MonitorConceptDriftRow]:
+        """The changes found in one model version's error rate, in the order of their place."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(MonitorConceptDriftRow)
+                .where(MonitorConceptDriftRow.model_name == model_name)
+                .where(MonitorConceptDriftRow.model_version == model_version)
+                .order_by(col(MonitorConceptDriftRow.sequence))
+            ).all()
+            return list(rows)
+
 
 def _performance(closed: ClosedWindow) -> dict[str, Any] | None:
     performance = closed.performance
@@ -381,3 +474,22 @@ def _episode(row: MonitorDriftEpisodeRow) -> DriftEpisode:
         resolved_event_id=row.resolved_event_id,
         resolved_window_id=row.resolved_window_id,
     )
+
+
+class WindowSeries(NamedTuple):
+    """One (model, version, cohort) whose closed windows are kept (`MonitorStore.window_series`)."""
+
+    model_name: str
+    model_version: str
+    cohort: str
+    windows: int
+    last_closed_at: datetime
+
+
+class OutcomeSeries(NamedTuple):
+    """One model version with random-QA outcomes fed to its detector (`MonitorStore.outcome_series`)."""
+
+    model_name: str
+    model_version: str
+    outcomes: int
+    last_predicted_at_s: float
