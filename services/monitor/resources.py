@@ -26,8 +26,9 @@ Each round:
   day's running cost exceeds `daily_budget` (> 0) a `cost` WARNING episode is open, resolved by the next day.
 
 A service that cannot be scraped, or a round in which Kafka cannot be asked, is not observed: no alert, no
-state change (`michi_monitor_scrape_up` says which). Episodes follow `domain/episodes.py`; everything is in
-memory, so a restarted monitor starts holds and the day's sums again.
+state change (`michi_monitor_scrape_up` says which). Episodes follow `domain/episodes.py`. With a `ledger`
+(`ResourceLedger`, the monitor's SQL store) the episodes opened and the day's sums survive a restart: an episode
+open before it continues and resolves once, a day finished while the monitor was down is reported once.
 
 **History.** The last `history_rounds` rounds (`HISTORY_ROUNDS`, 720: an hour at the default 5 s) are kept in a
 ring buffer for the monitor page (`services/monitor/entrypoints/page.py`): per round each service's RSS / limit,
@@ -81,6 +82,26 @@ MAX_UNPUBLISHED = 100
 MEBIBYTE = 1024.0 * 1024.0
 # Rounds kept for the monitor page's charts: an hour at the default scrape interval of 5 s.
 HISTORY_ROUNDS = 720
+
+
+class ResourceLedger(Protocol):
+    """Where the resource watch keeps what must survive a restart (SQL): open episodes and the day's sums."""
+
+    def open_condition_episodes(self) -> list[tuple[tuple[str, ...], str, float]]:
+        """(key, episode id, started at) of every episode opened and not resolved."""
+        ...
+
+    def condition_episode_opened(self, key: tuple[str, ...], episode_id: str, started_at: float) -> None: ...
+
+    def condition_episode_resolved(self, episode_id: str) -> None: ...
+
+    def cost_days(self, since_day: str) -> list[tuple[DailyCost, bool]]:
+        """The days from `since_day` on, and the earlier ones not reported yet, with whether each was reported."""
+        ...
+
+    def save_cost_day(self, day: DailyCost, reported: bool) -> None:
+        """Insert or update the day's sums (reported stays true once true)."""
+        ...
 
 
 class ServiceMetricsReader(Protocol):
@@ -224,8 +245,14 @@ class ResourceWatch:
         lag: LagReader | None,
         reports: ResourceMetrics | None = None,
         history_rounds: int = HISTORY_ROUNDS,
+        ledger: ResourceLedger | None = None,
     ) -> None:
         self.policy = policy
+        self.ledger = ledger
+        self._restored = ledger is None
+        # Alerts raised and not yet acknowledged: what to keep once they are (`published`).
+        self._transitions: dict[str, Transition] = {}
+        self._reports: dict[str, DailyCost] = {}
         self.services = services
         self.lag = lag
         self.reports = reports
@@ -238,7 +265,7 @@ class ResourceWatch:
         self._process_keys: dict[str, set[Hashable]] = {}
         self.day: DailyCost | None = None
         # A finished day whose report the round that noticed the new day publishes.
-        self.pending_report: DailyCost | None = None
+        self.pending_reports: list[DailyCost] = []
         self._lag_unread = False
         self._lock = threading.Lock()
         self._predictions = 0
@@ -265,6 +292,8 @@ class ResourceWatch:
     def tick(self, now: float) -> list[operations_pb2.Alert]:
         """Scrape, read lag, account the day: the alerts this round raises, for the caller to publish."""
         alerts: list[operations_pb2.Alert] = []
+        if not self._restored:
+            self._restore(now)
         day = self._day_at(now)
         readings = self.services.read()
         ratios: dict[str, float] = {}
@@ -289,7 +318,46 @@ class ResourceWatch:
         if self.reports is not None:
             self.reports.cost(day, self.policy.prices)
         self._remember(ResourceRound(now, ratios, lags, day.day, day.cost(self.policy.prices)), day)
+        if self.ledger is not None:
+            self.ledger.save_cost_day(day, reported=False)
         return alerts
+
+    def _episode_alert(self, kind: str, transition: Transition, message: str, now: float) -> operations_pb2.Alert:
+        alert = episode_alert(kind, transition, message, now)
+        self._transitions[alert.event_id] = transition
+        return alert
+
+    def _restore(self, now: float) -> None:
+        """After a restart: the episodes open before it continue, today's sums go on, unreported days are reported."""
+        assert self.ledger is not None
+        trackers = {MEMORY_ALERT_KIND: self.memory_episodes, LAG_ALERT_KIND: self.lag_episodes}
+        for key, episode_id, started_at in self.ledger.open_condition_episodes():
+            tracker = trackers.get(key[0], self.budget_episodes) if key else None
+            if tracker is not None:
+                tracker.restore(key, started_at, episode_id)
+        today = utc_day(now)
+        for day, reported in self.ledger.cost_days(today):
+            if day.day == today:
+                self.day = day
+            elif not reported:
+                self.pending_reports.append(day)
+        self._restored = True
+
+    def published(self, alert: operations_pb2.Alert) -> None:
+        """The broker acknowledged `alert`: keep what it changed (an episode opened or resolved, a day reported)."""
+        if self.ledger is None:
+            return
+        transition = self._transitions.pop(alert.event_id, None)
+        if transition is not None:
+            if transition.firing:
+                self.ledger.condition_episode_opened(
+                    tuple(str(part) for part in transition.key), transition.episode_id, transition.started_at
+                )
+            else:
+                self.ledger.condition_episode_resolved(transition.episode_id)
+        reported = self._reports.pop(alert.event_id, None)
+        if reported is not None:
+            self.ledger.save_cost_day(reported, reported=True)
 
     # --- history (the monitor page)
 
@@ -310,12 +378,12 @@ class ResourceWatch:
             return dict(self._today)
 
     def _day_at(self, now: float) -> DailyCost:
-        """Today's sums; at the first round of a new UTC day the finished day is reported (`pending_report`)."""
+        """Today's sums; at the first round of a new UTC day the finished day is reported (`pending_reports`)."""
         today = utc_day(now)
         if self.day is None:
             self.day = DailyCost(today, first_seen=now, last_seen=now)
         elif self.day.day != today:
-            self.pending_report = self.day
+            self.pending_reports.append(self.day)
             self.day = DailyCost(today, first_seen=now, last_seen=now)
         return self.day
 
@@ -343,7 +411,7 @@ class ResourceWatch:
                 f"memory: {reading.service} is back under {self.policy.memory_headroom_ratio:.0%} of its memory "
                 f"limit ({rss:.0f} of {limit:.0f} MiB, {ratio:.0%}) after {transition.duration_s:.0f} s"
             )
-        alert = episode_alert(MEMORY_ALERT_KIND, transition, message, now)
+        alert = self._episode_alert(MEMORY_ALERT_KIND, transition, message, now)
         alert.attributes.update({"service": reading.service, "limit_source": reading.limit_source})
         alert.figures.update(
             {
@@ -397,7 +465,7 @@ class ResourceWatch:
                     f"lag: consumer group {lag.group} caught up ({lag.records} records behind, oldest unconsumed "
                     f"{shown_age}) after {transition.duration_s:.0f} s"
                 )
-            alert = episode_alert(LAG_ALERT_KIND, transition, message, now)
+            alert = self._episode_alert(LAG_ALERT_KIND, transition, message, now)
             alert.attributes["group"] = lag.group
             alert.figures.update(
                 {
@@ -439,10 +507,11 @@ class ResourceWatch:
 
     def _judge_cost(self, day: DailyCost, now: float) -> list[operations_pb2.Alert]:
         alerts = []
-        finished = self.pending_report
-        if finished is not None:
-            self.pending_report = None
-            alerts.append(self.daily_report(finished, now))
+        for finished in self.pending_reports:
+            report = self.daily_report(finished, now)
+            self._reports[report.event_id] = finished
+            alerts.append(report)
+        self.pending_reports = []
         budget = self.policy.daily_budget
         cost = day.cost(self.policy.prices)
         transition = self.budget_episodes.observe((COST_ALERT_KIND, OVER_BUDGET), budget > 0 and cost > budget, now)
@@ -453,7 +522,7 @@ class ResourceWatch:
                 message = (
                     f"cost: the daily budget of {budget:.2f} USD is no longer exceeded ({day.day}: {cost:.2f} USD)"
                 )
-            alert = episode_alert(COST_ALERT_KIND, transition, message, now)
+            alert = self._episode_alert(COST_ALERT_KIND, transition, message, now)
             alert.attributes.update({"reason": OVER_BUDGET, "day": day.day})
             alert.figures.update({"cost_usd": cost, "budget_usd": budget})
             alerts.append(alert)
@@ -555,6 +624,10 @@ class ResourceWatchThread(threading.Thread):
                 self.unpublished = waiting[index:][-MAX_UNPUBLISHED:]
                 return
             logger.info("alert published", extra={"kind": alert.kind, "event_id": alert.event_id})
+            try:
+                self.watch.published(alert)
+            except Exception:  # the ledger (SQL) down: the alert stands; a restart may raise its episode again
+                logger.exception("published alert not recorded")
             if self.published is not None:
                 self.published(alert)
 
@@ -570,11 +643,12 @@ def start_resource_watch(
     registry: CollectorRegistry,
     *,
     published: Callable[[operations_pb2.Alert], None] | None = None,
+    ledger: ResourceLedger | None = None,
 ) -> ResourceWatchThread:
     """The resource watch of the running monitor, started: scrapes `settings.scrape_targets()`, reads the lag of
     every service's group but the monitor's, publishes through `publisher`, exports on `registry`; `published`
     is told of each alert the broker acknowledged (the monitor's alert counter). `stop()` it before closing
-    the producer behind `publisher`."""
+    the producer behind `publisher`; `ledger` keeps open episodes and the day's sums across restarts."""
     policy = resource_policy_of(settings)
     interval = settings.monitor_scrape_interval_s
     scraper = MetricsScraper(settings.scrape_targets(), timeout_s=min(2.0, interval))
@@ -585,7 +659,9 @@ def start_resource_watch(
         timeout_s=max(interval, 5.0),
         age_timeout_s=min(3.0, interval),
     )
-    watch = ResourceWatch(policy=policy, services=scraper, lag=lag_reader, reports=ResourceMetrics(registry))
+    watch = ResourceWatch(
+        policy=policy, services=scraper, lag=lag_reader, reports=ResourceMetrics(registry), ledger=ledger
+    )
     thread = ResourceWatchThread(
         watch, publisher, interval_s=interval, closers=(scraper.close, lag_reader.close), published=published
     )

@@ -64,7 +64,11 @@ def build_consumer(
     resources: ResourceWatchThread | None = None
     if watch_resources:
         resources = start_resource_watch(
-            settings, publisher, metrics.registry, published=lambda alert: metrics.alerts.labels(alert.kind).inc()
+            settings,
+            publisher,
+            metrics.registry,
+            published=lambda alert: metrics.alerts.labels(alert.kind).inc(),
+            ledger=history,
         )
 
     def closing() -> None:

@@ -28,6 +28,7 @@ from michi.telemetry.metrics import (
     service_registry,
 )
 from services.monitor.adapters.scrape import MetricsScraper, parse_service_metrics
+from services.monitor.adapters.store import MonitorStore
 from services.monitor.domain.episodes import (
     FIRING,
     RESOLVED,
@@ -616,3 +617,71 @@ def test_a_workers_registry_exports_the_limit_once(tmp_path: Path) -> None:
     for page in pages:
         samples = limit_samples(page)
         assert len(samples) == 1 and samples[0][1] > 0
+
+
+# --- restarts: the ledger (SQL)
+
+
+def with_ledger(ledger: MonitorStore, **policy: object) -> tuple[ResourceWatch, FakeServices, FakeLag]:
+    services, lag = FakeServices(), FakeLag()
+    settings: dict[str, object] = {"ignored_groups": frozenset({MONITOR_GROUP}), **policy}
+    watch = ResourceWatch(
+        policy=ResourcePolicy(**settings),  # type: ignore[arg-type]
+        services=services,
+        lag=lag,
+        reports=ResourceMetrics(CollectorRegistry()),
+        ledger=ledger,
+    )
+    return watch, services, lag
+
+
+def publish(watch: ResourceWatch, alerts: list[operations_pb2.Alert]) -> list[operations_pb2.Alert]:
+    """As the thread does: each alert acknowledged, then recorded."""
+    for alert in alerts:
+        watch.published(alert)
+    return alerts
+
+
+def test_an_episode_open_before_a_restart_continues_and_resolves_once() -> None:
+    ledger = MonitorStore.from_url("sqlite://")
+    first, services, _ = with_ledger(ledger, memory_headroom_ratio=0.85, memory_for_s=30.0)
+    services.readings = {"inference": memory("inference", 0.9)}
+    fired = [alert for now in range(0, 35, 5) for alert in publish(first, first.tick(DAY_START + now))]
+    assert kinds(fired) == [(MEMORY_ALERT_KIND, FIRING)]
+    # The monitor restarts while inference is still high: no second firing, the same episode.
+    second, services, _ = with_ledger(ledger, memory_headroom_ratio=0.85, memory_for_s=30.0)
+    services.readings = {"inference": memory("inference", 0.9)}
+    assert [publish(second, second.tick(DAY_START + now)) for now in range(100, 200, 5)] == [[]] * 20
+    services.readings["inference"] = memory("inference", 0.4)
+    resolved = publish(second, second.tick(DAY_START + 205))
+    assert kinds(resolved) == [(MEMORY_ALERT_KIND, RESOLVED)]
+    assert resolved[0].attributes["episode"] == fired[0].attributes["episode"]
+    # And once resolved, a later restart finds nothing open.
+    third, services, _ = with_ledger(ledger)
+    services.readings = {"inference": memory("inference", 0.4)}
+    assert third.tick(DAY_START + 300) == [] and ledger.open_condition_episodes() == []
+
+
+def test_the_days_sums_survive_a_restart_and_a_day_finished_while_down_is_reported_once() -> None:
+    ledger = MonitorStore.from_url("sqlite://")
+    first, services, _ = with_ledger(ledger)
+    services.readings = {"inference": cpu("inference", ("1", 100.0, 5.0))}
+    first.tick(DAY_START + 10)
+    services.readings = {"inference": cpu("inference", ("1", 160.0, 5.0))}
+    first.predictions_seen(3000)
+    first.tick(DAY_START + 20)
+    # Restarted later the same day: the sums go on from where they were (the new scrape is a baseline).
+    second, services, _ = with_ledger(ledger)
+    services.readings = {"inference": cpu("inference", ("1", 200.0, 5.0))}
+    second.tick(DAY_START + 3600)
+    services.readings = {"inference": cpu("inference", ("1", 230.0, 5.0))}
+    second.tick(DAY_START + 3610)
+    assert second.day is not None and second.day.cpu_seconds["inference"] == pytest.approx(90.0)
+    assert second.day.predictions == 3000
+    # Down over midnight: the next start reports the finished day, once.
+    third, services, _ = with_ledger(ledger)
+    reports = [alert for alert in publish(third, third.tick(NEXT_DAY + 60)) if alert.kind == COST_ALERT_KIND]
+    assert [alert.attributes["reason"] for alert in reports] == [DAILY_REPORT]
+    assert reports[0].attributes["day"] == "2026-03-14" and reports[0].figures["predictions"] == 3000
+    fourth, _, _ = with_ledger(ledger)
+    assert [alert for alert in fourth.tick(NEXT_DAY + 120) if alert.kind == COST_ALERT_KIND] == []

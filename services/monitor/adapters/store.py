@@ -23,13 +23,17 @@ from services.monitor.adapters.migrations import MIGRATIONS
 from services.monitor.adapters.tables import (
     MonitorCohortProgressRow,
     MonitorConceptDriftRow,
+    MonitorConditionEpisodeRow,
+    MonitorCostDayRow,
     MonitorDriftEpisodeRow,
     MonitorQaWindowRow,
     MonitorWindowRow,
 )
+from services.monitor.domain.resources import DailyCost
 from services.monitor.handlers import ClosedWindow, DriftEpisode, LabelOutcome
 
 OPEN = "open"
+RESOLVED_STATUS = "resolved"
 # Closed windows (about 25 kB each with their histograms) older than this are deleted; episodes are kept.
 KEEP_WINDOWS_DAYS = 30.0
 # Every this many windows recorded, the old ones are deleted.
@@ -312,6 +316,74 @@ class MonitorStore:
             except IntegrityError:  # kept already
                 session.rollback()
 
+    # --- the resource watch's ledger
+
+    def open_condition_episodes(self) -> list[tuple[tuple[str, ...], str, float]]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(MonitorConditionEpisodeRow).where(MonitorConditionEpisodeRow.status == OPEN)
+            ).all()
+            return [(tuple(row.key), row.episode_id, row.started_at_s) for row in rows]
+
+    def condition_episode_opened(self, key: tuple[str, ...], episode_id: str, started_at: float) -> None:
+        with Session(self.engine) as session:
+            known = session.exec(
+                select(MonitorConditionEpisodeRow.id).where(MonitorConditionEpisodeRow.episode_id == episode_id)
+            ).first()
+            if known is not None:
+                return
+            session.add(
+                MonitorConditionEpisodeRow(
+                    episode_id=episode_id,
+                    key=list(key),
+                    started_at_s=started_at,
+                    status=OPEN,
+                    opened_at=datetime.now(UTC),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+
+    def condition_episode_resolved(self, episode_id: str) -> None:
+        with Session(self.engine) as session:
+            row = session.exec(
+                select(MonitorConditionEpisodeRow).where(MonitorConditionEpisodeRow.episode_id == episode_id)
+            ).first()
+            if row is None or row.status != OPEN:
+                return
+            row.status, row.resolved_at = RESOLVED_STATUS, datetime.now(UTC)
+            session.add(row)
+            session.commit()
+
+    def cost_days(self, since_day: str) -> list[tuple[DailyCost, bool]]:
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(MonitorCostDayRow)
+                .where((col(MonitorCostDayRow.day) >= since_day) | (col(MonitorCostDayRow.reported).is_(False)))
+                .order_by(col(MonitorCostDayRow.day))
+            ).all()
+            return [(_cost_day(row), row.reported) for row in rows]
+
+    def save_cost_day(self, day: DailyCost, reported: bool) -> None:
+        for _ in range(2):  # a concurrent first insert of the day: update its row
+            with Session(self.engine) as session:
+                row = session.exec(select(MonitorCostDayRow).where(MonitorCostDayRow.day == day.day)).first()
+                if row is None:
+                    row = MonitorCostDayRow(day=day.day, first_seen_s=day.first_seen, last_seen_s=day.last_seen)
+                row.first_seen_s, row.last_seen_s = day.first_seen, day.last_seen
+                row.cpu_seconds = dict(day.cpu_seconds)
+                row.predictions, row.labels = day.predictions, day.labels
+                row.training_runs, row.training_run_seconds = day.training_runs, day.training_run_seconds
+                row.reported = row.reported or reported
+                session.add(row)
+                try:
+                    session.commit()
+                    return
+                except IntegrityError:
+                    session.rollback()
+
     def concept_drifts(self, *, limit: int = 100) -> list[MonitorConceptDriftRow]:
         """The latest changes found, newest first."""
         with Session(self.engine) as session:
@@ -443,6 +515,19 @@ def _window_row(closed: ClosedWindow, latest_s: float) -> MonitorWindowRow:
         performance=_performance(closed),
         latest_s=latest_s,
         closed_at=datetime.now(UTC),
+    )
+
+
+def _cost_day(row: MonitorCostDayRow) -> DailyCost:
+    return DailyCost(
+        row.day,
+        first_seen=row.first_seen_s,
+        last_seen=row.last_seen_s,
+        cpu_seconds=dict(row.cpu_seconds),
+        predictions=row.predictions,
+        labels=row.labels,
+        training_runs=row.training_runs,
+        training_run_seconds=row.training_run_seconds,
     )
 
 

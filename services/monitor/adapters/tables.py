@@ -11,6 +11,9 @@
   its place in the order the version's concept-drift detector was fed (`sequence`), so a restart replays it
   identically.
 - `monitor_concept_drift`: each change the detector found, once per alert id.
+- `monitor_condition_episode`: the resource watch's episodes (memory, lag, budget) opened and whether resolved, so
+  an episode open before a restart continues and resolves once.
+- `monitor_cost_day`: the resource watch's sums per UTC day, and whether the day's report was published.
 """
 
 from __future__ import annotations
@@ -118,10 +121,42 @@ class MonitorConceptDriftRow(SQLModel, table=True):
     detected_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class MonitorConditionEpisodeRow(SQLModel, table=True):
+    __tablename__ = "monitor_condition_episode"
+
+    id: int | None = Field(default=None, primary_key=True)
+    episode_id: str = Field(max_length=64, unique=True)
+    # The condition: kind first (memory, lag, cost), then what it is about (a service, a group).
+    key: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    started_at_s: float
+    # open or resolved
+    status: str = Field(max_length=16, index=True)
+    opened_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class MonitorCostDayRow(SQLModel, table=True):
+    __tablename__ = "monitor_cost_day"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # YYYY-MM-DD, UTC
+    day: str = Field(max_length=10, unique=True)
+    first_seen_s: float
+    last_seen_s: float
+    cpu_seconds: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    predictions: int = 0
+    labels: int = 0
+    training_runs: float = 0.0
+    training_run_seconds: float = 0.0
+    reported: bool = False
+
+
 MONITOR_TABLES = (
     MonitorWindowRow,
     MonitorDriftEpisodeRow,
     MonitorCohortProgressRow,
     MonitorQaWindowRow,
     MonitorConceptDriftRow,
+    MonitorConditionEpisodeRow,
+    MonitorCostDayRow,
 )

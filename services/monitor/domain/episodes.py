@@ -15,7 +15,8 @@ not evidence either way.
 An episode's id is derived from its key and its start (`stable_event_id`), never drawn at random: whoever
 observes the same condition from the same moment (the same data read again, a caller that passes event time
 rather than wall time as `now`) gets the same episode, hence the same alert ids. The tracker keeps its state in
-memory: a restarted caller that judges by wall time starts the hold again and names what follows a new episode.
+memory; a caller that keeps the open episodes (the monitor's resource watch keeps them in SQL) `restore`s them after
+a restart, so an episode open before it continues (no second firing) and resolves once.
 
 The alert convention of every monitor alert with episodes: `attributes["status"]` is "firing" or "resolved",
 `attributes["episode"]` the episode id, and the resolve alert has the firing alert's kind, severity INFO and
@@ -118,6 +119,10 @@ class EpisodeTracker:
             return None
         condition.episode_id = episode_id_of(key, condition.active_since)
         return Transition(key, FIRING, condition.episode_id, condition.active_since, now)
+
+    def restore(self, key: EpisodeKey, started_at: float, episode_id: str) -> None:
+        """An episode open before a restart (kept by the caller): it stays open until observed inactive."""
+        self._conditions[key] = _Condition(active_since=started_at, episode_id=episode_id)
 
     def open_episode(self, key: EpisodeKey) -> str | None:
         """The id of the episode of `key` open now, or None."""
