@@ -33,7 +33,7 @@ from services.monitor.domain.drift import (
     psi,
     wasserstein,
 )
-from services.monitor.domain.profiles import FeatureGrid, read_profile
+from services.monitor.domain.profiles import FeatureGrid, bin_values, read_profile
 from services.trainer.domain.profile import histogram
 
 REFERENCE_ROWS = 50_000
@@ -41,7 +41,7 @@ WINDOW_ROWS = 2_000
 
 
 def evidently_shares(reference: np.ndarray, current: np.ndarray, *, fill: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Evidently's `get_binned_data` for a numerical column with more than 30 distinct values."""
+    """Evidently's `get_binned_data` for a numerical column with more than 20 distinct values."""
     edges = np.histogram_bin_edges(np.concatenate([reference, current]), bins="sturges")
     reference_shares = np.histogram(reference, edges)[0] / len(reference)
     current_shares = np.histogram(current, edges)[0] / len(current)
@@ -145,7 +145,7 @@ def test_a_window_under_the_minimum_reports_insufficient_data_never_drift() -> N
 
 
 def test_a_few_valued_feature_is_compared_as_categories() -> None:
-    """gps_available (0/1): Evidently compares a column of <= 30 distinct values per value, without Sturges."""
+    """gps_available (0/1): Evidently compares a column of <= 20 distinct values per value, without Sturges."""
     random = np.random.default_rng(9)
     reference = (random.random(REFERENCE_ROWS) < 0.9).astype(np.float64)
     current = (random.random(WINDOW_ROWS) < 0.6).astype(np.float64)
@@ -180,3 +180,21 @@ def test_a_low_resolution_profile_is_read_and_marked() -> None:
         0,
         -1,
     ]
+
+
+def test_a_constant_training_feature_on_a_profile_edge_shows_no_drift_when_it_stays_constant() -> None:
+    """gps_available is 1 in every training window: its profile puts 1.0 exactly on an edge (0.5..1.5), and live
+    1.0s must fall in the same bin as the reference's, whatever the division's last bit says."""
+    profile = read_profile(
+        {
+            "version": "reference-profile-2",
+            "data_version": "ds",
+            "features": {"gps_available": histogram(np.ones(5000)), "flag": histogram(np.full(5000, 3.0))},
+        }
+    )
+    grid = FeatureGrid(profile)
+    counts = bin_values(grid, [grid.values_of({"gps_available": 1.0, "flag": 3.0})] * 2000)
+    for position, feature in enumerate(profile.features):
+        current = grid.histogram(position, counts[position], feature.histogram.low, feature.histogram.high)
+        result = feature_drift(feature.name, feature.histogram, current, reference_std=0.0, psi_threshold=0.2)
+        assert result.psi < 1e-6, (feature.name, result.psi)

@@ -31,8 +31,9 @@ import numpy as np
 
 # The documented minimum of rows a window needs before any of its figures are judged.
 MIN_ROWS = 1000
-# Evidently compares a numerical column with at most this many distinct values as categories.
-CATEGORICAL_MAX_VALUES = 30
+# Evidently (0.7) compares a numerical column with at most this many distinct values as categories (measured:
+# `benchmarks/monitor.py` against Evidently 0.7.23, a feature of 28 values is binned as a number).
+CATEGORICAL_MAX_VALUES = 20
 # Share given to an empty bin (Evidently: 1e-4, or the smallest non-empty share / 1e6 when that is smaller).
 EMPTY_SHARE = 1e-4
 
@@ -60,10 +61,12 @@ class Histogram:
         """The knots (x, cumulative count) of the piecewise-linear CDF, x non-decreasing.
 
         Nothing lies below `low` or above `high`: the bins holding the extremes are cut there, and the
-        under- and overflow spread between the extreme and the nearest edge.
+        under- and overflow spread between the extreme and the nearest edge. A single value (low == high, a
+        constant feature) keeps its bin whole: cut to a point, a value on an edge would fall in the bin below
+        it, where numpy.histogram counted it in the bin above.
         """
         low, high = min(self.low, float(self.edges[0])), max(self.high, float(self.edges[-1]))
-        if self.total > 0 and self.high >= self.low:
+        if self.total > 0 and self.high > self.low:
             low, high = self.low, self.high
         x = np.clip(np.concatenate(([low], self.edges, [high])), low, high)
         y = np.concatenate(([0.0], np.cumsum(self.counts.astype(np.float64))))

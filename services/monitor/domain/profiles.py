@@ -112,6 +112,12 @@ class FeatureGrid:
         self.last_bin_closed = profile.last_bin_closed
         self.columns = int(3 * self.bins.max()) + 2
         self.rows = np.arange(len(self.names))
+        self.subdivisions = subdivisions
+        # The profile's own edges per feature (padded with +inf), to count values as the reference was counted.
+        self.reference_bins = np.array([len(feature.histogram.edges) - 1 for feature in profile.features])
+        self.reference_edges = np.full((len(self.names), int(self.reference_bins.max(initial=0)) + 1), np.inf)
+        for position, feature in enumerate(profile.features):
+            self.reference_edges[position, : len(feature.histogram.edges)] = feature.histogram.edges
 
     def values_of(self, features: Mapping[str, float]) -> np.ndarray:
         """The row of a prediction's feature map in grid order (NaN where it lacks a feature)."""
@@ -121,15 +127,34 @@ class FeatureGrid:
         """Each value's column in a window's `counts` (-1 where it is not finite)."""
         finite = np.isfinite(values)
         safe = np.where(finite, values, self.lows)
-        # Bins counted from the profile's first edge; floating point may put a value on an edge one bin off.
+        # Bins counted from the profile's first edge, then, inside the training range, moved to the reference bin
+        # numpy.histogram counted such a value in: compared with the profile's own edges, as numpy does. A value
+        # on an edge (a constant feature such as gps_available sits exactly on one) would otherwise land a bin
+        # off whenever the division and the edge's linspace value differ in their last bit.
         step = np.floor((safe - self.lows) / self.widths)
         step = np.clip(step, -self.bins - 1, 2 * self.bins).astype(np.int64)
         if self.last_bin_closed:
             step = np.where(safe == self.highs, self.bins - 1, step)
         step = np.where((step >= 0) & (safe < self.lows), -1, step)
         step = np.where((step < self.bins) & (safe > self.highs), self.bins, step)
+        step = self._on_reference_bins(safe, step)
         column = step + self.bins + 1
         return np.where(finite, column, -1)
+
+    def _on_reference_bins(self, values: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """`step` (sub-bins) moved, inside the training range, into the reference bin whose edges hold the value."""
+        inside = (step >= 0) & (step < self.bins)
+        reference_bin = np.clip(step // self.subdivisions, 0, self.reference_bins - 1)
+        lower = self.reference_edges[self.rows, reference_bin]
+        upper = self.reference_edges[self.rows, reference_bin + 1]
+        below = values < lower
+        above = (values >= upper) & (reference_bin < self.reference_bins - 1)
+        corrected = reference_bin - below + above
+        moved = inside & (below | above)
+        if not moved.any():
+            return step
+        first = corrected * self.subdivisions
+        return np.where(moved, np.clip(step, first, first + self.subdivisions - 1), step)
 
     def histogram(self, position: int, counts: np.ndarray, low: float, high: float) -> Histogram:
         """Feature `position`'s live histogram from a window's counts row and extremes."""
