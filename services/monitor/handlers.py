@@ -57,6 +57,7 @@ from services.monitor.domain.performance import (
     risky_call,
 )
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
+from services.monitor.domain.samples import sample_rank
 from services.monitor.domain.windows import (
     COHORT_ALL,
     COHORT_DIMENSIONS,
@@ -241,7 +242,8 @@ class DriftMonitor:
         self.reports = reports
         self.policy = policy
         self.windows: dict[tuple[str, str, str], DriftWindow] = {}
-        self._grids: dict[tuple[str, str], FeatureGrid] = {}
+        # Per (model, version): the profile its grid was built on, and the grid (a new profile, a new grid).
+        self._grids: dict[tuple[str, str], tuple[ReferenceProfile, FeatureGrid]] = {}
         # Per partition: the offset after the last record handled; what may be committed (closed windows' rows
         # and what lies between them), what was last offered for commit, and what was committed for sure.
         self.positions: dict[Partition, int] = {}
@@ -307,14 +309,18 @@ class DriftMonitor:
         if profile is None:
             self.reports.prediction_skipped(NO_PROFILE)
             return
-        for other_key, other in list(self.windows.items()):
+        retired = []
+        for other_key, other in self.windows.items():
             if other.model_name == lineage.model_name and other.model_version != lineage.model_version:
                 other.idle_rows += 1
                 if other.idle_rows >= self.policy.window_rows:
-                    self._close(other_key, RETIRED)
+                    retired.append(other_key)
+        for other_key in retired:
+            self._close(other_key, RETIRED)
+        now = self.clock()
         grid = self._grid(lineage.model_name, lineage.model_version, profile)
         values = grid.values_of(prediction.features)
-        columns = grid.columns_of(values)
+        rank = sample_rank(lineage.window_id) if lineage.window_id else 0
         occurred = (prediction.occurred_at.seconds, prediction.occurred_at.nanos)
         cohorts = [COHORT_ALL]
         for dimension, cohort in cohorts_of(
@@ -333,16 +339,15 @@ class DriftMonitor:
             window = self.windows.get(key)
             if window is None:
                 window = self.windows[key] = DriftWindow(
-                    lineage.model_name, lineage.model_version, cohort, profile, grid, opened_at=self.clock()
+                    lineage.model_name, lineage.model_version, cohort, profile, grid, opened_at=now
                 )
                 window.sample.per_stratum = self.policy.drift_sample_per_class
-            window.add(values, partition, offset, occurred, columns)
-            window.count_call(prediction.predicted, prediction.confidence)
+            window.push(values, partition, offset, occurred, prediction.predicted, prediction.confidence)
             if lineage.window_id:
-                window.sample.offer(prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction))
-            self._last_row_at[key] = self.clock()
-            if cohort == COHORT_ALL:
-                self.reports.open_rows(window.model_version, window.rows)
+                window.sample.offer(
+                    prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction), rank=rank
+                )
+            self._last_row_at[key] = now
             if window.rows >= self.policy.window_rows:
                 self._close(key, FULL)
 
@@ -365,13 +370,21 @@ class DriftMonitor:
         return closed
 
     def _grid(self, name: str, version: str, profile: ReferenceProfile) -> FeatureGrid:
-        grid = self._grids.get((name, version))
-        if grid is None or grid.names != profile.names:
-            grid = self._grids[(name, version)] = FeatureGrid(profile)
-        return grid
+        known = self._grids.get((name, version))
+        if known is None or known[0] is not profile:
+            known = self._grids[(name, version)] = (profile, FeatureGrid(profile))
+        return known[1]
+
+    def flush(self) -> None:
+        """Count every open window's rows of the batch into its histograms (after each poll batch)."""
+        for window in self.windows.values():
+            window.flush()
+            if window.cohort == COHORT_ALL:
+                self.reports.open_rows(window.model_version, window.rows)
 
     def _close(self, key: tuple[str, str, str], reason: str) -> ClosedWindow:
         window = self.windows.pop(key)
+        window.flush()
         self._last_row_at.pop(key, None)
         profile = window.profile
         results = tuple(

@@ -87,8 +87,8 @@ CONSUMED_BY: dict[TopicSpec, tuple[str, ...]] = {
     DETECTIONS: ("scoring", "warehouse"),
     PREDICTIONS: ("warehouse", "monitor"),
     TRIP_SEGMENTS: ("scoring",),
-    LABEL_REQUESTS: ("annotation",),
-    LABELS: ("scoring", "trainer"),
+    LABEL_REQUESTS: ("annotation", "monitor"),
+    LABELS: ("scoring", "trainer", "monitor"),
     TRIP_SCORES: ("scoring",),
     ALERTS: ("trainer",),
     LABELS_BY_TRIP: ("scoring",),
@@ -100,7 +100,9 @@ CONSUMED_BY: dict[TopicSpec, tuple[str, ...]] = {
 CODEC_REASONS = {"garbage": "decode-error", "wrong-type": "schema-mismatch", "empty-junk-headers": "empty-value"}
 # A record of the right type with nothing but an event_id: decodes, and is refused by the consumer itself where
 # its contract says so. (Scoring takes a detection's, segment's or trip score's trip from the record key, so a
-# hollow one of those is an input of the trip the key names; an alert of no kind is not a retrain alert.)
+# hollow one of those is an input of the trip the key names; an alert of no kind is not a retrain alert. The monitor
+# reads only random-QA requests and labels that say why they were asked for: a hollow one says neither, and is
+# skipped, counted in michi_monitor_labels_skipped_total.)
 HOLLOW_REASONS = {
     (UPLOADS, "inference"): "schema-violation",
     (PREDICTIONS, "warehouse"): "schema-violation",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -12,8 +13,8 @@ from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.drift import INSUFFICIENT_DATA
 from services.monitor.domain.performance import Calibration
-from services.monitor.domain.profiles import ReferenceProfile, read_profile
-from services.monitor.domain.windows import MAX_COHORT_VALUE, cohort_value
+from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
+from services.monitor.domain.windows import MAX_COHORT_VALUE, DriftWindow, cohort_value
 from services.monitor.handlers import (
     FULL,
     IDLE,
@@ -436,3 +437,24 @@ def test_alerts_link_to_their_evidence_on_the_monitor_page_when_its_address_is_s
     unlinked, unlinked_publisher, _ = build()
     feed(unlinked, 1000, shift=5.0)
     assert "evidence" not in unlinked_publisher.alerts[0].attributes
+
+
+def test_rows_pushed_and_flushed_in_batches_count_as_rows_added_one_by_one() -> None:
+    profile = make_profile()
+    grid = FeatureGrid(profile)
+    one_by_one = DriftWindow("risk", "v1", "all", profile, grid)
+    batched = DriftWindow("risk", "v1", "all", profile, grid)
+    random = np.random.default_rng(8)
+    for index in range(2500):
+        values = np.array([random.normal(15.0, 9.0), math.nan if index % 7 == 0 else random.normal(-1.0, 2.0)])
+        predicted, confidence = (2 if index % 5 == 0 else 1), float(random.random())
+        one_by_one.add(values, (TOPIC, 0), index, (index, 0))
+        one_by_one.count_call(predicted, confidence)
+        batched.push(values, (TOPIC, 0), index, (index, 0), predicted, confidence)
+        if index % 997 == 0:
+            batched.flush()
+    batched.flush()
+    assert np.array_equal(one_by_one.counts, batched.counts)
+    assert np.array_equal(one_by_one.lows, batched.lows) and np.array_equal(one_by_one.highs, batched.highs)
+    assert np.array_equal(one_by_one.calls, batched.calls) and np.array_equal(one_by_one.alerts, batched.alerts)
+    assert (one_by_one.rows, one_by_one.id, one_by_one.latest) == (batched.rows, batched.id, batched.latest)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -53,12 +54,18 @@ class Histogram:
     low: float
     high: float
 
-    @property
+    @cached_property
     def total(self) -> float:
         return float(self.counts.sum())
 
     def cdf_knots(self) -> tuple[np.ndarray, np.ndarray]:
-        """The knots (x, cumulative count) of the piecewise-linear CDF, x non-decreasing.
+        """The knots (x, cumulative count) of the piecewise-linear CDF, x non-decreasing (computed once: every
+        figure of a window asks for them, and a reference histogram serves every window of its model)."""
+        return self._knots
+
+    @cached_property
+    def _knots(self) -> tuple[np.ndarray, np.ndarray]:
+        """`cdf_knots`, computed.
 
         Nothing lies below `low` or above `high`: the bins holding the extremes are cut there, and the
         under- and overflow spread between the extreme and the nearest edge. A single value (low == high, a

@@ -29,12 +29,13 @@ class StratifiedSample(Generic[Item]):
         self._ranks: dict[int, list[tuple[int, str]]] = {}
         self._items: dict[str, Item] = {}
 
-    def offer(self, stratum: int, key: str, make: Callable[[], Item]) -> None:
-        """Keep the row if it is among its stratum's lowest ranks (`make` builds the item only then)."""
+    def offer(self, stratum: int, key: str, make: Callable[[], Item], rank: int | None = None) -> None:
+        """Keep the row if it is among its stratum's lowest ranks (`make` builds the item only then; `rank`:
+        `sample_rank(key)` when the caller has it already)."""
         if self.per_stratum <= 0 or key in self._items:
             return
         ranks = self._ranks.setdefault(stratum, [])
-        entry = (sample_rank(key), key)
+        entry = (sample_rank(key) if rank is None else rank, key)
         if len(ranks) >= self.per_stratum and entry >= ranks[-1]:
             return
         bisect.insort(ranks, entry)

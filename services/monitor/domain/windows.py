@@ -90,6 +90,9 @@ class DriftWindow:
     # The model's calls per confidence bin, and its alerts (risky calls) per bin: the expected performance.
     calls: np.ndarray = field(init=False)
     alerts: np.ndarray = field(init=False)
+    # Rows pushed since the last `flush` (at most a poll batch): their feature rows, calls and confidences.
+    _pending_values: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
+    _pending_calls: list[tuple[int, float]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.calls = np.zeros(CONFIDENCE_BINS)
@@ -134,6 +137,46 @@ class DriftWindow:
         self.first_offsets.setdefault(partition, offset)
         self.last_offsets[partition] = offset
         self.latest = max(self.latest, occurred_at)
+
+    def push(
+        self,
+        values: np.ndarray,
+        partition: Partition,
+        offset: int,
+        occurred_at: tuple[int, int],
+        predicted: int,
+        confidence: float,
+    ) -> None:
+        """One prediction, counted into the histograms at the next `flush` (the handler flushes every poll batch
+        and before a close): its offsets and time now, its binning with the batch's other rows, vectorised."""
+        self._pending_values.append(values)
+        self._pending_calls.append((predicted, confidence))
+        self.rows += 1
+        self.idle_rows = 0
+        self.first_offsets.setdefault(partition, offset)
+        self.last_offsets[partition] = offset
+        self.latest = max(self.latest, occurred_at)
+
+    def flush(self) -> None:
+        """Count the pushed rows into the histograms: one binning of them all, one `bincount`."""
+        if not self._pending_values:
+            return
+        values = np.vstack(self._pending_values)
+        self._pending_values = []
+        columns = self.grid.columns_of(values)
+        used = columns >= 0
+        features, width = self.counts.shape
+        flat = (self.grid.rows[np.newaxis, :] * width + columns)[used]
+        self.counts += np.bincount(flat, minlength=features * width).reshape(features, width).astype(np.int32)
+        finite = np.where(used, values, np.nan)
+        self.lows = np.fmin(self.lows, np.fmin.reduce(finite, axis=0))
+        self.highs = np.fmax(self.highs, np.fmax.reduce(finite, axis=0))
+        calls = np.array(self._pending_calls, dtype=np.float64)
+        self._pending_calls = []
+        bins = np.clip((calls[:, 1] * CONFIDENCE_BINS).astype(np.int64), 0, CONFIDENCE_BINS - 1)
+        self.calls += np.bincount(bins, minlength=CONFIDENCE_BINS)
+        alerts = np.array([risky_call(int(predicted), confidence) for predicted, confidence in calls])
+        self.alerts += np.bincount(bins[alerts], minlength=CONFIDENCE_BINS)
 
     def count_call(self, predicted: int, confidence: float) -> None:
         """The model's call on the row: its confidence bin, and whether it is an alert."""

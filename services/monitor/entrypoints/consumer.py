@@ -89,6 +89,7 @@ class MonitorConsumer:
 
     def _end_batch(self) -> None:
         """After every poll (an empty one too): idle windows are judged and closed, complete labels are fed."""
+        self.monitor.flush()
         self.monitor.close_idle()
         self.concept.settle()
         if self.resources is not None:
