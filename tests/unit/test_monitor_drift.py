@@ -198,3 +198,24 @@ def test_a_constant_training_feature_on_a_profile_edge_shows_no_drift_when_it_st
         current = grid.histogram(position, counts[position], feature.histogram.low, feature.histogram.high)
         result = feature_drift(feature.name, feature.histogram, current, reference_std=0.0, psi_threshold=0.2)
         assert result.psi < 1e-6, (feature.name, result.psi)
+
+
+def test_a_constant_training_feature_that_changes_in_part_has_evidentlys_figure() -> None:
+    """GPS lost on 10 % of the windows of a fleet whose training windows all had it: the live window's largest value
+    lies on the profile edge (1.0) and stays in the reference's bin; PSI per value as Evidently computes it."""
+    profile = read_profile(
+        {
+            "version": "reference-profile-2",
+            "data_version": "ds",
+            "features": {"gps_available": histogram(np.ones(9000))},
+        }
+    )
+    grid = FeatureGrid(profile)
+    counts = bin_values(grid, [grid.values_of({"gps_available": 0.0 if i % 10 == 0 else 1.0}) for i in range(2000)])
+    current = grid.histogram(0, counts[0], 0.0, 1.0)
+    result = feature_drift(
+        "gps_available", profile.features[0].histogram, current, reference_std=0.0, psi_threshold=0.2
+    )
+    # Reference {0: empty, filled with 1e-4; 1: 1.0}, current {0: 0.1, 1: 0.9}.
+    expected = (1e-4 - 0.1) * math.log(1e-4 / 0.1) + (1.0 - 0.9) * math.log(1.0 / 0.9)
+    assert result.psi == pytest.approx(expected, abs=1e-3)

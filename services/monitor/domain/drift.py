@@ -68,13 +68,13 @@ class Histogram:
         """`cdf_knots`, computed.
 
         Nothing lies below `low` or above `high`: the bins holding the extremes are cut there, and the
-        under- and overflow spread between the extreme and the nearest edge. A single value (low == high, a
-        constant feature) keeps its bin whole: cut to a point, a value on an edge would fall in the bin below
-        it, where numpy.histogram counted it in the bin above.
+        under- and overflow spread between the extreme and the nearest edge. The cut above is one float past
+        `high`, so a largest value that lies on an edge stays in the bin above that edge, where numpy.histogram
+        counted it (cut at `high` itself, that bin would shrink to the edge and its mass be read below it).
         """
         low, high = min(self.low, float(self.edges[0])), max(self.high, float(self.edges[-1]))
-        if self.total > 0 and self.high > self.low:
-            low, high = self.low, self.high
+        if self.total > 0 and self.high >= self.low:
+            low, high = self.low, float(np.nextafter(self.high, np.inf))
         x = np.clip(np.concatenate(([low], self.edges, [high])), low, high)
         y = np.concatenate(([0.0], np.cumsum(self.counts.astype(np.float64))))
         return x, y

@@ -160,7 +160,14 @@ class FeatureGrid:
         """Feature `position`'s live histogram from a window's counts row and extremes."""
         bins = int(self.bins[position])
         width = float(self.widths[position])
-        edges = self.lows[position] + np.arange(-bins, 2 * bins + 1) * width
+        # Inside the training range every `subdivisions`-th edge is the profile's own edge, bit for bit, so a
+        # value on a profile edge is on the live edge too and falls on the same side of it.
+        reference = self.reference_edges[position, : int(self.reference_bins[position]) + 1]
+        steps = np.arange(self.subdivisions) / self.subdivisions
+        inside = (reference[:-1, np.newaxis] + np.diff(reference)[:, np.newaxis] * steps).ravel()
+        below = self.lows[position] + np.arange(-bins, 0) * width
+        above = self.highs[position] + np.arange(1, bins + 1) * width
+        edges = np.concatenate((below, inside, reference[-1:], above))
         return Histogram(edges, counts[: 3 * bins + 2].astype(np.float64), low, high)
 
 
