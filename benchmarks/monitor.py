@@ -1,0 +1,731 @@
+"""Monitor benchmarks: its drift update against Evidently on the same rows, and its throughput against a bare loop.
+
+    .venv/bin/python -m benchmarks monitor [--quick]
+
+Feature rows: simulated fleets (50, 25 and 100 Hz) cut into windows by `michi.windows` as serving does. The
+reference is one simulation (the training windows a model's reference profile is built from, with the trainer's
+`reference_profile`); the live rows are drawn with replacement from an independent simulation, float32 as a
+`Prediction` carries them, with `DRIFTS` applied to six of the 26 features (`FEATURE_NAMES`).
+
+1. Drift update: 1,000,000 live rows (100,000 with `--quick`) as one window. The monitor's path, timed per
+   prediction as the handler runs it (`services/monitor/handlers.py: DriftMonitor.handle`): the prediction's
+   feature map to a row on the profile's grid (`FeatureGrid.values_of`), the row into the window's histograms
+   (`DriftWindow.push`, counted by `DriftWindow.flush` once per poll batch of 1,000 as the service does), and at
+   the close every figure of every feature (`feature_drift`, PSI among them); cohort
+   `all` only (the service adds each row to its vehicle, rate and firmware cohorts' windows too: part 2). The
+   `Prediction` messages are built outside the timing. Against it, in the same run, Evidently 0.7's
+   `Report([DataDriftPreset(method="psi")])` on the same reference and live rows, in its own venv
+   (`.venv-bench-evidently`, created on first use from `benchmarks/evidently-requirements.txt`: Evidently needs
+   pandas < 3, which Michi's pins exclude), as a subprocess that reads the rows from .npy files and prints JSON;
+   only `Dataset.from_pandas` and `Report.run` are timed, not the import or the file reads. Goal: the monitor
+   at least 100x faster, its PSI within 0.02 of Evidently's on every feature.
+2. Throughput: 200,000 serialized champion `Prediction`s (20,000 with `--quick`) of the same live rows, with
+   vehicle types, rates and firmware versions (the monitor's cohorts), on the predictions topic of the harness's
+   Kafka, the served version's reference profile in the workspace's blob store (`michi.registry.layout`).
+   `python -m services.monitor` (default settings, windows of 2,000) reads them; predictions/s is measured from
+   the first prediction it reports windowed until the last (its /metrics, read every 0.2 s: full windows and the
+   open window's rows of cohort `all`; start-up and group join excluded). Baseline in the same run and broker:
+   a bare confluent-kafka loop that consumes the topic in batches of 1,000 and decodes each `Prediction`,
+   measured from its first batch to its last record. Goal: the monitor at 70 % or more of the bare loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.harness import (
+    PREFIX,
+    REPOSITORY,
+    BenchmarkFailed,
+    CpuMeter,
+    Workspace,
+    describe_cpu,
+    note,
+    print_table,
+    ratio,
+)
+from michi.blobs import BlobStore
+from michi.bus.catalog import PREDICTIONS
+from michi.bus.connection import KafkaConnection
+from michi.bus.producer import EventProducer
+from michi.contracts.v1 import common_pb2, inference_pb2
+from michi.registry.layout import reference_profile_key
+from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES
+from michi.windows.model_spec import MODEL_NAME
+from services.monitor.domain.drift import categorical, feature_drift
+from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
+from services.monitor.domain.windows import COHORT_ALL, DriftWindow
+from services.monitor.entrypoints.consumer import BATCH_SIZE as MONITOR_BATCH_SIZE
+from services.trainer.adapters.simulation import FleetRecipe, SimulationRecipe, simulated_windows
+from services.trainer.domain.profile import reference_profile
+
+MODEL_VERSION = "bench-1"
+DATA_VERSION = "bench-simulated"
+EVIDENTLY_VENV = REPOSITORY / ".venv-bench-evidently"
+EVIDENTLY_REQUIREMENTS = Path(__file__).with_name("evidently-requirements.txt")
+# The venv is reinstalled when the requirements differ from the ones it was built with.
+EVIDENTLY_STAMP = EVIDENTLY_VENV / "requirements.installed"
+PSI_GOAL = 0.02
+SPEED_GOAL = 100.0
+THROUGHPUT_GOAL = 0.70
+# The monitor's default threshold, to compare verdicts.
+PSI_THRESHOLD = 0.2
+PARTITIONS = PREDICTIONS.partitions
+# The monitor's default window; the counts of predictions are multiples of it, so the last one closes a window.
+WINDOW_ROWS = 2000
+# How often the monitor's /metrics is read for its progress (each read costs it a few ms of CPU).
+PROGRESS_POLL_S = 0.2
+DEVICES = 97
+# What inference copies from the upload: the monitor's cohorts beside `all` (vehicle type, rate, firmware).
+VEHICLE_TYPES = ("car", "van", "truck")
+FIRMWARE_VERSIONS = ("2.3.1", "2.4.0")
+CHUNK = 50_000
+# The rows the service bins together: one poll batch of its consumer.
+BATCH_SIZE = MONITOR_BATCH_SIZE
+BARE_BATCH = 1000
+# Evidently bins a numerical column with at most this many distinct reference values per value
+# (`evidently.legacy.calculations.stattests.utils.get_binned_data`, 0.7.23).
+EVIDENTLY_PER_VALUE_MAX = 20
+
+# What changed in the live fleet, per drifted feature (everything else is only a different simulation).
+DRIFTS = {
+    "gps_speed_mps": "x1.25 (faster roads)",
+    "vertical_peak_to_peak_mps2": "x1.6 (stiffer mount)",
+    "vertical_jerk_max_mps3": "x1.6 (stiffer mount)",
+    "sample_rate_hz": "half the 25 Hz devices at 50 Hz (firmware)",
+    "calibration_confidence": "x0.6 on 30 % of rows (new mounts)",
+    "gps_available": "0 on 10 % of rows (GPS lost)",
+}
+
+
+# --------------------------------------------------------------------------- feature rows
+
+
+@dataclass
+class FeatureRows:
+    """Reference windows (what the profile is built from) and live rows, columns in `FEATURE_NAMES` order."""
+
+    reference: np.ndarray  # [R, F] float32
+    reference_signals: np.ndarray  # [R, C, T] float32
+    current: np.ndarray  # [N, F] float32
+    pool: int  # distinct simulated windows the live rows were drawn from
+
+
+def _fleet(seed: int, devices: int, duration_s: float) -> SimulationRecipe:
+    fleets = (FleetRecipe(seed, 50), FleetRecipe(seed + 1, 25), FleetRecipe(seed + 2, 100))
+    return SimulationRecipe(fleets=fleets, devices=devices, duration_s=duration_s)
+
+
+def apply_drifts(current: np.ndarray, random: np.random.Generator) -> None:
+    """`DRIFTS`, in place."""
+    rows = current.shape[0]
+    current[:, FEATURE_INDEX["gps_speed_mps"]] *= 1.25
+    current[:, FEATURE_INDEX["vertical_peak_to_peak_mps2"]] *= 1.6
+    current[:, FEATURE_INDEX["vertical_jerk_max_mps3"]] *= 1.6
+    rate = current[:, FEATURE_INDEX["sample_rate_hz"]]
+    rate[(rate == 25.0) & (random.random(rows) < 0.5)] = 50.0
+    confidence = current[:, FEATURE_INDEX["calibration_confidence"]]
+    confidence[random.random(rows) < 0.3] *= 0.6
+    current[random.random(rows) < 0.1, FEATURE_INDEX["gps_available"]] = 0.0
+
+
+def feature_rows(rows: int, *, quick: bool) -> FeatureRows:
+    began = time.perf_counter()
+    reference = simulated_windows(_fleet(201, 8 if quick else 20, 400.0))
+    pool = simulated_windows(_fleet(301, 4 if quick else 10, 400.0))
+    note(
+        f"monitor: {reference.count:,} reference and {pool.count:,} live windows simulated "
+        f"in {time.perf_counter() - began:.0f} s"
+    )
+    random = np.random.default_rng(17)
+    current = pool.features[random.integers(0, pool.count, rows)].astype(np.float32)
+    apply_drifts(current, random)
+    return FeatureRows(reference.features.astype(np.float32), reference.signals, current, pool.count)
+
+
+def profile_document(rows: FeatureRows) -> bytes:
+    """The reference profile file as the trainer writes it (`services/trainer/handlers.py`)."""
+    document = reference_profile(rows.reference, rows.reference_signals, data_version=DATA_VERSION)
+    return json.dumps(document, sort_keys=True).encode()
+
+
+def prediction_message(values: np.ndarray, index: int) -> inference_pb2.Prediction:
+    """A champion prediction of the served version carrying one row of features (as inference publishes it)."""
+    device_number = index % DEVICES
+    device = f"bench-device-{device_number}"
+    message = inference_pb2.Prediction(
+        event_id=f"bench-prediction-{index}",
+        variant=inference_pb2.VARIANT_CHAMPION,
+        predicted=common_pb2.EVENT_TYPE_NORMAL,
+        confidence=0.9,
+        sample_rate_hz=int(values[FEATURE_INDEX["sample_rate_hz"]]),
+        gps_available=bool(values[FEATURE_INDEX["gps_available"]]),
+        vehicle_type=VEHICLE_TYPES[device_number % len(VEHICLE_TYPES)],
+        firmware_version=FIRMWARE_VERSIONS[device_number % len(FIRMWARE_VERSIONS)],
+    )
+    message.occurred_at.seconds = 1_790_000_000 + index // 10
+    lineage = message.lineage
+    lineage.device_id = device
+    lineage.upload_id = f"bench-upload-{index // 9}"
+    lineage.trip_id = f"bench-trip-{index // 900}"
+    lineage.window_id = f"bench-window-{index}"
+    lineage.model_name, lineage.model_version, lineage.data_version = MODEL_NAME, MODEL_VERSION, DATA_VERSION
+    message.features.update(zip(FEATURE_NAMES, values.tolist(), strict=True))
+    return message
+
+
+# --------------------------------------------------------------------------- 1. drift update
+
+
+@dataclass
+class MonitorDrift:
+    rows: int
+    values_s: float  # FeatureGrid.values_of, wall
+    add_s: float  # DriftWindow.push and a flush per batch, wall
+    drift_s: float  # feature_drift of every feature, wall
+    cpu_s: float
+    psi: dict[str, float]
+    per_bin: dict[str, bool]  # compared per reference bin (few values), not on Sturges bins
+
+    @property
+    def total_s(self) -> float:
+        return self.values_s + self.add_s + self.drift_s
+
+
+def monitor_drift(profile: ReferenceProfile, current: np.ndarray) -> MonitorDrift:
+    """The monitor's drift update over all of `current` as one window, timed per prediction as the handler does it."""
+    grid = FeatureGrid(profile)
+    window = DriftWindow(MODEL_NAME, MODEL_VERSION, COHORT_ALL, profile, grid)
+    topic = PREDICTIONS.name(PREFIX)
+    values_s = add_s = cpu_s = 0.0
+    for first in range(0, current.shape[0], CHUNK):
+        # Building the messages is the producer's work, not the monitor's: outside the timing.
+        messages = [prediction_message(values, first + at) for at, values in enumerate(current[first : first + CHUNK])]
+        cpu_began, began = time.process_time(), time.perf_counter()
+        rows = [grid.values_of(message.features) for message in messages]
+        converted = time.perf_counter()
+        for at, (values, message) in enumerate(zip(rows, messages, strict=True)):
+            index = first + at
+            occurred = (message.occurred_at.seconds, message.occurred_at.nanos)
+            window.push(
+                values,
+                (topic, index % PARTITIONS),
+                index // PARTITIONS,
+                occurred,
+                message.predicted,
+                message.confidence,
+            )
+            if (at + 1) % BATCH_SIZE == 0:
+                window.flush()
+        window.flush()
+        added = time.perf_counter()
+        cpu_s += time.process_time() - cpu_began
+        values_s += converted - began
+        add_s += added - converted
+    cpu_began, began = time.process_time(), time.perf_counter()
+    # What `DriftMonitor._close` computes for each feature of a closed window.
+    results = [
+        feature_drift(
+            feature.name,
+            feature.histogram,
+            window.histogram(position),
+            reference_std=feature.std,
+            psi_threshold=PSI_THRESHOLD,
+        )
+        for position, feature in enumerate(profile.features)
+    ]
+    drift_s = time.perf_counter() - began
+    cpu_s += time.process_time() - cpu_began
+    return MonitorDrift(
+        rows=window.rows,
+        values_s=values_s,
+        add_s=add_s,
+        drift_s=drift_s,
+        cpu_s=cpu_s,
+        psi={result.feature: result.psi for result in results},
+        per_bin={feature.name: categorical(feature.histogram) for feature in profile.features},
+    )
+
+
+def evidently_report(folder: str) -> None:
+    """Evidently's DataDriftPreset(method="psi") on the rows in `folder`, JSON on stdout.
+
+    Runs in the Evidently venv, where Michi is not installed: `run_evidently` ships this function's source there,
+    so it imports everything it uses itself.
+    """
+    import json
+    import pathlib
+    import time
+    import warnings
+
+    import evidently
+    import numpy as np
+    import pandas as pd
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    # Evidently's plots divide by empty bins; the figures are not affected.
+    warnings.simplefilter("ignore")
+    path = pathlib.Path(folder)
+    names = json.loads((path / "names.json").read_text())
+    reference = pd.DataFrame(np.load(path / "reference.npy").astype(np.float64), columns=names)
+    current = pd.DataFrame(np.load(path / "current.npy").astype(np.float64), columns=names)
+    definition = DataDefinition(numerical_columns=names)
+    began, cpu_began = time.perf_counter(), time.process_time()
+    reference_data = Dataset.from_pandas(reference, data_definition=definition)
+    current_data = Dataset.from_pandas(current, data_definition=definition)
+    built, cpu_built = time.perf_counter(), time.process_time()
+    snapshot = Report([DataDriftPreset(method="psi")]).run(current_data=current_data, reference_data=reference_data)
+    ran, cpu_ran = time.perf_counter(), time.process_time()
+    psi = {
+        metric["config"]["column"]: float(metric["value"])
+        for metric in snapshot.dict()["metrics"]
+        if metric["config"].get("column") is not None
+    }
+    print(
+        json.dumps(
+            {
+                "version": evidently.__version__,
+                "pandas": pd.__version__,
+                "datasets_s": built - began,
+                "report_s": ran - built,
+                "datasets_cpu_s": cpu_built - cpu_began,
+                "report_cpu_s": cpu_ran - cpu_built,
+                "psi": psi,
+            }
+        )
+    )
+
+
+@dataclass
+class EvidentlyDrift:
+    version: str
+    pandas: str
+    datasets_s: float
+    report_s: float
+    datasets_cpu_s: float
+    report_cpu_s: float
+    psi: dict[str, float]
+
+
+def evidently_python() -> Path:
+    """The Evidently venv's interpreter: created (python -m venv, pip install -r) unless it is there already."""
+    python = EVIDENTLY_VENV / "bin" / "python"
+    wanted = EVIDENTLY_REQUIREMENTS.read_text()
+    if python.exists() and EVIDENTLY_STAMP.exists() and EVIDENTLY_STAMP.read_text() == wanted:
+        return python
+    note(f"monitor: installing {EVIDENTLY_REQUIREMENTS.name} into {EVIDENTLY_VENV.name} (once; a minute or two)")
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True)
+    installed = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(EVIDENTLY_REQUIREMENTS),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if installed.returncode != 0:
+        raise BenchmarkFailed(f"pip install -r {EVIDENTLY_REQUIREMENTS} failed:\n{installed.stderr[-3000:]}")
+    EVIDENTLY_STAMP.write_text(wanted)
+    return python
+
+
+def run_evidently(python: Path, rows: FeatureRows) -> EvidentlyDrift:
+    with tempfile.TemporaryDirectory(prefix="michi-bench-evidently-") as folder:
+        path = Path(folder)
+        (path / "names.json").write_text(json.dumps(list(FEATURE_NAMES)))
+        np.save(path / "reference.npy", rows.reference)
+        np.save(path / "current.npy", rows.current)
+        script = path / "evidently_report.py"
+        script.write_text(f"{inspect.getsource(evidently_report)}\n\nevidently_report({folder!r})\n")
+        finished = subprocess.run([str(python), str(script)], capture_output=True, text=True, timeout=1800)
+    if finished.returncode != 0:
+        raise BenchmarkFailed(f"the Evidently report failed:\n{finished.stderr[-3000:]}")
+    figures = json.loads(finished.stdout.strip().splitlines()[-1])
+    return EvidentlyDrift(
+        version=figures["version"],
+        pandas=figures["pandas"],
+        datasets_s=figures["datasets_s"],
+        report_s=figures["report_s"],
+        datasets_cpu_s=figures["datasets_cpu_s"],
+        report_cpu_s=figures["report_cpu_s"],
+        psi=figures["psi"],
+    )
+
+
+@dataclass
+class DriftComparison:
+    monitor: MonitorDrift
+    evidently: EvidentlyDrift
+    reference_rows: int
+    # Cores of the whole machine busy while each ran (the benchmark's own process is one of them).
+    machine_monitor: float
+    machine_evidently: float
+
+    @property
+    def speed(self) -> float:
+        """Evidently's report time over the monitor's whole drift update (wall)."""
+        return self.evidently.report_s / self.monitor.total_s
+
+    def difference(self, feature: str) -> float:
+        return abs(self.monitor.psi[feature] - self.evidently.psi[feature])
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        feature = max(FEATURE_NAMES, key=self.difference)
+        return feature, self.difference(feature)
+
+
+def compare_drift(rows: FeatureRows, document: bytes) -> DriftComparison:
+    python = evidently_python()
+    profile = read_profile(json.loads(document))
+    count = rows.current.shape[0]
+    note(f"monitor: the monitor's drift update over {count:,} predictions")
+    # Nothing else of the benchmark's runs meanwhile: `machine` says what other work took the cores.
+    meter = CpuMeter({}).start()
+    monitor = monitor_drift(profile, rows.current)
+    monitor_cpu = meter.stop()
+    note(f"monitor: Evidently's DataDriftPreset(method='psi') over the same {count:,} rows")
+    meter = CpuMeter({}).start()
+    evidently = run_evidently(python, rows)
+    evidently_cpu = meter.stop()
+    missing = set(FEATURE_NAMES) - set(evidently.psi)
+    if missing:
+        raise BenchmarkFailed(f"Evidently reported no PSI for {', '.join(sorted(missing))}")
+    return DriftComparison(
+        monitor, evidently, rows.reference.shape[0], monitor_cpu["machine"], evidently_cpu["machine"]
+    )
+
+
+def print_drift(comparison: DriftComparison, rows: FeatureRows) -> None:
+    monitor, evidently = comparison.monitor, comparison.evidently
+    count = monitor.rows
+    both = evidently.datasets_s + evidently.report_s
+    table = [
+        [
+            "monitor: values_of + DriftWindow.push/flush per batch, feature_drift per feature",
+            f"{monitor.total_s:.2f}",
+            f"{monitor.cpu_s:.2f}",
+            f"{count / monitor.total_s:,.0f}",
+            f"{comparison.speed:.2f}x",
+        ],
+        ["  of which FeatureGrid.values_of (the feature map to a row)", f"{monitor.values_s:.2f}", "", "", ""],
+        ["  of which DriftWindow.push + flush (the rows into the histograms)", f"{monitor.add_s:.2f}", "", "", ""],
+        ["  of which feature_drift x 26 (PSI, JS, Wasserstein, KS)", f"{monitor.drift_s:.3f}", "", "", ""],
+        [
+            f"Evidently {evidently.version}: Report.run",
+            f"{evidently.report_s:.2f}",
+            f"{evidently.report_cpu_s:.2f}",
+            f"{count / evidently.report_s:,.0f}",
+            "1.00x",
+        ],
+        [
+            "Evidently: Dataset.from_pandas + Report.run",
+            f"{both:.2f}",
+            f"{evidently.datasets_cpu_s + evidently.report_cpu_s:.2f}",
+            f"{count / both:,.0f}",
+            "",
+        ],
+    ]
+    print_table(
+        f"monitor drift update: {count:,} predictions x {len(FEATURE_NAMES)} features against "
+        f"{comparison.reference_rows:,} reference windows (live rows drawn from {rows.pool:,} simulated windows; "
+        f"Evidently {evidently.version}, pandas {evidently.pandas})",
+        ["path", "wall s", "CPU s", "rows/s", "speed vs Evidently"],
+        table,
+    )
+    print(
+        f"  speed: Evidently's Report.run / the monitor = {comparison.speed:.2f}x "
+        f"(CPU: {evidently.report_cpu_s / monitor.cpu_s:.2f}x; with Dataset.from_pandas "
+        f"{both / monitor.total_s:.2f}x; goal >= {SPEED_GOAL:.0f}x)"
+    )
+    print(
+        f"  CPU cores, machine: {comparison.machine_monitor:.2f} during the monitor's update, "
+        f"{comparison.machine_evidently:.2f} during Evidently's subprocess (with its import and file reads)"
+    )
+    print(
+        f"  feature_drift alone (the figures from the histograms): {monitor.drift_s * 1000:.0f} ms, "
+        f"{evidently.report_s / monitor.drift_s:,.0f}x faster than Report.run"
+    )
+    reference_values = {name: len(np.unique(rows.reference[:, FEATURE_INDEX[name]])) for name in FEATURE_NAMES}
+    psi_rows = []
+    for name in FEATURE_NAMES:
+        ours, theirs = monitor.psi[name], evidently.psi[name]
+        psi_rows.append(
+            [
+                name,
+                DRIFTS.get(name, ""),
+                f"{ours:.4f}",
+                f"{theirs:.4f}",
+                f"{comparison.difference(name):.4f}" + (" !" if comparison.difference(name) > PSI_GOAL else ""),
+                f"{'drift' if ours >= PSI_THRESHOLD else 'ok'} / {'drift' if theirs >= PSI_THRESHOLD else 'ok'}",
+                f"{'per bin' if monitor.per_bin[name] else 'Sturges'} / "
+                f"{'per value' if reference_values[name] <= EVIDENTLY_PER_VALUE_MAX else 'Sturges'}",
+                f"{reference_values[name]:,}",
+            ]
+        )
+    print_table(
+        "PSI per feature (! = difference above the goal)",
+        [
+            "feature",
+            "injected drift",
+            "monitor",
+            "Evidently",
+            "|difference|",
+            f"at {PSI_THRESHOLD:g}: monitor / Evidently",
+            "bins: monitor / Evidently",
+            "reference values",
+        ],
+        psi_rows,
+    )
+    worst, difference = comparison.worst
+    within = sum(comparison.difference(name) <= PSI_GOAL for name in FEATURE_NAMES)
+    agree = sum(
+        (monitor.psi[name] >= PSI_THRESHOLD) == (evidently.psi[name] >= PSI_THRESHOLD) for name in FEATURE_NAMES
+    )
+    print(
+        f"  max |PSI difference|: {difference:.4f} ({worst}); within {PSI_GOAL:g} on {within} of "
+        f"{len(FEATURE_NAMES)} features; same verdict at PSI {PSI_THRESHOLD:g} on {agree} of {len(FEATURE_NAMES)}"
+    )
+
+
+# --------------------------------------------------------------------------- 2. throughput
+
+
+@dataclass
+class Throughput:
+    predictions: int  # predictions counted over the span
+    span_s: float
+    cpu: dict[str, float]  # cores over the span
+    process: str  # whose CPU is the path's
+
+    @property
+    def rate(self) -> float:
+        return self.predictions / self.span_s if self.span_s > 0 else 0.0
+
+    @property
+    def cpu_ms_per_thousand(self) -> float:
+        return self.cpu[self.process] * self.span_s / max(self.predictions, 1) * 1e6
+
+
+def fill_predictions(workspace: Workspace, current: np.ndarray) -> None:
+    producer = EventProducer(workspace.bootstrap, PREFIX, client_id="michi-bench-fill")
+    try:
+        for index, values in enumerate(current):
+            message = prediction_message(values, index)
+            producer.publish(PREDICTIONS, message.lineage.device_id, message)
+            if index % 10_000 == 9_999:
+                producer.flush(0)  # serve delivery callbacks as we go
+        if producer.flush(120):
+            raise BenchmarkFailed("the predictions topic could not be filled")
+    finally:
+        producer.close()
+
+
+def committed_total(reader: Consumer, partitions: list[TopicPartition]) -> int:
+    return sum(max(item.offset, 0) for item in reader.committed(partitions, timeout=10))
+
+
+def windowed_rows(client: httpx.Client, base_url: str) -> int:
+    """Predictions the monitor has windowed in cohort `all`: full windows x WINDOW_ROWS + the open window's rows.
+
+    Read from its /metrics: its commits cannot tell, for they wait for the first row of every open window,
+    cohort windows (vehicle type, rate, firmware) included, which fill more slowly.
+    """
+    full = opened = 0.0
+    for family in text_string_to_metric_families(client.get(f"{base_url}/metrics").text):
+        for sample in family.samples:
+            if sample.labels.get("model_version") != MODEL_VERSION:
+                continue
+            if sample.labels.get("cohort", COHORT_ALL) != COHORT_ALL:
+                continue
+            if sample.name == "michi_monitor_windows_total" and sample.labels.get("reason") == "full":
+                full += sample.value
+            elif sample.name == "michi_monitor_open_window_rows":
+                opened += sample.value
+    return int(full) * WINDOW_ROWS + int(opened)
+
+
+def monitor_service(workspace: Workspace, count: int) -> tuple[Throughput, int, str]:
+    """Run `python -m services.monitor` until it windowed every prediction: its figures, commits and log tail."""
+    topic = PREDICTIONS.name(PREFIX)
+    partitions = [TopicPartition(topic, number) for number in range(PARTITIONS)]
+    # Same group id, never subscribed: it reads the group's commits without joining it.
+    reader = Consumer(
+        KafkaConnection.plain(workspace.bootstrap).confluent_config(
+            {"group.id": f"{PREFIX}monitor", "enable.auto.commit": False}
+        )
+    )
+    try:
+        service = workspace.start_service(
+            "monitor", "MICHI_MONITOR_PORT", environment={"MICHI_MONITOR_WINDOW_ROWS": str(WINDOW_ROWS)}
+        )
+        pids = workspace.pids()
+        meter = CpuMeter({name: pids[name] for name in ("monitor", "kafka", "benchmark")})
+        deadline = time.monotonic() + 900
+        first_at, first_count, windowed = 0.0, 0, 0
+        with httpx.Client(timeout=10.0) as client:
+            while windowed < count and time.monotonic() < deadline:
+                if service.process.poll() is not None:
+                    raise BenchmarkFailed(
+                        f"the monitor exited with {service.process.returncode}:\n{service.log_tail()}"
+                    )
+                time.sleep(PROGRESS_POLL_S)
+                windowed = windowed_rows(client, service.base_url)
+                if windowed > 0 and not first_at:
+                    first_at, first_count = time.monotonic(), windowed
+                    meter.start()
+        if windowed < count or not first_at:
+            raise BenchmarkFailed(f"the monitor windowed {windowed} of {count} predictions:\n{service.log_tail()}")
+        span = time.monotonic() - first_at
+        cpu = meter.stop()
+        committed = committed_total(reader, partitions)
+        log = service.log_tail(1500)
+        service.stop()
+    finally:
+        reader.close()
+    return Throughput(count - first_count, span, cpu, "monitor"), committed, log
+
+
+def bare_loop(workspace: Workspace, count: int) -> Throughput:
+    """Consume and decode every prediction with confluent-kafka, nothing else: the least a consumer does."""
+    consumer = Consumer(
+        KafkaConnection.plain(workspace.bootstrap).confluent_config(
+            {
+                "group.id": f"michi-bench-bare-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 100,  # as the services' consumers
+            }
+        )
+    )
+    pids = workspace.pids()
+    meter = CpuMeter({name: pids[name] for name in ("benchmark", "kafka")})
+    handled, first_at, first_count = 0, 0.0, 0
+    deadline = time.monotonic() + 300
+    try:
+        consumer.subscribe([PREDICTIONS.name(PREFIX)])
+        while handled < count and time.monotonic() < deadline:
+            for record in consumer.consume(BARE_BATCH, 0.5):
+                if record.error() is None:
+                    inference_pb2.Prediction.FromString(record.value() or b"")
+                    handled += 1
+            if handled and not first_at:
+                first_at, first_count = time.monotonic(), handled
+                meter.start()
+        span = time.monotonic() - first_at
+        cpu = meter.stop()
+    finally:
+        consumer.close()
+    if handled < count:
+        raise BenchmarkFailed(f"the bare loop read {handled} of {count} predictions")
+    return Throughput(count - first_count, span, cpu, "benchmark")
+
+
+@dataclass
+class ThroughputComparison:
+    monitor: Throughput
+    bare: Throughput
+    count: int
+    committed: int  # the monitor group's committed offsets once every prediction was windowed
+    log: str
+
+    @property
+    def share(self) -> float:
+        return self.monitor.rate / self.bare.rate if self.bare.rate > 0 else 0.0
+
+
+def compare_throughput(rows: FeatureRows, document: bytes, count: int) -> ThroughputComparison:
+    with Workspace("monitor") as workspace:
+        store = BlobStore(f"file://{workspace.home / 'blobs'}")
+        asyncio.run(store.put_bytes(reference_profile_key(MODEL_NAME, MODEL_VERSION), document))
+        note(f"monitor: publishing {count:,} predictions")
+        fill_predictions(workspace, rows.current[:count])
+        note("monitor: the monitor (python -m services.monitor)")
+        monitor, committed, log = monitor_service(workspace, count)
+        note("monitor: bare confluent-kafka loop in one process")
+        bare = bare_loop(workspace, count)
+    return ThroughputComparison(monitor, bare, count, committed, log)
+
+
+def print_throughput(comparison: ThroughputComparison, drift: DriftComparison | None) -> None:
+    monitor, bare = comparison.monitor, comparison.bare
+    table = [
+        [
+            "monitor (python -m services.monitor)",
+            f"{monitor.predictions:,}",
+            f"{monitor.span_s:.1f}",
+            f"{monitor.rate:,.0f}",
+            f"{comparison.share:.1%}",
+            f"{monitor.cpu_ms_per_thousand:.1f}",
+        ],
+        [
+            "bare confluent-kafka loop (consume + decode)",
+            f"{bare.predictions:,}",
+            f"{bare.span_s:.1f}",
+            f"{bare.rate:,.0f}",
+            "100%",
+            f"{bare.cpu_ms_per_thousand:.1f}",
+        ],
+    ]
+    print_table(
+        f"monitor throughput: {comparison.count:,} pre-filled champion predictions ({len(FEATURE_NAMES)} features), "
+        f"{PARTITIONS} partitions, windows of {WINDOW_ROWS:,}",
+        ["path", "predictions", "span s", "predictions/s", "vs bare", "CPU ms per 1,000"],
+        table,
+    )
+    print(f"  goal: >= {THROUGHPUT_GOAL:.0%} of the bare loop; measured {ratio(monitor.rate, bare.rate)}")
+    print(
+        f"  the monitor's group had committed {comparison.committed:,} of {comparison.count:,} when the last one "
+        "was windowed (commits wait for the first row of every open window, cohort windows included)"
+    )
+    print(f"  CPU cores, monitor run: {describe_cpu(monitor.cpu)}")
+    print(f"  CPU cores, bare loop:   {describe_cpu(bare.cpu)}")
+    if drift is not None:
+        per_prediction = (drift.monitor.values_s + drift.monitor.add_s) / drift.monitor.rows * 1e6
+        print(
+            f"  of the monitor's {monitor.cpu_ms_per_thousand:.0f} us CPU per prediction, the drift update "
+            f"(values_of + add, part 1) takes ~{per_prediction:.0f} us"
+        )
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class MonitorFigures:
+    drift: DriftComparison
+    throughput: ThroughputComparison
+
+
+def run(*, quick: bool = False) -> MonitorFigures:
+    rows_count = 100_000 if quick else 1_000_000
+    predictions = 20_000 if quick else 200_000
+    rows = feature_rows(rows_count, quick=quick)
+    document = profile_document(rows)
+    drift = compare_drift(rows, document)
+    print_drift(drift, rows)
+    throughput = compare_throughput(rows, document, predictions)
+    print_throughput(throughput, drift)
+    return MonitorFigures(drift, throughput)
