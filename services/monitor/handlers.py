@@ -443,11 +443,18 @@ class DriftMonitor:
         self._advance_commit_point()
         return closed
 
+    def _fleet_drifts(self, window: DriftWindow) -> bool:
+        """Whether `window` is a cohort's and its model version's cohort `all` has a drift episode open."""
+        if window.cohort == COHORT_ALL:
+            return False
+        return self.history.open_episode(window.model_name, window.model_version, COHORT_ALL) is not None
+
     def _follow_episode(self, window: DriftWindow, closed: ClosedWindow) -> tuple[ClosedWindow, DriftEpisode | None]:
         """Open, continue or resolve the drift episode of the window's model version and cohort.
 
         A drifting window with no episode open opens one: one drift alert (status firing) and the drift sample's
-        label requests. Later drifting windows join it silently; at `retrain_after_windows` of them the trainer
+        label requests; a cohort's window opens none while the cohort `all` has one open (the fleet's alert covers
+        it: with one firmware or one sample rate a cohort holds exactly `all`'s rows). Later drifting windows join it silently; at `retrain_after_windows` of them the trainer
         is asked to retrain, once per episode of the cohort `all`. A window with enough data and no drift
         resolves it (a resolve event); one with too little data changes nothing. Everything is published (and
         acknowledged) before the episode is saved (with the window, `DriftHistory.record_close`), and its ids are
@@ -455,6 +462,8 @@ class DriftMonitor:
         Returns the window with what it published, and the episode to save.
         """
         episode = self.history.open_episode(window.model_name, window.model_version, window.cohort)
+        if closed.verdict == VERDICT_DRIFT and episode is None and self._fleet_drifts(window):
+            return closed, None  # the fleet's own episode covers it: a cohort alerts only where `all` does not
         if closed.verdict == VERDICT_DRIFT:
             alert = None
             samples = 0
