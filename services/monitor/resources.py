@@ -656,6 +656,7 @@ def start_resource_watch(
     lag_reader = KafkaLagReader(
         settings.kafka_connection(),
         [group for group in groups if group not in policy.ignored_groups],
+        topic_prefix=settings.topic_prefix,
         timeout_s=max(interval, 5.0),
         age_timeout_s=min(3.0, interval),
     )
