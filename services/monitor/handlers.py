@@ -557,6 +557,14 @@ def evidence_url(page_url: str, *, window_id: str | None = None, episode: str | 
     return f"{page_url.rstrip('/')}/" + (f"?{urlencode(query)}" if query else "")
 
 
+def _of_window(alert: operations_pb2.Alert, window: DriftWindow) -> None:
+    """An alert about a window: its time (the window's latest prediction) and the model and data it is about."""
+    alert.occurred_at.seconds, alert.occurred_at.nanos = window.latest
+    alert.lineage.model_name = window.model_name
+    alert.lineage.model_version = window.model_version
+    alert.lineage.data_version = window.profile.data_version
+
+
 def drift_alert(
     window: DriftWindow,
     results: tuple[FeatureDrift, ...],
@@ -575,10 +583,7 @@ def drift_alert(
             f"(window {window.id}): {', '.join(drifted)}"
         ),
     )
-    alert.occurred_at.seconds, alert.occurred_at.nanos = window.latest
-    alert.lineage.model_name = window.model_name
-    alert.lineage.model_version = window.model_version
-    alert.lineage.data_version = window.profile.data_version
+    _of_window(alert, window)
     alert.attributes.update(
         {
             STATUS: FIRING,
@@ -626,10 +631,7 @@ def drift_resolved(
             f"drifting windows"
         ),
     )
-    resolved.occurred_at.seconds, resolved.occurred_at.nanos = window.latest
-    resolved.lineage.model_name = window.model_name
-    resolved.lineage.model_version = window.model_version
-    resolved.lineage.data_version = window.profile.data_version
+    _of_window(resolved, window)
     resolved.attributes.update(
         {
             STATUS: RESOLVED,
@@ -658,10 +660,7 @@ def retrain_request(window: DriftWindow, episode: DriftEpisode, policy: DriftPol
             "retrain"
         ),
     )
-    request.occurred_at.seconds, request.occurred_at.nanos = window.latest
-    request.lineage.model_name = window.model_name
-    request.lineage.model_version = window.model_version
-    request.lineage.data_version = window.profile.data_version
+    _of_window(request, window)
     request.attributes.update(
         {
             "reason": "sustained-drift",
