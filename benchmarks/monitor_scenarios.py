@@ -230,8 +230,13 @@ def serve_bootstrap(home: Path, *, reference_seconds: float) -> Served:
             int(served_document.get("windows", 0)),
         )
     ]
-    if outcome.version != champion.version and profiles.profile(wiring.model_name, outcome.version) is not None:
-        learned = _profile_document(blob_url, wiring.model_name, outcome.version)
+    learned = (
+        _profile_document(blob_url, wiring.model_name, outcome.version)
+        if outcome.version != champion.version and profiles.profile(wiring.model_name, outcome.version) is not None
+        else None
+    )
+    # Every registered model describes the same served traffic: the learned one is a what-if only when it differs.
+    if learned is not None and learned.get("data_version") != served_document.get("data_version"):
         references.append(
             Reference(
                 LEARNED,
@@ -710,6 +715,30 @@ def report(
             "max PSI",
         ],
         rows,
+    )
+    alerts = []
+    for name in names:
+        seen: dict[str, int] = {}
+        for record in healthy.records[name]:
+            seen[record.cohort] = seen.get(record.cohort, 0) + 1
+            if record.alert:
+                minutes = (record.latest_s - DEFAULT_START_TIME) / 60.0
+                drifted = {feature: record.psi.get(feature, math.nan) for feature in record.drifted}
+                alerts.append(
+                    (
+                        name,
+                        record.cohort,
+                        seen[record.cohort],
+                        f"{record.rows:,}",
+                        record.reason,
+                        f"{minutes:.0f}",
+                        _top(drifted),
+                    )
+                )
+    print_table(
+        "No drift: every drift alert (window: the cohort's n-th; minute: of its last row)",
+        ["reference", "cohort", "window", "rows", "closed", "minute", "features (PSI)"],
+        alerts or [("-", "none", "", "", "", "", "")],
     )
     largest_by_reference = {name: max_psi(healthy.records[name]) for name in names}
     drifting_by_reference = {

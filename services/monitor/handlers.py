@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 from michi.contracts import stable_event_id, timestamp_from_seconds
-from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
+from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
 from services.monitor.domain.adwin import Adwin
 from services.monitor.domain.drift import (
@@ -47,6 +48,7 @@ from services.monitor.domain.drift import (
     FeatureDrift,
     display_shares,
     feature_drift,
+    mix_drift,
 )
 from services.monitor.domain.episodes import FIRING, RESOLVED, firing_event_id, resolved_event_id
 from services.monitor.domain.performance import (
@@ -61,9 +63,10 @@ from services.monitor.domain.samples import sample_rank
 from services.monitor.domain.windows import (
     COHORT_ALL,
     COHORT_DIMENSIONS,
+    VEHICLE,
     DriftWindow,
     Partition,
-    cohorts_of,
+    cohort_values,
     describe_start,
 )
 
@@ -86,6 +89,10 @@ DRIFT_SAMPLE_PRIORITY = 50
 NOT_CHAMPION = "not-champion"
 NO_PROFILE = "no-profile"
 NO_FEATURES = "no-features"
+# The figure of a window's mix of vehicle types (devices per type) against the traffic's.
+VEHICLE_MIX = "vehicle_mix"
+# Read with a mount that was not calibrated, against a profile of calibrated traffic (`ReferenceProfile.rows`).
+UNCALIBRATED = "uncalibrated"
 # Why a window closed.
 FULL = "full"
 RETIRED = "retired"
@@ -140,8 +147,12 @@ class DriftReports(Protocol):
 
 @dataclass(frozen=True)
 class DriftPolicy:
-    window_rows: int = 2000
+    window_rows: int = 20_000
     min_rows: int = MIN_ROWS
+    # A window of fewer devices is insufficient data whatever its rows (a few drivers' style is not the fleet's).
+    min_devices: int = 5
+    # Drifting windows in a row before an episode alerts (1: the first drifting window alerts).
+    sustain_windows: int = 2
     psi_threshold: float = 0.2
     min_drifted_features: int = 1
     # Alerts from a low-resolution (reference-profile-1) profile, whose PSI may be off by up to 0.4.
@@ -309,6 +320,9 @@ class DriftMonitor:
         if profile is None:
             self.reports.prediction_skipped(NO_PROFILE)
             return
+        if profile.calibrated_only and prediction.calibration.state != common_pb2.CALIBRATION_STATE_CALIBRATED:
+            self.reports.prediction_skipped(UNCALIBRATED)
+            return
         retired = []
         for other_key, other in self.windows.items():
             if other.model_name == lineage.model_name and other.model_version != lineage.model_version:
@@ -322,9 +336,10 @@ class DriftMonitor:
         values = grid.values_of(prediction.features)
         rank = sample_rank(lineage.window_id) if lineage.window_id else 0
         occurred = (prediction.occurred_at.seconds, prediction.occurred_at.nanos)
+        known = cohort_values(prediction.vehicle_type, prediction.sample_rate_hz, prediction.firmware_version)
         cohorts = [COHORT_ALL]
-        for dimension, cohort in cohorts_of(
-            prediction.vehicle_type, prediction.sample_rate_hz, prediction.firmware_version, self.policy.cohorts
+        for dimension, cohort in (
+            (dimension, f"{dimension}:{known[dimension]}") for dimension in self.policy.cohorts if known.get(dimension)
         ):
             seen = self._cohorts.setdefault((lineage.model_name, lineage.model_version, dimension), set())
             if cohort not in seen and len(seen) >= self.policy.max_cohorts:
@@ -343,6 +358,9 @@ class DriftMonitor:
                 )
                 window.sample.per_stratum = self.policy.drift_sample_per_class
             window.push(values, partition, offset, occurred, prediction.predicted, prediction.confidence)
+            window.count_device(lineage.device_id)
+            if cohort == COHORT_ALL:
+                window.count_population(known, lineage.device_id)
             if lineage.window_id:
                 window.sample.offer(
                     prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction), rank=rank
@@ -387,23 +405,45 @@ class DriftMonitor:
         window.flush()
         self._last_row_at.pop(key, None)
         profile = window.profile
+        # (name, reference, current, reference std): the model's features against the cohort's part of the
+        # reference, then (cohort `all`) the share of rows from cohort values the reference never had.
+        reference = (
+            profile.mixed(VEHICLE, window.vehicles)
+            if window.cohort == COHORT_ALL
+            else profile.features_of(window.cohort)
+        )
+        compared = [
+            (feature.name, feature.histogram, window.histogram(position), feature.std)
+            for position, feature in enumerate(reference)
+        ]
+        if window.cohort == COHORT_ALL:
+            compared += [(name, reference, current, 0.0) for name, reference, current in window.population_histograms()]
         results = tuple(
             feature_drift(
-                feature.name,
-                feature.histogram,
-                window.histogram(position),
-                reference_std=feature.std,
+                name,
+                reference,
+                current,
+                reference_std=std,
                 psi_threshold=self.policy.psi_threshold,
-                min_rows=self.policy.min_rows,
+                # Rows of fewer devices than that describe those devices' drivers, not a fleet: insufficient data.
+                min_rows=self.policy.min_rows if len(window.devices) >= self.policy.min_devices else sys.maxsize,
             )
-            for position, feature in enumerate(profile.features)
+            for name, reference, current, std in compared
         )
+        if window.cohort == COHORT_ALL and VEHICLE in profile.mix:
+            devices = {vehicle: len(drivers) for vehicle, drivers in window.vehicle_devices.items()}
+            results += (
+                mix_drift(
+                    VEHICLE_MIX,
+                    devices,
+                    profile.mix[VEHICLE],
+                    min_devices=self.policy.min_devices,
+                ),
+            )
         drifted = tuple(result.feature for result in results if result.status == DRIFT)
-        shapes = {}
-        for position, feature in enumerate(profile.features):
-            current = window.histogram(position)
-            if current.total > 0:
-                shapes[feature.name] = display_shares(feature.histogram, current)
+        shapes = {
+            name: display_shares(reference, current) for name, reference, current, _ in compared if current.total > 0
+        }
         alertable = self.policy.alert_on_low_resolution or not profile.low_resolution
         if len(drifted) >= self.policy.min_drifted_features and alertable:
             verdict = VERDICT_DRIFT
@@ -452,59 +492,63 @@ class DriftMonitor:
     def _follow_episode(self, window: DriftWindow, closed: ClosedWindow) -> tuple[ClosedWindow, DriftEpisode | None]:
         """Open, continue or resolve the drift episode of the window's model version and cohort.
 
-        A drifting window with no episode open opens one: one drift alert (status firing) and the drift sample's
-        label requests; a cohort's window opens none while the cohort `all` has one open (the fleet's alert covers
-        it: with one firmware or one sample rate a cohort holds exactly `all`'s rows). Later drifting windows join it silently; at `retrain_after_windows` of them the trainer
-        is asked to retrain, once per episode of the cohort `all`. A window with enough data and no drift
-        resolves it (a resolve event); one with too little data changes nothing. Everything is published (and
-        acknowledged) before the episode is saved (with the window, `DriftHistory.record_close`), and its ids are
-        derived from the windows, so a window read again after a crash publishes the same ids again or nothing.
-        Returns the window with what it published, and the episode to save.
+        A drifting window with no episode open opens one; it alerts once `sustain_windows` drifting windows in a
+        row belong to it (one drift alert, status firing, and the drift sample of the window that completes the
+        run as label requests): a single window over the threshold is what a healthy fleet's noise does now and
+        then, a change lasts. A cohort's window opens none while the cohort `all` has one open (the fleet's alert
+        covers it: with one firmware or one sample rate a cohort holds exactly `all`'s rows). Later drifting
+        windows join it silently; at `retrain_after_windows` of them the trainer is asked to retrain, once per
+        episode of the cohort `all`. A window with enough data and no drift resolves it (a resolve event, when it
+        alerted); one with too little data changes nothing. Everything is published (and acknowledged) before the
+        episode is saved (with the window, `DriftHistory.record_close`), and its ids are derived from the windows,
+        so a window read again after a crash publishes the same ids again or nothing. Returns the window with what
+        it published, and the episode to save.
         """
         episode = self.history.open_episode(window.model_name, window.model_version, window.cohort)
         if closed.verdict == VERDICT_DRIFT and episode is None and self._fleet_drifts(window):
             return closed, None  # the fleet's own episode covers it: a cohort alerts only where `all` does not
         if closed.verdict == VERDICT_DRIFT:
-            alert = None
-            samples = 0
             if episode is None:
-                episode_id = stable_event_id(
-                    "drift-episode", window.model_name, window.model_version, window.cohort, window.id
-                )
-                alert = drift_alert(window, closed.features, closed.drifted, self.policy, episode_id)
-                self.publisher.publish_alert(alert)
-                requests = window.sample.items()
-                if requests:
-                    self.publisher.publish_label_requests(requests)
-                samples = len(requests)
-                logger.info(
-                    "drift episode opened",
-                    extra={
-                        "model_version": window.model_version,
-                        "cohort": window.cohort,
-                        "window_id": window.id,
-                        "features": list(closed.drifted),
-                        "drift_samples": samples,
-                    },
-                )
                 episode = DriftEpisode(
-                    episode_id,
+                    stable_event_id("drift-episode", window.model_name, window.model_version, window.cohort, window.id),
                     window.model_name,
                     window.model_version,
                     window.cohort,
                     windows=[window.id],
                     features=sorted(closed.drifted),
-                    firing_event_id=alert.event_id,
-                    samples=samples,
+                    firing_event_id="",
                 )
             elif window.id not in episode.windows:  # a window read again after a rewind counts once
                 episode.windows.append(window.id)
                 episode.features = sorted(set(episode.features) | set(closed.drifted))
+            alert = None
+            samples = 0
+            if not episode.firing_event_id and len(episode.windows) >= self.policy.sustain_windows:
+                alert = drift_alert(window, closed.features, closed.drifted, self.policy, episode.episode_id)
+                self.publisher.publish_alert(alert)
+                requests = window.sample.items()
+                if requests:
+                    self.publisher.publish_label_requests(requests)
+                samples = len(requests)
+                episode.firing_event_id = alert.event_id
+                episode.samples = samples
+                logger.info(
+                    "drift episode alerted",
+                    extra={
+                        "model_version": window.model_version,
+                        "cohort": window.cohort,
+                        "window_id": window.id,
+                        "windows": len(episode.windows),
+                        "features": list(closed.drifted),
+                        "drift_samples": samples,
+                    },
+                )
             retrain = None
             needed = self.policy.retrain_after_windows
             # The fleet as a whole asks to retrain; a cohort's drift alerts and is sampled for people.
             if (
                 window.cohort == COHORT_ALL
+                and episode.firing_event_id
                 and needed > 0
                 and len(episode.windows) >= needed
                 and episode.retrain_event_id is None
@@ -519,11 +563,13 @@ class DriftMonitor:
             closed = replace(closed, alert=alert, retrain=retrain, drift_samples=samples, episode_id=episode.episode_id)
             return closed, episode
         if closed.verdict == VERDICT_OK and episode is not None:
+            episode.status = RESOLVED
+            episode.resolved_window_id = window.id
+            if not episode.firing_event_id:  # it never alerted: nothing to resolve for anyone
+                return replace(closed, episode_id=episode.episode_id), episode
             resolved = drift_resolved(window, closed, episode, self.policy)
             self.publisher.publish_alert(resolved)
-            episode.status = RESOLVED
             episode.resolved_event_id = resolved.event_id
-            episode.resolved_window_id = window.id
             logger.info(
                 "drift episode resolved",
                 extra={"model_version": window.model_version, "cohort": window.cohort, "window_id": window.id},

@@ -27,14 +27,18 @@ class MonitorSettings(MichiSettings):
     monitor_host: str = "127.0.0.1"
     monitor_port: int = Field(default=8083, ge=0, le=65535)
     # Predictions per tumbling window (per model version and cohort).
-    monitor_window_rows: int = Field(default=2000, ge=1)
+    monitor_window_rows: int = Field(default=20_000, ge=1)
     # Seconds without a new prediction after which an open window is judged on what it holds and closed.
     monitor_window_idle_s: float = Field(default=60.0, gt=0)
     # Fewer rows of a feature than this in a window: "insufficient data", never drift.
     monitor_min_rows: int = Field(default=MIN_ROWS, ge=1)
+    # Rows from fewer devices than this in a window: "insufficient data" too (a few drivers are not a fleet).
+    monitor_min_devices: int = Field(default=5, ge=1)
     # A feature drifts when its window's PSI reaches this; a drift alert needs this many drifting features.
     monitor_psi_threshold: float = Field(default=0.2, gt=0)
     monitor_min_drifted_features: int = Field(default=1, ge=1)
+    # Drifting windows in a row before a drift episode alerts (1: at its first window).
+    monitor_sustain_windows: int = Field(default=2, ge=1)
     # Sustained drift: this many drifting windows in one episode of a model version ask the trainer to retrain
     # (once per episode); 0 never.
     monitor_retrain_after_windows: int = Field(default=3, ge=0)

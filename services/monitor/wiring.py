@@ -34,6 +34,8 @@ def policy_of(settings: MonitorSettings) -> DriftPolicy:
         idle_s=settings.monitor_window_idle_s,
         retrain_after_windows=settings.monitor_retrain_after_windows,
         min_rows=settings.monitor_min_rows,
+        min_devices=settings.monitor_min_devices,
+        sustain_windows=settings.monitor_sustain_windows,
         psi_threshold=settings.monitor_psi_threshold,
         min_drifted_features=settings.monitor_min_drifted_features,
         alert_on_low_resolution=settings.monitor_alert_low_resolution,

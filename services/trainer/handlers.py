@@ -82,7 +82,15 @@ from services.trainer.adapters.onnx_model import (
     signature,
 )
 from services.trainer.adapters.recordings import RealRecordings
-from services.trainer.adapters.simulation import SimulationRecipe, simulated_windows
+from services.trainer.adapters.simulation import (
+    CALIBRATION,
+    DEVICE,
+    REFERENCE_TRAFFIC,
+    TRAFFIC_DIMENSIONS,
+    SimulationRecipe,
+    simulated_windows,
+    traffic_windows,
+)
 from services.trainer.adapters.store import TrainerStore
 from services.trainer.adapters.tables import TrainerRunRow
 from services.trainer.domain.dataset import Dataset, LabeledWindows, build_dataset
@@ -97,7 +105,7 @@ from services.trainer.domain.labels import (
     label_problem,
     source_name,
 )
-from services.trainer.domain.profile import reference_profile
+from services.trainer.domain.profile import reference_profile, traffic_profile
 from services.trainer.domain.real_data import RealWindows, real_data_section
 from services.trainer.domain.training import TrainingParameters, train_model
 from services.trainer.domain.triggers import (
@@ -148,6 +156,8 @@ class TrainerWiring:
     metrics: RunMetrics | None = None
     recordings: RealRecordings = field(default_factory=RealRecordings)
     physics: Callable[[], bytes] = build_physics_model
+    # The traffic every registered model's reference profile describes (no fleets: its training windows).
+    reference_traffic: SimulationRecipe = REFERENCE_TRAFFIC
     started_at: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -859,6 +869,7 @@ def _register(wiring: TrainerWiring, facts: RunFacts, payload: bytes, profile: d
     )
     model_uri = wiring.artifacts.put(f"{folder}/model.onnx", payload)
     wiring.artifacts.put(f"{folder}/model.json", json.dumps(described, indent=2, sort_keys=True).encode())
+    profile = served_traffic_profile(wiring) or profile
     wiring.artifacts.put(f"{folder}/{REFERENCE_PROFILE_FILE}", json.dumps(profile, sort_keys=True).encode())
     facts.artifacts["model"] = model_uri
     champion = facts.champion or {}
@@ -912,11 +923,51 @@ def physics_evaluation(wiring: TrainerWiring, payload: bytes) -> dict[str, Any]:
     return evaluation
 
 
+_TRAFFIC_PROFILES: dict[str, dict[str, Any]] = {}
+_TRAFFIC_LOCK = threading.Lock()
+
+
+def served_traffic_profile(wiring: TrainerWiring) -> dict[str, Any] | None:
+    """The reference profile of the traffic models serve (`wiring.reference_traffic`), or None without one.
+
+    A model's training windows are enriched with events and mix sample rates: a healthy served fleet differs from
+    them by design, and a rules model has none. What the monitor compares live predictions with is the traffic
+    the model serves, with its cohorts (`domain/profile.py::traffic_profile`). Simulated once per recipe and code
+    (the windows cached under the datasets cache), kept in memory for the process's next registration.
+    """
+    recipe = wiring.reference_traffic
+    if not recipe.fleets or recipe.devices <= 0 or recipe.duration_s <= 0:
+        return None
+    key = recipe.cache_key()
+    with _TRAFFIC_LOCK:  # one simulation per process: a second caller waits for the first one's profile
+        return _traffic_profile(wiring, recipe, key)
+
+
+def _traffic_profile(wiring: TrainerWiring, recipe: SimulationRecipe, key: str) -> dict[str, Any] | None:
+    known = _TRAFFIC_PROFILES.get(key)
+    if known is None:
+        traffic = traffic_windows(recipe, cache_dir=wiring.datasets_cache)
+        if not traffic.count:
+            return None
+        known = traffic_profile(
+            traffic.features,
+            traffic.signals,
+            {dimension: traffic.cohorts[dimension] for dimension in TRAFFIC_DIMENSIONS},
+            data_version=f"traffic-{key}",
+            calibration=traffic.cohorts[CALIBRATION],
+            devices=traffic.cohorts[DEVICE],
+        )
+        _TRAFFIC_PROFILES.clear()
+        _TRAFFIC_PROFILES[key] = known
+    return known
+
+
 def register_physics_model(wiring: TrainerWiring) -> str | None:
     """Register the physics baseline `physics-3` as a candidate, once per registry; its version, or None if there.
 
-    Its folder is written like a trained model's (`model.onnx`, `model.json`, `reference_profile.json`:
-    the real recordings' windows, what its thresholds were measured on); `parameters` are its thresholds,
+    Its folder is written like a trained model's (`model.onnx`, `model.json`, `reference_profile.json`: the
+    served traffic's (`served_traffic_profile`), or without one the real recordings' windows, what its thresholds
+    were measured on); `parameters` are its thresholds,
     `metrics` its evaluation (test windows of the default dataset, `real_*` on the real recordings).
     """
     name = wiring.model_name
@@ -939,7 +990,7 @@ def register_physics_model(wiring: TrainerWiring) -> str | None:
     if measured:
         features = np.concatenate([windows.features for windows in measured])
         signals = np.concatenate([windows.signals for windows in measured])
-    profile = reference_profile(features, signals, data_version=PHYSICS_DATA_VERSION)
+    profile = served_traffic_profile(wiring) or reference_profile(features, signals, data_version=PHYSICS_DATA_VERSION)
     model_uri = wiring.artifacts.put(f"{folder}/model.onnx", payload)
     wiring.artifacts.put(f"{folder}/model.json", json.dumps(described, indent=2, sort_keys=True, default=str).encode())
     wiring.artifacts.put(f"{folder}/{REFERENCE_PROFILE_FILE}", json.dumps(profile, sort_keys=True).encode())

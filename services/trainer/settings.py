@@ -46,6 +46,9 @@ class TrainerSettings(MichiSettings):
     trainer_parameters: dict[str, Any] = Field(default_factory=dict)
     trainer_gate: dict[str, Any] | None = None
     trainer_simulation: dict[str, Any] | None = None
+    # The traffic every registered model's reference profile describes (a `SimulationRecipe` as JSON; unset: the
+    # fleet `michi up` drives, `REFERENCE_TRAFFIC`; `{"fleets": []}`: each model's training windows).
+    trainer_reference_traffic: dict[str, Any] | None = None
     # Where deterministic training results are kept between runs (unset: ~/.cache/michi/models).
     trainer_cache_dir: Path | None = None
     # Largest |ONNX - PyTorch| probability difference accepted on held-out windows.

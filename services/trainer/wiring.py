@@ -35,7 +35,7 @@ from services.trainer.adapters.archive import ArchiveWindowSource
 from services.trainer.adapters.artifacts import ArtifactStore, ModelCache
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.adapters.recordings import RealRecordings
-from services.trainer.adapters.simulation import SimulationRecipe
+from services.trainer.adapters.simulation import REFERENCE_TRAFFIC, SimulationRecipe
 from services.trainer.adapters.store import TrainerStore
 from services.trainer.domain.gate import GatePolicy
 from services.trainer.domain.training import TrainingParameters
@@ -93,6 +93,11 @@ def build_wiring(
             SimulationRecipe.from_dict(settings.trainer_simulation)
             if settings.trainer_simulation is not None
             else SimulationRecipe()
+        ),
+        reference_traffic=(
+            SimulationRecipe.from_dict(settings.trainer_reference_traffic)
+            if settings.trainer_reference_traffic is not None
+            else REFERENCE_TRAFFIC
         ),
         parameters=parameters or training_parameters(settings),
         gate=GatePolicy.from_dict(settings.trainer_gate) if settings.trainer_gate is not None else GatePolicy(),

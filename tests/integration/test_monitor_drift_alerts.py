@@ -92,6 +92,7 @@ def test_one_drift_alert_for_a_shift_even_after_a_restart_mid_window(
         home=tmp_path / ".michi",
         blob_url=blob_url,
         monitor_window_rows=WINDOW_ROWS,
+        monitor_sustain_windows=1,  # the shift is one window long: it alerts at once
     )
 
     # Two windows from the reference distribution: closed, committed, no alert.

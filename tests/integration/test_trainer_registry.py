@@ -54,6 +54,7 @@ def wiring(database_url: str, tmp_path: Path, publisher: RecordingPlanPublisher)
         trainer_model_name=f"michi-risk-{uuid.uuid4().hex[:8]}",
         trainer_cache_dir=tmp_path / "cache" / "models",
         trainer_simulation=SIMULATION,
+        trainer_reference_traffic=SIMULATION,
         trainer_parameters={"epochs": 2, "test_percent": 30},
         trainer_gate={"minimums": {}, "maximums": {}, "not_behind_champion": {}, "not_behind_physics": {}},
         trainer_label_trigger=3,

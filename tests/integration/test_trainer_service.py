@@ -116,6 +116,7 @@ def trainer(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator
         "MICHI_TRAINER_PORT": str(port),
         "MICHI_TRAINER_CACHE_DIR": str(tmp_path / "cache" / "models"),
         "MICHI_TRAINER_SIMULATION": json.dumps(SIMULATION),
+        "MICHI_TRAINER_REFERENCE_TRAFFIC": json.dumps(SIMULATION),
         "MICHI_TRAINER_PARAMETERS": json.dumps({"epochs": 2, "test_percent": 30}),
         "MICHI_TRAINER_GATE": json.dumps(
             {"minimums": {}, "maximums": {}, "not_behind_champion": {}, "not_behind_physics": {}}

@@ -125,7 +125,7 @@ def build(
         publisher=publisher,
         history=history or History(),
         reports=reports,
-        policy=DriftPolicy(**{"window_rows": 1000, "min_rows": 1000, **policy}),  # type: ignore[arg-type]
+        policy=DriftPolicy(**{"window_rows": 1000, "min_rows": 1000, "sustain_windows": 1, **policy}),  # type: ignore[arg-type]
         clock=clock,
         calibrations=calibrations,
     )
@@ -146,6 +146,7 @@ def prediction(
     message = inference_pb2.Prediction(variant=variant, vehicle_type=vehicle, firmware_version=firmware)  # type: ignore[arg-type]
     message.lineage.model_name, message.lineage.model_version = "risk", version
     message.lineage.window_id = f"window-{index}"
+    message.lineage.device_id = f"device-{index % 7}"  # 7: coprime with every 10th row
     # Mostly normal, one in ten a harsh brake (an alert), all said with 0.92.
     message.predicted = 2 if index % 10 == 0 else 1  # type: ignore[assignment]
     message.confidence = 0.92
@@ -313,6 +314,25 @@ def test_a_clean_window_resolves_the_episode_and_one_with_too_little_data_does_n
     assert [alert.attributes["status"] for alert in publisher.alerts] == ["firing", "resolved", "firing"]
     assert publisher.alerts[2].attributes["episode"] != firing.attributes["episode"]
     assert "retrain" not in [alert.kind for alert in publisher.alerts]
+
+
+def test_an_episode_alerts_once_its_drift_lasts_the_sustain_windows_and_a_lone_window_stays_silent() -> None:
+    history = History()
+    monitor, publisher, reports = build(history=history, sustain_windows=2, retrain_after_windows=3)
+    feed(monitor, 1000, shift=5.0)  # one drifting window: an episode, no alert yet
+    assert publisher.alerts == [] and reports.closed[0].verdict == "drift"
+    feed(monitor, 1000, start=1000)  # clean: the lone window's episode ends without a word
+    assert publisher.alerts == [] and publisher.requests == []
+    (quiet,) = history.episodes.values()
+    assert quiet.status == "resolved" and quiet.firing_event_id == "" and quiet.resolved_event_id is None
+    feed(monitor, 2000, start=2000, shift=5.0)  # two drifting windows in a row: one alert, at the second
+    (firing,) = publisher.alerts
+    assert firing.attributes["status"] == "firing" and firing.attributes["window_id"] == reports.closed[-1].window_id
+    assert publisher.requests  # the drift sample of the window that completed the run
+    feed(monitor, 1000, start=4000, shift=5.0)  # the third: the fleet asks to retrain, once
+    assert [alert.kind for alert in publisher.alerts] == ["drift", "retrain"]
+    feed(monitor, 1000, start=5000)
+    assert [alert.attributes.get("status") for alert in publisher.alerts][-1] == "resolved"
 
 
 def test_the_same_episode_read_again_asks_with_the_same_id() -> None:

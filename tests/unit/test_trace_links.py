@@ -51,6 +51,7 @@ def _settings(home: Path) -> TrainerSettings:
         trainer_cache_dir=home / "cache" / "models",
         # Nothing to train on (no simulated fleet, no labels): the run fails fast at its train step.
         trainer_simulation={"fleets": []},
+        trainer_reference_traffic={"fleets": []},
         trainer_parameters={"epochs": 1},
     )
 

@@ -252,6 +252,7 @@ def wiring(tmp_path: Path) -> Iterator[TrainerWiring]:
         blob_url=f"file://{home / 'blobs'}",
         trainer_cache_dir=home / "cache" / "models",
         trainer_simulation={"fleets": [{"seed": 21, "sample_rate_hz": 50}], "devices": 6, "duration_s": 600.0},
+        trainer_reference_traffic={"fleets": [{"seed": 21, "sample_rate_hz": 50}], "devices": 6, "duration_s": 600.0},
         trainer_parameters={"test_percent": 30},
     )
     built = build_wiring(settings, producer=RecordingPlanPublisher())

@@ -77,6 +77,8 @@ def settings_for(home: Path, **overrides: object) -> TrainerSettings:
         "blob_url": f"file://{home / 'blobs'}",
         "trainer_cache_dir": home / "cache" / "models",
         "trainer_simulation": SIMULATION,
+        # The served traffic models are profiled on: the small fleet itself (the default simulates 60 device-hours).
+        "trainer_reference_traffic": SIMULATION,
         "trainer_parameters": PARAMETERS,
         "trainer_gate": PERMISSIVE_GATE,
         "trainer_label_trigger": 5,
@@ -405,6 +407,7 @@ def test_dry_run_and_experiment_commands(home: Path, wiring: TrainerWiring, monk
         "MICHI_BLOB_URL": f"file://{home / 'blobs'}",
         "MICHI_TRAINER_CACHE_DIR": str(home / "cache" / "models"),
         "MICHI_TRAINER_SIMULATION": json.dumps(SIMULATION),
+        "MICHI_TRAINER_REFERENCE_TRAFFIC": json.dumps(SIMULATION),
         "MICHI_TRAINER_PARAMETERS": json.dumps(PARAMETERS),
         "MICHI_TRAINER_LABEL_TRIGGER": "5",
     }.items():

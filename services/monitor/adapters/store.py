@@ -176,6 +176,7 @@ class MonitorStore:
                 opened_at=now,
             )
         row.status = episode.status
+        row.firing_event_id = episode.firing_event_id
         row.windows = list(episode.windows)
         row.features = list(episode.features)
         row.samples = episode.samples

@@ -25,6 +25,7 @@ with no drift at all, PSI >= 0.1 fires in three of four 100-row windows.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -244,6 +245,83 @@ def feature_drift(
         psi=index,
         jensen_shannon=jensen_shannon(reference, current),
         wasserstein=wasserstein(reference, current, reference_std),
+        ks_statistic=statistic,
+        ks_p_value=p_value,
+    )
+
+
+# A fleet's mix of vehicle types drifts when a chi-square test on its devices says so at this level.
+MIX_P_VALUE = 1e-3
+
+
+def chi_square_p_value(statistic: float, degrees: int) -> float:
+    """P(X >= statistic) for X chi-square with `degrees` degrees of freedom: the regularized upper incomplete gamma
+    function Q(degrees / 2, statistic / 2), by its series below a + 1 and its continued fraction above (as SciPy's
+    `chi2.sf`, to 1e-10 relative, `tests/unit/test_monitor_traffic_profile.py`)."""
+    if degrees <= 0 or statistic <= 0:
+        return 1.0
+    a, x = degrees / 2.0, statistic / 2.0
+    log_prefix = a * math.log(x) - x - math.lgamma(a)
+    if x < a + 1.0:  # P(a, x) by its series; Q = 1 - P
+        term = total = 1.0 / a
+        shape = a
+        for _ in range(1000):
+            shape += 1.0
+            term *= x / shape
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_prefix))
+    # Q(a, x) by Lentz's continued fraction.
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c = 1.0 / tiny
+    d = 1.0 / b
+    fraction = d
+    for index in range(1, 1000):
+        step = -index * (index - a)
+        b += 2.0
+        d = step * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + step / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        fraction *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return min(1.0, math.exp(log_prefix) * fraction)
+
+
+def mix_drift(
+    feature: str, devices: Mapping[str, int], shares: Mapping[str, float], *, min_devices: int
+) -> FeatureDrift:
+    """Whether a window's devices per value (of the values in `shares`, the traffic's share of devices per value)
+    are a draw from the traffic's mix: a chi-square goodness-of-fit test on devices, not rows (a device's rows are
+    one draw), drift when its p-value is under `MIX_P_VALUE`. PSI and Jensen-Shannon of the device shares give the
+    size; `ks_p_value` holds the chi-square's p-value. Insufficient data under `min_devices` devices."""
+    values = sorted(shares)
+    observed = np.array([float(devices.get(value, 0)) for value in values])
+    total = float(observed.sum())
+    if total < min_devices or len(values) < 2:
+        return FeatureDrift(feature, INSUFFICIENT_DATA, int(total))
+    expected_shares = np.array([float(shares[value]) for value in values])
+    expected_shares = expected_shares / expected_shares.sum()
+    expected = total * expected_shares
+    statistic = float(np.sum((observed - expected) ** 2 / np.maximum(expected, 1e-12)))
+    p_value = chi_square_p_value(statistic, len(values) - 1)
+    reference, current = fill_empty(expected_shares), fill_empty(observed / total)
+    index = float(np.sum((reference - current) * np.log(reference / current)))
+    middle = (expected_shares + observed / total) / 2.0
+    divergence = sum(
+        float(np.sum(a[a > 0] * np.log(a[a > 0] / middle[a > 0]))) for a in (expected_shares, observed / total)
+    )
+    return FeatureDrift(
+        feature,
+        DRIFT if p_value < MIX_P_VALUE else OK,
+        int(total),
+        psi=index,
+        jensen_shannon=math.sqrt(max(0.0, divergence / 2.0)),
         ks_statistic=statistic,
         ks_p_value=p_value,
     )

@@ -7,6 +7,12 @@ and `std`. `reference-profile-2` has 1,000 bins between the minimum and the maxi
 the overflow at or above the last edge: readable, and `low_resolution` (its PSI can miss a batch tool's by
 up to 0.4, so the monitor reports its figures but raises no alert on them unless told to).
 
+A traffic profile (`source` `traffic`) also holds cohorts' counts on the same edges (`cohorts`: a cohort's
+window is judged against its own part of the traffic, `features_of`) and the values of each cohort dimension
+the traffic had (`population`: the rows of a window from values it never had are a figure of their own). A
+traffic profile of calibrated windows only (`rows: calibrated`) is compared with live rows read with a calibrated
+mount only: how many uncalibrated rows a fleet has depends on how new its devices are, not on its roads.
+
 `FeatureGrid` bins a row of every feature at once: equal-width bins make a bin's index arithmetic, so one
 row costs O(features), whatever the number of bins.
 """
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +52,46 @@ class ReferenceProfile:
     features: tuple[ReferenceFeature, ...]
     # The last bin holds values equal to the last edge (profile 2); else they are overflow (profile 1).
     last_bin_closed: bool
+    # What it describes: "traffic" (served traffic) or "training" (a model's training windows).
+    source: str = "training"
+    # Per cohort (`vehicle:van`, ...), its features in the order of `features`, on the same edges.
+    cohorts: Mapping[str, tuple[ReferenceFeature, ...]] = field(default_factory=dict)
+    # Per cohort dimension (`vehicle`, `rate`, `firmware`), the values the traffic had.
+    population: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Only windows read with a calibrated mount were profiled (`rows: calibrated`): live rows are judged alike.
+    calibrated_only: bool = False
+    # Per cohort dimension (`vehicle`), each value's share of the traffic's devices: the fleet mix it drove.
+    mix: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def features_of(self, cohort: str) -> tuple[ReferenceFeature, ...]:
+        """The reference of a cohort's windows: its own part of the traffic, or the whole (cohort `all`, a cohort
+        the traffic does not characterise)."""
+        return self.cohorts.get(cohort, self.features)
+
+    def mixed(self, dimension: str, rows: Mapping[str, int]) -> tuple[ReferenceFeature, ...]:
+        """The traffic re-weighted to a window's mix of `dimension` values (value -> the window's rows of it).
+
+        Each value the traffic characterises weighs its share of the window with its own part; the window's other
+        rows weigh with the whole's shares. So a fleet of other proportions (a small fleet's draw of vehicles) is
+        compared with traffic of its own proportions: what drifts is how each kind of vehicle is driven, not how
+        many of each there are. The whole itself when no value has a part (or no profile of traffic).
+        """
+        total = float(sum(rows.values()))
+        parts = [(self.cohorts.get(f"{dimension}:{value}"), float(count)) for value, count in rows.items() if count]
+        if total <= 0 or not any(part is not None for part, _ in parts):
+            return self.features
+        mixed = []
+        for position, feature in enumerate(self.features):
+            shares = np.zeros_like(feature.histogram.counts, dtype=np.float64)
+            low, high = math.inf, -math.inf
+            for part, count in parts:
+                source = (part[position] if part is not None else feature).histogram
+                shares += (count / total) * source.counts / source.total
+                low, high = min(low, source.low), max(high, source.high)
+            # As many rows as the whole: the figures' sample sizes (KS) stay the traffic's.
+            histogram = Histogram(feature.histogram.edges, shares * feature.histogram.total, low, high)
+            mixed.append(ReferenceFeature(feature.name, histogram, feature.std))
+        return tuple(mixed)
 
     @property
     def low_resolution(self) -> bool:
@@ -78,12 +124,48 @@ def read_profile(document: Mapping[str, Any]) -> ReferenceProfile:
         raise ProfileError(f"not a reference profile: {type(error).__name__}: {error}") from error
     if not features:
         raise ProfileError("the profile has no feature with a histogram")
+    try:
+        cohorts = {
+            str(cohort): _cohort_features(features, part["features"])
+            for cohort, part in sorted(document.get("cohorts", {}).items())
+        }
+        population = {
+            str(dimension): frozenset(str(value) for value in values)
+            for dimension, values in document.get("population", {}).items()
+        }
+        mix = {
+            str(dimension): {str(value): float(share) for value, share in shares.items()}
+            for dimension, shares in document.get("mix", {}).items()
+        }
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ProfileError(f"unreadable cohorts: {type(error).__name__}: {error}") from error
     return ReferenceProfile(
         version=version,
         data_version=str(document.get("data_version", "")),
         features=tuple(features),
         last_bin_closed=version != "reference-profile-1",
+        source=str(document.get("source", "training")),
+        cohorts=cohorts,
+        population=population,
+        calibrated_only=document.get("rows") == "calibrated",
+        mix=mix,
     )
+
+
+def _cohort_features(whole: Sequence[ReferenceFeature], entries: Mapping[str, Any]) -> tuple[ReferenceFeature, ...]:
+    """A cohort's features on the whole's edges; a feature it lacks (or that is empty) falls back to the whole's."""
+    features = []
+    for feature in whole:
+        entry: Mapping[str, Any] = entries.get(feature.name) or {}
+        counts = np.asarray(entry.get("counts", []), dtype=np.float64)
+        if counts.size != feature.histogram.counts.size or counts.sum() <= 0:
+            features.append(feature)
+            continue
+        low = float(entry.get("min", feature.histogram.low))
+        high = float(entry.get("max", feature.histogram.high))
+        histogram = Histogram(feature.histogram.edges, counts, low, high)
+        features.append(ReferenceFeature(feature.name, histogram, float(entry.get("std", feature.std))))
+    return tuple(features)
 
 
 # Live bins per bin of the profile: the live window's binning error is what limits the figures' accuracy

@@ -7,7 +7,9 @@ before it ended (`ends`, kept when it closes), so a window read again after a cr
 at the same first offsets and has the same id (`window_id`, derived from them).
 
 Cohorts: every device (`all`), and per vehicle type, IMU sample rate and firmware when a prediction says them
-(`cohorts_of`).
+(`cohorts_of`). A window also counts, per cohort dimension of a traffic profile's `population`, its rows from a
+value the traffic never had (`unseen`): a new firmware, vehicle type or rate is a change of the population the
+model serves, judged like a feature (`population_drift`: the share of such rows against the traffic's none).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ FIRMWARE = "firmware"
 COHORT_DIMENSIONS = (VEHICLE, RATE, FIRMWARE)
 # A cohort value longer than this, or with characters outside printable ASCII, is cut and escaped.
 MAX_COHORT_VALUE = 64
+# A window counts its devices up to this many, and its rows per vehicle type for this many types (the rest as one).
+MAX_DEVICES_COUNTED = 1000
+MAX_VEHICLE_TYPES_COUNTED = 32
 
 
 def cohort_value(value: str) -> str:
@@ -41,15 +46,20 @@ def cohort_value(value: str) -> str:
     return printable[:MAX_COHORT_VALUE]
 
 
-def cohorts_of(
-    vehicle_type: str, sample_rate_hz: int, firmware_version: str, dimensions: tuple[str, ...]
-) -> list[tuple[str, str]]:
-    """(dimension, cohort) of a prediction beside `all`, for the enabled `dimensions`, where the value is known."""
-    known = {
+def cohort_values(vehicle_type: str, sample_rate_hz: int, firmware_version: str) -> dict[str, str]:
+    """A prediction's value per cohort dimension ("" where it says none)."""
+    return {
         VEHICLE: cohort_value(vehicle_type),
         RATE: str(sample_rate_hz) if sample_rate_hz > 0 else "",
         FIRMWARE: cohort_value(firmware_version),
     }
+
+
+def cohorts_of(
+    vehicle_type: str, sample_rate_hz: int, firmware_version: str, dimensions: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """(dimension, cohort) of a prediction beside `all`, for the enabled `dimensions`, where the value is known."""
+    known = cohort_values(vehicle_type, sample_rate_hz, firmware_version)
     return [(dimension, f"{dimension}:{known[dimension]}") for dimension in dimensions if known.get(dimension)]
 
 
@@ -86,6 +96,14 @@ class DriftWindow:
     idle_rows: int = 0
     # The rows a drift episode opened by this window asks people to label (`DRIFT_SAMPLE`), per predicted class.
     sample: StratifiedSample[Any] = field(default_factory=lambda: StratifiedSample(0))
+    # Per cohort dimension of the profile's population: rows whose value the traffic does not characterise.
+    unseen: dict[str, int] = field(default_factory=dict)
+    # Rows per vehicle type (the mix the reference is re-weighted to, `ReferenceProfile.mixed`), and the devices
+    # the rows came from (up to `MAX_DEVICES_COUNTED`: enough to tell whether there are too few).
+    vehicles: dict[str, int] = field(default_factory=dict)
+    devices: set[str] = field(default_factory=set)
+    # Devices per vehicle type (cohort `all`): the fleet's mix, tested against the traffic's (`mix_drift`).
+    vehicle_devices: dict[str, set[str]] = field(default_factory=dict)
 
     # The model's calls per confidence bin, and its alerts (risky calls) per bin: the expected performance.
     calls: np.ndarray = field(init=False)
@@ -189,3 +207,37 @@ class DriftWindow:
         return self.grid.histogram(
             position, self.counts[position], float(self.lows[position]), float(self.highs[position])
         )
+
+    def count_device(self, device_id: str) -> None:
+        if len(self.devices) < MAX_DEVICES_COUNTED:
+            self.devices.add(device_id)
+
+    def count_population(self, known: Mapping[str, str], device_id: str) -> None:
+        """A row's cohort values (dimension -> value, where it says one) and device: its vehicle type (rows and
+        devices), and the values the traffic does not characterise."""
+        vehicle = known.get(VEHICLE, "")
+        if vehicle not in self.vehicles and len(self.vehicles) >= MAX_VEHICLE_TYPES_COUNTED:
+            vehicle = ""
+        self.vehicles[vehicle] = self.vehicles.get(vehicle, 0) + 1
+        drivers = self.vehicle_devices.setdefault(vehicle, set())
+        if len(drivers) < MAX_DEVICES_COUNTED:
+            drivers.add(device_id)
+        for dimension, values in self.profile.population.items():
+            value = known.get(dimension)
+            if value and value not in values:
+                self.unseen[dimension] = self.unseen.get(dimension, 0) + 1
+
+    def population_histograms(self) -> list[tuple[str, Histogram, Histogram]]:
+        """Per cohort dimension of the profile's population: (`<dimension>_unseen`, the traffic's histogram, this
+        window's) of a 0/1 value, 1 for a row from a value the traffic never had."""
+        if not self.profile.features:
+            return []
+        reference_rows = float(self.profile.features[0].histogram.total)
+        edges = np.array([-0.5, 0.5, 1.5])
+        figures = []
+        for dimension in sorted(self.profile.population):
+            unseen = float(self.unseen.get(dimension, 0))
+            reference = Histogram(edges, np.array([0.0, reference_rows, 0.0, 0.0]), 0.0, 0.0)
+            current = Histogram(edges, np.array([0.0, self.rows - unseen, unseen, 0.0]), 0.0, 1.0 if unseen else 0.0)
+            figures.append((f"{dimension}_unseen", reference, current))
+        return figures

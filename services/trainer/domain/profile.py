@@ -13,10 +13,22 @@ along. A constant input gets edges around its value.
 combined range) is reproduced within 0.005 from them, where 100 bins missed by up to 0.4
 (`tests/unit/test_monitor_drift.py`). Profiles of `reference-profile-1` (20 bins between the 0.5 % and
 99.5 % quantiles, overflow at or above the last edge) stay readable; the monitor marks them low-resolution.
+
+What a profile describes (`source`): `traffic` (`traffic_profile`), the windows of the traffic the model serves
+(by default the simulated fleet `michi up` drives, `services/trainer/adapters/simulation.py::REFERENCE_TRAFFIC`),
+which is what the monitor compares live predictions with; or `training`, a model's training windows (enriched
+with events and mixed sample rates, so a served fleet differs from them by design; used where no traffic is
+configured). A traffic profile also holds, per cohort the traffic characterises (`vehicle:<type>`, `rate:<hz>`,
+`firmware:<version>`, at least `MIN_COHORT_WINDOWS` windows from `MIN_COHORT_DEVICES` devices), its features'
+counts on the same edges (`cohorts`), and per cohort dimension those values (`population`): the monitor judges a
+cohort against its own part of the traffic, the fleet against the traffic of its own vehicle mix, counts rows
+from values the traffic does not characterise, and tests the fleet's mix of vehicle types against the traffic's
+(`mix`: each characterised type's share of the traffic's devices).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +38,13 @@ from michi.windows.features import DATA_VERSION, FEATURE_NAMES, SIGNAL_CHANNELS
 
 BINS = 1000
 PROFILE_VERSION = REFERENCE_PROFILE_VERSION
+TRAFFIC = "traffic"
+CALIBRATED = "calibrated"
+TRAINING = "training"
+# A cohort of the traffic with fewer windows or devices gets no histograms of its own, and is not one the traffic
+# characterises (`traffic_profile`).
+MIN_COHORT_WINDOWS = 2000
+MIN_COHORT_DEVICES = 2
 
 
 def histogram(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
@@ -56,13 +75,93 @@ def histogram(values: np.ndarray, bins: int = BINS) -> dict[str, Any]:
     }
 
 
-def reference_profile(features: np.ndarray, signals: np.ndarray, *, data_version: str) -> dict[str, Any]:
+def reference_profile(
+    features: np.ndarray, signals: np.ndarray, *, data_version: str, source: str = TRAINING
+) -> dict[str, Any]:
     return {
         "version": PROFILE_VERSION,
+        "source": source,
         "data_version": data_version,
         "preprocessing_version": DATA_VERSION,
         "windows": int(features.shape[0]),
         "bins": BINS,
         "features": {name: histogram(features[:, index]) for index, name in enumerate(FEATURE_NAMES)},
         "signals": {name: histogram(signals[:, index, :]) for index, name in enumerate(SIGNAL_CHANNELS)},
+    }
+
+
+def traffic_profile(
+    features: np.ndarray,
+    signals: np.ndarray,
+    cohorts: Mapping[str, Sequence[str]],
+    *,
+    data_version: str,
+    calibration: Sequence[str] | None = None,
+    devices: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The profile of served traffic: `reference_profile` plus each cohort's counts on the same edges and the
+    values of each cohort dimension the traffic characterises.
+
+    With `calibration` (each window's calibration state), only windows read with a calibrated mount are profiled
+    (`rows` `calibrated`, and the share they were): a device's uncalibrated windows read device axes, not vehicle
+    axes, and how many a fleet has depends on how new its devices are, not on the roads they drive. `signals` is
+    profiled as given (a sample of the windows will do: the monitor compares summary features).
+
+    A cohort gets histograms of its own (`cohorts`) when the traffic has at least `MIN_COHORT_WINDOWS` of its
+    windows from at least `MIN_COHORT_DEVICES` devices (`devices`: each window's; without them, windows only):
+    fewer drivers than that describe those drivers, not the cohort. `population` lists, per dimension, the values
+    that have one: the values the traffic characterises.
+    """
+    kept = np.ones(features.shape[0], dtype=bool)
+    if calibration is not None:
+        kept = np.asarray(calibration, dtype=np.str_) == CALIBRATED
+        features = features[kept]
+    profile = reference_profile(features, signals, data_version=data_version, source=TRAFFIC)
+    if calibration is not None:
+        profile["rows"] = CALIBRATED
+        profile["calibrated_share"] = float(kept.mean()) if kept.size else 0.0
+    owners = np.asarray(devices, dtype=np.str_)[kept] if devices is not None else None
+    parts: dict[str, Any] = {}
+    population: dict[str, list[str]] = {}
+    for dimension, values in sorted(cohorts.items()):
+        labels = np.asarray(values, dtype=np.str_)[kept]
+        population[dimension] = []
+        for value in sorted({str(value) for value in labels.tolist() if value}):
+            rows = labels == value
+            drivers = len(set(owners[rows].tolist())) if owners is not None else None
+            if int(rows.sum()) < MIN_COHORT_WINDOWS or (drivers is not None and drivers < MIN_COHORT_DEVICES):
+                continue
+            population[dimension].append(value)
+            parts[f"{dimension}:{value}"] = {
+                "windows": int(rows.sum()),
+                "devices": drivers,
+                "features": {
+                    name: _on_edges(features[rows, index], profile["features"][name])
+                    for index, name in enumerate(FEATURE_NAMES)
+                },
+            }
+    profile["cohorts"] = parts
+    profile["population"] = population
+    if owners is not None and "vehicle" in cohorts:
+        # The traffic's mix of vehicle types, in devices (a device is one draw of the fleet's mix).
+        labels = np.asarray(cohorts["vehicle"], dtype=np.str_)[kept]
+        drawn = {str(value): len(set(owners[labels == value].tolist())) for value in population["vehicle"]}
+        fleet = sum(drawn.values())
+        profile["mix"] = {"vehicle": {value: count / fleet for value, count in drawn.items()}} if fleet else {}
+    return profile
+
+
+def _on_edges(values: np.ndarray, whole: Mapping[str, Any]) -> dict[str, Any]:
+    """A part's counts on the whole's edges (a part lies inside the whole's range), with its own extremes."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0 or not whole["edges"]:
+        return {"counts": [0], "count": 0}
+    inside, _ = np.histogram(values, bins=np.asarray(whole["edges"], dtype=np.float64))
+    return {
+        "counts": [0, *(int(count) for count in inside), 0],
+        "count": int(values.size),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
     }

@@ -19,7 +19,14 @@ from functools import partial
 
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.trainer.domain.triggers import Trigger
-from services.trainer.handlers import TrainerWiring, bootstrap_champion, due, register_physics_model, run_workflow
+from services.trainer.handlers import (
+    TrainerWiring,
+    bootstrap_champion,
+    due,
+    register_physics_model,
+    run_workflow,
+    served_traffic_profile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +68,10 @@ class TrainingWorker:
             interrupted = self.wiring.store.mark_interrupted(self.wiring.model_name)
             if interrupted:
                 logger.warning("runs interrupted by an earlier stop marked failed", extra={"runs": interrupted})
+            if self.bootstrap or self.register_physics:
+                # The served traffic's profile (every registered model's reference) is simulated beside the
+                # bootstrap's training, on a fresh machine (cached afterwards); registering waits for it.
+                threading.Thread(target=self._warm_traffic, name="reference-traffic", daemon=True).start()
             if self.bootstrap:
                 self._guarded(lambda: bootstrap_champion(self.wiring), "bootstrap")
             if self.register_physics:
@@ -88,6 +99,12 @@ class TrainingWorker:
         except Exception:
             logger.exception("checking the triggers failed")
             return None
+
+    def _warm_traffic(self) -> None:
+        try:
+            served_traffic_profile(self.wiring)
+        except Exception:  # registering tries again, and fails its run with the reason
+            logger.exception("the reference traffic could not be simulated")
 
     def _guarded(self, work: Callable[[], object], kind: str) -> None:
         self.metrics.running.set(1)
