@@ -253,12 +253,26 @@ def simulate(
     ground_truth: Path | None = typer.Option(None, help="write the injected events' ground truth here (JSON lines)"),
     register: bool = typer.Option(True, help="register the simulated devices in the device registry first"),
 ) -> None:
-    """Drive a simulated fleet against an ingest endpoint."""
-    from michi.cli.platform import simulate_fleet
+    """Drive a simulated fleet against an ingest endpoint.
+
+    The fleet's clock ends at the wall clock (as fast as ingest takes them: it starts `duration` ago; at `--speed`
+    as `michi up --speed` starts it), so ingest, which refuses uploads older than its window, takes every upload."""
+    import time
+
+    from michi.cli.platform import simulate_fleet, simulate_start
     from michi.simulator import SimulationConfig
 
+    try:
+        start_time = simulate_start(time.time(), duration=duration, speed=speed)
+    except ValueError as error:
+        _fail(str(error))
     config = SimulationConfig(
-        devices=devices, duration_s=duration, seed=seed, sample_rate_hz=sample_rate, scenario=scenario
+        devices=devices,
+        duration_s=duration,
+        seed=seed,
+        sample_rate_hz=sample_rate,
+        scenario=scenario,
+        start_time=start_time,
     )
     report = simulate_fleet(
         _settings(), config, target=target, speed=speed or None, ground_truth=ground_truth, register=register

@@ -55,6 +55,20 @@ UP_FIRST_TRIP_SECONDS = (60.0, 90.0)
 MAX_FLEET_LAG_S = 6 * 86_400.0
 
 
+def simulate_start(now: float, *, duration: float, speed: float, upload_seconds: float = 10.0) -> float:
+    """When `michi simulate`'s fleet clock starts: `up_fleet_start` at a speed, and for a fleet sent as fast as
+    ingest takes it (speed 0) `duration` (and one upload) before `now`, so its last upload ends now. Raises
+    `ValueError` when that is further back than ingest accepts (`MAX_FLEET_LAG_S`)."""
+    if speed:
+        return up_fleet_start(now, duration=duration, speed=speed, upload_seconds=upload_seconds)
+    if duration + upload_seconds > MAX_FLEET_LAG_S:
+        raise ValueError(
+            f"--duration {duration:.0f} s sent at once starts the fleet {duration / 86_400:.1f} days ago, more than "
+            f"the {MAX_FLEET_LAG_S / 86_400:.0f} days ingest accepts"
+        )
+    return now - duration - upload_seconds
+
+
 def up_fleet_start(now: float, *, duration: float, speed: float, upload_seconds: float = 10.0) -> float:
     """When the simulated fleet's clock starts, so that no device of `michi up --speed` sends from the future.
 

@@ -438,6 +438,8 @@ class DriftMonitor:
                     devices,
                     profile.mix[VEHICLE],
                     min_devices=self.policy.min_devices,
+                    rows=window.rows,
+                    min_rows=self.policy.min_rows,
                 ),
             )
         drifted = tuple(result.feature for result in results if result.status == DRIFT)

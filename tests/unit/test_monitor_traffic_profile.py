@@ -108,7 +108,9 @@ def monitor_of(profile: ReferenceProfile, **policy: object) -> tuple[DriftMonito
         publisher=publisher,
         history=History(),
         reports=reports,
-        policy=DriftPolicy(**{"window_rows": 1000, "min_rows": 1000, "max_cohorts": 8, "sustain_windows": 1, **policy}),  # type: ignore[arg-type]
+        policy=DriftPolicy(
+            **{"window_rows": 1000, "min_rows": 1000, "max_cohorts": 8, "sustain_windows": 1, **policy}  # type: ignore[arg-type]
+        ),
         clock=lambda: 0.0,
     )
     monitor.assigned({(TOPIC, 0): -1})
@@ -227,6 +229,22 @@ def test_a_small_fleets_own_draw_of_vehicles_is_no_mix_drift_and_a_fleet_of_truc
     changed = mix_drift("vehicle_mix", {"sedan": 1, "van": 3, "truck": 9, "bus": 7}, shares, min_devices=5)
     assert changed.status == "drift" and changed.ks_p_value < 1e-10 and changed.psi > 1.0
     assert mix_drift("vehicle_mix", {"bus": 4}, shares, min_devices=5).status == "insufficient-data"
+    few_rows = mix_drift("vehicle_mix", {"sedan": 10, "van": 10}, shares, min_devices=5, rows=45, min_rows=300)
+    assert few_rows.status == "insufficient-data"
+
+
+def test_a_window_of_too_few_rows_neither_drifts_nor_resolves_its_episode_whatever_its_devices() -> None:
+    monitor, publisher, _ = monitor_of(profile_read(), cohorts=(), min_rows=1000, idle_s=60.0)
+    random = np.random.default_rng(10)
+    for index in range(2000):  # two windows of 20 van drivers: the mix drifts, one episode, one alert
+        monitor.handle(served(random, index, vehicle="van", speed=10.0), (TOPIC, 0), index)
+    assert [alert.attributes["status"] for alert in publisher.alerts] == ["firing"]
+    for index in range(2000, 2045):  # the fleet's last 45 rows close idle: insufficient data, not a clean window
+        monitor.handle(served(random, index, vehicle="van", speed=10.0), (TOPIC, 0), index)
+    monitor.clock = lambda: 120.0
+    (last,) = monitor.close_idle()
+    assert last.verdict == "insufficient-data"
+    assert [alert.attributes["status"] for alert in publisher.alerts] == ["firing"]
 
 
 def test_the_traffic_profile_holds_its_mix_of_vehicles_in_devices_and_the_fleets_mix_is_tested() -> None:

@@ -294,16 +294,23 @@ def chi_square_p_value(statistic: float, degrees: int) -> float:
 
 
 def mix_drift(
-    feature: str, devices: Mapping[str, int], shares: Mapping[str, float], *, min_devices: int
+    feature: str,
+    devices: Mapping[str, int],
+    shares: Mapping[str, float],
+    *,
+    min_devices: int,
+    rows: int | None = None,
+    min_rows: int = MIN_ROWS,
 ) -> FeatureDrift:
     """Whether a window's devices per value (of the values in `shares`, the traffic's share of devices per value)
     are a draw from the traffic's mix: a chi-square goodness-of-fit test on devices, not rows (a device's rows are
     one draw), drift when its p-value is under `MIX_P_VALUE`. PSI and Jensen-Shannon of the device shares give the
-    size; `ks_p_value` holds the chi-square's p-value. Insufficient data under `min_devices` devices."""
+    size; `ks_p_value` holds the chi-square's p-value. Insufficient data under `min_devices` devices, and (given the
+    window's `rows`) under `min_rows` rows, like every other figure of the window."""
     values = sorted(shares)
     observed = np.array([float(devices.get(value, 0)) for value in values])
     total = float(observed.sum())
-    if total < min_devices or len(values) < 2:
+    if total < min_devices or len(values) < 2 or (rows is not None and rows < min_rows):
         return FeatureDrift(feature, INSUFFICIENT_DATA, int(total))
     expected_shares = np.array([float(shares[value]) for value in values])
     expected_shares = expected_shares / expected_shares.sum()
