@@ -76,7 +76,7 @@ def ratio(numerator: float, denominator: float) -> str:
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     cells = [[str(value) for value in row] for row in rows]
-    widths = [max(len(column), *(len(row[index]) for row in cells)) for index, column in enumerate(columns)]
+    widths = [max([len(column), *(len(row[index]) for row in cells)]) for index, column in enumerate(columns)]
     line = "  ".join("-" * width for width in widths)
     print(f"\n{title}", flush=True)
     print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))

@@ -408,6 +408,7 @@ class Job:
     # Seconds of the healthy fleet, then of the changed one (0 and the whole run for no drift).
     baseline_s: float
     changed_s: float
+    seed: int = SEED
 
 
 @dataclass
@@ -473,10 +474,12 @@ def run_job(job: Job) -> CaseResult:
     uploads = predictions = 0
     switch_s = DEFAULT_START_TIME + job.baseline_s
     # `michi simulate`'s fleet (healthy), then the changed one from where it stopped: same seed, same devices.
-    segments = [SimulationConfig(devices=job.devices, duration_s=job.baseline_s, seed=SEED)] if job.baseline_s else []
+    segments = (
+        [SimulationConfig(devices=job.devices, duration_s=job.baseline_s, seed=job.seed)] if job.baseline_s else []
+    )
     segments.append(
         SimulationConfig(
-            devices=job.devices, duration_s=job.changed_s, seed=SEED, start_time=switch_s, **dict(job.case.change)
+            devices=job.devices, duration_s=job.changed_s, seed=job.seed, start_time=switch_s, **dict(job.case.change)
         )
     )
     for config in segments:
@@ -767,7 +770,7 @@ def report(
     failures: list[str] = []
     if healthy.drift_alerts[SERVED]:
         failures.append(f"no drift: {healthy.drift_alerts[SERVED]} drift alerts against the served reference")
-    for name in names:
+    for name in names if cases else ():
         maxima = healthy_maxima(healthy.records[name])
         case_rows: list[tuple[object, ...]] = []
         for result in cases:
@@ -827,6 +830,8 @@ def main(arguments: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="5 device-hours without drift, cases a sixth as long")
     parser.add_argument("--device-hours", type=float, default=None, metavar="N", help="no-drift run (default 60)")
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="processes running cases (default 2)")
+    parser.add_argument("--seed", type=int, default=SEED, metavar="N", help=f"the fleets' seed (default {SEED})")
+    parser.add_argument("--devices", type=int, default=DEVICES, metavar="N", help=f"fleet size (default {DEVICES})")
     parser.add_argument(
         "--cases",
         default=None,
@@ -846,8 +851,9 @@ def main(arguments: list[str] | None = None) -> int:
         served = serve_bootstrap(Path(folder), reference_seconds=REFERENCE_SECONDS * (scale if options.quick else 1.0))
         note(f"served champion {served.model_name} {served.champion_version} ({served.seconds:.0f} s)")
         policy = policy_of(load_settings(MonitorSettings, home=Path(folder)))
-        jobs = [Job(NO_DRIFT, DEVICES, 0.0, device_hours * 3600.0 / DEVICES)]
-        jobs += [Job(case, DEVICES, BASELINE_S * scale, CASE_S * scale) for case in chosen]
+        devices, seed = options.devices, options.seed
+        jobs = [Job(NO_DRIFT, devices, 0.0, device_hours * 3600.0 / devices, seed)]
+        jobs += [Job(case, devices, BASELINE_S * scale, CASE_S * scale, seed) for case in chosen]
         results = run_jobs(jobs, served, policy, options.workers)
     elapsed = time.monotonic() - meter.started_at
     cores = {"benchmark": (_cpu_seconds() - cpu_before) / elapsed, **meter.stop()}

@@ -335,7 +335,7 @@ def run_platform(
         supervisor.start()
         for spec in specs:
             url = spec.readiness_url()
-            if not wait_until(lambda url=url: stop.is_set() or _ready(url), 180.0, 0.5):  # type: ignore[misc]
+            if not wait_until(lambda url=url: stop.is_set() or _ready(url), spec.ready_within_s, 0.5):  # type: ignore[misc]
                 log = home / "logs" / f"{spec.name}.log"
                 raise InfrastructureError(f"service {spec.name} did not become ready; see {log}")
         endpoints.services = {spec.name: spec.endpoints() for spec in specs}

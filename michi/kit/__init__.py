@@ -71,6 +71,8 @@ class ServiceSpec:
     # One process per platform (one registry, one trainer): never scaled out, never rolled over two copies.
     single_instance: bool = False
     readiness_path: str = "/readyz"
+    # How long `michi up` waits for it to answer ready (a first-ever start may have work to do first).
+    ready_within_s: float = 180.0
     commands: tuple[CliCommand, ...] = ()
     # Catalog base names (`uploads.v1`) of the topics whose lag `michi status` shows for this consumer group.
     lag_topics: tuple[str, ...] = ()

@@ -17,6 +17,9 @@ SPEC = ServiceSpec(
     # One trainer per model registry: it predicts the next version number before writing the files, so a second
     # one races it for that number (docs/training.md).
     single_instance=True,
+    # On a fresh machine it trains the bootstrap model and simulates the served traffic every reference profile
+    # describes (about two minutes on two cores, beside the training); cached afterwards (seconds).
+    ready_within_s=600.0,
     commands=(
         CliCommand("train", "services.trainer.entrypoints.cli.train_command"),
         CliCommand("experiments", "services.trainer.entrypoints.cli.experiments_app"),

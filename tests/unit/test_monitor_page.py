@@ -206,7 +206,7 @@ def test_episodes_newest_first_with_their_ids_and_times(store: MonitorStore) -> 
         ["speed"],
         10,
     )
-    assert first["firing_event_id"] == "alert-1" and first["resolved_at"] is None
+    assert first["firing_event_id"] == "alert-1" and first["resolved_at"] is None and first["alerted"] is True
     assert isinstance(first["opened_at"], float)
     second = view["episodes"][0]
     assert (second["retrain_event_id"], second["resolved_event_id"], second["resolved_window_id"]) == (

@@ -140,6 +140,8 @@ def _episode(row: MonitorDriftEpisodeRow) -> dict[str, Any]:
         "model_version": row.model_version,
         "cohort": row.cohort,
         "status": row.status,
+        # Whether it alerted: an episode whose drift did not last the sustain windows ended without a word.
+        "alerted": bool(row.firing_event_id),
         "windows": list(row.windows),
         "features": list(row.features),
         "samples": row.samples,
