@@ -8,6 +8,8 @@ with an uncalibrated mount.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from michi.windows.features import FEATURE_NAMES, SIGNAL_CHANNELS, SIGNAL_STEPS
 from services.monitor.domain.drift import chi_square_p_value, mix_drift
 from services.monitor.domain.profiles import ReferenceProfile, read_profile
 from services.monitor.handlers import UNCALIBRATED, DriftMonitor, DriftPolicy
+from services.trainer.adapters.simulation import SIGNAL_SAMPLE_EVERY, FleetRecipe, SimulationRecipe, traffic_windows
 from services.trainer.domain.profile import MIN_COHORT_WINDOWS, traffic_profile
 
 from .test_monitor_handlers import TOPIC, History, Publisher, Reports
@@ -261,3 +264,23 @@ def test_the_traffic_profile_holds_its_mix_of_vehicles_in_devices_and_the_fleets
     assert figures["vehicle_mix"].status == "drift" and figures["vehicle_mix"].rows == 20
     assert figures["gps_speed_mps"].status == "ok"  # each vehicle drives as the traffic's did
     assert [alert.attributes["features"] for alert in publisher.alerts] == ["vehicle_mix"]
+
+
+def test_simulated_traffic_is_read_back_from_its_cache_as_it_was_simulated(tmp_path: Path) -> None:
+    recipe = SimulationRecipe(fleets=(FleetRecipe(5, 50),), devices=2, duration_s=240.0)
+    first = traffic_windows(recipe, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("traffic-*.npz")
+    again = traffic_windows(recipe, cache_dir=tmp_path)
+    assert first.count > 100 and again.count == first.count
+    assert np.array_equal(first.features, again.features) and np.array_equal(first.signals, again.signals)
+    assert again.cohorts == first.cohorts and set(first.cohorts) == {
+        "vehicle",
+        "rate",
+        "firmware",
+        "calibration",
+        "device",
+    }
+    assert set(first.cohorts["rate"]) == {"50"} and len(set(first.cohorts["device"])) == 2
+    assert first.signals.shape[0] == -(-first.count // SIGNAL_SAMPLE_EVERY)  # every tenth window's signals
+    cached.write_bytes(b"not an archive")  # a damaged cache is simulated again, not an error
+    assert traffic_windows(recipe, cache_dir=tmp_path).count == first.count

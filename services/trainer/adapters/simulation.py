@@ -168,12 +168,9 @@ def traffic_windows(
             logger.warning("traffic cache unreadable: rebuilding", extra={"path": str(path), "error": str(error)})
     traffic = simulate_traffic(recipe, road_map or RoadMap.default())
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
         arrays = {"features": traffic.features, "signals": traffic.signals}
         arrays.update({dimension: np.asarray(values, dtype=np.str_) for dimension, values in traffic.cohorts.items()})
-        np.savez(temporary, **arrays)  # type: ignore[arg-type]
-        temporary.replace(path)
+        _save_arrays(arrays, path)
     return traffic
 
 
@@ -241,12 +238,17 @@ _ARRAY_COLUMNS = ("features", "signals", "labels", "sample_rates", "starts_s", "
 
 def save_windows(windows: LabeledWindows, path: Path) -> None:
     """Write atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
     arrays: dict[str, np.ndarray] = {name: getattr(windows, name) for name in _ARRAY_COLUMNS}
     for name in _LIST_COLUMNS:
         values: Sequence[object] = getattr(windows, name)
         arrays[name] = np.asarray(values, dtype=np.int64 if name == "sources" else np.str_)
+    _save_arrays(arrays, path)
+
+
+def _save_arrays(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """`np.savez` to a temporary file renamed into place: a reader (another process) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
     np.savez(temporary, **arrays)  # type: ignore[arg-type]
     temporary.replace(path)
 
