@@ -33,6 +33,7 @@ from michi.readiness import PageHandler, serve_operations
 from services.monitor.adapters.store import MonitorStore
 from services.monitor.adapters.tables import MonitorWindowRow
 from services.monitor.domain.drift import DRIFT, OK, FeatureDrift
+from services.monitor.domain.performance import ExpectedPerformance
 from services.monitor.domain.resources import GroupLag, ServiceReading
 from services.monitor.entrypoints.page import pages_of
 from services.monitor.handlers import (
@@ -101,6 +102,7 @@ def closed(window_id: str, *, drifted: bool, cohort: str = "all") -> ClosedWindo
         None,
         verdict=VERDICT_DRIFT if names else VERDICT_OK,
         shapes={feature: histogram(2.5 if feature in names else 0.2) for feature in FEATURES},
+        performance=ExpectedPerformance(0.81 if names else 0.93, 0.4 if names else 0.2, 40, True, 500),
     )
 
 
@@ -276,6 +278,10 @@ def test_the_page_draws_drift_histograms_episodes_error_rate_and_resources(tmp_p
             # Episodes, the error rate with the change ADWIN found, memory, lag and cost.
             assert count(page, "#episodes tbody tr") == 2
             assert count(page, "#error-chart polyline") >= 1 and count(page, "#error-chart line.mark") >= 1
+            # Expected accuracy and false-alert share per window, the realised accuracy of the random labels beside.
+            page.wait_for_selector("#performance-chart line.rule", state="attached", timeout=10_000)
+            assert count(page, "#performance-chart circle.point") == WINDOWS * 2
+            assert "realised" in page.inner_text("#performance-summary")
             assert "worse" in page.inner_text("#changes")
             assert count(page, "#memory-chart polyline") == 2 and count(page, "#memory-chart line.rule") == 1
             assert count(page, "#lag-chart polyline") == 2

@@ -192,7 +192,16 @@ def windows_view(
     for row in reversed(rows):
         psi = {feature: _number(figures.get("psi")) for feature, figures in row.figures.items()}
         features.update(psi)
-        windows.append({**_window_summary(row), "psi": psi})
+        performance = row.performance or {}
+        windows.append(
+            {
+                **_window_summary(row),
+                "psi": psi,
+                # Expected from the model's confidences (`domain/performance.py`); None before it was computed.
+                "expected_accuracy": _number(performance.get("expected_accuracy")),
+                "expected_false_alert_rate": _number(performance.get("expected_false_alert_rate")),
+            }
+        )
     return {
         "model_name": model_name,
         "model_version": version,
