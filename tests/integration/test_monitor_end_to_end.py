@@ -14,7 +14,7 @@ exactly:
 - one drift sample: the `DRIFT_SAMPLE` label requests of one window, each once, each a task in annotation (its
   `drift-sample` queue, or the queue of an earlier request for the same window).
 
-Run: .venv/bin/python -m pytest tests/integration/test_monitor_end_to_end.py -q -s   (about 4 minutes)
+Run: .venv/bin/python -m pytest tests/integration/test_monitor_end_to_end.py -q -s   (about 3 minutes)
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def test_a_drift_scenario_gives_one_alert_one_sample_one_retrain_and_a_shadow_ca
                 "-m",
                 "michi.cli",
                 "simulate",
-                *("--devices", "6", "--duration", "1200", "--speed", "20"),
+                *("--devices", "6", "--duration", "1200", "--speed", "10"),
                 *("--scenario", "sample-rate-change", "--target", ingest),
             ],
             env=environment,
