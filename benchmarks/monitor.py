@@ -9,9 +9,10 @@ reference is one simulation (the training windows a model's reference profile is
 
 1. Drift update: 1,000,000 live rows (100,000 with `--quick`) as one window. The monitor's path, timed per
    prediction as the handler runs it (`services/monitor/handlers.py: DriftMonitor.handle`): the prediction's
-   feature map to a row on the profile's grid (`FeatureGrid.values_of`), the row into the window's histograms
-   (`DriftWindow.push`, counted by `DriftWindow.flush` once per poll batch of 1,000 as the service does), and at
-   the close every figure of every feature (`feature_drift`, PSI among them); cohort
+   `packed_features` into the poll batch (`RowBatch.add`) and its row into the window (`DriftWindow.take`); per
+   poll batch of 1,000, as the service does, the batch unpacked and binned on the profile's grid and the window's
+   rows counted (`DriftWindow.flush`); at the close every figure of every feature (`feature_drift`, PSI among
+   them); cohort
    `all` only (the service adds each row to its vehicle, rate and firmware cohorts' windows too: part 2). The
    `Prediction` messages are built outside the timing. Against it, in the same run, Evidently 0.7's
    `Report([DataDriftPreset(method="psi")])` on the same reference and live rows, in its own venv
@@ -22,7 +23,7 @@ reference is one simulation (the training windows a model's reference profile is
 2. Throughput: 200,000 serialized champion `Prediction`s (20,000 with `--quick`) of the same live rows, with
    vehicle types, rates and firmware versions (the monitor's cohorts), on the predictions topic of the harness's
    Kafka, the served version's reference profile in the workspace's blob store (`michi.registry.layout`).
-   `python -m services.monitor` (default settings, windows of 2,000) reads them; predictions/s is measured from
+   `python -m services.monitor` (default settings, windows of 20,000) reads them; predictions/s is measured from
    the first prediction it reports windowed until the last (its /metrics, read every 0.2 s: full windows and the
    open window's rows of cohort `all`; start-up and group join excluded). Baseline in the same run and broker:
    a bare confluent-kafka loop that consumes the topic in batches of 1,000 and decodes each `Prediction`,
@@ -64,11 +65,11 @@ from michi.bus.connection import KafkaConnection
 from michi.bus.producer import EventProducer
 from michi.contracts.v1 import common_pb2, inference_pb2
 from michi.registry.layout import reference_profile_key
-from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES
+from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, pack_features
 from michi.windows.model_spec import MODEL_NAME
 from services.monitor.domain.drift import categorical, feature_drift
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
-from services.monitor.domain.windows import COHORT_ALL, DriftWindow
+from services.monitor.domain.windows import COHORT_ALL, DriftWindow, RowBatch
 from services.monitor.entrypoints.consumer import BATCH_SIZE as MONITOR_BATCH_SIZE
 from services.trainer.adapters.simulation import FleetRecipe, SimulationRecipe, simulated_windows
 from services.trainer.domain.profile import reference_profile
@@ -86,7 +87,7 @@ THROUGHPUT_GOAL = 0.70
 PSI_THRESHOLD = 0.2
 PARTITIONS = PREDICTIONS.partitions
 # The monitor's default window; the counts of predictions are multiples of it, so the last one closes a window.
-WINDOW_ROWS = 2000
+WINDOW_ROWS = 20_000
 # How often the monitor's /metrics is read for its progress (each read costs it a few ms of CPU).
 PROGRESS_POLL_S = 0.2
 DEVICES = 97
@@ -185,6 +186,7 @@ def prediction_message(values: np.ndarray, index: int) -> inference_pb2.Predicti
     lineage.window_id = f"bench-window-{index}"
     lineage.model_name, lineage.model_version, lineage.data_version = MODEL_NAME, MODEL_VERSION, DATA_VERSION
     message.features.update(zip(FEATURE_NAMES, values.tolist(), strict=True))
+    message.packed_features = pack_features(values[np.newaxis, :])[0]
     return message
 
 
@@ -194,8 +196,8 @@ def prediction_message(values: np.ndarray, index: int) -> inference_pb2.Predicti
 @dataclass
 class MonitorDrift:
     rows: int
-    values_s: float  # FeatureGrid.values_of, wall
-    add_s: float  # DriftWindow.push and a flush per batch, wall
+    take_s: float  # per prediction: its packed_features into the poll batch, the row into the window, wall
+    flush_s: float  # per poll batch: unpacked, binned, counted (DriftWindow.flush, and the count at the close), wall
     drift_s: float  # feature_drift of every feature, wall
     cpu_s: float
     psi: dict[str, float]
@@ -203,7 +205,7 @@ class MonitorDrift:
 
     @property
     def total_s(self) -> float:
-        return self.values_s + self.add_s + self.drift_s
+        return self.take_s + self.flush_s + self.drift_s
 
 
 def monitor_drift(profile: ReferenceProfile, current: np.ndarray) -> MonitorDrift:
@@ -211,31 +213,36 @@ def monitor_drift(profile: ReferenceProfile, current: np.ndarray) -> MonitorDrif
     grid = FeatureGrid(profile)
     window = DriftWindow(MODEL_NAME, MODEL_VERSION, COHORT_ALL, profile, grid)
     topic = PREDICTIONS.name(PREFIX)
-    values_s = add_s = cpu_s = 0.0
+    take_s = flush_s = cpu_s = 0.0
     for first in range(0, current.shape[0], CHUNK):
         # Building the messages is the producer's work, not the monitor's: outside the timing.
         messages = [prediction_message(values, first + at) for at, values in enumerate(current[first : first + CHUNK])]
-        cpu_began, began = time.process_time(), time.perf_counter()
-        rows = [grid.values_of(message.features) for message in messages]
-        converted = time.perf_counter()
-        for at, (values, message) in enumerate(zip(rows, messages, strict=True)):
+        cpu_began = time.process_time()
+        batch = RowBatch(grid)
+        began = time.perf_counter()
+        for at, message in enumerate(messages):
             index = first + at
+            row = batch.add(message.packed_features, message.predicted, message.confidence)
             occurred = (message.occurred_at.seconds, message.occurred_at.nanos)
-            window.push(
-                values,
-                (topic, index % PARTITIONS),
-                index // PARTITIONS,
-                occurred,
-                message.predicted,
-                message.confidence,
-            )
+            window.take(batch, row, (topic, index % PARTITIONS), index // PARTITIONS, occurred)
             if (at + 1) % BATCH_SIZE == 0:
+                taken = time.perf_counter()
                 window.flush()
+                batch = RowBatch(grid)
+                flushed = time.perf_counter()
+                take_s += taken - began
+                flush_s += flushed - taken
+                began = flushed
+        taken = time.perf_counter()
         window.flush()
-        added = time.perf_counter()
+        flushed = time.perf_counter()
+        take_s += taken - began
+        flush_s += flushed - taken
         cpu_s += time.process_time() - cpu_began
-        values_s += converted - began
-        add_s += added - converted
+    cpu_began, began = time.process_time(), time.perf_counter()
+    window.counts  # the rows still waiting are counted when a closing window reads its counts  # noqa: B018
+    flush_s += time.perf_counter() - began
+    cpu_s += time.process_time() - cpu_began
     cpu_began, began = time.process_time(), time.perf_counter()
     # What `DriftMonitor._close` computes for each feature of a closed window.
     results = [
@@ -252,8 +259,8 @@ def monitor_drift(profile: ReferenceProfile, current: np.ndarray) -> MonitorDrif
     cpu_s += time.process_time() - cpu_began
     return MonitorDrift(
         rows=window.rows,
-        values_s=values_s,
-        add_s=add_s,
+        take_s=take_s,
+        flush_s=flush_s,
         drift_s=drift_s,
         cpu_s=cpu_s,
         psi={result.feature: result.psi for result in results},
@@ -424,14 +431,14 @@ def print_drift(comparison: DriftComparison, rows: FeatureRows) -> None:
     both = evidently.datasets_s + evidently.report_s
     table = [
         [
-            "monitor: values_of + DriftWindow.push/flush per batch, feature_drift per feature",
+            "monitor: DriftWindow.take per prediction, flush per batch, feature_drift per feature",
             f"{monitor.total_s:.2f}",
             f"{monitor.cpu_s:.2f}",
             f"{count / monitor.total_s:,.0f}",
             f"{comparison.speed:.2f}x",
         ],
-        ["  of which FeatureGrid.values_of (the feature map to a row)", f"{monitor.values_s:.2f}", "", "", ""],
-        ["  of which DriftWindow.push + flush (the rows into the histograms)", f"{monitor.add_s:.2f}", "", "", ""],
+        ["  of which RowBatch.add + DriftWindow.take per prediction", f"{monitor.take_s:.2f}", "", "", ""],
+        ["  of which DriftWindow.flush per batch (unpack, bin, count)", f"{monitor.flush_s:.2f}", "", "", ""],
         ["  of which feature_drift x 26 (PSI, JS, Wasserstein, KS)", f"{monitor.drift_s:.3f}", "", "", ""],
         [
             f"Evidently {evidently.version}: Report.run",
@@ -703,10 +710,10 @@ def print_throughput(comparison: ThroughputComparison, drift: DriftComparison | 
     print(f"  CPU cores, monitor run: {describe_cpu(monitor.cpu)}")
     print(f"  CPU cores, bare loop:   {describe_cpu(bare.cpu)}")
     if drift is not None:
-        per_prediction = (drift.monitor.values_s + drift.monitor.add_s) / drift.monitor.rows * 1e6
+        per_prediction = (drift.monitor.take_s + drift.monitor.flush_s) / drift.monitor.rows * 1e6
         print(
             f"  of the monitor's {monitor.cpu_ms_per_thousand:.0f} us CPU per prediction, the drift update "
-            f"(values_of + add, part 1) takes ~{per_prediction:.0f} us"
+            f"(take + flush, part 1) takes ~{per_prediction:.1f} us"
         )
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,6 +122,37 @@ FEATURE_INDEX = {name: index for index, name in enumerate(FEATURE_NAMES)}
 if len(FEATURE_NAMES) not in ACCEPTED_FEATURE_WIDTHS:
     raise RuntimeError("michi.windows.model_spec.ACCEPTED_FEATURE_WIDTHS must list the current feature count")
 FEATURE_SPEC_VERSION = "features-4"
+# `Prediction.packed_features`: the row of `FEATURE_NAMES` as float32 little-endian, 4 bytes per feature.
+PACKED_FEATURE_TYPE = np.dtype("<f4")
+
+
+def pack_features(features: np.ndarray) -> list[bytes]:
+    """Each row of `features` [N, F] as `Prediction.packed_features` carries it."""
+    return [row.tobytes() for row in np.ascontiguousarray(features, dtype=PACKED_FEATURE_TYPE)]
+
+
+def unpack_features(blocks: Sequence[bytes]) -> np.ndarray:
+    """Packed rows back to a float64 matrix [N, widest row], NaN beyond a shorter row's end (a model that reads
+    fewer features): one copy for a batch of rows of one width. A block whose length is not a whole number of
+    features is the caller's to refuse first (`packed_width`)."""
+    if not blocks:
+        return np.zeros((0, 0))
+    size = PACKED_FEATURE_TYPE.itemsize
+    shortest, longest = min(map(len, blocks)), max(map(len, blocks))
+    if shortest == longest:
+        joined = np.frombuffer(b"".join(blocks), dtype=PACKED_FEATURE_TYPE)
+        return joined.reshape(len(blocks), longest // size).astype(np.float64)
+    rows = np.full((len(blocks), longest // size), np.nan)
+    for position, block in enumerate(blocks):
+        rows[position, : len(block) // size] = np.frombuffer(block, dtype=PACKED_FEATURE_TYPE)
+    return rows
+
+
+def packed_width(block: bytes) -> int | None:
+    """How many features a packed row holds, or None when its length is no whole number of them."""
+    count, rest = divmod(len(block), PACKED_FEATURE_TYPE.itemsize)
+    return None if rest else count
+
 
 # The window as a time series: channel order of `UploadWindows.signals` [K, channels, steps].
 SIGNAL_CHANNELS: tuple[str, ...] = (

@@ -72,6 +72,7 @@ from michi.windows.features import (
     UploadWindows,
     empty_windows,
     extract_windows,
+    pack_features,
     window_id,
 )
 from michi.windows.model_spec import (
@@ -570,6 +571,8 @@ class _Windows:
     starts: list[float]
     ends: list[float]
     features: list[dict[str, float]]
+    # The same rows packed as `Prediction.packed_features` carries them (float32 little-endian).
+    packed_features: list[bytes]
     calibration: common_pb2.CalibrationSummary
     gps_available: np.ndarray
     # Per window: whether a risky call may become a detection (`detection_allowed`).
@@ -598,6 +601,7 @@ def _prediction(
         speed_mps=float(windows.speed_mps[position]),
         variant=variant,
         features=place.features[position],
+        packed_features=place.packed_features[position],
         sample_rate_hz=round(data.sample_rate_hz),
         vehicle_type=data.vehicle_type,
         firmware_version=data.firmware_version,
@@ -638,6 +642,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         [origin + float(start) for start in windows.starts_s],
         [origin + float(end) for end in windows.ends_s],
         [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features],
+        pack_features(windows.features),
         calibration_summary(item.calibration),
         gps_available,
         detection_allowed(item.calibration.state if item.calibration else "uncalibrated", gps_available),

@@ -40,6 +40,7 @@ from urllib.parse import urlencode
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
+from michi.windows.features import packed_width
 from services.monitor.domain.adwin import Adwin
 from services.monitor.domain.drift import (
     DRIFT,
@@ -66,6 +67,7 @@ from services.monitor.domain.windows import (
     VEHICLE,
     DriftWindow,
     Partition,
+    RowBatch,
     cohort_values,
     describe_start,
 )
@@ -103,6 +105,8 @@ IDLE = "idle"
 AGED = "aged"
 # A cohort beyond `DriftPolicy.max_cohorts` of its dimension (rows not windowed in it).
 COHORT_LIMIT = "cohort-limit"
+# Populations (vehicle type, rate, firmware) whose windows are remembered per version; beyond it, forgotten.
+MAX_POPULATIONS_CACHED = 4096
 WINDOWED_VARIANTS = (inference_pb2.VARIANT_CHAMPION, inference_pb2.VARIANT_UNSPECIFIED)
 
 
@@ -248,6 +252,14 @@ class DriftMonitor:
         self._progress: dict[tuple[str, str, str], dict[Partition, int]] = {}
         # Per (model, version, dimension): the cohorts windowed so far (at most `policy.max_cohorts`).
         self._cohorts: dict[tuple[str, str, str], set[str]] = {}
+        # Per (model, version, population): the windows its rows go to (`_cohorts_of`).
+        self._cohort_keys: dict[
+            tuple[str, str, tuple[str, int, str]], tuple[list[tuple[str, str, str]], dict[str, str], int]
+        ] = {}
+        # Per model: the versions with an open window (a row of one ages the others' windows, `_retire_others`).
+        self._versions: dict[str, set[str]] = {}
+        # Per (model, version): this poll batch's rows, binned once for all the version's windows.
+        self._batches: dict[tuple[str, str], RowBatch] = {}
         self.profiles = profiles
         self.publisher = publisher
         self.reports = reports
@@ -311,56 +323,48 @@ class DriftMonitor:
             self.reports.prediction_skipped(NOT_CHAMPION)
             return
         lineage = prediction.lineage
-        if not lineage.model_name or not lineage.model_version:
+        name, version = lineage.model_name, lineage.model_version
+        if not name or not version:
             raise Rejected(SCHEMA_VIOLATION, "a prediction without lineage.model_name and model_version")
-        if not prediction.features:
+        packed = prediction.packed_features
+        if packed and packed_width(packed) is None:
+            raise Rejected(SCHEMA_VIOLATION, f"packed_features of {len(packed)} bytes: not whole float32 values")
+        if not packed and not prediction.features:
             self.reports.prediction_skipped(NO_FEATURES)
             return
-        profile = self.profiles.profile(lineage.model_name, lineage.model_version)
+        profile = self.profiles.profile(name, version)
         if profile is None:
             self.reports.prediction_skipped(NO_PROFILE)
             return
         if profile.calibrated_only and prediction.calibration.state != common_pb2.CALIBRATION_STATE_CALIBRATED:
             self.reports.prediction_skipped(UNCALIBRATED)
             return
-        retired = []
-        for other_key, other in self.windows.items():
-            if other.model_name == lineage.model_name and other.model_version != lineage.model_version:
-                other.idle_rows += 1
-                if other.idle_rows >= self.policy.window_rows:
-                    retired.append(other_key)
-        for other_key in retired:
-            self._close(other_key, RETIRED)
+        open_versions = self._versions.get(name)
+        if open_versions and (len(open_versions) > 1 or version not in open_versions):
+            self._retire_others(name, version)
         now = self.clock()
-        grid = self._grid(lineage.model_name, lineage.model_version, profile)
-        values = grid.values_of(prediction.features)
+        grid = self._grid(name, version, profile)
+        batch = self._batches.get((name, version))
+        if batch is None or batch.grid is not grid:
+            batch = self._batches[(name, version)] = RowBatch(grid)
+        index = batch.add(packed or grid.values_of(prediction.features), prediction.predicted, prediction.confidence)
         rank = sample_rank(lineage.window_id) if lineage.window_id else 0
         occurred = (prediction.occurred_at.seconds, prediction.occurred_at.nanos)
-        known = cohort_values(prediction.vehicle_type, prediction.sample_rate_hz, prediction.firmware_version)
-        cohorts = [COHORT_ALL]
-        for dimension, cohort in (
-            (dimension, f"{dimension}:{known[dimension]}") for dimension in self.policy.cohorts if known.get(dimension)
-        ):
-            seen = self._cohorts.setdefault((lineage.model_name, lineage.model_version, dimension), set())
-            if cohort not in seen and len(seen) >= self.policy.max_cohorts:
-                self.reports.prediction_skipped(COHORT_LIMIT)
-                continue
-            seen.add(cohort)
-            cohorts.append(cohort)
-        for cohort in cohorts:
-            key = (lineage.model_name, lineage.model_version, cohort)
+        population = (prediction.vehicle_type, prediction.sample_rate_hz, prediction.firmware_version)
+        cohorts, known = self._cohorts_of(name, version, population)
+        device = lineage.device_id
+        for key in cohorts:
             if offset < self._progress_of(key).get(partition, -1):
                 continue  # judged in a window closed before a crash: read again, never counted twice
             window = self.windows.get(key)
             if window is None:
-                window = self.windows[key] = DriftWindow(
-                    lineage.model_name, lineage.model_version, cohort, profile, grid, opened_at=now
-                )
+                window = self.windows[key] = DriftWindow(name, version, key[2], profile, grid, opened_at=now)
                 window.sample.per_stratum = self.policy.drift_sample_per_class
-            window.push(values, partition, offset, occurred, prediction.predicted, prediction.confidence)
-            window.count_device(lineage.device_id)
-            if cohort == COHORT_ALL:
-                window.count_population(known, lineage.device_id)
+                self._versions.setdefault(name, set()).add(version)
+            window.take(batch, index, partition, offset, occurred)
+            window.count_device(device)
+            if key[2] == COHORT_ALL:
+                window.count_population(known, device)
             if lineage.window_id:
                 window.sample.offer(
                     prediction.predicted, lineage.window_id, lambda: drift_sample_request(prediction), rank=rank
@@ -368,6 +372,46 @@ class DriftMonitor:
             self._last_row_at[key] = now
             if window.rows >= self.policy.window_rows:
                 self._close(key, FULL)
+
+    def _cohorts_of(
+        self, name: str, version: str, population: tuple[str, int, str]
+    ) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+        """The windows (model, version, cohort) a prediction of this population goes to, and its cohort values;
+        a cohort beyond `policy.max_cohorts` of its dimension is reported skipped, for every such row."""
+        cached = self._cohort_keys.get((name, version, population))
+        if cached is None:
+            known = cohort_values(*population)
+            keys, skipped = [(name, version, COHORT_ALL)], 0
+            for dimension in self.policy.cohorts:
+                if not known.get(dimension):
+                    continue
+                cohort = f"{dimension}:{known[dimension]}"
+                seen = self._cohorts.setdefault((name, version, dimension), set())
+                if cohort not in seen and len(seen) >= self.policy.max_cohorts:
+                    skipped += 1
+                    continue
+                seen.add(cohort)
+                keys.append((name, version, cohort))
+            cached = (keys, known, skipped)
+            if len(self._cohort_keys) >= MAX_POPULATIONS_CACHED:
+                self._cohort_keys.clear()
+            self._cohort_keys[(name, version, population)] = cached
+        keys, known, skipped = cached
+        for _ in range(skipped):
+            self.reports.prediction_skipped(COHORT_LIMIT)
+        return keys, known
+
+    def _retire_others(self, name: str, version: str) -> None:
+        """A row of `version`: windows of the model's other versions count it, and close once a whole window of
+        rows went by without one of theirs (a version no longer served)."""
+        retired = []
+        for other_key, other in self.windows.items():
+            if other.model_name == name and other.model_version != version:
+                other.idle_rows += 1
+                if other.idle_rows >= self.policy.window_rows:
+                    retired.append(other_key)
+        for other_key in retired:
+            self._close(other_key, RETIRED)
 
     def _progress_of(self, key: tuple[str, str, str]) -> dict[Partition, int]:
         progress = self._progress.get(key)
@@ -399,10 +443,13 @@ class DriftMonitor:
             window.flush()
             if window.cohort == COHORT_ALL:
                 self.reports.open_rows(window.model_version, window.rows)
+        self._batches.clear()
 
     def _close(self, key: tuple[str, str, str], reason: str) -> ClosedWindow:
         window = self.windows.pop(key)
         window.flush()
+        if not any(other[:2] == key[:2] for other in self.windows):
+            self._versions.get(key[0], set()).discard(key[1])
         self._last_row_at.pop(key, None)
         profile = window.profile
         # (name, reference, current, reference std): the model's features against the cohort's part of the
@@ -594,6 +641,8 @@ class DriftMonitor:
             self.reports.open_rows(window.model_version, 0)
         self.windows.clear()
         self._last_row_at.clear()
+        self._versions.clear()
+        self._batches.clear()
 
 
 def evidence_url(page_url: str, *, window_id: str | None = None, episode: str | None = None) -> str | None:

@@ -24,14 +24,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import text
 from sqlmodel import Session, create_engine
 
-from michi.bus.catalog import ALERTS, LABEL_REQUESTS
+from michi.bus.catalog import ALERTS, LABEL_REQUESTS, PREDICTIONS
 from michi.bus.reader import TopicReader
 from michi.contracts.v1 import labels_pb2, operations_pb2
 from michi.infra.processes import wait_until
@@ -56,6 +56,19 @@ def firing(alerts: list[operations_pb2.Alert]) -> list[operations_pb2.Alert]:
 
 def retrains(alerts: list[operations_pb2.Alert]) -> list[operations_pb2.Alert]:
     return [alert for alert in alerts if alert.kind == "retrain"]
+
+
+def monitor_caught_up(bootstrap: str, prefix: str) -> bool:
+    """The monitor's group has committed every prediction on the topic (so it holds no open window)."""
+    topic = PREDICTIONS.name(prefix)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}monitor", "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(topic, number) for number in range(PREDICTIONS.partitions)]
+        committed = reader.committed(partitions, timeout=10)
+        ends = [reader.get_watermark_offsets(partition, timeout=10)[1] for partition in partitions]
+    finally:
+        reader.close()
+    return sum(ends) > 0 and all(max(item.offset, 0) >= end for item, end in zip(committed, ends, strict=True))
 
 
 @pytest.mark.timeout(900)
@@ -119,7 +132,9 @@ def test_a_drift_scenario_gives_one_alert_one_sample_one_retrain_and_a_shadow_ca
             assert wait_until(shadow_from_the_retrain, 420, 2.0), [
                 (run.trigger, run.status, run.status_reason) for run in store.runs(model_name=MODEL)
             ]
-            time.sleep(25)  # the monitor's last windows close idle (20 s) and are judged: nothing more may come
+            # The monitor's last windows close idle (20 s) and are judged; its commits wait for every open window's
+            # first row, so once it has committed all the predictions there are, nothing more may come.
+            assert wait_until(lambda: monitor_caught_up(bootstrap, environment["MICHI_TOPIC_PREFIX"]), 120, 2.0)
             alerts = alerts_of(bootstrap)
             runs = [run for run in store.runs(model_name=MODEL) if run.trigger == "alert"]
             versions = {version.version: version for version in registry.list(MODEL)}

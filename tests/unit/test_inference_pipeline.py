@@ -9,6 +9,7 @@ import pytest
 
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, labels_pb2, upload_pb2
+from michi.windows.features import FEATURE_NAMES, unpack_features
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.domain.episodes import OpenEpisode, merge_windows
 from services.inference.domain.speeding import SPEEDING_MARGIN_MPS, road_map_version
@@ -362,3 +363,15 @@ def test_random_qa_is_drawn_over_every_window_uncertain_ones_included(detector: 
     assert any(request.detection_event_id and request.suggested == BRAKING for request in qa)
     none = run(drive.uploads(), InferencePipeline(detector, None, qa_sample_rate=0.0))
     assert not [r for o in none for r in o.label_requests if r.reason == labels_pb2.LABEL_REASON_RANDOM_QA]
+
+
+def test_every_prediction_packs_its_feature_map_in_feature_list_order(detector: OnnxDetector) -> None:
+    drive = ScriptedDrive(duration_s=40.0, events=[*WARM_UP, ScriptedEvent("harsh_braking", 30.0, 1.5, 5.5)])
+    predictions = [
+        p for outcome in run(drive.uploads(), InferencePipeline(detector, None)) for p in outcome.predictions
+    ]
+    assert predictions
+    for prediction in predictions:
+        packed = unpack_features([prediction.packed_features])[0]
+        assert packed.size == len(FEATURE_NAMES)
+        assert [prediction.features[name] for name in FEATURE_NAMES] == packed.tolist()

@@ -157,13 +157,22 @@ def binned_shares(reference: Histogram, current: Histogram) -> tuple[np.ndarray,
 
 
 def psi(reference: Histogram, current: Histogram) -> float:
-    reference_shares, current_shares = (fill_empty(shares) for shares in binned_shares(reference, current))
-    return float(np.sum((reference_shares - current_shares) * np.log(reference_shares / current_shares)))
+    return stability_index(*binned_shares(reference, current))
 
 
 def jensen_shannon(reference: Histogram, current: Histogram) -> float:
-    p, q = binned_shares(reference, current)
-    p, q = p / p.sum(), q / q.sum()
+    return jensen_shannon_distance(*binned_shares(reference, current))
+
+
+def stability_index(reference: np.ndarray, current: np.ndarray) -> float:
+    """PSI of two share vectors on the same bins, empty bins filled as Evidently fills them (`fill_empty`)."""
+    reference, current = fill_empty(reference), fill_empty(current)
+    return float(np.sum((reference - current) * np.log(reference / current)))
+
+
+def jensen_shannon_distance(reference: np.ndarray, current: np.ndarray) -> float:
+    """The Jensen-Shannon distance (natural log, as SciPy's) of two count or share vectors on the same bins."""
+    p, q = reference / reference.sum(), current / current.sum()
     m = (p + q) / 2.0
 
     def relative_entropy(a: np.ndarray) -> float:
@@ -317,18 +326,12 @@ def mix_drift(
     expected = total * expected_shares
     statistic = float(np.sum((observed - expected) ** 2 / np.maximum(expected, 1e-12)))
     p_value = chi_square_p_value(statistic, len(values) - 1)
-    reference, current = fill_empty(expected_shares), fill_empty(observed / total)
-    index = float(np.sum((reference - current) * np.log(reference / current)))
-    middle = (expected_shares + observed / total) / 2.0
-    divergence = sum(
-        float(np.sum(a[a > 0] * np.log(a[a > 0] / middle[a > 0]))) for a in (expected_shares, observed / total)
-    )
     return FeatureDrift(
         feature,
         DRIFT if p_value < MIX_P_VALUE else OK,
         int(total),
-        psi=index,
-        jensen_shannon=math.sqrt(max(0.0, divergence / 2.0)),
+        psi=stability_index(expected_shares, observed / total),
+        jensen_shannon=jensen_shannon_distance(expected_shares, observed / total),
         ks_statistic=statistic,
         ks_p_value=p_value,
     )

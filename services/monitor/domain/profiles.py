@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from michi.registry.layout import REFERENCE_PROFILE_VERSION
+from michi.windows.features import FEATURE_INDEX
 from services.monitor.domain.drift import Histogram
 
 CURRENT_VERSION = REFERENCE_PROFILE_VERSION
@@ -181,6 +182,12 @@ class FeatureGrid:
     training range below and one above) instead of an open-ended bucket. Row i of a window's `counts`:
     column 0 below the extension, then `3 * bins` bins (extension, the profile's own bins, extension), then
     the last column beyond the extension.
+
+    A value's column is found in two steps, both vectorised over a batch of rows: arithmetic on the equal-width
+    grid gives it to within one column, then one comparison with each neighbouring edge of `table` settles it.
+    `table` holds every column's edges, the profile's own among them bit for bit, so a value on a profile edge
+    (a constant feature such as gps_available sits exactly on one) is counted in the bin numpy.histogram
+    counted it in, and the profile's closed last bin keeps its maximum as numpy's does.
     """
 
     def __init__(self, profile: ReferenceProfile, subdivisions: int = LIVE_SUBDIVISIONS) -> None:
@@ -192,65 +199,100 @@ class FeatureGrid:
         self.highs = np.array([feature.histogram.edges[-1] for feature in profile.features])
         self.widths = (self.highs - self.lows) / self.bins
         self.last_bin_closed = profile.last_bin_closed
-        self.columns = int(3 * self.bins.max()) + 2
+        self.columns = int(3 * self.bins.max(initial=0)) + 2
         self.rows = np.arange(len(self.names))
         self.subdivisions = subdivisions
-        # The profile's own edges per feature (padded with +inf), to count values as the reference was counted.
+        # The profile's own edges per feature (padded with +inf).
         self.reference_bins = np.array([len(feature.histogram.edges) - 1 for feature in profile.features])
         self.reference_edges = np.full((len(self.names), int(self.reference_bins.max(initial=0)) + 1), np.inf)
         for position, feature in enumerate(profile.features):
             self.reference_edges[position, : len(feature.histogram.edges)] = feature.histogram.edges
+        # Per feature, column c holds [table[c], table[c + 1]): -inf, the live edges (`live_edges`), +inf, padded
+        # with +inf to the widest feature. A value on the profile's maximum counts in the last bin when it is
+        # closed: the edge the next column starts at is the next float above it.
+        self.table = np.full((len(self.names), self.columns + 1), np.inf)
+        # Where a column's index is arithmetic: the start of the lower extension, and columns per unit.
+        self.origins = self.lows - self.bins * self.widths
+        self.inverses = 1.0 / self.widths
+        self.last_columns = (3 * self.bins + 1).astype(np.float64)
+        # Features whose edges are not equal-width enough for the arithmetic (never from the trainer): binned by
+        # search instead.
+        self.irregular: list[int] = []
+        for position in range(len(self.names)):
+            edges = self.live_edges(position)
+            bins = int(self.bins[position])
+            if self.last_bin_closed:
+                edges[2 * bins] = np.nextafter(edges[2 * bins], np.inf)
+            self.table[position, 0] = -np.inf
+            self.table[position, 1 : edges.size + 1] = edges
+            arithmetic = self.origins[position] + np.arange(edges.size) * self.widths[position]
+            if not np.all(np.abs(edges - arithmetic) <= 0.25 * self.widths[position]):
+                self.irregular.append(position)
+        # Slot of (feature, column) in a window's flattened counts; `self.unused` collects what is not counted.
+        self.offsets = self.rows * self.columns
+        self.unused = len(self.names) * self.columns
+        self._lower = self.table[:, :-1].ravel()
+        self._upper = self.table[:, 1:].ravel()
+        # Positions of the grid's features in `FEATURE_NAMES` (what `Prediction.packed_features` packs), -1: none.
+        self.packed_positions = np.array([FEATURE_INDEX.get(name, -1) for name in self.names], dtype=np.int64)
+        self.in_packed_order = bool(np.array_equal(self.packed_positions, self.rows))
 
-    def values_of(self, features: Mapping[str, float]) -> np.ndarray:
-        """The row of a prediction's feature map in grid order (NaN where it lacks a feature)."""
-        return np.array([features.get(name, math.nan) for name in self.names], dtype=np.float64)
-
-    def columns_of(self, values: np.ndarray) -> np.ndarray:
-        """Each value's column in a window's `counts` (-1 where it is not finite)."""
-        finite = np.isfinite(values)
-        safe = np.where(finite, values, self.lows)
-        # Bins counted from the profile's first edge, then, inside the training range, moved to the reference bin
-        # numpy.histogram counted such a value in: compared with the profile's own edges, as numpy does. A value
-        # on an edge (a constant feature such as gps_available sits exactly on one) would otherwise land a bin
-        # off whenever the division and the edge's linspace value differ in their last bit.
-        step = np.floor((safe - self.lows) / self.widths)
-        step = np.clip(step, -self.bins - 1, 2 * self.bins).astype(np.int64)
-        if self.last_bin_closed:
-            step = np.where(safe == self.highs, self.bins - 1, step)
-        step = np.where((step >= 0) & (safe < self.lows), -1, step)
-        step = np.where((step < self.bins) & (safe > self.highs), self.bins, step)
-        step = self._on_reference_bins(safe, step)
-        column = step + self.bins + 1
-        return np.where(finite, column, -1)
-
-    def _on_reference_bins(self, values: np.ndarray, step: np.ndarray) -> np.ndarray:
-        """`step` (sub-bins) moved, inside the training range, into the reference bin whose edges hold the value."""
-        inside = (step >= 0) & (step < self.bins)
-        reference_bin = np.clip(step // self.subdivisions, 0, self.reference_bins - 1)
-        lower = self.reference_edges[self.rows, reference_bin]
-        upper = self.reference_edges[self.rows, reference_bin + 1]
-        below = values < lower
-        above = (values >= upper) & (reference_bin < self.reference_bins - 1)
-        corrected = reference_bin - below + above
-        moved = inside & (below | above)
-        if not moved.any():
-            return step
-        first = corrected * self.subdivisions
-        return np.where(moved, np.clip(step, first, first + self.subdivisions - 1), step)
-
-    def histogram(self, position: int, counts: np.ndarray, low: float, high: float) -> Histogram:
-        """Feature `position`'s live histogram from a window's counts row and extremes."""
+    def live_edges(self, position: int) -> np.ndarray:
+        """Feature `position`'s `3 * bins + 1` live edges: the lower extension's, the profile's own bins cut in
+        `subdivisions` (the profile's edges bit for bit), its maximum, the upper extension's."""
         bins = int(self.bins[position])
         width = float(self.widths[position])
-        # Inside the training range every `subdivisions`-th edge is the profile's own edge, bit for bit, so a
-        # value on a profile edge is on the live edge too and falls on the same side of it.
         reference = self.reference_edges[position, : int(self.reference_bins[position]) + 1]
         steps = np.arange(self.subdivisions) / self.subdivisions
         inside = (reference[:-1, np.newaxis] + np.diff(reference)[:, np.newaxis] * steps).ravel()
         below = self.lows[position] + np.arange(-bins, 0) * width
         above = self.highs[position] + np.arange(1, bins + 1) * width
-        edges = np.concatenate((below, inside, reference[-1:], above))
-        return Histogram(edges, counts[: 3 * bins + 2].astype(np.float64), low, high)
+        return np.concatenate((below, inside, reference[-1:], above))
+
+    def values_of(self, features: Mapping[str, float]) -> np.ndarray:
+        """The row of a prediction's feature map in grid order (NaN where it lacks a feature)."""
+        return np.array([features.get(name, math.nan) for name in self.names], dtype=np.float64)
+
+    def values_of_packed(self, rows: np.ndarray) -> np.ndarray:
+        """Rows in `FEATURE_NAMES` order (`unpack_features`) in grid order, NaN where a row lacks a feature."""
+        width = rows.shape[1]
+        if self.in_packed_order and width == len(self.names):
+            return rows
+        present = (self.packed_positions >= 0) & (self.packed_positions < width)
+        if present.all():
+            return rows[:, self.packed_positions]
+        values = np.full((rows.shape[0], len(self.names)), np.nan)
+        values[:, present] = rows[:, self.packed_positions[present]]
+        return values
+
+    def slots_of(self, values: np.ndarray) -> np.ndarray:
+        """Each value's slot in a window's flattened `counts` (`feature * columns + column`), `self.unused`
+        where it is not finite. `values`: one row (features,) or a batch (rows, features)."""
+        position = np.subtract(values, self.origins)
+        np.multiply(position, self.inverses, out=position)
+        np.fmax(position, -1.0, out=position)  # NaN becomes -1 too: unused below, whatever its column
+        np.fmin(position, self.last_columns - 1.0, out=position)
+        slots = position.astype(np.int64)
+        slots += self.offsets + 1
+        slots -= values < self._lower.take(slots)
+        slots += values >= self._upper.take(slots)
+        for feature in self.irregular:
+            column = np.searchsorted(self.table[feature], values[..., feature], side="right") - 1
+            slots[..., feature] = self.offsets[feature] + np.clip(column, 0, self.columns - 1)
+        finite = np.isfinite(values)
+        if not finite.all():
+            slots[~finite] = self.unused
+        return slots
+
+    def columns_of(self, values: np.ndarray) -> np.ndarray:
+        """Each value's column in a window's `counts` (-1 where it is not finite)."""
+        slots = self.slots_of(values)
+        return np.where(slots == self.unused, -1, slots - self.offsets)
+
+    def histogram(self, position: int, counts: np.ndarray, low: float, high: float) -> Histogram:
+        """Feature `position`'s live histogram from a window's counts row and extremes."""
+        bins = int(self.bins[position])
+        return Histogram(self.live_edges(position), counts[: 3 * bins + 2].astype(np.float64), low, high)
 
 
 def bin_values(grid: FeatureGrid, rows: Sequence[np.ndarray]) -> np.ndarray:

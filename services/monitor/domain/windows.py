@@ -21,8 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from michi.windows.features import unpack_features
 from services.monitor.domain.drift import Histogram
-from services.monitor.domain.performance import CONFIDENCE_BINS, confidence_bin, risky_call
+from services.monitor.domain.performance import (
+    CONFIDENCE_BINS,
+    confidence_bin,
+    confidence_bins_and_alerts,
+    risky_call,
+)
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
 from services.monitor.domain.samples import StratifiedSample
 
@@ -75,6 +81,68 @@ def describe_start(start: Mapping[Partition, int]) -> str:
     return ",".join(f"{partition}:{offset}" for (_, partition), offset in sorted(start.items()))
 
 
+# A window counts its binned rows into `counts` once this many wait (or when its counts are read): a bincount
+# over the whole grid (features x columns) costs as much as binning a few hundred rows, so it is not paid per
+# poll batch; the waiting slots take at most this many rows x features x 8 bytes (1.7 MB for 26 features).
+COUNT_EVERY_ROWS = 8192
+
+
+class RowBatch:
+    """The predictions of one poll batch of one model version: their features as they came (`packed_features`, or
+    a feature map's row), unpacked and binned once for every window that takes them (`DriftWindow.take`), with
+    each row's call (class and confidence). Valid until the monitor's end-of-batch `flush`."""
+
+    def __init__(self, grid: FeatureGrid) -> None:
+        self.grid = grid
+        self._features: list[bytes | np.ndarray] = []
+        # Whether a row came as a feature map's row rather than `packed_features` (an older producer).
+        self._unpacked = False
+        self._predicted: list[int] = []
+        self._confidences: list[float] = []
+        # The rows binned so far (`binned`): values, slots, confidence bins, whether each call is an alert.
+        self._values = np.zeros((0, len(grid.names)))
+        self._slots = np.zeros((0, len(grid.names)), dtype=np.int64)
+        self._bins = np.zeros(0, dtype=np.int64)
+        self._alerts = np.zeros(0, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def add(self, features: bytes | np.ndarray, predicted: int, confidence: float) -> int:
+        """A prediction's features (`packed_features`, or a row in grid order) and call; its index in the batch."""
+        self._features.append(features)
+        if not isinstance(features, bytes):
+            self._unpacked = True
+        self._predicted.append(predicted)
+        self._confidences.append(confidence)
+        return len(self._features) - 1
+
+    def binned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every row's values and slots (`FeatureGrid.slots_of`), confidence bin and whether its call is an alert."""
+        done = self._values.shape[0]
+        if done < len(self._features):
+            values = self._rows(self._features[done:])
+            slots = self.grid.slots_of(values)
+            bins, alerts = confidence_bins_and_alerts(
+                np.array(self._predicted[done:], dtype=np.int64), np.array(self._confidences[done:])
+            )
+            if done == 0:
+                self._values, self._slots, self._bins, self._alerts = values, slots, bins, alerts
+            else:
+                self._values = np.concatenate((self._values, values))
+                self._slots = np.concatenate((self._slots, slots))
+                self._bins = np.concatenate((self._bins, bins))
+                self._alerts = np.concatenate((self._alerts, alerts))
+        return self._values, self._slots, self._bins, self._alerts
+
+    def _rows(self, features: list[bytes | np.ndarray]) -> np.ndarray:
+        if not self._unpacked:
+            return self.grid.values_of_packed(unpack_features(features))  # type: ignore[arg-type]
+        return np.vstack(
+            [self.grid.values_of_packed(unpack_features([row])) if isinstance(row, bytes) else row for row in features]
+        )
+
+
 @dataclass
 class DriftWindow:
     model_name: str
@@ -84,7 +152,7 @@ class DriftWindow:
     grid: FeatureGrid
     # When it opened (the monitor's clock): a window open longer than the policy's maximum age closes.
     opened_at: float = 0.0
-    counts: np.ndarray = field(init=False)
+    _counts: np.ndarray = field(init=False, repr=False)
     lows: np.ndarray = field(init=False)
     highs: np.ndarray = field(init=False)
     rows: int = 0
@@ -108,15 +176,18 @@ class DriftWindow:
     # The model's calls per confidence bin, and its alerts (risky calls) per bin: the expected performance.
     calls: np.ndarray = field(init=False)
     alerts: np.ndarray = field(init=False)
-    # Rows pushed since the last `flush` (at most a poll batch): their feature rows, calls and confidences.
-    _pending_values: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
-    _pending_calls: list[tuple[int, float]] = field(default_factory=list, init=False, repr=False)
+    # Rows taken since the last `flush` (at most a poll batch): their batch and indexes in it; then their slots,
+    # binned, until counted (`COUNT_EVERY_ROWS`).
+    _batch: RowBatch | None = field(default=None, init=False, repr=False)
+    _taken: list[int] = field(default_factory=list, init=False, repr=False)
+    _binned: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
+    _binned_rows: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.calls = np.zeros(CONFIDENCE_BINS)
         self.alerts = np.zeros(CONFIDENCE_BINS)
         features = len(self.grid.names)
-        self.counts = np.zeros((features, self.grid.columns), dtype=np.int32)
+        self._counts = np.zeros(features * self.grid.columns + 1, dtype=np.int64)
         self.lows = np.full(features, np.inf)
         self.highs = np.full(features, -np.inf)
 
@@ -134,27 +205,46 @@ class DriftWindow:
         """Per partition, the offset after its last row: where the cohort's next window takes over."""
         return {partition: offset + 1 for partition, offset in self.last_offsets.items()}
 
+    @property
+    def counts(self) -> np.ndarray:
+        """Per feature, its values' counts per grid column (shape (features, columns))."""
+        self._count()
+        features = len(self.grid.names)
+        return self._counts[:-1].reshape(features, self.grid.columns)
+
     def add(
         self,
         values: np.ndarray,
         partition: Partition,
         offset: int,
         occurred_at: tuple[int, int],
-        column: np.ndarray | None = None,
     ) -> None:
-        """One prediction's feature row (NaN where it has none; `column`: its grid columns when known): O(features)."""
-        if column is None:
-            column = self.grid.columns_of(values)
-        used = column >= 0
-        self.counts[self.grid.rows[used], column[used]] += 1
-        finite = np.where(used, values, np.nan)
-        self.lows = np.fmin(self.lows, finite)
-        self.highs = np.fmax(self.highs, finite)
+        """One prediction's feature row (NaN where it has none), counted at once: O(features)."""
+        self._counts += np.bincount(self.grid.slots_of(values), minlength=self._counts.size)
+        self._extremes(values[np.newaxis, :])
         self.rows += 1
         self.idle_rows = 0
         self.first_offsets.setdefault(partition, offset)
         self.last_offsets[partition] = offset
         self.latest = max(self.latest, occurred_at)
+
+    def take(
+        self, batch: RowBatch, index: int, partition: Partition, offset: int, occurred_at: tuple[int, int]
+    ) -> None:
+        """Row `index` of `batch`, counted into the histograms at the next `flush` (the monitor flushes every poll
+        batch and before a close): its offsets and time now, its binning with the batch's other rows, vectorised
+        and shared with the other windows that take it."""
+        if batch is not self._batch:
+            self.flush()
+            self._batch = batch
+        self._taken.append(index)
+        self.rows += 1
+        self.idle_rows = 0
+        if partition not in self.first_offsets:
+            self.first_offsets[partition] = offset
+        self.last_offsets[partition] = offset
+        if occurred_at > self.latest:
+            self.latest = occurred_at
 
     def push(
         self,
@@ -165,36 +255,45 @@ class DriftWindow:
         predicted: int,
         confidence: float,
     ) -> None:
-        """One prediction, counted into the histograms at the next `flush` (the handler flushes every poll batch
-        and before a close): its offsets and time now, its binning with the batch's other rows, vectorised."""
-        self._pending_values.append(values)
-        self._pending_calls.append((predicted, confidence))
-        self.rows += 1
-        self.idle_rows = 0
-        self.first_offsets.setdefault(partition, offset)
-        self.last_offsets[partition] = offset
-        self.latest = max(self.latest, occurred_at)
+        """One prediction's feature row in grid order (or `packed_features`) and call, in a batch of this window's
+        own (`take` shares one batch between windows)."""
+        if self._batch is None:
+            self._batch = RowBatch(self.grid)
+        self.take(self._batch, self._batch.add(values, predicted, confidence), partition, offset, occurred_at)
 
     def flush(self) -> None:
-        """Count the pushed rows into the histograms: one binning of them all, one `bincount`."""
-        if not self._pending_values:
+        """Bin the rows taken since the last flush (their batch bins them once for every window), update the
+        extremes and the calls; their counts wait for `COUNT_EVERY_ROWS` rows or a read of `counts`."""
+        batch, taken = self._batch, self._taken
+        self._batch, self._taken = None, []
+        if batch is None or not taken:
             return
-        values = np.vstack(self._pending_values)
-        self._pending_values = []
-        columns = self.grid.columns_of(values)
-        used = columns >= 0
-        features, width = self.counts.shape
-        flat = (self.grid.rows[np.newaxis, :] * width + columns)[used]
-        self.counts += np.bincount(flat, minlength=features * width).reshape(features, width).astype(np.int32)
-        finite = np.where(used, values, np.nan)
-        self.lows = np.fmin(self.lows, np.fmin.reduce(finite, axis=0))
-        self.highs = np.fmax(self.highs, np.fmax.reduce(finite, axis=0))
-        calls = np.array(self._pending_calls, dtype=np.float64)
-        self._pending_calls = []
-        bins = np.clip((calls[:, 1] * CONFIDENCE_BINS).astype(np.int64), 0, CONFIDENCE_BINS - 1)
+        values, slots, bins, alerts = batch.binned()
+        if len(taken) != len(values):  # indexes are increasing and unique: all of them means the batch as it is
+            rows = np.array(taken, dtype=np.int64)
+            values, slots, bins, alerts = values[rows], slots[rows], bins[rows], alerts[rows]
+        self._binned.append(slots.ravel())
+        self._binned_rows += len(taken)
+        self._extremes(values)
         self.calls += np.bincount(bins, minlength=CONFIDENCE_BINS)
-        alerts = np.array([risky_call(int(predicted), confidence) for predicted, confidence in calls])
         self.alerts += np.bincount(bins[alerts], minlength=CONFIDENCE_BINS)
+        if self._binned_rows >= COUNT_EVERY_ROWS:
+            self._count()
+
+    def _count(self) -> None:
+        if self._binned:
+            slots = self._binned[0] if len(self._binned) == 1 else np.concatenate(self._binned)
+            self._counts += np.bincount(slots, minlength=self._counts.size)
+            self._binned, self._binned_rows = [], 0
+
+    def _extremes(self, values: np.ndarray) -> None:
+        """The smallest and largest finite value per feature, with `values`' rows."""
+        lows, highs = np.fmin.reduce(values, axis=0), np.fmax.reduce(values, axis=0)
+        if np.isinf(lows).any() or np.isinf(highs).any():
+            finite = np.where(np.isfinite(values), values, np.nan)
+            lows, highs = np.fmin.reduce(finite, axis=0), np.fmax.reduce(finite, axis=0)
+        self.lows = np.fmin(self.lows, lows)
+        self.highs = np.fmax(self.highs, highs)
 
     def count_call(self, predicted: int, confidence: float) -> None:
         """The model's call on the row: its confidence bin, and whether it is an alert."""
