@@ -1,4 +1,4 @@
-"""`michi models list|show|diff|promote|rollback|republish`: the registry from the command line.
+"""`michi models list|show|diff|promote|rollback|republish|reprofile`: the registry from the command line.
 
 Reading needs only the database; promote and rollback build an `EventProducer` from the
 settings to publish the new rollout plan. The actor recorded in the audit trail is `$USER`.
@@ -116,3 +116,50 @@ def republish_model(name: str) -> None:
     """Send the current rollout plan again (after a stage change whose publishing failed)."""
     with _registry(publishing=True) as registry:
         typer.echo(_plan_summary(registry.republish_plan(name)))
+
+
+@models_app.command("reprofile")
+def reprofile_model(
+    name: str,
+    version: str,
+    reason: str = typer.Option(..., "--reason", help="why this period is the new normal"),
+    since: str = typer.Option(
+        "24h",
+        "--since",
+        help="start: an ISO 8601 time (UTC unless it says), or a duration before --until (90m, 24h, 7d)",
+    ),
+    until: str = typer.Option("now", "--until", help="end: an ISO 8601 time, or now"),
+    min_windows: int = typer.Option(20_000, "--min-windows", help="refuse fewer calibrated windows than this"),
+    min_devices: int = typer.Option(5, "--min-devices", help="refuse windows from fewer devices than this"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what the profile would hold, write nothing"),
+) -> None:
+    """Make a period of the fleet's own traffic (its champion predictions in the warehouse) VERSION's reference
+    profile; the profile it replaces is kept beside it. The monitor judges the version's next windows against it."""
+    from datetime import UTC, datetime
+
+    from services.trainer.reprofile import ReprofileRefused, moment, reprofile
+
+    settings = load_settings(MichiSettings)
+    with _registry(publishing=False) as registry:
+        registry.get(name, version)  # an unknown version fails here, with the registry's own message
+    now = datetime.now(UTC)
+    try:
+        end = moment(until, now=now)
+        start = moment(since, now=now, before=end)
+        result = reprofile(
+            settings.resolved_blob_url(),
+            name,
+            version,
+            since=start,
+            until=end,
+            actor=_actor(),
+            reason=reason,
+            min_windows=min_windows,
+            min_devices=min_devices,
+            dry_run=dry_run,
+            now=now,
+        )
+    except ReprofileRefused as error:
+        _fail(str(error))
+        return
+    typer.echo(result.describe())

@@ -103,6 +103,9 @@ RETIRED = "retired"
 IDLE = "idle"
 # Open longer than `DriftPolicy.max_age_s`: a slow cohort's window never holds the group's commits back for long.
 AGED = "aged"
+# The version's reference profile changed (`michi models reprofile`): what the window holds is judged against the
+# profile it was binned on, the next window against the new one.
+PROFILE_CHANGED = "profile-changed"
 # A cohort beyond `DriftPolicy.max_cohorts` of its dimension (rows not windowed in it).
 COHORT_LIMIT = "cohort-limit"
 # Populations (vehicle type, rate, firmware) whose windows are remembered per version; beyond it, forgotten.
@@ -357,6 +360,9 @@ class DriftMonitor:
             if offset < self._progress_of(key).get(partition, -1):
                 continue  # judged in a window closed before a crash: read again, never counted twice
             window = self.windows.get(key)
+            if window is not None and window.profile is not profile:
+                self._close(key, PROFILE_CHANGED)
+                window = None
             if window is None:
                 window = self.windows[key] = DriftWindow(name, version, key[2], profile, grid, opened_at=now)
                 window.sample.per_stratum = self.policy.drift_sample_per_class

@@ -49,6 +49,9 @@ class MonitorSettings(MichiSettings):
     monitor_cohorts: str = "vehicle,rate,firmware"
     monitor_max_cohorts: int = Field(default=8, ge=0, le=100)
     monitor_window_max_age_s: float = Field(default=3600.0, gt=0)
+    # Every this many seconds a version's reference profile is read again: a changed one (`michi models reprofile`)
+    # closes the version's open windows and judges the next ones against it.
+    monitor_profile_refresh_s: float = Field(default=60.0, gt=0)
     # Alert on models whose reference profile is low-resolution (reference-profile-1: PSI off by up to 0.4).
     monitor_alert_low_resolution: bool = False
     # Concept drift: ADWIN's confidence over the correctness of random-QA labels; a rise asks for a retrain.

@@ -87,7 +87,8 @@ def build_consumer(
         ),
     )
     monitor = DriftMonitor(
-        profiles=profiles or BlobProfiles(BlobStore(settings.resolved_blob_url())),
+        profiles=profiles
+        or BlobProfiles(BlobStore(settings.resolved_blob_url()), refresh_s=settings.monitor_profile_refresh_s),
         publisher=publisher,
         history=history,
         reports=metrics,

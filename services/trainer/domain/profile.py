@@ -24,6 +24,11 @@ counts on the same edges (`cohorts`), and per cohort dimension those values (`po
 cohort against its own part of the traffic, the fleet against the traffic of its own vehicle mix, counts rows
 from values the traffic does not characterise, and tests the fleet's mix of vehicle types against the traffic's
 (`mix`: each characterised type's share of the traffic's devices).
+
+`live` (`live_profile`): the same, from a period of the fleet's own traffic read back from the warehouse, when a
+person accepts it as the new normal (`michi models reprofile`): after a firmware rollout, or for a real fleet the
+simulator does not describe. It records the period, who accepted it and why, and where the profile it replaced
+was kept (`replaced`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from michi.windows.features import DATA_VERSION, FEATURE_NAMES, SIGNAL_CHANNELS
 BINS = 1000
 PROFILE_VERSION = REFERENCE_PROFILE_VERSION
 TRAFFIC = "traffic"
+LIVE = "live"
 CALIBRATED = "calibrated"
 TRAINING = "training"
 # A cohort of the traffic with fewer windows or devices gets no histograms of its own, and is not one the traffic
@@ -165,3 +171,32 @@ def _on_edges(values: np.ndarray, whole: Mapping[str, Any]) -> dict[str, Any]:
         "min": float(values.min()),
         "max": float(values.max()),
     }
+
+
+def live_profile(
+    features: np.ndarray,
+    cohorts: Mapping[str, Sequence[str]],
+    *,
+    calibration: Sequence[str],
+    devices: Sequence[str],
+    previous: Mapping[str, Any] | None,
+    accepted: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A traffic profile of live windows (`traffic_profile`, calibrated windows only), `source` `live`, with what
+    `accepted` says (period, windows read, who, why, the replaced profile's key). The signal channels' histograms
+    are carried over from `previous` (live predictions carry summary features only; the monitor compares those)."""
+    empty_signals = np.zeros((0, len(SIGNAL_CHANNELS), 1), dtype=np.float32)
+    period = accepted.get("period", {})
+    profile = traffic_profile(
+        features,
+        empty_signals,
+        cohorts,
+        data_version=f"live-{period.get('since', '')}-{period.get('until', '')}",
+        calibration=calibration,
+        devices=devices,
+    )
+    profile["source"] = LIVE
+    if previous is not None and isinstance(previous.get("signals"), Mapping):
+        profile["signals"] = dict(previous["signals"])
+    profile["accepted"] = dict(accepted)
+    return profile
