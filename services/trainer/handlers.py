@@ -56,6 +56,7 @@ import numpy as np
 from google.protobuf.message import Message
 from opentelemetry import trace
 
+from michi.blobs import BlobError
 from michi.bus.headers import links_to
 from michi.contracts.v1 import labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
@@ -105,7 +106,7 @@ from services.trainer.domain.labels import (
     label_problem,
     source_name,
 )
-from services.trainer.domain.profile import reference_profile, traffic_profile
+from services.trainer.domain.profile import LIVE, reference_profile, traffic_profile
 from services.trainer.domain.real_data import RealWindows, real_data_section
 from services.trainer.domain.training import TrainingParameters, train_model
 from services.trainer.domain.triggers import (
@@ -869,7 +870,7 @@ def _register(wiring: TrainerWiring, facts: RunFacts, payload: bytes, profile: d
     )
     model_uri = wiring.artifacts.put(f"{folder}/model.onnx", payload)
     wiring.artifacts.put(f"{folder}/model.json", json.dumps(described, indent=2, sort_keys=True).encode())
-    profile = served_traffic_profile(wiring) or profile
+    profile = accepted_live_profile(wiring) or served_traffic_profile(wiring) or profile
     wiring.artifacts.put(f"{folder}/{REFERENCE_PROFILE_FILE}", json.dumps(profile, sort_keys=True).encode())
     facts.artifacts["model"] = model_uri
     champion = facts.champion or {}
@@ -925,6 +926,23 @@ def physics_evaluation(wiring: TrainerWiring, payload: bytes) -> dict[str, Any]:
 
 _TRAFFIC_PROFILES: dict[str, dict[str, Any]] = {}
 _TRAFFIC_LOCK = threading.Lock()
+
+
+def accepted_live_profile(wiring: TrainerWiring) -> dict[str, Any] | None:
+    """The champion's reference profile when a person replaced it with the fleet's own traffic (`source` `live`,
+    `michi models reprofile`), for a new version of the same model: it serves the same fleet, whose accepted normal
+    would otherwise read as drift again the day the new version is promoted. None otherwise, or when unreadable."""
+    champion = wiring.registry.champion(wiring.model_name)
+    if champion is None:
+        return None
+    key = f"{model_folder(wiring.model_name, champion.version)}/{REFERENCE_PROFILE_FILE}"
+    try:
+        document = json.loads(wiring.artifacts.read(key))
+    except (BlobError, ValueError):  # absent, unreadable or not JSON: the served traffic's profile then
+        return None
+    if not isinstance(document, dict) or document.get("source") != LIVE:
+        return None
+    return {**document, "inherited_from": champion.version}
 
 
 def served_traffic_profile(wiring: TrainerWiring) -> dict[str, Any] | None:

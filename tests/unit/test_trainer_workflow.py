@@ -192,6 +192,11 @@ def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
     bootstrapped = bootstrap_champion(wiring)
     assert bootstrapped is not None and bootstrapped.status == "succeeded", bootstrapped and bootstrapped.reason
     assert (bootstrapped.version, bootstrapped.stage) == ("1", "champion")
+    # A person accepted the fleet's own traffic as the champion's reference (`michi models reprofile`): a new
+    # version of the model serves that fleet, so it inherits that profile rather than the simulated traffic's.
+    champion_profile = home / "blobs" / "models" / wiring.model_name / "1" / "reference_profile.json"
+    accepted = {**json.loads(champion_profile.read_text()), "source": "live", "accepted": {"by": "dana"}}
+    champion_profile.write_text(json.dumps(accepted))
     outcome = run_workflow(wiring, Trigger(MANUAL, "test run"))
     assert outcome.status == "succeeded", outcome.reason
     assert (outcome.version, outcome.stage) == ("2", "shadow")
@@ -222,7 +227,9 @@ def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(
     }
     assert [entry["name"] for entry in manifest["inputs"]] == ["features", "signals"]
     assert manifest["outputs"][0]["name"] == "probabilities" and manifest["classes"][0] == "normal"
-    assert set(json.loads((folder / "reference_profile.json").read_text())["features"]) == set(FEATURE_NAMES)
+    inherited = json.loads((folder / "reference_profile.json").read_text())
+    assert set(inherited["features"]) == set(FEATURE_NAMES)
+    assert (inherited["source"], inherited["inherited_from"], inherited["accepted"]) == ("live", "1", {"by": "dana"})
     record = (folder / "experiment.md").read_text()
     assert "## Next action" in record and "Real recordings (8 recording variants" in record
     assert "| auckland-backwards/no-gps |" in record and "No real-data check ran" in record  # permissive gate
