@@ -25,8 +25,15 @@ event loop stops it:
 
 Offsets move after every processed batch (`broker_commit_interval` 1 s), so a healthy worker with a
 backlog never trips it, and an idle worker has no lag. While the app rebalances or recovers its
-tables nothing is judged and the clocks start again afterwards (`/readyz` is 503 then anyway); the same
-while the broker does not answer (a restarted broker is not a stalled worker).
+tables its offsets are not judged and the clocks start again afterwards (`/readyz` is 503 then anyway); the
+same while the broker does not answer (a restarted broker is not a stalled worker).
+
+A table recovery can hang too (faust-streaming reads changelog partitions after a broker restart and, now and
+then, never receives the rest of one: faust-streaming/faust#21, #74, #651; seen here after a broker SIGKILL):
+while the app recovers with records still to read, the watch follows what faust has read of each active
+changelog partition, and a recovery that read nothing for `RECOVERY_STALL_TIMEOUT_S` (30 s) while the broker
+answers stops the worker the same way. A restarted worker recovers from the start; a slow recovery that reads
+is never stopped.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ if TYPE_CHECKING:  # faust only for its types: readiness checks use this module 
 logger = logging.getLogger(__name__)
 
 STALL_TIMEOUT_S = 45.0
+RECOVERY_STALL_TIMEOUT_S = 30.0
 NOT_READY_AFTER_S = 30.0
 CHECK_INTERVAL_S = 5.0
 CRASH_CHECK_S = 0.5
@@ -128,6 +136,18 @@ def consumer_view(app: Any, partition: Partition) -> str:
         return f"consumer state unknown ({type(error).__name__})"
 
 
+def recovery_progress(app: Any) -> tuple[int, int] | None:
+    """What a recovering faust app has read of its active changelog partitions (the sum of its offsets) and how
+    many records it still has to read; None when the app has no such recovery to follow."""
+    try:
+        recovery = app.tables.recovery
+        read = int(sum(offset for offset in recovery.active_offsets.values() if offset is not None))
+        remaining = int(recovery.active_remaining_total())
+    except Exception:  # not faust's Recovery (a test double, another version): nothing to follow
+        return None
+    return read, remaining
+
+
 class StreamWatch:
     """Watches one faust app from threads of its own; stops the worker (exit 75) when it crashed or stalled.
 
@@ -144,6 +164,7 @@ class StreamWatch:
         service: str,
         timeout_s: float | None = STALL_TIMEOUT_S,
         not_ready_after_s: float = NOT_READY_AFTER_S,
+        recovery_timeout_s: float | None = RECOVERY_STALL_TIMEOUT_S,
         interval_s: float = CHECK_INTERVAL_S,
         crash_check_s: float = CRASH_CHECK_S,
         stop: Callable[[str, str, str], object] = stop_without_acknowledging,
@@ -163,6 +184,10 @@ class StreamWatch:
         self._clock = clock
         self._read = read or self._read_from_broker
         self._detector = StallDetector(timeout_s if timeout_s is not None else float("inf"))
+        self.recovery_timeout_s = recovery_timeout_s
+        # The table recovery followed (`_check_recovery`): what it had read, and since when that has not changed.
+        self._recovery_read: tuple[int, int] | None = None
+        self._recovery_still_since: float | None = None
         # Partitions the worker holds (None until its first assignment); replaced whole, never mutated.
         self._held: frozenset[Partition] | None = None
         # The last judgement: how long each lagging partition has not moved, and the positions read.
@@ -226,6 +251,12 @@ class StreamWatch:
 
     def check_progress(self) -> None:
         held = self._held
+        if held is not None and self.app.in_recovery and not self.app.rebalancing:
+            self._detector.reset()
+            self._waiting = {}
+            self._check_recovery(held)
+            return
+        self._recovery_read = self._recovery_still_since = None
         if held is None or self.app.rebalancing or self.app.in_recovery:
             self._detector.reset()
             self._waiting = {}
@@ -249,6 +280,28 @@ class StreamWatch:
                 extra={"partition": f"{stuck[0][0]}[{stuck[0][1]}]", "consumer": consumer_view(self.app, stuck[0])},
             )
             self._stop(self.service, self._describe(stuck), stuck[0][0])
+
+    def _check_recovery(self, held: frozenset[Partition]) -> None:
+        """Stop a worker whose table recovery read nothing for `recovery_timeout_s` with records still to read,
+        while the broker answers (an outage is no hang: the clock starts again once it answers)."""
+        progress = recovery_progress(self.app)
+        if progress is None or progress[1] <= 0:  # not a faust recovery we can follow, or nothing left to read
+            self._recovery_read = self._recovery_still_since = None
+            return
+        try:
+            self._read(set(held))  # does the broker answer?
+        except Exception:
+            self._recovery_still_since = None
+            return
+        now = self._clock()
+        if progress != self._recovery_read or self._recovery_still_since is None:
+            self._recovery_read, self._recovery_still_since = progress, now
+            return
+        still = now - self._recovery_still_since
+        if self.recovery_timeout_s is not None and still >= self.recovery_timeout_s and not self._stopping.is_set():
+            reason = f"table recovery read nothing for {still:.0f} s with {progress[1]} changelog records still to read"
+            logger.error("stream worker's table recovery stalled", extra={"remaining": progress[1]})
+            self._stop(self.service, reason, "")
 
     def _read_from_broker(self, partitions: set[Partition]) -> dict[Partition, Position]:
         if self._client is None:

@@ -59,3 +59,63 @@ def test_a_broker_outage_does_not_count_towards_a_stall_and_the_clock_starts_aga
     assert stops == []
     assert check_at(90.0) == stalled(45.0)
     assert stops == [("outage-test", stalled(45.0), "in")]
+
+
+class Recovery:
+    """faust's `Recovery` as the watch reads it: offsets read per active changelog partition, and what is left."""
+
+    def __init__(self) -> None:
+        self.active_offsets: dict[tuple[str, int], int | None] = {("scoring-trips-changelog", 2): 40}
+        self.highwater = 100
+
+    def active_remaining_total(self) -> int:
+        return self.highwater - sum(offset or 0 for offset in self.active_offsets.values())
+
+
+def test_a_table_recovery_that_reads_nothing_for_30_s_stops_the_worker_one_that_reads_never() -> None:
+    broker, now = BrokerThatRestarts(), [0.0]
+    stops: list[tuple[str, str, str]] = []
+    recovery = Recovery()
+    app = SimpleNamespace(
+        crashed=False, crash_reason=None, rebalancing=False, in_recovery=True, tables=SimpleNamespace(recovery=recovery)
+    )
+    watch = StreamWatch(
+        app,  # type: ignore[arg-type]
+        bootstrap="unused:9092",
+        service="recovery-test",
+        stop=lambda *arguments: stops.append(arguments),
+        clock=lambda: now[0],
+        read=broker.read,
+    )
+    watch.read_topic("in")
+    watch.assigned([("in", 0)])
+
+    def check_at(at: float) -> None:
+        now[0] = at
+        watch.check_progress()
+
+    # A slow recovery that reads a little every check is never stopped, however long it takes.
+    for step in range(20):
+        recovery.active_offsets[("scoring-trips-changelog", 2)] = 40 + step
+        check_at(step * 5.0)
+    assert stops == []
+    # It stops reading: the broker goes away for a while (not a hang), then answers and still nothing is read.
+    broker.away = True
+    check_at(100.0)
+    check_at(140.0)
+    broker.away = False
+    check_at(145.0)
+    check_at(174.0)
+    assert stops == []  # 29 s of a broker that answers
+    check_at(175.0)
+    assert stops == [
+        ("recovery-test", "table recovery read nothing for 30 s with 41 changelog records still to read", "")
+    ]
+    # Once everything is read, a recovery still flagged is nothing to follow; after it the offsets are judged again.
+    stops.clear()
+    recovery.active_offsets[("scoring-trips-changelog", 2)] = 100
+    check_at(300.0)
+    check_at(400.0)
+    app.in_recovery = False
+    check_at(405.0)
+    assert stops == []
