@@ -7,7 +7,8 @@
 
 `uploads` are decoded `UploadReceived` messages in partition order, `states` maps device_id to
 its `DeviceState` (updated in place), `pipeline` holds the served models (champion, optional
-shadow, earlier versions kept for replays) and the road map. The outcome lists, per upload, the
+shadow, the arms of a split rollout and how devices are routed to them, earlier versions kept for
+replays) and the road map. The outcome lists, per upload, the
 protobufs to publish — predictions, detections, label requests, shadow predictions, shadow
 disagreement requests and exactly one trip segment — and `process_uploads` does no I/O, so the
 same input always gives the same ids and counts.
@@ -25,7 +26,12 @@ per upload (per device in order) and pick the models of each upload, (2) one `se
 every window of the batch per model (normally one champion run, plus one shadow run),
 (3) decide, merge and track speeding per upload (per device in order).
 
-Models per upload: a new upload is handled by the current champion (and shadow). A redelivered
+Models per upload: a new upload is handled by its device's serving arm and, if the shadow covers
+the device, by the shadow (`InferencePipeline.routing`: for a plan with a rollout id, a sticky hash of
+rollout id and device id, `michi.rollouts.assignment.TrafficSplit`; without one, the champion serves
+and the shadow scores every device). The serving arm's model does everything the champion does —
+predictions, detections, label requests, the decision rule, episode merging, the device state — and
+its outputs carry its variant (CHAMPION, CANARY or TREATMENT) and the rollout id. A redelivered
 one (in the device's replay memory) is handled by the versions recorded when it was first
 processed, if they are still loaded (`InferencePipeline.earlier`), so a redelivery after a hot
 swap reproduces the same outputs. Detection ids are derived from the window, the event type and
@@ -55,7 +61,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
@@ -65,6 +71,7 @@ from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGM
 from michi.bus.producer import PendingDelivery, wait_for_deliveries
 from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
+from michi.rollouts.assignment import TrafficSplit
 from michi.windows.calibration import Calibration, CalibrationSums, update_calibration
 from michi.windows.features import (
     FEATURE_INDEX,
@@ -84,7 +91,7 @@ from michi.windows.model_spec import (
 )
 from michi.windows.upload import UploadData, upload_from_proto
 from services.inference.domain.episodes import merge_windows
-from services.inference.domain.rollout import RateBudget
+from services.inference.domain.rollout import RateBudget, variant_label
 from services.inference.domain.speeding import (
     RULE_NAME,
     RULE_VERSION,
@@ -153,6 +160,30 @@ class Publisher(Protocol):
 
 
 @dataclass(frozen=True)
+class ArmModel:
+    """A serving arm's loaded model and the variant its outputs carry."""
+
+    detector: Detector
+    variant: inference_pb2.Variant
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How a plan with a rollout id routes devices: the split, and the model of each serving arm.
+
+    Arms are named by model version in the split (`services.inference.domain.rollout.arms_of`); the
+    split's shadow, if any, is the pipeline's `shadow`, scoring the devices its share covers.
+    """
+
+    split: TrafficSplit
+    arms: Mapping[str, ArmModel]
+
+    @property
+    def rollout_id(self) -> str:
+        return self.split.rollout_id
+
+
+@dataclass(frozen=True)
 class InferencePipeline:
     detector: Detector
     road_map: SpeedLimits | None
@@ -168,6 +199,9 @@ class InferencePipeline:
     # Share of all windows sent to people anyway (random QA, uncertain ones included), chosen by window id so a replay
     # picks the same windows.
     qa_sample_rate: float = 0.005
+    # A plan with a rollout id: which arm serves each device (None: `detector` serves every device as
+    # `variant`, and `shadow` scores every device).
+    routing: Routing | None = None
 
     def detector_for(self, version: str) -> Detector | None:
         """The loaded model of this version, if any."""
@@ -175,7 +209,17 @@ class InferencePipeline:
             return self.detector
         if self.shadow is not None and self.shadow.model_version == version:
             return self.shadow
+        if self.routing is not None and version in self.routing.arms:
+            return self.routing.arms[version].detector
         return self.earlier.get(version)
+
+    def route(self, device_id: str) -> tuple[Detector, inference_pb2.Variant, Detector | None, str]:
+        """The model serving this device, its variant, the shadow if it covers the device, the rollout id."""
+        if self.routing is None:
+            return self.detector, self.variant, self.shadow, ""
+        route = self.routing.split.route(device_id)
+        arm = self.routing.arms[route.arm]
+        return arm.detector, arm.variant, self.shadow if route.shadows else None, self.routing.rollout_id
 
 
 @dataclass
@@ -199,6 +243,9 @@ class UploadOutcome:
     shadow_disagreements: int = 0
     # A replay whose recorded champion version is no longer loaded (the current one handled it).
     replay_model_missing: str | None = None
+    # The arm that served the upload: its variant and model version (None: nothing was decided).
+    variant: inference_pb2.Variant | None = None
+    model_version: str | None = None
 
 
 @dataclass
@@ -212,14 +259,23 @@ class BatchOutcome:
 
 @dataclass
 class _Models:
+    # The serving arm's model (the champion, unless a split routed the device to another arm).
     champion: Detector
     shadow: Detector | None
-    # The recorded champion version that is no longer loaded, if so.
+    # The recorded serving version that is no longer loaded, if so.
     missing: str | None = None
+    variant: inference_pb2.Variant = inference_pb2.VARIANT_CHAMPION
+    rollout_id: str = ""
 
     @property
     def used(self) -> ModelsUsed:
-        return ModelsUsed(self.champion.model_version, self.shadow.model_version if self.shadow else None)
+        shadow = self.shadow.model_version if self.shadow else None
+        return ModelsUsed(self.champion.model_version, shadow, int(self.variant), self.rollout_id)
+
+
+def _current_models(pipeline: InferencePipeline, device_id: str) -> _Models:
+    detector, variant, shadow, rollout_id = pipeline.route(device_id)
+    return _Models(detector, shadow, variant=variant, rollout_id=rollout_id)
 
 
 @dataclass
@@ -393,6 +449,8 @@ def record_outcome(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: in
             else "processed"
         )
         metrics.uploads.labels(outcome=kind).inc()
+        if result.variant is not None and result.model_version is not None:
+            metrics.arm_uploads.labels(version=result.model_version, variant=variant_label(result.variant)).inc()
         for detection in result.detections:
             metrics.detection(detection.event_type)
         if result.shadow_disagreements:
@@ -446,15 +504,17 @@ class _CalibrationChain:
         self.models: dict[str, _Models] = {}
 
 
-def _models_for(recorded: ModelsUsed | None, pipeline: InferencePipeline) -> _Models:
-    """The recorded versions where still loaded; the current champion otherwise (and no shadow then)."""
+def _models_for(recorded: ModelsUsed | None, pipeline: InferencePipeline, device_id: str) -> _Models:
+    """The recorded versions and arm where still loaded; the device's current arm otherwise."""
     if recorded is None:
-        return _Models(pipeline.detector, pipeline.shadow)
+        return _current_models(pipeline, device_id)
     champion = pipeline.detector_for(recorded.champion)
     shadow = pipeline.detector_for(recorded.shadow) if recorded.shadow else None
     if champion is None:
-        return _Models(pipeline.detector, shadow, missing=recorded.champion)
-    return _Models(champion, shadow)
+        current = _current_models(pipeline, device_id)
+        return replace(current, shadow=shadow, missing=recorded.champion)
+    variant = cast(inference_pb2.Variant, recorded.variant)
+    return _Models(champion, shadow, variant=variant, rollout_id=recorded.rollout_id)
 
 
 def _prepare(
@@ -464,7 +524,7 @@ def _prepare(
     pipeline: InferencePipeline,
 ) -> _Pending:
     upload = received.upload
-    current = _Models(pipeline.detector, pipeline.shadow)
+    current = _current_models(pipeline, upload.device_id)
     try:
         data = upload_from_proto(received)
     except Exception as error:
@@ -488,7 +548,7 @@ def _prepare(
         models = chain.models[upload.upload_id]
     elif (earlier := stored.state_before(upload.upload_id)) is not None:
         calibration_before = earlier.calibration
-        models = _models_for(stored.models_used(upload.upload_id), pipeline)
+        models = _models_for(stored.models_used(upload.upload_id), pipeline, device)
     else:
         replay = False
         calibration_before = chain.current.get(device, stored.calibration)
@@ -580,7 +640,12 @@ class _Windows:
 
 
 def _prediction(
-    place: _Windows, position: int, scores: np.ndarray, detector: Detector, variant: inference_pb2.Variant
+    place: _Windows,
+    position: int,
+    scores: np.ndarray,
+    detector: Detector,
+    variant: inference_pb2.Variant,
+    rollout_id: str,
 ) -> inference_pb2.Prediction:
     data, windows = place.data, place.windows
     column = int(np.argmax(scores[position]))
@@ -608,6 +673,7 @@ def _prediction(
         calibration=place.calibration,
         gps_available=bool(place.gps_available[position]),
         sample_rate_exact_hz=data.sample_rate_hz,
+        rollout_id=rollout_id,
     )
 
 
@@ -620,6 +686,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
     working = replayed_from if replayed_from is not None else stored
     snapshot = working.core()
     detector = item.models.champion
+    variant, rollout_id = item.models.variant, item.models.rollout_id
     outcome = UploadOutcome(
         data.upload_id,
         data.device_id,
@@ -627,6 +694,8 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         skipped_reason=item.skipped_reason,
         replayed=item.replay,
         replay_model_missing=item.models.missing,
+        variant=variant,
+        model_version=detector.model_version,
     )
     if item.calibration is not None:
         outcome.calibration_confidence = item.calibration.confidence
@@ -670,12 +739,19 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         if episode.new:
             outcome.detections.append(
                 _model_detection(
-                    place, episode.event_type, episode.detection_event_id, episode.window_positions, scores, detector
+                    place,
+                    episode.event_type,
+                    episode.detection_event_id,
+                    episode.window_positions,
+                    scores,
+                    detector,
+                    variant,
+                    rollout_id,
                 )
             )
 
     for position in range(windows.count):
-        outcome.predictions.append(_prediction(place, position, scores, detector, pipeline.variant))
+        outcome.predictions.append(_prediction(place, position, scores, detector, variant, rollout_id))
         risky_column = RISKY_COLUMNS[int(np.argmax(scores[position, RISKY_COLUMNS]))]
         risky_probability = float(scores[position, risky_column])
         if abs(risky_probability - DECISION_THRESHOLD) <= pipeline.uncertainty_band:
@@ -716,7 +792,16 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
     shadow = item.models.shadow
     if shadow is not None and item.shadow_scores is not None:
         _shadow_outputs(
-            outcome, place, scores, risky_types, item.shadow_scores, detector, shadow, pipeline, detection_of_window
+            outcome,
+            place,
+            scores,
+            risky_types,
+            item.shadow_scores,
+            detector,
+            shadow,
+            pipeline,
+            detection_of_window,
+            rollout_id,
         )
 
     _track_speeding(outcome, data, working, pipeline)
@@ -739,10 +824,14 @@ def _shadow_outputs(
     shadow: Detector,
     pipeline: InferencePipeline,
     detection_of_window: dict[int, str],
+    rollout_id: str,
 ) -> None:
-    """SHADOW predictions for every window, and disagreement requests where the risky calls differ."""
+    """SHADOW predictions for every window, and disagreement requests where the risky calls differ.
+
+    `champion` is the model of the arm serving the device (the champion, or a canary or treatment).
+    """
     outcome.shadow_predictions = [
-        _prediction(place, position, shadow_scores, shadow, inference_pb2.VARIANT_SHADOW)
+        _prediction(place, position, shadow_scores, shadow, inference_pb2.VARIANT_SHADOW, rollout_id)
         for position in range(place.windows.count)
     ]
     shadow_types = _risky_calls(shadow_scores, place.allowed)
@@ -817,7 +906,14 @@ def _track_speeding(
 
 
 def _model_detection(
-    place: _Windows, event_type: int, event_id: str, positions: list[int], scores: np.ndarray, detector: Detector
+    place: _Windows,
+    event_type: int,
+    event_id: str,
+    positions: list[int],
+    scores: np.ndarray,
+    detector: Detector,
+    variant: inference_pb2.Variant,
+    rollout_id: str,
 ) -> inference_pb2.Detection:
     data, windows = place.data, place.windows
     kind = cast(common_pb2.EventType, event_type)
@@ -839,12 +935,13 @@ def _model_detection(
         ),
         speed_mps=float(windows.speed_mps[peak_position]),
         peak_value=max(peak_values),
-        # Only the champion makes detections.
-        variant=inference_pb2.VARIANT_CHAMPION,
+        # Only the arm serving the device makes detections (the champion, a canary or a treatment; never a shadow).
+        variant=variant,
         features=place.features[peak_position],
         detector=f"onnx:{detector.model_version}",
         calibration=place.calibration,
         gps_available=bool(place.gps_available[peak_position]),
+        rollout_id=rollout_id,
     )
 
 

@@ -19,6 +19,15 @@ refused shadow means no shadow. The revision is held only when every arm loaded,
 backoff. Earlier versions stay loaded (a few, least recently served dropped first) and any version a
 plan ever named can be loaded again, so a redelivered upload is replayed with the model that first
 handled it.
+
+A plan with a rollout id serves every serving arm it names (champion, canary, treatments) beside its
+shadow, each device routed to one arm by `michi.rollouts.assignment.TrafficSplit`
+(`InferencePipeline.routing`). Such a plan is checked whole when it is offered (`arms_of`): one with
+any problem (shares not summing to 1, a model named twice, more than `max_arms` arms) is refused with
+its reasons and the plan held stays. A refused serving arm keeps every model served (a split cannot
+lose an arm: its devices would have nowhere to go); a refused shadow means no shadow. A revision that
+changes only shares is a new split (loaded like a swap, activated behind the same commit barrier); one
+that changes nothing served (a pause, a resume, a new reason) moves only the revision.
 """
 
 from __future__ import annotations
@@ -31,11 +40,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from michi.contracts.v1 import operations_pb2
+from michi.contracts.v1 import inference_pb2, operations_pb2
 from services.inference.adapters.artifacts import INVALID_MODEL, ModelRefused
 from services.inference.adapters.metrics import InferenceMetrics
-from services.inference.domain.rollout import PlanDecision, arms_of, judge_plan, same_model
-from services.inference.handlers import Detector, InferencePipeline
+from services.inference.domain.rollout import (
+    MAX_ARMS,
+    PlanArms,
+    PlanDecision,
+    arms_of,
+    judge_plan,
+    same_model,
+    variant_label,
+)
+from services.inference.handlers import ArmModel, Detector, InferencePipeline, Routing
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +74,37 @@ class Served:
     # Revision of the plan these come from; 0 when no plan was ever applied (the built-in baseline).
     revision: int
     plan_event_id: str = ""
+    # A plan with a rollout id: the split of devices between its serving arms (None: `champion` serves
+    # every device and `shadow` scores every device). `champion` is then the CHAMPION arm's model.
+    routing: Routing | None = None
+
+    def same_serving(self, other: Served) -> bool:
+        """Whether both serve the same models to the same devices (a swap between them changes nothing)."""
+        return self.champion is other.champion and self.shadow is other.shadow and self.routing == other.routing
+
+    def arms(self) -> list[tuple[Detector, str, float]]:
+        """Every arm served: its model, variant (`champion`, `canary`, `treatment`, `shadow`) and device share."""
+        if self.routing is None:
+            listed = [(self.champion, "champion", 1.0)]
+            if self.shadow is not None:
+                listed.append((self.shadow, "shadow", 1.0))
+            return listed
+        split = self.routing.split
+        listed = [
+            (self.routing.arms[arm.name].detector, variant_label(self.routing.arms[arm.name].variant), arm.share)
+            for arm in split.arms
+        ]
+        if self.shadow is not None:
+            listed.append((self.shadow, "shadow", split.shadows[0].device_share if split.shadows else 1.0))
+        return listed
+
+    def describe(self) -> list[str]:
+        """One line per arm, `<variant> <version> <share>` (for logs)."""
+        return [f"{variant} {detector.model_version} {share:g}" for detector, variant, share in self.arms()]
+
+    @property
+    def rollout_id(self) -> str:
+        return self.routing.rollout_id if self.routing is not None else ""
 
 
 class ModelServing:
@@ -69,10 +117,13 @@ class ModelServing:
         metrics: InferenceMetrics,
         retain: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        max_arms: int = MAX_ARMS,
     ) -> None:
         self.model_name = model_name
+        # Serving and shadow arms of one plan together; a plan with more is refused.
+        self.max_arms = max_arms
         self.baseline = template.detector
-        self._template = replace(template, shadow=None, earlier={})
+        self._template = replace(template, shadow=None, earlier={}, routing=None)
         self._loader = loader
         self._metrics = metrics
         self._retain = max(retain, 0)
@@ -136,6 +187,8 @@ class ModelServing:
                 "champion": active.champion.model_version,
                 "shadow": active.shadow.model_version if active.shadow else None,
                 "plan_revision": active.revision,
+                "rollout_id": active.rollout_id,
+                "arms": active.describe(),
             },
         )
 
@@ -153,7 +206,9 @@ class ModelServing:
                     extra={"revision": plan.revision, "champion": champion.version},
                 )
                 with self._lock:
-                    self._pending = replace(served, champion=detector, revision=plan.revision, plan_event_id="")
+                    self._pending = replace(
+                        served, champion=detector, revision=plan.revision, plan_event_id="", routing=None
+                    )
                 return
 
     def offer(self, plan: operations_pb2.RolloutPlan) -> PlanDecision:
@@ -162,8 +217,24 @@ class ModelServing:
             if self._wanted is not None:
                 claimed = max(claimed or 0, self._wanted.revision)
             decision = judge_plan(plan, model_name=self.model_name, held_revision=claimed)
+            problems = self._arms(plan).problems if decision is PlanDecision.APPLY else []
+            if problems:
+                decision = PlanDecision.REFUSED
             self._metrics.plans.labels(decision=decision.value).inc()
             if decision is PlanDecision.OTHER_MODEL:
+                return decision
+            if decision is PlanDecision.REFUSED:
+                # Nothing of it is loaded or held: the plan held (or wanted) stays, and a corrected plan of
+                # the same revision is still accepted.
+                logger.error(
+                    "rollout plan refused, keeping the plan held",
+                    extra={
+                        "revision": plan.revision,
+                        "rollout_id": plan.rollout_id,
+                        "held_revision": claimed,
+                        "problems": problems,
+                    },
+                )
                 return decision
             for arm in plan.arms:
                 self._known.setdefault(arm.model.version, arm.model)
@@ -186,18 +257,27 @@ class ModelServing:
             plan = self._wanted
             if plan is None or (not force and self._clock() < self._retry_at):
                 return False
-        arms = arms_of(plan)
+        arms = self._arms(plan)
+        if arms.problems:  # `offer` refuses such plans; never serve part of one
+            with self._lock:
+                if self._wanted is plan:
+                    self._wanted = None
+            return False
         if arms.unsupported:
             logger.warning(
-                "rollout arms not served (only champion and shadow are)",
+                "rollout arms not served (a plan without a rollout id serves only champion and shadow)",
                 extra={"revision": plan.revision, "arms": arms.unsupported},
             )
         current = self._pending or self._active
         refusals: list[ModelRefused] = []
-        champion: Detector | None = self.baseline
-        if arms.champion is not None:
-            champion = self._obtain(arms.champion, "champion", refusals)
-        shadow = self._obtain(arms.shadow, "shadow", refusals) if arms.shadow is not None else None
+        if arms.split is not None:
+            served = self._load_split(plan, arms, current, refusals)
+        else:
+            champion: Detector | None = self.baseline
+            if arms.champion is not None:
+                champion = self._obtain(arms.champion, "champion", refusals)
+            shadow = self._obtain(arms.shadow, "shadow", refusals) if arms.shadow is not None else None
+            served = Served(champion or current.champion, shadow, plan.revision, plan.event_id)
         with self._lock:
             if self._wanted is not plan:  # a newer plan came in meanwhile: it will be loaded next
                 return False
@@ -208,8 +288,7 @@ class ModelServing:
                 self._wanted = None
                 if not refusals:
                     self._held_revision = plan.revision
-            served = Served(champion or current.champion, shadow, plan.revision, plan.event_id)
-            if served.champion is current.champion and served.shadow is current.shadow:
+            if served.same_serving(current):
                 # Same models (or nothing new could be loaded): no swap, only the revision moves on.
                 if not refusals:
                     if self._pending is not None:
@@ -225,9 +304,42 @@ class ModelServing:
                     "revision": plan.revision,
                     "champion": served.champion.model_version,
                     "shadow": served.shadow.model_version if served.shadow else None,
+                    "rollout_id": served.rollout_id,
+                    "arms": served.describe(),
                 },
             )
             return True
+
+    def _arms(self, plan: operations_pb2.RolloutPlan) -> PlanArms:
+        return arms_of(plan, max_arms=self.max_arms, baseline_version=self.baseline.model_version)
+
+    def _load_split(
+        self, plan: operations_pb2.RolloutPlan, arms: PlanArms, current: Served, refusals: list[ModelRefused]
+    ) -> Served:
+        """Load every arm of a split plan; any serving arm refused keeps `current` whole (a refused shadow: none)."""
+        assert arms.split is not None
+        models: dict[str, ArmModel] = {}
+        refused: list[str] = []
+        for arm in arms.serving:
+            detector = self._obtain(arm.model, variant_label(arm.variant), refusals)
+            if detector is None:
+                refused.append(arm.model.version)
+            else:
+                models[arm.model.version] = ArmModel(detector, arm.variant)
+        if not arms.serving:  # shadows only: the baseline serves every device
+            models[self.baseline.model_version] = ArmModel(self.baseline, inference_pb2.VARIANT_CHAMPION)
+        shadow = self._obtain(arms.shadow, "shadow", refusals) if arms.shadow is not None else None
+        if refused:
+            logger.error(
+                "rollout arms refused, keeping the models served",
+                extra={"revision": plan.revision, "rollout_id": plan.rollout_id, "refused": refused},
+            )
+            return current
+        champion = next(
+            (model.detector for model in models.values() if model.variant == inference_pb2.VARIANT_CHAMPION),
+            models[arms.split.arms[0].name].detector,
+        )
+        return Served(champion, shadow, plan.revision, plan.event_id, Routing(arms.split, models))
 
     def activate(self, *, swap: bool = True) -> Served | None:
         """Serve the pending models from the next batch on (the caller made sure the barrier holds)."""
@@ -237,12 +349,16 @@ class ModelServing:
                 return None
             previous = self._active
             self._active, self._pending = served, None
-            for detector in (served.shadow, served.champion):
-                if detector is not None and detector.model_version in self._loaded:
+            for detector, _, _ in reversed(served.arms()):
+                if detector.model_version in self._loaded:
                     self._loaded.move_to_end(detector.model_version)
             self._evict()
             self._pipeline = replace(
-                self._template, detector=served.champion, shadow=served.shadow, earlier=self._earlier()
+                self._template,
+                detector=served.champion,
+                shadow=served.shadow,
+                earlier=self._earlier(),
+                routing=served.routing,
             )
             self._publish_metrics()
         if swap:
@@ -254,6 +370,9 @@ class ModelServing:
                     "champion": served.champion.model_version,
                     "previous_champion": previous.champion.model_version,
                     "shadow": served.shadow.model_version if served.shadow else None,
+                    "rollout_id": served.rollout_id,
+                    "arms": served.describe(),
+                    "previous_arms": previous.describe(),
                 },
             )
         return served
@@ -318,9 +437,7 @@ class ModelServing:
         keep = {self.baseline.model_version}
         for served in (self._active, self._pending):
             if served is not None:
-                keep.add(served.champion.model_version)
-                if served.shadow is not None:
-                    keep.add(served.shadow.model_version)
+                keep.update(detector.model_version for detector, _, _ in served.arms())
         others = [version for version in self._loaded if version not in keep]  # least recently served first
         for version in others[: max(len(others) - self._retain, 0)]:
             del self._loaded[version]
@@ -330,10 +447,12 @@ class ModelServing:
 
     def _publish_metrics(self) -> None:
         active = self._active
-        served = [(active.champion.model_name, active.champion.model_version, "champion")]
-        if active.shadow is not None:
-            served.append((active.shadow.model_name, active.shadow.model_version, "shadow"))
-        self._metrics.serve(served)
+        arms = active.arms()
+        self._metrics.serve(
+            [(detector.model_name, detector.model_version, variant) for detector, variant, _ in arms],
+            [share for _, _, share in arms],
+            active.rollout_id,
+        )
         self._metrics.plan_revision.set(active.revision)
 
 

@@ -29,6 +29,8 @@ class InferenceSettings(MichiSettings):
     inference_plan_timeout_s: float = 30.0
     # Model versions kept loaded besides the ones served (redelivered uploads replay with them).
     inference_retained_models: int = 4
+    # Arms of one rollout plan served at once, shadow included (each is a loaded model); a plan with more is refused.
+    inference_max_arms: int = Field(default=4, ge=1)
     # Largest model artifact fetched from the blob store.
     inference_model_max_bytes: int = 512 * 1024 * 1024
     # Shadow disagreement label requests: at most this many per upload, and this many per minute per worker.

@@ -124,6 +124,7 @@ def build_app(
         loader=loader or blob_loader(settings),
         metrics=metrics,
         retain=settings.inference_retained_models,
+        max_arms=settings.inference_max_arms,
     )
     event_producer = producer or EventProducer(
         bootstrap, settings.topic_prefix, client_id=f"{settings.topic_prefix}{SERVICE}"
@@ -179,6 +180,8 @@ def run() -> None:
             "model_version": active.champion.model_version,
             "data_version": active.champion.data_version,
             "shadow_version": active.shadow.model_version if active.shadow else None,
+            "rollout_id": active.rollout_id,
+            "arms": active.describe(),
             "plan_revision": active.revision,
         },
     )

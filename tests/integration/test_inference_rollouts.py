@@ -7,7 +7,9 @@ publishing `RolloutPlan`s on `model-rollouts`:
     window exactly one champion prediction from one version, every scripted event one detection;
 (b) a shadow arm: SHADOW predictions and disagreement label requests appear, nothing of the shadow
     reaches the topics scoring reads (detections, trip segments); a champion whose artifact does
-    not match its sha256 is refused and the served models stay.
+    not match its sha256 is refused and the served models stay;
+(c) a canary plan with a rollout id: from the swap on, each device's predictions and detections come
+    from its arm (CANARY and the canary's version, or CHAMPION), with the rollout id.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from michi.blobs.store import BlobStore
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, MODEL_ROLLOUTS, PREDICTIONS, TRIP_SEGMENTS, UPLOADS
 from michi.bus.producer import EventProducer
 from michi.bus.reader import Record, TopicReader, end_offsets
-from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
+from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, operations_pb2, upload_pb2
 from michi.infra.processes import wait_until
+from michi.rollouts.assignment import device_position
 from michi.windows.features import FEATURE_NAMES
 from michi.windows.model_spec import CLASS_EVENT_TYPES, MODEL_NAME
 from services.inference.adapters.onnx_model import baseline_weights, build_baseline_model
@@ -45,6 +48,7 @@ pytestmark = pytest.mark.integration
 
 BRAKING = common_pb2.EVENT_TYPE_HARSH_BRAKING
 ACCELERATION = common_pb2.EVENT_TYPE_HARSH_ACCELERATION
+VARIANT_CANARY = inference_pb2.VARIANT_CANARY
 EVENTS = [
     ScriptedEvent("harsh_braking", 12.3, 1.5, 5.5),
     ScriptedEvent("harsh_acceleration", 42.3, 2.0, 4.2),
@@ -305,3 +309,85 @@ def test_redelivery_after_a_swap_and_a_restart_replays_with_the_first_version(
     assert {p.lineage.model_version for p in of_brake} == {"1"}  # ...from the version that first handled it
     detections = read_all(kafka_bootstrap, DETECTIONS, topic_prefix, lambda r: len(r) >= 3, 30)
     assert len({cast(inference_pb2.Detection, record.message).event_id for record in detections}) == 1
+
+
+def test_canary_plan_under_a_live_stream_splits_devices_between_the_arms(
+    kafka_bootstrap: str, topic_prefix: str, michi_home: Path, producer: EventProducer
+) -> None:
+    """(c) a canary plan with a rollout id, published mid-stream: each device's uploads go to one arm from then on."""
+    store = BlobStore(f"file://{michi_home / 'blobs'}")
+    champion = asyncio.run(store_model(store, "1", build_baseline_model(1.2)))
+    canary = asyncio.run(store_model(store, "2", build_baseline_model(0.8)))
+    producer.publish_and_wait(MODEL_ROLLOUTS, MODEL_NAME, rollout_plan(1, champion))
+    fleet = drives(6, 40.0)  # one brake each, at 12.3 s (the second upload)
+    # A rollout id that puts devices of this small fleet on both arms of a 50/50 split.
+    rollout_id = next(
+        candidate
+        for candidate in (f"rollout-it-{number}" for number in range(100))
+        if 2 <= sum(device_position(candidate, drive.device_id) < 0.5 for drive in fleet) <= 4
+    )
+    arm_of = {
+        drive.device_id: (VARIANT_CANARY, "2")
+        if device_position(rollout_id, drive.device_id) < 0.5
+        else (inference_pb2.VARIANT_CHAMPION, "1")
+        for drive in fleet
+    }
+    plan = rollout_plan(2, champion)
+    plan.rollout_id, plan.strategy = rollout_id, operations_pb2.ROLLOUT_STRATEGY_CANARY
+    plan.arms.insert(0, operations_pb2.RolloutArm(model=canary, variant=VARIANT_CANARY, traffic_share=0.5))
+    plan.arms[1].traffic_share = 0.5
+    rounds = [list(batch) for batch in zip(*(drive.uploads() for drive in fleet), strict=True)]
+    uploads = [received for batch in rounds for received in batch]
+
+    with running_service(kafka_bootstrap, topic_prefix, michi_home) as base:
+        for received in rounds[0]:
+            producer.publish_and_wait(UPLOADS, received.upload.device_id, received)
+        read_all(kafka_bootstrap, TRIP_SEGMENTS, topic_prefix, lambda records: len(records) >= len(fleet), 60)
+        producer.publish_and_wait(MODEL_ROLLOUTS, MODEL_NAME, plan)
+        wait_for(
+            lambda: metric(base, "michi_inference_model_served", version="2", variant="canary") == 1, 60, "the canary"
+        )
+        assert metric(base, "michi_inference_arm_share", version="2", variant="canary", rollout_id=rollout_id) == 0.5
+        assert metric(base, "michi_inference_arm_share", version="1", variant="champion", rollout_id=rollout_id) == 0.5
+        for batch in rounds[1:]:
+            for received in batch:
+                producer.publish_and_wait(UPLOADS, received.upload.device_id, received)
+        segments = read_all(
+            kafka_bootstrap, TRIP_SEGMENTS, topic_prefix, lambda records: len(records) >= len(uploads), 90
+        )
+        canary_uploads = metric(base, "michi_inference_arm_uploads_total", version="2", variant="canary")
+
+    assert Counter(segment.lineage.upload_id for segment in segments_of(segments)) == Counter(
+        received.upload.upload_id for received in uploads
+    )
+    assert canary_uploads == sum(arm[1] == "2" for arm in arm_of.values()) * (len(rounds) - 1)
+    predictions = [
+        cast(inference_pb2.Prediction, record.message)
+        for record in read_all(
+            kafka_bootstrap, PREDICTIONS, topic_prefix, lambda r: len(r) >= len(uploads) * WINDOWS_PER_UPLOAD, 60
+        )
+    ]
+    first_round = {received.upload.upload_id for received in rounds[0]}
+    arms: dict[str, set[tuple[int, str, str]]] = defaultdict(set)
+    for prediction in predictions:
+        arms[prediction.lineage.upload_id].add(
+            (prediction.variant, prediction.lineage.model_version, prediction.rollout_id)
+        )
+    for received in uploads:
+        expected = (
+            (inference_pb2.VARIANT_CHAMPION, "1", "")
+            if received.upload.upload_id in first_round
+            else (*arm_of[received.upload.device_id], rollout_id)
+        )
+        assert arms[received.upload.upload_id] == {expected}, received.upload.upload_id
+    assert {variant for found in arms.values() for variant, _, _ in found} == {
+        inference_pb2.VARIANT_CHAMPION,
+        VARIANT_CANARY,
+    }
+    detections = [
+        cast(inference_pb2.Detection, record.message)
+        for record in read_all(kafka_bootstrap, DETECTIONS, topic_prefix, lambda r: len(r) >= len(fleet), 30)
+    ]
+    assert sorted(
+        (d.lineage.device_id, d.variant, d.lineage.model_version, d.rollout_id) for d in detections
+    ) == sorted((device, *arm, rollout_id) for device, arm in arm_of.items())

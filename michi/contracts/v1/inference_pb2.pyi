@@ -33,7 +33,7 @@ class ClassScore(_message.Message):
     def __init__(self, event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Detection(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "confidence", "window", "location", "speed_mps", "speed_limit_mps", "peak_value", "variant", "features", "detector", "calibration", "gps_available")
+    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "confidence", "window", "location", "speed_mps", "speed_limit_mps", "peak_value", "variant", "features", "detector", "calibration", "gps_available", "rollout_id")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Detection(_message.Message):
     DETECTOR_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     GPS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -71,10 +72,11 @@ class Detection(_message.Message):
     detector: str
     calibration: _common_pb2.CalibrationSummary
     gps_available: bool
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., speed_limit_mps: _Optional[float] = ..., peak_value: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., detector: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ...) -> None: ...
+    rollout_id: str
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., speed_limit_mps: _Optional[float] = ..., peak_value: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., detector: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., rollout_id: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "predicted", "confidence", "scores", "window", "location", "speed_mps", "variant", "features", "sample_rate_hz", "vehicle_type", "firmware_version", "calibration", "gps_available", "sample_rate_exact_hz", "packed_features")
+    __slots__ = ("event_id", "occurred_at", "lineage", "predicted", "confidence", "scores", "window", "location", "speed_mps", "variant", "features", "sample_rate_hz", "vehicle_type", "firmware_version", "calibration", "gps_available", "sample_rate_exact_hz", "packed_features", "rollout_id")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class Prediction(_message.Message):
     GPS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_EXACT_HZ_FIELD_NUMBER: _ClassVar[int]
     PACKED_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -118,7 +121,8 @@ class Prediction(_message.Message):
     gps_available: bool
     sample_rate_exact_hz: float
     packed_features: bytes
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., predicted: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., sample_rate_hz: _Optional[int] = ..., vehicle_type: _Optional[str] = ..., firmware_version: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., sample_rate_exact_hz: _Optional[float] = ..., packed_features: _Optional[bytes] = ...) -> None: ...
+    rollout_id: str
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., predicted: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., sample_rate_hz: _Optional[int] = ..., vehicle_type: _Optional[str] = ..., firmware_version: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., sample_rate_exact_hz: _Optional[float] = ..., packed_features: _Optional[bytes] = ..., rollout_id: _Optional[str] = ...) -> None: ...
 
 class TripSegment(_message.Message):
     __slots__ = ("event_id", "occurred_at", "lineage", "sequence", "trip_end", "distance_m", "duration_s", "detection_count", "detection_event_ids", "span", "vehicle_type")

@@ -63,7 +63,7 @@ class RolloutArm(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., variant: _Optional[_Union[_inference_pb2.Variant, str]] = ..., traffic_share: _Optional[float] = ...) -> None: ...
 
 class RolloutPlan(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "model_name", "strategy", "champion", "arms", "revision", "reason")
+    __slots__ = ("event_id", "occurred_at", "model_name", "strategy", "champion", "arms", "revision", "reason", "rollout_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class RolloutPlan(_message.Message):
     ARMS_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     model_name: str
@@ -80,7 +81,8 @@ class RolloutPlan(_message.Message):
     arms: _containers.RepeatedCompositeFieldContainer[RolloutArm]
     revision: int
     reason: str
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., strategy: _Optional[_Union[RolloutStrategy, str]] = ..., champion: _Optional[_Union[ModelRef, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[RolloutArm, _Mapping]]] = ..., revision: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    rollout_id: str
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_name: _Optional[str] = ..., strategy: _Optional[_Union[RolloutStrategy, str]] = ..., champion: _Optional[_Union[ModelRef, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[RolloutArm, _Mapping]]] = ..., revision: _Optional[int] = ..., reason: _Optional[str] = ..., rollout_id: _Optional[str] = ...) -> None: ...
 
 class Alert(_message.Message):
     __slots__ = ("event_id", "occurred_at", "lineage", "kind", "severity", "message", "attributes", "figures")

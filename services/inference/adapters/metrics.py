@@ -58,8 +58,21 @@ class InferenceMetrics:
         # Serving: what is served, plans, swaps, refusals, shadow.
         self.model_served = Gauge(
             "michi_inference_model_served",
-            "1 for each model version served now, by variant (champion, shadow)",
+            "1 for each model version served now, by variant (champion, canary, treatment, shadow)",
             ["model", "version", "variant"],
+            registry=self.registry,
+        )
+        self.arm_share = Gauge(
+            "michi_inference_arm_share",
+            "Share of devices each arm of the plan served now covers (serving arms: the devices it serves; "
+            "shadow: the devices it scores), with the plan's rollout id ('' when it has none)",
+            ["model", "version", "variant", "rollout_id"],
+            registry=self.registry,
+        )
+        self.arm_uploads = Counter(
+            "michi_inference_arm_uploads_total",
+            "Uploads scored, by the serving arm's model version and variant (champion, canary, treatment)",
+            ["version", "variant"],
             registry=self.registry,
         )
         self.plan_revision = Gauge(
@@ -125,11 +138,16 @@ class InferenceMetrics:
     def detection(self, event_type: int) -> None:
         self.detections.labels(event_type=common_pb2.EventType.Name(event_type)).inc()
 
-    def serve(self, served: list[tuple[str, str, str]]) -> None:
-        """Set the served-model gauge to exactly these (model, version, variant) triples."""
+    def serve(
+        self, served: list[tuple[str, str, str]], shares: list[float] | None = None, rollout_id: str = ""
+    ) -> None:
+        """Set the served-model gauges to exactly these (model, version, variant) triples and their shares."""
         self.model_served.clear()
-        for model, version, variant in served:
+        self.arm_share.clear()
+        for index, (model, version, variant) in enumerate(served):
             self.model_served.labels(model=model, version=version, variant=variant).set(1)
+            share = shares[index] if shares is not None else 1.0
+            self.arm_share.labels(model=model, version=version, variant=variant, rollout_id=rollout_id).set(share)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

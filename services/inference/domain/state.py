@@ -1,10 +1,16 @@
 """Everything inference remembers about one device between uploads (a faust table row).
 
 Redelivery: the state keeps, for its last few uploads, the state as it was *before* each and
-the model versions that handled it (champion, and shadow if one ran). When an upload it already
-processed comes again (a redelivery after a crash, or a duplicate), it is recomputed from that
-earlier state with those same models — so it yields the same windows, detections and counts even
-after a model swap — and the current state is left as it is.
+the model versions that handled it (the serving arm's, and the shadow's if one ran), with the arm's
+variant and rollout id. When an upload it already processed comes again (a redelivery after a crash,
+or a duplicate), it is recomputed from that earlier state with those same models as the same arm — so
+it yields the same windows, detections and counts even after a model swap or a new split — and the
+current state is left as it is.
+
+Nothing here depends on the arm: the calibration, the open episode and the speeding episode are the
+device's, whichever arm's model scored its last upload. A device moved to another arm by a plan revision
+carries its open episode over; detection ids come from the model *name* (the same for every arm), so an
+event that spans the move stays one detection.
 """
 
 from __future__ import annotations
@@ -19,25 +25,44 @@ from services.inference.domain.speeding import SpeedingEpisode
 
 RECENT_UPLOADS = 16
 # 2: replay memory entries carry the model versions that handled the upload (1 is still read).
-STATE_VERSION = 2
+# 3: and the serving arm's variant and rollout id (2 is still read: champion, no rollout).
+STATE_VERSION = 3
+VARIANT_CHAMPION = 1  # inference_pb2.VARIANT_CHAMPION, without importing the contracts into the state
 
 
 @dataclass(frozen=True)
 class ModelsUsed:
-    """The model versions that handled one upload."""
+    """The model versions that handled one upload, and the arm that served it.
+
+    `champion` is the version of the serving arm's model (the champion's before rollouts split traffic;
+    the key keeps its name so state written by either release reads in both).
+    """
 
     champion: str
     shadow: str | None = None
+    variant: int = VARIANT_CHAMPION
+    rollout_id: str = ""
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {"champion": self.champion, "shadow": self.shadow}
+    def to_dict(self) -> dict[str, str | int | None]:
+        return {
+            "champion": self.champion,
+            "shadow": self.shadow,
+            "variant": self.variant,
+            "rollout_id": self.rollout_id,
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelsUsed | None:
         if not isinstance(data, dict) or not data.get("champion"):
             return None
         shadow = data.get("shadow")
-        return cls(str(data["champion"]), str(shadow) if shadow else None)
+        variant = data.get("variant")
+        return cls(
+            str(data["champion"]),
+            str(shadow) if shadow else None,
+            int(variant) if isinstance(variant, int) and variant else VARIANT_CHAMPION,
+            str(data.get("rollout_id") or ""),
+        )
 
 
 @dataclass

@@ -27,7 +27,7 @@ from michi_contracts.v1 import common_pb2 as michi_dot_v1_dot_common__pb2
 from michi_contracts.v1 import inference_pb2 as michi_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19michi/v1/operations.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15michi/v1/common.proto\x1a\x18michi/v1/inference.proto\"e\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtifact_uri\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x61ta_version\x18\x05 \x01(\t\"j\n\nRolloutArm\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.michi.v1.ModelRef\x12\"\n\x07variant\x18\x02 \x01(\x0e\x32\x11.michi.v1.Variant\x12\x15\n\rtraffic_share\x18\x03 \x01(\x02\"\xfd\x01\n\x0bRolloutPlan\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12+\n\x08strategy\x18\x04 \x01(\x0e\x32\x19.michi.v1.RolloutStrategy\x12$\n\x08\x63hampion\x18\x05 \x01(\x0b\x32\x12.michi.v1.ModelRef\x12\"\n\x04\x61rms\x18\x06 \x03(\x0b\x32\x14.michi.v1.RolloutArm\x12\x10\n\x08revision\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\xff\x02\n\x05\x41lert\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12)\n\x08severity\x18\x05 \x01(\x0e\x32\x17.michi.v1.AlertSeverity\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x33\n\nattributes\x18\x07 \x03(\x0b\x32\x1f.michi.v1.Alert.AttributesEntry\x12-\n\x07\x66igures\x18\x08 \x03(\x0b\x32\x1c.michi.v1.Alert.FiguresEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb8\x02\n\nDeadLetter\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csource_topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x0b\n\x03key\x18\x06 \x01(\x0c\x12\r\n\x05value\x18\x07 \x01(\x0c\x12\x32\n\x07headers\x18\x08 \x03(\x0b\x32!.michi.v1.DeadLetter.HeadersEntry\x12\x0e\n\x06reason\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0f\n\x07service\x18\x0b \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc7\x01\n\x0fRolloutStrategy\x12 \n\x1cROLLOUT_STRATEGY_UNSPECIFIED\x10\x00\x12\"\n\x1eROLLOUT_STRATEGY_CHAMPION_ONLY\x10\x01\x12\x1b\n\x17ROLLOUT_STRATEGY_SHADOW\x10\x02\x12\x1b\n\x17ROLLOUT_STRATEGY_CANARY\x10\x03\x12\x17\n\x13ROLLOUT_STRATEGY_AB\x10\x04\x12\x1b\n\x17ROLLOUT_STRATEGY_BANDIT\x10\x05*\x81\x01\n\rAlertSeverity\x12\x1e\n\x1a\x41LERT_SEVERITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_SEVERITY_INFO\x10\x01\x12\x1a\n\x16\x41LERT_SEVERITY_WARNING\x10\x02\x12\x1b\n\x17\x41LERT_SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19michi/v1/operations.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15michi/v1/common.proto\x1a\x18michi/v1/inference.proto\"e\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rtifact_uri\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x64\x61ta_version\x18\x05 \x01(\t\"j\n\nRolloutArm\x12!\n\x05model\x18\x01 \x01(\x0b\x32\x12.michi.v1.ModelRef\x12\"\n\x07variant\x18\x02 \x01(\x0e\x32\x11.michi.v1.Variant\x12\x15\n\rtraffic_share\x18\x03 \x01(\x02\"\x91\x02\n\x0bRolloutPlan\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12+\n\x08strategy\x18\x04 \x01(\x0e\x32\x19.michi.v1.RolloutStrategy\x12$\n\x08\x63hampion\x18\x05 \x01(\x0b\x32\x12.michi.v1.ModelRef\x12\"\n\x04\x61rms\x18\x06 \x03(\x0b\x32\x14.michi.v1.RolloutArm\x12\x10\n\x08revision\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x12\n\nrollout_id\x18\t \x01(\t\"\xff\x02\n\x05\x41lert\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12)\n\x08severity\x18\x05 \x01(\x0e\x32\x17.michi.v1.AlertSeverity\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x33\n\nattributes\x18\x07 \x03(\x0b\x32\x1f.michi.v1.Alert.AttributesEntry\x12-\n\x07\x66igures\x18\x08 \x03(\x0b\x32\x1c.michi.v1.Alert.FiguresEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb8\x02\n\nDeadLetter\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csource_topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x0e\n\x06offset\x18\x05 \x01(\x03\x12\x0b\n\x03key\x18\x06 \x01(\x0c\x12\r\n\x05value\x18\x07 \x01(\x0c\x12\x32\n\x07headers\x18\x08 \x03(\x0b\x32!.michi.v1.DeadLetter.HeadersEntry\x12\x0e\n\x06reason\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0f\n\x07service\x18\x0b \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xc7\x01\n\x0fRolloutStrategy\x12 \n\x1cROLLOUT_STRATEGY_UNSPECIFIED\x10\x00\x12\"\n\x1eROLLOUT_STRATEGY_CHAMPION_ONLY\x10\x01\x12\x1b\n\x17ROLLOUT_STRATEGY_SHADOW\x10\x02\x12\x1b\n\x17ROLLOUT_STRATEGY_CANARY\x10\x03\x12\x17\n\x13ROLLOUT_STRATEGY_AB\x10\x04\x12\x1b\n\x17ROLLOUT_STRATEGY_BANDIT\x10\x05*\x81\x01\n\rAlertSeverity\x12\x1e\n\x1a\x41LERT_SEVERITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_SEVERITY_INFO\x10\x01\x12\x1a\n\x16\x41LERT_SEVERITY_WARNING\x10\x02\x12\x1b\n\x17\x41LERT_SEVERITY_CRITICAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,24 +40,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ALERT_FIGURESENTRY']._serialized_options = b'8\001'
   _globals['_DEADLETTER_HEADERSENTRY']._loaded_options = None
   _globals['_DEADLETTER_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_ROLLOUTSTRATEGY']._serialized_start=1290
-  _globals['_ROLLOUTSTRATEGY']._serialized_end=1489
-  _globals['_ALERTSEVERITY']._serialized_start=1492
-  _globals['_ALERTSEVERITY']._serialized_end=1621
+  _globals['_ROLLOUTSTRATEGY']._serialized_start=1310
+  _globals['_ROLLOUTSTRATEGY']._serialized_end=1509
+  _globals['_ALERTSEVERITY']._serialized_start=1512
+  _globals['_ALERTSEVERITY']._serialized_end=1641
   _globals['_MODELREF']._serialized_start=121
   _globals['_MODELREF']._serialized_end=222
   _globals['_ROLLOUTARM']._serialized_start=224
   _globals['_ROLLOUTARM']._serialized_end=330
   _globals['_ROLLOUTPLAN']._serialized_start=333
-  _globals['_ROLLOUTPLAN']._serialized_end=586
-  _globals['_ALERT']._serialized_start=589
-  _globals['_ALERT']._serialized_end=972
-  _globals['_ALERT_ATTRIBUTESENTRY']._serialized_start=875
-  _globals['_ALERT_ATTRIBUTESENTRY']._serialized_end=924
-  _globals['_ALERT_FIGURESENTRY']._serialized_start=926
-  _globals['_ALERT_FIGURESENTRY']._serialized_end=972
-  _globals['_DEADLETTER']._serialized_start=975
-  _globals['_DEADLETTER']._serialized_end=1287
-  _globals['_DEADLETTER_HEADERSENTRY']._serialized_start=1241
-  _globals['_DEADLETTER_HEADERSENTRY']._serialized_end=1287
+  _globals['_ROLLOUTPLAN']._serialized_end=606
+  _globals['_ALERT']._serialized_start=609
+  _globals['_ALERT']._serialized_end=992
+  _globals['_ALERT_ATTRIBUTESENTRY']._serialized_start=895
+  _globals['_ALERT_ATTRIBUTESENTRY']._serialized_end=944
+  _globals['_ALERT_FIGURESENTRY']._serialized_start=946
+  _globals['_ALERT_FIGURESENTRY']._serialized_end=992
+  _globals['_DEADLETTER']._serialized_start=995
+  _globals['_DEADLETTER']._serialized_end=1307
+  _globals['_DEADLETTER_HEADERSENTRY']._serialized_start=1261
+  _globals['_DEADLETTER_HEADERSENTRY']._serialized_end=1307
 # @@protoc_insertion_point(module_scope)
