@@ -52,8 +52,19 @@ def _registry(*, publishing: bool) -> Iterator[Any]:
 
 
 def _plan_summary(plan: Any) -> str:
-    arms = ", ".join(f"{arm.model.version} ({'shadow' if arm.traffic_share == 0 else 'champion'})" for arm in plan.arms)
-    return f"{plan.model_name} revision {plan.revision}: {arms or 'no champion'}"
+    """`<model> revision <n>: <version> (<arm>[ <share>]), ...`: each arm's variant, and its share when it is not
+    the whole fleet (a canary's, a treatment's, a shadow's covering part of the devices)."""
+    from michi.contracts.v1 import inference_pb2
+
+    def arm(entry: Any) -> str:
+        variant = inference_pb2.Variant.Name(entry.variant).removeprefix("VARIANT_").lower()
+        whole = entry.traffic_share == 0 if variant == "shadow" else entry.traffic_share >= 1
+        share = "" if whole else f" {entry.traffic_share:.0%}"
+        return f"{entry.model.version} ({variant}{share})"
+
+    arms = ", ".join(arm(entry) for entry in plan.arms)
+    rollout = f" [rollout {plan.rollout_id}]" if plan.rollout_id else ""
+    return f"{plan.model_name} revision {plan.revision}{rollout}: {arms or 'no champion'}"
 
 
 @models_app.command("list")

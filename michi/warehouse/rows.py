@@ -55,6 +55,8 @@ WAREHOUSE_SCHEMA = pa.schema(
         pa.field("model_version", pa.string()),
         pa.field("data_version", pa.string()),
         pa.field("variant", pa.string()),
+        # The rollout whose split routed the window (`RolloutPlan.rollout_id`); null when none.
+        pa.field("rollout_id", pa.string()),
         pa.field("speed_mps", pa.float32()),
         pa.field("speed_limit_mps", pa.float32()),
         pa.field("peak_value", pa.float32()),
@@ -152,6 +154,7 @@ def _shared(
         "model_version": lineage.model_version,
         "data_version": lineage.data_version,
         "variant": variant_name(message.variant),
+        "rollout_id": message.rollout_id or None,
         "speed_mps": message.speed_mps,
         "features": sorted(message.features.items()),
         **_calibration(message),

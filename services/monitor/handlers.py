@@ -110,7 +110,15 @@ PROFILE_CHANGED = "profile-changed"
 COHORT_LIMIT = "cohort-limit"
 # Populations (vehicle type, rate, firmware) whose windows are remembered per version; beyond it, forgotten.
 MAX_POPULATIONS_CACHED = 4096
-WINDOWED_VARIANTS = (inference_pb2.VARIANT_CHAMPION, inference_pb2.VARIANT_UNSPECIFIED)
+# The serving arms: each window is served by exactly one of them (a rollout splits devices between champion,
+# canary or treatment arms), and each version's windows are judged against its own profile. A shadow scores
+# windows some serving arm already served: skipped (`not-champion`).
+WINDOWED_VARIANTS = (
+    inference_pb2.VARIANT_CHAMPION,
+    inference_pb2.VARIANT_UNSPECIFIED,
+    inference_pb2.VARIANT_CANARY,
+    inference_pb2.VARIANT_TREATMENT,
+)
 
 
 class ProfileSource(Protocol):

@@ -2,7 +2,7 @@
 
 A drift the fleet is meant to have (a firmware rolled out to every device, a real fleet the simulator does not
 describe) stays an open drift episode until the reference says it is normal. A person chooses a healthy period;
-its champion predictions are read back from the warehouse (`adapters/live_traffic.py`), profiled like the
+its served predictions (champion, or a rollout's serving arms) are read back from the warehouse (`adapters/live_traffic.py`), profiled like the
 simulated traffic (`domain/profile.py::live_profile`: calibrated windows, cohorts, population, vehicle mix) and
 written over the version's `reference_profile.json`. The profile it replaces is kept beside it
 (`reference_profile.replaced-<UTC time>.json`), named in the new one (`accepted.replaced`), with the period,

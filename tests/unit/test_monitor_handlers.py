@@ -250,6 +250,20 @@ def test_shadow_predictions_and_versions_without_a_profile_are_skipped() -> None
     assert monitor.committable() == {(TOPIC, 0): 2}
 
 
+def test_a_rollouts_canary_and_champion_arms_are_windowed_each_against_its_own_version() -> None:
+    monitor, _, reports = build()
+    random = np.random.default_rng(1)
+    for index in range(40):
+        # A 50/50 canary of v2 beside the champion v1: every window served by one arm, and shadowed by none.
+        arm = (inference_pb2.VARIANT_CANARY, "v2") if index % 2 else (inference_pb2.VARIANT_CHAMPION, "v1")
+        monitor.handle(prediction(random, variant=arm[0], version=arm[1], index=index), (TOPIC, 0), index)
+    assert reports.skipped == []
+    assert {key[:2]: window.rows for key, window in monitor.windows.items() if key[2] == "all"} == {
+        ("risk", "v1"): 20,
+        ("risk", "v2"): 20,
+    }
+
+
 def test_a_prediction_without_model_version_is_refused() -> None:
     monitor, _, _ = build()
     with pytest.raises(Rejected, match="model_version"):

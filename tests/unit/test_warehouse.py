@@ -130,7 +130,11 @@ def test_prediction_row_carries_every_4w2v_column() -> None:
     assert (row["calibration_state"], row["forward_method"], row["gps_available"]) == ("gravity-only", "stops", True)
     assert (row["gravity_confidence"], row["forward_confidence"], row["sample_rate_exact_hz"]) == (1.0, 0.25, 100.5)
     assert (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"]) == ("michi.predictions.v1", 2, 41)
+    assert row["rollout_id"] is None  # routed by no rollout
     assert rows_to_table([row]).num_rows == 1
+    canary = make_prediction()
+    canary.variant, canary.rollout_id = inference_pb2.VARIANT_CANARY, "rollout-7f3a"
+    assert (prediction_row(canary)["variant"], prediction_row(canary)["rollout_id"]) == ("canary", "rollout-7f3a")
 
 
 def test_detection_row_carries_every_4w2v_column() -> None:

@@ -2,7 +2,8 @@
 
 The warehouse keeps every champion `Prediction` with its window's summary features (the `features` map), its
 device, vehicle type, IMU rate, firmware and mount calibration (`michi/warehouse/rows.py`). A shadow version
-scores the same windows, so each window counts once: champion predictions only, whichever version served them.
+scores windows a serving arm already scored, so each window counts once: the serving arms' predictions only
+(champion, or a rollout's canary or treatment arm), whichever version served them.
 The features are model-independent (preprocessing computes them before any model), so the traffic of a period
 describes what any version of the model serves.
 
@@ -55,9 +56,9 @@ def _timestamp(moment: datetime) -> str:
 def read_live_traffic(
     blob_url: str, since: datetime, until: datetime, *, max_windows: int = MAX_LIVE_WINDOWS
 ) -> LiveTraffic:
-    """Champion predictions with `since <= occurred_at < until` from the warehouse under `blob_url`."""
+    """The serving arms' predictions with `since <= occurred_at < until` from the warehouse under `blob_url`."""
     period = (
-        f"variant = 'champion' AND occurred_at >= TIMESTAMPTZ '{_timestamp(since)}+00' "
+        f"variant <> 'shadow' AND occurred_at >= TIMESTAMPTZ '{_timestamp(since)}+00' "
         f"AND occurred_at < TIMESTAMPTZ '{_timestamp(until)}+00'"
     )
     counted = query_arrow(f"SELECT count(*) AS windows FROM predictions WHERE {period}", blob_url)
