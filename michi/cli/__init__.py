@@ -9,6 +9,7 @@ michi topics | michi status | michi devices add|list|revoke|rotate | michi trace
 michi warehouse query "SQL" | michi warehouse tables | michi warehouse shadow-report
 michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-password | rebuild
 michi db current | michi db upgrade [OWNER...]   # SQL schema migrations of each owner of tables
+michi models list|promote|... | michi rollouts start|set-weight|status|pause|resume|promote|abort|history
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.markup import escape
 from michi.cli.database import database_app
 from michi.cli.recordings import evaluate_command, replay_command
 from michi.kit import resolve, service_names, service_spec, service_specs
-from michi.registry.commands import models_app
+from michi.registry.commands import models_app, rollouts_app
 from michi.settings import MichiSettings, load_settings
 
 app = typer.Typer(help="Michi: event-driven MLOps for AI dashcams.", no_args_is_help=True, add_completion=False)
@@ -33,6 +34,7 @@ devices_app = typer.Typer(help="Device credentials.", no_args_is_help=True)
 app.add_typer(infra_app, name="infra")
 app.add_typer(devices_app, name="devices")
 app.add_typer(models_app, name="models")
+app.add_typer(rollouts_app, name="rollouts")
 app.add_typer(database_app, name="db")
 warehouse_app = typer.Typer(help="The warehouse of predictions (DuckDB over Parquet).", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")

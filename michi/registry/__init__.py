@@ -1,8 +1,9 @@
 """The model registry: versions with full lineage, their stages, and the rollout plan they imply.
 
 `ModelRegistry` (in `store`) is the API; `stages` holds the rules as pure functions;
+`rollout_status` the life of a rollout record (statuses, actions, rollout ids), also pure;
 `rollout` turns the registry's state into the `RolloutPlan` published on `MODEL_ROLLOUTS`;
-`commands` is the `michi models` command group. See docs/registry.md.
+`commands` holds the `michi models` and `michi rollouts` command groups. See docs/registry.md.
 
 Names are imported on first use, so `michi --help` does not pay for SQLAlchemy and Kafka.
 """
@@ -13,7 +14,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from michi.registry.records import ModelVersion, StageChange, ValueChange, VersionDiff
+    from michi.registry.records import ModelVersion, Rollout, RolloutDecision, StageChange, ValueChange, VersionDiff
+    from michi.registry.rollout_status import RolloutRefused, RolloutStatus
     from michi.registry.stages import Stage, StageRuleViolation
     from michi.registry.store import (
         ConcurrentChangeConflict,
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "ModelVersion": "records",
+    "Rollout": "records",
+    "RolloutDecision": "records",
+    "RolloutRefused": "rollout_status",
+    "RolloutStatus": "rollout_status",
     "StageChange": "records",
     "ValueChange": "records",
     "VersionDiff": "records",
@@ -45,6 +51,10 @@ __all__ = [
     "ModelVersion",
     "PlanNotPublished",
     "PlanPublisher",
+    "Rollout",
+    "RolloutDecision",
+    "RolloutRefused",
+    "RolloutStatus",
     "Stage",
     "StageChange",
     "StageRuleViolation",

@@ -1,6 +1,8 @@
-"""`michi models list|show|diff|promote|rollback|republish|reprofile`: the registry from the command line.
+"""`michi models list|show|diff|promote|rollback|republish|reprofile` and
+`michi rollouts start|set-weight|status|pause|resume|promote|rollback|abort|history`: the registry from the
+command line.
 
-Reading needs only the database; promote and rollback build an `EventProducer` from the
+Reading needs only the database; every command that changes a plan builds an `EventProducer` from the
 settings to publish the new rollout plan. The actor recorded in the audit trail is `$USER`.
 """
 
@@ -11,6 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -18,6 +21,11 @@ import typer
 from michi.settings import MichiSettings, load_settings
 
 models_app = typer.Typer(help="Model registry: versions, stages and rollout plans.", no_args_is_help=True)
+rollouts_app = typer.Typer(
+    help="Rollouts by hand: a candidate served as a canary or an A/B treatment to a share of devices, audited.",
+    no_args_is_help=True,
+)
+ROLLOUT_STRATEGIES = ("canary", "ab")
 
 
 def _actor() -> str:
@@ -33,6 +41,7 @@ def _fail(message: str) -> None:
 def _registry(*, publishing: bool) -> Iterator[Any]:
     from michi.bus.producer import EventProducer
     from michi.registry import ModelRegistry, PlanNotPublished, StageRuleViolation, UnknownModelVersion
+    from michi.registry.rollout_status import RolloutRefused
 
     settings = load_settings(MichiSettings)
     producer = (
@@ -43,7 +52,7 @@ def _registry(*, publishing: bool) -> Iterator[Any]:
     registry = ModelRegistry.from_url(settings.resolved_database_url(), producer)
     try:
         yield registry
-    except (StageRuleViolation, UnknownModelVersion, PlanNotPublished) as error:
+    except (StageRuleViolation, UnknownModelVersion, PlanNotPublished, RolloutRefused) as error:
         _fail(str(error))
     finally:
         registry.close()
@@ -174,3 +183,173 @@ def reprofile_model(
         _fail(str(error))
         return
     typer.echo(result.describe())
+
+
+# --- michi rollouts
+
+
+def _rollout_document(path: Path) -> dict[str, Any]:
+    """The rollout document in `path`, checked by `parse_rollout_spec` (every problem printed with its path)."""
+    from michi.rollouts.steps import RolloutSpecError, parse_rollout_spec
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        _fail(f"cannot read the rollout document {path}: {error.strerror or error}")
+    try:
+        parse_rollout_spec(text)
+    except RolloutSpecError as error:
+        typer.echo(f"michi: invalid rollout document {path}:", err=True)
+        for problem in error.problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(1) from error
+    try:
+        import yaml
+    except ImportError:  # parse_rollout_spec read it as JSON, so it is JSON
+        document = json.loads(text)
+    else:
+        document = yaml.safe_load(text)
+    return dict(document)
+
+
+def _rollout_summary(rollout: Any) -> str:
+    """`<id>  <model>  candidate <v> vs champion <v>  <strategy> <weight>%  step i/n  <status>`."""
+    step = f"step {rollout.step_index + 1}/{rollout.steps}" if rollout.step_index is not None else "single weight"
+    return (
+        f"{rollout.rollout_id}  {rollout.model_name}  candidate {rollout.candidate_version} vs champion "
+        f"{rollout.champion_version}  {rollout.strategy} {rollout.weight_percent:g}%  {step}  {rollout.status}"
+    )
+
+
+def _rollout_action(name: str, reason: str, act: str) -> None:
+    with _registry(publishing=True) as registry:
+        method = getattr(registry, f"{act}_rollout")
+        typer.echo(_plan_summary(method(name, actor=_actor(), reason=reason)))
+
+
+@rollouts_app.command("start")
+def start_rollout(
+    name: str,
+    version: str,
+    reason: str = typer.Option(..., "--reason", help="why"),
+    weight: float | None = typer.Option(
+        None, "--weight", help="percent of devices on the candidate, 0-100 (default 10 for canary, 50 for ab)"
+    ),
+    steps: Path | None = typer.Option(None, "--steps", help="a rollout document (YAML or JSON, docs/rollouts.md)"),
+    strategy: str = typer.Option("canary", "--strategy", help="canary or ab"),
+) -> None:
+    """Serve VERSION (a candidate or the shadow) to a share of the devices beside the champion, and publish the plan.
+
+    With --steps, the document's first set_weight step sets the share; step on with `michi rollouts set-weight`."""
+    if strategy not in ROLLOUT_STRATEGIES:
+        _fail(f"unknown strategy {strategy!r}; choose one of {', '.join(ROLLOUT_STRATEGIES)}")
+    if weight is not None and steps is not None:
+        _fail("give --weight or --steps, not both")
+    document = _rollout_document(steps) if steps is not None else None
+    with _registry(publishing=True) as registry:
+        plan = registry.start_rollout(
+            name, version, actor=_actor(), reason=reason, strategy=strategy, weight=weight, document=document
+        )
+        typer.echo(_plan_summary(plan))
+
+
+@rollouts_app.command("set-weight")
+def set_rollout_weight(
+    name: str,
+    percent: float = typer.Argument(..., help="percent of devices on the candidate, 0-100"),
+    reason: str = typer.Option(..., "--reason", help="why"),
+) -> None:
+    """Put PERCENT of the devices on the running rollout's candidate (the next step by hand), and publish the plan."""
+    with _registry(publishing=True) as registry:
+        typer.echo(_plan_summary(registry.set_rollout_weight(name, percent, actor=_actor(), reason=reason)))
+
+
+@rollouts_app.command("pause")
+def pause_rollout(name: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
+    """Hold the running rollout where it is (the shares stay; the plan's reason says paused)."""
+    _rollout_action(name, reason, "pause")
+
+
+@rollouts_app.command("resume")
+def resume_rollout(name: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
+    """Let a paused rollout go on (the shares stay)."""
+    _rollout_action(name, reason, "resume")
+
+
+@rollouts_app.command("promote")
+def promote_rollout(name: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
+    """End the rollout making its candidate the champion (the previous champion is retired)."""
+    _rollout_action(name, reason, "promote")
+
+
+@rollouts_app.command("rollback")
+def rollback_rollout(name: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
+    """End the rollout because the candidate is worse: back to candidate, the champion serves every device."""
+    _rollout_action(name, reason, "rollback")
+
+
+@rollouts_app.command("abort")
+def abort_rollout(name: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
+    """End the rollout without a verdict: back to candidate, the champion serves every device."""
+    _rollout_action(name, reason, "abort")
+
+
+@rollouts_app.command("status")
+def rollout_status(
+    name: str | None = typer.Argument(None, help="one model (default: every model with a rollout)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per rollout"),
+) -> None:
+    """The running and paused rollouts: candidate vs champion, strategy, weight, step, status, since, the plan."""
+    from google.protobuf.json_format import MessageToDict
+
+    with _registry(publishing=False) as registry:
+        if name is None:
+            rollouts = registry.active_rollouts()
+        else:
+            if not registry.list(name):
+                _fail(f"no model named {name}")
+            active = registry.active_rollout(name)
+            rollouts = [active] if active is not None else []
+        for rollout in rollouts:
+            plan = registry.current_plan(rollout.model_name)
+            decisions = registry.rollout_history(rollout.model_name)
+            since = decisions[0].created_at if decisions else rollout.started_at
+            if as_json:
+                shown = {key: getattr(rollout, key) for key in rollout.__dataclass_fields__}
+                shown.update(
+                    steps=rollout.steps,
+                    started_at=rollout.started_at.isoformat(),
+                    ended_at=None,
+                    since=since.isoformat(),
+                    plan=MessageToDict(plan, preserving_proto_field_name=True),
+                )
+                typer.echo(json.dumps(shown, sort_keys=True))
+                continue
+            typer.echo(f"{_rollout_summary(rollout)} since {since:%Y-%m-%d %H:%M:%S} UTC")
+            typer.echo(f"  started {rollout.started_at:%Y-%m-%d %H:%M:%S} UTC by {rollout.started_by}")
+            typer.echo(f"  plan: {_plan_summary(plan)}")
+    if not rollouts and not as_json:
+        typer.echo("no rollout running or paused" + (f" for {name}" if name else ""), err=True)
+
+
+@rollouts_app.command("history")
+def rollout_history(
+    name: str, as_json: bool = typer.Option(False, "--json", help="one JSON object per decision")
+) -> None:
+    """Every decision of every rollout of NAME, newest first: revision, action, actor, reason."""
+    with _registry(publishing=False) as registry:
+        if not registry.list(name):
+            _fail(f"no model named {name}")
+        decisions = registry.rollout_history(name)
+    for decision in decisions:
+        if as_json:
+            shown = {key: getattr(decision, key) for key in decision.__dataclass_fields__}
+            shown["created_at"] = decision.created_at.isoformat()
+            typer.echo(json.dumps(shown, sort_keys=True))
+        else:
+            typer.echo(
+                f"{decision.revision:>5}  {decision.created_at:%Y-%m-%d %H:%M:%S}  {decision.rollout_id}  "
+                f"{decision.action:<10}  {decision.actor:<16}  {decision.reason}"
+            )
+    if not decisions and not as_json:
+        typer.echo(f"no rollout of {name} yet", err=True)

@@ -45,6 +45,46 @@ class StageChange:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """One rollout of `candidate_version` against `champion_version` (the champion when it started)."""
+
+    rollout_id: str
+    model_name: str
+    candidate_version: str
+    champion_version: str
+    strategy: str
+    # The rollout document as parsed, or None for a rollout at a single weight.
+    document: dict[str, Any] | None
+    status: str
+    step_index: int | None
+    weight_percent: float
+    revision: int
+    started_by: str
+    started_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def steps(self) -> int:
+        """How many steps the document has (0 without one)."""
+        return len((self.document or {}).get("steps", []))
+
+
+@dataclass(frozen=True)
+class RolloutDecision:
+    """One audited rollout decision: the plan revision it published, and the plan it replaced."""
+
+    rollout_id: str
+    model_name: str
+    revision: int
+    action: str
+    actor: str
+    reason: str
+    evidence: dict[str, Any]
+    previous_plan: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class ValueChange:
     """One parameter or metric in two versions (None where a version lacks it)."""
 

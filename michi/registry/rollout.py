@@ -1,19 +1,44 @@
 """Rollout plans built from the registry's state (pure: no I/O).
 
 The plan for a model name names its champion (traffic share 1.0) and, when one is set,
-its shadow (share 0: it sees every window, its outputs are never scored). The plan's
-revision is the number of stage changes recorded for that name, and its event id is
-derived from name and revision, so re-sending the same plan is recognisable downstream.
+its shadow (share 0: it sees every window, its outputs are never scored). While a rollout
+serves (`ServingRollout`), the plan carries its `rollout_id` and splits the devices: the
+candidate first (CANARY, or TREATMENT for an A/B test, share w), the champion last (share
+1 - w), then the shadow if there is one (share 0: every device). The plan's revision is the
+model's latest (stage changes and rollout decisions share one sequence per name), and its
+event id is derived from name and revision, so re-sending the same plan is recognisable
+downstream. `plan_problems` checks a plan as inference will before it is published.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from michi.contracts import stable_event_id, timestamp_from_datetime
 from michi.contracts.v1 import inference_pb2, operations_pb2
 from michi.registry.records import ModelVersion
 from michi.registry.stages import Stage
+from michi.rollouts.assignment import Arm, ShadowArm, split_problems
+
+# Shares are float32 on the wire; inference rounds them to this many decimals before checking they sum to 1.
+SHARE_DECIMALS = 6
+# Inference's default limit of models served at once per plan (shadow included).
+MAX_PLAN_ARMS = 4
+_STRATEGIES = {
+    "canary": (operations_pb2.ROLLOUT_STRATEGY_CANARY, inference_pb2.VARIANT_CANARY),
+    "ab": (operations_pb2.ROLLOUT_STRATEGY_AB, inference_pb2.VARIANT_TREATMENT),
+}
+
+
+@dataclass(frozen=True)
+class ServingRollout:
+    """What a running or paused rollout adds to the plan: its id, how the candidate is served, its share."""
+
+    rollout_id: str
+    strategy: str  # canary | ab
+    candidate_version: str
+    candidate_share: float  # in [0, 1]
 
 
 def model_reference(version: ModelVersion) -> operations_pb2.ModelRef:
@@ -27,25 +52,48 @@ def model_reference(version: ModelVersion) -> operations_pb2.ModelRef:
 
 
 def build_rollout_plan(
-    name: str, versions: list[ModelVersion], *, revision: int, changed_at: datetime | None, reason: str
+    name: str,
+    versions: list[ModelVersion],
+    *,
+    revision: int,
+    changed_at: datetime | None,
+    reason: str,
+    rollout: ServingRollout | None = None,
 ) -> operations_pb2.RolloutPlan:
-    """The plan for `name` given all its versions and its latest stage change."""
+    """The plan for `name` given all its versions, its latest revision, and the rollout serving, if any."""
     champion = next((version for version in versions if version.stage == Stage.CHAMPION), None)
     shadow = next((version for version in versions if version.stage == Stage.SHADOW), None)
+    candidate = (
+        next((version for version in versions if version.version == rollout.candidate_version), None)
+        if rollout is not None
+        else None
+    )
+    strategy = operations_pb2.ROLLOUT_STRATEGY_SHADOW if shadow else operations_pb2.ROLLOUT_STRATEGY_CHAMPION_ONLY
+    if rollout is not None:
+        strategy, candidate_variant = _STRATEGIES[rollout.strategy]
     plan = operations_pb2.RolloutPlan(
         event_id=stable_event_id("rollout-plan", name, revision),
         model_name=name,
-        strategy=(operations_pb2.ROLLOUT_STRATEGY_SHADOW if shadow else operations_pb2.ROLLOUT_STRATEGY_CHAMPION_ONLY),
+        strategy=strategy,
         revision=revision,
         reason=reason,
+        rollout_id=rollout.rollout_id if rollout is not None else "",
     )
     if changed_at is not None:
         plan.occurred_at.CopyFrom(timestamp_from_datetime(changed_at))
+    champion_share = 1.0
+    if rollout is not None and candidate is not None:
+        # Candidate first, champion last: raising the candidate's share moves only champion devices onto it.
+        share = round(rollout.candidate_share, SHARE_DECIMALS)
+        champion_share = round(1.0 - share, SHARE_DECIMALS)
+        plan.arms.append(
+            operations_pb2.RolloutArm(model=model_reference(candidate), variant=candidate_variant, traffic_share=share)
+        )
     if champion is not None:
         plan.champion.CopyFrom(model_reference(champion))
         plan.arms.append(
             operations_pb2.RolloutArm(
-                model=model_reference(champion), variant=inference_pb2.VARIANT_CHAMPION, traffic_share=1.0
+                model=model_reference(champion), variant=inference_pb2.VARIANT_CHAMPION, traffic_share=champion_share
             )
         )
     if shadow is not None:
@@ -55,3 +103,24 @@ def build_rollout_plan(
             )
         )
     return plan
+
+
+def plan_problems(plan: operations_pb2.RolloutPlan) -> list[str]:
+    """Why inference would refuse a plan with a rollout id (an empty list: it serves it), as inference checks it:
+    float32 shares rounded to 6 decimals, serving arms summing to 1 (`split_problems`), at most 4 arms."""
+    if not plan.rollout_id:
+        return []
+    serving = [
+        Arm(arm.model.version, round(float(arm.traffic_share), SHARE_DECIMALS))
+        for arm in plan.arms
+        if arm.variant != inference_pb2.VARIANT_SHADOW
+    ]
+    shadows = [
+        ShadowArm(arm.model.version, round(float(arm.traffic_share), SHARE_DECIMALS) or 1.0)
+        for arm in plan.arms
+        if arm.variant == inference_pb2.VARIANT_SHADOW
+    ]
+    problems = split_problems(serving, shadows)
+    if len(plan.arms) > MAX_PLAN_ARMS:
+        problems.append(f"{len(plan.arms)} arms, at most {MAX_PLAN_ARMS} are served at once (shadow included)")
+    return problems

@@ -1,16 +1,21 @@
 """Stage rules of the model registry, as pure functions (no I/O).
 
 A version is born `candidate`. It may run in `shadow` (seeing live traffic, never
-scored), become the `champion` (serving), or be `retired`. Per model name there is
-at most one champion and at most one shadow:
+scored), become the `champion` (serving), or be `retired`. While a rollout serves it
+to a share of the devices beside the champion it is `canary`. Per model name there is
+at most one champion, at most one shadow and at most one canary:
 
 - promoting a version to champion retires the previous champion;
 - putting a version in shadow sends the previous shadow back to candidate;
 - the champion leaves only when another version is promoted, or by rollback;
-- `retired` is terminal, except that a rollback restores the previous champion.
+- `retired` is terminal, except that a rollback restores the previous champion;
+- a candidate or the shadow becomes `canary` only when a rollout of it starts
+  (`plan_rollout_start`), and leaves it only when the rollout ends (`plan_rollout_end`):
+  promoted to champion (the previous champion retired, as any promotion does), or
+  back to candidate on a rollback or an abort.
 
-`plan_transition` and `plan_rollback` return the stage changes an operation makes,
-the registry writes them in one transaction.
+`plan_transition`, `plan_rollback`, `plan_rollout_start` and `plan_rollout_end` return the
+stage changes an operation makes, the registry writes them in one transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ class Stage(StrEnum):
     SHADOW = "shadow"
     CHAMPION = "champion"
     RETIRED = "retired"
+    # Served to a share of the devices by a running (or paused) rollout, beside the champion.
+    CANARY = "canary"
 
 
 class ChangeKind(StrEnum):
@@ -34,16 +41,24 @@ class ChangeKind(StrEnum):
     PROMOTION = "promotion"
     ROLLBACK = "rollback"
     SIDE_EFFECT = "side-effect"
+    # Into canary when a rollout starts, back to candidate when it is rolled back or aborted (a rollout's
+    # promotion is a PROMOTION like any other, so the champions' lineage stays whole).
+    ROLLOUT = "rollout"
 
 
 # Where each stage may go by an explicit transition (rollback is the only way out of retired,
-# promotion of another version or rollback the only way out of champion).
+# promotion of another version or rollback the only way out of champion). Nothing goes to canary by a
+# transition: only a rollout's start puts a version there; a canary may be promoted (which ends its
+# rollout), and goes back to candidate only by its rollout's rollback or abort.
 ALLOWED_TRANSITIONS: dict[Stage, frozenset[Stage]] = {
     Stage.CANDIDATE: frozenset({Stage.SHADOW, Stage.CHAMPION, Stage.RETIRED}),
     Stage.SHADOW: frozenset({Stage.CANDIDATE, Stage.CHAMPION, Stage.RETIRED}),
     Stage.CHAMPION: frozenset(),
     Stage.RETIRED: frozenset(),
+    Stage.CANARY: frozenset({Stage.CHAMPION}),
 }
+# The stages a rollout may start from.
+ROLLOUT_START_STAGES = frozenset({Stage.CANDIDATE, Stage.SHADOW})
 
 
 class StageRuleViolation(ValueError):
@@ -72,6 +87,12 @@ def plan_transition(stages: Mapping[str, Stage], version: str, target: Stage) ->
             raise StageRuleViolation(f"version {version} is the champion: promote another version or roll back instead")
         if current == Stage.RETIRED:
             raise StageRuleViolation(f"version {version} is retired: only a rollback can bring it back")
+        if current == Stage.CANARY:
+            raise StageRuleViolation(
+                f"version {version} is the canary of a rollout: promote it, or roll back or abort the rollout"
+            )
+        if target == Stage.CANARY:
+            raise StageRuleViolation(f"a version becomes canary only when a rollout of it starts, not {version}")
         raise StageRuleViolation(f"version {version} cannot go from {current} to {target}")
     kind = ChangeKind.PROMOTION if target == Stage.CHAMPION else ChangeKind.TRANSITION
     changes = [PlannedChange(version, current, target, kind)]
@@ -122,3 +143,32 @@ def plan_rollback(stages: Mapping[str, Stage], lineage: Sequence[str]) -> list[P
         PlannedChange(current, Stage.CHAMPION, Stage.RETIRED, ChangeKind.ROLLBACK),
         PlannedChange(previous, Stage.RETIRED, Stage.CHAMPION, ChangeKind.ROLLBACK),
     ]
+
+
+def plan_rollout_start(stages: Mapping[str, Stage], version: str) -> list[PlannedChange]:
+    """Put `version` (a candidate or the shadow) in canary for a rollout against the champion.
+
+    A rollout needs a champion to share the devices with, and one canary at a time per model name.
+    """
+    if version not in stages:
+        raise StageRuleViolation(f"unknown version {version}")
+    current = stages[version]
+    if current == Stage.CHAMPION:
+        raise StageRuleViolation(f"version {version} is the champion: a rollout needs another version")
+    if current not in ROLLOUT_START_STAGES:
+        raise StageRuleViolation(f"version {version} is {current}: a rollout starts from a candidate or the shadow")
+    if not any(stage == Stage.CHAMPION for stage in stages.values()):
+        raise StageRuleViolation("there is no champion to roll out against: promote one first")
+    canaries = sorted(other for other, stage in stages.items() if stage == Stage.CANARY)
+    if canaries:
+        raise StageRuleViolation(f"version {canaries[0]} is already canary")
+    return [PlannedChange(version, current, Stage.CANARY, ChangeKind.ROLLOUT)]
+
+
+def plan_rollout_end(stages: Mapping[str, Stage], version: str, *, promote: bool) -> list[PlannedChange]:
+    """End the rollout of the canary `version`: promote it (retiring the champion) or send it back to candidate."""
+    if stages.get(version) != Stage.CANARY:
+        raise StageRuleViolation(f"version {version} is {stages.get(version, 'unknown')}, not canary")
+    if promote:
+        return plan_transition(stages, version, Stage.CHAMPION)
+    return [PlannedChange(version, Stage.CANARY, Stage.CANDIDATE, ChangeKind.ROLLOUT)]

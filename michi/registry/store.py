@@ -1,8 +1,16 @@
-"""`ModelRegistry`: model versions, their stages and the rollout plan, in SQL (SQLite or PostgreSQL).
+"""`ModelRegistry`: model versions, their stages, their rollouts and the rollout plan, in SQL (SQLite or PostgreSQL).
 
 Writes are atomic without locks: a version number or an audit sequence number is
 computed from what the transaction read, and a unique constraint rejects the loser
-of a race, which re-reads and retries.
+of a race, which re-reads and retries. While a rollout serves, every plan change of its
+model also compares and sets the rollout row's revision, so a weight change (which writes
+no stage change) and a stage change cannot both commit from the same state.
+
+Rollouts (`start_rollout`, `set_rollout_weight`, `pause_rollout`, `resume_rollout`,
+`promote_rollout`, `rollback_rollout`, `abort_rollout`) serve a candidate (stage `canary`)
+to a share of the devices beside the champion. Each action is one decision in the rollout's
+log (actor, reason, evidence, the plan it replaced) and one plan revision; `promote` and
+`rollback` of a model with a rollout serving end that rollout as manual overrides.
 
 Every stage change publishes the model's new `RolloutPlan` on `MODEL_ROLLOUTS`
 (compacted, keyed by model name) *after* the database commit. Delivery is
@@ -16,15 +24,18 @@ and diffs, and refuses stage changes before touching the database.
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, create_engine, select
@@ -34,8 +45,31 @@ from michi.bus.producer import Delivery
 from michi.contracts.v1 import operations_pb2
 from michi.migrations import upgrade_to_head
 from michi.registry.migrations import MIGRATIONS
-from michi.registry.records import ModelVersion, StageChange, VersionDiff, compare_values
-from michi.registry.rollout import build_rollout_plan
+from michi.registry.records import (
+    ModelVersion,
+    Rollout,
+    RolloutDecision,
+    StageChange,
+    VersionDiff,
+    compare_values,
+)
+from michi.registry.rollout import ServingRollout, build_rollout_plan, plan_problems
+from michi.registry.rollout_status import (
+    ACTIVE_STATUSES,
+    DEFAULT_WEIGHT_PERCENT,
+    RolloutAction,
+    RolloutRefused,
+    RolloutStatus,
+    RolloutStrategy,
+    candidate_share,
+    checked_weight,
+    ends_rollout,
+    first_weight,
+    new_rollout_id,
+    plan_reason,
+    status_after,
+    step_after_weight,
+)
 from michi.registry.stages import (
     ChangeKind,
     PlannedChange,
@@ -43,9 +77,12 @@ from michi.registry.stages import (
     StageRuleViolation,
     champion_lineage,
     plan_rollback,
+    plan_rollout_end,
+    plan_rollout_start,
     plan_transition,
 )
-from michi.registry.tables import ModelVersionRow, StageChangeRow
+from michi.registry.tables import ModelVersionRow, RolloutDecisionRow, RolloutRow, StageChangeRow
+from michi.rollouts.steps import rollout_spec_from_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +149,91 @@ def _change_record(row: StageChangeRow) -> StageChange:
     )
 
 
+class _LostRace(Exception):
+    """Another writer changed the serving rollout's row between this transaction's read and its write."""
+
+
+def _rollout_record(row: RolloutRow) -> Rollout:
+    return Rollout(
+        rollout_id=row.rollout_id,
+        model_name=row.model_name,
+        candidate_version=row.candidate_version,
+        champion_version=row.champion_version,
+        strategy=row.strategy,
+        document=dict(row.document) if row.document is not None else None,
+        status=row.status,
+        step_index=row.step_index,
+        weight_percent=row.weight_percent,
+        revision=row.revision,
+        started_by=row.started_by,
+        started_at=_utc(row.started_at),
+        ended_at=_utc(row.ended_at) if row.ended_at is not None else None,
+    )
+
+
+def _decision_record(row: RolloutDecisionRow) -> RolloutDecision:
+    return RolloutDecision(
+        rollout_id=row.rollout_id,
+        model_name=row.model_name,
+        revision=row.revision,
+        action=row.action,
+        actor=row.actor,
+        reason=row.reason,
+        evidence=dict(row.evidence),
+        previous_plan=dict(row.previous_plan),
+        created_at=_utc(row.created_at),
+    )
+
+
+def _serving(row: RolloutRow | None) -> ServingRollout | None:
+    """What a rollout row adds to the plan, while it serves."""
+    if row is None or row.status not in ACTIVE_STATUSES:
+        return None
+    return ServingRollout(row.rollout_id, row.strategy, row.candidate_version, candidate_share(row.weight_percent))
+
+
+@dataclass
+class _Snapshot:
+    """What one transaction read of one model: its versions, stage changes, latest decision, serving rollout."""
+
+    name: str
+    rows: dict[str, ModelVersionRow]
+    changes: list[StageChangeRow]
+    last_decision: RolloutDecisionRow | None
+    rollout: RolloutRow | None
+
+    def stages(self) -> dict[str, Stage]:
+        return {version: Stage(row.stage) for version, row in self.rows.items()}
+
+    def lineage(self) -> list[str]:
+        return champion_lineage(
+            [(change.version, ChangeKind(change.kind)) for change in self.changes if change.to_stage == Stage.CHAMPION]
+        )
+
+    @property
+    def revision(self) -> int:
+        """The model's plan revision: stage changes and rollout decisions share one sequence per name."""
+        changed = self.changes[-1].sequence if self.changes else 0
+        decided = self.last_decision.revision if self.last_decision is not None else 0
+        return max(changed, decided)
+
+
+@dataclass
+class _Revision:
+    """What one plan revision changes: stage changes, and the rollout it starts, changes or ends."""
+
+    planned: list[PlannedChange]
+    # The reason the stage changes and the plan carry.
+    reason: str
+    started: RolloutRow | None = None
+    # New values of the serving rollout's row (empty: only its revision moves on). None: no rollout serves.
+    rollout_values: dict[str, Any] | None = None
+    # (action, reason, evidence) of the rollout decision to record.
+    decision: tuple[RolloutAction, str, dict[str, Any]] | None = None
+
+
 def _is_lost_race(error: Exception) -> bool:
-    if isinstance(error, IntegrityError):
+    if isinstance(error, IntegrityError | _LostRace):
         return True
     # SQLite answers a writer that waited too long with "database is locked".
     return isinstance(error, OperationalError) and "locked" in str(error).lower()
@@ -207,17 +327,171 @@ class ModelRegistry:
     def transition(
         self, name: str, version: str, stage: Stage | str, *, reason: str, actor: str
     ) -> operations_pb2.RolloutPlan:
-        """Move `version` to `stage` (with the rules' side effects) and publish the new rollout plan."""
+        """Move `version` to `stage` (with the rules' side effects) and publish the new rollout plan.
+
+        With a rollout serving, a move to champion ends it as a manual override (see `promote`); any other
+        allowed move (another version to shadow, a candidate retired) leaves it serving.
+        """
         target = Stage(stage)
         return self._change(name, reason, actor, lambda stages, _lineage: plan_transition(stages, version, target))
 
     def promote(self, name: str, version: str, *, actor: str, reason: str) -> operations_pb2.RolloutPlan:
-        """Make `version` the champion; the previous champion is retired."""
+        """Make `version` the champion; the previous champion is retired.
+
+        With a rollout serving, this ends it as a manual override: `promoted` when `version` is its candidate,
+        else `aborted` (the canary goes back to candidate), recorded with the actor and "manual override".
+        """
         return self.transition(name, version, Stage.CHAMPION, reason=reason, actor=actor)
 
     def rollback(self, name: str, *, actor: str, reason: str) -> operations_pb2.RolloutPlan:
-        """Retire the champion and restore the champion it replaced."""
-        return self._change(name, reason, actor, plan_rollback)
+        """Retire the champion and restore the champion it replaced.
+
+        With a rollout serving, this rolls the rollout back instead (a manual override: the canary goes back
+        to candidate, the champion stays and serves every device, the rollout ends `rolled-back`).
+        """
+        return self._change(name, reason, actor, plan_rollback, rollback=True)
+
+    # --- rollouts
+
+    def start_rollout(
+        self,
+        name: str,
+        version: str,
+        *,
+        actor: str,
+        reason: str,
+        strategy: RolloutStrategy | str = RolloutStrategy.CANARY,
+        weight: float | None = None,
+        document: Mapping[str, Any] | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> operations_pb2.RolloutPlan:
+        """Start serving `version` (a candidate or the shadow, now `canary`) to a share of the devices.
+
+        The share is `weight` percent, or the first `set_weight` step of `document` (a rollout document,
+        validated by `michi.rollouts.steps.rollout_spec_from_mapping`), or 10 % for a canary and 50 % for an
+        A/B test. Refused (`RolloutRefused`) while another rollout of the model runs or is paused.
+        """
+        chosen = RolloutStrategy(strategy)
+        step_index: int | None = None
+        stored_document: dict[str, Any] | None = None
+        if document is not None:
+            if weight is not None:
+                raise RolloutRefused("give a weight or a rollout document, not both")
+            if chosen != RolloutStrategy.CANARY:
+                raise RolloutRefused("a rollout document describes a canary; an A/B test takes a weight")
+            step_index, percent = first_weight(rollout_spec_from_mapping(document))
+            stored_document = json.loads(json.dumps(dict(document), default=str))
+        else:
+            percent = DEFAULT_WEIGHT_PERCENT[chosen.value] if weight is None else weight
+        percent = checked_weight(percent)
+
+        def decide(snapshot: _Snapshot) -> _Revision:
+            if snapshot.rollout is not None:
+                raise RolloutRefused(
+                    f"rollout {snapshot.rollout.rollout_id} of {name} is already {snapshot.rollout.status} "
+                    f"(candidate {snapshot.rollout.candidate_version}): promote, roll back or abort it first"
+                )
+            if version not in snapshot.rows:
+                raise UnknownModelVersion(f"no version {version} of model {name}")
+            stages = snapshot.stages()
+            planned = plan_rollout_start(stages, version)
+            champion = next(other for other, stage in stages.items() if stage == Stage.CHAMPION)
+            rollout_id = new_rollout_id(name, version)
+            started = RolloutRow(
+                rollout_id=rollout_id,
+                model_name=name,
+                active_model=name,
+                candidate_version=version,
+                champion_version=champion,
+                strategy=chosen.value,
+                document=stored_document,
+                status=RolloutStatus.RUNNING.value,
+                step_index=step_index,
+                weight_percent=percent,
+                revision=0,  # set to the revision this start publishes
+                started_by=actor,
+                started_at=datetime.now(UTC),
+            )
+            details = {"strategy": chosen.value, "weight_percent": percent, "champion_version": champion}
+            if step_index is not None:
+                details["step_index"] = step_index
+            return _Revision(
+                planned,
+                plan_reason(rollout_id, RolloutAction.START, reason),
+                started=started,
+                decision=(RolloutAction.START, reason, {**details, **dict(evidence or {})}),
+            )
+
+        return self._revise(name, actor, decide)
+
+    def set_rollout_weight(
+        self, name: str, percent: float, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
+    ) -> operations_pb2.RolloutPlan:
+        """Put `percent` of the devices on the running rollout's candidate (the champion keeps the rest).
+
+        With a rollout document, reaching the weight of a later `set_weight` step moves the rollout to that step.
+        """
+        checked = checked_weight(percent)
+        return self._rollout_action(name, RolloutAction.SET_WEIGHT, actor, reason, evidence, weight=checked)
+
+    def pause_rollout(
+        self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
+    ) -> operations_pb2.RolloutPlan:
+        """Hold the running rollout where it is: same shares, a revision whose reason says paused."""
+        return self._rollout_action(name, RolloutAction.PAUSE, actor, reason, evidence)
+
+    def resume_rollout(
+        self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
+    ) -> operations_pb2.RolloutPlan:
+        """Let a paused rollout go on: same shares, a revision whose reason says resumed."""
+        return self._rollout_action(name, RolloutAction.RESUME, actor, reason, evidence)
+
+    def promote_rollout(
+        self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
+    ) -> operations_pb2.RolloutPlan:
+        """End the rollout by making its candidate the champion (the previous champion is retired)."""
+        return self._rollout_action(name, RolloutAction.PROMOTE, actor, reason, evidence)
+
+    def rollback_rollout(
+        self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
+    ) -> operations_pb2.RolloutPlan:
+        """End the rollout because its candidate is worse: the candidate goes back to candidate, the champion
+        serves every device (a plan without a rollout id)."""
+        return self._rollout_action(name, RolloutAction.ROLLBACK, actor, reason, evidence)
+
+    def abort_rollout(
+        self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
+    ) -> operations_pb2.RolloutPlan:
+        """End the rollout without a verdict: as a rollback, recorded as aborted."""
+        return self._rollout_action(name, RolloutAction.ABORT, actor, reason, evidence)
+
+    def active_rollout(self, name: str) -> Rollout | None:
+        """The rollout of `name` that runs or is paused, if any."""
+        with Session(self.engine) as session:
+            row = session.exec(select(RolloutRow).where(RolloutRow.active_model == name)).first()
+            return _rollout_record(row) if row is not None else None
+
+    def active_rollouts(self) -> builtins.list[Rollout]:
+        """Every rollout that runs or is paused, by model name."""
+        with Session(self.engine) as session:
+            statement = select(RolloutRow).where(col(RolloutRow.active_model).is_not(None))
+            return [_rollout_record(row) for row in session.exec(statement.order_by(col(RolloutRow.model_name)))]
+
+    def rollouts(self, name: str) -> builtins.list[Rollout]:
+        """Every rollout of `name`, newest first."""
+        with Session(self.engine) as session:
+            statement = select(RolloutRow).where(RolloutRow.model_name == name).order_by(col(RolloutRow.id).desc())
+            return [_rollout_record(row) for row in session.exec(statement)]
+
+    def rollout_history(self, name: str) -> builtins.list[RolloutDecision]:
+        """Every decision of every rollout of `name`, newest first."""
+        with Session(self.engine) as session:
+            statement = (
+                select(RolloutDecisionRow)
+                .where(RolloutDecisionRow.model_name == name)
+                .order_by(col(RolloutDecisionRow.revision).desc())
+            )
+            return [_decision_record(row) for row in session.exec(statement)]
 
     def republish_plan(self, name: str) -> operations_pb2.RolloutPlan:
         """Send the current plan again (after `PlanNotPublished`, or to repair the topic)."""
@@ -265,16 +539,8 @@ class ModelRegistry:
 
     def current_plan(self, name: str) -> operations_pb2.RolloutPlan:
         """The rollout plan the database describes now (the compacted topic's latest value converges to it)."""
-        versions = self.list(name)
-        changes = self.history(name)
-        latest = changes[-1] if changes else None
-        return build_rollout_plan(
-            name,
-            versions,
-            revision=latest.sequence if latest else 0,
-            changed_at=latest.changed_at if latest else None,
-            reason=latest.reason if latest else "",
-        )
+        with Session(self.engine) as session:
+            return self._plan_of(self._snapshot(session, name))
 
     # --- internals
 
@@ -284,36 +550,150 @@ class ModelRegistry:
         )
         return builtins.list(session.exec(statement).all())
 
+    def _snapshot(self, session: Session, name: str) -> _Snapshot:
+        rows = {
+            row.version: row for row in session.exec(select(ModelVersionRow).where(ModelVersionRow.name == name)).all()
+        }
+        last_decision = session.exec(
+            select(RolloutDecisionRow)
+            .where(RolloutDecisionRow.model_name == name)
+            .order_by(col(RolloutDecisionRow.revision).desc())
+            .limit(1)
+        ).first()
+        rollout = session.exec(select(RolloutRow).where(RolloutRow.active_model == name)).first()
+        return _Snapshot(name, rows, self._changes(session, name), last_decision, rollout)
+
+    def _plan_of(self, snapshot: _Snapshot) -> operations_pb2.RolloutPlan:
+        """The plan a snapshot describes: its versions' stages, its serving rollout, its latest revision."""
+        changed_at: datetime | None = None
+        reason = ""
+        latest_change = snapshot.changes[-1] if snapshot.changes else None
+        decision = snapshot.last_decision
+        if decision is not None and (latest_change is None or decision.revision >= latest_change.sequence):
+            changed_at = decision.created_at
+            reason = plan_reason(decision.rollout_id, RolloutAction(decision.action), decision.reason)
+        elif latest_change is not None:
+            changed_at, reason = latest_change.changed_at, latest_change.reason
+        versions = sorted((_version_record(row) for row in snapshot.rows.values()), key=lambda version: version.number)
+        return build_rollout_plan(
+            snapshot.name,
+            versions,
+            revision=snapshot.revision,
+            changed_at=_utc(changed_at) if changed_at is not None else None,
+            reason=reason,
+            rollout=_serving(snapshot.rollout),
+        )
+
     def _change(
         self,
         name: str,
         reason: str,
         actor: str,
         planner: Callable[[dict[str, Stage], builtins.list[str]], builtins.list[PlannedChange]],
+        *,
+        rollback: bool = False,
     ) -> operations_pb2.RolloutPlan:
+        """A stage change asked for directly (`transition`, `promote`, `rollback`), rollout-aware."""
+
+        def decide(snapshot: _Snapshot) -> _Revision:
+            rollout = snapshot.rollout
+            stages = snapshot.stages()
+            if rollout is None:
+                return _Revision(planner(stages, snapshot.lineage()), reason)
+            if rollback:
+                planned = plan_rollout_end(stages, rollout.candidate_version, promote=False)
+                action = RolloutAction.ROLLBACK
+            else:
+                planned = planner(stages, snapshot.lineage())
+                if not any(change.to_stage == Stage.CHAMPION for change in planned):
+                    # Another version to shadow, a candidate retired: the rollout serves on beside it.
+                    return _Revision(planned, reason, rollout_values={})
+                if any(change.version == rollout.candidate_version for change in planned):
+                    action = RolloutAction.PROMOTE
+                else:
+                    # Another version made champion: the rollout's comparison is void, its canary steps back.
+                    action = RolloutAction.ABORT
+                    planned += plan_rollout_end(stages, rollout.candidate_version, promote=False)
+            return self._rollout_revision(snapshot, action, f"manual override: {reason}", {}, planned)
+
+        return self._revise(name, actor, decide)
+
+    def _rollout_action(
+        self,
+        name: str,
+        action: RolloutAction,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None,
+        *,
+        weight: float | None = None,
+    ) -> operations_pb2.RolloutPlan:
+        def decide(snapshot: _Snapshot) -> _Revision:
+            if snapshot.rollout is None:
+                raise RolloutRefused(f"no rollout of {name} is running or paused")
+            stages = snapshot.stages()
+            planned: builtins.list[PlannedChange] = []
+            if action == RolloutAction.PROMOTE:
+                planned = plan_rollout_end(stages, snapshot.rollout.candidate_version, promote=True)
+            elif ends_rollout(action):
+                planned = plan_rollout_end(stages, snapshot.rollout.candidate_version, promote=False)
+            return self._rollout_revision(snapshot, action, reason, dict(evidence or {}), planned, weight=weight)
+
+        return self._revise(name, actor, decide)
+
+    def _rollout_revision(
+        self,
+        snapshot: _Snapshot,
+        action: RolloutAction,
+        reason: str,
+        evidence: dict[str, Any],
+        planned: builtins.list[PlannedChange],
+        *,
+        weight: float | None = None,
+    ) -> _Revision:
+        """The revision an action on the serving rollout makes: its new status, weight and step, and its decision."""
+        rollout = snapshot.rollout
+        assert rollout is not None
+        status = status_after(action, RolloutStatus(rollout.status), model_name=snapshot.name)
+        values: dict[str, Any] = {"status": status.value}
+        details: dict[str, Any] = {"status": {"from": rollout.status, "to": status.value}}
+        if weight is not None:
+            values["weight_percent"] = weight
+            details["weight_percent"] = {"from": rollout.weight_percent, "to": weight}
+            if rollout.document is not None and rollout.step_index is not None:
+                step = step_after_weight(rollout_spec_from_mapping(rollout.document), rollout.step_index, weight)
+                values["step_index"] = step
+                details["step_index"] = {"from": rollout.step_index, "to": step}
+        if ends_rollout(action):
+            values["active_model"] = None
+            values["ended_at"] = datetime.now(UTC)
+        return _Revision(
+            planned,
+            plan_reason(rollout.rollout_id, action, reason),
+            rollout_values=values,
+            decision=(action, reason, {**details, **evidence}),
+        )
+
+    def _revise(self, name: str, actor: str, decide: Callable[[_Snapshot], _Revision]) -> operations_pb2.RolloutPlan:
+        """Write one plan revision of `name` in one transaction (what `decide` makes of what it read), then
+        publish the plan. Every stage change, rollout start, weight change, pause or end comes through here."""
         if self.producer is None:
             raise PlanNotPublished(
-                f"refusing to change stages of {name}: this registry has no producer to publish with"
+                f"refusing to change the plan of {name}: this registry has no producer to publish with"
             )
 
         def attempt(session: Session) -> None:
-            rows = {
-                row.version: row
-                for row in session.exec(select(ModelVersionRow).where(ModelVersionRow.name == name)).all()
-            }
-            if not rows:
+            snapshot = self._snapshot(session, name)
+            if not snapshot.rows:
                 raise UnknownModelVersion(f"no model named {name}")
-            changes = self._changes(session, name)
-            lineage = champion_lineage(
-                [(change.version, ChangeKind(change.kind)) for change in changes if change.to_stage == Stage.CHAMPION]
-            )
-            planned = planner({version: Stage(row.stage) for version, row in rows.items()}, lineage)
-            sequence = changes[-1].sequence if changes else 0
+            revision = decide(snapshot)
+            previous_plan = self._plan_of(snapshot)
             now = datetime.now(UTC)
-            for change in planned:
+            sequence = snapshot.revision
+            for change in revision.planned:
                 sequence += 1
-                rows[change.version].stage = change.to_stage.value
-                session.add(rows[change.version])
+                snapshot.rows[change.version].stage = change.to_stage.value
+                session.add(snapshot.rows[change.version])
                 session.add(
                     StageChangeRow(
                         model_name=name,
@@ -322,17 +702,56 @@ class ModelRegistry:
                         from_stage=change.from_stage.value,
                         to_stage=change.to_stage.value,
                         kind=change.kind.value,
-                        reason=reason,
+                        reason=revision.reason,
                         actor=actor,
                         changed_at=now,
                     )
                 )
+            # A revision that changes no stage (a weight, a pause) still moves the plan on by one.
+            new_revision = sequence if revision.planned else snapshot.revision + 1
+            serving: RolloutRow | None = None
+            if revision.started is not None:
+                revision.started.revision = new_revision
+                session.add(revision.started)
+                serving = revision.started
+            elif revision.rollout_values is not None and snapshot.rollout is not None:
+                serving = self._compare_and_set(session, snapshot.rollout, revision.rollout_values, new_revision)
+            if revision.decision is not None:
+                action, reason, evidence = revision.decision
+                deciding = revision.started if revision.started is not None else snapshot.rollout
+                assert deciding is not None, "a rollout decision needs the rollout it decides on"
+                rollout_id = deciding.rollout_id
+                session.add(
+                    RolloutDecisionRow(
+                        rollout_id=rollout_id,
+                        model_name=name,
+                        revision=new_revision,
+                        action=action.value,
+                        actor=actor,
+                        reason=reason,
+                        evidence=json.loads(json.dumps(evidence, default=str)),
+                        previous_plan=MessageToDict(previous_plan, preserving_proto_field_name=True),
+                        created_at=now,
+                    )
+                )
+            versions = [_version_record(row) for row in sorted(snapshot.rows.values(), key=lambda row: row.number)]
+            plan = build_rollout_plan(
+                name, versions, revision=new_revision, changed_at=now, reason=revision.reason, rollout=_serving(serving)
+            )
+            problems = plan_problems(plan)
+            if problems:
+                raise RolloutRefused(f"revision {new_revision} of {name} could not be served: {'; '.join(problems)}")
             session.commit()
             logger.info(
-                "model stages changed",
+                "model plan revised",
                 extra={
                     "model": name,
-                    "changes": [f"{change.version}:{change.from_stage}->{change.to_stage}" for change in planned],
+                    "revision": new_revision,
+                    "rollout_id": plan.rollout_id,
+                    "decision": revision.decision[0].value if revision.decision else None,
+                    "changes": [
+                        f"{change.version}:{change.from_stage}->{change.to_stage}" for change in revision.planned
+                    ],
                     "actor": actor,
                 },
             )
@@ -341,6 +760,23 @@ class ModelRegistry:
         plan = self.current_plan(name)
         self._publish(plan)
         return plan
+
+    def _compare_and_set(
+        self, session: Session, rollout: RolloutRow, values: dict[str, Any], new_revision: int
+    ) -> RolloutRow:
+        """Write `values` to the serving rollout's row only if no one moved its revision since it was read."""
+        merged = {**values, "revision": new_revision}
+        result = session.exec(
+            update(RolloutRow)
+            .where(col(RolloutRow.id) == rollout.id, col(RolloutRow.revision) == rollout.revision)
+            .values(**merged)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            raise _LostRace(f"rollout {rollout.rollout_id} changed under this transaction")
+        for key, value in merged.items():
+            setattr(rollout, key, value)
+        return rollout
 
     def _publish(self, plan: operations_pb2.RolloutPlan) -> None:
         if self.producer is None:
@@ -353,7 +789,7 @@ class ModelRegistry:
                 extra={"model": plan.model_name, "revision": plan.revision, "error": str(error)[:300]},
             )
             raise PlanNotPublished(
-                f"stage change of {plan.model_name} committed (revision {plan.revision}) but its rollout plan "
+                f"change of {plan.model_name} committed (revision {plan.revision}) but its rollout plan "
                 f"was not published: {error}; re-send it with republish_plan"
             ) from error
 
@@ -362,9 +798,9 @@ class ModelRegistry:
             with Session(self.engine) as session:
                 try:
                     return attempt(session)
-                except StageRuleViolation:
+                except (StageRuleViolation, RolloutRefused, UnknownModelVersion):
                     raise
-                except (IntegrityError, OperationalError) as error:
+                except (IntegrityError, OperationalError, _LostRace) as error:
                     session.rollback()
                     if not _is_lost_race(error) or attempt_number == MAX_ATTEMPTS:
                         if _is_lost_race(error):

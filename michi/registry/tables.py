@@ -4,6 +4,12 @@
 unique, which is what makes concurrent registrations safe (the loser retries).
 `registry_stage_change` is the audit trail; `(model_name, sequence)` is unique, so two
 concurrent stage changes of one model cannot both commit from the same state.
+`registry_rollout` holds one row per rollout (`michi rollouts start`); its `active_model` is the model name
+while the rollout runs or is paused and NULL once it ended, and is unique, so a second rollout of a model
+cannot start beside one that serves (NULLs never collide, on SQLite as on PostgreSQL). Its `revision` is
+the model's plan revision, compared and set by every plan change while the rollout serves, so two
+concurrent changes of one model cannot both commit from the same state.
+`registry_rollout_decision` is the rollouts' audit trail: one row per plan revision a rollout caused.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Float, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -58,3 +64,55 @@ class StageChangeRow(SQLModel, table=True):
     reason: str = Field(default="", max_length=2000)
     actor: str = Field(max_length=128)
     changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class RolloutRow(SQLModel, table=True):
+    """One rollout of a candidate against the champion: what it serves, where it stands, who started it."""
+
+    __tablename__ = "registry_rollout"
+    __table_args__ = (
+        UniqueConstraint("rollout_id", name="registry_rollout_rollout_id"),
+        UniqueConstraint("active_model", name="registry_rollout_active_model"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # ro-<model>-<candidate>-<8 hex>: what every plan revision of the rollout carries as `rollout_id`.
+    rollout_id: str = Field(max_length=200)
+    model_name: str = Field(index=True, max_length=128)
+    # The model name while running or paused, NULL once ended: unique, so one serving rollout per model.
+    active_model: str | None = Field(default=None, max_length=128)
+    candidate_version: str = Field(max_length=32)
+    champion_version: str = Field(max_length=32)
+    strategy: str = Field(max_length=16)
+    # The rollout document as parsed (JSON), or NULL for a rollout at a single weight.
+    document: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    status: str = Field(max_length=16)
+    step_index: int | None = Field(default=None)
+    # Percent of devices on the candidate, in [0, 100].
+    weight_percent: float = Field(sa_column=Column(Float, nullable=False))
+    # The model's plan revision as of the rollout's last change (compare-and-set while it serves).
+    revision: int
+    started_by: str = Field(max_length=128)
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class RolloutDecisionRow(SQLModel, table=True):
+    """One plan revision a rollout caused: the action, who or which policy, why, the evidence, the plan before."""
+
+    __tablename__ = "registry_rollout_decision"
+    __table_args__ = (UniqueConstraint("model_name", "revision", name="registry_rollout_decision_model_revision"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    rollout_id: str = Field(index=True, max_length=200)
+    model_name: str = Field(index=True, max_length=128)
+    # The revision of the RolloutPlan this decision published.
+    revision: int
+    action: str = Field(max_length=16)
+    # `$USER` for a person, `policy:<name>` for the controller.
+    actor: str = Field(max_length=128)
+    reason: str = Field(default="", max_length=2000)
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The plan in force before this decision (the RolloutPlan as a JSON mapping, proto field names).
+    previous_plan: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -16,6 +16,8 @@ from michi.registry.stages import (
     StageRuleViolation,
     champion_lineage,
     plan_rollback,
+    plan_rollout_end,
+    plan_rollout_start,
     plan_transition,
 )
 
@@ -134,3 +136,45 @@ def test_compare_values_lists_every_key() -> None:
     ]
     assert changes[1].delta == pytest.approx(0.05)
     assert changes[0].delta is None
+
+
+def test_a_rollout_start_puts_a_candidate_or_the_shadow_in_canary() -> None:
+    for current in (Stage.CANDIDATE, Stage.SHADOW):
+        assert plan_rollout_start({"1": Stage.CHAMPION, "2": current}, "2") == [
+            PlannedChange("2", current, Stage.CANARY, ChangeKind.ROLLOUT)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ({"1": Stage.CHAMPION, "2": Stage.CANDIDATE}, "is the champion"),
+        ({"1": Stage.RETIRED, "2": Stage.CHAMPION}, "is retired"),
+        ({"1": Stage.CANDIDATE, "2": Stage.CANDIDATE}, "no champion"),
+        ({"1": Stage.CANDIDATE, "2": Stage.CHAMPION, "3": Stage.CANARY}, "3 is already canary"),
+    ],
+)
+def test_refused_rollout_starts(stages: dict[str, Stage], message: str) -> None:
+    with pytest.raises(StageRuleViolation, match=message):
+        plan_rollout_start(stages, "1")
+
+
+def test_a_rollout_end_promotes_the_canary_or_sends_it_back_to_candidate() -> None:
+    stages = {"1": Stage.CHAMPION, "2": Stage.CANARY, "3": Stage.SHADOW}
+    assert plan_rollout_end(stages, "2", promote=True) == [
+        PlannedChange("2", Stage.CANARY, Stage.CHAMPION, ChangeKind.PROMOTION),
+        PlannedChange("1", Stage.CHAMPION, Stage.RETIRED, ChangeKind.SIDE_EFFECT),
+    ]
+    assert plan_rollout_end(stages, "2", promote=False) == [
+        PlannedChange("2", Stage.CANARY, Stage.CANDIDATE, ChangeKind.ROLLOUT)
+    ]
+    with pytest.raises(StageRuleViolation, match="not canary"):
+        plan_rollout_end(stages, "3", promote=False)
+
+
+@pytest.mark.parametrize("target", [Stage.CANDIDATE, Stage.SHADOW, Stage.RETIRED])
+def test_a_canary_leaves_only_by_promotion_or_its_rollout_ending(target: Stage) -> None:
+    with pytest.raises(StageRuleViolation, match="canary of a rollout"):
+        plan_transition({"1": Stage.CHAMPION, "2": Stage.CANARY}, "2", target)
+    with pytest.raises(StageRuleViolation, match="only when a rollout of it starts"):
+        plan_transition({"1": Stage.CHAMPION, "2": Stage.CANDIDATE}, "2", Stage.CANARY)
