@@ -299,8 +299,15 @@ def rollout_status(
     name: str | None = typer.Argument(None, help="one model (default: every model with a rollout)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per rollout"),
 ) -> None:
-    """The running and paused rollouts: candidate vs champion, strategy, weight, step, status, since, the plan."""
+    """The running and paused rollouts: candidate vs champion, strategy, weight, step, status, since, the plan, and
+    what each arm served so far (windows, devices, hours driven, detections: from the warehouse)."""
+    from dataclasses import asdict
+
     from google.protobuf.json_format import MessageToDict
+
+    from michi.warehouse.reports import describe_arm, rollout_arms
+
+    blob_url = load_settings(MichiSettings).resolved_blob_url()
 
     with _registry(publishing=False) as registry:
         if name is None:
@@ -322,12 +329,18 @@ def rollout_status(
                     ended_at=None,
                     since=since.isoformat(),
                     plan=MessageToDict(plan, preserving_proto_field_name=True),
+                    arms=[asdict(arm) for arm in rollout_arms(rollout.rollout_id, blob_url)],
                 )
                 typer.echo(json.dumps(shown, sort_keys=True))
                 continue
             typer.echo(f"{_rollout_summary(rollout)} since {since:%Y-%m-%d %H:%M:%S} UTC")
             typer.echo(f"  started {rollout.started_at:%Y-%m-%d %H:%M:%S} UTC by {rollout.started_by}")
             typer.echo(f"  plan: {_plan_summary(plan)}")
+            arms = rollout_arms(rollout.rollout_id, blob_url)
+            for arm in arms:
+                typer.echo(f"  {describe_arm(arm)}")
+            if not arms:
+                typer.echo("  no window of this rollout in the warehouse yet")
     if not rollouts and not as_json:
         typer.echo("no rollout running or paused" + (f" for {name}" if name else ""), err=True)
 
