@@ -1,8 +1,8 @@
 """Schema migrations (Alembic): each owner of SQL tables brings its own tables to the newest schema.
 
-Five owners keep tables in SQL, each with a migration history of its own next to its tables: the model
-registry (`michi/registry/migrations`), annotation, the trainer, the monitor and ingest's device registry
-(`services/<name>/adapters/migrations`). Each records its revision in a version table of its own
+Six owners keep tables in SQL, each with a migration history of its own next to its tables: the model
+registry (`michi/registry/migrations`), annotation, the trainer, the monitor, the rollout controller and
+ingest's device registry (`services/<name>/adapters/migrations`). Each records its revision in a version table of its own
 (`alembic_version_<owner>`), so owners sharing one database (one `MICHI_DATABASE_URL`, the default)
 or each on its own database migrate independently, and a service upgrades only what it owns.
 
@@ -59,6 +59,7 @@ ENVIRONMENT_MODULES = (
     "services.annotation.adapters.migrations",
     "services.trainer.adapters.migrations",
     "services.monitor.adapters.migrations",
+    "services.rollouts.adapters.migrations",
 )
 # Alembic installs its `context` and `op` as module-level proxies: one migration at a time per process.
 _ALEMBIC_IN_USE = threading.Lock()

@@ -40,6 +40,10 @@ from urllib.parse import urlencode
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import Rejected
+from michi.labels.outcomes import INCOMPLETE as INCOMPLETE  # re-exported: the skip reasons, as before
+from michi.labels.outcomes import NOT_RANDOM as NOT_RANDOM
+from michi.labels.outcomes import REASONS_UNKNOWN as REASONS_UNKNOWN
+from michi.labels.outcomes import Skipped, qa_label, qa_prediction
 from michi.windows.features import packed_width
 from services.monitor.domain.adwin import Adwin
 from services.monitor.domain.drift import (
@@ -805,10 +809,8 @@ def drift_sample_request(prediction: inference_pb2.Prediction) -> labels_pb2.Lab
 # --- concept drift: ADWIN over the correctness of the model on windows people labelled at random
 
 CONCEPT_DRIFT_ALERT_KIND = "concept-drift"
-# Why a label request or a label is not an outcome (the label of michi_monitor_labels_skipped_total).
-NOT_RANDOM = "not-random"
-REASONS_UNKNOWN = "reasons-unknown"
-INCOMPLETE = "incomplete"
+# Why a label request or a label is not an outcome (the label of michi_monitor_labels_skipped_total): the shared
+# rules' reasons (`michi.labels.outcomes`), NOT_RANDOM, REASONS_UNKNOWN and INCOMPLETE, imported above.
 
 
 @dataclass(frozen=True)
@@ -925,35 +927,31 @@ class ConceptDriftMonitor:
         self._replayed = False
 
     def request(self, request: labels_pb2.LabelRequest) -> None:
-        if request.reason != labels_pb2.LABEL_REASON_RANDOM_QA:
+        prediction = qa_prediction(request)  # the shared rules (michi/labels/outcomes.py)
+        if isinstance(prediction, Skipped):
+            if prediction.reason != NOT_RANDOM:  # requests for other reasons are not counted as skipped
+                self.reports.label_skipped(prediction.reason)
             return
-        lineage = request.lineage
-        if not (lineage.window_id and lineage.model_name and lineage.model_version and request.suggested):
-            self.reports.label_skipped(INCOMPLETE)
-            return
-        predicted_at = request.occurred_at.seconds + request.occurred_at.nanos / 1e9
         self.outcomes.record_prediction(
-            lineage.window_id,
-            lineage.model_name,
-            lineage.model_version,
-            int(request.suggested),
-            float(request.confidence),
-            predicted_at,
+            prediction.window_id,
+            prediction.model_name,
+            prediction.model_version,
+            prediction.predicted,
+            prediction.confidence,
+            prediction.predicted_at_s,
         )
 
     def label(self, label: labels_pb2.Label) -> None:
-        if not label.request_reasons:
-            self.reports.label_skipped(REASONS_UNKNOWN)  # published before labels said why: not known to be random
-            return
-        if labels_pb2.LABEL_REASON_RANDOM_QA not in label.request_reasons:
-            self.reports.label_skipped(NOT_RANDOM)
-            return
-        lineage = label.lineage
-        if not (lineage.window_id and lineage.model_name and lineage.model_version and label.event_type):
-            self.reports.label_skipped(INCOMPLETE)
+        labelled = qa_label(label)
+        if isinstance(labelled, Skipped):
+            self.reports.label_skipped(labelled.reason)
             return
         self.outcomes.record_label(
-            lineage.window_id, lineage.model_name, lineage.model_version, int(label.event_type), label.event_id
+            labelled.window_id,
+            labelled.model_name,
+            labelled.model_version,
+            labelled.labelled,
+            labelled.label_event_id,
         )
 
     def settle(self) -> None:

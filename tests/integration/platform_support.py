@@ -31,6 +31,7 @@ SERVICE_PORT_VARIABLES = {
     "monitor": "MICHI_MONITOR_PORT",
     "annotation": "MICHI_ANNOTATION_PORT",
     "trainer": "MICHI_TRAINER_PORT",
+    "rollouts": "MICHI_ROLLOUTS_PORT",
 }
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import Column, Engine, Index, MetaData, String, create_engine, i
 from sqlmodel import Session, SQLModel
 
 from michi.contracts.v1 import common_pb2
+from michi.labels.outcomes import QaLabel, QaPrediction
 from michi.migrations import (
     MigrationEnvironment,
     alembic_config,
@@ -51,6 +52,7 @@ from services.ingest.domain.tokens import RevokedToken
 from services.monitor.adapters.store import MonitorStore
 from services.monitor.domain.drift import FeatureDrift
 from services.monitor.handlers import FULL, ClosedWindow, DriftEpisode
+from services.rollouts.adapters.store import RolloutsStore
 from services.trainer.adapters.store import TrainerStore
 from services.trainer.adapters.tables import TrainerRunRow
 from services.trainer.domain.labels import WindowLabel
@@ -241,6 +243,11 @@ def _write_rows_with_the_stores(engine: Engine) -> dict[str, Any]:
     monitor = MonitorStore(engine)
     episode = DriftEpisode("e-1", "risk", "1", "all", ["w-1"], ["speed"], "alert-1", samples=3)
     monitor.record_close(_closed_window("w-1"), NOW.timestamp(), episode)
+
+    rollouts = RolloutsStore(engine)
+    rollouts.record_prediction(QaPrediction("w-qa", "risk", "2", int(BRAKING), 0.9, NOW.timestamp()))
+    rollouts.record_label(QaLabel("w-qa", "risk", "2", int(BRAKING), "label-qa"))
+    rollouts.save("ro-risk-2-00000000", "risk", {"progress": {"step_index": 1}})
     return {"kept": kept, "revoked": revoked}
 
 
@@ -302,6 +309,7 @@ def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: s
     devices = DeviceRegistry.from_url(database_url, SECRET, cache_ttl_s=0)
     devices.create_tables()
     monitor = MonitorStore.from_url(database_url)
+    rollouts = RolloutsStore.from_url(database_url)
     try:
         for environment in environments():
             with engine.connect() as connection:
@@ -332,8 +340,10 @@ def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: s
         assert devices.verify(devices.add_device("device-new")) == "device-new"
         assert monitor.open_episode("risk", "1", "all") is not None
         assert [window.window_id for window in monitor.windows()] == ["w-1"]
+        assert rollouts.arm_counts("risk", "2", 0.0).correct == 1
+        assert rollouts.load("ro-risk-2-00000000") == {"progress": {"step_index": 1}}
     finally:
-        for store in (registry, trainer, annotation, devices, monitor):
+        for store in (registry, trainer, annotation, devices, monitor, rollouts):
             store.close()
 
 
@@ -369,6 +379,7 @@ from michi.registry.store import ModelRegistry
 from services.annotation.adapters.store import AnnotationStore
 from services.ingest.adapters.devices import DeviceRegistry
 from services.monitor.adapters.store import MonitorStore
+from services.rollouts.adapters.store import RolloutsStore
 from services.trainer.adapters.store import TrainerStore
 
 url, first = sys.argv[1], int(sys.argv[2])
@@ -392,7 +403,10 @@ def devices():
 def monitor():
     MonitorStore.from_url(url).close()
 
-starts = [registry, trainer, annotation, devices, monitor]
+def rollouts():
+    RolloutsStore.from_url(url).close()
+
+starts = [registry, trainer, annotation, devices, monitor, rollouts]
 print("ready", flush=True)
 sys.stdin.readline()
 for start in starts[first:] + starts[:first]:
@@ -405,7 +419,7 @@ def test_stores_starting_at_once_on_one_database_all_succeed(database_url: str, 
     # Separate processes, as replicas are: in one process alembic's own lock would serialise them anyway.
     starters = [
         subprocess.Popen(
-            [sys.executable, "-c", STARTER, database_url, str(index % 5)],
+            [sys.executable, "-c", STARTER, database_url, str(index % 6)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

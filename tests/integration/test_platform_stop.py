@@ -44,6 +44,7 @@ def platform_environment(home: Path) -> dict[str, str]:
         "MICHI_WAREHOUSE_PORT",
         "MICHI_ANNOTATION_PORT",
         "MICHI_TRAINER_PORT",
+        "MICHI_ROLLOUTS_PORT",
     ):
         environment[name] = str(free_port())
     return environment

@@ -122,6 +122,7 @@ def test_cli_services_ports_and_lag_come_from_the_specs() -> None:
         "monitor": ("MICHI_MONITOR_PORT", 8083),
         "annotation": ("MICHI_ANNOTATION_PORT", 8081),
         "trainer": ("MICHI_TRAINER_PORT", 8082),
+        "rollouts": ("MICHI_ROLLOUTS_PORT", 8088),
     }
     assert list(SERVICE_PORTS) == list(service_names())
     assert {service: [topic.base_name for topic in topics] for service, topics in CONSUMERS.items()} == {

@@ -1,0 +1,89 @@
+"""Prometheus metrics of the rollout controller (one registry per process, served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from michi.telemetry.metrics import service_registry
+from services.rollouts.domain.figures import ArmCounts
+
+ARM_LABELS = ["model", "arm", "model_version"]
+
+
+class RolloutsMetrics:
+    def __init__(self) -> None:
+        self.registry = registry = service_registry()
+        self.watched_rollouts = Gauge(
+            "michi_rollouts_watched",
+            "Running or paused rollouts the controller drives (canaries by steps, A/B tests)",
+            ["strategy"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "michi_rollouts_decisions_total",
+            "Rollout decisions the controller carried out through the registry",
+            ["action"],
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "michi_rollouts_refusals_total",
+            "Rollout decisions the registry refused (no longer applicable)",
+            ["action"],
+            registry=registry,
+        )
+        self.qa_records = Counter(
+            "michi_rollouts_qa_records_total",
+            "Random-QA label requests (prediction) and labels (label) kept",
+            ["side"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "michi_rollouts_labels_skipped_total",
+            "Label requests and labels that are not random-QA outcomes",
+            ["reason"],
+            registry=registry,
+        )
+        self.arm_requested = Gauge(
+            "michi_rollouts_arm_qa_windows",
+            "Random-QA windows the arm served since its rollout started",
+            ARM_LABELS,
+            registry=registry,
+        )
+        self.arm_labelled = Gauge(
+            "michi_rollouts_arm_labelled_windows",
+            "Random-QA windows of the arm labelled since its rollout started",
+            ARM_LABELS,
+            registry=registry,
+        )
+        self.arm_correct = Gauge(
+            "michi_rollouts_arm_correct_windows",
+            "Labelled random-QA windows the arm called as people did",
+            ARM_LABELS,
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "michi_rollouts_dead_letters_total", "Messages sent to dead letters", registry=registry
+        )
+
+    # --- ControllerReports
+
+    def label_skipped(self, reason: str) -> None:
+        self.skipped.labels(reason).inc()
+
+    def recorded(self, side: str) -> None:
+        self.qa_records.labels(side).inc()
+
+    def watched(self, counts: dict[str, int]) -> None:
+        for strategy, count in counts.items():
+            self.watched_rollouts.labels(strategy).set(count)
+
+    def decision(self, action: str) -> None:
+        self.decisions.labels(action).inc()
+
+    def refused(self, action: str) -> None:
+        self.refusals.labels(action).inc()
+
+    def arm(self, model_name: str, arm: str, version: str, counts: ArmCounts) -> None:
+        self.arm_requested.labels(model_name, arm, version).set(counts.requested)
+        self.arm_labelled.labels(model_name, arm, version).set(counts.labelled)
+        self.arm_correct.labels(model_name, arm, version).set(counts.correct)

@@ -1,0 +1,1 @@
+"""Revisions of the rollout controller's tables (loaded by alembic, not imported)."""

@@ -1,0 +1,460 @@
+"""What the rollout controller does with each label request and label, and with each running rollout.
+
+`OutcomeRecorder` keeps the random-QA windows of every model version (the shared rules of
+`michi/labels/outcomes.py`, the monitor's): what the serving arm said and when, from the window's random-QA
+`LabelRequest`, and what people said, from its `Label`, whichever comes first; idempotent (a redelivered request
+or label changes nothing; the first label of a window counts).
+
+`RolloutController.tick` looks at every running rollout of the registry (`ModelRegistry.active_rollouts`):
+
+- a canary with a rollout document (`steps`): its place in the steps (`Progress`) is kept in SQL; the next
+  action comes from `michi.rollouts.progression.next_action`. ANALYSE compares candidate and champion over the
+  step so far (`domain/figures.py`: label agreement from the random-QA windows; no data is never a pass) and keeps
+  the verdict; SET_WEIGHT, PROMOTE and ROLL_BACK are carried out through the registry's rollout operations as
+  `policy:rollout-steps`, with the figures and the verdict as evidence; WAIT and HOLD do nothing.
+- an A/B test (strategy ab, no document): a `SequentialTest` over the random-QA outcomes since the start, its
+  state in SQL; once it decides, `promote_rollout` (candidate better) or `rollback_rollout` (worse), as
+  `policy:ab-test`, with the p-value and the interval as evidence.
+- a paused rollout, or a canary without a document (driven by hand), is left alone; a rollout no longer running
+  (ended by the controller or by a person) has its state forgotten.
+
+Every decision is taken from state in SQL, so a restart (or a crash between a registry action and the state it
+leaves) takes none twice: a weight the registry already holds moves the progress on without a new decision
+(`_follow_registry`), an ended rollout is no longer running, and the registry refuses what no longer applies
+(logged and counted, never raised out of the loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from michi.contracts.v1 import labels_pb2
+from michi.labels.outcomes import NOT_RANDOM, QaLabel, QaPrediction, Skipped, qa_label, qa_prediction
+from michi.registry import ModelRegistry, PlanNotPublished, Rollout, RolloutRefused, UnknownModelVersion
+from michi.registry.rollout_status import RolloutAction, RolloutStatus, RolloutStrategy
+from michi.rollouts.progression import Action, ActionKind, Progress, next_action
+from michi.rollouts.sequential import Decision, SequentialEvidence, SequentialTest
+from michi.rollouts.steps import Analyse, RolloutSpec, SetWeight, rollout_spec_from_mapping
+from services.rollouts.domain.figures import ArmCounts, verdict
+
+logger = logging.getLogger(__name__)
+
+STEPS_ACTOR = "policy:rollout-steps"
+AB_ACTOR = "policy:ab-test"
+# Verdicts kept per rollout (the newest; every decision's own evidence is in the registry's history).
+MAX_VERDICTS_KEPT = 200
+# The registry's refusals of a controller action: logged and counted, the rollout looked at again next time.
+REFUSALS = (RolloutRefused, UnknownModelVersion)
+
+
+class QaWindows(Protocol):
+    """The random-QA windows per model version (SQL): both sides kept as they come, counted per period."""
+
+    def record_prediction(self, prediction: QaPrediction) -> None:
+        """What the arm said for the window (idempotent)."""
+        ...
+
+    def record_label(self, label: QaLabel) -> None:
+        """What people said for the window (idempotent; the first label counts)."""
+        ...
+
+    def arm_counts(self, model_name: str, model_version: str, since_s: float) -> ArmCounts:
+        """The version's random-QA windows predicted at or after `since_s`: requested, labelled, correct."""
+        ...
+
+
+class ProgressStore(Protocol):
+    """Each driven rollout's state (SQL), by rollout id."""
+
+    def load(self, rollout_id: str) -> dict[str, Any] | None: ...
+
+    def save(self, rollout_id: str, model_name: str, state: dict[str, Any]) -> None: ...
+
+    def forget(self, rollout_id: str) -> None: ...
+
+    def forget_except(self, rollout_ids: Iterable[str]) -> list[str]:
+        """Delete the state of every rollout not in `rollout_ids`; return the ids deleted."""
+        ...
+
+
+class ControllerReports(Protocol):
+    def label_skipped(self, reason: str) -> None: ...
+
+    def recorded(self, side: str) -> None:
+        """A random-QA request (`prediction`) or label (`label`) was kept."""
+        ...
+
+    def watched(self, counts: dict[str, int]) -> None:
+        """Running rollouts the controller drives, per strategy."""
+        ...
+
+    def decision(self, action: str) -> None: ...
+
+    def refused(self, action: str) -> None: ...
+
+    def arm(self, model_name: str, arm: str, version: str, counts: ArmCounts) -> None:
+        """An arm's random-QA outcomes since its rollout started."""
+        ...
+
+
+class OutcomeRecorder:
+    """Label requests and labels into the random-QA windows (the monitor's acceptance rules, shared)."""
+
+    def __init__(self, *, windows: QaWindows, reports: ControllerReports) -> None:
+        self.windows = windows
+        self.reports = reports
+
+    def request(self, request: labels_pb2.LabelRequest) -> None:
+        prediction = qa_prediction(request)
+        if isinstance(prediction, Skipped):
+            if prediction.reason != NOT_RANDOM:  # requests for other reasons are not random-QA windows: not counted
+                self.reports.label_skipped(prediction.reason)
+            return
+        self.windows.record_prediction(prediction)
+        self.reports.recorded("prediction")
+
+    def label(self, label: labels_pb2.Label) -> None:
+        labelled = qa_label(label)
+        if isinstance(labelled, Skipped):
+            self.reports.label_skipped(labelled.reason)
+            return
+        self.windows.record_label(labelled)
+        self.reports.recorded("label")
+
+
+@dataclass(frozen=True)
+class AbPolicy:
+    """The always-valid test of A/B rollouts (`michi.rollouts.sequential`)."""
+
+    alpha: float = 0.05
+    tau_squared: float = 0.0025
+    minimum_labels: int = 100
+
+    def new_test(self) -> SequentialTest:
+        return SequentialTest(
+            alpha=self.alpha, tau_squared=self.tau_squared, minimum_trials_per_arm=float(self.minimum_labels)
+        )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def ab_evidence(test: SequentialTest, evidence: SequentialEvidence | None = None) -> dict[str, Any]:
+    """JSON-safe evidence of an A/B decision: the test's decision, p-value, interval and counts."""
+    return {
+        "test": "msprt",
+        "decision": test.decision.value,
+        "p_value": test.p_value,
+        "interval": [_finite(test.interval[0]), _finite(test.interval[1])],
+        "difference": evidence.difference if evidence is not None else None,
+        "alpha": test.alpha,
+        "tau_squared": test.tau_squared,
+        "looks": test.looks,
+        "decided_at_look": test.decided_at_look,
+        "control": {"correct": test.control.events, "labelled": test.control.exposure},
+        "candidate": {"correct": test.candidate.events, "labelled": test.candidate.exposure},
+    }
+
+
+class RolloutController:
+    """Every `interval_s`, the next decision of each running rollout (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        windows: QaWindows,
+        progress: ProgressStore,
+        reports: ControllerReports,
+        interval_s: float,
+        ab_policy: AbPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.windows = windows
+        self.progress = progress
+        self.reports = reports
+        self.interval_s = interval_s
+        self.ab_policy = ab_policy or AbPolicy()
+        self.clock = clock
+        self.monotonic = monotonic
+        self._last_tick: float | None = None
+
+    def tick_if_due(self) -> None:
+        """Tick when `interval_s` has passed since the last one (the first at once); never raises."""
+        moment = self.monotonic()
+        if self._last_tick is not None and moment - self._last_tick < self.interval_s:
+            return
+        self._last_tick = moment
+        try:
+            self.tick()
+        except Exception:
+            # The registry's database away, say: looked at again next interval; the consumer goes on.
+            logger.exception("rollout controller tick failed; trying again next interval")
+
+    def tick(self) -> None:
+        """Look at every running rollout once (a failure with one is logged; the others go on)."""
+        now = self.clock()
+        active = self.registry.active_rollouts()
+        for forgotten in self.progress.forget_except(rollout.rollout_id for rollout in active):
+            logger.info("rollout no longer running; its progress forgotten", extra={"rollout_id": forgotten})
+        watched: dict[str, int] = {RolloutStrategy.CANARY.value: 0, RolloutStrategy.AB.value: 0}
+        for rollout in active:
+            if not self._driven(rollout):
+                continue
+            watched[rollout.strategy] = watched.get(rollout.strategy, 0) + 1
+            try:
+                self._report_arms(rollout)
+                if rollout.status != RolloutStatus.RUNNING.value:
+                    continue  # paused: a person holds it where it is
+                if rollout.document is not None:
+                    self._drive_canary(rollout, now)
+                else:
+                    self._drive_ab(rollout)
+            except Exception:
+                logger.exception(
+                    "rollout not looked at; trying again next interval",
+                    extra={"rollout_id": rollout.rollout_id, "model": rollout.model_name},
+                )
+        self.reports.watched(watched)
+
+    @staticmethod
+    def _driven(rollout: Rollout) -> bool:
+        """A canary by a document, or an A/B test; a canary at one weight is driven by hand."""
+        if rollout.document is not None:
+            return True
+        return rollout.strategy == RolloutStrategy.AB.value
+
+    def _report_arms(self, rollout: Rollout) -> None:
+        since = rollout.started_at.timestamp()
+        for arm, version in (("candidate", rollout.candidate_version), ("champion", rollout.champion_version)):
+            self.reports.arm(
+                rollout.model_name, arm, version, self.windows.arm_counts(rollout.model_name, version, since)
+            )
+
+    # --- canary by steps
+
+    def _drive_canary(self, rollout: Rollout, now: float) -> None:
+        assert rollout.document is not None
+        spec = rollout_spec_from_mapping(rollout.document)
+        state = self.progress.load(rollout.rollout_id) or {"verdicts": []}
+        stored = state.get("progress")
+        progress = Progress.from_dict(stored) if stored is not None else Progress.start(rollout.started_at.timestamp())
+        followed = self._follow_registry(rollout, progress)
+        if followed is not progress or stored is None:
+            progress = followed
+            self._save(rollout, state, progress)
+        # Several actions in one look (an analysis passed: advance, set the next weight), each kept as it is taken.
+        for _ in range(2 * len(spec.steps) + 2):
+            labelled = self.windows.arm_counts(
+                rollout.model_name, rollout.candidate_version, progress.step_started_at
+            ).labelled
+            action = next_action(spec, progress, now=now, labelled_windows=labelled)
+            if action.kind is ActionKind.ANALYSE:
+                progress = self._analyse(rollout, spec, action, progress, state, now)
+            elif action.kind is ActionKind.ADVANCE:
+                progress = progress.after(action, now)
+                self._save(rollout, state, progress)
+            elif action.kind is ActionKind.SET_WEIGHT:
+                step = spec.steps[action.step_index]
+                assert isinstance(step, SetWeight)
+                if not self._set_weight(rollout, step.percent, action, state):
+                    return
+                progress = progress.after(action, now)
+                self._save(rollout, state, progress)
+            elif action.kind in (ActionKind.PROMOTE, ActionKind.ROLL_BACK):
+                if self._end(rollout, action, state):
+                    self.progress.forget(rollout.rollout_id)  # ended: no longer running
+                return
+            else:  # WAIT, HOLD, FINISHED
+                return
+
+    def _follow_registry(self, rollout: Rollout, progress: Progress) -> Progress:
+        """The registry's step is the truth about weights: one it reached (a weight set by hand to a later step
+        of the document, or set by this controller just before a crash left its progress unsaved) moves the
+        progress to the step after it, begun when that weight was set; no new decision."""
+        if rollout.step_index is None or progress.finished is not None or rollout.step_index < progress.step_index:
+            return progress
+        began = rollout.started_at.timestamp()
+        for decision in self.registry.rollout_history(rollout.model_name):  # newest first
+            if decision.rollout_id == rollout.rollout_id and decision.action in (
+                RolloutAction.START.value,
+                RolloutAction.SET_WEIGHT.value,
+            ):
+                began = decision.created_at.timestamp()
+                break
+        # Never before the step the progress was in began: the weight was set after the controller got there.
+        return Progress(step_index=rollout.step_index + 1, step_started_at=max(began, progress.step_started_at))
+
+    def _analyse(
+        self,
+        rollout: Rollout,
+        spec: RolloutSpec,
+        action: Action,
+        progress: Progress,
+        state: dict[str, Any],
+        now: float,
+    ) -> Progress:
+        step = spec.steps[action.step_index]
+        assert isinstance(step, Analyse)
+        since = progress.step_started_at
+        candidate = self.windows.arm_counts(rollout.model_name, rollout.candidate_version, since)
+        champion = self.windows.arm_counts(rollout.model_name, rollout.champion_version, since)
+        found = verdict(step.analysis, candidate=candidate, champion=champion)
+        analysed = progress.with_verdict(found)
+        record = {
+            "at": now,
+            "step_index": action.step_index,
+            "analysis": analysed.analyses,
+            "since": since,
+            "outcome": found.outcome.value,
+            "reasons": list(found.reasons),
+            "candidate": {"version": rollout.candidate_version, **candidate.to_dict()},
+            "champion": {"version": rollout.champion_version, **champion.to_dict()},
+        }
+        state["last_analysis"] = record
+        state["verdicts"] = [*state.get("verdicts", []), record][-MAX_VERDICTS_KEPT:]
+        self._save(rollout, state, analysed)
+        logger.info(
+            "rollout analysed",
+            extra={
+                "rollout_id": rollout.rollout_id,
+                "step_index": action.step_index,
+                "outcome": found.outcome.value,
+                "reasons": list(found.reasons),
+            },
+        )
+        return analysed
+
+    def _evidence(self, action: Action, state: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "policy": "rollout-steps",
+            "step_index": action.step_index,
+            "reasons": list(action.reasons),
+            "analysis": state.get("last_analysis"),
+        }
+
+    def _set_weight(self, rollout: Rollout, percent: float, action: Action, state: dict[str, Any]) -> bool:
+        reason = f"step {action.step_index + 1}: {percent:g}% of devices on the candidate"
+        if state.get("last_analysis") is not None:
+            reason += f" (analysis {state['last_analysis']['outcome']})"
+        return self._act(
+            rollout,
+            RolloutAction.SET_WEIGHT,
+            lambda: self.registry.set_rollout_weight(
+                rollout.model_name, percent, actor=STEPS_ACTOR, reason=reason, evidence=self._evidence(action, state)
+            ),
+        )
+
+    def _end(self, rollout: Rollout, action: Action, state: dict[str, Any]) -> bool:
+        reason = "; ".join(action.reasons)
+        evidence = self._evidence(action, state)
+        if action.kind is ActionKind.PROMOTE:
+            return self._act(
+                rollout,
+                RolloutAction.PROMOTE,
+                lambda: self.registry.promote_rollout(
+                    rollout.model_name, actor=STEPS_ACTOR, reason=reason, evidence=evidence
+                ),
+            )
+        return self._act(
+            rollout,
+            RolloutAction.ROLLBACK,
+            lambda: self.registry.rollback_rollout(
+                rollout.model_name, actor=STEPS_ACTOR, reason=reason, evidence=evidence
+            ),
+        )
+
+    # --- A/B test
+
+    def _drive_ab(self, rollout: Rollout) -> None:
+        state = self.progress.load(rollout.rollout_id) or {}
+        stored = state.get("test")
+        test = SequentialTest.from_dict(stored) if stored is not None else self.ab_policy.new_test()
+        since = rollout.started_at.timestamp()
+        candidate = self.windows.arm_counts(rollout.model_name, rollout.candidate_version, since)
+        champion = self.windows.arm_counts(rollout.model_name, rollout.champion_version, since)
+        evidence: SequentialEvidence | None = None
+        # The counts since the start only grow: what the test has not seen yet is the difference.
+        added = False
+        for arm, counts, tally in (("control", champion, test.control), ("candidate", candidate, test.candidate)):
+            trials = counts.labelled - tally.exposure
+            if trials > 0:
+                successes = min(max(counts.correct - tally.events, 0.0), trials)
+                test.add(arm, successes=successes, trials=trials)
+                added = True
+        if added and test.decision is Decision.CONTINUE:
+            evidence = test.look()
+            state["test"] = test.to_dict()
+            self.progress.save(rollout.rollout_id, rollout.model_name, state)
+        elif stored is None:
+            state["test"] = test.to_dict()
+            self.progress.save(rollout.rollout_id, rollout.model_name, state)
+        if test.decision is Decision.CONTINUE:
+            return
+        details = {"policy": "ab-test", **ab_evidence(test, evidence)}
+        low, high = details["interval"]
+        reason = (
+            f"{test.decision.value}: always-valid p = {test.p_value:.4g} <= alpha {test.alpha:g}, "
+            f"interval of the accuracy difference {low if low is None else round(low, 4)} .. "
+            f"{high if high is None else round(high, 4)}, after {test.looks} looks"
+        )
+        if test.decision is Decision.CANDIDATE_BETTER:
+            ended = self._act(
+                rollout,
+                RolloutAction.PROMOTE,
+                lambda: self.registry.promote_rollout(
+                    rollout.model_name, actor=AB_ACTOR, reason=reason, evidence=details
+                ),
+            )
+        else:
+            ended = self._act(
+                rollout,
+                RolloutAction.ROLLBACK,
+                lambda: self.registry.rollback_rollout(
+                    rollout.model_name, actor=AB_ACTOR, reason=reason, evidence=details
+                ),
+            )
+        if ended:
+            self.progress.forget(rollout.rollout_id)
+
+    # --- through the registry
+
+    def _act(self, rollout: Rollout, action: RolloutAction, call: Callable[[], object]) -> bool:
+        """Carry out one decision; False when the registry refused it (nothing changed)."""
+        try:
+            call()
+        except REFUSALS as refusal:
+            self.reports.refused(action.value)
+            logger.warning(
+                "rollout decision refused by the registry",
+                extra={"rollout_id": rollout.rollout_id, "action": action.value, "refusal": str(refusal)},
+            )
+            return False
+        except PlanNotPublished as error:
+            # Committed: the decision stands; its plan goes out again now, or with the next revision.
+            logger.warning(
+                "rollout decision committed, plan not published; sending it again",
+                extra={"rollout_id": rollout.rollout_id, "action": action.value, "error": str(error)[:300]},
+            )
+            try:
+                self.registry.republish_plan(rollout.model_name)
+            except PlanNotPublished:
+                logger.warning("rollout plan still not published", extra={"rollout_id": rollout.rollout_id})
+        self.reports.decision(action.value)
+        logger.info(
+            "rollout decision",
+            extra={"rollout_id": rollout.rollout_id, "model": rollout.model_name, "action": action.value},
+        )
+        return True
+
+    def _save(self, rollout: Rollout, state: dict[str, Any], progress: Progress) -> None:
+        state["progress"] = progress.to_dict()
+        self.progress.save(rollout.rollout_id, rollout.model_name, state)

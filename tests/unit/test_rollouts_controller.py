@@ -1,0 +1,309 @@
+"""The rollout controller's decisions (`services/rollouts/handlers.py`) on SQLite, with a real model registry whose
+plans go to a recording publisher and a clock the tests move.
+
+A canary by a two-step document (10 % -> analyse -> 50 % -> analyse -> promote, at least 20 labelled windows per
+arm) steps and promotes a good candidate, rolls a worse one back with the failing condition as the reason, never
+promotes without labels, and after a restart (a new controller on the same SQL, also after a crash between the
+registry's action and the saved progress) goes on from its stored progress without taking a decision twice. An
+A/B test with a clearly better candidate is promoted once the always-valid test decides.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from michi.contracts import timestamp_from_seconds
+from michi.contracts.v1 import common_pb2, labels_pb2
+from michi.registry import ModelRegistry, Stage
+from services.rollouts.adapters.metrics import RolloutsMetrics
+from services.rollouts.adapters.store import RolloutsStore
+from services.rollouts.handlers import AB_ACTOR, STEPS_ACTOR, AbPolicy, OutcomeRecorder, RolloutController
+
+from ..fakes import RecordingPlanPublisher
+
+MODEL = "risk"
+CHAMPION, CANDIDATE = "1", "2"
+NORMAL = common_pb2.EVENT_TYPE_NORMAL
+BRAKING = common_pb2.EVENT_TYPE_HARSH_BRAKING
+RANDOM_QA = labels_pb2.LABEL_REASON_RANDOM_QA
+MINUTE = 60.0
+DOCUMENT: dict[str, Any] = {
+    "analyses": {
+        "quality": {
+            "interval": "10m",
+            "deadline": "1h",
+            "minimum_predictions": 20,
+            "minimum_labelled_windows": 20,
+            "success": ["agreement_with_labels >= champion - 0.02"],
+            "failure": ["agreement_with_labels < champion - 0.05"],
+        }
+    },
+    "steps": [{"set_weight": 10}, {"analyse": "quality"}, {"set_weight": 50}, {"analyse": "quality"}],
+}
+_windows = itertools.count()
+
+
+def qa_request(window_id: str, version: str, predicted: int, at: float) -> labels_pb2.LabelRequest:
+    request = labels_pb2.LabelRequest(
+        event_id=f"req-{window_id}",
+        reason=RANDOM_QA,
+        suggested=predicted,  # type: ignore[arg-type]
+        confidence=0.9,
+        occurred_at=timestamp_from_seconds(at),
+    )
+    request.lineage.window_id, request.lineage.model_name, request.lineage.model_version = window_id, MODEL, version
+    return request
+
+
+def qa_label(window_id: str, version: str, labelled: int) -> labels_pb2.Label:
+    label = labels_pb2.Label(event_id=f"label-{window_id}", event_type=labelled)  # type: ignore[arg-type]
+    label.request_reasons.append(RANDOM_QA)
+    label.lineage.window_id, label.lineage.model_name, label.lineage.model_version = window_id, MODEL, version
+    return label
+
+
+def outcomes(
+    version: str, *, correct: int, wrong: int, at: float
+) -> list[tuple[labels_pb2.LabelRequest, labels_pb2.Label]]:
+    """`correct + wrong` random-QA windows the version served at `at`, with their labels."""
+    pairs = []
+    for index in range(correct + wrong):
+        window = f"w-{version}-{next(_windows)}"
+        pairs.append(
+            (
+                qa_request(window, version, BRAKING, at),
+                qa_label(window, version, BRAKING if index < correct else NORMAL),
+            )
+        )
+    return pairs
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Platform:
+    """The registry, the controller's store and a controller on them (`restart` makes a new one on the same SQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.plans = RecordingPlanPublisher()
+        self.registry = ModelRegistry.from_url(url, self.plans)
+        for number in (1, 2):
+            self.registry.register(
+                MODEL, f"file:///{number}.onnx", f"{number}" * 64, "code", f"data-{number}", {}, {}, created_by="test"
+            )
+        self.registry.promote(MODEL, CHAMPION, actor="test", reason="bootstrap")
+        self.store = RolloutsStore.from_url(url)
+        self.clock = Clock(time.time())
+        self.metrics = RolloutsMetrics()
+        self.recorder = OutcomeRecorder(windows=self.store, reports=self.metrics)
+        self.controller = self.new_controller()
+
+    def new_controller(self) -> RolloutController:
+        return RolloutController(
+            registry=self.registry,
+            windows=self.store,
+            progress=self.store,
+            reports=self.metrics,
+            interval_s=30.0,
+            ab_policy=AbPolicy(alpha=0.05, tau_squared=0.0025, minimum_labels=100),
+            clock=self.clock,
+        )
+
+    def restart(self) -> None:
+        self.store.close()
+        self.store = RolloutsStore.from_url(self.url)
+        self.controller = self.new_controller()
+
+    def feed(self, pairs: list[tuple[labels_pb2.LabelRequest, labels_pb2.Label]]) -> None:
+        for request, label in pairs:
+            self.recorder.request(request)
+            self.recorder.label(label)
+
+    def at(self, minutes: float) -> None:
+        """Move the clock to `minutes` after the rollout started and look at the rollouts."""
+        self.clock.now = self.started + minutes * MINUTE
+        self.controller.tick()
+
+    def start_canary(self) -> None:
+        self.registry.start_rollout(MODEL, CANDIDATE, actor="person", reason="try it", document=DOCUMENT)
+        self.started = self.registry.rollouts(MODEL)[0].started_at.timestamp()
+
+    def decisions(self) -> list[tuple[str, str]]:
+        """(action, actor) of every decision of the model, oldest first."""
+        return [(decision.action, decision.actor) for decision in reversed(self.registry.rollout_history(MODEL))]
+
+    def close(self) -> None:
+        self.store.close()
+        self.registry.close()
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    built = Platform(f"sqlite:///{tmp_path / 'michi.db'}")
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def test_a_good_canary_steps_to_50_percent_and_is_promoted(platform: Platform) -> None:
+    platform.start_canary()
+    platform.at(1)
+    assert platform.decisions() == [("start", "person")], "no analysis is due before its interval"
+    platform.feed(outcomes(CANDIDATE, correct=29, wrong=1, at=platform.started + 2 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=27, wrong=3, at=platform.started + 2 * MINUTE))
+    platform.at(11)
+    assert platform.decisions() == [("start", "person"), ("set-weight", STEPS_ACTOR)]
+    plan = platform.plans.plans[-1]
+    assert [(arm.model.version, round(arm.traffic_share, 6)) for arm in plan.arms] == [("2", 0.5), ("1", 0.5)]
+    weight = platform.registry.rollout_history(MODEL)[0]
+    assert weight.evidence["analysis"]["outcome"] == "pass"
+    assert weight.evidence["analysis"]["candidate"] == {"version": "2", "requested": 30, "labelled": 30, "correct": 29}
+
+    # The second analysis reads only what came after the weight changed: the first step's labels do not count.
+    platform.at(22)
+    assert platform.decisions()[-1] == ("set-weight", STEPS_ACTOR)
+    platform.feed(outcomes(CANDIDATE, correct=24, wrong=1, at=platform.started + 23 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=22, wrong=3, at=platform.started + 23 * MINUTE))
+    platform.at(33)
+    assert platform.decisions()[-1] == ("promote", STEPS_ACTOR)
+    assert platform.registry.champion(MODEL).version == CANDIDATE  # type: ignore[union-attr]
+    assert platform.registry.active_rollouts() == []
+    assert platform.store.load(platform.registry.rollouts(MODEL)[0].rollout_id) is None, "progress forgotten"
+    platform.at(60)
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight", "promote"]
+
+
+def test_a_worse_canary_is_rolled_back_once_with_the_failing_condition(platform: Platform) -> None:
+    platform.start_canary()
+    platform.feed(outcomes(CANDIDATE, correct=21, wrong=9, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=29, wrong=1, at=platform.started + MINUTE))
+    platform.at(11)
+    assert platform.decisions() == [("start", "person"), ("rollback", STEPS_ACTOR)]
+    rollback = platform.registry.rollout_history(MODEL)[0]
+    assert "failed: agreement_with_labels < champion - 0.05: candidate 0.7" in rollback.reason
+    assert rollback.evidence["analysis"]["outcome"] == "fail"
+    assert platform.registry.get(MODEL, CANDIDATE).stage == Stage.CANDIDATE
+    assert not platform.plans.plans[-1].rollout_id, "the champion alone serves again"
+    platform.at(30)
+    assert len(platform.decisions()) == 2
+
+
+def test_without_labels_it_waits_and_never_promotes(platform: Platform) -> None:
+    platform.start_canary()
+    for minutes in range(1, 60, 5):
+        platform.at(minutes)
+    assert platform.decisions() == [("start", "person")], "no data: inconclusive, wait"
+    state = platform.store.load(platform.registry.rollouts(MODEL)[0].rollout_id)
+    assert state is not None and {verdict["outcome"] for verdict in state["verdicts"]} == {"inconclusive"}
+    platform.at(61)  # the analysis step's deadline: rolled back, never promoted
+    assert platform.decisions() == [("start", "person"), ("rollback", STEPS_ACTOR)]
+    assert "still inconclusive" in platform.registry.rollout_history(MODEL)[0].reason
+    assert platform.registry.champion(MODEL).version == CHAMPION  # type: ignore[union-attr]
+
+
+def test_a_restarted_controller_goes_on_from_its_stored_progress(platform: Platform) -> None:
+    platform.start_canary()
+    platform.feed(outcomes(CANDIDATE, correct=30, wrong=0, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=28, wrong=2, at=platform.started + MINUTE))
+    platform.at(11)
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight"]
+    platform.restart()
+    platform.at(12)
+    platform.at(15)
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight"], "nothing taken twice"
+    platform.feed(outcomes(CANDIDATE, correct=25, wrong=0, at=platform.started + 13 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=24, wrong=1, at=platform.started + 13 * MINUTE))
+    platform.restart()
+    platform.at(21)  # the second analysis is due 10 minutes after the weight was set (minute 11)
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight", "promote"]
+
+
+def test_a_crash_after_the_registry_acted_takes_no_decision_twice(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    platform.start_canary()
+    platform.feed(outcomes(CANDIDATE, correct=30, wrong=0, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=28, wrong=2, at=platform.started + MINUTE))
+    real_set_weight = platform.registry.set_rollout_weight
+
+    def set_weight_then_crash(*args: Any, **kwargs: Any) -> Any:
+        real_set_weight(*args, **kwargs)
+        raise SystemExit("killed after the registry committed")
+
+    monkeypatch.setattr(platform.registry, "set_rollout_weight", set_weight_then_crash)
+    with pytest.raises(SystemExit):
+        platform.at(11)
+    monkeypatch.undo()
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight"]
+    platform.restart()
+    platform.at(12)
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight"], "the weight is not set again"
+    state = platform.store.load(platform.registry.rollouts(MODEL)[0].rollout_id)
+    assert state is not None and state["progress"]["step_index"] == 3, "on the last analysis, after the weight"
+
+
+def test_a_paused_rollout_is_left_alone_and_one_ended_by_hand_is_forgotten(platform: Platform) -> None:
+    platform.start_canary()
+    platform.at(1)
+    rollout_id = platform.registry.rollouts(MODEL)[0].rollout_id
+    assert platform.store.load(rollout_id) is not None
+    platform.registry.pause_rollout(MODEL, actor="person", reason="weekend")
+    platform.feed(outcomes(CANDIDATE, correct=10, wrong=20, at=platform.started + 2 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=30, wrong=0, at=platform.started + 2 * MINUTE))
+    platform.at(30)
+    assert [action for action, _ in platform.decisions()] == ["start", "pause"]
+    platform.registry.abort_rollout(MODEL, actor="person", reason="not now")
+    platform.at(31)
+    assert platform.store.load(rollout_id) is None
+    assert [action for action, _ in platform.decisions()] == ["start", "pause", "abort"]
+
+
+def test_an_ab_test_promotes_a_clearly_better_candidate_once_the_sequential_test_decides(platform: Platform) -> None:
+    platform.registry.start_rollout(MODEL, CANDIDATE, actor="person", reason="a/b", strategy="ab", weight=50)
+    platform.started = platform.registry.rollouts(MODEL)[0].started_at.timestamp()
+    platform.feed(outcomes(CANDIDATE, correct=45, wrong=5, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=35, wrong=15, at=platform.started + MINUTE))
+    platform.at(2)
+    assert platform.decisions() == [("start", "person")], "fewer than 100 labels per arm: no look counts"
+    state = platform.store.load(platform.registry.rollouts(MODEL)[0].rollout_id)
+    assert state is not None and state["test"]["decision"] == "continue"
+    platform.feed(outcomes(CANDIDATE, correct=190, wrong=10, at=platform.started + 3 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=155, wrong=45, at=platform.started + 3 * MINUTE))
+    platform.restart()  # the test's state comes back from SQL: the labels before are not counted twice
+    platform.at(4)
+    assert platform.decisions() == [("start", "person"), ("promote", AB_ACTOR)]
+    promotion = platform.registry.rollout_history(MODEL)[0]
+    assert promotion.evidence["decision"] == "candidate-better"
+    assert promotion.evidence["p_value"] <= 0.05
+    assert promotion.evidence["candidate"] == {"correct": 235.0, "labelled": 250.0}
+    assert promotion.evidence["interval"][0] > 0
+    assert "always-valid p" in promotion.reason
+    assert platform.registry.champion(MODEL).version == CANDIDATE  # type: ignore[union-attr]
+
+
+def test_redelivered_requests_and_labels_change_nothing_and_the_first_label_counts(platform: Platform) -> None:
+    pairs = outcomes(CANDIDATE, correct=1, wrong=0, at=1000.0)
+    platform.feed(pairs)
+    platform.feed(pairs)
+    _, label = pairs[0]
+    platform.recorder.label(qa_label(label.lineage.window_id, CANDIDATE, NORMAL))  # a later, different label
+    counts = platform.store.arm_counts(MODEL, CANDIDATE, 0.0)
+    assert (counts.requested, counts.labelled, counts.correct) == (1, 1, 1)
+    other = qa_request("w-uncertain", CANDIDATE, BRAKING, 1000.0)
+    other.reason = labels_pb2.LABEL_REASON_UNCERTAIN
+    platform.recorder.request(other)
+    assert platform.store.arm_counts(MODEL, CANDIDATE, 0.0).requested == 1, "only random-QA windows count"
+    assert platform.store.arm_counts(MODEL, CANDIDATE, 1000.5).requested == 0, "predicted before the period"
