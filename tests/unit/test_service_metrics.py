@@ -21,6 +21,7 @@ from services.annotation.metrics import AnnotationMetrics
 from services.inference.adapters.metrics import InferenceMetrics
 from services.ingest.entrypoints.metrics import IngestMetrics
 from services.monitor.adapters.metrics import MonitorMetrics
+from services.rollouts.adapters.metrics import RolloutsMetrics
 from services.scoring.metrics import ScoringMetrics
 from services.trainer.adapters.metrics import TrainerMetrics
 from services.warehouse.metrics import WarehouseMetrics
@@ -33,6 +34,7 @@ METRICS_CLASSES: dict[str, Callable[[], Any]] = {
     "monitor": MonitorMetrics,
     "annotation": AnnotationMetrics,
     "trainer": TrainerMetrics,
+    "rollouts": RolloutsMetrics,
 }
 PROCESS_SAMPLES = (
     "process_cpu_seconds_total",
