@@ -31,6 +31,7 @@ from michi.warehouse.layout import part_key
 from michi.warehouse.rows import PREDICTION, prediction_row, rows_to_table
 from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, pack_features
 from services.monitor.domain.profiles import read_profile
+from services.trainer.adapters.live_traffic import read_live_traffic
 from services.trainer.domain.profile import traffic_profile
 
 MODEL = "michi-risk"
@@ -213,3 +214,17 @@ def test_a_dry_run_says_what_it_would_write_and_writes_nothing(home: tuple[str, 
 def test_an_unknown_version_is_refused_by_the_registry(home: tuple[str, str]) -> None:
     result = CliRunner().invoke(app, ["models", "reprofile", MODEL, "7", *period(), "--reason", "try"])
     assert result.exit_code == 1 and "7" in result.output
+
+
+def test_a_period_larger_than_the_read_limit_is_sampled_evenly_in_time_order(home: tuple[str, str]) -> None:
+    blob_url, _ = home
+    since, until = START, START + timedelta(hours=4)
+    whole = read_live_traffic(blob_url, since, until)
+    assert (whole.count, whole.available) == (24_000, 24_000)
+    # 24,000 windows with at most 7,000 read: every 4th, in time order, and the period's size is still told.
+    sampled = read_live_traffic(blob_url, since, until, max_windows=7_000)
+    assert (sampled.count, sampled.available) == (6_000, 24_000)
+    assert np.array_equal(sampled.features, whole.features[3::4])
+    assert sampled.first_at == whole.first_at + timedelta(seconds=1.5)
+    empty = read_live_traffic(blob_url, until, until + timedelta(hours=1))
+    assert (empty.count, empty.available, empty.first_at) == (0, 0, None)

@@ -61,20 +61,21 @@ def read_live_traffic(
         f"variant <> 'shadow' AND occurred_at >= TIMESTAMPTZ '{_timestamp(since)}+00' "
         f"AND occurred_at < TIMESTAMPTZ '{_timestamp(until)}+00'"
     )
-    counted = query_arrow(f"SELECT count(*) AS windows FROM predictions WHERE {period}", blob_url)
-    available = int(counted.column("windows")[0].as_py() or 0)
-    if available == 0:
-        return LiveTraffic(np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), available=0)
-    step = max(1, -(-available // max_windows))
     # Feature names are the module's own constants (no quoting needed); each is read out of the map, NULL if absent.
     columns = ", ".join(f"map_extract(features, '{name}')[1] AS \"{name}\"" for name in FEATURE_NAMES)
+    # One scan: every window of the period is numbered in time order and counted, and every k-th is kept, k the
+    # smallest step that keeps at most `max_windows`.
     table = query_arrow(
         "SELECT * FROM ("
         f"SELECT occurred_at, device_id, vehicle_type, sample_rate_hz, firmware_version, calibration_state, {columns}, "
-        "row_number() OVER (ORDER BY occurred_at, event_id) AS position "
-        f"FROM predictions WHERE {period}) WHERE position % {step} = 0 ORDER BY position",
+        "row_number() OVER (ORDER BY occurred_at, event_id) AS position, count(*) OVER () AS available "
+        f"FROM predictions WHERE {period}) "
+        f"WHERE position % ((available + {max_windows} - 1) // {max_windows}) = 0 ORDER BY position",
         blob_url,
     )
+    if table.num_rows == 0:
+        return LiveTraffic(np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32), available=0)
+    available = int(table.column("available")[0].as_py())
     features = np.column_stack(
         [table.column(name).to_numpy(zero_copy_only=False).astype(np.float32) for name in FEATURE_NAMES]
     )
