@@ -30,6 +30,8 @@ from sqlmodel import Session, col, select
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2
 from michi.readiness import PageHandler, serve_operations
+from michi.registry import ModelRegistry
+from michi.registry.tables import RolloutRow
 from services.monitor.adapters.store import MonitorStore
 from services.monitor.adapters.tables import MonitorWindowRow
 from services.monitor.domain.drift import DRIFT, OK, FeatureDrift
@@ -48,6 +50,8 @@ from services.monitor.handlers import (
 )
 from services.monitor.resources import ResourcePolicy, ResourceWatch
 from services.monitor.settings import MonitorSettings
+
+from ..fakes import RecordingPlanPublisher
 
 CHROMIUM = os.environ.get("MICHI_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".michi" / "test-artifacts"
@@ -176,6 +180,30 @@ def fill_store(store: MonitorStore) -> str:
     return episode.episode_id
 
 
+def fill_registry(store: MonitorStore) -> None:
+    """The model registry in the monitor's database, as under `michi up`: version 7 the champion, version 8 on a
+    canary moved from 10 % to 25 % with a reason naming a hostile text, and labels of both arms' windows."""
+    registry = ModelRegistry(store.engine, RecordingPlanPublisher())
+    registry.create_tables()
+    for number in range(1, 9):  # versions are numbered by the registry: 1 to 8
+        registry.register(MODEL, f"file:///{number}.onnx", f"{number}" * 64, "code", "data", {}, {}, created_by="test")
+    registry.promote(MODEL, "7", actor="test", reason="bootstrap")
+    registry.start_rollout(MODEL, "8", actor="dana", reason="new data", weight=10)
+    registry.set_rollout_weight(MODEL, 25, actor="policy:rollout-steps", reason=HOSTILE)
+    # Started the day before the monitor's windows, so that the error-rate chart still opens on version 7.
+    started = START - timedelta(days=1)
+    with Session(store.engine) as session:
+        row = session.exec(select(RolloutRow).where(RolloutRow.model_name == MODEL)).one()
+        row.started_at = started
+        session.add(row)
+        session.commit()
+    for index in range(20):
+        at = started.timestamp() + 1 + index
+        store.record_prediction(f"canary-{index}", MODEL, "8", 0, 0.9, at)
+        store.record_label(f"canary-{index}", MODEL, "8", 0 if index % 5 else 1, f"canary-label-{index}")
+    store.sequence_ready()
+
+
 class FakeServices:
     def __init__(self) -> None:
         self.readings: dict[str, ServiceReading | None] = {}
@@ -252,6 +280,7 @@ def test_the_page_draws_drift_histograms_episodes_error_rate_and_resources(tmp_p
     from playwright.sync_api import sync_playwright
 
     episode_id = fill_store(store)
+    fill_registry(store)
     pages = pages_of(MonitorSettings(env="dev", monitor_page_token=None), store, watched())
     with serving(pages) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -287,6 +316,14 @@ def test_the_page_draws_drift_histograms_episodes_error_rate_and_resources(tmp_p
             assert count(page, "#lag-chart polyline") == 2
             assert count(page, "#cost-chart polyline") == 1
             assert "USD" in page.inner_text("#today")
+            # The rollout: both arms with their shares, the canary's agreement with its 20 labels, the share over
+            # time as steps (10 % then 25 %), and its decisions with a hostile reason shown as text.
+            assert count(page, "#rollouts table.arms tbody tr") == 2
+            arms = page.inner_text("#rollouts table.arms")
+            assert "75.0 %" in arms and "25.0 %" in arms and "80.0 % of 20" in arms
+            assert count(page, "#rollouts svg.chart polyline") == 1
+            assert count(page, "#rollouts table.decisions tbody tr") == 2
+            assert HOSTILE in page.inner_text("#rollouts table.decisions")
 
             # Hostile names from the data are text: no element made of them, no dialog.
             assert HOSTILE in page.inner_text("#feature-choice")

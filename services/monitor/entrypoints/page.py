@@ -11,10 +11,13 @@ http://127.0.0.1:8083/ while `michi up` runs.
     GET /v1/monitor/error-rate?model_version=                ADWIN's error-rate estimate replayed over the version's
                                                              random-QA outcomes (at most 500 points), its changes
     GET /v1/monitor/resources                                the resource watch's last rounds and the day's figures
+    GET /v1/monitor/rollouts?limit=                          running and paused rollouts, then the newest ended:
+                                                             arms, shares, each arm's agreement with random-QA
+                                                             labels and drift, decisions with the share over time
 
-Each view (`windows_view`, `window_view`, `episodes_view`, `episode_view`, `error_rate_view`, `resources_view`) is
-a function of the store (and the resource watch) returning a JSON-ready dict; `monitor_pages` puts them behind
-`PageAccess`:
+Each view (`windows_view`, `window_view`, `episodes_view`, `episode_view`, `error_rate_view`, `resources_view`,
+`rollouts_view`) is a function of the store (and the resource watch, the model registry) returning a JSON-ready
+dict; `monitor_pages` puts them behind `PageAccess`:
 
 - with `MICHI_MONITOR_PAGE_TOKEN` set, every page needs it: `Authorization: Bearer <token>`, or `?token=<token>`
   (the page keeps a token given that way in the tab's sessionStorage, takes it out of the address and sends it
@@ -47,9 +50,16 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from michi.readiness import PageAnswer, PageHandler, PageRequest, json_answer
+from michi.registry import ModelRegistry
+from michi.registry.records import Rollout, RolloutDecision
+from michi.registry.rollout_status import RolloutAction
+from michi.warehouse.rows import variant_name
 from services.monitor.adapters.store import MonitorStore
 from services.monitor.adapters.tables import MonitorDriftEpisodeRow, MonitorWindowRow
+from services.monitor.adapters.version_figures import version_period_figures
 from services.monitor.domain.adwin import Adwin
 from services.monitor.domain.windows import COHORT_ALL
 from services.monitor.resources import ResourcePolicy, ResourceWatch
@@ -59,6 +69,8 @@ API = "/v1/monitor/"
 # Windows of the drift chart by default, and the most any list answers.
 DEFAULT_WINDOWS = 200
 DEFAULT_EPISODES = 100
+# Rollouts the rollouts section shows by default (running and paused ones first, then the newest ended).
+DEFAULT_ROLLOUTS = 10
 MAX_LIMIT = 1000
 # Points of the error-rate chart at most (every change found among them).
 MAX_ERROR_POINTS = 500
@@ -97,6 +109,8 @@ class PageSources:
     watch: ResourceWatch | None
     psi_threshold: float
     adwin_delta: float
+    # The model registry (its rollouts and their decisions), None where the monitor has none.
+    registry: ModelRegistry | None = None
 
 
 # --- the views: JSON-ready dicts
@@ -338,6 +352,125 @@ def error_rate_view(
     return view
 
 
+# What each action leaves on the candidate (percent of devices); None: as before.
+_ENDED_SHARE = {RolloutAction.PROMOTE.value: 100.0, RolloutAction.ROLLBACK.value: 0.0, RolloutAction.ABORT.value: 0.0}
+
+
+def _candidate_percent(decision: RolloutDecision) -> float | None:
+    """The candidate's share of devices (percent) after `decision`, None when the decision did not change it."""
+    if decision.action in _ENDED_SHARE:
+        return _ENDED_SHARE[decision.action]
+    weight = decision.evidence.get("weight_percent")
+    if isinstance(weight, Mapping):
+        weight = weight.get("to")
+    return _number(weight)
+
+
+def _decision(decision: RolloutDecision) -> dict[str, Any]:
+    return {
+        "revision": decision.revision,
+        "action": decision.action,
+        "actor": decision.actor,
+        "reason": decision.reason,
+        "at": _seconds(decision.created_at),
+        "candidate_percent": _candidate_percent(decision),
+        "evidence": decision.evidence,
+    }
+
+
+def _arms(registry: ModelRegistry, rollout: Rollout) -> list[dict[str, Any]]:
+    """The arms of `rollout`: what the current plan serves while it runs, its two versions once it ended."""
+    if rollout.ended_at is None:
+        plan = registry.current_plan(rollout.model_name)
+        if plan.rollout_id == rollout.rollout_id:
+            return [
+                {
+                    "model_version": arm.model.version,
+                    "variant": variant_name(arm.variant),
+                    "share": round(float(arm.traffic_share), 6),
+                }
+                for arm in plan.arms
+            ]
+    share = rollout.weight_percent / 100.0
+    return [
+        {"model_version": rollout.champion_version, "variant": "champion", "share": round(1.0 - share, 6)},
+        {"model_version": rollout.candidate_version, "variant": "candidate", "share": round(share, 6)},
+    ]
+
+
+def rollouts_view(
+    registry: ModelRegistry | None,
+    store: MonitorStore,
+    *,
+    limit: int = DEFAULT_ROLLOUTS,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The rollouts section: the running and paused rollouts, then the newest ended ones (at most `limit` in all),
+    each with its arms and shares, what the monitor saw of each arm's version during the rollout (random-QA
+    agreement with its Wilson interval, drift windows, expected accuracy) and its decisions, oldest first, with
+    the candidate's share after each (the share over time).
+
+    `registry` None, or a database without the registry's tables: no rollouts, and `registry` says why.
+    """
+    if registry is None:
+        return {"registry": "the monitor reads no model registry", "rollouts": []}
+    moment = now or datetime.now(UTC)
+    try:
+        names = sorted({version.name for version in registry.list()})
+        every = [rollout for name in names for rollout in registry.rollouts(name)]
+        every.sort(key=lambda rollout: (rollout.ended_at is not None, -rollout.started_at.timestamp()))
+        chosen = every[:limit]
+        histories = {name: registry.rollout_history(name) for name in {rollout.model_name for rollout in chosen}}
+        rollouts = []
+        for rollout in chosen:
+            until = rollout.ended_at or moment
+            arms = _arms(registry, rollout)
+            for arm in arms:
+                figures = version_period_figures(
+                    store.engine, rollout.model_name, arm["model_version"], rollout.started_at, until
+                )
+                interval = figures.agreement_interval()
+                arm.update(
+                    {
+                        "labelled": figures.labelled,
+                        "agreed": figures.agreed,
+                        "agreement": figures.agreement,
+                        "agreement_interval": list(interval) if interval else None,
+                        "windows": figures.windows,
+                        "drifting_windows": figures.drifting_windows,
+                        "rows": figures.rows,
+                        "expected_accuracy": figures.expected_accuracy,
+                        "last_verdict": figures.last_verdict,
+                    }
+                )
+            decisions = [
+                _decision(decision)
+                for decision in reversed(histories[rollout.model_name])
+                if decision.rollout_id == rollout.rollout_id
+            ]
+            rollouts.append(
+                {
+                    "rollout_id": rollout.rollout_id,
+                    "model_name": rollout.model_name,
+                    "strategy": rollout.strategy,
+                    "status": rollout.status,
+                    "candidate_version": rollout.candidate_version,
+                    "champion_version": rollout.champion_version,
+                    "weight_percent": rollout.weight_percent,
+                    "step_index": rollout.step_index,
+                    "steps": rollout.steps,
+                    "started_by": rollout.started_by,
+                    "started_at": _seconds(rollout.started_at),
+                    "ended_at": _seconds(rollout.ended_at),
+                    "arms": arms,
+                    "decisions": decisions,
+                }
+            )
+    except SQLAlchemyError:
+        return {"registry": "the registry's tables are not in the monitor's database", "rollouts": []}
+    return {"registry": None, "now": _seconds(moment), "rollouts": rollouts}
+
+
 def resources_view(watch: ResourceWatch | None, policy: ResourcePolicy | None = None) -> dict[str, Any]:
     """The resource watch's last rounds as columns (one entry per round; null where a service or group was not
     observed), its thresholds and the day's figures at the last round."""
@@ -546,6 +679,8 @@ def answer_api(sources: PageSources, request: PageRequest) -> PageAnswer:
             )
         elif route == "resources":
             body = resources_view(sources.watch)
+        elif route == "rollouts":
+            body = rollouts_view(sources.registry, sources.store, limit=_limit(request, DEFAULT_ROLLOUTS))
         else:
             return json_answer(404, {"status": "not found"}, JSON_HEADERS)
     except BadQuery as error:
@@ -569,11 +704,13 @@ def monitor_pages(sources: PageSources, access: PageAccess) -> dict[str, PageHan
 
 
 def pages_of(settings: MonitorSettings, store: MonitorStore, watch: ResourceWatch | None) -> dict[str, PageHandler]:
-    """The monitor page over `store` and `watch`, with the settings' thresholds and access rules."""
+    """The monitor page over `store` and `watch`, with the settings' thresholds and access rules; the rollouts
+    section reads the model registry in the same database (read only: the monitor never migrates its tables)."""
     sources = PageSources(
         store=store,
         watch=watch,
         psi_threshold=settings.monitor_psi_threshold,
         adwin_delta=settings.monitor_adwin_delta,
+        registry=ModelRegistry(store.engine),
     )
     return monitor_pages(sources, PageAccess.of(settings))
