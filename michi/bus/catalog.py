@@ -107,6 +107,14 @@ DEAD_LETTERS = TopicSpec(
     30 * DAY_MS,
     description="messages a consumer could not process",
 )
+MEDIA = TopicSpec(
+    "media.v1",
+    "device_id",
+    upload_pb2.MediaReceived,
+    6,
+    30 * DAY_MS,
+    description="camera media stored by ingest",
+)
 
 CATALOG: tuple[TopicSpec, ...] = (
     UPLOADS,
@@ -121,6 +129,7 @@ CATALOG: tuple[TopicSpec, ...] = (
     MODEL_ROLLOUTS,
     ALERTS,
     DEAD_LETTERS,
+    MEDIA,
 )
 
 

@@ -51,7 +51,7 @@ from michi.telemetry.metrics import MULTIPROCESS_VARIABLE, prepare_workers_direc
 from services.ingest.adapters.archive import BlobUploadArchive
 from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.devices import DeviceRegistry
-from services.ingest.adapters.publisher import KafkaUploadPublisher
+from services.ingest.adapters.publisher import KafkaMediaPublisher, KafkaUploadPublisher
 from services.ingest.adapters.rate_limits import NonceRegistry, RateLimiter
 from services.ingest.domain.validation import UploadLimits
 from services.ingest.entrypoints.grpc import IngestGrpcServer, IngestService
@@ -238,6 +238,7 @@ def build_app(
                 max_media_bytes=settings.ingest_max_media_bytes,
                 media_types=settings.ingest_media_types,
                 metrics_registry=endpoints.metrics.registry,
+                publisher=KafkaMediaPublisher(producer, settings.ingest_publish_timeout_s),
             )
         )
     )

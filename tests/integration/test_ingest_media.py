@@ -6,6 +6,7 @@ memory and early-413 tests run `python -m services.ingest` as a subprocess and w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -23,7 +24,9 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from michi.blobs import BlobStore, media_key
+from michi.bus.catalog import MEDIA
 from michi.bus.producer import EventProducer
+from michi.bus.reader import TopicReader
 from michi.contracts import timestamp_from_seconds
 from michi.contracts.v1 import upload_pb2
 from michi.infra.processes import free_port
@@ -61,6 +64,14 @@ def make_upload(upload_id: str, device_id: str = "device-a", media_names: tuple[
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def media_events(ingest: Ingest, count: int) -> list[upload_pb2.MediaReceived]:
+    """The `MediaReceived` on the media topic once `count` are there, and anything more within a second."""
+    with TopicReader(ingest.settings.resolved_kafka_bootstrap(), MEDIA, ingest.settings.topic_prefix) as reader:
+        records = reader.read_until(lambda records: len(records) >= count, timeout=20)
+        records.extend(reader.poll(1.0))
+    return [record.message for record in records]  # type: ignore[misc]
 
 
 def blob_files(root: Path) -> list[str]:
@@ -400,3 +411,113 @@ def test_a_60_mb_put_is_refused_from_its_content_length_before_the_body_is_sent(
     assert b'"reason":"media-too-large"' in body
     assert b"connection: close" in head.lower()
     assert not (ingest_process.blob_root / "media/device-a/upload-huge").exists()
+
+
+@pytest.mark.asyncio
+async def test_stored_media_is_announced_with_its_camera_frames_and_optics_and_again_on_a_retry(
+    ingest: Ingest,
+) -> None:
+    headers = {
+        "x-michi-camera": "inward",
+        "x-michi-frame-offsets-ms": "0, 100,200",
+        "x-michi-camera-fov-deg": "110",
+        "x-michi-camera-intrinsics": "800,800,640,360",
+    }
+    stored = await ingest.put("upload-m", "cab-0001.jpg", JPEG, headers=headers)
+    assert stored.status_code == 201, stored.text
+    # Outward from its name, nothing else declared.
+    road = await ingest.put("upload-m", "road-0001.jpg", JPEG[::-1])
+    assert road.status_code == 201, road.text
+    # A retry after a lost answer: answered from the stored copy and announced again, the same event.
+    again = await ingest.put("upload-m", "cab-0001.jpg", JPEG, headers=headers)
+    assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
+
+    events = await asyncio.to_thread(media_events, ingest, 3)
+    assert len(events) == 3
+    first, retry, second = sorted(events, key=lambda event: (event.name, event.occurred_at.ToNanoseconds()))
+    assert first.event_id == retry.event_id != second.event_id
+    assert (first.lineage.device_id, first.lineage.upload_id, first.upload_id) == ("device-a", "upload-m", "upload-m")
+    assert len(first.lineage.trace_id) == 32
+    assert (first.name, first.camera, first.content_type) == (
+        "cab-0001.jpg",
+        upload_pb2.CAMERA_KIND_INWARD,
+        "image/jpeg",
+    )
+    assert (first.sha256, first.size_bytes) == (sha256_hex(JPEG), len(JPEG))
+    assert first.blob_key == media_key("device-a", "upload-m", "cab-0001.jpg")
+    assert first.uri == stored.json()["uri"]
+    assert list(first.frame_offsets_ms) == [0, 100, 200]
+    assert (first.optics.horizontal_fov_deg, first.optics.focal_length_x_px, first.optics.principal_point_y_px) == (
+        110.0,
+        800.0,
+        360.0,
+    )
+    assert (second.name, second.camera, list(second.frame_offsets_ms)) == (
+        "road-0001.jpg",
+        upload_pb2.CAMERA_KIND_OUTWARD,
+        [],
+    )
+    assert second.optics.horizontal_fov_deg == 0.0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("x-michi-camera", "sideways"),
+        ("x-michi-frame-offsets-ms", "0,200,100"),
+        ("x-michi-frame-offsets-ms", "0,-5"),
+        ("x-michi-frame-offsets-ms", ",".join(["1"] * 4097)),
+        ("x-michi-camera-fov-deg", "nan"),
+        ("x-michi-camera-fov-deg", "400"),
+        ("x-michi-camera-intrinsics", "800,800,640"),
+        ("x-michi-camera-height-m", "12"),
+    ],
+)
+async def test_a_wrong_camera_header_is_refused_before_anything_is_stored_or_announced(
+    ingest: Ingest, header: str, value: str
+) -> None:
+    refused = await ingest.put("upload-h", "inward-1.jpg", JPEG, headers={header: value})
+    assert refused.status_code == 400, refused.text
+    assert (refused.json()["reason"], refused.json()["field"]) == ("invalid-media-header", header)
+    assert blob_files(ingest.blob_root) == []
+    with TopicReader(ingest.settings.resolved_kafka_bootstrap(), MEDIA, ingest.settings.topic_prefix) as reader:
+        assert reader.poll(1.0) == []
+
+
+@pytest.mark.asyncio
+async def test_media_stored_while_kafka_is_away_is_503_and_announced_by_the_retry(
+    ingest: Ingest, redis_url: str
+) -> None:
+    # The same stores (Redis, database, blobs) behind an ingest whose broker does not answer.
+    away = EventProducer(
+        f"127.0.0.1:{free_port()}",
+        ingest.settings.topic_prefix,
+        client_id="test-away",
+        extra={"message.timeout.ms": 1500},  # what it cannot deliver is dropped soon: its close waits for no more
+    )
+    settings = ingest.settings.model_copy(update={"ingest_publish_timeout_s": 1.0})
+    redis = Redis.from_url(redis_url)
+    app = build_app(settings, producer=away, redis=redis, registry=ingest.registry)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as client:
+            refused = await client.put(
+                "/v1/uploads/upload-k/media/inward-1.jpg",
+                content=JPEG,
+                headers={
+                    "authorization": f"Bearer {ingest.token_a}",
+                    "content-type": "image/jpeg",
+                    "x-content-sha256": sha256_hex(JPEG),
+                },
+            )
+        assert (refused.status_code, refused.json()["reason"]) == (503, "broker-unavailable")
+        assert refused.headers["retry-after"] == "2"
+    finally:
+        away.close(timeout=1)
+        await redis.aclose()
+    assert (ingest.blob_root / "media/device-a/upload-k/inward-1.jpg").read_bytes() == JPEG
+    # The device sends it again to an ingest that reaches Kafka: the stored copy answers and is announced.
+    retried = await ingest.put("upload-k", "inward-1.jpg", JPEG)
+    assert (retried.status_code, retried.json()["outcome"]) == (200, "duplicate")
+    [event] = await asyncio.to_thread(media_events, ingest, 1)
+    assert (event.upload_id, event.name, event.camera) == ("upload-k", "inward-1.jpg", upload_pb2.CAMERA_KIND_INWARD)

@@ -22,12 +22,21 @@ class Gyroscope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GYROSCOPE_UNSPECIFIED: _ClassVar[Gyroscope]
     GYROSCOPE_PRESENT: _ClassVar[Gyroscope]
     GYROSCOPE_ABSENT: _ClassVar[Gyroscope]
+
+class CameraKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CAMERA_KIND_UNSPECIFIED: _ClassVar[CameraKind]
+    CAMERA_KIND_OUTWARD: _ClassVar[CameraKind]
+    CAMERA_KIND_INWARD: _ClassVar[CameraKind]
 ACCELERATION_KIND_UNSPECIFIED: AccelerationKind
 ACCELERATION_KIND_GRAVITY_INCLUDED: AccelerationKind
 ACCELERATION_KIND_LINEAR: AccelerationKind
 GYROSCOPE_UNSPECIFIED: Gyroscope
 GYROSCOPE_PRESENT: Gyroscope
 GYROSCOPE_ABSENT: Gyroscope
+CAMERA_KIND_UNSPECIFIED: CameraKind
+CAMERA_KIND_OUTWARD: CameraKind
+CAMERA_KIND_INWARD: CameraKind
 
 class ImuSamples(_message.Message):
     __slots__ = ("offset_ms", "accel_x", "accel_y", "accel_z", "gyro_x", "gyro_y", "gyro_z", "offset_us")
@@ -146,3 +155,49 @@ class ArchiveSegmentIndex(_message.Message):
     UPLOADS_FIELD_NUMBER: _ClassVar[int]
     uploads: _containers.RepeatedCompositeFieldContainer[ArchivedUpload]
     def __init__(self, uploads: _Optional[_Iterable[_Union[ArchivedUpload, _Mapping]]] = ...) -> None: ...
+
+class CameraOptics(_message.Message):
+    __slots__ = ("horizontal_fov_deg", "focal_length_x_px", "focal_length_y_px", "principal_point_x_px", "principal_point_y_px", "mount_height_m")
+    HORIZONTAL_FOV_DEG_FIELD_NUMBER: _ClassVar[int]
+    FOCAL_LENGTH_X_PX_FIELD_NUMBER: _ClassVar[int]
+    FOCAL_LENGTH_Y_PX_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_POINT_X_PX_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_POINT_Y_PX_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_HEIGHT_M_FIELD_NUMBER: _ClassVar[int]
+    horizontal_fov_deg: float
+    focal_length_x_px: float
+    focal_length_y_px: float
+    principal_point_x_px: float
+    principal_point_y_px: float
+    mount_height_m: float
+    def __init__(self, horizontal_fov_deg: _Optional[float] = ..., focal_length_x_px: _Optional[float] = ..., focal_length_y_px: _Optional[float] = ..., principal_point_x_px: _Optional[float] = ..., principal_point_y_px: _Optional[float] = ..., mount_height_m: _Optional[float] = ...) -> None: ...
+
+class MediaReceived(_message.Message):
+    __slots__ = ("event_id", "occurred_at", "lineage", "upload_id", "name", "camera", "blob_key", "uri", "sha256", "size_bytes", "content_type", "frame_offsets_ms", "optics")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_FIELD_NUMBER: _ClassVar[int]
+    BLOB_KEY_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_OFFSETS_MS_FIELD_NUMBER: _ClassVar[int]
+    OPTICS_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    occurred_at: _timestamp_pb2.Timestamp
+    lineage: _common_pb2.Lineage
+    upload_id: str
+    name: str
+    camera: CameraKind
+    blob_key: str
+    uri: str
+    sha256: str
+    size_bytes: int
+    content_type: str
+    frame_offsets_ms: _containers.RepeatedScalarFieldContainer[int]
+    optics: CameraOptics
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., upload_id: _Optional[str] = ..., name: _Optional[str] = ..., camera: _Optional[_Union[CameraKind, str]] = ..., blob_key: _Optional[str] = ..., uri: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content_type: _Optional[str] = ..., frame_offsets_ms: _Optional[_Iterable[int]] = ..., optics: _Optional[_Union[CameraOptics, _Mapping]] = ...) -> None: ...

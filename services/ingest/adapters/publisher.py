@@ -1,6 +1,8 @@
-"""Publishing `UploadReceived` on the uploads topic with a bounded wait for the broker's acknowledgement.
+"""Publishing `UploadReceived` on the uploads topic, and `MediaReceived` on the media topic, with a bounded wait for
+the broker's acknowledgement.
 
-`KafkaUploadPublisher` is the handler's `UploadPublisher` port (`services.ingest.handlers`).
+`KafkaUploadPublisher` is the handler's `UploadPublisher` port (`services.ingest.handlers`); `KafkaMediaPublisher`
+the media door's (`services.ingest.entrypoints.media`).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from collections.abc import Awaitable
 
 from opentelemetry import trace
 
-from michi.bus.catalog import UPLOADS
+from michi.bus.catalog import MEDIA, UPLOADS
 from michi.bus.producer import Delivery, EventProducer, PublishError, PublishTimeout
+from michi.contracts.v1 import upload_pb2
 from services.ingest.handlers import OutgoingUpload, PublishFailed
 
 
@@ -39,6 +42,25 @@ class KafkaUploadPublisher:
         return self._acknowledged(delivery)
 
     async def _acknowledged(self, delivery: Awaitable[Delivery]) -> Delivery:
+        try:
+            return await delivery
+        except PublishTimeout as error:
+            raise PublishFailed(f"no acknowledgement from Kafka within {self.timeout_s:g} s") from error
+        except PublishError as error:
+            raise PublishFailed(str(error)) from error
+
+
+class KafkaMediaPublisher:
+    """Publishes `MediaReceived` on the media topic, keyed by device: `PublishFailed` when Kafka does not acknowledge
+    in time (the media PUT then answers 503 and the device's retry, answered from the stored copy, publishes it
+    again under the same event id)."""
+
+    def __init__(self, producer: EventProducer, timeout_s: float) -> None:
+        self.producer = producer
+        self.timeout_s = timeout_s
+
+    async def publish(self, event: upload_pb2.MediaReceived) -> Delivery:
+        delivery = self.producer.publish_in_loop(MEDIA, event.lineage.device_id, event, timeout_s=self.timeout_s)
         try:
             return await delivery
         except PublishTimeout as error:

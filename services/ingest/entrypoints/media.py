@@ -7,6 +7,13 @@ sha256 and becomes visible at `media/{device_id}/{upload_id}/{name}` only if it 
 `MICHI_INGEST_MAX_MEDIA_BYTES` and matched the checksum the device declared. Media may come
 before or after its upload; whichever comes first binds the upload_id to the token's device
 in Redis, so no other device can ever write that upload's media.
+
+Once stored, the media is announced as a `MediaReceived` on `michi.media.v1` (keyed by device, event id stable
+per device, upload, name and content) with what the PUT's headers say of it: the camera, the frames' capture
+offsets and the optics (`domain/media_description.py`; a wrong value is 400 `invalid-media-header` before the
+body is read). Without the broker's acknowledgement the answer is 503 `broker-unavailable`; the device's retry
+is answered from the stored copy (200 `duplicate`) and announces it again under the same event id, so a stored
+media item is announced at least once and its consumers deduplicate.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import binascii
 import logging
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
@@ -38,9 +45,12 @@ from michi.blobs import (
     media_key,
 )
 from michi.bus.headers import extract_context
+from michi.contracts import stable_event_id, timestamp_now
+from michi.contracts.v1 import common_pb2, upload_pb2
 from services.ingest.adapters.claims import UploadClaims
 from services.ingest.adapters.devices import DeviceRegistry
 from services.ingest.domain.decoding import media_type
+from services.ingest.domain.media_description import MediaDescription, MediaHeaderInvalid, describe_media
 from services.ingest.domain.validation import ID_PATTERN, MEDIA_NAME_PATTERN
 from services.ingest.entrypoints.http import (
     INTERNAL_ERROR,
@@ -50,7 +60,7 @@ from services.ingest.entrypoints.http import (
     bearer_token,
     declared_length,
 )
-from services.ingest.handlers import UploadRefused
+from services.ingest.handlers import PublishFailed, UploadRefused
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("michi.ingest")
@@ -72,6 +82,13 @@ class MediaAnswer(BaseModel):
     outcome: str  # "stored" or "duplicate"
 
 
+class MediaPublisher(Protocol):
+    """Where stored media is announced (`adapters/publisher.KafkaMediaPublisher`); `PublishFailed` when the broker
+    does not acknowledge."""
+
+    async def publish(self, event: upload_pb2.MediaReceived) -> Any: ...
+
+
 @dataclass
 class MediaEndpoints:
     """What the media route needs; `wiring.build_app` fills it."""
@@ -82,6 +99,36 @@ class MediaEndpoints:
     max_media_bytes: int
     media_types: frozenset[str]
     metrics_registry: CollectorRegistry
+    publisher: MediaPublisher
+
+
+def media_event(
+    device_id: str,
+    upload_id: str,
+    name: str,
+    key: str,
+    info: BlobInfo,
+    content_type: str,
+    description: MediaDescription,
+    trace_id: str,
+) -> upload_pb2.MediaReceived:
+    """The `MediaReceived` announcing stored media (the same event id for the same device, upload, name, content)."""
+    event = upload_pb2.MediaReceived(
+        event_id=stable_event_id("media", device_id, upload_id, name, info.sha256),
+        occurred_at=timestamp_now(),
+        lineage=common_pb2.Lineage(device_id=device_id, upload_id=upload_id, trace_id=trace_id),
+        upload_id=upload_id,
+        name=name,
+        camera=description.camera,
+        blob_key=key,
+        uri=info.uri,
+        sha256=info.sha256,
+        size_bytes=info.size,
+        content_type=content_type,
+        frame_offsets_ms=list(description.frame_offsets_ms),
+    )
+    event.optics.CopyFrom(description.optics)
+    return event
 
 
 def _sha256_from_digest(value: str, header: str) -> str | None:
@@ -139,7 +186,8 @@ MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {
         "model": ErrorBody,
         "description": "No or malformed checksum header (`missing-checksum`, `invalid-checksum`), "
-        "bad Content-Length (`invalid-content-length`)",
+        "bad Content-Length (`invalid-content-length`), a camera header with a value it may not hold "
+        "(`invalid-media-header`, `field` names the header)",
     },
     401: {"model": ErrorBody, "description": "Missing, invalid, unknown or revoked device token"},
     403: {"model": ErrorBody, "description": "The upload_id belongs to another device (`device-mismatch`)"},
@@ -154,8 +202,8 @@ MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorBody, "description": "A failure of ingest itself no rule foresaw (`internal-error`)"},
     503: {
         "model": ErrorBody,
-        "description": "Redis or the blob store unavailable (`idempotency-store-unavailable`, "
-        "`blob-store-unavailable`); see Retry-After",
+        "description": "Redis, the blob store or Kafka unavailable (`idempotency-store-unavailable`, "
+        "`blob-store-unavailable`, `broker-unavailable`: stored but not announced, send it again); see Retry-After",
         "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer", "minimum": 1}}},
     },
 }
@@ -257,6 +305,23 @@ def create_media_router(endpoints: MediaEndpoints) -> APIRouter:
                 declared_length(request, endpoints.max_media_bytes, "media-too-large")
                 expected = declared_sha256(request.headers)
                 try:
+                    description = describe_media(name, request.headers)
+                except MediaHeaderInvalid as error:
+                    raise UploadRefused(400, "invalid-media-header", str(error), error.header) from error
+                content_type = media_type(request.headers.get("content-type"))
+                trace_id = format(span.get_span_context().trace_id, "032x")
+
+                async def announce(stored: BlobInfo) -> None:
+                    try:
+                        await endpoints.publisher.publish(
+                            media_event(device_id, upload_id, name, key, stored, content_type, description, trace_id)
+                        )
+                    except PublishFailed as error:
+                        raise UploadRefused(
+                            503, "broker-unavailable", f"stored, but not announced: {error}", headers=RETRY_AFTER
+                        ) from error
+
+                try:
                     owner = await endpoints.claims.bind_media_owner(upload_id, device_id)
                 except RedisError as error:
                     raise UploadRefused(
@@ -267,8 +332,9 @@ def create_media_router(endpoints: MediaEndpoints) -> APIRouter:
                 key = media_key(device_id, upload_id, name)
                 existing = await stored_copy(key)
                 if existing is not None:
-                    # A retry: answered from the stored copy, the body is not read.
+                    # A retry: answered from the stored copy, the body is not read; announced again.
                     settle_existing(existing, expected, name)
+                    await announce(existing)
                     outcomes.labels(DUPLICATE, "").inc()
                     return _json(200, _media_answer(upload_id, name, existing, DUPLICATE), CLOSE_CONNECTION)
                 try:
@@ -293,11 +359,13 @@ def create_media_router(endpoints: MediaEndpoints) -> APIRouter:
                     if existing is None:
                         raise
                     settle_existing(existing, expected, name)
+                    await announce(existing)
                     outcomes.labels(DUPLICATE, "").inc()
                     return _json(200, _media_answer(upload_id, name, existing, DUPLICATE))
                 except ClientDisconnect as error:
                     raise UploadRefused(400, "client-disconnected", "the body ended early") from error
                 body_consumed = True
+                await announce(info)
             except Exception as failure:
                 refusal = media_refusal(failure, device_id, upload_id, name)
                 span.set_attribute("michi.ingest.outcome", "refused")

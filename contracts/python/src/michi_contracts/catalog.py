@@ -116,6 +116,15 @@ DEAD_LETTERS = TopicSpec(
     compacted=False,
     description="messages a consumer could not process",
 )
+MEDIA = TopicSpec(
+    base_name="media.v1",
+    key="device_id",
+    value_type=upload_pb2.MediaReceived,
+    partitions=6,
+    retention_ms=30 * DAY_MS,
+    compacted=False,
+    description="camera media stored by ingest",
+)
 
 CATALOG: tuple[TopicSpec, ...] = (
     UPLOADS,
@@ -130,4 +139,5 @@ CATALOG: tuple[TopicSpec, ...] = (
     MODEL_ROLLOUTS,
     ALERTS,
     DEAD_LETTERS,
+    MEDIA,
 )
