@@ -2,7 +2,8 @@
 
 `outcomes` decides which label requests and labels are random-QA outcomes of a model version (pure functions
 over the protobuf messages); the monitor (concept drift) and the rollout controller (per-arm label agreement)
-both read them through it, so the two can never disagree on what counts.
+both read them through it, so the two can never disagree on what counts. `qa_windows` keeps such a window in
+SQL the same way for both (`upsert_qa_window`: one row per window and model version, the first label counts).
 """
 
 from michi.labels.outcomes import (

@@ -22,10 +22,10 @@ from michi.settings import MichiSettings, load_settings
 
 models_app = typer.Typer(help="Model registry: versions, stages and rollout plans.", no_args_is_help=True)
 rollouts_app = typer.Typer(
-    help="Rollouts by hand: a candidate served as a canary or an A/B treatment to a share of devices, audited.",
+    help="Rollouts: a candidate served as a canary, an A/B treatment or a bandit arm to a share of devices, audited.",
     no_args_is_help=True,
 )
-ROLLOUT_STRATEGIES = ("canary", "ab")
+ROLLOUT_STRATEGIES = ("canary", "ab", "bandit")
 
 
 def _actor() -> str:
@@ -38,12 +38,13 @@ def _fail(message: str) -> None:
 
 
 @contextmanager
-def _registry(*, publishing: bool) -> Iterator[Any]:
+def _registry(*, publishing: bool, settings: MichiSettings | None = None) -> Iterator[Any]:
+    """The registry on `settings` (loaded from the environment when not given), publishing plans if asked."""
     from michi.bus.producer import EventProducer
     from michi.registry import ModelRegistry, PlanNotPublished, StageRuleViolation, UnknownModelVersion
     from michi.registry.rollout_status import RolloutRefused
 
-    settings = load_settings(MichiSettings)
+    settings = settings if settings is not None else load_settings(MichiSettings)
     producer = (
         EventProducer(settings.kafka_connection(), settings.topic_prefix, client_id="michi-models")
         if publishing
@@ -221,6 +222,30 @@ def _rollout_summary(rollout: Any) -> str:
     )
 
 
+def _last_bandit_look(rollout: Any, decisions: list[Any]) -> tuple[Any, dict[str, Any]] | None:
+    """When and with what evidence (posteriors, rewards, shares) the bandit policy last decided on `rollout`."""
+    for decision in decisions:  # newest first
+        if decision.rollout_id == rollout.rollout_id and decision.evidence.get("policy") == "bandit":
+            return decision.created_at, decision.evidence
+    return None
+
+
+def _bandit_lines(look: tuple[Any, dict[str, Any]] | None) -> list[str]:
+    """`bandit at <time>: candidate 2: Beta(46, 6), 45/50 labels agree, P(best) 0.998, share 50% -> 95%`."""
+    if look is None:
+        return ["bandit: no allocation yet (the shares of the start; the controller publishes once labels move them)"]
+    at, evidence = look
+    lines = [f"bandit at {at:%Y-%m-%d %H:%M:%S} UTC ({evidence.get('step', '?')}, best {evidence.get('best', '?')}):"]
+    for version, arm in evidence.get("arms", {}).items():
+        share = arm.get("share", {})
+        lines.append(
+            f"  {arm.get('arm', 'arm')} {version}: Beta({arm['alpha']:g}, {arm['beta']:g}), "
+            f"{arm['correct']}/{arm['labelled']} labels agree, P(best) {arm['probability_best']:.3f}, "
+            f"share {share.get('from', 0) * 100:.2f}% -> {share.get('to', 0) * 100:.2f}%"
+        )
+    return lines
+
+
 def _rollout_action(name: str, reason: str, act: str) -> None:
     with _registry(publishing=True) as registry:
         method = getattr(registry, f"{act}_rollout")
@@ -233,10 +258,14 @@ def start_rollout(
     version: str,
     reason: str = typer.Option(..., "--reason", help="why"),
     weight: float | None = typer.Option(
-        None, "--weight", help="percent of devices on the candidate, 0-100 (default 10 for canary, 50 for ab)"
+        None,
+        "--weight",
+        help="percent of devices on the candidate, 0-100 (default 10 for canary, 50 for ab and bandit)",
     ),
     steps: Path | None = typer.Option(None, "--steps", help="a rollout document (YAML or JSON, docs/rollouts.md)"),
-    strategy: str = typer.Option("canary", "--strategy", help="canary or ab"),
+    strategy: str = typer.Option(
+        "canary", "--strategy", help="canary, ab or bandit (the rollout controller sets a bandit's shares)"
+    ),
 ) -> None:
     """Serve VERSION (a candidate or the shadow) to a share of the devices beside the champion, and publish the plan.
 
@@ -307,9 +336,10 @@ def rollout_status(
 
     from michi.warehouse.reports import describe_arm, rollout_arms
 
-    blob_url = load_settings(MichiSettings).resolved_blob_url()
+    settings = load_settings(MichiSettings)
+    blob_url = settings.resolved_blob_url()
 
-    with _registry(publishing=False) as registry:
+    with _registry(publishing=False, settings=settings) as registry:
         if name is None:
             rollouts = registry.active_rollouts()
         else:
@@ -321,6 +351,7 @@ def rollout_status(
             plan = registry.current_plan(rollout.model_name)
             decisions = registry.rollout_history(rollout.model_name)
             since = decisions[0].created_at if decisions else rollout.started_at
+            bandit = _last_bandit_look(rollout, decisions)
             if as_json:
                 shown = {key: getattr(rollout, key) for key in rollout.__dataclass_fields__}
                 shown.update(
@@ -330,12 +361,16 @@ def rollout_status(
                     since=since.isoformat(),
                     plan=MessageToDict(plan, preserving_proto_field_name=True),
                     arms=[asdict(arm) for arm in rollout_arms(rollout.rollout_id, blob_url)],
+                    bandit=None if bandit is None else {"at": bandit[0].isoformat(), **bandit[1]},
                 )
                 typer.echo(json.dumps(shown, sort_keys=True))
                 continue
             typer.echo(f"{_rollout_summary(rollout)} since {since:%Y-%m-%d %H:%M:%S} UTC")
             typer.echo(f"  started {rollout.started_at:%Y-%m-%d %H:%M:%S} UTC by {rollout.started_by}")
             typer.echo(f"  plan: {_plan_summary(plan)}")
+            if rollout.strategy == "bandit":
+                for line in _bandit_lines(bandit):
+                    typer.echo(f"  {line}")
             arms = rollout_arms(rollout.rollout_id, blob_url)
             for arm in arms:
                 typer.echo(f"  {describe_arm(arm)}")

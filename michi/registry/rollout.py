@@ -3,7 +3,7 @@
 The plan for a model name names its champion (traffic share 1.0) and, when one is set,
 its shadow (share 0: it sees every window, its outputs are never scored). While a rollout
 serves (`ServingRollout`), the plan carries its `rollout_id` and splits the devices: the
-candidate first (CANARY, or TREATMENT for an A/B test, share w), the champion last (share
+candidate first (CANARY, or TREATMENT for an A/B test or a bandit, share w), the champion last (share
 1 - w), then the shadow if there is one (share 0: every device). The plan's revision is the
 model's latest (stage changes and rollout decisions share one sequence per name), and its
 event id is derived from name and revision, so re-sending the same plan is recognisable
@@ -28,6 +28,7 @@ MAX_PLAN_ARMS = 4
 _STRATEGIES = {
     "canary": (operations_pb2.ROLLOUT_STRATEGY_CANARY, inference_pb2.VARIANT_CANARY),
     "ab": (operations_pb2.ROLLOUT_STRATEGY_AB, inference_pb2.VARIANT_TREATMENT),
+    "bandit": (operations_pb2.ROLLOUT_STRATEGY_BANDIT, inference_pb2.VARIANT_TREATMENT),
 }
 
 
@@ -36,7 +37,7 @@ class ServingRollout:
     """What a running or paused rollout adds to the plan: its id, how the candidate is served, its share."""
 
     rollout_id: str
-    strategy: str  # canary | ab
+    strategy: str  # canary | ab | bandit
     candidate_version: str
     candidate_share: float  # in [0, 1]
 

@@ -25,7 +25,7 @@ from enum import StrEnum
 from michi.rollouts.steps import RolloutSpec, SetWeight
 
 # Default share of devices on the candidate when a rollout starts without a weight or a document.
-DEFAULT_WEIGHT_PERCENT = {"canary": 10.0, "ab": 50.0}
+DEFAULT_WEIGHT_PERCENT = {"canary": 10.0, "ab": 50.0, "bandit": 50.0}
 
 
 class RolloutStatus(StrEnum):
@@ -47,10 +47,12 @@ class RolloutAction(StrEnum):
 
 
 class RolloutStrategy(StrEnum):
-    """How the candidate is served: a canary (variant CANARY) or the treatment arm of an A/B test."""
+    """How the candidate is served: a canary (variant CANARY), the treatment arm of an A/B test, or an arm of a
+    bandit (variant TREATMENT, its share set by the rollout controller's Thompson sampling)."""
 
     CANARY = "canary"
     AB = "ab"
+    BANDIT = "bandit"
 
 
 # A rollout in these statuses serves its candidate; the registry allows one per model name.

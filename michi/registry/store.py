@@ -378,7 +378,8 @@ class ModelRegistry:
             if weight is not None:
                 raise RolloutRefused("give a weight or a rollout document, not both")
             if chosen != RolloutStrategy.CANARY:
-                raise RolloutRefused("a rollout document describes a canary; an A/B test takes a weight")
+                takes = "an A/B test takes a weight" if chosen == RolloutStrategy.AB else "a bandit sets its own shares"
+                raise RolloutRefused(f"a rollout document describes a canary; {takes}")
             step_index, percent = first_weight(rollout_spec_from_mapping(document))
             stored_document = json.loads(json.dumps(dict(document), default=str))
         else:

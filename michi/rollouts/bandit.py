@@ -218,3 +218,172 @@ class ThompsonBandit:
         newest = state["newest_labelled_at"]
         bandit.newest_labelled_at = None if newest is None else float(newest)
         return bandit
+
+
+# --- the bandit as a rollout policy: allocations to publish and when the bandit ends
+
+DEFAULT_ALLOCATION_INTERVAL_SECONDS = 600.0
+DEFAULT_MINIMUM_CHANGE = 0.02
+DEFAULT_END_PROBABILITY = 0.95
+DEFAULT_MINIMUM_REWARDS_PER_ARM = 200
+# Shares of a published allocation are rounded to this many decimals (0.01 percentage points).
+ALLOCATION_DECIMALS = 4
+
+
+@dataclass(frozen=True)
+class ArmRewards:
+    """One arm's rewards so far: labelled windows, and those labelled the way the arm called them."""
+
+    correct: int = 0
+    labelled: int = 0
+
+
+def bandit_from_rewards(
+    rewards: Mapping[str, ArmRewards],
+    *,
+    minimum_share: float = DEFAULT_MINIMUM_SHARE,
+    prior_alpha: float = DEFAULT_PRIOR_ALPHA,
+    prior_beta: float = DEFAULT_PRIOR_BETA,
+) -> ThompsonBandit:
+    """The bandit whose posteriors are the prior plus `rewards` (arms in the order given): for a caller that keeps
+    each label once already (the rollout controller's random-QA windows, unique per window and model version)."""
+    bandit = ThompsonBandit(list(rewards), prior_alpha=prior_alpha, prior_beta=prior_beta, minimum_share=minimum_share)
+    for name, counted in rewards.items():
+        correct = max(min(counted.correct, counted.labelled), 0)
+        bandit.posteriors[name] = BetaPosterior(prior_alpha + correct, prior_beta + max(counted.labelled - correct, 0))
+    return bandit
+
+
+class BanditStep(enum.Enum):
+    KEEP = "keep"  # the shares stay: too soon after the last allocation, or too small a change
+    ALLOCATE = "allocate"  # publish `shares` as the next plan revision
+    PROMOTE = "promote"  # a candidate is the best arm, with enough evidence
+    ROLL_BACK = "roll-back"  # the champion is the best arm, with enough evidence
+
+
+@dataclass(frozen=True)
+class BanditPolicy:
+    """When a bandit rollout publishes a new allocation, and when it ends.
+
+    - Every arm keeps at least `minimum_share` of the devices.
+    - A new allocation is published at most every `allocation_interval_seconds`, and only when some arm's share
+      moves by more than `minimum_change` (a share, 0.02 = 2 percentage points): each revision moves devices.
+    - The bandit ends when one arm is the best with probability at least `end_probability` and every arm has
+      `minimum_rewards_per_arm` labels: a candidate best is promoted when `automatic_promotion`, the champion
+      best is a rollback when `automatic_rollback`; otherwise it keeps allocating (a person ends it).
+    """
+
+    minimum_share: float = DEFAULT_MINIMUM_SHARE
+    allocation_interval_seconds: float = DEFAULT_ALLOCATION_INTERVAL_SECONDS
+    minimum_change: float = DEFAULT_MINIMUM_CHANGE
+    end_probability: float = DEFAULT_END_PROBABILITY
+    minimum_rewards_per_arm: int = DEFAULT_MINIMUM_REWARDS_PER_ARM
+    automatic_promotion: bool = True
+    automatic_rollback: bool = True
+    draws: int = DEFAULT_DRAWS
+
+
+@dataclass(frozen=True)
+class BanditDecision:
+    """What to do now, with the evidence: posteriors, rewards, probability of being best, shares."""
+
+    step: BanditStep
+    best: str
+    shares: dict[str, float]  # the allocation the posteriors give now (published on ALLOCATE)
+    current: dict[str, float]  # the shares served now
+    probability_best: dict[str, float]
+    posteriors: dict[str, BetaPosterior]
+    rewards: dict[str, ArmRewards]
+    reasons: tuple[str, ...]
+
+    def evidence(self) -> dict[str, Any]:
+        """JSON-safe evidence for the audited decision (and for `michi rollouts status`)."""
+        return {
+            "policy": "bandit",
+            "step": self.step.value,
+            "best": self.best,
+            "arms": {
+                name: {
+                    "alpha": posterior.alpha,
+                    "beta": posterior.beta,
+                    "mean": round(posterior.mean, 6),
+                    "correct": self.rewards[name].correct,
+                    "labelled": self.rewards[name].labelled,
+                    "probability_best": self.probability_best[name],
+                    "share": {"from": self.current.get(name, 0.0), "to": self.shares[name]},
+                }
+                for name, posterior in self.posteriors.items()
+            },
+            "reasons": list(self.reasons),
+        }
+
+
+def rounded_allocation(shares: Mapping[str, float], *, decimals: int = ALLOCATION_DECIMALS) -> dict[str, float]:
+    """`shares` rounded to `decimals`, the last arm taking what the others leave, so they still sum to 1."""
+    names = list(shares)
+    rounded = {name: round(shares[name], decimals) for name in names[:-1]}
+    rounded[names[-1]] = round(1.0 - math.fsum(rounded.values()), decimals)
+    return rounded
+
+
+def decide_allocation(
+    rewards: Mapping[str, ArmRewards],
+    *,
+    champion: str,
+    current: Mapping[str, float],
+    last_allocated_at: float,
+    now: float,
+    policy: BanditPolicy,
+) -> BanditDecision:
+    """The bandit's next step from each arm's rewards (arms in plan order, `champion` among them), the shares
+    served now and when they were published.
+
+    The end rule comes first (it needs no interval); otherwise a new allocation is due once the interval has
+    passed and a share moves by more than the policy's minimum change.
+    """
+    if champion not in rewards:
+        raise ValueError(f"the champion {champion!r} is not an arm of the bandit")
+    bandit = bandit_from_rewards(rewards, minimum_share=policy.minimum_share)
+    probability = bandit.probability_best(draws=policy.draws)
+    shares = rounded_allocation(floor_shares(probability, policy.minimum_share))
+    best = max(bandit.arms, key=lambda name: probability[name])
+    fewest = min(bandit.arms, key=lambda name: rewards[name].labelled)
+
+    def decided(step: BanditStep, *reasons: str) -> BanditDecision:
+        return BanditDecision(
+            step=step,
+            best=best,
+            shares=shares,
+            current={name: float(current.get(name, 0.0)) for name in bandit.arms},
+            probability_best=probability,
+            posteriors={name: BetaPosterior(p.alpha, p.beta) for name, p in bandit.posteriors.items()},
+            rewards={name: rewards[name] for name in bandit.arms},
+            reasons=reasons,
+        )
+
+    leading = f"{best} is the best arm with probability {probability[best]:.3f}"
+    if probability[best] >= policy.end_probability:
+        if rewards[fewest].labelled < policy.minimum_rewards_per_arm:
+            waiting = (
+                f"{leading}, but {fewest} has {rewards[fewest].labelled} of {policy.minimum_rewards_per_arm} labels"
+            )
+        elif best == champion and policy.automatic_rollback:
+            return decided(BanditStep.ROLL_BACK, f"{leading} >= {policy.end_probability:g}: the champion stays")
+        elif best != champion and policy.automatic_promotion:
+            return decided(BanditStep.PROMOTE, f"{leading} >= {policy.end_probability:g}")
+        else:
+            automatic = "rollback" if best == champion else "promotion"
+            waiting = f"{leading} >= {policy.end_probability:g}; automatic {automatic} is off: a person ends it"
+    else:
+        waiting = f"{leading} < {policy.end_probability:g}"
+    moved = max(abs(shares[name] - float(current.get(name, 0.0))) for name in bandit.arms)
+    elapsed = now - last_allocated_at
+    if moved <= policy.minimum_change:
+        return decided(BanditStep.KEEP, waiting, f"shares move by {moved:.4f} <= {policy.minimum_change:g}")
+    if elapsed < policy.allocation_interval_seconds:
+        return decided(
+            BanditStep.KEEP,
+            waiting,
+            f"last allocation {elapsed:.0f} s ago, the next after {policy.allocation_interval_seconds:g} s",
+        )
+    return decided(BanditStep.ALLOCATE, waiting, f"shares move by {moved:.4f} > {policy.minimum_change:g}")

@@ -11,6 +11,10 @@
 The caller (the rollout controller) owns time, figures and publishing; this module only decides, so every
 rule is testable without a clock. `Progress` is JSON-safe (`to_dict` / `from_dict`) and survives restarts.
 
+Time a person held the rollout paused does not count: `next_action(..., paused_seconds=...)` takes it off the
+step's elapsed time (pause durations, analysis intervals and deadlines alike), and `paused_within` measures it
+from the rollout's pause and resume times.
+
 Rules per step:
 - `set_weight`: SET_WEIGHT with the weight in [0, 1]; applying it begins the next step.
 - `pause`: WAIT until the duration has passed and the labelled windows have come in (both when both are
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -108,15 +112,32 @@ class Progress:
         )
 
 
-def next_action(spec: RolloutSpec, progress: Progress, *, now: float, labelled_windows: int) -> Action:
-    """The next thing to do, given the steps, the progress, the time and the labelled windows since the step began."""
+def paused_within(pauses: Iterable[tuple[float, float | None]], *, since: float, until: float) -> float:
+    """Seconds of [since, until] covered by the pauses, each `(paused_at, resumed_at)` (None: still paused).
+
+    Overlapping pauses count once, so a pause recorded twice is not taken off twice."""
+    covered = 0.0
+    reach = since
+    for paused_at, resumed_at in sorted((start, until if end is None else end) for start, end in pauses):
+        start, end = max(paused_at, reach), min(resumed_at, until)
+        if end > start:
+            covered += end - start
+            reach = end
+    return covered
+
+
+def next_action(
+    spec: RolloutSpec, progress: Progress, *, now: float, labelled_windows: int, paused_seconds: float = 0.0
+) -> Action:
+    """The next thing to do, given the steps, the progress, the time, the labelled windows since the step began, and
+    the seconds of the step the rollout was paused (`paused_within`: they count toward no duration or deadline)."""
     index = progress.step_index
     if progress.finished is not None:
         return Action(ActionKind.FINISHED, index, reasons=(f"the rollout already ended: {progress.finished.value}",))
     if index >= len(spec.steps):
         return Action(ActionKind.PROMOTE, index, reasons=("every step passed",))
     step = spec.steps[index]
-    elapsed = max(now - progress.step_started_at, 0.0)
+    elapsed = max(now - progress.step_started_at - max(paused_seconds, 0.0), 0.0)
 
     if isinstance(step, SetWeight):
         return Action(ActionKind.SET_WEIGHT, index, weight=step.percent / 100.0)

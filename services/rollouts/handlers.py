@@ -15,8 +15,16 @@ or label changes nothing; the first label of a window counts).
 - an A/B test (strategy ab, no document): a `SequentialTest` over the random-QA outcomes since the start, its
   state in SQL; once it decides, `promote_rollout` (candidate better) or `rollback_rollout` (worse), as
   `policy:ab-test`, with the p-value and the interval as evidence.
+- a bandit (strategy bandit): Thompson sampling over the arms, each arm's Beta posterior the prior plus its
+  random-QA outcomes since the start (counted from the SQL windows, so a redelivered label, kept once per window,
+  is never counted twice and a restart resumes the same posteriors); a new allocation goes out as a weight
+  change at most every `BanditPolicy.allocation_interval_seconds` and only when a share moves by more than its
+  minimum change, as `policy:bandit` with the posteriors and rewards as evidence; once an arm is the best with the
+  policy's probability (and every arm has its minimum labels), `promote_rollout` or `rollback_rollout` if the
+  policy allows it, else it keeps allocating (`michi.rollouts.bandit.decide_allocation`).
 - a paused rollout, or a canary without a document (driven by hand), is left alone; a rollout no longer running
-  (ended by the controller or by a person) has its state forgotten.
+  (ended by the controller or by a person) has its state forgotten. Time a canary was paused counts toward none of
+  its step's durations, intervals or deadlines (`michi.rollouts.progression.paused_within`).
 
 Every decision is taken from state in SQL, so a restart (or a crash between a registry action and the state it
 leaves) takes none twice: a weight the registry already holds moves the progress on without a new decision
@@ -35,9 +43,17 @@ from typing import Any, Protocol
 
 from michi.contracts.v1 import labels_pb2
 from michi.labels.outcomes import NOT_RANDOM, QaLabel, QaPrediction, Skipped, qa_label, qa_prediction
-from michi.registry import ModelRegistry, PlanNotPublished, Rollout, RolloutRefused, UnknownModelVersion
+from michi.registry import (
+    ModelRegistry,
+    PlanNotPublished,
+    Rollout,
+    RolloutDecision,
+    RolloutRefused,
+    UnknownModelVersion,
+)
 from michi.registry.rollout_status import RolloutAction, RolloutStatus, RolloutStrategy
-from michi.rollouts.progression import Action, ActionKind, Progress, next_action
+from michi.rollouts.bandit import ArmRewards, BanditDecision, BanditPolicy, BanditStep, decide_allocation
+from michi.rollouts.progression import Action, ActionKind, Progress, next_action, paused_within
 from michi.rollouts.sequential import Decision, SequentialEvidence, SequentialTest
 from michi.rollouts.steps import Analyse, RolloutSpec, SetWeight, rollout_spec_from_mapping
 from services.rollouts.domain.figures import ArmCounts, verdict
@@ -46,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 STEPS_ACTOR = "policy:rollout-steps"
 AB_ACTOR = "policy:ab-test"
+BANDIT_ACTOR = "policy:bandit"
 # Verdicts kept per rollout (the newest; every decision's own evidence is in the registry's history).
 MAX_VERDICTS_KEPT = 200
 # The registry's refusals of a controller action: logged and counted, the rollout looked at again next time.
@@ -99,6 +116,10 @@ class ControllerReports(Protocol):
 
     def arm(self, model_name: str, arm: str, version: str, counts: ArmCounts) -> None:
         """An arm's random-QA outcomes since its rollout started."""
+        ...
+
+    def bandit(self, model_name: str, roles: dict[str, str], decision: BanditDecision) -> None:
+        """A bandit's last look: per arm (version -> candidate/champion) its share, posterior and P(best)."""
         ...
 
 
@@ -162,6 +183,31 @@ def ab_evidence(test: SequentialTest, evidence: SequentialEvidence | None = None
     }
 
 
+def pause_intervals(decisions: Iterable[RolloutDecision]) -> list[tuple[float, float | None]]:
+    """When a rollout was paused and resumed, from its decisions (any order): `(paused_at, resumed_at)`, None while
+    still paused."""
+    intervals: list[tuple[float, float | None]] = []
+    paused_at: float | None = None
+    for decision in sorted(decisions, key=lambda decision: decision.revision):
+        if decision.action == RolloutAction.PAUSE.value and paused_at is None:
+            paused_at = decision.created_at.timestamp()
+        elif decision.action == RolloutAction.RESUME.value and paused_at is not None:
+            intervals.append((paused_at, decision.created_at.timestamp()))
+            paused_at = None
+    if paused_at is not None:
+        intervals.append((paused_at, None))
+    return intervals
+
+
+def describe_bandit_arm(decision: BanditDecision, version: str, role: str) -> str:
+    """`candidate 2 72.31% (P(best) 0.962, 45/50 labels agree, Beta(46, 6))`."""
+    posterior, rewards = decision.posteriors[version], decision.rewards[version]
+    return (
+        f"{role} {version} {decision.shares[version] * 100:.2f}% (P(best) {decision.probability_best[version]:.3f}, "
+        f"{rewards.correct}/{rewards.labelled} labels agree, Beta({posterior.alpha:g}, {posterior.beta:g}))"
+    )
+
+
 class RolloutController:
     """Every `interval_s`, the next decision of each running rollout (module docstring)."""
 
@@ -174,6 +220,7 @@ class RolloutController:
         reports: ControllerReports,
         interval_s: float,
         ab_policy: AbPolicy | None = None,
+        bandit_policy: BanditPolicy | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -183,6 +230,7 @@ class RolloutController:
         self.reports = reports
         self.interval_s = interval_s
         self.ab_policy = ab_policy or AbPolicy()
+        self.bandit_policy = bandit_policy or BanditPolicy()
         self.clock = clock
         self.monotonic = monotonic
         self._last_tick: float | None = None
@@ -205,7 +253,7 @@ class RolloutController:
         active = self.registry.active_rollouts()
         for forgotten in self.progress.forget_except(rollout.rollout_id for rollout in active):
             logger.info("rollout no longer running; its progress forgotten", extra={"rollout_id": forgotten})
-        watched: dict[str, int] = {RolloutStrategy.CANARY.value: 0, RolloutStrategy.AB.value: 0}
+        watched: dict[str, int] = {strategy.value: 0 for strategy in RolloutStrategy}
         for rollout in active:
             if not self._driven(rollout):
                 continue
@@ -216,6 +264,8 @@ class RolloutController:
                     continue  # paused: a person holds it where it is
                 if rollout.document is not None:
                     self._drive_canary(rollout, now)
+                elif rollout.strategy == RolloutStrategy.BANDIT.value:
+                    self._drive_bandit(rollout, now)
                 else:
                     self._drive_ab(rollout)
             except Exception:
@@ -227,10 +277,10 @@ class RolloutController:
 
     @staticmethod
     def _driven(rollout: Rollout) -> bool:
-        """A canary by a document, or an A/B test; a canary at one weight is driven by hand."""
+        """A canary by a document, an A/B test or a bandit; a canary at one weight is driven by hand."""
         if rollout.document is not None:
             return True
-        return rollout.strategy == RolloutStrategy.AB.value
+        return rollout.strategy in (RolloutStrategy.AB.value, RolloutStrategy.BANDIT.value)
 
     def _report_arms(self, rollout: Rollout) -> None:
         since = rollout.started_at.timestamp()
@@ -247,16 +297,19 @@ class RolloutController:
         state = self.progress.load(rollout.rollout_id) or {"verdicts": []}
         stored = state.get("progress")
         progress = Progress.from_dict(stored) if stored is not None else Progress.start(rollout.started_at.timestamp())
-        followed = self._follow_registry(rollout, progress)
+        decisions = self._decisions(rollout)
+        followed = self._follow_registry(rollout, progress, decisions)
         if followed is not progress or stored is None:
             progress = followed
             self._save(rollout, state, progress)
+        pauses = pause_intervals(decisions)
         # Several actions in one look (an analysis passed: advance, set the next weight), each kept as it is taken.
         for _ in range(2 * len(spec.steps) + 2):
             labelled = self.windows.arm_counts(
                 rollout.model_name, rollout.candidate_version, progress.step_started_at
             ).labelled
-            action = next_action(spec, progress, now=now, labelled_windows=labelled)
+            paused = paused_within(pauses, since=progress.step_started_at, until=now)
+            action = next_action(spec, progress, now=now, labelled_windows=labelled, paused_seconds=paused)
             if action.kind is ActionKind.ANALYSE:
                 progress = self._analyse(rollout, spec, action, progress, state, now)
             elif action.kind is ActionKind.ADVANCE:
@@ -276,15 +329,15 @@ class RolloutController:
             else:  # WAIT, HOLD, FINISHED
                 return
 
-    def _follow_registry(self, rollout: Rollout, progress: Progress) -> Progress:
+    def _follow_registry(self, rollout: Rollout, progress: Progress, decisions: list[RolloutDecision]) -> Progress:
         """The registry's step is the truth about weights: one it reached (a weight set by hand to a later step
         of the document, or set by this controller just before a crash left its progress unsaved) moves the
         progress to the step after it, begun when that weight was set; no new decision."""
         if rollout.step_index is None or progress.finished is not None or rollout.step_index < progress.step_index:
             return progress
         began = rollout.started_at.timestamp()
-        for decision in self.registry.rollout_history(rollout.model_name):  # newest first
-            if decision.rollout_id == rollout.rollout_id and decision.action in (
+        for decision in decisions:  # newest first
+            if decision.action in (
                 RolloutAction.START.value,
                 RolloutAction.SET_WEIGHT.value,
             ):
@@ -425,7 +478,103 @@ class RolloutController:
         if ended:
             self.progress.forget(rollout.rollout_id)
 
+    # --- bandit
+
+    def _drive_bandit(self, rollout: Rollout, now: float) -> None:
+        candidate, champion = rollout.candidate_version, rollout.champion_version
+        roles = {candidate: "candidate", champion: "champion"}
+        since = rollout.started_at.timestamp()
+        rewards: dict[str, ArmRewards] = {}
+        for version in (candidate, champion):  # plan order: candidate first, champion last
+            counts = self.windows.arm_counts(rollout.model_name, version, since)
+            rewards[version] = ArmRewards(correct=counts.correct, labelled=counts.labelled)
+        share = round(rollout.weight_percent / 100.0, 6)
+        current = {candidate: share, champion: round(1.0 - share, 6)}
+        state = self.progress.load(rollout.rollout_id) or {}
+        # When the shares served now were set: the registry's last start or weight change (also one a crash kept
+        # this controller from noting), or this controller's own last allocation by its clock, the later.
+        allocated_at = max(since, float(state.get("allocated_at", since)))
+        for decision in self._decisions(rollout):  # newest first
+            if decision.action in (RolloutAction.START.value, RolloutAction.SET_WEIGHT.value):
+                allocated_at = max(allocated_at, decision.created_at.timestamp())
+                break
+        decided = decide_allocation(
+            rewards,
+            champion=champion,
+            current=current,
+            last_allocated_at=allocated_at,
+            now=now,
+            policy=self.bandit_policy,
+        )
+        evidence = self._bandit_evidence(rollout, decided, roles)
+        state["bandit"] = {"at": now, **evidence}
+        self.progress.save(rollout.rollout_id, rollout.model_name, state)
+        self.reports.bandit(rollout.model_name, roles, decided)
+        if decided.step is BanditStep.KEEP:
+            return
+        described = "; ".join(describe_bandit_arm(decided, version, roles[version]) for version in roles)
+        if decided.step is BanditStep.ALLOCATE:
+            percent = round(decided.shares[candidate] * 100.0, 4)
+            if self._act(
+                rollout,
+                RolloutAction.SET_WEIGHT,
+                lambda: self.registry.set_rollout_weight(
+                    rollout.model_name,
+                    percent,
+                    actor=BANDIT_ACTOR,
+                    reason=f"bandit allocation: {described}",
+                    evidence=evidence,
+                ),
+            ):
+                state["allocated_at"] = now
+                self.progress.save(rollout.rollout_id, rollout.model_name, state)
+            return
+        reason = f"bandit: {decided.reasons[0]}; {described}"
+        if decided.step is BanditStep.PROMOTE:
+            ended = self._act(
+                rollout,
+                RolloutAction.PROMOTE,
+                lambda: self.registry.promote_rollout(
+                    rollout.model_name, actor=BANDIT_ACTOR, reason=reason, evidence=evidence
+                ),
+            )
+        else:
+            ended = self._act(
+                rollout,
+                RolloutAction.ROLLBACK,
+                lambda: self.registry.rollback_rollout(
+                    rollout.model_name, actor=BANDIT_ACTOR, reason=reason, evidence=evidence
+                ),
+            )
+        if ended:
+            self.progress.forget(rollout.rollout_id)
+
+    def _bandit_evidence(self, rollout: Rollout, decided: BanditDecision, roles: dict[str, str]) -> dict[str, Any]:
+        evidence = decided.evidence()
+        for version, arm in evidence["arms"].items():
+            arm["arm"] = roles[version]
+        policy = self.bandit_policy
+        evidence["settings"] = {
+            "minimum_share": policy.minimum_share,
+            "allocation_interval_s": policy.allocation_interval_seconds,
+            "minimum_change": policy.minimum_change,
+            "end_probability": policy.end_probability,
+            "minimum_labels_per_arm": policy.minimum_rewards_per_arm,
+            "automatic_promotion": policy.automatic_promotion,
+            "automatic_rollback": policy.automatic_rollback,
+        }
+        evidence["since"] = rollout.started_at.timestamp()
+        return evidence
+
     # --- through the registry
+
+    def _decisions(self, rollout: Rollout) -> list[RolloutDecision]:
+        """The decisions of this rollout, newest first."""
+        return [
+            decision
+            for decision in self.registry.rollout_history(rollout.model_name)
+            if decision.rollout_id == rollout.rollout_id
+        ]
 
     def _act(self, rollout: Rollout, action: RolloutAction, call: Callable[[], object]) -> bool:
         """Carry out one decision; False when the registry refused it (nothing changed)."""

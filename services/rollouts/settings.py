@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from michi.rollouts.bandit import (
+    DEFAULT_ALLOCATION_INTERVAL_SECONDS,
+    DEFAULT_END_PROBABILITY,
+    DEFAULT_MINIMUM_CHANGE,
+    DEFAULT_MINIMUM_REWARDS_PER_ARM,
+    DEFAULT_MINIMUM_SHARE,
+)
 from michi.rollouts.sequential import DEFAULT_ALPHA, DEFAULT_MINIMUM_TRIALS_PER_ARM, DEFAULT_TAU_SQUARED
 from michi.settings import MichiSettings
 
@@ -20,3 +27,15 @@ class RolloutsSettings(MichiSettings):
     rollouts_ab_alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=1)
     rollouts_ab_tau_squared: float = Field(default=DEFAULT_TAU_SQUARED, gt=0)
     rollouts_ab_minimum_labels: int = Field(default=int(DEFAULT_MINIMUM_TRIALS_PER_ARM), ge=1)
+    # Bandits (strategy bandit; docs/rollouts.md, *Bandit rollouts*): every arm keeps at least this share of the
+    # devices (exploration), a new allocation goes out at most every this many seconds and only when a share moves
+    # by more than this (0.02 = 2 percentage points), and the bandit ends when one arm is the best with this
+    # probability and every arm has this many labels: promoted / rolled back automatically if allowed, else it
+    # keeps allocating until a person ends it.
+    rollouts_bandit_minimum_share: float = Field(default=DEFAULT_MINIMUM_SHARE, ge=0, le=0.5)
+    rollouts_bandit_interval_s: float = Field(default=DEFAULT_ALLOCATION_INTERVAL_SECONDS, gt=0)
+    rollouts_bandit_minimum_change: float = Field(default=DEFAULT_MINIMUM_CHANGE, ge=0, lt=1)
+    rollouts_bandit_end_probability: float = Field(default=DEFAULT_END_PROBABILITY, gt=0.5, le=1)
+    rollouts_bandit_minimum_labels: int = Field(default=DEFAULT_MINIMUM_REWARDS_PER_ARM, ge=1)
+    rollouts_bandit_automatic_promotion: bool = True
+    rollouts_bandit_automatic_rollback: bool = True

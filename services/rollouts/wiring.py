@@ -16,6 +16,7 @@ from michi.kit.running import run_consumer_service
 from michi.migrations import with_database_folder
 from michi.registry import ModelRegistry
 from michi.registry.store import PlanPublisher
+from michi.rollouts.bandit import BanditPolicy
 from michi.settings import load_settings
 from services.rollouts.adapters.metrics import RolloutsMetrics
 from services.rollouts.adapters.store import RolloutsStore
@@ -29,6 +30,18 @@ def ab_policy_of(settings: RolloutsSettings) -> AbPolicy:
         alpha=settings.rollouts_ab_alpha,
         tau_squared=settings.rollouts_ab_tau_squared,
         minimum_labels=settings.rollouts_ab_minimum_labels,
+    )
+
+
+def bandit_policy_of(settings: RolloutsSettings) -> BanditPolicy:
+    return BanditPolicy(
+        minimum_share=settings.rollouts_bandit_minimum_share,
+        allocation_interval_seconds=settings.rollouts_bandit_interval_s,
+        minimum_change=settings.rollouts_bandit_minimum_change,
+        end_probability=settings.rollouts_bandit_end_probability,
+        minimum_rewards_per_arm=settings.rollouts_bandit_minimum_labels,
+        automatic_promotion=settings.rollouts_bandit_automatic_promotion,
+        automatic_rollback=settings.rollouts_bandit_automatic_rollback,
     )
 
 
@@ -46,6 +59,7 @@ def build_controller(
         reports=metrics,
         interval_s=settings.rollouts_interval_s,
         ab_policy=ab_policy_of(settings),
+        bandit_policy=bandit_policy_of(settings),
     )
 
 

@@ -136,7 +136,7 @@ def test_models_promote_during_a_rollout_is_recorded_as_an_override(database_url
         (("start", MODEL, "2", "--weight", "150", "--reason", "r"), "weight 150.0 is outside 0-100"),
         (("start", MODEL, "1", "--reason", "r"), "version 1 is the champion"),
         (("start", MODEL, "9", "--reason", "r"), "no version 9 of model harsh-events"),
-        (("start", MODEL, "2", "--strategy", "bandit", "--reason", "r"), "unknown strategy 'bandit'"),
+        (("start", MODEL, "2", "--strategy", "thompson", "--reason", "r"), "unknown strategy 'thompson'"),
         (("pause", MODEL, "--reason", "r"), "no rollout of harsh-events is running or paused"),
         (("abort", MODEL, "--reason", "r"), "no rollout of harsh-events is running or paused"),
         (("set-weight", MODEL, "20", "--reason", "r"), "no rollout of harsh-events is running or paused"),

@@ -5,7 +5,10 @@ A canary by a two-step document (10 % -> analyse -> 50 % -> analyse -> promote, 
 arm) steps and promotes a good candidate, rolls a worse one back with the failing condition as the reason, never
 promotes without labels, and after a restart (a new controller on the same SQL, also after a crash between the
 registry's action and the saved progress) goes on from its stored progress without taking a decision twice. An
-A/B test with a clearly better candidate is promoted once the always-valid test decides.
+A/B test with a clearly better candidate is promoted once the always-valid test decides. Time a canary spends
+paused counts toward none of its step's deadlines. A bandit moves traffic to the better arm as labels come in
+late, counts a redelivered label never, resumes the same posteriors after a restart, publishes at most once per
+allocation interval, and ends by its policy (promoted, rolled back, or left allocating when the policy says so).
 """
 
 from __future__ import annotations
@@ -13,17 +16,29 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from michi.contracts import timestamp_from_seconds
-from michi.contracts.v1 import common_pb2, labels_pb2
+from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2
 from michi.registry import ModelRegistry, Stage
+from michi.registry.tables import RolloutDecisionRow
+from michi.rollouts.bandit import BanditPolicy
 from services.rollouts.adapters.metrics import RolloutsMetrics
 from services.rollouts.adapters.store import RolloutsStore
-from services.rollouts.handlers import AB_ACTOR, STEPS_ACTOR, AbPolicy, OutcomeRecorder, RolloutController
+from services.rollouts.handlers import (
+    AB_ACTOR,
+    BANDIT_ACTOR,
+    STEPS_ACTOR,
+    AbPolicy,
+    OutcomeRecorder,
+    RolloutController,
+)
 
 from ..fakes import RecordingPlanPublisher
 
@@ -33,6 +48,13 @@ NORMAL = common_pb2.EVENT_TYPE_NORMAL
 BRAKING = common_pb2.EVENT_TYPE_HARSH_BRAKING
 RANDOM_QA = labels_pb2.LABEL_REASON_RANDOM_QA
 MINUTE = 60.0
+BANDIT_POLICY = BanditPolicy(
+    minimum_share=0.05,
+    allocation_interval_seconds=10 * MINUTE,
+    minimum_change=0.02,
+    end_probability=0.95,
+    minimum_rewards_per_arm=100,
+)
 DOCUMENT: dict[str, Any] = {
     "analyses": {
         "quality": {
@@ -97,6 +119,7 @@ class Platform:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.bandit_policy = BANDIT_POLICY
         self.plans = RecordingPlanPublisher()
         self.registry = ModelRegistry.from_url(url, self.plans)
         for number in (1, 2):
@@ -118,6 +141,7 @@ class Platform:
             reports=self.metrics,
             interval_s=30.0,
             ab_policy=AbPolicy(alpha=0.05, tau_squared=0.0025, minimum_labels=100),
+            bandit_policy=self.bandit_policy,
             clock=self.clock,
         )
 
@@ -139,6 +163,23 @@ class Platform:
     def start_canary(self) -> None:
         self.registry.start_rollout(MODEL, CANDIDATE, actor="person", reason="try it", document=DOCUMENT)
         self.started = self.registry.rollouts(MODEL)[0].started_at.timestamp()
+
+    def start_bandit(self) -> str:
+        self.registry.start_rollout(MODEL, CANDIDATE, actor="person", reason="let labels decide", strategy="bandit")
+        rollout = self.registry.rollouts(MODEL)[0]
+        self.started = rollout.started_at.timestamp()
+        return rollout.rollout_id
+
+    def backdate_last_decision(self, minutes: float) -> None:
+        """The registry stamps decisions with the wall clock: put the newest at `minutes` of the test's clock."""
+        newest = self.registry.rollout_history(MODEL)[0]
+        with Session(self.registry.engine) as session:
+            session.exec(
+                update(RolloutDecisionRow)  # type: ignore[call-overload]
+                .where(col(RolloutDecisionRow.model_name) == MODEL, col(RolloutDecisionRow.revision) == newest.revision)
+                .values(created_at=datetime.fromtimestamp(self.started + minutes * MINUTE, UTC))
+            )
+            session.commit()
 
     def decisions(self) -> list[tuple[str, str]]:
         """(action, actor) of every decision of the model, oldest first."""
@@ -307,3 +348,133 @@ def test_redelivered_requests_and_labels_change_nothing_and_the_first_label_coun
     platform.recorder.request(other)
     assert platform.store.arm_counts(MODEL, CANDIDATE, 0.0).requested == 1, "only random-QA windows count"
     assert platform.store.arm_counts(MODEL, CANDIDATE, 1000.5).requested == 0, "predicted before the period"
+
+
+def test_paused_time_counts_toward_no_step_deadline(platform: Platform) -> None:
+    platform.start_canary()
+    platform.at(5)
+    platform.registry.pause_rollout(MODEL, actor="person", reason="weekend")
+    platform.backdate_last_decision(5)
+    platform.at(40)
+    platform.registry.resume_rollout(MODEL, actor="person", reason="monday")
+    platform.backdate_last_decision(65)
+    # 66 minutes after the analysis step began, 60 of them paused: 6 count, far from the 1 h deadline.
+    platform.at(66)
+    assert [action for action, _ in platform.decisions()] == ["start", "pause", "resume"]
+    platform.at(119)
+    assert [action for action, _ in platform.decisions()] == ["start", "pause", "resume"], "59 minutes count"
+    platform.at(121)
+    assert platform.decisions()[-1] == ("rollback", STEPS_ACTOR)
+    assert "still inconclusive after 3660 s (deadline 3600 s)" in platform.registry.rollout_history(MODEL)[0].reason
+
+
+def bandit_state(platform: Platform, rollout_id: str) -> dict[str, Any]:
+    """Each arm's posterior and rewards at the controller's last look (kept in SQL)."""
+    state = platform.store.load(rollout_id)
+    assert state is not None
+    kept = ("alpha", "beta", "correct", "labelled", "probability_best")
+    return {version: {key: arm[key] for key in kept} for version, arm in state["bandit"]["arms"].items()}
+
+
+def test_a_bandit_moves_traffic_to_the_arm_people_agree_with_as_late_labels_come(platform: Platform) -> None:
+    rollout_id = platform.start_bandit()
+    plan = platform.plans.plans[-1]
+    assert [(arm.model.version, round(arm.traffic_share, 6)) for arm in plan.arms] == [("2", 0.5), ("1", 0.5)]
+    pairs = [
+        *outcomes(CANDIDATE, correct=45, wrong=5, at=platform.started + MINUTE),
+        *outcomes(CHAMPION, correct=30, wrong=20, at=platform.started + MINUTE),
+    ]
+    for request, _ in pairs:  # the predictions first; people label hours later
+        platform.recorder.request(request)
+    platform.at(11)
+    assert platform.decisions() == [("start", "person")], "no label yet: the prior's even shares stay"
+    for _, label in pairs:
+        platform.recorder.label(label)
+    platform.at(12)
+    assert platform.decisions() == [("start", "person"), ("set-weight", BANDIT_ACTOR)]
+    allocation = platform.registry.rollout_history(MODEL)[0]
+    assert allocation.evidence["arms"]["2"] | {"share": None} == {
+        "arm": "candidate",
+        "alpha": 46.0,
+        "beta": 6.0,
+        "mean": round(46 / 52, 6),
+        "correct": 45,
+        "labelled": 50,
+        "probability_best": allocation.evidence["arms"]["2"]["probability_best"],
+        "share": None,
+    }
+    assert allocation.evidence["arms"]["2"]["share"] == {"from": 0.5, "to": 0.95}
+    assert allocation.evidence["arms"]["1"]["share"] == {"from": 0.5, "to": 0.05}, "the exploration floor"
+    assert "candidate 2 95.00% (P(best) 1.000, 45/50 labels agree, Beta(46, 6))" in allocation.reason
+    plan = platform.plans.plans[-1]
+    assert plan.strategy == operations_pb2.ROLLOUT_STRATEGY_BANDIT and plan.rollout_id == rollout_id
+    assert [(arm.model.version, round(arm.traffic_share, 6)) for arm in plan.arms] == [("2", 0.95), ("1", 0.05)]
+    before = bandit_state(platform, rollout_id)
+
+    # Redelivered labels (and requests) change nothing; a restart resumes the same posteriors.
+    platform.feed(pairs)
+    platform.restart()
+    platform.at(30)
+    assert len(platform.decisions()) == 2
+    assert bandit_state(platform, rollout_id) == before
+
+    # Enough labels on every arm: the candidate is the best with probability >= 0.95 and is promoted.
+    platform.feed(outcomes(CANDIDATE, correct=46, wrong=4, at=platform.started + 31 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=35, wrong=15, at=platform.started + 31 * MINUTE))
+    platform.at(32)
+    assert platform.decisions()[-1] == ("promote", BANDIT_ACTOR)
+    promotion = platform.registry.rollout_history(MODEL)[0]
+    assert promotion.evidence["arms"]["2"]["labelled"] == 100 and promotion.evidence["step"] == "promote"
+    assert promotion.reason.startswith("bandit: 2 is the best arm with probability 1.000 >= 0.95")
+    assert platform.registry.champion(MODEL).version == CANDIDATE  # type: ignore[union-attr]
+    assert platform.store.load(rollout_id) is None
+
+
+def test_a_bandit_publishes_at_most_once_per_interval_and_only_real_moves(platform: Platform) -> None:
+    platform.start_bandit()
+    platform.feed(outcomes(CANDIDATE, correct=20, wrong=5, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=17, wrong=8, at=platform.started + MINUTE))
+    platform.at(5)
+    assert len(platform.decisions()) == 1, "within 10 minutes of the start"
+    platform.at(10.5)
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight"]
+    first = platform.registry.active_rollout(MODEL).weight_percent  # type: ignore[union-attr]
+    assert 80 < first < 85
+    platform.feed(outcomes(CANDIDATE, correct=24, wrong=1, at=platform.started + 11 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=12, wrong=13, at=platform.started + 11 * MINUTE))
+    platform.at(15)
+    assert len(platform.decisions()) == 2, "a move, but within the interval of the last allocation"
+    platform.at(21)
+    assert len(platform.decisions()) == 3
+    assert platform.registry.active_rollout(MODEL).weight_percent == 95.0  # type: ignore[union-attr]
+    platform.at(40)
+    assert len(platform.decisions()) == 3, "no new label: the same shares, nothing published"
+
+
+def test_a_bandit_whose_champion_is_better_rolls_back_or_keeps_allocating_by_policy(platform: Platform) -> None:
+    platform.bandit_policy = BanditPolicy(
+        minimum_share=0.1, allocation_interval_seconds=600, minimum_rewards_per_arm=100, automatic_rollback=False
+    )
+    platform.restart()
+    platform.start_bandit()
+    platform.feed(outcomes(CANDIDATE, correct=70, wrong=30, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=90, wrong=10, at=platform.started + MINUTE))
+    platform.at(11)
+    assert [action for action, _ in platform.decisions()] == ["start", "set-weight"]
+    assert platform.registry.active_rollout(MODEL).weight_percent == 10.0, "the floor"  # type: ignore[union-attr]
+    assert "automatic rollback is off" in platform.registry.rollout_history(MODEL)[0].evidence["reasons"][0]
+    platform.bandit_policy = BANDIT_POLICY
+    platform.restart()
+    platform.at(12)
+    assert platform.decisions()[-1] == ("rollback", BANDIT_ACTOR)
+    assert platform.registry.champion(MODEL).version == CHAMPION  # type: ignore[union-attr]
+    assert platform.registry.get(MODEL, CANDIDATE).stage == Stage.CANDIDATE
+
+
+def test_a_paused_bandit_is_left_alone(platform: Platform) -> None:
+    platform.start_bandit()
+    platform.registry.pause_rollout(MODEL, actor="person", reason="hold")
+    platform.feed(outcomes(CANDIDATE, correct=100, wrong=0, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=50, wrong=50, at=platform.started + MINUTE))
+    platform.at(30)
+    assert [action for action, _ in platform.decisions()] == ["start", "pause"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from michi.rollouts.analysis import ArmFigures, Outcome, Verdict, evaluate
-from michi.rollouts.progression import Action, ActionKind, Progress, next_action
+from michi.rollouts.progression import Action, ActionKind, Progress, next_action, paused_within
 from michi.rollouts.steps import Analyse, RolloutSpec, parse_rollout_spec
 
 CANARY = """
@@ -236,3 +236,26 @@ def test_an_analysis_is_due_once_per_interval_and_waits_in_between() -> None:
     assert next_action(spec, passed, now=1200.0, labelled_windows=0).kind is ActionKind.ADVANCE
     finished = passed.after(Action(ActionKind.ADVANCE, 0), 1200.0)
     assert next_action(spec, finished, now=1200.0, labelled_windows=0).kind is ActionKind.PROMOTE
+
+
+def test_paused_time_counts_toward_no_deadline_interval_or_pause() -> None:
+    spec = parse_rollout_spec("steps: [{analyse: {success: [drift_alerts == 0], interval: 10m, deadline: 30m}}]")
+    inconclusive = Progress.start(0.0).with_verdict(Verdict(Outcome.INCONCLUSIVE, ("too little data",)))
+    # 40 minutes after the step began, 25 of them paused: 15 minutes count, so one analysis was due, none more.
+    held = next_action(spec, inconclusive, now=2400.0, labelled_windows=0, paused_seconds=1500.0)
+    assert held.kind is ActionKind.WAIT and held.recheck_after_seconds == 300.0
+    assert next_action(spec, inconclusive, now=2400.0, labelled_windows=0).kind is ActionKind.ANALYSE
+    late = inconclusive.with_verdict(Verdict(Outcome.INCONCLUSIVE, ())).with_verdict(Verdict(Outcome.INCONCLUSIVE, ()))
+    assert next_action(spec, late, now=3300.0, labelled_windows=0, paused_seconds=1500.0).kind is ActionKind.ROLL_BACK
+    assert next_action(spec, late, now=3299.0, labelled_windows=0, paused_seconds=1500.0).kind is ActionKind.WAIT
+    pause = parse_rollout_spec("steps: [{pause: {duration: 10m}}, {analyse: {success: [drift_alerts == 0]}}]")
+    waiting = next_action(pause, Progress.start(0.0), now=900.0, labelled_windows=0, paused_seconds=600.0)
+    assert waiting.kind is ActionKind.WAIT and waiting.reasons == ("paused: 300 of 600 s",)
+
+
+def test_paused_within_counts_the_overlap_with_the_step_once() -> None:
+    assert paused_within([], since=0.0, until=100.0) == 0.0
+    assert paused_within([(10.0, 20.0), (30.0, None)], since=0.0, until=100.0) == 80.0
+    assert paused_within([(-50.0, 5.0)], since=0.0, until=100.0) == 5.0, "a pause before the step began: its tail"
+    assert paused_within([(10.0, 40.0), (20.0, 30.0)], since=0.0, until=100.0) == 30.0, "overlaps count once"
+    assert paused_within([(150.0, 160.0)], since=0.0, until=100.0) == 0.0

@@ -136,6 +136,19 @@ def test_an_ab_test_serves_the_candidate_as_treatment_at_half_by_default(registr
     assert arms_of(plan).problems == []
 
 
+def test_a_bandit_serves_the_candidate_as_treatment_and_its_shares_move_as_weights(registry: ModelRegistry) -> None:
+    plan = registry.start_rollout(MODEL, "2", actor="dana", reason="bandit", strategy="bandit")
+    assert plan.strategy == operations_pb2.ROLLOUT_STRATEGY_BANDIT
+    assert arms(plan) == [("2", TREATMENT, 0.5), ("1", CHAMPION, 0.5)]
+    assert arms_of(plan).problems == []
+    moved = registry.set_rollout_weight(MODEL, 83.29, actor="policy:bandit", reason="allocation")
+    assert arms(moved) == [("2", TREATMENT, 0.8329), ("1", CHAMPION, 0.1671)]
+    assert moved.rollout_id == plan.rollout_id and arms_of(moved).problems == []
+    registry.abort_rollout(MODEL, actor="dana", reason="done")
+    with pytest.raises(RolloutRefused, match="a bandit sets its own shares"):
+        registry.start_rollout(MODEL, "2", actor="dana", reason="r", strategy="bandit", document=DOCUMENT)
+
+
 def test_the_shadow_can_be_the_candidate_and_then_has_no_shadow_arm(registry: ModelRegistry) -> None:
     registry.transition(MODEL, "2", Stage.SHADOW, actor="test", reason="shadow it")
     plan = registry.start_rollout(MODEL, "2", actor="dana", reason="go", weight=5)

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, select
 
+from michi.labels.qa_windows import upsert_qa_window
 from michi.migrations import upgrade_to_head
 from services.monitor.adapters.migrations import MIGRATIONS
 from services.monitor.adapters.tables import (
@@ -222,28 +223,7 @@ class MonitorStore:
     def _upsert_qa_window(
         self, window_id: str, model_name: str, model_version: str, fill: Callable[[MonitorQaWindowRow], None]
     ) -> None:
-        for _ in range(2):  # a concurrent writer inserting the same window first: update its row
-            with Session(self.engine) as session:
-                row = session.exec(
-                    select(MonitorQaWindowRow)
-                    .where(MonitorQaWindowRow.window_id == window_id)
-                    .where(MonitorQaWindowRow.model_version == model_version)
-                ).first()
-                if row is None:
-                    row = MonitorQaWindowRow(
-                        window_id=window_id,
-                        model_name=model_name,
-                        model_version=model_version,
-                        received_at=datetime.now(UTC),
-                    )
-                fill(row)
-                session.add(row)
-                try:
-                    session.commit()
-                    return
-                except IntegrityError:
-                    session.rollback()
-        raise RuntimeError(f"random-QA window {window_id} of {model_version} could not be stored")
+        upsert_qa_window(self.engine, MonitorQaWindowRow, window_id, model_name, model_version, fill)
 
     def sequence_ready(self) -> list[LabelOutcome]:
         with Session(self.engine) as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from michi.rollouts.bandit import BanditDecision
 from michi.telemetry.metrics import service_registry
 from services.rollouts.domain.figures import ArmCounts
 
@@ -61,6 +62,24 @@ class RolloutsMetrics:
             ARM_LABELS,
             registry=registry,
         )
+        self.bandit_share = Gauge(
+            "michi_rollouts_bandit_share",
+            "Share of devices a bandit's last look allocates to the arm (published when it moved enough)",
+            ARM_LABELS,
+            registry=registry,
+        )
+        self.bandit_probability_best = Gauge(
+            "michi_rollouts_bandit_probability_best",
+            "Probability that the arm is the best under the bandit's posteriors",
+            ARM_LABELS,
+            registry=registry,
+        )
+        self.bandit_posterior_mean = Gauge(
+            "michi_rollouts_bandit_posterior_mean",
+            "Mean of the arm's Beta posterior of label agreement",
+            ARM_LABELS,
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "michi_rollouts_dead_letters_total", "Messages sent to dead letters", registry=registry
         )
@@ -87,3 +106,9 @@ class RolloutsMetrics:
         self.arm_requested.labels(model_name, arm, version).set(counts.requested)
         self.arm_labelled.labels(model_name, arm, version).set(counts.labelled)
         self.arm_correct.labels(model_name, arm, version).set(counts.correct)
+
+    def bandit(self, model_name: str, roles: dict[str, str], decision: BanditDecision) -> None:
+        for version, role in roles.items():
+            self.bandit_share.labels(model_name, role, version).set(decision.shares[version])
+            self.bandit_probability_best.labels(model_name, role, version).set(decision.probability_best[version])
+            self.bandit_posterior_mean.labels(model_name, role, version).set(decision.posteriors[version].mean)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, create_engine, select
 
 from michi.labels.outcomes import QaLabel, QaPrediction
+from michi.labels.qa_windows import upsert_qa_window
 from michi.migrations import upgrade_to_head
 from services.rollouts.adapters.migrations import MIGRATIONS
 from services.rollouts.adapters.tables import RolloutsProgressRow, RolloutsQaWindowRow
@@ -56,28 +57,7 @@ class RolloutsStore:
     def _upsert(
         self, window_id: str, model_name: str, model_version: str, fill: Callable[[RolloutsQaWindowRow], None]
     ) -> None:
-        for _ in range(2):  # a concurrent writer inserting the same window first: update its row
-            with Session(self.engine) as session:
-                row = session.exec(
-                    select(RolloutsQaWindowRow)
-                    .where(RolloutsQaWindowRow.window_id == window_id)
-                    .where(RolloutsQaWindowRow.model_version == model_version)
-                ).first()
-                if row is None:
-                    row = RolloutsQaWindowRow(
-                        window_id=window_id,
-                        model_name=model_name,
-                        model_version=model_version,
-                        received_at=datetime.now(UTC),
-                    )
-                fill(row)
-                session.add(row)
-                try:
-                    session.commit()
-                    return
-                except IntegrityError:
-                    session.rollback()
-        raise RuntimeError(f"random-QA window {window_id} of {model_version} could not be stored")
+        upsert_qa_window(self.engine, RolloutsQaWindowRow, window_id, model_name, model_version, fill)
 
     def arm_counts(self, model_name: str, model_version: str, since_s: float) -> ArmCounts:
         labelled = col(RolloutsQaWindowRow.labelled).is_not(None)
