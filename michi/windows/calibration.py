@@ -24,6 +24,11 @@ acceleration, mean bias-free rotation rate, vibration), which is what every rule
   - *stops*: the seconds before a stop brake (acceleration backward) and the seconds after
     one accelerate (forward): (stopped mean - before) and (after - stopped mean) both point
     forward, and the road's tilt cancels in each difference. Needs neither GPS nor gyro.
+  - *dips*: drivers brake into a manoeuvre (a turn, a give-way, a roundabout) and accelerate
+    out of it, and go from brake to throttle within seconds at a speed minimum but cruise at a
+    maximum: over block pairs a few seconds apart, the horizontal acceleration that *follows*
+    a large one minus the one that *precedes* it points forward. No GPS, gyroscope or stop
+    needed, but weak per upload: it only corroborates (or contradicts) the other sources.
   - *gps*: the horizontal acceleration that correlates with the GPS speed derivative.
   - *straight*: while the yaw rate is near zero, horizontal acceleration is longitudinal:
     the principal horizontal axis of straight-driving blocks (an axis, signed by the others).
@@ -79,6 +84,12 @@ VIBRATION_LEVEL_DECAY = 0.95
 MIN_TRANSITION_MPS2 = 0.3
 # Blocks of the previous upload kept to see stops that straddle two uploads.
 TAIL_BLOCKS = 6
+# Speed dips: block pairs up to this many seconds apart are compared.
+DIP_LAG_BLOCKS = 4
+# Uploads of comparable dip evidence (their participation ratio) that count as full dip evidence.
+FULL_DIP_UPLOADS = 8.0
+# Dips only corroborate: alone they never make the forward axis reliable (at most this confidence).
+DIP_MAX_CONFIDENCE = 0.35
 # A high-confidence calibration (features and the detection rule rely on it).
 RELIABLE_CONFIDENCE = 0.5
 
@@ -113,6 +124,10 @@ class CalibrationSums:
     stop_sum: list[float] = field(default_factory=lambda: [0.0] * 3)
     stop_length_sum: float = 0.0
     stop_count: float = 0.0
+    # Speed dips (see `_dip_evidence`): per upload a vector pointing forward; their sum, lengths and squares.
+    dip_sum: list[float] = field(default_factory=lambda: [0.0] * 3)
+    dip_length_sum: float = 0.0
+    dip_square_sum: float = 0.0
     # Not evidence (never scaled): the device's state between uploads.
     vibration_level: float = 0.0
     gyro_bias: list[float] = field(default_factory=lambda: [0.0] * 3)
@@ -145,6 +160,9 @@ class CalibrationSums:
         "stop_sum",
         "stop_length_sum",
         "stop_count",
+        "dip_sum",
+        "dip_length_sum",
+        "dip_square_sum",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,7 +207,7 @@ class Calibration:
     confidence: float
     gravity_confidence: float
     forward_confidence: float
-    # The evidence behind forward: "gps", "yaw", "stops", "straight" joined by "+", or "none".
+    # The evidence behind forward: "gps", "yaw", "stops", "dips", "straight" joined by "+", or "none".
     forward_method: str
     orientation_changed: bool
 
@@ -326,6 +344,28 @@ def _stop_transitions(blocks: _Blocks, after_s: float) -> tuple[list[FloatArray]
     return found, latest
 
 
+def _dip_evidence(blocks: _Blocks, gravity: FloatArray) -> FloatArray:
+    """This upload's speed-dip vector: what follows a manoeuvre minus what precedes it, summed.
+
+    For block pairs up to `DIP_LAG_BLOCKS` s apart (the later one in this upload): the later
+    horizontal acceleration weighted by the earlier one's size, minus the earlier weighted by the
+    later's. Within one push in one direction the two cancel exactly, and a constant road tilt
+    telescopes away; what is left counts sign changes: braking followed by acceleration (a speed
+    minimum) adds forward, acceleration followed by braking (a maximum) backward, and a turn adds
+    the braking into it and the acceleration out of it, both forward.
+    """
+    deviation = blocks.accel - gravity
+    marker = np.linalg.norm(deviation, axis=1)
+    total = np.zeros(3)
+    for lag in range(1, DIP_LAG_BLOCKS + 1):
+        if blocks.times_s.size <= lag:
+            break
+        pair = (np.abs(blocks.times_s[lag:] - blocks.times_s[:-lag] - lag) < 0.5) & blocks.own[lag:]
+        later, earlier = deviation[lag:][pair], deviation[:-lag][pair]
+        total += (later * marker[:-lag][pair, None]).sum(axis=0) - (earlier * marker[lag:][pair, None]).sum(axis=0)
+    return total
+
+
 def _outer(values: FloatArray) -> list[float]:
     return [float(value) for value in (values.T @ values).reshape(-1)]
 
@@ -381,6 +421,19 @@ def upload_sums(upload: UploadData, previous: CalibrationSums | None = None) -> 
             sums.stop_sum = [a + float(b) for a, b in zip(sums.stop_sum, difference, strict=True)]
             sums.stop_length_sum += length
             sums.stop_count += 1.0
+
+    if upload.linear_acceleration:
+        reference = np.zeros(3)
+    elif previous.gravity_weight > 0:
+        reference = np.array(previous.gravity_sum) / previous.gravity_weight
+    else:
+        reference = blocks.accel[blocks.own].mean(axis=0) if np.any(blocks.own) else np.zeros(3)
+    dip = _dip_evidence(blocks, reference)
+    dip_length = float(np.linalg.norm(dip))
+    if dip_length > 0:
+        sums.dip_sum = [float(value) for value in dip]
+        sums.dip_length_sum = dip_length
+        sums.dip_square_sum = dip_length**2
 
     keep = blocks.own.nonzero()[0][-TAIL_BLOCKS:]
     sums.tail = [
@@ -577,6 +630,28 @@ def _forward_from_stops(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArr
     return horizontal / length, confidence
 
 
+def _forward_from_dips(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
+    """The direction of the summed speed-dip vectors, and a confidence that never reaches reliable alone.
+
+    Each upload's vector is noisy (parking, reversing, a bump between two stops point it anywhere):
+    the confidence needs many uploads contributing alike (their participation ratio against
+    `FULL_DIP_UPLOADS`) and their sum to be coherent; it is capped at `DIP_MAX_CONFIDENCE`, so dips
+    only corroborate another source (a stop, a turn with a gyroscope, GPS) or lower its confidence
+    by disagreeing.
+    """
+    if sums.dip_length_sum <= 0 or sums.dip_square_sum <= 0:
+        return None
+    horizontal = _horizontal(np.array(sums.dip_sum), up)
+    length = float(np.linalg.norm(horizontal))
+    if length <= 1e-9:
+        return None
+    coherence = length / sums.dip_length_sum
+    effective = sums.dip_length_sum**2 / sums.dip_square_sum
+    strength = min(1.0, effective / FULL_DIP_UPLOADS)
+    confidence = DIP_MAX_CONFIDENCE * strength * float(np.clip((coherence - 0.3) / 0.4, 0.0, 1.0))
+    return horizontal / length, confidence
+
+
 def _longitudinal_axis(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
     """The principal horizontal axis of straight-driving acceleration (no sign), and its confidence."""
     count = sums.straight_count
@@ -625,7 +700,13 @@ def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, l
         gravity_confidence = min(1.0, sums.gravity_weight / FULL_GRAVITY_EVIDENCE) if gravity_hint is None else 0.1
 
     signed: list[tuple[str, FloatArray, float]] = []
-    for name, finder in (("gps", _forward_from_gps), ("yaw", _forward_from_yaw), ("stops", _forward_from_stops)):
+    finders = (
+        ("gps", _forward_from_gps),
+        ("yaw", _forward_from_yaw),
+        ("stops", _forward_from_stops),
+        ("dips", _forward_from_dips),
+    )
+    for name, finder in finders:
         found = finder(sums, up)
         if found is not None and found[1] > 0.0:
             signed.append((name, found[0], found[1]))

@@ -10,7 +10,8 @@ auckland-backwards x ≈ backward, comma2k19 acc_fwd ≈ forward.
 
 Rules checked (issue: real-world detection): whenever calibration reports high confidence without
 GPS, the forward axis is within 10° of the truth in the horizontal plane (so also of the right
-sign); a recording holding stops and starts reaches high confidence without GPS; a mount that never
+sign); a recording holding stops and starts reaches high confidence without GPS — the phone turned
+backwards too, whose only clean stop is its last (its speed dips confirm it); a mount that never
 moved is never reported as moved, with or without GPS; an arbitrary mount rotation changes nothing.
 """
 
@@ -22,7 +23,13 @@ import numpy as np
 import pytest
 
 from michi.recordings import Recording, received, recording_uploads, shared_recording
-from michi.windows.calibration import RELIABLE_CONFIDENCE, Calibration, CalibrationSums, update_calibration
+from michi.windows.calibration import (
+    DIP_MAX_CONFIDENCE,
+    RELIABLE_CONFIDENCE,
+    Calibration,
+    CalibrationSums,
+    update_calibration,
+)
 from michi.windows.upload import upload_from_proto
 from services.trainer.domain.real_data import gps_truth, yaw_error_deg
 
@@ -76,15 +83,35 @@ def test_confident_calibration_without_gps_is_within_ten_degrees(name: str) -> N
     assert not any(result.orientation_changed for result in results)
 
 
-def test_stops_and_starts_give_high_confidence_without_gps_or_gyroscope() -> None:
-    recording = shared_recording("auckland-forward")
+@pytest.mark.parametrize(
+    ("name", "within_s"),
+    [
+        # The car leaves its first stop after 11 s and stops again at 36 s: calibrated within a minute.
+        ("auckland-forward", 60),
+        # A parking-lot departure (no clean stop), a stop at 309-313 s that rocks, then the trip's end
+        # at 342 s: one clean braking into a stop, which the speed dips of 5 minutes confirm.
+        ("auckland-backwards", 350),
+    ],
+)
+def test_stops_and_starts_give_high_confidence_without_gps_or_gyroscope(name: str, within_s: int) -> None:
+    recording = shared_recording(name)
     forward, up = gps_truth(recording)
     results = calibrate(recording.without_gps())
     first = next(index for index, result in enumerate(results) if result.state == "calibrated")
-    # The car leaves its first stop after 11 s and stops again at 39 s: calibrated within a minute.
-    assert first * 10 <= 60
+    assert first * 10 <= within_s
     assert results[-1].state == "calibrated"
     assert "stops" in results[-1].forward_method
+    assert yaw_error_deg(results[-1], forward, up) <= 10.0
+
+
+def test_speed_dips_alone_never_make_the_mount_reliable() -> None:
+    # Before its last stop the backwards trip has only its dips: they point forward but stay below reliable.
+    recording = shared_recording("auckland-backwards")
+    forward, up = gps_truth(recording)
+    results = calibrate(recording.without_gps())[:33]
+    assert DIP_MAX_CONFIDENCE < RELIABLE_CONFIDENCE
+    assert all(result.state != "calibrated" for result in results)
+    assert "dips" in results[-1].forward_method
     assert yaw_error_deg(results[-1], forward, up) <= 10.0
 
 
@@ -98,10 +125,11 @@ def test_gps_confirms_and_no_mount_is_reported_moved(name: str) -> None:
     assert yaw_error_deg(results[-1], forward, up) <= 10.0
 
 
+@pytest.mark.parametrize("name", ["auckland-forward", "auckland-backwards"])
 @pytest.mark.parametrize("mount", [(120.0, 10.0, -5.0), (-75.0, -20.0, 15.0), (180.0, 0.0, 90.0)])
-def test_an_arbitrary_mount_rotation_changes_nothing(mount: tuple[float, float, float]) -> None:
+def test_an_arbitrary_mount_rotation_changes_nothing(name: str, mount: tuple[float, float, float]) -> None:
     rotation = mount_matrix(*mount)
-    recording = rotated(shared_recording("auckland-forward"), rotation)
+    recording = rotated(shared_recording(name), rotation)
     forward, up = gps_truth(recording)
     results = calibrate(recording.without_gps())
     assert results[-1].state == "calibrated"
