@@ -42,6 +42,8 @@ class StageChange:
     reason: str
     actor: str
     changed_at: datetime
+    # The plan revision that published it; the changes of one decision share one (a promotion's two).
+    revision: int = 0
 
 
 @dataclass(frozen=True)

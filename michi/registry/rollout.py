@@ -5,7 +5,8 @@ its shadow (share 0: it sees every window, its outputs are never scored). While 
 serves (`ServingRollout`), the plan carries its `rollout_id` and splits the devices: the
 candidate first (CANARY, or TREATMENT for an A/B test or a bandit, share w), the champion last (share
 1 - w), then the shadow if there is one (share 0: every device). The plan's revision is the
-model's latest (stage changes and rollout decisions share one sequence per name), and its
+model's latest (one per decision, a stage change asked for or a rollout action, however many stage changes
+it makes: a promotion is one revision; stage changes and rollout decisions share one sequence per name), and its
 event id is derived from name and revision, so re-sending the same plan is recognisable
 downstream. `plan_problems` checks a plan as inference will before it is published.
 """

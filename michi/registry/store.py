@@ -12,7 +12,10 @@ to a share of the devices beside the champion. Each action is one decision in th
 log (actor, reason, evidence, the plan it replaced) and one plan revision; `promote` and
 `rollback` of a model with a rollout serving end that rollout as manual overrides.
 
-Every stage change publishes the model's new `RolloutPlan` on `MODEL_ROLLOUTS`
+Every decision (a stage change asked for, a rollout action) is one plan revision, however many
+stage changes it makes: promoting makes the candidate champion and retires the old one in one
+revision, the two changes numbered apart in the audit trail (`sequence`) and sharing the revision.
+Each publishes the model's new `RolloutPlan` on `MODEL_ROLLOUTS`
 (compacted, keyed by model name) *after* the database commit. Delivery is
 at-least-once: when publishing fails the change stays committed, `transition()`
 raises `PlanNotPublished`, and `republish_plan(name)` re-sends the current plan
@@ -146,7 +149,13 @@ def _change_record(row: StageChangeRow) -> StageChange:
         reason=row.reason,
         actor=row.actor,
         changed_at=_utc(row.changed_at),
+        revision=_change_revision(row),
     )
+
+
+def _change_revision(row: StageChangeRow) -> int:
+    """The plan revision of a stage change (rows written before the column: their sequence, as it was then)."""
+    return row.revision if row.revision is not None else row.sequence
 
 
 class _LostRace(Exception):
@@ -212,8 +221,9 @@ class _Snapshot:
 
     @property
     def revision(self) -> int:
-        """The model's plan revision: stage changes and rollout decisions share one sequence per name."""
-        changed = self.changes[-1].sequence if self.changes else 0
+        """The model's plan revision: one per decision (a stage change asked for, a rollout action), whatever
+        number of stage changes it makes."""
+        changed = max((_change_revision(change) for change in self.changes), default=0)
         decided = self.last_decision.revision if self.last_decision is not None else 0
         return max(changed, decided)
 
@@ -570,7 +580,7 @@ class ModelRegistry:
         reason = ""
         latest_change = snapshot.changes[-1] if snapshot.changes else None
         decision = snapshot.last_decision
-        if decision is not None and (latest_change is None or decision.revision >= latest_change.sequence):
+        if decision is not None and (latest_change is None or decision.revision >= _change_revision(latest_change)):
             changed_at = decision.created_at
             reason = plan_reason(decision.rollout_id, RolloutAction(decision.action), decision.reason)
         elif latest_change is not None:
@@ -690,7 +700,9 @@ class ModelRegistry:
             revision = decide(snapshot)
             previous_plan = self._plan_of(snapshot)
             now = datetime.now(UTC)
-            sequence = snapshot.revision
+            # One decision, one plan revision, however many stage changes it makes (each its own audit sequence).
+            new_revision = snapshot.revision + 1
+            sequence = snapshot.changes[-1].sequence if snapshot.changes else 0
             for change in revision.planned:
                 sequence += 1
                 snapshot.rows[change.version].stage = change.to_stage.value
@@ -699,6 +711,7 @@ class ModelRegistry:
                     StageChangeRow(
                         model_name=name,
                         sequence=sequence,
+                        revision=new_revision,
                         version=change.version,
                         from_stage=change.from_stage.value,
                         to_stage=change.to_stage.value,
@@ -708,8 +721,6 @@ class ModelRegistry:
                         changed_at=now,
                     )
                 )
-            # A revision that changes no stage (a weight, a pause) still moves the plan on by one.
-            new_revision = sequence if revision.planned else snapshot.revision + 1
             serving: RolloutRow | None = None
             if revision.started is not None:
                 revision.started.revision = new_revision

@@ -55,7 +55,7 @@ class StageChangeRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     model_name: str = Field(index=True, max_length=128)
-    # 1, 2, 3... per model name; the rollout plan's revision is the highest sequence.
+    # 1, 2, 3... per model name: the order of the audit trail.
     sequence: int
     version: str = Field(max_length=32)
     from_stage: str = Field(max_length=16)
@@ -64,6 +64,10 @@ class StageChangeRow(SQLModel, table=True):
     reason: str = Field(default="", max_length=2000)
     actor: str = Field(max_length=128)
     changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    # The plan revision the change was published in: the changes of one decision (a promotion makes the candidate
+    # champion and retires the old one) share one. None on rows written before the column: their `sequence` (a
+    # revision then counted stage changes). Last, where revision 0003 added it.
+    revision: int | None = None
 
 
 class RolloutRow(SQLModel, table=True):

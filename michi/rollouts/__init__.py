@@ -15,6 +15,8 @@ figures and publishing. docs/rollouts.md describes it for users.
   PASS / FAIL / INCONCLUSIVE with reasons (too little data is never a pass).
 - `progression` — the canary state machine: `next_action` says set weight, wait, analyse, advance, hold,
   promote or roll back.
+- `policy` — the rollout policy: which candidates start a rollout by themselves (`auto_start_due`) and whether
+  a rollout's end promotes: `parse_rollout_policy`.
 """
 
 from michi.rollouts.analysis import AnalysisSpec, ArmFigures, Condition, Outcome, Verdict, evaluate, parse_condition
@@ -30,6 +32,7 @@ from michi.rollouts.assignment import (
     split_problems,
 )
 from michi.rollouts.bandit import RewardOutcome, ThompsonBandit, floor_shares
+from michi.rollouts.policy import RolloutPolicy, RolloutPolicyError, parse_rollout_policy
 from michi.rollouts.progression import Action, ActionKind, Progress, next_action
 from michi.rollouts.sequential import Decision, OutcomeKind, SequentialEvidence, SequentialTest
 from michi.rollouts.steps import (
@@ -58,6 +61,8 @@ __all__ = [
     "Pause",
     "Progress",
     "RewardOutcome",
+    "RolloutPolicy",
+    "RolloutPolicyError",
     "RolloutSpec",
     "RolloutSpecError",
     "Route",
@@ -76,6 +81,7 @@ __all__ = [
     "next_action",
     "parse_condition",
     "parse_duration",
+    "parse_rollout_policy",
     "parse_rollout_spec",
     "rollout_spec_from_mapping",
     "split_problems",

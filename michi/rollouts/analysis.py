@@ -13,10 +13,12 @@ a number, `champion` (the champion's figure of the same period) or `champion + x
 |---|---|---|
 | `agreement_with_labels` | correct / labelled windows | labelled windows ≥ `minimum_labelled_windows` |
 | `false_alerts_per_1000_km` | false alerts / km x 1000 | km ≥ `minimum_km` |
+| `detections_per_1000_km` | detections / km x 1000 | km ≥ `minimum_km` |
+| `errors_per_1000_uploads` | errors / uploads x 1000 | uploads ≥ `minimum_uploads` |
 | `errors_per_1000` | errors / predictions x 1000 | predictions ≥ `minimum_predictions` |
-| `latency_p99_ms` | measured p99 latency | measured, and predictions ≥ `minimum_predictions` |
-| `drift_alerts` | drift alerts raised on the arm | predictions ≥ `minimum_predictions` |
-| `predictions`, `labelled_windows`, `km` | the counts themselves | always |
+| `latency_p99_ms` | measured p99 latency | measured, and uploads ≥ `minimum_uploads` |
+| `drift_alerts` | drift alerts raised on the arm | uploads ≥ `minimum_uploads` |
+| `predictions`, `labelled_windows`, `uploads`, `km` | the counts themselves | always |
 
 The verdict, in this order:
 1. **FAIL** when any failure condition holds on defined figures. A failure condition needs only its own
@@ -43,6 +45,7 @@ from typing import Any
 DEFAULT_MINIMUM_PREDICTIONS = 1000
 DEFAULT_MINIMUM_LABELLED_WINDOWS = 200
 DEFAULT_MINIMUM_KM = 100.0
+DEFAULT_MINIMUM_UPLOADS = 500
 
 
 class Outcome(enum.Enum):
@@ -57,17 +60,21 @@ class Basis(enum.Enum):
     LABELS = "labels"
     DISTANCE = "distance"
     PREDICTIONS = "predictions"
+    UPLOADS = "uploads"
     COUNT = "count"
 
 
 METRICS: dict[str, Basis] = {
     "agreement_with_labels": Basis.LABELS,
     "false_alerts_per_1000_km": Basis.DISTANCE,
+    "detections_per_1000_km": Basis.DISTANCE,
+    "errors_per_1000_uploads": Basis.UPLOADS,
     "errors_per_1000": Basis.PREDICTIONS,
-    "latency_p99_ms": Basis.PREDICTIONS,
-    "drift_alerts": Basis.PREDICTIONS,
+    "latency_p99_ms": Basis.UPLOADS,
+    "drift_alerts": Basis.UPLOADS,
     "predictions": Basis.COUNT,
     "labelled_windows": Basis.COUNT,
+    "uploads": Basis.COUNT,
     "km": Basis.COUNT,
 }
 
@@ -99,6 +106,9 @@ class ArmFigures:
     errors: int = 0
     latency_p99_ms: float | None = None
     drift_alerts: int = 0
+    # Uploads the arm served (processed or failed) and the detections it emitted over `km`.
+    uploads: int = 0
+    detections: int = 0
 
     def __post_init__(self) -> None:
         counts = (
@@ -108,6 +118,8 @@ class ArmFigures:
             self.false_alerts,
             self.errors,
             self.drift_alerts,
+            self.uploads,
+            self.detections,
         )
         if any(count < 0 for count in counts) or not self.km >= 0:
             raise ValueError(f"figures must be non-negative: {self}")
@@ -120,11 +132,15 @@ class ArmFigures:
             return self.correct / self.labelled_windows if self.labelled_windows else None
         if name == "false_alerts_per_1000_km":
             return 1000.0 * self.false_alerts / self.km if self.km > 0 else None
+        if name == "detections_per_1000_km":
+            return 1000.0 * self.detections / self.km if self.km > 0 else None
+        if name == "errors_per_1000_uploads":
+            return 1000.0 * self.errors / self.uploads if self.uploads else None
         if name == "errors_per_1000":
             return 1000.0 * self.errors / self.predictions if self.predictions else None
         if name == "latency_p99_ms":
             return self.latency_p99_ms
-        if name in ("drift_alerts", "predictions", "labelled_windows", "km"):
+        if name in ("drift_alerts", "predictions", "labelled_windows", "uploads", "km"):
             return float(getattr(self, name))
         raise KeyError(f"unknown metric {name!r}")
 
@@ -200,6 +216,7 @@ class AnalysisSpec:
     minimum_predictions: int = DEFAULT_MINIMUM_PREDICTIONS
     minimum_labelled_windows: int = DEFAULT_MINIMUM_LABELLED_WINDOWS
     minimum_km: float = DEFAULT_MINIMUM_KM
+    minimum_uploads: int = DEFAULT_MINIMUM_UPLOADS
 
     @property
     def failure_conditions(self) -> tuple[Condition, ...]:
@@ -236,6 +253,8 @@ def defined_metric(analysis: AnalysisSpec, figures: ArmFigures, name: str) -> fl
     if basis is Basis.DISTANCE and (figures.km <= 0 or figures.km < analysis.minimum_km):
         return None
     if basis is Basis.PREDICTIONS and figures.predictions < max(analysis.minimum_predictions, 1):
+        return None
+    if basis is Basis.UPLOADS and figures.uploads < max(analysis.minimum_uploads, 1):
         return None
     value = figures.metric(name)
     return value if value is not None and math.isfinite(value) else None

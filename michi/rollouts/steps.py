@@ -13,12 +13,13 @@ The document:
         minimum_predictions: 1000     # per arm, before any prediction-based figure counts (default 1000)
         minimum_labelled_windows: 200 # per arm, before label agreement counts (default 200)
         minimum_km: 100               # per arm, before false alerts per 1,000 km count (default 100)
+        minimum_uploads: 500          # per arm, before errors, latency and drift count (default 500)
         success:                      # all must hold to pass (at least one)
           - agreement_with_labels >= champion - 0.02
           - false_alerts_per_1000_km <= champion * 1.2
         failure:                      # any one that holds fails (omitted: a success condition not holding)
           - agreement_with_labels < champion - 0.05
-          - errors_per_1000 > 1
+          - errors_per_1000_uploads > 1
     steps:
       - set_weight: 10                # percent of devices on the candidate
       - pause: {duration: 10m}        # or {labelled_windows: 500}, or both (both must be reached)
@@ -49,6 +50,7 @@ from michi.rollouts.analysis import (
     DEFAULT_MINIMUM_KM,
     DEFAULT_MINIMUM_LABELLED_WINDOWS,
     DEFAULT_MINIMUM_PREDICTIONS,
+    DEFAULT_MINIMUM_UPLOADS,
     AnalysisSpec,
     Condition,
     parse_condition,
@@ -67,6 +69,7 @@ _ANALYSIS_KEYS = (
     "minimum_predictions",
     "minimum_labelled_windows",
     "minimum_km",
+    "minimum_uploads",
     "success",
     "failure",
 )
@@ -128,11 +131,12 @@ def parse_duration(text: str) -> float:
 
 def parse_rollout_spec(text: str) -> RolloutSpec:
     """A rollout from a YAML (or JSON) document; raises `RolloutSpecError` with every problem found."""
-    document = _load_document(text)
+    document = load_document(text)
     return rollout_spec_from_mapping(document)
 
 
-def _load_document(text: str) -> Any:
+def load_document(text: str) -> Any:
+    """A YAML (or, without PyYAML, JSON) document as parsed; `RolloutSpecError` when it is neither."""
     try:
         import yaml  # PyYAML: present where the dev extras are; JSON documents need nothing
     except ImportError:
@@ -284,6 +288,7 @@ def _parse_analyse(body: Any, path: str, problems: list[str]) -> Analyse | None:
     if not _is_number(minimum_km) or not minimum_km > 0:
         problems.append(f"{path}.minimum_km: must be a positive number, got {minimum_km!r}")
         minimum_km = DEFAULT_MINIMUM_KM
+    minimum_uploads = _whole(body, "minimum_uploads", DEFAULT_MINIMUM_UPLOADS, path, problems)
     success = _conditions(body, "success", path, problems)
     failure = _conditions(body, "failure", path, problems)
     if "success" not in body or (isinstance(body.get("success"), list) and not body["success"]):
@@ -296,5 +301,6 @@ def _parse_analyse(body: Any, path: str, problems: list[str]) -> Analyse | None:
         minimum_predictions=minimum_predictions,
         minimum_labelled_windows=minimum_labelled,
         minimum_km=float(minimum_km),
+        minimum_uploads=minimum_uploads,
     )
     return Analyse(analysis, interval_seconds=interval, deadline_seconds=deadline, on_deadline=str(on_deadline))

@@ -9,8 +9,9 @@ or label changes nothing; the first label of a window counts).
 
 - a canary with a rollout document (`steps`): its place in the steps (`Progress`) is kept in SQL; the next
   action comes from `michi.rollouts.progression.next_action`. ANALYSE compares candidate and champion over the
-  step so far (`domain/figures.py`: label agreement from the random-QA windows; no data is never a pass) and keeps
-  the verdict; SET_WEIGHT, PROMOTE and ROLL_BACK are carried out through the registry's rollout operations as
+  step so far (`domain/figures.py`: label agreement from the random-QA windows; uploads, km, detections, false
+  alerts, errors and latency from what `SignalRecorder` kept, each device placed on its arm by the plan's split;
+  drift episodes from the monitor's alerts; no data is never a pass) and keeps the verdict; SET_WEIGHT, PROMOTE and ROLL_BACK are carried out through the registry's rollout operations as
   `policy:rollout-steps`, with the figures and the verdict as evidence; WAIT and HOLD do nothing.
 - an A/B test (strategy ab, no document): a `SequentialTest` over the random-QA outcomes since the start, its
   state in SQL; once it decides, `promote_rollout` (candidate better) or `rollback_rollout` (worse), as
@@ -37,11 +38,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from michi.contracts.v1 import labels_pb2
+from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.labels.outcomes import NOT_RANDOM, QaLabel, QaPrediction, Skipped, qa_label, qa_prediction
 from michi.registry import (
     ModelRegistry,
@@ -51,22 +52,48 @@ from michi.registry import (
     RolloutRefused,
     UnknownModelVersion,
 )
+from michi.registry.records import ModelVersion
 from michi.registry.rollout_status import RolloutAction, RolloutStatus, RolloutStrategy
+from michi.registry.stages import Stage
+from michi.rollouts.assignment import Arm, InvalidSplit, TrafficSplit
 from michi.rollouts.bandit import ArmRewards, BanditDecision, BanditPolicy, BanditStep, decide_allocation
+from michi.rollouts.policy import AutoStart, RolloutPolicy, ShadowPlacement, auto_start_due
 from michi.rollouts.progression import Action, ActionKind, Progress, next_action, paused_within
 from michi.rollouts.sequential import Decision, SequentialEvidence, SequentialTest
 from michi.rollouts.steps import Analyse, RolloutSpec, SetWeight, rollout_spec_from_mapping
-from services.rollouts.domain.figures import ArmCounts, verdict
+from services.rollouts.domain.figures import (
+    ArmCounts,
+    ArmDetections,
+    ArmExposure,
+    DeviceTotals,
+    exposure_by_arm,
+    verdict,
+)
+from services.rollouts.domain.signals import (
+    SignalBatch,
+    detection_seen,
+    drift_seen,
+    error_seen,
+    segment_seen,
+    window_label_seen,
+)
 
 logger = logging.getLogger(__name__)
 
 STEPS_ACTOR = "policy:rollout-steps"
 AB_ACTOR = "policy:ab-test"
 BANDIT_ACTOR = "policy:bandit"
+AUTO_START_ACTOR = "policy:auto-start"
 # Verdicts kept per rollout (the newest; every decision's own evidence is in the registry's history).
 MAX_VERDICTS_KEPT = 200
 # The registry's refusals of a controller action: logged and counted, the rollout looked at again next time.
 REFUSALS = (RolloutRefused, UnknownModelVersion)
+# The variants of a plan's serving arms, and the decimals inference rounds their float32 shares to
+# (services/inference/domain/rollout.py): the split the controller places devices with is the one inference serves.
+SERVING_VARIANTS = (inference_pb2.VARIANT_CHAMPION, inference_pb2.VARIANT_CANARY, inference_pb2.VARIANT_TREATMENT)
+SHARE_DECIMALS = 6
+# How often signals older than the retention are deleted.
+PRUNE_EVERY_S = 3600.0
 
 
 class QaWindows(Protocol):
@@ -83,6 +110,24 @@ class QaWindows(Protocol):
     def arm_counts(self, model_name: str, model_version: str, since_s: float) -> ArmCounts:
         """The version's random-QA windows predicted at or after `since_s`: requested, labelled, correct."""
         ...
+
+
+class ArmSignals(Protocol):
+    """The arms' other signals (SQL): written a batch at a time, summed per device, detection and episode."""
+
+    def record_signals(self, batch: SignalBatch) -> None: ...
+
+    def device_totals(self, since_s: float) -> DeviceTotals: ...
+
+    def arm_detections(
+        self, model_name: str, rollout_id: str, versions: Sequence[str], since_s: float
+    ) -> dict[str, ArmDetections]: ...
+
+    def drift_alerts(
+        self, model_name: str, versions: Sequence[str], since_s: float, until_s: float
+    ) -> dict[str, int]: ...
+
+    def prune_signals(self, before_s: float) -> int: ...
 
 
 class ProgressStore(Protocol):
@@ -122,6 +167,14 @@ class ControllerReports(Protocol):
         """A bandit's last look: per arm (version -> candidate/champion) its share, posterior and P(best)."""
         ...
 
+    def signals(self, kind: str, count: int) -> None:
+        """Signals of `kind` (segment, detection, label, error, drift) handed to the store in a batch."""
+        ...
+
+    def awaiting_promotion(self, model_name: str, awaiting: bool) -> None:
+        """Whether the model's rollout would promote and waits for a person (`promotion: manual`)."""
+        ...
+
 
 class OutcomeRecorder:
     """Label requests and labels into the random-QA windows (the monitor's acceptance rules, shared)."""
@@ -146,6 +199,78 @@ class OutcomeRecorder:
             return
         self.windows.record_label(labelled)
         self.reports.recorded("label")
+
+
+class SignalRecorder:
+    """Trip segments, detections, labels, dead letters and alerts into the arms' signals, a batch at a time.
+
+    Each message becomes a record (`domain/signals.py`) buffered until `flush`, which the consumer calls at the end
+    of every batch, before its offsets are committed: a crash loses nothing that was committed, and the records of
+    a redelivered batch are kept once each by their ids.
+    """
+
+    def __init__(self, *, signals: ArmSignals, reports: ControllerReports, uploads_topic: str) -> None:
+        self.signals = signals
+        self.reports = reports
+        self.uploads_topic = uploads_topic
+        self.batch = SignalBatch()
+
+    def segment(self, segment: inference_pb2.TripSegment, broker_ms: int | None) -> None:
+        seen = segment_seen(segment, broker_ms)
+        if not isinstance(seen, Skipped):
+            self.batch.segments.append(seen)
+
+    def detection(self, detection: inference_pb2.Detection) -> None:
+        seen = detection_seen(detection)
+        if not isinstance(seen, Skipped):
+            self.batch.detections.append(seen)
+
+    def label(self, label: labels_pb2.Label) -> None:
+        seen = window_label_seen(label)
+        if not isinstance(seen, Skipped):
+            self.batch.labels.append(seen)
+
+    def dead_letter(self, dead_letter: operations_pb2.DeadLetter) -> None:
+        seen = error_seen(dead_letter, self.uploads_topic)
+        if not isinstance(seen, Skipped):
+            self.batch.errors.append(seen)
+
+    def alert(self, alert: operations_pb2.Alert) -> None:
+        seen = drift_seen(alert)
+        if not isinstance(seen, Skipped):
+            self.batch.drift.append(seen)
+
+    def flush(self) -> None:
+        """Write the buffered records (raises if the store cannot: the batch is then read again)."""
+        batch = self.batch
+        if not batch:
+            return
+        self.signals.record_signals(batch)
+        self.batch = SignalBatch()
+        for kind, records in (
+            ("segment", batch.segments),
+            ("detection", batch.detections),
+            ("label", batch.labels),
+            ("error", batch.errors),
+            ("drift", batch.drift),
+        ):
+            if records:
+                self.reports.signals(kind, len(records))
+
+
+def serving_split(plan: operations_pb2.RolloutPlan) -> TrafficSplit | None:
+    """The split inference serves for `plan` (arms named by model version), or None without a valid one."""
+    arms = tuple(
+        Arm(arm.model.version, round(float(arm.traffic_share), SHARE_DECIMALS))
+        for arm in plan.arms
+        if arm.variant in SERVING_VARIANTS
+    )
+    if not plan.rollout_id or not arms:
+        return None
+    try:
+        return TrafficSplit(plan.rollout_id, arms=arms)
+    except InvalidSplit:
+        return None
 
 
 @dataclass(frozen=True)
@@ -219,8 +344,11 @@ class RolloutController:
         progress: ProgressStore,
         reports: ControllerReports,
         interval_s: float,
+        signals: ArmSignals | None = None,
         ab_policy: AbPolicy | None = None,
         bandit_policy: BanditPolicy | None = None,
+        signal_retention_s: float = 14 * 86400.0,
+        policy: RolloutPolicy | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -229,11 +357,21 @@ class RolloutController:
         self.progress = progress
         self.reports = reports
         self.interval_s = interval_s
+        # None: only the random-QA windows are measured (every other metric is too little data).
+        self.signals = signals
         self.ab_policy = ab_policy or AbPolicy()
         self.bandit_policy = bandit_policy or BanditPolicy()
+        self.signal_retention_s = signal_retention_s
+        # Which candidates start by themselves, and whether an end that would promote waits for a person.
+        self.policy = policy or RolloutPolicy()
+        if not self.policy.automatic_promotion:
+            self.bandit_policy = replace(self.bandit_policy, automatic_promotion=False)
         self.clock = clock
         self.monotonic = monotonic
         self._last_tick: float | None = None
+        self._last_prune: float | None = None
+        # Models whose rollout waits for a person's promotion (reported until the rollout ends).
+        self._awaiting: set[str] = set()
 
     def tick_if_due(self) -> None:
         """Tick when `interval_s` has passed since the last one (the first at once); never raises."""
@@ -246,10 +384,20 @@ class RolloutController:
         except Exception:
             # The registry's database away, say: looked at again next interval; the consumer goes on.
             logger.exception("rollout controller tick failed; trying again next interval")
+        if self.signals is not None and (self._last_prune is None or moment - self._last_prune >= PRUNE_EVERY_S):
+            self._last_prune = moment
+            try:
+                deleted = self.signals.prune_signals(self.clock() - self.signal_retention_s)
+                if deleted:
+                    logger.info("old arm signals deleted", extra={"rows": deleted})
+            except Exception:
+                logger.exception("arm signals not pruned; trying again later")
 
     def tick(self) -> None:
         """Look at every running rollout once (a failure with one is logged; the others go on)."""
         now = self.clock()
+        if self.policy.auto_start is not None:
+            self._auto_start(self.policy.auto_start)
         active = self.registry.active_rollouts()
         for forgotten in self.progress.forget_except(rollout.rollout_id for rollout in active):
             logger.info("rollout no longer running; its progress forgotten", extra={"rollout_id": forgotten})
@@ -274,6 +422,9 @@ class RolloutController:
                     extra={"rollout_id": rollout.rollout_id, "model": rollout.model_name},
                 )
         self.reports.watched(watched)
+        for model_name in self._awaiting - {rollout.model_name for rollout in active}:
+            self.reports.awaiting_promotion(model_name, False)
+            self._awaiting.discard(model_name)
 
     @staticmethod
     def _driven(rollout: Rollout) -> bool:
@@ -283,11 +434,116 @@ class RolloutController:
         return rollout.strategy in (RolloutStrategy.AB.value, RolloutStrategy.BANDIT.value)
 
     def _report_arms(self, rollout: Rollout) -> None:
+        if not self.policy.automatic_promotion:
+            state = self.progress.load(rollout.rollout_id) or {}
+            awaiting = state.get("awaiting_promotion") is not None
+            self.reports.awaiting_promotion(rollout.model_name, awaiting)
+            if awaiting:
+                self._awaiting.add(rollout.model_name)
         since = rollout.started_at.timestamp()
         for arm, version in (("candidate", rollout.candidate_version), ("champion", rollout.champion_version)):
             self.reports.arm(
                 rollout.model_name, arm, version, self.windows.arm_counts(rollout.model_name, version, since)
             )
+
+    # --- automatic start by policy
+
+    def _auto_start(self, policy: AutoStart) -> None:
+        """Start a rollout of each version the policy says is due (a failure with one model is logged)."""
+        models: dict[str, list[ModelVersion]] = {}
+        for version in self.registry.list():
+            models.setdefault(version.name, []).append(version)
+        for model_name, versions in sorted(models.items()):
+            shadow = next((version for version in versions if version.stage == Stage.SHADOW), None)
+            if shadow is None or not policy.covers(model_name):
+                continue
+            try:
+                self._auto_start_version(policy, shadow, versions)
+            except Exception:
+                logger.exception(
+                    "automatic rollout start failed; trying again next interval", extra={"model": model_name}
+                )
+
+    def _auto_start_version(self, policy: AutoStart, shadow: ModelVersion, versions: list[ModelVersion]) -> None:
+        model_name = shadow.name
+        placed = next(
+            (
+                change
+                for change in reversed(self.registry.history(model_name))
+                if change.version == shadow.version and change.to_stage == Stage.SHADOW
+            ),
+            None,
+        )
+        rollouts = self.registry.rollouts(model_name)
+        champion = next((version for version in versions if version.stage == Stage.CHAMPION), None)
+        placement = ShadowPlacement(
+            model_name=model_name,
+            version=shadow.version,
+            placed_by=placed.actor if placed is not None else None,
+            reason=placed.reason if placed is not None else "",
+            ever_in_rollout=any(rollout.candidate_version == shadow.version for rollout in rollouts),
+            model_has_rollout=any(rollout.ended_at is None for rollout in rollouts),
+            model_has_champion=champion is not None,
+        )
+        if auto_start_due(policy, placement) is not None:
+            return
+        assert placed is not None and champion is not None
+        evidence = {
+            "policy": "auto-start",
+            "strategy": policy.strategy,
+            "automatic_promotion": self.policy.automatic_promotion,
+            # The trainer registers a candidate only once its gate passed, and puts it in shadow right after: the
+            # placement, the registered evaluation the gate passed on, and the champion's for comparison.
+            "gate": {
+                "passed": True,
+                "shadowed_by": placed.actor,
+                "shadowed_at": placed.changed_at.isoformat(),
+                "shadow_reason": placed.reason,
+                "shadow_revision": placed.revision,
+                "run_id": shadow.parameters.get("run_id"),
+                "trigger": shadow.parameters.get("trigger"),
+                "data_version": shadow.data_version,
+                "code_version": shadow.code_version,
+                "candidate_metrics": shadow.metrics,
+                "champion": {"version": champion.version, "metrics": champion.metrics},
+            },
+        }
+        reason = (
+            f"candidate {shadow.version} passed the trainer's gate ({placed.actor}: {placed.reason}); "
+            f"{policy.strategy} rollout started by policy"
+        )
+        started = self._act_on_model(
+            model_name,
+            RolloutAction.START,
+            lambda: self.registry.start_rollout(
+                model_name,
+                shadow.version,
+                actor=AUTO_START_ACTOR,
+                reason=reason,
+                strategy=policy.strategy,
+                weight=policy.weight,
+                document=policy.document,
+                evidence=evidence,
+            ),
+        )
+        if started:
+            logger.info(
+                "rollout started by policy",
+                extra={"model": model_name, "version": shadow.version, "strategy": policy.strategy},
+            )
+
+    def _hold_for_promotion(self, rollout: Rollout, reasons: list[str], evidence: dict[str, Any] | None) -> None:
+        """An end that would promote, under `promotion: manual`: kept in the state once, for a person to act on."""
+        state = self.progress.load(rollout.rollout_id) or {}
+        if state.get("awaiting_promotion") is None:
+            state["awaiting_promotion"] = {"at": self.clock(), "reasons": reasons, "evidence": evidence}
+            self.progress.save(rollout.rollout_id, rollout.model_name, state)
+            logger.info(
+                "rollout would promote; the policy leaves it to a person (michi rollouts promote)",
+                extra={"rollout_id": rollout.rollout_id, "model": rollout.model_name, "reasons": reasons},
+            )
+        self._awaiting.add(rollout.model_name)
+        self.reports.awaiting_promotion(rollout.model_name, True)
 
     # --- canary by steps
 
@@ -322,6 +578,9 @@ class RolloutController:
                     return
                 progress = progress.after(action, now)
                 self._save(rollout, state, progress)
+            elif action.kind is ActionKind.PROMOTE and not self.policy.automatic_promotion:
+                self._hold_for_promotion(rollout, list(action.reasons), self._evidence(action, state))
+                return
             elif action.kind in (ActionKind.PROMOTE, ActionKind.ROLL_BACK):
                 if self._end(rollout, action, state):
                     self.progress.forget(rollout.rollout_id)  # ended: no longer running
@@ -360,7 +619,16 @@ class RolloutController:
         since = progress.step_started_at
         candidate = self.windows.arm_counts(rollout.model_name, rollout.candidate_version, since)
         champion = self.windows.arm_counts(rollout.model_name, rollout.champion_version, since)
-        found = verdict(step.analysis, candidate=candidate, champion=champion)
+        exposure = self._exposure(rollout, since, now)
+        candidate_exposure = exposure.get(rollout.candidate_version, ArmExposure())
+        champion_exposure = exposure.get(rollout.champion_version, ArmExposure())
+        found = verdict(
+            step.analysis,
+            candidate=candidate,
+            champion=champion,
+            candidate_exposure=candidate_exposure,
+            champion_exposure=champion_exposure,
+        )
         analysed = progress.with_verdict(found)
         record = {
             "at": now,
@@ -369,8 +637,12 @@ class RolloutController:
             "since": since,
             "outcome": found.outcome.value,
             "reasons": list(found.reasons),
-            "candidate": {"version": rollout.candidate_version, **candidate.to_dict()},
-            "champion": {"version": rollout.champion_version, **champion.to_dict()},
+            "candidate": {
+                "version": rollout.candidate_version,
+                **candidate.to_dict(),
+                **candidate_exposure.to_dict(),
+            },
+            "champion": {"version": rollout.champion_version, **champion.to_dict(), **champion_exposure.to_dict()},
         }
         state["last_analysis"] = record
         state["verdicts"] = [*state.get("verdicts", []), record][-MAX_VERDICTS_KEPT:]
@@ -385,6 +657,26 @@ class RolloutController:
             },
         )
         return analysed
+
+    def _exposure(self, rollout: Rollout, since: float, now: float) -> dict[str, ArmExposure]:
+        """Each arm's uploads, km, detections, false alerts, errors, latency and drift since `since`.
+
+        Devices are placed on arms by the split the registry's plan serves now: within an analysed step the weight
+        does not change (a step's weight is set before the step begins).
+        """
+        if self.signals is None:
+            return {}
+        versions = (rollout.candidate_version, rollout.champion_version)
+        split = serving_split(self.registry.current_plan(rollout.model_name))
+        if split is None or split.rollout_id != rollout.rollout_id:
+            return {}
+        return exposure_by_arm(
+            self.signals.device_totals(since),
+            lambda device: split.route(device).arm,
+            detections=self.signals.arm_detections(rollout.model_name, rollout.rollout_id, versions, since),
+            drift_alerts=self.signals.drift_alerts(rollout.model_name, versions, since, now),
+            arms=versions,
+        )
 
     def _evidence(self, action: Action, state: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -459,6 +751,9 @@ class RolloutController:
             f"interval of the accuracy difference {low if low is None else round(low, 4)} .. "
             f"{high if high is None else round(high, 4)}, after {test.looks} looks"
         )
+        if test.decision is Decision.CANDIDATE_BETTER and not self.policy.automatic_promotion:
+            self._hold_for_promotion(rollout, [reason], details)
+            return
         if test.decision is Decision.CANDIDATE_BETTER:
             ended = self._act(
                 rollout,
@@ -577,30 +872,43 @@ class RolloutController:
         ]
 
     def _act(self, rollout: Rollout, action: RolloutAction, call: Callable[[], object]) -> bool:
-        """Carry out one decision; False when the registry refused it (nothing changed)."""
+        """Carry out one decision on a rollout; False when the registry refused it (nothing changed)."""
+        return self._act_on_model(rollout.model_name, action, call, rollout_id=rollout.rollout_id)
+
+    def _act_on_model(
+        self, model_name: str, action: RolloutAction, call: Callable[[], object], *, rollout_id: str = ""
+    ) -> bool:
+        """Carry out one decision on a model's plan; False when the registry refused it (nothing changed)."""
         try:
             call()
         except REFUSALS as refusal:
             self.reports.refused(action.value)
             logger.warning(
                 "rollout decision refused by the registry",
-                extra={"rollout_id": rollout.rollout_id, "action": action.value, "refusal": str(refusal)},
+                extra={"model": model_name, "rollout_id": rollout_id, "action": action.value, "refusal": str(refusal)},
             )
             return False
         except PlanNotPublished as error:
             # Committed: the decision stands; its plan goes out again now, or with the next revision.
             logger.warning(
                 "rollout decision committed, plan not published; sending it again",
-                extra={"rollout_id": rollout.rollout_id, "action": action.value, "error": str(error)[:300]},
+                extra={
+                    "model": model_name,
+                    "rollout_id": rollout_id,
+                    "action": action.value,
+                    "error": str(error)[:300],
+                },
             )
             try:
-                self.registry.republish_plan(rollout.model_name)
+                self.registry.republish_plan(model_name)
             except PlanNotPublished:
-                logger.warning("rollout plan still not published", extra={"rollout_id": rollout.rollout_id})
+                logger.warning(
+                    "rollout plan still not published", extra={"model": model_name, "rollout_id": rollout_id}
+                )
         self.reports.decision(action.value)
         logger.info(
             "rollout decision",
-            extra={"rollout_id": rollout.rollout_id, "model": rollout.model_name, "action": action.value},
+            extra={"rollout_id": rollout_id, "model": model_name, "action": action.value},
         )
         return True
 

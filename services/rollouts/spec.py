@@ -4,7 +4,10 @@ from michi.kit import ServiceSpec
 
 SPEC = ServiceSpec(
     name="rollouts",
-    description="the rollout controller: canary steps with analysis and A/B tests decided on random-QA labels",
+    description=(
+        "the rollout controller: starts rollouts by policy, canary steps analysed on labels, false alerts per km, "
+        "errors, latency and drift, A/B tests and bandits"
+    ),
     # Last, after the trainer: it drives rollouts of the versions the trainer registers, and nobody waits for it.
     start_order=70,
     settings="services.rollouts.settings.RolloutsSettings",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer
 
+from michi.bus.catalog import UPLOADS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.kit.running import run_consumer_service
@@ -21,7 +22,7 @@ from michi.settings import load_settings
 from services.rollouts.adapters.metrics import RolloutsMetrics
 from services.rollouts.adapters.store import RolloutsStore
 from services.rollouts.entrypoints.consumer import SERVICE, RolloutsConsumer
-from services.rollouts.handlers import AbPolicy, OutcomeRecorder, RolloutController
+from services.rollouts.handlers import AbPolicy, OutcomeRecorder, RolloutController, SignalRecorder
 from services.rollouts.settings import RolloutsSettings
 
 
@@ -58,8 +59,11 @@ def build_controller(
         progress=store,
         reports=metrics,
         interval_s=settings.rollouts_interval_s,
+        signals=store,
         ab_policy=ab_policy_of(settings),
         bandit_policy=bandit_policy_of(settings),
+        signal_retention_s=settings.rollouts_signal_retention_s,
+        policy=settings.rollout_policy(),
     )
 
 
@@ -69,7 +73,7 @@ def build_consumer(
     producer: EventProducer,
     plans: PlanPublisher | None = None,
 ) -> RolloutsConsumer:
-    """The controller subscribed to label requests and labels (the caller closes `producer`; the consumer's
+    """The controller subscribed to its topics (the caller closes `producer`; the consumer's
     `close` the rest). Plan revisions go out through `plans`, by default the service's producer."""
     url = with_database_folder(settings.resolved_database_url())
     metrics = RolloutsMetrics()
@@ -84,6 +88,7 @@ def build_consumer(
         consumer=Consumer(group_consumer_config(settings.kafka_connection(), settings.topic_prefix, SERVICE)),
         producer=producer,
         recorder=OutcomeRecorder(windows=store, reports=metrics),
+        signals=SignalRecorder(signals=store, reports=metrics, uploads_topic=UPLOADS.name(settings.topic_prefix)),
         controller=build_controller(settings, registry=registry, store=store, metrics=metrics),
         metrics=metrics,
         prefix=settings.topic_prefix,

@@ -120,9 +120,11 @@ def test_register_promote_shadow_rollback_and_audit(
         ("1", Stage.RETIRED, Stage.CHAMPION, "carol"),
     ]
     assert [change.sequence for change in history] == [1, 2, 3, 4, 5, 6]
+    # One revision per operation: a promotion's or a rollback's two stage changes share theirs.
+    assert [change.revision for change in history] == [1, 2, 3, 3, 4, 4]
     assert history[-1].reason == "false alerts up" and history[-1].changed_at >= history[0].changed_at
     # One plan per stage-changing operation, the last one equal to what the database says now.
-    assert [plan.revision for plan in publisher.plans] == [1, 2, 4, 6]
+    assert [plan.revision for plan in publisher.plans] == [1, 2, 3, 4]
     assert publisher.plans[-1] == registry.current_plan(model_name)
 
 

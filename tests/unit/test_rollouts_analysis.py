@@ -15,6 +15,8 @@ ANALYSIS = AnalysisSpec(
             "errors_per_1000 <= 1",
             "latency_p99_ms <= 200",
             "drift_alerts == 0",
+            "errors_per_1000_uploads <= 2",
+            "detections_per_1000_km <= champion * 2",
         )
     ),
     failure=tuple(
@@ -24,18 +26,36 @@ ANALYSIS = AnalysisSpec(
             "false_alerts_per_1000_km > champion * 1.5",
             "errors_per_1000 > 5",
             "latency_p99_ms > 400",
+            "drift_alerts > 0",
         )
     ),
     minimum_predictions=1000,
     minimum_labelled_windows=200,
     minimum_km=100.0,
+    minimum_uploads=500,
 )
 
 CHAMPION = ArmFigures(
-    predictions=20_000, labelled_windows=1000, correct=900, false_alerts=20, km=2000.0, errors=2, latency_p99_ms=120.0
+    predictions=20_000,
+    labelled_windows=1000,
+    correct=900,
+    false_alerts=20,
+    km=2000.0,
+    errors=2,
+    latency_p99_ms=120.0,
+    uploads=8000,
+    detections=200,
 )
 HEALTHY = ArmFigures(
-    predictions=5000, labelled_windows=250, correct=224, false_alerts=5, km=500.0, errors=1, latency_p99_ms=130.0
+    predictions=5000,
+    labelled_windows=250,
+    correct=224,
+    false_alerts=5,
+    km=500.0,
+    errors=1,
+    latency_p99_ms=130.0,
+    uploads=2000,
+    detections=60,
 )
 
 
@@ -47,7 +67,7 @@ def figures(**changes: float | int | None) -> ArmFigures:
 def test_a_healthy_candidate_passes_and_says_why() -> None:
     verdict = evaluate(ANALYSIS, candidate=HEALTHY, champion=CHAMPION)
     assert verdict.outcome is Outcome.PASS
-    assert len(verdict.reasons) == 5
+    assert len(verdict.reasons) == 7
     assert "met: agreement_with_labels >= champion - 0.02: candidate 0.896 vs threshold 0.88 (champion 0.9)" in (
         verdict.reasons
     )
@@ -60,6 +80,7 @@ def test_a_healthy_candidate_passes_and_says_why() -> None:
         ({"false_alerts": 10}, "failed: false_alerts_per_1000_km > champion * 1.5: candidate 20"),  # double the rate
         ({"errors": 30}, "failed: errors_per_1000 > 5: candidate 6"),
         ({"latency_p99_ms": 450.0}, "failed: latency_p99_ms > 400"),
+        ({"drift_alerts": 1}, "failed: drift_alerts > 0: candidate 1"),
     ],
 )
 def test_a_regression_fails_with_its_reason(changes: dict[str, float], reason: str) -> None:
@@ -86,7 +107,9 @@ def test_a_failure_needs_only_its_own_figures() -> None:
         (HEALTHY, ArmFigures(), "too little data on the champion for agreement_with_labels"),
         (figures(latency_p99_ms=None), CHAMPION, "no verdict: latency_p99_ms <= 200"),
         (figures(correct=216), CHAMPION, "not met: agreement_with_labels >= champion - 0.02: candidate 0.864"),
-        (figures(drift_alerts=1), CHAMPION, "not met: drift_alerts == 0"),
+        (figures(errors=5), CHAMPION, "not met: errors_per_1000_uploads <= 2: candidate 2.5"),
+        (figures(detections=120), CHAMPION, "not met: detections_per_1000_km <= champion * 2: candidate 240"),
+        (figures(uploads=499), CHAMPION, "no verdict: latency_p99_ms <= 200: too little data on the candidate"),
     ],
     ids=[
         "no-traffic",
@@ -96,7 +119,9 @@ def test_a_failure_needs_only_its_own_figures() -> None:
         "champion-without-data",
         "no-latency",
         "between-success-and-failure",
-        "drift-without-failure-rule",
+        "errors-per-upload-not-met",
+        "detections-per-km-not-met",
+        "uploads-below-minimum",
     ],
 )
 def test_too_little_data_or_a_grey_zone_is_inconclusive(
@@ -129,8 +154,21 @@ def test_a_lenient_analysis_still_never_passes_without_traffic() -> None:
     assert evaluate(lenient, candidate=ArmFigures(), champion=ArmFigures()).outcome is Outcome.INCONCLUSIVE
     only_predictions = ArmFigures(predictions=10)
     assert evaluate(lenient, candidate=only_predictions, champion=ArmFigures()).outcome is Outcome.INCONCLUSIVE
+    # Drift is read once the arm served `minimum_uploads` uploads (500 by default): not before.
     some = ArmFigures(predictions=10, labelled_windows=1, correct=1)
-    assert evaluate(lenient, candidate=some, champion=ArmFigures()).outcome is Outcome.PASS
+    assert evaluate(lenient, candidate=some, champion=ArmFigures()).outcome is Outcome.INCONCLUSIVE
+    served = ArmFigures(predictions=10, labelled_windows=1, correct=1, uploads=500)
+    assert evaluate(lenient, candidate=served, champion=ArmFigures()).outcome is Outcome.PASS
+
+
+def test_without_failure_conditions_a_drift_episode_fails() -> None:
+    analysis = AnalysisSpec(
+        success=(parse_condition("drift_alerts == 0"),), minimum_predictions=1, minimum_labelled_windows=1
+    )
+    drifting = ArmFigures(predictions=10, labelled_windows=1, correct=1, uploads=500, drift_alerts=1)
+    verdict = evaluate(analysis, candidate=drifting, champion=ArmFigures())
+    assert verdict.outcome is Outcome.FAIL
+    assert verdict.reasons == ("failed: drift_alerts != 0: candidate 1 vs threshold 0",)
 
 
 def test_figures_are_checked() -> None:

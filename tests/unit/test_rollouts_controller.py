@@ -140,6 +140,7 @@ class Platform:
             progress=self.store,
             reports=self.metrics,
             interval_s=30.0,
+            signals=self.store,
             ab_policy=AbPolicy(alpha=0.05, tau_squared=0.0025, minimum_labels=100),
             bandit_policy=self.bandit_policy,
             clock=self.clock,
@@ -211,7 +212,20 @@ def test_a_good_canary_steps_to_50_percent_and_is_promoted(platform: Platform) -
     assert [(arm.model.version, round(arm.traffic_share, 6)) for arm in plan.arms] == [("2", 0.5), ("1", 0.5)]
     weight = platform.registry.rollout_history(MODEL)[0]
     assert weight.evidence["analysis"]["outcome"] == "pass"
-    assert weight.evidence["analysis"]["candidate"] == {"version": "2", "requested": 30, "labelled": 30, "correct": 29}
+    assert weight.evidence["analysis"]["candidate"] == {
+        "version": "2",
+        "requested": 30,
+        "labelled": 30,
+        "correct": 29,
+        # Nothing served but random-QA windows in this test: no segments, detections, errors or drift.
+        "uploads": 0,
+        "km": 0.0,
+        "detections": 0,
+        "false_alerts": 0,
+        "errors": 0,
+        "latency_p99_ms": None,
+        "drift_alerts": 0,
+    }
 
     # The second analysis reads only what came after the weight changed: the first step's labels do not count.
     platform.at(22)

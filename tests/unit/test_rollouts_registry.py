@@ -121,7 +121,7 @@ def test_start_publishes_a_canary_plan_inference_serves(
     assert decision.evidence["weight_percent"] == 10.0
     # The stage change the start made is audited in the registry's own trail too.
     last_change = registry.history(MODEL)[-1]
-    assert (last_change.version, last_change.from_stage, last_change.to_stage, last_change.sequence) == (
+    assert (last_change.version, last_change.from_stage, last_change.to_stage, last_change.revision) == (
         "2",
         Stage.CANDIDATE,
         Stage.CANARY,
@@ -198,10 +198,17 @@ def test_pause_and_resume_keep_every_share(registry: ModelRegistry) -> None:
 
 def test_promote_ends_the_rollout_with_the_candidate_as_champion(registry: ModelRegistry) -> None:
     registry.transition(MODEL, "3", Stage.SHADOW, actor="test", reason="shadow it")
-    registry.start_rollout(MODEL, "2", actor="dana", reason="go", weight=50)
+    started = registry.start_rollout(MODEL, "2", actor="dana", reason="go", weight=50)
 
     plan = registry.promote_rollout(MODEL, actor="dana", reason="passed")
 
+    # One decision, one revision: the candidate made champion and the old champion retired share it.
+    assert plan.revision == started.revision + 1
+    assert registry.rollout_history(MODEL)[0].revision == plan.revision
+    assert [(change.version, change.to_stage, change.revision) for change in registry.history(MODEL)[-2:]] == [
+        ("2", Stage.CHAMPION, plan.revision),
+        ("1", Stage.RETIRED, plan.revision),
+    ]
     assert plan.rollout_id == "" and plan.strategy == operations_pb2.ROLLOUT_STRATEGY_SHADOW
     assert arms(plan) == [("2", CHAMPION, 1.0), ("3", SHADOW, 0.0)]
     assert stages(registry) == {"1": Stage.RETIRED, "2": Stage.CHAMPION, "3": Stage.SHADOW}
@@ -449,13 +456,23 @@ def test_an_older_registry_database_upgrades_with_its_rows(tmp_path: Path) -> No
     upgraded = ModelRegistry.from_url(url, publisher)
     try:
         with upgraded.engine.connect() as connection:
-            assert current_revision(connection, MIGRATIONS) == head_revision(MIGRATIONS) == "0002"
+            assert current_revision(connection, MIGRATIONS) == head_revision(MIGRATIONS) == "0003"
         assert [(version.version, version.stage) for version in upgraded.list(MODEL)] == [
             ("1", Stage.CHAMPION),
             ("2", Stage.CANDIDATE),
         ]
         assert [change.reason for change in upgraded.history(MODEL)] == ["bootstrap"]
+        # A row written before stage changes had a revision of their own: its revision is its sequence.
+        assert [change.revision for change in upgraded.history(MODEL)] == [1]
         plan = upgraded.start_rollout(MODEL, "2", actor="dana", reason="first rollout", weight=10)
         assert plan.revision == 2 and arms(plan) == [("2", CANARY, 0.1), ("1", CHAMPION, 0.9)]
+        promoted = upgraded.promote_rollout(MODEL, actor="dana", reason="good")
+        assert promoted.revision == 3
+        assert sorted((change.sequence, change.revision) for change in upgraded.history(MODEL)) == [
+            (1, 1),
+            (2, 2),
+            (3, 3),
+            (4, 3),
+        ]
     finally:
         upgraded.close()

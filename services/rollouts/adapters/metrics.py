@@ -83,6 +83,18 @@ class RolloutsMetrics:
         self.dead_letters = Counter(
             "michi_rollouts_dead_letters_total", "Messages sent to dead letters", registry=registry
         )
+        self.awaiting = Gauge(
+            "michi_rollouts_awaiting_promotion",
+            "1 while the model's rollout would promote and the policy leaves the promotion to a person",
+            ["model"],
+            registry=registry,
+        )
+        self.signal_records = Counter(
+            "michi_rollouts_signals_total",
+            "Arm signals handed to the store (segment, detection, label, error, drift; redeliveries included)",
+            ["kind"],
+            registry=registry,
+        )
 
     # --- ControllerReports
 
@@ -112,3 +124,9 @@ class RolloutsMetrics:
             self.bandit_share.labels(model_name, role, version).set(decision.shares[version])
             self.bandit_probability_best.labels(model_name, role, version).set(decision.probability_best[version])
             self.bandit_posterior_mean.labels(model_name, role, version).set(decision.posteriors[version].mean)
+
+    def signals(self, kind: str, count: int) -> None:
+        self.signal_records.labels(kind).inc(count)
+
+    def awaiting_promotion(self, model_name: str, awaiting: bool) -> None:
+        self.awaiting.labels(model_name).set(1 if awaiting else 0)

@@ -1,13 +1,16 @@
-"""`RolloutsStore`: the rollout controller's random-QA windows per arm and each driven rollout's state in SQL
-(the tables of `tables.py`).
+"""`RolloutsStore`: the rollout controller's random-QA windows per arm, the arms' other signals (trip segments,
+detections, window labels, inference errors, drift episodes) and each driven rollout's state in SQL (the tables
+of `tables.py`).
 
 Writes are idempotent: a random-QA window's prediction and label are kept once each (by window id and model
-version: the first of each counts), a rollout's state is replaced whole (by rollout id).
+version: the first of each counts); a batch of signals is written in one transaction, each row once by its own
+id (a redelivered one changes nothing; a drift episode's firing and resolve fill its two times once each); a
+rollout's state is replaced whole (by rollout id).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +24,20 @@ from michi.labels.outcomes import QaLabel, QaPrediction
 from michi.labels.qa_windows import upsert_qa_window
 from michi.migrations import upgrade_to_head
 from services.rollouts.adapters.migrations import MIGRATIONS
-from services.rollouts.adapters.tables import RolloutsProgressRow, RolloutsQaWindowRow
-from services.rollouts.domain.figures import ArmCounts
+from services.rollouts.adapters.tables import (
+    RolloutsDetectionRow,
+    RolloutsDriftEpisodeRow,
+    RolloutsErrorRow,
+    RolloutsProgressRow,
+    RolloutsQaWindowRow,
+    RolloutsSegmentRow,
+    RolloutsWindowLabelRow,
+)
+from services.rollouts.domain.figures import ArmCounts, ArmDetections, DeviceTotals
+from services.rollouts.domain.signals import NOT_RISKY, RESOLVED, SignalBatch
+
+# Ids looked up per query when a batch checks which of its rows are new (bounded for every database's limits).
+_LOOKUP_CHUNK = 500
 
 
 class RolloutsStore:
@@ -75,6 +90,180 @@ class RolloutsStore:
         with Session(self.engine) as session:
             requested, labelled_count, correct_count = session.execute(statement).one()
         return ArmCounts(requested=int(requested), labelled=int(labelled_count), correct=int(correct_count))
+
+    # --- the arms' other signals
+
+    def record_signals(self, batch: SignalBatch) -> None:
+        """Keep a batch's signals in one transaction, each once by its id (retried once after a lost race)."""
+        if not batch:
+            return
+        for attempt in range(2):
+            with Session(self.engine) as session:
+                now = datetime.now(UTC)
+                self._insert_new(
+                    session,
+                    RolloutsSegmentRow,
+                    "event_id",
+                    {
+                        seen.event_id: RolloutsSegmentRow(
+                            event_id=seen.event_id,
+                            device_id=seen.device_id,
+                            occurred_at_s=seen.occurred_at_s,
+                            distance_m=seen.distance_m,
+                            latency_bucket=seen.latency_bucket,
+                            received_at=now,
+                        )
+                        for seen in batch.segments
+                    },
+                )
+                self._insert_new(
+                    session,
+                    RolloutsDetectionRow,
+                    "event_id",
+                    {seen.event_id: RolloutsDetectionRow(**vars(seen), received_at=now) for seen in batch.detections},
+                )
+                labels: dict[str, Any] = {}
+                for label in batch.labels:  # the first label of a window counts, in a batch too
+                    labels.setdefault(label.window_id, RolloutsWindowLabelRow(**vars(label), received_at=now))
+                self._insert_new(session, RolloutsWindowLabelRow, "window_id", labels)
+                self._insert_new(
+                    session,
+                    RolloutsErrorRow,
+                    "event_id",
+                    {seen.event_id: RolloutsErrorRow(**vars(seen), received_at=now) for seen in batch.errors},
+                )
+                for drift in batch.drift:
+                    row = session.exec(
+                        select(RolloutsDriftEpisodeRow).where(RolloutsDriftEpisodeRow.episode_id == drift.episode_id)
+                    ).first()
+                    if row is None:
+                        row = RolloutsDriftEpisodeRow(
+                            episode_id=drift.episode_id,
+                            model_name=drift.model_name,
+                            model_version=drift.model_version,
+                            received_at=now,
+                        )
+                    if drift.status == RESOLVED:
+                        row.resolved_at_s = row.resolved_at_s if row.resolved_at_s is not None else drift.at_s
+                    else:
+                        row.fired_at_s = row.fired_at_s if row.fired_at_s is not None else drift.at_s
+                    session.add(row)
+                    session.flush()
+                try:
+                    session.commit()
+                    return
+                except IntegrityError:
+                    session.rollback()
+                    if attempt:
+                        raise
+
+    @staticmethod
+    def _insert_new(session: Session, table: Any, key: str, rows: dict[str, Any]) -> None:
+        """Add the rows whose `key` the table does not hold yet."""
+        if not rows:
+            return
+        ids = list(rows)
+        column = getattr(table, key)
+        known: set[str] = set()
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            known.update(session.exec(select(column).where(col(column).in_(chunk))).all())
+        session.add_all(row for row_id, row in rows.items() if row_id not in known)
+        session.flush()
+
+    def device_totals(self, since_s: float) -> DeviceTotals:
+        """Per device, the uploads, metres, latency buckets and inference errors at or after `since_s`."""
+        segment, error = RolloutsSegmentRow, RolloutsErrorRow
+        totals = DeviceTotals()
+        with Session(self.engine) as session:
+            for device, uploads, metres in session.execute(
+                select_columns(col(segment.device_id), func.count(), func.coalesce(func.sum(segment.distance_m), 0.0))
+                .where(col(segment.occurred_at_s) >= since_s)
+                .group_by(col(segment.device_id))
+            ).all():
+                totals.uploads[device] = int(uploads)
+                totals.metres[device] = float(metres)
+            totals.latency = [
+                (device, int(bucket), int(count))
+                for device, bucket, count in session.execute(
+                    select_columns(col(segment.device_id), col(segment.latency_bucket), func.count())
+                    .where(col(segment.occurred_at_s) >= since_s, col(segment.latency_bucket).is_not(None))
+                    .group_by(col(segment.device_id), col(segment.latency_bucket))
+                ).all()
+            ]
+            for device, count in session.execute(
+                select_columns(col(error.device_id), func.count())
+                .where(col(error.occurred_at_s) >= since_s)
+                .group_by(col(error.device_id))
+            ).all():
+                totals.errors[device] = int(count)
+        return totals
+
+    def arm_detections(
+        self, model_name: str, rollout_id: str, versions: Sequence[str], since_s: float
+    ) -> dict[str, ArmDetections]:
+        """Per model version, its detections in the rollout at or after `since_s`, and how many people overturned."""
+        detection, label = RolloutsDetectionRow, RolloutsWindowLabelRow
+        overturned = col(label.event_type).in_(sorted(NOT_RISKY))
+        statement = (
+            select_columns(
+                col(detection.model_version),
+                func.count(),
+                func.coalesce(func.sum(case((overturned, 1), else_=0)), 0),
+            )
+            .select_from(detection)
+            .outerjoin(label, col(label.window_id) == col(detection.window_id))
+            .where(
+                col(detection.model_name) == model_name,
+                col(detection.rollout_id) == rollout_id,
+                col(detection.model_version).in_(list(versions)),
+                col(detection.occurred_at_s) >= since_s,
+            )
+            .group_by(col(detection.model_version))
+        )
+        with Session(self.engine) as session:
+            return {
+                str(version): ArmDetections(detections=int(count), false_alerts=int(false_alerts))
+                for version, count, false_alerts in session.execute(statement).all()
+            }
+
+    def drift_alerts(self, model_name: str, versions: Sequence[str], since_s: float, until_s: float) -> dict[str, int]:
+        """Per model version, its drift episodes open at any moment of [since_s, until_s]."""
+        episode = RolloutsDriftEpisodeRow
+        statement = (
+            select_columns(col(episode.model_version), func.count())
+            .where(
+                col(episode.model_name) == model_name,
+                col(episode.model_version).in_(list(versions)),
+                col(episode.fired_at_s).is_not(None),
+                col(episode.fired_at_s) <= until_s,
+                col(episode.resolved_at_s).is_(None) | (col(episode.resolved_at_s) >= since_s),
+            )
+            .group_by(col(episode.model_version))
+        )
+        with Session(self.engine) as session:
+            return {str(version): int(count) for version, count in session.execute(statement).all()}
+
+    def prune_signals(self, before_s: float) -> int:
+        """Delete segments, detections, errors and resolved drift episodes older than `before_s`; the rows deleted."""
+        deleted = 0
+        with Session(self.engine) as session:
+            for table in (RolloutsSegmentRow, RolloutsDetectionRow, RolloutsErrorRow):
+                result = session.execute(delete(table).where(col(table.occurred_at_s) < before_s))
+                deleted += int(getattr(result, "rowcount", 0) or 0)
+            result = session.execute(
+                delete(RolloutsDriftEpisodeRow).where(col(RolloutsDriftEpisodeRow.resolved_at_s) < before_s)
+            )
+            deleted += int(getattr(result, "rowcount", 0) or 0)
+            # Labels carry no event time of their own: kept as long, counted from when they came.
+            result = session.execute(
+                delete(RolloutsWindowLabelRow).where(
+                    col(RolloutsWindowLabelRow.received_at) < datetime.fromtimestamp(before_s, UTC)
+                )
+            )
+            deleted += int(getattr(result, "rowcount", 0) or 0)
+            session.commit()
+        return deleted
 
     # --- each driven rollout's state
 

@@ -1,26 +1,29 @@
-"""The rollout controller's consumer: label requests and labels through the kit's loop, and the control loop.
+"""The rollout controller's consumer: what the arms did through the kit's loop, and the control loop.
 
 The loop (`michi.kit.consumer.ConsumerLoop`) polls, opens each record's consumer span, decodes it and
-dead-letters what cannot be decoded. This entrypoint hands each decoded record to `OutcomeRecorder` by topic
-(kept in SQL as it comes, so everything handled is committed at the end of its batch) and, after every poll
-(an empty one too), lets `RolloutController.tick_if_due` look at the running rollouts once its interval has
-passed: the controller runs whether or not records arrive.
+dead-letters what cannot be decoded. This entrypoint hands each decoded record by topic to `OutcomeRecorder`
+(label requests and labels: the random-QA windows, kept in SQL as they come) and to `SignalRecorder` (trip
+segments with their broker timestamps, detections, labels, dead letters, alerts: buffered, written in one
+transaction at the end of the batch, before its offsets are committed). After every poll (an empty one too)
+`RolloutController.tick_if_due` looks at the running rollouts once its interval has passed: the controller runs
+whether or not records arrive.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import Consumer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer
 from sqlalchemy.exc import OperationalError
 
-from michi.bus.catalog import LABEL_REQUESTS, LABELS
+from michi.bus.catalog import ALERTS, DEAD_LETTERS, DETECTIONS, LABEL_REQUESTS, LABELS, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
+from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
 from michi.kit.consumer import ConsumerLoop, Delivered
 from services.rollouts.adapters.metrics import RolloutsMetrics
-from services.rollouts.handlers import OutcomeRecorder, RolloutController
+from services.rollouts.handlers import OutcomeRecorder, RolloutController, SignalRecorder
 
 SERVICE = "rollouts"
 BATCH_SIZE = 500
@@ -33,6 +36,7 @@ class RolloutsConsumer:
         consumer: Consumer,
         producer: EventProducer,
         recorder: OutcomeRecorder,
+        signals: SignalRecorder,
         controller: RolloutController,
         metrics: RolloutsMetrics,
         prefix: str,
@@ -40,18 +44,28 @@ class RolloutsConsumer:
     ) -> None:
         self.consumer = consumer
         self.recorder = recorder
+        self.signals = signals
         self.controller = controller
         self.metrics = metrics
         self.closing = closing
         self.requests_topic = LABEL_REQUESTS.name(prefix)
         self.labels_topic = LABELS.name(prefix)
+        topics = (LABEL_REQUESTS, LABELS, TRIP_SEGMENTS, DETECTIONS, DEAD_LETTERS, ALERTS)
+        self.handlers: dict[str, Callable[[Delivered], None]] = {
+            self.requests_topic: self._request,
+            self.labels_topic: self._label,
+            TRIP_SEGMENTS.name(prefix): self._segment,
+            DETECTIONS.name(prefix): self._detection,
+            DEAD_LETTERS.name(prefix): self._dead_letter,
+            ALERTS.name(prefix): self._alert,
+        }
         self.loop = ConsumerLoop(
             consumer=consumer,
             producer=producer,
             service=SERVICE,
-            topics={self.requests_topic: LABEL_REQUESTS, self.labels_topic: LABELS},
+            topics={spec.name(prefix): spec for spec in topics},
             handle=self._handle,
-            end_batch=controller.tick_if_due,
+            end_batch=self._end_batch,
             on_dead_letter=self._dead_lettered,
             # The database away: retried on the same record, the partitions paused in the group.
             retryable=(OperationalError,),
@@ -59,10 +73,32 @@ class RolloutsConsumer:
         )
 
     def _handle(self, record: Delivered) -> None:
-        if record.topic() == self.requests_topic:
-            self.recorder.request(record.message)  # type: ignore[arg-type]
-        else:
-            self.recorder.label(record.message)  # type: ignore[arg-type]
+        self.handlers[record.topic()](record)
+
+    def _request(self, record: Delivered) -> None:
+        self.recorder.request(cast(labels_pb2.LabelRequest, record.message))
+
+    def _label(self, record: Delivered) -> None:
+        label = cast(labels_pb2.Label, record.message)
+        self.recorder.label(label)
+        self.signals.label(label)
+
+    def _segment(self, record: Delivered) -> None:
+        self.signals.segment(cast(inference_pb2.TripSegment, record.message), _broker_ms(record))
+
+    def _detection(self, record: Delivered) -> None:
+        self.signals.detection(cast(inference_pb2.Detection, record.message))
+
+    def _dead_letter(self, record: Delivered) -> None:
+        self.signals.dead_letter(cast(operations_pb2.DeadLetter, record.message))
+
+    def _alert(self, record: Delivered) -> None:
+        self.signals.alert(cast(operations_pb2.Alert, record.message))
+
+    def _end_batch(self) -> None:
+        # The batch's signals first: written before its offsets are committed (a failure reads the batch again).
+        self.signals.flush()
+        self.controller.tick_if_due()
 
     def _dead_lettered(self, raw: Any, reason: str) -> None:
         self.metrics.dead_letters.inc()
@@ -81,3 +117,9 @@ class RolloutsConsumer:
     def readiness(self, max_silence_s: float = 30.0) -> str | None:
         """None while polling recently and holding at least one partition, else why not."""
         return None if self.loop.ready(max_silence_s) else "not polling, or holding no partition"
+
+
+def _broker_ms(record: Delivered) -> int | None:
+    """The record's broker timestamp (milliseconds; the producer's create time by default), None if it has none."""
+    kind, value = record.raw.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else int(value)
