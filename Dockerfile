@@ -5,6 +5,12 @@
 # deploy/kubernetes run `michi:latest` for all six services. Only the trainer needs torch, which brings several
 # GB of CUDA libraries; a deployment that wants the others small builds `--target services` for them
 # (docs/deploy.md). `michi run trainer` in that image stops with one line naming the extra.
+# The vision models the camera service runs (docs/camera.md, *Deploying*): built on the build machine by
+# `make models` and given as a named build context, checked against their lock by the service on first use:
+#   docker build --build-context vision-models="${MICHI_VISION_MODELS_DIR:-$HOME/.cache/michi/vision/models}" .
+# Without it this empty stage stands in: the image has no models and the camera service says so at start.
+FROM scratch AS vision-models
+
 FROM python:3.11-slim AS services
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
@@ -14,6 +20,8 @@ COPY services services
 COPY datasets datasets
 ENV MICHI_DATASETS_DIR=/app/datasets/real-driving
 RUN pip install --no-cache-dir -c constraints.txt .
+COPY --from=vision-models / /opt/michi/vision-models/
+ENV MICHI_VISION_MODELS_DIR=/opt/michi/vision-models
 USER nobody
 ENTRYPOINT []
 CMD ["michi", "--help"]

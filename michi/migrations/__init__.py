@@ -60,6 +60,7 @@ ENVIRONMENT_MODULES = (
     "services.trainer.adapters.migrations",
     "services.monitor.adapters.migrations",
     "services.rollouts.adapters.migrations",
+    "services.camera.adapters.migrations",
 )
 # Alembic installs its `context` and `op` as module-level proxies: one migration at a time per process.
 _ALEMBIC_IN_USE = threading.Lock()

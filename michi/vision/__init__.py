@@ -10,4 +10,9 @@ packages and checked against the committed lock `models/vision/models.lock.json`
 - `michi.vision.faces`: BlazeFace face detection (box, six keypoints).
 - `michi.vision.landmarks`: the 468-point face mesh and the iris model.
 - `michi.vision.objects`: SSD-MobileNetV2 (Open Images) people and vehicle detection.
+- `michi.vision.optics`: camera intrinsics from a declared calibration or field of view.
+- `michi.vision.attention`: head pose (perspective-n-point) and eye closure (EAR, PERCLOS) of a driver.
+- `michi.vision.headway`: the lead vehicle, its pinhole distance and time headway.
+- `michi.vision.camera_events`: distraction, drowsiness and tailgating episodes from a stream of frames.
+- `michi.vision.composites`: test composites of the shipped images (eyes closed, head turned, a car on a road).
 """

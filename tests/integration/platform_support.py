@@ -32,6 +32,7 @@ SERVICE_PORT_VARIABLES = {
     "annotation": "MICHI_ANNOTATION_PORT",
     "trainer": "MICHI_TRAINER_PORT",
     "rollouts": "MICHI_ROLLOUTS_PORT",
+    "camera": "MICHI_CAMERA_PORT",
 }
 
 

@@ -47,6 +47,8 @@ from services.annotation.domain.consensus import ConsensusPolicy
 from services.annotation.domain.credentials import token_hash
 from services.annotation.domain.quality import QualityPolicy
 from services.annotation.domain.roles import Role
+from services.camera.adapters.store import CameraStore
+from services.camera.domain.join import GpsPoint, UploadFacts
 from services.ingest.adapters.devices import REGISTRY_VERSION_ROW, DeviceRegistry, DeviceRegistryVersion
 from services.ingest.domain.tokens import RevokedToken
 from services.monitor.adapters.store import MonitorStore
@@ -248,6 +250,32 @@ def _write_rows_with_the_stores(engine: Engine) -> dict[str, Any]:
     rollouts.record_prediction(QaPrediction("w-qa", "risk", "2", int(BRAKING), 0.9, NOW.timestamp()))
     rollouts.record_label(QaLabel("w-qa", "risk", "2", int(BRAKING), "label-qa"))
     rollouts.save("ro-risk-2-00000000", "risk", {"progress": {"step_index": 1}})
+
+    camera = CameraStore(engine)
+    camera.keep_upload(
+        UploadFacts("upload-c", "device-1", "driver-1", "trip-1", 0, 1_700_000_000_000, "", (GpsPoint(0, 12.5, 1, 2),)),
+        NOW,
+    )
+    for name in ("inward_0.jpg", "inward_1.jpg"):
+        camera.keep_media(
+            event_id=f"media-{name}",
+            upload_id="upload-c",
+            device_id="device-1",
+            name=name,
+            message=b"\x01",
+            topic="michi.media.v1",
+            partition=0,
+            offset=1,
+            now=NOW,
+        )
+    camera.finish(
+        "media-inward_0.jpg",
+        detections=1,
+        now=NOW,
+        stream="inward:driver:driver-1",
+        state={"version": 1},
+        last_frame_ms=1_700_000_000_100,
+    )
     return {"kept": kept, "revoked": revoked}
 
 
@@ -310,6 +338,7 @@ def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: s
     devices.create_tables()
     monitor = MonitorStore.from_url(database_url)
     rollouts = RolloutsStore.from_url(database_url)
+    camera = CameraStore.from_url(database_url)
     try:
         for environment in environments():
             with engine.connect() as connection:
@@ -325,7 +354,7 @@ def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: s
         registry.promote("risk", "2", actor="test", reason="better")
         champion = registry.champion("risk")
         assert champion is not None and champion.version == "2"
-        assert publisher.plans[-1].revision == registry.history("risk")[-1].sequence
+        assert publisher.plans[-1].revision == registry.history("risk")[-1].revision
         assert [label.event_id for label in trainer.labels()] == ["label-1", "label-2"]
         assert trainer.add_labels([_label(2), _label(3)]) == 1
         run = trainer.run("run-1")
@@ -342,8 +371,13 @@ def test_a_database_made_by_create_all_is_adopted_with_every_row(database_url: s
         assert [window.window_id for window in monitor.windows()] == ["w-1"]
         assert rollouts.arm_counts("risk", "2", 0.0).correct == 1
         assert rollouts.load("ro-risk-2-00000000") == {"progress": {"step_index": 1}}
+        assert camera.media("media-inward_1.jpg") is not None and camera.waiting_count() == 1
+        stream = camera.stream("inward:driver:driver-1")
+        assert stream is not None and stream.state == {"version": 1}
+        upload = camera.upload("upload-c")
+        assert upload is not None and upload.speed_at(1_700_000_000_000) == 12.5
     finally:
-        for store in (registry, trainer, annotation, devices, monitor, rollouts):
+        for store in (registry, trainer, annotation, devices, monitor, rollouts, camera):
             store.close()
 
 
@@ -380,6 +414,7 @@ from services.annotation.adapters.store import AnnotationStore
 from services.ingest.adapters.devices import DeviceRegistry
 from services.monitor.adapters.store import MonitorStore
 from services.rollouts.adapters.store import RolloutsStore
+from services.camera.adapters.store import CameraStore
 from services.trainer.adapters.store import TrainerStore
 
 url, first = sys.argv[1], int(sys.argv[2])
@@ -406,7 +441,10 @@ def monitor():
 def rollouts():
     RolloutsStore.from_url(url).close()
 
-starts = [registry, trainer, annotation, devices, monitor, rollouts]
+def camera():
+    CameraStore.from_url(url).close()
+
+starts = [registry, trainer, annotation, devices, monitor, rollouts, camera]
 print("ready", flush=True)
 sys.stdin.readline()
 for start in starts[first:] + starts[:first]:
@@ -419,7 +457,7 @@ def test_stores_starting_at_once_on_one_database_all_succeed(database_url: str, 
     # Separate processes, as replicas are: in one process alembic's own lock would serialise them anyway.
     starters = [
         subprocess.Popen(
-            [sys.executable, "-c", STARTER, database_url, str(index % 6)],
+            [sys.executable, "-c", STARTER, database_url, str(index % 7)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -41,6 +41,7 @@ from michi.bus.catalog import (
     DETECTIONS,
     LABEL_REQUESTS,
     LABELS,
+    MEDIA,
     MODEL_ROLLOUTS,
     PREDICTIONS,
     TRIP_SCORES,
@@ -83,7 +84,8 @@ REDIS_BACK_WITHIN_S = 10.0
 RECOVERED_WITHIN_S = 60.0
 # Every service consumes its topics in the group `<prefix><service>` (faust app ids and plain consumers alike).
 CONSUMED_BY: dict[TopicSpec, tuple[str, ...]] = {
-    UPLOADS: ("inference",),
+    UPLOADS: ("inference", "camera"),
+    MEDIA: ("camera",),
     DETECTIONS: ("scoring", "warehouse"),
     PREDICTIONS: ("warehouse", "monitor"),
     TRIP_SEGMENTS: ("scoring",),
@@ -105,6 +107,8 @@ CODEC_REASONS = {"garbage": "decode-error", "wrong-type": "schema-mismatch", "em
 # skipped, counted in michi_monitor_labels_skipped_total.)
 HOLLOW_REASONS = {
     (UPLOADS, "inference"): "schema-violation",
+    (UPLOADS, "camera"): "schema-violation",
+    (MEDIA, "camera"): "schema-violation",
     (PREDICTIONS, "warehouse"): "schema-violation",
     (PREDICTIONS, "monitor"): "schema-violation",
     (DETECTIONS, "warehouse"): "schema-violation",

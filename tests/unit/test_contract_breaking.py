@@ -130,8 +130,8 @@ def test_additions_pass_the_check(buf_available: None, tmp_path: Path) -> None:
     _edit(
         proto,
         "common.proto",
-        "  EVENT_TYPE_CONFOUNDER = 6;\n",
-        "  EVENT_TYPE_CONFOUNDER = 6;\n  EVENT_TYPE_TAILGATING = 7;\n",
+        "  EVENT_TYPE_TAILGATING = 9;\n",
+        "  EVENT_TYPE_TAILGATING = 9;\n  EVENT_TYPE_PHONE_USE = 10;\n",
     )
     _edit(
         proto,

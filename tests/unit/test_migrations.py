@@ -70,7 +70,7 @@ def _changes(environment: MigrationEnvironment, engine: Engine) -> set[tuple[str
 
 def test_owners_keep_apart_in_one_database() -> None:
     names = [environment.name for environment in ENVIRONMENTS]
-    assert names == ["registry", "ingest", "annotation", "trainer", "monitor", "rollouts"]
+    assert names == ["registry", "ingest", "annotation", "trainer", "monitor", "rollouts", "camera"]
     version_tables = [environment.version_table for environment in ENVIRONMENTS]
     assert version_tables == [f"alembic_version_{name}" for name in names]
     owned = [table for environment in ENVIRONMENTS for table in environment.table_names()]

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from michi.kit import service_names
 from michi.telemetry.metrics import WorkersRegistry, prepare_workers_directory, render_metrics
 from services.annotation.metrics import AnnotationMetrics
+from services.camera.adapters.metrics import CameraMetrics
 from services.inference.adapters.metrics import InferenceMetrics
 from services.ingest.entrypoints.metrics import IngestMetrics
 from services.monitor.adapters.metrics import MonitorMetrics
@@ -35,6 +36,7 @@ METRICS_CLASSES: dict[str, Callable[[], Any]] = {
     "annotation": AnnotationMetrics,
     "trainer": TrainerMetrics,
     "rollouts": RolloutsMetrics,
+    "camera": CameraMetrics,
 }
 PROCESS_SAMPLES = (
     "process_cpu_seconds_total",

@@ -123,11 +123,13 @@ def test_cli_services_ports_and_lag_come_from_the_specs() -> None:
         "annotation": ("MICHI_ANNOTATION_PORT", 8081),
         "trainer": ("MICHI_TRAINER_PORT", 8082),
         "rollouts": ("MICHI_ROLLOUTS_PORT", 8088),
+        "camera": ("MICHI_CAMERA_PORT", 8087),
     }
     assert list(SERVICE_PORTS) == list(service_names())
     assert {service: [topic.base_name for topic in topics] for service, topics in CONSUMERS.items()} == {
         "inference": ["uploads.v1"],
         "scoring": ["detections.v1", "trip-segments.v1", "labels.v1"],
+        "camera": ["media.v1", "uploads.v1"],
     }
     catalog = {topic.base_name for topic in CATALOG}
     assert {topic for spec in SPECS for topic in spec.lag_topics} <= catalog

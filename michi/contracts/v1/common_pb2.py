@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15michi/v1/common.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x07Lineage\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x11\n\twindow_id\x18\x02 \x01(\t\x12\x0f\n\x07trip_id\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x11\n\tdriver_id\x18\x05 \x01(\t\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x61ta_version\x18\x08 \x01(\t\x12\x10\n\x08trace_id\x18\t \x01(\t\"/\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"h\n\x08TimeSpan\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x01\n\x12\x43\x61librationSummary\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.michi.v1.CalibrationState\x12\x1a\n\x12gravity_confidence\x18\x02 \x01(\x02\x12\x1a\n\x12\x66orward_confidence\x18\x03 \x01(\x02\x12\x16\n\x0e\x66orward_method\x18\x04 \x01(\t*\xd3\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_TYPE_NORMAL\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_HARSH_BRAKING\x10\x02\x12!\n\x1d\x45VENT_TYPE_HARSH_ACCELERATION\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_HARSH_CORNERING\x10\x04\x12\x17\n\x13\x45VENT_TYPE_SPEEDING\x10\x05\x12\x19\n\x15\x45VENT_TYPE_CONFOUNDER\x10\x06*\x9f\x01\n\x10\x43\x61librationState\x12!\n\x1d\x43\x41LIBRATION_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41LIBRATION_STATE_UNCALIBRATED\x10\x01\x12\"\n\x1e\x43\x41LIBRATION_STATE_GRAVITY_ONLY\x10\x02\x12 \n\x1c\x43\x41LIBRATION_STATE_CALIBRATED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15michi/v1/common.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x07Lineage\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x11\n\twindow_id\x18\x02 \x01(\t\x12\x0f\n\x07trip_id\x18\x03 \x01(\t\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x11\n\tdriver_id\x18\x05 \x01(\t\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x61ta_version\x18\x08 \x01(\t\x12\x10\n\x08trace_id\x18\t \x01(\t\"/\n\x08GeoPoint\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\"h\n\x08TimeSpan\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x01\n\x12\x43\x61librationSummary\x12)\n\x05state\x18\x01 \x01(\x0e\x32\x1a.michi.v1.CalibrationState\x12\x1a\n\x12gravity_confidence\x18\x02 \x01(\x02\x12\x1a\n\x12\x66orward_confidence\x18\x03 \x01(\x02\x12\x16\n\x0e\x66orward_method\x18\x04 \x01(\t*\xa5\x02\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45VENT_TYPE_NORMAL\x10\x01\x12\x1c\n\x18\x45VENT_TYPE_HARSH_BRAKING\x10\x02\x12!\n\x1d\x45VENT_TYPE_HARSH_ACCELERATION\x10\x03\x12\x1e\n\x1a\x45VENT_TYPE_HARSH_CORNERING\x10\x04\x12\x17\n\x13\x45VENT_TYPE_SPEEDING\x10\x05\x12\x19\n\x15\x45VENT_TYPE_CONFOUNDER\x10\x06\x12\x1a\n\x16\x45VENT_TYPE_DISTRACTION\x10\x07\x12\x19\n\x15\x45VENT_TYPE_DROWSINESS\x10\x08\x12\x19\n\x15\x45VENT_TYPE_TAILGATING\x10\t*\x9f\x01\n\x10\x43\x61librationState\x12!\n\x1d\x43\x41LIBRATION_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41LIBRATION_STATE_UNCALIBRATED\x10\x01\x12\"\n\x1e\x43\x41LIBRATION_STATE_GRAVITY_ONLY\x10\x02\x12 \n\x1c\x43\x41LIBRATION_STATE_CALIBRATED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'michi.v1.common_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENTTYPE']._serialized_start=558
-  _globals['_EVENTTYPE']._serialized_end=769
-  _globals['_CALIBRATIONSTATE']._serialized_start=772
-  _globals['_CALIBRATIONSTATE']._serialized_end=931
+  _globals['_EVENTTYPE']._serialized_end=851
+  _globals['_CALIBRATIONSTATE']._serialized_start=854
+  _globals['_CALIBRATIONSTATE']._serialized_end=1013
   _globals['_LINEAGE']._serialized_start=69
   _globals['_LINEAGE']._serialized_end=254
   _globals['_GEOPOINT']._serialized_start=256

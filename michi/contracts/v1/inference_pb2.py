@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from michi.contracts.v1 import common_pb2 as michi_dot_v1_dot_common__pb2
+from michi.contracts.v1 import upload_pb2 as michi_dot_v1_dot_upload__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18michi/v1/inference.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15michi/v1/common.proto\"J\n\nClassScore\x12\'\n\nevent_type\x18\x01 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\xb3\x04\n\tDetection\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\'\n\nevent_type\x18\x04 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12\"\n\x06window\x18\x06 \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12$\n\x08location\x18\x07 \x01(\x0b\x32\x12.michi.v1.GeoPoint\x12\x11\n\tspeed_mps\x18\x08 \x01(\x02\x12\x17\n\x0fspeed_limit_mps\x18\t \x01(\x02\x12\x12\n\npeak_value\x18\n \x01(\x02\x12\"\n\x07variant\x18\x0b \x01(\x0e\x32\x11.michi.v1.Variant\x12\x33\n\x08\x66\x65\x61tures\x18\x0c \x03(\x0b\x32!.michi.v1.Detection.FeaturesEntry\x12\x10\n\x08\x64\x65tector\x18\r \x01(\t\x12\x31\n\x0b\x63\x61libration\x18\x0e \x01(\x0b\x32\x1c.michi.v1.CalibrationSummary\x12\x15\n\rgps_available\x18\x0f \x01(\x08\x12\x12\n\nrollout_id\x18\x10 \x01(\t\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\x9a\x05\n\nPrediction\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12&\n\tpredicted\x18\x04 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12$\n\x06scores\x18\x06 \x03(\x0b\x32\x14.michi.v1.ClassScore\x12\"\n\x06window\x18\x07 \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12$\n\x08location\x18\x08 \x01(\x0b\x32\x12.michi.v1.GeoPoint\x12\x11\n\tspeed_mps\x18\t \x01(\x02\x12\"\n\x07variant\x18\n \x01(\x0e\x32\x11.michi.v1.Variant\x12\x34\n\x08\x66\x65\x61tures\x18\x0b \x03(\x0b\x32\".michi.v1.Prediction.FeaturesEntry\x12\x16\n\x0esample_rate_hz\x18\x0c \x01(\r\x12\x14\n\x0cvehicle_type\x18\r \x01(\t\x12\x18\n\x10\x66irmware_version\x18\x0e \x01(\t\x12\x31\n\x0b\x63\x61libration\x18\x0f \x01(\x0b\x32\x1c.michi.v1.CalibrationSummary\x12\x15\n\rgps_available\x18\x10 \x01(\x08\x12\x1c\n\x14sample_rate_exact_hz\x18\x11 \x01(\x02\x12\x17\n\x0fpacked_features\x18\x12 \x01(\x0c\x12\x12\n\nrollout_id\x18\x13 \x01(\t\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xae\x02\n\x0bTripSegment\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x10\n\x08trip_end\x18\x05 \x01(\x08\x12\x12\n\ndistance_m\x18\x06 \x01(\x02\x12\x12\n\nduration_s\x18\x07 \x01(\x02\x12\x17\n\x0f\x64\x65tection_count\x18\x08 \x01(\r\x12\x1b\n\x13\x64\x65tection_event_ids\x18\t \x03(\t\x12 \n\x04span\x18\n \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12\x14\n\x0cvehicle_type\x18\x0b \x01(\t*w\n\x07Variant\x12\x17\n\x13VARIANT_UNSPECIFIED\x10\x00\x12\x14\n\x10VARIANT_CHAMPION\x10\x01\x12\x12\n\x0eVARIANT_SHADOW\x10\x02\x12\x12\n\x0eVARIANT_CANARY\x10\x03\x12\x15\n\x11VARIANT_TREATMENT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18michi/v1/inference.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15michi/v1/common.proto\x1a\x15michi/v1/upload.proto\"J\n\nClassScore\x12\'\n\nevent_type\x18\x01 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\xde\x04\n\tDetection\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\'\n\nevent_type\x18\x04 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12\"\n\x06window\x18\x06 \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12$\n\x08location\x18\x07 \x01(\x0b\x32\x12.michi.v1.GeoPoint\x12\x11\n\tspeed_mps\x18\x08 \x01(\x02\x12\x17\n\x0fspeed_limit_mps\x18\t \x01(\x02\x12\x12\n\npeak_value\x18\n \x01(\x02\x12\"\n\x07variant\x18\x0b \x01(\x0e\x32\x11.michi.v1.Variant\x12\x33\n\x08\x66\x65\x61tures\x18\x0c \x03(\x0b\x32!.michi.v1.Detection.FeaturesEntry\x12\x10\n\x08\x64\x65tector\x18\r \x01(\t\x12\x31\n\x0b\x63\x61libration\x18\x0e \x01(\x0b\x32\x1c.michi.v1.CalibrationSummary\x12\x15\n\rgps_available\x18\x0f \x01(\x08\x12\x12\n\nrollout_id\x18\x10 \x01(\t\x12)\n\x06\x63\x61mera\x18\x11 \x01(\x0b\x32\x19.michi.v1.CameraReference\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xc2\x01\n\x0f\x43\x61meraReference\x12\x12\n\nmedia_name\x18\x01 \x01(\t\x12$\n\x06\x63\x61mera\x18\x02 \x01(\x0e\x32\x14.michi.v1.CameraKind\x12\x10\n\x08\x62lob_key\x18\x03 \x01(\t\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x18\n\x10\x66rame_offsets_ms\x18\x05 \x03(\r\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x16\n\x0emedia_event_id\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\"\x9a\x05\n\nPrediction\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12&\n\tpredicted\x18\x04 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x12\n\nconfidence\x18\x05 \x01(\x02\x12$\n\x06scores\x18\x06 \x03(\x0b\x32\x14.michi.v1.ClassScore\x12\"\n\x06window\x18\x07 \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12$\n\x08location\x18\x08 \x01(\x0b\x32\x12.michi.v1.GeoPoint\x12\x11\n\tspeed_mps\x18\t \x01(\x02\x12\"\n\x07variant\x18\n \x01(\x0e\x32\x11.michi.v1.Variant\x12\x34\n\x08\x66\x65\x61tures\x18\x0b \x03(\x0b\x32\".michi.v1.Prediction.FeaturesEntry\x12\x16\n\x0esample_rate_hz\x18\x0c \x01(\r\x12\x14\n\x0cvehicle_type\x18\r \x01(\t\x12\x18\n\x10\x66irmware_version\x18\x0e \x01(\t\x12\x31\n\x0b\x63\x61libration\x18\x0f \x01(\x0b\x32\x1c.michi.v1.CalibrationSummary\x12\x15\n\rgps_available\x18\x10 \x01(\x08\x12\x1c\n\x14sample_rate_exact_hz\x18\x11 \x01(\x02\x12\x17\n\x0fpacked_features\x18\x12 \x01(\x0c\x12\x12\n\nrollout_id\x18\x13 \x01(\t\x1a/\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xae\x02\n\x0bTripSegment\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x10\n\x08trip_end\x18\x05 \x01(\x08\x12\x12\n\ndistance_m\x18\x06 \x01(\x02\x12\x12\n\nduration_s\x18\x07 \x01(\x02\x12\x17\n\x0f\x64\x65tection_count\x18\x08 \x01(\r\x12\x1b\n\x13\x64\x65tection_event_ids\x18\t \x03(\t\x12 \n\x04span\x18\n \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12\x14\n\x0cvehicle_type\x18\x0b \x01(\t*w\n\x07Variant\x12\x17\n\x13VARIANT_UNSPECIFIED\x10\x00\x12\x14\n\x10VARIANT_CHAMPION\x10\x01\x12\x12\n\x0eVARIANT_SHADOW\x10\x02\x12\x12\n\x0eVARIANT_CANARY\x10\x03\x12\x15\n\x11VARIANT_TREATMENT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +38,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DETECTION_FEATURESENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTION_FEATURESENTRY']._loaded_options = None
   _globals['_PREDICTION_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_VARIANT']._serialized_start=1710
-  _globals['_VARIANT']._serialized_end=1829
-  _globals['_CLASSSCORE']._serialized_start=94
-  _globals['_CLASSSCORE']._serialized_end=168
-  _globals['_DETECTION']._serialized_start=171
-  _globals['_DETECTION']._serialized_end=734
-  _globals['_DETECTION_FEATURESENTRY']._serialized_start=687
-  _globals['_DETECTION_FEATURESENTRY']._serialized_end=734
-  _globals['_PREDICTION']._serialized_start=737
-  _globals['_PREDICTION']._serialized_end=1403
-  _globals['_PREDICTION_FEATURESENTRY']._serialized_start=687
-  _globals['_PREDICTION_FEATURESENTRY']._serialized_end=734
-  _globals['_TRIPSEGMENT']._serialized_start=1406
-  _globals['_TRIPSEGMENT']._serialized_end=1708
+  _globals['_VARIANT']._serialized_start=1973
+  _globals['_VARIANT']._serialized_end=2092
+  _globals['_CLASSSCORE']._serialized_start=117
+  _globals['_CLASSSCORE']._serialized_end=191
+  _globals['_DETECTION']._serialized_start=194
+  _globals['_DETECTION']._serialized_end=800
+  _globals['_DETECTION_FEATURESENTRY']._serialized_start=753
+  _globals['_DETECTION_FEATURESENTRY']._serialized_end=800
+  _globals['_CAMERAREFERENCE']._serialized_start=803
+  _globals['_CAMERAREFERENCE']._serialized_end=997
+  _globals['_PREDICTION']._serialized_start=1000
+  _globals['_PREDICTION']._serialized_end=1666
+  _globals['_PREDICTION_FEATURESENTRY']._serialized_start=753
+  _globals['_PREDICTION_FEATURESENTRY']._serialized_end=800
+  _globals['_TRIPSEGMENT']._serialized_start=1669
+  _globals['_TRIPSEGMENT']._serialized_end=1971
 # @@protoc_insertion_point(module_scope)

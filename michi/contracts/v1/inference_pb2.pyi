@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from michi.contracts.v1 import common_pb2 as _common_pb2
+from michi.contracts.v1 import upload_pb2 as _upload_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -33,7 +34,7 @@ class ClassScore(_message.Message):
     def __init__(self, event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Detection(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "confidence", "window", "location", "speed_mps", "speed_limit_mps", "peak_value", "variant", "features", "detector", "calibration", "gps_available", "rollout_id")
+    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "confidence", "window", "location", "speed_mps", "speed_limit_mps", "peak_value", "variant", "features", "detector", "calibration", "gps_available", "rollout_id", "camera")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +58,7 @@ class Detection(_message.Message):
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     GPS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -73,7 +75,28 @@ class Detection(_message.Message):
     calibration: _common_pb2.CalibrationSummary
     gps_available: bool
     rollout_id: str
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., speed_limit_mps: _Optional[float] = ..., peak_value: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., detector: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., rollout_id: _Optional[str] = ...) -> None: ...
+    camera: CameraReference
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., speed_limit_mps: _Optional[float] = ..., peak_value: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., detector: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., rollout_id: _Optional[str] = ..., camera: _Optional[_Union[CameraReference, _Mapping]] = ...) -> None: ...
+
+class CameraReference(_message.Message):
+    __slots__ = ("media_name", "camera", "blob_key", "uri", "frame_offsets_ms", "sha256", "media_event_id", "content_type")
+    MEDIA_NAME_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_FIELD_NUMBER: _ClassVar[int]
+    BLOB_KEY_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    FRAME_OFFSETS_MS_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    media_name: str
+    camera: _upload_pb2.CameraKind
+    blob_key: str
+    uri: str
+    frame_offsets_ms: _containers.RepeatedScalarFieldContainer[int]
+    sha256: str
+    media_event_id: str
+    content_type: str
+    def __init__(self, media_name: _Optional[str] = ..., camera: _Optional[_Union[_upload_pb2.CameraKind, str]] = ..., blob_key: _Optional[str] = ..., uri: _Optional[str] = ..., frame_offsets_ms: _Optional[_Iterable[int]] = ..., sha256: _Optional[str] = ..., media_event_id: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("event_id", "occurred_at", "lineage", "predicted", "confidence", "scores", "window", "location", "speed_mps", "variant", "features", "sample_rate_hz", "vehicle_type", "firmware_version", "calibration", "gps_available", "sample_rate_exact_hz", "packed_features", "rollout_id")

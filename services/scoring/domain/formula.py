@@ -22,6 +22,12 @@ HARSH_BRAKING: EventType = common_pb2.EVENT_TYPE_HARSH_BRAKING
 HARSH_ACCELERATION: EventType = common_pb2.EVENT_TYPE_HARSH_ACCELERATION
 HARSH_CORNERING: EventType = common_pb2.EVENT_TYPE_HARSH_CORNERING
 SPEEDING: EventType = common_pb2.EVENT_TYPE_SPEEDING
+# Camera events (services/camera): the driver's attention and the distance kept.
+DISTRACTION: EventType = common_pb2.EVENT_TYPE_DISTRACTION
+DROWSINESS: EventType = common_pb2.EVENT_TYPE_DROWSINESS
+TAILGATING: EventType = common_pb2.EVENT_TYPE_TAILGATING
+# Each measured in a unit of its own: a label moving an event to or from one of them keeps no measurement.
+CAMERA_TYPES = frozenset({DISTRACTION, DROWSINESS, TAILGATING})
 
 # What one event of a type costs before severity (speeding counts per episode).
 WEIGHTS: dict[EventType, float] = {
@@ -29,6 +35,12 @@ WEIGHTS: dict[EventType, float] = {
     HARSH_CORNERING: 3.0,
     HARSH_ACCELERATION: 2.0,
     SPEEDING: 2.0,
+    # Inattention weighs most in fleet safety products (one puts it at 75 % of its driver risk score):
+    # an episode of eyes off the road or eyes closing costs more than a harsh brake.
+    DISTRACTION: 4.0,
+    DROWSINESS: 4.0,
+    # Close following is the next heaviest: as much as a harsh brake, which it often ends in.
+    TAILGATING: 3.0,
 }
 
 SEVERITY_MULTIPLIERS: dict[int, float] = {1: 1.0, 2: 1.5, 3: 2.0}
@@ -48,12 +60,14 @@ class SeverityBands:
     """Magnitudes (absolute peak) at which an event of one type becomes moderate (2) and severe (3).
 
     `threshold` is where the detector calls the event at all (documentation and tests:
-    anything the detector reports counts as at least mild).
+    anything the detector reports counts as at least mild). With `lower_is_worse` (time headway) the
+    event is moderate at or below `moderate_at` and severe at or below `severe_at`.
     """
 
     threshold: float
     moderate_at: float
     severe_at: float
+    lower_is_worse: bool = False
 
 
 # m/s^2 for the harsh types (0.3 g / 0.45 g / 0.6 g for braking and cornering);
@@ -63,6 +77,12 @@ SEVERITY_BANDS: dict[EventType, SeverityBands] = {
     HARSH_CORNERING: SeverityBands(threshold=3.0, moderate_at=4.5, severe_at=6.0),
     HARSH_ACCELERATION: SeverityBands(threshold=2.5, moderate_at=3.5, severe_at=4.5),
     SPEEDING: SeverityBands(threshold=10 / KMH_PER_MPS, moderate_at=20 / KMH_PER_MPS, severe_at=30 / KMH_PER_MPS),
+    # Seconds the driver's head stayed turned away (2 s off the road doubles the crash risk; 3 s, 5 s).
+    DISTRACTION: SeverityBands(threshold=2.0, moderate_at=3.0, severe_at=5.0),
+    # PERCLOS, the share of the sliding window with the eyes closed (0.15 drowsy, 0.3, 0.5).
+    DROWSINESS: SeverityBands(threshold=0.15, moderate_at=0.3, severe_at=0.5),
+    # Shortest time headway to the lead vehicle in seconds (called under 1.0 s; 0.8 s, 0.5 s).
+    TAILGATING: SeverityBands(threshold=1.0, moderate_at=0.8, severe_at=0.5, lower_is_worse=True),
 }
 
 
@@ -72,7 +92,8 @@ def is_scored_type(event_type: EventType) -> bool:
 
 
 def event_magnitude(event_type: EventType, peak_value: float, speed_mps: float, speed_limit_mps: float) -> float:
-    """The magnitude the severity bands apply to: |peak| (m/s^2), or m/s over the limit for speeding."""
+    """The magnitude the severity bands apply to: |peak| (m/s^2, or the camera events' measure), or m/s over the
+    limit for speeding."""
     if event_type == SPEEDING:
         excess = abs(peak_value)
         if excess == 0.0 and speed_limit_mps > 0.0:
@@ -86,6 +107,11 @@ def severity_for(event_type: EventType, magnitude: float) -> int:
     bands = SEVERITY_BANDS.get(event_type)
     if bands is None or not math.isfinite(magnitude):
         return 1
+    if bands.lower_is_worse:
+        # 0 is "not measured" (a detection without its measure), not a headway of 0 s.
+        if magnitude <= 0.0:
+            return 1
+        return 3 if magnitude <= bands.severe_at else 2 if magnitude <= bands.moderate_at else 1
     if magnitude >= bands.severe_at:
         return 3
     if magnitude >= bands.moderate_at:
@@ -100,7 +126,8 @@ def relabelled_severity(
 
     The harsh types share a unit (m/s^2), so the peak is read against the corrected type's bands;
     speeding is judged by speed over the limit. When the detector's measurement is in another unit
-    (a speeding episode relabelled as harsh braking), the event counts as mild.
+    (a speeding episode relabelled as harsh braking, a harsh brake relabelled as distraction), the event counts
+    as mild.
     """
     if labelled_type == SPEEDING:
         peak = peak_value if detected_type == SPEEDING else 0.0
@@ -108,6 +135,9 @@ def relabelled_severity(
             return 1
         return severity_for(SPEEDING, event_magnitude(SPEEDING, peak, speed_mps, speed_limit_mps))
     if detected_type == SPEEDING or peak_value == 0.0:
+        return 1
+    if detected_type != labelled_type and CAMERA_TYPES & {detected_type, labelled_type}:
+        # A camera event's seconds, PERCLOS or headway against m/s^2 bands (or another camera type's): another unit.
         return 1
     return severity_for(labelled_type, event_magnitude(labelled_type, peak_value, speed_mps, speed_limit_mps))
 

@@ -18,6 +18,9 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_HARSH_CORNERING: _ClassVar[EventType]
     EVENT_TYPE_SPEEDING: _ClassVar[EventType]
     EVENT_TYPE_CONFOUNDER: _ClassVar[EventType]
+    EVENT_TYPE_DISTRACTION: _ClassVar[EventType]
+    EVENT_TYPE_DROWSINESS: _ClassVar[EventType]
+    EVENT_TYPE_TAILGATING: _ClassVar[EventType]
 
 class CalibrationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +35,9 @@ EVENT_TYPE_HARSH_ACCELERATION: EventType
 EVENT_TYPE_HARSH_CORNERING: EventType
 EVENT_TYPE_SPEEDING: EventType
 EVENT_TYPE_CONFOUNDER: EventType
+EVENT_TYPE_DISTRACTION: EventType
+EVENT_TYPE_DROWSINESS: EventType
+EVENT_TYPE_TAILGATING: EventType
 CALIBRATION_STATE_UNSPECIFIED: CalibrationState
 CALIBRATION_STATE_UNCALIBRATED: CalibrationState
 CALIBRATION_STATE_GRAVITY_ONLY: CalibrationState

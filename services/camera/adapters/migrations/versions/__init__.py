@@ -1,0 +1,1 @@
+"""Revisions of the camera service's tables (loaded by alembic, not imported)."""
