@@ -86,18 +86,21 @@ RECOVERED_WITHIN_S = 60.0
 CONSUMED_BY: dict[TopicSpec, tuple[str, ...]] = {
     UPLOADS: ("inference", "camera"),
     MEDIA: ("camera",),
-    DETECTIONS: ("scoring", "warehouse"),
+    DETECTIONS: ("scoring", "warehouse", "rollouts"),
     PREDICTIONS: ("warehouse", "monitor"),
-    TRIP_SEGMENTS: ("scoring",),
+    TRIP_SEGMENTS: ("scoring", "rollouts"),
     LABEL_REQUESTS: ("annotation", "monitor", "rollouts"),
     LABELS: ("scoring", "trainer", "monitor", "rollouts"),
     TRIP_SCORES: ("scoring",),
-    ALERTS: ("trainer",),
+    ALERTS: ("trainer", "rollouts"),
     LABELS_BY_TRIP: ("scoring",),
     TRIP_SCORES_BY_DRIVER: ("scoring",),
     # Not in a group: every inference worker reads the whole compacted topic (`adapters/plans.py`).
     MODEL_ROLLOUTS: ("inference",),
 }
+# Consumed but not poisoned here: the dead letters the watch below reads (the rollout controller counts each arm's
+# inference failures from them; a poison there is dead-lettered like any other, by the same kit loop).
+UNPOISONED: dict[TopicSpec, tuple[str, ...]] = {DEAD_LETTERS: ("rollouts",)}
 # What each kind of poison is, and the reason the shared decoder (`michi.bus.codec`) gives it.
 CODEC_REASONS = {"garbage": "decode-error", "wrong-type": "schema-mismatch", "empty-junk-headers": "empty-value"}
 # A record of the right type with nothing but an event_id: decodes, and is refused by the consumer itself where
@@ -335,7 +338,7 @@ def test_poison_on_every_consumed_topic_and_a_killed_broker_lose_and_double_noth
         every_device_streams(bootstrap, up.launched, timeout=60)
         # The topics each service consumes, from the groups themselves: the poison covers every one of them.
         expected_topics: dict[str, set[str]] = defaultdict(set)
-        for spec, services in CONSUMED_BY.items():
+        for spec, services in (*CONSUMED_BY.items(), *UNPOISONED.items()):
             for service in services:
                 if spec is not MODEL_ROLLOUTS:
                     expected_topics[service].add(spec.name(PREFIX))
