@@ -42,3 +42,6 @@ class CameraSettings(MichiSettings):
     vision_models_dir: Path | None = None
     # Intra-op threads of each ONNX Runtime session.
     camera_model_threads: int = Field(default=1, ge=1, le=64)
+    # Register the vision model sets the service runs in the model registry at start (once per registry; a set
+    # without a champion becomes its champion): `adapters/registration.py`.
+    camera_register_models: bool = True

@@ -18,18 +18,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer
+from sqlalchemy.exc import SQLAlchemyError
 
-from michi.blobs import BlobStore
+from michi.blobs import BlobStore, BlobStoreUnavailable
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.kit.running import run_consumer_service
 from michi.migrations import with_database_folder
+from michi.registry import ModelRegistry, PlanNotPublished
 from michi.settings import load_settings
 from michi.vision.model_store import VisionModelsMissing, VisionModelStore
 from services.camera.adapters.analysis import CameraAnalyses
 from services.camera.adapters.frames import BlobFrames
 from services.camera.adapters.metrics import CameraMetrics
 from services.camera.adapters.publisher import KafkaDeadLetters, KafkaDetections
+from services.camera.adapters.registration import register_vision_models
 from services.camera.adapters.store import CameraStore
 from services.camera.domain.join import Sampling
 from services.camera.entrypoints.consumer import SERVICE, CameraConsumer
@@ -130,14 +133,34 @@ class WithoutModels:
         return None
 
 
-def build_service(settings: CameraSettings, producer: EventProducer) -> CameraConsumer | WithoutModels:
-    """The consumer; without the vision models, outside dev the one-line refusal, in dev `WithoutModels`."""
+def register_models(settings: CameraSettings, producer: EventProducer) -> None:
+    """The vision model sets the service runs, in the model registry (`adapters/registration.py`). A registry that
+    cannot be reached is logged and left for the next start: detections carry their lineage either way."""
+    registry = ModelRegistry.from_url(with_database_folder(settings.resolved_database_url()), producer)
     try:
-        return build_consumer(settings, producer=producer)
+        register_vision_models(
+            registry,
+            BlobStore(settings.resolved_blob_url()),
+            VisionModelStore(settings.vision_models_dir, threads=settings.camera_model_threads),
+        )
+    except (SQLAlchemyError, BlobStoreUnavailable, PlanNotPublished, OSError):
+        logger.warning("vision models not registered; trying again at the next start", exc_info=True)
+    finally:
+        registry.close()
+
+
+def build_service(settings: CameraSettings, producer: EventProducer) -> CameraConsumer | WithoutModels:
+    """The consumer (the vision models registered first, when `camera_register_models`); without the vision
+    models, outside dev the one-line refusal, in dev `WithoutModels`."""
+    try:
+        consumer = build_consumer(settings, producer=producer)
     except VisionModelsMissing as missing:
         if settings.env != "dev":
             sys.exit(f"camera: {missing}")
         return WithoutModels(str(missing))
+    if settings.camera_register_models:
+        register_models(settings, producer)
+    return consumer
 
 
 def run() -> None:

@@ -223,7 +223,11 @@ def test_drowsy_inward_frames_give_one_drowsiness_detection_scored_once_and_a_re
             DRIVER,
         )
         lock = vision_store.lock
-        assert lineage.model_name == "vision-attention" and len(lineage.model_version) == 12
+        assert (
+            lineage.model_name == "vision-attention"
+            and lineage.model_version.startswith("lock-")
+            and len(lineage.model_version) == 17
+        )
         assert lineage.data_version and lock.outputs["face_landmark.onnx"].sha256
         assert detection.camera.camera == upload_pb2.CAMERA_KIND_INWARD
         evidence = list(detection.camera.frame_offsets_ms)

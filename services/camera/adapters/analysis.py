@@ -3,7 +3,7 @@ its saved state, and the lineage of the vision models it runs (name, version and
 
 Model version and data version come from the vision model lock the models folder holds (a copy of the committed
 `models/vision/models.lock.json`; the store refuses files whose sha256 differs from it): the version is a digest
-of the sha256 of every model file the analysis runs, the data version a digest of the pinned source packages
+of the sha256 of every model file the analysis runs (`lock-<12 hex>`), the data version a digest of the pinned source packages
 (registry, name, version, sha256) they were built from. Any rebuilt or re-pinned model changes them.
 """
 
@@ -45,7 +45,8 @@ def model_lineage(lock: VisionLock, camera: str) -> ModelLineage:
     }
     return ModelLineage(
         model_name=MODEL_NAMES[camera],
-        model_version=_digest(outputs),
+        # Never only digits (the registry's named versions are not), the same for the same files.
+        model_version=f"lock-{_digest(outputs)}",
         data_version=_digest(inputs),
     )
 
