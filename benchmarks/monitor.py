@@ -7,14 +7,16 @@ reference is one simulation (the training windows a model's reference profile is
 `reference_profile`); the live rows are drawn with replacement from an independent simulation, float32 as a
 `Prediction` carries them, with `DRIFTS` applied to six of the 26 features (`FEATURE_NAMES`).
 
-1. Drift update: 1,000,000 live rows (100,000 with `--quick`) as one window. The monitor's path, timed per
-   prediction as the handler runs it (`services/monitor/handlers.py: DriftMonitor.handle`): the prediction's
-   `packed_features` into the poll batch (`RowBatch.add`) and its row into the window (`DriftWindow.take`); per
-   poll batch of 1,000, as the service does, the batch unpacked and binned on the profile's grid and the window's
-   rows counted (`DriftWindow.flush`); at the close every figure of every feature (`feature_drift`, PSI among
-   them); cohort
-   `all` only (the service adds each row to its vehicle, rate and firmware cohorts' windows too: part 2). The
-   `Prediction` messages are built outside the timing. Against it, in the same run, Evidently 0.7's
+1. Drift update: 1,000,000 live rows (100,000 with `--quick`) as one window of cohort `all`. The monitor's path as
+   the service runs it, broker left out: serialized champion `Prediction`s (built and serialized outside the
+   timing) as `confluent_kafka.Message`s with the headers a producer writes, handed in poll batches of 1,000 to
+   the service's consumer (`services/monitor/entrypoints/consumer.py: MonitorConsumer` on the kit's batch loop,
+   `michi/kit/consumer.py`): each record's headers checked and its `Prediction` decoded, the batch windowed
+   columnar (`DriftMonitor.handle_batch`: one pass over the messages, then numpy), unpacked, binned on the
+   profile's grid and counted (`DriftMonitor.flush`), and at the last row the window's close (`feature_drift` of
+   every feature, PSI among them, and what else a close computes); SQL and Kafka publishing are replaced by
+   objects that keep nothing. Cohort `all` only (the service adds each row to its vehicle, rate and firmware
+   cohorts' windows too: part 2). Against it, in the same run, Evidently 0.7's
    `Report([DataDriftPreset(method="psi")])` on the same reference and live rows, in its own venv
    (`.venv-bench-evidently`, created on first use from `benchmarks/evidently-requirements.txt`: Evidently needs
    pandas < 3, which Michi's pins exclude), as a subprocess that reads the rows from .npy files and prints JSON;
@@ -33,6 +35,7 @@ reference is one simulation (the training windows a model's reference profile is
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import subprocess
@@ -42,10 +45,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.harness import (
@@ -62,15 +66,18 @@ from benchmarks.harness import (
 from michi.blobs import BlobStore
 from michi.bus.catalog import PREDICTIONS
 from michi.bus.connection import KafkaConnection
+from michi.bus.headers import build_headers
 from michi.bus.producer import EventProducer
 from michi.contracts.v1 import common_pb2, inference_pb2
 from michi.registry.layout import reference_profile_key
 from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, pack_features
 from michi.windows.model_spec import MODEL_NAME
-from services.monitor.domain.drift import categorical, feature_drift
-from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
-from services.monitor.domain.windows import COHORT_ALL, DriftWindow, RowBatch
-from services.monitor.entrypoints.consumer import BATCH_SIZE as MONITOR_BATCH_SIZE
+from services.monitor.adapters.metrics import MonitorMetrics
+from services.monitor.domain.drift import categorical
+from services.monitor.domain.profiles import ReferenceProfile, read_profile
+from services.monitor.domain.windows import COHORT_ALL
+from services.monitor.entrypoints.consumer import MonitorConsumer
+from services.monitor.handlers import ClosedWindow, ConceptDriftMonitor, ConceptPolicy, DriftMonitor, DriftPolicy
 from services.trainer.adapters.simulation import FleetRecipe, SimulationRecipe, simulated_windows
 from services.trainer.domain.profile import reference_profile
 
@@ -95,8 +102,6 @@ DEVICES = 97
 VEHICLE_TYPES = ("car", "van", "truck")
 FIRMWARE_VERSIONS = ("2.3.1", "2.4.0")
 CHUNK = 50_000
-# The rows the service bins together: one poll batch of its consumer.
-BATCH_SIZE = MONITOR_BATCH_SIZE
 BARE_BATCH = 1000
 # Evidently bins a numerical column with at most this many distinct reference values per value
 # (`evidently.legacy.calculations.stattests.utils.get_binned_data`, 0.7.23).
@@ -196,74 +201,183 @@ def prediction_message(values: np.ndarray, index: int) -> inference_pb2.Predicti
 @dataclass
 class MonitorDrift:
     rows: int
-    take_s: float  # per prediction: its packed_features into the poll batch, the row into the window, wall
-    flush_s: float  # per poll batch: unpacked, binned, counted (DriftWindow.flush, and the count at the close), wall
-    drift_s: float  # feature_drift of every feature, wall
+    decode_s: float  # the kit's batch loop: poll batches handed over, each record's headers checked and decoded, wall
+    handle_s: float  # DriftMonitor.handle_batch per poll batch, the window's close excluded, wall
+    flush_s: float  # per poll batch: unpacked, binned, counted (DriftMonitor.flush), wall
+    close_s: float  # the window's close: feature_drift of every feature (PSI among them) and the rest, wall
     cpu_s: float
     psi: dict[str, float]
     per_bin: dict[str, bool]  # compared per reference bin (few values), not on Sturges bins
 
     @property
     def total_s(self) -> float:
-        return self.take_s + self.flush_s + self.drift_s
+        return self.decode_s + self.handle_s + self.flush_s + self.close_s
+
+
+class _Records:
+    """A consumer handing over poll batches of `confluent_kafka.Message`s (the type the service's consumer
+    returns, built here with the bytes and headers a producer writes), on the predictions topic's partitions."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.records: list[Any] = []
+        self.at = 0
+
+    def load(self, records: list[Any]) -> None:
+        self.records, self.at = records, 0
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        callbacks["on_assign"](self, [TopicPartition(self.topic, number) for number in range(PARTITIONS)])
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = 0.0) -> list[TopicPartition]:
+        return [TopicPartition(item.topic, item.partition, -1001) for item in partitions]
+
+    def consume(self, count: int, timeout: float) -> list[Any]:
+        batch = self.records[self.at : self.at + count]
+        self.at += count
+        return batch
+
+    def commit(self, **_: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _FixedProfile:
+    def __init__(self, profile: ReferenceProfile) -> None:
+        self.fixed = profile
+
+    def profile(self, model_name: str, model_version: str) -> ReferenceProfile | None:
+        return self.fixed
+
+
+class _Quiet:
+    """Publisher, drift history and label outcomes that keep nothing (the drift update alone is timed)."""
+
+    def publish_alert(self, alert: Any) -> None:
+        pass
+
+    def publish_label_requests(self, requests: list[Any]) -> None:
+        pass
+
+    def record_close(self, closed: ClosedWindow, latest_s: float, episode: Any) -> None:
+        pass
+
+    def progress(self, model_name: str, model_version: str, cohort: str) -> dict[tuple[str, int], int]:
+        return {}
+
+    def open_episode(self, model_name: str, model_version: str, cohort: str) -> None:
+        return None
+
+    def sequence_ready(self) -> list[Any]:
+        return []
+
+    def outcomes(self) -> list[Any]:
+        return []
+
+    def concept_drift_ids(self) -> set[str]:
+        return set()
+
+
+class _Closes(MonitorMetrics):
+    """The service's metrics, keeping each closed window for its figures."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: list[ClosedWindow] = []
+
+    def window_closed(self, closed: ClosedWindow) -> None:
+        super().window_closed(closed)
+        self.closed.append(closed)
+
+
+class _Timer:
+    """Wall seconds spent in a method of an object (patched on the instance: its own calls to it count too)."""
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.seconds = 0.0
+        method = getattr(owner, name)
+
+        def timed(*arguments: Any, **keywords: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return method(*arguments, **keywords)
+            finally:
+                self.seconds += time.perf_counter() - began
+
+        setattr(owner, name, timed)
 
 
 def monitor_drift(profile: ReferenceProfile, current: np.ndarray) -> MonitorDrift:
-    """The monitor's drift update over all of `current` as one window, timed per prediction as the handler does it."""
-    grid = FeatureGrid(profile)
-    window = DriftWindow(MODEL_NAME, MODEL_VERSION, COHORT_ALL, profile, grid)
+    """The monitor's drift update over all of `current` as one window of cohort `all`: the service's consumer path
+    (`MonitorConsumer` on the kit's batch loop: decode, `DriftMonitor.handle_batch`, `flush` per poll batch of
+    1,000, the window's close), on `confluent_kafka.Message`s built beforehand, the broker left out."""
+    count = current.shape[0]
     topic = PREDICTIONS.name(PREFIX)
-    take_s = flush_s = cpu_s = 0.0
-    for first in range(0, current.shape[0], CHUNK):
-        # Building the messages is the producer's work, not the monitor's: outside the timing.
-        messages = [prediction_message(values, first + at) for at, values in enumerate(current[first : first + CHUNK])]
-        cpu_began = time.process_time()
-        batch = RowBatch(grid)
-        began = time.perf_counter()
-        for at, message in enumerate(messages):
-            index = first + at
-            row = batch.add(message.packed_features, message.predicted, message.confidence)
-            occurred = (message.occurred_at.seconds, message.occurred_at.nanos)
-            window.take(batch, row, (topic, index % PARTITIONS), index // PARTITIONS, occurred)
-            if (at + 1) % BATCH_SIZE == 0:
-                taken = time.perf_counter()
-                window.flush()
-                batch = RowBatch(grid)
-                flushed = time.perf_counter()
-                take_s += taken - began
-                flush_s += flushed - taken
-                began = flushed
-        taken = time.perf_counter()
-        window.flush()
-        flushed = time.perf_counter()
-        take_s += taken - began
-        flush_s += flushed - taken
+    records = _Records(topic)
+    quiet = _Quiet()
+    metrics = _Closes()
+    concept = ConceptDriftMonitor(outcomes=quiet, publisher=quiet, reports=metrics, policy=ConceptPolicy())  # type: ignore[arg-type]
+    monitor = DriftMonitor(
+        profiles=_FixedProfile(profile),
+        publisher=quiet,
+        history=quiet,  # type: ignore[arg-type]
+        reports=metrics,
+        # One window of every row (it closes, full, at the last), cohort `all` only.
+        policy=DriftPolicy(window_rows=count, cohorts=(), psi_threshold=PSI_THRESHOLD),
+        calibrations=concept.calibration,
+    )
+    consumer = MonitorConsumer(
+        consumer=records,  # type: ignore[arg-type]
+        producer=None,  # type: ignore[arg-type]
+        monitor=monitor,
+        concept=concept,
+        metrics=metrics,
+        prefix=PREFIX,
+    )
+    handle, flush, close = (_Timer(monitor, name) for name in ("handle_batch", "flush", "_close"))
+    headers: list[tuple[str, str | bytes | None]] = list(build_headers(PREDICTIONS.schema))
+    wall = cpu_s = 0.0
+    offsets = [0] * PARTITIONS
+    for first in range(0, count, CHUNK):
+        # Building and serialising the messages is the producer's work, not the monitor's: outside the timing.
+        chunk = []
+        for at, values in enumerate(current[first : first + CHUNK]):
+            message = prediction_message(values, first + at)
+            partition = (first + at) % PARTITIONS
+            chunk.append(
+                Message(
+                    topic=topic,
+                    partition=partition,
+                    offset=offsets[partition],
+                    key=message.lineage.device_id.encode(),
+                    value=message.SerializeToString(),
+                    headers=headers,
+                )
+            )
+            offsets[partition] += 1
+        records.load(chunk)
+        # The messages stand for the broker's: kept out of the cyclic collector's scans as the service's own
+        # long-lived objects are (`MonitorConsumer.run` freezes what starting made).
+        gc.freeze()
+        cpu_began, began = time.process_time(), time.perf_counter()
+        while consumer.poll_once(0):
+            pass
+        wall += time.perf_counter() - began
         cpu_s += time.process_time() - cpu_began
-    cpu_began, began = time.process_time(), time.perf_counter()
-    window.counts  # the rows still waiting are counted when a closing window reads its counts  # noqa: B018
-    flush_s += time.perf_counter() - began
-    cpu_s += time.process_time() - cpu_began
-    cpu_began, began = time.process_time(), time.perf_counter()
-    # What `DriftMonitor._close` computes for each feature of a closed window.
-    results = [
-        feature_drift(
-            feature.name,
-            feature.histogram,
-            window.histogram(position),
-            reference_std=feature.std,
-            psi_threshold=PSI_THRESHOLD,
-        )
-        for position, feature in enumerate(profile.features)
-    ]
-    drift_s = time.perf_counter() - began
-    cpu_s += time.process_time() - cpu_began
+        gc.unfreeze()
+    if len(metrics.closed) != 1 or metrics.closed[0].rows != count:
+        raise BenchmarkFailed(f"the monitor closed {[closed.rows for closed in metrics.closed]} rows, not {count:,}")
+    (closed,) = metrics.closed
     return MonitorDrift(
-        rows=window.rows,
-        take_s=take_s,
-        flush_s=flush_s,
-        drift_s=drift_s,
+        rows=closed.rows,
+        decode_s=wall - handle.seconds - flush.seconds,
+        handle_s=handle.seconds - close.seconds,
+        flush_s=flush.seconds,
+        close_s=close.seconds,
         cpu_s=cpu_s,
-        psi={result.feature: result.psi for result in results},
+        psi={result.feature: result.psi for result in closed.features if result.feature in FEATURE_INDEX},
         per_bin={feature.name: categorical(feature.histogram) for feature in profile.features},
     )
 
@@ -431,15 +545,22 @@ def print_drift(comparison: DriftComparison, rows: FeatureRows) -> None:
     both = evidently.datasets_s + evidently.report_s
     table = [
         [
-            "monitor: DriftWindow.take per prediction, flush per batch, feature_drift per feature",
+            "monitor: the service's batch path (decode, handle_batch, flush, close)",
             f"{monitor.total_s:.2f}",
             f"{monitor.cpu_s:.2f}",
             f"{count / monitor.total_s:,.0f}",
             f"{comparison.speed:.2f}x",
         ],
-        ["  of which RowBatch.add + DriftWindow.take per prediction", f"{monitor.take_s:.2f}", "", "", ""],
-        ["  of which DriftWindow.flush per batch (unpack, bin, count)", f"{monitor.flush_s:.2f}", "", "", ""],
-        ["  of which feature_drift x 26 (PSI, JS, Wasserstein, KS)", f"{monitor.drift_s:.3f}", "", "", ""],
+        ["  of which the kit's batch loop: headers checked, Prediction decoded", f"{monitor.decode_s:.2f}", "", "", ""],
+        ["  of which DriftMonitor.handle_batch per poll batch", f"{monitor.handle_s:.2f}", "", "", ""],
+        ["  of which DriftMonitor.flush per poll batch (unpack, bin, count)", f"{monitor.flush_s:.2f}", "", "", ""],
+        [
+            "  of which the close: feature_drift x 26 (PSI, JS, Wasserstein, KS) and more",
+            f"{monitor.close_s:.3f}",
+            "",
+            "",
+            "",
+        ],
         [
             f"Evidently {evidently.version}: Report.run",
             f"{evidently.report_s:.2f}",
@@ -472,8 +593,9 @@ def print_drift(comparison: DriftComparison, rows: FeatureRows) -> None:
         f"{comparison.machine_evidently:.2f} during Evidently's subprocess (with its import and file reads)"
     )
     print(
-        f"  feature_drift alone (the figures from the histograms): {monitor.drift_s * 1000:.0f} ms, "
-        f"{evidently.report_s / monitor.drift_s:,.0f}x faster than Report.run"
+        f"  the close alone (the figures from the histograms): {monitor.close_s * 1000:.0f} ms, "
+        f"{evidently.report_s / monitor.close_s:,.0f}x faster than Report.run; without decoding "
+        f"(handle_batch + flush + close) {evidently.report_s / (monitor.total_s - monitor.decode_s):.1f}x"
     )
     reference_values = {name: len(np.unique(rows.reference[:, FEATURE_INDEX[name]])) for name in FEATURE_NAMES}
     psi_rows = []
@@ -710,10 +832,10 @@ def print_throughput(comparison: ThroughputComparison, drift: DriftComparison | 
     print(f"  CPU cores, monitor run: {describe_cpu(monitor.cpu)}")
     print(f"  CPU cores, bare loop:   {describe_cpu(bare.cpu)}")
     if drift is not None:
-        per_prediction = (drift.monitor.take_s + drift.monitor.flush_s) / drift.monitor.rows * 1e6
+        per_prediction = drift.monitor.total_s / drift.monitor.rows * 1e6
         print(
-            f"  of the monitor's {monitor.cpu_ms_per_thousand:.0f} us CPU per prediction, the drift update "
-            f"(take + flush, part 1) takes ~{per_prediction:.1f} us"
+            f"  of the monitor's {monitor.cpu_ms_per_thousand:.0f} us CPU per prediction, the drift update of cohort "
+            f"`all` with decoding (part 1) takes ~{per_prediction:.1f} us"
         )
 
 

@@ -25,8 +25,8 @@ The product's own code path, without Kafka (it adds nothing to the statistics):
 3. **The monitor.** One `DriftMonitor` per reference with the monitor's settings, read from the environment as the
    service reads them (`policy_of(MonitorSettings())`; by default windows of 2,000 rows, PSI >= 0.2 on one
    feature, >= 1,000 rows, cohorts `all`, vehicle, rate and firmware; `MICHI_MONITOR_WINDOW_ROWS=20000
-   MICHI_MONITOR_COHORTS=` tries others), an in-memory history and publisher, `flush` and `close_idle` after every
-   batch as its consumer calls them, and once more at the end (a fleet that stops sending closes its windows
+   MICHI_MONITOR_COHORTS=` tries others), an in-memory history and publisher, each batch's predictions handed
+   over at once (`handle_batch`), then `flush` and `close_idle`, as its consumer calls them, and once more at the end (a fleet that stops sending closes its windows
    after `idle_s`).
 
 Cases (`CASES`): **no drift**, the default fleet for `--device-hours` (60: 20 devices x 3 h); then per case the
@@ -487,12 +487,13 @@ def run_job(job: Job) -> CaseResult:
         for batch in _batches(simulator.uploads(), UPLOADS_PER_BATCH):
             uploads += len(batch)
             outcome = process_uploads([upload_received(upload) for upload in batch], states, pipeline)
-            for result in outcome.uploads:
-                for prediction in result.predictions:
-                    for monitor in monitors.values():
-                        monitor.handle(prediction, PARTITION, predictions)
-                    predictions += 1
-            for monitor in monitors.values():  # after every poll batch, as the monitor's consumer does
+            polled = [prediction for result in outcome.uploads for prediction in result.predictions]
+            offsets = list(range(predictions, predictions + len(polled)))
+            predictions += len(polled)
+            for monitor in monitors.values():  # a poll batch at once, then flushed, as the monitor's consumer does
+                rejected = monitor.handle_batch(polled, [PARTITION] * len(polled), offsets)
+                if rejected:
+                    raise RuntimeError(f"the monitor rejected a prediction of inference: {rejected[0][1]}")
                 monitor.flush()
                 monitor.close_idle()
     clock.skew += policy.idle_s + 1.0  # the fleet stopped: what is open closes idle, as in the service

@@ -38,6 +38,33 @@ def read_headers(raw: Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | 
     return {str(key).lower(): (value or b"").decode("utf-8", "replace") for key, value in items}
 
 
+# A traceparent's last character is the low hex digit of its flags: odd means the trace is sampled.
+_SAMPLED_DIGITS = frozenset(b"13579bdfBDF")
+TRACEPARENT_LENGTH = 55
+
+
+def sampled_traceparent(raw: Iterable[tuple[str, bytes | None]] | None) -> str | None:
+    """The record's `traceparent` when it says its trace is sampled (W3C flags bit 0), else None.
+
+    Read from the record's header list as confluent-kafka gives it, without decoding the other headers: a
+    consumer that handles records in batches opens spans only for sampled traces, and asks this of every record,
+    so an unsampled or untraced record costs a look at its few headers. A malformed traceparent counts as none
+    (`extract_context` would ignore it too)."""
+    if not raw:
+        return None
+    for key, value in raw:
+        if len(key) == 11 and key.lower() == "traceparent":
+            if value is None or len(value) < TRACEPARENT_LENGTH or value[TRACEPARENT_LENGTH - 1] not in _SAMPLED_DIGITS:
+                return None
+            return value[:TRACEPARENT_LENGTH].decode("ascii", "replace")
+    return None
+
+
+def traceparent_trace_id(traceparent: str) -> str:
+    """The 32-hex trace id a traceparent names (its second field)."""
+    return traceparent[3:35]
+
+
 def extract_context(headers: Mapping[str, str]) -> otel_context.Context:
     return _propagator.extract(headers)
 

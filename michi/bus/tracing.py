@@ -11,6 +11,7 @@ header (`michi.bus.headers`); the producer's `publish` span is `michi.bus.produc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from opentelemetry import context as otel_context
@@ -44,4 +45,36 @@ def consumer_span(
     )
 
 
-__all__ = ["consumer_span"]
+def consumer_batch_span(
+    service: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    context: otel_context.Context,
+    records: int,
+    links: Sequence[trace.Link] = (),
+    operation: str = "process",
+) -> trace.Span:
+    """A started CONSUMER span (not current; the caller ends it) for the `records` records of one trace that a
+    batch consumer handles together: its parent the first record's producer (`context`, its partition and
+    offset in the attributes), links to the others' producers. The same name and attributes as `consumer_span`,
+    and `messaging.batch.message_count`."""
+    return tracer.start_span(
+        f"{topic} {operation}",
+        context=context,
+        kind=trace.SpanKind.CONSUMER,
+        links=links,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.operation.type": operation,
+            "messaging.kafka.destination.partition": partition,
+            "messaging.kafka.message.offset": offset,
+            "messaging.consumer.group.name": f"michi-{service}",
+            "messaging.batch.message_count": records,
+        },
+    )
+
+
+__all__ = ["consumer_batch_span", "consumer_span"]

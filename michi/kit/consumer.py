@@ -34,6 +34,20 @@ batch seeks each partition back to that record or to the batch's first record th
 forgotten too (the owner's `on_revoke` drops its part). Without `committable`, everything handled is
 committed at the end of its batch, so a failed batch goes back to its own first records.
 
+**Batch mode** (the monitor): `handle_batch=` instead of `handle=` takes a whole poll batch at once, as a list of
+`Delivered` in the order polled (what could not be decoded is left out and dead-lettered with the decoder's
+reason), and returns the records to dead-letter with their `Rejected` (reason and detail); the loop sends those
+after the batch, then `end_batch` and the commit as above. Records written as Michi writes them (`content-type`
+and `schema` first, as `michi.bus.headers.build_headers` puts them) are decoded without reading their headers
+into a dict (`Delivered.headers` reads them when asked). Tracing: the loop opens a span only for records whose
+`traceparent` says their trace is sampled (`michi.bus.headers.sampled_traceparent`): one CONSUMER span
+`<topic> process` per sampled trace and topic in the batch (`michi.bus.tracing.consumer_batch_span`), a child of
+the first such record's producer, linked to the others', open while the batch is handled, status ERROR when one
+of its records was dead-lettered; an untraced or unsampled record costs a look at its headers and no span. Spans
+and messages the handler makes are not children of any record's span (it handles many traces at once). An
+exception in `retryable` retries the whole batch (`handle_batch` must raise it before it changed anything);
+any other exception fails the batch (`failure_reason` does not apply).
+
 Failures:
 - an exception in `retryable` (an outage: Redis, the database) is retried on the same record until it
   succeeds or the loop stops, with the partitions paused and polled at least every `KEEP_ALIVE_POLL_S`,
@@ -53,7 +67,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
@@ -64,9 +78,15 @@ from opentelemetry import trace
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.consumers import first_offsets, seek_back
-from michi.bus.headers import extract_context, read_headers
+from michi.bus.headers import (
+    CONTENT_TYPE,
+    extract_context,
+    read_headers,
+    sampled_traceparent,
+    traceparent_trace_id,
+)
 from michi.bus.producer import EventProducer
-from michi.bus.tracing import consumer_span
+from michi.bus.tracing import consumer_batch_span, consumer_span
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +118,21 @@ class Delivered:
     """One decoded record: the confluent-kafka record's accessors, its `message`, `headers` and trace `context`.
 
     `handle` runs inside the record's CONSUMER span: spans it opens, and messages it publishes, are its children.
+    `headers` None: read from the record when first asked (batch mode decodes without them).
     """
 
-    __slots__ = ("headers", "message", "raw")
+    __slots__ = ("_headers", "message", "raw")
 
-    def __init__(self, raw: Any, message: Message, headers: dict[str, str]) -> None:
+    def __init__(self, raw: Any, message: Message, headers: dict[str, str] | None) -> None:
         self.raw = raw
         self.message = message
-        self.headers = headers
+        self._headers = headers
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = read_headers(self.raw.headers())
+        return self._headers
 
     def topic(self) -> str:
         return str(self.raw.topic() or "")
@@ -134,6 +161,8 @@ class Stopped(Exception):
 
 
 RebalanceHook = Callable[[Any, list[TopicPartition]], None]
+# What `handle_batch` returns: the records to dead-letter, each with why.
+Rejections = Iterable[tuple[Delivered, Rejected]]
 
 
 class ConsumerLoop:
@@ -146,7 +175,8 @@ class ConsumerLoop:
         producer: EventProducer,
         service: str,
         topics: Mapping[str, TopicSpec],
-        handle: Callable[[Delivered], None],
+        handle: Callable[[Delivered], None] | None = None,
+        handle_batch: Callable[[list[Delivered]], Rejections] | None = None,
         start_batch: Callable[[], None] | None = None,
         end_batch: Callable[[], None] | None = None,
         on_dead_letter: Callable[[Any, str], None] | None = None,
@@ -164,7 +194,15 @@ class ConsumerLoop:
         self.producer = producer
         self.service = service
         self.topics = dict(topics)
+        if (handle is None) == (handle_batch is None):
+            raise ValueError("a consumer loop needs one of handle and handle_batch")
         self.handle = handle
+        self.handle_batch = handle_batch
+        # Batch mode: per topic, the first two headers as Michi writes them (then no dict of headers is built).
+        self._written_headers = {
+            topic: [("content-type", CONTENT_TYPE.encode()), ("schema", spec.schema.encode())]
+            for topic, spec in self.topics.items()
+        }
         self.start_batch = start_batch
         self.end_batch = end_batch
         self.on_dead_letter = on_dead_letter
@@ -239,6 +277,8 @@ class ConsumerLoop:
             raise
 
     def _handle_and_commit(self, records: list[Any]) -> int:
+        if self.handle_batch is not None:
+            return self._handle_batch_and_commit(records)
         done: dict[Partition, int] = {}
         settled = 0
         if self.start_batch is not None:
@@ -259,6 +299,124 @@ class ConsumerLoop:
             self.end_batch()
         self._commit(self._committable(done))
         return settled
+
+    def _handle_batch_and_commit(self, records: list[Any]) -> int:
+        """Batch mode (the module's docstring): decode, hand over at once, dead-letter, commit."""
+        if self.start_batch is not None:
+            self.start_batch()
+        valid: list[Any] = []
+        delivered: list[Delivered] = []
+        letters: dict[int, tuple[str, str]] = {}
+        # Per (topic, sampled trace): its records (raw, traceparent) in the batch.
+        traced: dict[tuple[str, str], list[tuple[Any, str]]] = {}
+        written = self._written_headers
+        for raw in records:
+            if raw.error() is not None:
+                logger.warning("consumer error", extra={"error": str(raw.error())})
+                continue
+            topic = raw.topic()
+            listed = raw.headers()
+            try:
+                if listed is not None and listed[:2] == written[topic]:
+                    delivered.append(Delivered(raw, decode_message(self.topics[topic], raw.value(), {}), None))
+                else:
+                    headers = read_headers(listed)
+                    delivered.append(Delivered(raw, decode_message(self.topics[topic], raw.value(), headers), headers))
+            except UndecodableMessage as error:
+                letters[id(raw)] = (error.reason, error.detail)
+            valid.append(raw)
+            traceparent = sampled_traceparent(listed)
+            if traceparent is not None:
+                traced.setdefault((topic, traceparent_trace_id(traceparent)), []).append((raw, traceparent))
+        spans = self._batch_spans(traced)
+        failed = True
+        try:
+            if delivered:
+                rejections = self._handle_batch_with_retry(delivered)
+                if rejections is None:
+                    failed = False
+                    return self._commit_settled(0, {})
+                for record, rejected in rejections:
+                    letters[id(record.raw)] = (rejected.reason, rejected.detail)
+            settled = len(valid)
+            for position, raw in enumerate(valid):
+                letter = letters.get(id(raw))
+                if letter is None:
+                    continue
+                span = spans.get((raw.topic(), traceparent_trace_id(sampled_traceparent(raw.headers()) or "")))
+                if span is not None:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, f"dead letter: {letter[0]}"))
+                try:
+                    self._dead_letter_with_retry(raw, *letter)
+                except Stopped:
+                    settled = position  # the records before it are settled
+                    break
+                finally:
+                    self._resume(seek=not self._stop.is_set())
+            # A partition's records come in offset order: its first and last settled record.
+            last = {(raw.topic(), raw.partition()): raw.offset() for raw in valid[:settled]}
+            first = {(raw.topic(), raw.partition()): raw.offset() for raw in reversed(valid[:settled])}
+            for partition, offset in first.items():
+                if partition in self.assigned:
+                    self.uncommitted_from.setdefault(partition, offset)
+                    self._handled_to[partition] = last[partition] + 1
+            failed = False
+            return self._commit_settled(settled, {partition: offset + 1 for partition, offset in last.items()})
+        finally:
+            for span in spans.values():
+                if failed:
+                    span.set_status(trace.Status(trace.StatusCode.ERROR, "batch failed"))
+                span.end()
+
+    def _commit_settled(self, settled: int, done: dict[Partition, int]) -> int:
+        if self.end_batch is not None:
+            self.end_batch()
+        self._commit(self._committable(done))
+        return settled
+
+    def _batch_spans(self, traced: Mapping[tuple[str, str], list[tuple[Any, str]]]) -> dict[tuple[str, str], Any]:
+        """One CONSUMER span per sampled trace and topic of the batch (the module's docstring)."""
+        spans: dict[tuple[str, str], Any] = {}
+        for (topic, trace_id), members in traced.items():
+            first, traceparent = members[0]
+            links = [
+                trace.Link(trace.get_current_span(extract_context({"traceparent": other})).get_span_context())
+                for _, other in members[1:]
+            ]
+            spans[(topic, trace_id)] = consumer_batch_span(
+                self.service,
+                topic=topic,
+                partition=first.partition() or 0,
+                offset=first.offset() or 0,
+                context=extract_context({"traceparent": traceparent}),
+                records=len(members),
+                links=links,
+            )
+        return spans
+
+    def _handle_batch_with_retry(self, delivered: list[Delivered]) -> list[tuple[Delivered, Rejected]] | None:
+        """`handle_batch`, retrying outages on the whole batch; None when the loop stopped first."""
+        assert self.handle_batch is not None
+        attempt = 0
+        while True:
+            try:
+                rejections = list(self.handle_batch(delivered))
+            except self.retryable:
+                if attempt == 0:
+                    logger.warning(
+                        "batch not handled; retrying",
+                        extra={"service": self.service, "records": len(delivered)},
+                        exc_info=True,
+                    )
+                try:
+                    self.wait_in_group(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                except Stopped:
+                    self._resume(seek=False)
+                    return None
+                attempt += 1
+                continue
+            self._resume(seek=not self._stop.is_set())
+            return rejections
 
     def _committable(self, handled: Offsets) -> Offsets:
         return handled if self.committable is None else self.committable(handled)
@@ -321,6 +479,7 @@ class ConsumerLoop:
 
     def _handle_with_retry(self, raw: Any, headers: dict[str, str]) -> tuple[str, str] | None:
         """Decode and handle the record, retrying outages; the (reason, detail) of the dead letter it needs instead."""
+        assert self.handle is not None
         attempt = 0
         while True:
             try:
@@ -419,4 +578,4 @@ class ConsumerLoop:
         return self.polling(max_silence_s) and bool(self.assigned)
 
 
-__all__ = ["ConsumerLoop", "Delivered", "Offsets", "Partition", "Rejected", "Stopped"]
+__all__ = ["ConsumerLoop", "Delivered", "Offsets", "Partition", "Rejected", "Rejections", "Stopped"]

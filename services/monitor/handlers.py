@@ -3,6 +3,8 @@
     monitor = DriftMonitor(profiles=..., publisher=..., reports=..., policy=DriftPolicy(...))
     monitor.assigned({("michi.predictions.v1", 0): committed_offset, ...})
     monitor.handle(prediction, ("michi.predictions.v1", 0), offset)    # `Rejected` for what cannot be used
+    monitor.handle_batch(predictions, partitions, offsets)              # a poll batch, columnar: [(index, Rejected)]
+    monitor.flush()                                                     # after each poll batch: bin and count
     monitor.committable()                                               # the offsets it may commit now
 
 Only the champion's predictions are windowed (a shadow model sees the same inputs; its reference profile is
@@ -28,14 +30,19 @@ be cut elsewhere when read again.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlencode
+
+import numpy as np
+from google.protobuf.message import Message
 
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, operations_pb2
@@ -44,7 +51,7 @@ from michi.labels.outcomes import INCOMPLETE as INCOMPLETE  # re-exported: the s
 from michi.labels.outcomes import NOT_RANDOM as NOT_RANDOM
 from michi.labels.outcomes import REASONS_UNKNOWN as REASONS_UNKNOWN
 from michi.labels.outcomes import Skipped, qa_label, qa_prediction
-from michi.windows.features import packed_width
+from michi.windows.features import PACKED_FEATURE_TYPE, packed_width
 from services.monitor.domain.adwin import Adwin
 from services.monitor.domain.drift import (
     DRIFT,
@@ -69,6 +76,7 @@ from services.monitor.domain.windows import (
     COHORT_ALL,
     COHORT_DIMENSIONS,
     VEHICLE,
+    BatchColumns,
     DriftWindow,
     Partition,
     RowBatch,
@@ -123,6 +131,27 @@ WINDOWED_VARIANTS = (
     inference_pb2.VARIANT_CANARY,
     inference_pb2.VARIANT_TREATMENT,
 )
+
+_WINDOWED = frozenset(WINDOWED_VARIANTS)
+PACKED_SIZE = PACKED_FEATURE_TYPE.itemsize
+
+
+@dataclass
+class _Plan:
+    """A window key's rows of a poll batch (`DriftMonitor.handle_batch`): which rows of its version's batch, their
+    record indexes, and how many it took so far."""
+
+    key: tuple[str, str, str]
+    # Its place among a row's cohorts (`all` first, then `DriftPolicy.cohorts`' order): the order of closes at one row.
+    order: int
+    rows: np.ndarray
+    records: np.ndarray
+    batch: RowBatch
+    columns: BatchColumns
+    profile: ReferenceProfile
+    grid: FeatureGrid
+    messages: list[inference_pb2.Prediction]
+    done: int = 0
 
 
 class ProfileSource(Protocol):
@@ -315,8 +344,9 @@ class DriftMonitor:
         self._drop_windows("batch failed")
 
     def passed(self, partition: Partition, offset: int) -> None:
-        """A record that is no prediction to window (a dead letter): only its position counts."""
-        self.positions[partition] = offset + 1
+        """A record that is no prediction to window (a dead letter): only its position counts (never back: a batch's
+        dead letters are sent after its other records were handled)."""
+        self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
 
     def committable(self) -> dict[Partition, int]:
         """Offsets that may be committed now: everything handled up to the first row of a window still open.
@@ -333,10 +363,24 @@ class DriftMonitor:
     # --- predictions
 
     def handle(self, prediction: inference_pb2.Prediction, partition: Partition, offset: int) -> None:
+        """One prediction, row by row (`handle_batch` does the same for a poll batch at once)."""
         self.positions[partition] = offset + 1
+        prediction = full_prediction(prediction)
+        checked = self._check(prediction)
+        if checked is None:
+            return
+        name, version = checked
+        profile = self.profiles.profile(name, version)
+        if not self._usable(prediction, profile):
+            return
+        assert profile is not None
+        self._window_one(prediction, partition, offset, name, version, profile)
+
+    def _check(self, prediction: inference_pb2.Prediction) -> tuple[str, str] | None:
+        """The prediction's (model name, version) if it is one to window, None when skipped; `Rejected` if bad."""
         if prediction.variant not in WINDOWED_VARIANTS:
             self.reports.prediction_skipped(NOT_CHAMPION)
-            return
+            return None
         lineage = prediction.lineage
         name, version = lineage.model_name, lineage.model_version
         if not name or not version:
@@ -346,14 +390,29 @@ class DriftMonitor:
             raise Rejected(SCHEMA_VIOLATION, f"packed_features of {len(packed)} bytes: not whole float32 values")
         if not packed and not prediction.features:
             self.reports.prediction_skipped(NO_FEATURES)
-            return
-        profile = self.profiles.profile(name, version)
+            return None
+        return name, version
+
+    def _usable(self, prediction: inference_pb2.Prediction, profile: ReferenceProfile | None) -> bool:
+        """Whether the version has a profile and the prediction suits it (skipped, with the reason, if not)."""
         if profile is None:
             self.reports.prediction_skipped(NO_PROFILE)
-            return
+            return False
         if profile.calibrated_only and prediction.calibration.state != common_pb2.CALIBRATION_STATE_CALIBRATED:
             self.reports.prediction_skipped(UNCALIBRATED)
-            return
+            return False
+        return True
+
+    def _window_one(
+        self,
+        prediction: inference_pb2.Prediction,
+        partition: Partition,
+        offset: int,
+        name: str,
+        version: str,
+        profile: ReferenceProfile,
+    ) -> None:
+        lineage = prediction.lineage
         open_versions = self._versions.get(name)
         if open_versions and (len(open_versions) > 1 or version not in open_versions):
             self._retire_others(name, version)
@@ -362,6 +421,7 @@ class DriftMonitor:
         batch = self._batches.get((name, version))
         if batch is None or batch.grid is not grid:
             batch = self._batches[(name, version)] = RowBatch(grid)
+        packed = prediction.packed_features
         index = batch.add(packed or grid.values_of(prediction.features), prediction.predicted, prediction.confidence)
         rank = sample_rank(lineage.window_id) if lineage.window_id else 0
         occurred = (prediction.occurred_at.seconds, prediction.occurred_at.nanos)
@@ -376,9 +436,7 @@ class DriftMonitor:
                 self._close(key, PROFILE_CHANGED)
                 window = None
             if window is None:
-                window = self.windows[key] = DriftWindow(name, version, key[2], profile, grid, opened_at=now)
-                window.sample.per_stratum = self.policy.drift_sample_per_class
-                self._versions.setdefault(name, set()).add(version)
+                window = self._open(key, profile, grid, now)
             window.take(batch, index, partition, offset, occurred)
             window.count_device(device)
             if key[2] == COHORT_ALL:
@@ -391,11 +449,325 @@ class DriftMonitor:
             if window.rows >= self.policy.window_rows:
                 self._close(key, FULL)
 
+    def _open(self, key: tuple[str, str, str], profile: ReferenceProfile, grid: FeatureGrid, now: float) -> DriftWindow:
+        window = self.windows[key] = DriftWindow(key[0], key[1], key[2], profile, grid, opened_at=now)
+        window.sample.per_stratum = self.policy.drift_sample_per_class
+        self._versions.setdefault(key[0], set()).add(key[1])
+        return window
+
+    def handle_batch(
+        self,
+        predictions: Sequence[inference_pb2.Prediction],
+        partitions: Sequence[Partition],
+        offsets: Sequence[int],
+    ) -> list[tuple[int, Rejected]]:
+        """A poll batch of predictions (record i: `predictions[i]` at `partitions[i]`, `offsets[i]`), as `handle`
+        does each in turn, columnar: the rows' facts are read once into arrays (`BatchColumns`), each version's
+        rows binned once (`RowBatch`), and each cohort's window takes its rows in bulk, closing where `handle`
+        would have (a full window at its last row, in the rows' order across cohorts and models). Returns the
+        records to dead-letter (their index and why), which `handle` would have rejected.
+
+        Raises only before it changed anything (the version's profile, an outage): the batch can be handed
+        again whole. A batch in which a model has rows or open windows of more than one version (a rollout's
+        arms, a hot swap) goes row by row (`handle`), for a row of one version ages the other's windows."""
+        count = len(predictions)
+        rejected: list[tuple[int, Rejected]] = []
+        if count == 0:
+            return rejected
+        lineages = [prediction.lineage for prediction in predictions]
+        names = [lineage.model_name for lineage in lineages]
+        versions = [lineage.model_version for lineage in lineages]
+        packed = [prediction.packed_features for prediction in predictions]
+        models = set(zip(names, versions, strict=True))
+        sizes = set(map(len, packed))
+        # Per record: its (model, version) when it is one to window so far, else None (skipped or rejected).
+        model_of: list[tuple[str, str] | None]
+        skipped: dict[str, int] = {}
+        if (
+            len(models) == 1
+            and all(models.pop())
+            and len(sizes) == 1
+            and sizes.pop() % PACKED_SIZE == 0
+            and packed[0]
+            and set([prediction.variant for prediction in predictions]) <= _WINDOWED
+        ):
+            model_of = list(zip(names, versions, strict=True))  # the usual batch: one version's serving arm
+            usual = True
+        else:
+            usual = False
+            model_of = []
+            for index, prediction in enumerate(predictions):
+                try:
+                    model_of.append(self._check_counted(prediction, skipped))
+                except Rejected as rejection:
+                    rejected.append((index, rejection))
+                    model_of.append(None)
+        # The profiles first (an outage raises here, before anything changed).
+        profiles = {model: self.profiles.profile(*model) for model in set(model_of) if model is not None}
+        for index, model in enumerate(model_of):
+            if model is None:
+                continue
+            profile = profiles[model]
+            if profile is None:
+                skipped[NO_PROFILE] = skipped.get(NO_PROFILE, 0) + 1
+                model_of[index] = None
+            elif (
+                profile.calibrated_only
+                and predictions[index].calibration.state != common_pb2.CALIBRATION_STATE_CALIBRATED
+            ):
+                skipped[UNCALIBRATED] = skipped.get(UNCALIBRATED, 0) + 1
+                model_of[index] = None
+        for reason, times in skipped.items():
+            for _ in range(times):
+                self.reports.prediction_skipped(reason)
+        served: dict[str, set[str]] = {}
+        for model in profiles:
+            if profiles[model] is not None:
+                served.setdefault(model[0], set()).add(model[1])
+        mixed = any(
+            len(versions_of) > 1 or not self._versions.get(name, set()) <= versions_of
+            for name, versions_of in served.items()
+        )
+        if mixed:
+            for index, model in enumerate(model_of):
+                self.positions[partitions[index]] = offsets[index] + 1
+                if model is not None:
+                    profile = profiles[model]
+                    assert profile is not None
+                    prediction = full_prediction(predictions[index])
+                    self._window_one(prediction, partitions[index], offsets[index], *model, profile)
+            return rejected
+        everyone = usual and not skipped  # every record is one to window, of one version
+        self._window_batch(predictions, partitions, offsets, model_of, profiles, lineages, packed, everyone)
+        return rejected
+
+    def _check_counted(self, prediction: inference_pb2.Prediction, skipped: dict[str, int]) -> tuple[str, str] | None:
+        """`_check`, counting the skipped into `skipped` (reported once the batch's profiles are known)."""
+        if prediction.variant not in _WINDOWED:
+            skipped[NOT_CHAMPION] = skipped.get(NOT_CHAMPION, 0) + 1
+            return None
+        lineage = prediction.lineage
+        name, version = lineage.model_name, lineage.model_version
+        if not name or not version:
+            raise Rejected(SCHEMA_VIOLATION, "a prediction without lineage.model_name and model_version")
+        packed = prediction.packed_features
+        if packed and packed_width(packed) is None:
+            raise Rejected(SCHEMA_VIOLATION, f"packed_features of {len(packed)} bytes: not whole float32 values")
+        if not packed and not full_prediction(prediction).features:
+            skipped[NO_FEATURES] = skipped.get(NO_FEATURES, 0) + 1
+            return None
+        return name, version
+
+    def _window_batch(
+        self,
+        predictions: Sequence[inference_pb2.Prediction],
+        partitions: Sequence[Partition],
+        offsets: Sequence[int],
+        model_of: list[tuple[str, str] | None],
+        profiles: Mapping[tuple[str, str], ReferenceProfile | None],
+        lineages: list[common_pb2.Lineage],
+        packed: list[bytes],
+        everyone: bool,
+    ) -> None:
+        """`handle_batch` of the records whose model is in `model_of`, each model with one version (`everyone`:
+        every record is one of one model's, as in most batches)."""
+        now = self.clock()
+        partition_codes: dict[Partition, int] = {}
+        record_partition = np.array(
+            [partition_codes.setdefault(partition, len(partition_codes)) for partition in partitions], dtype=np.int64
+        )
+        record_offsets = np.array(offsets, dtype=np.int64)
+        partition_list = list(partition_codes)
+        # Per partition: its records' indexes (where the positions stand at each close).
+        by_partition = [np.flatnonzero(record_partition == code) for code in range(len(partition_list))]
+        groups: dict[tuple[str, str], list[int] | None] = {}
+        if everyone and model_of and model_of[0] is not None:
+            groups[model_of[0]] = None  # all of them
+        else:
+            for index, model in enumerate(model_of):
+                if model is not None:
+                    groups.setdefault(model, []).append(index)  # type: ignore[union-attr]
+        # Per window key: its rows (indexes into the group), their record indexes, how many it took so far.
+        plans: list[_Plan] = []
+        for model, members in groups.items():
+            profile = profiles[model]
+            assert profile is not None
+            plans.extend(
+                self._plan_group(
+                    model,
+                    members,
+                    profile,
+                    predictions,
+                    (lineages, packed),
+                    record_partition,
+                    record_offsets,
+                    partition_list,
+                )
+            )
+        # Where windows fill: (record index, cohort order, plan), in the order `handle` would close them.
+        fills: list[tuple[int, int, int]] = []
+        for number, plan in enumerate(plans):
+            window = self.windows.get(plan.key)
+            room = self.policy.window_rows - (window.rows if window is not None else 0)
+            at = room - 1
+            while at < plan.records.size:
+                fills.append((int(plan.records[at]), plan.order, number))
+                at += self.policy.window_rows
+        fills.sort()
+        for record, _, number in fills:
+            self._take_until(plans, record, now)
+            for code, held in enumerate(by_partition):
+                before = int(np.searchsorted(held, record, side="right"))
+                if before:
+                    self.positions[partition_list[code]] = int(record_offsets[held[before - 1]]) + 1
+            self._close(plans[number].key, FULL)
+        self._take_until(plans, len(predictions), now)
+        for code, held in enumerate(by_partition):
+            self.positions[partition_list[code]] = int(record_offsets[held[-1]]) + 1
+
+    def _plan_group(
+        self,
+        model: tuple[str, str],
+        members: list[int] | None,
+        profile: ReferenceProfile,
+        predictions: Sequence[inference_pb2.Prediction],
+        read: tuple[list[common_pb2.Lineage], list[bytes]],
+        record_partition: np.ndarray,
+        record_offsets: np.ndarray,
+        partition_list: list[Partition],
+    ) -> list[_Plan]:
+        """One version's rows of the batch (`members`: their record indexes, None: every record), binned together,
+        their facts in arrays, their windows' rows. `read`: every record's lineage and packed features."""
+        name, version = model
+        grid = self._grid(name, version, profile)
+        if members is None:
+            rows, (lineages, packed) = list(predictions), read
+            indexes = np.arange(len(rows), dtype=np.int64)
+        else:
+            rows = [predictions[index] for index in members]
+            lineages = [read[0][index] for index in members]
+            packed = [read[1][index] for index in members]
+            indexes = np.array(members, dtype=np.int64)
+        predicted = [prediction.predicted for prediction in rows]
+        batch = RowBatch(grid)
+        batch.extend(
+            [
+                block or grid.values_of(full_prediction(prediction).features)
+                for block, prediction in zip(packed, rows, strict=True)
+            ]
+            if members is not None or not all(packed)
+            else packed,
+            predicted,
+            [prediction.confidence for prediction in rows],
+            packed=members is None and all(packed),
+        )
+        occurred_at = [prediction.occurred_at for prediction in rows]
+        seconds = np.array([stamp.seconds for stamp in occurred_at], dtype=np.int64)
+        nanos = np.array([stamp.nanos for stamp in occurred_at], dtype=np.int64)
+        device_codes: dict[str, int] = {}
+        device = np.array(
+            [device_codes.setdefault(lineage.device_id, len(device_codes)) for lineage in lineages], dtype=np.int64
+        )
+        population_codes: dict[tuple[str, int, str], int] = {}
+        population = np.array(
+            [
+                population_codes.setdefault(
+                    (prediction.vehicle_type, prediction.sample_rate_hz, prediction.firmware_version),
+                    len(population_codes),
+                )
+                for prediction in rows
+            ],
+            dtype=np.int64,
+        )
+        keys = [lineage.window_id for lineage in lineages]
+        has_key = np.array([bool(key) for key in keys], dtype=bool)
+        if self.policy.drift_sample_per_class > 0:
+            ranks = np.frombuffer(
+                b"".join([hashlib.sha256(key.encode()).digest()[:8] for key in keys]), dtype=">u8"
+            ).astype(np.uint64)
+        else:
+            ranks = np.zeros(len(keys), dtype=np.uint64)
+        group_partition = record_partition[indexes]
+        columns = BatchColumns(
+            partitions=partition_list,
+            partition=group_partition,
+            offsets=record_offsets[indexes],
+            seconds=seconds,
+            nanos=nanos,
+            occurred=seconds * 1_000_000_000 + nanos,
+            devices=list(device_codes),
+            device=device,
+            known=[],
+            population=population,
+            predicted=np.array(predicted, dtype=np.int64),
+            keys=keys,
+            has_key=has_key,
+            ranks=ranks,
+        )
+        # Per population (first seen first): its windows; rows of a cohort beyond the limit are reported skipped.
+        occurrences = np.bincount(population, minlength=len(population_codes))
+        members_of: dict[tuple[str, str, str], list[int]] = {}
+        for code, values in enumerate(population_codes):
+            cohort_keys, known, skipped = self._population_cohorts(name, version, values)
+            columns.known.append(known)
+            for _ in range(skipped * int(occurrences[code])):
+                self.reports.prediction_skipped(COHORT_LIMIT)
+            for key in cohort_keys:
+                members_of.setdefault(key, []).append(code)
+        plans = []
+        for key, codes in members_of.items():
+            if len(codes) == len(population_codes):
+                mask = np.ones(len(rows), dtype=bool)
+            else:
+                lookup = np.zeros(len(population_codes), dtype=bool)
+                lookup[codes] = True
+                mask = lookup[population]
+            progress = self._progress_of(key)
+            if progress:
+                floor = np.array([progress.get(partition, -1) for partition in partition_list], dtype=np.int64)
+                mask &= columns.offsets >= floor[group_partition]
+            taken = np.flatnonzero(mask)
+            if taken.size == 0:
+                continue
+            window = self.windows.get(key)
+            if window is not None and window.profile is not profile:
+                self._close(key, PROFILE_CHANGED)
+            order = 0 if key[2] == COHORT_ALL else 1 + self.policy.cohorts.index(key[2].split(":", 1)[0])
+            plans.append(_Plan(key, order, taken, indexes[taken], batch, columns, profile, grid, rows))
+        return plans
+
+    def _take_until(self, plans: list[_Plan], record: int, now: float) -> None:
+        """Every window takes its rows up to record `record` (included) not taken yet."""
+        for plan in plans:
+            end = int(np.searchsorted(plan.records, record, side="right"))
+            if end <= plan.done:
+                continue
+            rows = plan.rows[plan.done : end]
+            plan.done = end
+            window = self.windows.get(plan.key)
+            if window is None:
+                window = self._open(plan.key, plan.profile, plan.grid, now)
+            window.take_rows(plan.batch, plan.columns, rows)
+            window.count_devices(plan.columns, rows)
+            if plan.key[2] == COHORT_ALL:
+                window.count_populations(plan.columns, rows)
+            window.offer_samples(plan.columns, rows, functools.partial(_drift_sample_of, plan.messages))
+            self._last_row_at[plan.key] = now
+
     def _cohorts_of(
         self, name: str, version: str, population: tuple[str, int, str]
     ) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
         """The windows (model, version, cohort) a prediction of this population goes to, and its cohort values;
         a cohort beyond `policy.max_cohorts` of its dimension is reported skipped, for every such row."""
+        keys, known, skipped = self._population_cohorts(name, version, population)
+        for _ in range(skipped):
+            self.reports.prediction_skipped(COHORT_LIMIT)
+        return keys, known
+
+    def _population_cohorts(
+        self, name: str, version: str, population: tuple[str, int, str]
+    ) -> tuple[list[tuple[str, str, str]], dict[str, str], int]:
+        """`_cohorts_of`, and how many cohorts of the population were beyond the limit (not reported)."""
         cached = self._cohort_keys.get((name, version, population))
         if cached is None:
             known = cohort_values(*population)
@@ -414,10 +786,7 @@ class DriftMonitor:
             if len(self._cohort_keys) >= MAX_POPULATIONS_CACHED:
                 self._cohort_keys.clear()
             self._cohort_keys[(name, version, population)] = cached
-        keys, known, skipped = cached
-        for _ in range(skipped):
-            self.reports.prediction_skipped(COHORT_LIMIT)
-        return keys, known
+        return cached
 
     def _retire_others(self, name: str, version: str) -> None:
         """A row of `version`: windows of the model's other versions count it, and close once a whole window of
@@ -790,6 +1159,18 @@ def retrain_request(window: DriftWindow, episode: DriftEpisode, policy: DriftPol
     return request
 
 
+def _drift_sample_of(messages: Sequence[inference_pb2.Prediction], row: int) -> labels_pb2.LabelRequest:
+    return drift_sample_request(full_prediction(messages[row]))
+
+
+def full_prediction(prediction: Message) -> inference_pb2.Prediction:
+    """The `Prediction` itself, or the whole `Prediction` of a view that left fields out
+    (`adapters/prediction_view.py`: its unknown fields hold them)."""
+    if isinstance(prediction, inference_pb2.Prediction):
+        return prediction
+    return inference_pb2.Prediction.FromString(prediction.SerializeToString())
+
+
 def drift_sample_request(prediction: inference_pb2.Prediction) -> labels_pb2.LabelRequest:
     """A `DRIFT_SAMPLE` label request for a prediction of a drifted window (its id stable per window and model)."""
     lineage = prediction.lineage
@@ -925,6 +1306,8 @@ class ConceptDriftMonitor:
         self.calibrations: dict[tuple[str, str], Calibration] = {}
         self.realised: dict[tuple[str, str], RealisedPerformance] = {}
         self._replayed = False
+        # Whether a request or label was kept since the last `settle` (only then can a window have become complete).
+        self._recorded = True
 
     def request(self, request: labels_pb2.LabelRequest) -> None:
         prediction = qa_prediction(request)  # the shared rules (michi/labels/outcomes.py)
@@ -932,6 +1315,7 @@ class ConceptDriftMonitor:
             if prediction.reason != NOT_RANDOM:  # requests for other reasons are not counted as skipped
                 self.reports.label_skipped(prediction.reason)
             return
+        self._recorded = True
         self.outcomes.record_prediction(
             prediction.window_id,
             prediction.model_name,
@@ -946,6 +1330,7 @@ class ConceptDriftMonitor:
         if isinstance(labelled, Skipped):
             self.reports.label_skipped(labelled.reason)
             return
+        self._recorded = True
         self.outcomes.record_label(
             labelled.window_id,
             labelled.model_name,
@@ -955,9 +1340,13 @@ class ConceptDriftMonitor:
         )
 
     def settle(self) -> None:
-        """After a batch: feed what became complete to its version's detector (replaying the kept ones first)."""
+        """After a batch: feed what became complete to its version's detector (replaying the kept ones first). A
+        batch that kept no request or label (most: predictions) completes nothing, and asks SQL nothing."""
+        if self._replayed and not self._recorded:
+            return
         if not self._replayed:
             self._replay()
+        self._recorded = False
         known = self.outcomes.concept_drift_ids()
         for outcome in self.outcomes.sequence_ready():
             self._feed(outcome, known)
@@ -965,6 +1354,7 @@ class ConceptDriftMonitor:
     def rewind(self) -> None:
         """A batch failed: rebuild the detectors from what was kept before feeding more."""
         self._replayed = False
+        self._recorded = True
 
     def calibration(self, model_name: str, model_version: str) -> Calibration | None:
         """The version's confidence calibration so far (the kept outcomes replayed first), None without labels."""

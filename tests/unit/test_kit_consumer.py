@@ -288,3 +288,144 @@ def test_each_record_is_handled_in_a_consumer_span_that_continues_its_trace() ->
         trace.StatusCode.ERROR,
         "dead letter: schema-violation",
     )
+
+
+# --- batch mode (the monitor)
+
+
+class PausingConsumer(ScriptedConsumer):
+    """A scripted consumer that can be paused while a batch is retried (nothing arrives meanwhile)."""
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.journal.append(("pause",))
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.journal.append(("resume",))
+
+    def consume(self, count: int, timeout: float) -> list[Record]:
+        paused = self.journal and self.journal[-1] == ("pause",)
+        return [] if paused else super().consume(count, timeout)
+
+
+def batch_loop(journal: list[Any], batches: list[list[Record]], handle_batch: Any, **hooks: Any) -> ConsumerLoop:
+    return ConsumerLoop(
+        consumer=PausingConsumer(journal, batches),  # type: ignore[arg-type]
+        producer=AcknowledgingProducer(journal),  # type: ignore[arg-type]
+        service="test",
+        topics={TOPIC: LABELS},
+        handle_batch=handle_batch,
+        **hooks,
+    )
+
+
+def test_a_batch_handler_gets_the_poll_batch_at_once_and_its_rejections_are_dead_lettered_in_order() -> None:
+    journal: list[Any] = []
+    handed: list[list[str]] = []
+
+    def handle_batch(records: list[Delivered]) -> list[tuple[Delivered, Rejected]]:
+        event_ids = [record.message.event_id for record in records]  # type: ignore[attr-defined]
+        handed.append(event_ids)
+        rejection = Rejected("schema-violation", "a label without a window")
+        return [
+            (record, rejection) for record, event_id in zip(records, event_ids, strict=True) if event_id == "invalid"
+        ]
+
+    other_schema = Record(0, 2, labels_pb2.Label(event_id="x").SerializeToString(), build_headers("michi.v1.Other"))
+    batch = [label(0, 0), label(0, 1, "invalid"), other_schema, Record(1, 4, b""), label(1, 5)]
+    loop = batch_loop(journal, [batch], handle_batch)
+
+    assert loop.poll_once() == 5
+    assert handed == [["label-0-0", "invalid", "label-1-5"]]
+    assert journal == [
+        ("dead letter", 1, "schema-violation"),
+        ("dead letter", 2, "schema-mismatch"),
+        ("dead letter", 4, "empty-value"),
+        ("commit", [(0, 3), (1, 6)]),
+    ]
+
+
+def test_a_batch_handler_reads_headers_only_when_asked_and_gets_them_as_the_record_has_them() -> None:
+    journal: list[Any] = []
+    seen: list[dict[str, str]] = []
+    headers, _ = upload_headers(LABELS.schema)
+
+    def handle_batch(records: list[Delivered]) -> list[tuple[Delivered, Rejected]]:
+        seen.extend(record.headers for record in records)
+        return []
+
+    loop = batch_loop(
+        journal, [[Record(0, 0, labels_pb2.Label(event_id="a").SerializeToString(), headers)]], handle_batch
+    )
+    loop.poll_once()
+    assert seen[0]["schema"] == LABELS.schema and seen[0]["content-type"] == "application/x-protobuf"
+
+
+def test_an_outage_retries_the_whole_batch_and_commits_it_once() -> None:
+    journal: list[Any] = []
+    handed: list[int] = []
+
+    def handle_batch(records: list[Delivered]) -> list[tuple[Delivered, Rejected]]:
+        handed.append(len(records))
+        if len(handed) == 1:
+            raise OSError("blob store unavailable")
+        return []
+
+    loop = batch_loop(journal, [[label(0, 0), label(0, 1)]], handle_batch, retryable=(OSError,))
+    assert loop.poll_once() == 2
+    assert handed == [2, 2]
+    assert journal[-1] == ("commit", [(0, 2)]) and journal.count(("resume",)) == 1
+
+
+def test_in_batch_mode_only_sampled_traces_get_a_consumer_span_one_per_trace() -> None:
+    from ..tracing_support import traceparent_of
+
+    journal: list[Any] = []
+    with recorded_spans() as spans:
+        headers, upload = upload_headers(LABELS.schema)
+        unsampled = trace.SpanContext(upload.trace_id + 1, 7, is_remote=False, trace_flags=trace.TraceFlags(0))
+        unsampled_headers = [*build_headers(LABELS.schema)[:2], ("traceparent", traceparent_of(unsampled).encode())]
+
+        def payload(event_id: str) -> bytes:
+            return labels_pb2.Label(event_id=event_id).SerializeToString()
+
+        batch = [
+            Record(0, 4, payload("a"), headers),
+            Record(0, 5, payload("invalid"), headers),
+            Record(1, 9, payload("b"), unsampled_headers),
+            Record(1, 10, payload("c"), build_headers(LABELS.schema)),  # no trace at all
+        ]
+
+        def handle_batch(records: list[Delivered]) -> list[tuple[Delivered, Rejected]]:
+            assert not trace.get_current_span().get_span_context().is_valid  # no record's span is current
+            return [(records[1], Rejected("schema-violation", "a label without a window"))]
+
+        batch_loop(journal, [batch], handle_batch).poll_once()
+
+    (span,) = [span for span in spans if span.kind == trace.SpanKind.CONSUMER]
+    assert span.name == f"{TOPIC} process"
+    assert span.context is not None and span.context.trace_id == upload.trace_id
+    assert span.parent is not None and span.parent.span_id == upload.span_id
+    assert [link.context.span_id for link in span.links] == [upload.span_id]
+    assert (span.attributes or {})["messaging.batch.message_count"] == 2
+    assert (span.attributes or {})["messaging.kafka.message.offset"] == 4
+    assert (span.status.status_code, span.status.description) == (
+        trace.StatusCode.ERROR,
+        "dead letter: schema-violation",
+    )
+
+
+def test_a_loop_needs_exactly_one_of_handle_and_handle_batch() -> None:
+    import pytest
+
+    with pytest.raises(ValueError):
+        ConsumerLoop(
+            consumer=ScriptedConsumer([], []),  # type: ignore[arg-type]
+            producer=AcknowledgingProducer([]),  # type: ignore[arg-type]
+            service="test",
+            topics={TOPIC: LABELS},
+            handle=lambda record: None,
+            handle_batch=lambda records: [],
+        )

@@ -84,15 +84,18 @@ class MonitorStore:
             known = session.exec(select(MonitorWindowRow.id).where(MonitorWindowRow.window_id == closed.window_id))
             if known.first() is None:
                 session.add(_window_row(closed, latest_s))
-            for (topic, partition), offset in closed.ends.items():
-                progress = session.exec(
+            # The cohort's progress rows, one query for every partition of the window.
+            kept = {
+                (row.topic, row.partition): row
+                for row in session.exec(
                     select(MonitorCohortProgressRow)
                     .where(MonitorCohortProgressRow.model_name == closed.model_name)
                     .where(MonitorCohortProgressRow.model_version == closed.model_version)
                     .where(MonitorCohortProgressRow.cohort == closed.cohort)
-                    .where(MonitorCohortProgressRow.topic == topic)
-                    .where(MonitorCohortProgressRow.partition == partition)
-                ).first()
+                ).all()
+            }
+            for (topic, partition), offset in closed.ends.items():
+                progress = kept.get((topic, partition))
                 if progress is None:
                     progress = MonitorCohortProgressRow(
                         model_name=closed.model_name,

@@ -189,9 +189,15 @@ def _cdf_difference(reference: Histogram, current: Histogram) -> tuple[np.ndarra
     return knots, difference
 
 
-def wasserstein(reference: Histogram, current: Histogram, reference_std: float) -> float:
-    """The Wasserstein-1 distance divided by the reference's standard deviation (unscaled when that is 0)."""
-    knots, difference = _cdf_difference(reference, current)
+def wasserstein(
+    reference: Histogram,
+    current: Histogram,
+    reference_std: float,
+    cdf: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
+    """The Wasserstein-1 distance divided by the reference's standard deviation (unscaled when that is 0). `cdf`:
+    `_cdf_difference` of the two, when the caller has it already."""
+    knots, difference = _cdf_difference(reference, current) if cdf is None else cdf
     widths = np.diff(knots)
     left, right = difference[:-1], difference[1:]
     same_sign = left * right >= 0
@@ -203,9 +209,11 @@ def wasserstein(reference: Histogram, current: Histogram, reference_std: float) 
     return distance / reference_std if reference_std > 0 else distance
 
 
-def kolmogorov_smirnov(reference: Histogram, current: Histogram) -> tuple[float, float]:
-    """The KS statistic of the binned distributions and its asymptotic two-sample p-value."""
-    _, difference = _cdf_difference(reference, current)
+def kolmogorov_smirnov(
+    reference: Histogram, current: Histogram, cdf: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[float, float]:
+    """The KS statistic of the binned distributions and its asymptotic two-sample p-value (`cdf`: as `wasserstein`)."""
+    _, difference = _cdf_difference(reference, current) if cdf is None else cdf
     statistic = float(np.max(np.abs(difference)))
     n, m = reference.total, current.total
     effective = math.sqrt(n * m / (n + m))
@@ -246,14 +254,15 @@ def feature_drift(
     if rows < min_rows or reference.total <= 0:
         return FeatureDrift(feature, INSUFFICIENT_DATA, rows)
     index = psi(reference, current)
-    statistic, p_value = kolmogorov_smirnov(reference, current)
+    cdf = _cdf_difference(reference, current)  # KS and Wasserstein both read it
+    statistic, p_value = kolmogorov_smirnov(reference, current, cdf)
     return FeatureDrift(
         feature,
         DRIFT if index >= psi_threshold else OK,
         rows,
         psi=index,
         jensen_shannon=jensen_shannon(reference, current),
-        wasserstein=wasserstein(reference, current, reference_std),
+        wasserstein=wasserstein(reference, current, reference_std, cdf),
         ks_statistic=statistic,
         ks_p_value=p_value,
     )

@@ -235,6 +235,7 @@ class FeatureGrid:
         self._upper = self.table[:, 1:].ravel()
         # Positions of the grid's features in `FEATURE_NAMES` (what `Prediction.packed_features` packs), -1: none.
         self.packed_positions = np.array([FEATURE_INDEX.get(name, -1) for name in self.names], dtype=np.int64)
+        self._edges: dict[int, np.ndarray] = {}
         self.in_packed_order = bool(np.array_equal(self.packed_positions, self.rows))
 
     def live_edges(self, position: int) -> np.ndarray:
@@ -292,7 +293,15 @@ class FeatureGrid:
     def histogram(self, position: int, counts: np.ndarray, low: float, high: float) -> Histogram:
         """Feature `position`'s live histogram from a window's counts row and extremes."""
         bins = int(self.bins[position])
-        return Histogram(self.live_edges(position), counts[: 3 * bins + 2].astype(np.float64), low, high)
+        return Histogram(self._edges_of(position), counts[: 3 * bins + 2].astype(np.float64), low, high)
+
+    def _edges_of(self, position: int) -> np.ndarray:
+        """`live_edges`, computed once per feature (every closing window asks), read-only."""
+        cached = self._edges.get(position)
+        if cached is None:
+            cached = self._edges[position] = self.live_edges(position)
+            cached.flags.writeable = False
+        return cached
 
 
 def bin_values(grid: FeatureGrid, rows: Sequence[np.ndarray]) -> np.ndarray:

@@ -10,8 +10,9 @@ the same sample and the same request ids.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -43,6 +44,31 @@ class StratifiedSample(Generic[Item]):
         if len(ranks) > self.per_stratum:
             _, dropped = ranks.pop()
             del self._items[dropped]
+
+    def bound(self, stratum: int) -> int | None:
+        """The highest rank that may still enter the stratum (None while it has room)."""
+        ranks = self._ranks.get(stratum)
+        if ranks is None or len(ranks) < self.per_stratum:
+            return None
+        return ranks[-1][0]
+
+    def offer_ascending(
+        self,
+        stratum: int,
+        ranks: Sequence[int],
+        keys: Sequence[str],
+        rows: Sequence[int],
+        make: Callable[[int], Item],
+    ) -> None:
+        """`offer` each row (`make(row)` builds its item) in ascending rank order, stopping at the first that
+        cannot enter: every later one ranks higher, so the sample is the one offering every row gives."""
+        if self.per_stratum <= 0:
+            return
+        for rank, key, row in zip(ranks, keys, rows, strict=True):
+            held = self._ranks.get(stratum)
+            if held is not None and len(held) >= self.per_stratum and rank > held[-1][0]:
+                return
+            self.offer(stratum, key, functools.partial(make, row), rank=rank)
 
     def items(self) -> list[Item]:
         """The sample: strata in ascending order, each in rank order."""

@@ -15,7 +15,7 @@ model serves, judged like a feature (`population_drift`: the share of such rows 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,12 +81,6 @@ def describe_start(start: Mapping[Partition, int]) -> str:
     return ",".join(f"{partition}:{offset}" for (_, partition), offset in sorted(start.items()))
 
 
-# A window counts its binned rows into `counts` once this many wait (or when its counts are read): a bincount
-# over the whole grid (features x columns) costs as much as binning a few hundred rows, so it is not paid per
-# poll batch; the waiting slots take at most this many rows x features x 8 bytes (1.7 MB for 26 features).
-COUNT_EVERY_ROWS = 8192
-
-
 class RowBatch:
     """The predictions of one poll batch of one model version: their features as they came (`packed_features`, or
     a feature map's row), unpacked and binned once for every window that takes them (`DriftWindow.take`), with
@@ -117,6 +111,21 @@ class RowBatch:
         self._confidences.append(confidence)
         return len(self._features) - 1
 
+    def extend(
+        self,
+        features: Sequence[bytes | np.ndarray],
+        predicted: Sequence[int],
+        confidences: Sequence[float],
+        *,
+        packed: bool = False,
+    ) -> None:
+        """Many predictions' features and calls at once (`add` for each; `packed`: all of them `packed_features`)."""
+        if not packed and not self._unpacked and not all(type(row) is bytes for row in features):
+            self._unpacked = True
+        self._features.extend(features)
+        self._predicted.extend(predicted)
+        self._confidences.extend(confidences)
+
     def binned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every row's values and slots (`FeatureGrid.slots_of`), confidence bin and whether its call is an alert."""
         done = self._values.shape[0]
@@ -141,6 +150,41 @@ class RowBatch:
         return np.vstack(
             [self.grid.values_of_packed(unpack_features([row])) if isinstance(row, bytes) else row for row in features]
         )
+
+
+def _first_seen(codes: np.ndarray) -> list[int]:
+    """The distinct values of `codes`, in the order they first occur."""
+    if codes.size == 0:
+        return []
+    if codes[0] == codes[-1] and (codes == codes[0]).all():
+        return [int(codes[0])]
+    found, first = np.unique(codes, return_index=True)
+    return found[np.argsort(first)].tolist()
+
+
+@dataclass
+class BatchColumns:
+    """What a poll batch's predictions of one model version say beside their features, one array per fact
+    (row i: row i of their `RowBatch`): the windows take them in bulk (`DriftWindow.take_rows`)."""
+
+    partitions: list[Partition]  # by code
+    partition: np.ndarray  # per row: its partition's code
+    offsets: np.ndarray
+    seconds: np.ndarray  # occurred_at
+    nanos: np.ndarray
+    occurred: np.ndarray  # seconds * 1e9 + nanos (the latest row)
+    devices: list[str]  # by code
+    device: np.ndarray
+    known: list[dict[str, str]]  # per population code: its cohort values
+    population: np.ndarray
+    predicted: np.ndarray
+    keys: list[str]  # lineage.window_id: the drift sample's key ("" none)
+    has_key: np.ndarray
+    ranks: np.ndarray  # uint64 `sample_rank` of the key (0 without one)
+
+    @property
+    def single_partition(self) -> bool:
+        return len(self.partitions) == 1
 
 
 @dataclass
@@ -176,12 +220,11 @@ class DriftWindow:
     # The model's calls per confidence bin, and its alerts (risky calls) per bin: the expected performance.
     calls: np.ndarray = field(init=False)
     alerts: np.ndarray = field(init=False)
-    # Rows taken since the last `flush` (at most a poll batch): their batch and indexes in it; then their slots,
-    # binned, until counted (`COUNT_EVERY_ROWS`).
+    # Rows taken since the last `flush` (at most a poll batch): their batch and indexes in it.
     _batch: RowBatch | None = field(default=None, init=False, repr=False)
     _taken: list[int] = field(default_factory=list, init=False, repr=False)
-    _binned: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
-    _binned_rows: int = field(default=0, init=False, repr=False)
+    # Rows taken by `take_rows` since the last flush: arrays of indexes in `_batch`.
+    _taken_rows: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.calls = np.zeros(CONFIDENCE_BINS)
@@ -207,8 +250,7 @@ class DriftWindow:
 
     @property
     def counts(self) -> np.ndarray:
-        """Per feature, its values' counts per grid column (shape (features, columns))."""
-        self._count()
+        """Per feature, its values' counts per grid column (shape (features, columns)), of the rows flushed."""
         features = len(self.grid.names)
         return self._counts[:-1].reshape(features, self.grid.columns)
 
@@ -246,6 +288,108 @@ class DriftWindow:
         if occurred_at > self.latest:
             self.latest = occurred_at
 
+    def take_rows(self, batch: RowBatch, columns: BatchColumns, rows: np.ndarray) -> None:
+        """Rows `rows` (increasing indexes of `batch`, whose facts `columns` holds) at once: what `take` does for
+        each, vectorised; counted into the histograms at the next `flush`."""
+        if rows.size == 0:
+            return
+        if batch is not self._batch:
+            self.flush()
+            self._batch = batch
+        self._taken_rows.append(rows)
+        self.rows += int(rows.size)
+        self.idle_rows = 0
+        codes = columns.partition[rows]
+        offsets = columns.offsets[rows]
+        if columns.single_partition:
+            partitions, first_positions, last_positions = [int(codes[0])], [0], [rows.size - 1]
+        else:
+            found, firsts = np.unique(codes, return_index=True)
+            partitions, first_positions = found.tolist(), firsts.tolist()
+            last_positions = (rows.size - 1 - np.unique(codes[::-1], return_index=True)[1]).tolist()
+        for code, first, last in zip(partitions, first_positions, last_positions, strict=True):
+            partition = columns.partitions[code]
+            if partition not in self.first_offsets:
+                self.first_offsets[partition] = int(offsets[first])
+            self.last_offsets[partition] = int(offsets[last])
+        latest = int(np.argmax(columns.occurred[rows]))
+        occurred_at = (int(columns.seconds[rows[latest]]), int(columns.nanos[rows[latest]]))
+        if occurred_at > self.latest:
+            self.latest = occurred_at
+
+    def count_devices(self, columns: BatchColumns, rows: np.ndarray) -> None:
+        """`count_device` of each row's device, in the rows' order."""
+        if len(self.devices) >= MAX_DEVICES_COUNTED or rows.size == 0:
+            return
+        present = np.flatnonzero(np.bincount(columns.device[rows], minlength=len(columns.devices)))
+        if len(self.devices) + present.size <= MAX_DEVICES_COUNTED:  # all of them fit: their order does not matter
+            self.devices.update([columns.devices[code] for code in present.tolist()])
+            return
+        for code in _first_seen(columns.device[rows]):
+            if len(self.devices) >= MAX_DEVICES_COUNTED:
+                return
+            self.devices.add(columns.devices[code])
+
+    def count_populations(self, columns: BatchColumns, rows: np.ndarray) -> None:
+        """`count_population` of each row (cohort `all`): per population its rows, and its vehicle type's devices."""
+        if rows.size == 0:
+            return
+        populations = columns.population[rows]
+        counts = np.bincount(populations, minlength=len(columns.known))
+        for code in _first_seen(populations):
+            known = columns.known[code]
+            rows_of = int(counts[code])
+            vehicle = known.get(VEHICLE, "")
+            if vehicle not in self.vehicles and len(self.vehicles) >= MAX_VEHICLE_TYPES_COUNTED:
+                vehicle = ""
+            self.vehicles[vehicle] = self.vehicles.get(vehicle, 0) + rows_of
+            for dimension, values in self.profile.population.items():
+                value = known.get(dimension)
+                if value and value not in values:
+                    self.unseen[dimension] = self.unseen.get(dimension, 0) + rows_of
+        # Devices per vehicle type: each (vehicle type, device) pair once (in the rows' order where a type's devices
+        # reach the count's limit). Types beyond MAX_VEHICLE_TYPES_COUNTED count as the rest ("") above.
+        types = [known.get(VEHICLE, "") for known in columns.known]
+        types = [vehicle if vehicle in self.vehicles else "" for vehicle in types]
+        codes = {vehicle: number for number, vehicle in enumerate(dict.fromkeys(types))}
+        of_population = np.array([codes[vehicle] for vehicle in types], dtype=np.int64)
+        devices = len(columns.devices)
+        pairs = of_population[populations] * devices + columns.device[rows]
+        present = np.flatnonzero(np.bincount(pairs, minlength=len(codes) * devices)).tolist()
+        names = list(codes)
+        full = any(len(self.vehicle_devices.get(vehicle, ())) + devices > MAX_DEVICES_COUNTED for vehicle in names)
+        for pair in _first_seen(pairs) if full else present:
+            vehicle_code, device = divmod(int(pair), devices)
+            drivers = self.vehicle_devices.setdefault(names[vehicle_code], set())
+            if len(drivers) < MAX_DEVICES_COUNTED:
+                drivers.add(columns.devices[device])
+
+    def offer_samples(self, columns: BatchColumns, rows: np.ndarray, make: Callable[[int], Any]) -> None:
+        """Offer the rows with a window id to the drift sample (`sample.offer`), each stratum's in ascending rank:
+        the same sample as offering every row, building only the requests that enter (`make(row)`)."""
+        if self.sample.per_stratum <= 0 or rows.size == 0:
+            return
+        rows = rows[columns.has_key[rows]]
+        if rows.size == 0:
+            return
+        strata = columns.predicted[rows]
+        uniform = bool((strata == strata[0]).all())
+        for stratum in [int(strata[0])] if uniform else np.unique(strata).tolist():
+            candidates = rows if uniform else rows[strata == stratum]
+            bound = self.sample.bound(stratum)
+            if bound is not None:
+                candidates = candidates[columns.ranks[candidates] <= np.uint64(bound)]
+                if candidates.size == 0:
+                    continue
+            candidates = candidates[np.argsort(columns.ranks[candidates], kind="stable")]
+            self.sample.offer_ascending(
+                stratum,
+                columns.ranks[candidates].tolist(),
+                [columns.keys[row] for row in candidates.tolist()],
+                candidates.tolist(),
+                make,
+            )
+
     def push(
         self,
         values: np.ndarray,
@@ -262,29 +406,23 @@ class DriftWindow:
         self.take(self._batch, self._batch.add(values, predicted, confidence), partition, offset, occurred_at)
 
     def flush(self) -> None:
-        """Bin the rows taken since the last flush (their batch bins them once for every window), update the
-        extremes and the calls; their counts wait for `COUNT_EVERY_ROWS` rows or a read of `counts`."""
-        batch, taken = self._batch, self._taken
-        self._batch, self._taken = None, []
-        if batch is None or not taken:
+        """Bin the rows taken since the last flush (their batch bins them once for every window) and count them
+        (`numpy.add.at` on their slots: O(rows x features), not O(grid) as a bincount over the whole grid would
+        be), update the extremes and the calls."""
+        batch, taken, taken_rows = self._batch, self._taken, self._taken_rows
+        self._batch, self._taken, self._taken_rows = None, [], []
+        if batch is None or not (taken or taken_rows):
             return
         values, slots, bins, alerts = batch.binned()
-        if len(taken) != len(values):  # indexes are increasing and unique: all of them means the batch as it is
-            rows = np.array(taken, dtype=np.int64)
+        if taken:
+            taken_rows.append(np.array(taken, dtype=np.int64))
+        rows = taken_rows[0] if len(taken_rows) == 1 else np.concatenate(taken_rows)
+        if len(rows) != len(values):  # indexes are unique: all of them means the batch as it is
             values, slots, bins, alerts = values[rows], slots[rows], bins[rows], alerts[rows]
-        self._binned.append(slots.ravel())
-        self._binned_rows += len(taken)
+        np.add.at(self._counts, slots.ravel(), 1)
         self._extremes(values)
         self.calls += np.bincount(bins, minlength=CONFIDENCE_BINS)
         self.alerts += np.bincount(bins[alerts], minlength=CONFIDENCE_BINS)
-        if self._binned_rows >= COUNT_EVERY_ROWS:
-            self._count()
-
-    def _count(self) -> None:
-        if self._binned:
-            slots = self._binned[0] if len(self._binned) == 1 else np.concatenate(self._binned)
-            self._counts += np.bincount(slots, minlength=self._counts.size)
-            self._binned, self._binned_rows = [], 0
 
     def _extremes(self, values: np.ndarray) -> None:
         """The smallest and largest finite value per feature, with `values`' rows."""

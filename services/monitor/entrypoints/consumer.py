@@ -1,10 +1,10 @@
 """The monitor's consumer: predictions, label requests and labels through the kit's loop into the handlers.
 
-The loop (`michi.kit.consumer.ConsumerLoop`) polls, opens each record's consumer span, decodes it and
-dead-letters what cannot be decoded or what a handler rejects (`schema-violation`). This entrypoint only hands
-each decoded record to its handler by topic: predictions to `DriftMonitor`, label requests and labels to
-`ConceptDriftMonitor` (which keeps them in SQL as they come and feeds what became complete after the batch,
-`settle`). It tells the loop what to commit (`committable`: the closed drift windows' offsets, never an open
+The loop (`michi.kit.consumer.ConsumerLoop`, in batch mode) polls, decodes each poll batch, opens a consumer span
+per sampled trace in it, and dead-letters what cannot be decoded or what a handler rejects (`schema-violation`).
+This entrypoint hands the batch's predictions to `DriftMonitor.handle_batch` at once (columnar: one pass over the
+messages, then numpy per version and cohort), and each label request and label to `ConceptDriftMonitor` (which
+keeps them in SQL as they come and feeds what became complete after the batch, `settle`). It tells the loop what to commit (`committable`: the closed drift windows' offsets, never an open
 window's, and every label topic's handled offsets, already in SQL), what to drop after a failed batch
 (`on_rewind`), and which offsets the group had committed on the predictions when partitions are assigned (the
 start of the windows read next). On stop nothing more is committed: the open windows' rows are read again by
@@ -13,6 +13,7 @@ the next run.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -22,8 +23,9 @@ from confluent_kafka import Consumer, TopicPartition
 from michi.blobs import BlobStoreUnavailable
 from michi.bus.catalog import LABEL_REQUESTS, LABELS, PREDICTIONS
 from michi.bus.producer import EventProducer
-from michi.kit.consumer import ConsumerLoop, Delivered, Offsets
+from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Rejected
 from services.monitor.adapters.metrics import MonitorMetrics
+from services.monitor.adapters.prediction_view import PREDICTIONS_VIEW
 from services.monitor.handlers import ConceptDriftMonitor, DriftMonitor
 
 SERVICE = "monitor"
@@ -71,11 +73,12 @@ class MonitorConsumer:
             producer=producer,
             service=SERVICE,
             topics={
-                self.predictions_topic: PREDICTIONS,
+                # Decoded without the `features` map the monitor does not read (most of a prediction's bytes).
+                self.predictions_topic: PREDICTIONS_VIEW,
                 self.requests_topic: LABEL_REQUESTS,
                 self.labels_topic: LABELS,
             },
-            handle=self._handle,
+            handle_batch=self._handle_batch,
             start_batch=monitor.confirm_commit,
             end_batch=self._end_batch,
             on_dead_letter=self._dead_lettered,
@@ -98,6 +101,28 @@ class MonitorConsumer:
             if self._labels:
                 self.resources.labels_seen(self._labels)
         self._predictions = self._labels = 0
+
+    def _handle_batch(self, records: list[Delivered]) -> list[tuple[Delivered, Rejected]]:
+        """The batch's predictions to the drift monitor at once (first: an outage raises before anything changed,
+        so the loop can hand the batch again), then its label requests and labels one by one."""
+        predictions_topic = self.predictions_topic
+        predictions: list[Delivered] = []
+        others: list[Delivered] = []
+        for record in records:
+            (predictions if record.raw.topic() == predictions_topic else others).append(record)
+        rejected: list[tuple[Delivered, Rejected]] = []
+        if predictions:
+            raws = [record.raw for record in predictions]
+            letters = self.monitor.handle_batch(
+                [record.message for record in predictions],  # type: ignore[misc]
+                [(predictions_topic, raw.partition()) for raw in raws],
+                [raw.offset() for raw in raws],
+            )
+            rejected.extend((predictions[index], rejection) for index, rejection in letters)
+            self._predictions += len(predictions)
+        for record in others:
+            self._handle(record)
+        return rejected
 
     def _handle(self, record: Delivered) -> None:
         topic = record.topic()
@@ -138,6 +163,10 @@ class MonitorConsumer:
             self.monitor.revoked(predictions)
 
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
+        # What starting made (modules, settings, profiles) lives as long as the process: out of the cyclic
+        # collector's way (`gc.freeze`), its full collections scan only what the batches make. Each poll batch
+        # makes thousands of short-lived objects (messages, their fields), which start collections often.
+        gc.freeze()
         self.loop.run(stop, poll_timeout)
 
     def poll_once(self, timeout: float = 0.5) -> int:
