@@ -61,7 +61,8 @@ from services.annotation.domain.credentials import (
     token_hash,
     verify_password,
 )
-from services.annotation.domain.labels import UnknownAnswer, choice_by_name, event_type_name
+from services.annotation.domain.frames import evidence_offsets, task_kind
+from services.annotation.domain.labels import MOTION, LabelChoice, UnknownAnswer, choice_by_name, event_type_name
 from services.annotation.domain.quality import Quality, QualityPolicy, assess
 from services.annotation.domain.roles import Permission, Role, allowed
 from services.annotation.domain.tasks import GOLD_POOL, QUEUE_PATTERN, InvalidRequest, TaskStatus, check_request
@@ -150,6 +151,9 @@ class TaskView:
     alternative: str
     window_started_at: datetime | None
     window_ended_at: datetime | None
+    # `motion` or `camera` (a camera detection's review), and a camera task's evidence frames.
+    kind: str = MOTION
+    frame_offsets_ms: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -410,7 +414,20 @@ class AnnotationService:
             alternative=event_type_name(request.alternative),
             window_started_at=_moment(timestamp_to_seconds(window.started_at)) if has_window else None,
             window_ended_at=_moment(timestamp_to_seconds(window.ended_at)) if has_window else None,
+            kind=task_kind(request),
+            frame_offsets_ms=evidence_offsets(request),
         )
+
+    def _check_fits(self, task_id: str, choice: LabelChoice) -> None:
+        """Refuse an answer the task's kind does not offer (a camera review answered `harsh-braking`)."""
+        if len(choice.tasks) > 1:  # `normal` fits every task: no read needed
+            return
+        record = self.store.task(task_id)
+        if record is None:
+            return  # the caller answers unknown-task
+        kind = task_kind(record.request)
+        if kind not in choice.tasks:
+            raise Refused(422, "answer-does-not-fit", f"{choice.name} is not an answer for a {kind} task")
 
     def submit(self, principal: Principal, task_id: str, lease_id: str, answer: str) -> VoteAnswer:
         """Record an answer given under `lease_id` (on time, late, or as an extra vote)."""
@@ -420,6 +437,7 @@ class AnnotationService:
             choice = choice_by_name(answer)
         except UnknownAnswer as error:
             raise Refused(422, "unknown-answer", str(error)) from error
+        self._check_fits(task_id, choice)
         status = self.queues.take(task_id, lease_id, principal.name, now_s=self.clock(), allow_late=True)
         if status == TakeStatus.UNKNOWN:
             raise Refused(409, "unknown-lease", "no lease with this id for this task and annotator")
@@ -598,6 +616,7 @@ class AnnotationService:
             choice = choice_by_name(answer)
         except UnknownAnswer as error:
             raise Refused(422, "unknown-answer", str(error)) from error
+        self._check_fits(task_id, choice)
         if len(note) > 1000:
             raise Refused(422, "invalid-note", "notes are at most 1000 characters")
         try:
@@ -623,9 +642,12 @@ class AnnotationService:
         """Make a task gold: its known answer is `answer`, or the label it already has."""
         principal.require(Permission.OVERSEE)
         try:
-            known = choice_by_name(answer).event_type if answer else None
+            known_choice = choice_by_name(answer) if answer else None
         except UnknownAnswer as error:
             raise Refused(422, "unknown-answer", str(error)) from error
+        if known_choice is not None:
+            self._check_fits(task_id, known_choice)
+        known = known_choice.event_type if known_choice is not None else None
         try:
             live = self.store.make_gold(task_id, principal.name, known, now=_moment(self.clock()))
         except UnknownTask as error:

@@ -47,6 +47,11 @@ class AnnotationSettings(MichiSettings):
     annotation_max_points: int = Field(default=1500, ge=10, le=20_000)
     # Largest camera frame or clip the page may fetch through the API.
     annotation_max_media_bytes: int = Field(default=20 * 1024 * KIBIBYTE, gt=0)
+    # A camera review's evidence frames: the media item read (at most this many bytes: ingest's and the camera
+    # service's limit), its frames scaled to this many pixels on the longer side, and the encoded strips kept.
+    annotation_max_frame_media_bytes: int = Field(default=50 * 1024 * KIBIBYTE, gt=0)
+    annotation_frame_max_side: int = Field(default=960, ge=64, le=4096)
+    annotation_frames_cache_bytes: int = Field(default=64 * 1024 * KIBIBYTE, ge=0)
     # Background upkeep (expired leases, stalled submissions, labels not yet acknowledged by Kafka).
     annotation_upkeep_interval_s: float = Field(default=1.0, gt=0)
     # Consume label requests (off: API only, e.g. for tests that feed tasks directly).

@@ -35,6 +35,7 @@ from michi.readiness import ConsumerProgress
 from michi.runtime import tune_garbage_collection
 from michi.settings import load_settings
 from michi.telemetry import configure_logging, configure_tracing
+from services.annotation.adapters.frames import EvidenceFrames
 from services.annotation.adapters.publisher import KafkaLabelPublisher
 from services.annotation.adapters.queues import RedisQueues
 from services.annotation.adapters.store import AnnotationStore
@@ -109,6 +110,7 @@ class Wiring:
     windows: ArchiveWindowSource
     metrics: AnnotationMetrics
     owned: list[Callable[[], None]] = field(default_factory=list)
+    frames: EvidenceFrames | None = None
 
     def close(self) -> None:
         for release in reversed(self.owned):
@@ -142,8 +144,15 @@ def build_wiring(
         store=store, queues=queues, publisher=publisher, metrics=metrics, config=config, clock=clock, **extra
     )
     accounts = Accounts(store, queues, config, clock=clock, password_work=password_work)
-    windows = ArchiveWindowSource(BlobStore(settings.resolved_blob_url()))
-    return Wiring(settings, store, redis, queues, service, accounts, windows, metrics, owned)
+    blobs = BlobStore(settings.resolved_blob_url())
+    windows = ArchiveWindowSource(blobs)
+    frames = EvidenceFrames(
+        blobs,
+        max_media_bytes=settings.annotation_max_frame_media_bytes,
+        max_side=settings.annotation_frame_max_side,
+        cache_bytes=settings.annotation_frames_cache_bytes,
+    )
+    return Wiring(settings, store, redis, queues, service, accounts, windows, metrics, owned, frames)
 
 
 def label_producer(settings: AnnotationSettings) -> EventProducer:
@@ -253,6 +262,7 @@ def build_app(
             readiness_checks=checks,
             max_body_bytes=settings.annotation_max_body_bytes,
             max_media_bytes=settings.annotation_max_media_bytes,
+            frames=built.frames,
         ),
         lifespan=lifespan,
     )

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
 
-from michi.contracts.v1 import common_pb2, inference_pb2, upload_pb2
+from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
 from michi.vision.camera_events import CameraEvent, Frame
 from services.camera.adapters.frames import DecodedFrame, MediaUnreadable
 from services.camera.adapters.metrics import CameraMetrics
@@ -40,6 +40,7 @@ from services.camera.domain.join import (
     upload_facts,
     upload_problem,
 )
+from services.camera.domain.review import review_request
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,11 @@ class DetectionPublisher(Protocol):
         """Publish and wait until the broker acknowledged every one (raise otherwise)."""
 
 
+class ReviewRequests(Protocol):
+    def publish(self, requests: Sequence[labels_pb2.LabelRequest]) -> None:
+        """Publish and wait until the broker acknowledged every one (raise otherwise)."""
+
+
 class DeadLetters(Protocol):
     def send(self, media: StoredMedia, reason: str, detail: str) -> None:
         """Park a stored media item with its original bytes (wait for the acknowledgement; raise otherwise)."""
@@ -123,6 +129,7 @@ class MediaJoin:
         bounds: JoinBounds,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
+        reviews: ReviewRequests | None = None,
     ) -> None:
         self.store = store
         self.frames = frames
@@ -133,6 +140,8 @@ class MediaJoin:
         self.bounds = bounds
         self.now = now
         self.clock = clock
+        # Where each detection's review request goes (docs/camera.md, *Review*); None: nobody is asked.
+        self.reviews = reviews
         self._bounds_checked_at: float | None = None
 
     # --- the two sides
@@ -239,6 +248,9 @@ class MediaJoin:
         ]
         if detections:
             self.publisher.publish(detections)
+            # Like the detections, before the item is settled: a crash in between publishes the same ids again.
+            if self.reviews is not None:
+                self.reviews.publish([review_request(detection, media) for detection in detections])
         last_frame_ms = max(item_frames)
         finished = self.store.finish(
             stored.event_id,

@@ -31,7 +31,7 @@ from michi.vision.model_store import VisionModelsMissing, VisionModelStore
 from services.camera.adapters.analysis import CameraAnalyses
 from services.camera.adapters.frames import BlobFrames
 from services.camera.adapters.metrics import CameraMetrics
-from services.camera.adapters.publisher import KafkaDeadLetters, KafkaDetections
+from services.camera.adapters.publisher import KafkaDeadLetters, KafkaDetections, KafkaReviewRequests
 from services.camera.adapters.registration import register_vision_models
 from services.camera.adapters.store import CameraStore
 from services.camera.domain.join import Sampling
@@ -81,6 +81,7 @@ def build_join(
         analyses=analyses
         or CameraAnalyses(VisionModelStore(settings.vision_models_dir, threads=settings.camera_model_threads)),
         publisher=KafkaDetections(producer),
+        reviews=KafkaReviewRequests(producer),
         dead_letters=KafkaDeadLetters(producer),
         metrics=metrics,
         bounds=bounds_of(settings),

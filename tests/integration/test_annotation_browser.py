@@ -112,3 +112,91 @@ def test_sign_in_see_the_plots_answer_with_a_key_and_get_the_next_task(tmp_path:
             page.wait_for_function("document.querySelector('#my-stats').innerText.includes('1')", timeout=10_000)
         finally:
             browser.close()
+
+
+def test_a_camera_review_shows_the_evidence_frames_and_its_answer_becomes_the_label(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The real astronaut image (the vision models' test image) as an inward clip: the strip of its evidence frames,
+    the camera answers only, and key 7 (drowsiness) confirming the detection as the published label."""
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from michi.contracts.v1 import common_pb2, labels_pb2
+    from michi.vision.images import read_image
+    from michi.vision.model_store import VisionModelsMissing, VisionModelStore
+
+    from .test_annotation_frames import camera_request, clip
+
+    try:
+        face = read_image(VisionModelStore().path("images/astronaut.png"))
+    except VisionModelsMissing as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"{error} (.ci/run builds them)")
+    height, width = (face.shape[0] // 2) * 2, (face.shape[1] // 2) * 2
+    # Twelve frames at 5 fps, the face drifting right by 4 px a frame (so each frame is its own picture).
+    pictures = [np.ascontiguousarray(np.roll(face[:height, :width], 4 * index, axis=1)) for index in range(12)]
+    publisher = RecordingPublisher()
+    settings = settings_for(tmp_path, redis_url, annotation_votes_required=1, annotation_min_support_weight=0.5)
+    wiring = wire(settings, publisher=publisher)
+    wiring.accounts.add("ann-1", Role.ANNOTATOR, actor="test", password=PASSWORD)
+    blobs = BlobStore(settings.resolved_blob_url())
+    evidence = [200 * index for index in range(12)]
+    request = camera_request(blobs, clip(pictures), evidence)
+    wiring.service.intake(request)
+    task_id = request.lineage.window_id
+
+    with serving(build_app(settings, wiring=wiring)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.goto(url + "/")
+            page.fill("#name", "ann-1")
+            page.fill("#password", PASSWORD)
+            page.click("#sign-in")
+            page.click("button[data-queue='camera-review']")
+            page.wait_for_selector(f"body[data-state='ready'][data-task-id='{task_id}']", timeout=30_000)
+            assert page.get_attribute("body", "data-frames") == "12"
+            assert page.inner_text("#suggestion") == "drowsiness"
+            answers = page.eval_on_selector_all("#answers button", "buttons => buttons.map(b => b.dataset.answer)")
+            assert answers == ["normal", "distraction", "drowsiness", "tailgating"]
+            # Each frame is the face as decoded from the clip: full size, not flat, and the frames differ.
+            looks = page.evaluate(
+                """() => [...document.querySelectorAll('#evidence img')].map((image) => {
+                    const canvas = document.createElement('canvas');
+                    canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+                    const context = canvas.getContext('2d'); context.drawImage(image, 0, 0);
+                    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+                    let sum = 0, squares = 0, column = 0;
+                    for (let i = 0; i < pixels.length; i += 4) { sum += pixels[i]; squares += pixels[i] * pixels[i]; }
+                    for (let y = 0; y < canvas.height; y++) column += pixels[(y * canvas.width + 40) * 4];
+                    const count = pixels.length / 4, mean = sum / count;
+                    return [image.naturalWidth, image.naturalHeight, Math.sqrt(squares / count - mean * mean), column];
+                })"""
+            )
+            assert len(looks) == 12
+            for natural_width, natural_height, spread, _ in looks:
+                assert (natural_width, natural_height) == (width, height)
+                assert spread > 30, "a frame is flat, not the face"
+            assert len({column for *_, column in looks}) > 6, "the strip repeats one frame"
+            assert not [error for error in errors if "Content Security Policy" in error]
+
+            screenshot = tmp_path / "annotation-camera.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(screenshot, ARTIFACTS / "annotation-camera.png")
+
+            page.keyboard.press("2")  # harsh braking is no answer for a camera task: nothing happens
+            page.keyboard.press("7")
+            page.wait_for_selector("body[data-state='idle']", timeout=20_000)
+        finally:
+            browser.close()
+    [label] = publisher.by_window()[task_id]
+    assert label.event_type == common_pb2.EVENT_TYPE_DROWSINESS
+    assert label.detection_event_id == request.detection_event_id
+    assert list(label.request_reasons) == [labels_pb2.LABEL_REASON_CAMERA_REVIEW]
+    [vote] = wiring.store.votes_of(task_id)
+    assert (vote.annotator, vote.event_type) == ("ann-1", common_pb2.EVENT_TYPE_DROWSINESS)

@@ -19,7 +19,16 @@ from services.annotation.domain.credentials import (
     token_hash,
     verify_password,
 )
-from services.annotation.domain.labels import LABEL_SET, UnknownAnswer, choice_by_name, event_type_name
+from services.annotation.domain.labels import (
+    CAMERA,
+    LABEL_SET,
+    MOTION,
+    UnknownAnswer,
+    answer_fits,
+    choice_by_name,
+    choices_for,
+    event_type_name,
+)
 from services.annotation.domain.publication import CountedVote, build_label, label_event_id, request_reasons
 from services.annotation.domain.quality import QualityPolicy, assess
 from services.annotation.domain.roles import Permission, Role, allowed
@@ -108,7 +117,13 @@ def test_roles() -> None:
 
 
 def test_label_set() -> None:
-    assert [choice.key for choice in LABEL_SET] == ["1", "2", "3", "4", "5"]
+    assert [choice.key for choice in LABEL_SET] == ["1", "2", "3", "4", "5", "6", "7", "8"]
+    # Keys mean one answer whatever the task; motion tasks keep their five, camera reviews get normal + three.
+    assert [choice.key for choice in choices_for(MOTION)] == ["1", "2", "3", "4", "5"]
+    assert [choice.name for choice in choices_for(CAMERA)] == ["normal", "distraction", "drowsiness", "tailgating"]
+    assert answer_fits(CAMERA, common_pb2.EVENT_TYPE_DROWSINESS) and answer_fits(MOTION, common_pb2.EVENT_TYPE_NORMAL)
+    assert not answer_fits(MOTION, common_pb2.EVENT_TYPE_TAILGATING)
+    assert not answer_fits(CAMERA, common_pb2.EVENT_TYPE_HARSH_BRAKING)
     assert choice_by_name("confounder").event_type == common_pb2.EVENT_TYPE_CONFOUNDER
     with pytest.raises(UnknownAnswer):
         choice_by_name("speeding")

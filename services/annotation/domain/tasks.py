@@ -24,6 +24,7 @@ QUEUE_OF_REASON: dict[int, str] = {
     labels_pb2.LABEL_REASON_SHADOW_DISAGREEMENT: "shadow-disagreement",
     labels_pb2.LABEL_REASON_DRIFT_SAMPLE: "drift-sample",
     labels_pb2.LABEL_REASON_RANDOM_QA: "random-qa",
+    labels_pb2.LABEL_REASON_CAMERA_REVIEW: "camera-review",
 }
 
 
@@ -64,6 +65,8 @@ def check_request(request: labels_pb2.LabelRequest) -> None:
     queue_for(request.reason)
     if request.reason == labels_pb2.LABEL_REASON_GOLD and request.known_answer == 0:
         raise InvalidRequest("gold request without a known_answer")
+    if request.reason == labels_pb2.LABEL_REASON_CAMERA_REVIEW and not request.camera.media_name:
+        raise InvalidRequest("camera review without the camera reference (its media item and frames)")
     window = request.window
     spanned = window.HasField("started_at") and window.HasField("ended_at")
     if spanned and window.ended_at.ToNanoseconds() < window.started_at.ToNanoseconds():

@@ -1,12 +1,12 @@
-"""Detections out and media items parked, through the service's one `EventProducer`, each awaited."""
+"""Detections and their review requests out, media items parked, through the service's one `EventProducer`, each awaited."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from michi.bus.catalog import DETECTIONS
+from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS
 from michi.bus.producer import EventProducer
-from michi.contracts.v1 import inference_pb2
+from michi.contracts.v1 import inference_pb2, labels_pb2
 from services.camera.adapters.store import StoredMedia
 
 SERVICE = "camera"
@@ -21,6 +21,19 @@ class KafkaDetections:
 
     def publish(self, detections: Sequence[inference_pb2.Detection]) -> None:
         pending = [self.producer.publish(DETECTIONS, detection.lineage.trip_id, detection) for detection in detections]
+        for future in pending:
+            future.result(ACK_TIMEOUT_S)
+
+
+class KafkaReviewRequests:
+    """Publishes camera detections' review requests keyed by window_id (the label-requests key) and waits for
+    every acknowledgement."""
+
+    def __init__(self, producer: EventProducer) -> None:
+        self.producer = producer
+
+    def publish(self, requests: Sequence[labels_pb2.LabelRequest]) -> None:
+        pending = [self.producer.publish(LABEL_REQUESTS, request.lineage.window_id, request) for request in requests]
         for future in pending:
             future.result(ACK_TIMEOUT_S)
 

@@ -16,7 +16,16 @@ from services.annotation.domain.roles import Permission, Role
 TASK_ID = Annotated[str, Path(min_length=1, max_length=128)]
 QUEUE = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[a-z0-9-]+$")]
 NAME = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-AnswerName = Literal["normal", "harsh-braking", "harsh-acceleration", "harsh-cornering", "confounder"]
+AnswerName = Literal[
+    "normal",
+    "harsh-braking",
+    "harsh-acceleration",
+    "harsh-cornering",
+    "confounder",
+    "distraction",
+    "drowsiness",
+    "tailgating",
+]
 
 
 class ErrorBody(BaseModel):
@@ -49,6 +58,9 @@ class LabelChoiceModel(BaseModel):
     key: str
     answer: str
     title: str
+    tasks: list[Literal["motion", "camera"]] = Field(
+        description="the kinds of task this answer is offered for (a task's `kind`)"
+    )
 
 
 class QueueModel(BaseModel):
@@ -68,6 +80,13 @@ class TaskModel(BaseModel):
     alternative: str = Field(description="what another model variant said, if anything")
     window_started_at: datetime | None
     window_ended_at: datetime | None
+    kind: Literal["motion", "camera"] = Field(
+        description="motion: judged from the traces; camera: a camera detection judged from its evidence frames"
+    )
+    frame_offsets_ms: list[int] = Field(
+        description="camera tasks: the evidence frames (ms from the upload's start), at most 16; frame i is "
+        "GET /v1/tasks/{task_id}/frames/{i}"
+    )
 
 
 class Axes(BaseModel):

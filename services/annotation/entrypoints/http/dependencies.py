@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.annotation.adapters.frames import EvidenceFrames
 from services.annotation.adapters.windows import ArchiveWindowSource
 from services.annotation.handlers import Accounts, AnnotationService, Principal, Refused
 from services.annotation.metrics import AnnotationMetrics
@@ -26,6 +27,8 @@ class AnnotationEndpoints:
     readiness_checks: dict[str, Callable[[], Awaitable[None]]]
     max_body_bytes: int
     max_media_bytes: int
+    # A camera review's evidence frames (None: the route answers 404).
+    frames: EvidenceFrames | None = None
 
 
 # The dependencies that do no I/O are async, so that they run on the event loop, not in a worker thread.

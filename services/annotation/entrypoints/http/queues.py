@@ -23,7 +23,10 @@ router = APIRouter()
 
 @router.get("/v1/label-set", response_model=list[LabelChoiceModel], summary="The answers and their keys")
 def label_set() -> list[LabelChoiceModel]:
-    return [LabelChoiceModel(key=choice.key, answer=choice.name, title=choice.title) for choice in LABEL_SET]
+    return [
+        LabelChoiceModel(key=choice.key, answer=choice.name, title=choice.title, tasks=list(choice.tasks))  # type: ignore[arg-type]
+        for choice in LABEL_SET
+    ]
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""A leased task's window: its traces cut from the archived upload, and its camera frames and clips."""
+"""A leased task's window: its traces cut from the archived upload, its camera frames and clips, and a camera
+review's evidence frames."""
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -8,13 +9,18 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from michi.contracts import timestamp_to_seconds
+from services.annotation.adapters.frames import FramesUnavailable
 from services.annotation.adapters.windows import media_type_of
+from services.annotation.domain.frames import MAX_EVIDENCE_FRAMES
 from services.annotation.domain.windows import cut_window
 from services.annotation.entrypoints.http.bodies import COMMON, TASK_ID, Axes, MediaModel, WindowModel, refusals
 from services.annotation.entrypoints.http.dependencies import Endpoints, Service, Who
 from services.annotation.handlers import Refused
 
 MEDIA_CHUNK = 256 * 1024
+# Evidence frames never change for a request (the media item is checked against its sha256); the cache is the
+# reviewer's own (the route needs their session), so it stays private.
+FRAME_CACHE_CONTROL = "private, max-age=3600"
 
 router = APIRouter()
 
@@ -116,3 +122,42 @@ async def media(
             await reader.close()
 
     return StreamingResponse(chunks(), media_type=content_type, headers={"Cache-Control": "private, max-age=300"})
+
+
+@router.get(
+    "/v1/tasks/{task_id}/frames/{index}",
+    name="frame",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The evidence frame, as JPEG"},
+        304: {"description": "The frame the client holds (If-None-Match) is still the one"},
+        **refusals(*COMMON, 403, 404, 409, 413, 422),
+    },
+    summary="One evidence frame of a camera review (its index in the task's frames: 0 to 15)",
+)
+async def frame(
+    task_id: TASK_ID,
+    index: Annotated[int, Path(ge=0, lt=MAX_EVIDENCE_FRAMES)],
+    request: Request,
+    who: Who,
+    service: Service,
+    endpoints: Endpoints,
+) -> Response:
+    if not await run_in_threadpool(service.can_see, who, task_id):
+        raise Refused(403, "not-your-task", "only the annotator holding the lease (or a lead) sees a task")
+    record = await run_in_threadpool(service.store.task, task_id)
+    if record is None:
+        raise Refused(404, "unknown-task", f"no task {task_id}")
+    if endpoints.frames is None:
+        raise Refused(404, "no-frames", "this service shows no camera frames")
+    try:
+        strip = await endpoints.frames.strip(record.request)
+    except FramesUnavailable as unavailable:
+        raise Refused(unavailable.status, unavailable.reason, unavailable.detail) from unavailable
+    if index >= len(strip.jpegs):
+        raise Refused(404, "unknown-frame", f"task {task_id} has {len(strip.jpegs)} evidence frames")
+    tag = f'"{strip.sha256[:32]}-{strip.offsets_ms[index]}"'
+    headers = {"Cache-Control": FRAME_CACHE_CONTROL, "ETag": tag, "X-Content-Type-Options": "nosniff"}
+    if request.headers.get("if-none-match") == tag:
+        return Response(status_code=304, headers=headers)
+    return Response(strip.jpegs[index], media_type="image/jpeg", headers=headers)

@@ -24,23 +24,24 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from michi_contracts.v1 import common_pb2 as michi_dot_v1_dot_common__pb2
+from michi_contracts.v1 import inference_pb2 as michi_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15michi/v1/labels.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15michi/v1/common.proto\"\xff\x02\n\x0cLabelRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12%\n\x06reason\x18\x04 \x01(\x0e\x32\x15.michi.v1.LabelReason\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12&\n\tsuggested\x18\x06 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x12\n\nconfidence\x18\x07 \x01(\x02\x12\"\n\x06window\x18\x08 \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12(\n\x0b\x61lternative\x18\t \x01(\x0e\x32\x13.michi.v1.EventType\x12\x1a\n\x12\x64\x65tection_event_id\x18\n \x01(\t\x12)\n\x0cknown_answer\x18\x0b \x01(\x0e\x32\x13.michi.v1.EventType\"\xe5\x03\n\x05Label\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\'\n\nevent_type\x18\x04 \x01(\x0e\x32\x13.michi.v1.EventType\x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.michi.v1.LabelSource\x12\x12\n\nannotators\x18\x06 \x03(\t\x12\x11\n\tagreement\x18\x07 \x01(\x02\x12\x14\n\x0cgold_checked\x18\x08 \x01(\x08\x12\x1a\n\x12\x64\x65tection_event_id\x18\t \x01(\t\x12\"\n\x06window\x18\n \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12$\n\x08location\x18\x0b \x01(\x0b\x32\x12.michi.v1.GeoPoint\x12\"\n\x05votes\x18\x0c \x03(\x0b\x32\x13.michi.v1.LabelVote\x12\x13\n\x0b\x61\x64judicator\x18\r \x01(\t\x12\x19\n\x11min_gold_accuracy\x18\x0e \x01(\x02\x12.\n\x0frequest_reasons\x18\x0f \x03(\x0e\x32\x15.michi.v1.LabelReason\"\xb2\x01\n\tLabelVote\x12\x11\n\tannotator\x18\x01 \x01(\t\x12\'\n\nevent_type\x18\x02 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\x15\n\rgold_accuracy\x18\x04 \x01(\x02\x12\x14\n\x0cgold_answers\x18\x05 \x01(\r\x12,\n\x08voted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xbf\x01\n\x0bLabelReason\x12\x1c\n\x18LABEL_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16LABEL_REASON_UNCERTAIN\x10\x01\x12$\n LABEL_REASON_SHADOW_DISAGREEMENT\x10\x02\x12\x1d\n\x19LABEL_REASON_DRIFT_SAMPLE\x10\x03\x12\x1a\n\x16LABEL_REASON_RANDOM_QA\x10\x04\x12\x15\n\x11LABEL_REASON_GOLD\x10\x05*\x99\x01\n\x0bLabelSource\x12\x1c\n\x18LABEL_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16LABEL_SOURCE_SIMULATOR\x10\x01\x12\x1a\n\x16LABEL_SOURCE_CONSENSUS\x10\x02\x12\x15\n\x11LABEL_SOURCE_GOLD\x10\x03\x12\x1d\n\x19LABEL_SOURCE_ADJUDICATION\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15michi/v1/labels.proto\x12\x08michi.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15michi/v1/common.proto\x1a\x18michi/v1/inference.proto\"\xca\x03\n\x0cLabelRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12%\n\x06reason\x18\x04 \x01(\x0e\x32\x15.michi.v1.LabelReason\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12&\n\tsuggested\x18\x06 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x12\n\nconfidence\x18\x07 \x01(\x02\x12\"\n\x06window\x18\x08 \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12(\n\x0b\x61lternative\x18\t \x01(\x0e\x32\x13.michi.v1.EventType\x12\x1a\n\x12\x64\x65tection_event_id\x18\n \x01(\t\x12)\n\x0cknown_answer\x18\x0b \x01(\x0e\x32\x13.michi.v1.EventType\x12)\n\x06\x63\x61mera\x18\x0c \x01(\x0b\x32\x19.michi.v1.CameraReference\x12\x1e\n\x16media_frame_offsets_ms\x18\r \x03(\r\"\xe5\x03\n\x05Label\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x07lineage\x18\x03 \x01(\x0b\x32\x11.michi.v1.Lineage\x12\'\n\nevent_type\x18\x04 \x01(\x0e\x32\x13.michi.v1.EventType\x12%\n\x06source\x18\x05 \x01(\x0e\x32\x15.michi.v1.LabelSource\x12\x12\n\nannotators\x18\x06 \x03(\t\x12\x11\n\tagreement\x18\x07 \x01(\x02\x12\x14\n\x0cgold_checked\x18\x08 \x01(\x08\x12\x1a\n\x12\x64\x65tection_event_id\x18\t \x01(\t\x12\"\n\x06window\x18\n \x01(\x0b\x32\x12.michi.v1.TimeSpan\x12$\n\x08location\x18\x0b \x01(\x0b\x32\x12.michi.v1.GeoPoint\x12\"\n\x05votes\x18\x0c \x03(\x0b\x32\x13.michi.v1.LabelVote\x12\x13\n\x0b\x61\x64judicator\x18\r \x01(\t\x12\x19\n\x11min_gold_accuracy\x18\x0e \x01(\x02\x12.\n\x0frequest_reasons\x18\x0f \x03(\x0e\x32\x15.michi.v1.LabelReason\"\xb2\x01\n\tLabelVote\x12\x11\n\tannotator\x18\x01 \x01(\t\x12\'\n\nevent_type\x18\x02 \x01(\x0e\x32\x13.michi.v1.EventType\x12\x0e\n\x06weight\x18\x03 \x01(\x02\x12\x15\n\rgold_accuracy\x18\x04 \x01(\x02\x12\x14\n\x0cgold_answers\x18\x05 \x01(\r\x12,\n\x08voted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xdf\x01\n\x0bLabelReason\x12\x1c\n\x18LABEL_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16LABEL_REASON_UNCERTAIN\x10\x01\x12$\n LABEL_REASON_SHADOW_DISAGREEMENT\x10\x02\x12\x1d\n\x19LABEL_REASON_DRIFT_SAMPLE\x10\x03\x12\x1a\n\x16LABEL_REASON_RANDOM_QA\x10\x04\x12\x15\n\x11LABEL_REASON_GOLD\x10\x05\x12\x1e\n\x1aLABEL_REASON_CAMERA_REVIEW\x10\x06*\x99\x01\n\x0bLabelSource\x12\x1c\n\x18LABEL_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16LABEL_SOURCE_SIMULATOR\x10\x01\x12\x1a\n\x16LABEL_SOURCE_CONSENSUS\x10\x02\x12\x15\n\x11LABEL_SOURCE_GOLD\x10\x03\x12\x1d\n\x19LABEL_SOURCE_ADJUDICATION\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'michi.v1.labels_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LABELREASON']._serialized_start=1147
-  _globals['_LABELREASON']._serialized_end=1338
-  _globals['_LABELSOURCE']._serialized_start=1341
-  _globals['_LABELSOURCE']._serialized_end=1494
-  _globals['_LABELREQUEST']._serialized_start=92
-  _globals['_LABELREQUEST']._serialized_end=475
-  _globals['_LABEL']._serialized_start=478
-  _globals['_LABEL']._serialized_end=963
-  _globals['_LABELVOTE']._serialized_start=966
-  _globals['_LABELVOTE']._serialized_end=1144
+  _globals['_LABELREASON']._serialized_start=1248
+  _globals['_LABELREASON']._serialized_end=1471
+  _globals['_LABELSOURCE']._serialized_start=1474
+  _globals['_LABELSOURCE']._serialized_end=1627
+  _globals['_LABELREQUEST']._serialized_start=118
+  _globals['_LABELREQUEST']._serialized_end=576
+  _globals['_LABEL']._serialized_start=579
+  _globals['_LABEL']._serialized_end=1064
+  _globals['_LABELVOTE']._serialized_start=1067
+  _globals['_LABELVOTE']._serialized_end=1245
 # @@protoc_insertion_point(module_scope)

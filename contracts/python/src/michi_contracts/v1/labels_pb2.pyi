@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from michi_contracts.v1 import common_pb2 as _common_pb2
+from michi_contracts.v1 import inference_pb2 as _inference_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -19,6 +20,7 @@ class LabelReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LABEL_REASON_DRIFT_SAMPLE: _ClassVar[LabelReason]
     LABEL_REASON_RANDOM_QA: _ClassVar[LabelReason]
     LABEL_REASON_GOLD: _ClassVar[LabelReason]
+    LABEL_REASON_CAMERA_REVIEW: _ClassVar[LabelReason]
 
 class LabelSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -33,6 +35,7 @@ LABEL_REASON_SHADOW_DISAGREEMENT: LabelReason
 LABEL_REASON_DRIFT_SAMPLE: LabelReason
 LABEL_REASON_RANDOM_QA: LabelReason
 LABEL_REASON_GOLD: LabelReason
+LABEL_REASON_CAMERA_REVIEW: LabelReason
 LABEL_SOURCE_UNSPECIFIED: LabelSource
 LABEL_SOURCE_SIMULATOR: LabelSource
 LABEL_SOURCE_CONSENSUS: LabelSource
@@ -40,7 +43,7 @@ LABEL_SOURCE_GOLD: LabelSource
 LABEL_SOURCE_ADJUDICATION: LabelSource
 
 class LabelRequest(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "reason", "priority", "suggested", "confidence", "window", "alternative", "detection_event_id", "known_answer")
+    __slots__ = ("event_id", "occurred_at", "lineage", "reason", "priority", "suggested", "confidence", "window", "alternative", "detection_event_id", "known_answer", "camera", "media_frame_offsets_ms")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +55,8 @@ class LabelRequest(_message.Message):
     ALTERNATIVE_FIELD_NUMBER: _ClassVar[int]
     DETECTION_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     KNOWN_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_FRAME_OFFSETS_MS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -63,7 +68,9 @@ class LabelRequest(_message.Message):
     alternative: _common_pb2.EventType
     detection_event_id: str
     known_answer: _common_pb2.EventType
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., reason: _Optional[_Union[LabelReason, str]] = ..., priority: _Optional[int] = ..., suggested: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., alternative: _Optional[_Union[_common_pb2.EventType, str]] = ..., detection_event_id: _Optional[str] = ..., known_answer: _Optional[_Union[_common_pb2.EventType, str]] = ...) -> None: ...
+    camera: _inference_pb2.CameraReference
+    media_frame_offsets_ms: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., reason: _Optional[_Union[LabelReason, str]] = ..., priority: _Optional[int] = ..., suggested: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., alternative: _Optional[_Union[_common_pb2.EventType, str]] = ..., detection_event_id: _Optional[str] = ..., known_answer: _Optional[_Union[_common_pb2.EventType, str]] = ..., camera: _Optional[_Union[_inference_pb2.CameraReference, _Mapping]] = ..., media_frame_offsets_ms: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "source", "annotators", "agreement", "gold_checked", "detection_event_id", "window", "location", "votes", "adjudicator", "min_gold_accuracy", "request_reasons")
