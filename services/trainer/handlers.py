@@ -102,6 +102,7 @@ from services.trainer.domain.labels import (
     CLASS_NAMES,
     HUMAN_SOURCES,
     WindowLabel,
+    is_camera_label,
     label_from_message,
     label_problem,
     source_name,
@@ -1139,8 +1140,13 @@ class EventHandler:
 
     def handle(self, message: Message) -> None:
         """A label missing what a dataset needs (window id, upload id, device id, window start, event type) is
-        `Rejected` with `schema-violation`. Every alert is counted by kind; only kind `retrain` is stored."""
+        `Rejected` with `schema-violation`; a camera review's label (`is_camera_label`) is counted and left out.
+        Every alert is counted by kind; only kind `retrain` is stored."""
         if isinstance(message, labels_pb2.Label):
+            if is_camera_label(message):
+                # A verdict on camera frames, not on the window's motion: never an IMU training label.
+                self.metrics.labels.labels(outcome="camera").inc()
+                return
             problem = label_problem(message)
             if problem is not None:
                 raise Rejected("schema-violation", problem)

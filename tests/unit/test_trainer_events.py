@@ -143,3 +143,14 @@ def test_every_alert_is_counted_and_only_a_new_retrain_alert_is_stored_and_wakes
     run_batch(handler, retrain)  # redelivered: counted, not new
     assert wakes.count == 1 and counted(metrics, "michi_trainer_alerts_total", kind="retrain") == 2
     assert store.label_writes == 0  # no labels, no label write
+
+
+def test_a_camera_reviews_label_never_becomes_a_motion_training_label(parts: Parts) -> None:
+    handler, store, metrics, wakes = parts
+    # "normal" on a camera episode's frames says nothing of a window of IMU samples; nor does "drowsiness".
+    reviewed_normal = label("camera-episode-1", event_type=common_pb2.EVENT_TYPE_NORMAL)
+    reviewed_normal.request_reasons.append(labels_pb2.LABEL_REASON_CAMERA_REVIEW)
+    drowsy = label("camera-episode-2", event_type=common_pb2.EVENT_TYPE_DROWSINESS)
+    assert run_batch(handler, reviewed_normal, drowsy, label("w-imu")) == []
+    assert set(store.labels) == {"label-w-imu"} and wakes.count == 1
+    assert counted(metrics, "michi_trainer_labels_total", outcome="camera") == 2

@@ -39,7 +39,7 @@ class TrainerMetrics:
         )
         self.labels = Counter(
             "michi_trainer_labels_total",
-            "Labels consumed by outcome (stored, duplicate, dead-letter)",
+            "Labels consumed by outcome (stored, duplicate, dead-letter, camera: a camera review's, left out)",
             ["outcome"],
             registry=self.registry,
         )

@@ -143,6 +143,19 @@ def label_from_message(label: labels_pb2.Label) -> WindowLabel:
     )
 
 
+# Event types only the camera service detects (from frames, not motion): a label naming one trains no IMU class.
+CAMERA_EVENT_TYPES = frozenset(
+    {common_pb2.EVENT_TYPE_DISTRACTION, common_pb2.EVENT_TYPE_DROWSINESS, common_pb2.EVENT_TYPE_TAILGATING}
+)
+
+
+def is_camera_label(label: labels_pb2.Label) -> bool:
+    """Whether `label` is a verdict on camera frames (a camera review's, or naming a camera event type): its
+    window is a camera episode, not a window of IMU samples, so it never becomes a training label, even when it
+    says *normal*."""
+    return labels_pb2.LABEL_REASON_CAMERA_REVIEW in label.request_reasons or label.event_type in CAMERA_EVENT_TYPES
+
+
 def label_problem(label: labels_pb2.Label) -> str | None:
     """Why a Label message cannot be used (it is dead-lettered), or None."""
     lineage = label.lineage
