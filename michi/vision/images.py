@@ -8,7 +8,7 @@ pixels, so a model's output in crop coordinates maps back to the image with the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,3 +126,23 @@ def stretch(image: np.ndarray, width: int, height: int) -> Crop:
     image_height, image_width = image.shape[:2]
     matrix = np.array([[image_width / width, 0.0, 0.0], [0.0, image_height / height, 0.0]])
     return Crop(warp_affine(image, matrix, width, height), matrix)
+
+
+def clip_frame_offset(
+    declared_ms: Sequence[int], index: int, time_ms: float | None, first_time_ms: float | None, interval_ms: float
+) -> int:
+    """Offset (ms from the upload's start) of a clip's `index`-th decoded frame: how the camera service numbers
+    the frames it analyses and the annotation page the frames it shows, so both name the same frame.
+
+    Every frame's offset declared (`X-Michi-Frame-Offsets-Ms`): its own (past the declared ones, the last plus the
+    frame interval). Else the container's timestamp (`time_ms`; without one, `index` frame intervals) counted from
+    the first declared offset (0 when none was declared).
+    """
+    if len(declared_ms) > 1:
+        if index < len(declared_ms):
+            return int(declared_ms[index])
+        return int(declared_ms[-1]) + round((index - len(declared_ms) + 1) * interval_ms)
+    base = int(declared_ms[0]) if declared_ms else 0
+    if time_ms is not None and first_time_ms is not None:
+        return base + max(0, round(time_ms - first_time_ms))
+    return base + round(index * interval_ms)

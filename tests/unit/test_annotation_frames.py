@@ -16,11 +16,11 @@ import pytest
 
 from michi.blobs import BlobStore, media_key
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2
+from michi.vision.images import clip_frame_offset
 from services.annotation.adapters.frames import EvidenceFrames, FramesUnavailable, evidence_jpegs
-from services.annotation.domain.frames import MAX_EVIDENCE_FRAMES, clip_frame_offset, evidence_offsets, task_kind
+from services.annotation.domain.frames import MAX_EVIDENCE_FRAMES, evidence_offsets, task_kind
 from services.camera.adapters.frames import decode_frames
 from services.camera.domain.join import Sampling
-from services.camera.domain.join import clip_frame_offset as camera_clip_frame_offset
 
 
 def _clip(frames: int, fps: int, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -101,21 +101,19 @@ def test_a_request_shows_its_evidence_frames_at_most_sixteen_spread_over_the_epi
 
 
 @pytest.mark.parametrize(
-    ("declared", "index", "time_ms", "first_ms", "interval"),
+    ("declared", "index", "time_ms", "first_ms", "interval", "offset"),
     [
-        ([0, 40, 90], 1, 33.0, 0.0, 33.3),
-        ([0, 40, 90], 5, None, None, 33.3),
-        ([1000], 3, 120.0, 0.0, 40.0),
-        ([], 3, 520.0, 400.0, 40.0),
-        ([250], 7, None, None, 1000.0 / 30.0),
+        ([0, 40, 90], 1, 33.0, 0.0, 33.3, 40),  # every frame declared: its own
+        ([0, 40, 90], 5, None, None, 33.3, 190),  # past the declared ones: the last plus intervals
+        ([1000], 3, 120.0, 0.0, 40.0, 1120),  # the container's time from the first declared offset
+        ([], 3, 520.0, 400.0, 40.0, 120),
+        ([250], 7, None, None, 1000.0 / 30.0, 483),  # no timestamp: index intervals
     ],
 )
 def test_clip_frames_are_numbered_as_the_camera_service_numbers_them(
-    declared: list[int], index: int, time_ms: float | None, first_ms: float | None, interval: float
+    declared: list[int], index: int, time_ms: float | None, first_ms: float | None, interval: float, offset: int
 ) -> None:
-    assert clip_frame_offset(declared, index, time_ms, first_ms, interval) == camera_clip_frame_offset(
-        declared, index, time_ms, first_ms, interval
-    )
+    assert clip_frame_offset(declared, index, time_ms, first_ms, interval) == offset
 
 
 def test_the_frames_served_are_the_frames_the_camera_service_analysed() -> None:

@@ -20,11 +20,12 @@ import pytest
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, upload_pb2
 from michi.vision.camera_events import CameraEvent, CameraEventKind, Frame
+from michi.vision.images import clip_frame_offset
 from services.camera.adapters.analysis import ModelLineage
 from services.camera.adapters.frames import DecodedFrame, MediaUnreadable, decode_frames
 from services.camera.adapters.metrics import CameraMetrics
 from services.camera.adapters.store import DEAD_LETTERED, DONE, WAITING, CameraStore, StoredMedia
-from services.camera.domain.join import FrameSampler, Sampling, clip_frame_offset, upload_facts
+from services.camera.domain.join import FrameSampler, Sampling, upload_facts
 from services.camera.handlers import JoinBounds, MediaJoin, Rejection, Source
 
 STARTED_S = 1_700_000_000

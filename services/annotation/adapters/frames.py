@@ -24,8 +24,9 @@ from starlette.concurrency import run_in_threadpool
 
 from michi.blobs import BlobError, BlobNotFound, BlobStore, InvalidKeySegment, media_key
 from michi.contracts.v1 import labels_pb2
+from michi.vision.images import clip_frame_offset
 from services.annotation.adapters.windows import media_type_of
-from services.annotation.domain.frames import clip_frame_offset, evidence_offsets, scaled_size
+from services.annotation.domain.frames import evidence_offsets, scaled_size
 
 logger = logging.getLogger(__name__)
 

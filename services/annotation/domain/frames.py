@@ -5,14 +5,12 @@ times of its evidence frames (ms from the upload's start). The page shows at mos
 spread evenly over the episode (its first and last frame always among them), and asks for each by its index in
 that list, so a reviewer can only ever see frames a request they may see refers to.
 
-A clip's frames are numbered the way the camera service numbered them (`services/camera/domain/join.py`,
-`clip_frame_offset`; a unit test keeps the two in step): every frame's declared offset when the device declared
-one per frame, else its container timestamp counted from the first declared offset.
+A clip's frames are numbered the way the camera service numbered them (`michi.vision.images.clip_frame_offset`,
+which both use): every frame's declared offset when the device declared one per frame, else its container
+timestamp counted from the first declared offset.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from michi.contracts.v1 import labels_pb2
 from services.annotation.domain.labels import CAMERA, MOTION
@@ -37,20 +35,6 @@ def evidence_offsets(request: labels_pb2.LabelRequest, limit: int = MAX_EVIDENCE
         return offsets[:1]
     step = (len(offsets) - 1) / (limit - 1)
     return [offsets[round(position * step)] for position in range(limit)]
-
-
-def clip_frame_offset(
-    declared_ms: Sequence[int], index: int, time_ms: float | None, first_time_ms: float | None, interval_ms: float
-) -> int:
-    """Offset (ms from the upload's start) of a clip's `index`-th decoded frame, as the camera service counts it."""
-    if len(declared_ms) > 1:
-        if index < len(declared_ms):
-            return int(declared_ms[index])
-        return int(declared_ms[-1]) + round((index - len(declared_ms) + 1) * interval_ms)
-    base = int(declared_ms[0]) if declared_ms else 0
-    if time_ms is not None and first_time_ms is not None:
-        return base + max(0, round(time_ms - first_time_ms))
-    return base + round(index * interval_ms)
 
 
 def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:

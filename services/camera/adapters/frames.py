@@ -22,7 +22,8 @@ import numpy as np
 
 from michi.blobs import BlobStore
 from michi.contracts.v1 import upload_pb2
-from services.camera.domain.join import STILL_TYPES, FrameSampler, Sampling, clip_frame_offset
+from michi.vision.images import clip_frame_offset
+from services.camera.domain.join import STILL_TYPES, FrameSampler, Sampling
 
 # The largest frame decoded (pixels): 4096 x 4096; ingest bounds the bytes, not the picture.
 MAX_FRAME_PIXELS = 4096 * 4096

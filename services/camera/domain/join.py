@@ -195,25 +195,6 @@ class Sampling:
     max_decoded_frames: int = 1800
 
 
-def clip_frame_offset(
-    declared_ms: Sequence[int], index: int, time_ms: float | None, first_time_ms: float | None, interval_ms: float
-) -> int:
-    """Offset (ms from the upload's start) of a clip's `index`-th decoded frame.
-
-    Every frame's offset declared: its own (past the declared ones, the last plus the frame interval). Else the
-    container's timestamp (`time_ms`; without one, `index` frame intervals) counted from the first declared
-    offset (0 when none was declared).
-    """
-    if len(declared_ms) > 1:
-        if index < len(declared_ms):
-            return int(declared_ms[index])
-        return int(declared_ms[-1]) + round((index - len(declared_ms) + 1) * interval_ms)
-    base = int(declared_ms[0]) if declared_ms else 0
-    if time_ms is not None and first_time_ms is not None:
-        return base + max(0, round(time_ms - first_time_ms))
-    return base + round(index * interval_ms)
-
-
 class FrameSampler:
     """Keeps a frame when it is at least 1/max_fps after the last one kept, up to `max_frames` (in decode order)."""
 
