@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m benchmarks [ingest|inference|preprocessing|latency|monitor ...] [--quick]` (or `make bench`).
+"""Run the benchmarks: `python -m benchmarks [ingest|inference|preprocessing|latency|monitor|edge ...] [--quick]` (or `make bench`).
 
 Each benchmark prints a table with its figures, a baseline measured in the same run and the
 ratio; every process it started is stopped at the end, on an error, on Ctrl-C or on SIGTERM.
@@ -13,10 +13,10 @@ import sys
 import time
 from types import FrameType
 
-from benchmarks import annotation, inference, ingest, latency, monitor, preprocessing, training
+from benchmarks import annotation, edge, inference, ingest, latency, monitor, preprocessing, training
 from benchmarks.harness import BenchmarkFailed
 
-NAMES = ("ingest", "inference", "preprocessing", "latency", "annotation", "training", "monitor")
+NAMES = ("ingest", "inference", "preprocessing", "latency", "annotation", "training", "monitor", "edge")
 
 
 def _interrupt(signal_number: int, frame: FrameType | None) -> None:
@@ -61,6 +61,8 @@ def main(arguments: list[str] | None = None) -> int:
                 training.run(quick=options.quick)
             elif name == "monitor":
                 monitor.run(quick=options.quick)
+            elif name == "edge":
+                edge.run(quick=options.quick)
             else:
                 latency.run(quick=options.quick, ingest_saturation=saturation)
             print(f"  ({name} took {time.monotonic() - began:.0f} s)\n", flush=True)

@@ -9,6 +9,7 @@ michi topics | michi status | michi devices add|list|revoke|rotate | michi trace
 michi warehouse query "SQL" | michi warehouse tables | michi warehouse shadow-report
 michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-password | rebuild
 michi db current | michi db upgrade [OWNER...]   # SQL schema migrations of each owner of tables
+michi edge export MODEL [VERSION] --output DIR | michi edge verify BUNDLE   # device bundles
 michi models list|promote|... | michi rollouts start|set-weight|status|pause|resume|promote|abort|history
 """
 
@@ -23,6 +24,7 @@ import typer
 from rich.markup import escape
 
 from michi.cli.database import database_app
+from michi.cli.edge import edge_app
 from michi.cli.recordings import evaluate_command, replay_command
 from michi.kit import resolve, service_names, service_spec, service_specs
 from michi.registry.commands import models_app, rollouts_app
@@ -36,6 +38,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(models_app, name="models")
 app.add_typer(rollouts_app, name="rollouts")
 app.add_typer(database_app, name="db")
+app.add_typer(edge_app, name="edge")
 warehouse_app = typer.Typer(help="The warehouse of predictions (DuckDB over Parquet).", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
 

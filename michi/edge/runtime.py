@@ -1,0 +1,114 @@
+"""The device side of the edge bundle: verify it, then calibrate, window, score and decide as the cloud does.
+
+    runtime = EdgeRuntime.load(Path("/data/bundles/michi-risk-7"), key=fleet_key)   # BundleRefused if not trusted
+    result = runtime.process(upload)          # one upload_pb2.Upload, in the device's own order
+    for call in result.calls: ...             # (window id, event type, probability): the windows the rule calls
+
+Preprocessing is `michi.windows` itself — the mount calibration folded over the device's uploads in order
+(`michi.windows.chain.windows_in_order`, sums carried from one upload to the next as inference keeps them per
+device) and `extract_windows` — so the features are the cloud's bit for bit, and the bundle is refused when its
+preprocessing version is not the one this code computes. The decision per window is
+`michi.edge.decisions.window_calls`: the cloud's threshold and `detection_allowed`. Merging consecutive calls
+into one detection stays the cloud's job (inference's episodes), so an event is counted once whichever side
+decided it. ONNX Runtime runs on one intra-op thread by default (a dashcam's spare core).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from michi.contracts.v1 import upload_pb2
+from michi.edge.bundle import VerifiedBundle, verify_bundle
+from michi.edge.decisions import NO_CALL, window_calls
+from michi.edge.quantisation import model_feeds, session
+from michi.windows.calibration import CalibrationSums
+from michi.windows.chain import windows_in_order
+from michi.windows.features import FEATURE_INDEX, window_id
+from michi.windows.model_spec import PROBABILITIES_OUTPUT, detection_allowed
+from michi.windows.upload import upload_from_proto
+
+
+@dataclass(frozen=True)
+class WindowCall:
+    window_id: str
+    start_s: float  # absolute (epoch seconds)
+    end_s: float
+    event_type: int  # a risky common_pb2.EventType
+    probability: float
+
+
+@dataclass
+class EdgeUploadResult:
+    """What the device decided for one upload."""
+
+    upload_id: str
+    device_id: str
+    trip_id: str
+    calibration_state: str
+    window_ids: list[str] = field(default_factory=list)
+    starts_s: list[float] = field(default_factory=list)  # absolute (epoch seconds)
+    ends_s: list[float] = field(default_factory=list)
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), dtype=np.float32))
+    window_calls: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    skipped_reason: str | None = None
+
+    @property
+    def calls(self) -> list[WindowCall]:
+        return [
+            WindowCall(
+                self.window_ids[position],
+                self.starts_s[position],
+                self.ends_s[position],
+                int(event_type),
+                float(self.probabilities[position].max()),
+            )
+            for position, event_type in enumerate(self.window_calls)
+            if event_type != NO_CALL
+        ]
+
+
+class EdgeRuntime:
+    """One verified bundle, one ONNX Runtime session, and the mount calibration of the device(s) it serves."""
+
+    def __init__(self, bundle: VerifiedBundle, *, precision: str | None = None, threads: int = 1) -> None:
+        self.bundle = bundle
+        self.precision = precision or str(bundle.manifest["default_precision"])
+        self._session = session(bundle.model_bytes(self.precision), threads)
+        self.model_name = str(bundle.manifest["model"]["name"])
+        self.model_version = str(bundle.manifest["model"]["version"])
+        # device id → calibration sums: a dashcam holds one, a test or a gateway may serve several.
+        self.calibration: MutableMapping[str, CalibrationSums] = {}
+
+    @classmethod
+    def load(cls, folder: Path, key: bytes, *, precision: str | None = None, threads: int = 1) -> EdgeRuntime:
+        return cls(verify_bundle(folder, key), precision=precision, threads=threads)
+
+    def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        """Probabilities [N, 5] of windows (CLASS_EVENT_TYPES order)."""
+        if features.shape[0] == 0:
+            return np.zeros((0, 5), dtype=np.float32)
+        (probabilities,) = self._session.run([PROBABILITIES_OUTPUT], model_feeds(self._session, features, signals))
+        return np.asarray(probabilities, dtype=np.float32)
+
+    def process(self, upload: upload_pb2.Upload) -> EdgeUploadResult:
+        """Calibrate with this upload, cut its windows, score and decide them (uploads in the device's order)."""
+        data = upload_from_proto(upload_pb2.UploadReceived(upload=upload))
+        (chained,) = windows_in_order([data], self.calibration)
+        calibration = chained.calibration
+        state = calibration.state if calibration is not None else "uncalibrated"
+        result = EdgeUploadResult(upload.upload_id, upload.device_id, upload.trip_id, state)
+        if chained.skipped_reason is not None or not chained.windows.count:
+            result.skipped_reason = chained.skipped_reason or "no-windows"
+            return result
+        windows = chained.windows
+        result.window_ids = [window_id(data.upload_id, float(start)) for start in windows.starts_s]
+        result.starts_s = [data.started_at_s + float(start) for start in windows.starts_s]
+        result.ends_s = [data.started_at_s + float(end) for end in windows.ends_s]
+        result.probabilities = self.predict(windows.features, windows.signals)
+        allowed = detection_allowed(state, windows.features[:, FEATURE_INDEX["gps_available"]] > 0)
+        result.window_calls = window_calls(result.probabilities, allowed)
+        return result
