@@ -1,4 +1,4 @@
-"""`michi models list|show|diff|promote|rollback|republish|reprofile` and
+"""`michi models list|show|history|diff|promote|rollback|republish|reprofile` and
 `michi rollouts start|set-weight|status|pause|resume|promote|rollback|abort|history`: the registry from the
 command line.
 
@@ -97,6 +97,34 @@ def show_model(name: str, version: str) -> None:
         shown = {key: getattr(found, key) for key in found.__dataclass_fields__}
         shown["created_at"] = found.created_at.isoformat()
         typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+
+
+@models_app.command("history")
+def model_history(
+    name: str, as_json: bool = typer.Option(False, "--json", help="one JSON object per stage change")
+) -> None:
+    """Every stage change of NAME, newest first: plan revision, time, version, from -> to, kind, actor, reason (the
+    changes of one decision share its revision: a promotion's two)."""
+    with _registry(publishing=False) as registry:
+        if not registry.list(name):
+            _fail(f"no model named {name}")
+        changes = list(reversed(registry.history(name)))
+    for change in changes:
+        if as_json:
+            shown = {key: getattr(change, key) for key in change.__dataclass_fields__}
+            shown.update(
+                from_stage=str(change.from_stage),
+                to_stage=str(change.to_stage),
+                kind=str(change.kind),
+                changed_at=change.changed_at.isoformat(),
+            )
+            typer.echo(json.dumps(shown, sort_keys=True))
+        else:
+            typer.echo(
+                f"{change.revision:>5}  {change.changed_at:%Y-%m-%d %H:%M:%S}  {change.version:>10}  "
+                f"{change.from_stage + ' -> ' + change.to_stage:<22}  {change.kind:<11}  {change.actor:<20}  "
+                f"{change.reason}"
+            )
 
 
 @models_app.command("diff")
@@ -246,6 +274,21 @@ def _bandit_lines(look: tuple[Any, dict[str, Any]] | None) -> list[str]:
     return lines
 
 
+def _awaiting_lines(rollout: Any, awaiting: dict[str, Any] | None) -> list[str]:
+    """`awaiting a person's promotion since <time> UTC (promotion: manual): <why>` and what to run, or nothing."""
+    if awaiting is None:
+        return []
+    from datetime import UTC, datetime
+
+    at = awaiting.get("at")
+    since = f" since {datetime.fromtimestamp(float(at), UTC):%Y-%m-%d %H:%M:%S} UTC" if at is not None else ""
+    reasons = "; ".join(str(reason) for reason in awaiting.get("reasons") or []) or "its end was reached"
+    return [
+        f"awaiting a person's promotion{since} (policy promotion: manual): {reasons}",
+        f"  promote with `michi rollouts promote {rollout.model_name} --reason ...` (or rollback, abort)",
+    ]
+
+
 def _rollout_action(name: str, reason: str, act: str) -> None:
     with _registry(publishing=True) as registry:
         method = getattr(registry, f"{act}_rollout")
@@ -335,6 +378,7 @@ def rollout_status(
     from google.protobuf.json_format import MessageToDict
 
     from michi.warehouse.reports import describe_arm, rollout_arms
+    from services.rollouts.adapters.store import awaiting_promotion
 
     settings = load_settings(MichiSettings)
     blob_url = settings.resolved_blob_url()
@@ -347,7 +391,10 @@ def rollout_status(
                 _fail(f"no model named {name}")
             active = registry.active_rollout(name)
             rollouts = [active] if active is not None else []
+        # Ends the rollout controller holds for a person (`promotion: manual`), kept in its own table.
+        held = awaiting_promotion(settings.resolved_database_url(), [rollout.rollout_id for rollout in rollouts])
         for rollout in rollouts:
+            awaiting = held.get(rollout.rollout_id)
             plan = registry.current_plan(rollout.model_name)
             decisions = registry.rollout_history(rollout.model_name)
             since = decisions[0].created_at if decisions else rollout.started_at
@@ -362,12 +409,15 @@ def rollout_status(
                     plan=MessageToDict(plan, preserving_proto_field_name=True),
                     arms=[asdict(arm) for arm in rollout_arms(rollout.rollout_id, blob_url)],
                     bandit=None if bandit is None else {"at": bandit[0].isoformat(), **bandit[1]},
+                    awaiting_promotion=awaiting,
                 )
                 typer.echo(json.dumps(shown, sort_keys=True))
                 continue
             typer.echo(f"{_rollout_summary(rollout)} since {since:%Y-%m-%d %H:%M:%S} UTC")
             typer.echo(f"  started {rollout.started_at:%Y-%m-%d %H:%M:%S} UTC by {rollout.started_by}")
             typer.echo(f"  plan: {_plan_summary(plan)}")
+            for line in _awaiting_lines(rollout, awaiting):
+                typer.echo(f"  {line}")
             if rollout.strategy == "bandit":
                 for line in _bandit_lines(bandit):
                     typer.echo(f"  {line}")

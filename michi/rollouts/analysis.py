@@ -26,9 +26,10 @@ The verdict, in this order:
    analysis declares no failure conditions, a success condition that does not hold (on defined figures)
    is the failure (as Argo Rollouts reads a lone success condition), except one on a count: too little
    data is never a failure.
-2. **INCONCLUSIVE** when the candidate has fewer predictions or labelled windows than the minimums, or
-   a success condition cannot be computed (too little data on either arm it reads), or does not hold
-   while not failing. No data, or too little, is never a pass.
+2. **INCONCLUSIVE** when the candidate has fewer predictions or labelled windows than the minimums (when a
+   success condition reads labels or predictions, or only counts), or a success condition cannot be
+   computed (too little data on either arm it reads), or does not hold while not failing. No data, or too
+   little, is never a pass.
 3. **PASS** when every success condition holds on defined figures and the candidate meets the minimums.
 """
 
@@ -287,11 +288,16 @@ def evaluate(analysis: AnalysisSpec, *, candidate: ArmFigures, champion: ArmFigu
         return Verdict(Outcome.FAIL, tuple(failures))
 
     reasons = []
-    if candidate.predictions < max(analysis.minimum_predictions, 1):
+    # The random-QA minimums guard what the windows and their labels measure. An analysis whose success reads
+    # neither (errors per upload, latency, drift, detections per km) is guarded by those figures' own minimums
+    # (uploads, km), so it can pass before any person has labelled a window; one reading only counts keeps both.
+    bases = {METRICS[condition.metric] for condition in analysis.success}
+    reads_labels = Basis.LABELS in bases or not bases - {Basis.COUNT}
+    if (reads_labels or Basis.PREDICTIONS in bases) and candidate.predictions < max(analysis.minimum_predictions, 1):
         reasons.append(
             f"too little data: candidate has {candidate.predictions} of {analysis.minimum_predictions} predictions"
         )
-    if candidate.labelled_windows < max(analysis.minimum_labelled_windows, 1):
+    if reads_labels and candidate.labelled_windows < max(analysis.minimum_labelled_windows, 1):
         reasons.append(
             f"too little data: candidate has {candidate.labelled_windows} of "
             f"{analysis.minimum_labelled_windows} labelled windows"

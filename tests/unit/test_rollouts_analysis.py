@@ -161,6 +161,37 @@ def test_a_lenient_analysis_still_never_passes_without_traffic() -> None:
     assert evaluate(lenient, candidate=served, champion=ArmFigures()).outcome is Outcome.PASS
 
 
+def test_an_analysis_that_reads_no_labels_passes_on_traffic_before_any_label_and_never_without_traffic() -> None:
+    # errors per upload, latency, drift and detections per km: measured from the fleet's uploads, not from people.
+    unlabelled = AnalysisSpec(
+        success=tuple(
+            parse_condition(text)
+            for text in (
+                "errors_per_1000_uploads <= 2",
+                "latency_p99_ms <= champion * 3",
+                "drift_alerts == 0",
+                "detections_per_1000_km <= champion + 100",
+            )
+        ),
+        minimum_km=10.0,
+        minimum_uploads=50,
+    )
+    traffic = ArmFigures(km=20.0, uploads=100, detections=1, latency_p99_ms=150.0)
+    assert evaluate(unlabelled, candidate=traffic, champion=CHAMPION).outcome is Outcome.PASS
+    assert evaluate(unlabelled, candidate=ArmFigures(), champion=CHAMPION).outcome is Outcome.INCONCLUSIVE
+    little = ArmFigures(km=20.0, uploads=49, latency_p99_ms=150.0)
+    assert evaluate(unlabelled, candidate=little, champion=CHAMPION).outcome is Outcome.INCONCLUSIVE
+    # Reading one label-based figure brings the random-QA minimums back.
+    labelled = AnalysisSpec(
+        success=(*unlabelled.success, parse_condition("agreement_with_labels >= champion - 0.02")),
+        minimum_km=10.0,
+        minimum_uploads=50,
+    )
+    verdict = evaluate(labelled, candidate=traffic, champion=CHAMPION)
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert "too little data: candidate has 0 of 1000 predictions" in verdict.reasons
+
+
 def test_without_failure_conditions_a_drift_episode_fails() -> None:
     analysis = AnalysisSpec(
         success=(parse_condition("drift_alerts == 0"),), minimum_predictions=1, minimum_labelled_windows=1

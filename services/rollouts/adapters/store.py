@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import case, delete, func
 from sqlalchemy import select as select_columns
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, create_engine, select
 
 from michi.labels.outcomes import QaLabel, QaPrediction
@@ -38,6 +38,30 @@ from services.rollouts.domain.signals import NOT_RISKY, RESOLVED, SignalBatch
 
 # Ids looked up per query when a batch checks which of its rows are new (bounded for every database's limits).
 _LOOKUP_CHUNK = 500
+
+
+def awaiting_promotion(database_url: str, rollout_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Per rollout id, the end the controller holds for a person under `promotion: manual` (when it would have
+    promoted, why, its evidence), for `michi rollouts status`. Read-only: no migration is applied, and a database
+    the controller never ran on holds none."""
+    wanted = list(rollout_ids)
+    if not wanted:
+        return {}
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            rows = session.exec(
+                select(RolloutsProgressRow).where(col(RolloutsProgressRow.rollout_id).in_(wanted))
+            ).all()
+            return {
+                row.rollout_id: dict(row.state["awaiting_promotion"])
+                for row in rows
+                if isinstance(row.state.get("awaiting_promotion"), dict)
+            }
+    except (OperationalError, ProgrammingError):  # no `rollouts_progress` table: the controller never ran here
+        return {}
+    finally:
+        engine.dispose()
 
 
 class RolloutsStore:
