@@ -134,16 +134,13 @@ class WithoutModels:
         return None
 
 
-def register_models(settings: CameraSettings, producer: EventProducer) -> None:
-    """The vision model sets the service runs, in the model registry (`adapters/registration.py`). A registry that
-    cannot be reached is logged and left for the next start: detections carry their lineage either way."""
+def register_models(settings: CameraSettings, producer: EventProducer, models: VisionModelStore) -> None:
+    """The vision model sets the service runs (`models`), in the model registry (`adapters/registration.py`). A
+    registry that cannot be reached is logged and left for the next start: detections carry their lineage either
+    way."""
     registry = ModelRegistry.from_url(with_database_folder(settings.resolved_database_url()), producer)
     try:
-        register_vision_models(
-            registry,
-            BlobStore(settings.resolved_blob_url()),
-            VisionModelStore(settings.vision_models_dir, threads=settings.camera_model_threads),
-        )
+        register_vision_models(registry, BlobStore(settings.resolved_blob_url()), models)
     except (SQLAlchemyError, BlobStoreUnavailable, PlanNotPublished, OSError):
         logger.warning("vision models not registered; trying again at the next start", exc_info=True)
     finally:
@@ -154,13 +151,14 @@ def build_service(settings: CameraSettings, producer: EventProducer) -> CameraCo
     """The consumer (the vision models registered first, when `camera_register_models`); without the vision
     models, outside dev the one-line refusal, in dev `WithoutModels`."""
     try:
-        consumer = build_consumer(settings, producer=producer)
+        models = VisionModelStore(settings.vision_models_dir, threads=settings.camera_model_threads)
+        consumer = build_consumer(settings, producer=producer, analyses=CameraAnalyses(models))
     except VisionModelsMissing as missing:
         if settings.env != "dev":
             sys.exit(f"camera: {missing}")
         return WithoutModels(str(missing))
     if settings.camera_register_models:
-        register_models(settings, producer)
+        register_models(settings, producer, models)
     return consumer
 
 

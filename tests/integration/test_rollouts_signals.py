@@ -99,7 +99,9 @@ def test_segments_detections_and_a_drift_alert_on_kafka_roll_a_drifting_candidat
         producer.publish(ALERTS, "drift", drift_alert(CANDIDATE, "episode-1", "firing", at + 1))
         producer.flush()
         assert wait_until(lambda: len(registry.rollout_history(MODEL)) >= 2, 45.0, 0.2), "no decision within 45 s"
-        time.sleep(1.5)  # a few more looks: none may decide again
+        for _ in range(3):  # three more looks of the controller: none may decide again
+            looked = consumer.controller._last_tick
+            assert wait_until(lambda looked=looked: consumer.controller._last_tick != looked, 10.0, 0.05)
     finally:
         stop.set()
         thread.join(30)

@@ -85,11 +85,10 @@ def manifest(store: VisionModelStore, camera: str) -> dict[str, Any]:
     }
 
 
-async def _copy_files(blobs: BlobStore, store: VisionModelStore, folder: str, document: dict[str, Any]) -> str:
-    """Every file of the set, then the manifest, into the model's folder; the manifest's URI."""
-    for name in document["files"]:
+async def _copy_files(blobs: BlobStore, store: VisionModelStore, folder: str, files: list[str], body: bytes) -> str:
+    """Every file of the set, then the manifest (`body`), into the model's folder; the manifest's URI."""
+    for name in files:
         await blobs.put_bytes(f"{folder}/{name}", store.path(name).read_bytes())
-    body = json.dumps(document, sort_keys=True, indent=2).encode()
     await blobs.put_bytes(f"{folder}/{MANIFEST_FILE}", body)
     return blobs.uri(f"{folder}/{MANIFEST_FILE}")
 
@@ -107,9 +106,8 @@ def register_vision_models(
         try:
             existing = registry.get(name, version)
         except UnknownModelVersion:
-            folder = model_folder(name, version)
-            uri = asyncio.run(_copy_files(blobs, store, folder, document))
             body = json.dumps(document, sort_keys=True, indent=2).encode()
+            uri = asyncio.run(_copy_files(blobs, store, model_folder(name, version), list(document["files"]), body))
             try:
                 existing = registry.register(
                     name,
