@@ -11,6 +11,7 @@ michi annotators add NAME [--role lead|admin] | list | disable | enable | reset-
 michi db current | michi db upgrade [OWNER...]   # SQL schema migrations of each owner of tables
 michi edge export MODEL [VERSION] --output DIR | michi edge verify BUNDLE   # device bundles
 michi models list|promote|... | michi rollouts start|set-weight|status|pause|resume|promote|abort|history
+michi maturity [--framework google|microsoft] [--unmet] [--json]   # each MLOps maturity criterion, with evidence
 """
 
 from __future__ import annotations
@@ -290,6 +291,7 @@ def simulate(
 # Next to `simulate` in `michi --help`: real recordings instead of a simulated fleet (michi/cli/recordings.py).
 app.command("replay")(replay_command)
 app.command("evaluate")(evaluate_command)
+app.command("maturity")(resolve("michi.cli.maturity.maturity_command"))
 
 
 @devices_app.command("add")
