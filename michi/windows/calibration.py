@@ -23,7 +23,11 @@ acceleration, mean bias-free rotation rate, vibration), which is what every rule
     included; forward = left x up. Needs a gyroscope.
   - *stops*: the seconds before a stop brake (acceleration backward) and the seconds after
     one accelerate (forward): (stopped mean - before) and (after - stopped mean) both point
-    forward, and the road's tilt cancels in each difference. Needs neither GPS nor gyro.
+    forward, and the road's tilt cancels in each difference. Needs neither GPS nor gyro. The
+    two edges of a stop are paired (the brake waits in the sums for its start, across uploads):
+    an edge counts in full only when confirmed — the start agreeing with the brake, or the stop
+    settling for `SETTLED_STOP_BLOCKS` s — otherwise `LONE_EDGE_WEIGHT`; a start that contradicts
+    its brake (a turn, a rocking car, a reversing manoeuvre) lowers the confidence instead.
   - *dips*: drivers brake into a manoeuvre (a turn, a give-way, a roundabout) and accelerate
     out of it, and go from brake to throttle within seconds at a speed minimum but cruise at a
     maximum: over block pairs a few seconds apart, the horizontal acceleration that *follows*
@@ -66,8 +70,22 @@ FULL_GRAVITY_EVIDENCE = 15.0
 FULL_STRAIGHT_EVIDENCE = 60.0
 # Yaw-rate variance x seconds ((rad/s)^2 s) that counts as full yaw evidence: a handful of turns.
 FULL_YAW_EVIDENCE = 0.8
-# Stop transitions (a braking into, or a start out of, a stop) that count as full stop evidence.
+# Stop transitions (a braking into, or a start out of, a stop; weighted as below) that count as full stop evidence.
 FULL_STOP_TRANSITIONS = 2.5
+# A stop edge counts in full only when confirmed: a brake edge whose start agrees with it (or whose stop
+# settled), a start edge that agrees with its stop's brake edge. An unconfirmed edge counts this much.
+LONE_EDGE_WEIGHT = 0.5
+# A brake edge and the start edge of the same stop agree when their horizontal directions are this close.
+# Each 1 s difference of a 1-2 m/s^2 brake or start carries 0.2-0.4 m/s^2 of lateral noise (camber,
+# steering, the mount's own sway), 10-15 degrees each; a start that is a turn (lateral over 0.6 of the
+# longitudinal) or a rocking car's rebound lands further off.
+PAIR_AGREEMENT_DEG = 30.0
+# A stop that stays still this many blocks has settled: its brake edge, read against the stop's blocks
+# after the first (a hard stop's rebound rocks the car for about a second), is not a creep or a rocking
+# car and counts in full even before its start is seen (the start may be a turn, or never come).
+SETTLED_STOP_BLOCKS = 5
+# A brake edge waits this long (seconds) for its start; a longer stop is parked, not a traffic stop.
+PENDING_BRAKE_MAX_S = 300.0
 # Sum of squared centred GPS dv/dt ((m/s^2)^2 s) that counts as full GPS evidence.
 FULL_GPS_EVIDENCE = 12.0
 # Stopped: vibration under this share of the device's driving level (or under the floor), mean steady.
@@ -82,7 +100,8 @@ STRAIGHT_YAW_RADPS = 0.02
 VIBRATION_LEVEL_DECAY = 0.95
 # A stop transition must show at least this much horizontal change to count.
 MIN_TRANSITION_MPS2 = 0.3
-# Blocks of the previous upload kept to see stops that straddle two uploads.
+# Blocks of the previous upload kept to see stops that straddle two uploads (and a stop's first
+# `SETTLED_STOP_BLOCKS` blocks whole, when it began in the previous upload's tail).
 TAIL_BLOCKS = 6
 # Speed dips: block pairs up to this many seconds apart are compared.
 DIP_LAG_BLOCKS = 4
@@ -136,6 +155,9 @@ class CalibrationSums:
     tail: list[list[float]] = field(default_factory=list)
     # Absolute time of the latest stop transition counted (so a straddling one is counted once).
     last_transition_s: float = 0.0
+    # The latest brake edge waiting for its stop's start edge: [time_s, dx, dy, dz, weight counted so far];
+    # empty when none (and in sums serialised before stop edges were paired).
+    pending_brake: list[float] = field(default_factory=list)
     # A gravity direction seen once far from the estimate, waiting for a second upload to confirm it.
     moved_candidate: list[float] = field(default_factory=list)
 
@@ -310,10 +332,26 @@ def _block_summaries(upload: UploadData, previous: CalibrationSums) -> tuple[_Bl
     return blocks, level, bias, bias_weight
 
 
-def _stop_transitions(blocks: _Blocks, after_s: float) -> tuple[list[FloatArray], float]:
-    """Forward-pointing differences at the edges of stops (runs of >= 2 stopped blocks) later than `after_s`."""
+@dataclass(frozen=True)
+class _StopEdge:
+    """A stop's braking edge (stopped - before), starting edge (after - stopped), both pointing forward,
+    or "settled": the stop of the brake edge at `time_s` has lasted `SETTLED_STOP_BLOCKS` (its edge read anew)."""
+
+    kind: str  # "brake", "settled" or "start"
+    time_s: float
+    difference: FloatArray
+    settled: bool = False
+
+
+def _stop_edges(blocks: _Blocks, after_s: float, pending_s: float | None) -> tuple[list[_StopEdge], float]:
+    """The edges of stops (runs of >= 2 stopped blocks) later than `after_s`, in time order, and the latest.
+
+    The stopped reference of a brake edge skips the stop's first block once the stop is 3 blocks long:
+    a hard stop's rebound rocks the car for about a second. A stop that began in the previous upload's
+    tail with its brake edge pending (`pending_s`) and has now settled gives a "settled" edge.
+    """
     stopped = blocks.stopped
-    found: list[FloatArray] = []
+    found: list[_StopEdge] = []
     latest = after_s
     count = stopped.size
     contiguous = np.concatenate([[True], np.diff(blocks.times_s) < 1.5])
@@ -325,23 +363,88 @@ def _stop_transitions(blocks: _Blocks, after_s: float) -> tuple[list[FloatArray]
         end = position
         while end + 1 < count and stopped[end + 1] and contiguous[end + 1]:
             end += 1
-        if end - position + 1 >= 2:
-            still = blocks.accel[position : min(end + 1, position + 3)]
+        length = end - position + 1
+        if length >= 2:
+            first = position + 1 if length >= 3 else position
+            still = blocks.accel[first : min(end + 1, first + 3)]
             before = np.arange(position - 2, position)
             if before[0] >= 0 and not stopped[before].any() and contiguous[before[0] + 1 : position + 1].all():
                 moment = float(blocks.times_s[position])
+                difference = still.mean(axis=0) - blocks.accel[before].mean(axis=0)
+                settled = length >= SETTLED_STOP_BLOCKS
                 if moment > latest:
-                    found.append(still.mean(axis=0) - blocks.accel[before].mean(axis=0))
+                    found.append(_StopEdge("brake", moment, difference, settled))
                     latest = max(latest, moment)
+                elif settled and pending_s is not None and abs(moment - pending_s) < 0.25:
+                    found.append(_StopEdge("settled", moment, difference, True))
             after = np.arange(end + 1, end + 3)
             if after[-1] < count and not stopped[after].any() and contiguous[end + 1 : after[-1] + 1].all():
                 moment = float(blocks.times_s[end + 1])
                 if moment > latest:
                     still_end = blocks.accel[max(position, end - 2) : end + 1]
-                    found.append(blocks.accel[after].mean(axis=0) - still_end.mean(axis=0))
+                    difference = blocks.accel[after].mean(axis=0) - still_end.mean(axis=0)
+                    found.append(_StopEdge("start", moment, difference, length >= SETTLED_STOP_BLOCKS))
                     latest = max(latest, moment)
         position = end + 1
     return found, latest
+
+
+def _add_stop_edge(
+    sums: CalibrationSums, difference: FloatArray, weight: float, length_weight: float | None = None
+) -> None:
+    """Add `weight` of an edge to the direction and count, `length_weight` (default the same) to the lengths."""
+    sums.stop_sum = [a + weight * float(b) for a, b in zip(sums.stop_sum, difference, strict=True)]
+    sums.stop_length_sum += (weight if length_weight is None else length_weight) * float(np.linalg.norm(difference))
+    sums.stop_count += weight
+
+
+def _edges_agree(first: FloatArray, second: FloatArray, up: FloatArray | None) -> bool:
+    if up is not None:
+        first, second = _horizontal(first, up), _horizontal(second, up)
+    return angle_between_deg(first, second) <= PAIR_AGREEMENT_DEG
+
+
+def _count_stop_edges(
+    sums: CalibrationSums, edges: list[_StopEdge], pending: list[float], up: FloatArray | None
+) -> list[float]:
+    """Add the stop edges to `sums`, pairing each start with its stop's brake; returns the brake still pending.
+
+    An edge counts in full when confirmed, `LONE_EDGE_WEIGHT` otherwise: a brake edge by its stop settling
+    or by its start agreeing with it; a start edge by agreeing with its brake, or, when the device did not
+    see the braking (the trip began parked), by leaving a settled stop. A start that disagrees with its
+    brake (a start that is a turn, a car rocking after a hard stop, a reversing manoeuvre) leaves both
+    edges steering at `LONE_EDGE_WEIGHT`, while their full lengths count against the stops' coherence:
+    a contradiction lowers the confidence instead of pulling the direction halfway.
+    """
+    for edge in edges:
+        if pending and edge.time_s - pending[0] > PENDING_BRAKE_MAX_S:
+            pending = []
+        if edge.kind == "settled":
+            if pending and abs(pending[0] - edge.time_s) < 0.25 and pending[4] < 1.0:
+                # Read anew past the rebound, in full: replaces what the edge of the short stop added.
+                _add_stop_edge(sums, np.array(pending[1:4]), -pending[4])
+                _add_stop_edge(sums, edge.difference, 1.0)
+                pending = [edge.time_s, *map(float, edge.difference), 1.0]
+            continue
+        if float(np.linalg.norm(edge.difference)) < MIN_TRANSITION_MPS2:
+            pending = []
+            continue
+        if edge.kind == "brake":
+            weight = 1.0 if edge.settled else LONE_EDGE_WEIGHT
+            _add_stop_edge(sums, edge.difference, weight)
+            pending = [edge.time_s, *map(float, edge.difference), weight]
+            continue
+        brake, pending = pending, []
+        if not brake:
+            _add_stop_edge(sums, edge.difference, 1.0 if edge.settled else LONE_EDGE_WEIGHT)
+        elif _edges_agree(np.array(brake[1:4]), edge.difference, up):
+            _add_stop_edge(sums, edge.difference, 1.0)
+            _add_stop_edge(sums, np.array(brake[1:4]), 1.0 - brake[4])
+        else:
+            # One of the two is wrong: each steers at lone weight, and both count in full against coherence.
+            _add_stop_edge(sums, edge.difference, LONE_EDGE_WEIGHT, 1.0)
+            _add_stop_edge(sums, np.array(brake[1:4]), LONE_EDGE_WEIGHT - brake[4], 1.0 - brake[4])
+    return pending
 
 
 def _dip_evidence(blocks: _Blocks, gravity: FloatArray) -> FloatArray:
@@ -414,20 +517,19 @@ def upload_sums(upload: UploadData, previous: CalibrationSums | None = None) -> 
             sums.straight_accel_sum = _sum(blocks.accel[straight])
             sums.straight_accel_outer = _outer(blocks.accel[straight])
 
-    transitions, sums.last_transition_s = _stop_transitions(blocks, previous.last_transition_s)
-    for difference in transitions:
-        length = float(np.linalg.norm(difference))
-        if length >= MIN_TRANSITION_MPS2:
-            sums.stop_sum = [a + float(b) for a, b in zip(sums.stop_sum, difference, strict=True)]
-            sums.stop_length_sum += length
-            sums.stop_count += 1.0
-
     if upload.linear_acceleration:
         reference = np.zeros(3)
-    elif previous.gravity_weight > 0:
-        reference = np.array(previous.gravity_sum) / previous.gravity_weight
+        up = _up_of_linear(previous)[0] if previous.moving_count >= 10 else None
     else:
-        reference = blocks.accel[blocks.own].mean(axis=0) if np.any(blocks.own) else np.zeros(3)
+        if previous.gravity_weight > 0:
+            reference = np.array(previous.gravity_sum) / previous.gravity_weight
+        else:
+            reference = blocks.accel[blocks.own].mean(axis=0) if np.any(blocks.own) else np.zeros(3)
+        up = unit(reference) if float(np.linalg.norm(reference)) > 0 else None
+
+    pending = previous.pending_brake
+    edges, sums.last_transition_s = _stop_edges(blocks, previous.last_transition_s, pending[0] if pending else None)
+    sums.pending_brake = _count_stop_edges(sums, edges, list(pending), up)
     dip = _dip_evidence(blocks, reference)
     dip_length = float(np.linalg.norm(dip))
     if dip_length > 0:
@@ -619,7 +721,7 @@ def _forward_from_yaw(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray
 
 def _forward_from_stops(sums: CalibrationSums, up: FloatArray) -> tuple[FloatArray, float] | None:
     """The mean of the forward-pointing stop transitions, and how consistently they point."""
-    if sums.stop_count < 0.5 or sums.stop_length_sum <= 0:
+    if sums.stop_count < 0.5 * LONE_EDGE_WEIGHT or sums.stop_length_sum <= 0:  # one lone edge, decayed, still counts
         return None
     horizontal = _horizontal(np.array(sums.stop_sum), up)
     length = float(np.linalg.norm(horizontal))
