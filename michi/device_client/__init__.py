@@ -1,10 +1,14 @@
 """The device side of uploading: what a dashcam (or the simulator) does to send uploads.
 
-`UploadClient.send()` posts one protobuf upload with the device's token and retries
+`UploadClient.send()` posts one upload (protobuf, or the proto3 JSON mapping with `media_type=JSON`) with
+the device's token and retries
 like a well-behaved device on a flaky link: on connection errors, 429 and 5xx, with
 jittered exponential backoff that honours `Retry-After`. Retrying is safe because
 ingest deduplicates by `upload_id`. `send_fleet()` drives many devices at once,
 keeping each device's uploads in order.
+
+An events-only upload (`Upload.edge`, built by `michi.edge.runtime.EdgeRuntime.upload_to_send`; docs/edge.md)
+is an `Upload` like any other: it goes through the same door, token, limits and retries.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
+from google.protobuf import json_format
 
 from michi.contracts import timestamp_to_seconds
 from michi.contracts.v1 import upload_pb2
@@ -25,6 +30,17 @@ from michi.contracts.v1 import upload_pb2
 logger = logging.getLogger(__name__)
 
 RETRIABLE_STATUS = {429, 500, 502, 503, 504}
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+def encode_upload(upload: upload_pb2.Upload, media_type: str = PROTOBUF) -> bytes:
+    """The request body of `POST /v1/uploads` in `media_type` (the same bytes for every retry)."""
+    if media_type == PROTOBUF:
+        return upload.SerializeToString()
+    if media_type == JSON:
+        return json_format.MessageToJson(upload, indent=None).encode()
+    raise ValueError(f"ingest takes {PROTOBUF} or {JSON}, not {media_type!r}")
 
 
 @dataclass
@@ -50,10 +66,17 @@ class SendReport:
 
 class UploadClient:
     def __init__(
-        self, base_url: str, *, timeout: float = 15.0, max_attempts: int = 8, max_connections: int = 64
+        self,
+        base_url: str,
+        *,
+        timeout: float = 15.0,
+        max_attempts: int = 8,
+        max_connections: int = 64,
+        media_type: str = PROTOBUF,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_attempts = max_attempts
+        self.media_type = media_type
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
@@ -61,8 +84,8 @@ class UploadClient:
         )
 
     async def send(self, upload: upload_pb2.Upload, token: str) -> UploadResult:
-        body = upload.SerializeToString()
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
+        body = encode_upload(upload, self.media_type)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": self.media_type}
         started = time.monotonic()
         delay = 0.2
         for attempt in range(1, self.max_attempts + 1):

@@ -3,6 +3,7 @@
     runtime = EdgeRuntime.load(Path("/data/bundles/michi-risk-7"), key=fleet_key)   # BundleRefused if not trusted
     result = runtime.process(upload)          # one upload_pb2.Upload, in the device's own order
     for call in result.calls: ...             # (window id, event type, probability): the windows the rule calls
+    to_send = runtime.upload_to_send(upload)  # process, then the events-only upload (or, 1 in 100, the upload)
 
 Preprocessing is `michi.windows` itself — the mount calibration folded over the device's uploads in order
 (`michi.windows.chain.windows_in_order`, sums carried from one upload to the next as inference keeps them per
@@ -15,19 +16,21 @@ decided it. ONNX Runtime runs on one intra-op thread by default (a dashcam's spa
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import hashlib
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from michi.contracts.v1 import upload_pb2
-from michi.edge.bundle import VerifiedBundle, verify_bundle
+from michi.edge.bundle import MANIFEST_FILE, VerifiedBundle, verify_bundle
 from michi.edge.decisions import NO_CALL, window_calls
 from michi.edge.quantisation import model_feeds, session
-from michi.windows.calibration import CalibrationSums
+from michi.edge.reports import FULL_EVERY, events_only_upload, sampled_in_full
+from michi.windows.calibration import Calibration, CalibrationSums
 from michi.windows.chain import windows_in_order
-from michi.windows.features import FEATURE_INDEX, window_id
+from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, window_id
 from michi.windows.model_spec import PROBABILITIES_OUTPUT, detection_allowed
 from michi.windows.upload import upload_from_proto
 
@@ -55,6 +58,12 @@ class EdgeUploadResult:
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 5), dtype=np.float32))
     window_calls: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     skipped_reason: str | None = None
+    # What an events-only upload reports: window starts from started_at, the features [N, 26], the
+    # calibration estimate the calls were made with, and the driving the upload covers.
+    offsets_s: list[float] = field(default_factory=list)
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32))
+    calibration: Calibration | None = None
+    duration_s: float = 0.0
 
     @property
     def calls(self) -> list[WindowCall]:
@@ -96,19 +105,67 @@ class EdgeRuntime:
 
     def process(self, upload: upload_pb2.Upload) -> EdgeUploadResult:
         """Calibrate with this upload, cut its windows, score and decide them (uploads in the device's order)."""
-        data = upload_from_proto(upload_pb2.UploadReceived(upload=upload))
-        (chained,) = windows_in_order([data], self.calibration)
-        calibration = chained.calibration
-        state = calibration.state if calibration is not None else "uncalibrated"
-        result = EdgeUploadResult(upload.upload_id, upload.device_id, upload.trip_id, state)
-        if chained.skipped_reason is not None or not chained.windows.count:
-            result.skipped_reason = chained.skipped_reason or "no-windows"
-            return result
-        windows = chained.windows
-        result.window_ids = [window_id(data.upload_id, float(start)) for start in windows.starts_s]
-        result.starts_s = [data.started_at_s + float(start) for start in windows.starts_s]
-        result.ends_s = [data.started_at_s + float(end) for end in windows.ends_s]
-        result.probabilities = self.predict(windows.features, windows.signals)
-        allowed = detection_allowed(state, windows.features[:, FEATURE_INDEX["gps_available"]] > 0)
-        result.window_calls = window_calls(result.probabilities, allowed)
+        return decide_upload(upload, self.calibration, self.predict)
+
+    @property
+    def edge_model(self) -> upload_pb2.EdgeModel:
+        """The model an events-only upload names: the bundle's, with its manifest's sha256 and the precision run."""
+        model = self.bundle.manifest["model"]
+        manifest = (self.bundle.folder / MANIFEST_FILE).read_bytes()
+        return upload_pb2.EdgeModel(
+            name=str(model["name"]),
+            version=str(model["version"]),
+            data_version=str(model.get("data_version", "")),
+            bundle_sha256=hashlib.sha256(manifest).hexdigest(),
+            precision=self.precision,
+        )
+
+    def upload_to_send(self, upload: upload_pb2.Upload, *, full_every: int = FULL_EVERY) -> upload_pb2.Upload:
+        """Process `upload` (in the device's order), then what to send: itself when it is one of the 1 in
+        `full_every` sampled in full (`sampled_in_full`) or when the runtime could not window it, else its
+        events-only form (`michi.edge.reports.events_only_upload`)."""
+        result = self.process(upload)
+        if sampled_in_full(upload.upload_id, full_every) or result.skipped_reason is not None:
+            return upload
+        return events_only(upload, result, self.edge_model)
+
+
+def events_only(upload: upload_pb2.Upload, result: EdgeUploadResult, model: upload_pb2.EdgeModel) -> upload_pb2.Upload:
+    """The events-only form of `upload` from what the runtime decided about it."""
+    return events_only_upload(
+        upload,
+        model=model,
+        calibration=result.calibration,
+        duration_s=result.duration_s,
+        offsets_s=result.offsets_s,
+        probabilities=result.probabilities,
+        window_calls=result.window_calls,
+        features=result.features,
+    )
+
+
+def decide_upload(
+    upload: upload_pb2.Upload,
+    sums: MutableMapping[str, CalibrationSums],
+    predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> EdgeUploadResult:
+    """What `EdgeRuntime.process` does with any model: `sums` (device id → calibration sums) updated in place."""
+    data = upload_from_proto(upload_pb2.UploadReceived(upload=upload))
+    (chained,) = windows_in_order([data], sums)
+    calibration = chained.calibration
+    state = calibration.state if calibration is not None else "uncalibrated"
+    result = EdgeUploadResult(upload.upload_id, upload.device_id, upload.trip_id, state)
+    result.calibration, result.duration_s = calibration, data.duration_s
+    if chained.skipped_reason is not None or not chained.windows.count:
+        result.skipped_reason = chained.skipped_reason or "no-windows"
         return result
+    windows = chained.windows
+    result.window_ids = [window_id(data.upload_id, float(start)) for start in windows.starts_s]
+    result.offsets_s = [float(start) for start in windows.starts_s]
+    result.starts_s = [data.started_at_s + float(start) for start in windows.starts_s]
+    result.ends_s = [data.started_at_s + float(end) for end in windows.ends_s]
+    result.features = windows.features
+    result.probabilities = np.asarray(predict(windows.features, windows.signals), dtype=np.float32)
+    allowed = detection_allowed(state, windows.features[:, FEATURE_INDEX["gps_available"]] > 0)
+    result.window_calls = window_calls(result.probabilities, allowed)
+    return result

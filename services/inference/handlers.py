@@ -76,6 +76,10 @@ from michi.windows.calibration import Calibration, CalibrationSums, update_calib
 from michi.windows.features import (
     FEATURE_INDEX,
     FEATURE_NAMES,
+    PACKED_FEATURE_TYPE,
+    SIGNAL_CHANNELS,
+    SIGNAL_STEPS,
+    WINDOW_SECONDS,
     UploadWindows,
     empty_windows,
     extract_windows,
@@ -143,6 +147,22 @@ class Detector(Protocol):
     def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
         """Class probabilities [N, 5] for features [N, F] and signals [N, C, T] (float32, same N)."""
         ...
+
+
+@dataclass
+class ReportedModel:
+    """The model a device decided with (an events-only upload's `edge.model`): named, never run here."""
+
+    model_name: str
+    model_version: str
+    data_version: str
+
+    def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
+        raise RuntimeError(f"{self.model_name} {self.model_version} ran on the device: its calls are not rescored")
+
+
+def reported_model(edge: upload_pb2.EdgeReport) -> ReportedModel:
+    return ReportedModel(edge.model.name, edge.model.version, edge.model.data_version)
 
 
 class Publisher(Protocol):
@@ -291,12 +311,16 @@ class _Pending:
     failure: str | None = None
     scores: np.ndarray | None = None
     shadow_scores: np.ndarray | None = None
+    # An events-only upload's report: its calls are the windows, its probabilities the scores.
+    edge: upload_pb2.EdgeReport | None = None
 
 
 def recorded_versions(uploads: Sequence[upload_pb2.UploadReceived], states: Mapping[str, DeviceState]) -> set[str]:
     """Model versions the replays in this batch were first handled by (the caller makes sure they are loaded)."""
     versions: set[str] = set()
     for received in uploads:
+        if received.upload.HasField("edge"):
+            continue  # decided on the device: no model of this service replays it
         state = states.get(received.upload.device_id)
         used = state.models_used(received.upload.upload_id) if state is not None else None
         if used is not None:
@@ -476,7 +500,7 @@ def _by_model(pending: list[_Pending], *, shadow: bool) -> list[tuple[Detector, 
     groups: dict[int, tuple[Detector, list[_Pending]]] = {}
     for item in pending:
         detector = item.models.shadow if shadow else item.models.champion
-        if detector is not None and item.windows.count:
+        if detector is not None and item.windows.count and item.edge is None:
             groups.setdefault(id(detector), (detector, []))[1].append(item)
     return list(groups.values())
 
@@ -554,6 +578,16 @@ def _prepare(
         calibration_before = chain.current.get(device, stored.calibration)
         seen[upload.upload_id] = calibration_before
         models = chain.models[upload.upload_id] = current
+    if upload.HasField("edge"):
+        # The device calibrated, scored and decided: its report is taken as it is, the sums stay as they were.
+        edge = upload.edge
+        windows, scores = _edge_windows(data, edge)
+        edge_models = _Models(reported_model(edge), None, variant=inference_pb2.VARIANT_EDGE)
+        if not replay:
+            chain.models[upload.upload_id] = edge_models
+        return _Pending(
+            received, data, replay, calibration_before, None, windows, None, edge_models, scores=scores, edge=edge
+        )
     reason = data.degenerate_reason()
     if reason is not None:
         return _Pending(received, data, replay, calibration_before, None, empty_windows(), reason, models)
@@ -576,6 +610,41 @@ def _prepare(
     if not replay:
         chain.current[device] = calibration_after
     return _Pending(received, data, replay, calibration_after, calibration, windows, None, models)
+
+
+def _edge_windows(data: UploadData, edge: upload_pb2.EdgeReport) -> tuple[UploadWindows, np.ndarray]:
+    """The windows an events-only upload sent (its calls) and their probabilities, as scoring would give them.
+
+    Features come from each call's packed row (NaN beyond a narrower row: a device on an older feature list);
+    there are no signals (nothing runs on them). Places come from the upload's GPS fixes as the cloud's windows
+    take them: latitude and longitude at the window's middle, speed the mean of its start, middle and end.
+    """
+    calls = list(edge.calls)
+    count = len(calls)
+    starts = np.array([call.start_offset_s for call in calls], dtype=np.float64)
+    ends = starts + WINDOW_SECONDS
+    features = np.full((count, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
+    for position, call in enumerate(calls):
+        row = np.frombuffer(call.packed_features, dtype=PACKED_FEATURE_TYPE)[: len(FEATURE_NAMES)]
+        features[position, : row.size] = row
+    scores = np.array([list(call.probabilities) for call in calls], dtype=np.float32).reshape(
+        count, len(CLASS_EVENT_TYPES)
+    )
+    times = data.gps_times_s
+    middle = (starts + ends) / 2.0
+    if times.size:
+        latitude = np.interp(middle, times, data.latitude)
+        longitude = np.interp(middle, times, data.longitude)
+        speed = (
+            np.interp(starts, times, data.speed_mps)
+            + np.interp(middle, times, data.speed_mps)
+            + np.interp(ends, times, data.speed_mps)
+        ) / 3.0
+        heading = np.interp(middle, times, data.heading_deg)
+    else:
+        latitude = longitude = speed = heading = np.zeros(count)
+    signals = np.zeros((count, len(SIGNAL_CHANNELS), SIGNAL_STEPS), dtype=np.float32)
+    return UploadWindows(starts, ends, features, signals, latitude, longitude, speed, heading), scores
 
 
 def _lineage(
@@ -704,20 +773,39 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
     windows = item.windows
     origin = data.started_at_s
     gps_available = windows.features[:, FEATURE_INDEX["gps_available"]] > 0
+    edge = item.edge
+    if edge is None:
+        features = [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features]
+        packed = pack_features(windows.features)
+        summary = calibration_summary(item.calibration)
+        allowed = detection_allowed(item.calibration.state if item.calibration else "uncalibrated", gps_available)
+    else:
+        # The device's rows as it sent them; a narrower row (an older feature list) names only its features.
+        features = [
+            {name: float(value) for name, value in zip(FEATURE_NAMES, row, strict=True) if not np.isnan(value)}
+            for row in windows.features
+        ]
+        packed = [call.packed_features for call in edge.calls]
+        summary = edge.calibration
+        allowed = np.ones(windows.count, dtype=bool)  # the device applied the rule with its own calibration
     place = _Windows(
         data,
         windows,
         [window_id(data.upload_id, float(start)) for start in windows.starts_s],
         [origin + float(start) for start in windows.starts_s],
         [origin + float(end) for end in windows.ends_s],
-        [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features],
-        pack_features(windows.features),
-        calibration_summary(item.calibration),
+        features,
+        packed,
+        summary,
         gps_available,
-        detection_allowed(item.calibration.state if item.calibration else "uncalibrated", gps_available),
+        allowed,
     )
     scores = item.scores if item.scores is not None else np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
-    risky_types = _risky_calls(scores, place.allowed)
+    if edge is None:
+        risky_types = _risky_calls(scores, place.allowed)
+    else:
+        # The device's calls, not the argmax of its probabilities: it decided with its own calibration.
+        risky_types = [call.event_type if call.event_type in RISKY_EVENT_TYPES else None for call in edge.calls]
 
     def detection_id(first_window_id: str, event_type: int) -> str:
         # The model name, not its version: the same event seen by two versions of the model is one detection.
@@ -747,6 +835,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
                     detector,
                     variant,
                     rollout_id,
+                    detector_label=f"edge:{detector.model_version}" if edge is not None else None,
                 )
             )
 
@@ -772,8 +861,9 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
                 )
             )
         # Drawn over every window, uncertain ones included, so the labels asked for at random are a random sample
-        # of what the model sees (an unbiased measure of its accuracy), not of its confident windows only.
-        if qa_sampled(place.ids[position], pipeline.qa_sample_rate):
+        # of what the model sees (an unbiased measure of its accuracy), not of its confident windows only. An
+        # events-only upload's windows are its calls, no such sample: its device's full uploads are drawn instead.
+        if edge is None and qa_sampled(place.ids[position], pipeline.qa_sample_rate):
             column = int(np.argmax(scores[position]))
             outcome.label_requests.append(
                 labels_pb2.LabelRequest(
@@ -805,7 +895,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         )
 
     _track_speeding(outcome, data, working, pipeline)
-    outcome.segment = _segment(data, outcome.detections)
+    outcome.segment = _segment(data, outcome.detections, float(edge.duration_s) if edge is not None else None)
     if replayed_from is None:
         if item.calibration_after is not None:
             working.calibration = item.calibration_after
@@ -914,12 +1004,18 @@ def _model_detection(
     detector: Detector,
     variant: inference_pb2.Variant,
     rollout_id: str,
+    *,
+    detector_label: str | None = None,
 ) -> inference_pb2.Detection:
     data, windows = place.data, place.windows
     kind = cast(common_pb2.EventType, event_type)
     column = CLASS_EVENT_TYPES.index(kind)
     feature_name, sign = PEAK_FEATURE[kind]
-    peak_values = [sign * float(windows.features[position, FEATURE_INDEX[feature_name]]) for position in positions]
+    # NaN (a feature an older device's row lacks) never wins the peak.
+    peak_values = [
+        float(np.nan_to_num(sign * windows.features[position, FEATURE_INDEX[feature_name]], nan=-np.inf))
+        for position in positions
+    ]
     peak_position = positions[int(np.argmax(peak_values))]
     return inference_pb2.Detection(
         event_id=event_id,
@@ -938,7 +1034,7 @@ def _model_detection(
         # Only the arm serving the device makes detections (the champion, a canary or a treatment; never a shadow).
         variant=variant,
         features=place.features[peak_position],
-        detector=f"onnx:{detector.model_version}",
+        detector=detector_label or f"onnx:{detector.model_version}",
         calibration=place.calibration,
         gps_available=bool(place.gps_available[peak_position]),
         rollout_id=rollout_id,
@@ -965,23 +1061,24 @@ def _speeding_detection(data: UploadData, episode: SpeedingEpisode, map_version:
     )
 
 
-def _distance_m(data: UploadData) -> float:
+def _distance_m(data: UploadData, duration_s: float) -> float:
     """Distance from GPS speed (integrated), robust to position noise while stopped."""
     if data.gps_times_s.size == 0:
         return 0.0
     if data.gps_times_s.size == 1:
-        return float(data.speed_mps[0]) * data.duration_s
+        return float(data.speed_mps[0]) * duration_s
     times, speeds = data.gps_times_s, np.clip(data.speed_mps, 0.0, None)
     inside = float(np.sum((speeds[1:] + speeds[:-1]) / 2.0 * np.diff(times)))
     # The upload covers a little before the first fix and after the last one.
-    edges = float(speeds[0]) * max(float(times[0]), 0.0) + float(speeds[-1]) * max(
-        data.duration_s - float(times[-1]), 0.0
-    )
+    edges = float(speeds[0]) * max(float(times[0]), 0.0) + float(speeds[-1]) * max(duration_s - float(times[-1]), 0.0)
     return inside + edges
 
 
-def _segment(data: UploadData, detections: list[inference_pb2.Detection]) -> inference_pb2.TripSegment:
-    duration = data.duration_s
+def _segment(
+    data: UploadData, detections: list[inference_pb2.Detection], duration_s: float | None = None
+) -> inference_pb2.TripSegment:
+    """The upload's exposure; `duration_s` when the upload says it (an events-only upload has no samples)."""
+    duration = data.duration_s if duration_s is None else max(duration_s, data.duration_s)
     return inference_pb2.TripSegment(
         event_id=stable_event_id("trip-segment", data.upload_id),
         occurred_at=timestamp_from_seconds(data.started_at_s + duration),
@@ -994,7 +1091,7 @@ def _segment(data: UploadData, detections: list[inference_pb2.Detection]) -> inf
         ),
         sequence=data.sequence,
         trip_end=data.trip_end,
-        distance_m=_distance_m(data),
+        distance_m=_distance_m(data, duration),
         duration_s=duration,
         detection_count=len(detections),
         detection_event_ids=[detection.event_id for detection in detections],

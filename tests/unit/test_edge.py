@@ -380,3 +380,26 @@ def test_the_cli_exports_and_verifies_a_bundle(
     assert refused.exit_code == 1 and "model.fp32.onnx was changed" in refused.output
     unknown = runner.invoke(app, ["edge", "export", MODEL_NAME, "99", "--output", str(tmp_path)])
     assert unknown.exit_code == 1
+
+
+def test_the_runtime_sends_events_only_uploads_but_one_in_a_hundred_in_full(bundle: ExportedBundle) -> None:
+    from michi.edge.reports import sampled_in_full
+
+    device = EdgeRuntime.load(bundle.folder, KEY)
+    model = device.edge_model
+    manifest = (bundle.folder / MANIFEST_FILE).read_bytes()
+    assert (model.name, model.precision) == (MODEL_NAME, "int8")
+    assert model.version == bundle.manifest["model"]["version"] == "1"
+    assert model.data_version == "ds-1" and model.bundle_sha256 == hashlib.sha256(manifest).hexdigest()
+    uploads = _uploads()[:60]
+    sent = [device.upload_to_send(upload) for upload in uploads]
+    for upload, to_send in zip(uploads, sent, strict=True):
+        if sampled_in_full(upload.upload_id):
+            assert to_send is upload
+        else:
+            assert to_send.HasField("edge") and not to_send.imu.offset_ms and not to_send.imu.offset_us
+            assert to_send.edge.model == model and to_send.upload_id == upload.upload_id
+    assert sum(to_send.HasField("edge") for to_send in sent) >= 55
+    # Everything sent with every upload: ten times smaller, and more, over a drive.
+    full = sum(len(upload.SerializeToString()) for upload in uploads)
+    assert sum(len(to_send.SerializeToString()) for to_send in sent) < full / 5

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from michi.contracts.v1 import upload_pb2
-from services.ingest.domain.validation import MAX_MEDIA_NAMES, UploadLimits
+from services.ingest.domain.validation import EDGE_CLASS_COUNT, EDGE_WINDOW_HOP_S, MAX_MEDIA_NAMES, UploadLimits
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -181,6 +181,27 @@ def _check_item_counts(document: dict[str, Any], limits: UploadLimits) -> None:
     if isinstance(imu, dict):
         for name in _IMU_ARRAYS:
             bounds.append((_value(imu, name), f"imu.{name}", limits.max_samples, "too-many-samples"))
+    edge = _value(document, "edge")
+    if isinstance(edge, dict):
+        calls = _value(edge, "calls")
+        most_calls = math.floor(limits.max_upload_duration_s / EDGE_WINDOW_HOP_S)
+        bounds.append((calls, "edge.calls", most_calls, "too-many-calls"))
+        per_class = _value(edge, "windows_per_class")
+        bounds.append((per_class, "edge.windows_per_class", EDGE_CLASS_COUNT, "edge-counts-inconsistent"))
+        if isinstance(calls, list) and len(calls) <= most_calls:
+            for index, call in enumerate(calls):
+                if not isinstance(call, dict):
+                    continue  # _check_shape refuses it
+                at = f"edge.calls[{index}]"
+                bounds.append(
+                    (_value(call, "probabilities"), f"{at}.probabilities", EDGE_CLASS_COUNT, "value-out-of-range")
+                )
+                snippet = _value(call, "imu")
+                if isinstance(snippet, dict):
+                    for name in _IMU_ARRAYS:
+                        bounds.append(
+                            (_value(snippet, name), f"{at}.imu.{name}", limits.max_samples, "too-many-samples")
+                        )
     for values, path, most, reason in bounds:
         if isinstance(values, list) and len(values) > most:
             raise FieldRefused(reason, f"{path} has {len(values)} items, at most {most}", path)

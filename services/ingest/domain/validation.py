@@ -29,7 +29,7 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from michi.contracts.v1 import upload_pb2
+from michi.contracts.v1 import common_pb2, upload_pb2
 
 # Ids become Redis keys and blob paths, so a name made only of dots ("." or "..") is refused too.
 ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._:-]{1,128}")
@@ -73,6 +73,31 @@ UNITS = {"offset_us": "µs", "offset_ms": "ms"}
 # Sample times (IMU and GPS) lie within the longest upload after started_at, plus this much: the first
 # sample may come a little after started_at. Beyond it an offset says a time the upload does not cover.
 FIRST_SAMPLE_DELAY_S = 10.0
+
+# Events-only uploads (`Upload.edge`, docs/edge.md): a window is 2 s and windows start every second, so an
+# upload of at most `max_upload_duration_s` holds at most that many windows, and calls are among them.
+EDGE_WINDOW_S = 2.0
+EDGE_WINDOW_HOP_S = 1.0
+# The risk model's classes (normal, braking, acceleration, cornering, confounder): probabilities per call and
+# windows_per_class have one value per class.
+EDGE_CLASS_COUNT = 5
+# The widest packed feature row (features-4's 26 float32); a narrower one is a device on an older list.
+EDGE_MAX_FEATURES = 26
+EDGE_CALL_TYPES = {
+    common_pb2.EVENT_TYPE_UNSPECIFIED,
+    common_pb2.EVENT_TYPE_HARSH_BRAKING,
+    common_pb2.EVENT_TYPE_HARSH_ACCELERATION,
+    common_pb2.EVENT_TYPE_HARSH_CORNERING,
+}
+CALIBRATION_STATES = {number: name for name, number in common_pb2.CalibrationState.items()}
+# The report's strings: ids (the registry's model name and version) and bounded printable text.
+EDGE_IDS = ("edge.model.name", "edge.model.version")
+EDGE_TEXT_FIELDS = (
+    "edge.model.data_version",
+    "edge.model.bundle_sha256",
+    "edge.model.precision",
+    "edge.calibration.forward_method",
+)
 
 # The protobuf well-known types' own ranges (google/protobuf/timestamp.proto, duration.proto): a value
 # outside them cannot be converted (ToDatetime raises), so it is refused at the door, in any field.
@@ -307,6 +332,8 @@ def check_upload_end(upload: upload_pb2.Upload, now_s: float, limits: UploadLimi
         ends.append((int(times[-1]) / MICROSECONDS_PER[times_name], f"imu.{times_name}[{len(times) - 1}]"))
     if upload.gps:
         ends.append((upload.gps[-1].offset_ms / 1000, f"gps[{len(upload.gps) - 1}].offset_ms"))
+    if upload.HasField("edge") and math.isfinite(upload.edge.duration_s):
+        ends.append((float(upload.edge.duration_s), "edge.duration_s"))
     # An offset beyond the upload is refused as such (offset-too-large, value-out-of-range).
     ends = [
         (offset_s, path) for offset_s, path in ends if offset_s <= limits.max_upload_duration_s + FIRST_SAMPLE_DELAY_S
@@ -386,7 +413,16 @@ def check_sensor_kinds(upload: upload_pb2.Upload) -> list[Violation]:
 
 def check_imu(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation]:
     """Lengths, count, strictly increasing times, span, count against rate, finite values, plausible magnitudes."""
-    imu = upload.imu
+    return check_imu_samples(upload, upload.imu, "imu", limits)
+
+
+def check_imu_samples(
+    upload: upload_pb2.Upload, imu: upload_pb2.ImuSamples, path: str, limits: UploadLimits
+) -> list[Violation]:
+    """The IMU rules for `imu` at proto path `path`: the upload's samples, or an edge call's snippet.
+
+    The upload gives the declared rate and whether it has a gyroscope; times count from its started_at.
+    """
     times_name = imu_times_field(imu)
     times = getattr(imu, times_name)
     count = len(times)
@@ -405,18 +441,18 @@ def check_imu(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation
             )
             return [
                 Violation(
-                    f"imu.{name}",
+                    f"{path}.{name}",
                     "imu-length-mismatch",
-                    f"imu.{name} has {length} values, imu.{times_name} has {count}{hint}",
+                    f"{path}.{name} has {length} values, {path}.{times_name} has {count}{hint}",
                 )
             ]
     if count > limits.max_samples:
         return [
-            Violation(f"imu.{times_name}", "too-many-samples", f"{count} IMU samples, at most {limits.max_samples}")
+            Violation(f"{path}.{times_name}", "too-many-samples", f"{count} IMU samples, at most {limits.max_samples}")
         ]
     if count == 0:
         return []
-    violations = _check_sample_times(upload, times_name, limits)
+    violations = _check_sample_times(upload, imu, path, times_name, limits)
     # One row per axis (the fields are float32 already): one reduction per row when all is well.
     # NaN fails the comparison, so a row with one is looked into.
     values = np.array([getattr(imu, name) for name in arrays], dtype=np.float32)
@@ -425,15 +461,185 @@ def check_imu(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation
     for row, (name, limit) in enumerate(zip(arrays, bounds[: len(arrays)], strict=True)):
         if peaks[row] <= limit:
             continue
-        violation = _check_bounded_floats(f"imu.{name}[{{index}}]", values[row], -limit, limit)
+        violation = _check_bounded_floats(f"{path}.{name}[{{index}}]", values[row], -limit, limit)
         if violation is not None:
             violations.append(violation)
     return violations
 
 
-def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: UploadLimits) -> list[Violation]:
+def check_edge(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violation]:
+    """An events-only upload's `edge` report (docs/edge.md): without samples, bounded, consistent.
+
+    Each call's snippet of raw samples follows the IMU rules of an upload (`check_imu_samples`), and all
+    snippets together hold at most `max_samples`, the bound of one upload's samples.
+    """
+    if not upload.HasField("edge"):
+        return []
+    edge = upload.edge
+    if imu_sample_count(upload.imu) or any(getattr(upload.imu, name) for name in IMU_ARRAYS):
+        return [
+            Violation(
+                "imu",
+                "edge-with-samples",
+                "an upload carries either IMU samples or an edge report, not both (send the samples without edge)",
+            )
+        ]
+    violations = _check_edge_model(upload)
+    state = edge.calibration.state
+    if state not in CALIBRATION_STATES:
+        choices = ", ".join(f"{value} ({label})" for value, label in CALIBRATION_STATES.items())
+        violations.append(
+            Violation("edge.calibration.state", "unknown-enum-value", f"state {state} is not one of {choices}")
+        )
+    for name in ("gravity_confidence", "forward_confidence"):
+        violation = _check_bounded_floats(f"edge.calibration.{name}", [getattr(edge.calibration, name)], 0.0, 1.0)
+        if violation is not None:
+            violations.append(violation)
+    duration = edge.duration_s
+    if not math.isfinite(duration):
+        return [*violations, Violation("edge.duration_s", "non-finite-value", f"{duration} is not a finite number")]
+    if not 0 < duration <= limits.max_upload_duration_s:
+        return [
+            *violations,
+            Violation(
+                "edge.duration_s",
+                "value-out-of-range",
+                f"duration_s {duration:g} is outside (0, {limits.max_upload_duration_s:g}] s",
+            ),
+        ]
+    most_windows = math.floor(limits.max_upload_duration_s / EDGE_WINDOW_HOP_S)
+    if edge.windows > most_windows:
+        violations.append(
+            Violation("edge.windows", "value-out-of-range", f"windows {edge.windows} is above {most_windows}")
+        )
+    counts = list(edge.windows_per_class)
+    if counts and (len(counts) != EDGE_CLASS_COUNT or sum(counts) != edge.windows):
+        violations.append(
+            Violation(
+                "edge.windows_per_class",
+                "edge-counts-inconsistent",
+                f"windows_per_class must hold {EDGE_CLASS_COUNT} counts adding up to windows ({edge.windows});"
+                f" it holds {len(counts)} adding up to {sum(counts)}",
+            )
+        )
+    most_calls = min(edge.windows, most_windows)
+    if len(edge.calls) > most_calls:
+        return [
+            *violations,
+            Violation(
+                "edge.calls",
+                "too-many-calls",
+                f"{len(edge.calls)} calls, at most {most_calls} (the windows scored, at most {most_windows})",
+            ),
+        ]
+    return violations + _check_edge_calls(upload, duration, limits)
+
+
+def _string_at(message: Message, path: str) -> str:
+    """The string at a dotted proto path (`edge.model.name`)."""
+    value: Any = message
+    for name in path.split("."):
+        value = getattr(value, name)
+    return str(value)
+
+
+def _check_edge_model(upload: upload_pb2.Upload) -> list[Violation]:
+    """The report's ids and texts, by the rules of the upload's own."""
+    violations = []
+    for path in EDGE_IDS:
+        value = _string_at(upload, path)
+        if not value:
+            violations.append(Violation(path, "required-field-missing", f"{path} is required"))
+        elif ID_PATTERN.fullmatch(value) is None:
+            violations.append(
+                Violation(path, "invalid-id", f"{path} must be 1-{MAX_ID_LENGTH} characters of A-Z a-z 0-9 . _ : -")
+            )
+    for path in EDGE_TEXT_FIELDS:
+        problem = text_problem(_string_at(upload, path))
+        if problem is not None:
+            violations.append(Violation(path, problem[0], f"{path} {problem[1]}"))
+    return violations
+
+
+def _check_edge_calls(upload: upload_pb2.Upload, duration_s: float, limits: UploadLimits) -> list[Violation]:
+    """Each call: a window inside the upload, after the previous one; its type, probabilities, features, snippet."""
+    violations: list[Violation] = []
+    previous = -math.inf
+    samples = 0
+    for index, call in enumerate(upload.edge.calls):
+        at = f"edge.calls[{index}]"
+        start = call.start_offset_s
+        if not math.isfinite(start):
+            return [Violation(f"{at}.start_offset_s", "non-finite-value", f"{start} is not a finite number")]
+        # A window lies within the upload (a millisecond of rounding allowed) and on the hop grid's order.
+        if not -1e-3 <= start <= duration_s - EDGE_WINDOW_S + 1e-3:
+            return [
+                Violation(
+                    f"{at}.start_offset_s",
+                    "value-out-of-range",
+                    f"a {EDGE_WINDOW_S:g} s window starting at {start:g} s is not within the upload's {duration_s:g} s",
+                )
+            ]
+        if start <= previous:
+            return [
+                Violation(
+                    f"{at}.start_offset_s", "offset-not-increasing", f"start {start:g} s does not follow {previous:g} s"
+                )
+            ]
+        previous = start
+        if call.event_type not in EDGE_CALL_TYPES:
+            return [
+                Violation(
+                    f"{at}.event_type",
+                    "unknown-enum-value",
+                    f"event_type {call.event_type} is not a risky type the model calls, nor EVENT_TYPE_UNSPECIFIED",
+                )
+            ]
+        if len(call.probabilities) != EDGE_CLASS_COUNT:
+            return [
+                Violation(
+                    f"{at}.probabilities",
+                    "value-out-of-range",
+                    f"{len(call.probabilities)} probabilities, one per class ({EDGE_CLASS_COUNT}) expected",
+                )
+            ]
+        violation = _check_bounded_floats(f"{at}.probabilities[{{index}}]", call.probabilities, 0.0, 1.0)
+        if violation is not None:
+            return [violation]
+        packed = call.packed_features
+        if len(packed) % 4 or len(packed) > 4 * EDGE_MAX_FEATURES:
+            return [
+                Violation(
+                    f"{at}.packed_features",
+                    "invalid-packed-features",
+                    f"{len(packed)} bytes: at most {EDGE_MAX_FEATURES} float32 values (4 bytes each) expected",
+                )
+            ]
+        features = np.frombuffer(packed, dtype="<f4")
+        if features.size and not np.isfinite(features).all():
+            index_bad = int(np.argmin(np.isfinite(features)))
+            return [
+                Violation(f"{at}.packed_features", "non-finite-value", f"feature {index_bad} is not a finite number")
+            ]
+        snippet = check_imu_samples(upload, call.imu, f"{at}.imu", limits)
+        if snippet:
+            return snippet
+        samples += imu_sample_count(call.imu)
+        if samples > limits.max_samples:
+            return [
+                Violation(
+                    f"{at}.imu",
+                    "too-many-samples",
+                    f"the calls' snippets hold over {limits.max_samples} IMU samples, the most one upload may hold",
+                )
+            ]
+    return violations
+
+
+def _check_sample_times(
+    upload: upload_pb2.Upload, imu: upload_pb2.ImuSamples, path: str, times_name: str, limits: UploadLimits
+) -> list[Violation]:
     """Times increase strictly and agree with offset_ms; their span and count fit the upload and its rate."""
-    imu = upload.imu
     times = getattr(imu, times_name)
     unit = UNITS[times_name]
     # uint64 for offset_us: every value a device may send compares exactly.
@@ -444,7 +650,7 @@ def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: Uplo
             index = int(np.argmin(increases)) + 1
             return [
                 Violation(
-                    f"imu.{times_name}[{index}]",
+                    f"{path}.{times_name}[{index}]",
                     "offset-not-increasing",
                     f"offset {times[index]} {unit} does not follow {times[index - 1]} {unit}",
                 )
@@ -453,7 +659,7 @@ def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: Uplo
         index = int(np.argmax(steps > MAX_OFFSET_US))
         return [
             Violation(
-                f"imu.offset_us[{index}]",
+                f"{path}.offset_us[{index}]",
                 "value-out-of-range",
                 f"offset {times[index]} µs is beyond {MAX_OFFSET_US} µs (what offset_ms can say)",
             )
@@ -466,7 +672,7 @@ def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: Uplo
             index = int(np.argmax(gaps > OFFSET_AGREEMENT_US))
             violations.append(
                 Violation(
-                    f"imu.offset_ms[{index}]",
+                    f"{path}.offset_ms[{index}]",
                     "imu-offsets-disagree",
                     f"offset_ms {imu.offset_ms[index]} ms is more than 1 ms from offset_us {times[index]} µs",
                 )
@@ -477,7 +683,7 @@ def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: Uplo
     if span_s > limits.max_upload_duration_s:
         violations.append(
             Violation(
-                f"imu.{times_name}",
+                f"{path}.{times_name}",
                 "upload-too-long",
                 f"the IMU samples span {span_s:g} s, at most {limits.max_upload_duration_s:g} s per upload",
             )
@@ -486,14 +692,14 @@ def _check_sample_times(upload: upload_pb2.Upload, times_name: str, limits: Uplo
         index = int(np.argmax(steps > latest))
         violations.append(
             Violation(
-                f"imu.{times_name}[{index}]",
+                f"{path}.{times_name}[{index}]",
                 "offset-too-large",
                 f"offset {times[index]} {unit} is more than {latest_s:g} s after started_at"
                 f" (an upload spans at most {limits.max_upload_duration_s:g} s)",
             )
         )
     elif not check_sample_rate(upload, limits):
-        violation = _check_sample_count(len(times), span_s, declared_sample_rate_hz(upload), f"imu.{times_name}")
+        violation = _check_sample_count(len(times), span_s, declared_sample_rate_hz(upload), f"{path}.{times_name}")
         if violation is not None:
             violations.append(violation)
     return violations
@@ -624,6 +830,7 @@ def validate_upload(upload: upload_pb2.Upload, now_s: float, limits: UploadLimit
         *check_sequence(upload, limits),
         *check_sample_rate(upload, limits),
         *check_sensor_kinds(upload),
+        *check_edge(upload, limits),
         *check_imu(upload, limits),
         *check_gps(upload, limits),
         *check_upload_end(upload, now_s, limits),

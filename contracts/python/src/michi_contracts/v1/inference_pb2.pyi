@@ -19,11 +19,13 @@ class Variant(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VARIANT_SHADOW: _ClassVar[Variant]
     VARIANT_CANARY: _ClassVar[Variant]
     VARIANT_TREATMENT: _ClassVar[Variant]
+    VARIANT_EDGE: _ClassVar[Variant]
 VARIANT_UNSPECIFIED: Variant
 VARIANT_CHAMPION: Variant
 VARIANT_SHADOW: Variant
 VARIANT_CANARY: Variant
 VARIANT_TREATMENT: Variant
+VARIANT_EDGE: Variant
 
 class ClassScore(_message.Message):
     __slots__ = ("event_type", "probability")

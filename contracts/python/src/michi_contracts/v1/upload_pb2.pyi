@@ -75,7 +75,7 @@ class GpsFix(_message.Message):
     def __init__(self, offset_ms: _Optional[int] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., speed_mps: _Optional[float] = ..., heading_deg: _Optional[float] = ..., hdop: _Optional[float] = ...) -> None: ...
 
 class Upload(_message.Message):
-    __slots__ = ("upload_id", "device_id", "driver_id", "trip_id", "sequence", "trip_end", "firmware_version", "sample_rate_hz", "started_at", "imu", "gps", "media_names", "vehicle_type", "sample_rate_exact_hz", "acceleration_kind", "gyroscope")
+    __slots__ = ("upload_id", "device_id", "driver_id", "trip_id", "sequence", "trip_end", "firmware_version", "sample_rate_hz", "started_at", "imu", "gps", "media_names", "vehicle_type", "sample_rate_exact_hz", "acceleration_kind", "gyroscope", "edge")
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     DRIVER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class Upload(_message.Message):
     SAMPLE_RATE_EXACT_HZ_FIELD_NUMBER: _ClassVar[int]
     ACCELERATION_KIND_FIELD_NUMBER: _ClassVar[int]
     GYROSCOPE_FIELD_NUMBER: _ClassVar[int]
+    EDGE_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     device_id: str
     driver_id: str
@@ -108,7 +109,52 @@ class Upload(_message.Message):
     sample_rate_exact_hz: float
     acceleration_kind: AccelerationKind
     gyroscope: Gyroscope
-    def __init__(self, upload_id: _Optional[str] = ..., device_id: _Optional[str] = ..., driver_id: _Optional[str] = ..., trip_id: _Optional[str] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., firmware_version: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imu: _Optional[_Union[ImuSamples, _Mapping]] = ..., gps: _Optional[_Iterable[_Union[GpsFix, _Mapping]]] = ..., media_names: _Optional[_Iterable[str]] = ..., vehicle_type: _Optional[str] = ..., sample_rate_exact_hz: _Optional[float] = ..., acceleration_kind: _Optional[_Union[AccelerationKind, str]] = ..., gyroscope: _Optional[_Union[Gyroscope, str]] = ...) -> None: ...
+    edge: EdgeReport
+    def __init__(self, upload_id: _Optional[str] = ..., device_id: _Optional[str] = ..., driver_id: _Optional[str] = ..., trip_id: _Optional[str] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., firmware_version: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imu: _Optional[_Union[ImuSamples, _Mapping]] = ..., gps: _Optional[_Iterable[_Union[GpsFix, _Mapping]]] = ..., media_names: _Optional[_Iterable[str]] = ..., vehicle_type: _Optional[str] = ..., sample_rate_exact_hz: _Optional[float] = ..., acceleration_kind: _Optional[_Union[AccelerationKind, str]] = ..., gyroscope: _Optional[_Union[Gyroscope, str]] = ..., edge: _Optional[_Union[EdgeReport, _Mapping]] = ...) -> None: ...
+
+class EdgeModel(_message.Message):
+    __slots__ = ("name", "version", "data_version", "bundle_sha256", "precision")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    data_version: str
+    bundle_sha256: str
+    precision: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., data_version: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
+
+class EdgeCall(_message.Message):
+    __slots__ = ("start_offset_s", "event_type", "probabilities", "packed_features", "imu")
+    START_OFFSET_S_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    IMU_FIELD_NUMBER: _ClassVar[int]
+    start_offset_s: float
+    event_type: _common_pb2.EventType
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    packed_features: bytes
+    imu: ImuSamples
+    def __init__(self, start_offset_s: _Optional[float] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., probabilities: _Optional[_Iterable[float]] = ..., packed_features: _Optional[bytes] = ..., imu: _Optional[_Union[ImuSamples, _Mapping]] = ...) -> None: ...
+
+class EdgeReport(_message.Message):
+    __slots__ = ("model", "calibration", "duration_s", "windows", "windows_per_class", "calls")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    model: EdgeModel
+    calibration: _common_pb2.CalibrationSummary
+    duration_s: float
+    windows: int
+    windows_per_class: _containers.RepeatedScalarFieldContainer[int]
+    calls: _containers.RepeatedCompositeFieldContainer[EdgeCall]
+    def __init__(self, model: _Optional[_Union[EdgeModel, _Mapping]] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., duration_s: _Optional[float] = ..., windows: _Optional[int] = ..., windows_per_class: _Optional[_Iterable[int]] = ..., calls: _Optional[_Iterable[_Union[EdgeCall, _Mapping]]] = ...) -> None: ...
 
 class UploadReceived(_message.Message):
     __slots__ = ("event_id", "occurred_at", "lineage", "upload", "received_at", "content_sha256", "archive_uri", "missing_sequences")
