@@ -896,6 +896,8 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
 
     _track_speeding(outcome, data, working, pipeline)
     outcome.segment = _segment(data, outcome.detections, float(edge.duration_s) if edge is not None else None)
+    if edge is not None:
+        outcome.segment.variant = inference_pb2.VARIANT_EDGE  # the device decided: no rollout arm's exposure
     if replayed_from is None:
         if item.calibration_after is not None:
             working.calibration = item.calibration_after

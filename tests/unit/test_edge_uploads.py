@@ -168,6 +168,7 @@ def test_events_only_uploads_make_the_detections_and_segments_of_the_full_upload
         assert mine.segment.duration_s == pytest.approx(theirs.segment.duration_s)
         assert mine.segment.distance_m == pytest.approx(theirs.segment.distance_m, rel=1e-6)
         assert list(mine.segment.detection_event_ids) == list(theirs.segment.detection_event_ids)
+        assert mine.segment.variant == inference_pb2.VARIANT_EDGE and theirs.segment.variant == 0
     # Predictions: only the windows sent, with the device's probabilities and features, variant EDGE.
     predictions = [p for o in events for p in o.predictions]
     cloud_predictions = {p.lineage.window_id: p for o in full for p in o.predictions}

@@ -367,6 +367,10 @@ def test_what_is_and_is_not_an_arm_signal() -> None:
     failed = inference_pb2.TripSegment(event_id="s", occurred_at=timestamp_from_seconds(1000.0))
     failed.lineage.device_id = "d"
     assert segment_seen(failed, 1_000_500).latency_bucket is None  # type: ignore[union-attr]
+    decided_on_device = inference_pb2.TripSegment()
+    decided_on_device.CopyFrom(message)
+    decided_on_device.variant = inference_pb2.VARIANT_EDGE  # an events-only upload: no arm's exposure
+    assert getattr(segment_seen(decided_on_device, broker_ms), "reason", None) == "decided-on-device"
 
     speeding = detection(CANDIDATE, "", 1000.0)  # a map rule: no rollout id
     assert getattr(detection_seen(speeding), "reason", None) == "no-rollout"

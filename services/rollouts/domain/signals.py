@@ -89,6 +89,9 @@ def segment_seen(segment: inference_pb2.TripSegment, broker_ms: int | None) -> S
     """A processed upload: its device, end, distance, and the time from its end to inference's segment."""
     if not segment.event_id or not segment.lineage.device_id:
         return Skipped("incomplete-lineage")
+    if segment.variant == inference_pb2.VARIANT_EDGE:
+        # An events-only upload: the device's bundle decided it, whichever arm the split gives the device.
+        return Skipped("decided-on-device")
     ended = timestamp_to_seconds(segment.span.ended_at) if segment.HasField("span") else 0.0
     if ended <= 0:
         ended = timestamp_to_seconds(segment.occurred_at)

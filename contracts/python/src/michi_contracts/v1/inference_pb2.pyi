@@ -150,7 +150,7 @@ class Prediction(_message.Message):
     def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., predicted: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., sample_rate_hz: _Optional[int] = ..., vehicle_type: _Optional[str] = ..., firmware_version: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., sample_rate_exact_hz: _Optional[float] = ..., packed_features: _Optional[bytes] = ..., rollout_id: _Optional[str] = ...) -> None: ...
 
 class TripSegment(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "sequence", "trip_end", "distance_m", "duration_s", "detection_count", "detection_event_ids", "span", "vehicle_type")
+    __slots__ = ("event_id", "occurred_at", "lineage", "sequence", "trip_end", "distance_m", "duration_s", "detection_count", "detection_event_ids", "span", "vehicle_type", "variant")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,7 @@ class TripSegment(_message.Message):
     DETECTION_EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
     SPAN_FIELD_NUMBER: _ClassVar[int]
     VEHICLE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -173,4 +174,5 @@ class TripSegment(_message.Message):
     detection_event_ids: _containers.RepeatedScalarFieldContainer[str]
     span: _common_pb2.TimeSpan
     vehicle_type: str
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., distance_m: _Optional[float] = ..., duration_s: _Optional[float] = ..., detection_count: _Optional[int] = ..., detection_event_ids: _Optional[_Iterable[str]] = ..., span: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., vehicle_type: _Optional[str] = ...) -> None: ...
+    variant: Variant
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., distance_m: _Optional[float] = ..., duration_s: _Optional[float] = ..., detection_count: _Optional[int] = ..., detection_event_ids: _Optional[_Iterable[str]] = ..., span: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., vehicle_type: _Optional[str] = ..., variant: _Optional[_Union[Variant, str]] = ...) -> None: ...
