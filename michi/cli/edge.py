@@ -1,7 +1,8 @@
 """`michi edge export MODEL [VERSION] [--output DIR]` and `michi edge verify BUNDLE`: device bundles (docs/edge.md).
 
 Export reads the registry (`MICHI_DATABASE_URL`) and the blob store (`MICHI_BLOB_URL`), and signs with
-`MICHI_EDGE_BUNDLE_KEY`; verify checks a bundle with the same key, as a device does before loading it.
+`MICHI_EDGE_BUNDLE_KEY`; verify checks a bundle with the same key, as a device does before loading it, and with
+`--calibration-file FILE --device-id ID` says whether the device's saved calibration would be kept under it.
 """
 
 from __future__ import annotations
@@ -67,11 +68,19 @@ def export_command(
 
 
 @edge_app.command("verify")
-def verify_command(bundle: Path = typer.Argument(..., help="a bundle folder")) -> None:
+def verify_command(
+    bundle: Path = typer.Argument(..., help="a bundle folder"),
+    calibration_file: Path | None = typer.Option(
+        None, "--calibration-file", help="a device's saved calibration: would this bundle keep it?"
+    ),
+    device_id: str | None = typer.Option(None, "--device-id", help="the device the calibration file belongs to"),
+) -> None:
     """Check the signature and every file's sha256 as a device does; exit 1 with the reason when refused."""
     from michi.edge.bundle import BundleRefused, verify_bundle
+    from michi.edge.calibration_state import CalibrationStateFile
     from michi.edge.settings import EdgeSettings
     from michi.settings import load_settings
+    from michi.windows.calibration import estimate
 
     settings = load_settings(EdgeSettings)
     try:
@@ -81,3 +90,18 @@ def verify_command(bundle: Path = typer.Argument(..., help="a bundle folder")) -
         return
     model = verified.manifest["model"]
     typer.echo(f"ok: {model['name']} {model['version']}, {len(verified.files)} files verified")
+    if calibration_file is None:
+        return
+    if device_id is None:
+        _fail("--calibration-file needs --device-id: the file holds that device's calibration")
+        return
+    restored = CalibrationStateFile(calibration_file, device_id, verified.manifest).load()
+    if not restored.restored:
+        typer.echo(f"calibration: starts fresh under this bundle: {restored.reason}")
+        return
+    calibration = estimate(restored.sums)
+    typer.echo(
+        f"calibration: kept ({restored.reason}): {calibration.state}, gravity confidence "
+        f"{calibration.gravity_confidence:.2f}, forward confidence {calibration.forward_confidence:.2f} "
+        f"({calibration.forward_method})"
+    )

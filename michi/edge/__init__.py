@@ -9,6 +9,6 @@ One job per module: `decisions` (the serving decision rule applied to probabilit
 (preprocessed windows for quantisation calibration and held-out agreement, through `michi.windows`),
 `quantisation` (fp32 → int8 with onnxruntime's static quantisation, compacted), `bundle` (manifest, sha256 of
 every file, HMAC signature, verification), `export` (registry → bundle), `runtime` (the device side),
-`reports` (events-only uploads: the device's calls and summaries instead of every sample), `settings` (the fleet's
-bundle key). The device runs the same `michi.windows` code as the cloud, so features match.
+`reports` (events-only uploads: the device's calls and summaries instead of every sample), `calibration_state` (the
+device's mount calibration in a file of its own, so it survives a reboot), `settings` (the fleet's bundle key). The device runs the same `michi.windows` code as the cloud, so features match.
 """

@@ -5,6 +5,9 @@
     for call in result.calls: ...             # (window id, event type, probability): the windows the rule calls
     to_send = runtime.upload_to_send(upload)  # process, then the events-only upload (or, 1 in 100, the upload)
 
+    runtime = EdgeRuntime.load(folder, key, calibration_file=Path("/data/michi/calibration.json"), device_id=device)
+    runtime.restored.reason                   # "restored after 1234 uploads", or why it starts fresh
+
 Preprocessing is `michi.windows` itself — the mount calibration folded over the device's uploads in order
 (`michi.windows.chain.windows_in_order`, sums carried from one upload to the next as inference keeps them per
 device) and `extract_windows` — so the features are the cloud's bit for bit, and the bundle is refused when its
@@ -12,11 +15,17 @@ preprocessing version is not the one this code computes. The decision per window
 `michi.edge.decisions.window_calls`: the cloud's threshold and `detection_allowed`. Merging consecutive calls
 into one detection stays the cloud's job (inference's episodes), so an event is counted once whichever side
 decided it. ONNX Runtime runs on one intra-op thread by default (a dashcam's spare core).
+
+With `calibration_file` and `device_id` the device's sums survive a reboot (`michi.edge.calibration_state`): read
+once when the runtime starts (a missing, damaged, foreign or other-contract file starts fresh, with the reason in
+`restored` and the log), saved atomically after every `save_every` uploads that changed them and at once when the
+mount moved (the reset is what must survive), and by `save_calibration()` (call it at ignition off).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +34,7 @@ import numpy as np
 
 from michi.contracts.v1 import upload_pb2
 from michi.edge.bundle import MANIFEST_FILE, VerifiedBundle, verify_bundle
+from michi.edge.calibration_state import CalibrationStateFile, RestoredCalibration
 from michi.edge.decisions import NO_CALL, window_calls
 from michi.edge.quantisation import model_feeds, session
 from michi.edge.reports import FULL_EVERY, events_only_upload, sampled_in_full
@@ -33,6 +43,12 @@ from michi.windows.chain import windows_in_order
 from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, window_id
 from michi.windows.model_spec import PROBABILITIES_OUTPUT, detection_allowed
 from michi.windows.upload import upload_from_proto
+
+logger = logging.getLogger(__name__)
+
+# Save the calibration after this many uploads that changed it (about 2.5 KB written per save; one 10 s upload
+# between saves loses at most that upload's evidence at a power cut).
+SAVE_EVERY = 1
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,16 @@ class EdgeUploadResult:
 class EdgeRuntime:
     """One verified bundle, one ONNX Runtime session, and the mount calibration of the device(s) it serves."""
 
-    def __init__(self, bundle: VerifiedBundle, *, precision: str | None = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        bundle: VerifiedBundle,
+        *,
+        precision: str | None = None,
+        threads: int = 1,
+        calibration_file: Path | None = None,
+        device_id: str | None = None,
+        save_every: int = SAVE_EVERY,
+    ) -> None:
         self.bundle = bundle
         self.precision = precision or str(bundle.manifest["default_precision"])
         self._session = session(bundle.model_bytes(self.precision), threads)
@@ -91,10 +116,48 @@ class EdgeRuntime:
         self.model_version = str(bundle.manifest["model"]["version"])
         # device id → calibration sums: a dashcam holds one, a test or a gateway may serve several.
         self.calibration: MutableMapping[str, CalibrationSums] = {}
+        # The saved state of `device_id` (only its sums are saved; another device's uploads are processed, not saved).
+        self.restored = RestoredCalibration(CalibrationSums(), False, "no calibration file")
+        self.save_error: str | None = None  # why the latest save failed, None once one succeeds
+        self._state: CalibrationStateFile | None = None
+        self._device_id = device_id
+        self._save_every = max(1, save_every)
+        self._uploads = 0  # uploads folded into the saved state since it began
+        self._unsaved = 0
+        if (calibration_file is None) != (device_id is None):
+            raise ValueError("calibration_file and device_id go together: the file holds that device's calibration")
+        if calibration_file is not None and device_id is not None:
+            self._state = CalibrationStateFile(calibration_file, device_id, bundle.manifest)
+            self.restored = self._state.load()
+            self.calibration[device_id] = self.restored.sums
+            self._uploads = self.restored.uploads
+            if self.restored.restored:
+                logger.info("edge calibration %s", self.restored.reason, extra={"device_id": device_id})
+            else:
+                logger.warning(
+                    "edge calibration starts fresh: %s", self.restored.reason, extra={"device_id": device_id}
+                )
 
     @classmethod
-    def load(cls, folder: Path, key: bytes, *, precision: str | None = None, threads: int = 1) -> EdgeRuntime:
-        return cls(verify_bundle(folder, key), precision=precision, threads=threads)
+    def load(
+        cls,
+        folder: Path,
+        key: bytes,
+        *,
+        precision: str | None = None,
+        threads: int = 1,
+        calibration_file: Path | None = None,
+        device_id: str | None = None,
+        save_every: int = SAVE_EVERY,
+    ) -> EdgeRuntime:
+        return cls(
+            verify_bundle(folder, key),
+            precision=precision,
+            threads=threads,
+            calibration_file=calibration_file,
+            device_id=device_id,
+            save_every=save_every,
+        )
 
     def predict(self, features: np.ndarray, signals: np.ndarray) -> np.ndarray:
         """Probabilities [N, 5] of windows (CLASS_EVENT_TYPES order)."""
@@ -105,7 +168,34 @@ class EdgeRuntime:
 
     def process(self, upload: upload_pb2.Upload) -> EdgeUploadResult:
         """Calibrate with this upload, cut its windows, score and decide them (uploads in the device's order)."""
-        return decide_upload(upload, self.calibration, self.predict)
+        before = self.calibration.get(upload.device_id)
+        result = decide_upload(upload, self.calibration, self.predict)
+        mine = self._state is not None and upload.device_id == self._device_id
+        # A degenerate upload leaves the sums as they were: nothing new to save.
+        if not mine or self.calibration.get(upload.device_id) is before:
+            return result
+        self._uploads += 1
+        self._unsaved += 1
+        moved = result.calibration is not None and result.calibration.orientation_changed
+        if moved:
+            logger.warning("device mount moved: calibration restarted", extra={"device_id": upload.device_id})
+        if moved or self._unsaved >= self._save_every:
+            self.save_calibration()
+        return result
+
+    def save_calibration(self) -> bool:
+        """Save the device's sums now (atomically); False, with `save_error` and a log line, when it cannot."""
+        if self._state is None or self._device_id is None:
+            return False
+        sums = self.calibration.get(self._device_id) or CalibrationSums()
+        try:
+            self._state.save(sums, self._uploads)
+        except (OSError, ValueError) as error:
+            self.save_error = f"{type(error).__name__}: {error}"
+            logger.warning("edge calibration not saved: %s", self.save_error, extra={"device_id": self._device_id})
+            return False
+        self.save_error, self._unsaved = None, 0
+        return True
 
     @property
     def edge_model(self) -> upload_pb2.EdgeModel:
