@@ -62,7 +62,15 @@ from services.annotation.domain.credentials import (
     verify_password,
 )
 from services.annotation.domain.frames import evidence_offsets, task_kind
-from services.annotation.domain.labels import MOTION, LabelChoice, UnknownAnswer, choice_by_name, event_type_name
+from services.annotation.domain.labels import (
+    MOTION,
+    TASK_KINDS,
+    LabelChoice,
+    UnknownAnswer,
+    choice_by_name,
+    choices_for,
+    event_type_name,
+)
 from services.annotation.domain.quality import Quality, QualityPolicy, assess
 from services.annotation.domain.roles import Permission, Role, allowed
 from services.annotation.domain.tasks import GOLD_POOL, QUEUE_PATTERN, InvalidRequest, TaskStatus, check_request
@@ -419,14 +427,15 @@ class AnnotationService:
         )
 
     def _check_fits(self, task_id: str, choice: LabelChoice) -> None:
-        """Refuse an answer the task's kind does not offer (a camera review answered `harsh-braking`)."""
-        if len(choice.tasks) > 1:  # `normal` fits every task: no read needed
+        """Refuse an answer the task's kind does not offer (a camera review answered `harsh-braking`): the answers
+        `choices_for(kind)` names, which `GET /v1/disputes` lists for each disputed task."""
+        if set(TASK_KINDS) <= set(choice.tasks):  # `normal` fits every task: no read needed
             return
         record = self.store.task(task_id)
         if record is None:
             return  # the caller answers unknown-task
         kind = task_kind(record.request)
-        if kind not in choice.tasks:
+        if choice not in choices_for(kind):
             raise Refused(422, "answer-does-not-fit", f"{choice.name} is not an answer for a {kind} task")
 
     def submit(self, principal: Principal, task_id: str, lease_id: str, answer: str) -> VoteAnswer:

@@ -40,7 +40,7 @@ from services.camera.domain.join import (
     upload_facts,
     upload_problem,
 )
-from services.camera.domain.review import review_request
+from services.camera.domain.review import ReviewSampling, review_request
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ class MediaJoin:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
         reviews: ReviewRequests | None = None,
+        review_sampling: ReviewSampling | None = None,
     ) -> None:
         self.store = store
         self.frames = frames
@@ -142,6 +143,8 @@ class MediaJoin:
         self.clock = clock
         # Where each detection's review request goes (docs/camera.md, *Review*); None: nobody is asked.
         self.reviews = reviews
+        # Which detections are asked for (a hash of the event id against a share): every one by default.
+        self.review_sampling = review_sampling or ReviewSampling()
         self._bounds_checked_at: float | None = None
 
     # --- the two sides
@@ -246,11 +249,20 @@ class MediaJoin:
             )
             for event in events
         ]
+        # Decided from each detection's event id, type and confidence alone: analysing the item again (a crash
+        # before it was settled, a redelivery) asks for the same detections.
+        asked = (
+            {detection.event_id for detection in detections if self.review_sampling.asks_for(detection)}
+            if self.reviews is not None
+            else set()
+        )
         if detections:
             self.publisher.publish(detections)
             # Like the detections, before the item is settled: a crash in between publishes the same ids again.
-            if self.reviews is not None:
-                self.reviews.publish([review_request(detection, media) for detection in detections])
+            if self.reviews is not None and asked:
+                self.reviews.publish(
+                    [review_request(detection, media) for detection in detections if detection.event_id in asked]
+                )
         last_frame_ms = max(item_frames)
         finished = self.store.finish(
             stored.event_id,
@@ -265,7 +277,11 @@ class MediaJoin:
         self.metrics.media_analysed.labels(camera).inc()
         self.metrics.frames_analysed.labels(camera).inc(len(frames))
         for detection in detections:
-            self.metrics.detections.labels(common_pb2.EventType.Name(detection.event_type)).inc()
+            event_type = common_pb2.EventType.Name(detection.event_type)
+            self.metrics.detections.labels(event_type).inc()
+            if self.reviews is not None:
+                decision = "reviewed" if detection.event_id in asked else "skipped"
+                self.metrics.review_decisions.labels(event_type, decision).inc()
 
     def _dead_letter(self, stored: StoredMedia, reason: str, detail: str) -> None:
         self.dead_letters.send(stored, reason, detail)

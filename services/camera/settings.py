@@ -8,6 +8,7 @@ The vision models are read from `MICHI_VISION_MODELS_DIR` (default `~/.cache/mic
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -45,3 +46,12 @@ class CameraSettings(MichiSettings):
     # Register the vision model sets the service runs in the model registry at start (once per registry; a set
     # without a champion becomes its champion): `adapters/registration.py`.
     camera_register_models: bool = True
+    # Human review of camera detections (docs/camera.md, *Review*): the share of detections asked for (1: every
+    # one), chosen by a hash of the detection's event id, so a redelivery makes the same choice; a share per event
+    # type overrides it (JSON, `{"tailgating": 0.1}`); a detection less confident than the last is asked for
+    # whatever the share (0: none is forced).
+    camera_review_share: float = Field(default=1.0, ge=0, le=1)
+    camera_review_share_by_event_type: dict[
+        Literal["distraction", "drowsiness", "tailgating"], Annotated[float, Field(ge=0, le=1)]
+    ] = Field(default_factory=dict)
+    camera_review_below_confidence: float = Field(default=0.0, ge=0, le=1)

@@ -35,6 +35,7 @@ from services.camera.adapters.publisher import KafkaDeadLetters, KafkaDetections
 from services.camera.adapters.registration import register_vision_models
 from services.camera.adapters.store import CameraStore
 from services.camera.domain.join import Sampling
+from services.camera.domain.review import ReviewSampling
 from services.camera.entrypoints.consumer import SERVICE, CameraConsumer
 from services.camera.handlers import Analyses, JoinBounds, MediaJoin
 from services.camera.settings import CameraSettings
@@ -62,6 +63,14 @@ def sampling_of(settings: CameraSettings) -> Sampling:
     )
 
 
+def review_sampling_of(settings: CameraSettings) -> ReviewSampling:
+    return ReviewSampling(
+        share=settings.camera_review_share,
+        share_by_event_type={str(kind): share for kind, share in settings.camera_review_share_by_event_type.items()},
+        always_below_confidence=settings.camera_review_below_confidence,
+    )
+
+
 def build_join(
     settings: CameraSettings,
     *,
@@ -82,6 +91,7 @@ def build_join(
         or CameraAnalyses(VisionModelStore(settings.vision_models_dir, threads=settings.camera_model_threads)),
         publisher=KafkaDetections(producer),
         reviews=KafkaReviewRequests(producer),
+        review_sampling=review_sampling_of(settings),
         dead_letters=KafkaDeadLetters(producer),
         metrics=metrics,
         bounds=bounds_of(settings),

@@ -200,3 +200,67 @@ def test_a_camera_review_shows_the_evidence_frames_and_its_answer_becomes_the_la
     assert list(label.request_reasons) == [labels_pb2.LABEL_REASON_CAMERA_REVIEW]
     [vote] = wiring.store.votes_of(task_id)
     assert (vote.annotator, vote.event_type) == ("ann-1", common_pb2.EVENT_TYPE_DROWSINESS)
+
+
+def test_the_leads_dispute_list_offers_each_task_only_the_answers_that_fit_it(tmp_path: Path, redis_url: str) -> None:
+    """A disputed camera review and a disputed motion window: each one's select offers the answers the server
+    accepts for its kind (the dispute's `answers`), and deciding the camera one from the page publishes its label."""
+    import numpy as np
+    from playwright.sync_api import sync_playwright
+
+    from michi.contracts.v1 import common_pb2
+
+    from .annotation_support import principal
+    from .test_annotation_frames import camera_request, clip
+
+    publisher = RecordingPublisher()
+    settings = settings_for(tmp_path, redis_url)
+    wiring = wire(settings, publisher=publisher)
+    wiring.accounts.add("lead-1", Role.LEAD, actor="test", password=PASSWORD)
+    blobs = BlobStore(settings.resolved_blob_url())
+    grey = [np.full((48, 64, 3), 40 * index, np.uint8) for index in range(4)]
+    camera = camera_request(blobs, clip(grey), [0, 400], suggested=common_pb2.EVENT_TYPE_TAILGATING)
+    wiring.service.intake(camera)
+    wiring.service.intake(make_request("motion-window"))
+    for queue, answers in (
+        ("camera-review", ("normal", "distraction", "tailgating")),
+        ("uncertain", ("normal", "harsh-braking", "confounder")),
+    ):
+        for index, answer in enumerate(answers):
+            who = principal(f"ann-{index}")
+            view = wiring.service.lease(who, queue)
+            assert view is not None
+            wiring.service.submit(who, view.task_id, view.lease_id, answer)
+    camera_id = camera.lineage.window_id
+
+    with serving(build_app(settings, wiring=wiring)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url + "/")
+            page.fill("#name", "lead-1")
+            page.fill("#password", PASSWORD)
+            page.click("#sign-in")
+            page.click("#nav-lead")
+            page.wait_for_selector("#disputes select[data-kind='camera']", timeout=20_000)
+            page.wait_for_selector("#disputes select[data-kind='motion']", timeout=20_000)
+            offered = page.evaluate(
+                """() => Object.fromEntries([...document.querySelectorAll('#disputes select')].map((select) =>
+                    [select.dataset.kind, [[...select.options].map((option) => option.value), select.value]]))"""
+            )
+            assert offered == {
+                "camera": [["normal", "distraction", "drowsiness", "tailgating"], "tailgating"],
+                "motion": [
+                    ["normal", "harsh-braking", "harsh-acceleration", "harsh-cornering", "confounder"],
+                    "harsh-braking",
+                ],
+            }
+            page.select_option("#disputes select[data-kind='camera']", "normal")
+            page.click("#disputes .row:has(select[data-kind='camera']) button")
+            page.wait_for_selector("#disputes select[data-kind='camera']", state="detached", timeout=20_000)
+            assert page.eval_on_selector_all("#disputes select", "selects => selects.length") == 1
+        finally:
+            browser.close()
+    [label] = publisher.by_window()[camera_id]
+    assert label.event_type == common_pb2.EVENT_TYPE_NORMAL
+    assert label.detection_event_id == camera.detection_event_id

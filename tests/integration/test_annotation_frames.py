@@ -201,6 +201,58 @@ def test_camera_answers_fit_camera_tasks_and_the_label_names_the_detection(
     assert client.get(f"/v1/tasks/{lease['task_id']}/frames/0", headers=headers).json()["reason"] == "no-frames"
 
 
+def _dispute(client: httpx.Client, queue: str, answers: tuple[str, str, str]) -> None:
+    """Three annotators, three answers: the task waits for a lead."""
+    for name, answer in zip(("ann-1", "ann-2", "ann-3"), answers, strict=True):
+        headers = _sign_in(client, name)
+        lease = client.post(f"/v1/queues/{queue}/leases", headers=headers).json()
+        vote = client.post(
+            f"/v1/tasks/{lease['task_id']}/votes",
+            headers=headers,
+            json={"lease_id": lease["lease_id"], "answer": answer},
+        )
+        assert vote.json()["recorded_as"] == "counted", vote.text
+
+
+def test_the_dispute_list_offers_only_the_answers_the_server_accepts_for_the_task(
+    client: httpx.Client, wiring: Wiring
+) -> None:
+    from services.annotation.domain.labels import LABEL_SET
+
+    wiring.accounts.add("ann-3", Role.ANNOTATOR, actor="test", password=PASSWORD)
+    blobs = BlobStore(wiring.settings.resolved_blob_url())
+    camera = camera_request(blobs, _grey_clip(), [0, 400], suggested=common_pb2.EVENT_TYPE_TAILGATING)
+    wiring.service.intake(camera)
+    wiring.service.intake(make_request("motion-window"))
+    _dispute(client, "camera-review", ("normal", "distraction", "tailgating"))
+    _dispute(client, "uncertain", ("normal", "harsh-braking", "confounder"))
+    lead = _sign_in(client, "lead")
+
+    disputes = {item["task_id"]: item for item in client.get("/v1/disputes", headers=lead).json()}
+    assert set(disputes) == {camera.lineage.window_id, "motion-window"}
+    offered = {disputes[task_id]["kind"]: disputes[task_id]["answers"] for task_id in disputes}
+    assert offered == {
+        "camera": ["normal", "distraction", "drowsiness", "tailgating"],
+        "motion": ["normal", "harsh-braking", "harsh-acceleration", "harsh-cornering", "confounder"],
+    }
+    # Each answer of the label set: offered for a task exactly when the adjudication route takes it. Refusals leave
+    # the task disputed, so every answer is tried against both; the last accepted one decides.
+    for task_id, dispute in disputes.items():
+        refused = []
+        for choice in LABEL_SET:
+            if choice.name in dispute["answers"]:
+                continue
+            answer = client.post(f"/v1/tasks/{task_id}/adjudication", headers=lead, json={"answer": choice.name})
+            assert (answer.status_code, answer.json()["reason"]) == (422, "answer-does-not-fit"), choice.name
+            refused.append(choice.name)
+        assert refused and len(refused) + len(dispute["answers"]) == len(LABEL_SET)
+        decided = client.post(
+            f"/v1/tasks/{task_id}/adjudication", headers=lead, json={"answer": dispute["answers"][-1]}
+        )
+        assert decided.status_code == 200, decided.text
+    assert client.get("/v1/disputes", headers=lead).json() == []
+
+
 def test_a_camera_review_without_its_frames_is_refused(wiring: Wiring) -> None:
     request = make_request("camera-without-frames", reason=labels_pb2.LABEL_REASON_CAMERA_REVIEW)
     with pytest.raises(InvalidRequest):

@@ -36,6 +36,13 @@ class CameraMetrics:
         self.detections = Counter(
             "michi_camera_detections_total", "Detections published, by event type", ["event_type"], registry=registry
         )
+        self.review_decisions = Counter(
+            "michi_camera_review_decisions_total",
+            "Published detections asked for review (reviewed) or left unreviewed by the review share (skipped), "
+            "by event type",
+            ["event_type", "decision"],
+            registry=registry,
+        )
         self.duplicates = Counter(
             "michi_camera_duplicates_total",
             "Redelivered or re-announced media and uploads that changed nothing",

@@ -219,6 +219,11 @@ class SkipSummary(BaseModel):
 class DisputeModel(BaseModel):
     task_id: str
     queue: str
+    kind: Literal["motion", "camera"] = Field(description="the task's kind, as a lease's `TaskModel.kind`")
+    answers: list[str] = Field(
+        description="the answers a lead may decide this task with: those of the label set offered for its kind "
+        "(any other is refused 422 `answer-does-not-fit`)"
+    )
     suggestion: str
     confidence: float | None
     window_started_at: datetime | None

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from michi.contracts import timestamp_to_seconds
-from services.annotation.domain.labels import event_type_name
+from services.annotation.domain.frames import task_kind
+from services.annotation.domain.labels import choices_for, event_type_name
 from services.annotation.entrypoints.http.bodies import (
     COMMON,
     TASK_ID,
@@ -36,10 +37,15 @@ def disputes(who: Who, service: Service, limit: Annotated[int, Query(ge=1, le=50
         request = item.task.request
         span = request.window
         has_window = span.HasField("started_at") and span.HasField("ended_at")
+        # The answers the adjudication route accepts for this task (`AnnotationService._check_fits` reads the same
+        # label set), so the page offers no answer the server refuses.
+        kind = task_kind(request)
         result.append(
             DisputeModel(
                 task_id=item.task.task_id,
                 queue=item.task.queue,
+                kind=kind,  # type: ignore[arg-type]
+                answers=[choice.name for choice in choices_for(kind)],
                 suggestion=event_type_name(request.suggested),
                 confidence=float(request.confidence) if request.suggested else None,
                 window_started_at=datetime.fromtimestamp(timestamp_to_seconds(span.started_at), UTC)
