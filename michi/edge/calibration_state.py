@@ -20,6 +20,9 @@ a new model with the same contract keeps them (the mount did not move because th
 `load` never raises: a missing file, one over `MAX_STATE_BYTES`, not JSON, truncated, with a checksum that does
 not match, of another format, another contract or another device, or whose sums are not the shape
 `CalibrationSums` has (a non-finite number, a list of the wrong length) gives fresh sums and the reason.
+`sums_to_json` and `sums_from_json` are the same sums without the envelope, as a device sends them with each
+upload it sends in full (`Upload.device_calibration`, docs/edge.md): ingest refuses what `sums_from_json` refuses,
+inference folds the upload from what it returns.
 `save` writes the file under a temporary name in the same folder, fsyncs it, renames it over the old one and
 fsyncs the folder: a crash at any point leaves either the old file or the new one, never a mixture.
 """
@@ -40,6 +43,10 @@ from michi.windows.calibration import TAIL_BLOCKS, CalibrationSums
 STATE_FORMAT = "michi-edge-calibration-1"
 # A device's state is about 2.5 KB (the sums' 23 evidence fields, the 6-block tail); anything larger is not one.
 MAX_STATE_BYTES = 16 * 1024
+# The sums alone, as an upload carries them (`Upload.device_calibration`): about 2.4 KB.
+MAX_SUMS_BYTES = 16 * 1024
+# Integers a float64 holds exactly: a count or a sum beyond it is not one calibration wrote.
+MAX_EXACT_INTEGER = 2**53
 TEMPORARY_SUFFIX = ".tmp"
 # Rows of the carried tail (one per 1 s block: time, 3 accel, vibration, 3 gyro, stopped) and their width.
 TAIL_WIDTH = 9
@@ -48,7 +55,15 @@ VARIABLE_LISTS = {"tail": TAIL_BLOCKS, "pending_brake": 5, "moved_candidate": 3}
 
 
 class StateRefused(ValueError):
-    """A saved calibration state this runtime will not use; the message says why."""
+    """Calibration sums (a saved state, or sums an upload carries) that will not be used; the message says why.
+
+    `reason` and `field` are what ingest answers with (`field` the `CalibrationSums` key, when one is at fault).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid-device-calibration", field: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -119,15 +134,29 @@ def decode_state(payload: bytes, device_id: str, contract: dict[str, str]) -> tu
     uploads = document.get("uploads")
     if not isinstance(uploads, int) or isinstance(uploads, bool) or uploads < 0:
         raise StateRefused(f"uploads {uploads!r} is not a count")
-    return _checked_sums(document.get("sums")), uploads
+    return checked_sums(document.get("sums")), uploads
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    # An integer beyond float precision is no sum calibration writes (and would overflow `math.isfinite`).
+    return math.isfinite(value) if isinstance(value, float) else abs(value) <= MAX_EXACT_INTEGER
 
 
-def _checked_sums(data: Any) -> CalibrationSums:
-    """`CalibrationSums.from_dict(data)` once every value has the type and length the dataclass gives it."""
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_non_finite(item) for item in value)
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def checked_sums(data: Any) -> CalibrationSums:
+    """`CalibrationSums.from_dict(data)` once every value has the type and length the dataclass gives it.
+
+    `StateRefused` otherwise, naming the field (`reason` `non-finite-value` for NaN or infinity, else
+    `invalid-device-calibration`). Keys `CalibrationSums` does not have are ignored and missing ones take their
+    defaults, as `from_dict` reads sums written by an older or newer release.
+    """
     if not isinstance(data, dict):
         raise StateRefused("sums: not a JSON object")
     default = CalibrationSums()
@@ -145,12 +174,40 @@ def _checked_sums(data: Any) -> CalibrationSums:
         elif isinstance(expected, list):
             good = isinstance(value, list) and len(value) == len(expected) and all(map(_number, value))
         elif isinstance(expected, int):
-            good = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            good = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_EXACT_INTEGER
         else:
             good = _number(value)
         if not good:
-            raise StateRefused(f"sums: {item.name} is not what CalibrationSums holds")
+            if _non_finite(value):
+                raise StateRefused(f"sums: {item.name} holds a non-finite number", "non-finite-value", item.name)
+            raise StateRefused(f"sums: {item.name} is not what CalibrationSums holds", field=item.name)
     return CalibrationSums.from_dict(data)
+
+
+def sums_to_json(sums: CalibrationSums) -> str:
+    """The sums as `Upload.device_calibration.sums_json` carries them: `to_dict()` as canonical JSON (floats by
+    `repr`, so they come back bit for bit); `ValueError` for non-finite sums."""
+    return json.dumps(sums.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise StateRefused(f"sums: {name} is not a finite number", "non-finite-value")
+
+
+def sums_from_json(text: str) -> CalibrationSums:
+    """The sums a device sent (`sums_to_json`), or `StateRefused` with the reason: over `MAX_SUMS_BYTES`
+    (`value-too-long`), NaN or infinity (`non-finite-value`), not a JSON object of `CalibrationSums`' shape
+    (`invalid-device-calibration`)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SUMS_BYTES:
+        raise StateRefused(f"{size} bytes, over the {MAX_SUMS_BYTES} calibration sums hold", "value-too-long")
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except StateRefused:
+        raise
+    except (ValueError, RecursionError) as error:  # not JSON, or absurdly nested
+        raise StateRefused(f"sums: not JSON: {error}") from None
+    return checked_sums(data)
 
 
 class CalibrationStateFile:

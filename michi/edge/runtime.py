@@ -3,7 +3,8 @@
     runtime = EdgeRuntime.load(Path("/data/bundles/michi-risk-7"), key=fleet_key)   # BundleRefused if not trusted
     result = runtime.process(upload)          # one upload_pb2.Upload, in the device's own order
     for call in result.calls: ...             # (window id, event type, probability): the windows the rule calls
-    to_send = runtime.upload_to_send(upload)  # process, then the events-only upload (or, 1 in 100, the upload)
+    to_send = runtime.upload_to_send(upload)  # process, then the events-only upload (or, 1 in 100, the upload
+                                              # with the device's calibration sums from before it)
 
     runtime = EdgeRuntime.load(folder, key, calibration_file=Path("/data/michi/calibration.json"), device_id=device)
     runtime.restored.reason                   # "restored after 1234 uploads", or why it starts fresh
@@ -34,7 +35,7 @@ import numpy as np
 
 from michi.contracts.v1 import upload_pb2
 from michi.edge.bundle import MANIFEST_FILE, VerifiedBundle, verify_bundle
-from michi.edge.calibration_state import CalibrationStateFile, RestoredCalibration
+from michi.edge.calibration_state import CalibrationStateFile, RestoredCalibration, sums_to_json
 from michi.edge.decisions import NO_CALL, window_calls
 from michi.edge.quantisation import model_feeds, session
 from michi.edge.reports import FULL_EVERY, events_only_upload, sampled_in_full
@@ -211,13 +212,29 @@ class EdgeRuntime:
         )
 
     def upload_to_send(self, upload: upload_pb2.Upload, *, full_every: int = FULL_EVERY) -> upload_pb2.Upload:
-        """Process `upload` (in the device's order), then what to send: itself when it is one of the 1 in
-        `full_every` sampled in full (`sampled_in_full`) or when the runtime could not window it, else its
-        events-only form (`michi.edge.reports.events_only_upload`)."""
+        """Process `upload` (in the device's order), then what to send: itself, carrying the device's calibration
+        sums from before it (`device_calibration`), when it is one of the 1 in `full_every` sampled in full
+        (`sampled_in_full`) or when the runtime could not window it; else its events-only form
+        (`michi.edge.reports.events_only_upload`)."""
+        before = (self.calibration.get(upload.device_id) or CalibrationSums()).copy()
         result = self.process(upload)
         if sampled_in_full(upload.upload_id, full_every) or result.skipped_reason is not None:
-            return upload
+            return with_device_calibration(upload, before)
         return events_only(upload, result, self.edge_model)
+
+
+def with_device_calibration(upload: upload_pb2.Upload, sums: CalibrationSums) -> upload_pb2.Upload:
+    """A copy of `upload` carrying `sums` (the device's, from before it) in `device_calibration`, so the cloud folds
+    it from the device's calibration and computes the device's windows (docs/edge.md). Sums that cannot be
+    serialised (non-finite: never written by calibration) are left out, with a log line: the upload still goes."""
+    full = upload_pb2.Upload()
+    full.CopyFrom(upload)
+    try:
+        full.device_calibration.sums_json = sums_to_json(sums)
+    except ValueError as error:
+        full.ClearField("device_calibration")
+        logger.warning("device calibration not attached: %s", error, extra={"device_id": upload.device_id})
+    return full
 
 
 def events_only(upload: upload_pb2.Upload, result: EdgeUploadResult, model: upload_pb2.EdgeModel) -> upload_pb2.Upload:

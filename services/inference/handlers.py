@@ -44,6 +44,11 @@ reason SHADOW_DISAGREEMENT (a few per upload, strongest first). It never yields 
 never touches the trip segment, so nothing of it reaches scoring; a failing shadow run leaves the
 champion's outputs as they are.
 
+Calibration: each device's `CalibrationSums` are folded over its uploads in order and stored in its state. An
+upload a device running the edge bundle sends in full carries the device's own sums from before it
+(`Upload.device_calibration`, docs/edge.md): it is folded from those instead of the stored ones (a redelivery
+too, so it reproduces the same outputs), and the result is stored as the device's sums like any upload's.
+
 Degenerate uploads (no usable IMU: too few samples, arrays of unequal length, offsets not
 increasing, non-finite values) are skipped with a reason — no windows, but still their
 `TripSegment`, so scoring can close the trip. Whether a risky window may become a detection
@@ -71,6 +76,7 @@ from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGM
 from michi.bus.producer import PendingDelivery, wait_for_deliveries
 from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
+from michi.edge.calibration_state import StateRefused, sums_from_json
 from michi.rollouts.assignment import TrafficSplit
 from michi.windows.calibration import Calibration, CalibrationSums, update_calibration
 from michi.windows.features import (
@@ -580,6 +586,7 @@ def _prepare(
         models = chain.models[upload.upload_id] = current
     if upload.HasField("edge"):
         # The device calibrated, scored and decided: its report is taken as it is, the sums stay as they were.
+        # (Ingest refuses device_calibration on an upload without samples, so an events-only one has none.)
         edge = upload.edge
         windows, scores = _edge_windows(data, edge)
         edge_models = _Models(reported_model(edge), None, variant=inference_pb2.VARIANT_EDGE)
@@ -588,8 +595,17 @@ def _prepare(
         return _Pending(
             received, data, replay, calibration_before, None, windows, None, edge_models, scores=scores, edge=edge
         )
+    device_sums = device_calibration(upload)
+    if device_sums is not None:
+        # The device's own sums from before this upload, folded over every upload it made (the cloud sees 1 in 100
+        # of an events-only device's in full): the upload is folded from them, new or redelivered alike.
+        calibration_before = device_sums
+        if not replay:
+            seen[upload.upload_id] = device_sums
     reason = data.degenerate_reason()
     if reason is not None:
+        if device_sums is not None and not replay:
+            chain.current[device] = device_sums  # phase 3 stores them as the device's sums: so does the chain
         return _Pending(received, data, replay, calibration_before, None, empty_windows(), reason, models)
     try:
         calibration_after, calibration = update_calibration(calibration_before, data)
@@ -610,6 +626,28 @@ def _prepare(
     if not replay:
         chain.current[device] = calibration_after
     return _Pending(received, data, replay, calibration_after, calibration, windows, None, models)
+
+
+def device_calibration(upload: upload_pb2.Upload) -> CalibrationSums | None:
+    """The device's calibration sums an upload sent in full carries (`Upload.device_calibration`), or None.
+
+    Used whenever present, not only when more confident than the cloud's: they are the device's fold over all its
+    uploads (the cloud's own sums of an events-only device are the previous full upload's, at best), only the
+    device knows when its mount moved and its sums restarted, the cloud's windows of the upload are then the
+    device's bit for bit, and they touch only that device's scoring. Ingest refuses sums that are not
+    `CalibrationSums`' shape; should such sums come another way, the cloud's own are used (logged).
+    """
+    if not upload.HasField("device_calibration") or upload.HasField("edge"):
+        return None
+    try:
+        return sums_from_json(upload.device_calibration.sums_json)
+    except StateRefused as refused:
+        logger.warning(
+            "device calibration ignored: %s",
+            refused,
+            extra={"upload_id": upload.upload_id, "device_id": upload.device_id},
+        )
+        return None
 
 
 def _edge_windows(data: UploadData, edge: upload_pb2.EdgeReport) -> tuple[UploadWindows, np.ndarray]:

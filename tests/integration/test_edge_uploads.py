@@ -2,7 +2,9 @@
 
 The device decides with the cloud's own baseline model (`michi.edge.runtime.decide_upload`, what `EdgeRuntime.process`
 runs), sends each upload's events-only form through `POST /v1/uploads` with the device client (protobuf, and JSON for
-one), and inference turns the one called brake into exactly one Detection and each upload into one TripSegment. Sent
+one), and inference turns the one called brake into exactly one Detection and each upload into one TripSegment; the
+last upload goes in full with the device's calibration sums (`device_calibration`), and inference scores it as the
+device did. Sent
 again through ingest the uploads are duplicates (nothing republished); redelivered on Kafka they reproduce the same
 records, so nothing new is counted.
 """
@@ -21,8 +23,9 @@ from michi.bus.producer import EventProducer
 from michi.bus.reader import TopicReader
 from michi.contracts.v1 import common_pb2, inference_pb2, upload_pb2
 from michi.device_client import JSON, PROTOBUF, UploadClient
-from michi.edge.runtime import decide_upload, events_only
+from michi.edge.runtime import decide_upload, events_only, with_device_calibration
 from michi.windows.calibration import CalibrationSums
+from michi.windows.model_spec import CALIBRATION_STATES
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.handlers import InferencePipeline, process_uploads
 from services.ingest.wiring import device_registry
@@ -49,13 +52,19 @@ def test_an_events_only_drive_becomes_one_detection_and_its_segments_exactly_onc
     detector = OnnxDetector(install_baseline_model(michi_home / "device-models"))
     sums: dict[str, CalibrationSums] = {}
     to_send: list[upload_pb2.Upload] = []
+    results = []
     for upload in recorded:
-        result = decide_upload(upload, sums, detector.predict)
-        to_send.append(events_only(upload, result, MODEL))
+        before = (sums.get(upload.device_id) or CalibrationSums()).copy()
+        results.append(decide_upload(upload, sums, detector.predict))
+        to_send.append(events_only(upload, results[-1], MODEL))
+        in_full = with_device_calibration(upload, before)
     assert sum(len(upload.edge.calls) for upload in to_send) >= 1
     full_bytes = sum(len(upload.SerializeToString()) for upload in recorded)
     sent_bytes = sum(len(upload.SerializeToString()) for upload in to_send)
     assert sent_bytes < full_bytes / 3
+    # The last upload goes in full instead, with the device's sums from before it (as 1 in 100 does).
+    assert results[-1].window_ids and not results[-1].calls
+    to_send[-1] = in_full
 
     settings = settings_for(kafka_bootstrap, redis_url, topic_prefix, michi_home)
     registry = device_registry(settings)
@@ -106,9 +115,24 @@ def test_an_events_only_drive_becomes_one_detection_and_its_segments_exactly_onc
             with TopicReader(kafka_bootstrap, PREDICTIONS, topic_prefix) as reader:
                 predictions = reader.read_until(lambda records: len(records) >= 1, timeout=30)
                 predictions += reader.poll(1.0)
-            # Only the windows the device sent, never all 36 of the drive.
+            # Only the windows the device sent, and those of the upload sent in full: never all 36 of the drive.
             called = sum(len(upload.edge.calls) for upload in to_send)
-            assert len(predictions) == called < 36
+            assert len(predictions) == called + len(results[-1].window_ids) < 36
+            # The full upload scored from the device's calibration: the device's calibration state and probabilities.
+            scored = [
+                cast(inference_pb2.Prediction, record.message)
+                for record in predictions
+                if cast(inference_pb2.Prediction, record.message).lineage.upload_id == in_full.upload_id
+            ]
+            assert [prediction.lineage.window_id for prediction in scored] == results[-1].window_ids
+            assert all(prediction.variant == inference_pb2.VARIANT_CHAMPION for prediction in scored)
+            assert {prediction.calibration.state for prediction in scored} == {
+                CALIBRATION_STATES[results[-1].calibration_state]
+            }
+            for prediction, probabilities in zip(scored, results[-1].probabilities, strict=True):
+                assert [score.probability for score in prediction.scores] == pytest.approx(
+                    probabilities.tolist(), abs=1e-6
+                )
 
             # Sent again (a device that lost the answers): duplicates, nothing republished.
             assert asyncio.run(send(to_send)) == [(200, "duplicate")] * len(to_send)

@@ -383,7 +383,9 @@ def test_the_cli_exports_and_verifies_a_bundle(
 
 
 def test_the_runtime_sends_events_only_uploads_but_one_in_a_hundred_in_full(bundle: ExportedBundle) -> None:
+    from michi.edge.calibration_state import sums_to_json
     from michi.edge.reports import sampled_in_full
+    from michi.windows.calibration import CalibrationSums
 
     device = EdgeRuntime.load(bundle.folder, KEY)
     model = device.edge_model
@@ -392,10 +394,18 @@ def test_the_runtime_sends_events_only_uploads_but_one_in_a_hundred_in_full(bund
     assert model.version == bundle.manifest["model"]["version"] == "1"
     assert model.data_version == "ds-1" and model.bundle_sha256 == hashlib.sha256(manifest).hexdigest()
     uploads = _uploads()[:60]
-    sent = [device.upload_to_send(upload) for upload in uploads]
-    for upload, to_send in zip(uploads, sent, strict=True):
+    sums_before = []
+    sent = []
+    for upload in uploads:
+        sums_before.append(sums_to_json(device.calibration.get(upload.device_id) or CalibrationSums()))
+        sent.append(device.upload_to_send(upload))
+    assert any(sampled_in_full(upload.upload_id) for upload in uploads)
+    for upload, to_send, sums in zip(uploads, sent, sums_before, strict=True):
         if sampled_in_full(upload.upload_id):
-            assert to_send is upload
+            # In full, with the device's sums from before it (docs/edge.md): the upload itself otherwise.
+            assert to_send.device_calibration.sums_json == sums
+            to_send.ClearField("device_calibration")
+            assert to_send == upload
         else:
             assert to_send.HasField("edge") and not to_send.imu.offset_ms and not to_send.imu.offset_us
             assert to_send.edge.model == model and to_send.upload_id == upload.upload_id

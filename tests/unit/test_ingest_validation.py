@@ -485,7 +485,13 @@ def test_every_string_of_an_upload_is_an_id_a_media_name_or_bounded_printable_te
     """A string field added to `Upload` later is checked too: none is left unvalidated."""
     from google.protobuf.descriptor import FieldDescriptor
 
-    from services.ingest.domain.validation import EDGE_IDS, EDGE_TEXT_FIELDS, REQUIRED_IDS, TEXT_FIELDS
+    from services.ingest.domain.validation import (
+        DOCUMENT_FIELDS,
+        EDGE_IDS,
+        EDGE_TEXT_FIELDS,
+        REQUIRED_IDS,
+        TEXT_FIELDS,
+    )
 
     def strings(descriptor: object, prefix: str = "") -> list[str]:
         found = []
@@ -497,7 +503,7 @@ def test_every_string_of_an_upload_is_an_id_a_media_name_or_bounded_printable_te
         return found
 
     assert sorted(strings(upload_pb2.Upload.DESCRIPTOR)) == sorted(
-        [*REQUIRED_IDS, *TEXT_FIELDS, "media_names", *EDGE_IDS, *EDGE_TEXT_FIELDS]
+        [*REQUIRED_IDS, *TEXT_FIELDS, "media_names", *EDGE_IDS, *EDGE_TEXT_FIELDS, *DOCUMENT_FIELDS]
     )
     assert set(TEXT_FIELDS) >= {"firmware_version", "vehicle_type"}
     for name in TEXT_FIELDS:

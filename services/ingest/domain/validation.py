@@ -30,6 +30,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from michi.contracts.v1 import common_pb2, upload_pb2
+from michi.edge.calibration_state import StateRefused, sums_from_json
 
 # Ids become Redis keys and blob paths, so a name made only of dots ("." or "..") is refused too.
 ID_PATTERN = re.compile(r"(?!\.+$)[A-Za-z0-9._:-]{1,128}")
@@ -98,6 +99,8 @@ EDGE_TEXT_FIELDS = (
     "edge.model.precision",
     "edge.calibration.forward_method",
 )
+# Strings that hold a document of their own, checked by their own rule (`check_device_calibration`).
+DOCUMENT_FIELDS = ("device_calibration.sums_json",)
 
 # The protobuf well-known types' own ranges (google/protobuf/timestamp.proto, duration.proto): a value
 # outside them cannot be converted (ToDatetime raises), so it is refused at the door, in any field.
@@ -535,6 +538,34 @@ def check_edge(upload: upload_pb2.Upload, limits: UploadLimits) -> list[Violatio
     return violations + _check_edge_calls(upload, duration, limits)
 
 
+def check_device_calibration(upload: upload_pb2.Upload) -> list[Violation]:
+    """The device's calibration sums on an upload sent in full (docs/edge.md): only with samples, at most 16 KiB,
+    a JSON object of `CalibrationSums`' shape with finite numbers — what inference will fold the upload from.
+
+    Without samples there is nothing to fold (an events-only upload carries the summary its calls were made
+    with), so the sums are refused rather than carried and ignored.
+    """
+    if not upload.HasField("device_calibration"):
+        return []
+    if not imu_sample_count(upload.imu):
+        return [
+            Violation(
+                "device_calibration",
+                "device-calibration-without-samples",
+                "device_calibration goes with the upload's IMU samples (an upload sent in full), not without",
+            )
+        ]
+    (path,) = DOCUMENT_FIELDS
+    text = upload.device_calibration.sums_json
+    if not text:
+        return [Violation(path, "required-field-missing", f"{path} is required when device_calibration is set")]
+    try:
+        sums_from_json(text)
+    except StateRefused as refused:
+        return [Violation(path, refused.reason, f"{path}: {refused}")]
+    return []
+
+
 def _string_at(message: Message, path: str) -> str:
     """The string at a dotted proto path (`edge.model.name`)."""
     value: Any = message
@@ -831,6 +862,7 @@ def validate_upload(upload: upload_pb2.Upload, now_s: float, limits: UploadLimit
         *check_sample_rate(upload, limits),
         *check_sensor_kinds(upload),
         *check_edge(upload, limits),
+        *check_device_calibration(upload),
         *check_imu(upload, limits),
         *check_gps(upload, limits),
         *check_upload_end(upload, now_s, limits),

@@ -75,7 +75,7 @@ class GpsFix(_message.Message):
     def __init__(self, offset_ms: _Optional[int] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., speed_mps: _Optional[float] = ..., heading_deg: _Optional[float] = ..., hdop: _Optional[float] = ...) -> None: ...
 
 class Upload(_message.Message):
-    __slots__ = ("upload_id", "device_id", "driver_id", "trip_id", "sequence", "trip_end", "firmware_version", "sample_rate_hz", "started_at", "imu", "gps", "media_names", "vehicle_type", "sample_rate_exact_hz", "acceleration_kind", "gyroscope", "edge")
+    __slots__ = ("upload_id", "device_id", "driver_id", "trip_id", "sequence", "trip_end", "firmware_version", "sample_rate_hz", "started_at", "imu", "gps", "media_names", "vehicle_type", "sample_rate_exact_hz", "acceleration_kind", "gyroscope", "edge", "device_calibration")
     UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     DRIVER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Upload(_message.Message):
     ACCELERATION_KIND_FIELD_NUMBER: _ClassVar[int]
     GYROSCOPE_FIELD_NUMBER: _ClassVar[int]
     EDGE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     upload_id: str
     device_id: str
     driver_id: str
@@ -110,7 +111,14 @@ class Upload(_message.Message):
     acceleration_kind: AccelerationKind
     gyroscope: Gyroscope
     edge: EdgeReport
-    def __init__(self, upload_id: _Optional[str] = ..., device_id: _Optional[str] = ..., driver_id: _Optional[str] = ..., trip_id: _Optional[str] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., firmware_version: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imu: _Optional[_Union[ImuSamples, _Mapping]] = ..., gps: _Optional[_Iterable[_Union[GpsFix, _Mapping]]] = ..., media_names: _Optional[_Iterable[str]] = ..., vehicle_type: _Optional[str] = ..., sample_rate_exact_hz: _Optional[float] = ..., acceleration_kind: _Optional[_Union[AccelerationKind, str]] = ..., gyroscope: _Optional[_Union[Gyroscope, str]] = ..., edge: _Optional[_Union[EdgeReport, _Mapping]] = ...) -> None: ...
+    device_calibration: DeviceCalibration
+    def __init__(self, upload_id: _Optional[str] = ..., device_id: _Optional[str] = ..., driver_id: _Optional[str] = ..., trip_id: _Optional[str] = ..., sequence: _Optional[int] = ..., trip_end: _Optional[bool] = ..., firmware_version: _Optional[str] = ..., sample_rate_hz: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., imu: _Optional[_Union[ImuSamples, _Mapping]] = ..., gps: _Optional[_Iterable[_Union[GpsFix, _Mapping]]] = ..., media_names: _Optional[_Iterable[str]] = ..., vehicle_type: _Optional[str] = ..., sample_rate_exact_hz: _Optional[float] = ..., acceleration_kind: _Optional[_Union[AccelerationKind, str]] = ..., gyroscope: _Optional[_Union[Gyroscope, str]] = ..., edge: _Optional[_Union[EdgeReport, _Mapping]] = ..., device_calibration: _Optional[_Union[DeviceCalibration, _Mapping]] = ...) -> None: ...
+
+class DeviceCalibration(_message.Message):
+    __slots__ = ("sums_json",)
+    SUMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    sums_json: str
+    def __init__(self, sums_json: _Optional[str] = ...) -> None: ...
 
 class EdgeModel(_message.Message):
     __slots__ = ("name", "version", "data_version", "bundle_sha256", "precision")
