@@ -32,13 +32,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from michi.contracts.v1 import upload_pb2
 from michi.windows.calibration import TAIL_BLOCKS, CalibrationSums
+
+logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "michi-edge-calibration-1"
 # A device's state is about 2.5 KB (the sums' 23 evidence fields, the 6-block tail); anything larger is not one.
@@ -263,3 +267,25 @@ class CalibrationStateFile:
                 os.fsync(folder)
             finally:
                 os.close(folder)
+
+
+def device_calibration(upload: upload_pb2.Upload) -> CalibrationSums | None:
+    """The device's calibration sums an upload sent in full carries (`Upload.device_calibration`), or None.
+
+    Used whenever present, not only when more confident than the cloud's: they are the device's fold over all its
+    uploads (the cloud's own sums of an events-only device are the previous full upload's, at best), only the
+    device knows when its mount moved and its sums restarted, the cloud's windows of the upload are then the
+    device's bit for bit, and they touch only that device's scoring. Ingest refuses sums that are not
+    `CalibrationSums`' shape; should such sums come another way, the cloud's own are used (logged).
+    """
+    if not upload.HasField("device_calibration") or upload.HasField("edge"):
+        return None
+    try:
+        return sums_from_json(upload.device_calibration.sums_json)
+    except StateRefused as refused:
+        logger.warning(
+            "device calibration ignored: %s",
+            refused,
+            extra={"upload_id": upload.upload_id, "device_id": upload.device_id},
+        )
+        return None

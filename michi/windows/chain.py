@@ -13,7 +13,7 @@ trainer computes the same windows a served model saw. `sums` may carry the state
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 
 from michi.windows.calibration import Calibration, CalibrationSums, update_calibration
@@ -33,16 +33,26 @@ class ChainedUpload:
 
 
 def windows_in_order(
-    uploads: Iterable[UploadData], sums: MutableMapping[str, CalibrationSums] | None = None
+    uploads: Iterable[UploadData],
+    sums: MutableMapping[str, CalibrationSums] | None = None,
+    starting: Mapping[str, CalibrationSums] | None = None,
 ) -> Iterator[ChainedUpload]:
-    """Each upload with its windows; `sums` (device_id → sums) is updated in place when given."""
+    """Each upload with its windows; `sums` (device_id → sums) is updated in place when given.
+
+    `starting` (upload_id → sums): an upload that carries its device's own sums (`Upload.device_calibration`, an
+    edge device's upload sent in full) starts from them instead of the chain's, as inference does.
+    """
     state: MutableMapping[str, CalibrationSums] = sums if sums is not None else {}
+    given = starting or {}
     for data in uploads:
+        own = given.get(data.upload_id)
         reason = data.degenerate_reason()
         if reason is not None:
+            if own is not None:  # as inference: the device's sums are kept even when the upload is too short
+                state[data.device_id] = own
             yield ChainedUpload(data, None, empty_windows(), reason)
             continue
-        before = state.get(data.device_id) or CalibrationSums()
+        before = own if own is not None else (state.get(data.device_id) or CalibrationSums())
         try:
             after, calibration = update_calibration(before, data)
             windows = extract_windows(data, calibration)

@@ -76,7 +76,7 @@ from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGM
 from michi.bus.producer import PendingDelivery, wait_for_deliveries
 from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
-from michi.edge.calibration_state import StateRefused, sums_from_json
+from michi.edge.calibration_state import device_calibration
 from michi.rollouts.assignment import TrafficSplit
 from michi.windows.calibration import Calibration, CalibrationSums, update_calibration
 from michi.windows.features import (
@@ -626,28 +626,6 @@ def _prepare(
     if not replay:
         chain.current[device] = calibration_after
     return _Pending(received, data, replay, calibration_after, calibration, windows, None, models)
-
-
-def device_calibration(upload: upload_pb2.Upload) -> CalibrationSums | None:
-    """The device's calibration sums an upload sent in full carries (`Upload.device_calibration`), or None.
-
-    Used whenever present, not only when more confident than the cloud's: they are the device's fold over all its
-    uploads (the cloud's own sums of an events-only device are the previous full upload's, at best), only the
-    device knows when its mount moved and its sums restarted, the cloud's windows of the upload are then the
-    device's bit for bit, and they touch only that device's scoring. Ingest refuses sums that are not
-    `CalibrationSums`' shape; should such sums come another way, the cloud's own are used (logged).
-    """
-    if not upload.HasField("device_calibration") or upload.HasField("edge"):
-        return None
-    try:
-        return sums_from_json(upload.device_calibration.sums_json)
-    except StateRefused as refused:
-        logger.warning(
-            "device calibration ignored: %s",
-            refused,
-            extra={"upload_id": upload.upload_id, "device_id": upload.device_id},
-        )
-        return None
 
 
 def _edge_windows(data: UploadData, edge: upload_pb2.EdgeReport) -> tuple[UploadWindows, np.ndarray]:

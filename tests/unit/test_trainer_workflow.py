@@ -27,9 +27,11 @@ from michi.blobs import BlobStore
 from michi.cli import app
 from michi.contracts import stable_event_id, timestamp_from_seconds
 from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2, upload_pb2
+from michi.edge.runtime import with_device_calibration
 from michi.registry import Stage
 from michi.roads import RoadMap
 from michi.simulator import FleetSimulator, SimulationConfig
+from michi.windows.calibration import CalibrationSums
 from michi.windows.features import FEATURE_NAMES, window_id
 from michi.windows.model_spec import CLASS_EVENT_TYPES
 from michi.windows.physics import PHYSICS_MODEL_VERSION
@@ -184,6 +186,41 @@ def test_labels_are_rebuilt_from_the_archive_as_serving_computed_them(home: Path
     served = serving_features(uploads)
     for row, identifier in enumerate(rebuilt.window_ids):
         np.testing.assert_allclose(rebuilt.features[row], served[identifier], rtol=1e-6, atol=1e-6)
+
+
+def test_an_edge_device_s_upload_is_rebuilt_from_the_calibration_it_carried(home: Path, wiring: TrainerWiring) -> None:
+    """An edge device's upload sent in full carries the device's own sums (`Upload.device_calibration`): inference
+    folds it from them, so the archive's rebuild must too, or the trainer learns from windows serving never saw."""
+    simulator = FleetSimulator(SimulationConfig(devices=2, duration_s=240.0, seed=31), road_map=RoadMap.default())
+    uploads = list(simulator.uploads())
+    first_trips: dict[str, str] = {}
+    for upload in uploads:
+        first_trips.setdefault(upload.device_id, upload.trip_id)
+    # The device's mount moved just before its 6th upload: it sends that upload with fresh sums.
+    carried = {
+        index: with_device_calibration(upload, CalibrationSums())
+        for index, upload in enumerate(uploads)
+        if upload.trip_id == first_trips[upload.device_id] and upload.sequence == 6
+    }
+    assert len(carried) == 2
+    for index, upload in carried.items():
+        uploads[index] = upload
+    asyncio.run(archive_uploads(BlobStore(wiring.archive.blob_url), uploads))
+    chosen = [upload for upload in uploads if upload.trip_id == first_trips[upload.device_id] and upload.sequence >= 6]
+    messages = [label_for(upload, 3.0, common_pb2.EVENT_TYPE_HARSH_BRAKING) for upload in chosen]
+    assert wiring.store.add_labels([label_from_message(message) for message in messages]) == len(messages)
+    rebuilt, unresolved = wiring.archive.labeled_windows(wiring.store.labels())
+    assert unresolved == {} and sorted(rebuilt.window_ids) == sorted(m.lineage.window_id for m in messages)
+    served = serving_features(uploads)
+    for row, identifier in enumerate(rebuilt.window_ids):
+        np.testing.assert_allclose(rebuilt.features[row], served[identifier], rtol=1e-6, atol=1e-6)
+    # The carried sums changed what serving computed: without them the windows would differ.
+    stripped = [upload_pb2.Upload() for _ in uploads]
+    for copy, upload in zip(stripped, uploads, strict=True):
+        copy.CopyFrom(upload)
+        copy.ClearField("device_calibration")
+    ignored = serving_features(stripped)
+    assert any(not np.allclose(ignored[identifier], served[identifier], atol=1e-4) for identifier in rebuilt.window_ids)
 
 
 def test_a_run_registers_a_candidate_and_puts_it_in_shadow_next_to_the_champion(

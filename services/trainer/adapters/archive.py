@@ -28,6 +28,7 @@ import fsspec
 
 from michi.archive import ArchiveCorrupt, ArchiveReader
 from michi.contracts.v1 import upload_pb2
+from michi.edge.calibration_state import device_calibration
 from michi.windows.chain import windows_in_order
 from michi.windows.features import window_id
 from michi.windows.upload import upload_from_proto
@@ -96,10 +97,13 @@ class ArchiveWindowSource:
         for _, labelled_uploads in sorted(trips.items()):
             last = max(labelled_uploads, key=lambda upload: upload.sequence)
             wanted = {upload.upload_id for upload in labelled_uploads}
-            history = (
-                upload_from_proto(upload_pb2.UploadReceived(upload=upload)) for upload in self.trip_uploads_until(last)
-            )
-            for chained in windows_in_order(history):
+            archived = self.trip_uploads_until(last)
+            history = (upload_from_proto(upload_pb2.UploadReceived(upload=upload)) for upload in archived)
+            # An edge device's uploads sent in full carry its own sums: rebuilt from them, as inference scored them.
+            starting = {
+                upload.upload_id: sums for upload in archived if (sums := device_calibration(upload)) is not None
+            }
+            for chained in windows_in_order(history, starting=starting):
                 if chained.data.upload_id not in wanted:
                     continue
                 of_window = {
