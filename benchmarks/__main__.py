@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m benchmarks [ingest|inference|preprocessing|latency|monitor|edge ...] [--quick]` (or `make bench`).
+"""Run the benchmarks: `python -m benchmarks [ingest|inference|rollouts|preprocessing|latency|monitor|edge ...] [--quick]` (or `make bench`).
 
 Each benchmark prints a table with its figures, a baseline measured in the same run and the
 ratio; every process it started is stopped at the end, on an error, on Ctrl-C or on SIGTERM.
@@ -13,10 +13,10 @@ import sys
 import time
 from types import FrameType
 
-from benchmarks import annotation, edge, inference, ingest, latency, monitor, preprocessing, training
+from benchmarks import annotation, edge, inference, ingest, latency, monitor, preprocessing, rollouts, training
 from benchmarks.harness import BenchmarkFailed
 
-NAMES = ("ingest", "inference", "preprocessing", "latency", "annotation", "training", "monitor", "edge")
+NAMES = ("ingest", "inference", "rollouts", "preprocessing", "latency", "annotation", "training", "monitor", "edge")
 
 
 def _interrupt(signal_number: int, frame: FrameType | None) -> None:
@@ -53,6 +53,8 @@ def main(arguments: list[str] | None = None) -> int:
                 saturation = ingest.run(quick=options.quick, workers=options.ingest_workers).protobuf.rate
             elif name == "inference":
                 inference.run(quick=options.quick, model=options.model)
+            elif name == "rollouts":
+                rollouts.run(quick=options.quick)
             elif name == "preprocessing":
                 preprocessing.run(quick=options.quick)
             elif name == "annotation":
