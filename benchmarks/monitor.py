@@ -21,13 +21,16 @@ reference is one simulation (the training windows a model's reference profile is
    (`.venv-bench-evidently`, created on first use from `benchmarks/evidently-requirements.txt`: Evidently needs
    pandas < 3, which Michi's pins exclude), as a subprocess that reads the rows from .npy files and prints JSON;
    only `Dataset.from_pandas` and `Report.run` are timed, not the import or the file reads. Goal: the monitor
-   at least 100x faster, its PSI within 0.02 of Evidently's on every feature.
+   at least 100x faster, its PSI within 0.02 of Evidently's on every feature. Beside it, the same update on
+   columnar input (`columnar_drift`: the rows' packed features handed over per 1,000 without messages, binned,
+   counted and judged): what is left when no message has to be decoded per prediction.
 2. Throughput: 200,000 serialized champion `Prediction`s (20,000 with `--quick`) of the same live rows, with
    vehicle types, rates and firmware versions (the monitor's cohorts), on the predictions topic of the harness's
    Kafka, the served version's reference profile in the workspace's blob store (`michi.registry.layout`).
    `python -m services.monitor` (default settings, windows of 20,000) reads them; predictions/s is measured from
-   the first prediction it reports windowed until the last (its /metrics, read every 0.2 s: full windows and the
-   open window's rows of cohort `all`; start-up and group join excluded). Baseline in the same run and broker:
+   the first prediction it reports windowed until the last (its /metrics: full windows and the open window's rows
+   of cohort `all`; start-up and group join excluded; read every 0.2 s until the first, then less often while far
+   from the end, `progress_pause`: each read costs the monitor's main thread 10-25 ms). Baseline in the same run and broker:
    a bare confluent-kafka loop that consumes the topic in batches of 1,000 and decodes each `Prediction`,
    measured from its first batch to its last record. Goal: the monitor at 70 % or more of the bare loop.
 """
@@ -73,9 +76,9 @@ from michi.registry.layout import reference_profile_key
 from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, pack_features
 from michi.windows.model_spec import MODEL_NAME
 from services.monitor.adapters.metrics import MonitorMetrics
-from services.monitor.domain.drift import categorical
-from services.monitor.domain.profiles import ReferenceProfile, read_profile
-from services.monitor.domain.windows import COHORT_ALL
+from services.monitor.domain.drift import categorical, feature_drift
+from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
+from services.monitor.domain.windows import COHORT_ALL, BatchColumns, DriftWindow, RowBatch
 from services.monitor.entrypoints.consumer import MonitorConsumer
 from services.monitor.handlers import ClosedWindow, ConceptDriftMonitor, ConceptPolicy, DriftMonitor, DriftPolicy
 from services.trainer.adapters.simulation import FleetRecipe, SimulationRecipe, simulated_windows
@@ -95,8 +98,12 @@ PSI_THRESHOLD = 0.2
 PARTITIONS = PREDICTIONS.partitions
 # The monitor's default window; the counts of predictions are multiples of it, so the last one closes a window.
 WINDOW_ROWS = 20_000
-# How often the monitor's /metrics is read for its progress (each read costs it a few ms of CPU).
+# How often the monitor's /metrics is read for its progress (each read costs it 10-25 ms of its main thread, more
+# on a busy machine): this often until the first prediction is windowed and near the expected end; in between,
+# a read at half the time the rate so far says is left, at most `PROGRESS_POLL_MAX_S` apart.
 PROGRESS_POLL_S = 0.2
+PROGRESS_POLL_MIN_S = 0.05
+PROGRESS_POLL_MAX_S = 1.0
 DEVICES = 97
 # What inference copies from the upload: the monitor's cohorts beside `all` (vehicle type, rate, firmware).
 VEHICLE_TYPES = ("car", "van", "truck")
@@ -382,6 +389,69 @@ def monitor_drift(profile: ReferenceProfile, current: np.ndarray) -> MonitorDrif
     )
 
 
+@dataclass
+class ColumnarDrift:
+    """The same update on columnar input: no messages, the rows' features already float32 blocks."""
+
+    rows: int
+    wall_s: float
+    cpu_s: float
+    psi: dict[str, float]
+
+
+def columnar_drift(profile: ReferenceProfile, current: np.ndarray) -> ColumnarDrift:
+    """What is left of the drift update when rows arrive columnar (what a batch of predictions in one message, or a
+    columnar topic, would hand over): per 1,000 rows their packed features and calls into a `RowBatch`, taken by
+    the window of cohort `all` at once (`DriftWindow.take_rows`: offsets, time), unpacked, binned and counted
+    (`flush`), and at the end every feature's figures (`feature_drift`, as the close computes them). No decoding,
+    no per-message fields, no devices, vehicle mix or drift sample: a lower bound of the service's update."""
+    count = current.shape[0]
+    grid = FeatureGrid(profile)
+    window = DriftWindow(MODEL_NAME, MODEL_VERSION, COHORT_ALL, profile, grid)
+    topic = PREDICTIONS.name(PREFIX)
+    chunks = []
+    for first in range(0, count, BARE_BATCH):  # the input, built outside the timing
+        rows = current[first : first + BARE_BATCH]
+        size = rows.shape[0]
+        seconds = np.full(size, 1_790_000_000 + first // 10, dtype=np.int64)
+        columns = BatchColumns(
+            partitions=[(topic, 0)],
+            partition=np.zeros(size, dtype=np.int64),
+            offsets=np.arange(first, first + size, dtype=np.int64),
+            seconds=seconds,
+            nanos=np.zeros(size, dtype=np.int64),
+            occurred=seconds * 1_000_000_000,
+            devices=[],
+            device=np.zeros(size, dtype=np.int64),
+            known=[],
+            population=np.zeros(size, dtype=np.int64),
+            predicted=np.zeros(size, dtype=np.int64),
+            keys=[],
+            has_key=np.zeros(size, dtype=bool),
+            ranks=np.zeros(size, dtype=np.uint64),
+        )
+        chunks.append((pack_features(rows), [0] * size, [0.9] * size, columns, np.arange(size)))
+    gc.collect()
+    cpu_began, began = time.process_time(), time.perf_counter()
+    for packed, predicted, confidences, columns, taken in chunks:
+        batch = RowBatch(grid)
+        batch.extend(packed, predicted, confidences, packed=True)
+        window.take_rows(batch, columns, taken)
+        window.flush()
+    results = [
+        feature_drift(
+            feature.name,
+            feature.histogram,
+            window.histogram(position),
+            reference_std=feature.std,
+            psi_threshold=PSI_THRESHOLD,
+        )
+        for position, feature in enumerate(profile.features)
+    ]
+    wall, cpu_s = time.perf_counter() - began, time.process_time() - cpu_began
+    return ColumnarDrift(window.rows, wall, cpu_s, {result.feature: result.psi for result in results})
+
+
 def evidently_report(folder: str) -> None:
     """Evidently's DataDriftPreset(method="psi") on the rows in `folder`, JSON on stdout.
 
@@ -499,6 +569,7 @@ def run_evidently(python: Path, rows: FeatureRows) -> EvidentlyDrift:
 class DriftComparison:
     monitor: MonitorDrift
     evidently: EvidentlyDrift
+    columnar: ColumnarDrift
     reference_rows: int
     # Cores of the whole machine busy while each ran (the benchmark's own process is one of them).
     machine_monitor: float
@@ -527,6 +598,8 @@ def compare_drift(rows: FeatureRows, document: bytes) -> DriftComparison:
     meter = CpuMeter({}).start()
     monitor = monitor_drift(profile, rows.current)
     monitor_cpu = meter.stop()
+    note(f"monitor: the same update on columnar input over {count:,} rows")
+    columnar = columnar_drift(profile, rows.current)
     note(f"monitor: Evidently's DataDriftPreset(method='psi') over the same {count:,} rows")
     meter = CpuMeter({}).start()
     evidently = run_evidently(python, rows)
@@ -535,7 +608,7 @@ def compare_drift(rows: FeatureRows, document: bytes) -> DriftComparison:
     if missing:
         raise BenchmarkFailed(f"Evidently reported no PSI for {', '.join(sorted(missing))}")
     return DriftComparison(
-        monitor, evidently, rows.reference.shape[0], monitor_cpu["machine"], evidently_cpu["machine"]
+        monitor, evidently, columnar, rows.reference.shape[0], monitor_cpu["machine"], evidently_cpu["machine"]
     )
 
 
@@ -560,6 +633,13 @@ def print_drift(comparison: DriftComparison, rows: FeatureRows) -> None:
             "",
             "",
             "",
+        ],
+        [
+            "monitor on columnar input (no messages: take_rows, flush per 1,000 rows, feature_drift x 26)",
+            f"{comparison.columnar.wall_s:.2f}",
+            f"{comparison.columnar.cpu_s:.2f}",
+            f"{count / comparison.columnar.wall_s:,.0f}",
+            f"{evidently.report_s / comparison.columnar.wall_s:.2f}x",
         ],
         [
             f"Evidently {evidently.version}: Report.run",
@@ -587,6 +667,12 @@ def print_drift(comparison: DriftComparison, rows: FeatureRows) -> None:
         f"  speed: Evidently's Report.run / the monitor = {comparison.speed:.2f}x "
         f"(CPU: {evidently.report_cpu_s / monitor.cpu_s:.2f}x; with Dataset.from_pandas "
         f"{both / monitor.total_s:.2f}x; goal >= {SPEED_GOAL:.0f}x)"
+    )
+    columnar = comparison.columnar
+    print(
+        f"  on columnar input (no messages): {columnar.wall_s:.2f} s, {evidently.report_s / columnar.wall_s:.1f}x "
+        f"Evidently's Report.run; its PSI differs from the service path's by at most "
+        f"{max(abs(columnar.psi[name] - monitor.psi[name]) for name in monitor.psi):.2g}"
     )
     print(
         f"  CPU cores, machine: {comparison.machine_monitor:.2f} during the monitor's update, "
@@ -696,7 +782,17 @@ def windowed_rows(client: httpx.Client, base_url: str) -> int:
     return int(full) * WINDOW_ROWS + int(opened)
 
 
-def monitor_service(workspace: Workspace, count: int) -> tuple[Throughput, int, str]:
+def progress_pause(first_at: float, first_count: int, windowed: int, count: int) -> float:
+    """Seconds until the next read of the monitor's progress (`PROGRESS_POLL_S`): fewer reads while it is far from
+    done, the end still seen within `PROGRESS_POLL_MIN_S` of a read."""
+    if not first_at or windowed <= first_count:
+        return PROGRESS_POLL_S
+    rate = (windowed - first_count) / max(time.monotonic() - first_at, 1e-3)
+    left = (count - windowed) / rate
+    return min(PROGRESS_POLL_MAX_S, max(PROGRESS_POLL_MIN_S, left / 2.0))
+
+
+def monitor_service(workspace: Workspace, count: int) -> tuple[Throughput, int, str, int]:
     """Run `python -m services.monitor` until it windowed every prediction: its figures, commits and log tail."""
     topic = PREDICTIONS.name(PREFIX)
     partitions = [TopicPartition(topic, number) for number in range(PARTITIONS)]
@@ -713,15 +809,16 @@ def monitor_service(workspace: Workspace, count: int) -> tuple[Throughput, int, 
         pids = workspace.pids()
         meter = CpuMeter({name: pids[name] for name in ("monitor", "kafka", "benchmark")})
         deadline = time.monotonic() + 900
-        first_at, first_count, windowed = 0.0, 0, 0
+        first_at, first_count, windowed, reads = 0.0, 0, 0, 0
         with httpx.Client(timeout=10.0) as client:
             while windowed < count and time.monotonic() < deadline:
                 if service.process.poll() is not None:
                     raise BenchmarkFailed(
                         f"the monitor exited with {service.process.returncode}:\n{service.log_tail()}"
                     )
-                time.sleep(PROGRESS_POLL_S)
+                time.sleep(progress_pause(first_at, first_count, windowed, count))
                 windowed = windowed_rows(client, service.base_url)
+                reads += 1
                 if windowed > 0 and not first_at:
                     first_at, first_count = time.monotonic(), windowed
                     meter.start()
@@ -734,7 +831,7 @@ def monitor_service(workspace: Workspace, count: int) -> tuple[Throughput, int, 
         service.stop()
     finally:
         reader.close()
-    return Throughput(count - first_count, span, cpu, "monitor"), committed, log
+    return Throughput(count - first_count, span, cpu, "monitor"), committed, log, reads
 
 
 def bare_loop(workspace: Workspace, count: int) -> Throughput:
@@ -779,6 +876,7 @@ class ThroughputComparison:
     count: int
     committed: int  # the monitor group's committed offsets once every prediction was windowed
     log: str
+    reads: int  # reads of the monitor's /metrics for its progress
 
     @property
     def share(self) -> float:
@@ -792,10 +890,10 @@ def compare_throughput(rows: FeatureRows, document: bytes, count: int) -> Throug
         note(f"monitor: publishing {count:,} predictions")
         fill_predictions(workspace, rows.current[:count])
         note("monitor: the monitor (python -m services.monitor)")
-        monitor, committed, log = monitor_service(workspace, count)
+        monitor, committed, log, reads = monitor_service(workspace, count)
         note("monitor: bare confluent-kafka loop in one process")
         bare = bare_loop(workspace, count)
-    return ThroughputComparison(monitor, bare, count, committed, log)
+    return ThroughputComparison(monitor, bare, count, committed, log, reads)
 
 
 def print_throughput(comparison: ThroughputComparison, drift: DriftComparison | None) -> None:
@@ -828,6 +926,10 @@ def print_throughput(comparison: ThroughputComparison, drift: DriftComparison | 
     print(
         f"  the monitor's group had committed {comparison.committed:,} of {comparison.count:,} when the last one "
         "was windowed (commits wait for the first row of every open window, cohort windows included)"
+    )
+    print(
+        f"  the monitor's /metrics was read {comparison.reads} times for its progress (each read costs its main "
+        "thread 10-25 ms)"
     )
     print(f"  CPU cores, monitor run: {describe_cpu(monitor.cpu)}")
     print(f"  CPU cores, bare loop:   {describe_cpu(bare.cpu)}")

@@ -22,10 +22,12 @@ saved or committed). Ids are derived from the windows, so the same window read a
 Restart-safe without state of its own: offsets are committable only up to the rows of closed windows (never
 into an open window), so after kill -9 Kafka redelivers exactly the open windows' rows, and nothing is counted
 twice. A window's id is derived from the commit point it opened at, which is where a restarted monitor reads
-from, so the window read again has the id it had. Limits: with two versions of a model interleaved (a hot swap
-on some partitions before others), rows of a closed window may lie past an open one's first row, and are read
-again after a crash (into a window with another id); two windows closing in one poll batch before a crash may
-be cut elsewhere when read again.
+from, so the window read again has the id it had. With `background_writes` (the service) a closed window is
+written on a thread of its own while the next rows are read; no offset is offered while a write is under way, and
+the next read of the history waits for it (`_record_close`). Limits: with two versions of a model interleaved (a
+hot swap on some partitions before others), rows of a closed window may lie past an open one's first row, and are
+read again after a crash (into a window with another id); two windows closing in one poll batch before a crash
+may be cut elsewhere when read again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlencode
@@ -285,8 +288,15 @@ class DriftMonitor:
         policy: DriftPolicy,
         clock: Callable[[], float] = time.monotonic,
         calibrations: Callable[[str, str], Calibration | None] | None = None,
+        background_writes: bool = False,
     ) -> None:
         self.clock = clock
+        # A closed window's write to `history` (SQL: a commit, an fsync) on a thread of its own while the next
+        # rows are read (`_record_close`); None: written in the close itself.
+        self._writer = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-history") if background_writes else None
+        )
+        self._pending: Future[None] | None = None
         # The version's confidence calibration on random-QA labels (`ConceptDriftMonitor.calibration`).
         self.calibrations = calibrations
         # When each open window last got a row (`close_idle`).
@@ -327,6 +337,7 @@ class DriftMonitor:
 
     def revoked(self, partitions: Iterable[Partition]) -> None:
         """Partitions taken away: their open windows' rows are read again by whoever holds them next."""
+        self._settle_quietly("partitions revoked")
         for partition in partitions:
             for mapping in (self.positions, self.closed_to, self._offered, self.committed_to):
                 mapping.pop(partition, None)
@@ -338,6 +349,7 @@ class DriftMonitor:
 
     def rewind(self) -> None:
         """A batch failed and was sought back to the last commit: drop what was built on it since."""
+        self._settle_quietly("batch failed")
         self.closed_to = dict(self.committed_to)
         self._offered = dict(self.committed_to)
         self.positions.clear()
@@ -353,7 +365,11 @@ class DriftMonitor:
 
         Asked after every batch, so a partition none of whose rows waits in an open window (dead letters,
         skipped predictions, rows of closed windows) is committed at once, whatever the other partitions hold.
+        Nothing while a closed window's write to `history` is still under way (it is offered once that is done:
+        a commit never passes rows whose window is not kept); a write that failed is raised here.
         """
+        if not self._settle_writes(wait=False):
+            return {}
         self._advance_commit_point()
         # Only forward, and never offset 0 (nothing read yet): a commit that moves nothing is not made.
         changed = {p: o for p, o in self.closed_to.items() if o > max(self._offered.get(p, -1), 0)}
@@ -478,20 +494,23 @@ class DriftMonitor:
         names = [lineage.model_name for lineage in lineages]
         versions = [lineage.model_version for lineage in lineages]
         packed = [prediction.packed_features for prediction in predictions]
-        models = set(zip(names, versions, strict=True))
+        # One name and one version in the batch: one model (strings hash once, tuples would hash every time).
+        single_name, single_version = set(names), set(versions)
         sizes = set(map(len, packed))
         # Per record: its (model, version) when it is one to window so far, else None (skipped or rejected).
         model_of: list[tuple[str, str] | None]
         skipped: dict[str, int] = {}
         if (
-            len(models) == 1
-            and all(models.pop())
+            len(single_name) == 1
+            and len(single_version) == 1
+            and names[0]
+            and versions[0]
             and len(sizes) == 1
             and sizes.pop() % PACKED_SIZE == 0
             and packed[0]
             and set([prediction.variant for prediction in predictions]) <= _WINDOWED
         ):
-            model_of = list(zip(names, versions, strict=True))  # the usual batch: one version's serving arm
+            model_of = [(names[0], versions[0])] * count  # the usual batch: one version's serving arm
             usual = True
         else:
             usual = False
@@ -503,20 +522,26 @@ class DriftMonitor:
                     rejected.append((index, rejection))
                     model_of.append(None)
         # The profiles first (an outage raises here, before anything changed).
-        profiles = {model: self.profiles.profile(*model) for model in set(model_of) if model is not None}
-        for index, model in enumerate(model_of):
-            if model is None:
-                continue
-            profile = profiles[model]
-            if profile is None:
-                skipped[NO_PROFILE] = skipped.get(NO_PROFILE, 0) + 1
-                model_of[index] = None
-            elif (
-                profile.calibrated_only
-                and predictions[index].calibration.state != common_pb2.CALIBRATION_STATE_CALIBRATED
-            ):
-                skipped[UNCALIBRATED] = skipped.get(UNCALIBRATED, 0) + 1
-                model_of[index] = None
+        profiles = {
+            model: self.profiles.profile(*model)
+            for model in ({model_of[0]} if usual else set(model_of))
+            if model is not None
+        }
+        # Only a version without a profile, or whose profile reads calibrated rows only, skips records here.
+        if any(profile is None or profile.calibrated_only for profile in profiles.values()):
+            for index, model in enumerate(model_of):
+                if model is None:
+                    continue
+                profile = profiles[model]
+                if profile is None:
+                    skipped[NO_PROFILE] = skipped.get(NO_PROFILE, 0) + 1
+                    model_of[index] = None
+                elif (
+                    profile.calibrated_only
+                    and predictions[index].calibration.state != common_pb2.CALIBRATION_STATE_CALIBRATED
+                ):
+                    skipped[UNCALIBRATED] = skipped.get(UNCALIBRATED, 0) + 1
+                    model_of[index] = None
         for reason, times in skipped.items():
             for _ in range(times):
                 self.reports.prediction_skipped(reason)
@@ -680,11 +705,12 @@ class DriftMonitor:
             dtype=np.int64,
         )
         keys = [lineage.window_id for lineage in lineages]
-        has_key = np.array([bool(key) for key in keys], dtype=bool)
+        has_key = np.fromiter(map(bool, keys), dtype=bool, count=len(keys))
         if self.policy.drift_sample_per_class > 0:
-            ranks = np.frombuffer(
-                b"".join([hashlib.sha256(key.encode()).digest()[:8] for key in keys]), dtype=">u8"
-            ).astype(np.uint64)
+            # `sample_rank` of each: the first 8 bytes of its SHA-256, big-endian (the digests joined whole).
+            sha256 = hashlib.sha256
+            digests = np.frombuffer(b"".join([sha256(key.encode()).digest() for key in keys]), dtype=">u8")
+            ranks = digests.reshape(len(keys), 4)[:, 0].astype(np.uint64)
         else:
             ranks = np.zeros(len(keys), dtype=np.uint64)
         group_partition = record_partition[indexes]
@@ -803,6 +829,7 @@ class DriftMonitor:
     def _progress_of(self, key: tuple[str, str, str]) -> dict[Partition, int]:
         progress = self._progress.get(key)
         if progress is None:
+            self._settle_writes()
             progress = self._progress[key] = self.history.progress(*key)
         return progress
 
@@ -909,7 +936,7 @@ class DriftMonitor:
             ),
         )
         closed, episode = self._follow_episode(window, closed)
-        self.history.record_close(closed, window.latest[0] + window.latest[1] / 1e9, episode)
+        self._record_close(closed, window.latest[0] + window.latest[1] / 1e9, episode)
         progress = self._progress_of(key)
         for partition, offset in window.ends.items():
             progress[partition] = max(progress.get(partition, -1), offset)
@@ -923,6 +950,7 @@ class DriftMonitor:
         """Whether `window` is a cohort's and its model version's cohort `all` has a drift episode open."""
         if window.cohort == COHORT_ALL:
             return False
+        self._settle_writes()
         return self.history.open_episode(window.model_name, window.model_version, COHORT_ALL) is not None
 
     def _follow_episode(self, window: DriftWindow, closed: ClosedWindow) -> tuple[ClosedWindow, DriftEpisode | None]:
@@ -940,6 +968,7 @@ class DriftMonitor:
         so a window read again after a crash publishes the same ids again or nothing. Returns the window with what
         it published, and the episode to save.
         """
+        self._settle_writes()
         episode = self.history.open_episode(window.model_name, window.model_version, window.cohort)
         if closed.verdict == VERDICT_DRIFT and episode is None and self._fleet_drifts(window):
             return closed, None  # the fleet's own episode covers it: a cohort alerts only where `all` does not
@@ -1012,6 +1041,47 @@ class DriftMonitor:
             )
             return replace(closed, resolved=resolved, episode_id=episode.episode_id), episode
         return closed, None
+
+    def _record_close(self, closed: ClosedWindow, latest_s: float, episode: DriftEpisode | None) -> None:
+        """`history.record_close`, or with background writes handed to the writer thread: the close goes on (its
+        progress kept in memory at once) while SQL commits. At most one write is under way: whatever reads
+        `history` next (the next close's episode, a cohort's progress) or offers offsets for commit
+        (`committable`) waits for it first, and a failure is raised there, before anything else is published or
+        committed (then the batch is read again from the committed offsets)."""
+        if self._writer is None:
+            self.history.record_close(closed, latest_s, episode)
+            return
+        self._settle_writes()
+        self._pending = self._writer.submit(self.history.record_close, closed, latest_s, episode)
+
+    def _settle_writes(self, *, wait: bool = True) -> bool:
+        """Whether no write to `history` is under way (waiting for it when `wait`). A write that failed is raised,
+        the cohorts' progress kept in memory dropped first: SQL says where each cohort stands."""
+        pending = self._pending
+        if pending is None:
+            return True
+        if not wait and not pending.done():
+            return False
+        self._pending = None
+        try:
+            pending.result()
+        except BaseException:
+            self._progress.clear()
+            raise
+        return True
+
+    def _settle_quietly(self, why: str) -> None:
+        """`_settle_writes` where the batch is abandoned anyway (a failed write is logged, its progress dropped)."""
+        try:
+            self._settle_writes()
+        except Exception:
+            logger.exception("a closed window was not kept; its rows are read again", extra={"reason": why})
+
+    def shutdown(self) -> None:
+        """Wait for the last write to `history` and stop the writer thread (before `history` is closed)."""
+        self._settle_quietly("stopping")
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
 
     def _advance_commit_point(self) -> None:
         """Everything handled becomes committable, except from the first row of a window still open."""

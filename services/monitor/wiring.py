@@ -94,6 +94,8 @@ def build_consumer(
         reports=metrics,
         policy=policy_of(settings),
         calibrations=concept.calibration,
+        # A closed window's SQL commit runs beside the next rows (`DriftMonitor._record_close`).
+        background_writes=True,
     )
     return MonitorConsumer(
         consumer=Consumer(group_consumer_config(settings.kafka_connection(), settings.topic_prefix, SERVICE)),

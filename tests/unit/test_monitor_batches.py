@@ -13,6 +13,7 @@ offsets, on the history the first run left.
 from __future__ import annotations
 
 import copy
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -111,7 +112,9 @@ def batches(records: list[Record], seed: int) -> Iterator[list[Record]]:
         at += size
 
 
-def monitor_of(profile: ReferenceProfile, history: History) -> tuple[DriftMonitor, Publisher, Reports]:
+def monitor_of(
+    profile: ReferenceProfile, history: History, *, background_writes: bool = False
+) -> tuple[DriftMonitor, Publisher, Reports]:
     publisher, reports = Publisher(), Reports()
     monitor = DriftMonitor(
         profiles=FixedProfiles(profile),
@@ -122,6 +125,7 @@ def monitor_of(profile: ReferenceProfile, history: History) -> tuple[DriftMonito
             window_rows=150, min_rows=100, min_devices=5, sustain_windows=2, max_cohorts=2, drift_sample_per_class=3
         ),
         clock=lambda: 0.0,
+        background_writes=background_writes,
     )
     return monitor, publisher, reports
 
@@ -134,9 +138,10 @@ def run(
     seed: int,
     history: History | None = None,
     committed: dict[tuple[str, int], int] | None = None,
+    background_writes: bool = False,
 ) -> dict[str, Any]:
     history = copy.deepcopy(history) if history is not None else History()
-    monitor, publisher, reports = monitor_of(profile, history)
+    monitor, publisher, reports = monitor_of(profile, history, background_writes=background_writes)
     monitor.assigned(committed or {(TOPIC, number): -1 for number in range(3)})
     commits: list[dict[tuple[str, int], int]] = []
     rejected: list[tuple[int, str, str]] = []
@@ -158,6 +163,11 @@ def run(
                     monitor.passed(partition, offset)
         monitor.flush()
         monitor.close_idle()
+        commits.append(monitor.committable())
+        if commits[-1] and isinstance(history, SlowHistory):
+            assert not history.writing, "offsets offered while a closed window was still being written"
+    if background_writes:
+        monitor.shutdown()  # the last write done: what it allows is offered once more
         commits.append(monitor.committable())
     return {
         "closed": [summary(closed) for closed in reports.closed],
@@ -248,3 +258,65 @@ def test_after_a_crash_both_read_the_open_windows_again_and_agree(profile: Refer
     same(by_record, by_batch)
     # Windows closed before the crash are not closed again.
     assert not {closed[0] for closed in first["closed"]} & {closed[0] for closed in by_batch["closed"]}
+
+
+class SlowHistory(History):
+    """A history whose writes take a while (an fsync) and say when one is under way."""
+
+    def __init__(self, fail_on: int = 0) -> None:
+        super().__init__()
+        self.writing = False
+        self.writes = 0
+        self.fail_on = fail_on
+
+    def record_close(self, closed: Any, latest_s: float, episode: Any) -> None:
+        self.writing = True
+        try:
+            time.sleep(0.002)
+            self.writes += 1
+            if self.writes == self.fail_on:
+                raise OSError("disk full")
+            super().record_close(closed, latest_s, episode)
+        finally:
+            self.writing = False
+
+
+def test_closed_windows_written_beside_the_next_rows_give_the_same_windows_and_commit_only_what_is_kept(
+    profile: ReferenceProfile,
+) -> None:
+    records = stream(4000, 6, drift_from=1500)
+    inline = run(profile, records, columnar=True, seed=6)
+    beside = run(profile, records, columnar=True, seed=6, history=SlowHistory(), background_writes=True)
+    for name in ("closed", "alerts", "requests", "skipped", "rejected", "open"):
+        assert inline[name] == beside[name], name
+    # Commits may come a batch later (a write under way holds them), never sooner, and reach the same offsets.
+    assert beside["committed"] == inline["committed"]
+    assert beside["history"].windows.keys() == inline["history"].windows.keys()
+    assert beside["history"].progresses == inline["history"].progresses
+
+
+def test_a_closed_window_that_could_not_be_written_stops_the_batch_and_its_rows_are_read_again(
+    profile: ReferenceProfile,
+) -> None:
+    records = stream(1500, 7, drift_from=10_000)
+    history = SlowHistory(fail_on=2)
+    monitor, _, _ = monitor_of(profile, history, background_writes=True)
+    monitor.assigned({(TOPIC, number): -1 for number in range(3)})
+    failed = False
+    for batch in batches(records, 7):
+        monitor.confirm_commit()
+        views = [PredictionView.FromString(record[0].SerializeToString()) for record in batch]
+        try:
+            for index, _ in monitor.handle_batch(views, [r[1] for r in batch], [r[2] for r in batch]):  # type: ignore[arg-type]
+                monitor.passed(batch[index][1], batch[index][2])
+            monitor.flush()
+            monitor.committable()
+        except OSError:
+            failed = True
+            monitor.rewind()
+            break
+    assert failed and history.writes == 2
+    # The failed window's cohort reads where SQL says it stands, not where the failed write would have put it.
+    assert not monitor._progress
+    assert monitor.committable() == {}
+    monitor.shutdown()

@@ -52,7 +52,10 @@ RISKY_CLASSES = np.array(sorted(RISKY_EVENT_TYPES), dtype=np.int64)
 def confidence_bins_and_alerts(predicted: np.ndarray, confidences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`confidence_bin` and `risky_call` of many calls at once."""
     bins = np.clip((confidences * CONFIDENCE_BINS).astype(np.int64), 0, CONFIDENCE_BINS - 1)
-    return bins, np.isin(predicted, RISKY_CLASSES) & (confidences >= DECISION_THRESHOLD)
+    risky = np.zeros(predicted.shape, dtype=bool)
+    for risky_class in RISKY_CLASSES.tolist():  # a few classes: a comparison each beats `numpy.isin`
+        risky |= predicted == risky_class
+    return bins, risky & (confidences >= DECISION_THRESHOLD)
 
 
 BIN_CENTRES = (np.arange(CONFIDENCE_BINS) + 0.5) / CONFIDENCE_BINS

@@ -261,7 +261,8 @@ class FeatureGrid:
             return rows
         present = (self.packed_positions >= 0) & (self.packed_positions < width)
         if present.all():
-            return rows[:, self.packed_positions]
+            # `take` keeps the rows C-ordered (`rows[:, positions]` would not): every later step runs along them.
+            return rows.take(self.packed_positions, axis=1)
         values = np.full((rows.shape[0], len(self.names)), np.nan)
         values[:, present] = rows[:, self.packed_positions[present]]
         return values
@@ -291,9 +292,28 @@ class FeatureGrid:
         return np.where(slots == self.unused, -1, slots - self.offsets)
 
     def histogram(self, position: int, counts: np.ndarray, low: float, high: float) -> Histogram:
-        """Feature `position`'s live histogram from a window's counts row and extremes."""
+        """Feature `position`'s live histogram from a window's counts row and extremes.
+
+        Cut to the columns between its extremes: of a window's 3 x bins columns most lie beyond its values (the
+        extensions, the profile's range it does not reach), and every figure reads the histogram as knots of its
+        CDF clipped to [low, high], where those columns' edges are repeats of the extremes with the same
+        cumulative count. Left out, the figures are the same bit for bit and cost what the values span."""
         bins = int(self.bins[position])
-        return Histogram(self._edges_of(position), counts[: 3 * bins + 2].astype(np.float64), low, high)
+        edges = self._edges_of(position)
+        counts = counts[: 3 * bins + 2]
+        if high >= low and math.isfinite(low) and math.isfinite(high):
+            used = np.flatnonzero(counts)
+            if used.size:
+                # Edge i bounds column i (below it) and column i + 1 (above it). Kept: from the last edge at or
+                # below `low` and below the first column used, to the first edge at or above the cut above
+                # `high` (`Histogram.cdf_knots`) and above the last column used.
+                below = int(np.searchsorted(edges, low, side="right")) - 1
+                above = int(np.searchsorted(edges, np.nextafter(high, np.inf), side="left"))
+                first = max(0, min(below, int(used[0]) - 1))
+                last = min(edges.size - 1, max(above, int(used[-1])))
+                if first > 0 or last < edges.size - 1:
+                    return Histogram(edges[first : last + 1], counts[first : last + 2].astype(np.float64), low, high)
+        return Histogram(edges, counts.astype(np.float64), low, high)
 
     def _edges_of(self, position: int) -> np.ndarray:
         """`live_edges`, computed once per feature (every closing window asks), read-only."""

@@ -132,8 +132,10 @@ class RowBatch:
         if done < len(self._features):
             values = self._rows(self._features[done:])
             slots = self.grid.slots_of(values)
+            predicted, confidences = self._predicted[done:], self._confidences[done:]
             bins, alerts = confidence_bins_and_alerts(
-                np.array(self._predicted[done:], dtype=np.int64), np.array(self._confidences[done:])
+                np.fromiter(predicted, dtype=np.int64, count=len(predicted)),
+                np.fromiter(confidences, dtype=np.float64, count=len(confidences)),
             )
             if done == 0:
                 self._values, self._slots, self._bins, self._alerts = values, slots, bins, alerts
@@ -304,9 +306,18 @@ class DriftWindow:
         if columns.single_partition:
             partitions, first_positions, last_positions = [int(codes[0])], [0], [rows.size - 1]
         else:
-            found, firsts = np.unique(codes, return_index=True)
-            partitions, first_positions = found.tolist(), firsts.tolist()
-            last_positions = (rows.size - 1 - np.unique(codes[::-1], return_index=True)[1]).tolist()
+            # Each partition's first and last of the rows (its offsets increase with the rows').
+            positions = np.arange(rows.size)
+            firsts = np.full(len(columns.partitions), rows.size)
+            lasts = np.full(len(columns.partitions), -1)
+            np.minimum.at(firsts, codes, positions)
+            np.maximum.at(lasts, codes, positions)
+            found = np.flatnonzero(lasts >= 0)
+            partitions, first_positions, last_positions = (
+                found.tolist(),
+                firsts[found].tolist(),
+                lasts[found].tolist(),
+            )
         for code, first, last in zip(partitions, first_positions, last_positions, strict=True):
             partition = columns.partitions[code]
             if partition not in self.first_offsets:

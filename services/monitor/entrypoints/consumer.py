@@ -108,16 +108,27 @@ class MonitorConsumer:
         predictions_topic = self.predictions_topic
         predictions: list[Delivered] = []
         others: list[Delivered] = []
+        messages: list[Any] = []
+        partitions: list[tuple[str, int]] = []
+        offsets: list[int] = []
+        # Partitions as one tuple each (the monitor keys its maps by them).
+        named: dict[int, tuple[str, int]] = {}
         for record in records:
-            (predictions if record.raw.topic() == predictions_topic else others).append(record)
+            raw = record.raw
+            if raw.topic() == predictions_topic:
+                predictions.append(record)
+                messages.append(record.message)
+                number = raw.partition()
+                partition = named.get(number)
+                if partition is None:
+                    partition = named[number] = (predictions_topic, number)
+                partitions.append(partition)
+                offsets.append(raw.offset())
+            else:
+                others.append(record)
         rejected: list[tuple[Delivered, Rejected]] = []
         if predictions:
-            raws = [record.raw for record in predictions]
-            letters = self.monitor.handle_batch(
-                [record.message for record in predictions],  # type: ignore[misc]
-                [(predictions_topic, raw.partition()) for raw in raws],
-                [raw.offset() for raw in raws],
-            )
+            letters = self.monitor.handle_batch(messages, partitions, offsets)
             rejected.extend((predictions[index], rejection) for index, rejection in letters)
             self._predictions += len(predictions)
         for record in others:
@@ -174,6 +185,7 @@ class MonitorConsumer:
 
     def close(self) -> None:
         """Release what the monitor holds beside the consumer (the store's connections), after `run`."""
+        self.monitor.shutdown()  # its last closed window written first
         if self.closing is not None:
             self.closing()
 
