@@ -26,7 +26,7 @@ import numpy as np
 from michi.contracts.v1 import common_pb2, upload_pb2
 from michi.windows.calibration import Calibration
 from michi.windows.features import WINDOW_SECONDS, pack_features
-from michi.windows.model_spec import CALIBRATION_STATES, CLASS_EVENT_TYPES, DECISION_THRESHOLD, RISKY_EVENT_TYPES
+from michi.windows.model_spec import CLASS_EVENT_TYPES, DECISION_THRESHOLD, RISKY_EVENT_TYPES, calibration_summary
 
 # Send 1 upload in this many in full (1 %), chosen by upload id.
 FULL_EVERY = 100
@@ -49,18 +49,6 @@ def sampled_in_full(upload_id: str, full_every: int = FULL_EVERY) -> bool:
         return False
     digest = hashlib.blake2b(upload_id.encode(), digest_size=8, person=b"michi-edge-full").digest()
     return int.from_bytes(digest, "big") % full_every == 0
-
-
-def calibration_summary(calibration: Calibration | None) -> common_pb2.CalibrationSummary:
-    """The calibration the device's calls were made with, as `Prediction.calibration` carries it."""
-    if calibration is None:
-        return common_pb2.CalibrationSummary(state=common_pb2.CALIBRATION_STATE_UNCALIBRATED, forward_method="none")
-    return common_pb2.CalibrationSummary(
-        state=CALIBRATION_STATES[calibration.state],
-        gravity_confidence=calibration.gravity_confidence,
-        forward_confidence=calibration.forward_confidence,
-        forward_method=calibration.forward_method,
-    )
 
 
 def windows_to_send(

@@ -15,11 +15,14 @@ Speeding is a map rule (`services/inference/domain/speeding.py`) and needs GPS b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from michi.contracts.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from michi.windows.calibration import Calibration
 
 MODEL_NAME = "michi-risk"
 # The graph's tensors: inputs `features` [batch, F] and `signals` [batch, C, T] (a model declares at least one),
@@ -53,6 +56,19 @@ CALIBRATION_STATES: dict[str, common_pb2.CalibrationState] = {
     "gravity-only": common_pb2.CALIBRATION_STATE_GRAVITY_ONLY,
     "uncalibrated": common_pb2.CALIBRATION_STATE_UNCALIBRATED,
 }
+
+
+def calibration_summary(calibration: Calibration | None) -> common_pb2.CalibrationSummary:
+    """The calibration a window was scored with, as `Prediction.calibration` and `Detection.calibration` carry it
+    (on the device too: an events-only upload's report)."""
+    if calibration is None:
+        return common_pb2.CalibrationSummary(state=common_pb2.CALIBRATION_STATE_UNCALIBRATED, forward_method="none")
+    return common_pb2.CalibrationSummary(
+        state=CALIBRATION_STATES[calibration.state],
+        gravity_confidence=calibration.gravity_confidence,
+        forward_confidence=calibration.forward_confidence,
+        forward_method=calibration.forward_method,
+    )
 
 
 # Widths of the `features` input a model may declare: the current list, and earlier lists it extends

@@ -93,10 +93,10 @@ from michi.windows.features import (
     window_id,
 )
 from michi.windows.model_spec import (
-    CALIBRATION_STATES,
     CLASS_EVENT_TYPES,
     DECISION_THRESHOLD,
     RISKY_EVENT_TYPES,
+    calibration_summary,
     detection_allowed,
 )
 from michi.windows.upload import UploadData, upload_from_proto
@@ -692,18 +692,6 @@ def _risky_calls(scores: np.ndarray, allowed: np.ndarray) -> list[common_pb2.Eve
         risky = bool(may) and event_type in RISKY_EVENT_TYPES and float(row[column]) >= DECISION_THRESHOLD
         calls.append(event_type if risky else None)
     return calls
-
-
-def calibration_summary(calibration: Calibration | None) -> common_pb2.CalibrationSummary:
-    """The calibration an event was made with, as the contract carries it."""
-    if calibration is None:
-        return common_pb2.CalibrationSummary(state=common_pb2.CALIBRATION_STATE_UNCALIBRATED, forward_method="none")
-    return common_pb2.CalibrationSummary(
-        state=CALIBRATION_STATES[calibration.state],
-        gravity_confidence=calibration.gravity_confidence,
-        forward_confidence=calibration.forward_confidence,
-        forward_method=calibration.forward_method,
-    )
 
 
 @dataclass
