@@ -242,8 +242,15 @@ def _rollout_document(path: Path) -> dict[str, Any]:
 
 
 def _rollout_summary(rollout: Any) -> str:
-    """`<id>  <model>  candidate <v> vs champion <v>  <strategy> <weight>%  step i/n  <status>`."""
+    """`<id>  <model>  candidate <v> vs champion <v>  <strategy> <weight>%  step i/n  <status>`, or for a bandit
+    over several candidates `candidates <v> <w>%, <v> <w>% vs champion <v> <w>%  bandit  <status>`."""
     step = f"step {rollout.step_index + 1}/{rollout.steps}" if rollout.step_index is not None else "single weight"
+    if len(rollout.candidates) > 1:
+        candidates = ", ".join(f"{version} {percent:g}%" for version, percent in rollout.weights)
+        return (
+            f"{rollout.rollout_id}  {rollout.model_name}  candidates {candidates} vs champion "
+            f"{rollout.champion_version} {rollout.champion_percent:g}%  {rollout.strategy}  {rollout.status}"
+        )
     return (
         f"{rollout.rollout_id}  {rollout.model_name}  candidate {rollout.candidate_version} vs champion "
         f"{rollout.champion_version}  {rollout.strategy} {rollout.weight_percent:g}%  {step}  {rollout.status}"
@@ -289,21 +296,34 @@ def _awaiting_lines(rollout: Any, awaiting: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _rollout_action(name: str, reason: str, act: str) -> None:
+def _rollout_action(name: str, reason: str, act: str, **options: Any) -> None:
     with _registry(publishing=True) as registry:
         method = getattr(registry, f"{act}_rollout")
-        typer.echo(_plan_summary(method(name, actor=_actor(), reason=reason)))
+        typer.echo(_plan_summary(method(name, actor=_actor(), reason=reason, **options)))
+
+
+def _arms_text(evidence: dict[str, Any]) -> str:
+    """`  [arms 2 25%, 3 25%, 1 50%]` for a decision that set the arms' shares (start, set-weight), else ``."""
+    arms = evidence.get("percents")
+    if not isinstance(arms, dict) or not arms or not all(isinstance(value, int | float) for value in arms.values()):
+        return ""
+    return "  [arms " + ", ".join(f"{version} {percent:g}%" for version, percent in arms.items()) + "]"
 
 
 @rollouts_app.command("start")
 def start_rollout(
     name: str,
-    version: str,
+    versions: list[str] = typer.Argument(
+        ...,
+        metavar="VERSION",
+        help="the candidate; a bandit takes up to 3 (each a candidate or the shadow)",
+    ),
     reason: str = typer.Option(..., "--reason", help="why"),
     weight: float | None = typer.Option(
         None,
         "--weight",
-        help="percent of devices on the candidate, 0-100 (default 10 for canary, 50 for ab and bandit)",
+        help="percent of devices on the (each) candidate, 0-100 (default 10 for canary, 50 for ab and bandit, "
+        "an equal share per arm for a bandit of several candidates)",
     ),
     steps: Path | None = typer.Option(None, "--steps", help="a rollout document (YAML or JSON, docs/rollouts.md)"),
     strategy: str = typer.Option(
@@ -312,15 +332,26 @@ def start_rollout(
 ) -> None:
     """Serve VERSION (a candidate or the shadow) to a share of the devices beside the champion, and publish the plan.
 
-    With --steps, the document's first set_weight step sets the share; step on with `michi rollouts set-weight`."""
+    With --steps, the document's first set_weight step sets the share; step on with `michi rollouts set-weight`.
+    A bandit (--strategy bandit) takes up to 3 versions: Thompson sampling over them and the champion."""
     if strategy not in ROLLOUT_STRATEGIES:
         _fail(f"unknown strategy {strategy!r}; choose one of {', '.join(ROLLOUT_STRATEGIES)}")
     if weight is not None and steps is not None:
         _fail("give --weight or --steps, not both")
+    if len(versions) > 1 and strategy != "bandit":
+        _fail(f"{len(versions)} versions: only a bandit (--strategy bandit) serves more than one candidate")
     document = _rollout_document(steps) if steps is not None else None
+    version, *more = versions
     with _registry(publishing=True) as registry:
         plan = registry.start_rollout(
-            name, version, actor=_actor(), reason=reason, strategy=strategy, weight=weight, document=document
+            name,
+            version,
+            actor=_actor(),
+            reason=reason,
+            strategy=strategy,
+            weight=weight,
+            document=document,
+            more_versions=more,
         )
         typer.echo(_plan_summary(plan))
 
@@ -349,9 +380,16 @@ def resume_rollout(name: str, reason: str = typer.Option(..., "--reason", help="
 
 
 @rollouts_app.command("promote")
-def promote_rollout(name: str, reason: str = typer.Option(..., "--reason", help="why")) -> None:
-    """End the rollout making its candidate the champion (the previous champion is retired)."""
-    _rollout_action(name, reason, "promote")
+def promote_rollout(
+    name: str,
+    reason: str = typer.Option(..., "--reason", help="why"),
+    version: str | None = typer.Option(
+        None, "--version", help="the candidate to promote (needed when a bandit serves several)"
+    ),
+) -> None:
+    """End the rollout making its candidate the champion (the previous champion is retired; a bandit's other
+    candidates go back to candidate)."""
+    _rollout_action(name, reason, "promote", version=version)
 
 
 @rollouts_app.command("rollback")
@@ -371,8 +409,8 @@ def rollout_status(
     name: str | None = typer.Argument(None, help="one model (default: every model with a rollout)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per rollout"),
 ) -> None:
-    """The running and paused rollouts: candidate vs champion, strategy, weight, step, status, since, the plan, and
-    what each arm served so far (windows, devices, hours driven, detections: from the warehouse)."""
+    """The running and paused rollouts: candidate(s) vs champion, strategy, weight(s), step, status, since, the plan,
+    and what each arm served so far (windows, devices, hours driven, detections: from the warehouse)."""
     from dataclasses import asdict
 
     from google.protobuf.json_format import MessageToDict
@@ -402,6 +440,9 @@ def rollout_status(
             if as_json:
                 shown = {key: getattr(rollout, key) for key in rollout.__dataclass_fields__}
                 shown.update(
+                    candidates=list(rollout.candidates),
+                    candidate_weights=[list(pair) for pair in rollout.weights],
+                    champion_percent=rollout.champion_percent,
                     steps=rollout.steps,
                     started_at=rollout.started_at.isoformat(),
                     ended_at=None,
@@ -447,7 +488,7 @@ def rollout_history(
         else:
             typer.echo(
                 f"{decision.revision:>5}  {decision.created_at:%Y-%m-%d %H:%M:%S}  {decision.rollout_id}  "
-                f"{decision.action:<10}  {decision.actor:<16}  {decision.reason}"
+                f"{decision.action:<10}  {decision.actor:<16}  {decision.reason}{_arms_text(decision.evidence)}"
             )
     if not decisions and not as_json:
         typer.echo(f"no rollout of {name} yet", err=True)

@@ -48,7 +48,8 @@ class StageChange:
 
 @dataclass(frozen=True)
 class Rollout:
-    """One rollout of `candidate_version` against `champion_version` (the champion when it started)."""
+    """One rollout of `candidate_version` (and, for a bandit over more arms, of further candidates) against
+    `champion_version` (the champion when it started)."""
 
     rollout_id: str
     model_name: str
@@ -64,11 +65,34 @@ class Rollout:
     started_by: str
     started_at: datetime
     ended_at: datetime | None
+    # Every candidate in plan order, each with its percent of the devices: `candidate_version` at `weight_percent`
+    # first, then those a bandit over more than two arms adds (`registry_rollout_candidate`). Empty: only the first.
+    candidate_weights: tuple[tuple[str, float], ...] = ()
 
     @property
     def steps(self) -> int:
         """How many steps the document has (0 without one)."""
         return len((self.document or {}).get("steps", []))
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """Every candidate version, in plan order (the first is `candidate_version`)."""
+        return tuple(version for version, _ in self.weights) if self.candidate_weights else (self.candidate_version,)
+
+    @property
+    def weights(self) -> tuple[tuple[str, float], ...]:
+        """Every candidate with its percent of the devices, in plan order (the champion has the rest)."""
+        return self.candidate_weights or ((self.candidate_version, self.weight_percent),)
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The rollout's serving arms in plan order: its candidates, then the champion."""
+        return (*self.candidates, self.champion_version)
+
+    @property
+    def champion_percent(self) -> float:
+        """Percent of the devices the champion keeps."""
+        return round(100.0 - sum(percent for _, percent in self.weights), 4)
 
 
 @dataclass(frozen=True)

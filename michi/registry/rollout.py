@@ -3,8 +3,8 @@
 The plan for a model name names its champion (traffic share 1.0) and, when one is set,
 its shadow (share 0: it sees every window, its outputs are never scored). While a rollout
 serves (`ServingRollout`), the plan carries its `rollout_id` and splits the devices: the
-candidate first (CANARY, or TREATMENT for an A/B test or a bandit, share w), the champion last (share
-1 - w), then the shadow if there is one (share 0: every device). The plan's revision is the
+candidate first (CANARY, or TREATMENT for an A/B test or a bandit, share w), a bandit's further candidates next
+(TREATMENT, each its share), the champion last (the rest), then the shadow if there is one (share 0: every device). The plan's revision is the
 model's latest (one per decision, a stage change asked for or a rollout action, however many stage changes
 it makes: a promotion is one revision; stage changes and rollout decisions share one sequence per name), and its
 event id is derived from name and revision, so re-sending the same plan is recognisable
@@ -41,6 +41,13 @@ class ServingRollout:
     strategy: str  # canary | ab | bandit
     candidate_version: str
     candidate_share: float  # in [0, 1]
+    # A bandit's further candidates, in plan order after the first, each with its share in [0, 1].
+    more_candidates: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def candidate_shares(self) -> tuple[tuple[str, float], ...]:
+        """Every candidate with its share, in plan order."""
+        return ((self.candidate_version, self.candidate_share), *self.more_candidates)
 
 
 def model_reference(version: ModelVersion) -> operations_pb2.ModelRef:
@@ -65,10 +72,11 @@ def build_rollout_plan(
     """The plan for `name` given all its versions, its latest revision, and the rollout serving, if any."""
     champion = next((version for version in versions if version.stage == Stage.CHAMPION), None)
     shadow = next((version for version in versions if version.stage == Stage.SHADOW), None)
-    candidate = (
-        next((version for version in versions if version.version == rollout.candidate_version), None)
+    by_version = {version.version: version for version in versions}
+    candidates = (
+        [(by_version[version], share) for version, share in rollout.candidate_shares if version in by_version]
         if rollout is not None
-        else None
+        else []
     )
     strategy = operations_pb2.ROLLOUT_STRATEGY_SHADOW if shadow else operations_pb2.ROLLOUT_STRATEGY_CHAMPION_ONLY
     if rollout is not None:
@@ -84,13 +92,16 @@ def build_rollout_plan(
     if changed_at is not None:
         plan.occurred_at.CopyFrom(timestamp_from_datetime(changed_at))
     champion_share = 1.0
-    if rollout is not None and candidate is not None:
-        # Candidate first, champion last: raising the candidate's share moves only champion devices onto it.
-        share = round(rollout.candidate_share, SHARE_DECIMALS)
-        champion_share = round(1.0 - share, SHARE_DECIMALS)
-        plan.arms.append(
-            operations_pb2.RolloutArm(model=model_reference(candidate), variant=candidate_variant, traffic_share=share)
-        )
+    if rollout is not None and candidates:
+        # Candidates first, champion last: raising the (first) candidate's share moves only champion devices onto it.
+        shares = [round(share, SHARE_DECIMALS) for _, share in candidates]
+        champion_share = round(1.0 - sum(shares), SHARE_DECIMALS)
+        for (candidate, _), share in zip(candidates, shares, strict=True):
+            plan.arms.append(
+                operations_pb2.RolloutArm(
+                    model=model_reference(candidate), variant=candidate_variant, traffic_share=share
+                )
+            )
     if champion is not None:
         plan.champion.CopyFrom(model_reference(champion))
         plan.arms.append(

@@ -3,7 +3,8 @@
 A version is born `candidate`. It may run in `shadow` (seeing live traffic, never
 scored), become the `champion` (serving), or be `retired`. While a rollout serves it
 to a share of the devices beside the champion it is `canary`. Per model name there is
-at most one champion, at most one shadow and at most one canary:
+at most one champion, at most one shadow, and canaries only of its one rollout (one, or up to three for a
+bandit over several candidates):
 
 - promoting a version to champion retires the previous champion;
 - putting a version in shadow sends the previous shadow back to candidate;
@@ -12,7 +13,7 @@ at most one champion, at most one shadow and at most one canary:
 - a candidate or the shadow becomes `canary` only when a rollout of it starts
   (`plan_rollout_start`), and leaves it only when the rollout ends (`plan_rollout_end`):
   promoted to champion (the previous champion retired, as any promotion does), or
-  back to candidate on a rollback or an abort.
+  back to candidate on a rollback or an abort (and the other candidates of a bandit when one is promoted).
 
 `plan_transition`, `plan_rollback`, `plan_rollout_start` and `plan_rollout_end` return the
 stage changes an operation makes, the registry writes them in one transaction.
@@ -145,24 +146,29 @@ def plan_rollback(stages: Mapping[str, Stage], lineage: Sequence[str]) -> list[P
     ]
 
 
-def plan_rollout_start(stages: Mapping[str, Stage], version: str) -> list[PlannedChange]:
-    """Put `version` (a candidate or the shadow) in canary for a rollout against the champion.
+def plan_rollout_start(stages: Mapping[str, Stage], version: str, *more: str) -> list[PlannedChange]:
+    """Put `version` (and `more`, a bandit's further candidates), each a candidate or the shadow, in canary for a
+    rollout against the champion.
 
-    A rollout needs a champion to share the devices with, and one canary at a time per model name.
+    A rollout needs a champion to share the devices with; the canaries of a model are those of its one rollout.
     """
-    if version not in stages:
-        raise StageRuleViolation(f"unknown version {version}")
-    current = stages[version]
-    if current == Stage.CHAMPION:
-        raise StageRuleViolation(f"version {version} is the champion: a rollout needs another version")
-    if current not in ROLLOUT_START_STAGES:
-        raise StageRuleViolation(f"version {version} is {current}: a rollout starts from a candidate or the shadow")
+    versions = (version, *more)
+    if len(set(versions)) != len(versions):
+        raise StageRuleViolation(f"a version is a candidate of a rollout once, not {', '.join(versions)}")
+    for each in versions:
+        if each not in stages:
+            raise StageRuleViolation(f"unknown version {each}")
+        current = stages[each]
+        if current == Stage.CHAMPION:
+            raise StageRuleViolation(f"version {each} is the champion: a rollout needs another version")
+        if current not in ROLLOUT_START_STAGES:
+            raise StageRuleViolation(f"version {each} is {current}: a rollout starts from a candidate or the shadow")
     if not any(stage == Stage.CHAMPION for stage in stages.values()):
         raise StageRuleViolation("there is no champion to roll out against: promote one first")
     canaries = sorted(other for other, stage in stages.items() if stage == Stage.CANARY)
     if canaries:
         raise StageRuleViolation(f"version {canaries[0]} is already canary")
-    return [PlannedChange(version, current, Stage.CANARY, ChangeKind.ROLLOUT)]
+    return [PlannedChange(each, stages[each], Stage.CANARY, ChangeKind.ROLLOUT) for each in versions]
 
 
 def plan_rollout_end(stages: Mapping[str, Stage], version: str, *, promote: bool) -> list[PlannedChange]:

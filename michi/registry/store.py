@@ -8,7 +8,10 @@ no stage change) and a stage change cannot both commit from the same state.
 
 Rollouts (`start_rollout`, `set_rollout_weight`, `pause_rollout`, `resume_rollout`,
 `promote_rollout`, `rollback_rollout`, `abort_rollout`) serve a candidate (stage `canary`)
-to a share of the devices beside the champion. Each action is one decision in the rollout's
+to a share of the devices beside the champion; a bandit may serve up to three candidates
+(`start_rollout(..., more_versions=...)`, kept in `registry_rollout_candidate`, their shares moved
+together by `set_rollout_shares`, the winner named to `promote_rollout(..., version=...)`, the other
+candidates sent back to candidate). Each action is one decision in the rollout's
 log (actor, reason, evidence, the plan it replaced) and one plan revision; `promote` and
 `rollback` of a model with a rollout serving end that rollout as manual overrides.
 
@@ -31,8 +34,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -56,7 +59,7 @@ from michi.registry.records import (
     VersionDiff,
     compare_values,
 )
-from michi.registry.rollout import ServingRollout, build_rollout_plan, plan_problems
+from michi.registry.rollout import MAX_PLAN_ARMS, ServingRollout, build_rollout_plan, plan_problems
 from michi.registry.rollout_status import (
     ACTIVE_STATUSES,
     DEFAULT_WEIGHT_PERCENT,
@@ -84,7 +87,13 @@ from michi.registry.stages import (
     plan_rollout_start,
     plan_transition,
 )
-from michi.registry.tables import ModelVersionRow, RolloutDecisionRow, RolloutRow, StageChangeRow
+from michi.registry.tables import (
+    ModelVersionRow,
+    RolloutCandidateRow,
+    RolloutDecisionRow,
+    RolloutRow,
+    StageChangeRow,
+)
 from michi.rollouts.steps import rollout_spec_from_mapping
 
 logger = logging.getLogger(__name__)
@@ -162,7 +171,7 @@ class _LostRace(Exception):
     """Another writer changed the serving rollout's row between this transaction's read and its write."""
 
 
-def _rollout_record(row: RolloutRow) -> Rollout:
+def _rollout_record(row: RolloutRow, more: Sequence[RolloutCandidateRow] = ()) -> Rollout:
     return Rollout(
         rollout_id=row.rollout_id,
         model_name=row.model_name,
@@ -177,6 +186,11 @@ def _rollout_record(row: RolloutRow) -> Rollout:
         started_by=row.started_by,
         started_at=_utc(row.started_at),
         ended_at=_utc(row.ended_at) if row.ended_at is not None else None,
+        candidate_weights=(
+            ((row.candidate_version, row.weight_percent), *((extra.version, extra.weight_percent) for extra in more))
+            if more
+            else ()
+        ),
     )
 
 
@@ -194,11 +208,58 @@ def _decision_record(row: RolloutDecisionRow) -> RolloutDecision:
     )
 
 
-def _serving(row: RolloutRow | None) -> ServingRollout | None:
-    """What a rollout row adds to the plan, while it serves."""
+def _serving(row: RolloutRow | None, more: Sequence[RolloutCandidateRow] = ()) -> ServingRollout | None:
+    """What a rollout row (and its further candidates) adds to the plan, while it serves."""
     if row is None or row.status not in ACTIVE_STATUSES:
         return None
-    return ServingRollout(row.rollout_id, row.strategy, row.candidate_version, candidate_share(row.weight_percent))
+    return ServingRollout(
+        row.rollout_id,
+        row.strategy,
+        row.candidate_version,
+        candidate_share(row.weight_percent),
+        tuple((extra.version, candidate_share(extra.weight_percent)) for extra in more),
+    )
+
+
+def _candidates_of(session: Session, rollout_ids: Sequence[str]) -> dict[str, builtins.list[RolloutCandidateRow]]:
+    """The further candidates of each rollout, in plan order (none for a rollout of one candidate)."""
+    found: dict[str, builtins.list[RolloutCandidateRow]] = {}
+    if not rollout_ids:
+        return found
+    statement = (
+        select(RolloutCandidateRow)
+        .where(col(RolloutCandidateRow.rollout_id).in_(builtins.list(rollout_ids)))
+        .order_by(col(RolloutCandidateRow.rollout_id), col(RolloutCandidateRow.position))
+    )
+    for row in session.exec(statement).all():
+        found.setdefault(row.rollout_id, []).append(row)
+    return found
+
+
+def _candidate_versions(rollout: RolloutRow, more: Sequence[RolloutCandidateRow]) -> builtins.list[str]:
+    return [rollout.candidate_version, *(extra.version for extra in more)]
+
+
+def _rollout_end(
+    stages: Mapping[str, Stage], candidates: Sequence[str], *, promoted: str | None
+) -> builtins.list[PlannedChange]:
+    """The stage changes that end a rollout of `candidates`: `promoted` (if any) becomes champion, retiring the
+    previous one; every other candidate goes back to candidate (where a rolled-back canary has always gone)."""
+    planned: builtins.list[PlannedChange] = []
+    if promoted is not None:
+        planned += plan_rollout_end(stages, promoted, promote=True)
+    for version in candidates:
+        if version != promoted:
+            planned += plan_rollout_end(stages, version, promote=False)
+    return planned
+
+
+def _arms_detail(candidates: Sequence[str], percents: Sequence[float], champion: str) -> dict[str, float]:
+    """Percent of the devices per serving arm (candidates in plan order, the champion last), for a decision's
+    evidence and `michi rollouts history`."""
+    arms = {version: float(percent) for version, percent in zip(candidates, percents, strict=True)}
+    arms[champion] = round(100.0 - sum(percents), 4)
+    return arms
 
 
 @dataclass
@@ -210,6 +271,12 @@ class _Snapshot:
     changes: list[StageChangeRow]
     last_decision: RolloutDecisionRow | None
     rollout: RolloutRow | None
+    # The serving rollout's further candidates, in plan order.
+    more_candidates: builtins.list[RolloutCandidateRow]
+
+    def candidates(self) -> builtins.list[str]:
+        """The serving rollout's candidates in plan order (none without one)."""
+        return _candidate_versions(self.rollout, self.more_candidates) if self.rollout is not None else []
 
     def stages(self) -> dict[str, Stage]:
         return {version: Stage(row.stage) for version, row in self.rows.items()}
@@ -236,6 +303,10 @@ class _Revision:
     # The reason the stage changes and the plan carry.
     reason: str
     started: RolloutRow | None = None
+    # The further candidates of the rollout it starts.
+    started_candidates: builtins.list[RolloutCandidateRow] = field(default_factory=builtins.list)
+    # New percents of the serving rollout's further candidates, by version.
+    candidate_weights: dict[str, float] | None = None
     # New values of the serving rollout's row (empty: only its revision moves on). None: no rollout serves.
     rollout_values: dict[str, Any] | None = None
     # (action, reason, evidence) of the rollout decision to record.
@@ -374,8 +445,13 @@ class ModelRegistry:
         weight: float | None = None,
         document: Mapping[str, Any] | None = None,
         evidence: Mapping[str, Any] | None = None,
+        more_versions: Sequence[str] = (),
     ) -> operations_pb2.RolloutPlan:
         """Start serving `version` (a candidate or the shadow, now `canary`) to a share of the devices.
+
+        A bandit may serve `more_versions` beside it (each a candidate or the shadow, each `canary`, after `version`
+        in the plan; at most `MAX_PLAN_ARMS - 1` candidates in all, the champion being the last arm): every arm then
+        starts with an equal share (or each candidate with `weight` percent), the champion keeping the rest.
 
         The share is `weight` percent, or the first `set_weight` step of `document` (a rollout document,
         validated by `michi.rollouts.steps.rollout_spec_from_mapping`), or 10 % for a canary and 50 % for an
@@ -384,6 +460,14 @@ class ModelRegistry:
         chosen = RolloutStrategy(strategy)
         step_index: int | None = None
         stored_document: dict[str, Any] | None = None
+        more = [str(other) for other in more_versions]
+        if more and chosen != RolloutStrategy.BANDIT:
+            raise RolloutRefused("only a bandit serves more than one candidate; a canary or an A/B test serves one")
+        if 1 + len(more) > MAX_PLAN_ARMS - 1:
+            raise RolloutRefused(
+                f"{1 + len(more)} candidates: a bandit serves at most {MAX_PLAN_ARMS - 1} beside the champion "
+                f"(inference serves {MAX_PLAN_ARMS} models per plan)"
+            )
         if document is not None:
             if weight is not None:
                 raise RolloutRefused("give a weight or a rollout document, not both")
@@ -392,9 +476,15 @@ class ModelRegistry:
                 raise RolloutRefused(f"a rollout document describes a canary; {takes}")
             step_index, percent = first_weight(rollout_spec_from_mapping(document))
             stored_document = json.loads(json.dumps(dict(document), default=str))
+        elif weight is None and more:
+            percent = round(100.0 / (2 + len(more)), 4)  # every arm alike, the champion taking what rounding leaves
         else:
             percent = DEFAULT_WEIGHT_PERCENT[chosen.value] if weight is None else weight
         percent = checked_weight(percent)
+        if percent * (1 + len(more)) > 100.0 + 1e-9:
+            raise RolloutRefused(
+                f"{1 + len(more)} candidates at {percent:g}% each leave the champion less than nothing"
+            )
 
         def decide(snapshot: _Snapshot) -> _Revision:
             if snapshot.rollout is not None:
@@ -404,8 +494,11 @@ class ModelRegistry:
                 )
             if version not in snapshot.rows:
                 raise UnknownModelVersion(f"no version {version} of model {name}")
+            for other in more:
+                if other not in snapshot.rows:
+                    raise UnknownModelVersion(f"no version {other} of model {name}")
             stages = snapshot.stages()
-            planned = plan_rollout_start(stages, version)
+            planned = plan_rollout_start(stages, version, *more)
             champion = next(other for other, stage in stages.items() if stage == Stage.CHAMPION)
             rollout_id = new_rollout_id(name, version)
             started = RolloutRow(
@@ -423,13 +516,25 @@ class ModelRegistry:
                 started_by=actor,
                 started_at=datetime.now(UTC),
             )
-            details = {"strategy": chosen.value, "weight_percent": percent, "champion_version": champion}
+            details: dict[str, Any] = {
+                "strategy": chosen.value,
+                "weight_percent": percent,
+                "champion_version": champion,
+            }
             if step_index is not None:
                 details["step_index"] = step_index
+            started_candidates = [
+                RolloutCandidateRow(rollout_id=rollout_id, position=position, version=other, weight_percent=percent)
+                for position, other in enumerate(more, start=1)
+            ]
+            if more:
+                details["candidates"] = [version, *more]
+            details["percents"] = _arms_detail([version, *more], [percent] * (1 + len(more)), champion)
             return _Revision(
                 planned,
                 plan_reason(rollout_id, RolloutAction.START, reason),
                 started=started,
+                started_candidates=started_candidates,
                 decision=(RolloutAction.START, reason, {**details, **dict(evidence or {})}),
             )
 
@@ -445,6 +550,23 @@ class ModelRegistry:
         checked = checked_weight(percent)
         return self._rollout_action(name, RolloutAction.SET_WEIGHT, actor, reason, evidence, weight=checked)
 
+    def set_rollout_shares(
+        self,
+        name: str,
+        percents: Mapping[str, float],
+        *,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> operations_pb2.RolloutPlan:
+        """Put each candidate of the running rollout on its percent of the devices (`percents`: every candidate,
+        by version; the champion keeps the rest): one decision (set-weight), one plan revision. For a rollout of
+        one candidate it is `set_rollout_weight`."""
+        checked = {str(version): checked_weight(percent) for version, percent in percents.items()}
+        if sum(checked.values()) > 100.0 + 1e-9:
+            raise RolloutRefused(f"candidates' shares {checked} add up to more than 100%")
+        return self._rollout_action(name, RolloutAction.SET_WEIGHT, actor, reason, evidence, percents=checked)
+
     def pause_rollout(
         self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
     ) -> operations_pb2.RolloutPlan:
@@ -458,16 +580,23 @@ class ModelRegistry:
         return self._rollout_action(name, RolloutAction.RESUME, actor, reason, evidence)
 
     def promote_rollout(
-        self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        actor: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+        version: str | None = None,
     ) -> operations_pb2.RolloutPlan:
-        """End the rollout by making its candidate the champion (the previous champion is retired)."""
-        return self._rollout_action(name, RolloutAction.PROMOTE, actor, reason, evidence)
+        """End the rollout by making its candidate the champion (the previous champion is retired). A rollout of
+        several candidates needs `version`, the one to promote: the others go back to candidate."""
+        return self._rollout_action(name, RolloutAction.PROMOTE, actor, reason, evidence, promoted=version)
 
     def rollback_rollout(
         self, name: str, *, actor: str, reason: str, evidence: Mapping[str, Any] | None = None
     ) -> operations_pb2.RolloutPlan:
-        """End the rollout because its candidate is worse: the candidate goes back to candidate, the champion
-        serves every device (a plan without a rollout id)."""
+        """End the rollout because its candidate is worse: the candidate (every candidate) goes back to candidate,
+        the champion serves every device (a plan without a rollout id)."""
         return self._rollout_action(name, RolloutAction.ROLLBACK, actor, reason, evidence)
 
     def abort_rollout(
@@ -480,19 +609,25 @@ class ModelRegistry:
         """The rollout of `name` that runs or is paused, if any."""
         with Session(self.engine) as session:
             row = session.exec(select(RolloutRow).where(RolloutRow.active_model == name)).first()
-            return _rollout_record(row) if row is not None else None
+            if row is None:
+                return None
+            return _rollout_record(row, _candidates_of(session, [row.rollout_id]).get(row.rollout_id, []))
 
     def active_rollouts(self) -> builtins.list[Rollout]:
         """Every rollout that runs or is paused, by model name."""
         with Session(self.engine) as session:
             statement = select(RolloutRow).where(col(RolloutRow.active_model).is_not(None))
-            return [_rollout_record(row) for row in session.exec(statement.order_by(col(RolloutRow.model_name)))]
+            rows = builtins.list(session.exec(statement.order_by(col(RolloutRow.model_name))))
+            more = _candidates_of(session, [row.rollout_id for row in rows])
+            return [_rollout_record(row, more.get(row.rollout_id, [])) for row in rows]
 
     def rollouts(self, name: str) -> builtins.list[Rollout]:
         """Every rollout of `name`, newest first."""
         with Session(self.engine) as session:
             statement = select(RolloutRow).where(RolloutRow.model_name == name).order_by(col(RolloutRow.id).desc())
-            return [_rollout_record(row) for row in session.exec(statement)]
+            rows = builtins.list(session.exec(statement))
+            more = _candidates_of(session, [row.rollout_id for row in rows])
+            return [_rollout_record(row, more.get(row.rollout_id, [])) for row in rows]
 
     def rollout_history(self, name: str) -> builtins.list[RolloutDecision]:
         """Every decision of every rollout of `name`, newest first."""
@@ -572,7 +707,8 @@ class ModelRegistry:
             .limit(1)
         ).first()
         rollout = session.exec(select(RolloutRow).where(RolloutRow.active_model == name)).first()
-        return _Snapshot(name, rows, self._changes(session, name), last_decision, rollout)
+        more = _candidates_of(session, [rollout.rollout_id]).get(rollout.rollout_id, []) if rollout is not None else []
+        return _Snapshot(name, rows, self._changes(session, name), last_decision, rollout, more)
 
     def _plan_of(self, snapshot: _Snapshot) -> operations_pb2.RolloutPlan:
         """The plan a snapshot describes: its versions' stages, its serving rollout, its latest revision."""
@@ -592,7 +728,7 @@ class ModelRegistry:
             revision=snapshot.revision,
             changed_at=_utc(changed_at) if changed_at is not None else None,
             reason=reason,
-            rollout=_serving(snapshot.rollout),
+            rollout=_serving(snapshot.rollout, snapshot.more_candidates),
         )
 
     def _change(
@@ -611,20 +747,24 @@ class ModelRegistry:
             stages = snapshot.stages()
             if rollout is None:
                 return _Revision(planner(stages, snapshot.lineage()), reason)
+            candidates = snapshot.candidates()
             if rollback:
-                planned = plan_rollout_end(stages, rollout.candidate_version, promote=False)
+                planned = _rollout_end(stages, candidates, promoted=None)
                 action = RolloutAction.ROLLBACK
             else:
                 planned = planner(stages, snapshot.lineage())
                 if not any(change.to_stage == Stage.CHAMPION for change in planned):
                     # Another version to shadow, a candidate retired: the rollout serves on beside it.
                     return _Revision(planned, reason, rollout_values={})
-                if any(change.version == rollout.candidate_version for change in planned):
+                promoted = next((change.version for change in planned if change.version in candidates), None)
+                if promoted is not None:
                     action = RolloutAction.PROMOTE
+                    # A bandit's other candidates step back.
+                    planned += _rollout_end(stages, [other for other in candidates if other != promoted], promoted=None)
                 else:
-                    # Another version made champion: the rollout's comparison is void, its canary steps back.
+                    # Another version made champion: the rollout's comparison is void, its canaries step back.
                     action = RolloutAction.ABORT
-                    planned += plan_rollout_end(stages, rollout.candidate_version, promote=False)
+                    planned += _rollout_end(stages, candidates, promoted=None)
             return self._rollout_revision(snapshot, action, f"manual override: {reason}", {}, planned)
 
         return self._revise(name, actor, decide)
@@ -638,17 +778,49 @@ class ModelRegistry:
         evidence: Mapping[str, Any] | None,
         *,
         weight: float | None = None,
+        percents: Mapping[str, float] | None = None,
+        promoted: str | None = None,
     ) -> operations_pb2.RolloutPlan:
         def decide(snapshot: _Snapshot) -> _Revision:
-            if snapshot.rollout is None:
+            rollout = snapshot.rollout
+            if rollout is None:
                 raise RolloutRefused(f"no rollout of {name} is running or paused")
+            candidates = snapshot.candidates()
             stages = snapshot.stages()
             planned: builtins.list[PlannedChange] = []
+            weights: dict[str, float] | None = None
+            set_weight = weight
+            if weight is not None and len(candidates) > 1:
+                raise RolloutRefused(
+                    f"rollout {rollout.rollout_id} of {name} serves {len(candidates)} candidates "
+                    f"({', '.join(candidates)}): their shares are the bandit's (pause it to hold them)"
+                )
+            if percents is not None:
+                if set(percents) != set(candidates):
+                    raise RolloutRefused(
+                        f"rollout {rollout.rollout_id} of {name} has candidates {', '.join(candidates)}: "
+                        f"give a share for each, not for {', '.join(sorted(percents)) or 'none'}"
+                    )
+                set_weight = percents[rollout.candidate_version]
+                weights = {version: percents[version] for version in candidates[1:]}
             if action == RolloutAction.PROMOTE:
-                planned = plan_rollout_end(stages, snapshot.rollout.candidate_version, promote=True)
+                chosen = promoted if promoted is not None else candidates[0]
+                if promoted is None and len(candidates) > 1:
+                    raise RolloutRefused(
+                        f"rollout {rollout.rollout_id} of {name} has candidates {', '.join(candidates)}: "
+                        "say which one to promote"
+                    )
+                if chosen not in candidates:
+                    raise RolloutRefused(
+                        f"version {chosen} is not a candidate of rollout {rollout.rollout_id} "
+                        f"(candidates {', '.join(candidates)})"
+                    )
+                planned = _rollout_end(stages, candidates, promoted=chosen)
             elif ends_rollout(action):
-                planned = plan_rollout_end(stages, snapshot.rollout.candidate_version, promote=False)
-            return self._rollout_revision(snapshot, action, reason, dict(evidence or {}), planned, weight=weight)
+                planned = _rollout_end(stages, candidates, promoted=None)
+            return self._rollout_revision(
+                snapshot, action, reason, dict(evidence or {}), planned, weight=set_weight, candidate_weights=weights
+            )
 
         return self._revise(name, actor, decide)
 
@@ -661,8 +833,10 @@ class ModelRegistry:
         planned: builtins.list[PlannedChange],
         *,
         weight: float | None = None,
+        candidate_weights: dict[str, float] | None = None,
     ) -> _Revision:
-        """The revision an action on the serving rollout makes: its new status, weight and step, and its decision."""
+        """The revision an action on the serving rollout makes: its new status, weight(s) and step, and its
+        decision."""
         rollout = snapshot.rollout
         assert rollout is not None
         status = status_after(action, RolloutStatus(rollout.status), model_name=snapshot.name)
@@ -671,6 +845,14 @@ class ModelRegistry:
         if weight is not None:
             values["weight_percent"] = weight
             details["weight_percent"] = {"from": rollout.weight_percent, "to": weight}
+            percents = [
+                weight,
+                *(
+                    (candidate_weights or {}).get(extra.version, extra.weight_percent)
+                    for extra in snapshot.more_candidates
+                ),
+            ]
+            details["percents"] = _arms_detail(snapshot.candidates(), percents, rollout.champion_version)
             if rollout.document is not None and rollout.step_index is not None:
                 step = step_after_weight(rollout_spec_from_mapping(rollout.document), rollout.step_index, weight)
                 values["step_index"] = step
@@ -682,6 +864,7 @@ class ModelRegistry:
             planned,
             plan_reason(rollout.rollout_id, action, reason),
             rollout_values=values,
+            candidate_weights=candidate_weights,
             decision=(action, reason, {**details, **evidence}),
         )
 
@@ -722,12 +905,20 @@ class ModelRegistry:
                     )
                 )
             serving: RolloutRow | None = None
+            serving_candidates: builtins.list[RolloutCandidateRow] = []
             if revision.started is not None:
                 revision.started.revision = new_revision
                 session.add(revision.started)
-                serving = revision.started
+                session.add_all(revision.started_candidates)
+                serving, serving_candidates = revision.started, revision.started_candidates
             elif revision.rollout_values is not None and snapshot.rollout is not None:
                 serving = self._compare_and_set(session, snapshot.rollout, revision.rollout_values, new_revision)
+                serving_candidates = snapshot.more_candidates
+                # Under the rollout row's revision, just compared and set: no other writer changes them meanwhile.
+                for extra in serving_candidates:
+                    if revision.candidate_weights and extra.version in revision.candidate_weights:
+                        extra.weight_percent = revision.candidate_weights[extra.version]
+                        session.add(extra)
             if revision.decision is not None:
                 action, reason, evidence = revision.decision
                 deciding = revision.started if revision.started is not None else snapshot.rollout
@@ -748,7 +939,12 @@ class ModelRegistry:
                 )
             versions = [_version_record(row) for row in sorted(snapshot.rows.values(), key=lambda row: row.number)]
             plan = build_rollout_plan(
-                name, versions, revision=new_revision, changed_at=now, reason=revision.reason, rollout=_serving(serving)
+                name,
+                versions,
+                revision=new_revision,
+                changed_at=now,
+                reason=revision.reason,
+                rollout=_serving(serving, serving_candidates),
             )
             problems = plan_problems(plan)
             if problems:

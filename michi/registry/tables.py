@@ -10,6 +10,8 @@ cannot start beside one that serves (NULLs never collide, on SQLite as on Postgr
 the model's plan revision, compared and set by every plan change while the rollout serves, so two
 concurrent changes of one model cannot both commit from the same state.
 `registry_rollout_decision` is the rollouts' audit trail: one row per plan revision a rollout caused.
+`registry_rollout_candidate` holds the candidates of a rollout beyond its first (a bandit over more than two arms):
+one row per candidate, in plan order after `registry_rollout.candidate_version`, with its share of the devices.
 """
 
 from __future__ import annotations
@@ -99,6 +101,25 @@ class RolloutRow(SQLModel, table=True):
     started_by: str = Field(max_length=128)
     started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     ended_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class RolloutCandidateRow(SQLModel, table=True):
+    """A candidate of a rollout beyond its first (`RolloutRow.candidate_version`): a bandit over more arms."""
+
+    __tablename__ = "registry_rollout_candidate"
+    __table_args__ = (
+        UniqueConstraint("rollout_id", "position", name="registry_rollout_candidate_rollout_position"),
+        UniqueConstraint("rollout_id", "version", name="registry_rollout_candidate_rollout_version"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Looked up by the unique (rollout_id, position), whose index leads with the rollout id.
+    rollout_id: str = Field(max_length=200)
+    # 1, 2, ...: its place in the plan after the first candidate (the champion comes last).
+    position: int
+    version: str = Field(max_length=32)
+    # Percent of devices on this candidate, in [0, 100]; changed with the rollout row, under its revision.
+    weight_percent: float = Field(sa_column=Column(Float, nullable=False))
 
 
 class RolloutDecisionRow(SQLModel, table=True):

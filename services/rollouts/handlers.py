@@ -2,8 +2,9 @@
 
 `OutcomeRecorder` keeps the random-QA windows of every model version (the shared rules of
 `michi/labels/outcomes.py`, the monitor's): what the serving arm said and when, from the window's random-QA
-`LabelRequest`, and what people said, from its `Label`, whichever comes first; idempotent (a redelivered request
-or label changes nothing; the first label of a window counts).
+`LabelRequest`, and what people said, from its `Label`, whichever comes first; a batch at a time, in one
+transaction before the batch's offsets are committed; idempotent (a redelivered request or label changes nothing;
+the first label of a window counts).
 
 `RolloutController.tick` looks at every running rollout of the registry (`ModelRegistry.active_rollouts`):
 
@@ -16,13 +17,16 @@ or label changes nothing; the first label of a window counts).
 - an A/B test (strategy ab, no document): a `SequentialTest` over the random-QA outcomes since the start, its
   state in SQL; once it decides, `promote_rollout` (candidate better) or `rollback_rollout` (worse), as
   `policy:ab-test`, with the p-value and the interval as evidence.
-- a bandit (strategy bandit): Thompson sampling over the arms, each arm's Beta posterior the prior plus its
+- a bandit (strategy bandit): Thompson sampling over the arms (the champion and one to three candidates), each
+  arm's Beta posterior the prior plus its
   random-QA outcomes since the start (counted from the SQL windows, so a redelivered label, kept once per window,
   is never counted twice and a restart resumes the same posteriors); a new allocation goes out as a weight
   change at most every `BanditPolicy.allocation_interval_seconds` and only when a share moves by more than its
-  minimum change, as `policy:bandit` with the posteriors and rewards as evidence; once an arm is the best with the
-  policy's probability (and every arm has its minimum labels), `promote_rollout` or `rollback_rollout` if the
-  policy allows it, else it keeps allocating (`michi.rollouts.bandit.decide_allocation`).
+  minimum change, as `policy:bandit` with the posteriors and rewards as evidence (every candidate's share in one
+  revision, `set_rollout_shares`); once an arm is the best with the policy's probability (and every arm has its
+  minimum labels), `promote_rollout` of that candidate (the other candidates back to candidate) or
+  `rollback_rollout` (the champion best: every candidate back) if the policy allows it, else it keeps allocating
+  (`michi.rollouts.bandit.decide_allocation`).
 - a paused rollout, or a canary without a document (driven by hand), is left alone; a rollout no longer running
   (ended by the controller or by a person) has its state forgotten. Time a canary was paused counts toward none of
   its step's durations, intervals or deadlines (`michi.rollouts.progression.paused_within`).
@@ -99,12 +103,9 @@ PRUNE_EVERY_S = 3600.0
 class QaWindows(Protocol):
     """The random-QA windows per model version (SQL): both sides kept as they come, counted per period."""
 
-    def record_prediction(self, prediction: QaPrediction) -> None:
-        """What the arm said for the window (idempotent)."""
-        ...
-
-    def record_label(self, label: QaLabel) -> None:
-        """What people said for the window (idempotent; the first label counts)."""
+    def record_outcomes(self, predictions: Sequence[QaPrediction], labels: Sequence[QaLabel]) -> None:
+        """What the arms said and what people said of a batch's windows, in one transaction (idempotent: the
+        first request and the first label of a window count)."""
         ...
 
     def arm_counts(self, model_name: str, model_version: str, since_s: float) -> ArmCounts:
@@ -147,8 +148,8 @@ class ProgressStore(Protocol):
 class ControllerReports(Protocol):
     def label_skipped(self, reason: str) -> None: ...
 
-    def recorded(self, side: str) -> None:
-        """A random-QA request (`prediction`) or label (`label`) was kept."""
+    def recorded(self, side: str, count: int = 1) -> None:
+        """`count` random-QA requests (`prediction`) or labels (`label`) were kept (redeliveries included)."""
         ...
 
     def watched(self, counts: dict[str, int]) -> None:
@@ -177,11 +178,16 @@ class ControllerReports(Protocol):
 
 
 class OutcomeRecorder:
-    """Label requests and labels into the random-QA windows (the monitor's acceptance rules, shared)."""
+    """Label requests and labels into the random-QA windows (the monitor's acceptance rules, shared), a batch at a
+    time: buffered until `flush`, which the consumer calls at the end of every batch, before its offsets are
+    committed, and which writes them in one transaction (a crash before it loses nothing Kafka will not deliver
+    again; a redelivered batch changes nothing)."""
 
     def __init__(self, *, windows: QaWindows, reports: ControllerReports) -> None:
         self.windows = windows
         self.reports = reports
+        self.predictions: list[QaPrediction] = []
+        self.labels: list[QaLabel] = []
 
     def request(self, request: labels_pb2.LabelRequest) -> None:
         prediction = qa_prediction(request)
@@ -189,16 +195,31 @@ class OutcomeRecorder:
             if prediction.reason != NOT_RANDOM:  # requests for other reasons are not random-QA windows: not counted
                 self.reports.label_skipped(prediction.reason)
             return
-        self.windows.record_prediction(prediction)
-        self.reports.recorded("prediction")
+        self.predictions.append(prediction)
 
     def label(self, label: labels_pb2.Label) -> None:
         labelled = qa_label(label)
         if isinstance(labelled, Skipped):
             self.reports.label_skipped(labelled.reason)
             return
-        self.windows.record_label(labelled)
-        self.reports.recorded("label")
+        self.labels.append(labelled)
+
+    def flush(self) -> None:
+        """Write the buffered requests and labels in one transaction (raises if the store cannot: the buffer is
+        dropped all the same, and the batch read again from Kafka)."""
+        predictions, labels = self.predictions, self.labels
+        self.discard()
+        if not predictions and not labels:
+            return
+        self.windows.record_outcomes(predictions, labels)
+        if predictions:
+            self.reports.recorded("prediction", len(predictions))
+        if labels:
+            self.reports.recorded("label", len(labels))
+
+    def discard(self) -> None:
+        """Drop what is buffered (a batch that failed is read again from Kafka)."""
+        self.predictions, self.labels = [], []
 
 
 class SignalRecorder:
@@ -241,12 +262,13 @@ class SignalRecorder:
             self.batch.drift.append(seen)
 
     def flush(self) -> None:
-        """Write the buffered records (raises if the store cannot: the batch is then read again)."""
+        """Write the buffered records (raises if the store cannot: the buffer is dropped all the same, and the
+        batch read again)."""
         batch = self.batch
+        self.discard()
         if not batch:
             return
         self.signals.record_signals(batch)
-        self.batch = SignalBatch()
         for kind, records in (
             ("segment", batch.segments),
             ("detection", batch.detections),
@@ -256,6 +278,10 @@ class SignalRecorder:
         ):
             if records:
                 self.reports.signals(kind, len(records))
+
+    def discard(self) -> None:
+        """Drop what is buffered (a batch that failed is read again from Kafka)."""
+        self.batch = SignalBatch()
 
 
 def serving_split(plan: operations_pb2.RolloutPlan) -> TrafficSplit | None:
@@ -441,7 +467,8 @@ class RolloutController:
             if awaiting:
                 self._awaiting.add(rollout.model_name)
         since = rollout.started_at.timestamp()
-        for arm, version in (("candidate", rollout.candidate_version), ("champion", rollout.champion_version)):
+        arms = [*(("candidate", version) for version in rollout.candidates), ("champion", rollout.champion_version)]
+        for arm, version in arms:
             self.reports.arm(
                 rollout.model_name, arm, version, self.windows.arm_counts(rollout.model_name, version, since)
             )
@@ -481,7 +508,7 @@ class RolloutController:
             version=shadow.version,
             placed_by=placed.actor if placed is not None else None,
             reason=placed.reason if placed is not None else "",
-            ever_in_rollout=any(rollout.candidate_version == shadow.version for rollout in rollouts),
+            ever_in_rollout=any(shadow.version in rollout.candidates for rollout in rollouts),
             model_has_rollout=any(rollout.ended_at is None for rollout in rollouts),
             model_has_champion=champion is not None,
         )
@@ -776,15 +803,15 @@ class RolloutController:
     # --- bandit
 
     def _drive_bandit(self, rollout: Rollout, now: float) -> None:
-        candidate, champion = rollout.candidate_version, rollout.champion_version
-        roles = {candidate: "candidate", champion: "champion"}
+        champion = rollout.champion_version
+        roles = {**dict.fromkeys(rollout.candidates, "candidate"), champion: "champion"}
         since = rollout.started_at.timestamp()
         rewards: dict[str, ArmRewards] = {}
-        for version in (candidate, champion):  # plan order: candidate first, champion last
+        for version in rollout.arms:  # plan order: the candidates first, the champion last
             counts = self.windows.arm_counts(rollout.model_name, version, since)
             rewards[version] = ArmRewards(correct=counts.correct, labelled=counts.labelled)
-        share = round(rollout.weight_percent / 100.0, 6)
-        current = {candidate: share, champion: round(1.0 - share, 6)}
+        current = {version: round(percent / 100.0, 6) for version, percent in rollout.weights}
+        current[champion] = round(1.0 - sum(current.values()), 6)
         state = self.progress.load(rollout.rollout_id) or {}
         # When the shares served now were set: the registry's last start or weight change (also one a crash kept
         # this controller from noting), or this controller's own last allocation by its clock, the later.
@@ -809,13 +836,14 @@ class RolloutController:
             return
         described = "; ".join(describe_bandit_arm(decided, version, roles[version]) for version in roles)
         if decided.step is BanditStep.ALLOCATE:
-            percent = round(decided.shares[candidate] * 100.0, 4)
+            # Every candidate's share, in one revision; the champion (the last arm) keeps the rest.
+            percents = {version: round(decided.shares[version] * 100.0, 4) for version in rollout.candidates}
             if self._act(
                 rollout,
                 RolloutAction.SET_WEIGHT,
-                lambda: self.registry.set_rollout_weight(
+                lambda: self.registry.set_rollout_shares(
                     rollout.model_name,
-                    percent,
+                    percents,
                     actor=BANDIT_ACTOR,
                     reason=f"bandit allocation: {described}",
                     evidence=evidence,
@@ -826,11 +854,12 @@ class RolloutController:
             return
         reason = f"bandit: {decided.reasons[0]}; {described}"
         if decided.step is BanditStep.PROMOTE:
+            # The best candidate becomes champion; the other candidates go back to candidate.
             ended = self._act(
                 rollout,
                 RolloutAction.PROMOTE,
                 lambda: self.registry.promote_rollout(
-                    rollout.model_name, actor=BANDIT_ACTOR, reason=reason, evidence=evidence
+                    rollout.model_name, actor=BANDIT_ACTOR, reason=reason, evidence=evidence, version=decided.best
                 ),
             )
         else:

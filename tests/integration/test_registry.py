@@ -182,6 +182,39 @@ def test_diff(registry: ModelRegistry, model_name: str) -> None:
         registry.diff(model_name, "1", "9")
 
 
+def test_a_bandit_of_three_candidates_on_each_backend(
+    registry: ModelRegistry, publisher: RecordingPlanPublisher, model_name: str
+) -> None:
+    """Candidates beyond the first (`registry_rollout_candidate`): started, their shares moved in one revision, and
+    the winner promoted with the others sent back, on SQLite and PostgreSQL."""
+    versions = [_register(registry, model_name).version for _ in range(4)]
+    registry.promote(model_name, versions[0], actor="test", reason="bootstrap")
+    started = registry.start_rollout(
+        model_name, versions[1], actor="dana", reason="go", strategy="bandit", more_versions=versions[2:]
+    )
+    assert [round(arm.traffic_share, 6) for arm in started.arms] == [0.25, 0.25, 0.25, 0.25]
+    moved = registry.set_rollout_shares(
+        model_name, {versions[1]: 5.0, versions[2]: 85.0, versions[3]: 5.0}, actor="policy:bandit", reason="labels"
+    )
+    assert [(arm.model.version, round(arm.traffic_share, 6)) for arm in moved.arms] == [
+        (versions[1], 0.05),
+        (versions[2], 0.85),
+        (versions[3], 0.05),
+        (versions[0], 0.05),
+    ]
+    rollout = registry.active_rollout(model_name)
+    assert rollout is not None and rollout.candidates == tuple(versions[1:])
+    assert [rollout.rollout_id for rollout in registry.active_rollouts() if rollout.model_name == model_name]
+    ended = registry.promote_rollout(model_name, actor="policy:bandit", reason="best", version=versions[2])
+    assert [arm.model.version for arm in ended.arms] == [versions[2]] and publisher.plans[-1] == ended
+    assert [version.stage for version in registry.list(model_name)] == [
+        Stage.RETIRED,
+        Stage.CANDIDATE,
+        Stage.CHAMPION,
+        Stage.CANDIDATE,
+    ]
+
+
 def test_failed_publish_keeps_the_change_and_republish_sends_it(
     registry: ModelRegistry, publisher: RecordingPlanPublisher, model_name: str
 ) -> None:

@@ -26,7 +26,11 @@ HOUR = 3600.0
 
 
 def run_delayed_feedback(
-    seed: int, *, total_labels: int, restart_at_revision: int | None = None
+    seed: int,
+    *,
+    total_labels: int,
+    restart_at_revision: int | None = None,
+    accuracy: dict[str, float] = TRUE_ACCURACY,
 ) -> tuple[ThompsonBandit, list[dict[str, float]], dict[RewardOutcome, int]]:
     """Simulate plan revisions: traffic split by the bandit's shares, labels arriving DELAY_REVISIONS later.
 
@@ -34,8 +38,8 @@ def run_delayed_feedback(
     `restart_at_revision`, the bandit is saved to JSON there, dropped, restored, and the last delivery comes again.
     """
     generator = np.random.default_rng(seed)
-    bandit = ThompsonBandit(list(TRUE_ACCURACY), minimum_share=0.05)
-    arms = list(TRUE_ACCURACY)
+    bandit = ThompsonBandit(list(accuracy), minimum_share=0.05)
+    arms = list(accuracy)
     pending: list[list[tuple[str, str, bool, float]]] = []
     previous_delivery: list[tuple[str, str, bool, float]] = []
     allocations: list[dict[str, float]] = []
@@ -48,7 +52,7 @@ def run_delayed_feedback(
         rewards = []
         for index, arm_index in enumerate(served):
             arm = arms[int(arm_index)]
-            correct = bool(generator.random() < TRUE_ACCURACY[arm])
+            correct = bool(generator.random() < accuracy[arm])
             rewards.append((f"label-{revision}-{index}", arm, correct, revision * HOUR + index))
         pending.append(rewards)
         delivery: list[tuple[str, str, bool, float]] = []
@@ -85,6 +89,35 @@ def test_the_better_arm_gets_most_traffic_after_20k_delayed_labels_even_across_a
     assert restarted.to_dict() == bandit.to_dict()
     assert restarted_outcomes[RewardOutcome.APPLIED] == outcomes[RewardOutcome.APPLIED]
     assert restarted_outcomes[RewardOutcome.DUPLICATE] > outcomes[RewardOutcome.DUPLICATE]
+
+
+THREE_ARMS = {"champion": 0.85, "candidate": 0.90, "challenger": 0.80}
+
+
+def test_three_arms_converge_to_the_best_each_keeping_its_floor_and_resume_exactly_after_a_restart() -> None:
+    """Arms of true accuracy 0.90, 0.85 and 0.80, the same delayed and redelivered labels: the best arm ends with at
+    least 80 % of the traffic (at most 90 %: two floors of 5 %), every arm keeps its 5 % at every revision, and a run
+    saved to JSON and restored in the middle publishes exactly the same allocations and ends in the same state."""
+    bandit, allocations, outcomes = run_delayed_feedback(18, total_labels=20_000, accuracy=THREE_ARMS)
+    final = bandit.allocation()
+    first_80 = next(revision for revision, shares in enumerate(allocations) if shares["candidate"] >= 0.8)
+    print(f"3 arms after 20k delayed labels: {final}; the best >= 80 % from revision {first_80} of {len(allocations)}")
+    assert final["candidate"] >= 0.80
+    assert all(shares["candidate"] >= 0.80 for shares in allocations[len(allocations) // 2 :])
+    assert all(min(shares.values()) >= 0.05 - 1e-12 for shares in allocations), "every arm keeps its floor"
+    assert all(math.isclose(sum(shares.values()), 1.0) for shares in allocations)
+    assert outcomes[RewardOutcome.DUPLICATE] > 0
+    labels_counted = sum(posterior.alpha + posterior.beta - 2 for posterior in bandit.posteriors.values())
+    assert labels_counted == outcomes[RewardOutcome.APPLIED]
+    # The worst arm is explored to the end, at its floor: its posterior still learns.
+    assert bandit.posteriors["challenger"].alpha + bandit.posteriors["challenger"].beta - 2 > 0.04 * 20_000 / 2
+
+    restarted, restarted_allocations, restarted_outcomes = run_delayed_feedback(
+        18, total_labels=20_000, restart_at_revision=len(allocations) // 2, accuracy=THREE_ARMS
+    )
+    assert restarted_allocations == allocations
+    assert restarted.to_dict() == bandit.to_dict()
+    assert restarted_outcomes[RewardOutcome.APPLIED] == outcomes[RewardOutcome.APPLIED]
 
 
 def test_a_reward_counts_once() -> None:

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlmodel import Session, col
 
 from michi.contracts import timestamp_from_seconds
-from michi.contracts.v1 import common_pb2, labels_pb2, operations_pb2
+from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, operations_pb2
 from michi.registry import ModelRegistry, Stage
 from michi.registry.tables import RolloutDecisionRow
 from michi.rollouts.bandit import BanditPolicy
@@ -155,6 +155,7 @@ class Platform:
         for request, label in pairs:
             self.recorder.request(request)
             self.recorder.label(label)
+        self.recorder.flush()
 
     def at(self, minutes: float) -> None:
         """Move the clock to `minutes` after the rollout started and look at the rollouts."""
@@ -355,13 +356,43 @@ def test_redelivered_requests_and_labels_change_nothing_and_the_first_label_coun
     platform.feed(pairs)
     _, label = pairs[0]
     platform.recorder.label(qa_label(label.lineage.window_id, CANDIDATE, NORMAL))  # a later, different label
+    platform.recorder.flush()
     counts = platform.store.arm_counts(MODEL, CANDIDATE, 0.0)
     assert (counts.requested, counts.labelled, counts.correct) == (1, 1, 1)
     other = qa_request("w-uncertain", CANDIDATE, BRAKING, 1000.0)
     other.reason = labels_pb2.LABEL_REASON_UNCERTAIN
     platform.recorder.request(other)
+    platform.recorder.flush()
     assert platform.store.arm_counts(MODEL, CANDIDATE, 0.0).requested == 1, "only random-QA windows count"
     assert platform.store.arm_counts(MODEL, CANDIDATE, 1000.5).requested == 0, "predicted before the period"
+
+
+def test_a_batch_whose_transaction_fails_keeps_nothing_and_is_kept_once_when_read_again(platform: Platform) -> None:
+    """A poll's requests and labels are one transaction: a commit that fails keeps none of them (the consumer then
+    reads the batch again, and drops what the recorder buffered), and the batch read again is kept once."""
+    pairs = outcomes(CANDIDATE, correct=3, wrong=1, at=1000.0)
+    failures = [RuntimeError("the database went away after the rows were written")]
+
+    def fail_once(session: Any, _context: Any) -> None:
+        if failures and session.get_bind() is platform.store.engine:
+            raise failures.pop()
+
+    event.listen(Session, "after_flush", fail_once)
+    try:
+        for request, label in pairs:
+            platform.recorder.request(request)
+            platform.recorder.label(label)
+        with pytest.raises(RuntimeError, match="went away"):
+            platform.recorder.flush()
+        assert (platform.recorder.predictions, platform.recorder.labels) == ([], [])
+        counts = platform.store.arm_counts(MODEL, CANDIDATE, 0.0)
+        assert (counts.requested, counts.labelled) == (0, 0), "nothing of the batch was kept"
+        platform.feed(pairs)  # read again from the last committed offset
+        platform.feed(pairs[:2])  # and part of it once more
+        counts = platform.store.arm_counts(MODEL, CANDIDATE, 0.0)
+        assert (counts.requested, counts.labelled, counts.correct) == (4, 4, 3)
+    finally:
+        event.remove(Session, "after_flush", fail_once)
 
 
 def test_paused_time_counts_toward_no_step_deadline(platform: Platform) -> None:
@@ -400,10 +431,12 @@ def test_a_bandit_moves_traffic_to_the_arm_people_agree_with_as_late_labels_come
     ]
     for request, _ in pairs:  # the predictions first; people label hours later
         platform.recorder.request(request)
+    platform.recorder.flush()
     platform.at(11)
     assert platform.decisions() == [("start", "person")], "no label yet: the prior's even shares stay"
     for _, label in pairs:
         platform.recorder.label(label)
+    platform.recorder.flush()
     platform.at(12)
     assert platform.decisions() == [("start", "person"), ("set-weight", BANDIT_ACTOR)]
     allocation = platform.registry.rollout_history(MODEL)[0]
@@ -483,6 +516,115 @@ def test_a_bandit_whose_champion_is_better_rolls_back_or_keeps_allocating_by_pol
     assert platform.decisions()[-1] == ("rollback", BANDIT_ACTOR)
     assert platform.registry.champion(MODEL).version == CHAMPION  # type: ignore[union-attr]
     assert platform.registry.get(MODEL, CANDIDATE).stage == Stage.CANDIDATE
+
+
+CHALLENGER = "3"
+
+
+def start_three_arm_bandit(platform: Platform) -> str:
+    """A bandit of candidates 2 and 3 against champion 1 (version 3 registered, then put in shadow: a shadow may be
+    a candidate too)."""
+    platform.registry.register(MODEL, "file:///3.onnx", "3" * 64, "code", "data-3", {}, {}, created_by="test")
+    platform.registry.transition(MODEL, CHALLENGER, Stage.SHADOW, actor="trainer", reason="passed the gate")
+    platform.registry.start_rollout(
+        MODEL, CANDIDATE, actor="person", reason="three arms", strategy="bandit", more_versions=[CHALLENGER]
+    )
+    rollout = platform.registry.rollouts(MODEL)[0]
+    platform.started = rollout.started_at.timestamp()
+    return rollout.rollout_id
+
+
+def test_a_bandit_over_three_arms_allocates_over_all_of_them_and_promotes_the_best_candidate(
+    platform: Platform,
+) -> None:
+    rollout_id = start_three_arm_bandit(platform)
+    plan = platform.plans.plans[-1]
+    assert [(arm.model.version, arm.variant, round(arm.traffic_share, 6)) for arm in plan.arms] == [
+        ("2", inference_pb2.VARIANT_TREATMENT, 0.333333),
+        ("3", inference_pb2.VARIANT_TREATMENT, 0.333333),
+        ("1", inference_pb2.VARIANT_CHAMPION, 0.333334),
+    ]
+    assert {version.version: version.stage for version in platform.registry.list(MODEL)} == {
+        "1": Stage.CHAMPION,
+        "2": Stage.CANARY,
+        "3": Stage.CANARY,
+    }
+    first = [
+        *outcomes(CANDIDATE, correct=42, wrong=8, at=platform.started + MINUTE),
+        *outcomes(CHALLENGER, correct=48, wrong=2, at=platform.started + MINUTE),
+        *outcomes(CHAMPION, correct=40, wrong=10, at=platform.started + MINUTE),
+    ]
+    platform.feed(first)
+    platform.at(11)
+    assert platform.decisions() == [("start", "person"), ("set-weight", BANDIT_ACTOR)]
+    allocation = platform.registry.rollout_history(MODEL)[0]
+    shares = {version: arm["share"]["to"] for version, arm in allocation.evidence["arms"].items()}
+    assert list(shares) == ["2", "3", "1"] and shares["3"] > 0.8
+    assert min(shares.values()) >= 0.05, "every arm keeps its floor"
+    assert {version: arm["arm"] for version, arm in allocation.evidence["arms"].items()} == {
+        "2": "candidate",
+        "3": "candidate",
+        "1": "champion",
+    }
+    assert allocation.evidence["arms"]["3"]["share"]["from"] == 0.333333
+    assert "candidate 3 " in allocation.reason and "champion 1 " in allocation.reason
+    plan = platform.plans.plans[-1]
+    assert plan.rollout_id == rollout_id
+    assert [(arm.model.version, round(arm.traffic_share, 6)) for arm in plan.arms] == [
+        ("2", shares["2"]),
+        ("3", shares["3"]),
+        ("1", shares["1"]),
+    ]
+    rollout = platform.registry.active_rollout(MODEL)
+    assert rollout is not None and rollout.candidates == ("2", "3") and rollout.arms == ("2", "3", "1")
+    assert dict(rollout.weights) == {"2": shares["2"] * 100, "3": shares["3"] * 100}
+    before = bandit_state(platform, rollout_id)
+    assert set(before) == {"1", "2", "3"}
+
+    # Redelivered labels change nothing; a restarted controller resumes exactly the same posteriors.
+    platform.feed(first)
+    platform.restart()
+    platform.at(30)
+    assert len(platform.decisions()) == 2 and bandit_state(platform, rollout_id) == before
+
+    # Every arm at its minimum labels and 3 the best with probability >= 0.95: 3 is promoted, 2 steps back.
+    platform.feed(outcomes(CANDIDATE, correct=42, wrong=8, at=platform.started + 31 * MINUTE))
+    platform.feed(outcomes(CHALLENGER, correct=48, wrong=2, at=platform.started + 31 * MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=41, wrong=9, at=platform.started + 31 * MINUTE))
+    platform.at(32)
+    assert platform.decisions()[-1] == ("promote", BANDIT_ACTOR)
+    promotion = platform.registry.rollout_history(MODEL)[0]
+    assert promotion.reason.startswith("bandit: 3 is the best arm with probability")
+    assert {version.version: version.stage for version in platform.registry.list(MODEL)} == {
+        "1": Stage.RETIRED,
+        "2": Stage.CANDIDATE,
+        "3": Stage.CHAMPION,
+    }
+    # One decision, one revision: the three stage changes share it.
+    changes = [change for change in platform.registry.history(MODEL) if change.revision == promotion.revision]
+    assert sorted((change.version, change.to_stage) for change in changes) == [
+        ("1", Stage.RETIRED),
+        ("2", Stage.CANDIDATE),
+        ("3", Stage.CHAMPION),
+    ]
+    final = platform.plans.plans[-1]
+    assert final.rollout_id == "" and [arm.model.version for arm in final.arms] == ["3"]
+    assert platform.store.load(rollout_id) is None
+
+
+def test_a_bandit_over_three_arms_whose_champion_is_best_sends_every_candidate_back(platform: Platform) -> None:
+    start_three_arm_bandit(platform)
+    platform.feed(outcomes(CANDIDATE, correct=70, wrong=30, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHALLENGER, correct=75, wrong=25, at=platform.started + MINUTE))
+    platform.feed(outcomes(CHAMPION, correct=95, wrong=5, at=platform.started + MINUTE))
+    platform.at(11)
+    assert platform.decisions()[-1] == ("rollback", BANDIT_ACTOR)
+    assert {version.version: version.stage for version in platform.registry.list(MODEL)} == {
+        "1": Stage.CHAMPION,
+        "2": Stage.CANDIDATE,
+        "3": Stage.CANDIDATE,
+    }
+    assert platform.registry.active_rollout(MODEL) is None
 
 
 def test_a_paused_bandit_is_left_alone(platform: Platform) -> None:

@@ -456,7 +456,7 @@ def test_an_older_registry_database_upgrades_with_its_rows(tmp_path: Path) -> No
     upgraded = ModelRegistry.from_url(url, publisher)
     try:
         with upgraded.engine.connect() as connection:
-            assert current_revision(connection, MIGRATIONS) == head_revision(MIGRATIONS) == "0003"
+            assert current_revision(connection, MIGRATIONS) == head_revision(MIGRATIONS) == "0004"
         assert [(version.version, version.stage) for version in upgraded.list(MODEL)] == [
             ("1", Stage.CHAMPION),
             ("2", Stage.CANDIDATE),
@@ -474,5 +474,195 @@ def test_an_older_registry_database_upgrades_with_its_rows(tmp_path: Path) -> No
             (3, 3),
             (4, 3),
         ]
+    finally:
+        upgraded.close()
+
+
+# --- a bandit over more than two arms (candidates beyond the first: `registry_rollout_candidate`)
+
+
+def register_more(registry: ModelRegistry, *numbers: int) -> None:
+    for number in numbers:
+        registry.register(
+            MODEL, f"file:///{number}.onnx", f"{number}" * 64, "code", f"data-{number}", {}, {}, created_by="test"
+        )
+
+
+def test_a_bandit_of_three_candidates_serves_four_arms_and_moves_their_shares_in_one_revision(
+    registry: ModelRegistry, publisher: RecordingPlanPublisher
+) -> None:
+    register_more(registry, 4)
+    registry.transition(MODEL, "4", Stage.SHADOW, actor="trainer", reason="passed the gate")
+    plan = registry.start_rollout(
+        MODEL, "2", actor="dana", reason="four arms", strategy="bandit", more_versions=["3", "4"]
+    )
+    assert arms(plan) == [("2", TREATMENT, 0.25), ("3", TREATMENT, 0.25), ("4", TREATMENT, 0.25), ("1", CHAMPION, 0.25)]
+    assert plan.strategy == operations_pb2.ROLLOUT_STRATEGY_BANDIT
+    served = arms_of(plan)
+    assert [arm.model.version for arm in served.serving] == ["2", "3", "4", "1"] and not served.problems
+    assert stages(registry) == {"1": Stage.CHAMPION, "2": Stage.CANARY, "3": Stage.CANARY, "4": Stage.CANARY}
+    rollout = registry.active_rollout(MODEL)
+    assert rollout is not None
+    assert (rollout.candidate_version, rollout.candidates, rollout.arms) == ("2", ("2", "3", "4"), ("2", "3", "4", "1"))
+    assert rollout.weights == (("2", 25.0), ("3", 25.0), ("4", 25.0)) and rollout.champion_percent == 25.0
+    start = registry.rollout_history(MODEL)[0]
+    assert start.evidence["candidates"] == ["2", "3", "4"]
+    assert start.evidence["percents"] == {"2": 25.0, "3": 25.0, "4": 25.0, "1": 25.0}
+
+    moved = registry.set_rollout_shares(
+        MODEL, {"2": 5.0, "3": 80.5, "4": 5.0}, actor="policy:bandit", reason="labels", evidence={"policy": "bandit"}
+    )
+    assert arms(moved) == [
+        ("2", TREATMENT, 0.05),
+        ("3", TREATMENT, 0.805),
+        ("4", TREATMENT, 0.05),
+        ("1", CHAMPION, 0.095),
+    ]
+    assert moved.rollout_id == plan.rollout_id and moved.revision == plan.revision + 1
+    decision = registry.rollout_history(MODEL)[0]
+    assert (decision.action, decision.revision) == ("set-weight", moved.revision)
+    assert decision.evidence["percents"] == {"2": 5.0, "3": 80.5, "4": 5.0, "1": 9.5}
+    assert registry.current_plan(MODEL) == moved == publisher.plans[-1]
+    assert registry.active_rollout(MODEL).weights == (("2", 5.0), ("3", 80.5), ("4", 5.0))  # type: ignore[union-attr]
+
+    # Shares are the bandit's: one candidate's weight alone is refused, so are shares that miss a candidate or
+    # leave the champion less than nothing; nothing is written.
+    with pytest.raises(RolloutRefused, match="serves 3 candidates"):
+        registry.set_rollout_weight(MODEL, 50, actor="dana", reason="by hand")
+    with pytest.raises(RolloutRefused, match="give a share for each"):
+        registry.set_rollout_shares(MODEL, {"2": 50.0, "3": 10.0}, actor="dana", reason="by hand")
+    with pytest.raises(RolloutRefused, match="more than 100%"):
+        registry.set_rollout_shares(MODEL, {"2": 50.0, "3": 40.0, "4": 20.0}, actor="dana", reason="by hand")
+    with pytest.raises(RolloutRefused, match="say which one to promote"):
+        registry.promote_rollout(MODEL, actor="dana", reason="which?")
+    with pytest.raises(RolloutRefused, match="not a candidate"):
+        registry.promote_rollout(MODEL, actor="dana", reason="the champion?", version="1")
+    assert registry.current_plan(MODEL) == moved
+
+    # Paused and resumed: the same four shares.
+    assert arms(registry.pause_rollout(MODEL, actor="dana", reason="hold")) == arms(moved)
+    assert arms(registry.resume_rollout(MODEL, actor="dana", reason="go on")) == arms(moved)
+
+    # The winner promoted: it is champion, the old champion retired, the other candidates back to candidate, all
+    # in one revision; the plan is the champion's alone.
+    ended = registry.promote_rollout(MODEL, actor="policy:bandit", reason="3 is the best", version="3")
+    assert ended.rollout_id == "" and arms(ended) == [("3", CHAMPION, 1.0)]
+    assert stages(registry) == {"1": Stage.RETIRED, "2": Stage.CANDIDATE, "3": Stage.CHAMPION, "4": Stage.CANDIDATE}
+    changes = [change for change in registry.history(MODEL) if change.revision == ended.revision]
+    assert sorted((change.version, change.to_stage) for change in changes) == [
+        ("1", Stage.RETIRED),
+        ("2", Stage.CANDIDATE),
+        ("3", Stage.CHAMPION),
+        ("4", Stage.CANDIDATE),
+    ]
+    assert registry.rollouts(MODEL)[0].status == "promoted"
+    assert registry.rollouts(MODEL)[0].candidates == ("2", "3", "4")
+
+
+@pytest.mark.parametrize("action", ["rollback", "abort"])
+def test_a_bandit_of_several_candidates_ended_without_a_winner_sends_every_candidate_back(
+    registry: ModelRegistry, action: str
+) -> None:
+    registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["3"])
+    plan = getattr(registry, f"{action}_rollout")(MODEL, actor="dana", reason="enough")
+    assert plan.rollout_id == "" and arms(plan) == [("1", CHAMPION, 1.0)]
+    assert stages(registry) == {"1": Stage.CHAMPION, "2": Stage.CANDIDATE, "3": Stage.CANDIDATE}
+    assert registry.active_rollout(MODEL) is None
+
+
+def test_models_promote_of_a_second_candidate_ends_its_bandit_as_a_manual_override(registry: ModelRegistry) -> None:
+    registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["3"])
+    plan = registry.promote(MODEL, "3", actor="erin", reason="3 it is")
+    assert plan.rollout_id == "" and arms(plan) == [("3", CHAMPION, 1.0)]
+    assert stages(registry) == {"1": Stage.RETIRED, "2": Stage.CANDIDATE, "3": Stage.CHAMPION}
+    decision = registry.rollout_history(MODEL)[0]
+    assert (decision.action, decision.actor, decision.reason) == ("promote", "erin", "manual override: 3 it is")
+    registry.register(MODEL, "file:///4.onnx", "4" * 64, "code", "data-4", {}, {}, created_by="test")
+    registry.start_rollout(MODEL, "2", actor="dana", reason="again", strategy="bandit", more_versions=["4"])
+    registry.rollback(MODEL, actor="erin", reason="no")
+    assert stages(registry) == {"1": Stage.RETIRED, "2": Stage.CANDIDATE, "3": Stage.CHAMPION, "4": Stage.CANDIDATE}
+
+
+def test_more_than_one_candidate_is_refused_unless_a_bandit_within_the_arms_inference_serves(
+    registry: ModelRegistry, publisher: RecordingPlanPublisher
+) -> None:
+    register_more(registry, 4, 5, 6)
+    published = len(publisher.plans)
+    with pytest.raises(RolloutRefused, match="only a bandit serves more than one candidate"):
+        registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="ab", more_versions=["3"])
+    with pytest.raises(RolloutRefused, match="4 candidates: a bandit serves at most 3"):
+        registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["3", "4", "5"])
+    with pytest.raises(RolloutRefused, match="leave the champion less than nothing"):
+        registry.start_rollout(
+            MODEL, "2", actor="dana", reason="go", strategy="bandit", weight=40, more_versions=["3", "4"]
+        )
+    with pytest.raises(StageRuleViolation, match="the champion"):
+        registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["1"])
+    with pytest.raises(StageRuleViolation, match="once"):
+        registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["2"])
+    with pytest.raises(UnknownModelVersion):
+        registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["9"])
+    # Three candidates, the champion and a shadow that is not a candidate: five models, one more than inference
+    # serves at once.
+    registry.transition(MODEL, "6", Stage.SHADOW, actor="trainer", reason="passed the gate")
+    with pytest.raises(RolloutRefused, match="5 arms, at most 4"):
+        registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["3", "4"])
+    assert len(publisher.plans) == published + 1 and registry.active_rollout(MODEL) is None
+    assert stages(registry) == {
+        "1": Stage.CHAMPION,
+        "2": Stage.CANDIDATE,
+        "3": Stage.CANDIDATE,
+        "4": Stage.CANDIDATE,
+        "5": Stage.CANDIDATE,
+        "6": Stage.SHADOW,
+    }
+    # Two candidates beside the shadow fit.
+    plan = registry.start_rollout(MODEL, "2", actor="dana", reason="go", strategy="bandit", more_versions=["3"])
+    assert [arm.variant for arm in plan.arms] == [TREATMENT, TREATMENT, CHAMPION, SHADOW]
+
+
+def test_a_registry_database_at_0003_with_a_rollout_running_upgrades_and_the_rollout_goes_on(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    publisher = RecordingPlanPublisher()
+    with engine.connect() as connection, connection.begin():
+        command.upgrade(alembic_config(MIGRATIONS, connection), "0003")
+    with engine.begin() as connection:
+        tables = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))}
+    assert "registry_rollout_candidate" not in tables
+    # Written as 0003's code wrote it: a bandit of one candidate, its first allocation.
+    with engine.begin() as connection:
+        for number, stage in ((1, "champion"), (2, "canary")):
+            connection.execute(
+                text(
+                    "INSERT INTO registry_model_version (name, version, number, stage, artifact_uri, artifact_sha256,"
+                    " code_version, data_version, parameters, metrics, created_by, created_at) VALUES ('risk',"
+                    f" '{number}', {number}, '{stage}', 'file:///{number}', '{'a' * 64}', 'code', 'data', '{{}}',"
+                    " '{}', 'test', '2026-01-01 00:00:00')"
+                )
+            )
+        connection.execute(
+            text(
+                "INSERT INTO registry_rollout (rollout_id, model_name, active_model, candidate_version,"
+                " champion_version, strategy, status, weight_percent, revision, started_by, started_at) VALUES"
+                " ('ro-risk-2-00000000', 'risk', 'risk', '2', '1', 'bandit', 'running', 70.0, 2, 'dana',"
+                " '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+
+    upgraded = ModelRegistry.from_url(url, publisher)
+    try:
+        with upgraded.engine.connect() as connection:
+            assert current_revision(connection, MIGRATIONS) == head_revision(MIGRATIONS) == "0004"
+        rollout = upgraded.active_rollout(MODEL)
+        assert rollout is not None and rollout.candidates == ("2",) and rollout.weights == (("2", 70.0),)
+        assert arms(upgraded.current_plan(MODEL)) == [("2", TREATMENT, 0.7), ("1", CHAMPION, 0.3)]
+        moved = upgraded.set_rollout_shares(MODEL, {"2": 95.0}, actor="policy:bandit", reason="labels")
+        assert (
+            arms(moved) == [("2", TREATMENT, 0.95), ("1", CHAMPION, 0.05)] and moved.rollout_id == "ro-risk-2-00000000"
+        )
+        assert upgraded.promote_rollout(MODEL, actor="dana", reason="good").revision == moved.revision + 1
+        assert stages(upgraded) == {"1": Stage.RETIRED, "2": Stage.CHAMPION}
     finally:
         upgraded.close()

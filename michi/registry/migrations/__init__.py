@@ -1,5 +1,5 @@
 """The migrations of the model registry's tables (`registry_model_version`, `registry_stage_change`,
-`registry_rollout`, `registry_rollout_decision`).
+`registry_rollout`, `registry_rollout_decision`, `registry_rollout_candidate`).
 
 Revisions live in `versions/`, recorded in `alembic_version_registry`; `michi.migrations` runs them.
 A change to `michi/registry/tables.py` needs a revision here (`tools/new_migration.py registry "what changed"`);
@@ -18,9 +18,16 @@ from michi.registry.migrations.baseline import metadata as baseline
 
 
 def _tables() -> Sequence[Table]:
-    from michi.registry.tables import ModelVersionRow, RolloutDecisionRow, RolloutRow, StageChangeRow
+    from michi.registry.tables import (
+        ModelVersionRow,
+        RolloutCandidateRow,
+        RolloutDecisionRow,
+        RolloutRow,
+        StageChangeRow,
+    )
 
-    return tuple(row.__table__ for row in (ModelVersionRow, StageChangeRow, RolloutRow, RolloutDecisionRow))  # type: ignore[union-attr]
+    rows = (ModelVersionRow, StageChangeRow, RolloutRow, RolloutDecisionRow, RolloutCandidateRow)
+    return tuple(row.__table__ for row in rows)  # type: ignore[union-attr]
 
 
 MIGRATIONS = MigrationEnvironment(

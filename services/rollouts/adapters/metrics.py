@@ -101,8 +101,8 @@ class RolloutsMetrics:
     def label_skipped(self, reason: str) -> None:
         self.skipped.labels(reason).inc()
 
-    def recorded(self, side: str) -> None:
-        self.qa_records.labels(side).inc()
+    def recorded(self, side: str, count: int = 1) -> None:
+        self.qa_records.labels(side).inc(count)
 
     def watched(self, counts: dict[str, int]) -> None:
         for strategy, count in counts.items():

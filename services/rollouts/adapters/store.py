@@ -2,15 +2,17 @@
 detections, window labels, inference errors, drift episodes) and each driven rollout's state in SQL (the tables
 of `tables.py`).
 
-Writes are idempotent: a random-QA window's prediction and label are kept once each (by window id and model
-version: the first of each counts); a batch of signals is written in one transaction, each row once by its own
+Writes are idempotent and batched: a batch's random-QA requests and labels are written in one transaction, each
+window's prediction and label kept once (by window id and model version: the first of each counts); a batch of
+signals is written in one transaction, each row once by its own
 id (a redelivered one changes nothing; a drift episode's firing and resolve fill its two times once each); a
 rollout's state is replaced whole (by rollout id).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +23,6 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, create_engine, select
 
 from michi.labels.outcomes import QaLabel, QaPrediction
-from michi.labels.qa_windows import upsert_qa_window
 from michi.migrations import upgrade_to_head
 from services.rollouts.adapters.migrations import MIGRATIONS
 from services.rollouts.adapters.tables import (
@@ -38,6 +39,17 @@ from services.rollouts.domain.signals import NOT_RISKY, RESOLVED, SignalBatch
 
 # Ids looked up per query when a batch checks which of its rows are new (bounded for every database's limits).
 _LOOKUP_CHUNK = 500
+
+
+@dataclass
+class _Outcome:
+    """What a batch says of one random-QA window of one model version (None: that side did not come)."""
+
+    model_name: str
+    predicted: int | None = None
+    predicted_at_s: float | None = None
+    labelled: int | None = None
+    label_event_id: str | None = None
 
 
 def awaiting_promotion(database_url: str, rollout_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -80,23 +92,68 @@ class RolloutsStore:
     # --- random-QA windows
 
     def record_prediction(self, prediction: QaPrediction) -> None:
-        def fill(row: RolloutsQaWindowRow) -> None:
-            if row.predicted is None:
-                row.predicted, row.predicted_at_s = prediction.predicted, prediction.predicted_at_s
-
-        self._upsert(prediction.window_id, prediction.model_name, prediction.model_version, fill)
+        self.record_outcomes([prediction], [])
 
     def record_label(self, label: QaLabel) -> None:
-        def fill(row: RolloutsQaWindowRow) -> None:
-            if row.labelled is None:
-                row.labelled, row.label_event_id = label.labelled, label.label_event_id
+        self.record_outcomes([], [label])
 
-        self._upsert(label.window_id, label.model_name, label.model_version, fill)
-
-    def _upsert(
-        self, window_id: str, model_name: str, model_version: str, fill: Callable[[RolloutsQaWindowRow], None]
-    ) -> None:
-        upsert_qa_window(self.engine, RolloutsQaWindowRow, window_id, model_name, model_version, fill)
+    def record_outcomes(self, predictions: Sequence[QaPrediction], labels: Sequence[QaLabel]) -> None:
+        """Keep a batch's random-QA requests and labels in one transaction, each window once per model version:
+        a side already filled is never overwritten (the first request and the first label count, in the batch as
+        across batches), so a redelivered batch changes nothing. Retried once after a lost race (another writer
+        inserted one of the windows first: its row is then found and filled)."""
+        windows: dict[tuple[str, str], _Outcome] = {}
+        for prediction in predictions:
+            outcome = windows.setdefault(
+                (prediction.window_id, prediction.model_version), _Outcome(prediction.model_name)
+            )
+            if outcome.predicted is None:
+                outcome.predicted, outcome.predicted_at_s = prediction.predicted, prediction.predicted_at_s
+        for label in labels:
+            outcome = windows.setdefault((label.window_id, label.model_version), _Outcome(label.model_name))
+            if outcome.labelled is None:
+                outcome.labelled, outcome.label_event_id = label.labelled, label.label_event_id
+        if not windows:
+            return
+        for attempt in range(2):
+            with Session(self.engine) as session:
+                now = datetime.now(UTC)
+                known: dict[tuple[str, str], RolloutsQaWindowRow] = {}
+                window_ids = sorted({window_id for window_id, _ in windows})
+                for start in range(0, len(window_ids), _LOOKUP_CHUNK):
+                    chunk = window_ids[start : start + _LOOKUP_CHUNK]
+                    for found in session.exec(
+                        select(RolloutsQaWindowRow).where(col(RolloutsQaWindowRow.window_id).in_(chunk))
+                    ).all():
+                        known[(found.window_id, found.model_version)] = found
+                for (window_id, model_version), outcome in windows.items():
+                    row = known.get((window_id, model_version))
+                    if row is None:
+                        session.add(
+                            RolloutsQaWindowRow(
+                                window_id=window_id,
+                                model_name=outcome.model_name,
+                                model_version=model_version,
+                                predicted=outcome.predicted,
+                                predicted_at_s=outcome.predicted_at_s,
+                                labelled=outcome.labelled,
+                                label_event_id=outcome.label_event_id,
+                                received_at=now,
+                            )
+                        )
+                        continue
+                    # Only an empty side is filled: an UPDATE only for a row that changes.
+                    if row.predicted is None and outcome.predicted is not None:
+                        row.predicted, row.predicted_at_s = outcome.predicted, outcome.predicted_at_s
+                    if row.labelled is None and outcome.labelled is not None:
+                        row.labelled, row.label_event_id = outcome.labelled, outcome.label_event_id
+                try:
+                    session.commit()
+                    return
+                except IntegrityError:
+                    session.rollback()
+                    if attempt:
+                        raise
 
     def arm_counts(self, model_name: str, model_version: str, since_s: float) -> ArmCounts:
         labelled = col(RolloutsQaWindowRow.labelled).is_not(None)

@@ -2,9 +2,9 @@
 
 The loop (`michi.kit.consumer.ConsumerLoop`) polls, opens each record's consumer span, decodes it and
 dead-letters what cannot be decoded. This entrypoint hands each decoded record by topic to `OutcomeRecorder`
-(label requests and labels: the random-QA windows, kept in SQL as they come) and to `SignalRecorder` (trip
-segments with their broker timestamps, detections, labels, dead letters, alerts: buffered, written in one
-transaction at the end of the batch, before its offsets are committed). After every poll (an empty one too)
+(label requests and labels: the random-QA windows) and to `SignalRecorder` (trip segments with their broker
+timestamps, detections, labels, dead letters, alerts): both buffer, and each writes its part in one transaction
+at the end of the batch, before its offsets are committed. After every poll (an empty one too)
 `RolloutController.tick_if_due` looks at the running rollouts once its interval has passed: the controller runs
 whether or not records arrive.
 """
@@ -65,6 +65,7 @@ class RolloutsConsumer:
             service=SERVICE,
             topics={spec.name(prefix): spec for spec in topics},
             handle=self._handle,
+            start_batch=self._start_batch,
             end_batch=self._end_batch,
             on_dead_letter=self._dead_lettered,
             # The database away: retried on the same record, the partitions paused in the group.
@@ -95,8 +96,15 @@ class RolloutsConsumer:
     def _alert(self, record: Delivered) -> None:
         self.signals.alert(cast(operations_pb2.Alert, record.message))
 
+    def _start_batch(self) -> None:
+        # Whatever a failed batch left buffered: that batch is read again.
+        self.recorder.discard()
+        self.signals.discard()
+
     def _end_batch(self) -> None:
-        # The batch's signals first: written before its offsets are committed (a failure reads the batch again).
+        # The batch's random-QA windows and signals first, one transaction each, before its offsets are committed
+        # (a failure reads the batch again); then the look at the rollouts, on what is kept.
+        self.recorder.flush()
         self.signals.flush()
         self.controller.tick_if_due()
 
