@@ -143,6 +143,23 @@ def test_ended_rollouts_follow_the_running_one_with_their_last_shares(
     assert rollouts_view(registry, store, limit=1)["rollouts"][0]["status"] == "running"
 
 
+def test_a_bandit_over_three_arms_shows_every_arm_running_and_ended(
+    registry: ModelRegistry, store: MonitorStore
+) -> None:
+    registry.start_rollout(MODEL, "2", actor="dana", reason="three arms", strategy="bandit", more_versions=["3"])
+    running = rollouts_view(registry, store)["rollouts"][0]
+    assert running["candidates"] == ["2", "3"]
+    assert sorted(arm["model_version"] for arm in running["arms"]) == ["1", "2", "3"]
+    assert sum(arm["share"] for arm in running["arms"]) == pytest.approx(1.0)
+    registry.set_rollout_shares(MODEL, {"2": 5.0, "3": 90.0}, actor="policy:bandit", reason="posteriors")
+    registry.abort_rollout(MODEL, actor="dana", reason="enough")
+    ended = rollouts_view(registry, store)["rollouts"][0]
+    assert ended["status"] == "aborted" and ended["candidates"] == ["2", "3"]
+    shares = {arm["model_version"]: (arm["variant"], arm["share"]) for arm in ended["arms"]}
+    assert set(shares) == {"1", "2", "3"} and shares["1"][0] == "champion"
+    assert sum(share for _, share in shares.values()) == pytest.approx(1.0)
+
+
 def test_without_the_registrys_tables_the_section_says_so(tmp_path: Path) -> None:
     alone = MonitorStore.from_url(f"sqlite:///{tmp_path / 'monitor-only.db'}")
     try:

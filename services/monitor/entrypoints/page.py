@@ -379,7 +379,7 @@ def _decision(decision: RolloutDecision) -> dict[str, Any]:
 
 
 def _arms(registry: ModelRegistry, rollout: Rollout) -> list[dict[str, Any]]:
-    """The arms of `rollout`: what the current plan serves while it runs, its two versions once it ended."""
+    """The arms of `rollout`: what the current plan serves while it runs, its versions once it ended."""
     if rollout.ended_at is None:
         plan = registry.current_plan(rollout.model_name)
         if plan.rollout_id == rollout.rollout_id:
@@ -391,10 +391,17 @@ def _arms(registry: ModelRegistry, rollout: Rollout) -> list[dict[str, Any]]:
                 }
                 for arm in plan.arms
             ]
-    share = rollout.weight_percent / 100.0
+    # Ended: the champion and every candidate (a bandit may have up to three), with their last shares.
     return [
-        {"model_version": rollout.champion_version, "variant": "champion", "share": round(1.0 - share, 6)},
-        {"model_version": rollout.candidate_version, "variant": "candidate", "share": round(share, 6)},
+        {
+            "model_version": rollout.champion_version,
+            "variant": "champion",
+            "share": round(rollout.champion_percent / 100.0, 6),
+        },
+        *(
+            {"model_version": version, "variant": "candidate", "share": round(percent / 100.0, 6)}
+            for version, percent in rollout.weights
+        ),
     ]
 
 
@@ -455,6 +462,7 @@ def rollouts_view(
                     "strategy": rollout.strategy,
                     "status": rollout.status,
                     "candidate_version": rollout.candidate_version,
+                    "candidates": list(rollout.candidates),
                     "champion_version": rollout.champion_version,
                     "weight_percent": rollout.weight_percent,
                     "step_index": rollout.step_index,
