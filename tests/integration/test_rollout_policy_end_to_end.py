@@ -135,6 +135,7 @@ def test_the_trainer_s_candidate_goes_shadow_canary_champion_by_policy_with_no_h
         history_text = michi(environment, "rollouts", "history", MODEL)
         history = list(reversed(json_lines(michi(environment, "rollouts", "history", MODEL, "--json"))))
         stage_changes = list(reversed(json_lines(michi(environment, "models", "history", MODEL, "--json"))))
+        maturity = {line["id"]: line for line in json_lines(michi(environment, "maturity", "--json"))}
         with TopicReader(f"127.0.0.1:{environment['MICHI_KAFKA_PORT']}", MODEL_ROLLOUTS) as reader:
             published = [record.message for record in reader.read_to_end(timeout=30)]
 
@@ -205,6 +206,18 @@ def test_the_trainer_s_candidate_goes_shadow_canary_champion_by_policy_with_no_h
     assert [(shown["version"], shown["to_stage"], shown["actor"], shown["revision"]) for shown in stage_changes] == [
         (change.version, change.to_stage.value, change.actor, change.revision) for change in changes
     ]
+    # `michi maturity` reads the same records: a model serves, a new model reached live traffic without a person,
+    # and the last policy-driven promotion is this one, at its plan revision.
+    assert maturity["google-0-model-served"]["verdict"] == "met", maturity["google-0-model-served"]
+    assert maturity["google-1-continuous-delivery"]["verdict"] == "met", maturity["google-1-continuous-delivery"]
+    automated = maturity["google-2-automated-deployment"]
+    assert automated["verdict"] == "met", automated
+    assert (automated["ids"]["revision"], automated["ids"]["version"], automated["ids"]["actor"]) == (
+        promotion.revision,
+        learned,
+        STEPS_ACTOR,
+    )
+    assert all(line["verdict"] != "unknown" for line in maturity.values()), maturity
     # Every decision's plan revision went out on michi.model-rollouts.v1; the last is the champion's alone.
     published_revisions = {message.revision for message in published if message.model_name == MODEL}  # type: ignore[attr-defined]
     assert set(revisions) <= published_revisions
