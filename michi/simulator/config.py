@@ -43,6 +43,24 @@ class SimulationConfig:
         ("speeding", 0.2),
     )
     confounder_mix: tuple[tuple[str, float], ...] = (("pothole", 0.4), ("speed_bump", 0.4), ("mount_moved", 0.2))
+    # Opt-in: how hard harsh events are, per kind (kind, lowest g, highest g), drawn uniformly; a kind not named
+    # keeps its default (`kinematics.HARSH_PEAK_G`: brakes 0.5-0.7 g, pull-aways 0.38-0.5 g, too-fast turns
+    # 0.5-0.62 g, stronger than most real cars' harsh manoeuvres of 0.2-0.35 g). A trainer recipe can draw them
+    # down to real strength and below (docs/training.md, *Datasets*).
+    harsh_peak_g: tuple[tuple[str, float, float], ...] = ()
+    # Opt-in: how fast a harsh brake or pull-away builds (m/s³, lowest and highest, drawn uniformly); None: 12.
+    harsh_jerk_mps3: tuple[float, float] | None = None
+    # Opt-in: the lateral acceleration (g) each driver aims for in an ordinary turn, drawn per device from this
+    # range; None: 0.12-0.17 g (`DriverStyle`). Real drivers take turns at up to about 0.45 g.
+    ordinary_turn_lateral_g: tuple[float, float] | None = None
+    # Opt-in: ordinary turns build their curvature over this many seconds of driving (drawn per device), as a
+    # driver turns the wheel in: the lateral acceleration ramps instead of stepping at the arc. Harsh cornering is
+    # still thrown in at once. None: every turn steps at its arc (the path's geometry either way).
+    turn_in_s: tuple[float, float] | None = None
+    # Opt-in: this share of harsh cornering events is an evasive swerve into the next lane on a straight (lateral
+    # one way then the other, each lobe built at `harsh_jerk_mps3` and held 0.3-1.0 s) instead of a too-fast turn.
+    # Only the IMU swerves: the GPS track keeps to the road's centre line.
+    swerve_share: float = 0.0
     # The fitted models are opt-in until the trainer and the detection thresholds are tuned on them.
     sensor_model: str = "before-fit"
     # How each device's holder, sensors, clock and GPS are drawn around the fit (`DomainRandomization.at_fit`
@@ -63,6 +81,25 @@ class SimulationConfig:
             lowest, highest = self.sample_rate_range_hz
             if not 1 <= lowest <= highest <= 1000:
                 raise ValueError("sample_rate_range_hz must be (lowest, highest) with 1 <= lowest <= highest <= 1000")
+        for kind, lowest, highest in self.harsh_peak_g:
+            if kind not in ("harsh_braking", "harsh_acceleration", "harsh_cornering"):
+                raise ValueError(
+                    f"harsh_peak_g names {kind!r}: one of harsh_braking, harsh_acceleration, harsh_cornering"
+                )
+            if not 0.05 <= lowest <= highest <= 1.0:
+                raise ValueError(
+                    "harsh_peak_g ranges must be (kind, lowest, highest) with 0.05 <= lowest <= highest <= 1"
+                )
+        if self.harsh_jerk_mps3 is not None and not 1.0 <= self.harsh_jerk_mps3[0] <= self.harsh_jerk_mps3[1]:
+            raise ValueError("harsh_jerk_mps3 must be (lowest, highest) with 1 <= lowest <= highest")
+        if self.ordinary_turn_lateral_g is not None and not (
+            0.05 <= self.ordinary_turn_lateral_g[0] <= self.ordinary_turn_lateral_g[1] <= 0.6
+        ):
+            raise ValueError("ordinary_turn_lateral_g must be (lowest, highest) with 0.05 <= lowest <= highest <= 0.6")
+        if not 0.0 <= self.swerve_share <= 1.0:
+            raise ValueError("swerve_share must be between 0 and 1")
+        if self.turn_in_s is not None and not 0.0 <= self.turn_in_s[0] <= self.turn_in_s[1] <= 10.0:
+            raise ValueError("turn_in_s must be (lowest, highest) with 0 <= lowest <= highest <= 10")
         if self.sensor_model not in SENSOR_MODELS:
             raise ValueError(f"sensor_model must be one of {', '.join(SENSOR_MODELS)}")
         if self.upload_seconds < 1.0:

@@ -22,7 +22,7 @@ import heapq
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path as FilePath
 
 import numpy as np
@@ -46,6 +46,7 @@ from michi.simulator.signals import GpsTrack, SensorModel, render_gps, render_im
 from michi.simulator.truth import EVENT_TYPE_BY_KIND, GroundTruthEvent, TripTruth, write_ground_truth_lines
 from michi.simulator.vehicles import (
     DEFAULT_VEHICLE_MIX,
+    GRAVITY_MPS2,
     VEHICLE_TYPES,
     DeviceProfile,
     DriverStyle,
@@ -57,6 +58,9 @@ logger = logging.getLogger(__name__)
 # Purposes that keep the random streams of one device independent of each other.
 _PROFILE_STREAM, _TRIP_STREAM, _SLICE_STREAM, _TIMELINE_STREAM = 1, 2, 3, 4
 _HARDWARE_STREAM, _GPS_STREAM, _ROAD_STREAM = 5, 6, 7
+# Opt-in driving habits (`ordinary_turn_lateral_g`, `turn_in_s`): a stream of their own, so the default fleet's
+# other draws never move.
+_HABIT_STREAM = 8
 MINIMUM_TRIP_SECONDS = 60.0
 
 
@@ -83,6 +87,7 @@ class FleetSimulator:
         self._scenario_vehicle: dict[int, str] = {}
         self._base: dict[int, DeviceProfile] = {}
         self.hardware: dict[int, DeviceHardware] = {}
+        self._turn_in_s: dict[int, float] = {}
         self.devices: list[DeviceProfile] = [self._make_device(index) for index in range(config.devices)]
         self.ground_truth: list[GroundTruthEvent] = []
         self.trips: list[TripTruth] = []
@@ -121,6 +126,10 @@ class FleetSimulator:
         self._scenario_vehicle[index] = _draw_vehicle(random, scenario_mix or DEFAULT_VEHICLE_MIX)
         mount = MountOrientation.draw(random)
         style = DriverStyle.draw(random)
+        habits = np.random.default_rng([config.seed, _HABIT_STREAM, index])
+        if config.ordinary_turn_lateral_g is not None:
+            style = replace(style, turn_lateral=float(habits.uniform(*config.ordinary_turn_lateral_g)) * GRAVITY_MPS2)
+        self._turn_in_s[index] = float(habits.uniform(*config.turn_in_s)) if config.turn_in_s is not None else 0.0
         accelerometer_bias = tuple(float(value) for value in random.normal(0.0, 0.04, 3))
         gyroscope_bias = tuple(float(value) for value in random.normal(0.0, 0.003, 3))
         affected_draw = float(random.uniform())
@@ -243,6 +252,9 @@ class FleetSimulator:
             mount=mount,
             friction=setup.friction,
             slips_per_10min=setup.slips_per_10min,
+            harsh_peak_g={kind: (lowest, highest) for kind, lowest, highest in config.harsh_peak_g},
+            harsh_jerk_mps3=config.harsh_jerk_mps3,
+            swerve_share=config.swerve_share,
         )
         mounts: list[tuple[float, MountOrientation]] = [(0.0, mount)]
         for overlay in kinematics.overlays:
@@ -264,6 +276,7 @@ class FleetSimulator:
                 grade_std=self.hardware[profile.index].road_grade,
             ),
             fitted=config.sensor_model == "fitted",
+            turn_in_s=self._turn_in_s[profile.index],
         )
         if sensor.fitted:
             hardware = sensor.hardware

@@ -38,6 +38,12 @@ EVENT_TIMEOUT_S = 180.0
 SPEEDING_MARGIN_MPS = 10.0 / 3.6
 
 RISKY_KINDS = ("harsh_braking", "harsh_acceleration", "harsh_cornering", "speeding")
+# How hard harsh events are by default (g, drawn uniformly; `SimulationConfig.harsh_peak_g` overrides them).
+HARSH_PEAK_G: dict[str, tuple[float, float]] = {
+    "harsh_braking": (0.5, 0.7),
+    "harsh_acceleration": (0.38, 0.5),
+    "harsh_cornering": (0.5, 0.62),
+}
 CONFOUNDER_KINDS = ("pothole", "speed_bump", "mount_moved")
 
 
@@ -58,6 +64,9 @@ class Overlay:
     axle_delay_s: float = 0.0
     seed: int = 0
     mount_after: MountOrientation | None = None
+    # A swerve's ramp (s) and first side (+1 left, -1 right).
+    ramp_s: float = 0.0
+    side: float = 1.0
 
 
 @dataclass
@@ -108,6 +117,8 @@ class _Active:
     constraint: Constraint | None = None
     releasing: bool = False
     closed_s: float = 0.0
+    jerk: float = HARSH_JERK
+    swerve: Overlay | None = None
 
 
 @dataclass
@@ -166,6 +177,9 @@ def simulate_trip(
     mount: MountOrientation,
     friction: float = 1.0,
     slips_per_10min: float = 0.0,
+    harsh_peak_g: dict[str, tuple[float, float]] | None = None,
+    harsh_jerk_mps3: tuple[float, float] | None = None,
+    swerve_share: float = 0.0,
 ) -> TripKinematics:
     """Drive the path for `duration_s` seconds and return the speed profile and what happened."""
     step = CONTROL_STEP_S
@@ -236,9 +250,14 @@ def simulate_trip(
                     comfort_acceleration=comfort_acceleration,
                     comfort_deceleration=comfort_deceleration,
                     random=random,
+                    peak_g={**HARSH_PEAK_G, **(harsh_peak_g or {})},
+                    harsh_jerk_mps3=harsh_jerk_mps3,
+                    swerve_share=swerve_share,
                 )
                 if active is not None:
                     schedule_index += 1
+                    if active.swerve is not None:
+                        overlays.append(active.swerve)
                     if active.kind in CONFOUNDER_KINDS:
                         overlay = _confounder_overlay(active.kind, now, speed, vehicle, random, current_mount)
                         if overlay.mount_after is not None:
@@ -332,35 +351,46 @@ def _try_start(
     comfort_acceleration: float,
     comfort_deceleration: float,
     random: np.random.Generator,
+    peak_g: dict[str, tuple[float, float]] | None = None,
+    harsh_jerk_mps3: tuple[float, float] | None = None,
+    swerve_share: float = 0.0,
 ) -> _Active | None:
+    peaks = peak_g or HARSH_PEAK_G
     if kind == "mount_moved":
         return _Active(kind, now)
     if dwelling or in_arc:
         return None
     if kind == "harsh_braking":
         deceleration = min(
-            float(random.uniform(0.5, 0.7)) * GRAVITY_MPS2, vehicle.max_deceleration, 0.95 * friction * GRAVITY_MPS2
+            float(random.uniform(*peaks[kind])) * GRAVITY_MPS2, vehicle.max_deceleration, 0.95 * friction * GRAVITY_MPS2
         )
-        hold = min(float(random.uniform(0.7, 1.6)), (speed - 2.0) / deceleration - deceleration / HARSH_JERK)
+        # Drawn only when asked for, so the default fleet's random stream is the one it always was.
+        jerk = float(random.uniform(*harsh_jerk_mps3)) if harsh_jerk_mps3 is not None else HARSH_JERK
+        hold = min(float(random.uniform(0.7, 1.6)), (speed - 2.0) / deceleration - deceleration / jerk)
         if speed < 7.0 or hold < 0.5 or free_distance < 3.0 * speed:
             return None
-        return _Active(kind, now, hold_end_s=now + deceleration / HARSH_JERK + hold, command=-deceleration)
+        return _Active(kind, now, hold_end_s=now + deceleration / jerk + hold, command=-deceleration, jerk=jerk)
     if kind == "harsh_acceleration":
         push = min(
-            float(random.uniform(0.38, 0.5)) * GRAVITY_MPS2, vehicle.max_acceleration, 0.9 * friction * GRAVITY_MPS2
+            float(random.uniform(*peaks[kind])) * GRAVITY_MPS2, vehicle.max_acceleration, 0.9 * friction * GRAVITY_MPS2
         )
+        jerk = float(random.uniform(*harsh_jerk_mps3)) if harsh_jerk_mps3 is not None else HARSH_JERK
         hold = min(float(random.uniform(1.2, 2.5)), (cruise - speed) / push - 0.3)
         if speed > 0.5 * cruise or hold < 1.0 or free_distance < 80.0:
             return None
-        return _Active(kind, now, hold_end_s=now + push / HARSH_JERK + hold, command=push)
+        return _Active(kind, now, hold_end_s=now + push / jerk + hold, command=push, jerk=jerk)
+    # Drawn only when asked for, so the default fleet's random stream is the one it always was.
+    if kind == "harsh_cornering" and swerve_share > 0.0 and float(random.uniform()) < swerve_share:
+        return _start_swerve(now, speed, free_distance, friction, peaks[kind], harsh_jerk_mps3, random)
     if kind == "harsh_cornering":
         if next_constraint is None or next_constraint.kind != "turn" or next_constraint.after_stop:
             return None
-        # As hard as drawn, unless the approach speed only allows a little less (never under 0.5 g).
+        # As hard as drawn, unless the approach speed only allows a little less (never under the range's lowest).
+        lowest, highest = peaks[kind]
         reachable = (min(speed, cruise) - 0.3) ** 2 / next_constraint.radius_m
-        lateral = min(float(random.uniform(0.5, 0.62)) * GRAVITY_MPS2, 0.95 * friction * GRAVITY_MPS2, reachable)
+        lateral = min(float(random.uniform(lowest, highest)) * GRAVITY_MPS2, 0.95 * friction * GRAVITY_MPS2, reachable)
         corner_speed = math.sqrt(lateral * next_constraint.radius_m)
-        if lateral < min(0.5, 0.95 * friction) * GRAVITY_MPS2 - 1e-9 or not 30.0 <= free_distance <= 400.0:
+        if lateral < min(lowest, 0.95 * friction) * GRAVITY_MPS2 - 1e-9 or not 30.0 <= free_distance <= 400.0:
             return None
         next_constraint.speed_mps = corner_speed
         return _Active(kind, now, constraint=next_constraint, command=lateral)
@@ -385,19 +415,41 @@ def _try_start(
     raise ValueError(f"unknown event kind {kind!r}")
 
 
+def _start_swerve(
+    now: float,
+    speed: float,
+    free_distance: float,
+    friction: float,
+    peak_g: tuple[float, float],
+    harsh_jerk_mps3: tuple[float, float] | None,
+    random: np.random.Generator,
+) -> _Active | None:
+    """An evasive swerve into the next lane on a straight: lateral one way, then the other."""
+    lateral = min(float(random.uniform(*peak_g)) * GRAVITY_MPS2, 0.95 * friction * GRAVITY_MPS2)
+    jerk = float(random.uniform(*harsh_jerk_mps3)) if harsh_jerk_mps3 is not None else HARSH_JERK
+    ramp = lateral / jerk
+    hold = float(random.uniform(0.3, 1.0))
+    side = 1.0 if random.uniform() < 0.5 else -1.0
+    duration = 2.0 * (2.0 * ramp + hold)
+    if speed < 8.0 or free_distance < speed * (duration + 2.0):
+        return None
+    overlay = Overlay("swerve", now, duration, lateral, seed=int(random.integers(2**31)), ramp_s=ramp, side=side)
+    return _Active("harsh_cornering", now, hold_end_s=now + duration, command=lateral, swerve=overlay)
+
+
 def _event_command(
     active: _Active, now: float, speed: float, cruise: float, acceleration: float, command: float, jerk: float
 ) -> tuple[float, float]:
     if active.kind == "harsh_braking":
         if now < active.hold_end_s and speed > 1.5:
-            return active.command, HARSH_JERK
+            return active.command, active.jerk
         active.releasing = True
-        return command, HARSH_JERK
+        return command, active.jerk
     if active.kind == "harsh_acceleration":
         if now < active.hold_end_s and speed < cruise - 1.0:
-            return active.command, HARSH_JERK
+            return active.command, active.jerk
         active.releasing = True
-        return command, HARSH_JERK
+        return command, active.jerk
     return command, jerk
 
 
@@ -408,6 +460,8 @@ def _event_done(
         return active.releasing and acceleration >= -0.2 * GRAVITY_MPS2
     if active.kind == "harsh_acceleration":
         return active.releasing and acceleration <= 0.2 * GRAVITY_MPS2
+    if active.kind == "harsh_cornering" and active.swerve is not None:
+        return now >= active.hold_end_s
     if active.kind == "harsh_cornering":
         return active.constraint is not None and position > active.constraint.end_s
     if active.kind == "speeding":
@@ -462,6 +516,18 @@ def _measure(active: _Active, kinematics: TripKinematics, path: Path) -> Injecte
                 "seconds_over_threshold": float(np.count_nonzero(window >= threshold * GRAVITY_MPS2)) * step,
                 "speed_change_mps": float(speeds[min(closed + 1, len(speeds) - 1)] - speed),
             },
+        )
+    if active.kind == "harsh_cornering" and active.swerve is not None:
+        return InjectedEvent(
+            kind=active.kind,
+            start_s=active.started_s,
+            end_s=active.hold_end_s,
+            peak_magnitude=active.command,
+            magnitude_unit="m/s^2",
+            position_s=position,
+            speed_mps=speed,
+            risky=True,
+            detail={"peak_g": active.command / GRAVITY_MPS2, "swerve": 1.0, "ramp_s": active.swerve.ramp_s},
         )
     if active.kind == "harsh_cornering":
         constraint = active.constraint

@@ -92,6 +92,8 @@ class SensorModel:
     road: RoadSurface
     # False: the noise model before the fit to real recordings (see the module docstring).
     fitted: bool = True
+    # Ordinary turns build their curvature over this many seconds of driving (0: at once; `SimulationConfig.turn_in_s`).
+    turn_in_s: float = 0.0
 
 
 def render_imu(
@@ -110,6 +112,8 @@ def render_imu(
     speed = kinematics.speed_at(times)
     positions = kinematics.position_at(times)
     _, _, _, curvature = path.sample(positions)
+    if sensor.turn_in_s > 0.0:
+        curvature = _turned_in(path, kinematics, positions, curvature, np.maximum(speed * sensor.turn_in_s, 1.0))
     longitudinal = kinematics.acceleration_at(times)
     yaw_rate = speed * curvature
     lateral = speed * yaw_rate
@@ -162,6 +166,10 @@ def render_imu(
             wiggle = overlay.amplitude * np.sin(2.0 * math.pi * 1.5 * local) * _hann(local, overlay.duration_s)
             lateral += wiggle
             yaw_rate += wiggle / np.maximum(speed, 3.0)
+        elif overlay.kind == "swerve":
+            swerve = overlay.side * overlay.amplitude * _swerve_shape(local, overlay)
+            lateral += swerve
+            yaw_rate += swerve / np.maximum(speed, 3.0)
         elif overlay.kind == "mount_moved":
             burst_accelerometer, burst_gyroscope = _handling_burst(local, overlay)
             device_accelerometer_extra += burst_accelerometer
@@ -238,6 +246,30 @@ def _vibration_before_fit(
             np.zeros(count),
         ]
     )
+
+
+def _turned_in(
+    path: Path,
+    kinematics: TripKinematics,
+    positions: NDArray[np.float64],
+    curvature: NDArray[np.float64],
+    turn_in_m: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """The curvature a driver steers, averaged over `turn_in_m` of road (per sample: the distance the turn-in
+    takes at its speed): at an arc's ends it ramps over that distance (a clothoid's linear ramp) instead of
+    stepping. The mean curvature over [s - L/2, s + L/2] is the heading change across it over L. Harsh cornering
+    (and the turn-in distance either side) keeps the path's step: it is thrown in at once."""
+    half = turn_in_m / 2.0
+    _, _, heading_ahead, _ = path.sample(positions + half)
+    _, _, heading_behind, _ = path.sample(np.maximum(positions - half, float(path.start_s[0])))
+    # Headings are wrapped at each straight (atan2): the change across a turn is the wrapped difference.
+    eased = (np.mod(heading_ahead - heading_behind + math.pi, 2.0 * math.pi) - math.pi) / turn_in_m
+    keep = np.zeros(positions.shape, dtype=bool)
+    for event in kinematics.events:
+        if event.kind == "harsh_cornering":
+            exit_m = float(np.interp(event.end_s, kinematics.times_s, kinematics.positions_s))
+            keep |= (positions >= event.position_s - turn_in_m) & (positions <= exit_m + turn_in_m)
+    return np.where(keep, curvature, eased)
 
 
 def _fitted_vibration(
@@ -356,6 +388,19 @@ def _impulse(local: NDArray[np.float64], frequency_hz: float, decay_s: float) ->
     started = local >= 0.0
     clipped = np.where(started, local, 0.0)
     return np.where(started, np.exp(-clipped / decay_s) * np.sin(2.0 * math.pi * frequency_hz * clipped), 0.0)
+
+
+def _swerve_shape(local: NDArray[np.float64], overlay: Overlay) -> NDArray[np.float64]:
+    """+1 then -1: two lobes, each a raised-cosine rise over the ramp, a hold and a fall (a lane change)."""
+    lobe_s = overlay.duration_s / 2.0
+    ramp = max(overlay.ramp_s, 1e-3)
+
+    def lobe(start: float) -> NDArray[np.float64]:
+        rise = np.clip((local - start) / ramp, 0.0, 1.0)
+        fall = np.clip((start + lobe_s - local) / ramp, 0.0, 1.0)
+        return np.minimum(0.5 - 0.5 * np.cos(np.pi * rise), 0.5 - 0.5 * np.cos(np.pi * fall))
+
+    return np.asarray(lobe(0.0) - lobe(lobe_s), dtype=np.float64)
 
 
 def _hann(local: NDArray[np.float64], duration_s: float) -> NDArray[np.float64]:

@@ -323,7 +323,7 @@ def test_ground_truth_points_at_the_uploads_it_falls_in(event_run: Run, tmp_path
 
 
 def test_confounders_leave_gps_speed_alone_but_shake_the_imu(event_run: Run) -> None:
-    checked = defaultdict(int)
+    checked: defaultdict[str, int] = defaultdict(int)
     for event in event_run.simulator.ground_truth:
         if event.kind not in CONFOUNDER_KINDS:
             continue
@@ -428,3 +428,82 @@ def test_winter_roads_brake_gentler_and_vibrate_more() -> None:
     assert dry_braking and winter_braking
     assert max(winter_braking) <= 0.5 * G < max(dry_braking)
     assert math.isclose(min(winter_braking), 0.475 * G, rel_tol=0.1)
+
+
+def test_harsh_event_strength_and_pace_are_opt_in_knobs() -> None:
+    """`harsh_peak_g` and `harsh_jerk_mps3` draw harsh events at real strength (the trainer's fleets); unset, the
+    simulator's own ranges hold (the default fleet is byte-identical to one without the knobs)."""
+    assert SimulationConfig().harsh_peak_g == () and SimulationConfig().harsh_jerk_mps3 is None
+    ranges = (("harsh_braking", 0.2, 0.3), ("harsh_acceleration", 0.2, 0.3), ("harsh_cornering", 0.25, 0.35))
+    run = Run(
+        SimulationConfig(
+            devices=6,
+            duration_s=900.0,
+            seed=21,
+            trip_seconds=(300.0, 600.0),
+            event_rate_per_10min=8.0,
+            confounder_rate_per_10min=0.0,
+            randomization=STEADY,
+            harsh_peak_g=ranges,
+            harsh_jerk_mps3=(5.0, 8.0),
+        )
+    )
+    peaks: dict[str, list[float]] = defaultdict(list)
+    for event in run.simulator.ground_truth:
+        peaks[event.kind].append(event.peak_magnitude / G)
+    for kind, lowest, highest in ranges:
+        assert peaks[kind], kind
+        # The measured peak is the commanded one (a turn's, at the speed it was entered with).
+        assert lowest - 0.02 <= min(peaks[kind]) and max(peaks[kind]) <= highest + 0.02, (kind, peaks[kind])
+    with pytest.raises(ValueError, match="harsh_peak_g"):
+        SimulationConfig(harsh_peak_g=(("pothole", 0.2, 0.3),))
+    with pytest.raises(ValueError, match="harsh_peak_g"):
+        SimulationConfig(harsh_peak_g=(("harsh_braking", 0.5, 0.3),))
+    with pytest.raises(ValueError, match="harsh_jerk_mps3"):
+        SimulationConfig(harsh_jerk_mps3=(8.0, 5.0))
+
+
+def test_swerves_and_gradual_everyday_turns_are_opt_in_knobs() -> None:
+    """`swerve_share` makes harsh cornering an evasive lane change (lateral one way, then the other) and `turn_in_s`
+    ramps everyday turns in over seconds, while harsh cornering stays thrown in at once (off by default)."""
+    assert SimulationConfig().swerve_share == 0.0 and SimulationConfig().turn_in_s is None
+    base = SimulationConfig(
+        devices=3, duration_s=600.0, seed=5, trip_seconds=(300.0, 450.0), confounder_rate_per_10min=0.0,
+        randomization=STEADY,
+    )  # fmt: skip
+    swerving = Run(
+        replace(
+            base,
+            event_rate_per_10min=10.0,
+            risky_mix=(("harsh_cornering", 1.0),),
+            harsh_peak_g=(("harsh_cornering", 0.3, 0.4),),
+            swerve_share=1.0,
+        )
+    )
+    swerves = [event for event in swerving.simulator.ground_truth if event.kind == "harsh_cornering"]
+    assert swerves and all(event.detail.get("swerve") == 1.0 for event in swerves)
+    for event in swerves[:4]:
+        assert 0.3 * G - 0.01 <= event.peak_magnitude <= 0.4 * G + 0.01
+        signals = swerving.trip_signals(event.trip_id)
+        inside = (signals["times"] >= event.started_at) & (signals["times"] <= event.ended_at)
+        lateral = _smoothed(signals["accelerometer"][:, 1], 10)[inside]
+        assert lateral.max() > 0.25 * G and lateral.min() < -0.25 * G, (lateral.min(), lateral.max())
+
+    def lateral_build(config: SimulationConfig) -> tuple[float, float]:
+        """The largest lateral acceleration of everyday turns and the fastest it changed (m/s³)."""
+        run = Run(config)
+        peak, build = 0.0, 0.0
+        for trip_id in run.by_trip:
+            signals = run.trip_signals(trip_id)
+            lateral = _smoothed(signals["accelerometer"][:, 1], 25)
+            peak = max(peak, float(np.abs(lateral).max()))
+            build = max(build, float(np.abs(np.diff(lateral[::25]) / np.diff(signals["times"][::25])).max()))
+        return peak, build
+
+    hard_turns = replace(base, event_rate_per_10min=0.0, ordinary_turn_lateral_g=(0.35, 0.4))
+    stepped_peak, stepped_build = lateral_build(hard_turns)
+    eased_peak, eased_build = lateral_build(replace(hard_turns, turn_in_s=(2.5, 2.5)))
+    assert stepped_peak > 0.3 * G and eased_peak > 0.2 * G, (stepped_peak, eased_peak)
+    assert eased_build < 0.6 * stepped_build, (eased_build, stepped_build)
+    print(f"swerves {len(swerves)}; everyday turns: peak {stepped_peak:.2f} / {eased_peak:.2f} m/s², "
+          f"build {stepped_build:.1f} / {eased_build:.1f} m/s³ (stepped / turned in)")  # fmt: skip

@@ -18,7 +18,9 @@ from services.trainer.domain.gate import GatePolicy, decide
 from services.trainer.domain.labels import (
     CONFOUNDER_CLASS,
     HARSH_KINDS,
+    HARSH_THRESHOLD_MPS2,
     NORMAL_CLASS,
+    UNCERTAIN_SHARE,
     TruthSpan,
     WindowLabel,
     class_of_event_type,
@@ -84,6 +86,25 @@ def test_truth_labels_need_real_overlap_and_leave_grazing_windows_out() -> None:
     # A harsh event beats a confounder in the same window.
     both = [TruthSpan("pothole", 1.0, 1.5, False), TruthSpan("harsh_cornering", 0.5, 3.0, True)]
     assert label_from_truth(0.0, 2.0, both) == CORNERING
+
+
+def test_a_harsh_event_is_harsh_only_from_its_threshold_of_real_harshness() -> None:
+    """Simulated harsh events drawn below real harshness are ordinary driving; just under the threshold, ambiguous."""
+    threshold = HARSH_THRESHOLD_MPS2["harsh_braking"]
+    assert 1.8 <= threshold <= 2.5  # the low end of what fleet services call a harsh brake in a car (0.2-0.25 g)
+
+    def brake(peak: float | None) -> list[TruthSpan]:
+        return [TruthSpan("harsh_braking", 10.5, 12.5, True, peak_mps2=peak)]
+
+    assert label_from_truth(10.0, 12.0, brake(threshold)) == BRAKING
+    assert label_from_truth(10.0, 12.0, brake(None)) == BRAKING  # a peak nobody measured: harsh, as before
+    assert label_from_truth(10.0, 12.0, brake(threshold * (1.0 - UNCERTAIN_SHARE / 2))) is None
+    assert label_from_truth(10.0, 12.0, brake(threshold * (1.0 - 2 * UNCERTAIN_SHARE))) == NORMAL_CLASS
+    # An ordinary-strength event does not hide a confounder in the same window.
+    pothole = [TruthSpan("pothole", 11.0, 11.5, False), *brake(1.0)]
+    assert label_from_truth(10.0, 12.0, pothole) == CONFOUNDER_CLASS
+    cornering = [TruthSpan("harsh_cornering", 0.5, 3.0, True, peak_mps2=HARSH_THRESHOLD_MPS2["harsh_cornering"] + 0.1)]
+    assert label_from_truth(0.0, 2.0, cornering) == CORNERING
 
 
 def test_event_types_map_to_classes() -> None:

@@ -131,3 +131,51 @@ def test_the_gate_refuses_a_model_trained_zero_epochs_or_on_shuffled_labels(data
     noisy = trained(shuffled, PARAMETERS)
     assert not decide(policy, noisy.metrics, good.metrics, "champion").passed
     assert good.metrics["harsh_recall"] > noisy.metrics["harsh_recall"]
+
+
+# The real-strength recipe docs/training.md measures (`MICHI_TRAINER_SIMULATION`, opt-in).
+REAL_STRENGTH = {
+    "fleets": [
+        {"seed": 101, "sample_rate_hz": 50},
+        {"seed": 104, "sample_rate_hz": 50, "simulator_defaults": True},
+        {"seed": 105, "sample_rate_hz": 25, "sample_rate_range_hz": [12.0, 30.0]},
+    ],
+    "sensor_model": "fitted",
+    "harsh_peak_g": [["harsh_braking", 0.15, 0.7], ["harsh_acceleration", 0.15, 0.5], ["harsh_cornering", 0.2, 0.62]],
+    "harsh_jerk_mps3": [4.0, 12.0],
+    "ordinary_turn_lateral_g": [0.12, 0.45],
+    "turn_in_s": [1.5, 3.0],
+    "swerve_share": 0.5,
+    "road_grade": [0.0, 0.1],
+}
+
+
+def test_a_real_strength_recipe_is_read_from_json_and_keys_its_cache() -> None:
+    from michi.simulator import SimulationConfig
+    from services.trainer.adapters.simulation import REFERENCE_TRAFFIC, _fleet_config
+    from services.trainer.domain.labels import HARSH_THRESHOLD_MPS2
+
+    recipe = SimulationRecipe.from_dict(REAL_STRENGTH)
+    assert recipe.fleets[2].sample_rate_range_hz == (12.0, 30.0) and recipe.turn_in_s == (1.5, 3.0)
+    for kind, lowest, highest in recipe.harsh_peak_g:
+        # From below the threshold of real harshness (weaker events are ordinary driving) to the simulator's own.
+        assert lowest * 9.80665 < HARSH_THRESHOLD_MPS2[kind] < highest * 9.80665, kind
+    assert SimulationRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    real, default = (_fleet_config(recipe, fleet) for fleet in recipe.fleets[:2])
+    assert real.sensor_model == "fitted" and real.swerve_share == 0.5 and real.randomization.road_grade == (0.0, 0.1)
+    # A fleet drawn as the simulator's default fleet is, whatever the recipe says.
+    assert default == SimulationConfig(
+        devices=recipe.devices, duration_s=recipe.duration_s, seed=104, sample_rate_hz=50,
+        event_rate_per_10min=recipe.event_rate_per_10min, confounder_rate_per_10min=recipe.confounder_rate_per_10min,
+    )  # fmt: skip
+    # The cache keys name the recipe (and the labelled windows also the code that labels them).
+    assert replace(recipe, harsh_peak_g=()).cache_key() != recipe.cache_key()
+    assert replace(recipe, swerve_share=0.0).labelled_cache_key() != recipe.labelled_cache_key()
+    assert recipe.labelled_cache_key() != recipe.cache_key()
+    # Unset, nothing changes: the trainer's default recipe and the reference traffic are the simulator's fleets.
+    for plain in (SimulationRecipe(), REFERENCE_TRAFFIC):
+        config = _fleet_config(plain, plain.fleets[0])
+        assert (config.sensor_model, config.harsh_peak_g, config.turn_in_s, config.swerve_share) == (
+            SimulationConfig().sensor_model, (), None, 0.0
+        )  # fmt: skip
+        assert config.randomization == SimulationConfig().randomization

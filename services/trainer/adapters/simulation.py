@@ -23,14 +23,16 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from michi.contracts.v1 import labels_pb2, upload_pb2
 from michi.roads import RoadMap
-from michi.simulator import FleetSimulator, SimulationConfig
+from michi.simulator import FleetSimulator, GroundTruthEvent, SimulationConfig
+from michi.simulator.hardware import DomainRandomization
 from michi.windows.chain import windows_in_order
 from michi.windows.features import DATA_VERSION
 from michi.windows.upload import upload_from_proto
@@ -40,17 +42,42 @@ from services.trainer.domain.versions import source_digest
 
 logger = logging.getLogger(__name__)
 
+# The code that turns ground truth into window labels (part of the simulated windows' cache key).
+LABELLING_SOURCES = (
+    "services/trainer/adapters/simulation.py",
+    "services/trainer/domain/dataset.py",
+    "services/trainer/domain/labels.py",
+)
+
 
 @dataclass(frozen=True)
 class FleetRecipe:
     seed: int
     sample_rate_hz: int = 50
     scenario: str | None = None
+    # Opt-in: every device draws its IMU rate from this range (`SimulationConfig.sample_rate_range_hz`).
+    sample_rate_range_hz: tuple[float, float] | None = None
+    # True: this fleet is drawn as the simulator's default fleet is (its noise model, event strengths and turns),
+    # whatever the recipe says about them.
+    simulator_defaults: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FleetRecipe:
+        values = dict(data)
+        if values.get("sample_rate_range_hz") is not None:
+            lowest, highest = values["sample_rate_range_hz"]
+            values["sample_rate_range_hz"] = (float(lowest), float(highest))
+        return cls(**values)
 
 
 @dataclass(frozen=True)
 class SimulationRecipe:
-    """Which simulated fleets make the ground-truth part of a dataset (empty: none)."""
+    """Which simulated fleets make the ground-truth part of a dataset (empty: none), and how they are drawn.
+
+    The fields after the event rates are opt-in (`MICHI_TRAINER_SIMULATION`): unset, every fleet is drawn as the
+    simulator's default fleet is; set, they draw harsh events down to real strength, ordinary turns as hard and
+    as gradual as real ones, evasive swerves, and every device's hardware around the fit to real recordings
+    (docs/training.md, *Datasets*)."""
 
     fleets: tuple[FleetRecipe, ...] = field(
         default_factory=lambda: (FleetRecipe(101, 50), FleetRecipe(102, 25), FleetRecipe(103, 100))
@@ -60,25 +87,58 @@ class SimulationRecipe:
     # More events than a real fleet, so the rare classes have examples (the priors are re-balanced in training).
     event_rate_per_10min: float = 10.0
     confounder_rate_per_10min: float = 8.0
+    # `SimulationConfig.sensor_model`: "fitted" draws every device's holder, vibration, sensor range, clock and
+    # GPS around the fit to real recordings (`DomainRandomization`, docs/simulator-fit.md).
+    sensor_model: str = "before-fit"
+    # `SimulationConfig.harsh_peak_g` and `harsh_jerk_mps3`: how hard and how fast harsh events are drawn.
+    harsh_peak_g: tuple[tuple[str, float, float], ...] = ()
+    harsh_jerk_mps3: tuple[float, float] | None = None
+    # `SimulationConfig.ordinary_turn_lateral_g` and `turn_in_s`: how hard and how gradually ordinary turns are taken.
+    ordinary_turn_lateral_g: tuple[float, float] | None = None
+    turn_in_s: tuple[float, float] | None = None
+    # `SimulationConfig.swerve_share`: the share of harsh cornering that is a swerve into the next lane.
+    swerve_share: float = 0.0
+    # `DomainRandomization.road_grade` (standard deviation of each device's road grade, radians); None: its default.
+    road_grade: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> SimulationRecipe:
-        fleets = tuple(FleetRecipe(**fleet) for fleet in data.get("fleets", []))  # type: ignore[arg-type, attr-defined]
+    def from_dict(cls, data: dict[str, Any]) -> SimulationRecipe:
+        fleets = tuple(FleetRecipe.from_dict(dict(fleet)) for fleet in data.get("fleets", []))
         values = {key: value for key, value in data.items() if key != "fleets" and key in cls.__dataclass_fields__}
-        return cls(fleets=fleets, **values)  # type: ignore[arg-type]
+        if values.get("harsh_peak_g") is not None:
+            values["harsh_peak_g"] = tuple(
+                (str(kind), float(lowest), float(highest)) for kind, lowest, highest in values["harsh_peak_g"]
+            )
+        for name in ("harsh_jerk_mps3", "ordinary_turn_lateral_g", "turn_in_s", "road_grade"):
+            if values.get(name) is not None:
+                lowest, highest = values[name]
+                values[name] = (float(lowest), float(highest))
+        return cls(fleets=fleets, **values)
 
     @property
     def device_minutes(self) -> float:
         return len(self.fleets) * self.devices * self.duration_s / 60.0
 
     def cache_key(self) -> str:
+        """The recipe, the preprocessing version, and the code of the simulator and of the windows (chaining and
+        calibration change a window's features without a new preprocessing version)."""
         payload = json.dumps(
-            {"recipe": self.to_dict(), "preprocessing": DATA_VERSION, "code": source_digest(("michi/simulator",))},
+            {
+                "recipe": self.to_dict(),
+                "preprocessing": DATA_VERSION,
+                "code": source_digest(("michi/simulator", "michi/windows")),
+            },
             sort_keys=True,
         )
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def labelled_cache_key(self) -> str:
+        """`cache_key` and the code that labels the windows from ground truth (a new harshness threshold must not
+        reuse windows labelled by the old one)."""
+        payload = f"{self.cache_key()} {source_digest(LABELLING_SOURCES)}"
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -175,15 +235,35 @@ def traffic_windows(
 
 
 def _fleet_config(recipe: SimulationRecipe, fleet: FleetRecipe) -> SimulationConfig:
-    return SimulationConfig(
+    config = SimulationConfig(
         devices=recipe.devices,
         duration_s=recipe.duration_s,
         seed=fleet.seed,
         sample_rate_hz=fleet.sample_rate_hz,
+        sample_rate_range_hz=fleet.sample_rate_range_hz,
         scenario=fleet.scenario,
         event_rate_per_10min=recipe.event_rate_per_10min,
         confounder_rate_per_10min=recipe.confounder_rate_per_10min,
     )
+    if fleet.simulator_defaults:
+        return config
+    return replace(
+        config,
+        sensor_model=recipe.sensor_model,
+        harsh_peak_g=recipe.harsh_peak_g,
+        harsh_jerk_mps3=recipe.harsh_jerk_mps3,
+        ordinary_turn_lateral_g=recipe.ordinary_turn_lateral_g,
+        turn_in_s=recipe.turn_in_s,
+        swerve_share=recipe.swerve_share,
+        randomization=(
+            DomainRandomization(road_grade=recipe.road_grade) if recipe.road_grade is not None else config.randomization
+        ),
+    )
+
+
+def _peak_mps2(event: GroundTruthEvent) -> float | None:
+    """A harsh event's peak acceleration (m/s², vehicle frame) as the simulator measured it; None otherwise."""
+    return float(event.peak_magnitude) if event.magnitude_unit == "m/s^2" else None
 
 
 def simulate_fleet_windows(recipe: SimulationRecipe, fleet: FleetRecipe, road_map: RoadMap) -> LabeledWindows:
@@ -193,7 +273,9 @@ def simulate_fleet_windows(recipe: SimulationRecipe, fleet: FleetRecipe, road_ma
     chained = [item for item in windows_in_order(datas) if item.windows.count]
     truth: dict[str, list[TruthSpan]] = defaultdict(list)
     for event in simulator.ground_truth:
-        truth[event.trip_id].append(TruthSpan(event.kind, event.started_at, event.ended_at, event.risky))
+        truth[event.trip_id].append(
+            TruthSpan(event.kind, event.started_at, event.ended_at, event.risky, peak_mps2=_peak_mps2(event))
+        )
     parts = []
     for item in chained:
         labelled_rows = truth_labeled_rows(item, truth.get(item.data.trip_id, []), labels_pb2.LABEL_SOURCE_SIMULATOR)
@@ -208,7 +290,7 @@ def simulated_windows(
     """Every fleet's labelled windows (from the cache when it holds them)."""
     if not recipe.fleets or recipe.devices <= 0:
         return LabeledWindows.empty()
-    path = cache_dir / f"simulated-{recipe.cache_key()}.npz" if cache_dir is not None else None
+    path = cache_dir / f"simulated-{recipe.labelled_cache_key()}.npz" if cache_dir is not None else None
     if path is not None and path.exists():
         try:
             return load_windows(path)

@@ -6,7 +6,8 @@ harsh acceleration, harsh cornering, confounder). A label of `EVENT_TYPE_SPEEDIN
 driving. A label without an event type names no class and is left out.
 
 Simulator ground truth (`label_from_truth`): a window [start, end) takes the class of the harsh
-event it overlaps by at least `MIN_HARSH_OVERLAP_S` (the largest overlap when several), else of a
+event (one whose peak reaches `HARSH_THRESHOLD_MPS2`; a weaker one is ordinary driving, one just under it
+ambiguous) it overlaps by at least `MIN_HARSH_OVERLAP_S` (the largest overlap when several), else of a
 confounder it overlaps by at least `MIN_CONFOUNDER_OVERLAP_S`, else *normal* when it touches no
 event at all. A window that only grazes an event (less overlap than that) is *ambiguous* and left
 out of datasets: the onset or tail of a harsh brake is neither clearly harsh nor clearly normal.
@@ -46,6 +47,16 @@ HARSH_KINDS = {
 CONFOUNDER_KINDS = frozenset({"pothole", "speed_bump", "mount_moved"})
 MIN_HARSH_OVERLAP_S = 0.5
 MIN_CONFOUNDER_OVERLAP_S = 0.25
+# What makes a simulated harsh event harsh: the peak acceleration (m/s², vehicle frame) it reaches. 2.0 m/s²
+# (0.2 g) for brakes and pull-aways and 2.5 m/s² for cornering: the low end of the thresholds fleet services
+# publish for cars (0.2-0.45 g), where real harsh manoeuvres start (`michi.recordings.injection`: 2.1-3.5 m/s²).
+# The simulator builds every harsh event at a harsh pace (12 m/s³ by default, 4-12 m/s³ when a recipe draws them;
+# everyday driving changes its acceleration at 1-3 m/s³), so what tells a weak harsh event from firm ordinary
+# driving is how fast it builds, as physics-3's onset rules say. An event under its threshold is ordinary driving;
+# one within `UNCERTAIN_SHARE` under it is neither clearly harsh nor clearly ordinary: the windows it touches are
+# ambiguous.
+HARSH_THRESHOLD_MPS2 = {"harsh_braking": 2.0, "harsh_acceleration": 2.0, "harsh_cornering": 2.5}
+UNCERTAIN_SHARE = 0.1
 
 HUMAN_SOURCES = frozenset(
     {labels_pb2.LABEL_SOURCE_CONSENSUS, labels_pb2.LABEL_SOURCE_GOLD, labels_pb2.LABEL_SOURCE_ADJUDICATION}
@@ -82,6 +93,20 @@ class TruthSpan:
     started_at: float
     ended_at: float
     risky: bool
+    # A harsh event's peak acceleration (m/s², vehicle frame), when known: under `HARSH_THRESHOLD_MPS2` it is
+    # not harsh (see `harshness`).
+    peak_mps2: float | None = None
+
+
+def harshness(event: TruthSpan) -> str:
+    """How harsh an event is: "harsh", "uncertain" or "ordinary", by its peak against `HARSH_THRESHOLD_MPS2` (a
+    harsh kind's event of unknown peak is harsh; an event of any other kind is "ordinary": no harsh event)."""
+    if event.kind not in HARSH_KINDS or not event.risky:
+        return "ordinary"
+    threshold = HARSH_THRESHOLD_MPS2[event.kind]
+    if event.peak_mps2 is None or event.peak_mps2 >= threshold:
+        return "harsh"
+    return "uncertain" if event.peak_mps2 >= threshold * (1.0 - UNCERTAIN_SHARE) else "ordinary"
 
 
 def label_from_truth(start_s: float, end_s: float, events: Sequence[TruthSpan]) -> int | None:
@@ -93,7 +118,11 @@ def label_from_truth(start_s: float, end_s: float, events: Sequence[TruthSpan]) 
         overlap = min(end_s, event.ended_at) - max(start_s, event.started_at)
         if overlap <= 0:
             continue
-        harsh_class = HARSH_KINDS.get(event.kind) if event.risky else None
+        grade = harshness(event)
+        if grade == "uncertain":
+            touched = True
+            continue
+        harsh_class = HARSH_KINDS.get(event.kind) if grade == "harsh" else None
         if harsh_class is not None:
             touched = True
             if best_harsh is None or overlap > best_harsh[0]:

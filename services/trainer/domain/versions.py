@@ -35,10 +35,11 @@ NOT_TRAINING = frozenset(
 
 @cache
 def source_digest(folders: Sequence[str]) -> str:
-    """sha256 over every `.py` file under `folders` (relative paths and bytes), 16 hex digits."""
+    """sha256 over every `.py` file under `folders` (or the file itself; relative paths and bytes), 16 hex digits."""
     digest = hashlib.sha256()
     for folder in sorted(folders):
-        for path in sorted((SOURCE_ROOT / folder).rglob("*.py")):
+        root = SOURCE_ROOT / folder
+        for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
             if path.relative_to(SOURCE_ROOT).as_posix() in NOT_TRAINING:
                 continue
             digest.update(path.relative_to(SOURCE_ROOT).as_posix().encode() + b"\0")
