@@ -373,11 +373,11 @@ def test_a_batch_whose_transaction_fails_keeps_nothing_and_is_kept_once_when_rea
     pairs = outcomes(CANDIDATE, correct=3, wrong=1, at=1000.0)
     failures = [RuntimeError("the database went away after the rows were written")]
 
-    def fail_once(session: Any, _context: Any) -> None:
+    def fail_once(session: Any) -> None:
         if failures and session.get_bind() is platform.store.engine:
             raise failures.pop()
 
-    event.listen(Session, "after_flush", fail_once)
+    event.listen(Session, "before_commit", fail_once)
     try:
         for request, label in pairs:
             platform.recorder.request(request)
@@ -392,7 +392,7 @@ def test_a_batch_whose_transaction_fails_keeps_nothing_and_is_kept_once_when_rea
         counts = platform.store.arm_counts(MODEL, CANDIDATE, 0.0)
         assert (counts.requested, counts.labelled, counts.correct) == (4, 4, 3)
     finally:
-        event.remove(Session, "after_flush", fail_once)
+        event.remove(Session, "before_commit", fail_once)
 
 
 def test_paused_time_counts_toward_no_step_deadline(platform: Platform) -> None:

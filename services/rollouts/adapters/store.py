@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import case, delete, func
 from sqlalchemy import select as select_columns
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, create_engine, select
@@ -76,6 +77,15 @@ def awaiting_promotion(database_url: str, rollout_ids: Iterable[str]) -> dict[st
         engine.dispose()
 
 
+def _insert(engine: Engine, table: Any) -> Any:
+    """The dialect's `INSERT` for `table` (the one with `ON CONFLICT`): SQLite's or PostgreSQL's."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"the rollout controller keeps its state in SQLite or PostgreSQL, not {engine.dialect.name}")
+
+
 class RolloutsStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -100,8 +110,9 @@ class RolloutsStore:
     def record_outcomes(self, predictions: Sequence[QaPrediction], labels: Sequence[QaLabel]) -> None:
         """Keep a batch's random-QA requests and labels in one transaction, each window once per model version:
         a side already filled is never overwritten (the first request and the first label count, in the batch as
-        across batches), so a redelivered batch changes nothing. Retried once after a lost race (another writer
-        inserted one of the windows first: its row is then found and filled)."""
+        across batches), so a redelivered batch changes nothing. One upsert per window (`INSERT .. ON CONFLICT DO
+        UPDATE` filling only the empty sides), in window order: controllers writing overlapping batches at once
+        neither fail nor deadlock, whoever commits first."""
         windows: dict[tuple[str, str], _Outcome] = {}
         for prediction in predictions:
             outcome = windows.setdefault(
@@ -115,45 +126,41 @@ class RolloutsStore:
                 outcome.labelled, outcome.label_event_id = label.labelled, label.label_event_id
         if not windows:
             return
-        for attempt in range(2):
-            with Session(self.engine) as session:
-                now = datetime.now(UTC)
-                known: dict[tuple[str, str], RolloutsQaWindowRow] = {}
-                window_ids = sorted({window_id for window_id, _ in windows})
-                for start in range(0, len(window_ids), _LOOKUP_CHUNK):
-                    chunk = window_ids[start : start + _LOOKUP_CHUNK]
-                    for found in session.exec(
-                        select(RolloutsQaWindowRow).where(col(RolloutsQaWindowRow.window_id).in_(chunk))
-                    ).all():
-                        known[(found.window_id, found.model_version)] = found
-                for (window_id, model_version), outcome in windows.items():
-                    row = known.get((window_id, model_version))
-                    if row is None:
-                        session.add(
-                            RolloutsQaWindowRow(
-                                window_id=window_id,
-                                model_name=outcome.model_name,
-                                model_version=model_version,
-                                predicted=outcome.predicted,
-                                predicted_at_s=outcome.predicted_at_s,
-                                labelled=outcome.labelled,
-                                label_event_id=outcome.label_event_id,
-                                received_at=now,
-                            )
-                        )
-                        continue
-                    # Only an empty side is filled: an UPDATE only for a row that changes.
-                    if row.predicted is None and outcome.predicted is not None:
-                        row.predicted, row.predicted_at_s = outcome.predicted, outcome.predicted_at_s
-                    if row.labelled is None and outcome.labelled is not None:
-                        row.labelled, row.label_event_id = outcome.labelled, outcome.label_event_id
-                try:
-                    session.commit()
-                    return
-                except IntegrityError:
-                    session.rollback()
-                    if attempt:
-                        raise
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "window_id": window_id,
+                "model_name": outcome.model_name,
+                "model_version": model_version,
+                "predicted": outcome.predicted,
+                "predicted_at_s": outcome.predicted_at_s,
+                "labelled": outcome.labelled,
+                "label_event_id": outcome.label_event_id,
+                "received_at": now,
+            }
+            for (window_id, model_version), outcome in sorted(windows.items())
+        ]
+        table = RolloutsQaWindowRow.__table__.c  # type: ignore[attr-defined]
+        statement = _insert(self.engine, RolloutsQaWindowRow)
+        new = statement.excluded
+
+        def unless_filled(side: Any, value: Any, column: Any) -> Any:
+            # Every SET sees the row as it was: a side is filled only if it was empty.
+            return case((side.is_(None), value), else_=column)
+
+        statement = statement.on_conflict_do_update(
+            index_elements=["window_id", "model_version"],
+            set_={
+                "predicted": unless_filled(table.predicted, new.predicted, table.predicted),
+                "predicted_at_s": unless_filled(table.predicted, new.predicted_at_s, table.predicted_at_s),
+                "labelled": unless_filled(table.labelled, new.labelled, table.labelled),
+                "label_event_id": unless_filled(table.labelled, new.label_event_id, table.label_event_id),
+            },
+        )
+        with Session(self.engine) as session:
+            for start in range(0, len(rows), _LOOKUP_CHUNK):
+                session.execute(statement, rows[start : start + _LOOKUP_CHUNK])
+            session.commit()
 
     def arm_counts(self, model_name: str, model_version: str, since_s: float) -> ArmCounts:
         labelled = col(RolloutsQaWindowRow.labelled).is_not(None)
@@ -175,82 +182,82 @@ class RolloutsStore:
     # --- the arms' other signals
 
     def record_signals(self, batch: SignalBatch) -> None:
-        """Keep a batch's signals in one transaction, each once by its id (retried once after a lost race)."""
+        """Keep a batch's signals in one transaction, each once by its id (`INSERT .. ON CONFLICT DO NOTHING`, in
+        id order: a redelivered signal, or one another controller writes at the same moment, changes nothing); a
+        drift episode's firing and resolve fill its two times once each."""
         if not batch:
             return
-        for attempt in range(2):
-            with Session(self.engine) as session:
-                now = datetime.now(UTC)
-                self._insert_new(
-                    session,
-                    RolloutsSegmentRow,
-                    "event_id",
-                    {
-                        seen.event_id: RolloutsSegmentRow(
-                            event_id=seen.event_id,
-                            device_id=seen.device_id,
-                            occurred_at_s=seen.occurred_at_s,
-                            distance_m=seen.distance_m,
-                            latency_bucket=seen.latency_bucket,
-                            received_at=now,
-                        )
-                        for seen in batch.segments
+        now = datetime.now(UTC)
+        labels: dict[str, dict[str, Any]] = {}
+        for label in batch.labels:  # the first label of a window counts, in a batch too
+            labels.setdefault(label.window_id, {**vars(label), "received_at": now})
+        episodes: dict[str, dict[str, Any]] = {}
+        for drift in batch.drift:
+            episode = episodes.setdefault(
+                drift.episode_id,
+                {
+                    "episode_id": drift.episode_id,
+                    "model_name": drift.model_name,
+                    "model_version": drift.model_version,
+                    "fired_at_s": None,
+                    "resolved_at_s": None,
+                    "received_at": now,
+                },
+            )
+            side = "resolved_at_s" if drift.status == RESOLVED else "fired_at_s"
+            if episode[side] is None:  # the first of each side counts, in a batch too
+                episode[side] = drift.at_s
+        with Session(self.engine) as session:
+            self._insert_new(
+                session,
+                RolloutsSegmentRow,
+                "event_id",
+                {
+                    seen.event_id: {
+                        "event_id": seen.event_id,
+                        "device_id": seen.device_id,
+                        "occurred_at_s": seen.occurred_at_s,
+                        "distance_m": seen.distance_m,
+                        "latency_bucket": seen.latency_bucket,
+                        "received_at": now,
+                    }
+                    for seen in batch.segments
+                },
+            )
+            self._insert_new(
+                session,
+                RolloutsDetectionRow,
+                "event_id",
+                {seen.event_id: {**vars(seen), "received_at": now} for seen in batch.detections},
+            )
+            self._insert_new(session, RolloutsWindowLabelRow, "window_id", labels)
+            self._insert_new(
+                session,
+                RolloutsErrorRow,
+                "event_id",
+                {seen.event_id: {**vars(seen), "received_at": now} for seen in batch.errors},
+            )
+            if episodes:
+                table = RolloutsDriftEpisodeRow.__table__.c  # type: ignore[attr-defined]
+                statement = _insert(self.engine, RolloutsDriftEpisodeRow)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["episode_id"],
+                    set_={
+                        "fired_at_s": func.coalesce(table.fired_at_s, statement.excluded.fired_at_s),
+                        "resolved_at_s": func.coalesce(table.resolved_at_s, statement.excluded.resolved_at_s),
                     },
                 )
-                self._insert_new(
-                    session,
-                    RolloutsDetectionRow,
-                    "event_id",
-                    {seen.event_id: RolloutsDetectionRow(**vars(seen), received_at=now) for seen in batch.detections},
-                )
-                labels: dict[str, Any] = {}
-                for label in batch.labels:  # the first label of a window counts, in a batch too
-                    labels.setdefault(label.window_id, RolloutsWindowLabelRow(**vars(label), received_at=now))
-                self._insert_new(session, RolloutsWindowLabelRow, "window_id", labels)
-                self._insert_new(
-                    session,
-                    RolloutsErrorRow,
-                    "event_id",
-                    {seen.event_id: RolloutsErrorRow(**vars(seen), received_at=now) for seen in batch.errors},
-                )
-                for drift in batch.drift:
-                    row = session.exec(
-                        select(RolloutsDriftEpisodeRow).where(RolloutsDriftEpisodeRow.episode_id == drift.episode_id)
-                    ).first()
-                    if row is None:
-                        row = RolloutsDriftEpisodeRow(
-                            episode_id=drift.episode_id,
-                            model_name=drift.model_name,
-                            model_version=drift.model_version,
-                            received_at=now,
-                        )
-                    if drift.status == RESOLVED:
-                        row.resolved_at_s = row.resolved_at_s if row.resolved_at_s is not None else drift.at_s
-                    else:
-                        row.fired_at_s = row.fired_at_s if row.fired_at_s is not None else drift.at_s
-                    session.add(row)
-                    session.flush()
-                try:
-                    session.commit()
-                    return
-                except IntegrityError:
-                    session.rollback()
-                    if attempt:
-                        raise
+                session.execute(statement, [episodes[episode_id] for episode_id in sorted(episodes)])
+            session.commit()
 
-    @staticmethod
-    def _insert_new(session: Session, table: Any, key: str, rows: dict[str, Any]) -> None:
-        """Add the rows whose `key` the table does not hold yet."""
+    def _insert_new(self, session: Session, table: Any, key: str, rows: dict[str, dict[str, Any]]) -> None:
+        """Insert the rows whose `key` the table does not hold yet (in key order, so writers never deadlock)."""
         if not rows:
             return
-        ids = list(rows)
-        column = getattr(table, key)
-        known: set[str] = set()
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[start : start + _LOOKUP_CHUNK]
-            known.update(session.exec(select(column).where(col(column).in_(chunk))).all())
-        session.add_all(row for row_id, row in rows.items() if row_id not in known)
-        session.flush()
+        statement = _insert(self.engine, table).on_conflict_do_nothing(index_elements=[key])
+        ordered = [rows[row_id] for row_id in sorted(rows)]
+        for start in range(0, len(ordered), _LOOKUP_CHUNK):
+            session.execute(statement, ordered[start : start + _LOOKUP_CHUNK])
 
     def device_totals(self, since_s: float) -> DeviceTotals:
         """Per device, the uploads, metres, latency buckets and inference errors at or after `since_s`."""
