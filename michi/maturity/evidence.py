@@ -2,13 +2,10 @@
 which criterion each decides).
 
 Each function reads `InstallationRecords` through the owners' own readers (`ModelRegistry.list`, `history`,
-`rollouts`, `rollout_history`; `TrainerStore.runs`, `run`, `labels`; `MonitorStore.episodes`,
-`concept_drifts`, `window_series`; `AnnotationStore.status_counts`; `michi.warehouse.query`) and returns a
-`Finding`: met or not, the evidence in one sentence with the ids it rests on, and the command that shows it.
-Three reads have no reader to reuse and query the owner's table class directly: a run's recorded facts (the
-loss curve and the export's parity, kept in `trainer_run.facts`), the run a retrain alert started
-(`trainer_alert.run_id`) and the labels decided per request reason (`annotation_task` and
-`annotation_request`).
+`rollouts`, `rollout_history`; `TrainerStore.runs`, `run`, `run_facts`, `alert`, `labels`;
+`MonitorStore.episodes`, `concept_drifts`, `window_series`; `AnnotationStore.status_counts`,
+`labeled_by_reason`; `michi.warehouse.query`) and returns a `Finding`: met or not, the evidence in one sentence
+with the ids it rests on, and the command that shows it. No table of another owner is queried here.
 """
 
 from __future__ import annotations
@@ -20,16 +17,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from michi.maturity.records import InstallationRecords
+from services.trainer.adapters.store import TRAINER_ACTOR
 from services.trainer.domain.triggers import ALERT, LABELS, SCHEDULE
 
 if TYPE_CHECKING:
     from michi.registry import ModelRegistry, ModelVersion, RolloutDecision, StageChange
+    from services.annotation.adapters.store import AnnotationStore
     from services.trainer.adapters.store import RunRecord, TrainerStore
 
 # The registry's actors (docs/registry.md): a rollout controller decides as `policy:<name>`, the trainer as
-# `trainer` (services/trainer/handlers.py `ACTOR`, not imported: that module imports PyTorch), a person as $USER.
+# `TRAINER_ACTOR`, a person as $USER.
 POLICY_ACTOR_PREFIX = "policy:"
-TRAINER_ACTOR = "trainer"
 # The trainer's triggers that start a run without a person.
 AUTOMATIC_TRIGGERS = (LABELS, SCHEDULE, ALERT)
 # How many of the newest runs, episodes and label ids a report looks at or names.
@@ -93,25 +91,13 @@ def _no_monitor(records: InstallationRecords) -> Finding:
     return Finding(False, records.missing("monitor") + " (no window of live traffic was judged)")
 
 
-def _run_facts(store: TrainerStore, run_id: str) -> dict[str, Any]:
-    """Everything a run recorded (`trainer_run.facts`: the training's loss curve, the export's parity); no reader
-    of the trainer's store returns them, so they are read here by the run's id."""
-    from sqlmodel import Session, select
-
-    from services.trainer.adapters.tables import TrainerRunRow
-
-    with Session(store.engine) as session:
-        facts = session.exec(select(TrainerRunRow.facts).where(TrainerRunRow.run_id == run_id)).first()
-    return dict(facts or {})
-
-
 def _runs_with_facts(records: InstallationRecords, key: str) -> Iterable[tuple[RunRecord, dict[str, Any]]]:
     """The runs that recorded `key` in their facts, newest first."""
     store = records.trainer
     if store is None:
         return
     for run in _runs(records):
-        facts = _run_facts(store, run.run_id)
+        facts = store.run_facts(run.run_id)
         if facts.get(key):
             yield run, facts
 
@@ -533,17 +519,9 @@ def served_lineage(records: InstallationRecords) -> Finding:
 
 
 def _retrain_run(store: TrainerStore | None, retrain_event_id: str) -> tuple[bool, str | None]:
-    """Whether the trainer received the retrain request, and the run it started (`trainer_alert`, which no
-    reader of the trainer's store lists)."""
-    if store is None:
-        return False, None
-    from sqlmodel import Session, select
-
-    from services.trainer.adapters.tables import TrainerAlertRow
-
-    with Session(store.engine) as session:
-        row = session.exec(select(TrainerAlertRow).where(TrainerAlertRow.event_id == retrain_event_id)).first()
-    return (row is not None, row.run_id if row is not None else None)
+    """Whether the trainer received the retrain request, and the run it started."""
+    alert = store.alert(retrain_event_id) if store is not None else None
+    return (alert is not None, alert.run_id if alert is not None else None)
 
 
 def retrain_from_production(records: InstallationRecords) -> Finding:
@@ -662,26 +640,13 @@ def monitored_windows(records: InstallationRecords) -> Finding:
 # --- labels, the warehouse and traces
 
 
-def _labels_by_reason(records: InstallationRecords) -> Counter[str]:
-    """Windows labelled in annotation per reason they were asked for (a window asked for twice counts under
-    each reason): `annotation_task` joined with `annotation_request`, which no reader of the store counts."""
-    from sqlalchemy import func
-    from sqlmodel import Session, col, select
-
+def _labels_by_reason(annotation: AnnotationStore) -> Counter[str]:
+    """Windows labelled in annotation per reason they were asked for, by the reason's name (`random-qa`): a
+    window asked for under two reasons counts under each."""
     from michi.contracts.v1 import labels_pb2
-    from services.annotation.adapters.tables import RequestRow, TaskRow
-    from services.annotation.domain.tasks import TaskStatus
 
-    assert records.engine is not None
-    with Session(records.engine) as session:
-        rows = session.exec(
-            select(RequestRow.reason, func.count(func.distinct(col(RequestRow.task_id))))
-            .join(TaskRow, col(TaskRow.task_id) == col(RequestRow.task_id))
-            .where(TaskRow.status == TaskStatus.LABELED.value)
-            .group_by(col(RequestRow.reason))
-        ).all()
     counts: Counter[str] = Counter()
-    for reason, count in rows:
+    for reason, count in annotation.labeled_by_reason().items():
         name = labels_pb2.LabelReason.Name(reason) if reason in labels_pb2.LabelReason.values() else str(reason)
         counts[name.removeprefix("LABEL_REASON_").lower().replace("_", "-")] += int(count)
     return counts
@@ -701,7 +666,7 @@ def production_labels(records: InstallationRecords) -> Finding:
 
         statuses = annotation.status_counts()
         labelled = statuses.get(TaskStatus.LABELED.value, 0)
-        by_reason = _labels_by_reason(records)
+        by_reason = _labels_by_reason(annotation)
         ids["labels_by_reason"] = dict(by_reason)
         parts.append(
             f"{labelled} windows labelled in annotation ({statuses.get(TaskStatus.OPEN.value, 0)} open); by reason: "

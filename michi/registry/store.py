@@ -100,6 +100,9 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 20
 Result = TypeVar("Result")
+# Where a new rollout's id comes from: (model name, candidate version) -> `ro-<model>-<candidate>-<8 hex>`.
+# `new_rollout_id` draws the hex at random; a test passes a source with fixed hex to replay one rollout's path.
+RolloutIdSource = Callable[[str, str], str]
 
 
 class PlanPublisher(Protocol):
@@ -321,14 +324,28 @@ def _is_lost_race(error: Exception) -> bool:
 
 
 class ModelRegistry:
-    def __init__(self, engine: Engine, producer: PlanPublisher | None = None, *, publish_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        producer: PlanPublisher | None = None,
+        *,
+        publish_timeout: float = 30.0,
+        rollout_ids: RolloutIdSource = new_rollout_id,
+    ) -> None:
         self.engine = engine
         self.producer = producer
         self.publish_timeout = publish_timeout
+        self.rollout_ids = rollout_ids
 
     @classmethod
-    def from_url(cls, database_url: str, producer: PlanPublisher | None = None) -> ModelRegistry:
-        registry = cls(create_engine(database_url, pool_pre_ping=True), producer)
+    def from_url(
+        cls,
+        database_url: str,
+        producer: PlanPublisher | None = None,
+        *,
+        rollout_ids: RolloutIdSource = new_rollout_id,
+    ) -> ModelRegistry:
+        registry = cls(create_engine(database_url, pool_pre_ping=True), producer, rollout_ids=rollout_ids)
         registry.create_tables()
         return registry
 
@@ -500,7 +517,7 @@ class ModelRegistry:
             stages = snapshot.stages()
             planned = plan_rollout_start(stages, version, *more)
             champion = next(other for other, stage in stages.items() if stage == Stage.CHAMPION)
-            rollout_id = new_rollout_id(name, version)
+            rollout_id = self.rollout_ids(name, version)
             started = RolloutRow(
                 rollout_id=rollout_id,
                 model_name=name,

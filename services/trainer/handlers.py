@@ -92,7 +92,7 @@ from services.trainer.adapters.simulation import (
     simulated_windows,
     traffic_windows,
 )
-from services.trainer.adapters.store import TrainerStore
+from services.trainer.adapters.store import TRAINER_ACTOR, TrainerStore
 from services.trainer.adapters.tables import TrainerRunRow
 from services.trainer.domain.dataset import Dataset, LabeledWindows, build_dataset
 from services.trainer.domain.evaluation import evaluate
@@ -125,7 +125,6 @@ tracer = trace.get_tracer(__name__)
 
 STEPS = ("fetch", "preprocess", "train", "evaluate", "register", "shadow")
 BOOTSTRAP_STEPS = ("fetch", "preprocess", "train", "evaluate", "register", "promote")
-ACTOR = "trainer"
 
 
 class RunMetrics(Protocol):
@@ -734,7 +733,7 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                     plan = wiring.registry.promote(
                         wiring.model_name,
                         PHYSICS_MODEL_VERSION,
-                        actor=ACTOR,
+                        actor=TRAINER_ACTOR,
                         reason=f"bootstrap ({facts.run_id}): {reason}",
                     )
                     details.update({"stage": Stage.CHAMPION.value, "version": PHYSICS_MODEL_VERSION})
@@ -758,7 +757,7 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                 wiring.registry.promote(
                     wiring.model_name,
                     PHYSICS_MODEL_VERSION,
-                    actor=ACTOR,
+                    actor=TRAINER_ACTOR,
                     reason=(
                         f"bootstrap ({facts.run_id}): the learned candidate {version} is behind the physics baseline "
                         "on real recordings: "
@@ -774,13 +773,13 @@ def _run_locked(wiring: TrainerWiring, trigger: Trigger, *, bootstrap: bool) -> 
                 plan = wiring.registry.promote(
                     wiring.model_name,
                     version,
-                    actor=ACTOR,
+                    actor=TRAINER_ACTOR,
                     reason=f"bootstrap from simulator ground truth ({facts.run_id})",
                 )
                 stage = Stage.CHAMPION.value
             else:
                 plan = wiring.registry.transition(
-                    wiring.model_name, version, Stage.SHADOW, actor=ACTOR, reason=shadow_reason
+                    wiring.model_name, version, Stage.SHADOW, actor=TRAINER_ACTOR, reason=shadow_reason
                 )
                 stage = Stage.SHADOW.value
             facts.stage = stage
@@ -885,7 +884,7 @@ def _register(wiring: TrainerWiring, facts: RunFacts, payload: bytes, profile: d
         parameters,
         metrics,
         parent_version=champion.get("version"),
-        created_by=ACTOR,
+        created_by=TRAINER_ACTOR,
     )
     if registered.version != version:
         raise StepFailed(
@@ -1022,7 +1021,7 @@ def register_physics_model(wiring: TrainerWiring) -> str | None:
             PHYSICS_DATA_VERSION,
             parameters,
             registered_metrics(evaluation),
-            created_by=ACTOR,
+            created_by=TRAINER_ACTOR,
             version=PHYSICS_MODEL_VERSION,
         )
     except VersionAlreadyRegistered:

@@ -226,6 +226,24 @@ def test_statistics(store: AnnotationStore) -> None:
     assert store.consensus_matches() == {"ann-1": (1, 1), "ann-2": (1, 1)}
 
 
+def test_labeled_tasks_are_counted_per_reason_they_were_asked_for(store: AnnotationStore) -> None:
+    store.record_request(make_request("reason-a", reason=labels_pb2.LABEL_REASON_UNCERTAIN), now=NOW)
+    store.record_request(make_request("reason-a", reason=labels_pb2.LABEL_REASON_UNCERTAIN), now=NOW)
+    store.record_request(make_request("reason-a", reason=labels_pb2.LABEL_REASON_DRIFT_SAMPLE), now=NOW)
+    store.record_request(make_request("reason-b", reason=labels_pb2.LABEL_REASON_RANDOM_QA), now=NOW)
+    store.record_request(make_request("reason-c", reason=labels_pb2.LABEL_REASON_RANDOM_QA), now=NOW)
+    assert store.labeled_by_reason() == {}
+    for task in ("reason-a", "reason-b"):
+        _vote(store, task, "ann-1", BRAKING)
+        _vote(store, task, "ann-2", BRAKING)
+    # reason-a counts once under each of its two reasons; reason-c is still open.
+    assert store.labeled_by_reason() == {
+        labels_pb2.LABEL_REASON_UNCERTAIN: 1,
+        labels_pb2.LABEL_REASON_DRIFT_SAMPLE: 1,
+        labels_pb2.LABEL_REASON_RANDOM_QA: 1,
+    }
+
+
 def test_the_live_queues_are_rebuilt_from_this_database(tmp_path: Path, redis_url: str, database_url: str) -> None:
     publisher = RecordingPublisher()
     wiring = wire(settings_for(tmp_path, redis_url, database_url=database_url), publisher=publisher)

@@ -25,15 +25,16 @@ share: the bandit publishes a new allocation only when a share moves by more tha
 first allocation within 2 points of the floor's 95 %, anywhere in (93 %, 95 %] depending on the path.
 
 Random, and seeded: the devices and the windows' correctness (numpy, seed 18); the rollout id the registry draws at
-the start (`secrets`), which places each device on its arm and so decides the whole path (`seeded_rollout_id` fixes
-it; with drawn ids the final share was below 95 % in one run in three, which failed the exact 95 % these tests
-asserted at fe162f9); and the Thompson draws, which `michi.rollouts.bandit` seeds from the posteriors, so equal
-counts give equal shares.
+the start (`secrets`), which places each device on its arm and so decides the whole path (the registries here are
+built with `rollout_ids=seeded_rollout_ids`, which fixes it; with drawn ids the final share was below 95 % in one
+run in three, which failed the exact 95 % these tests asserted at fe162f9); and the Thompson draws, which
+`michi.rollouts.bandit` seeds from the posteriors, so equal counts give equal shares.
 
 The second test does the same with the real `python -m services.rollouts` process on the session's Kafka broker
 (20 batches of 1,000 windows), killed with SIGKILL while it keeps the first half of batch 10's labels (the second
 half is published once it is dead) and started again: every label counted once, the better arm at 80 % or more,
-and the posteriors of its last look made of every label once.
+and the posteriors of its last look made of every label once. The rollout is started in the test's process, so the
+controller process finds the seeded id in the database and draws none.
 
 The third test is a bandit over three arms (`michi rollouts start risk 2 3 --strategy bandit`): candidates of true
 agreement 0.90 and 0.80 against a champion at 0.85, the same fleet and labels as the first test (no crash): the best
@@ -61,7 +62,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import michi.registry.store as registry_store
 from michi.bus.catalog import LABEL_REQUESTS, LABELS
 from michi.bus.producer import EventProducer
 from michi.contracts.v1 import labels_pb2, operations_pb2
@@ -99,15 +99,15 @@ POLICY = BanditPolicy(
 )
 
 
+def seeded_rollout_ids(name: str, version: str) -> str:
+    """The registries' rollout id source: the id of `ROLLOUT_HEX` instead of a random one, the same path every run."""
+    return new_rollout_id(name, version, ROLLOUT_HEX)
+
+
 @pytest.fixture
-def seeded_rollout_id(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Rollouts started in this process get the id of `ROLLOUT_HEX` instead of a random one: the same path every run."""
-
-    def seeded(name: str, version: str) -> str:
-        return new_rollout_id(name, version, ROLLOUT_HEX)
-
-    monkeypatch.setattr(registry_store, "new_rollout_id", seeded)
-    return new_rollout_id(MODEL, CANDIDATE, ROLLOUT_HEX)
+def seeded_rollout_id() -> str:
+    """The id the rollout under test gets from `seeded_rollout_ids`."""
+    return seeded_rollout_ids(MODEL, CANDIDATE)
 
 
 class Clock:
@@ -127,7 +127,7 @@ class Controller:
     clock: Clock = field(default_factory=lambda: Clock(0.0))
 
     def __post_init__(self) -> None:
-        self.registry = ModelRegistry.from_url(self.url, RecordingPlanPublisher())
+        self.registry = ModelRegistry.from_url(self.url, RecordingPlanPublisher(), rollout_ids=seeded_rollout_ids)
         self.store = RolloutsStore.from_url(self.url)
         metrics = RolloutsMetrics()
         self.recorder = OutcomeRecorder(windows=self.store, reports=metrics)
@@ -252,7 +252,7 @@ def test_the_better_arm_gets_over_80_percent_after_20k_delayed_labels_and_the_sa
 
 def run_the_bandit(folder: Path, began: float, rollout_id: str) -> None:
     url = f"sqlite:///{folder / 'michi.db'}"
-    setup = ModelRegistry.from_url(url, RecordingPlanPublisher())
+    setup = ModelRegistry.from_url(url, RecordingPlanPublisher(), rollout_ids=seeded_rollout_ids)
     for number in (1, 2):
         setup.register(MODEL, f"file:///{number}.onnx", f"{number}" * 64, "code", "data", {}, {}, created_by="test")
     setup.promote(MODEL, CHAMPION, actor="test", reason="bootstrap")
@@ -347,12 +347,12 @@ def test_the_same_after_a_kill_9_of_the_controller_process_in_the_middle(
     began = time.monotonic()
     folder = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else tmp_path
     url = f"sqlite:///{folder / 'michi.db'}"
-    setup = ModelRegistry.from_url(url, RecordingPlanPublisher())
+    setup = ModelRegistry.from_url(url, RecordingPlanPublisher(), rollout_ids=seeded_rollout_ids)
     for number in (1, 2):
         setup.register(MODEL, f"file:///{number}.onnx", f"{number}" * 64, "code", "data", {}, {}, created_by="test")
     setup.promote(MODEL, CHAMPION, actor="test", reason="bootstrap")
     setup.close()
-    registry = ModelRegistry.from_url(url, producer)
+    registry = ModelRegistry.from_url(url, producer, rollout_ids=seeded_rollout_ids)
     registry.start_rollout(MODEL, CANDIDATE, actor="person", reason="let the labels decide", strategy="bandit")
     rollout = registry.rollouts(MODEL)[0]
     assert rollout.rollout_id == seeded_rollout_id
@@ -507,7 +507,7 @@ def test_a_bandit_over_three_arms_gives_the_best_over_80_percent_after_20k_delay
     folder = Path(tempfile.mkdtemp(dir="/dev/shm")) if Path("/dev/shm").is_dir() else tmp_path
     try:
         url = f"sqlite:///{folder / 'michi.db'}"
-        setup = ModelRegistry.from_url(url, RecordingPlanPublisher())
+        setup = ModelRegistry.from_url(url, RecordingPlanPublisher(), rollout_ids=seeded_rollout_ids)
         for number in (1, 2, 3):
             setup.register(MODEL, f"file:///{number}.onnx", f"{number}" * 64, "code", "data", {}, {}, created_by="test")
         setup.promote(MODEL, CHAMPION, actor="test", reason="bootstrap")

@@ -129,6 +129,30 @@ def test_start_publishes_a_canary_plan_inference_serves(
     )
 
 
+def test_a_registry_given_a_rollout_id_source_starts_rollouts_with_its_ids(
+    database_url: str, publisher: RecordingPlanPublisher
+) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def fixed_ids(name: str, version: str) -> str:
+        asked.append((name, version))
+        return f"ro-{name}-{version}-5eed0018"
+
+    seeded = ModelRegistry.from_url(database_url, publisher, rollout_ids=fixed_ids)
+    try:
+        for number in (1, 2):
+            seeded.register(
+                MODEL, f"file:///{number}.onnx", f"{number}" * 64, "code", "data", {}, {}, created_by="test"
+            )
+        seeded.promote(MODEL, "1", actor="test", reason="bootstrap")
+        plan = seeded.start_rollout(MODEL, "2", actor="dana", reason="seeded", strategy="bandit")
+        seeded.set_rollout_weight(MODEL, 30, actor="dana", reason="keeps its id")
+        assert plan.rollout_id == "ro-risk-2-5eed0018" == seeded.current_plan(MODEL).rollout_id
+        assert asked == [(MODEL, "2")]
+    finally:
+        seeded.close()
+
+
 def test_an_ab_test_serves_the_candidate_as_treatment_at_half_by_default(registry: ModelRegistry) -> None:
     plan = registry.start_rollout(MODEL, "2", actor="dana", reason="a/b", strategy="ab")
     assert plan.strategy == operations_pb2.ROLLOUT_STRATEGY_AB

@@ -31,6 +31,11 @@ from services.trainer.adapters.tables import (
 from services.trainer.domain.labels import HUMAN_SOURCES, WindowLabel
 from services.trainer.domain.triggers import ALERT, Trigger
 
+# Who the trainer is in the registry's records: the actor of the stage changes it asks for and the `created_by` of
+# the versions it registers. Here, beside the trainer's records, because `handlers.py` imports PyTorch and readers
+# of those records (`michi maturity`) must not.
+TRAINER_ACTOR = "trainer"
+
 
 def _utc(moment: datetime | None) -> datetime | None:
     if moment is None:
@@ -61,6 +66,17 @@ class StepRecord:
             "error": self.error,
             "details": self.details,
         }
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """A retrain alert the trainer received, and the run it started (None: none yet)."""
+
+    event_id: str
+    kind: str
+    message: str
+    received_at: datetime
+    run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -288,6 +304,20 @@ class TrainerStore:
                 session.add(row)
                 session.commit()
 
+    def alert(self, event_id: str) -> AlertRecord | None:
+        """The retrain alert of `event_id` as received, or None when the trainer never received it."""
+        with Session(self.engine) as session:
+            row = session.exec(select(TrainerAlertRow).where(TrainerAlertRow.event_id == event_id)).first()
+            if row is None:
+                return None
+            return AlertRecord(
+                event_id=row.event_id,
+                kind=row.kind,
+                message=row.message,
+                received_at=_utc(row.received_at) or row.received_at,
+                run_id=row.run_id,
+            )
+
     # --- runs
 
     def start_run(self, row: TrainerRunRow) -> None:
@@ -341,6 +371,13 @@ class TrainerStore:
                 select(TrainerStepRow).where(TrainerStepRow.run_id == run_id).order_by(col(TrainerStepRow.sequence))
             ).all()
             return _run_record(row, steps)
+
+    def run_facts(self, run_id: str) -> dict[str, Any]:
+        """Everything the run recorded (`facts`: the training's loss curve, the export's parity); empty for a run
+        that recorded none or that the store does not hold."""
+        with Session(self.engine) as session:
+            facts = session.exec(select(TrainerRunRow.facts).where(TrainerRunRow.run_id == run_id)).first()
+        return dict(facts or {})
 
     def runs(self, *, model_name: str | None = None, limit: int = 50) -> builtins.list[RunRecord]:
         """Newest first."""

@@ -10,7 +10,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from services.annotation.adapters.store.database import SqlStore, utc
-from services.annotation.adapters.tables import SkipRow, TaskRow, VoteRow
+from services.annotation.adapters.tables import RequestRow, SkipRow, TaskRow, VoteRow
 from services.annotation.domain.tasks import TaskStatus
 
 
@@ -38,6 +38,18 @@ class StatisticsStore(SqlStore):
         with Session(self.engine) as session:
             rows = session.exec(select(TaskRow.status, func.count()).group_by(TaskRow.status)).all()
         return {status: int(count) for status, count in rows}
+
+    def labeled_by_reason(self) -> dict[int, int]:
+        """Labelled tasks per reason they were asked for (`LabelReason` values): a task asked for under two
+        reasons counts under each, a task asked for twice under one reason once."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(RequestRow.reason, func.count(func.distinct(col(RequestRow.task_id))))
+                .join(TaskRow, col(TaskRow.task_id) == col(RequestRow.task_id))
+                .where(TaskRow.status == TaskStatus.LABELED.value)
+                .group_by(col(RequestRow.reason))
+            ).all()
+        return {int(reason): int(count) for reason, count in rows}
 
     def work_counts(self, annotator: str, now: datetime) -> WorkCounts:
         with Session(self.engine) as session:
