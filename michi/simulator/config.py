@@ -61,6 +61,13 @@ class SimulationConfig:
     # one way then the other, each lobe built at `harsh_jerk_mps3` and held 0.3-1.0 s) instead of a too-fast turn.
     # Only the IMU swerves: the GPS track keeps to the road's centre line.
     swerve_share: float = 0.0
+    # Opt-in: how hard everyday brakes and pull-aways are, drawn afresh for each manoeuvre (the next stop or turn)
+    # from a log-normal of this (median, 95th percentile) in g (`kinematics.EverydayStrength`). None: every
+    # manoeuvre of a trip keeps the driver's vehicle comfort values (brakes planned at up to 0.19 g and corrected
+    # up to 0.24 g, pull-aways up to 0.2 g), so everyday brakes pile up at 1.9-2.35 m/s² where real drivers' spread
+    # from about 1 to 3 m/s². (0.13, 0.22) and (0.19, 0.42) fit real drives (`michi.simulator.everyday_fit`).
+    everyday_braking_g: tuple[float, float] | None = None
+    everyday_acceleration_g: tuple[float, float] | None = None
     # The fitted models are opt-in until the trainer and the detection thresholds are tuned on them.
     sensor_model: str = "before-fit"
     # How each device's holder, sensors, clock and GPS are drawn around the fit (`DomainRandomization.at_fit`
@@ -96,6 +103,12 @@ class SimulationConfig:
             0.05 <= self.ordinary_turn_lateral_g[0] <= self.ordinary_turn_lateral_g[1] <= 0.6
         ):
             raise ValueError("ordinary_turn_lateral_g must be (lowest, highest) with 0.05 <= lowest <= highest <= 0.6")
+        for name, strength in (
+            ("everyday_braking_g", self.everyday_braking_g),
+            ("everyday_acceleration_g", self.everyday_acceleration_g),
+        ):
+            if strength is not None and not 0.02 <= strength[0] <= strength[1] <= 0.6:
+                raise ValueError(f"{name} must be (median, 95th percentile) with 0.02 <= median <= 95th <= 0.6")
         if not 0.0 <= self.swerve_share <= 1.0:
             raise ValueError("swerve_share must be between 0 and 1")
         if self.turn_in_s is not None and not 0.0 <= self.turn_in_s[0] <= self.turn_in_s[1] <= 10.0:

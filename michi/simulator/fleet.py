@@ -34,6 +34,7 @@ from michi.simulator.config import SimulationConfig
 from michi.simulator.hardware import DeviceHardware
 from michi.simulator.kinematics import (
     CONFOUNDER_KINDS,
+    EverydayStrength,
     InjectedEvent,
     TripKinematics,
     schedule_events,
@@ -61,6 +62,9 @@ _HARDWARE_STREAM, _GPS_STREAM, _ROAD_STREAM = 5, 6, 7
 # Opt-in driving habits (`ordinary_turn_lateral_g`, `turn_in_s`): a stream of their own, so the default fleet's
 # other draws never move.
 _HABIT_STREAM = 8
+# Opt-in everyday strengths (`everyday_braking_g`, `everyday_acceleration_g`): drawn per manoeuvre from a stream of
+# their own per trip, for the same reason.
+_EVERYDAY_STREAM = 9
 MINIMUM_TRIP_SECONDS = 60.0
 
 
@@ -232,6 +236,11 @@ class FleetSimulator:
         path, constraints, start_s = plan_route(
             self.road_map, random, reach, profile.driver_style, dwell_scale=1.5 if setup.friction < 1.0 else 1.0
         )
+        everyday = (
+            EverydayStrength(config.everyday_braking_g, config.everyday_acceleration_g)
+            if config.everyday_braking_g is not None or config.everyday_acceleration_g is not None
+            else None
+        )
         schedule = schedule_events(
             random,
             duration,
@@ -255,6 +264,12 @@ class FleetSimulator:
             harsh_peak_g={kind: (lowest, highest) for kind, lowest, highest in config.harsh_peak_g},
             harsh_jerk_mps3=config.harsh_jerk_mps3,
             swerve_share=config.swerve_share,
+            everyday=everyday,
+            everyday_random=(
+                np.random.default_rng([config.seed, _EVERYDAY_STREAM, profile.index, trip_index])
+                if everyday is not None
+                else None
+            ),
         )
         mounts: list[tuple[float, MountOrientation]] = [(0.0, mount)]
         for overlay in kinematics.overlays:

@@ -45,6 +45,52 @@ HARSH_PEAK_G: dict[str, tuple[float, float]] = {
     "harsh_cornering": (0.5, 0.62),
 }
 CONFOUNDER_KINDS = ("pothole", "speed_bump", "mount_moved")
+# The firmest an everyday brake gets over its planned deceleration (the default's 0.24 g limit over 0.19 g).
+FIRM_BRAKE_RATIO = NORMAL_DECELERATION_LIMIT / (0.19 * GRAVITY_MPS2)
+# A z-score of 1.645 is the 95th percentile of a normal distribution.
+_Z95 = 1.6448536269514722
+
+
+@dataclass(frozen=True)
+class EverydayStrength:
+    """How hard everyday brakes and pull-aways are, drawn afresh for each manoeuvre (opt-in,
+    `SimulationConfig.everyday_braking_g` and `everyday_acceleration_g`).
+
+    Each range is (median, 95th percentile) in g of a log-normal draw. A brake's draw is the deceleration its
+    braking curve is planned at (at most 0.36 g and half what the vehicle can), and its firmest correction reaches
+    `FIRM_BRAKE_RATIO` times that; a pull-away's is the most it accelerates (at most 0.4 g and 80 % of what the
+    vehicle can). Unset, every manoeuvre of a trip keeps the driver's vehicle comfort values (at most 0.19 g
+    planned, 0.24 g firmest brake, 0.2 g pull-away). `michi.simulator.everyday_fit` compares both with real
+    drives."""
+
+    braking_g: tuple[float, float] | None = None
+    acceleration_g: tuple[float, float] | None = None
+
+    def draw(
+        self,
+        random: np.random.Generator,
+        vehicle: VehicleType,
+        defaults: tuple[float, float, float],
+        winter: bool,
+    ) -> tuple[float, float, float]:
+        """(planned deceleration, firmest brake, pull-away), m/s², for the next manoeuvre; a value whose range is
+        unset keeps the trip's default. On winter roads a drawn brake is x0.7 and a drawn pull-away x0.8, as the
+        comfort values are."""
+        deceleration, firmest, acceleration = defaults
+        if self.braking_g is not None:
+            drawn = min(_log_normal(random, self.braking_g), 0.36 * GRAVITY_MPS2, 0.5 * vehicle.max_deceleration)
+            deceleration = drawn * (0.7 if winter else 1.0)
+            firmest = FIRM_BRAKE_RATIO * deceleration
+        if self.acceleration_g is not None:
+            drawn = min(_log_normal(random, self.acceleration_g), 0.4 * GRAVITY_MPS2, 0.8 * vehicle.max_acceleration)
+            acceleration = drawn * (0.8 if winter else 1.0)
+        return deceleration, firmest, acceleration
+
+
+def _log_normal(random: np.random.Generator, median_and_95th_g: tuple[float, float]) -> float:
+    median, high = median_and_95th_g
+    spread = math.log(high / median) / _Z95
+    return median * math.exp(spread * float(random.standard_normal())) * GRAVITY_MPS2
 
 
 @dataclass(frozen=True)
@@ -180,8 +226,13 @@ def simulate_trip(
     harsh_peak_g: dict[str, tuple[float, float]] | None = None,
     harsh_jerk_mps3: tuple[float, float] | None = None,
     swerve_share: float = 0.0,
+    everyday: EverydayStrength | None = None,
+    everyday_random: np.random.Generator | None = None,
 ) -> TripKinematics:
-    """Drive the path for `duration_s` seconds and return the speed profile and what happened."""
+    """Drive the path for `duration_s` seconds and return the speed profile and what happened.
+
+    With `everyday` (and its own `everyday_random`, so the trip's stream is drawn as without it), each
+    manoeuvre's braking and pull-away strength is drawn afresh whenever the next stop or turn changes."""
     step = CONTROL_STEP_S
     winter = friction < 1.0
     comfort_deceleration = min(vehicle.comfort_deceleration * style.briskness, 0.19 * GRAVITY_MPS2)
@@ -189,6 +240,11 @@ def simulate_trip(
     if winter:
         comfort_deceleration *= 0.7
         comfort_acceleration *= 0.8
+    firmest_brake = NORMAL_DECELERATION_LIMIT
+    if everyday is not None and everyday_random is None:
+        raise ValueError("everyday strengths need a random stream of their own (everyday_random)")
+    trip_strengths = (comfort_deceleration, firmest_brake, comfort_acceleration)
+    drawn_for = -1
     count = round(duration_s / step) + 1
     times = np.arange(count, dtype=np.float64) * step
     positions = np.empty(count)
@@ -214,6 +270,11 @@ def simulate_trip(
             pointer < len(constraints) and constraints[pointer].kind == "turn" and position > constraints[pointer].end_s
         ):
             pointer += 1
+        if everyday is not None and everyday_random is not None and pointer != drawn_for:
+            drawn_for = pointer
+            comfort_deceleration, firmest_brake, comfort_acceleration = everyday.draw(
+                everyday_random, vehicle, trip_strengths, winter
+            )
         element = path.element_index(position)
         limit = float(path.limit_mps[element])
         in_arc = path.elements[element].curvature != 0.0
@@ -296,7 +357,7 @@ def simulate_trip(
                 if constraint.kind == "stop":
                     break
             command = feedforward + SPEED_GAIN * (target - speed)
-            command = min(max(command, -NORMAL_DECELERATION_LIMIT), comfort_acceleration)
+            command = min(max(command, -firmest_brake), comfort_acceleration)
 
             if active is not None:
                 command, jerk = _event_command(active, now, speed, cruise, acceleration, command, jerk)

@@ -100,6 +100,10 @@ class SimulationRecipe:
     swerve_share: float = 0.0
     # `DomainRandomization.road_grade` (standard deviation of each device's road grade, radians); None: its default.
     road_grade: tuple[float, float] | None = None
+    # `SimulationConfig.everyday_braking_g` and `everyday_acceleration_g`: how hard everyday brakes and pull-aways
+    # are, (median, 95th percentile) in g drawn per manoeuvre; (0.13, 0.22) and (0.19, 0.42) fit real drives.
+    everyday_braking_g: tuple[float, float] | None = None
+    everyday_acceleration_g: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -112,7 +116,14 @@ class SimulationRecipe:
             values["harsh_peak_g"] = tuple(
                 (str(kind), float(lowest), float(highest)) for kind, lowest, highest in values["harsh_peak_g"]
             )
-        for name in ("harsh_jerk_mps3", "ordinary_turn_lateral_g", "turn_in_s", "road_grade"):
+        for name in (
+            "harsh_jerk_mps3",
+            "ordinary_turn_lateral_g",
+            "turn_in_s",
+            "road_grade",
+            "everyday_braking_g",
+            "everyday_acceleration_g",
+        ):
             if values.get(name) is not None:
                 lowest, highest = values[name]
                 values[name] = (float(lowest), float(highest))
@@ -255,6 +266,8 @@ def _fleet_config(recipe: SimulationRecipe, fleet: FleetRecipe) -> SimulationCon
         ordinary_turn_lateral_g=recipe.ordinary_turn_lateral_g,
         turn_in_s=recipe.turn_in_s,
         swerve_share=recipe.swerve_share,
+        everyday_braking_g=recipe.everyday_braking_g,
+        everyday_acceleration_g=recipe.everyday_acceleration_g,
         randomization=(
             DomainRandomization(road_grade=recipe.road_grade) if recipe.road_grade is not None else config.randomization
         ),
