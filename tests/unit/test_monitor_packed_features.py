@@ -18,7 +18,7 @@ from michi.contracts.v1 import inference_pb2
 from michi.kit.consumer import Rejected
 from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, pack_features, packed_width, unpack_features
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
-from services.monitor.domain.windows import DriftWindow, RowBatch
+from services.monitor.domain.windows import BatchColumns, DriftWindow, RowBatch
 from services.monitor.handlers import DriftMonitor, DriftPolicy
 from services.trainer.domain.profile import histogram
 
@@ -219,3 +219,183 @@ def test_packed_features_of_no_whole_number_of_values_are_a_schema_violation() -
     message.packed_features = message.packed_features[:-1]
     with pytest.raises(Rejected, match="packed_features of 103 bytes"):
         monitor.handle(message, (TOPIC, 0), 0)
+
+
+def edge_probes(grid: FeatureGrid, position: int, dtype: type[np.floating]) -> np.ndarray:  # type: ignore[type-arg]
+    """Values of feature `position` on and next to every live edge (in `dtype`), across and beyond the grid."""
+    edges = grid.table[position][np.isfinite(grid.table[position])].astype(dtype)
+    span = float(edges[-1] - edges[0])
+    return np.concatenate(
+        (
+            edges,
+            np.nextafter(edges, dtype(-np.inf)),
+            np.nextafter(edges, dtype(np.inf)),
+            np.linspace(float(edges[0]) - span, float(edges[-1]) + span, 3001).astype(dtype),
+        )
+    )
+
+
+def searched_slots(grid: FeatureGrid, values: np.ndarray) -> np.ndarray:
+    """The slot of each value (rows, features in grid order) by `numpy.searchsorted` on the live edges."""
+    slots = np.empty(values.shape, dtype=np.int64)
+    for position in range(len(grid.names)):
+        column = np.searchsorted(grid.table[position], values[:, position].astype(np.float64), side="right") - 1
+        slots[:, position] = grid.offsets[position] + np.clip(column, 0, grid.columns - 1)
+    slots[~np.isfinite(values)] = grid.unused
+    return slots
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_batch_is_binned_as_search_finds_it_on_and_off_the_grid(dtype: type[np.floating]) -> None:  # type: ignore[type-arg]
+    """The arithmetic finds each value's nearest live edge and one comparison settles its side, in float32 for
+    float32 rows: the slots search gives, for batches longer than one pass, with and without the clip (skipped
+    when the batch's extremes lie on the grid)."""
+    grid = FeatureGrid(make_profile())
+    assert grid.single_precision.all()
+    probes = [edge_probes(grid, position, dtype) for position in range(len(grid.names))]
+    random = np.random.default_rng(3)
+    rows = np.stack([random.choice(values, 5000) for values in probes], axis=1).astype(dtype)
+    rows[7, 0], rows[8, 1], rows[9, 2] = np.nan, np.inf, -np.inf
+    binning = grid.binning()
+    lows, highs, finite = binning.extremes(rows)
+    assert not finite
+    assert np.array_equal(binning.slots(rows, finite=finite, extremes=(lows, highs)), searched_slots(grid, rows))
+    assert np.array_equal(binning.slots(rows), grid.slots_of(rows.astype(np.float64)))
+    # Every value on the grid (between the first and last live edge): no clip.
+    first, last = grid.table[:, 1], grid.table[grid.rows, 3 * grid.bins + 1]
+    on_grid = np.stack(
+        [random.choice(values[(values >= first[i]) & (values <= last[i])], 5000) for i, values in enumerate(probes)],
+        axis=1,
+    ).astype(dtype)
+    lows, highs, finite = binning.extremes(on_grid)
+    assert finite and binning._on_grid(lows, highs)
+    assert np.array_equal(binning.slots(on_grid, finite=True, extremes=(lows, highs)), searched_slots(grid, on_grid))
+
+
+def test_a_grid_whose_edges_float32_cannot_place_bins_its_float32_rows_in_float64() -> None:
+    """A feature a millionth of its magnitude wide: float32 arithmetic is off by many columns, so float32 rows are
+    binned in float64 (exact); its slots are still search's."""
+    profile = read_profile(
+        {
+            "version": "reference-profile-2",
+            "data_version": "ds-1",
+            "features": {"gps_speed_mps": histogram(1e6 + np.linspace(0.0, 1.0, 5000))},
+        }
+    )
+    grid = FeatureGrid(profile)
+    assert not grid.single_precision[0] and grid.irregular == []
+    binning = grid.binning()
+    assert np.float32 not in binning._constants
+    values = (1e6 + np.random.default_rng(5).uniform(-1.5, 2.5, (4000, 1))).astype(np.float32)
+    assert np.array_equal(binning.slots(values), searched_slots(grid, values))
+
+
+def test_rows_handed_as_arrays_count_as_their_packed_features() -> None:
+    """`RowBatch.extend_columns` (rows that arrive columnar) against the same rows as `packed_features`: the same
+    counts, extremes and calls, for a window taking all of a batch and one taking a share; a block of fewer
+    features than the grid's leaves the missing ones uncounted, as unpacked NaN would."""
+    profile = make_profile()
+    grid = FeatureGrid(profile)
+    rows = feature_rows(3000)
+    predicted = np.arange(3000) % 5
+    confidences = np.linspace(0.0, 1.0, 3000)
+    windows = {
+        form: (DriftWindow("risk", "v1", "x", profile, grid), DriftWindow("risk", "v1", "y", profile, grid))
+        for form in ("packed", "arrays")
+    }
+    for start in range(0, 3000, 1000):
+        block = slice(start, start + 1000)
+        packed, arrays = RowBatch(grid), RowBatch(grid)
+        packed.extend(pack_features(rows[block]), predicted[block].tolist(), confidences[block].tolist(), packed=True)
+        arrays.extend_columns(rows[block], predicted[block], confidences[block])
+        for form, batch in (("packed", packed), ("arrays", arrays)):
+            every, share = windows[form]
+            for index in range(1000):
+                every.take(batch, index, (TOPIC, 0), start + index, (start + index, 0))
+                if index % 3 == 0:
+                    share.take(batch, index, (TOPIC, 0), start + index, (start + index, 0))
+            every.flush()
+            share.flush()
+    for expected, got in zip(windows["packed"], windows["arrays"], strict=True):
+        assert np.array_equal(expected.counts, got.counts)
+        assert np.array_equal(expected.lows, got.lows) and np.array_equal(expected.highs, got.highs)
+        assert np.array_equal(expected.calls, got.calls) and np.array_equal(expected.alerts, got.alerts)
+        assert expected.calls.sum() == expected.rows
+    # A block of the first features only (a model of fewer features): the rest count nowhere.
+    short, padded = RowBatch(grid), RowBatch(grid)
+    width = FEATURE_INDEX["gps_speed_mps"] + 1
+    short.extend_columns(rows[:, :width], predicted, confidences)
+    padded_rows = rows.copy()
+    padded_rows[:, width:] = np.nan
+    padded.extend_columns(padded_rows, predicted, confidences)
+    counted = [DriftWindow("risk", "v1", "x", profile, grid) for _ in range(2)]
+    for window, batch in zip(counted, (short, padded), strict=True):
+        window.take_rows(batch, _columns(3000), np.arange(3000))
+        window.flush()
+    assert np.array_equal(counted[0].counts, counted[1].counts)
+    assert counted[0].counts[list(grid.names).index("braking_evidence")].sum() == 0
+
+
+def test_a_batch_of_packed_rows_then_feature_map_rows_counts_each_row_once() -> None:
+    """A close in the middle of a poll batch bins its rows so far (packed: in packed order); later rows of a feature
+    map are binned in grid order, and the batch puts both in grid order: the same counts as each row alone."""
+    profile = make_profile()
+    grid = FeatureGrid(profile)
+    rows = feature_rows(400)
+    batch = RowBatch(grid)
+    shared = DriftWindow("risk", "v1", "x", profile, grid)
+    alone = DriftWindow("risk", "v1", "y", profile, grid)
+    for index, row in enumerate(rows):
+        grid_row = grid.values_of_packed(row[np.newaxis, :].astype(np.float64))[0]
+        features: bytes | np.ndarray = pack_features(row[np.newaxis, :])[0] if index < 200 else grid_row
+        shared.take(batch, batch.add(features, 1, 0.9), (TOPIC, 0), index, (index, 0))
+        alone.add(grid_row, (TOPIC, 0), index, (index, 0))
+        alone.count_call(1, 0.9)
+        if index == 199:
+            batch.binned()  # what a close in the middle of the batch does
+    shared.flush()
+    assert batch.binning is grid.binning()
+    assert np.array_equal(shared.counts, alone.counts)
+    assert np.array_equal(shared.lows, alone.lows) and np.array_equal(shared.highs, alone.highs)
+    assert np.array_equal(shared.calls, alone.calls)
+
+
+def _columns(count: int) -> BatchColumns:
+    seconds = np.full(count, 1_700_000_000, dtype=np.int64)
+    return BatchColumns(
+        partitions=[(TOPIC, 0)],
+        partition=np.zeros(count, dtype=np.int64),
+        offsets=np.arange(count, dtype=np.int64),
+        seconds=seconds,
+        nanos=np.zeros(count, dtype=np.int64),
+        occurred=seconds * 1_000_000_000,
+        devices=[],
+        device=np.zeros(count, dtype=np.int64),
+        known=[],
+        population=np.zeros(count, dtype=np.int64),
+        predicted=np.zeros(count, dtype=np.int64),
+        keys=[],
+        has_key=np.zeros(count, dtype=bool),
+        ranks=np.zeros(count, dtype=np.uint64),
+    )
+
+
+def test_columns_beyond_the_grids_features_are_never_binned() -> None:
+    """Packed rows longer than the grid reads (a newer producer, or a hostile one) bin as their first columns: the
+    same counts, and one binning per width the grid reads, whatever the widths sent."""
+    profile = make_profile()
+    grid = FeatureGrid(profile)
+    rows = feature_rows(500)
+    longer = np.concatenate((rows, np.full((500, 1000), 7.0, dtype=np.float32)), axis=1)
+    counted = []
+    for block in (rows, longer):
+        batch = RowBatch(grid)
+        batch.extend(pack_features(block), [1] * 500, [0.9] * 500, packed=True)
+        window = DriftWindow("risk", "v1", "x", profile, grid)
+        for index in range(500):
+            window.take(batch, index, (TOPIC, 0), index, (index, 0))
+        window.flush()
+        counted.append(window)
+    assert np.array_equal(counted[0].counts, counted[1].counts)
+    assert np.array_equal(counted[0].lows, counted[1].lows)
+    assert max(width for width in grid._binnings if width is not None) == grid.packed_columns

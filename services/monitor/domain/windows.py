@@ -14,6 +14,7 @@ model serves, judged like a feature (`population_drift`: the share of such rows 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from michi.windows.features import unpack_features
+from michi.windows.features import PACKED_FEATURE_TYPE, unpack_features
 from services.monitor.domain.drift import Histogram
 from services.monitor.domain.performance import (
     CONFIDENCE_BINS,
@@ -29,7 +30,7 @@ from services.monitor.domain.performance import (
     confidence_bins_and_alerts,
     risky_call,
 )
-from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile
+from services.monitor.domain.profiles import ColumnBinning, FeatureGrid, ReferenceProfile, column_extremes
 from services.monitor.domain.samples import StratifiedSample
 
 Partition = tuple[str, int]
@@ -82,25 +83,29 @@ def describe_start(start: Mapping[Partition, int]) -> str:
 
 
 class RowBatch:
-    """The predictions of one poll batch of one model version: their features as they came (`packed_features`, or
-    a feature map's row), unpacked and binned once for every window that takes them (`DriftWindow.take`), with
-    each row's call (class and confidence). Valid until the monitor's end-of-batch `flush`."""
+    """The predictions of one poll batch of one model version: their features as they came (`packed_features`, a
+    feature map's row, or arrays of rows), unpacked and binned once for every window that takes them
+    (`DriftWindow.take`), with each row's call (class and confidence). Valid until the monitor's end-of-batch
+    `flush`.
+
+    Binned rows keep the columns they came in (`binning`: `packed_features`' order, or the grid's for rows of a
+    feature map), so packed rows are binned as they are unpacked, without reordering them."""
 
     def __init__(self, grid: FeatureGrid) -> None:
         self.grid = grid
+        # Rows added since the last binning, one at a time (`add`, `extend`).
         self._features: list[bytes | np.ndarray] = []
-        # Whether a row came as a feature map's row rather than `packed_features` (an older producer).
+        # Whether a pending row came as a feature map's row rather than `packed_features` (an older producer).
         self._unpacked = False
         self._predicted: list[int] = []
         self._confidences: list[float] = []
-        # The rows binned so far (`binned`): values, slots, confidence bins, whether each call is an alert.
-        self._values = np.zeros((0, len(grid.names)))
-        self._slots = np.zeros((0, len(grid.names)), dtype=np.int64)
-        self._bins = np.zeros(0, dtype=np.int64)
-        self._alerts = np.zeros(0, dtype=bool)
+        # The rows binned so far (`binned`): values and slots in the columns of `binning`, confidence bins, whether
+        # each call is an alert, and per grid feature the smallest and largest finite value (`extremes`).
+        self.binning = grid.binning()
+        self._values, self._slots, self._bins, self._alerts, self._lows, self._highs = _no_rows(len(grid.names))
 
     def __len__(self) -> int:
-        return len(self._features)
+        return self._values.shape[0] + len(self._features)
 
     def add(self, features: bytes | np.ndarray, predicted: int, confidence: float) -> int:
         """A prediction's features (`packed_features`, or a row in grid order) and call; its index in the batch."""
@@ -109,7 +114,7 @@ class RowBatch:
             self._unpacked = True
         self._predicted.append(predicted)
         self._confidences.append(confidence)
-        return len(self._features) - 1
+        return len(self) - 1
 
     def extend(
         self,
@@ -126,32 +131,103 @@ class RowBatch:
         self._predicted.extend(predicted)
         self._confidences.extend(confidences)
 
+    def extend_columns(self, features: np.ndarray, predicted: np.ndarray, confidences: np.ndarray) -> None:
+        """Many predictions as arrays (rows that arrive columnar): `features` (rows, width) in `FEATURE_NAMES` order
+        as `unpack_features` gives them (NaN where a row has none), each row's class and confidence. Binned at
+        once, after the rows added before them."""
+        if self._features:
+            self.binned()
+        if features.dtype != np.float32:
+            features = np.asarray(features, dtype=np.float64)
+        features = features[:, : self.grid.packed_columns]
+        self._bin(
+            np.ascontiguousarray(features),
+            self.grid.binning(features.shape[1]),
+            np.asarray(predicted, dtype=np.int64),
+            np.asarray(confidences, dtype=np.float64),
+        )
+
     def binned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every row's values and slots (`FeatureGrid.slots_of`), confidence bin and whether its call is an alert."""
-        done = self._values.shape[0]
-        if done < len(self._features):
-            values = self._rows(self._features[done:])
-            slots = self.grid.slots_of(values)
-            predicted, confidences = self._predicted[done:], self._confidences[done:]
-            bins, alerts = confidence_bins_and_alerts(
+        """Every row's values and slots (`ColumnBinning.slots`), both (rows, `binning.width`), its confidence bin
+        and whether its call is an alert."""
+        if self._features:
+            features, predicted, confidences = self._features, self._predicted, self._confidences
+            unpacked = self._unpacked
+            self._features, self._predicted, self._confidences, self._unpacked = [], [], [], False
+            values, binning = self._rows(features, unpacked)
+            self._bin(
+                values,
+                binning,
                 np.fromiter(predicted, dtype=np.int64, count=len(predicted)),
                 np.fromiter(confidences, dtype=np.float64, count=len(confidences)),
             )
-            if done == 0:
-                self._values, self._slots, self._bins, self._alerts = values, slots, bins, alerts
-            else:
-                self._values = np.concatenate((self._values, values))
-                self._slots = np.concatenate((self._slots, slots))
-                self._bins = np.concatenate((self._bins, bins))
-                self._alerts = np.concatenate((self._alerts, alerts))
         return self._values, self._slots, self._bins, self._alerts
 
-    def _rows(self, features: list[bytes | np.ndarray]) -> np.ndarray:
-        if not self._unpacked:
-            return self.grid.values_of_packed(unpack_features(features))  # type: ignore[arg-type]
-        return np.vstack(
+    def extremes(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per grid feature, the smallest and largest finite value (NaN where none) of the rows binned, or of those
+        of them at `rows`."""
+        if rows is None:
+            return self._lows, self._highs
+        lows, highs, _ = self.binning.extremes(self._values[rows])
+        return lows, highs
+
+    def _bin(self, values: np.ndarray, binning: ColumnBinning, predicted: np.ndarray, confidences: np.ndarray) -> None:
+        lows, highs, finite = binning.extremes(values)
+        slots = binning.slots(values, finite=finite, extremes=(lows, highs))
+        bins, alerts = confidence_bins_and_alerts(predicted, confidences)
+        if self._values.shape[0] == 0:
+            self._values, self._slots, self.binning = values, slots, binning
+            self._bins, self._alerts, self._lows, self._highs = bins, alerts, lows, highs
+            return
+        if binning is not self.binning:  # rows of other columns than the batch's so far (rare): both in grid order
+            grid_order = self.grid.binning()
+            self._values = self.binning.in_grid_order(self._values, np.nan)
+            self._slots = self.binning.in_grid_order(self._slots, self.grid.unused)
+            values, slots = binning.in_grid_order(values, np.nan), binning.in_grid_order(slots, self.grid.unused)
+            self.binning = grid_order
+        self._values = np.concatenate((self._values, values))
+        self._slots = np.concatenate((self._slots, slots))
+        self._bins = np.concatenate((self._bins, bins))
+        self._alerts = np.concatenate((self._alerts, alerts))
+        self._lows, self._highs = np.fmin(self._lows, lows), np.fmax(self._highs, highs)
+
+    def _rows(self, features: list[bytes | np.ndarray], unpacked: bool) -> tuple[np.ndarray, ColumnBinning]:
+        """The rows' values (float32 as packed, when every row packs as many), and their columns."""
+        if not unpacked:
+            rows = _unpacked(features)  # type: ignore[arg-type]
+            if rows.shape[1] > self.grid.packed_columns:  # columns the grid does not read
+                rows = np.ascontiguousarray(rows[:, : self.grid.packed_columns])
+            return rows, self.grid.binning(rows.shape[1])
+        rows = np.vstack(
             [self.grid.values_of_packed(unpack_features([row])) if isinstance(row, bytes) else row for row in features]
         )
+        return np.asarray(rows, dtype=np.float64), self.grid.binning()
+
+
+def _unpacked(blocks: list[bytes]) -> np.ndarray:
+    """`unpack_features`, float32 as packed (read-only) when every row is as long."""
+    joined = b"".join(blocks)
+    width, rest = divmod(len(blocks[0]), PACKED_FEATURE_TYPE.itemsize)
+    # No row is longer than the first and together they are as long as that many first rows: all as long.
+    if not rest and len(joined) == len(blocks[0]) * len(blocks) and max(map(len, blocks)) == len(blocks[0]):
+        return np.frombuffer(joined, dtype=PACKED_FEATURE_TYPE).reshape(len(blocks), width)
+    return unpack_features(blocks)
+
+
+@functools.cache
+def _no_rows(features: int) -> tuple[np.ndarray, ...]:
+    """A `RowBatch`'s arrays before it binned any row (shared, read-only: a batch replaces them, never writes)."""
+    arrays = (
+        np.zeros((0, features)),
+        np.zeros((0, features), dtype=np.intp),
+        np.zeros(0, dtype=np.int64),
+        np.zeros(0, dtype=bool),
+        np.full(features, np.nan),
+        np.full(features, np.nan),
+    )
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
 
 
 def _first_seen(codes: np.ndarray) -> list[int]:
@@ -301,30 +377,26 @@ class DriftWindow:
         self._taken_rows.append(rows)
         self.rows += int(rows.size)
         self.idle_rows = 0
-        codes = columns.partition[rows]
-        offsets = columns.offsets[rows]
+        every = rows.size == columns.offsets.size  # increasing indexes as many as the rows: all of them
         if columns.single_partition:
-            partitions, first_positions, last_positions = [int(codes[0])], [0], [rows.size - 1]
+            partitions, firsts, lasts = [0], [int(rows[0])], [int(rows[-1])]
         else:
             # Each partition's first and last of the rows (its offsets increase with the rows').
+            codes = columns.partition if every else columns.partition[rows]
+            first_at = np.full(len(columns.partitions), rows.size)
+            last_at = np.full(len(columns.partitions), -1)
             positions = np.arange(rows.size)
-            firsts = np.full(len(columns.partitions), rows.size)
-            lasts = np.full(len(columns.partitions), -1)
-            np.minimum.at(firsts, codes, positions)
-            np.maximum.at(lasts, codes, positions)
-            found = np.flatnonzero(lasts >= 0)
-            partitions, first_positions, last_positions = (
-                found.tolist(),
-                firsts[found].tolist(),
-                lasts[found].tolist(),
-            )
-        for code, first, last in zip(partitions, first_positions, last_positions, strict=True):
+            np.minimum.at(first_at, codes, positions)
+            np.maximum.at(last_at, codes, positions)
+            found = np.flatnonzero(last_at >= 0)
+            partitions, firsts, lasts = found.tolist(), rows[first_at[found]].tolist(), rows[last_at[found]].tolist()
+        for code, first, last in zip(partitions, firsts, lasts, strict=True):
             partition = columns.partitions[code]
             if partition not in self.first_offsets:
-                self.first_offsets[partition] = int(offsets[first])
-            self.last_offsets[partition] = int(offsets[last])
-        latest = int(np.argmax(columns.occurred[rows]))
-        occurred_at = (int(columns.seconds[rows[latest]]), int(columns.nanos[rows[latest]]))
+                self.first_offsets[partition] = int(columns.offsets[first])
+            self.last_offsets[partition] = int(columns.offsets[last])
+        latest = int(rows[int(np.argmax(columns.occurred if every else columns.occurred[rows]))])
+        occurred_at = (int(columns.seconds[latest]), int(columns.nanos[latest]))
         if occurred_at > self.latest:
             self.latest = occurred_at
 
@@ -428,19 +500,22 @@ class DriftWindow:
         if taken:
             taken_rows.append(np.array(taken, dtype=np.int64))
         rows = taken_rows[0] if len(taken_rows) == 1 else np.concatenate(taken_rows)
-        if len(rows) != len(values):  # indexes are unique: all of them means the batch as it is
-            values, slots, bins, alerts = values[rows], slots[rows], bins[rows], alerts[rows]
+        if len(rows) == len(values):  # indexes are unique: all of them means the batch as it is
+            lows, highs = batch.extremes()
+        else:
+            slots, bins, alerts = slots[rows], bins[rows], alerts[rows]
+            lows, highs = batch.extremes(rows)
         np.add.at(self._counts, slots.ravel(), 1)
-        self._extremes(values)
-        self.calls += np.bincount(bins, minlength=CONFIDENCE_BINS)
-        self.alerts += np.bincount(bins[alerts], minlength=CONFIDENCE_BINS)
+        self.lows = np.fmin(self.lows, lows)
+        self.highs = np.fmax(self.highs, highs)
+        # Calls per bin, alerts per bin after them: one count.
+        both = np.bincount(bins + CONFIDENCE_BINS * alerts, minlength=2 * CONFIDENCE_BINS)
+        self.calls += both[:CONFIDENCE_BINS] + both[CONFIDENCE_BINS:]
+        self.alerts += both[CONFIDENCE_BINS:]
 
     def _extremes(self, values: np.ndarray) -> None:
-        """The smallest and largest finite value per feature, with `values`' rows."""
-        lows, highs = np.fmin.reduce(values, axis=0), np.fmax.reduce(values, axis=0)
-        if np.isinf(lows).any() or np.isinf(highs).any():
-            finite = np.where(np.isfinite(values), values, np.nan)
-            lows, highs = np.fmin.reduce(finite, axis=0), np.fmax.reduce(finite, axis=0)
+        """The smallest and largest finite value per feature, with `values`' rows (rows, features)."""
+        lows, highs, _ = column_extremes(np.ascontiguousarray(values, dtype=np.float64))
         self.lows = np.fmin(self.lows, lows)
         self.highs = np.fmax(self.highs, highs)
 
