@@ -104,6 +104,9 @@ VERDICT_OK = "ok"
 DRIFT_SAMPLE_PRIORITY = 50
 # Why a prediction is not windowed (the label of michi_monitor_predictions_skipped_total).
 NOT_CHAMPION = "not-champion"
+# An events-only upload's prediction (`VARIANT_EDGE`, docs/edge.md): the device's calls and uncertain windows only,
+# a biased sample of its windows, not the traffic's features.
+EDGE = "edge"
 NO_PROFILE = "no-profile"
 NO_FEATURES = "no-features"
 # The figure of a window's mix of vehicle types (devices per type) against the traffic's.
@@ -127,7 +130,7 @@ COHORT_LIMIT = "cohort-limit"
 MAX_POPULATIONS_CACHED = 4096
 # The serving arms: each window is served by exactly one of them (a rollout splits devices between champion,
 # canary or treatment arms), and each version's windows are judged against its own profile. A shadow scores
-# windows some serving arm already served: skipped (`not-champion`).
+# windows some serving arm already served: skipped (`not-champion`); an edge prediction, skipped (`edge`).
 WINDOWED_VARIANTS = (
     inference_pb2.VARIANT_CHAMPION,
     inference_pb2.VARIANT_UNSPECIFIED,
@@ -395,7 +398,7 @@ class DriftMonitor:
     def _check(self, prediction: inference_pb2.Prediction) -> tuple[str, str] | None:
         """The prediction's (model name, version) if it is one to window, None when skipped; `Rejected` if bad."""
         if prediction.variant not in WINDOWED_VARIANTS:
-            self.reports.prediction_skipped(NOT_CHAMPION)
+            self.reports.prediction_skipped(EDGE if prediction.variant == inference_pb2.VARIANT_EDGE else NOT_CHAMPION)
             return None
         lineage = prediction.lineage
         name, version = lineage.model_name, lineage.model_version
@@ -569,7 +572,8 @@ class DriftMonitor:
     def _check_counted(self, prediction: inference_pb2.Prediction, skipped: dict[str, int]) -> tuple[str, str] | None:
         """`_check`, counting the skipped into `skipped` (reported once the batch's profiles are known)."""
         if prediction.variant not in _WINDOWED:
-            skipped[NOT_CHAMPION] = skipped.get(NOT_CHAMPION, 0) + 1
+            reason = EDGE if prediction.variant == inference_pb2.VARIANT_EDGE else NOT_CHAMPION
+            skipped[reason] = skipped.get(reason, 0) + 1
             return None
         lineage = prediction.lineage
         name, version = lineage.model_name, lineage.model_version

@@ -62,9 +62,14 @@ def stream(count: int, seed: int, *, drift_from: int, second_version: tuple[int,
         values = random.normal(1.0, 0.3, len(FEATURE_NAMES)).astype(np.float32)
         speed = 10.0 if device % 2 else 25.0
         values[SPEED] = random.normal(speed * (1.6 if index >= drift_from else 1.0), 2.0)
+        # 3 % shadows and 2 % edge predictions (skipped: `not-champion`, `edge`), the rest champions.
+        draw = random.random()
+        variant = inference_pb2.VARIANT_CHAMPION
+        if draw < 0.05:
+            variant = inference_pb2.VARIANT_SHADOW if draw < 0.03 else inference_pb2.VARIANT_EDGE
         message = inference_pb2.Prediction(
             event_id=f"prediction-{index}",
-            variant=inference_pb2.VARIANT_SHADOW if random.random() < 0.05 else inference_pb2.VARIANT_CHAMPION,
+            variant=variant,
             vehicle_type=vehicles[device % len(vehicles)],
             firmware_version=firmwares[device % len(firmwares)],
             sample_rate_hz=50 if device % 3 else 100,
@@ -244,7 +249,9 @@ def test_a_stream_in_batches_gives_what_it_gives_record_by_record(profile: Refer
     # The stream exercises what it means to: full windows, episodes that alert, rejections, cohort limits.
     assert len(by_record["closed"]) > 20 and by_record["alerts"] and by_record["requests"]
     assert {"schema-violation"} == {reason for _, reason, _ in by_record["rejected"]}
-    assert {"not-champion", "no-profile", "no-features", "uncalibrated", "cohort-limit"} <= set(by_record["skipped"])
+    assert {"not-champion", "edge", "no-profile", "no-features", "uncalibrated", "cohort-limit"} <= set(
+        by_record["skipped"]
+    )
 
 
 def test_after_a_crash_both_read_the_open_windows_again_and_agree(profile: ReferenceProfile) -> None:

@@ -16,6 +16,7 @@ from services.monitor.domain.performance import Calibration
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
 from services.monitor.domain.windows import MAX_COHORT_VALUE, DriftWindow, cohort_value
 from services.monitor.handlers import (
+    EDGE,
     FULL,
     IDLE,
     NO_PROFILE,
@@ -227,6 +228,21 @@ def test_a_window_read_again_after_its_episode_was_saved_publishes_nothing_more(
     assert second.windows == {} and second.committable() == {(TOPIC, 0): 500, (TOPIC, 1): 500}
     (episode,) = history.episodes.values()
     assert len(episode.windows) == 1  # counted once
+
+
+def test_edge_predictions_are_skipped_as_edge_record_by_record_and_in_batches() -> None:
+    random = np.random.default_rng(1)
+    edge, shadow = inference_pb2.VARIANT_EDGE, inference_pb2.VARIANT_SHADOW
+    by_record, _, record_reports = build()
+    by_record.handle(prediction(random, variant=edge), (TOPIC, 0), 0)
+    by_record.handle(prediction(random, variant=shadow, index=1), (TOPIC, 0), 1)
+    assert record_reports.skipped == [EDGE, NOT_CHAMPION] and by_record.windows == {}
+    by_batch, _, batch_reports = build()
+    batch = [prediction(random, variant=variant, index=index) for index, variant in enumerate([edge, 1, edge, shadow])]
+    assert by_batch.handle_batch(batch, [(TOPIC, 0)] * 4, [0, 1, 2, 3]) == []
+    assert sorted(batch_reports.skipped) == sorted([EDGE, EDGE, NOT_CHAMPION])
+    # The champion's row alone is windowed.
+    assert [window.rows for window in by_batch.windows.values()] == [1]
 
 
 def test_offsets_are_committable_only_up_to_closed_windows() -> None:
