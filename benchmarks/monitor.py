@@ -423,23 +423,7 @@ def columnar_drift(profile: ReferenceProfile, current: np.ndarray) -> ColumnarDr
     for first in range(0, count, BARE_BATCH):  # the input, built outside the timing
         rows = np.ascontiguousarray(current[first : first + BARE_BATCH], dtype=np.float32)
         size = rows.shape[0]
-        seconds = np.full(size, 1_790_000_000 + first // 10, dtype=np.int64)
-        columns = BatchColumns(
-            partitions=[(topic, 0)],
-            partition=np.zeros(size, dtype=np.int64),
-            offsets=np.arange(first, first + size, dtype=np.int64),
-            seconds=seconds,
-            nanos=np.zeros(size, dtype=np.int64),
-            occurred=seconds * 1_000_000_000,
-            devices=[],
-            device=np.zeros(size, dtype=np.int64),
-            known=[],
-            population=np.zeros(size, dtype=np.int64),
-            predicted=np.zeros(size, dtype=np.int64),
-            keys=[],
-            has_key=np.zeros(size, dtype=bool),
-            ranks=np.zeros(size, dtype=np.uint64),
-        )
+        columns = BatchColumns.anonymous((topic, 0), first, np.full(size, 1_790_000_000 + first // 10, dtype=np.int64))
         calls = np.zeros(size, dtype=np.int64), np.full(size, 0.9)
         chunks.append((rows, calls, columns, np.arange(size)))
     # The input stands for the broker's: kept out of the cyclic collector's scans, as in `monitor_drift`.

@@ -361,23 +361,7 @@ def test_a_batch_of_packed_rows_then_feature_map_rows_counts_each_row_once() -> 
 
 
 def _columns(count: int) -> BatchColumns:
-    seconds = np.full(count, 1_700_000_000, dtype=np.int64)
-    return BatchColumns(
-        partitions=[(TOPIC, 0)],
-        partition=np.zeros(count, dtype=np.int64),
-        offsets=np.arange(count, dtype=np.int64),
-        seconds=seconds,
-        nanos=np.zeros(count, dtype=np.int64),
-        occurred=seconds * 1_000_000_000,
-        devices=[],
-        device=np.zeros(count, dtype=np.int64),
-        known=[],
-        population=np.zeros(count, dtype=np.int64),
-        predicted=np.zeros(count, dtype=np.int64),
-        keys=[],
-        has_key=np.zeros(count, dtype=bool),
-        ranks=np.zeros(count, dtype=np.uint64),
-    )
+    return BatchColumns.anonymous((TOPIC, 0), 0, np.full(count, 1_700_000_000, dtype=np.int64))
 
 
 def test_columns_beyond_the_grids_features_are_never_binned() -> None:

@@ -264,6 +264,29 @@ class BatchColumns:
     def single_partition(self) -> bool:
         return len(self.partitions) == 1
 
+    @classmethod
+    def anonymous(cls, partition: Partition, first_offset: int, seconds: np.ndarray) -> BatchColumns:
+        """Rows of one partition from `first_offset` on, occurred at `seconds` (one per row), with nothing else to
+        say: no device, population, predicted class or drift-sample key (benchmarks and tests of the binning)."""
+        count = len(seconds)
+        seconds = np.asarray(seconds, dtype=np.int64)
+        return cls(
+            partitions=[partition],
+            partition=np.zeros(count, dtype=np.int64),
+            offsets=np.arange(first_offset, first_offset + count, dtype=np.int64),
+            seconds=seconds,
+            nanos=np.zeros(count, dtype=np.int64),
+            occurred=seconds * 1_000_000_000,
+            devices=[],
+            device=np.zeros(count, dtype=np.int64),
+            known=[],
+            population=np.zeros(count, dtype=np.int64),
+            predicted=np.zeros(count, dtype=np.int64),
+            keys=[],
+            has_key=np.zeros(count, dtype=bool),
+            ranks=np.zeros(count, dtype=np.uint64),
+        )
+
 
 @dataclass
 class DriftWindow:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import case, delete, func
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlmodel import Session, col, create_engine, select
 
@@ -38,8 +38,8 @@ from services.rollouts.adapters.tables import (
 from services.rollouts.domain.figures import ArmCounts, ArmDetections, DeviceTotals
 from services.rollouts.domain.signals import NOT_RISKY, RESOLVED, SignalBatch
 
-# Ids looked up per query when a batch checks which of its rows are new (bounded for every database's limits).
-_LOOKUP_CHUNK = 500
+# Rows per `INSERT` statement when a batch is written (bounded for every database's limits on bound parameters).
+_WRITE_CHUNK = 500
 
 
 @dataclass
@@ -77,7 +77,7 @@ def awaiting_promotion(database_url: str, rollout_ids: Iterable[str]) -> dict[st
         engine.dispose()
 
 
-def _insert(engine: Engine, table: Any) -> Any:
+def _insert(engine: Engine | Connection, table: Any) -> Any:
     """The dialect's `INSERT` for `table` (the one with `ON CONFLICT`): SQLite's or PostgreSQL's."""
     if engine.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -158,8 +158,8 @@ class RolloutsStore:
             },
         )
         with Session(self.engine) as session:
-            for start in range(0, len(rows), _LOOKUP_CHUNK):
-                session.execute(statement, rows[start : start + _LOOKUP_CHUNK])
+            for start in range(0, len(rows), _WRITE_CHUNK):
+                session.execute(statement, rows[start : start + _WRITE_CHUNK])
             session.commit()
 
     def arm_counts(self, model_name: str, model_version: str, since_s: float) -> ArmCounts:
@@ -250,14 +250,15 @@ class RolloutsStore:
                 session.execute(statement, [episodes[episode_id] for episode_id in sorted(episodes)])
             session.commit()
 
-    def _insert_new(self, session: Session, table: Any, key: str, rows: dict[str, dict[str, Any]]) -> None:
+    @staticmethod
+    def _insert_new(session: Session, table: Any, key: str, rows: dict[str, dict[str, Any]]) -> None:
         """Insert the rows whose `key` the table does not hold yet (in key order, so writers never deadlock)."""
         if not rows:
             return
-        statement = _insert(self.engine, table).on_conflict_do_nothing(index_elements=[key])
+        statement = _insert(session.get_bind(), table).on_conflict_do_nothing(index_elements=[key])
         ordered = [rows[row_id] for row_id in sorted(rows)]
-        for start in range(0, len(ordered), _LOOKUP_CHUNK):
-            session.execute(statement, ordered[start : start + _LOOKUP_CHUNK])
+        for start in range(0, len(ordered), _WRITE_CHUNK):
+            session.execute(statement, ordered[start : start + _WRITE_CHUNK])
 
     def device_totals(self, since_s: float) -> DeviceTotals:
         """Per device, the uploads, metres, latency buckets and inference errors at or after `since_s`."""
