@@ -1,8 +1,9 @@
-"""The plain confluent-kafka group consumers (annotation, trainer, warehouse sink): settings and seeking back.
+"""The plain confluent-kafka group consumers (annotation, trainer, warehouse sink): settings, polling and seeking back.
 
 Offsets are committed by hand, only after the work they stand for is durable (at-least-once); a new
 group starts from the earliest record; short session and fetch waits so a restart or a rebalance
-takes seconds, not the default 45 s. A batch whose work failed is never committed past: each of its
+takes seconds, not the default 45 s. Batches are polled with `consume_batch`, which hands over a short batch
+once the records stop coming instead of waiting out the poll's timeout. A batch whose work failed is never committed past: each of its
 partitions is sought back to its first uncommitted record (`seek_back`), and read again.
 """
 
@@ -30,6 +31,24 @@ def group_consumer_config(bootstrap: KafkaConnection | str, prefix: str, service
             "fetch.wait.max.ms": 100,
         }
     )
+
+
+# How long a poll waits for more records once it has one (`consume_batch`): the most a record waits for its batch
+# to fill when fewer than a batch arrive, and what bounds how often a trickle of records is handled and committed.
+BATCH_LINGER_S = 0.01
+
+
+def consume_batch(consumer: Any, count: int, timeout: float, linger: float = BATCH_LINGER_S) -> list[Any]:
+    """Up to `count` records: waits at most `timeout` for the first, then at most `linger` for the rest.
+
+    `Consumer.consume(count, timeout)` returns before its timeout only with `count` records: a short batch (the
+    last records of a burst, a trickle) waits out the whole timeout, every record in it delayed by up to
+    `timeout`. Here records already fetched come at once, a full batch without waiting.
+    """
+    records: list[Any] = consumer.consume(1, timeout)
+    if records and count > 1:
+        records.extend(consumer.consume(count - 1, linger))
+    return records
 
 
 def first_offsets(records: Iterable[Any]) -> dict[tuple[str, int], int]:

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.connection import KafkaConnection, as_connection
+from michi.bus.consumers import consume_batch
 from michi.bus.headers import read_headers
 
 
@@ -59,7 +60,7 @@ class TopicReader:
 
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[Record]:
         records = []
-        for raw in self._consumer.consume(max_records, timeout):
+        for raw in consume_batch(self._consumer, max_records, timeout):
             if raw.error():
                 continue
             record = self._decode(raw)
@@ -97,7 +98,7 @@ class TopicReader:
         while time.monotonic() < deadline and any(
             reached.get(partition, -1) < end - 1 for partition, end in ends.items()
         ):
-            for raw in self._consumer.consume(500, 0.5):
+            for raw in consume_batch(self._consumer, 500, 0.5):
                 if raw.error():
                     continue
                 reached[raw.partition() or 0] = max(reached.get(raw.partition() or 0, -1), raw.offset() or 0)

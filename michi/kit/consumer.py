@@ -1,4 +1,5 @@
-"""The one consumer loop of the plain confluent-kafka services: annotation, trainer, warehouse (faust has its own).
+"""The one consumer loop of the plain confluent-kafka services: annotation, camera, monitor, rollouts, trainer and
+warehouse (the faust workers have their own).
 
     loop = ConsumerLoop(
         consumer=Consumer(group_consumer_config(connection, prefix, SERVICE)),
@@ -12,7 +13,8 @@
     )
     loop.run(stop)
 
-Each pass polls a batch, and for each record opens a CONSUMER span continuing the trace in its `traceparent`
+Each pass polls a batch (up to `batch_size` records: the first within the poll's timeout, then what arrived with
+it, `michi.bus.consumers.consume_batch`), and for each record opens a CONSUMER span continuing the trace in its `traceparent`
 header (`michi.bus.tracing.consumer_span`, `<topic> process`), decodes it by its topic's catalog type
 (`michi.bus.codec`), and hands it to `handle` as a `Delivered` (the record's accessors, plus the message and
 its headers). What cannot be decoded goes to the dead letters with the decoder's reason (`decode-error`,
@@ -77,7 +79,7 @@ from opentelemetry import trace
 
 from michi.bus.catalog import TopicSpec
 from michi.bus.codec import UndecodableMessage, decode_message
-from michi.bus.consumers import first_offsets, seek_back
+from michi.bus.consumers import consume_batch, first_offsets, seek_back
 from michi.bus.headers import (
     CONTENT_TYPE,
     extract_context,
@@ -269,8 +271,11 @@ class ConsumerLoop:
             self.consumer.close()
 
     def poll_once(self, timeout: float = 0.5) -> int:
-        """Handle one batch and commit it; on failure seek it back (then raise). Returns the records handled."""
-        records: list[Any] = self.consumer.consume(self.batch_size, timeout)
+        """Handle one batch and commit it; on failure seek it back (then raise). Returns the records handled.
+
+        Waits up to `timeout` for a first record, then hands over what came (`consume_batch`), up to `batch_size`.
+        """
+        records = consume_batch(self.consumer, self.batch_size, timeout)
         self.last_poll_at = self.clock()
         try:
             return self._handle_and_commit(records)
@@ -600,4 +605,52 @@ class ConsumerLoop:
         return self.polling(max_silence_s) and bool(self.assigned)
 
 
-__all__ = ["ConsumerLoop", "Delivered", "Offsets", "Partition", "Rejected", "Rejections", "Stopped"]
+class LoopConsumer:
+    """A service's consumer on one `ConsumerLoop`: what `michi.kit.running.ConsumerService` asks of it, once.
+
+    The service builds its loop in `__init__` as `self.loop` and may set `self.closing` (what it holds beside
+    the consumer: a store's connections, released by `close` after `run`). It gets `run`, `poll_once`, `close`,
+    `readiness` (polling recently and holding a partition), `ready` and `last_poll_at`, and overrides one to do
+    more around the loop (the monitor's `run` freezes the collector first; the trainer's `readiness` judges
+    the group's progress too).
+    """
+
+    loop: ConsumerLoop
+    closing: Callable[[], None] | None = None
+
+    @property
+    def last_poll_at(self) -> float | None:
+        return self.loop.last_poll_at
+
+    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
+        """Poll until `stop` is set, then close the consumer (nothing unhandled is committed)."""
+        self.loop.run(stop, poll_timeout)
+
+    def poll_once(self, timeout: float = 0.5) -> int:
+        """Handle one batch and commit what may be; returns the records handled (on failure: sought back, raised)."""
+        return self.loop.poll_once(timeout)
+
+    def close(self) -> None:
+        """Release what the service holds beside the consumer (`closing`), after `run`."""
+        if self.closing is not None:
+            self.closing()
+
+    def readiness(self, max_silence_s: float = MAX_SILENCE_S) -> str | None:
+        """None while polling recently and holding at least one partition, else why not (progress is
+        `ConsumerProgress`'s, in `/readyz`)."""
+        return None if self.loop.ready(max_silence_s) else "not polling, or holding no partition"
+
+    def ready(self, max_silence_s: float = MAX_SILENCE_S) -> bool:
+        return self.readiness(max_silence_s) is None
+
+
+__all__ = [
+    "ConsumerLoop",
+    "Delivered",
+    "LoopConsumer",
+    "Offsets",
+    "Partition",
+    "Rejected",
+    "Rejections",
+    "Stopped",
+]

@@ -7,12 +7,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from michi.bus.admin import ensure_topics
 from michi.bus.catalog import CATALOG, DEAD_LETTERS, DRIVER_SCORES, UPLOADS
+from michi.bus.consumers import consume_batch, group_consumer_config
 from michi.bus.producer import EventProducer, PublishError, PublishTimeout
 from michi.bus.reader import TopicReader, end_offsets
 from michi.contracts.v1 import operations_pb2, upload_pb2
@@ -171,3 +175,39 @@ def test_faust_agent_dead_letters_garbage_and_goes_on(
     assert letter.source_topic == UPLOADS.name(topic_prefix)
     assert letter.service == "bus-test"
     assert sum(end_offsets(kafka_bootstrap, DEAD_LETTERS.name(topic_prefix)).values()) == 1
+
+
+def test_a_short_batch_is_handed_over_at_once_not_after_the_poll_timeout(
+    kafka_bootstrap: str, topic_prefix: str, producer: EventProducer
+) -> None:
+    """`consume_batch` (every kit consumer's poll): a full batch comes without waiting, and so does a short one,
+    the last records of a burst, where `Consumer.consume(count, timeout)` waits out its whole timeout."""
+
+    def publish(first: int, count: int) -> None:
+        for index in range(first, first + count):
+            producer.publish(UPLOADS, "d1", upload_pb2.UploadReceived(event_id=f"short-{index}"))
+        assert producer.flush(30) == 0
+
+    consumer = Consumer(group_consumer_config(kafka_bootstrap, topic_prefix, f"short-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([UPLOADS.name(topic_prefix)])
+    try:
+        publish(0, 3)
+        joined: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(joined) < 3 and time.monotonic() < deadline:  # the group join takes its time
+            joined.extend(record for record in consume_batch(consumer, 500, 1.0) if record.error() is None)
+        assert len(joined) == 3
+
+        publish(3, 1_200)
+        sizes, began = [], time.monotonic()
+        while sum(sizes) < 1_200 and time.monotonic() - began < 30:
+            sizes.append(len([record for record in consume_batch(consumer, 1_000, 20.0) if record.error() is None]))
+        waited = time.monotonic() - began
+        assert sum(sizes) == 1_200 and max(sizes) <= 1_000, sizes
+        assert waited < 10.0, f"{sizes} took {waited:.1f} s: a short batch waited out the 20 s timeout"
+
+        began = time.monotonic()
+        assert consume_batch(consumer, 1_000, 0.3) == []  # nothing comes: the timeout, once
+        assert 0.25 <= time.monotonic() - began < 5.0
+    finally:
+        consumer.close()

@@ -19,6 +19,7 @@ from michi.bus.catalog import LABELS
 from michi.bus.headers import build_headers
 from michi.contracts.v1 import labels_pb2
 from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Rejected
+from tests.fakes import ScriptedPolls
 
 from ..tracing_support import recorded_spans
 
@@ -60,12 +61,12 @@ def label(partition: int, offset: int, event_id: str | None = None) -> Record:
     return Record(partition, offset, message.SerializeToString())
 
 
-class ScriptedConsumer:
+class ScriptedConsumer(ScriptedPolls):
     """Hands over its batches in order and writes down commits, seeks and the close; holds partitions 0 and 1."""
 
     def __init__(self, journal: list[Any], batches: list[list[Record]]) -> None:
         self.journal = journal
-        self.batches = batches
+        super().__init__(batches)
         self.callbacks: dict[str, Any] = {}
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
@@ -74,9 +75,6 @@ class ScriptedConsumer:
 
     def revoke(self, partition: int) -> None:
         self.callbacks["on_revoke"](self, [TopicPartition(TOPIC, partition)])
-
-    def consume(self, count: int, timeout: float) -> list[Record]:
-        return self.batches.pop(0) if self.batches else []
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.journal.append(("commit", [(item.partition, item.offset) for item in offsets]))

@@ -17,6 +17,7 @@ from services.monitor.adapters.metrics import MonitorMetrics
 from services.monitor.adapters.prediction_view import PredictionView
 from services.monitor.entrypoints.consumer import MonitorConsumer
 from services.monitor.handlers import ConceptDriftMonitor, ConceptPolicy, DriftMonitor, DriftPolicy
+from tests.fakes import ScriptedPolls
 
 from .test_monitor_handlers import History, Publisher, Reports
 from .test_monitor_traffic_profile import TrafficProfiles, profile_read
@@ -25,9 +26,9 @@ PREFIX = "test."
 TOPIC = PREDICTIONS.name(PREFIX)
 
 
-class Records:
+class Records(ScriptedPolls):
     def __init__(self, batches: list[list[Any]]) -> None:
-        self.batches = batches
+        super().__init__(batches)
         self.commits: list[list[tuple[int, int]]] = []
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
@@ -35,9 +36,6 @@ class Records:
 
     def committed(self, partitions: list[TopicPartition], timeout: float = 0.0) -> list[TopicPartition]:
         return [TopicPartition(item.topic, item.partition, -1001) for item in partitions]
-
-    def consume(self, count: int, timeout: float) -> list[Any]:
-        return self.batches.pop(0) if self.batches else []
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.commits.append([(item.partition, item.offset) for item in offsets])

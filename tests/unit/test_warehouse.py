@@ -35,6 +35,7 @@ from services.warehouse.domain.batches import PartitionBuffer
 from services.warehouse.entrypoints.consumer import WarehouseSink
 from services.warehouse.handlers import Source
 from services.warehouse.metrics import WarehouseMetrics
+from tests.fakes import ScriptedPolls
 
 from .test_kit_consumer import recorded_spans, upload_headers
 
@@ -231,12 +232,12 @@ class FakeMessage:
         return self._headers
 
 
-class FakeConsumer:
+class FakeConsumer(ScriptedPolls):
     """Subscribing assigns partitions 0-2 of every topic at once (the loop commits only partitions it holds)."""
 
     def __init__(self, journal: list[Any], batches: list[list[FakeMessage]]) -> None:
         self.journal = journal
-        self.batches = batches
+        super().__init__(batches)
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.journal.append(("subscribe", sorted(topics)))
@@ -244,9 +245,6 @@ class FakeConsumer:
 
     def seek(self, partition: TopicPartition) -> None:
         self.journal.append(("seek", partition.topic, partition.partition, partition.offset))
-
-    def consume(self, count: int, timeout: float) -> list[FakeMessage]:
-        return self.batches.pop(0) if self.batches else []
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.journal.append(("commit", [(item.topic, item.partition, item.offset) for item in offsets]))

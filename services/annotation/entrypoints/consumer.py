@@ -46,7 +46,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from michi.bus.catalog import LABEL_REQUESTS
 from michi.bus.producer import EventProducer
 from michi.contracts.v1 import labels_pb2
-from michi.kit.consumer import ConsumerLoop, Delivered
+from michi.kit.consumer import ConsumerLoop, Delivered, LoopConsumer
 from services.annotation.handlers import SERVICE, AnnotationService, WindowUploads, handle_label_request
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ RETRYABLE = (
 )
 
 
-class LabelRequestConsumer:
+class LabelRequestConsumer(LoopConsumer):
     def __init__(
         self,
         *,
@@ -109,23 +109,12 @@ class LabelRequestConsumer:
         """The partitions of the topic this consumer holds."""
         return {partition for _, partition in self.loop.assigned}
 
-    @property
-    def last_poll_at(self) -> float | None:
-        return self.loop.last_poll_at
-
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
-        """Poll until `stop` is set, then close the consumer (nothing unprocessed is committed)."""
+        """Poll until `stop` is set, then close the consumer (nothing unprocessed is committed) and its event loop."""
         try:
-            self.loop.run(stop, poll_timeout)
+            super().run(stop, poll_timeout)
         finally:
             self._loop.close()
-
-    def poll_once(self, timeout: float = 0.5) -> int:
-        """Process one batch; commit what was fully processed. Returns how many messages were handled.
-
-        When it fails, the batch is sought back (nothing of it committed) and the error raised.
-        """
-        return self.loop.poll_once(timeout)
 
     def _handle(self, record: Delivered) -> None:
         """Hand one decoded request to `handle_label_request` (which raises `Rejected` for one it refuses).
@@ -136,7 +125,3 @@ class LabelRequestConsumer:
         message = record.message
         assert isinstance(message, labels_pb2.LabelRequest)
         self._loop.run_until_complete(handle_label_request(self.service, message, self.windows))
-
-    def ready(self, max_silence_s: float = 30.0) -> bool:
-        """Polling recently and holding at least one partition."""
-        return self.loop.ready(max_silence_s)

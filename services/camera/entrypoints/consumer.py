@@ -14,7 +14,6 @@ once (docs/camera.md, *Scaling*).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from michi.blobs import BlobStoreUnavailable
 from michi.bus.catalog import MEDIA, UPLOADS
 from michi.bus.producer import EventProducer
-from michi.kit.consumer import ConsumerLoop, Delivered, Rejected
+from michi.kit.consumer import ConsumerLoop, Delivered, LoopConsumer, Rejected
 from services.camera.adapters.metrics import CameraMetrics
 from services.camera.handlers import MediaJoin, Rejection, Source
 
@@ -33,7 +32,7 @@ SERVICE = "camera"
 BATCH_SIZE = 20
 
 
-class CameraConsumer:
+class CameraConsumer(LoopConsumer):
     def __init__(
         self,
         *,
@@ -77,18 +76,3 @@ class CameraConsumer:
 
     def _dead_lettered(self, raw: Any, reason: str) -> None:
         self.metrics.dead_letters.inc()
-
-    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
-        self.loop.run(stop, poll_timeout)
-
-    def poll_once(self, timeout: float = 0.5) -> int:
-        return self.loop.poll_once(timeout)
-
-    def close(self) -> None:
-        """Release what the join holds beside the consumer (the store's connections), after `run`."""
-        if self.closing is not None:
-            self.closing()
-
-    def readiness(self, max_silence_s: float = 30.0) -> str | None:
-        """None while polling recently and holding at least one partition, else why not."""
-        return None if self.loop.ready(max_silence_s) else "not polling, or holding no partition"

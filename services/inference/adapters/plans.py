@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from michi.bus.catalog import MODEL_ROLLOUTS
 from michi.bus.codec import UndecodableMessage, decode_message
 from michi.bus.connection import KafkaConnection, as_connection
+from michi.bus.consumers import consume_batch
 from michi.bus.headers import read_headers
 from michi.bus.producer import EventProducer
 from michi.contracts.v1 import operations_pb2
@@ -97,7 +98,7 @@ class RolloutPlanFeed:
         while any(position < ends[partition] for partition, position in self._positions(ends).items()):
             if time.monotonic() >= deadline:
                 raise PlanFeedUnavailable(f"{self.topic} not read to its end within {timeout:.0f} s")
-            plans.extend(self._decoded(self._consumer.consume(500, 0.5)))
+            plans.extend(self._decoded(consume_batch(self._consumer, 500, 0.5)))
         return plans
 
     def _positions(self, ends: dict[int, int]) -> dict[int, int]:
@@ -108,7 +109,7 @@ class RolloutPlanFeed:
         """Plans that arrived since the last call (waits up to `timeout` for the first)."""
         if not self._assigned:
             self._assign(timeout)
-        return list(self._decoded(self._consumer.consume(100, timeout)))
+        return list(self._decoded(consume_batch(self._consumer, 100, timeout)))
 
     def _decoded(self, records: Iterable[Any]) -> Iterable[operations_pb2.RolloutPlan]:
         for record in records:

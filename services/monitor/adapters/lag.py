@@ -43,6 +43,7 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, TopicPartition
 
 from michi.bus.connection import KafkaConnection
+from michi.bus.consumers import consume_batch
 from services.monitor.domain.resources import GroupLag
 
 Partition = tuple[str, int]
@@ -150,7 +151,7 @@ class KafkaLagReader:
             first: dict[Partition, float] = {}
             deadline = time.monotonic() + self.age_timeout_s
             while len(first) < len(positions) and (left := deadline - time.monotonic()) > 0:
-                for record in reader.consume(num_messages=100, timeout=min(left, 0.5)):
+                for record in consume_batch(reader, 100, min(left, 0.5)):
                     self._note_first(record, first)
             return min(first.values()) if first else None
         finally:

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from michi.blobs import BlobStoreUnavailable
 from michi.bus.catalog import LABEL_REQUESTS, LABELS, PREDICTIONS
 from michi.bus.producer import EventProducer
-from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Rejected
+from michi.kit.consumer import ConsumerLoop, Delivered, LoopConsumer, Offsets, Rejected
 from services.monitor.adapters.metrics import MonitorMetrics
 from services.monitor.adapters.prediction_view import PREDICTIONS_VIEW
 from services.monitor.handlers import ConceptDriftMonitor, DriftMonitor
@@ -43,7 +43,7 @@ class ResourceCounts(Protocol):
         ...
 
 
-class MonitorConsumer:
+class MonitorConsumer(LoopConsumer):
     def __init__(
         self,
         *,
@@ -178,17 +178,9 @@ class MonitorConsumer:
         # collector's way (`gc.freeze`), its full collections scan only what the batches make. Each poll batch
         # makes thousands of short-lived objects (messages, their fields), which start collections often.
         gc.freeze()
-        self.loop.run(stop, poll_timeout)
-
-    def poll_once(self, timeout: float = 0.5) -> int:
-        return self.loop.poll_once(timeout)
+        super().run(stop, poll_timeout)
 
     def close(self) -> None:
         """Release what the monitor holds beside the consumer (the store's connections), after `run`."""
         self.monitor.shutdown()  # its last closed window written first
-        if self.closing is not None:
-            self.closing()
-
-    def readiness(self, max_silence_s: float = 30.0) -> str | None:
-        """None while polling recently and holding at least one partition, else why not."""
-        return None if self.loop.ready(max_silence_s) else "not polling, or holding no partition"
+        super().close()

@@ -11,7 +11,6 @@ whether or not records arrive.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -21,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from michi.bus.catalog import ALERTS, DEAD_LETTERS, DETECTIONS, LABEL_REQUESTS, LABELS, TRIP_SEGMENTS
 from michi.bus.producer import EventProducer
 from michi.contracts.v1 import inference_pb2, labels_pb2, operations_pb2
-from michi.kit.consumer import ConsumerLoop, Delivered
+from michi.kit.consumer import ConsumerLoop, Delivered, LoopConsumer
 from services.rollouts.adapters.metrics import RolloutsMetrics
 from services.rollouts.handlers import OutcomeRecorder, RolloutController, SignalRecorder
 
@@ -29,7 +28,7 @@ SERVICE = "rollouts"
 BATCH_SIZE = 500
 
 
-class RolloutsConsumer:
+class RolloutsConsumer(LoopConsumer):
     def __init__(
         self,
         *,
@@ -110,21 +109,6 @@ class RolloutsConsumer:
 
     def _dead_lettered(self, raw: Any, reason: str) -> None:
         self.metrics.dead_letters.inc()
-
-    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
-        self.loop.run(stop, poll_timeout)
-
-    def poll_once(self, timeout: float = 0.5) -> int:
-        return self.loop.poll_once(timeout)
-
-    def close(self) -> None:
-        """Release what the controller holds beside the consumer (the stores' connections), after `run`."""
-        if self.closing is not None:
-            self.closing()
-
-    def readiness(self, max_silence_s: float = 30.0) -> str | None:
-        """None while polling recently and holding at least one partition, else why not."""
-        return None if self.loop.ready(max_silence_s) else "not polling, or holding no partition"
 
 
 def _broker_ms(record: Delivered) -> int | None:

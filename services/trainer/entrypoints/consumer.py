@@ -30,7 +30,7 @@ from confluent_kafka import Consumer
 
 from michi.bus.catalog import ALERTS, LABELS
 from michi.bus.producer import EventProducer
-from michi.kit.consumer import ConsumerLoop
+from michi.kit.consumer import ConsumerLoop, LoopConsumer
 from michi.readiness import ConsumerProgress, run_checks
 from services.trainer.handlers import EventHandler
 
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 SERVICE = "trainer"
 
 
-class EventConsumer:
+class EventConsumer(LoopConsumer):
     def __init__(
         self,
         *,
@@ -80,17 +80,6 @@ class EventConsumer:
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self.assigned = False
 
-    @property
-    def last_poll_at(self) -> float | None:
-        return self.loop.last_poll_at
-
-    def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
-        self.loop.run(stop, poll_timeout)
-
-    def poll_once(self, timeout: float = 0.5) -> None:
-        """Store one batch and commit it; on failure seek it back (then raise), so nothing is committed past it."""
-        self.loop.poll_once(timeout)
-
     def readiness(self, max_silence_s: float = 30.0) -> str | None:
         """None when ready; else why not (not polling, no partitions, or no progress while records wait).
 
@@ -116,6 +105,3 @@ class EventConsumer:
                 logger.warning("trainer consumer not ready", extra={"reason": reason})
         self.not_ready_reason = reason
         return reason
-
-    def ready(self, max_silence_s: float = 30.0) -> bool:
-        return self.readiness(max_silence_s) is None

@@ -28,7 +28,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from michi.bus.producer import EventProducer
-from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Partition
+from michi.kit.consumer import ConsumerLoop, Delivered, LoopConsumer, Offsets, Partition
 from services.warehouse.adapters.parquet import ParquetWriter
 from services.warehouse.domain.batches import PartitionBuffer, superseded_keys
 from services.warehouse.handlers import SERVICE, Source, row_of
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 1000
 
 
-class WarehouseSink:
+class WarehouseSink(LoopConsumer):
     def __init__(
         self,
         *,
@@ -107,17 +107,9 @@ class WarehouseSink:
     def assigned(self) -> set[Partition]:
         return self.loop.assigned
 
-    @property
-    def last_poll_at(self) -> float | None:
-        return self.loop.last_poll_at
-
     def run(self, stop: threading.Event, poll_timeout: float = 0.5) -> None:
         """Poll until `stop` is set, then write what is buffered, commit and close the consumer."""
-        self.loop.run(stop, poll_timeout)
-
-    def poll_once(self, timeout: float = 0.5) -> int:
-        """Read a batch, write and commit what is due; on failure the loop seeks back what is not committed (then raises)."""
-        return self.loop.poll_once(timeout)
+        super().run(stop, poll_timeout)
 
     def _buffer(self, record: Delivered) -> None:
         """One decoded record into its partition's buffer (`Rejected` when it cannot be a row); a full buffer is written."""
@@ -188,11 +180,3 @@ class WarehouseSink:
 
     def _update_gauge(self) -> None:
         self.metrics.buffered_rows.set(sum(len(buffer.rows) for buffer in self.buffers.values()))
-
-    def readiness(self, max_silence_s: float = 30.0) -> str | None:
-        """None while polling recently and holding at least one partition, else why not (progress is
-        `ConsumerProgress`'s, in `/readyz`)."""
-        return None if self.loop.ready(max_silence_s) else "not polling, or holding no partition"
-
-    def ready(self, max_silence_s: float = 30.0) -> bool:
-        return self.readiness(max_silence_s) is None
