@@ -410,9 +410,9 @@ class ColumnarDrift:
 def columnar_drift(profile: ReferenceProfile, current: np.ndarray) -> ColumnarDrift:
     """The monitor's own drift update when rows arrive columnar, as Evidently's DataFrame does (what a batch of
     predictions in one message, or a columnar topic, would hand over): per 1,000 rows a float32 block of their
-    features in `FEATURE_NAMES` order and arrays of their calls into a `RowBatch` (`extend_columns`: binned on
-    the profile's grid at once), taken by the window of cohort `all` (`DriftWindow.take_rows`: offsets, time)
-    and counted (`flush`), and at the end every feature's figures (`feature_drift`, as the close computes
+    features in `FEATURE_NAMES` order and arrays of their calls into a `RowBatch` (`extend_columns`), taken by
+    the window of cohort `all` (`DriftWindow.take_rows`: offsets, time), binned on the profile's grid and
+    counted in one compiled pass (`flush`), and at the end every feature's figures (`feature_drift`, as the close computes
     them). No decoding, no per-message fields, no devices, vehicle mix or drift sample: a lower bound of the
     service's update."""
     count = current.shape[0]

@@ -315,7 +315,8 @@ class DriftMonitor:
         ] = {}
         # Per model: the versions with an open window (a row of one ages the others' windows, `_retire_others`).
         self._versions: dict[str, set[str]] = {}
-        # Per (model, version): this poll batch's rows, binned once for all the version's windows.
+        # Per (model, version): this poll batch's rows, unpacked once for all the version's windows (each window
+        # bins and counts the rows it takes when it flushes).
         self._batches: dict[tuple[str, str], RowBatch] = {}
         self.profiles = profiles
         self.publisher = publisher
@@ -482,7 +483,7 @@ class DriftMonitor:
     ) -> list[tuple[int, Rejected]]:
         """A poll batch of predictions (record i: `predictions[i]` at `partitions[i]`, `offsets[i]`), as `handle`
         does each in turn, columnar: the rows' facts are read once into arrays (`BatchColumns`), each version's
-        rows binned once (`RowBatch`), and each cohort's window takes its rows in bulk, closing where `handle`
+        rows unpacked once (`RowBatch`), and each cohort's window takes its rows in bulk, closing where `handle`
         would have (a full window at its last row, in the rows' order across cohorts and models). Returns the
         records to dead-letter (their index and why), which `handle` would have rejected.
 

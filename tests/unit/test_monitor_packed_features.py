@@ -17,6 +17,7 @@ import pytest
 from michi.contracts.v1 import inference_pb2
 from michi.kit.consumer import Rejected
 from michi.windows.features import FEATURE_INDEX, FEATURE_NAMES, pack_features, packed_width, unpack_features
+from services.monitor.domain import binning_kernel
 from services.monitor.domain.profiles import FeatureGrid, ReferenceProfile, read_profile
 from services.monitor.domain.windows import BatchColumns, DriftWindow, RowBatch
 from services.monitor.handlers import DriftMonitor, DriftPolicy
@@ -247,9 +248,9 @@ def searched_slots(grid: FeatureGrid, values: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_batch_is_binned_as_search_finds_it_on_and_off_the_grid(dtype: type[np.floating]) -> None:  # type: ignore[type-arg]
-    """The arithmetic finds each value's nearest live edge and one comparison settles its side, in float32 for
-    float32 rows: the slots search gives, for batches longer than one pass, with and without the clip (skipped
-    when the batch's extremes lie on the grid)."""
+    """The compiled kernel's arithmetic finds each value's nearest live edge and one comparison settles its side,
+    in float32 for float32 rows: the slots search gives, on, beside and between every edge, beyond the grid and
+    not finite; and it counts, for any rows of a batch, what those slots count."""
     grid = FeatureGrid(make_profile())
     assert grid.single_precision.all()
     probes = [edge_probes(grid, position, dtype) for position in range(len(grid.names))]
@@ -257,19 +258,20 @@ def test_a_batch_is_binned_as_search_finds_it_on_and_off_the_grid(dtype: type[np
     rows = np.stack([random.choice(values, 5000) for values in probes], axis=1).astype(dtype)
     rows[7, 0], rows[8, 1], rows[9, 2] = np.nan, np.inf, -np.inf
     binning = grid.binning()
-    lows, highs, finite = binning.extremes(rows)
-    assert not finite
-    assert np.array_equal(binning.slots(rows, finite=finite, extremes=(lows, highs)), searched_slots(grid, rows))
+    expected = searched_slots(grid, rows)
+    assert np.array_equal(binning.slots(rows), expected)
     assert np.array_equal(binning.slots(rows), grid.slots_of(rows.astype(np.float64)))
-    # Every value on the grid (between the first and last live edge): no clip.
-    first, last = grid.table[:, 1], grid.table[grid.rows, 3 * grid.bins + 1]
-    on_grid = np.stack(
-        [random.choice(values[(values >= first[i]) & (values <= last[i])], 5000) for i, values in enumerate(probes)],
-        axis=1,
-    ).astype(dtype)
-    lows, highs, finite = binning.extremes(on_grid)
-    assert finite and binning._on_grid(lows, highs)
-    assert np.array_equal(binning.slots(on_grid, finite=True, extremes=(lows, highs)), searched_slots(grid, on_grid))
+    # Every probe of every feature, not only a draw of them.
+    for position, values in enumerate(probes):
+        alone = np.full((values.size, len(grid.names)), np.nan, dtype=dtype)
+        alone[:, position] = values
+        assert np.array_equal(binning.slots(alone), searched_slots(grid, alone)), grid.names[position]
+    taken = np.sort(random.choice(rows.shape[0], 1200, replace=False))
+    for chosen in (None, taken):
+        counts = np.zeros(grid.unused + 1, dtype=np.int64)
+        binning.count(rows, chosen, counts)
+        slots = expected if chosen is None else expected[chosen]
+        assert np.array_equal(counts, np.bincount(slots.ravel(), minlength=counts.size))
 
 
 def test_a_grid_whose_edges_float32_cannot_place_bins_its_float32_rows_in_float64() -> None:
@@ -352,7 +354,7 @@ def test_a_batch_of_packed_rows_then_feature_map_rows_counts_each_row_once() -> 
         alone.add(grid_row, (TOPIC, 0), index, (index, 0))
         alone.count_call(1, 0.9)
         if index == 199:
-            batch.binned()  # what a close in the middle of the batch does
+            batch.gathered()  # what a close in the middle of the batch does
     shared.flush()
     assert batch.binning is grid.binning()
     assert np.array_equal(shared.counts, alone.counts)
@@ -383,3 +385,22 @@ def test_columns_beyond_the_grids_features_are_never_binned() -> None:
     assert np.array_equal(counted[0].counts, counted[1].counts)
     assert np.array_equal(counted[0].lows, counted[1].lows)
     assert max(width for width in grid._binnings if width is not None) == grid.packed_columns
+
+
+def test_warming_up_compiles_the_kernel_for_every_kind_of_rows_a_window_bins() -> None:
+    """After `binning_kernel.warm_up` (the monitor's start), no batch compiles: float32 rows as unpacked
+    (read-only) and as arrays, float64 rows, each counted whole, in part, or binned to slots."""
+    binning_kernel.warm_up()
+    compiled = list(binning_kernel.bin_rows.signatures)
+    grid = FeatureGrid(make_profile())
+    rows = feature_rows(50)
+    # As a batch unpacks `packed_features`: float32 over the joined bytes, read-only.
+    unpacked = np.frombuffer(b"".join(pack_features(rows)), dtype=np.float32).reshape(rows.shape)
+    assert not unpacked.flags.writeable
+    counts = np.zeros(grid.unused + 1, dtype=np.int64)
+    for values in (unpacked, rows.astype(np.float32), rows.astype(np.float64), unpacked.astype(np.float64)):
+        binning = grid.binning(values.shape[1])
+        binning.count(values, None, counts)
+        binning.count(values, np.arange(10), counts)
+        binning.slots(values)
+    assert list(binning_kernel.bin_rows.signatures) == compiled

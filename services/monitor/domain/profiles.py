@@ -14,12 +14,12 @@ traffic profile of calibrated windows only (`rows: calibrated`) is compared with
 mount only: how many uncalibrated rows a fleet has depends on how new its devices are, not on its roads.
 
 `FeatureGrid` bins a batch of rows of every feature at once: equal-width bins make a bin's index arithmetic, so
-one value costs a few numpy passes and one look-up of an edge, whatever the number of bins.
+one value costs a few arithmetic steps and one look-up of an edge, whatever the number of bins, in one compiled
+pass that also counts it (`binning_kernel`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ import numpy as np
 
 from michi.registry.layout import REFERENCE_PROFILE_VERSION
 from michi.windows.features import FEATURE_INDEX
+from services.monitor.domain import binning_kernel
 from services.monitor.domain.drift import Histogram
 
 CURRENT_VERSION = REFERENCE_PROFILE_VERSION
@@ -173,11 +174,8 @@ def _cohort_features(whole: Sequence[ReferenceFeature], entries: Mapping[str, An
 # Live bins per bin of the profile: the live window's binning error is what limits the figures' accuracy
 # (its rows are few), the reference's is negligible (its rows are many).
 LIVE_SUBDIVISIONS = 4
-# `ColumnBinning.slots` bins at most this many rows per pass (its constants are this long): a pass's arrays stay
-# in the core's cache (measured on 26 features: 256 rows ~25 % faster than 1,024, a little faster than 128).
-KERNEL_ROWS = 256
 # A feature whose live edges lie further than this from the equal-width line (in columns, the arithmetic's own
-# rounding included) is binned by search: the arithmetic's nearest edge must be the value's nearest edge (`ColumnBinning.slots`).
+# rounding included) is binned by search: the arithmetic's nearest edge must be the value's nearest edge (`binning_kernel`).
 REGULAR_TOLERANCE = 0.25
 
 
@@ -190,14 +188,14 @@ class FeatureGrid:
     column 0 below the extension, then `3 * bins` bins (extension, the profile's own bins, extension), then
     the last column beyond the extension.
 
-    A value's column is found in two steps, both vectorised over a batch of rows (`ColumnBinning.slots`): arithmetic
+    A value's column is found in two steps, compiled (`ColumnBinning`, `binning_kernel`): arithmetic
     on the equal-width grid gives the live edge nearest to it (every edge lies within `REGULAR_TOLERANCE` of a
     column of the line, so the value lies between that edge's two neighbours), then one comparison with that
     edge of `table` says on which side of it the value lies. `table` holds every column's edges, the profile's
     own among them bit for bit, so a value on a profile edge (a constant feature such as gps_available sits
     exactly on one) is counted in the bin numpy.histogram counted it in, and the profile's closed last bin
     keeps its maximum as numpy's does. Features whose edges are not that regular (never the trainer's) are
-    binned by `numpy.searchsorted` on the same table.
+    binned by a binary search of the same table.
     """
 
     def __init__(self, profile: ReferenceProfile, subdivisions: int = LIVE_SUBDIVISIONS) -> None:
@@ -227,7 +225,7 @@ class FeatureGrid:
         # Features whose edges are not equal-width enough for the arithmetic (never from the trainer): binned by
         # search instead.
         self.irregular: list[int] = []
-        # Per feature, whether float32 arithmetic finds its values' nearest edges too (`ColumnBinning.slots`).
+        # Per feature, whether float32 arithmetic finds its values' nearest edges too (`binning_kernel`).
         self.single_precision = np.zeros(len(self.names), dtype=bool)
         for position in range(len(self.names)):
             edges = self.live_edges(position)
@@ -261,7 +259,7 @@ class FeatureGrid:
 
     def _regular(self, position: int, edges: np.ndarray, precision: type[np.floating[Any]]) -> bool:
         """Whether feature `position`'s live `edges` lie within `REGULAR_TOLERANCE` columns of the equal-width line,
-        the rounding of the arithmetic that finds a value's nearest edge (`ColumnBinning.slots`) in `precision`
+        the rounding of the arithmetic that finds a value's nearest edge (`binning_kernel`) in `precision`
         included."""
         width, origin = float(self.widths[position]), float(self.origins[position])
         limit = float(np.finfo(precision).max)
@@ -363,17 +361,20 @@ class FeatureGrid:
         return cached
 
 
+# What `ColumnBinning.count` hands the kernel for the slots it does not write.
+_NO_SLOTS = np.zeros((0, 0), dtype=np.int64)
+
+
 class ColumnBinning:
     """Bins rows of a batch whose columns are a grid's features in some order (`FeatureGrid.binning`): column j
     holds feature `features[j]` (-1: none of the grid's, never counted).
 
-    `slots`: per pass of up to `KERNEL_ROWS` rows, every value at once, position = value x inverse width - shift,
-    clipped to its feature's edges and truncated, is the slot of the column below the value's nearest live edge;
-    one more if the value is at or above that edge (one look-up in the grid's edges). The rows are C-ordered and
-    the per-column constants repeat with the row, so every step is one numpy pass over contiguous memory (a
-    broadcast row or column of constants runs ~2.5x slower). Float32 rows (`packed_features`) are binned in
-    float32 when every feature's edges allow (`FeatureGrid.single_precision`: the trainer's do), without a
-    float64 copy: the comparison with an edge rounded up to float32 is exact for a float32 value.
+    The binning itself is compiled (`binning_kernel`): per value, position = value x inverse width - shift,
+    clamped to its feature's edges and truncated, is the slot of the column below the value's nearest live edge;
+    one more if the value is at or above that edge (one look-up in the grid's edges). Float32 rows
+    (`packed_features`) are binned in float32 when every feature's edges allow (`FeatureGrid.single_precision`:
+    the trainer's do), without a float64 copy: the comparison with an edge rounded up to float32 is exact for a
+    float32 value. Irregular features are searched in the grid's `table`.
     """
 
     def __init__(self, grid: FeatureGrid, features: np.ndarray) -> None:
@@ -385,12 +386,12 @@ class ColumnBinning:
         self.columns = np.full(len(grid.names), -1, dtype=np.int64)
         self.columns[features[present]] = np.flatnonzero(present)
         self.complete = bool((self.columns >= 0).all())
-        # (column, feature) of the irregular features (binned by search).
-        self.irregular = [
-            (int(self.columns[feature]), feature) for feature in grid.irregular if self.columns[feature] >= 0
-        ]
-        regular = present.copy()
-        regular[[column for column, _ in self.irregular]] = False
+        # Per column, the irregular feature it holds (binned by search), else -1.
+        searched = np.full(self.width, -1, dtype=np.int64)
+        for feature in grid.irregular:
+            if self.columns[feature] >= 0:
+                searched[self.columns[feature]] = feature
+        regular = present & (searched < 0)
         of = np.where(present, features, 0)
         offsets = np.where(present, grid.offsets[of], grid.unused).astype(np.float64)
         # value x scale - shift = (value - origin) / width + 0.5 + offset: the nearest edge's position + 0.5. A
@@ -398,76 +399,53 @@ class ColumnBinning:
         scales = np.where(regular, grid.inverses[of], 0.0)
         shifts = np.where(regular, grid.origins[of] * grid.inverses[of], 0.0) - 0.5 - offsets
         highest = np.where(present, offsets + 3.0 * grid.bins[of], offsets)
-        constants = [np.tile(constant, KERNEL_ROWS) for constant in (scales, shifts, offsets, highest)]
-        self._constants: dict[type[np.floating[Any]], tuple[np.ndarray, ...]] = {np.float64: tuple(constants)}
+        table, feature_offsets = grid.table, grid.offsets.astype(np.int64)
+        self._constants: dict[type[np.floating[Any]], tuple[Any, ...]] = {
+            np.float64: (
+                searched,
+                scales,
+                shifts,
+                offsets,
+                highest,
+                grid.flat_edges,
+                table,
+                feature_offsets,
+                grid.unused,
+            )
+        }
         if bool(np.all(grid.single_precision[of] | ~regular)):
-            self._constants[np.float32] = tuple(constant.astype(np.float32) for constant in constants)
-        self._edges = {np.float64: grid.flat_edges, np.float32: grid.flat_edges_single}
-        # Per grid feature, its first and last live edge: a batch whose values all lie between them needs no clip
-        # (the nearest edge of a value on the last edge is that edge, whatever the rounding).
-        self._first_edges = grid.table[:, 1]
-        self._last_edges = grid.table[grid.rows, 3 * grid.bins + 1]
-        self._buffers: dict[type[np.floating[Any]], tuple[np.ndarray, ...]] = {}
+            single = tuple(constant.astype(np.float32) for constant in (scales, shifts, offsets, highest))
+            self._constants[np.float32] = (
+                searched,
+                *single,
+                grid.flat_edges_single,
+                table,
+                feature_offsets,
+                grid.unused,
+            )
 
-    def slots(
-        self,
-        values: np.ndarray,
-        *,
-        finite: bool | None = None,
-        extremes: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> np.ndarray:
-        """Each value's slot in a window's flattened `counts`, `grid.unused` where it is not finite or its column no
-        feature; `values` (rows, width), float32 or float64. `finite`: whether every value is (checked when None);
-        `extremes`: the values' `extremes` per grid feature, when known (the clip is skipped if they lie on the
-        grid)."""
-        grid = self.grid
+    def _prepared(self, values: np.ndarray) -> tuple[np.ndarray, tuple[Any, ...]]:
+        """`values` as the kernel bins them (C-ordered, float32 when its edges allow, else float64) and the
+        constants of that precision."""
         precision = np.float32 if values.dtype == np.float32 and np.float32 in self._constants else np.float64
-        values = np.ascontiguousarray(values, dtype=precision)
-        count = values.shape[0]
-        slots = np.empty(values.shape, dtype=np.intp)
-        if finite is None:
-            finite = bool(np.isfinite(values).all())
-        clip = not finite or extremes is None or not self._on_grid(*extremes)
-        scales, shifts, lowest, highest = self._constants[precision]
-        flat_edges = self._edges[precision]
-        position, edges, above = self._kernel_buffers(precision, min(count, KERNEL_ROWS) * self.width)
-        # Values beyond the float range on the grid (or not finite) overflow into clipped positions; values on the
-        # grid cannot overflow.
-        with np.errstate(over="ignore", invalid="ignore") if clip else contextlib.nullcontext():
-            for start in range(0, count, KERNEL_ROWS):
-                chunk, out = values[start : start + KERNEL_ROWS].ravel(), slots[start : start + KERNEL_ROWS].ravel()
-                size = chunk.size
-                here = position[:size]
-                np.multiply(chunk, scales[:size], out=here)
-                np.subtract(here, shifts[:size], out=here)
-                if clip:
-                    np.fmax(here, lowest[:size], out=here)  # NaN becomes the lowest: set unused below
-                    np.fmin(here, highest[:size], out=here)
-                np.copyto(out, here, casting="unsafe")  # truncated: the positions are non-negative
-                np.greater_equal(chunk, flat_edges.take(out, out=edges[:size]), out=above[:size])
-                np.add(out, above[:size], out=out)
-        for column, feature in self.irregular:
-            found = np.searchsorted(grid.table[feature], values[:, column], side="right") - 1
-            slots[:, column] = grid.offsets[feature] + np.clip(found, 0, grid.columns - 1)
-        if not finite:
-            slots[~np.isfinite(values)] = grid.unused
+        return np.ascontiguousarray(values, dtype=precision), self._constants[precision]
+
+    def slots(self, values: np.ndarray) -> np.ndarray:
+        """Each value's slot in a window's flattened `counts`, `grid.unused` where it is not finite or its column no
+        feature; `values` (rows, width), float32 or float64."""
+        values, constants = self._prepared(values)
+        slots = np.empty(values.shape, dtype=np.int64)
+        rows = np.arange(values.shape[0])
+        binning_kernel.bin_rows(values, rows, *constants, np.zeros(0, dtype=np.int64), slots)
         return slots
 
-    def _on_grid(self, lows: np.ndarray, highs: np.ndarray) -> bool:
-        """Whether extremes per grid feature lie between its first and last edge (NaN, a feature without values:
-        not known to, so the values are clipped)."""
-        return bool(np.logical_and(lows >= self._first_edges, highs <= self._last_edges).all())
-
-    def _kernel_buffers(self, precision: type[np.floating[Any]], size: int) -> tuple[np.ndarray, ...]:
-        """A pass's positions, looked-up edges and comparisons, reused from batch to batch."""
-        buffers = self._buffers.get(precision)
-        if buffers is None or buffers[0].size < size:
-            buffers = self._buffers[precision] = (
-                np.empty(size, dtype=precision),
-                np.empty(size, dtype=precision),
-                np.empty(size, dtype=bool),
-            )
-        return buffers
+    def count(self, values: np.ndarray, rows: np.ndarray | None, counts: np.ndarray) -> None:
+        """Add 1 to a window's flattened `counts` (int64, `grid.unused` + 1 long) at the slot of every value of
+        `values` (rows, width) at `rows` (indexes, None: all), binned and counted in one pass."""
+        values, constants = self._prepared(values)
+        if rows is None:
+            rows = np.arange(values.shape[0])
+        binning_kernel.bin_rows(values, np.asarray(rows, dtype=np.int64), *constants, counts, _NO_SLOTS)
 
     def extremes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """Per grid feature, the smallest and largest finite value of `values` (rows, width) (NaN where none),

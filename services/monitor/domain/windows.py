@@ -84,11 +84,11 @@ def describe_start(start: Mapping[Partition, int]) -> str:
 
 class RowBatch:
     """The predictions of one poll batch of one model version: their features as they came (`packed_features`, a
-    feature map's row, or arrays of rows), unpacked and binned once for every window that takes them
-    (`DriftWindow.take`), with each row's call (class and confidence). Valid until the monitor's end-of-batch
-    `flush`.
+    feature map's row, or arrays of rows), unpacked once for every window that takes them (`DriftWindow.take`),
+    with each row's call (class and confidence). Valid until the monitor's end-of-batch `flush`, where each
+    window bins and counts the rows it took.
 
-    Binned rows keep the columns they came in (`binning`: `packed_features`' order, or the grid's for rows of a
+    Gathered rows keep the columns they came in (`binning`: `packed_features`' order, or the grid's for rows of a
     feature map), so packed rows are binned as they are unpacked, without reordering them."""
 
     def __init__(self, grid: FeatureGrid) -> None:
@@ -99,10 +99,10 @@ class RowBatch:
         self._unpacked = False
         self._predicted: list[int] = []
         self._confidences: list[float] = []
-        # The rows binned so far (`binned`): values and slots in the columns of `binning`, confidence bins, whether
-        # each call is an alert, and per grid feature the smallest and largest finite value (`extremes`).
+        # The rows gathered so far (`gathered`): values in the columns of `binning`, confidence bins, whether each
+        # call is an alert, and per grid feature the smallest and largest finite value (`extremes`).
         self.binning = grid.binning()
-        self._values, self._slots, self._bins, self._alerts, self._lows, self._highs = _no_rows(len(grid.names))
+        self._values, self._bins, self._alerts, self._lows, self._highs = _no_rows(len(grid.names))
 
     def __len__(self) -> int:
         return self._values.shape[0] + len(self._features)
@@ -133,60 +133,59 @@ class RowBatch:
 
     def extend_columns(self, features: np.ndarray, predicted: np.ndarray, confidences: np.ndarray) -> None:
         """Many predictions as arrays (rows that arrive columnar): `features` (rows, width) in `FEATURE_NAMES` order
-        as `unpack_features` gives them (NaN where a row has none), each row's class and confidence. Binned at
+        as `unpack_features` gives them (NaN where a row has none), each row's class and confidence. Gathered at
         once, after the rows added before them."""
         if self._features:
-            self.binned()
+            self.gathered()
         if features.dtype != np.float32:
             features = np.asarray(features, dtype=np.float64)
         features = features[:, : self.grid.packed_columns]
-        self._bin(
+        self._gather(
             np.ascontiguousarray(features),
             self.grid.binning(features.shape[1]),
             np.asarray(predicted, dtype=np.int64),
             np.asarray(confidences, dtype=np.float64),
         )
 
-    def binned(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Every row's values and slots (`ColumnBinning.slots`), both (rows, `binning.width`), its confidence bin
-        and whether its call is an alert."""
+    def gathered(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row's values (rows, `binning.width`: what each window taking rows bins and counts at its `flush`),
+        its confidence bin and whether its call is an alert."""
         if self._features:
             features, predicted, confidences = self._features, self._predicted, self._confidences
             unpacked = self._unpacked
             self._features, self._predicted, self._confidences, self._unpacked = [], [], [], False
             values, binning = self._rows(features, unpacked)
-            self._bin(
+            self._gather(
                 values,
                 binning,
                 np.fromiter(predicted, dtype=np.int64, count=len(predicted)),
                 np.fromiter(confidences, dtype=np.float64, count=len(confidences)),
             )
-        return self._values, self._slots, self._bins, self._alerts
+        return self._values, self._bins, self._alerts
 
     def extremes(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per grid feature, the smallest and largest finite value (NaN where none) of the rows binned, or of those
+        """Per grid feature, the smallest and largest finite value (NaN where none) of the rows gathered, or of those
         of them at `rows`."""
         if rows is None:
             return self._lows, self._highs
         lows, highs, _ = self.binning.extremes(self._values[rows])
         return lows, highs
 
-    def _bin(self, values: np.ndarray, binning: ColumnBinning, predicted: np.ndarray, confidences: np.ndarray) -> None:
-        lows, highs, finite = binning.extremes(values)
-        slots = binning.slots(values, finite=finite, extremes=(lows, highs))
+    def _gather(
+        self, values: np.ndarray, binning: ColumnBinning, predicted: np.ndarray, confidences: np.ndarray
+    ) -> None:
+        lows, highs, _ = binning.extremes(values)
         bins, alerts = confidence_bins_and_alerts(predicted, confidences)
         if self._values.shape[0] == 0:
-            self._values, self._slots, self.binning = values, slots, binning
+            self._values, self.binning = values, binning
             self._bins, self._alerts, self._lows, self._highs = bins, alerts, lows, highs
             return
         if binning is not self.binning:  # rows of other columns than the batch's so far (rare): both in grid order
             grid_order = self.grid.binning()
             self._values = self.binning.in_grid_order(self._values, np.nan)
-            self._slots = self.binning.in_grid_order(self._slots, self.grid.unused)
-            values, slots = binning.in_grid_order(values, np.nan), binning.in_grid_order(slots, self.grid.unused)
+            values = binning.in_grid_order(values, np.nan)
             self.binning = grid_order
         self._values = np.concatenate((self._values, values))
-        self._slots = np.concatenate((self._slots, slots))
         self._bins = np.concatenate((self._bins, bins))
         self._alerts = np.concatenate((self._alerts, alerts))
         self._lows, self._highs = np.fmin(self._lows, lows), np.fmax(self._highs, highs)
@@ -216,10 +215,9 @@ def _unpacked(blocks: list[bytes]) -> np.ndarray:
 
 @functools.cache
 def _no_rows(features: int) -> tuple[np.ndarray, ...]:
-    """A `RowBatch`'s arrays before it binned any row (shared, read-only: a batch replaces them, never writes)."""
+    """A `RowBatch`'s arrays before it gathered any row (shared, read-only: a batch replaces them, never writes)."""
     arrays = (
         np.zeros((0, features)),
-        np.zeros((0, features), dtype=np.intp),
         np.zeros(0, dtype=np.int64),
         np.zeros(0, dtype=bool),
         np.full(features, np.nan),
@@ -363,7 +361,7 @@ class DriftWindow:
         occurred_at: tuple[int, int],
     ) -> None:
         """One prediction's feature row (NaN where it has none), counted at once: O(features)."""
-        self._counts += np.bincount(self.grid.slots_of(values), minlength=self._counts.size)
+        self.grid.binning().count(np.asarray(values, dtype=np.float64)[np.newaxis, :], None, self._counts)
         self._extremes(values[np.newaxis, :])
         self.rows += 1
         self.idle_rows = 0
@@ -512,23 +510,24 @@ class DriftWindow:
         self.take(self._batch, self._batch.add(values, predicted, confidence), partition, offset, occurred_at)
 
     def flush(self) -> None:
-        """Bin the rows taken since the last flush (their batch bins them once for every window) and count them
-        (`numpy.add.at` on their slots: O(rows x features), not O(grid) as a bincount over the whole grid would
-        be), update the extremes and the calls."""
+        """Bin and count the rows taken since the last flush (their batch unpacks them once for every window) in
+        one compiled pass over their values (`ColumnBinning.count`: O(rows x features), not O(grid)), update the
+        extremes and the calls."""
         batch, taken, taken_rows = self._batch, self._taken, self._taken_rows
         self._batch, self._taken, self._taken_rows = None, [], []
         if batch is None or not (taken or taken_rows):
             return
-        values, slots, bins, alerts = batch.binned()
+        values, bins, alerts = batch.gathered()
         if taken:
             taken_rows.append(np.array(taken, dtype=np.int64))
         rows = taken_rows[0] if len(taken_rows) == 1 else np.concatenate(taken_rows)
-        if len(rows) == len(values):  # indexes are unique: all of them means the batch as it is
+        every = len(rows) == len(values)  # indexes are unique: all of them means the batch as it is
+        if every:
             lows, highs = batch.extremes()
         else:
-            slots, bins, alerts = slots[rows], bins[rows], alerts[rows]
+            bins, alerts = bins[rows], alerts[rows]
             lows, highs = batch.extremes(rows)
-        np.add.at(self._counts, slots.ravel(), 1)
+        batch.binning.count(values, None if every else rows, self._counts)
         self.lows = np.fmin(self.lows, lows)
         self.highs = np.fmax(self.highs, highs)
         # Calls per bin, alerts per bin after them: one count.

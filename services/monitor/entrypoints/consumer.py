@@ -26,6 +26,7 @@ from michi.bus.producer import EventProducer
 from michi.kit.consumer import ConsumerLoop, Delivered, LoopConsumer, Offsets, Rejected
 from services.monitor.adapters.metrics import MonitorMetrics
 from services.monitor.adapters.prediction_view import PREDICTIONS_VIEW
+from services.monitor.domain import binning_kernel
 from services.monitor.handlers import ConceptDriftMonitor, DriftMonitor
 
 SERVICE = "monitor"
@@ -178,6 +179,9 @@ class MonitorConsumer(LoopConsumer):
         # collector's way (`gc.freeze`), its full collections scan only what the batches make. Each poll batch
         # makes thousands of short-lived objects (messages, their fields), which start collections often.
         gc.freeze()
+        # The drift binning compiled (or loaded from numba's cache) before the first poll: not ready until then,
+        # and the first batch does not wait for it.
+        binning_kernel.warm_up()
         super().run(stop, poll_timeout)
 
     def close(self) -> None:
