@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m benchmarks [ingest|inference|rollouts|preprocessing|latency|monitor|edge ...] [--quick]` (or `make bench`).
+"""Run the benchmarks: `python -m benchmarks [ingest|inference|rollouts|preprocessing|latency|monitor|consumer|edge ...] [--quick]` (or `make bench`).
 
 Each benchmark prints a table with its figures, a baseline measured in the same run and the
 ratio; every process it started is stopped at the end, on an error, on Ctrl-C or on SIGTERM.
@@ -13,10 +13,32 @@ import sys
 import time
 from types import FrameType
 
-from benchmarks import annotation, edge, inference, ingest, latency, monitor, preprocessing, rollouts, training
+from benchmarks import (
+    annotation,
+    consumer,
+    edge,
+    inference,
+    ingest,
+    latency,
+    monitor,
+    preprocessing,
+    rollouts,
+    training,
+)
 from benchmarks.harness import BenchmarkFailed
 
-NAMES = ("ingest", "inference", "rollouts", "preprocessing", "latency", "annotation", "training", "monitor", "edge")
+NAMES = (
+    "ingest",
+    "inference",
+    "rollouts",
+    "preprocessing",
+    "latency",
+    "annotation",
+    "training",
+    "consumer",
+    "monitor",
+    "edge",
+)
 
 
 def _interrupt(signal_number: int, frame: FrameType | None) -> None:
@@ -61,6 +83,8 @@ def main(arguments: list[str] | None = None) -> int:
                 annotation.run(quick=options.quick)
             elif name == "training":
                 training.run(quick=options.quick)
+            elif name == "consumer":
+                consumer.run(quick=options.quick)
             elif name == "monitor":
                 monitor.run(quick=options.quick)
             elif name == "edge":
