@@ -29,11 +29,12 @@ tables its offsets are not judged and the clocks start again afterwards (`/ready
 same while the broker does not answer (a restarted broker is not a stalled worker).
 
 A table recovery can hang too (faust-streaming reads changelog partitions after a broker restart and, now and
-then, never receives the rest of one: faust-streaming/faust#21, #74, #651; seen here after a broker SIGKILL):
-while the app recovers with records still to read, the watch follows what faust has read of each active
-changelog partition, and a recovery that read nothing for `RECOVERY_STALL_TIMEOUT_S` (30 s) while the broker
-answers stops the worker the same way. A restarted worker recovers from the start; a slow recovery that reads
-is never stopped.
+then, never receives the rest of one: faust-streaming/faust#21, #74, #651; seen here after a broker SIGKILL;
+or it stays in recovery with nothing left to read, its highwaters or seeks never answered): while the app
+recovers, the watch follows what faust has read of each active changelog partition and what it counts as left,
+and a recovery in which neither moved for `RECOVERY_STALL_TIMEOUT_S` (30 s) while the broker answers stops the
+worker the same way. A healthy recovery with nothing left to read ends within seconds. A
+restarted worker recovers from the start; a slow recovery that reads is never stopped.
 """
 
 from __future__ import annotations
@@ -282,10 +283,11 @@ class StreamWatch:
             self._stop(self.service, self._describe(stuck), stuck[0][0])
 
     def _check_recovery(self, held: frozenset[Partition]) -> None:
-        """Stop a worker whose table recovery read nothing for `recovery_timeout_s` with records still to read,
-        while the broker answers (an outage is no hang: the clock starts again once it answers)."""
+        """Stop a worker whose table recovery moved neither what it read nor what it counts as left for
+        `recovery_timeout_s` while the broker answers (an outage is no hang: the clock starts again once it
+        answers). With records left it is a read that never comes; with none left, a recovery that never ends."""
         progress = recovery_progress(self.app)
-        if progress is None or progress[1] <= 0:  # not a faust recovery we can follow, or nothing left to read
+        if progress is None:  # not a faust recovery we can follow
             self._recovery_read = self._recovery_still_since = None
             return
         try:
@@ -299,7 +301,12 @@ class StreamWatch:
             return
         still = now - self._recovery_still_since
         if self.recovery_timeout_s is not None and still >= self.recovery_timeout_s and not self._stopping.is_set():
-            reason = f"table recovery read nothing for {still:.0f} s with {progress[1]} changelog records still to read"
+            if progress[1] > 0:
+                reason = (
+                    f"table recovery read nothing for {still:.0f} s with {progress[1]} changelog records still to read"
+                )
+            else:
+                reason = f"table recovery did not end in {still:.0f} s with no changelog record left to read"
             logger.error("stream worker's table recovery stalled", extra={"remaining": progress[1]})
             self._stop(self.service, reason, "")
 

@@ -111,11 +111,54 @@ def test_a_table_recovery_that_reads_nothing_for_30_s_stops_the_worker_one_that_
     assert stops == [
         ("recovery-test", "table recovery read nothing for 30 s with 41 changelog records still to read", "")
     ]
-    # Once everything is read, a recovery still flagged is nothing to follow; after it the offsets are judged again.
+    # Everything read and the recovery ends within 30 s: nothing to stop; after it the offsets are judged again.
     stops.clear()
     recovery.active_offsets[("scoring-trips-changelog", 2)] = 100
     check_at(300.0)
-    check_at(400.0)
+    check_at(329.0)
     app.in_recovery = False
-    check_at(405.0)
+    check_at(335.0)
+    assert stops == []
+
+
+def test_a_table_recovery_with_nothing_left_that_does_not_end_within_30_s_stops_the_worker() -> None:
+    broker, now = BrokerThatRestarts(), [0.0]
+    stops: list[tuple[str, str, str]] = []
+    recovery = Recovery()
+    recovery.active_offsets[("scoring-trips-changelog", 2)] = 100  # nothing left to read
+    app = SimpleNamespace(
+        crashed=False, crash_reason=None, rebalancing=False, in_recovery=True, tables=SimpleNamespace(recovery=recovery)
+    )
+    watch = StreamWatch(
+        app,  # type: ignore[arg-type]
+        bootstrap="unused:9092",
+        service="recovery-test",
+        stop=lambda *arguments: stops.append(arguments),
+        clock=lambda: now[0],
+        read=broker.read,
+    )
+    watch.read_topic("in")
+    watch.assigned([("in", 0)])
+
+    def check_at(at: float) -> None:
+        now[0] = at
+        watch.check_progress()
+
+    # While the broker is away the clock does not run: a recovery cannot end without it.
+    broker.away = True
+    check_at(0.0)
+    check_at(60.0)
+    broker.away = False
+    check_at(65.0)
+    check_at(94.0)
+    assert stops == []
+    check_at(95.0)
+    assert stops == [("recovery-test", "table recovery did not end in 30 s with no changelog record left to read", "")]
+    # A rebalance starts the clock again (faust starts a new recovery).
+    stops.clear()
+    app.rebalancing = True
+    check_at(100.0)
+    app.rebalancing = False
+    check_at(105.0)
+    check_at(134.0)
     assert stops == []
