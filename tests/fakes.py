@@ -3,7 +3,7 @@
 publisher = RecordingPlanPublisher()          # the registry's PlanPublisher: keeps every RolloutPlan
 publisher.failing = True                      # ... or refuses, as an unreachable broker does
 
-class ScriptedConsumer(ScriptedPolls): ...     # `consume` hands over one scripted batch per poll of a loop
+class ScriptedConsumer(ScriptedPolls): ...     # one scripted batch per `consume_batch` call (a poll of a loop)
 """
 
 from __future__ import annotations
@@ -13,26 +13,28 @@ from typing import Any
 from google.protobuf.message import Message
 
 from michi.bus.catalog import MODEL_ROLLOUTS, TopicSpec
-from michi.bus.consumers import BATCH_LINGER_S
 from michi.bus.producer import Delivery, PublishError
 from michi.contracts.v1 import operations_pb2
 
 
 class ScriptedPolls:
-    """A consumer's `consume(count, timeout)` over scripted batches, each what one poll of a loop sees: a batch
-    arrives at once, the next one later than `BATCH_LINGER_S` but within a poll's timeout. So
-    `michi.bus.consumers.consume_batch` (its first record within the timeout, then the rest within the linger)
-    gets exactly one scripted batch per poll, as many records as it asks at most. An empty batch is a poll that
-    saw nothing."""
+    """A consumer's polls over scripted batches, one per `michi.bus.consumers.consume_batch` call (a poll of a
+    loop): its first poll (`consume`) starts the next batch, its lingering poll (`consume_lingering`, which
+    `consume_batch` uses where a consumer has one) gets only what is left of that batch; each as many records as it
+    asks at most, the rest of a batch left for the next call. An empty batch is a call that saw nothing."""
 
     def __init__(self, batches: list[list[Any]]) -> None:
         self.batches = batches
-        self._between = False  # a batch ran out, and the next has not arrived within a linger
+        self._ran_out = False  # the batch being handed over ran out: a lingering poll gets nothing
 
     def consume(self, count: int, timeout: float) -> list[Any]:
-        if self._between and timeout <= BATCH_LINGER_S:
-            return []
-        self._between = False
+        self._ran_out = False
+        return self._take(count)
+
+    def consume_lingering(self, count: int, timeout: float) -> list[Any]:
+        return [] if self._ran_out else self._take(count)
+
+    def _take(self, count: int) -> list[Any]:
         if not self.batches:
             return []
         taken, rest = self.batches[0][:count], self.batches[0][count:]
@@ -40,7 +42,7 @@ class ScriptedPolls:
             self.batches[0] = rest
         else:
             self.batches.pop(0)
-            self._between = True
+            self._ran_out = True
         return taken
 
 

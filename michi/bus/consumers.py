@@ -47,10 +47,14 @@ def consume_batch(consumer: Any, count: int, timeout: float, linger: float = BAT
     `Consumer.consume(count, timeout)` returns before its timeout only with `count` records: a short batch (the
     last records of a burst, a trickle) waits out the whole timeout, every record in it delayed by up to
     `timeout`. Here records already fetched come at once, a full batch without waiting.
+
+    The lingering poll is `consumer.consume_lingering(count, timeout)` where the consumer has one, else its
+    `consume`: a confluent_kafka Consumer has none; the tests' scripted consumers (`tests.fakes.ScriptedPolls`) do,
+    to tell the polls of one call apart without reading meaning into a timeout.
     """
     records: list[Any] = consumer.consume(1, timeout)
     if records and count > 1:
-        records.extend(consumer.consume(count - 1, linger))
+        records.extend(getattr(consumer, "consume_lingering", consumer.consume)(count - 1, linger))
     return records
 
 

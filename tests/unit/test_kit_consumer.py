@@ -16,6 +16,7 @@ from confluent_kafka import TopicPartition
 from opentelemetry import trace
 
 from michi.bus.catalog import LABELS
+from michi.bus.consumers import consume_batch
 from michi.bus.headers import build_headers
 from michi.contracts.v1 import labels_pb2
 from michi.kit.consumer import ConsumerLoop, Delivered, Offsets, Rejected
@@ -140,6 +141,19 @@ def loop_for(journal: list[Any], batches: list[list[Record]], holder: Holder | N
         handle=holder.handle if holder is not None else (lambda record: None),
         **hooks,
     )
+
+
+def test_the_scripted_consumer_hands_one_batch_to_each_consume_batch_call_whatever_its_timeout() -> None:
+    """`consume_batch`'s lingering poll, not a timeout, ends a call's share: a call that waits no longer than the
+    linger still gets the next batch, and a batch longer than a call asks for is handed over across calls."""
+
+    def offsets(count: int, timeout: float, batches: list[list[int]]) -> list[list[int]]:
+        consumer = ScriptedConsumer([], [[label(0, offset) for offset in batch] for batch in batches])
+        return [[record.offset() for record in consume_batch(consumer, count, timeout)] for _ in range(len(batches))]
+
+    assert offsets(500, 0.0, [[0, 1], [2], [], [3]]) == [[0, 1], [2], [], [3]]
+    assert offsets(2, 0.5, [[0], [1, 2, 3], [4]]) == [[0], [1, 2], [3]]
+    assert offsets(1, 0.0, [[0, 1], [2]]) == [[0], [1]]
 
 
 def test_without_hooks_each_batch_commits_everything_it_handled_and_a_failed_one_goes_back_to_its_start() -> None:

@@ -447,17 +447,16 @@ class ColumnBinning:
             rows = np.arange(values.shape[0])
         binning_kernel.bin_rows(values, np.asarray(rows, dtype=np.int64), *constants, counts, _NO_SLOTS)
 
-    def extremes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Per grid feature, the smallest and largest finite value of `values` (rows, width) (NaN where none),
-        and whether every value is finite."""
-        lows, highs, finite = column_extremes(values)
+    def extremes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per grid feature, the smallest and largest finite value of `values` (rows, width) (NaN where none)."""
+        lows, highs = column_extremes(values)
         if self.complete:
-            return lows[self.columns], highs[self.columns], finite
+            return lows[self.columns], highs[self.columns]
         present = self.columns >= 0
         features = len(self.grid.names)
         grid_lows, grid_highs = np.full(features, np.nan), np.full(features, np.nan)
         grid_lows[present], grid_highs[present] = lows[self.columns[present]], highs[self.columns[present]]
-        return grid_lows, grid_highs, finite
+        return grid_lows, grid_highs
 
     def in_grid_order(self, array: np.ndarray, missing: float) -> np.ndarray:
         """Rows of this binning's columns (values or slots) in the grid's columns, `missing` where they have none."""
@@ -485,18 +484,18 @@ def _reduce_rows(function: np.ufunc, values: np.ndarray) -> np.ndarray:
     return function.reduce(folded, axis=0)  # type: ignore[no-any-return]
 
 
-def column_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+def column_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column of `values` (rows, columns; C-ordered), its smallest and largest finite value (NaN where it has
-    none), and whether every value is finite."""
+    none)."""
     if values.shape[0] == 0:
-        return np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan), True
+        return np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan)
     lows, highs = _reduce_rows(np.minimum, values), _reduce_rows(np.maximum, values)
     # A NaN carries through minimum and maximum, an infinity is one of them: finite extremes mean finite values
     # (their sum is not finite if either is not, or, rarely, if it overflows: then the values are looked at).
     if np.isfinite(np.add(lows, highs)).all():
-        return lows, highs, True
+        return lows, highs
     finite = np.where(np.isfinite(values), values, np.nan)
-    return _reduce_rows(np.fmin, finite), _reduce_rows(np.fmax, finite), False
+    return _reduce_rows(np.fmin, finite), _reduce_rows(np.fmax, finite)
 
 
 def bin_values(grid: FeatureGrid, rows: Sequence[np.ndarray]) -> np.ndarray:

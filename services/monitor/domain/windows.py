@@ -168,13 +168,13 @@ class RowBatch:
         of them at `rows`."""
         if rows is None:
             return self._lows, self._highs
-        lows, highs, _ = self.binning.extremes(self._values[rows])
+        lows, highs = self.binning.extremes(self._values[rows])
         return lows, highs
 
     def _gather(
         self, values: np.ndarray, binning: ColumnBinning, predicted: np.ndarray, confidences: np.ndarray
     ) -> None:
-        lows, highs, _ = binning.extremes(values)
+        lows, highs = binning.extremes(values)
         bins, alerts = confidence_bins_and_alerts(predicted, confidences)
         if self._values.shape[0] == 0:
             self._values, self.binning = values, binning
@@ -537,7 +537,7 @@ class DriftWindow:
 
     def _extremes(self, values: np.ndarray) -> None:
         """The smallest and largest finite value per feature, with `values`' rows (rows, features)."""
-        lows, highs, _ = column_extremes(np.ascontiguousarray(values, dtype=np.float64))
+        lows, highs = column_extremes(np.ascontiguousarray(values, dtype=np.float64))
         self.lows = np.fmin(self.lows, lows)
         self.highs = np.fmax(self.highs, highs)
 
