@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m benchmarks [ingest|inference|rollouts|preprocessing|latency|monitor|consumer|edge ...] [--quick]` (or `make bench`).
+"""Run the benchmarks: `python -m benchmarks [ingest|inference|rollouts|preprocessing|latency|monitor|consumer|edge|reference-rule ...] [--quick]` (or `make bench`).
 
 Each benchmark prints a table with its figures, a baseline measured in the same run and the
 ratio; every process it started is stopped at the end, on an error, on Ctrl-C or on SIGTERM.
@@ -22,6 +22,7 @@ from benchmarks import (
     latency,
     monitor,
     preprocessing,
+    reference_rule,
     rollouts,
     training,
 )
@@ -38,6 +39,7 @@ NAMES = (
     "consumer",
     "monitor",
     "edge",
+    "reference-rule",
 )
 
 
@@ -89,6 +91,8 @@ def main(arguments: list[str] | None = None) -> int:
                 monitor.run(quick=options.quick)
             elif name == "edge":
                 edge.run(quick=options.quick)
+            elif name == "reference-rule":
+                reference_rule.run(quick=options.quick)
             else:
                 latency.run(quick=options.quick, ingest_saturation=saturation)
             print(f"  ({name} took {time.monotonic() - began:.0f} s)\n", flush=True)

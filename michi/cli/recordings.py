@@ -4,6 +4,7 @@
     michi replay drive.csv --gps-file gps.csv --target http://ingest:8080 --device cam-7 --token "$TOKEN"
     michi evaluate auckland-forward --labels datasets/real-driving/quat-orient-auckland/annotations.csv
     michi evaluate drive.npz --no-gps --model candidate.onnx --json
+    michi evaluate auckland-backwards --reference    # beside the reference rule (michi.recordings.threshold_rule)
 
 A recording is a file `michi.recordings.read_recording` reads (CSV, JSON, NPZ) or the short name of
 one shipped in datasets/real-driving. `replay` cuts it into the uploads a dashcam would send, with
@@ -11,7 +12,8 @@ times rebased to now, and posts them in order to a running ingest through `michi
 simulator's client: retries, `Retry-After`). `evaluate` runs the product's own preprocessing,
 calibration and model in this process (`services.inference.handlers.process_uploads`, no servers)
 and prints calibration, detections and, against a labels file, the figures of
-`michi.recordings.evaluation`. docs/recordings.md has the details.
+`michi.recordings.evaluation`; `--reference` adds the same for the smoothed-threshold rule of
+`michi.recordings.threshold_rule` on the same uploads. docs/recordings.md has the details.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import typer
 if TYPE_CHECKING:
     from michi.recordings import Recording
     from michi.recordings.evaluation import DetectedEvent, Figures
+    from michi.recordings.threshold_rule import ThresholdRule
     from services.inference.handlers import Detector
 
 RECORDING_HELP = "a recording file (CSV, JSON, NPZ) or a shipped recording's short name, e.g. auckland-forward"
@@ -364,9 +367,11 @@ def evaluate_recording(recording: Recording, detector: Detector) -> RecordingEva
                 timestamp_to_seconds(detection.window.started_at) - origin,
                 timestamp_to_seconds(detection.window.ended_at) - origin,
                 event_type_name(detection.event_type),
+                hindsight=detection.hindsight,
             )
             for result in outcome.uploads
-            for detection in result.detections
+            # Serving's detections, those decided in hindsight once the mount was calibrated included.
+            for detection in (*result.detections, *result.hindsight_detections)
         ),
         key=lambda detection: (detection.start_s, detection.end_s),
     )
@@ -509,6 +514,18 @@ class EvaluationReport:
     per_hour: dict[str, float]
     labels_file: Path | None
     figures: Figures | None
+    # `--reference`: the smoothed-threshold rule on the same recording (None without the flag).
+    reference: ReferenceEvaluation | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceEvaluation:
+    """The reference rule's detections and figures on the evaluated recording (`--reference`)."""
+
+    rule: ThresholdRule
+    detections: list[DetectedEvent]
+    per_hour: dict[str, float]
+    figures: Figures | None
 
 
 def _figure(value: float | None, digits: int = 2) -> str:
@@ -558,6 +575,7 @@ def _print_evaluation(report: EvaluationReport) -> None:
     for detection in evaluation.detections:
         label = matched.get(id(detection))
         note = f"  matches {label.label} at {label.start_s:g}-{label.end_s:g} s" if label is not None else ""
+        note += "  (in hindsight)" if detection.hindsight else ""
         echo(f"  {f'{detection.start_s:.1f}-{detection.end_s:.1f} s':>16} {detection.event_type}{note}")
     if figures is None or labels_file is None:
         return
@@ -588,6 +606,51 @@ def _print_evaluation(report: EvaluationReport) -> None:
         echo(f"  {name:<24} {_figure(value):>5}  ({counts})")
 
 
+def _print_reference(report: EvaluationReport, reference: ReferenceEvaluation) -> None:
+    """The rule's detections, and with labels its figures beside the model's."""
+    echo = typer.echo
+    figures = reference.figures
+    echo(f"reference    {reference.rule.describe()}")
+    total = sum(reference.per_hour.values())
+    echo(f"  detections   {len(reference.detections)} ({total:.1f} per hour)")
+    for event_type, rate in reference.per_hour.items():
+        count = sum(1 for detection in reference.detections if detection.event_type == event_type)
+        echo(f"  {event_type:<20} {rate:6.1f} per hour ({count})")
+    matched = {id(pair.detection): pair.label for pair in figures.pairs} if figures is not None else {}
+    for detection in reference.detections:
+        label = matched.get(id(detection))
+        note = f"  matches {label.label} at {label.start_s:g}-{label.end_s:g} s" if label is not None else ""
+        echo(f"  {f'{detection.start_s:.1f}-{detection.end_s:.1f} s':>16} {detection.event_type}{note}")
+    model = report.figures
+    if figures is None or model is None:
+        return
+    echo(f"  {'figure':<24} {'model':>5}  {'rule':>5}  (rule's counts)")
+    rows = (
+        ("recall", model.recall, figures.recall, f"{figures.matched_aggressive} of {figures.aggressive_labels}"),
+        ("precision", model.precision, figures.precision, f"{figures.matched_aggressive} of {figures.detections}"),
+        (
+            "false alarms on normal",
+            model.normal_false_alarm_rate,
+            figures.normal_false_alarm_rate,
+            f"{figures.normal_overlapped} of {figures.normal_labels}",
+        ),
+        (
+            "other detections / min",
+            model.other_per_minute,
+            figures.other_per_minute,
+            f"{figures.other_detections} detections",
+        ),
+        (
+            "axis agreement",
+            model.axis_agreement,
+            figures.axis_agreement,
+            f"{figures.axis_agreeing} of {figures.axis_pairs}",
+        ),
+    )
+    for name, model_value, rule_value, counts in rows:
+        echo(f"  {name:<24} {_figure(model_value):>5}  {_figure(rule_value):>5}  ({counts})")
+
+
 def evaluate_command(
     recording: str = typer.Argument(..., help=RECORDING_HELP),
     labels: Path | None = typer.Option(None, help="CSV of t_start_s,t_end_s,label on the recording's clock"),
@@ -596,10 +659,16 @@ def evaluate_command(
     columns: str | None = typer.Option(None, help="CSV columns as JSON (or a .json file); see docs/recordings.md"),
     gps_file: Path | None = typer.Option(None, help="the GPS CSV that goes with a CSV recording"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with every figure"),
+    reference: bool = typer.Option(
+        False,
+        "--reference",
+        help="also run the reference rule (0.5 s-smoothed horizontal acceleration above 2.5 m/s²) and show its figures",
+    ),
 ) -> None:
     """Run a recording through the product's preprocessing, calibration and model here (no servers)."""
     from michi.recordings import RecordingError
     from michi.recordings.evaluation import LabelsError, detections_per_hour, evaluate_detections, read_labels
+    from michi.recordings.threshold_rule import ThresholdRule, recording_rule_detections
 
     try:
         source = load_recording(recording, columns=columns, gps_file=gps_file, gps=gps)
@@ -617,11 +686,23 @@ def evaluate_command(
     figures = (
         evaluate_detections(evaluation.detections, labelled, duration_s=duration) if labelled is not None else None
     )
-    report = EvaluationReport(source, chosen, evaluation, summary, per_hour, labels, figures)
+    compared = None
+    if reference:
+        rule = ThresholdRule()
+        found = recording_rule_detections(source.recording, rule)
+        compared = ReferenceEvaluation(
+            rule,
+            found,
+            detections_per_hour(found, duration),
+            evaluate_detections(found, labelled, duration_s=duration) if labelled is not None else None,
+        )
+    report = EvaluationReport(source, chosen, evaluation, summary, per_hour, labels, figures, compared)
     if as_json:
         typer.echo(json.dumps(_evaluation_document(report), indent=2))
     else:
         _print_evaluation(report)
+        if compared is not None:
+            _print_reference(report, compared)
 
 
 def _evaluation_document(report: EvaluationReport) -> dict[str, Any]:
@@ -630,7 +711,7 @@ def _evaluation_document(report: EvaluationReport) -> dict[str, Any]:
     per_hour, labels_file, figures = report.per_hour, report.labels_file, report.figures
     recording = source.recording
     detector = chosen.detector
-    return {
+    document: dict[str, Any] = {
         "recording": {
             "name": recording.name,
             "source": source.shown_path,
@@ -668,9 +749,34 @@ def _evaluation_document(report: EvaluationReport) -> dict[str, Any]:
             "per_hour": sum(per_hour.values()),
             "per_hour_by_type": per_hour,
             "events": [
-                {"start_s": detection.start_s, "end_s": detection.end_s, "event_type": detection.event_type}
+                {
+                    "start_s": detection.start_s,
+                    "end_s": detection.end_s,
+                    "event_type": detection.event_type,
+                    "hindsight": detection.hindsight,
+                }
                 for detection in evaluation.detections
             ],
         },
         "labels": ({"file": str(labels_file), **figures.to_json()} if figures is not None else None),
+    }
+    if report.reference is not None:
+        document["reference"] = _reference_document(report.reference)
+    return document
+
+
+def _reference_document(reference: ReferenceEvaluation) -> dict[str, Any]:
+    """`--reference` in the JSON output: the rule, its detections and, with labels, its figures."""
+    return {
+        "rule": reference.rule.to_json(),
+        "detections": {
+            "count": len(reference.detections),
+            "per_hour": sum(reference.per_hour.values()),
+            "per_hour_by_type": reference.per_hour,
+            "events": [
+                {"start_s": detection.start_s, "end_s": detection.end_s, "event_type": detection.event_type}
+                for detection in reference.detections
+            ],
+        },
+        "labels": reference.figures.to_json() if reference.figures is not None else None,
     }

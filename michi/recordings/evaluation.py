@@ -24,7 +24,9 @@ The matching rule (docs/recordings.md):
   of one labelled manoeuvre is one of them), per minute of recording; axis agreement = matched pairs
   whose axes agree / matched pairs whose label has a known axis (braking and acceleration are
   longitudinal, cornering lateral; a normal label's axis comes from an `axis` column: x or
-  longitudinal, y or lateral).
+  longitudinal, y or lateral). A detection that claims no event type (`UNTYPED_EVENT`: the reference
+  rule, `threshold_rule.py`, on a mount whose forward axis is not known) counts for recall and
+  precision like any other and is not judged for axis agreement.
 
 A figure whose denominator is zero is None (nothing to measure), never 0 or 1.
 """
@@ -51,6 +53,8 @@ AGGRESSIVE_LABELS = {
 }
 # What a detection's event type says about its axis (speeding has none).
 DETECTION_AXES = dict(AGGRESSIVE_LABELS)
+# The event type of a detection that names no axis: something harsh happened, which way is not known.
+UNTYPED_EVENT = "untyped"
 AXIS_NAMES = {"x": LONGITUDINAL, LONGITUDINAL: LONGITUDINAL, "y": LATERAL, LATERAL: LATERAL}
 SECONDS_PER_MINUTE = 60.0
 SECONDS_PER_HOUR = 3600.0
@@ -86,6 +90,8 @@ class DetectedEvent:
     start_s: float
     end_s: float
     event_type: str
+    # Decided after its window, once the mount's calibration was known (`Detection.hindsight`).
+    hindsight: bool = False
 
     @property
     def axis(self) -> str | None:
@@ -99,8 +105,8 @@ class MatchedPair:
 
     @property
     def axes_agree(self) -> bool | None:
-        """None when the label's axis is unknown."""
-        if self.label.axis is None:
+        """None when the label's axis is unknown or the detection claims no type (`UNTYPED_EVENT`)."""
+        if self.label.axis is None or self.detection.event_type == UNTYPED_EVENT:
             return None
         return self.detection.axis == self.label.axis
 

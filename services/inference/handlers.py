@@ -49,6 +49,18 @@ upload a device running the edge bundle sends in full carries the device's own s
 (`Upload.device_calibration`, docs/edge.md): it is folded from those instead of the stored ones (a redelivery
 too, so it reproduces the same outputs), and the result is stored as the device's sums like any upload's.
 
+Hindsight (`services.inference.domain.hindsight`): a new upload decided while its device's mount had gravity but
+no forward axis, with a window that may hold an event whatever the forward axis, is held in the device's state
+(its `UploadReceived`, bounded by count, bytes and age). The first upload decided with the mount `calibrated`
+afterwards (and not reporting it moved) re-runs the held uploads: their windows cut again with its calibration
+(the sums are not folded again), scored in a run of their own of the serving arm's model (once per mount
+session, so outside the batch's run), the same decision rule and episode merging, and the ids serving would
+have given them. What it finds is emitted as `Detection`s with
+`hindsight` set (`UploadOutcome.hindsight_detections`, published with the first wave under their own trip),
+never in the upload's segment; no predictions or label requests are made again. A moved mount empties the
+store, using it too. A replay recomputes from a snapshot without the store, so it never re-runs them; a fresh
+processing after a crash (the state not written) finds the store as it was and yields the same detections.
+
 Degenerate uploads (no usable IMU: too few samples, arrays of unequal length, offsets not
 increasing, non-finite values) are skipped with a reason — no windows, but still their
 `TripSegment`, so scoring can close the trip. Whether a risky window may become a detection
@@ -100,7 +112,8 @@ from michi.windows.model_spec import (
     detection_allowed,
 )
 from michi.windows.upload import UploadData, upload_from_proto
-from services.inference.domain.episodes import merge_windows
+from services.inference.domain.episodes import OpenEpisode, merge_windows
+from services.inference.domain.hindsight import HeldUpload, pack_upload, unpack_upload, worth_holding
 from services.inference.domain.rollout import RateBudget, variant_label
 from services.inference.domain.speeding import (
     RULE_NAME,
@@ -272,6 +285,11 @@ class UploadOutcome:
     # The arm that served the upload: its variant and model version (None: nothing was decided).
     variant: inference_pb2.Variant | None = None
     model_version: str | None = None
+    # Detections of earlier uploads decided again now that the mount is calibrated (`Detection.hindsight`):
+    # published under their own trip, not in this upload's segment.
+    hindsight_detections: list[inference_pb2.Detection] = field(default_factory=list)
+    # Why re-running the held uploads failed (they stay held for the next calibrated upload).
+    hindsight_failure: str | None = None
 
 
 @dataclass
@@ -433,6 +451,10 @@ async def publish_outcome(
             ]
             first_wave += [publisher.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
             first_wave += [
+                publisher.publish(DETECTIONS, message.lineage.trip_id, message)
+                for message in result.hindsight_detections
+            ]
+            first_wave += [
                 publisher.publish(LABEL_REQUESTS, message.lineage.window_id, message)
                 for message in result.label_requests
             ]
@@ -483,6 +505,14 @@ def record_outcome(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: in
             metrics.arm_uploads.labels(version=result.model_version, variant=variant_label(result.variant)).inc()
         for detection in result.detections:
             metrics.detection(detection.event_type)
+        for detection in result.hindsight_detections:
+            metrics.detection(detection.event_type)
+            metrics.hindsight_detections.inc()
+        if result.hindsight_failure is not None:
+            logger.warning(
+                "held uploads not decided again: kept for the next calibrated upload",
+                extra={"upload_id": result.upload_id, "error": result.hindsight_failure},
+            )
         if result.shadow_disagreements:
             metrics.shadow_disagreements.inc(result.shadow_disagreements)
         if result.replay_model_missing is not None:
@@ -513,15 +543,20 @@ def _by_model(pending: list[_Pending], *, shadow: bool) -> list[tuple[Detector, 
 
 def _predict(detector: Detector, items: list[_Pending]) -> list[np.ndarray]:
     """One run over every window of `items`, split back per item."""
-    features = np.concatenate([item.windows.features for item in items], axis=0)
-    signals = np.concatenate([item.windows.signals for item in items], axis=0)
+    return _predict_windows(detector, [item.windows for item in items])
+
+
+def _predict_windows(detector: Detector, windows: list[UploadWindows]) -> list[np.ndarray]:
+    """One run over every window of `windows` (each with at least one), split back per upload."""
+    features = np.concatenate([part.features for part in windows], axis=0)
+    signals = np.concatenate([part.signals for part in windows], axis=0)
     probabilities = np.asarray(detector.predict(features, signals))
     if probabilities.shape != (features.shape[0], len(CLASS_EVENT_TYPES)):
         raise ValueError(
             f"model {detector.model_version} returned shape {probabilities.shape}, "
             f"expected ({features.shape[0]}, {len(CLASS_EVENT_TYPES)})"
         )
-    bounds = np.cumsum([item.windows.count for item in items])[:-1]
+    bounds = np.cumsum([part.count for part in windows])[:-1]
     return list(np.split(probabilities, bounds, axis=0))
 
 
@@ -812,8 +847,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         risky_types = [call.event_type if call.event_type in RISKY_EVENT_TYPES else None for call in edge.calls]
 
     def detection_id(first_window_id: str, event_type: int) -> str:
-        # The model name, not its version: the same event seen by two versions of the model is one detection.
-        return stable_event_id("detection", first_window_id, event_type, detector.model_name)
+        return _detection_id(first_window_id, event_type, detector.model_name)
 
     episodes, working.open_episode = merge_windows(
         trip_id=data.trip_id,
@@ -903,6 +937,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
     if edge is not None:
         outcome.segment.variant = inference_pb2.VARIANT_EDGE  # the device decided: no rollout arm's exposure
     if replayed_from is None:
+        _hindsight(item, outcome, working)
         if item.calibration_after is not None:
             working.calibration = item.calibration_after
         working.remember(data.upload_id, snapshot, item.models.used)
@@ -1127,3 +1162,116 @@ def _failed(item: _Pending, reason: str, pipeline: InferencePipeline) -> UploadO
         vehicle_type=upload.vehicle_type,
     )
     return UploadOutcome(upload.upload_id, upload.device_id, upload.trip_id, segment=segment, failure=reason)
+
+
+def _detection_id(first_window_id: str, event_type: int, model_name: str) -> str:
+    # The model name, not its version: the same event seen by two versions of the model is one detection.
+    return stable_event_id("detection", first_window_id, event_type, model_name)
+
+
+def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState) -> None:
+    """Keep, re-run or drop the device's held uploads after a new upload decided with `item.calibration`.
+
+    A moved mount drops them; the first calibrated upload re-runs them (their detections go to
+    `outcome.hindsight_detections`) and then drops them; an upload decided with gravity but no forward
+    axis is held when it may hold an event (`worth_holding`). Events-only uploads carry no calibration here.
+    """
+    calibration = item.calibration
+    data = item.data
+    if calibration is None or data is None or item.edge is not None:
+        return
+    if calibration.orientation_changed:
+        # Part of this upload saw the old mount, and every held one did.
+        working.held = []
+        return
+    if calibration.state == "calibrated":
+        if working.held:
+            try:
+                outcome.hindsight_detections = _decide_held(working.held, item)
+            except Exception as error:  # the upload's own outputs stand; the store waits for the next one
+                logger.exception("held uploads failed", extra={"upload_id": data.upload_id})
+                outcome.hindsight_failure = f"{type(error).__name__}: {error}"
+                return
+            working.held = []
+        return
+    windows = item.windows
+    if windows.count and worth_holding(
+        calibration.state,
+        windows.features[:, FEATURE_INDEX["horizontal_max_mps2"]],
+        windows.features[:, FEATURE_INDEX["gps_available"]],
+    ):
+        working.hold(
+            HeldUpload(data.upload_id, data.trip_id, data.started_at_s, pack_upload(item.received.SerializeToString()))
+        )
+
+
+def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.Detection]:
+    """The detections serving would have made on `held` had it known `item`'s calibration then.
+
+    Windows GPS covered are left out: they were decided when they came, under the same rule.
+    """
+    calibration = item.calibration
+    if calibration is None:
+        return []
+    detector = item.models.champion
+    summary = calibration_summary(calibration)
+    places: list[_Windows] = []
+    for entry in held:
+        received = upload_pb2.UploadReceived.FromString(unpack_upload(entry.payload))
+        data = upload_from_proto(received)
+        if data.degenerate_reason() is not None:
+            continue
+        windows = extract_windows(data, calibration)
+        if not windows.count:
+            continue
+        origin = data.started_at_s
+        gps_available = windows.features[:, FEATURE_INDEX["gps_available"]] > 0
+        places.append(
+            _Windows(
+                data,
+                windows,
+                [window_id(data.upload_id, float(start)) for start in windows.starts_s],
+                [origin + float(start) for start in windows.starts_s],
+                [origin + float(end) for end in windows.ends_s],
+                [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features],
+                pack_features(windows.features),
+                summary,
+                gps_available,
+                detection_allowed(calibration.state, gps_available) & ~gps_available,
+            )
+        )
+    if not places:
+        return []
+
+    def detection_id(first_window_id: str, event_type: int) -> str:
+        return _detection_id(first_window_id, event_type, detector.model_name)
+
+    detections: list[inference_pb2.Detection] = []
+    # Held uploads follow each other in time: an event cut by an upload boundary stays one detection.
+    open_episode: OpenEpisode | None = None
+    for place, scores in zip(places, _predict_windows(detector, [place.windows for place in places]), strict=True):
+        episodes, open_episode = merge_windows(
+            trip_id=place.data.trip_id,
+            starts_s=place.starts,
+            ends_s=place.ends,
+            risky_types=_risky_calls(scores, place.allowed),
+            first_window_ids=place.ids,
+            detection_id=detection_id,
+            open_episode=open_episode,
+        )
+        for episode in episodes:
+            if not episode.new:
+                continue
+            detection = _model_detection(
+                place,
+                episode.event_type,
+                episode.detection_event_id,
+                episode.window_positions,
+                scores,
+                detector,
+                item.models.variant,
+                item.models.rollout_id,
+            )
+            detection.hindsight = True
+            detections.append(detection)
+    return detections

@@ -36,7 +36,7 @@ class ClassScore(_message.Message):
     def __init__(self, event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Detection(_message.Message):
-    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "confidence", "window", "location", "speed_mps", "speed_limit_mps", "peak_value", "variant", "features", "detector", "calibration", "gps_available", "rollout_id", "camera")
+    __slots__ = ("event_id", "occurred_at", "lineage", "event_type", "confidence", "window", "location", "speed_mps", "speed_limit_mps", "peak_value", "variant", "features", "detector", "calibration", "gps_available", "rollout_id", "camera", "hindsight")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class Detection(_message.Message):
     GPS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     CAMERA_FIELD_NUMBER: _ClassVar[int]
+    HINDSIGHT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     occurred_at: _timestamp_pb2.Timestamp
     lineage: _common_pb2.Lineage
@@ -78,7 +79,8 @@ class Detection(_message.Message):
     gps_available: bool
     rollout_id: str
     camera: CameraReference
-    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., speed_limit_mps: _Optional[float] = ..., peak_value: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., detector: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., rollout_id: _Optional[str] = ..., camera: _Optional[_Union[CameraReference, _Mapping]] = ...) -> None: ...
+    hindsight: bool
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Union[_common_pb2.Lineage, _Mapping]] = ..., event_type: _Optional[_Union[_common_pb2.EventType, str]] = ..., confidence: _Optional[float] = ..., window: _Optional[_Union[_common_pb2.TimeSpan, _Mapping]] = ..., location: _Optional[_Union[_common_pb2.GeoPoint, _Mapping]] = ..., speed_mps: _Optional[float] = ..., speed_limit_mps: _Optional[float] = ..., peak_value: _Optional[float] = ..., variant: _Optional[_Union[Variant, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., detector: _Optional[str] = ..., calibration: _Optional[_Union[_common_pb2.CalibrationSummary, _Mapping]] = ..., gps_available: _Optional[bool] = ..., rollout_id: _Optional[str] = ..., camera: _Optional[_Union[CameraReference, _Mapping]] = ..., hindsight: _Optional[bool] = ...) -> None: ...
 
 class CameraReference(_message.Message):
     __slots__ = ("media_name", "camera", "blob_key", "uri", "frame_offsets_ms", "sha256", "media_event_id", "content_type")

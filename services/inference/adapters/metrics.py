@@ -43,6 +43,11 @@ class InferenceMetrics:
         self.detections = Counter(
             "michi_inference_detections_total", "Detections emitted", ["event_type"], registry=self.registry
         )
+        self.hindsight_detections = Counter(
+            "michi_inference_hindsight_detections_total",
+            "Detections of held uploads decided again once their device's mount was calibrated",
+            registry=self.registry,
+        )
         self.uploads = Counter(
             "michi_inference_uploads_total", "Uploads by outcome", ["outcome"], registry=self.registry
         )

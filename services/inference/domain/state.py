@@ -11,6 +11,12 @@ Nothing here depends on the arm: the calibration, the open episode and the speed
 device's, whichever arm's model scored its last upload. A device moved to another arm by a plan revision
 carries its open episode over; detection ids come from the model *name* (the same for every arm), so an
 event that spans the move stays one detection.
+
+Held uploads (`services.inference.domain.hindsight`): the uploads of the current mount session decided
+before its forward axis was known. They are kept next to the replay memory, never in `core()`: each of the
+`RECENT_UPLOADS` snapshots would otherwise copy them. A replay recomputes from a snapshot, which holds
+none, so it never decides them again; a fresh processing after a crash (the state not written) finds them
+as they were and decides them again with the same ids.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from typing import Any
 
 from michi.windows.calibration import CalibrationSums
 from services.inference.domain.episodes import OpenEpisode
+from services.inference.domain.hindsight import HeldUpload, held_with
 from services.inference.domain.speeding import SpeedingEpisode
 
 RECENT_UPLOADS = 16
 # 2: replay memory entries carry the model versions that handled the upload (1 is still read).
 # 3: and the serving arm's variant and rollout id (2 is still read: champion, no rollout).
-STATE_VERSION = 3
+# 4: and the held uploads (3 is still read: none held).
+STATE_VERSION = 4
 VARIANT_CHAMPION = 1  # inference_pb2.VARIANT_CHAMPION, without importing the contracts into the state
 
 
@@ -81,9 +89,11 @@ class DeviceState:
     speeding: SpeedingEpisode | None = None
     # Replay memory, oldest first.
     recent: list[RecentUpload] = field(default_factory=list)
+    # Uploads decided before the mount's forward axis was known, oldest first (not part of `core()`).
+    held: list[HeldUpload] = field(default_factory=list)
 
     def core(self) -> dict[str, Any]:
-        """The state without its replay memory."""
+        """The state without its replay memory and held uploads."""
         return {
             "calibration": self.calibration.to_dict(),
             "open_episode": self.open_episode.to_dict() if self.open_episode else None,
@@ -116,6 +126,10 @@ class DeviceState:
         self.recent.append(RecentUpload(upload_id, before, models))
         del self.recent[:-RECENT_UPLOADS]
 
+    def hold(self, entry: HeldUpload) -> None:
+        """Keep `entry` for hindsight, within the store's bounds (the oldest go first)."""
+        self.held = held_with(self.held, entry)
+
     def to_bytes(self) -> bytes:
         payload = {
             "version": STATE_VERSION,
@@ -124,6 +138,7 @@ class DeviceState:
                 [entry.upload_id, entry.before, entry.models.to_dict() if entry.models else None]
                 for entry in self.recent
             ],
+            "held": [entry.to_list() for entry in self.held],
         }
         return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -136,4 +151,6 @@ class DeviceState:
             RecentUpload(str(entry[0]), entry[1], ModelsUsed.from_dict(entry[2]) if len(entry) > 2 else None)
             for entry in data.get("recent", [])
         ]
-        return cls.from_core(data, recent)
+        state = cls.from_core(data, recent)
+        state.held = [entry for entry in map(HeldUpload.from_list, data.get("held") or []) if entry is not None]
+        return state

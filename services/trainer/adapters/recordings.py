@@ -219,6 +219,19 @@ def recording_windows(
     )
 
 
+def with_added_manoeuvres(
+    recording: Recording, truth: tuple[np.ndarray, np.ndarray]
+) -> tuple[Recording, tuple[LabelledEvent, ...]] | None:
+    """The drive without GPS and with real-strength harsh manoeuvres added in its true axes (`truth`: forward,
+    up from `gps_truth`), and their labels; None when its GPS shows no quiet moment for one."""
+    manoeuvres = plan_manoeuvres(quiet_moments(recording))
+    if not manoeuvres:
+        return None
+    # Real-strength harsh events on this drive's own noise and mount: what finds them is measured.
+    speed = np.interp(recording.times_s, recording.gps_times_s, recording.speed_mps)
+    return inject_manoeuvres(recording.without_gps(), manoeuvres, forward=truth[0], up=truth[1], speed_mps=speed)
+
+
 class RealRecordings:
     """The trainer's real recordings: an evaluation set and a training set (see the module docstring)."""
 
@@ -281,13 +294,9 @@ class RealRecordings:
                 windows.append(
                     recording_windows(seen, name=name, variant=variant, labels=entry.labels or (), truth=truth)
                 )
-            manoeuvres = plan_manoeuvres(quiet_moments(recording)) if truth is not None else []
-            if manoeuvres and truth is not None:
-                # Real-strength harsh events on this drive's own noise and mount: what finds them is measured.
-                speed = np.interp(recording.times_s, recording.gps_times_s, recording.speed_mps)
-                injected, labels = inject_manoeuvres(
-                    recording.without_gps(), manoeuvres, forward=truth[0], up=truth[1], speed_mps=speed
-                )
+            added = with_added_manoeuvres(recording, truth) if truth is not None else None
+            if added is not None:
+                injected, labels = added
                 windows.append(
                     recording_windows(
                         injected, name=name, variant=WITH_MANOEUVRES, labels=labels, truth=truth, normal_driving=False

@@ -1,0 +1,100 @@
+"""Uploads held while a mount's forward axis is unknown, to be decided again once it is known.
+
+Without GPS a risky window may become a detection only once the mount is calibrated
+(`michi.windows.model_spec.detection_allowed`): until then braking cannot be told from cornering, nor
+forward from backward. The mount did not move in the meantime, so the forward axis found later holds
+for the minutes before it too. A device keeps, for its current mount session, the uploads decided
+before that which may hold an event whatever the forward axis (`worth_holding`); when the mount
+becomes calibrated, serving scores them again with that calibration and emits what it then finds as
+*hindsight* detections (`Detection.hindsight`; `services.inference.handlers`).
+
+What is held is the `UploadReceived` itself (protobuf bytes, zlib-compressed, base64 in the state's
+JSON), so the windows are recomputed exactly as serving cuts them. The store is bounded three ways,
+oldest dropped first: `HELD_UPLOADS_MAX` uploads, `HELD_BYTES_MAX` stored bytes, and `HELD_AGE_S`
+seconds of device time before the newest. A moved mount empties it (the held uploads saw the old
+one); so does using it.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Six minutes of 10 s uploads: a phone that needs a few minutes of driving to find its forward axis
+# without GPS (docs/inference.md: the backwards-mounted phone, 340 s) still has its first manoeuvres held.
+HELD_UPLOADS_MAX = 36
+# Per device, counted as stored (base64 text): about 80 uploads at 17 Hz without a gyroscope, 15 at 50 Hz
+# and 8 at 100 Hz with one and GPS (10 s uploads).
+HELD_BYTES_MAX = 256 * 1024
+# Device time between a held upload's start and the newest held one's.
+HELD_AGE_S = 15 * 60.0
+# Worth holding: gravity known, and some window without GPS whose horizontal acceleration (gravity removed,
+# low-passed at 2.5 Hz: about a 0.5 s average; `horizontal_max_mps2`, which needs no forward axis) peaks at
+# least this high. Harsh manoeuvres reach 2-3 m/s²; no served rule calls one below a 1.8 m/s² rise.
+HELD_HORIZONTAL_PEAK_MPS2 = 1.5
+# The calibration state under which an upload may be held: up known, forward not.
+HOLDING_STATE = "gravity-only"
+
+
+def worth_holding(calibration_state: str, horizontal_max_mps2: np.ndarray, gps_available: np.ndarray) -> bool:
+    """Whether an upload decided under `calibration_state` may hold an event its forward axis would reveal.
+
+    Windows GPS covered are left out: with gravity known they were decided when they came, under the same rule.
+    """
+    if calibration_state != HOLDING_STATE:
+        return False
+    uncovered = ~(np.asarray(gps_available) > 0)
+    peaks = np.nan_to_num(np.asarray(horizontal_max_mps2, dtype=np.float64)[uncovered], nan=0.0)
+    return bool(peaks.size) and float(peaks.max()) >= HELD_HORIZONTAL_PEAK_MPS2
+
+
+def pack_upload(payload: bytes) -> str:
+    """An `UploadReceived`'s protobuf bytes as the state stores them."""
+    return base64.b64encode(zlib.compress(payload, 6)).decode("ascii")
+
+
+def unpack_upload(stored: str) -> bytes:
+    """The protobuf bytes `pack_upload` stored."""
+    return zlib.decompress(base64.b64decode(stored))
+
+
+@dataclass(frozen=True)
+class HeldUpload:
+    """One upload decided before the mount's forward axis was known."""
+
+    upload_id: str
+    trip_id: str
+    # Device time (seconds since the epoch) the upload started at.
+    started_at_s: float
+    # `pack_upload` of its `UploadReceived`.
+    payload: str
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+    def to_list(self) -> list[Any]:
+        return [self.upload_id, self.trip_id, self.started_at_s, self.payload]
+
+    @classmethod
+    def from_list(cls, data: Any) -> HeldUpload | None:
+        if not isinstance(data, list) or len(data) != 4:
+            return None
+        return cls(str(data[0]), str(data[1]), float(data[2]), str(data[3]))
+
+
+def held_with(held: list[HeldUpload], entry: HeldUpload) -> list[HeldUpload]:
+    """`held` with `entry` added (replacing an entry of the same upload) and the bounds applied, oldest first."""
+    kept = [item for item in held if item.upload_id != entry.upload_id] + [entry]
+    kept.sort(key=lambda item: item.started_at_s)
+    newest = kept[-1].started_at_s
+    kept = [item for item in kept if newest - item.started_at_s <= HELD_AGE_S]
+    del kept[:-HELD_UPLOADS_MAX]
+    total = sum(item.size for item in kept)
+    while kept and total > HELD_BYTES_MAX:
+        total -= kept.pop(0).size
+    return kept
