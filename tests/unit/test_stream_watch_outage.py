@@ -72,27 +72,39 @@ class Recovery:
         return self.highwater - sum(offset or 0 for offset in self.active_offsets.values())
 
 
-def test_a_table_recovery_that_reads_nothing_for_30_s_stops_the_worker_one_that_reads_never() -> None:
-    broker, now = BrokerThatRestarts(), [0.0]
-    stops: list[tuple[str, str, str]] = []
-    recovery = Recovery()
-    app = SimpleNamespace(
-        crashed=False, crash_reason=None, rebalancing=False, in_recovery=True, tables=SimpleNamespace(recovery=recovery)
-    )
-    watch = StreamWatch(
-        app,  # type: ignore[arg-type]
-        bootstrap="unused:9092",
-        service="recovery-test",
-        stop=lambda *arguments: stops.append(arguments),
-        clock=lambda: now[0],
-        read=broker.read,
-    )
-    watch.read_topic("in")
-    watch.assigned([("in", 0)])
+class RecoveringWorker:
+    """A worker recovering its tables, watched by a `StreamWatch` on a test clock; `check_at` runs one check."""
 
-    def check_at(at: float) -> None:
-        now[0] = at
-        watch.check_progress()
+    def __init__(self) -> None:
+        self.broker, self.now = BrokerThatRestarts(), [0.0]
+        self.stops: list[tuple[str, str, str]] = []
+        self.recovery = Recovery()
+        self.app = SimpleNamespace(
+            crashed=False,
+            crash_reason=None,
+            rebalancing=False,
+            in_recovery=True,
+            tables=SimpleNamespace(recovery=self.recovery),
+        )
+        self.watch = StreamWatch(
+            self.app,  # type: ignore[arg-type]
+            bootstrap="unused:9092",
+            service="recovery-test",
+            stop=lambda *arguments: self.stops.append(arguments),
+            clock=lambda: self.now[0],
+            read=self.broker.read,
+        )
+        self.watch.read_topic("in")
+        self.watch.assigned([("in", 0)])
+
+    def check_at(self, at: float) -> None:
+        self.now[0] = at
+        self.watch.check_progress()
+
+
+def test_a_table_recovery_that_reads_nothing_for_30_s_stops_the_worker_one_that_reads_never() -> None:
+    worker = RecoveringWorker()
+    broker, stops, recovery, app, check_at = worker.broker, worker.stops, worker.recovery, worker.app, worker.check_at
 
     # A slow recovery that reads a little every check is never stopped, however long it takes.
     for step in range(20):
@@ -122,27 +134,9 @@ def test_a_table_recovery_that_reads_nothing_for_30_s_stops_the_worker_one_that_
 
 
 def test_a_table_recovery_with_nothing_left_that_does_not_end_within_30_s_stops_the_worker() -> None:
-    broker, now = BrokerThatRestarts(), [0.0]
-    stops: list[tuple[str, str, str]] = []
-    recovery = Recovery()
+    worker = RecoveringWorker()
+    broker, stops, recovery, app, check_at = worker.broker, worker.stops, worker.recovery, worker.app, worker.check_at
     recovery.active_offsets[("scoring-trips-changelog", 2)] = 100  # nothing left to read
-    app = SimpleNamespace(
-        crashed=False, crash_reason=None, rebalancing=False, in_recovery=True, tables=SimpleNamespace(recovery=recovery)
-    )
-    watch = StreamWatch(
-        app,  # type: ignore[arg-type]
-        bootstrap="unused:9092",
-        service="recovery-test",
-        stop=lambda *arguments: stops.append(arguments),
-        clock=lambda: now[0],
-        read=broker.read,
-    )
-    watch.read_topic("in")
-    watch.assigned([("in", 0)])
-
-    def check_at(at: float) -> None:
-        now[0] = at
-        watch.check_progress()
 
     # While the broker is away the clock does not run: a recovery cannot end without it.
     broker.away = True
