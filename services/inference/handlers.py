@@ -34,7 +34,9 @@ predictions, detections, label requests, the decision rule, episode merging, the
 its outputs carry its variant (CHAMPION, CANARY or TREATMENT) and the rollout id. A redelivered
 one (in the device's replay memory) is handled by the versions recorded when it was first
 processed, if they are still loaded (`InferencePipeline.earlier`), so a redelivery after a hot
-swap reproduces the same outputs. Detection ids are derived from the window, the event type and
+swap reproduces the same outputs. One that has left the replay memory but is among the device's last
+processed uploads (`DeviceState.processed_earlier`: a crash's redelivery of a long burst) yields nothing
+again (`UploadOutcome.already_processed`), not even its segment. Detection ids are derived from the window, the event type and
 the model *name*, not its version: should a recorded version be gone (after a restart), the
 current model's detection of the same event still gets the same id.
 
@@ -290,6 +292,9 @@ class UploadOutcome:
     hindsight_detections: list[inference_pb2.Detection] = field(default_factory=list)
     # Why re-running the held uploads failed (they stay held for the next calibrated upload).
     hindsight_failure: str | None = None
+    # Processed and published before, and gone from the replay memory since: nothing is published again, not
+    # even its segment (`DeviceState.processed_earlier`).
+    already_processed: bool = False
 
 
 @dataclass
@@ -337,6 +342,8 @@ class _Pending:
     shadow_scores: np.ndarray | None = None
     # An events-only upload's report: its calls are the windows, its probabilities the scores.
     edge: upload_pb2.EdgeReport | None = None
+    # Processed and published before, gone from the replay memory since (`DeviceState.processed_earlier`).
+    already_processed: bool = False
 
 
 def recorded_versions(uploads: Sequence[upload_pb2.UploadReceived], states: Mapping[str, DeviceState]) -> set[str]:
@@ -467,6 +474,8 @@ async def publish_outcome(
     await wait_for_deliveries(first_wave)
     second_wave = []
     for inbound, result in zip(batch, outcome.uploads, strict=True):
+        if result.already_processed:
+            continue
         with consumer_span(inbound, SERVICE, "settle"):
             second_wave.append(publisher.publish(TRIP_SEGMENTS, result.trip_id, result.segment))
     await wait_for_deliveries(second_wave)
@@ -496,6 +505,8 @@ def record_outcome(outcome: BatchOutcome, metrics: InferenceMetrics, uploads: in
             if result.failure
             else "skipped"
             if result.skipped_reason
+            else "already-processed"
+            if result.already_processed
             else "replayed"
             if result.replayed
             else "processed"
@@ -614,6 +625,10 @@ def _prepare(
     elif (earlier := stored.state_before(upload.upload_id)) is not None:
         calibration_before = earlier.calibration
         models = _models_for(stored.models_used(upload.upload_id), pipeline, device)
+    elif stored.processed_earlier(upload.upload_id):
+        # A redelivery (after a crash, of a burst longer than the replay memory) of an upload whose outputs went
+        # out: nothing is decided or published again, and the device state is left as it is.
+        return _Pending(received, data, True, None, None, empty_windows(), None, current, already_processed=True)
     else:
         replay = False
         calibration_before = chain.current.get(device, stored.calibration)
@@ -789,6 +804,8 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
     data = item.data
     if data is None or item.failure is not None:
         return _failed(item, item.failure or "undecodable upload", pipeline)
+    if item.already_processed:
+        return UploadOutcome(data.upload_id, data.device_id, data.trip_id, replayed=True, already_processed=True)
     stored = states.get(data.device_id) or DeviceState()
     replayed_from = stored.state_before(data.upload_id)
     working = replayed_from if replayed_from is not None else stored

@@ -310,8 +310,7 @@ def test_evaluate_with_the_physics_baseline(environment: dict[str, str]) -> None
     # (2.5-2.9 m/s², partly an 11 % hill) are what physics-3 flags on this ordinary drive as they come, and the
     # first pull-away at 11 s, held while the forward axis was unknown, in hindsight once the mount is calibrated.
     events = [
-        (round(event["start_s"]), event["event_type"], event["hindsight"])
-        for event in document["detections"]["events"]
+        (round(event["start_s"]), event["event_type"], event["hindsight"]) for event in document["detections"]["events"]
     ]
     assert events == [
         (11, "harsh_acceleration", True),

@@ -49,7 +49,7 @@ from services.inference.domain.hindsight import (
     worth_holding,
 )
 from services.inference.domain.rollout import RateBudget
-from services.inference.domain.state import DeviceState
+from services.inference.domain.state import STATE_VERSION, DeviceState
 from services.inference.handlers import (
     BatchOutcome,
     InferencePipeline,
@@ -281,7 +281,7 @@ def test_the_state_round_trips_keeps_the_store_out_of_snapshots_and_reads_versio
     state.remember("upload-1", state.core())
     read = DeviceState.from_bytes(state.to_bytes())
     assert read.held == state.held and read.to_bytes() == state.to_bytes()
-    assert json.loads(state.to_bytes())["version"] == 4
+    assert json.loads(state.to_bytes())["version"] == STATE_VERSION == 5
     assert "held" not in state.core() and "held" not in json.dumps(read.recent[0].before)
     # A replay starts from a snapshot: no store.
     before = read.state_before("upload-1")

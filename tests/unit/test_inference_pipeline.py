@@ -13,7 +13,7 @@ from michi.windows.features import FEATURE_NAMES, unpack_features
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.domain.episodes import OpenEpisode, merge_windows
 from services.inference.domain.speeding import SPEEDING_MARGIN_MPS, road_map_version
-from services.inference.domain.state import DeviceState
+from services.inference.domain.state import RECENT_UPLOADS, DeviceState
 from services.inference.handlers import BatchOutcome, InferencePipeline, process_uploads, qa_sampled
 
 from ..scripted_drive import ScriptedDrive, ScriptedEvent
@@ -143,6 +143,46 @@ def test_redelivered_uploads_reproduce_their_ids_and_leave_state_alone(detector:
     # And a duplicate inside one batch.
     twice = run([uploads[0], uploads[0]], pipeline, {})
     assert twice[0].segment.SerializeToString() == twice[1].segment.SerializeToString()
+
+
+def test_a_redelivered_burst_longer_than_the_replay_memory_publishes_nothing_again(detector: OnnxDetector) -> None:
+    # A device's backlog of uploads, all processed, then all redelivered after a crash (state written, offsets
+    # not committed): the last RECENT_UPLOADS are replayed as before; the older ones, gone from the replay
+    # memory, are recognised as processed and yield nothing (no segment, no detection), the state untouched.
+    drive = ScriptedDrive(
+        duration_s=(RECENT_UPLOADS + 8) * 10.0,
+        events=[
+            *WARM_UP,
+            ScriptedEvent("harsh_braking", 49.3, 1.5, 5.5),
+            ScriptedEvent("harsh_braking", 129.3, 1.5, 5.5),
+        ],
+    )
+    uploads = drive.uploads()
+    assert len(uploads) > RECENT_UPLOADS
+    pipeline = InferencePipeline(detector, FakeRoadMap(20.0))
+    states: dict[str, DeviceState] = {}
+    first = run(uploads, pipeline, states)
+    assert any(outcome.detections for outcome in first[: len(uploads) - RECENT_UPLOADS])
+    saved = states[drive.device_id].to_bytes()
+    restored = round_trip(states)
+    again = run(uploads, pipeline, restored)
+    older, recent = again[: len(uploads) - RECENT_UPLOADS], again[len(uploads) - RECENT_UPLOADS :]
+    assert all(outcome.already_processed and outcome.replayed for outcome in older)
+    assert not any(outcome.detections or outcome.predictions or outcome.label_requests for outcome in older)
+    assert all(outcome.replayed and not outcome.already_processed for outcome in recent)
+    for original, repeated in zip(first[len(uploads) - RECENT_UPLOADS :], recent, strict=True):
+        assert repeated.segment.SerializeToString() == original.segment.SerializeToString()
+    assert restored[drive.device_id].to_bytes() == saved
+    # Processed once more as new (a state without the digests, as written before they were kept): the older
+    # uploads are decided again from the later state (what the digests prevent).
+    forgetful = DeviceState.from_bytes(saved)
+    forgetful.processed = []
+    assert not any(outcome.already_processed for outcome in run(uploads, pipeline, {drive.device_id: forgetful}))
+
+
+def round_trip(states: dict[str, DeviceState]) -> dict[str, DeviceState]:
+    """The states as the table gives them back (through their bytes)."""
+    return {device: DeviceState.from_bytes(state.to_bytes()) for device, state in states.items()}
 
 
 def test_state_survives_serialisation(detector: OnnxDetector) -> None:

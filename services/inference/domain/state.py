@@ -12,6 +12,14 @@ device's, whichever arm's model scored its last upload. A device moved to anothe
 carries its open episode over; detection ids come from the model *name* (the same for every arm), so an
 event that spans the move stays one detection.
 
+Beyond the replay memory: the state also keeps short digests of the last `PROCESSED_UPLOADS` uploads it
+processed. After a crash Kafka redelivers everything past the last committed offset, which in a burst from one
+device (a backlog sent on reconnection) can be more than `RECENT_UPLOADS` uploads. One that left the replay
+memory but is in this list was processed and its outputs published (the state is written only after they are
+acknowledged): it is recognised as such and yields nothing again (`already_processed`), rather than being
+folded into the calibration a second time and decided from a later state, which could give an event another
+id.
+
 Held uploads (`services.inference.domain.hindsight`): the uploads of the current mount session decided
 before its forward axis was known. They are kept next to the replay memory, never in `core()`: each of the
 `RECENT_UPLOADS` snapshots would otherwise copy them. A replay recomputes from a snapshot, which holds
@@ -21,6 +29,7 @@ as they were and decides them again with the same ids.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,10 +40,13 @@ from services.inference.domain.hindsight import HeldUpload, held_with
 from services.inference.domain.speeding import SpeedingEpisode
 
 RECENT_UPLOADS = 16
+# Digests of the uploads processed last (12 hex digits of the upload id's sha256 each: about 4 KiB in the row).
+PROCESSED_UPLOADS = 256
 # 2: replay memory entries carry the model versions that handled the upload (1 is still read).
 # 3: and the serving arm's variant and rollout id (2 is still read: champion, no rollout).
 # 4: and the held uploads (3 is still read: none held).
-STATE_VERSION = 4
+# 5: and the digests of the uploads processed last (4 is still read: none recorded).
+STATE_VERSION = 5
 VARIANT_CHAMPION = 1  # inference_pb2.VARIANT_CHAMPION, without importing the contracts into the state
 
 
@@ -91,6 +103,8 @@ class DeviceState:
     recent: list[RecentUpload] = field(default_factory=list)
     # Uploads decided before the mount's forward axis was known, oldest first (not part of `core()`).
     held: list[HeldUpload] = field(default_factory=list)
+    # `upload_digest` of the last `PROCESSED_UPLOADS` uploads processed, oldest first (not part of `core()`).
+    processed: list[str] = field(default_factory=list)
 
     def core(self) -> dict[str, Any]:
         """The state without its replay memory and held uploads."""
@@ -125,6 +139,12 @@ class DeviceState:
     def remember(self, upload_id: str, before: dict[str, Any], models: ModelsUsed | None = None) -> None:
         self.recent.append(RecentUpload(upload_id, before, models))
         del self.recent[:-RECENT_UPLOADS]
+        self.processed.append(upload_digest(upload_id))
+        del self.processed[:-PROCESSED_UPLOADS]
+
+    def processed_earlier(self, upload_id: str) -> bool:
+        """Whether `upload_id` was processed, its outputs published, and has left the replay memory since."""
+        return self._recent(upload_id) is None and upload_digest(upload_id) in self.processed
 
     def hold(self, entry: HeldUpload) -> None:
         """Keep `entry` for hindsight, within the store's bounds (the oldest go first)."""
@@ -139,6 +159,7 @@ class DeviceState:
                 for entry in self.recent
             ],
             "held": [entry.to_list() for entry in self.held],
+            "processed": self.processed,
         }
         return json.dumps(payload, separators=(",", ":")).encode()
 
@@ -153,4 +174,10 @@ class DeviceState:
         ]
         state = cls.from_core(data, recent)
         state.held = [entry for entry in map(HeldUpload.from_list, data.get("held") or []) if entry is not None]
+        state.processed = [str(digest) for digest in data.get("processed") or []][-PROCESSED_UPLOADS:]
         return state
+
+
+def upload_digest(upload_id: str) -> str:
+    """A short digest of an upload id (what `DeviceState.processed` keeps)."""
+    return hashlib.sha256(upload_id.encode()).hexdigest()[:12]
