@@ -761,6 +761,32 @@ class _Windows:
     # Per window: whether a risky call may become a detection (`detection_allowed`).
     allowed: np.ndarray
 
+    @classmethod
+    def of(
+        cls,
+        data: UploadData,
+        windows: UploadWindows,
+        features: list[dict[str, float]],
+        packed_features: list[bytes],
+        calibration: common_pb2.CalibrationSummary,
+        gps_available: np.ndarray,
+        allowed: np.ndarray,
+    ) -> _Windows:
+        """An upload's windows with their ids and absolute start and end times."""
+        origin = data.started_at_s
+        return cls(
+            data,
+            windows,
+            [window_id(data.upload_id, float(start)) for start in windows.starts_s],
+            [origin + float(start) for start in windows.starts_s],
+            [origin + float(end) for end in windows.ends_s],
+            features,
+            packed_features,
+            calibration,
+            gps_available,
+            allowed,
+        )
+
 
 def _prediction(
     place: _Windows,
@@ -827,7 +853,6 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         outcome.orientation_changed = item.calibration.orientation_changed
 
     windows = item.windows
-    origin = data.started_at_s
     gps_available = windows.features[:, FEATURE_INDEX["gps_available"]] > 0
     edge = item.edge
     if edge is None:
@@ -844,18 +869,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
         packed = [call.packed_features for call in edge.calls]
         summary = edge.calibration
         allowed = np.ones(windows.count, dtype=bool)  # the device applied the rule with its own calibration
-    place = _Windows(
-        data,
-        windows,
-        [window_id(data.upload_id, float(start)) for start in windows.starts_s],
-        [origin + float(start) for start in windows.starts_s],
-        [origin + float(end) for end in windows.ends_s],
-        features,
-        packed,
-        summary,
-        gps_available,
-        allowed,
-    )
+    place = _Windows.of(data, windows, features, packed, summary, gps_available, allowed)
     scores = item.scores if item.scores is not None else np.zeros((0, len(CLASS_EVENT_TYPES)), dtype=np.float32)
     if edge is None:
         risky_types = _risky_calls(scores, place.allowed)
@@ -1241,15 +1255,11 @@ def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.D
         windows = extract_windows(data, calibration)
         if not windows.count:
             continue
-        origin = data.started_at_s
         gps_available = windows.features[:, FEATURE_INDEX["gps_available"]] > 0
         places.append(
-            _Windows(
+            _Windows.of(
                 data,
                 windows,
-                [window_id(data.upload_id, float(start)) for start in windows.starts_s],
-                [origin + float(start) for start in windows.starts_s],
-                [origin + float(end) for end in windows.ends_s],
                 [dict(zip(FEATURE_NAMES, (float(value) for value in row), strict=True)) for row in windows.features],
                 pack_features(windows.features),
                 summary,
