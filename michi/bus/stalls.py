@@ -187,7 +187,7 @@ class StreamWatch:
         self._detector = StallDetector(timeout_s if timeout_s is not None else float("inf"))
         self.recovery_timeout_s = recovery_timeout_s
         # The table recovery followed (`_check_recovery`): what it had read, and since when that has not changed.
-        self._recovery_read: tuple[int, int] | None = None
+        self._recovery_read: tuple[int, int, int] | None = None
         self._recovery_still_since: float | None = None
         # Partitions the worker holds (None until its first assignment); replaced whole, never mutated.
         self._held: frozenset[Partition] | None = None
@@ -252,7 +252,8 @@ class StreamWatch:
 
     def check_progress(self) -> None:
         held = self._held
-        if held is not None and self.app.in_recovery and not self.app.rebalancing:
+        # faust keeps `rebalancing` set until its table recovery ends, so a recovery is judged whatever it says.
+        if held is not None and self.app.in_recovery:
             self._detector.reset()
             self._waiting = {}
             self._check_recovery(held)
@@ -286,10 +287,12 @@ class StreamWatch:
         """Stop a worker whose table recovery moved neither what it read nor what it counts as left for
         `recovery_timeout_s` while the broker answers (an outage is no hang: the clock starts again once it
         answers). With records left it is a read that never comes; with none left, a recovery that never ends."""
-        progress = recovery_progress(self.app)
-        if progress is None:  # not a faust recovery we can follow
+        read = recovery_progress(self.app)
+        if read is None:  # not a faust recovery we can follow
             self._recovery_read = self._recovery_still_since = None
             return
+        # A new rebalance (faust counts them) starts a new recovery, and the clock again.
+        progress = (int(getattr(self.app, "rebalancing_count", 0)), *read)
         try:
             self._read(set(held))  # does the broker answer?
         except Exception:
@@ -301,13 +304,14 @@ class StreamWatch:
             return
         still = now - self._recovery_still_since
         if self.recovery_timeout_s is not None and still >= self.recovery_timeout_s and not self._stopping.is_set():
-            if progress[1] > 0:
+            remaining = progress[2]
+            if remaining > 0:
                 reason = (
-                    f"table recovery read nothing for {still:.0f} s with {progress[1]} changelog records still to read"
+                    f"table recovery read nothing for {still:.0f} s with {remaining} changelog records still to read"
                 )
             else:
                 reason = f"table recovery did not end in {still:.0f} s with no changelog record left to read"
-            logger.error("stream worker's table recovery stalled", extra={"remaining": progress[1]})
+            logger.error("stream worker's table recovery stalled", extra={"remaining": remaining})
             self._stop(self.service, reason, "")
 
     def _read_from_broker(self, partitions: set[Partition]) -> dict[Partition, Position]:

@@ -82,7 +82,9 @@ class RecoveringWorker:
         self.app = SimpleNamespace(
             crashed=False,
             crash_reason=None,
-            rebalancing=False,
+            # As faust: `rebalancing` stays set until the recovery ends; each rebalance is counted.
+            rebalancing=True,
+            rebalancing_count=1,
             in_recovery=True,
             tables=SimpleNamespace(recovery=self.recovery),
         )
@@ -128,7 +130,7 @@ def test_a_table_recovery_that_reads_nothing_for_30_s_stops_the_worker_one_that_
     recovery.active_offsets[("scoring-trips-changelog", 2)] = 100
     check_at(300.0)
     check_at(329.0)
-    app.in_recovery = False
+    app.in_recovery = app.rebalancing = False
     check_at(335.0)
     assert stops == []
 
@@ -148,11 +150,49 @@ def test_a_table_recovery_with_nothing_left_that_does_not_end_within_30_s_stops_
     assert stops == []
     check_at(95.0)
     assert stops == [("recovery-test", "table recovery did not end in 30 s with no changelog record left to read", "")]
-    # A rebalance starts the clock again (faust starts a new recovery).
+    # A new rebalance starts the clock again (faust starts a new recovery).
     stops.clear()
-    app.rebalancing = True
+    app.rebalancing_count += 1
     check_at(100.0)
-    app.rebalancing = False
-    check_at(105.0)
-    check_at(134.0)
+    check_at(129.0)
     assert stops == []
+    check_at(130.0)
+    assert stops == [("recovery-test", "table recovery did not end in 30 s with no changelog record left to read", "")]
+
+
+def test_faust_s_own_recovery_is_judged_although_faust_says_it_is_rebalancing_throughout() -> None:
+    """The watch reads a real faust app: a rebalance starts, the recovery reads a changelog partition and then
+    nothing more (faust-streaming/faust#651), with the broker answering."""
+    import faust
+    from faust.types import TP
+
+    app = faust.App("stream-watch-probe", broker="kafka://127.0.0.1:1")
+    app.Table("device-state", default=int)
+    broker, now = BrokerThatRestarts(), [0.0]
+    stops: list[tuple[str, str, str]] = []
+    watch = StreamWatch(
+        app,
+        bootstrap="unused:9092",
+        service="faust-test",
+        stop=lambda *arguments: stops.append(arguments),
+        clock=lambda: now[0],
+        read=broker.read,
+    )
+    watch.read_topic("in")
+    watch.assigned([("in", 0)])
+    recovery = app.tables.recovery
+    changelog = TP("stream-watch-probe-device-state-changelog", 0)
+    app.on_rebalance_start()
+    recovery._set_recovery_started()
+    recovery.active_highwaters[changelog] = 99
+    for at, offset in ((0.0, 10), (5.0, 20), (10.0, 30)):
+        recovery.active_offsets[changelog] = offset
+        now[0] = at
+        watch.check_progress()
+    assert app.rebalancing and app.in_recovery and stops == []
+    now[0] = 39.0
+    watch.check_progress()
+    assert stops == []
+    now[0] = 40.0
+    watch.check_progress()
+    assert stops == [("faust-test", "table recovery read nothing for 30 s with 69 changelog records still to read", "")]
