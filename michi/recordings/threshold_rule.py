@@ -4,9 +4,9 @@
     detections = recording_rule_detections(recording, ThresholdRule(threshold_mps2=3.0))
     figures = evaluate_detections(detections, labels, duration_s=recording.duration_s)
 
-Issue 13 sets the served champion's target on real recordings as "better than a smoothed-threshold
-rule on every figure": a 0.5 s-smoothed horizontal-acceleration magnitude above 2.5 m/s². This module
-is that rule, run on the uploads a device would send through the product's own preprocessing, so it
+The served champion's target on real recordings is to be better than a smoothed-threshold rule on
+every figure: a 0.5 s-smoothed horizontal-acceleration magnitude above 2.5 m/s². This module is that
+rule, run on the uploads a device would send through the product's own preprocessing, so it
 sees what the served model sees:
 
 * the recording is cut into uploads (`michi.recordings.recording_uploads`), decoded
