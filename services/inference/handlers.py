@@ -114,7 +114,7 @@ from michi.windows.model_spec import (
     detection_allowed,
 )
 from michi.windows.upload import UploadData, upload_from_proto
-from services.inference.domain.episodes import OpenEpisode, merge_windows
+from services.inference.domain.episodes import Episode, OpenEpisode, merge_windows
 from services.inference.domain.hindsight import HeldUpload, pack_upload, unpack_upload, worth_holding
 from services.inference.domain.rollout import RateBudget, variant_label
 from services.inference.domain.speeding import (
@@ -968,7 +968,7 @@ def _decide(item: _Pending, states: MutableMapping[str, DeviceState], pipeline: 
     if edge is not None:
         outcome.segment.variant = inference_pb2.VARIANT_EDGE  # the device decided: no rollout arm's exposure
     if replayed_from is None:
-        _hindsight(item, outcome, working)
+        _hindsight(item, outcome, working, risky_types)
         if item.calibration_after is not None:
             working.calibration = item.calibration_after
         working.remember(data.upload_id, snapshot, item.models.used)
@@ -1200,12 +1200,13 @@ def _detection_id(first_window_id: str, event_type: int, model_name: str) -> str
     return stable_event_id("detection", first_window_id, event_type, model_name)
 
 
-def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState) -> None:
+def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, risky_types: Sequence[int | None]) -> None:
     """Keep, re-run or drop the device's held uploads after a new upload decided with `item.calibration`.
 
     A moved mount drops them; the first calibrated upload re-runs them (their detections go to
     `outcome.hindsight_detections`) and then drops them; an upload decided with gravity but no forward
-    axis is held when it may hold an event (`worth_holding`). Events-only uploads carry no calibration here.
+    axis is held when it may hold an event (`worth_holding`), with the risky calls serving made on it
+    (`risky_types`, per window). Events-only uploads carry no calibration here.
     """
     calibration = item.calibration
     data = item.data
@@ -1231,15 +1232,24 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState) -> 
         windows.features[:, FEATURE_INDEX["horizontal_max_mps2"]],
         windows.features[:, FEATURE_INDEX["gps_available"]],
     ):
+        live_calls = tuple((position, int(call)) for position, call in enumerate(risky_types) if call is not None)
         working.hold(
-            HeldUpload(data.upload_id, data.trip_id, data.started_at_s, pack_upload(item.received.SerializeToString()))
+            HeldUpload(
+                data.upload_id,
+                data.trip_id,
+                data.started_at_s,
+                pack_upload(item.received.SerializeToString()),
+                live_calls,
+            )
         )
 
 
 def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.Detection]:
     """The detections serving would have made on `held` had it known `item`'s calibration then.
 
-    Windows GPS covered are left out: they were decided when they came, under the same rule.
+    Windows GPS covered were decided when they came, under the same rule: their calls then stand (they are
+    not called again), and an event that includes one of them was detected then, so it is not detected
+    again (GPS lost in the middle of a brake must not make the brake two detections).
     """
     calibration = item.calibration
     if calibration is None:
@@ -1247,6 +1257,7 @@ def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.D
     detector = item.models.champion
     summary = calibration_summary(calibration)
     places: list[_Windows] = []
+    entries: list[HeldUpload] = []
     for entry in held:
         received = upload_pb2.UploadReceived.FromString(unpack_upload(entry.payload))
         data = upload_from_proto(received)
@@ -1267,6 +1278,7 @@ def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.D
                 detection_allowed(calibration.state, gps_available) & ~gps_available,
             )
         )
+        entries.append(entry)
     if not places:
         return []
 
@@ -1276,18 +1288,33 @@ def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.D
     detections: list[inference_pb2.Detection] = []
     # Held uploads follow each other in time: an event cut by an upload boundary stays one detection.
     open_episode: OpenEpisode | None = None
-    for place, scores in zip(places, _predict_windows(detector, [place.windows for place in places]), strict=True):
+    merged: list[tuple[_Windows, np.ndarray, list[Episode]]] = []
+    # Episodes that include a window decided when its upload came (in any held upload): detected then.
+    detected_then: set[str] = set()
+    predicted = _predict_windows(detector, [place.windows for place in places])
+    for entry, place, scores in zip(entries, places, predicted, strict=True):
+        risky_types = [
+            entry.live_call_of(position) if covered else call
+            for position, (covered, call) in enumerate(
+                zip(place.gps_available, _risky_calls(scores, place.allowed), strict=True)
+            )
+        ]
         episodes, open_episode = merge_windows(
             trip_id=place.data.trip_id,
             starts_s=place.starts,
             ends_s=place.ends,
-            risky_types=_risky_calls(scores, place.allowed),
+            risky_types=risky_types,
             first_window_ids=place.ids,
             detection_id=detection_id,
             open_episode=open_episode,
         )
+        merged.append((place, scores, episodes))
         for episode in episodes:
-            if not episode.new:
+            if any(place.gps_available[position] for position in episode.window_positions):
+                detected_then.add(episode.detection_event_id)
+    for place, scores, episodes in merged:
+        for episode in episodes:
+            if not episode.new or episode.detection_event_id in detected_then:
                 continue
             detection = _model_detection(
                 place,

@@ -168,6 +168,36 @@ def test_a_brake_before_the_mount_calibrates_is_detected_in_hindsight_once(basel
     ]
 
 
+@pytest.mark.parametrize("gps_lost_at_s", [15.5, 16.0])
+def test_a_brake_detected_with_gps_that_goes_on_after_the_gps_is_lost_is_not_detected_again_in_hindsight(
+    baseline: OnnxDetector, gps_lost_at_s: float
+) -> None:
+    """GPS covers the start of a 3.5 s brake while only gravity is known: detected then. The windows after
+    the GPS is lost, decided again once the mount calibrates, are the same brake, not a second one."""
+    drive = ScriptedDrive(
+        duration_s=90.0,
+        sample_rate_hz=50,
+        mount=(123.0, 7.0, -5.0),
+        events=[ScriptedEvent("harsh_braking", 14.5, 3.5, 4.0), *TURNS],
+        seed=21,
+    )
+    uploads = drive.uploads()
+    for index, item in enumerate(uploads):
+        kept = [fix for fix in item.upload.gps if index * 10.0 + fix.offset_ms / 1000.0 < gps_lost_at_s]
+        del item.upload.gps[:]
+        item.upload.gps.extend(kept)
+    outcomes = one_by_one(uploads, {}, InferencePipeline(baseline, None))
+    live = [detection for outcome in outcomes for detection in outcome.detections]
+    assert [(detection.event_type, detection.gps_available) for detection in live] == [
+        (common_pb2.EVENT_TYPE_HARSH_BRAKING, True)
+    ]
+    assert live[0].calibration.state == common_pb2.CALIBRATION_STATE_GRAVITY_ONLY
+    # The mount calibrates later and the brake's upload was held (a window without GPS peaked high)...
+    assert any(outcome.calibration_confidence and outcome.calibration_confidence >= 0.5 for outcome in outcomes)
+    # ... yet nothing is detected in hindsight: the only event of the held uploads was detected then.
+    assert [detection for outcome in outcomes for detection in outcome.hindsight_detections] == []
+
+
 def test_hindsight_detections_go_out_with_the_first_wave_under_their_own_trip() -> None:
     publisher, metrics = JournalPublisher(), InferenceMetrics()
     earlier = inference_pb2.Detection(
@@ -277,10 +307,15 @@ def test_the_state_round_trips_keeps_the_store_out_of_snapshots_and_reads_versio
     payload = upload_pb2.UploadReceived(event_id="received-1").SerializeToString()
     assert unpack_upload(pack_upload(payload)) == payload
     state = DeviceState()
-    state.hold(HeldUpload("upload-1", "trip-1", 1000.0, pack_upload(payload)))
+    state.hold(HeldUpload("upload-1", "trip-1", 1000.0, pack_upload(payload), ((3, 2), (4, 2))))
     state.remember("upload-1", state.core())
     read = DeviceState.from_bytes(state.to_bytes())
     assert read.held == state.held and read.to_bytes() == state.to_bytes()
+    assert read.held[0].live_call_of(4) == 2 and read.held[0].live_call_of(5) is None
+    # An entry stored before live calls were kept: none made.
+    assert HeldUpload.from_list(["upload-1", "trip-1", 1000.0, "eJw="]) == HeldUpload(
+        "upload-1", "trip-1", 1000.0, "eJw="
+    )
     assert json.loads(state.to_bytes())["version"] == STATE_VERSION == 5
     assert "held" not in state.core() and "held" not in json.dumps(read.recent[0].before)
     # A replay starts from a snapshot: no store.

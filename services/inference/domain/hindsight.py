@@ -72,19 +72,29 @@ class HeldUpload:
     started_at_s: float
     # `pack_upload` of its `UploadReceived`.
     payload: str
+    # The risky calls serving made on it when it came, as (window position, event type): windows GPS covered,
+    # decided then. An event they are part of was detected then, and hindsight does not detect it again.
+    live_calls: tuple[tuple[int, int], ...] = ()
 
     @property
     def size(self) -> int:
         return len(self.payload)
 
+    def live_call_of(self, position: int) -> int | None:
+        """The risky event type serving called at window `position` when the upload came, if any."""
+        return dict(self.live_calls).get(position)
+
     def to_list(self) -> list[Any]:
-        return [self.upload_id, self.trip_id, self.started_at_s, self.payload]
+        return [self.upload_id, self.trip_id, self.started_at_s, self.payload, [list(call) for call in self.live_calls]]
 
     @classmethod
     def from_list(cls, data: Any) -> HeldUpload | None:
-        if not isinstance(data, list) or len(data) != 4:
+        """An entry as `to_list` stored it; one of four items (state version 4 and 5) made no live call."""
+        if not isinstance(data, list) or len(data) not in (4, 5):
             return None
-        return cls(str(data[0]), str(data[1]), float(data[2]), str(data[3]))
+        calls = data[4] if len(data) == 5 and isinstance(data[4], list) else []
+        live_calls = tuple((int(call[0]), int(call[1])) for call in calls if isinstance(call, list) and len(call) == 2)
+        return cls(str(data[0]), str(data[1]), float(data[2]), str(data[3]), live_calls)
 
 
 def held_with(held: list[HeldUpload], entry: HeldUpload) -> list[HeldUpload]:
