@@ -16,7 +16,11 @@ same run on the same uploads through the product's preprocessing and calibration
   in the drive's true axes from `gps_truth`): manoeuvres found (one-to-one matching, labels widened
   by 1 s, whatever the detection's type), found by a detection of the manoeuvre's own type (what the
   trainer counts as found), found with the wrong axis, found untyped, and false alerts (detections
-  matching no added manoeuvre) per hour of the drive.
+  matching no added manoeuvre) per hour of the drive;
+* the drives with GPS judged against their own GPS, the detectors given none (`michi evaluate
+  --no-gps --gps-truth`, `michi.recordings.gps_truth`): the harsh and firm manoeuvres the GPS shows,
+  harsh ones found (recall), detections on firm ones (neither right nor wrong), other detections per
+  minute of the time the GPS covers, detections not judged (outside it), and axis agreement.
 
 The models run through inference's own pipeline in process (`michi.cli.recordings.evaluate_recording`).
 """
@@ -32,6 +36,7 @@ from michi.cli.recordings import evaluate_recording, load_detector
 from michi.recordings import DATASETS, SHARED_RECORDINGS, Recording, shared_recording
 from michi.recordings.evaluation import (
     SECONDS_PER_HOUR,
+    SECONDS_PER_MINUTE,
     UNTYPED_EVENT,
     DetectedEvent,
     Figures,
@@ -39,6 +44,7 @@ from michi.recordings.evaluation import (
     evaluate_detections,
     read_labels,
 )
+from michi.recordings.gps_truth import gps_manoeuvres
 from michi.recordings.threshold_rule import ThresholdRule, recording_rule_detections
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.handlers import Detector
@@ -79,13 +85,31 @@ def _plain_row(recording: str, variant: str, who: str, figures: Figures, labelle
     ]
 
 
+def _gps_truth_row(drive: str, who: str, harsh: int, firm: int, figures: Figures) -> list[object]:
+    return [
+        drive,
+        who,
+        f"{harsh} / {firm}",
+        f"{figures.matched_aggressive} of {figures.aggressive_labels}",
+        _figure(figures.recall),
+        figures.matched_uncertain,
+        figures.other_detections,
+        _figure(figures.other_per_minute),
+        figures.not_judged,
+        f"{figures.axis_agreeing}/{figures.axis_pairs}",
+    ]
+
+
 def run(*, quick: bool = False) -> None:
-    """Print both tables (`quick` changes nothing: the whole run takes under a minute)."""
+    """Print the three tables (`quick` changes nothing: the whole run takes under a minute)."""
     del quick
     with tempfile.TemporaryDirectory(prefix="michi-reference-") as models_dir:
         detectors = _detectors(Path(models_dir))
         plain_rows: list[list[object]] = []
         added_rows: list[list[object]] = []
+        truth_rows: list[list[object]] = []
+        # Per detector: harsh, firm, found, on firm, other, not judged, axis agreeing, axis pairs, covered seconds.
+        truth_totals: dict[str, list[float]] = {}
         totals: dict[str, list[float]] = {}
         # Every plain variant of every drive is normal driving: its detections are the trainer's false alerts.
         plain_totals: dict[str, list[float]] = {}
@@ -95,6 +119,8 @@ def run(*, quick: bool = False) -> None:
             if name in SHIPPED_LABELS:
                 stem = Path(SHARED_RECORDINGS[name]["path"]).stem
                 labels = read_labels(DATASETS / SHIPPED_LABELS[name], [stem, name])
+            # The GPS judges the detectors that were not given it (`michi evaluate --no-gps --gps-truth`).
+            truth = gps_manoeuvres(recording) if recording.has_gps else None
             for variant, seen in (("gps", recording), ("no-gps", recording.without_gps())):
                 for who, detections in _detections(seen, detectors):
                     figures = evaluate_detections(detections, labels, duration_s=seen.duration_s)
@@ -102,6 +128,28 @@ def run(*, quick: bool = False) -> None:
                     pooled = plain_totals.setdefault(who, [0.0, 0.0])
                     pooled[0] += figures.detections
                     pooled[1] += seen.duration_s / SECONDS_PER_HOUR
+                    if truth is None or variant != "no-gps":
+                        continue
+                    judged = evaluate_detections(
+                        detections, truth.labels, duration_s=seen.duration_s, covered=truth.covered
+                    )
+                    drive = f"{name} ({truth.covered_s:.0f} s covered)"
+                    truth_rows.append(_gps_truth_row(drive, who, truth.harsh, truth.firm, judged))
+                    total_judged = truth_totals.setdefault(who, [0.0] * 9)
+                    for index, value in enumerate(
+                        (
+                            truth.harsh,
+                            truth.firm,
+                            judged.matched_aggressive,
+                            judged.matched_uncertain,
+                            judged.other_detections,
+                            judged.not_judged,
+                            judged.axis_agreeing,
+                            judged.axis_pairs,
+                            truth.covered_s,
+                        )
+                    ):
+                        total_judged[index] += value
             added = with_added_manoeuvres(recording, gps_truth(recording))
             if added is None:
                 continue
@@ -153,6 +201,22 @@ def run(*, quick: bool = False) -> None:
                     f"{other / drive_hours:.1f}",
                 ]
             )
+        for who, pooled_truth in truth_totals.items():
+            harsh, firm, found, on_firm, other, not_judged, agreeing, axis_pairs, covered_s = pooled_truth
+            truth_rows.append(
+                [
+                    f"all ({covered_s / SECONDS_PER_MINUTE:.1f} min covered)",
+                    who,
+                    f"{harsh:.0f} / {firm:.0f}",
+                    f"{found:.0f} of {harsh:.0f}",
+                    _figure(found / harsh if harsh else None),
+                    f"{on_firm:.0f}",
+                    f"{other:.0f}",
+                    _figure(other / (covered_s / SECONDS_PER_MINUTE) if covered_s else None),
+                    f"{not_judged:.0f}",
+                    f"{agreeing:.0f}/{axis_pairs:.0f}",
+                ]
+            )
     print_table(
         "Shipped recordings, as recorded and without GPS (auckland-forward against its 20 annotations of normal manoeuvres)",
         ["recording", "detector", "detections", "per hour", "precision", "normal alerted", "other/min", "axis agrees"],
@@ -162,4 +226,20 @@ def run(*, quick: bool = False) -> None:
         "Drives with real-strength harsh manoeuvres added (no GPS), as the trainer's real-data section builds them",
         ["drive", "detector", "found", "right type", "wrong axis", "untyped", "false alerts", "per hour"],
         added_rows,
+    )
+    print_table(
+        "Shipped drives judged against their own GPS (no GPS given to the detectors)",
+        [
+            "drive",
+            "detector",
+            "GPS harsh / firm",
+            "found",
+            "recall",
+            "on firm",
+            "other",
+            "other/min",
+            "not judged",
+            "axis agrees",
+        ],
+        truth_rows,
     )

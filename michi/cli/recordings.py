@@ -5,6 +5,7 @@
     michi evaluate auckland-forward --labels datasets/real-driving/quat-orient-auckland/annotations.csv
     michi evaluate drive.npz --no-gps --model candidate.onnx --json
     michi evaluate auckland-backwards --reference    # beside the reference rule (michi.recordings.threshold_rule)
+    michi evaluate auckland-backwards --no-gps --gps-truth   # IMU only, judged against the drive's own GPS
 
 A recording is a file `michi.recordings.read_recording` reads (CSV, JSON, NPZ) or the short name of
 one shipped in datasets/real-driving. `replay` cuts it into the uploads a dashcam would send, with
@@ -12,8 +13,10 @@ times rebased to now, and posts them in order to a running ingest through `michi
 simulator's client: retries, `Retry-After`). `evaluate` runs the product's own preprocessing,
 calibration and model in this process (`services.inference.handlers.process_uploads`, no servers)
 and prints calibration, detections and, against a labels file, the figures of
-`michi.recordings.evaluation`; `--reference` adds the same for the smoothed-threshold rule of
-`michi.recordings.threshold_rule` on the same uploads. docs/recordings.md has the details.
+`michi.recordings.evaluation`; `--gps-truth` judges the detections against what the recording's own
+GPS says the vehicle did instead (`michi.recordings.gps_truth`); `--reference` adds the same for the
+smoothed-threshold rule of `michi.recordings.threshold_rule` on the same uploads. docs/recordings.md
+has the details.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import typer
 if TYPE_CHECKING:
     from michi.recordings import Recording
     from michi.recordings.evaluation import DetectedEvent, Figures
+    from michi.recordings.gps_truth import GpsTruth
     from michi.recordings.threshold_rule import ThresholdRule
     from services.inference.handlers import Detector
 
@@ -516,6 +520,8 @@ class EvaluationReport:
     figures: Figures | None
     # `--reference`: the smoothed-threshold rule on the same recording (None without the flag).
     reference: ReferenceEvaluation | None = None
+    # `--gps-truth`: the manoeuvres the recording's own GPS shows, which `figures` are against.
+    gps_truth: GpsTruth | None = None
 
 
 @dataclass(frozen=True)
@@ -577,15 +583,21 @@ def _print_evaluation(report: EvaluationReport) -> None:
         note = f"  matches {label.label} at {label.start_s:g}-{label.end_s:g} s" if label is not None else ""
         note += "  (in hindsight)" if detection.hindsight else ""
         echo(f"  {f'{detection.start_s:.1f}-{detection.end_s:.1f} s':>16} {detection.event_type}{note}")
-    if figures is None or labels_file is None:
+    if figures is None:
         return
-    echo(
-        f"labels       {labels_file}: {figures.aggressive_labels} aggressive, {figures.normal_labels} normal "
-        f"(a label is widened by {figures.widen_s:g} s each side)"
-    )
+    if report.gps_truth is not None:
+        _print_gps_truth(report.gps_truth, recording.duration_s, figures)
+    elif labels_file is not None:
+        echo(
+            f"labels       {labels_file}: {figures.aggressive_labels} aggressive, {figures.normal_labels} normal"
+            + (f", {figures.uncertain_labels} firm" if figures.uncertain_labels else "")
+            + f" (a label is widened by {figures.widen_s:g} s each side)"
+        )
+    else:
+        return
     rows = (
         ("recall", figures.recall, f"{figures.matched_aggressive} of {figures.aggressive_labels} aggressive labels"),
-        ("precision", figures.precision, f"{figures.matched_aggressive} of {figures.detections} detections"),
+        ("precision", figures.precision, f"{figures.matched_aggressive} of {figures.judged_detections} detections"),
         (
             "false alarms on normal",
             figures.normal_false_alarm_rate,
@@ -604,6 +616,34 @@ def _print_evaluation(report: EvaluationReport) -> None:
     )
     for name, value, counts in rows:
         echo(f"  {name:<24} {_figure(value):>5}  ({counts})")
+    _print_set_aside(figures)
+
+
+def _print_set_aside(figures: Figures) -> None:
+    """The detections a firm label absorbed and those outside the covered time, when there are any."""
+    if figures.uncertain_labels:
+        typer.echo(
+            f"  {'on firm manoeuvres':<24} {figures.matched_uncertain:>5}  "
+            f"(detections matched to a firm label: neither hits nor false alarms)"
+        )
+    if figures.covered_s is not None:
+        typer.echo(
+            f"  {'not judged':<24} {figures.not_judged:>5}  "
+            f"(detections matching no label outside the {figures.covered_s:.0f} s the GPS covers)"
+        )
+
+
+def _print_gps_truth(truth: GpsTruth, duration_s: float, figures: Figures) -> None:
+    """What the recording's GPS says the vehicle did: its coverage and each manoeuvre with its strength."""
+    echo = typer.echo
+    echo(
+        f"GPS truth    {truth.harsh} harsh, {truth.firm} firm manoeuvres from the recording's GPS "
+        f"(covering {truth.covered_s:.0f} of {duration_s:.0f} s in {len(truth.covered)} stretches; "
+        f"a label is widened by {figures.widen_s:g} s each side)"
+    )
+    for event in truth.events:
+        span = f"{event.start_s:.1f}-{event.end_s:.1f} s"
+        echo(f"  {span:>16} {event.label:<20} {event.strength_mps2:.1f} m/s² at {event.peak_s:.1f} s")
 
 
 def _print_reference(report: EvaluationReport, reference: ReferenceEvaluation) -> None:
@@ -627,7 +667,12 @@ def _print_reference(report: EvaluationReport, reference: ReferenceEvaluation) -
     echo(f"  {'figure':<24} {'model':>5}  {'rule':>5}  (rule's counts)")
     rows = (
         ("recall", model.recall, figures.recall, f"{figures.matched_aggressive} of {figures.aggressive_labels}"),
-        ("precision", model.precision, figures.precision, f"{figures.matched_aggressive} of {figures.detections}"),
+        (
+            "precision",
+            model.precision,
+            figures.precision,
+            f"{figures.matched_aggressive} of {figures.judged_detections}",
+        ),
         (
             "false alarms on normal",
             model.normal_false_alarm_rate,
@@ -649,6 +694,13 @@ def _print_reference(report: EvaluationReport, reference: ReferenceEvaluation) -
     )
     for name, model_value, rule_value, counts in rows:
         echo(f"  {name:<24} {_figure(model_value):>5}  {_figure(rule_value):>5}  ({counts})")
+    if figures.uncertain_labels:
+        echo(
+            f"  {'on firm manoeuvres':<24} {model.matched_uncertain:>5}  {figures.matched_uncertain:>5}  "
+            f"({figures.matched_uncertain} detections)"
+        )
+    if figures.covered_s is not None:
+        echo(f"  {'not judged':<24} {model.not_judged:>5}  {figures.not_judged:>5}  ({figures.not_judged} detections)")
 
 
 def evaluate_command(
@@ -664,19 +716,39 @@ def evaluate_command(
         "--reference",
         help="also run the reference rule (0.5 s-smoothed horizontal acceleration above 2.5 m/s²) and show its figures",
     ),
+    gps_truth: bool = typer.Option(
+        False,
+        "--gps-truth",
+        help="judge the detections against what the recording's own GPS says the vehicle did (with --gps or --no-gps)",
+    ),
 ) -> None:
     """Run a recording through the product's preprocessing, calibration and model here (no servers)."""
     from michi.recordings import RecordingError
     from michi.recordings.evaluation import LabelsError, detections_per_hour, evaluate_detections, read_labels
+    from michi.recordings.gps_truth import gps_manoeuvres
     from michi.recordings.threshold_rule import ThresholdRule, recording_rule_detections
 
+    if gps_truth and labels is not None:
+        _fail("--gps-truth judges the drive by its own GPS instead of a labels file: give one of --gps-truth, --labels")
+        return
+    truth = None
     try:
-        source = load_recording(recording, columns=columns, gps_file=gps_file, gps=gps)
+        # The GPS judges even when the model is not given it (`--no-gps`): it is dropped after the truth is read.
+        source = load_recording(recording, columns=columns, gps_file=gps_file, gps=gps or gps_truth)
+        if gps_truth:
+            if not source.recording.has_gps:
+                raise RecordingError(f"{source.recording.name}: --gps-truth needs GPS fixes and the recording has none")
+            truth = gps_manoeuvres(source.recording)
+            if not gps:
+                source = replace(source, recording=source.recording.without_gps())
         labelled = read_labels(labels, source.names) if labels is not None else None
         chosen = load_detector(model)
     except (RecordingError, LabelsError, ModelUnavailable) as error:
         _fail(str(error))
         return
+    if truth is not None:
+        labelled = truth.labels
+    covered = truth.covered if truth is not None else None
     if as_json and chosen.fallback:
         typer.echo(f"michi: note: {chosen.note}", err=True)  # the text output says it on its model line
     evaluation = evaluate_recording(source.recording, chosen.detector)
@@ -684,7 +756,9 @@ def evaluate_command(
     duration = source.recording.duration_s
     per_hour = detections_per_hour(evaluation.detections, duration)
     figures = (
-        evaluate_detections(evaluation.detections, labelled, duration_s=duration) if labelled is not None else None
+        evaluate_detections(evaluation.detections, labelled, duration_s=duration, covered=covered)
+        if labelled is not None
+        else None
     )
     compared = None
     if reference:
@@ -694,9 +768,11 @@ def evaluate_command(
             rule,
             found,
             detections_per_hour(found, duration),
-            evaluate_detections(found, labelled, duration_s=duration) if labelled is not None else None,
+            evaluate_detections(found, labelled, duration_s=duration, covered=covered)
+            if labelled is not None
+            else None,
         )
-    report = EvaluationReport(source, chosen, evaluation, summary, per_hour, labels, figures, compared)
+    report = EvaluationReport(source, chosen, evaluation, summary, per_hour, labels, figures, compared, truth)
     if as_json:
         typer.echo(json.dumps(_evaluation_document(report), indent=2))
     else:
@@ -758,14 +834,18 @@ def _evaluation_document(report: EvaluationReport) -> dict[str, Any]:
                 for detection in evaluation.detections
             ],
         },
-        "labels": ({"file": str(labels_file), **figures.to_json()} if figures is not None else None),
+        "labels": (
+            {"file": str(labels_file), **figures.to_json()} if figures is not None and labels_file is not None else None
+        ),
     }
+    if report.gps_truth is not None:
+        document["gps_truth"] = {**report.gps_truth.to_json(), **(figures.to_json() if figures is not None else {})}
     if report.reference is not None:
-        document["reference"] = _reference_document(report.reference)
+        document["reference"] = _reference_document(report.reference, judged_by_gps=report.gps_truth is not None)
     return document
 
 
-def _reference_document(reference: ReferenceEvaluation) -> dict[str, Any]:
+def _reference_document(reference: ReferenceEvaluation, *, judged_by_gps: bool = False) -> dict[str, Any]:
     """`--reference` in the JSON output: the rule, its detections and, with labels, its figures."""
     return {
         "rule": reference.rule.to_json(),
@@ -778,5 +858,10 @@ def _reference_document(reference: ReferenceEvaluation) -> dict[str, Any]:
                 for detection in reference.detections
             ],
         },
-        "labels": reference.figures.to_json() if reference.figures is not None else None,
+        "labels": reference.figures.to_json() if reference.figures is not None and not judged_by_gps else None,
+        **(
+            {"gps_truth": reference.figures.to_json() if reference.figures is not None else None}
+            if judged_by_gps
+            else {}
+        ),
     }

@@ -8,25 +8,37 @@ Everything here is pure computation on `DetectedEvent`s and `LabelledEvent`s, ex
 which reads the labels CSV.
 
 Times are seconds on the recording's clock (from its first IMU sample). A label is *aggressive*
-when it names a harsh event (`AGGRESSIVE_LABELS`), which must be detected; any other label is a
-normal manoeuvre (a turn, a roundabout, a gentle stop), on which a detection is a false alarm.
+when it names a harsh event (`AGGRESSIVE_LABELS`), which must be detected; *uncertain* when it names
+a firm manoeuvre that may or may not be harsh (`UNCERTAIN_LABELS`: `firm_braking`,
+`firm_acceleration`, `firm_cornering`; what 1 Hz GPS cannot tell, `michi.recordings.gps_truth`, or
+a labeller unsure), on which a detection is neither right nor wrong; any other label is a normal
+manoeuvre (a turn, a roundabout, a gentle stop), on which a detection is a false alarm.
 
 The matching rule (docs/recordings.md):
 
 * a detection and a label *overlap* when their time spans overlap once the label is widened by
   `WIDEN_S` on each side (labels are set by eye, often as a single instant);
 * matching is one to one: each label matches at most one detection and each detection at most one
-  label, pairing as many as possible — aggressive labels first, then normal labels with the
-  detections left over; among equally large matchings, the one whose pairs are closest in time;
+  label, pairing as many as possible — aggressive labels first, then uncertain labels with the
+  detections left over, then normal labels with those left after that; among equally large
+  matchings, the one whose pairs are closest in time;
+* a detection matched to an uncertain label is *absorbed*: it counts in neither recall, precision,
+  false alarms nor other detections (it is a matched pair, judged for axis agreement); an unmatched
+  uncertain label is no miss;
+* with `covered` (the stretches of the recording where the labels' source could see, such as a GPS
+  without gaps), a detection matched to no label that does not lie wholly in covered time is *not
+  judged*: nothing could say it was wrong. It is counted apart and left out of precision and other
+  detections, and per-minute figures are over the covered time;
 * recall = matched aggressive labels / aggressive labels; precision = detections matched to an
-  aggressive label / detections; false alarms on normal manoeuvres = normal labels overlapped by any
-  detection / normal labels; other detections = detections matched to no label (a second detection
-  of one labelled manoeuvre is one of them), per minute of recording; axis agreement = matched pairs
-  whose axes agree / matched pairs whose label has a known axis (braking and acceleration are
-  longitudinal, cornering lateral; a normal label's axis comes from an `axis` column: x or
-  longitudinal, y or lateral). A detection that claims no event type (`UNTYPED_EVENT`: the reference
-  rule, `threshold_rule.py`, on a mount whose forward axis is not known) counts for recall and
-  precision like any other and is not judged for axis agreement.
+  aggressive label / judged detections not absorbed; false alarms on normal manoeuvres = normal
+  labels overlapped by any detection / normal labels; other detections = judged detections matched
+  to no label (a second detection of one labelled manoeuvre is one of them), per minute of recording
+  (of covered time); axis agreement = matched pairs whose axes agree / matched pairs whose label has a
+  known axis (braking and acceleration are longitudinal, cornering lateral, harsh or firm; a normal
+  label's axis comes from an `axis` column: x or longitudinal, y or lateral). A detection that claims
+  no event type (`UNTYPED_EVENT`: the reference rule, `threshold_rule.py`, on a mount whose forward
+  axis is not known) counts for recall and precision like any other and is not judged for axis
+  agreement.
 
 A figure whose denominator is zero is None (nothing to measure), never 0 or 1.
 """
@@ -50,6 +62,13 @@ AGGRESSIVE_LABELS = {
     "harsh_braking": LONGITUDINAL,
     "harsh_acceleration": LONGITUDINAL,
     "harsh_cornering": LATERAL,
+}
+# The labels of a firm manoeuvre that may or may not be harsh, and their axes: a detection there is
+# neither a hit nor a false alarm (module docstring).
+UNCERTAIN_LABELS = {
+    "firm_braking": LONGITUDINAL,
+    "firm_acceleration": LONGITUDINAL,
+    "firm_cornering": LATERAL,
 }
 # What a detection's event type says about its axis (speeding has none).
 DETECTION_AXES = dict(AGGRESSIVE_LABELS)
@@ -79,8 +98,12 @@ class LabelledEvent:
         return self.label in AGGRESSIVE_LABELS
 
     @property
+    def uncertain(self) -> bool:
+        return self.label in UNCERTAIN_LABELS
+
+    @property
     def axis(self) -> str | None:
-        return AGGRESSIVE_LABELS.get(self.label, self.stated_axis)
+        return AGGRESSIVE_LABELS.get(self.label) or UNCERTAIN_LABELS.get(self.label) or self.stated_axis
 
 
 @dataclass(frozen=True)
@@ -128,6 +151,18 @@ class Figures:
     axis_pairs: int
     axis_agreeing: int
     pairs: list[MatchedPair] = field(default_factory=list)
+    # Firm labels (`UNCERTAIN_LABELS`) and the detections they absorbed.
+    uncertain_labels: int = 0
+    matched_uncertain: int = 0
+    # Detections matched to no label outside the covered time (`covered`), which nothing could judge.
+    not_judged: int = 0
+    # The covered time per-minute figures are over (`duration_s` then is that), None when all was covered.
+    covered_s: float | None = None
+
+    @property
+    def judged_detections(self) -> int:
+        """The detections precision is over: neither absorbed by a firm label nor outside the covered time."""
+        return self.detections - self.matched_uncertain - self.not_judged
 
     @property
     def recall(self) -> float | None:
@@ -135,7 +170,7 @@ class Figures:
 
     @property
     def precision(self) -> float | None:
-        return _ratio(self.matched_aggressive, self.detections)
+        return _ratio(self.matched_aggressive, self.judged_detections)
 
     @property
     def normal_false_alarm_rate(self) -> float | None:
@@ -166,6 +201,10 @@ class Figures:
             "axis_pairs": self.axis_pairs,
             "axis_agreeing": self.axis_agreeing,
             "axis_agreement": self.axis_agreement,
+            "uncertain_labels": self.uncertain_labels,
+            "matched_uncertain": self.matched_uncertain,
+            "not_judged_detections": self.not_judged,
+            "covered_s": self.covered_s,
             "pairs": [
                 {
                     "detection": pair.detection.event_type,
@@ -294,33 +333,57 @@ def evaluate_detections(
     *,
     duration_s: float,
     widen_s: float = WIDEN_S,
+    covered: Sequence[tuple[float, float]] | None = None,
 ) -> Figures:
-    """Recall, precision, false alarms, other detections and axis agreement (module docstring)."""
+    """Recall, precision, false alarms, other detections and axis agreement (module docstring).
+
+    `covered`: the (start, end) stretches where the labels' source could see (GPS without gaps); a
+    detection matched to no label outside them is not judged, and per-minute figures are over them.
+    """
     aggressive = [label for label in labels if label.aggressive]
-    normal = [label for label in labels if not label.aggressive]
-    first = match_events(detections, aggressive, widen_s)
-    pairs = [MatchedPair(detections[detection], aggressive[label]) for detection, label in first]
-    matched_aggressive = len(pairs)
-    used = {detection for detection, _ in first}
-    left = [detection for index, detection in enumerate(detections) if index not in used]
-    pairs += [MatchedPair(left[detection], normal[label]) for detection, label in match_events(left, normal, widen_s)]
+    uncertain = [label for label in labels if label.uncertain]
+    normal = [label for label in labels if not label.aggressive and not label.uncertain]
+    pairs: list[MatchedPair] = []
+    left = list(detections)
+    counts = []
+    # Aggressive labels first, then firm ones with the detections left over, then normal ones.
+    for group in (aggressive, uncertain, normal):
+        matched = match_events(left, group, widen_s)
+        pairs += [MatchedPair(left[detection], group[label]) for detection, label in matched]
+        counts.append(len(matched))
+        used = {detection for detection, _ in matched}
+        left = [detection for index, detection in enumerate(left) if index not in used]
+    matched_aggressive, matched_uncertain, _ = counts
+    not_judged = 0
+    covered_s: float | None = None
+    if covered is not None:
+        not_judged = sum(1 for detection in left if not _inside(detection, covered))
+        covered_s = sum(max(0.0, min(end, duration_s) - max(start, 0.0)) for start, end in covered)
     judged = [pair.axes_agree for pair in pairs if pair.axes_agree is not None]
     return Figures(
-        duration_s=duration_s,
+        duration_s=covered_s if covered_s is not None else duration_s,
         widen_s=widen_s,
         detections=len(detections),
         aggressive_labels=len(aggressive),
         normal_labels=len(normal),
         matched_aggressive=matched_aggressive,
-        matched_normal=len(pairs) - matched_aggressive,
+        matched_normal=len(pairs) - matched_aggressive - matched_uncertain,
         normal_overlapped=sum(
             1 for label in normal if any(overlaps(detection, label, widen_s) for detection in detections)
         ),
-        other_detections=len(detections) - len(pairs),
+        other_detections=len(left) - not_judged,
         axis_pairs=len(judged),
         axis_agreeing=sum(judged),
         pairs=pairs,
+        uncertain_labels=len(uncertain),
+        matched_uncertain=matched_uncertain,
+        not_judged=not_judged,
+        covered_s=covered_s,
     )
+
+
+def _inside(detection: DetectedEvent, covered: Sequence[tuple[float, float]]) -> bool:
+    return any(start <= detection.start_s and detection.end_s <= end for start, end in covered)
 
 
 def detections_per_hour(detections: Sequence[DetectedEvent], duration_s: float) -> dict[str, float]:
