@@ -2,8 +2,10 @@
 
     michi replay auckland-forward --target http://127.0.0.1:8080 --speed 0
     michi replay drive.csv --gps-file gps.csv --target http://ingest:8080 --device cam-7 --token "$TOKEN"
+    michi replay TotalAcceleration.csv --gyro-file Gyroscope.csv --gps-file Location.csv --target http://ingest:8080
     michi evaluate auckland-forward --labels datasets/real-driving/quat-orient-auckland/annotations.csv
     michi evaluate drive.npz --no-gps --model candidate.onnx --json
+    michi evaluate TotalAcceleration.csv --gyro-file Gyroscope.csv --gps-file Location.csv   # an Android logger
     michi evaluate auckland-backwards --reference    # beside the reference rule (michi.recordings.threshold_rule)
     michi evaluate auckland-backwards --no-gps --gps-truth   # IMU only, judged against the drive's own GPS
 
@@ -77,12 +79,15 @@ class RecordingSource:
             return str(self.path)
 
 
-def _column_mappings(columns: str | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """`--columns` (JSON text or a JSON file): the IMU mapping, and the GPS one under a "gps" key."""
+def _column_mappings(
+    columns: str | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """`--columns` (JSON text or a JSON file): the IMU mapping, the GPS one under "gps", the gyroscope
+    file's under "gyroscope"."""
     from michi.recordings import RecordingError
 
     if columns is None:
-        return None, None
+        return None, None, None
     text = Path(columns).read_text() if columns.endswith(".json") and Path(columns).exists() else columns
     try:
         mapping = json.loads(text)
@@ -93,29 +98,56 @@ def _column_mappings(columns: str | None) -> tuple[dict[str, Any] | None, dict[s
     gps = mapping.pop("gps", None)
     if gps is not None and not isinstance(gps, dict):
         raise RecordingError('--columns: "gps" must be an object naming the GPS columns')
-    return mapping, gps
+    gyroscope = mapping.pop("gyroscope", None)
+    if gyroscope is not None and not isinstance(gyroscope, dict):
+        raise RecordingError('--columns: "gyroscope" must be an object naming the gyroscope file\'s columns')
+    return mapping, gps, gyroscope
 
 
 def load_recording(
-    argument: str, *, columns: str | None = None, gps_file: Path | None = None, gps: bool = True
+    argument: str,
+    *,
+    columns: str | None = None,
+    gps_file: Path | None = None,
+    gps: bool = True,
+    gyro_file: Path | None = None,
 ) -> RecordingSource:
-    """A recording from a file or a shipped short name; `gps=False` drops its GPS fixes."""
+    """A recording from a file or a shipped short name; `gps=False` drops its GPS fixes.
+
+    What reading decided on its own (a gyroscope file left out, samples it does not cover) is said on
+    stderr: the figures that follow depend on it.
+    """
     from michi.recordings import DATASETS, SHARED_RECORDINGS, RecordingError, read_recording, shared_recording
 
     path = Path(argument)
     if argument in SHARED_RECORDINGS and not path.exists():
-        if columns is not None or gps_file is not None:
-            raise RecordingError(f"{argument} is a shipped recording: --columns and --gps-file are for your own files")
+        if columns is not None or gps_file is not None or gyro_file is not None:
+            raise RecordingError(
+                f"{argument} is a shipped recording: --columns and --gps-file are for your own files, "
+                "and so is --gyro-file"
+            )
         recording = shared_recording(argument)
         source = RecordingSource(recording, DATASETS / SHARED_RECORDINGS[argument]["path"])
     elif path.exists():
-        imu_columns, gps_columns = _column_mappings(columns)
+        imu_columns, gps_columns, gyro_columns = _column_mappings(columns)
+        for option, given in (("--gps-file", gps_file), ("--gyro-file", gyro_file)):
+            if given is not None and not given.exists():
+                raise RecordingError(f"{option} {given}: no such file")
         try:
-            recording = read_recording(path, gps=gps_file, columns=imu_columns, gps_columns=gps_columns)
+            recording = read_recording(
+                path,
+                gps=gps_file,
+                gyro=gyro_file,
+                columns=imu_columns,
+                gps_columns=gps_columns,
+                gyro_columns=gyro_columns,
+            )
         except RecordingError:
             raise
         except (ValueError, KeyError, OSError) as error:  # a malformed file: a number that is not, a key missing
             raise RecordingError(f"{path}: cannot be read: {type(error).__name__}: {error}") from error
+        for note in recording.notes:
+            typer.echo(f"michi: note: {note}", err=True)
         source = RecordingSource(recording, path)
     else:
         raise RecordingError(f"{argument}: no such file, nor a shipped recording ({', '.join(SHARED_RECORDINGS)})")
@@ -206,6 +238,9 @@ def replay_command(
     speed: float = typer.Option(1.0, help="recorded seconds per wall-clock second; 0 sends as fast as possible"),
     columns: str | None = typer.Option(None, help="CSV columns as JSON (or a .json file); see docs/recordings.md"),
     gps_file: Path | None = typer.Option(None, help="the GPS CSV that goes with a CSV recording"),
+    gyro_file: Path | None = typer.Option(
+        None, help="the gyroscope CSV that goes with a recording without one (same clock); see docs/recordings.md"
+    ),
     trip_id: str | None = typer.Option(None, help="trip id (default: a new one per run)"),
     limit_seconds: float | None = typer.Option(None, help="send only the recording's first N seconds"),
 ) -> None:
@@ -226,7 +261,7 @@ def replay_command(
     if token is not None and device is None:
         _fail("--token belongs to one device: name it with --device")
     try:
-        source = load_recording(recording, columns=columns, gps_file=gps_file, gps=gps)
+        source = load_recording(recording, columns=columns, gps_file=gps_file, gps=gps, gyro_file=gyro_file)
     except RecordingError as error:
         _fail(str(error))
         return
@@ -710,6 +745,9 @@ def evaluate_command(
     model: str = typer.Option("champion", help=MODEL_CHOICES),
     columns: str | None = typer.Option(None, help="CSV columns as JSON (or a .json file); see docs/recordings.md"),
     gps_file: Path | None = typer.Option(None, help="the GPS CSV that goes with a CSV recording"),
+    gyro_file: Path | None = typer.Option(
+        None, help="the gyroscope CSV that goes with a recording without one (same clock); see docs/recordings.md"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with every figure"),
     reference: bool = typer.Option(
         False,
@@ -734,7 +772,9 @@ def evaluate_command(
     truth = None
     try:
         # The GPS judges even when the model is not given it (`--no-gps`): it is dropped after the truth is read.
-        source = load_recording(recording, columns=columns, gps_file=gps_file, gps=gps or gps_truth)
+        source = load_recording(
+            recording, columns=columns, gps_file=gps_file, gps=gps or gps_truth, gyro_file=gyro_file
+        )
         if gps_truth:
             if not source.recording.has_gps:
                 raise RecordingError(f"{source.recording.name}: --gps-truth needs GPS fixes and the recording has none")

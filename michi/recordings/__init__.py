@@ -8,11 +8,17 @@ A recording is an IMU stream (accelerometer in m/s², gravity included unless sa
 gyroscope in rad/s when the device has one) plus optional GPS fixes, on one clock in seconds.
 Three layouts are read:
 
-* **CSV** with a header. Columns are found by name (`COLUMN_NAMES`: `t_ms`/`t_s`/`t_us`/`time_s`,
-  `acc_x`/`accel_x`/`acc_x_mps2`..., `gyro_x`...), or given explicitly with `columns=` as
-  `{"time": "...", "time_unit": "ms", "accel": ["...", "...", "..."], "gyro": [...]}`. A GPS CSV
-  beside it (`gps=`) needs time, latitude, longitude, speed (m/s, or km/h in a `*_kmh` column)
-  and heading/course columns. Accelerations in g are converted when the column ends in `_g`.
+* **CSV** with a header. Columns are found by name (`COLUMN_NAMES`, case-insensitive, the unit in
+  parentheses stripped: `t_ms`/`time`/`Time (s)`..., `acc_x_mps2`/`Acceleration x (m/s^2)`/
+  `accelerometerAccelerationX(G)`..., `gyro_x`/`gyroRotationX(rad/s)`..., or only `x`, `y`, `z`), or given
+  explicitly with `columns=` as `{"time": "...", "time_unit": "ms", "accel": ["...", "...", "..."],
+  "gyro": [...]}`. Times in s, ms, us or ns: the unit given, else the one the name states, else the one
+  that puts the median step at an IMU's rate (4-2000 Hz; a GPS's 0.1-50 Hz). Accelerations in g are
+  converted when the name says so (`(G)`, `_g`); gravity-removed columns (`Linear Acceleration`,
+  `userAcceleration`) make the recording linear acceleration. A GPS CSV beside it (`gps=`) needs time,
+  latitude, longitude, speed (m/s, or km/h in a `*_kmh` column) and heading/course columns; without one,
+  GPS columns in the IMU's own file (SensorLog) are read. A gyroscope CSV beside it (`gyro=`, on the same
+  clock) is interpolated onto the accelerometer's times (`_gyroscope_on_accelerometer_clock`).
 * **JSON**: `{"imu": {"time_s": [...], "accel": [[x, y, z], ...], "gyro": [[...], ...] | null,
   "linear_acceleration": false}, "gps": {"time_s": [...], "latitude": [...], "longitude": [...],
   "speed_mps": [...], "heading_deg": [...]}}`.
@@ -31,6 +37,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,19 +55,153 @@ DATASETS = Path(
     os.environ.get("MICHI_DATASETS_DIR") or Path(__file__).resolve().parents[2] / "datasets" / "real-driving"
 )
 
+# Column names by role, in order of preference. A header matches when its lowercased name is listed, or
+# once its unit in parentheses or brackets is stripped and every run of other characters than letters
+# and digits is one "_" ("Acceleration x (m/s^2)" -> "acceleration_x", "gyroRotationX(rad/s)" ->
+# "gyrorotationx"). The units stated that way are read too (`_stated_unit`).
 COLUMN_NAMES: dict[str, tuple[str, ...]] = {
-    "time": ("t_s", "time_s", "t_ms", "time_ms", "t_us", "time_us", "t_boot_s", "timestamp_s", "timestamp_ms"),
-    "accel_x": ("acc_x_mps2", "accel_x_mps2", "acc_x", "accel_x", "ax", "acc_fwd_mps2", "accel_x_g", "acc_x_g"),
-    "accel_y": ("acc_y_mps2", "accel_y_mps2", "acc_y", "accel_y", "ay", "acc_right_mps2", "accel_y_g", "acc_y_g"),
-    "accel_z": ("acc_z_mps2", "accel_z_mps2", "acc_z", "accel_z", "az", "acc_down_mps2", "accel_z_g", "acc_z_g"),
-    "gyro_x": ("gyro_x_rps", "gyro_x_radps", "gyro_x", "gx", "gyro_fwd_rps"),
-    "gyro_y": ("gyro_y_rps", "gyro_y_radps", "gyro_y", "gy", "gyro_right_rps"),
-    "gyro_z": ("gyro_z_rps", "gyro_z_radps", "gyro_z", "gz", "gyro_down_rps"),
-    "latitude": ("lat_deg", "latitude", "lat", "gps_lat"),
-    "longitude": ("lon_deg", "longitude", "lon", "lng", "gps_long"),
-    "speed": ("speed_mps", "speed_kmh", "speed"),
-    "heading": ("course_deg", "bearing_deg", "heading_deg", "heading", "course", "gps_heading"),
+    "time": (
+        "t_s",
+        "time_s",
+        "t_ms",
+        "time_ms",
+        "t_us",
+        "time_us",
+        "t_boot_s",
+        "timestamp_s",
+        "timestamp_ms",
+        # Per-sensor loggers (Android SensorEvent.timestamp, Sensor Logger, phyphox, SensorLog).
+        "t_ns",
+        "time_ns",
+        "timestamp_ns",
+        "timestamp_us",
+        "accelerometertimestamp_sincereboot",
+        "gyrotimestamp_sincereboot",
+        "motiontimestamp_sincereboot",
+        "time",
+        "timestamp",
+        "uptimenanos",
+        "seconds_elapsed",
+        "elapsed_s",
+    ),
+    "accel_x": (
+        "acc_x_mps2",
+        "accel_x_mps2",
+        "acc_x",
+        "accel_x",
+        "ax",
+        "acc_fwd_mps2",
+        "accel_x_g",
+        "acc_x_g",
+        "acceleration_x",
+        "accelerometeraccelerationx",
+        "total_acceleration_x",
+    ),
+    "accel_y": (
+        "acc_y_mps2",
+        "accel_y_mps2",
+        "acc_y",
+        "accel_y",
+        "ay",
+        "acc_right_mps2",
+        "accel_y_g",
+        "acc_y_g",
+        "acceleration_y",
+        "accelerometeraccelerationy",
+        "total_acceleration_y",
+    ),
+    "accel_z": (
+        "acc_z_mps2",
+        "accel_z_mps2",
+        "acc_z",
+        "accel_z",
+        "az",
+        "acc_down_mps2",
+        "accel_z_g",
+        "acc_z_g",
+        "acceleration_z",
+        "accelerometeraccelerationz",
+        "total_acceleration_z",
+    ),
+    # Gravity removed: read when no gravity-included accelerometer is found, and the recording is then
+    # linear acceleration unless the caller says otherwise.
+    "linear_accel_x": ("linear_acceleration_x", "lin_acc_x", "useraccelerationx", "motionuseraccelerationx"),
+    "linear_accel_y": ("linear_acceleration_y", "lin_acc_y", "useraccelerationy", "motionuseraccelerationy"),
+    "linear_accel_z": ("linear_acceleration_z", "lin_acc_z", "useraccelerationz", "motionuseraccelerationz"),
+    "gyro_x": (
+        "gyro_x_rps",
+        "gyro_x_radps",
+        "gyro_x",
+        "gx",
+        "gyro_fwd_rps",
+        "gyroscope_x",
+        "gyrorotationx",
+        "motionrotationratex",
+    ),
+    "gyro_y": (
+        "gyro_y_rps",
+        "gyro_y_radps",
+        "gyro_y",
+        "gy",
+        "gyro_right_rps",
+        "gyroscope_y",
+        "gyrorotationy",
+        "motionrotationratey",
+    ),
+    "gyro_z": (
+        "gyro_z_rps",
+        "gyro_z_radps",
+        "gyro_z",
+        "gz",
+        "gyro_down_rps",
+        "gyroscope_z",
+        "gyrorotationz",
+        "motionrotationratez",
+    ),
+    "latitude": ("lat_deg", "latitude", "lat", "gps_lat", "locationlatitude"),
+    "longitude": ("lon_deg", "longitude", "lon", "lng", "gps_long", "locationlongitude"),
+    "speed": ("speed_mps", "speed_kmh", "speed", "locationspeed"),
+    "heading": (
+        "course_deg",
+        "bearing_deg",
+        "heading_deg",
+        "heading",
+        "course",
+        "gps_heading",
+        "bearing",
+        "direction",
+        "locationcourse",
+    ),
+    # The GPS's own time in a file whose rows are the IMU's (SensorLog): a new value is a new fix.
+    "gps_time": ("locationtimestamp_since1970", "gps_time", "location_time"),
 }
+# The gravity-removed names, to recognise them among columns named with `columns=` too.
+_LINEAR_NAMES = frozenset(
+    COLUMN_NAMES["linear_accel_x"] + COLUMN_NAMES["linear_accel_y"] + COLUMN_NAMES["linear_accel_z"]
+)
+# Columns named only by their axis (Android loggers' per-sensor files): the accelerometer in the
+# recording's file, the gyroscope in the gyroscope file.
+BARE_AXES = ("x", "y", "z")
+
+TIME_UNIT_SCALES = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+TIME_UNIT_WORDS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), "s"),
+    **dict.fromkeys(("ms", "msec", "millis", "millisecond", "milliseconds"), "ms"),
+    **dict.fromkeys(("us", "µs", "μs", "usec", "micros", "microsecond", "microseconds"), "us"),
+    **dict.fromkeys(("ns", "nsec", "nanos", "nanosecond", "nanoseconds"), "ns"),
+}
+# The sample rates a time column without a stated unit is read against: each range spans less than a
+# factor 1000, so at most one of s, ms, us, ns puts a file's median step inside it (a 1 Hz GPS in seconds
+# would be a 1 kHz IMU in milliseconds).
+IMU_RATES_HZ = (4.0, 2000.0)
+GPS_RATES_HZ = (0.1, 50.0)
+# A separate gyroscope file: interpolation does not bridge longer gaps, and a gyroscope that covers
+# less of the accelerometer's samples than this is left out rather than cutting the recording.
+MAX_GYROSCOPE_GAP_S = 0.2
+MIN_GYROSCOPE_COVERAGE = 0.9
+# Accelerometer columns named only x, y, z say nothing of gravity: a median magnitude under half of it
+# is a gravity-removed stream (a gravity-included one reads about 9.8 m/s² whatever the car does).
+LINEAR_MEDIAN_BELOW_MPS2 = STANDARD_GRAVITY / 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +218,8 @@ class Recording:
     speed_mps: FloatArray
     heading_deg: FloatArray
     linear_acceleration: bool = False
+    # What reading decided that the user should hear of (a gyroscope left out, samples trimmed).
+    notes: tuple[str, ...] = ()
 
     @property
     def sample_rate_hz(self) -> float:
@@ -110,8 +253,18 @@ class RecordingError(ValueError):
     """A recording that cannot be read, with the reason."""
 
 
+@dataclass(frozen=True)
+class ImuColumns:
+    """What a CSV's IMU columns hold once read: times in seconds on the file's clock, m/s², rad/s."""
+
+    times: FloatArray
+    accel: FloatArray
+    gyro: FloatArray | None
+    linear_acceleration: bool | None  # None: the names and the values say nothing of gravity
+
+
 def _read_csv(path: Path) -> dict[str, list[str]]:
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
             raise RecordingError(f"{path}: no header row")
@@ -126,65 +279,295 @@ def _numbers(values: Sequence[str]) -> FloatArray:
     return np.array([float(value) if value not in ("", "NA", "nan") else math.nan for value in values])
 
 
-def _find(columns: Mapping[str, list[str]], role: str, explicit: str | None = None) -> str | None:
+def _stated_unit(name: str) -> str | None:
+    """The unit a header states in parentheses or brackets: "Time (s)" -> "s", "accX(G)" -> "g"."""
+    found = re.findall(r"[(\[]([^()\[\]]*)[)\]]", name)
+    return found[-1].strip().lower() if found else None
+
+
+def normalised_column_name(name: str) -> str:
+    """A header as `COLUMN_NAMES` lists it: lowercase, the unit in parentheses gone, separators one "_"."""
+    bare = re.sub(r"[(\[][^()\[\]]*[)\]]", " ", name).lower()
+    return re.sub(r"[^0-9a-zµμ]+", "_", bare).strip("_")
+
+
+def _find(
+    columns: Mapping[str, list[str]], role: str, explicit: str | None = None, extra: Sequence[str] = ()
+) -> str | None:
     if explicit is not None:
         if explicit not in columns:
             raise RecordingError(f"column {explicit!r} not found (have {', '.join(columns)})")
         return explicit
-    lowered = {name.lower(): name for name in columns}
-    for candidate in COLUMN_NAMES[role]:
+    lowered: dict[str, str] = {}
+    normalised: dict[str, str] = {}
+    for name in columns:
+        lowered.setdefault(name.lower(), name)
+        normalised.setdefault(normalised_column_name(name), name)
+    for candidate in (*COLUMN_NAMES.get(role, ()), *extra):
         if candidate in lowered:
             return lowered[candidate]
+        if candidate in normalised:
+            return normalised[candidate]
     return None
 
 
-def _time_seconds(name: str, values: FloatArray, unit: str | None) -> FloatArray:
-    unit = unit or ("us" if name.endswith("us") else "ms" if name.endswith("ms") else "s")
-    scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6}.get(unit)
+def time_unit_in_name(name: str) -> str | None:
+    """The time unit a column's name states, or None: "Time (s)", "t_ms", "timestamp_ns", "uptimeNanos"."""
+    stated = _stated_unit(name)
+    if stated is not None and stated in TIME_UNIT_WORDS:
+        return TIME_UNIT_WORDS[stated]
+    bare = re.sub(r"[(\[][^()\[\]]*[)\]]", " ", name)
+    words = re.split(r"[^0-9A-Za-zµμ]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", bare))
+    for word in reversed(words):
+        if word.lower() in TIME_UNIT_WORDS:
+            return TIME_UNIT_WORDS[word.lower()]
+    # Before words were read, a name ending in "us" or "ms" was enough ("stampms"): it still is.
+    lowered = name.lower()
+    return "us" if lowered.endswith("us") else "ms" if lowered.endswith("ms") else None
+
+
+def inferred_time_unit(name: str, values: FloatArray, rates_hz: tuple[float, float], what: str) -> str:
+    """The one unit among s, ms, us, ns that puts the median positive step at a rate in `rates_hz`."""
+    finite = values[np.isfinite(values)]
+    steps = np.diff(finite)
+    steps = steps[steps > 0]
+    low, high = rates_hz
+    if not steps.size:
+        raise RecordingError(f"time column {name!r} states no unit and has no increasing samples to infer it from")
+    step = float(np.median(steps))
+    rates = {unit: 1.0 / (step * scale) for unit, scale in TIME_UNIT_SCALES.items()}
+    fitting = [unit for unit, rate in rates.items() if low <= rate <= high]
+    if len(fitting) == 1:
+        return fitting[0]
+    readings = ", ".join(f"{unit}: {rate:.3g} Hz" for unit, rate in rates.items())
+    raise RecordingError(
+        f"time column {name!r} states no unit and its median step {step:g} fits "
+        f"{'no unit' if not fitting else 'more than one unit'} for {what} at {low:g}-{high:g} Hz ({readings}): "
+        'give it as "time_unit" in --columns (s, ms, us or ns)'
+    )
+
+
+def _time_seconds(
+    name: str, values: FloatArray, unit: str | None, rates_hz: tuple[float, float] = IMU_RATES_HZ, what: str = "an IMU"
+) -> FloatArray:
+    """Times in seconds: the unit given, else the one the name states, else inferred from the sample rate."""
+    unit = unit or time_unit_in_name(name) or inferred_time_unit(name, values, rates_hz, what)
+    scale = TIME_UNIT_SCALES.get(unit)
     if scale is None:
-        raise RecordingError(f"time unit must be s, ms or us, not {unit!r}")
+        raise RecordingError(f"time unit must be s, ms, us or ns, not {unit!r}")
     return values * scale
 
 
-def _read_csv_imu(path: Path, mapping: Mapping[str, Any]) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+def _acceleration_scale(name: str) -> float:
+    """m/s² per unit of a column: g when its name says so ("(G)", "(g)", "_g"), else m/s²."""
+    return STANDARD_GRAVITY if _stated_unit(name) == "g" or name.lower().endswith("_g") else 1.0
+
+
+def _rotation_scale(name: str) -> float:
+    """rad/s per unit of a column: degrees per second when its name says so ("(deg/s)", "(°/s)", "_dps")."""
+    degrees = _stated_unit(name) in ("deg/s", "°/s", "dps") or name.lower().endswith(("_dps", "_degps"))
+    return math.pi / 180.0 if degrees else 1.0
+
+
+def _axes(columns: Mapping[str, list[str]], sensor: str | None) -> list[str] | None:
+    """Three columns of one sensor by role (`accel`, `linear_accel`, `gyro`), or with None the bare x, y, z."""
+    if sensor is None:
+        names = [_find(columns, "", extra=(axis,)) for axis in BARE_AXES]
+    else:
+        names = [_find(columns, f"{sensor}_{axis}") for axis in "xyz"]
+    return None if None in names else [str(name) for name in names]
+
+
+def _axis_values(columns: Mapping[str, list[str]], names: Sequence[str], scale: Any) -> FloatArray:
+    return np.column_stack([_numbers(columns[name]) * scale(name) for name in names])
+
+
+def _read_csv_imu(path: Path, mapping: Mapping[str, Any]) -> ImuColumns:
     columns = _read_csv(path)
     time_name = _find(columns, "time", mapping.get("time"))
     if time_name is None:
         raise RecordingError(f"{path}: no time column (one of {', '.join(COLUMN_NAMES['time'])}, or columns=)")
-    times = _time_seconds(time_name, _numbers(columns[time_name]), mapping.get("time_unit"))
-    accel_names = list(mapping.get("accel") or [_find(columns, f"accel_{axis}") for axis in "xyz"])
-    if None in accel_names or len(accel_names) != 3:
+    try:
+        times = _time_seconds(time_name, _numbers(columns[time_name]), mapping.get("time_unit"))
+    except RecordingError as error:
+        raise RecordingError(f"{path}: {error}") from error
+    linear: bool | None = None
+    if mapping.get("accel"):
+        accel_names = [str(name) for name in mapping["accel"]]
+        for name in accel_names:
+            _find(columns, "accel_x", name)
+        if all(normalised_column_name(name) in _LINEAR_NAMES for name in accel_names):
+            linear = True
+    else:
+        # Gravity included first (calibration finds "up" from it), then gravity removed, then bare axes.
+        found = _axes(columns, "accel")
+        linear = False if found is not None else None
+        if found is None:
+            found = _axes(columns, "linear_accel")
+            linear = True if found is not None else None
+        accel_names = found or _axes(columns, None) or []
+    if len(accel_names) != 3:
         raise RecordingError(f"{path}: three accelerometer columns are needed (columns= names them)")
-    accel = np.column_stack([_numbers(columns[name]) for name in accel_names])
-    for axis, name in enumerate(accel_names):
-        if str(name).lower().endswith("_g"):
-            accel[:, axis] *= STANDARD_GRAVITY
-    gyro_names = list(mapping.get("gyro") or [_find(columns, f"gyro_{axis}") for axis in "xyz"])
+    accel = _axis_values(columns, accel_names, _acceleration_scale)
+    if linear is None and {normalised_column_name(name) for name in accel_names} == set(BARE_AXES):
+        magnitudes = np.linalg.norm(accel, axis=1)
+        magnitudes = magnitudes[np.isfinite(magnitudes)]
+        if magnitudes.size:
+            linear = bool(np.median(magnitudes) < LINEAR_MEDIAN_BELOW_MPS2)
+    gyro_names = list(mapping.get("gyro") or _axes(columns, "gyro") or [])
     gyro = None
     if len(gyro_names) == 3 and None not in gyro_names:
-        gyro = np.column_stack([_numbers(columns[name]) for name in gyro_names])
-    return times, accel, gyro
+        for name in gyro_names:
+            _find(columns, "gyro_x", name)
+        gyro = _axis_values(columns, gyro_names, _rotation_scale)
+    return ImuColumns(times, accel, gyro, linear)
+
+
+def _read_csv_gyroscope(path: Path, mapping: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
+    """A gyroscope's own file: its times in seconds (on its clock) and rad/s; axes by name or bare x, y, z."""
+    columns = _read_csv(path)
+    time_name = _find(columns, "time", mapping.get("time"))
+    if time_name is None:
+        raise RecordingError(f"{path}: no time column (one of {', '.join(COLUMN_NAMES['time'])}, or columns=)")
+    try:
+        times = _time_seconds(time_name, _numbers(columns[time_name]), mapping.get("time_unit"))
+    except RecordingError as error:
+        raise RecordingError(f"{path}: {error}") from error
+    names = list(mapping.get("gyro") or _axes(columns, "gyro") or _axes(columns, None) or [])
+    if len(names) != 3:
+        raise RecordingError(f"{path}: three gyroscope columns are needed (gyro_x..., x, y, z, or columns=)")
+    for name in names:
+        _find(columns, "gyro_x", name)
+    return times, _axis_values(columns, names, _rotation_scale)
+
+
+def _speed_values(columns: Mapping[str, list[str]], name: str) -> FloatArray:
+    """m/s; km/h when the name says so; iOS's -1 ("no valid speed") is no fix."""
+    speed = _numbers(columns[name])
+    if name.lower().endswith("kmh") or _stated_unit(name) in ("km/h", "kmh", "kph"):
+        speed = speed / 3.6
+    if normalised_column_name(name) == "locationspeed":
+        speed = np.where(speed < 0, math.nan, speed)
+    return speed
+
+
+def _heading_values(columns: Mapping[str, list[str]], name: str) -> FloatArray:
+    heading = _numbers(columns[name])
+    if normalised_column_name(name) == "locationcourse":  # iOS: -1 is "no valid course"
+        heading = np.where(heading < 0, math.nan, heading)
+    return heading % 360.0
+
+
+def _gps_roles(
+    columns: Mapping[str, list[str]], mapping: Mapping[str, Any], roles: Sequence[str]
+) -> dict[str, str | None]:
+    return {role: _find(columns, role, mapping.get(role)) for role in roles}
 
 
 def _read_csv_gps(path: Path, mapping: Mapping[str, Any]) -> dict[str, FloatArray]:
     columns = _read_csv(path)
-    found = {
-        role: _find(columns, role, mapping.get(role)) for role in ("time", "latitude", "longitude", "speed", "heading")
-    }
+    found = _gps_roles(columns, mapping, ("time", "latitude", "longitude", "speed", "heading"))
     missing = [role for role, name in found.items() if name is None]
     if missing:
         raise RecordingError(f"{path}: GPS columns not found: {', '.join(missing)}")
     names = {role: str(name) for role, name in found.items()}
-    speed = _numbers(columns[names["speed"]])
-    if names["speed"].lower().endswith("kmh"):
-        speed = speed / 3.6
+    try:
+        times = _time_seconds(
+            names["time"], _numbers(columns[names["time"]]), mapping.get("time_unit"), GPS_RATES_HZ, "a GPS"
+        )
+    except RecordingError as error:
+        raise RecordingError(f"{path}: {error}") from error
     return {
-        "time": _time_seconds(names["time"], _numbers(columns[names["time"]]), mapping.get("time_unit")),
+        "time": times,
         "latitude": _numbers(columns[names["latitude"]]),
         "longitude": _numbers(columns[names["longitude"]]),
-        "speed": speed,
-        "heading": _numbers(columns[names["heading"]]) % 360.0,
+        "speed": _speed_values(columns, names["speed"]),
+        "heading": _heading_values(columns, names["heading"]),
     }
+
+
+def _gps_in_imu_file(path: Path, times: FloatArray) -> dict[str, FloatArray] | None:
+    """GPS columns in the IMU's own file (SensorLog): a fix wherever the GPS changes, at that row's IMU time.
+
+    Each row repeats the last fix until a new one comes, so a fix is a row whose GPS time column (SensorLog's
+    locationTimestamp_since1970) differs from the row before, or without one whose latitude, longitude, speed
+    or heading does. Its time is the row's, on the IMU's clock: the GPS's own time is on another clock.
+    """
+    columns = _read_csv(path)
+    found = _gps_roles(columns, {}, ("latitude", "longitude", "speed", "heading"))
+    if None in found.values():
+        return None
+    names = {role: str(name) for role, name in found.items()}
+    fixes = {
+        "latitude": _numbers(columns[names["latitude"]]),
+        "longitude": _numbers(columns[names["longitude"]]),
+        "speed": _speed_values(columns, names["speed"]),
+        "heading": _heading_values(columns, names["heading"]),
+    }
+    gps_time = _find(columns, "gps_time")
+    keys = [_numbers(columns[gps_time])] if gps_time is not None else list(fixes.values())
+    changed = np.zeros(times.size, dtype=bool)
+    for key in keys:
+        previous = np.concatenate([[math.nan], key[:-1]])
+        changed |= np.isfinite(key) & (key != previous)
+    if not np.any(changed):
+        return None
+    return {"time": times[changed], **{role: values[changed] for role, values in fixes.items()}}
+
+
+def _gyroscope_on_accelerometer_clock(
+    times: FloatArray, gyro_times: FloatArray, gyro: FloatArray, source: str
+) -> tuple[FloatArray | None, str | None]:
+    """A separate gyroscope interpolated (linearly) onto the accelerometer's times.
+
+    An accelerometer sample outside the gyroscope's span, or inside a gap of its samples longer than
+    `MAX_GYROSCOPE_GAP_S`, gets no value (NaN, so `_assemble` leaves it out). When that would leave out
+    more than 1 - `MIN_GYROSCOPE_COVERAGE` of the samples the gyroscope is dropped instead, and said so.
+    """
+    usable = np.isfinite(gyro_times) & np.all(np.isfinite(gyro), axis=1)
+    order = np.argsort(gyro_times[usable], kind="stable")
+    gyro_times, gyro = gyro_times[usable][order], gyro[usable][order]
+    unique = np.concatenate([[True], np.diff(gyro_times) > 0])
+    gyro_times, gyro = gyro_times[unique], gyro[unique]
+    accel_times = times[np.isfinite(times)]
+    if gyro_times.size < 2 or accel_times.size < 2:
+        raise RecordingError(f"{source}: fewer than 2 gyroscope samples with a time and three axes")
+    start, end = float(accel_times.min()), float(accel_times.max())
+    gyro_start, gyro_end = float(gyro_times[0]), float(gyro_times[-1])
+    if gyro_end < start or gyro_start > end:
+        raise RecordingError(
+            f"{source}: the gyroscope's times ({gyro_start:g} to {gyro_end:g} s) do not overlap the "
+            f"accelerometer's ({start:g} to {end:g} s): both files must be on the same clock"
+        )
+    values = np.column_stack([np.interp(times, gyro_times, gyro[:, axis]) for axis in range(3)])
+    after = np.clip(np.searchsorted(gyro_times, times, side="left"), 1, gyro_times.size - 1)
+    gap = gyro_times[after] - gyro_times[after - 1]
+    covered = np.isfinite(times) & (times >= gyro_start) & (times <= gyro_end) & (gap <= MAX_GYROSCOPE_GAP_S)
+    coverage = float(np.count_nonzero(covered)) / accel_times.size
+    if coverage < MIN_GYROSCOPE_COVERAGE:
+        return None, (
+            f"{source}: the gyroscope covers {coverage:.0%} of the accelerometer's samples (less than "
+            f"{MIN_GYROSCOPE_COVERAGE:.0%}): read without a gyroscope"
+        )
+    left_out = accel_times.size - int(np.count_nonzero(covered))
+    values[~covered] = math.nan
+    note = (
+        f"{source}: {left_out} accelerometer samples the gyroscope does not cover were left out" if left_out else None
+    )
+    return values, note
+
+
+def _overlapping_gps(gps: dict[str, FloatArray], times: FloatArray, source: str) -> None:
+    """Refuse a GPS file on another clock than the IMU: its fixes would fall in no upload."""
+    gps_times = gps["time"][np.isfinite(gps["time"])]
+    imu_times = times[np.isfinite(times)]
+    if not gps_times.size or not imu_times.size:
+        return
+    if gps_times.max() < imu_times.min() or gps_times.min() > imu_times.max():
+        raise RecordingError(
+            f"{source}: the GPS's times ({gps_times.min():g} to {gps_times.max():g} s) do not overlap the "
+            f"IMU's ({imu_times.min():g} to {imu_times.max():g} s): both files must be on the same clock"
+        )
 
 
 def _gps_columns(fixes: Mapping[str, Any], time_name: str) -> dict[str, FloatArray]:
@@ -202,39 +585,64 @@ def read_recording(
     path: str | Path,
     *,
     gps: str | Path | None = None,
+    gyro: str | Path | None = None,
     columns: Mapping[str, Any] | None = None,
     gps_columns: Mapping[str, Any] | None = None,
+    gyro_columns: Mapping[str, Any] | None = None,
     name: str | None = None,
-    linear_acceleration: bool = False,
+    linear_acceleration: bool | None = None,
 ) -> Recording:
-    """A recording from a CSV (with an optional GPS CSV), a JSON or an NPZ file."""
+    """A recording from a CSV (with an optional GPS CSV and gyroscope CSV), a JSON or an NPZ file.
+
+    `linear_acceleration` None takes it from the file: JSON's and NPZ's key, a CSV's column names
+    ("Linear Acceleration", "userAcceleration") or, for columns named only x, y, z, their magnitude.
+    """
     path = Path(path)
     if not path.exists():
         raise RecordingError(f"{path}: no such file")
     gps_data: dict[str, FloatArray] | None = None
+    notes: list[str] = []
     if path.suffix == ".json":
         document = json.loads(path.read_text())
         imu = document.get("imu") or {}
         times = np.asarray(imu.get("time_s", []), dtype=np.float64)
         accel = np.asarray(imu.get("accel", []), dtype=np.float64).reshape(-1, 3)
-        gyro = np.asarray(imu["gyro"], dtype=np.float64).reshape(-1, 3) if imu.get("gyro") else None
-        linear_acceleration = bool(imu.get("linear_acceleration", linear_acceleration))
+        gyro_values = np.asarray(imu["gyro"], dtype=np.float64).reshape(-1, 3) if imu.get("gyro") else None
+        linear = bool(imu.get("linear_acceleration", bool(linear_acceleration)))
         if document.get("gps"):
             gps_data = _gps_columns(document["gps"], "time_s")
     elif path.suffix == ".npz":
         with np.load(path) as archive:
             times = np.asarray(archive["imu_time_s"], dtype=np.float64)
             accel = np.asarray(archive["accel"], dtype=np.float64).reshape(-1, 3)
-            gyro = np.asarray(archive["gyro"], dtype=np.float64).reshape(-1, 3) if "gyro" in archive else None
-            if "linear_acceleration" in archive:
-                linear_acceleration = bool(archive["linear_acceleration"])
+            gyro_values = np.asarray(archive["gyro"], dtype=np.float64).reshape(-1, 3) if "gyro" in archive else None
+            linear = (
+                bool(archive["linear_acceleration"]) if "linear_acceleration" in archive else bool(linear_acceleration)
+            )
             if "gps_time_s" in archive:
                 gps_data = _gps_columns(archive, "gps_time_s")
     else:
-        times, accel, gyro = _read_csv_imu(path, columns or {})
+        mapping = columns or {}
+        read = _read_csv_imu(path, mapping)
+        times, accel, gyro_values = read.times, read.accel, read.gyro
+        stated = mapping.get("linear_acceleration")
+        chosen = linear_acceleration if linear_acceleration is not None else stated
+        linear = bool(chosen if chosen is not None else read.linear_acceleration)
         if gps is not None:
             gps_data = _read_csv_gps(Path(gps), gps_columns or {})
-    return _assemble(name or path.stem, times, accel, gyro, gps_data, linear_acceleration)
+            _overlapping_gps(gps_data, times, str(gps))
+        else:
+            gps_data = _gps_in_imu_file(path, times)
+    if gyro is not None:
+        if gyro_values is not None:
+            raise RecordingError(
+                f"{path}: has gyroscope columns of its own; a separate gyroscope file is for one without"
+            )
+        gyro_times, gyro_read = _read_csv_gyroscope(Path(gyro), gyro_columns or {})
+        gyro_values, note = _gyroscope_on_accelerometer_clock(times, gyro_times, gyro_read, str(gyro))
+        if note is not None:
+            notes.append(note)
+    return _assemble(name or path.stem, times, accel, gyro_values, gps_data, linear, tuple(notes))
 
 
 def _assemble(
@@ -244,12 +652,15 @@ def _assemble(
     gyro: FloatArray | None,
     gps: dict[str, FloatArray] | None,
     linear_acceleration: bool,
+    notes: tuple[str, ...] = (),
 ) -> Recording:
     if times.size < 2 or accel.shape != (times.size, 3) or (gyro is not None and gyro.shape != accel.shape):
         raise RecordingError(f"{name}: IMU time and axes must have the same length, at least 2 samples")
     keep = np.isfinite(times) & np.all(np.isfinite(accel), axis=1)
     if gyro is not None:
         keep &= np.all(np.isfinite(gyro), axis=1)
+    if np.count_nonzero(keep) < 2:
+        raise RecordingError(f"{name}: fewer than 2 IMU samples with a time and three axes")
     order = np.argsort(times[keep], kind="stable")
     times, accel = times[keep][order], accel[keep][order]
     gyro = gyro[keep][order] if gyro is not None else None
@@ -279,6 +690,7 @@ def _assemble(
         speed_mps=speed,
         heading_deg=heading,
         linear_acceleration=linear_acceleration,
+        notes=notes,
     )
 
 

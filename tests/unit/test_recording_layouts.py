@@ -1,0 +1,430 @@
+"""The layouts of common sensor-logger apps read as recordings: Android per-sensor files in nanoseconds
+(Sensor Logger), phyphox exports, iOS SensorLog in g, time units inferred from the sample rate, and a
+gyroscope in its own file on `michi evaluate` and `michi replay`.
+
+    .venv/bin/python -m pytest tests/unit/test_recording_layouts.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from michi.cli import app
+from michi.cli.recordings import load_recording
+from michi.infra.processes import free_port
+from michi.recordings import (
+    STANDARD_GRAVITY,
+    RecordingError,
+    _time_seconds,
+    normalised_column_name,
+    read_recording,
+    time_unit_in_name,
+)
+
+EPOCH_NS = 1_700_000_000_000_000_000  # Sensor Logger's "time": nanoseconds since 1970
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    path.write_text(",".join(header) + "\n" + "".join(",".join(str(value) for value in row) + "\n" for row in rows))
+    return path
+
+
+def gyroscope_at(time_s: float) -> tuple[float, float, float]:
+    """A rotation linear in time: interpolation onto other sample times is then exact."""
+    return 0.01 * time_s, -0.02 * time_s, 0.1
+
+
+def sensor_logger_accelerometer(
+    path: Path, *, seconds: float = 20.0, rate_hz: float = 200.0, gravity: bool = True
+) -> Path:
+    """Sensor Logger's TotalAcceleration.csv (gravity: True) or Accelerometer.csv: time in ns, z, y, x."""
+    rows = []
+    for index in range(round(seconds * rate_hz)):
+        time_s = index / rate_hz
+        x = 0.5 * math.sin(time_s)
+        rows.append((EPOCH_NS + round(time_s * 1e9), f"{time_s:.6f}", STANDARD_GRAVITY if gravity else 0.05, 0.2, x))
+    return write_csv(path, ("time", "seconds_elapsed", "z", "y", "x"), rows)
+
+
+def sensor_logger_gyroscope(path: Path, *, start_s: float, end_s: float, rate_hz: float = 100.0) -> Path:
+    rows = []
+    time_s = start_s
+    while time_s <= end_s + 1e-9:
+        x, y, z = gyroscope_at(time_s)
+        rows.append((EPOCH_NS + round(time_s * 1e9), f"{time_s:.6f}", z, y, x))
+        time_s += 1.0 / rate_hz
+    return write_csv(path, ("time", "seconds_elapsed", "z", "y", "x"), rows)
+
+
+def sensor_logger_location(path: Path, *, seconds: int = 20, start_ns: int = EPOCH_NS) -> Path:
+    header = ["time", "seconds_elapsed", "bearingAccuracy", "speedAccuracy", "horizontalAccuracy", "speed"]
+    header += ["bearing", "altitude", "longitude", "latitude"]
+    rows = [
+        (start_ns + second * 1_000_000_000, second, 5, 0.5, 4, 10.0 + second, 90, 30, 13.4 + second * 1e-4, 52.5)
+        for second in range(seconds)
+    ]
+    return write_csv(path, header, rows)
+
+
+# --- time units
+
+
+@pytest.mark.parametrize(
+    ("name", "unit"),
+    [
+        ("Time (s)", "s"),
+        ("seconds_elapsed", "s"),
+        ("accelerometerTimestamp_sinceReboot(s)", "s"),
+        ("timestamp (ns)", "ns"),
+        ("t_ns", "ns"),
+        ("uptimeNanos", "ns"),
+        ("time_us", "us"),
+        ("t_ms", "ms"),
+        ("t_boot_s", "s"),
+        ("time", None),
+        ("timestamp", None),
+    ],
+)
+def test_the_time_unit_a_name_states(name: str, unit: str | None) -> None:
+    assert time_unit_in_name(name) == unit
+
+
+@pytest.mark.parametrize(("unit", "scale"), [("s", 1.0), ("ms", 1e3), ("us", 1e6), ("ns", 1e9)])
+def test_a_time_unit_not_stated_is_inferred_from_the_sample_rate(unit: str, scale: float) -> None:
+    for rate_hz in (10.0, 100.0, 400.0):
+        seconds = np.arange(200) / rate_hz
+        raw = 1_000.0 + seconds * scale
+        np.testing.assert_allclose(_time_seconds("time", raw, None) - 1_000.0 / scale, seconds, atol=1e-9)
+
+
+def test_a_time_unit_that_fits_no_sample_rate_is_refused_with_the_column_and_its_step() -> None:
+    steps = (
+        np.arange(100, dtype=np.float64) * 0.3
+    )  # 3.3 Hz in seconds, 3333 Hz in milliseconds: neither is an IMU's rate
+    with pytest.raises(RecordingError, match=r"time column 'timestamp' states no unit and its median step 0\.3 fits"):
+        _time_seconds("timestamp", steps, None)
+    with pytest.raises(RecordingError, match="no increasing samples"):
+        _time_seconds("time", np.zeros(5), None)
+    # A unit given or stated is taken as it is, whatever the rate.
+    np.testing.assert_allclose(_time_seconds("timestamp", steps, "s"), steps)
+    np.testing.assert_allclose(_time_seconds("Time (ms)", steps, None), steps / 1000)
+
+
+def test_a_refused_unit_names_the_file(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "drive.csv", ("time", "x", "y", "z"), [(index * 0.3, 0, 0, 9.8) for index in range(50)])
+    with pytest.raises(RecordingError, match=r"drive\.csv: time column 'time' states no unit"):
+        read_recording(path)
+    assert read_recording(path, columns={"time_unit": "s"}).sample_rate_hz == pytest.approx(1 / 0.3)
+
+
+def test_headers_are_matched_without_their_units() -> None:
+    assert normalised_column_name("Linear Acceleration x (m/s^2)") == "linear_acceleration_x"
+    assert normalised_column_name("gyroRotationX(rad/s)") == "gyrorotationx"
+    assert normalised_column_name("locationCourse(°)") == "locationcourse"
+
+
+# --- Android per-sensor files (Sensor Logger)
+
+
+def test_android_per_sensor_files_in_nanoseconds(tmp_path: Path) -> None:
+    accelerometer = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv")
+    gyroscope = sensor_logger_gyroscope(tmp_path / "Gyroscope.csv", start_s=0.0, end_s=20.0, rate_hz=100.0)
+    location = sensor_logger_location(tmp_path / "Location.csv")
+    recording = read_recording(accelerometer, gyro=gyroscope, gps=location)
+    assert recording.times_s[0] == 0.0 and recording.times_s.size == 4000
+    assert recording.sample_rate_hz == pytest.approx(200.0, rel=1e-3)
+    assert recording.linear_acceleration is False
+    np.testing.assert_allclose(recording.accel[:, 2], STANDARD_GRAVITY)
+    np.testing.assert_allclose(recording.accel[:, 0], 0.5 * np.sin(recording.times_s), atol=1e-5)
+    assert recording.gyro is not None
+    expected = np.array([gyroscope_at(float(time)) for time in recording.times_s])
+    np.testing.assert_allclose(recording.gyro, expected, atol=1e-5)
+    np.testing.assert_allclose(recording.gps_times_s, np.arange(20.0), atol=1e-6)
+    np.testing.assert_allclose(recording.speed_mps, 10.0 + np.arange(20.0))
+    assert recording.notes == ()
+
+
+def test_android_accelerometer_without_gravity_is_linear_acceleration(tmp_path: Path) -> None:
+    accelerometer = sensor_logger_accelerometer(tmp_path / "Accelerometer.csv", gravity=False)
+    assert read_recording(accelerometer).linear_acceleration is True
+    assert read_recording(accelerometer, linear_acceleration=False).linear_acceleration is False
+
+
+def test_a_gyroscope_that_starts_late_trims_the_samples_it_does_not_cover(tmp_path: Path) -> None:
+    accelerometer = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv")
+    gyroscope = sensor_logger_gyroscope(tmp_path / "Gyroscope.csv", start_s=0.5, end_s=20.0)
+    recording = read_recording(accelerometer, gyro=gyroscope)
+    assert recording.gyro is not None and recording.times_s.size == 4000 - 100
+    assert recording.times_s[0] == 0.0  # the recording starts where both sensors have data
+    assert recording.notes == (f"{gyroscope}: 100 accelerometer samples the gyroscope does not cover were left out",)
+
+
+def test_a_gyroscope_with_a_gap_does_not_bridge_it(tmp_path: Path) -> None:
+    accelerometer = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv")
+    gyroscope = sensor_logger_gyroscope(tmp_path / "Gyroscope.csv", start_s=0.0, end_s=20.0)
+    lines = gyroscope.read_text().splitlines()
+    del lines[1 + 1000 : 1 + 1050]  # 10.00-10.49 s: a half-second gap
+    gyroscope.write_text("\n".join(lines) + "\n")
+    recording = read_recording(accelerometer, gyro=gyroscope)
+    assert recording.gyro is not None
+    assert not np.any((recording.times_s > 9.995) & (recording.times_s < 10.5))
+
+
+def test_a_gyroscope_covering_too_little_is_left_out_and_said_so(tmp_path: Path) -> None:
+    accelerometer = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv")
+    gyroscope = sensor_logger_gyroscope(tmp_path / "Gyroscope.csv", start_s=10.0, end_s=20.0)
+    recording = read_recording(accelerometer, gyro=gyroscope)
+    assert recording.gyro is None and recording.times_s.size == 4000
+    assert recording.notes == (
+        f"{gyroscope}: the gyroscope covers 50% of the accelerometer's samples (less than 90%): "
+        "read without a gyroscope",
+    )
+
+
+def test_files_on_other_clocks_are_refused(tmp_path: Path) -> None:
+    accelerometer = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv")
+    gyroscope = sensor_logger_gyroscope(tmp_path / "Gyroscope.csv", start_s=100.0, end_s=120.0)
+    with pytest.raises(RecordingError, match=r"the gyroscope's times .* do not overlap .* on the same clock"):
+        read_recording(accelerometer, gyro=gyroscope)
+    location = sensor_logger_location(tmp_path / "Location.csv", start_ns=EPOCH_NS + 3600 * 10**9)
+    with pytest.raises(RecordingError, match=r"the GPS's times .* do not overlap the IMU's .* on the same clock"):
+        read_recording(accelerometer, gps=location)
+
+
+def test_a_separate_gyroscope_for_a_recording_with_one_is_refused(tmp_path: Path) -> None:
+    drive = write_csv(
+        tmp_path / "drive.csv",
+        ("t_ms", "acc_x", "acc_y", "acc_z", "gyro_x", "gyro_y", "gyro_z"),
+        [(index * 10, 0, 0, 9.8, 0, 0, 0) for index in range(100)],
+    )
+    gyroscope = sensor_logger_gyroscope(tmp_path / "Gyroscope.csv", start_s=0.0, end_s=1.0)
+    with pytest.raises(RecordingError, match="has gyroscope columns of its own"):
+        read_recording(drive, gyro=gyroscope)
+
+
+# --- phyphox
+
+
+def test_phyphox_exports(tmp_path: Path) -> None:
+    rows = [(f"{0.0123 + index / 100:.4f}", 0.3, -0.1, 9.79) for index in range(1000)]
+    total = write_csv(
+        tmp_path / "Accelerometer.csv",
+        ("Time (s)", "Acceleration x (m/s^2)", "Acceleration y (m/s^2)", "Acceleration z (m/s^2)"),
+        rows,
+    )
+    gyroscope = write_csv(
+        tmp_path / "Gyroscope.csv",
+        ("Time (s)", "Gyroscope x (rad/s)", "Gyroscope y (rad/s)", "Gyroscope z (rad/s)"),
+        [(f"{index / 50:.4f}", *gyroscope_at(index / 50)) for index in range(520)],
+    )
+    recording = read_recording(total, gyro=gyroscope)
+    assert recording.times_s[0] == 0.0 and recording.sample_rate_hz == pytest.approx(100.0)
+    assert recording.linear_acceleration is False
+    np.testing.assert_allclose(recording.accel[0], [0.3, -0.1, 9.79])
+    assert recording.gyro is not None
+    np.testing.assert_allclose(recording.gyro[0], gyroscope_at(0.0123), atol=1e-6)
+    linear = write_csv(
+        tmp_path / "Linear Acceleration.csv",
+        (
+            "Time (s)",
+            "Linear Acceleration x (m/s^2)",
+            "Linear Acceleration y (m/s^2)",
+            "Linear Acceleration z (m/s^2)",
+        ),
+        rows,
+    )
+    assert read_recording(linear).linear_acceleration is True
+
+
+def test_a_file_with_both_accelerations_reads_the_one_with_gravity(tmp_path: Path) -> None:
+    linear = [f"Linear Acceleration {axis} (m/s^2)" for axis in "xyz"]
+    path = write_csv(
+        tmp_path / "both.csv",
+        ["Time (s)", *linear, *(f"Acceleration {axis} (m/s^2)" for axis in "xyz")],
+        [(index / 50, 0.1, 0.2, 0.0, 0.1, 0.2, 9.8) for index in range(100)],
+    )
+    recording = read_recording(path)
+    assert recording.linear_acceleration is False and recording.sample_rate_hz == pytest.approx(50.0)
+    np.testing.assert_allclose(recording.accel[0], [0.1, 0.2, 9.8])
+    # Named explicitly, the gravity-removed columns are recognised as such.
+    named = read_recording(path, columns={"accel": linear})
+    assert named.linear_acceleration is True
+    np.testing.assert_allclose(named.accel[0], [0.1, 0.2, 0.0])
+
+
+# --- iOS SensorLog
+
+
+SENSORLOG_HEADER = (
+    "loggingTime(txt)",
+    "loggingSample(N)",
+    "locationTimestamp_since1970(s)",
+    "locationLatitude(WGS84)",
+    "locationLongitude(WGS84)",
+    "locationSpeed(m/s)",
+    "locationCourse(°)",
+    "accelerometerTimestamp_sinceReboot(s)",
+    "accelerometerAccelerationX(G)",
+    "accelerometerAccelerationY(G)",
+    "accelerometerAccelerationZ(G)",
+    "gyroTimestamp_sinceReboot(s)",
+    "gyroRotationX(rad/s)",
+    "gyroRotationY(rad/s)",
+    "gyroRotationZ(rad/s)",
+    "motionUserAccelerationX(G)",
+    "motionUserAccelerationY(G)",
+    "motionUserAccelerationZ(G)",
+)
+
+
+def sensorlog_rows(seconds: int, rate_hz: int = 100) -> list[tuple[object, ...]]:
+    """One row per logging sample, the last GPS fix repeated until the next (iOS speed -1: not valid)."""
+    rows: list[tuple[object, ...]] = []
+    for index in range(seconds * rate_hz):
+        time_s = index / rate_hz
+        fix = int(time_s)
+        speed = -1.0 if fix == 0 else 5.0 + fix
+        rows.append(
+            (
+                "2024-05-01 10:00:00.000",
+                index,
+                1_714_557_600.0 + fix,
+                -36.85 + fix * 1e-4,
+                174.76,
+                speed,
+                45.0,
+                f"{5000.0 + time_s:.3f}",
+                0.1,
+                0.0,
+                -1.0,
+                f"{5000.0 + time_s:.3f}",
+                *gyroscope_at(time_s),
+                0.1,
+                0.0,
+                0.0,
+            )
+        )
+    return rows
+
+
+def test_sensorlog_in_g_with_its_gps_in_the_same_file(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "sensorlog.csv", SENSORLOG_HEADER, sensorlog_rows(10))
+    recording = read_recording(path)
+    assert recording.times_s[0] == 0.0 and recording.sample_rate_hz == pytest.approx(100.0)
+    assert recording.linear_acceleration is False
+    np.testing.assert_allclose(recording.accel[0], [0.1 * STANDARD_GRAVITY, 0.0, -STANDARD_GRAVITY])
+    assert recording.gyro is not None
+    np.testing.assert_allclose(recording.gyro[150], gyroscope_at(1.5), atol=1e-9)
+    # A fix each second where the location's timestamp changes, at that row's time; the first (speed -1) dropped.
+    np.testing.assert_allclose(recording.gps_times_s, np.arange(1.0, 10.0))
+    np.testing.assert_allclose(recording.speed_mps, 5.0 + np.arange(1.0, 10.0))
+    np.testing.assert_allclose(recording.heading_deg, 45.0)
+
+
+def test_sensorlog_gravity_removed_columns_alone_are_linear_in_g(tmp_path: Path) -> None:
+    header = SENSORLOG_HEADER[7:8] + SENSORLOG_HEADER[15:]
+    rows = [(row[7], *row[15:]) for row in sensorlog_rows(2)]
+    recording = read_recording(write_csv(tmp_path / "motion.csv", header, rows))
+    assert recording.linear_acceleration is True and recording.gyro is None and not recording.has_gps
+    np.testing.assert_allclose(recording.accel[0], [0.1 * STANDARD_GRAVITY, 0.0, 0.0])
+
+
+# --- the command line
+
+
+@pytest.fixture
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {"MICHI_HOME": str(tmp_path / ".michi"), "MICHI_DATABASE_URL": f"sqlite:///{tmp_path / 'michi.db'}"}
+
+
+@pytest.fixture
+def android_drive(tmp_path: Path) -> Callable[[float, float], tuple[Path, Path]]:
+    def write(gyro_start_s: float, gyro_end_s: float) -> tuple[Path, Path]:
+        accelerometer = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv", seconds=30.0, rate_hz=100.0)
+        gyroscope = sensor_logger_gyroscope(tmp_path / "Gyroscope.csv", start_s=gyro_start_s, end_s=gyro_end_s)
+        return accelerometer, gyroscope
+
+    return write
+
+
+def test_evaluate_with_a_gyroscope_file(
+    environment: dict[str, str], android_drive: Callable[[float, float], tuple[Path, Path]]
+) -> None:
+    accelerometer, gyroscope = android_drive(0.0, 30.0)
+    arguments = ["evaluate", str(accelerometer), "--model", "physics", "--json"]
+    result = CliRunner().invoke(app, [*arguments, "--gyro-file", str(gyroscope)], env=environment)
+    assert result.exit_code == 0, result.output
+    recording = json.loads(result.stdout)["recording"]
+    assert recording["gyroscope"] is True and recording["uploads"] == 3
+    assert recording["sample_rate_hz"] == pytest.approx(100.0, rel=1e-3)
+    without = CliRunner().invoke(app, arguments, env=environment)
+    assert without.exit_code == 0, without.output
+    assert json.loads(without.stdout)["recording"]["gyroscope"] is False
+
+
+def test_evaluate_says_when_the_gyroscope_file_is_left_out(
+    environment: dict[str, str], android_drive: Callable[[float, float], tuple[Path, Path]]
+) -> None:
+    accelerometer, gyroscope = android_drive(20.0, 30.0)
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", str(accelerometer), "--gyro-file", str(gyroscope), "--model", "physics", "--json"],
+        env=environment,
+    )
+    assert result.exit_code == 0, result.output
+    assert "michi: note: " in result.stderr and "read without a gyroscope" in result.stderr
+    assert json.loads(result.stdout)["recording"]["gyroscope"] is False
+
+
+@pytest.mark.parametrize("command", ["evaluate", "replay"])
+def test_the_gyroscope_file_is_refused_where_it_cannot_be_used(
+    command: str, environment: dict[str, str], android_drive: Callable[[float, float], tuple[Path, Path]]
+) -> None:
+    accelerometer, gyroscope = android_drive(100.0, 130.0)
+    target = ["--target", "http://127.0.0.1:9"] if command == "replay" else []
+    cases = [
+        ([str(accelerometer), "--gyro-file", str(gyroscope)], "do not overlap the accelerometer's"),
+        ([str(accelerometer), "--gyro-file", "missing.csv"], "--gyro-file missing.csv: no such file"),
+        (["auckland-forward", "--gyro-file", str(gyroscope)], "and so is --gyro-file"),
+    ]
+    for arguments, message in cases:
+        result = CliRunner().invoke(app, [command, *arguments, *target], env=environment)
+        assert result.exit_code == 1, result.output
+        assert message in result.output
+
+
+def test_replay_reads_the_gyroscope_file_before_sending(
+    environment: dict[str, str], android_drive: Callable[[float, float], tuple[Path, Path]]
+) -> None:
+    accelerometer, gyroscope = android_drive(0.0, 30.0)
+    target = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(
+        app,
+        ["replay", str(accelerometer), "--gyro-file", str(gyroscope), "--target", target, "--speed", "0"],
+        env=environment,
+    )
+    # Read, cut into uploads, then stopped at the unreachable target: the file and option were accepted.
+    assert result.exit_code == 1
+    assert f"no answer from {target}" in result.output
+
+
+def test_the_gyroscope_files_columns_and_units_in_columns(tmp_path: Path) -> None:
+    accelerometer = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv", seconds=5.0)
+    gyroscope = write_csv(
+        tmp_path / "rotation.csv",
+        ("stamp", "roll_rate", "pitch_rate", "yaw_rate"),
+        [(EPOCH_NS // 1000 + index * 10_000, 0.0, 0.0, 57.2957795) for index in range(501)],
+    )
+    mapping = {"gyroscope": {"time": "stamp", "time_unit": "us", "gyro": ["roll_rate", "pitch_rate", "yaw_rate"]}}
+    source = load_recording(str(accelerometer), columns=json.dumps(mapping), gyro_file=gyroscope)
+    assert source.recording.gyro is not None
+    np.testing.assert_allclose(source.recording.gyro[:, 2], 57.2957795)  # rad/s unless the name says degrees
+    with pytest.raises(RecordingError, match='"gyroscope" must be an object'):
+        load_recording(str(accelerometer), columns='{"gyroscope": 3}', gyro_file=gyroscope)
