@@ -173,7 +173,7 @@ def test_on_the_shipped_real_drives_it_flags_only_what_the_gps_confirms_and_find
         print(
             f"{name}: {metrics['real_false_alerts']} detections in {metrics['real_normal_hours'] * 60:.1f} minutes "
             f"of ordinary driving = {metrics['real_false_alerts_per_hour']:.1f}/h; annotated ordinary manoeuvres "
-            f"alerted {metrics['real_normal_labels_alerted']:.2f}; added manoeuvres found "
+            f"alerted {metrics['real_normal_labels_alerted']:.2f}; harsh labels (added, and by GPS) found "
             f"{metrics['real_aggressive_found']}/{metrics['real_aggressive_labels']}"
         )
     keys = {windows.key for windows in real_recordings}

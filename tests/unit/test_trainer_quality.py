@@ -173,7 +173,7 @@ def test_the_served_champion_finds_real_strength_manoeuvres_on_real_drives(boots
         metrics = section["metrics"]
         print(
             f"{name}: {metrics['real_false_alerts']} false alerts in {metrics['real_normal_hours'] * 60:.1f} min = "
-            f"{metrics['real_false_alerts_per_hour']:.1f}/h; real-strength manoeuvres found "
+            f"{metrics['real_false_alerts_per_hour']:.1f}/h; harsh labels (added, and by GPS) found "
             f"{metrics['real_aggressive_found']}/{metrics['real_aggressive_labels']}"
         )
     served = sections["served"]["metrics"]

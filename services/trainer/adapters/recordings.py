@@ -10,11 +10,18 @@ author's annotations, all ordinary manoeuvres), unless `shipped=False`, plus eve
 `MICHI_TRAINER_REAL_RECORDINGS`. Each is cut into the uploads a device would send
 (`michi.recordings.recording_uploads`, 10 s) and chained through `michi.windows.chain.windows_in_order`,
 so calibration evolves upload by upload exactly as serving computes it; once as recorded and once
-with its GPS removed (when it has GPS). A recording whose GPS gives the mount's truth (`gps_truth`)
-is also evaluated a third time, without GPS and with real-strength harsh braking and acceleration
-(0.25-0.33 g) added along its true forward axis at steady cruising moments
-(`michi.recordings.injection`): labelled events on real noise, for recall; that variant's ordinary
-driving is not counted again for false alerts.
+with its GPS removed (when it has GPS). Both are judged by the recording's labels file when it has
+one; a recording with GPS and no labels file is judged by what its own GPS says the vehicle did
+(`michi.recordings.gps_truth.gps_manoeuvres`: harsh events to find, firm ones where a detection of
+that manoeuvre is no false alert), since a drive taken as ordinary can hold real harsh moments
+(auckland-backwards brakes at 3.1 m/s² by GPS at 165 s); one with neither is normal driving
+throughout. Each variant says which (`RealWindows.label_source`, `evaluation_labels`).
+
+A recording whose GPS gives the mount's truth (`gps_truth`) is also evaluated a third time, without
+GPS and with real-strength harsh braking and acceleration (0.25-0.33 g) added along its true forward
+axis at steady cruising moments (`michi.recordings.injection`): labelled events on real noise, for
+recall, judged by those labels alone; that variant's ordinary driving is not counted again for false
+alerts.
 
 **Training set**: every recording in `MICHI_TRAINER_REAL_TRAINING` that has a labels file. Its windows
 are labelled from the file as simulator ground truth labels windows (`domain/labels.py::label_from_truth`,
@@ -53,6 +60,7 @@ from michi.recordings import (
     shared_recording,
 )
 from michi.recordings.evaluation import AGGRESSIVE_LABELS, WIDEN_S, LabelledEvent, LabelsError, read_labels
+from michi.recordings.gps_truth import gps_manoeuvres
 from michi.recordings.injection import inject_manoeuvres, plan_manoeuvres, quiet_moments
 from michi.windows.chain import ChainedUpload, windows_in_order
 from michi.windows.features import FEATURE_INDEX
@@ -61,6 +69,10 @@ from michi.windows.upload import upload_from_proto
 from services.trainer.domain.dataset import LabeledWindows, truth_labeled_rows
 from services.trainer.domain.labels import CONFOUNDER_KINDS, LABEL_SOURCE_IMPORTED, TruthSpan
 from services.trainer.domain.real_data import (
+    LABELS_FROM_ADDED_MANOEUVRES,
+    LABELS_FROM_FILE,
+    LABELS_FROM_GPS,
+    NO_LABELS,
     WITH_GPS,
     WITH_MANOEUVRES,
     WITHOUT_GPS,
@@ -168,6 +180,7 @@ def recording_windows(
     labels: tuple[LabelledEvent, ...],
     truth: tuple[np.ndarray, np.ndarray] | None,
     normal_driving: bool = True,
+    label_source: str = NO_LABELS,
 ) -> RealWindows:
     """One variant of one recording as `RealWindows` (window times on the recording's clock)."""
     starts, ends, features, signals, allowed = [], [], [], [], []
@@ -200,6 +213,7 @@ def recording_windows(
             np.zeros(0, dtype=bool),
             labels,
             normal_driving=normal_driving,
+            label_source=label_source,
         )
     return RealWindows(
         recording=name,
@@ -216,7 +230,26 @@ def recording_windows(
         sample_rate_hz=recording.sample_rate_hz,
         gyroscope=has_gyroscope,
         normal_driving=normal_driving,
+        label_source=label_source,
     )
+
+
+def evaluation_labels(entry: RecordingFile) -> tuple[tuple[LabelledEvent, ...], str]:
+    """The labels a recording's plain variants are judged by, and their source (module docstring).
+
+    Hand labels win; without them the GPS's harsh and firm manoeuvres, when the recording has GPS
+    (`gps_manoeuvres`). Detections where the GPS did not see are judged as on a recording without
+    labels (`domain/real_data.py`), so its coverage is not needed here.
+    """
+    if entry.labels is not None:
+        return entry.labels, LABELS_FROM_FILE
+    if not entry.recording.has_gps:
+        return (), NO_LABELS
+    try:
+        return tuple(gps_manoeuvres(entry.recording).labels), LABELS_FROM_GPS
+    except ValueError as error:
+        logger.warning("no GPS labels for a real recording", extra={"recording": entry.names[-1], "error": str(error)})
+        return (), NO_LABELS
 
 
 def with_added_manoeuvres(
@@ -290,16 +323,23 @@ class RealRecordings:
                 if recording.has_gps
                 else [(WITHOUT_GPS, recording)]
             )
+            labels, source = evaluation_labels(entry)
             for variant, seen in variants:
                 windows.append(
-                    recording_windows(seen, name=name, variant=variant, labels=entry.labels or (), truth=truth)
+                    recording_windows(seen, name=name, variant=variant, labels=labels, truth=truth, label_source=source)
                 )
             added = with_added_manoeuvres(recording, truth) if truth is not None else None
             if added is not None:
-                injected, labels = added
+                injected, added_labels = added
                 windows.append(
                     recording_windows(
-                        injected, name=name, variant=WITH_MANOEUVRES, labels=labels, truth=truth, normal_driving=False
+                        injected,
+                        name=name,
+                        variant=WITH_MANOEUVRES,
+                        labels=added_labels,
+                        truth=truth,
+                        normal_driving=False,
+                        label_source=LABELS_FROM_ADDED_MANOEUVRES,
                     )
                 )
         return windows, skipped

@@ -190,9 +190,9 @@ def _real_results(facts: RunFacts) -> list[str]:
     physics_rows = {row["recording"]: row for row in physics.get("recordings", [])}
     lines += [
         "",
-        f"| recording | minutes | false alerts: candidate / {champion_label} / {reference} | aggressive found | "
-        "normal labels alerted | calibration | yaw error ° |",
-        "|---|---:|---|---:|---:|---|---:|",
+        f"| recording | minutes | labels | false alerts: candidate / {champion_label} / {reference} | "
+        "aggressive found | normal labels alerted | calibration | yaw error ° |",
+        "|---|---:|---|---|---:|---:|---|---:|",
     ]
     for row in candidate.get("recordings", []):
         key = row["recording"]
@@ -201,7 +201,7 @@ def _real_results(facts: RunFacts) -> list[str]:
         )
         error = row.get("calibration_error_deg")
         lines.append(
-            f"| {key} | {_number(float(row['hours']) * 60.0)} | {alerts} | "
+            f"| {key} | {_number(float(row['hours']) * 60.0)} | {row.get('label_source', '-')} | {alerts} | "
             f"{len(row['aggressive_found'])}/{row['aggressive_labels']} | "
             f"{row['normal_labels_alerted']}/{row['normal_labels']} | {row['calibration_state']} | "
             f"{_number(error) if error is not None else '-'} |"

@@ -14,13 +14,23 @@ its GPS removed (phones and dashcams without a fix). On each:
   0.5 threshold), kept only where `michi.windows.model_spec.detection_allowed` lets it through (the
   mount calibrated, or gravity known and GPS covering the window), consecutive windows of one class
   merged as inference merges them (starts at most `EPISODE_GAP_S` apart);
-- **false alerts**: detections that overlap (± `WIDEN_S`) no aggressive label of their own class.
-  A recording without a labels file is normal driving throughout (the shipped recordings are: no
-  harsh event in them), so all its detections are false alerts. Per hour of *normal* driving: the
-  recording's duration less its aggressive labels (widened by `WIDEN_S`);
+- **labels**, from one source per recording (`label_source`): its labels file when it has one (hand
+  labels always win); else, when it has GPS, what its own GPS says the vehicle did
+  (`michi.recordings.gps_truth.gps_manoeuvres`: harsh and firm braking, acceleration and cornering);
+  else none, and the recording is taken as normal driving throughout. The variant with added
+  manoeuvres has the added manoeuvres' labels alone;
+- **false alerts**: detections that overlap (± `WIDEN_S`) no aggressive label of their own class and
+  no firm label (`UNCERTAIN_LABELS`: `firm_braking`, ...) of their own class (`harsh_braking` on
+  `firm_braking`): a firm manoeuvre is what 1 Hz GPS cannot call harsh or ordinary, so a detection of
+  that manoeuvre there is neither right nor wrong, while one of another class is as wrong as anywhere.
+  Detections where the labels' source did not see (before a GPS fix, across a gap) are judged like
+  any other: the recording's owner put it in the evaluation set as ordinary driving, and GPS labels
+  only say where it was not. Per hour of *normal* driving: the recording's duration less its
+  aggressive labels (widened by `WIDEN_S`); firm labels stay in it;
 - **agreement with labels**: an aggressive label (`harsh_braking`, `harsh_acceleration`,
-  `harsh_cornering`) is *found* when a detection of its class overlaps it (± `WIDEN_S`); a normal
-  label (a turn, a roundabout, braking for a junction) is *alerted* when any detection overlaps it;
+  `harsh_cornering`) is *found* when a detection of its class overlaps it (± `WIDEN_S`); a firm label
+  is no recall target; a normal label (a turn, a roundabout, braking for a junction) is *alerted* when
+  any detection overlaps it;
 - **calibration error** where the truth is known (the recording has GPS): the yaw angle between the
   forward axis of the last calibration of the upload chain and the forward axis `gps_truth` finds.
   It is the same for every model (calibration comes before the model); it says how far the
@@ -28,7 +38,9 @@ its GPS removed (phones and dashcams without a fix). On each:
 
 The section's `metrics` pool every variant of every recording: `real_false_alerts_per_hour` (false
 alerts / hours of normal driving), `real_aggressive_recall`, `real_normal_labels_alerted` (share),
-`real_calibration_error_deg_max`. A figure with nothing to measure is None, never 0.
+`real_calibration_error_deg_max`, and the counts of firm labels and of the detections they spared
+(`real_uncertain_labels`, `real_uncertain_detections`); `label_sources` says where each recording's
+labels came from. A figure with nothing to measure is None, never 0.
 """
 
 from __future__ import annotations
@@ -41,7 +53,13 @@ from typing import Any
 import numpy as np
 
 from michi.recordings import Recording
-from michi.recordings.evaluation import WIDEN_S, DetectedEvent, LabelledEvent, overlaps
+from michi.recordings.evaluation import (
+    UNCERTAIN_LABELS,
+    WIDEN_S,
+    DetectedEvent,
+    LabelledEvent,
+    overlaps,
+)
 from michi.windows.calibration import Calibration
 from services.trainer.domain.evaluation import EPISODE_GAP_S, decided_classes
 from services.trainer.domain.labels import CLASS_NAMES, RISKY_CLASSES
@@ -52,6 +70,13 @@ SECONDS_PER_HOUR = 3600.0
 WITH_GPS = "gps"
 WITHOUT_GPS = "no-gps"
 WITH_MANOEUVRES = "no-gps+manoeuvres"
+# Where a recording's labels came from (`RealWindows.label_source`, the section's `label_sources`).
+LABELS_FROM_FILE = "hand"  # its labels file: a person's labels always win
+LABELS_FROM_GPS = "gps"  # no labels file: what its own GPS says the vehicle did
+NO_LABELS = "none"  # neither: normal driving throughout
+LABELS_FROM_ADDED_MANOEUVRES = "added"  # the variant with added manoeuvres: their labels alone
+# The detection class a firm label spares (`firm_braking` → `harsh_braking`): the same manoeuvre, not harsh for sure.
+SPARED_CLASS = {label: "harsh_" + label.removeprefix("firm_") for label in UNCERTAIN_LABELS}
 # Which way each real-data figure is better (+1 higher, -1 lower), for the gate and the records.
 REAL_METRIC_DIRECTIONS: dict[str, int] = {
     "real_false_alerts_per_hour": -1,
@@ -84,6 +109,7 @@ class RealWindows:
     # False for a variant made to measure recall (added manoeuvres): the same drive's ordinary driving
     # is already counted by its plain variants, so detections outside its labels are not false alerts again.
     normal_driving: bool = True
+    label_source: str = NO_LABELS
 
     @property
     def key(self) -> str:
@@ -110,6 +136,10 @@ class RecordingFigures:
     normal_labels_alerted: int = 0
     calibration_state: str = ""
     calibration_error_deg: float | None = None
+    label_source: str = NO_LABELS
+    uncertain_labels: int = 0
+    # Detections that would be false alerts but for a firm label of their class they overlap.
+    uncertain_detections: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +159,9 @@ class RecordingFigures:
             "normal_labels_alerted": self.normal_labels_alerted,
             "calibration_state": self.calibration_state,
             "calibration_error_deg": self.calibration_error_deg,
+            "label_source": self.label_source,
+            "uncertain_labels": self.uncertain_labels,
+            "uncertain_detections": self.uncertain_detections,
         }
 
 
@@ -174,16 +207,24 @@ def recording_figures(probabilities: np.ndarray, windows: RealWindows) -> Record
         raise ValueError(f"{probabilities.shape[0]} predictions for {windows.count} windows of {windows.key}")
     detections = detections_of(probabilities, windows)
     aggressive = [(index, label) for index, label in enumerate(windows.labels) if label.aggressive]
-    normal = [label for label in windows.labels if not label.aggressive]
+    uncertain = [label for label in windows.labels if label.uncertain]
+    normal = [label for label in windows.labels if not label.aggressive and not label.uncertain]
     aggressive_seconds = _covered_seconds(
         [(label.start_s - WIDEN_S, label.end_s + WIDEN_S) for _, label in aggressive], windows.duration_s
     )
-    false_alerts = sum(
-        1
+    unmatched = [
+        detection
         for detection in detections
-        if windows.normal_driving
-        and not any(label.label == detection.event_type and overlaps(detection, label) for _, label in aggressive)
-    )
+        if not any(label.label == detection.event_type and overlaps(detection, label) for _, label in aggressive)
+    ]
+    spared = [
+        detection
+        for detection in unmatched
+        if any(
+            SPARED_CLASS.get(label.label) == detection.event_type and overlaps(detection, label) for label in uncertain
+        )
+    ]
+    false_alerts = len(unmatched) - len(spared) if windows.normal_driving else 0
     found = [
         index
         for index, label in aggressive
@@ -204,6 +245,9 @@ def recording_figures(probabilities: np.ndarray, windows: RealWindows) -> Record
         normal_labels_alerted=sum(1 for label in normal if any(overlaps(detection, label) for detection in detections)),
         calibration_state=windows.calibration_state,
         calibration_error_deg=windows.calibration_error_deg,
+        label_source=windows.label_source,
+        uncertain_labels=len(uncertain),
+        uncertain_detections=len(spared) if windows.normal_driving else 0,
     )
 
 
@@ -214,7 +258,11 @@ def real_data_section(predict: Predict, recordings: Sequence[RealWindows]) -> di
         for windows in recordings
     ]
     rows = [
-        figure if figure is not None else RecordingFigures(windows.key, windows.duration_s / SECONDS_PER_HOUR, 0.0, 0)
+        figure
+        if figure is not None
+        else RecordingFigures(
+            windows.key, windows.duration_s / SECONDS_PER_HOUR, 0.0, 0, label_source=windows.label_source
+        )
         for figure, windows in zip(figures, recordings, strict=True)
     ]
     normal_hours = sum(row.normal_hours for row in rows)
@@ -234,11 +282,15 @@ def real_data_section(predict: Predict, recordings: Sequence[RealWindows]) -> di
         "real_normal_labels": normal_labels,
         "real_normal_labels_alerted": _ratio(sum(row.normal_labels_alerted for row in rows), normal_labels),
         "real_calibration_error_deg_max": max(errors) if errors else None,
+        "real_uncertain_labels": sum(row.uncertain_labels for row in rows),
+        "real_uncertain_detections": sum(row.uncertain_detections for row in rows),
     }
     return {
         "metrics": metrics,
         "recordings": [row.to_dict() for row in rows],
         "aggressive_found": sorted(f"{row.key}#{index}" for row in rows for index in row.aggressive_found),
+        # Per recording, where the labels its ordinary driving is judged by came from (its plain variants).
+        "label_sources": {windows.recording: windows.label_source for windows in recordings if windows.normal_driving},
     }
 
 
