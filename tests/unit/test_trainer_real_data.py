@@ -215,6 +215,32 @@ def test_a_users_recordings_join_the_evaluation_and_unreadable_ones_are_named(tm
     assert physics["metrics"]["real_false_alerts"] == 0
 
 
+def test_a_phone_loggers_separate_gyroscope_file_goes_with_its_recording_and_is_no_recording_itself(
+    tmp_path: Path,
+) -> None:
+    """Android loggers write one file per sensor, bare x, y, z columns in nanoseconds: `drive.gyro.csv` is the
+    gyroscope of `drive.csv`, on its clock, and counts in the recording's digest."""
+    folder = tmp_path / "evaluation"
+    folder.mkdir()
+    times_ns = (np.arange(0.0, 60.0, 0.01) * 1e9).astype(np.int64) + 1_700_000_000_000_000_000
+    gravity = np.tile([0.3, 0.2, 9.78], (times_ns.size, 1)) + np.random.default_rng(5).normal(
+        0, 0.05, (times_ns.size, 3)
+    )
+    rows = "\n".join(f"{t},{x:.4f},{y:.4f},{z:.4f}" for t, (x, y, z) in zip(times_ns, gravity, strict=True))
+    (folder / "phone.csv").write_text("time,x,y,z\n" + rows + "\n")
+    rotation = "\n".join(f"{t},0.001,-0.002,{0.05 * np.sin(t / 1e9):.4f}" for t in times_ns[::2])
+    (folder / "phone.gyro.csv").write_text("time,x,y,z\n" + rotation + "\n")
+    recordings = RealRecordings(evaluation_folder=folder, shipped=False)
+    files, skipped = recordings.evaluation_files()
+    assert skipped == {} and [file.names[0] for file in files] == ["phone"]
+    recording = files[0].recording
+    assert recording.gyro is not None and recording.gyro.shape == recording.accel.shape
+    assert not recording.linear_acceleration and abs(recording.sample_rate_hz - 100.0) < 1.0
+    digest = files[0].digest
+    (folder / "phone.gyro.csv").write_text("time,x,y,z\n" + rotation.replace("0.001,", "0.002,") + "\n")
+    assert RealRecordings(evaluation_folder=folder, shipped=False).evaluation_files()[0][0].digest != digest
+
+
 def test_a_labelled_recording_becomes_training_data_with_its_own_version(tmp_path: Path) -> None:
     folder = tmp_path / "training"
     folder.mkdir()

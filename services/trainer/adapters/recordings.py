@@ -33,7 +33,8 @@ window ids (and the dataset's version) change exactly when the recording or its 
 training and evaluation folders are kept apart so no model is judged on the drives it learned from.
 
 A folder holds, per recording: the recording (`drive.csv`, `drive.json` or `drive.npz`, read by
-`michi.recordings.read_recording`), for a CSV its GPS beside it (`drive.gps.csv`), and optionally its
+`michi.recordings.read_recording`), for a CSV its GPS beside it (`drive.gps.csv`) and its gyroscope when a
+logger wrote it to a file of its own (`drive.gyro.csv`, on the recording's clock), and optionally its
 labels (`drive.labels.csv`: `t_start_s,t_end_s,label`, seconds from the recording's first sample;
 `michi.recordings.evaluation.read_labels`). A recording that cannot be read is skipped and named with
 the reason; the run goes on.
@@ -87,7 +88,10 @@ logger = logging.getLogger(__name__)
 RECORDINGS_START_S = 1_767_225_600.0
 RECORDING_SUFFIXES = (".csv", ".json", ".npz")
 GPS_SUFFIX = ".gps.csv"
+GYROSCOPE_SUFFIX = ".gyro.csv"
 LABELS_SUFFIX = ".labels.csv"
+# Files that go with a recording, never recordings themselves.
+COMPANION_SUFFIXES = (GPS_SUFFIX, GYROSCOPE_SUFFIX, LABELS_SUFFIX)
 # Labels for the shipped recordings (paths under datasets/real-driving).
 SHIPPED_LABELS = {"auckland-forward": "quat-orient-auckland/annotations.csv"}
 
@@ -118,18 +122,25 @@ def folder_recordings(folder: Path) -> tuple[list[RecordingFile], dict[str, str]
         return found, {str(folder): "not a folder"}
     for path in sorted(folder.iterdir()):
         name = path.name
-        if not path.is_file() or name.endswith((GPS_SUFFIX, LABELS_SUFFIX)) or path.suffix not in RECORDING_SUFFIXES:
+        if not path.is_file() or name.endswith(COMPANION_SUFFIXES) or path.suffix not in RECORDING_SUFFIXES:
             continue
         stem = path.stem
         gps = path.with_name(stem + GPS_SUFFIX)
+        gyroscope = path.with_name(stem + GYROSCOPE_SUFFIX)
         labels_path = path.with_name(stem + LABELS_SUFFIX)
+        csv = path.suffix == ".csv"
         try:
-            recording = read_recording(path, gps=gps if path.suffix == ".csv" and gps.exists() else None, name=stem)
+            recording = read_recording(
+                path,
+                gps=gps if csv and gps.exists() else None,
+                gyro=gyroscope if csv and gyroscope.exists() else None,
+                name=stem,
+            )
             labels = tuple(read_labels(labels_path, (stem,))) if labels_path.exists() else None
         except (RecordingError, LabelsError, ValueError, KeyError, OSError) as error:
             skipped[name] = f"{type(error).__name__}: {error}"[:300]
             continue
-        files = [path] + ([gps] if gps.exists() else [])
+        files = [path] + [companion for companion in (gps, gyroscope) if csv and companion.exists()]
         found.append(
             RecordingFile(
                 recording,

@@ -140,7 +140,7 @@ class SimulationRecipe:
             {
                 "recipe": self.to_dict(),
                 "preprocessing": DATA_VERSION,
-                "code": source_digest(("michi/simulator", "michi/windows")),
+                "code": source_digest(("michi/simulator", "michi/roads", "michi/windows")),
             },
             sort_keys=True,
         )

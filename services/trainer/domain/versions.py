@@ -1,7 +1,8 @@
 """Code versions as content hashes of the source that decides what a run produces.
 
 `code_version()` hashes the Python files that decide what a run produces: the window definition
-(`michi/windows`), and the trainer's labels, datasets, model, training, evaluation, gate, profile,
+(`michi/windows`), how real recordings are read, judged and given added manoeuvres (`michi/recordings`), and
+the trainer's labels, datasets, model, training, evaluation, gate, profile,
 simulated fleets, archive replay and ONNX export. Two checkouts with the same training code agree
 on it whether or not they are git clones (CI clones, Docker images, a dirty working tree), and a
 change to the record template, triggers, storage, CLI or HTTP code does not invalidate trained
@@ -18,7 +19,7 @@ from pathlib import Path
 import michi
 
 SOURCE_ROOT = Path(michi.__file__).resolve().parent.parent
-TRAINING_SOURCES = ("michi/windows", "services/trainer/domain", "services/trainer/adapters")
+TRAINING_SOURCES = ("michi/windows", "michi/recordings", "services/trainer/domain", "services/trainer/adapters")
 # Files under those folders that cannot change a model, its metrics or its gate decision.
 NOT_TRAINING = frozenset(
     {
