@@ -382,15 +382,20 @@ def _axis_values(columns: Mapping[str, list[str]], names: Sequence[str], scale: 
     return np.column_stack([_numbers(columns[name]) * scale(name) for name in names])
 
 
-def _read_csv_imu(path: Path, mapping: Mapping[str, Any]) -> ImuColumns:
-    columns = _read_csv(path)
+def _sensor_times(path: Path, columns: Mapping[str, list[str]], mapping: Mapping[str, Any]) -> FloatArray:
+    """A sensor file's sample times in seconds on its own clock (the time column by name or `columns=`)."""
     time_name = _find(columns, "time", mapping.get("time"))
     if time_name is None:
         raise RecordingError(f"{path}: no time column (one of {', '.join(COLUMN_NAMES['time'])}, or columns=)")
     try:
-        times = _time_seconds(time_name, _numbers(columns[time_name]), mapping.get("time_unit"))
+        return _time_seconds(time_name, _numbers(columns[time_name]), mapping.get("time_unit"))
     except RecordingError as error:
         raise RecordingError(f"{path}: {error}") from error
+
+
+def _read_csv_imu(path: Path, mapping: Mapping[str, Any]) -> ImuColumns:
+    columns = _read_csv(path)
+    times = _sensor_times(path, columns, mapping)
     linear: bool | None = None
     if mapping.get("accel"):
         accel_names = [str(name) for name in mapping["accel"]]
@@ -426,13 +431,7 @@ def _read_csv_imu(path: Path, mapping: Mapping[str, Any]) -> ImuColumns:
 def _read_csv_gyroscope(path: Path, mapping: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
     """A gyroscope's own file: its times in seconds (on its clock) and rad/s; axes by name or bare x, y, z."""
     columns = _read_csv(path)
-    time_name = _find(columns, "time", mapping.get("time"))
-    if time_name is None:
-        raise RecordingError(f"{path}: no time column (one of {', '.join(COLUMN_NAMES['time'])}, or columns=)")
-    try:
-        times = _time_seconds(time_name, _numbers(columns[time_name]), mapping.get("time_unit"))
-    except RecordingError as error:
-        raise RecordingError(f"{path}: {error}") from error
+    times = _sensor_times(path, columns, mapping)
     names = list(mapping.get("gyro") or _axes(columns, "gyro") or _axes(columns, None) or [])
     if len(names) != 3:
         raise RecordingError(f"{path}: three gyroscope columns are needed (gyro_x..., x, y, z, or columns=)")
