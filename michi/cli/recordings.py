@@ -6,11 +6,13 @@
     michi evaluate auckland-forward --labels datasets/real-driving/quat-orient-auckland/annotations.csv
     michi evaluate drive.npz --no-gps --model candidate.onnx --json
     michi evaluate TotalAcceleration.csv --gyro-file Gyroscope.csv --gps-file Location.csv   # an Android logger
+    michi evaluate "Sensor Logger 2024-05-01.zip"    # a logger's export: its accelerometer, gyroscope, GPS files
     michi evaluate auckland-backwards --reference    # beside the reference rule (michi.recordings.threshold_rule)
     michi evaluate auckland-backwards --no-gps --gps-truth   # IMU only, judged against the drive's own GPS
 
-A recording is a file `michi.recordings.read_recording` reads (CSV, JSON, NPZ) or the short name of
-one shipped in datasets/real-driving. `replay` cuts it into the uploads a dashcam would send, with
+A recording is what `michi.recordings.read_recording` reads (a CSV, JSON or NPZ file, or a phone
+logger's export: a folder or .zip of per-sensor CSVs) or the short name of one shipped in
+datasets/real-driving. `replay` cuts it into the uploads a dashcam would send, with
 times rebased to now, and posts them in order to a running ingest through `michi.device_client` (the
 simulator's client: retries, `Retry-After`). `evaluate` runs the product's own preprocessing,
 calibration and model in this process (`services.inference.handlers.process_uploads`, no servers)
@@ -45,7 +47,10 @@ if TYPE_CHECKING:
     from michi.recordings.threshold_rule import ThresholdRule
     from services.inference.handlers import Detector
 
-RECORDING_HELP = "a recording file (CSV, JSON, NPZ) or a shipped recording's short name, e.g. auckland-forward"
+RECORDING_HELP = (
+    "a recording file (CSV, JSON, NPZ), a phone logger's export (a folder or .zip of per-sensor CSVs) "
+    "or a shipped recording's short name, e.g. auckland-forward"
+)
 
 EVENT_TYPE_PREFIX = "EVENT_TYPE_"
 MODEL_CHOICES = "champion, baseline, physics or a path to an .onnx file"
@@ -236,10 +241,16 @@ def replay_command(
     gps: bool = typer.Option(True, "--gps/--no-gps", help="send the GPS fixes, or none (a device without GPS)"),
     upload_seconds: float = typer.Option(10.0, help="seconds of recording per upload"),
     speed: float = typer.Option(1.0, help="recorded seconds per wall-clock second; 0 sends as fast as possible"),
-    columns: str | None = typer.Option(None, help="CSV columns as JSON (or a .json file); see docs/recordings.md"),
-    gps_file: Path | None = typer.Option(None, help="the GPS CSV that goes with a CSV recording"),
+    columns: str | None = typer.Option(
+        None, help="CSV columns as JSON (or a .json file; with an export, its files'); see docs/recordings.md"
+    ),
+    gps_file: Path | None = typer.Option(
+        None, help="the GPS CSV that goes with a CSV recording (with an export: read instead of its own)"
+    ),
     gyro_file: Path | None = typer.Option(
-        None, help="the gyroscope CSV that goes with a recording without one (same clock); see docs/recordings.md"
+        None,
+        help="the gyroscope CSV that goes with a recording without one (same clock; with an export: read instead "
+        "of its own); see docs/recordings.md",
     ),
     trip_id: str | None = typer.Option(None, help="trip id (default: a new one per run)"),
     limit_seconds: float | None = typer.Option(None, help="send only the recording's first N seconds"),
@@ -743,10 +754,16 @@ def evaluate_command(
     labels: Path | None = typer.Option(None, help="CSV of t_start_s,t_end_s,label on the recording's clock"),
     gps: bool = typer.Option(True, "--gps/--no-gps", help="use the GPS fixes, or evaluate as a device without GPS"),
     model: str = typer.Option("champion", help=MODEL_CHOICES),
-    columns: str | None = typer.Option(None, help="CSV columns as JSON (or a .json file); see docs/recordings.md"),
-    gps_file: Path | None = typer.Option(None, help="the GPS CSV that goes with a CSV recording"),
+    columns: str | None = typer.Option(
+        None, help="CSV columns as JSON (or a .json file; with an export, its files'); see docs/recordings.md"
+    ),
+    gps_file: Path | None = typer.Option(
+        None, help="the GPS CSV that goes with a CSV recording (with an export: read instead of its own)"
+    ),
     gyro_file: Path | None = typer.Option(
-        None, help="the gyroscope CSV that goes with a recording without one (same clock); see docs/recordings.md"
+        None,
+        help="the gyroscope CSV that goes with a recording without one (same clock; with an export: read instead "
+        "of its own); see docs/recordings.md",
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with every figure"),
     reference: bool = typer.Option(

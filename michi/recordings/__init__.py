@@ -1,12 +1,13 @@
 """Real recordings as an input of the platform: read a drive, cut it into genuine device uploads.
 
     recording = read_recording("datasets/real-driving/quat-orient-auckland/accel_2020-10-15-21.csv")
+    recording = read_recording("Sensor Logger 2024-05-01.zip")  # a phone logger's folder or zip
     recording = shared_recording("auckland-backwards")          # one of the recordings shipped in datasets/
     uploads = recording_uploads(recording, device_id="cam-1", trip_id="t-1", started_at_s=time.time())
 
 A recording is an IMU stream (accelerometer in m/s², gravity included unless said otherwise;
 gyroscope in rad/s when the device has one) plus optional GPS fixes, on one clock in seconds.
-Three layouts are read:
+These layouts are read:
 
 * **CSV** with a header. Columns are found by name (`COLUMN_NAMES`, case-insensitive, the unit in
   parentheses stripped: `t_ms`/`time`/`Time (s)`..., `acc_x_mps2`/`Acceleration x (m/s^2)`/
@@ -24,6 +25,20 @@ Three layouts are read:
   "speed_mps": [...], "heading_deg": [...]}}`.
 * **NPZ** with the same names flattened: `imu_time_s`, `accel` (N, 3), optional `gyro` (N, 3),
   `gps_time_s`, `latitude`, `longitude`, `speed_mps`, `heading_deg`, optional `linear_acceleration`.
+* **A phone logger's export**: a folder, or a .zip of one (read in place, nothing extracted), of one CSV
+  per sensor (Sensor Logger, phyphox). Its CSVs are those at its top, or in its one subfolder when the
+  top has none (`meta/` and hidden files aside). Each is known by its name, lowercased without ".csv"
+  and without anything but letters and digits ("Linear Accelerometer.csv" -> "linearaccelerometer"),
+  by ranks: the accelerometer `totalacceleration`; then `accelerometer`, `acceleration`, `accel`,
+  `acc`; then `accel*`; then `linearacc*`, `useracc*` (`ACCELEROMETER_FILES`). The first file read
+  with gravity is taken (the ranks between decide it by the data: Sensor Logger's Accelerometer.csv is
+  gravity-removed, phyphox's is not), else the best-ranked gravity-removed one. The gyroscope
+  `gyroscope`, `gyro`, then `gyro*`; the GPS `location`, `gps`, then `location*`, `gps*`. Two files
+  of the rank used are refused, as is an export without an accelerometer file (the message lists its
+  CSVs). They are read as the same files given one by one: `columns=` applies to the accelerometer's
+  file, `gps_columns=` and `gyro_columns=` to the others', and a `gps=` or `gyro=` file is read
+  instead of the export's own. The recording is named after the folder or zip, and its notes say
+  which files were read.
 
 `recording_uploads` cuts the stream into uploads of `upload_seconds` (10 s), numbered from 0 with
 the device's own sequence, each carrying its samples' microsecond offsets, the measured (possibly
@@ -34,13 +49,17 @@ start rebased to `started_at_s` (ingest refuses uploads older than its window).
 from __future__ import annotations
 
 import csv
+import fnmatch
+import io
 import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -263,7 +282,30 @@ class ImuColumns:
     linear_acceleration: bool | None  # None: the names and the values say nothing of gravity
 
 
-def _read_csv(path: Path) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class ZipMember:
+    """A CSV inside a .zip export, read in place: nothing is extracted to disk, so nothing is left behind."""
+
+    archive: zipfile.ZipFile
+    member: str  # its name in the archive, "/"-separated
+    shown: str  # how messages name it: "drive.zip/Gyroscope.csv"
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.member).name
+
+    def open(self, *, newline: str, encoding: str) -> io.TextIOWrapper:
+        return io.TextIOWrapper(self.archive.open(self.member), encoding=encoding, newline=newline)
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+# A sensor's CSV: a file, or a member of a .zip export.
+CsvFile = Path | ZipMember
+
+
+def _read_csv(path: CsvFile) -> dict[str, list[str]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
@@ -382,7 +424,7 @@ def _axis_values(columns: Mapping[str, list[str]], names: Sequence[str], scale: 
     return np.column_stack([_numbers(columns[name]) * scale(name) for name in names])
 
 
-def _sensor_times(path: Path, columns: Mapping[str, list[str]], mapping: Mapping[str, Any]) -> FloatArray:
+def _sensor_times(path: CsvFile, columns: Mapping[str, list[str]], mapping: Mapping[str, Any]) -> FloatArray:
     """A sensor file's sample times in seconds on its own clock (the time column by name or `columns=`)."""
     time_name = _find(columns, "time", mapping.get("time"))
     if time_name is None:
@@ -393,7 +435,7 @@ def _sensor_times(path: Path, columns: Mapping[str, list[str]], mapping: Mapping
         raise RecordingError(f"{path}: {error}") from error
 
 
-def _read_csv_imu(path: Path, mapping: Mapping[str, Any]) -> ImuColumns:
+def _read_csv_imu(path: CsvFile, mapping: Mapping[str, Any]) -> ImuColumns:
     columns = _read_csv(path)
     times = _sensor_times(path, columns, mapping)
     linear: bool | None = None
@@ -428,7 +470,7 @@ def _read_csv_imu(path: Path, mapping: Mapping[str, Any]) -> ImuColumns:
     return ImuColumns(times, accel, gyro, linear)
 
 
-def _read_csv_gyroscope(path: Path, mapping: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
+def _read_csv_gyroscope(path: CsvFile, mapping: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
     """A gyroscope's own file: its times in seconds (on its clock) and rad/s; axes by name or bare x, y, z."""
     columns = _read_csv(path)
     times = _sensor_times(path, columns, mapping)
@@ -463,7 +505,7 @@ def _gps_roles(
     return {role: _find(columns, role, mapping.get(role)) for role in roles}
 
 
-def _read_csv_gps(path: Path, mapping: Mapping[str, Any]) -> dict[str, FloatArray]:
+def _read_csv_gps(path: CsvFile, mapping: Mapping[str, Any]) -> dict[str, FloatArray]:
     columns = _read_csv(path)
     found = _gps_roles(columns, mapping, ("time", "latitude", "longitude", "speed", "heading"))
     missing = [role for role, name in found.items() if name is None]
@@ -485,7 +527,7 @@ def _read_csv_gps(path: Path, mapping: Mapping[str, Any]) -> dict[str, FloatArra
     }
 
 
-def _gps_in_imu_file(path: Path, times: FloatArray) -> dict[str, FloatArray] | None:
+def _gps_in_imu_file(path: CsvFile, times: FloatArray) -> dict[str, FloatArray] | None:
     """GPS columns in the IMU's own file (SensorLog): a fix wherever the GPS changes, at that row's IMU time.
 
     Each row repeats the last fix until a new one comes, so a fix is a row whose GPS time column (SensorLog's
@@ -580,6 +622,197 @@ def _gps_columns(fixes: Mapping[str, Any], time_name: str) -> dict[str, FloatArr
     }
 
 
+# The files of a phone logger's export (a folder or a .zip of one) by role, each a list of ranks of name
+# patterns, matched against the file's lowercased name without ".csv" and without anything but letters and
+# digits ("Linear Accelerometer.csv" -> "linearaccelerometer"). A file takes the first rank it matches.
+# The accelerometer's ranks go from gravity-included by name, through the ones whose data decide
+# (Sensor Logger's Accelerometer.csv is gravity-removed, phyphox's is not), to gravity-removed by name.
+ACCELEROMETER_FILES: tuple[tuple[str, ...], ...] = (
+    ("totalacceleration",),
+    ("accelerometer", "acceleration", "accel", "acc"),
+    ("accel*",),  # AccelerometerUncalibrated.csv, accel_2020-10-15-21.csv
+    ("linearacc*", "useracc*"),
+)
+GYROSCOPE_FILES: tuple[tuple[str, ...], ...] = (("gyroscope", "gyro"), ("gyro*",))  # then GyroscopeUncalibrated
+GPS_FILES: tuple[tuple[str, ...], ...] = (("location", "gps"), ("location*", "gps*"))
+# Folders of an export that hold no recording (phyphox's meta/, macOS's zip leftovers).
+IGNORED_EXPORT_FOLDERS = frozenset({"meta", "__macosx"})
+
+
+def _file_key(name: str) -> str:
+    """A file's name as the export patterns match it: "Linear Accelerometer.csv" -> "linearaccelerometer"."""
+    return re.sub(r"[^0-9a-z]+", "", PurePosixPath(name).stem.lower())
+
+
+def _file_rank(name: str, ranks: Sequence[Sequence[str]]) -> int | None:
+    key = _file_key(name)
+    for rank, patterns in enumerate(ranks):
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
+            return rank
+    return None
+
+
+def _export_csv_names(names: Sequence[str]) -> list[str]:
+    """The CSVs of an export among its "/"-separated names: those at its top, or, when there are none,
+    those of its one folder (a zip of the export's folder). Hidden files and `IGNORED_EXPORT_FOLDERS` do
+    not count."""
+    csvs = [
+        name
+        for name in names
+        if name.lower().endswith(".csv")
+        and not any(part.startswith(".") or part.lower() in IGNORED_EXPORT_FOLDERS for part in name.split("/"))
+    ]
+    top = [name for name in csvs if "/" not in name]
+    if top:
+        return sorted(top)
+    folders = {name.split("/")[0] for name in csvs if name.count("/") == 1}
+    if len(folders) == 1:
+        return sorted(name for name in csvs if name.count("/") == 1)
+    return []
+
+
+@contextmanager
+def _export_files(path: Path) -> Iterator[list[CsvFile]]:
+    """The CSVs of a folder or a .zip export, open while the caller reads them (a zip is read in place)."""
+    if path.is_dir():
+        found = [*path.glob("*"), *path.glob("*/*")]
+        names = [entry.relative_to(path).as_posix() for entry in found if entry.is_file()]
+        yield [path / name for name in _export_csv_names(names)]
+        return
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise RecordingError(f"{path}: not a readable .zip: {error}") from error
+    with archive:
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        try:
+            yield [ZipMember(archive, name, f"{path}/{name}") for name in _export_csv_names(names)]
+        except zipfile.BadZipFile as error:  # a member that fails its check while it is read
+            raise RecordingError(f"{path}: a damaged .zip: {error}") from error
+
+
+def _listed(files: Sequence[CsvFile]) -> str:
+    return ", ".join(file.name for file in files) or "no CSV files"
+
+
+def _export_file(
+    path: Path, files: Sequence[CsvFile], ranks: Sequence[Sequence[str]], what: str
+) -> tuple[CsvFile | None, list[list[CsvFile]]]:
+    """The files of one role grouped by rank (best first); the best when its rank holds only it.
+
+    Two files of the best rank are refused: which one the user meant cannot be told from their names.
+    """
+    grouped: list[list[CsvFile]] = [[] for _ in ranks]
+    for file in files:
+        rank = _file_rank(file.name, ranks)
+        if rank is not None:
+            grouped[rank].append(file)
+    present = [group for group in grouped if group]
+    if present and len(present[0]) > 1:
+        raise RecordingError(
+            f"{path}: more than one {what} file ({_listed(present[0])}): point at one of them and give the "
+            "others with --gyro-file and --gps-file"
+        )
+    return (present[0][0] if present else None), present
+
+
+def _decided_linear(read: ImuColumns, mapping: Mapping[str, Any], linear_acceleration: bool | None) -> bool:
+    """Gravity removed or not: the caller's word, then `columns=`'s, then the file's names and values."""
+    stated = mapping.get("linear_acceleration")
+    chosen = linear_acceleration if linear_acceleration is not None else stated
+    return bool(chosen if chosen is not None else read.linear_acceleration)
+
+
+def _export_accelerometer(
+    path: Path, files: Sequence[CsvFile], mapping: Mapping[str, Any], linear_acceleration: bool | None
+) -> tuple[CsvFile, ImuColumns, bool]:
+    """The export's accelerometer file, read: the first gravity-included one by rank, else the best-ranked
+    gravity-removed one. A rank holding two files is refused when it is reached, since either could be
+    the one meant."""
+    _, present = _export_file(path, files, ACCELEROMETER_FILES, "accelerometer")
+    if not present:
+        raise RecordingError(
+            f"{path}: no accelerometer file among its CSV files ({_listed(files)}): expected TotalAcceleration.csv, "
+            "Accelerometer.csv, Linear Accelerometer.csv or accel*.csv (or give the accelerometer's CSV itself)"
+        )
+    linear_fallback: tuple[CsvFile, ImuColumns, bool] | None = None
+    for group in present:
+        if len(group) > 1:
+            raise RecordingError(
+                f"{path}: more than one accelerometer file of the same kind ({_listed(group)}): give the one meant"
+            )
+        try:
+            read = _read_csv_imu(group[0], mapping)
+        except RecordingError as error:  # say which of the export's files, unless the message does
+            if str(group[0]) in str(error):
+                raise
+            raise RecordingError(f"{group[0]}: {error}") from error
+        linear = _decided_linear(read, mapping, linear_acceleration)
+        if not linear:
+            return group[0], read, linear
+        linear_fallback = linear_fallback or (group[0], read, linear)
+    assert linear_fallback is not None  # every rank present was read, and each gave one
+    return linear_fallback
+
+
+def _read_export(
+    path: Path,
+    *,
+    gps: Path | None,
+    gyro: Path | None,
+    columns: Mapping[str, Any],
+    gps_columns: Mapping[str, Any],
+    gyro_columns: Mapping[str, Any],
+    name: str,
+    linear_acceleration: bool | None,
+) -> Recording:
+    """A phone logger's export, a folder or a .zip: its accelerometer, gyroscope and GPS files by name
+    (`ACCELEROMETER_FILES`, `GYROSCOPE_FILES`, `GPS_FILES`), read as the same files given one by one
+    would be. An explicit `gps=` or `gyro=` file is read instead of the export's own; which files were
+    read is said in the recording's notes, since the figures that follow depend on it."""
+    with _export_files(path) as files:
+        accelerometer, read, linear = _export_accelerometer(path, files, columns, linear_acceleration)
+        used = [f"{accelerometer.name} (accelerometer{', gravity removed' if linear else ''})"]
+        notes: list[str] = []
+        gyro_values = read.gyro
+        gyro_file: CsvFile | None = Path(gyro) if gyro is not None else None
+        if gyro_file is None and gyro_values is None:
+            gyro_file, _ = _export_file(path, files, GYROSCOPE_FILES, "gyroscope")
+        if gyro_file is not None:
+            gyro_values, note = _separate_gyroscope(accelerometer, read, gyro_file, gyro_columns)
+            notes.extend([note] if note is not None else [])
+            used.append(f"{gyro_file if gyro is not None else gyro_file.name} (gyroscope)")
+        gps_file: CsvFile | None = Path(gps) if gps is not None else None
+        if gps_file is None:
+            gps_file, _ = _export_file(path, files, GPS_FILES, "GPS")
+        gps_data: dict[str, FloatArray] | None = None
+        if gps_file is not None:
+            gps_data = _read_csv_gps(gps_file, gps_columns)
+            _overlapping_gps(gps_data, read.times, str(gps_file))
+            used.append(f"{gps_file if gps is not None else gps_file.name} (GPS)")
+        else:
+            gps_data = _gps_in_imu_file(accelerometer, read.times)
+        notes.insert(0, f"{path}: read {', '.join(used)}")
+    return _assemble(name, read.times, read.accel, gyro_values, gps_data, linear, tuple(notes))
+
+
+def _separate_gyroscope(
+    recording: CsvFile, read: ImuColumns, gyro: CsvFile, gyro_columns: Mapping[str, Any]
+) -> tuple[FloatArray | None, str | None]:
+    """A gyroscope file read onto the accelerometer's clock; refused for a recording with its own gyroscope."""
+    if read.gyro is not None:
+        raise RecordingError(
+            f"{recording}: has gyroscope columns of its own; a separate gyroscope file is for one without"
+        )
+    gyro_times, gyro_read = _read_csv_gyroscope(gyro, gyro_columns)
+    return _gyroscope_on_accelerometer_clock(read.times, gyro_times, gyro_read, str(gyro))
+
+
+def _recording_name(path: Path) -> str:
+    """A recording's name: its file's or folder's stem ("." is the working folder's name)."""
+    return path.stem or path.resolve().name
+
+
 def read_recording(
     path: str | Path,
     *,
@@ -591,7 +824,8 @@ def read_recording(
     name: str | None = None,
     linear_acceleration: bool | None = None,
 ) -> Recording:
-    """A recording from a CSV (with an optional GPS CSV and gyroscope CSV), a JSON or an NPZ file.
+    """A recording from a CSV (with an optional GPS CSV and gyroscope CSV), a JSON or an NPZ file, or a
+    phone logger's export (a folder or a .zip of its per-sensor CSVs, `_read_export`).
 
     `linear_acceleration` None takes it from the file: JSON's and NPZ's key, a CSV's column names
     ("Linear Acceleration", "userAcceleration") or, for columns named only x, y, z, their magnitude.
@@ -599,6 +833,17 @@ def read_recording(
     path = Path(path)
     if not path.exists():
         raise RecordingError(f"{path}: no such file")
+    if path.is_dir() or path.suffix.lower() == ".zip":
+        return _read_export(
+            path,
+            gps=Path(gps) if gps is not None else None,
+            gyro=Path(gyro) if gyro is not None else None,
+            columns=columns or {},
+            gps_columns=gps_columns or {},
+            gyro_columns=gyro_columns or {},
+            name=name or _recording_name(path),
+            linear_acceleration=linear_acceleration,
+        )
     gps_data: dict[str, FloatArray] | None = None
     notes: list[str] = []
     if path.suffix == ".json":
@@ -624,21 +869,16 @@ def read_recording(
         mapping = columns or {}
         read = _read_csv_imu(path, mapping)
         times, accel, gyro_values = read.times, read.accel, read.gyro
-        stated = mapping.get("linear_acceleration")
-        chosen = linear_acceleration if linear_acceleration is not None else stated
-        linear = bool(chosen if chosen is not None else read.linear_acceleration)
+        linear = _decided_linear(read, mapping, linear_acceleration)
         if gps is not None:
             gps_data = _read_csv_gps(Path(gps), gps_columns or {})
             _overlapping_gps(gps_data, times, str(gps))
         else:
             gps_data = _gps_in_imu_file(path, times)
     if gyro is not None:
-        if gyro_values is not None:
-            raise RecordingError(
-                f"{path}: has gyroscope columns of its own; a separate gyroscope file is for one without"
-            )
-        gyro_times, gyro_read = _read_csv_gyroscope(Path(gyro), gyro_columns or {})
-        gyro_values, note = _gyroscope_on_accelerometer_clock(times, gyro_times, gyro_read, str(gyro))
+        gyro_values, note = _separate_gyroscope(
+            path, ImuColumns(times, accel, gyro_values, linear), Path(gyro), gyro_columns or {}
+        )
         if note is not None:
             notes.append(note)
     return _assemble(name or path.stem, times, accel, gyro_values, gps_data, linear, tuple(notes))

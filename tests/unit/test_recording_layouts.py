@@ -1,6 +1,7 @@
 """The layouts of common sensor-logger apps read as recordings: Android per-sensor files in nanoseconds
-(Sensor Logger), phyphox exports, iOS SensorLog in g, time units inferred from the sample rate, and a
-gyroscope in its own file on `michi evaluate` and `michi replay`.
+(Sensor Logger), phyphox exports, iOS SensorLog in g, time units inferred from the sample rate, a
+gyroscope in its own file on `michi evaluate` and `michi replay`, and a logger's whole export (a folder
+or a .zip) with its files found by name.
 
     .venv/bin/python -m pytest tests/unit/test_recording_layouts.py
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from michi.cli.recordings import load_recording
 from michi.infra.processes import free_port
 from michi.recordings import (
     STANDARD_GRAVITY,
+    Recording,
     RecordingError,
     _time_seconds,
     normalised_column_name,
@@ -428,3 +432,152 @@ def test_the_gyroscope_files_columns_and_units_in_columns(tmp_path: Path) -> Non
     np.testing.assert_allclose(source.recording.gyro[:, 2], 57.2957795)  # rad/s unless the name says degrees
     with pytest.raises(RecordingError, match='"gyroscope" must be an object'):
         load_recording(str(accelerometer), columns='{"gyroscope": 3}', gyro_file=gyroscope)
+
+
+# --- a phone logger's export: a folder, or a .zip of one
+
+
+def sensor_logger_export(folder: Path) -> Path:
+    """Sensor Logger's export as the app writes it: one CSV per sensor, gravity-removed Accelerometer.csv too."""
+    folder.mkdir(parents=True)
+    sensor_logger_accelerometer(folder / "TotalAcceleration.csv")
+    sensor_logger_accelerometer(folder / "Accelerometer.csv", gravity=False)
+    sensor_logger_accelerometer(folder / "Gravity.csv")  # x, y, z with g, but no accelerometer by its name
+    sensor_logger_gyroscope(folder / "Gyroscope.csv", start_s=0.0, end_s=20.0)
+    sensor_logger_gyroscope(folder / "GyroscopeUncalibrated.csv", start_s=0.0, end_s=20.0)
+    sensor_logger_location(folder / "Location.csv")
+    write_csv(folder / "Metadata.csv", ("version", "device name", "platform"), [(3, "Pixel 7", "android")])
+    return folder
+
+
+def zipped(folder: Path, archive: Path, *, inside: str = "") -> Path:
+    """The folder's files in a .zip, at its top or (`inside`) in one folder, as a phone's share sheet makes it."""
+    with zipfile.ZipFile(archive, "w") as writer:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                writer.write(file, inside + file.relative_to(folder).as_posix())
+    return archive
+
+
+def assert_the_sensor_logger_drive(recording: Recording) -> None:
+    assert recording.times_s.size == 4000 and recording.linear_acceleration is False
+    np.testing.assert_allclose(recording.accel[:, 2], STANDARD_GRAVITY)  # TotalAcceleration.csv, not Gravity.csv
+    np.testing.assert_allclose(recording.accel[:, 0], 0.5 * np.sin(recording.times_s), atol=1e-5)
+    assert recording.gyro is not None
+    np.testing.assert_allclose(recording.gyro, [gyroscope_at(float(time)) for time in recording.times_s], atol=1e-5)
+    np.testing.assert_allclose(recording.gps_times_s, np.arange(20.0), atol=1e-6)
+
+
+def test_a_sensor_logger_folder(tmp_path: Path) -> None:
+    folder = sensor_logger_export(tmp_path / "Sensor Logger 2024-05-01")
+    recording = read_recording(folder)
+    assert recording.name == "Sensor Logger 2024-05-01"
+    assert_the_sensor_logger_drive(recording)
+    assert recording.notes == (
+        f"{folder}: read TotalAcceleration.csv (accelerometer), Gyroscope.csv (gyroscope), Location.csv (GPS)",
+    )
+
+
+@pytest.mark.parametrize("inside", ["", "Sensor Logger 2024-05-01/"])
+def test_a_zipped_sensor_logger_export_is_read_in_place(tmp_path: Path, inside: str) -> None:
+    archive = zipped(sensor_logger_export(tmp_path / "export"), tmp_path / "drive.zip", inside=inside)
+    before = sorted(tmp_path.rglob("*"))
+    recording = read_recording(archive)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing extracted beside it
+    assert recording.name == "drive"
+    assert_the_sensor_logger_drive(recording)
+    assert recording.notes[0].startswith(f"{archive}: read TotalAcceleration.csv (accelerometer)")
+
+
+def test_an_export_without_a_gravity_included_file_reads_the_gravity_removed_one(tmp_path: Path) -> None:
+    folder = sensor_logger_export(tmp_path / "drive")
+    (folder / "TotalAcceleration.csv").unlink()
+    recording = read_recording(folder)
+    assert recording.linear_acceleration is True
+    np.testing.assert_allclose(recording.accel[:, 2], 0.05)
+    assert recording.notes[0].startswith(f"{folder}: read Accelerometer.csv (accelerometer, gravity removed)")
+
+
+def test_a_phyphox_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "Acceleration with g 2024-05-01"
+    (folder / "meta").mkdir(parents=True)
+    write_csv(folder / "meta" / "device.csv", ("property", "value"), [("deviceModel", "Pixel 7")])
+    axes = [f"Acceleration {axis} (m/s^2)" for axis in "xyz"]
+    rows = [(f"{0.0123 + index / 100:.4f}", 0.3, -0.1, 9.79) for index in range(1000)]
+    write_csv(folder / "Accelerometer.csv", ("Time (s)", *axes), rows)
+    linear = [f"Linear Acceleration {axis} (m/s^2)" for axis in "xyz"]
+    write_csv(folder / "Linear Accelerometer.csv", ("Time (s)", *linear), [(row[0], 0.3, -0.1, 0.0) for row in rows])
+    write_csv(
+        folder / "Gyroscope.csv",
+        ("Time (s)", "Gyroscope x (rad/s)", "Gyroscope y (rad/s)", "Gyroscope z (rad/s)"),
+        [(f"{index / 50:.4f}", *gyroscope_at(index / 50)) for index in range(520)],
+    )
+    write_csv(
+        folder / "Location.csv",
+        ("Time (s)", "Latitude (°)", "Longitude (°)", "Speed (m/s)", "Direction (°)"),
+        [(second, 48.0 + second * 1e-4, 11.0, 8.0, 370.0) for second in range(10)],
+    )
+    recording = read_recording(folder)
+    assert recording.name == "Acceleration with g 2024-05-01"
+    assert recording.linear_acceleration is False and recording.sample_rate_hz == pytest.approx(100.0)
+    np.testing.assert_allclose(recording.accel[0], [0.3, -0.1, 9.79])
+    assert recording.gyro is not None
+    np.testing.assert_allclose(recording.gyro[0], gyroscope_at(0.0123), atol=1e-6)
+    np.testing.assert_allclose(recording.speed_mps, 8.0)
+    np.testing.assert_allclose(recording.heading_deg, 10.0)
+    # Without the gravity-included export, the linear one is read, and said to be.
+    (folder / "Accelerometer.csv").unlink()
+    without = read_recording(folder)
+    assert without.linear_acceleration is True
+    assert without.notes[0].startswith(f"{folder}: read Linear Accelerometer.csv (accelerometer, gravity removed)")
+
+
+def test_an_export_without_an_accelerometer_is_refused_with_its_files(tmp_path: Path) -> None:
+    folder = sensor_logger_export(tmp_path / "drive")
+    for name in ("TotalAcceleration.csv", "Accelerometer.csv"):
+        (folder / name).unlink()
+    expected = "no accelerometer file among its CSV files (Gravity.csv, Gyroscope.csv, GyroscopeUncalibrated.csv, "
+    with pytest.raises(RecordingError, match=re.escape(expected + "Location.csv, Metadata.csv)")):
+        read_recording(folder)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RecordingError, match=r"no accelerometer file among its CSV files \(no CSV files\)"):
+        read_recording(empty)
+
+
+def test_two_files_of_one_rank_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "two drives"
+    folder.mkdir()
+    sensor_logger_accelerometer(folder / "accel_2024-05-01.csv")
+    sensor_logger_accelerometer(folder / "accel_2024-05-02.csv")
+    with pytest.raises(RecordingError, match=r"more than one accelerometer file .*accel_2024-05-01\.csv, accel_2024"):
+        read_recording(folder)
+    (folder / "accel_2024-05-02.csv").unlink()
+    sensor_logger_location(folder / "gps_a.csv")
+    sensor_logger_location(folder / "gps_b.csv")
+    with pytest.raises(RecordingError, match=r"more than one GPS file \(gps_a\.csv, gps_b\.csv\)"):
+        read_recording(folder)
+    # A GPS file given explicitly is read instead of the export's own: no choice to make.
+    recording = read_recording(folder, gps=folder / "gps_a.csv")
+    assert recording.has_gps and recording.notes == (
+        f"{folder}: read accel_2024-05-01.csv (accelerometer), {folder / 'gps_a.csv'} (GPS)",
+    )
+
+
+def test_a_zip_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "drive.zip"
+    archive.write_text("not a zip")
+    with pytest.raises(RecordingError, match=r"drive\.zip: not a readable \.zip"):
+        read_recording(archive)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_evaluate_a_sensor_logger_export(environment: dict[str, str], tmp_path: Path, packed: bool) -> None:
+    folder = sensor_logger_export(tmp_path / "my drive")
+    recording = zipped(folder, tmp_path / "my drive.zip") if packed else folder
+    result = CliRunner().invoke(app, ["evaluate", str(recording), "--model", "physics", "--json"], env=environment)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)["recording"]
+    assert document["name"] == "my drive" and document["gyroscope"] is True and document["gps"] is True
+    assert document["sample_rate_hz"] == pytest.approx(200.0, rel=1e-3) and document["uploads"] == 2
+    assert f"michi: note: {recording}: read TotalAcceleration.csv (accelerometer)" in result.stderr
