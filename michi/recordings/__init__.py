@@ -30,7 +30,7 @@ These layouts are read:
   top has none (`meta/` and hidden files aside). Each is known by its name, lowercased without ".csv"
   and without anything but letters and digits ("Linear Accelerometer.csv" -> "linearaccelerometer"),
   by ranks: the accelerometer `totalacceleration`; then `accelerometer`, `acceleration`, `accel`,
-  `acc`; then `accel*`; then `linearacc*`, `useracc*` (`ACCELEROMETER_FILES`). The first file read
+  `acc`; then `accel*`; then `linearacc*`, `useracc*`; then phyphox's `rawdata` (`ACCELEROMETER_FILES`). The first file read
   with gravity is taken (the ranks between decide it by the data: Sensor Logger's Accelerometer.csv is
   gravity-removed, phyphox's is not), else the best-ranked gravity-removed one. The gyroscope
   `gyroscope`, `gyro`, then `gyro*`; the GPS `location`, `gps`, then `location*`, `gps*`. Two files
@@ -632,6 +632,8 @@ ACCELEROMETER_FILES: tuple[tuple[str, ...], ...] = (
     ("accelerometer", "acceleration", "accel", "acc"),
     ("accel*",),  # AccelerometerUncalibrated.csv, accel_2020-10-15-21.csv
     ("linearacc*", "useracc*"),
+    # phyphox's one-sensor experiments export "Raw Data.csv": its columns say what it holds.
+    ("rawdata",),
 )
 GYROSCOPE_FILES: tuple[tuple[str, ...], ...] = (("gyroscope", "gyro"), ("gyro*",))  # then GyroscopeUncalibrated
 GPS_FILES: tuple[tuple[str, ...], ...] = (("location", "gps"), ("location*", "gps*"))

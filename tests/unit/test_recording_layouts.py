@@ -532,6 +532,18 @@ def test_a_phyphox_folder(tmp_path: Path) -> None:
     assert without.notes[0].startswith(f"{folder}: read Linear Accelerometer.csv (accelerometer, gravity removed)")
 
 
+def test_a_phyphox_one_sensor_experiment_exports_raw_data(tmp_path: Path) -> None:
+    folder = tmp_path / "Acceleration with g 2024-05-02"
+    (folder / "meta").mkdir(parents=True)
+    axes = [f"Acceleration {axis} (m/s^2)" for axis in "xyz"]
+    rows = [(f"{index / 100:.4f}", 0.2, 0.1, 9.8) for index in range(600)]
+    write_csv(folder / "Raw Data.csv", ("Time (s)", *axes), rows)
+    recording = read_recording(folder)
+    assert recording.linear_acceleration is False and recording.gyro is None
+    assert recording.sample_rate_hz == pytest.approx(100.0)
+    assert recording.notes[0].startswith(f"{folder}: read Raw Data.csv (accelerometer")
+
+
 def test_an_export_without_an_accelerometer_is_refused_with_its_files(tmp_path: Path) -> None:
     folder = sensor_logger_export(tmp_path / "drive")
     for name in ("TotalAcceleration.csv", "Accelerometer.csv"):
