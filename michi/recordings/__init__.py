@@ -179,7 +179,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     ),
     "latitude": ("lat_deg", "latitude", "lat", "gps_lat", "locationlatitude"),
     "longitude": ("lon_deg", "longitude", "lon", "lng", "gps_long", "locationlongitude"),
-    "speed": ("speed_mps", "speed_kmh", "speed", "locationspeed"),
+    "speed": ("speed_mps", "speed_kmh", "speed", "locationspeed", "velocity"),
     "heading": (
         "course_deg",
         "bearing_deg",

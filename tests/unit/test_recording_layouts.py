@@ -538,7 +538,13 @@ def test_a_phyphox_one_sensor_experiment_exports_raw_data(tmp_path: Path) -> Non
     axes = [f"Acceleration {axis} (m/s^2)" for axis in "xyz"]
     rows = [(f"{index / 100:.4f}", 0.2, 0.1, 9.8) for index in range(600)]
     write_csv(folder / "Raw Data.csv", ("Time (s)", *axes), rows)
+    write_csv(
+        folder / "Location.csv",
+        ("Time (s)", "Latitude (°)", "Longitude (°)", "Height (m)", "Velocity (m/s)", "Direction (°)"),
+        [(second, 48.0 + second * 1e-4, 11.0, 500.0, 6.5, 90.0) for second in range(6)],
+    )
     recording = read_recording(folder)
+    np.testing.assert_allclose(recording.speed_mps, 6.5)
     assert recording.linear_acceleration is False and recording.gyro is None
     assert recording.sample_rate_hz == pytest.approx(100.0)
     assert recording.notes[0].startswith(f"{folder}: read Raw Data.csv (accelerometer")
