@@ -15,6 +15,7 @@ Run: .venv/bin/pytest tests/unit/test_trainer_real_data.py -q
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,6 +240,53 @@ def test_a_phone_loggers_separate_gyroscope_file_goes_with_its_recording_and_is_
     digest = files[0].digest
     (folder / "phone.gyro.csv").write_text("time,x,y,z\n" + rotation.replace("0.001,", "0.002,") + "\n")
     assert RealRecordings(evaluation_folder=folder, shipped=False).evaluation_files()[0][0].digest != digest
+
+
+def write_logger_export(folder: Path, seconds: float = 90.0) -> None:
+    """The first `seconds` of auckland-forward as Sensor Logger exports a drive: a CSV per sensor, times in ns."""
+    recording = shared_recording("auckland-forward")
+    folder.mkdir(parents=True)
+    origin_ns = 1_700_000_000_000_000_000
+    imu = recording.times_s < seconds
+    lines = [
+        f"{origin_ns + int(t * 1e9)},{x:.4f},{y:.4f},{z:.4f}"
+        for t, (x, y, z) in zip(recording.times_s[imu], recording.accel[imu], strict=True)
+    ]
+    (folder / "TotalAcceleration.csv").write_text("time,x,y,z\n" + "\n".join(lines) + "\n")
+    fixes = recording.gps_times_s < seconds
+    rows = zip(
+        recording.gps_times_s[fixes],
+        recording.latitude[fixes],
+        recording.longitude[fixes],
+        recording.speed_mps[fixes],
+        recording.heading_deg[fixes],
+        strict=True,
+    )
+    lines = [f"{origin_ns + int(t * 1e9)},{lat:.6f},{lon:.6f},{v:.2f},{h:.1f}" for t, lat, lon, v, h in rows]
+    (folder / "Location.csv").write_text("time,latitude,longitude,speed,bearing\n" + "\n".join(lines) + "\n")
+    (folder / "Metadata.csv").write_text("device name,version\nPixel,1\n")
+
+
+def test_a_phone_loggers_export_folder_or_zip_is_a_recording_with_its_labels_beside_it(tmp_path: Path) -> None:
+    folder = tmp_path / "evaluation"
+    write_logger_export(folder / "commute")
+    (folder / "commute.labels.csv").write_text("t_start_s,t_end_s,label\n40.0,41.0,harsh_acceleration\n")
+    with zipfile.ZipFile(folder / "errand.zip", "w") as archive:
+        for member in sorted((folder / "commute").iterdir()):
+            archive.write(member, f"errand/{member.name}")
+    files, skipped = RealRecordings(evaluation_folder=folder, shipped=False).evaluation_files()
+    assert skipped == {} and [file.names[0] for file in files] == ["commute", "errand"]
+    commute, errand = files
+    assert commute.recording.has_gps and errand.recording.has_gps
+    assert commute.labels is not None and [label.label for label in commute.labels] == ["harsh_acceleration"]
+    assert errand.labels is None
+    np.testing.assert_allclose(commute.recording.accel, errand.recording.accel)
+    # The export's content is the recording's digest: a changed sensor file is another recording.
+    before = commute.digest
+    with (folder / "commute" / "Metadata.csv").open("a") as metadata:
+        metadata.write("Pixel,2\n")
+    files, _ = RealRecordings(evaluation_folder=folder, shipped=False).evaluation_files()
+    assert files[0].digest != before
 
 
 def test_a_labelled_recording_becomes_training_data_with_its_own_version(tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ training and evaluation folders are kept apart so no model is judged on the driv
 
 A folder holds, per recording: the recording (`drive.csv`, `drive.json` or `drive.npz`, read by
 `michi.recordings.read_recording`), for a CSV its GPS beside it (`drive.gps.csv`) and its gyroscope when a
-logger wrote it to a file of its own (`drive.gyro.csv`, on the recording's clock), and optionally its
+logger wrote it to a file of its own (`drive.gyro.csv`, on the recording's clock), or a phone
+logger's export (a folder `drive/` or `drive.zip` of one CSV per sensor, as Sensor Logger and phyphox
+write it: its accelerometer, gyroscope and GPS files found by name), and optionally its
 labels (`drive.labels.csv`: `t_start_s,t_end_s,label`, seconds from the recording's first sample;
 `michi.recordings.evaluation.read_labels`). A recording that cannot be read is skipped and named with
 the reason; the run goes on.
@@ -122,9 +124,13 @@ def folder_recordings(folder: Path) -> tuple[list[RecordingFile], dict[str, str]
         return found, {str(folder): "not a folder"}
     for path in sorted(folder.iterdir()):
         name = path.name
-        if not path.is_file() or name.endswith(COMPANION_SUFFIXES) or path.suffix not in RECORDING_SUFFIXES:
+        # A phone logger's export, one CSV per sensor: a folder, or a zip of one.
+        export = not name.startswith(".") and (path.is_dir() or (path.is_file() and path.suffix == ".zip"))
+        if not export and (
+            not path.is_file() or name.endswith(COMPANION_SUFFIXES) or path.suffix not in RECORDING_SUFFIXES
+        ):
             continue
-        stem = path.stem
+        stem = path.name if path.is_dir() else path.stem
         gps = path.with_name(stem + GPS_SUFFIX)
         gyroscope = path.with_name(stem + GYROSCOPE_SUFFIX)
         labels_path = path.with_name(stem + LABELS_SUFFIX)
@@ -140,7 +146,10 @@ def folder_recordings(folder: Path) -> tuple[list[RecordingFile], dict[str, str]
         except (RecordingError, LabelsError, ValueError, KeyError, OSError) as error:
             skipped[name] = f"{type(error).__name__}: {error}"[:300]
             continue
-        files = [path] + [companion for companion in (gps, gyroscope) if csv and companion.exists()]
+        if path.is_dir():
+            files = sorted(member for member in path.rglob("*") if member.is_file())
+        else:
+            files = [path] + [companion for companion in (gps, gyroscope) if csv and companion.exists()]
         found.append(
             RecordingFile(
                 recording,
