@@ -52,6 +52,19 @@ RECORDING_HELP = (
     "or a shipped recording's short name, e.g. auckland-forward"
 )
 
+# How `replay` and `evaluate` are told to read a user's own files (`load_recording`).
+COLUMNS_OPTION = typer.Option(
+    None, help="CSV columns as JSON (or a .json file; with an export, its files'); see docs/recordings.md"
+)
+GPS_FILE_OPTION = typer.Option(
+    None, help="the GPS CSV that goes with a CSV recording (with an export: read instead of its own)"
+)
+GYRO_FILE_OPTION = typer.Option(
+    None,
+    help="the gyroscope CSV that goes with a recording without one (same clock; with an export: read instead "
+    "of its own); see docs/recordings.md",
+)
+
 EVENT_TYPE_PREFIX = "EVENT_TYPE_"
 MODEL_CHOICES = "champion, baseline, physics or a path to an .onnx file"
 
@@ -241,17 +254,9 @@ def replay_command(
     gps: bool = typer.Option(True, "--gps/--no-gps", help="send the GPS fixes, or none (a device without GPS)"),
     upload_seconds: float = typer.Option(10.0, help="seconds of recording per upload"),
     speed: float = typer.Option(1.0, help="recorded seconds per wall-clock second; 0 sends as fast as possible"),
-    columns: str | None = typer.Option(
-        None, help="CSV columns as JSON (or a .json file; with an export, its files'); see docs/recordings.md"
-    ),
-    gps_file: Path | None = typer.Option(
-        None, help="the GPS CSV that goes with a CSV recording (with an export: read instead of its own)"
-    ),
-    gyro_file: Path | None = typer.Option(
-        None,
-        help="the gyroscope CSV that goes with a recording without one (same clock; with an export: read instead "
-        "of its own); see docs/recordings.md",
-    ),
+    columns: str | None = COLUMNS_OPTION,
+    gps_file: Path | None = GPS_FILE_OPTION,
+    gyro_file: Path | None = GYRO_FILE_OPTION,
     trip_id: str | None = typer.Option(None, help="trip id (default: a new one per run)"),
     limit_seconds: float | None = typer.Option(None, help="send only the recording's first N seconds"),
 ) -> None:
@@ -754,17 +759,9 @@ def evaluate_command(
     labels: Path | None = typer.Option(None, help="CSV of t_start_s,t_end_s,label on the recording's clock"),
     gps: bool = typer.Option(True, "--gps/--no-gps", help="use the GPS fixes, or evaluate as a device without GPS"),
     model: str = typer.Option("champion", help=MODEL_CHOICES),
-    columns: str | None = typer.Option(
-        None, help="CSV columns as JSON (or a .json file; with an export, its files'); see docs/recordings.md"
-    ),
-    gps_file: Path | None = typer.Option(
-        None, help="the GPS CSV that goes with a CSV recording (with an export: read instead of its own)"
-    ),
-    gyro_file: Path | None = typer.Option(
-        None,
-        help="the gyroscope CSV that goes with a recording without one (same clock; with an export: read instead "
-        "of its own); see docs/recordings.md",
-    ),
+    columns: str | None = COLUMNS_OPTION,
+    gps_file: Path | None = GPS_FILE_OPTION,
+    gyro_file: Path | None = GYRO_FILE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object with every figure"),
     reference: bool = typer.Option(
         False,
