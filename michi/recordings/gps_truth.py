@@ -74,14 +74,13 @@ only firm ones (11 and 3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
 from michi.recordings import Recording
 from michi.recordings.evaluation import LabelledEvent
-from michi.windows.signals import FloatArray
+from michi.windows.signals import FloatArray, gapless_stretches, true_runs
 
 GAP_S = 2.5
 FIT_HALF_WIDTH_S = 1.0
@@ -186,11 +185,7 @@ class GpsTruth:
 
 def _stretches(times_s: FloatArray) -> list[tuple[int, int]]:
     """(first index, index after the last) of each run of fixes no more than `GAP_S` apart."""
-    if times_s.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(times_s) > GAP_S) + 1
-    bounds = [0, *breaks.tolist(), int(times_s.size)]
-    return list(pairwise(bounds))
+    return gapless_stretches(times_s, GAP_S)
 
 
 def _fitted_slopes(times_s: FloatArray, values: FloatArray) -> FloatArray:
@@ -243,12 +238,6 @@ def gps_motion(times_s: FloatArray, speed_mps: FloatArray, heading_deg: FloatArr
     return GpsMotion(times_s, longitudinal, lateral, covered)
 
 
-def _runs(above: np.ndarray) -> list[tuple[int, int]]:
-    """(first index, index after the last) of each run of True."""
-    edges = np.diff(np.concatenate([[0], above.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
-
-
 def manoeuvres_of(motion: GpsMotion) -> list[GpsEvent]:
     """The firm and harsh runs of braking, acceleration and cornering, in time order."""
     strengths = {
@@ -263,7 +252,7 @@ def manoeuvres_of(motion: GpsMotion) -> list[GpsEvent]:
         # fixes either side of a gap never join into one event.
         above = np.nan_to_num(strength, nan=-np.inf) >= bars.firm_mps2
         for low, high in _stretches(motion.times_s):
-            for first, after in _runs(above[low:high]):
+            for first, after in true_runs(above[low:high]):
                 run = slice(low + first, low + after)
                 peak = low + first + int(np.argmax(strength[run]))
                 stretch_start, stretch_end = float(motion.times_s[low]), float(motion.times_s[high - 1])

@@ -41,14 +41,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
 from michi.recordings import Recording, received, recording_uploads
 from michi.recordings.evaluation import UNTYPED_EVENT, DetectedEvent
 from michi.windows.chain import ChainedUpload, windows_in_order
-from michi.windows.signals import FloatArray, moving_average
+from michi.windows.signals import FloatArray, gapless_stretches, moving_average, true_runs
 from michi.windows.upload import upload_from_proto
 
 THRESHOLD_MPS2 = 2.5
@@ -105,12 +104,8 @@ def _horizontal_stream(chained: Iterable[ChainedUpload], origin_s: float) -> _St
 
 
 def _stretches(times_s: FloatArray) -> list[tuple[int, int]]:
-    """(first, end) index ranges of samples no more than `MAX_GAP_S` apart."""
-    if times_s.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(times_s) > MAX_GAP_S) + 1
-    edges = [0, *breaks.tolist(), int(times_s.size)]
-    return [(first, end) for first, end in pairwise(edges) if end - first >= 2]
+    """(first, end) index ranges of samples no more than `MAX_GAP_S` apart, of two samples or more."""
+    return [(first, end) for first, end in gapless_stretches(times_s, MAX_GAP_S) if end - first >= 2]
 
 
 def _smoothing_width(smoothing_s: float, step_s: float) -> int:
@@ -141,11 +136,9 @@ def _stretch_detections(stream: _Stream, first: int, end: int, rule: ThresholdRu
     nearest -= (grid - times[nearest - 1]) < (times[nearest] - grid)
     typed = stream.typed[first:end][nearest]
 
-    above = np.concatenate([[False], magnitude > rule.threshold_mps2, [False]])
-    starts = np.flatnonzero(~above[:-1] & above[1:])
-    ends = np.flatnonzero(above[:-1] & ~above[1:]) - 1  # last grid index of each run
     runs: list[list[int]] = []
-    for start, last in zip(starts.tolist(), ends.tolist(), strict=True):
+    for start, after in true_runs(magnitude > rule.threshold_mps2):
+        last = after - 1  # the run's last grid index
         if runs and grid[start] - grid[runs[-1][1]] < rule.merge_gap_s:
             runs[-1][1] = last
         else:

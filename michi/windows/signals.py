@@ -1,6 +1,8 @@
-"""Vectorised signal helpers shared by calibration and features (numpy only, whole upload at once)."""
+"""Vectorised signal helpers shared by calibration, features and the readings of real drives (numpy only)."""
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,3 +41,17 @@ def angle_between_deg(first: FloatArray, second: FloatArray) -> float:
     first_unit, second_unit = unit(first), unit(second)
     cosine = float(np.clip(np.dot(first_unit, second_unit), -1.0, 1.0))
     return float(np.degrees(np.arccos(cosine)))
+
+
+def gapless_stretches(times_s: FloatArray, max_gap_s: float) -> list[tuple[int, int]]:
+    """(first, end) index ranges of the runs of sorted times no more than `max_gap_s` apart."""
+    if times_s.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(times_s) > max_gap_s) + 1
+    return list(pairwise([0, *breaks.tolist(), int(times_s.size)]))
+
+
+def true_runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """(first, end) index ranges of the runs of True in `mask`."""
+    edges = np.diff(np.concatenate([[0], np.asarray(mask).astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
