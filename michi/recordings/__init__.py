@@ -321,15 +321,19 @@ def _numbers(values: Sequence[str]) -> FloatArray:
     return np.array([float(value) if value not in ("", "NA", "nan") else math.nan for value in values])
 
 
+# A unit a header states in parentheses or brackets: "Time (s)", "accelerometerAccelerationX(G)".
+_BRACKETED_UNIT = re.compile(r"[(\[]([^()\[\]]*)[)\]]")
+
+
 def _stated_unit(name: str) -> str | None:
     """The unit a header states in parentheses or brackets: "Time (s)" -> "s", "accX(G)" -> "g"."""
-    found = re.findall(r"[(\[]([^()\[\]]*)[)\]]", name)
+    found = _BRACKETED_UNIT.findall(name)
     return found[-1].strip().lower() if found else None
 
 
 def normalised_column_name(name: str) -> str:
     """A header as `COLUMN_NAMES` lists it: lowercase, the unit in parentheses gone, separators one "_"."""
-    bare = re.sub(r"[(\[][^()\[\]]*[)\]]", " ", name).lower()
+    bare = _BRACKETED_UNIT.sub(" ", name).lower()
     return re.sub(r"[^0-9a-zµμ]+", "_", bare).strip("_")
 
 
@@ -358,7 +362,7 @@ def time_unit_in_name(name: str) -> str | None:
     stated = _stated_unit(name)
     if stated is not None and stated in TIME_UNIT_WORDS:
         return TIME_UNIT_WORDS[stated]
-    bare = re.sub(r"[(\[][^()\[\]]*[)\]]", " ", name)
+    bare = _BRACKETED_UNIT.sub(" ", name)
     words = re.split(r"[^0-9A-Za-zµμ]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", bare))
     for word in reversed(words):
         if word.lower() in TIME_UNIT_WORDS:
@@ -424,15 +428,27 @@ def _axis_values(columns: Mapping[str, list[str]], names: Sequence[str], scale: 
     return np.column_stack([_numbers(columns[name]) * scale(name) for name in names])
 
 
+def _column_seconds(
+    path: CsvFile,
+    columns: Mapping[str, list[str]],
+    time_name: str,
+    unit: str | None,
+    rates_hz: tuple[float, float] = IMU_RATES_HZ,
+    what: str = "an IMU",
+) -> FloatArray:
+    """A file's time column in seconds on its own clock (`_time_seconds`), a refusal naming the file."""
+    try:
+        return _time_seconds(time_name, _numbers(columns[time_name]), unit, rates_hz, what)
+    except RecordingError as error:
+        raise RecordingError(f"{path}: {error}") from error
+
+
 def _sensor_times(path: CsvFile, columns: Mapping[str, list[str]], mapping: Mapping[str, Any]) -> FloatArray:
     """A sensor file's sample times in seconds on its own clock (the time column by name or `columns=`)."""
     time_name = _find(columns, "time", mapping.get("time"))
     if time_name is None:
         raise RecordingError(f"{path}: no time column (one of {', '.join(COLUMN_NAMES['time'])}, or columns=)")
-    try:
-        return _time_seconds(time_name, _numbers(columns[time_name]), mapping.get("time_unit"))
-    except RecordingError as error:
-        raise RecordingError(f"{path}: {error}") from error
+    return _column_seconds(path, columns, time_name, mapping.get("time_unit"))
 
 
 def _read_csv_imu(path: CsvFile, mapping: Mapping[str, Any]) -> ImuColumns:
@@ -512,14 +528,13 @@ def _read_csv_gps(path: CsvFile, mapping: Mapping[str, Any]) -> dict[str, FloatA
     if missing:
         raise RecordingError(f"{path}: GPS columns not found: {', '.join(missing)}")
     names = {role: str(name) for role, name in found.items()}
-    try:
-        times = _time_seconds(
-            names["time"], _numbers(columns[names["time"]]), mapping.get("time_unit"), GPS_RATES_HZ, "a GPS"
-        )
-    except RecordingError as error:
-        raise RecordingError(f"{path}: {error}") from error
+    times = _column_seconds(path, columns, names["time"], mapping.get("time_unit"), GPS_RATES_HZ, "a GPS")
+    return {"time": times, **_fix_values(columns, names)}
+
+
+def _fix_values(columns: Mapping[str, list[str]], names: Mapping[str, str]) -> dict[str, FloatArray]:
+    """Latitude, longitude, speed (m/s) and heading of each row, from the columns `names` gives by role."""
     return {
-        "time": times,
         "latitude": _numbers(columns[names["latitude"]]),
         "longitude": _numbers(columns[names["longitude"]]),
         "speed": _speed_values(columns, names["speed"]),
@@ -538,13 +553,7 @@ def _gps_in_imu_file(path: CsvFile, times: FloatArray) -> dict[str, FloatArray] 
     found = _gps_roles(columns, {}, ("latitude", "longitude", "speed", "heading"))
     if None in found.values():
         return None
-    names = {role: str(name) for role, name in found.items()}
-    fixes = {
-        "latitude": _numbers(columns[names["latitude"]]),
-        "longitude": _numbers(columns[names["longitude"]]),
-        "speed": _speed_values(columns, names["speed"]),
-        "heading": _heading_values(columns, names["heading"]),
-    }
+    fixes = _fix_values(columns, {role: str(name) for role, name in found.items()})
     gps_time = _find(columns, "gps_time")
     keys = [_numbers(columns[gps_time])] if gps_time is not None else list(fixes.values())
     changed = np.zeros(times.size, dtype=bool)
@@ -609,6 +618,17 @@ def _overlapping_gps(gps: dict[str, FloatArray], times: FloatArray, source: str)
             f"{source}: the GPS's times ({gps_times.min():g} to {gps_times.max():g} s) do not overlap the "
             f"IMU's ({imu_times.min():g} to {imu_times.max():g} s): both files must be on the same clock"
         )
+
+
+def _gps_of(
+    imu_file: CsvFile, times: FloatArray, gps_file: CsvFile | None, gps_columns: Mapping[str, Any]
+) -> dict[str, FloatArray] | None:
+    """A CSV recording's GPS: its GPS file's (on the IMU's clock), else the GPS columns of its own file, if any."""
+    if gps_file is None:
+        return _gps_in_imu_file(imu_file, times)
+    gps_data = _read_csv_gps(gps_file, gps_columns)
+    _overlapping_gps(gps_data, times, str(gps_file))
+    return gps_data
 
 
 def _gps_columns(fixes: Mapping[str, Any], time_name: str) -> dict[str, FloatArray]:
@@ -787,13 +807,9 @@ def _read_export(
         gps_file: CsvFile | None = Path(gps) if gps is not None else None
         if gps_file is None:
             gps_file, _ = _export_file(path, files, GPS_FILES, "GPS")
-        gps_data: dict[str, FloatArray] | None = None
+        gps_data = _gps_of(accelerometer, read.times, gps_file, gps_columns)
         if gps_file is not None:
-            gps_data = _read_csv_gps(gps_file, gps_columns)
-            _overlapping_gps(gps_data, read.times, str(gps_file))
             used.append(f"{gps_file if gps is not None else gps_file.name} (GPS)")
-        else:
-            gps_data = _gps_in_imu_file(accelerometer, read.times)
         notes.insert(0, f"{path}: read {', '.join(used)}")
     return _assemble(name, read.times, read.accel, gyro_values, gps_data, linear, tuple(notes))
 
@@ -872,11 +888,7 @@ def read_recording(
         read = _read_csv_imu(path, mapping)
         times, accel, gyro_values = read.times, read.accel, read.gyro
         linear = _decided_linear(read, mapping, linear_acceleration)
-        if gps is not None:
-            gps_data = _read_csv_gps(Path(gps), gps_columns or {})
-            _overlapping_gps(gps_data, times, str(gps))
-        else:
-            gps_data = _gps_in_imu_file(path, times)
+        gps_data = _gps_of(path, times, Path(gps) if gps is not None else None, gps_columns or {})
     if gyro is not None:
         gyro_values, note = _separate_gyroscope(
             path, ImuColumns(times, accel, gyro_values, linear), Path(gyro), gyro_columns or {}
