@@ -60,7 +60,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -305,20 +305,74 @@ class ZipMember:
 CsvFile = Path | ZipMember
 
 
-def _read_csv(path: CsvFile) -> dict[str, list[str]]:
+# The separators a logger's CSV export may use: phyphox offers comma, tab and semicolon (the last two
+# also with a decimal comma, which `parsed_number` reads); a spreadsheet saves labels with semicolons
+# in many locales.
+_DELIMITERS = (",", "\t", ";")
+
+
+def csv_reader(handle: TextIO) -> csv.DictReader[str]:
+    """A CSV's rows by header, separated by what its header line holds most of (a comma on a tie)."""
+    header = handle.readline()
+    handle.seek(0)
+    counts = {delimiter: header.count(delimiter) for delimiter in _DELIMITERS}
+    return csv.DictReader(
+        handle, delimiter=max(_DELIMITERS, key=lambda delimiter: (counts[delimiter], delimiter == ","))
+    )
+
+
+def parsed_number(value: str) -> float:
+    """A cell as a number, a decimal comma ("9,81") read as a point. ValueError if it is not one."""
+    try:
+        return float(value)
+    except ValueError:
+        if value.count(",") == 1 and "." not in value:
+            return float(value.replace(",", "."))
+        raise
+
+
+# A logger's spreadsheet export (phyphox offers Excel) is not read: its CSV export is.
+SPREADSHEET_SUFFIXES = (".xlsx", ".xls", ".ods")
+
+
+class CsvColumns(dict[str, list[str]]):
+    """A CSV's columns by header, each a list of its cells, and the file they came from."""
+
+    def __init__(self, source: CsvFile, names: Sequence[str]) -> None:
+        super().__init__((name, []) for name in names)
+        self.source = source
+
+
+def _read_csv(path: CsvFile) -> CsvColumns:
     with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
-        reader = csv.DictReader(handle)
+        reader = csv_reader(handle)
         if reader.fieldnames is None:
             raise RecordingError(f"{path}: no header row")
-        columns: dict[str, list[str]] = {name: [] for name in reader.fieldnames}
+        columns = CsvColumns(path, reader.fieldnames)
         for row in reader:
             for name in reader.fieldnames:
                 columns[name].append(row.get(name) or "")
     return columns
 
 
-def _numbers(values: Sequence[str]) -> FloatArray:
-    return np.array([float(value) if value not in ("", "NA", "nan") else math.nan for value in values])
+_MISSING = ("", "NA", "nan", "NaN")
+
+
+def _number(value: str, source: CsvFile, column: str, row: int) -> float:
+    """One cell as a number; anything that is not one is refused, naming its file, column and line."""
+    value = value.strip()
+    if value in _MISSING:
+        return math.nan
+    try:
+        return parsed_number(value)
+    except ValueError:
+        raise RecordingError(f"{source}: column {column!r}, line {row + 2}: {value!r} is not a number") from None
+
+
+def _numbers(columns: CsvColumns, name: str) -> FloatArray:
+    """Column `name` of a CSV as numbers (missing cells NaN)."""
+    source = columns.source
+    return np.array([_number(value, source, name, row) for row, value in enumerate(columns[name])], dtype=np.float64)
 
 
 # A unit a header states in parentheses or brackets: "Time (s)", "accelerometerAccelerationX(G)".
@@ -337,9 +391,7 @@ def normalised_column_name(name: str) -> str:
     return re.sub(r"[^0-9a-zµμ]+", "_", bare).strip("_")
 
 
-def _find(
-    columns: Mapping[str, list[str]], role: str, explicit: str | None = None, extra: Sequence[str] = ()
-) -> str | None:
+def _find(columns: CsvColumns, role: str, explicit: str | None = None, extra: Sequence[str] = ()) -> str | None:
     if explicit is not None:
         if explicit not in columns:
             raise RecordingError(f"column {explicit!r} not found (have {', '.join(columns)})")
@@ -415,7 +467,7 @@ def _rotation_scale(name: str) -> float:
     return math.pi / 180.0 if degrees else 1.0
 
 
-def _axes(columns: Mapping[str, list[str]], sensor: str | None) -> list[str] | None:
+def _axes(columns: CsvColumns, sensor: str | None) -> list[str] | None:
     """Three columns of one sensor by role (`accel`, `linear_accel`, `gyro`), or with None the bare x, y, z."""
     if sensor is None:
         names = [_find(columns, "", extra=(axis,)) for axis in BARE_AXES]
@@ -424,13 +476,13 @@ def _axes(columns: Mapping[str, list[str]], sensor: str | None) -> list[str] | N
     return None if None in names else [str(name) for name in names]
 
 
-def _axis_values(columns: Mapping[str, list[str]], names: Sequence[str], scale: Any) -> FloatArray:
-    return np.column_stack([_numbers(columns[name]) * scale(name) for name in names])
+def _axis_values(columns: CsvColumns, names: Sequence[str], scale: Any) -> FloatArray:
+    return np.column_stack([_numbers(columns, name) * scale(name) for name in names])
 
 
 def _column_seconds(
     path: CsvFile,
-    columns: Mapping[str, list[str]],
+    columns: CsvColumns,
     time_name: str,
     unit: str | None,
     rates_hz: tuple[float, float] = IMU_RATES_HZ,
@@ -438,12 +490,12 @@ def _column_seconds(
 ) -> FloatArray:
     """A file's time column in seconds on its own clock (`_time_seconds`), a refusal naming the file."""
     try:
-        return _time_seconds(time_name, _numbers(columns[time_name]), unit, rates_hz, what)
+        return _time_seconds(time_name, _numbers(columns, time_name), unit, rates_hz, what)
     except RecordingError as error:
         raise RecordingError(f"{path}: {error}") from error
 
 
-def _sensor_times(path: CsvFile, columns: Mapping[str, list[str]], mapping: Mapping[str, Any]) -> FloatArray:
+def _sensor_times(path: CsvFile, columns: CsvColumns, mapping: Mapping[str, Any]) -> FloatArray:
     """A sensor file's sample times in seconds on its own clock (the time column by name or `columns=`)."""
     time_name = _find(columns, "time", mapping.get("time"))
     if time_name is None:
@@ -498,9 +550,9 @@ def _read_csv_gyroscope(path: CsvFile, mapping: Mapping[str, Any]) -> tuple[Floa
     return times, _axis_values(columns, names, _rotation_scale)
 
 
-def _speed_values(columns: Mapping[str, list[str]], name: str) -> FloatArray:
+def _speed_values(columns: CsvColumns, name: str) -> FloatArray:
     """m/s; km/h when the name says so; iOS's -1 ("no valid speed") is no fix."""
-    speed = _numbers(columns[name])
+    speed = _numbers(columns, name)
     if name.lower().endswith("kmh") or _stated_unit(name) in ("km/h", "kmh", "kph"):
         speed = speed / 3.6
     if normalised_column_name(name) == "locationspeed":
@@ -508,16 +560,14 @@ def _speed_values(columns: Mapping[str, list[str]], name: str) -> FloatArray:
     return speed
 
 
-def _heading_values(columns: Mapping[str, list[str]], name: str) -> FloatArray:
-    heading = _numbers(columns[name])
+def _heading_values(columns: CsvColumns, name: str) -> FloatArray:
+    heading = _numbers(columns, name)
     if normalised_column_name(name) == "locationcourse":  # iOS: -1 is "no valid course"
         heading = np.where(heading < 0, math.nan, heading)
     return heading % 360.0
 
 
-def _gps_roles(
-    columns: Mapping[str, list[str]], mapping: Mapping[str, Any], roles: Sequence[str]
-) -> dict[str, str | None]:
+def _gps_roles(columns: CsvColumns, mapping: Mapping[str, Any], roles: Sequence[str]) -> dict[str, str | None]:
     return {role: _find(columns, role, mapping.get(role)) for role in roles}
 
 
@@ -532,11 +582,11 @@ def _read_csv_gps(path: CsvFile, mapping: Mapping[str, Any]) -> dict[str, FloatA
     return {"time": times, **_fix_values(columns, names)}
 
 
-def _fix_values(columns: Mapping[str, list[str]], names: Mapping[str, str]) -> dict[str, FloatArray]:
+def _fix_values(columns: CsvColumns, names: Mapping[str, str]) -> dict[str, FloatArray]:
     """Latitude, longitude, speed (m/s) and heading of each row, from the columns `names` gives by role."""
     return {
-        "latitude": _numbers(columns[names["latitude"]]),
-        "longitude": _numbers(columns[names["longitude"]]),
+        "latitude": _numbers(columns, names["latitude"]),
+        "longitude": _numbers(columns, names["longitude"]),
         "speed": _speed_values(columns, names["speed"]),
         "heading": _heading_values(columns, names["heading"]),
     }
@@ -555,7 +605,7 @@ def _gps_in_imu_file(path: CsvFile, times: FloatArray) -> dict[str, FloatArray] 
         return None
     fixes = _fix_values(columns, {role: str(name) for role, name in found.items()})
     gps_time = _find(columns, "gps_time")
-    keys = [_numbers(columns[gps_time])] if gps_time is not None else list(fixes.values())
+    keys = [_numbers(columns, gps_time)] if gps_time is not None else list(fixes.values())
     changed = np.zeros(times.size, dtype=bool)
     for key in keys:
         previous = np.concatenate([[math.nan], key[:-1]])
@@ -851,6 +901,8 @@ def read_recording(
     path = Path(path)
     if not path.exists():
         raise RecordingError(f"{path}: no such file")
+    if path.suffix.lower() in SPREADSHEET_SUFFIXES:
+        raise RecordingError(f"{path}: a spreadsheet: export the recording as CSV (phyphox: any of its CSV formats)")
     if path.is_dir() or path.suffix.lower() == ".zip":
         return _read_export(
             path,

@@ -45,7 +45,6 @@ A figure whose denominator is zero is None (nothing to measure), never 0 or 1.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections import Counter
@@ -53,6 +52,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from michi.recordings import csv_reader, parsed_number
 
 WIDEN_S = 1.0
 LONGITUDINAL = "longitudinal"
@@ -414,8 +415,8 @@ def read_labels(path: str | Path, names: Sequence[str] = ()) -> list[LabelledEve
     path = Path(path)
     if not path.exists():
         raise LabelsError(f"{path}: no such file")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
+        reader = csv_reader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
         missing = [name for name in ("t_start_s", "t_end_s", "label") if name not in header]
         if missing:
@@ -435,7 +436,7 @@ def read_labels(path: str | Path, names: Sequence[str] = ()) -> list[LabelledEve
     labels = []
     for line, row in rows:
         try:
-            start, end = float(row["t_start_s"]), float(row["t_end_s"])
+            start, end = parsed_number(row["t_start_s"]), parsed_number(row["t_end_s"])
         except ValueError as error:
             raise LabelsError(f"{path}: row {line}: times must be numbers ({error})") from error
         if end < start:

@@ -179,6 +179,19 @@ def test_a_labels_file_without_trip_keeps_every_row_and_checks_them(tmp_path: Pa
         read_labels(path)
 
 
+def test_a_labels_file_saved_by_a_spreadsheet_is_read_alike(tmp_path: Path) -> None:
+    """A byte-order mark, semicolons and decimal commas: how spreadsheets in many locales save a CSV."""
+    expected = [(10.5, 12.0, "harsh_braking"), (40.0, 41.25, "lane_change")]
+    path = tmp_path / "labels.csv"
+    for text in (
+        "t_start_s,t_end_s,label\n10.5,12,harsh_braking\n40,41.25,lane_change\n",
+        "\ufefft_start_s;t_end_s;label\n10,5;12;harsh_braking\n40;41,25;lane_change\n",
+        "\ufefft_start_s\tt_end_s\tlabel\n10.5\t12\tharsh_braking\n40\t41.25\tlane_change\n",
+    ):
+        path.write_text(text, encoding="utf-8")
+        assert [(label.start_s, label.end_s, label.label) for label in read_labels(path)] == expected
+
+
 # --- reading recordings, rebasing
 
 

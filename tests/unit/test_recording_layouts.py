@@ -263,6 +263,59 @@ def test_a_file_with_both_accelerations_reads_the_one_with_gravity(tmp_path: Pat
     np.testing.assert_allclose(named.accel[0], [0.1, 0.2, 0.0])
 
 
+# phyphox's CSV formats: comma, tab or semicolon separated, with a decimal point or (tab and semicolon)
+# a decimal comma. Headers are quoted, as phyphox writes them.
+PHYPHOX_FORMATS = [(",", "."), ("\t", "."), (";", "."), ("\t", ","), (";", ",")]
+
+
+def write_phyphox_csv(
+    path: Path, header: Sequence[str], rows: Sequence[Sequence[float]], delimiter: str, decimal: str
+) -> Path:
+    lines = [delimiter.join(f'"{name}"' for name in header)]
+    lines += [delimiter.join(f"{value:.9E}".replace(".", decimal) for value in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("delimiter", "decimal"), PHYPHOX_FORMATS)
+def test_a_phyphox_export_reads_alike_in_every_csv_format_it_offers(
+    tmp_path: Path, delimiter: str, decimal: str
+) -> None:
+    folder = tmp_path / "Acceleration with g 2024-05-03"
+    folder.mkdir()
+    rows = [(0.0123 + index / 100, 0.3 + 0.001 * index, -0.1, 9.79) for index in range(1000)]
+    axes = [f"Acceleration {axis} (m/s^2)" for axis in "xyz"]
+    write_phyphox_csv(folder / "Accelerometer.csv", ("Time (s)", *axes), rows, delimiter, decimal)
+    location = [(second, 48.0 + second * 1e-4, 11.0, 8.0, 90.0) for second in range(10)]
+    header = ("Time (s)", "Latitude (°)", "Longitude (°)", "Speed (m/s)", "Direction (°)")
+    write_phyphox_csv(folder / "Location.csv", header, location, delimiter, decimal)
+    recording = read_recording(folder)
+    assert recording.sample_rate_hz == pytest.approx(100.0) and recording.linear_acceleration is False
+    np.testing.assert_allclose(recording.accel, [row[1:] for row in rows])
+    np.testing.assert_allclose(recording.speed_mps, 8.0)
+    np.testing.assert_allclose(recording.heading_deg, 90.0)
+
+
+def test_a_cell_that_is_not_a_number_is_refused_with_its_file_column_and_line(tmp_path: Path) -> None:
+    rows: list[tuple[object, ...]] = [(index / 50, 0.1, 0.2, 9.8) for index in range(100)]
+    rows[40] = (0.8, "0.1.2", 0.2, 9.8)
+    path = write_csv(tmp_path / "drive.csv", ("t_s", "ax", "ay", "az"), rows)
+    with pytest.raises(RecordingError, match=re.escape(f"{path}: column 'ax', line 42: '0.1.2' is not a number")):
+        read_recording(path)
+    # Through the CLI, the same words, and no traceback.
+    result = CliRunner().invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "line 42: '0.1.2' is not a number" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".xls", ".ods"])
+def test_a_spreadsheet_is_refused_with_what_to_export_instead(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"Acceleration with g{suffix}"
+    path.write_bytes(b"PK\x03\x04 not a CSV")
+    with pytest.raises(RecordingError, match="a spreadsheet: export the recording as CSV"):
+        read_recording(path)
+
+
 # --- iOS SensorLog
 
 
