@@ -48,21 +48,24 @@ def connect(blob_url: str | None = None) -> duckdb.DuckDBPyConnection:
     if not duckdb_root.startswith("/") and "://" in duckdb_root:
         connection.execute("INSTALL httpfs; LOAD httpfs;")
     for table in TABLES:
+        empty = pa.schema([*WAREHOUSE_SCHEMA, *PARTITION_COLUMNS]).empty_table()
+        connection.register(f"{table}_empty", empty)
         if filesystem.glob(table_glob(root, table)):
             pattern = table_glob(duckdb_root, table).replace("'", "''")
-            # Delivery is at-least-once, so a record can be on the topic twice (same event_id, other offset):
-            # the views keep the first copy of each event, as every idempotent consumer does.
+            # Files written before a column was added lack it; the empty table in today's schema gives every
+            # view every column, null where a file has none, even when no file has it yet.
             connection.execute(
                 f"CREATE VIEW {table}_all_copies AS SELECT * FROM "
-                f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+                f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true) "
+                f"UNION ALL BY NAME SELECT * FROM {table}_empty"
             )
+            # Delivery is at-least-once, so a record can be on the topic twice (same event_id, other offset):
+            # the views keep the first copy of each event, as every idempotent consumer does.
             connection.execute(
                 f"CREATE VIEW {table} AS SELECT * FROM {table}_all_copies "
                 "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_partition, kafka_offset) = 1"
             )
         else:
-            empty = pa.schema([*WAREHOUSE_SCHEMA, *PARTITION_COLUMNS]).empty_table()
-            connection.register(f"{table}_empty", empty)
             connection.execute(f"CREATE VIEW {table}_all_copies AS SELECT * FROM {table}_empty")
             connection.execute(f"CREATE VIEW {table} AS SELECT * FROM {table}_empty")
     return connection

@@ -72,6 +72,8 @@ WAREHOUSE_SCHEMA = pa.schema(
         pa.field("forward_method", pa.string()),
         pa.field("gps_available", pa.bool_()),
         pa.field("sample_rate_exact_hz", pa.float32()),
+        # A detection decided in hindsight (`Detection.hindsight`); null for a prediction.
+        pa.field("hindsight", pa.bool_()),
         pa.field("kafka_topic", pa.string()),
         pa.field("kafka_partition", pa.int32()),
         pa.field("kafka_offset", pa.int64()),
@@ -180,6 +182,7 @@ def prediction_row(message: inference_pb2.Prediction, *, topic: str = "", partit
         detector=None,
         sample_rate_hz=message.sample_rate_hz,
         sample_rate_exact_hz=message.sample_rate_exact_hz or None,
+        hindsight=None,
         vehicle_type=message.vehicle_type,
         firmware_version=message.firmware_version,
     )
@@ -198,6 +201,7 @@ def detection_row(message: inference_pb2.Detection, *, topic: str = "", partitio
         detector=message.detector,
         sample_rate_hz=None,
         sample_rate_exact_hz=None,
+        hindsight=message.hindsight,
         vehicle_type=None,
         firmware_version=None,
     )

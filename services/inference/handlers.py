@@ -788,6 +788,14 @@ class _Windows:
         )
 
 
+def _window_location(data: UploadData, windows: UploadWindows, position: int) -> common_pb2.GeoPoint | None:
+    """Where window `position` was: its GPS position (a lone fix's for every window of an upload with one),
+    or None, leaving `location` unset, when the upload carried no fix: (0, 0) is a place in the sea."""
+    if data.gps_times_s.size == 0:
+        return None
+    return common_pb2.GeoPoint(latitude=float(windows.latitude[position]), longitude=float(windows.longitude[position]))
+
+
 def _prediction(
     place: _Windows,
     position: int,
@@ -809,9 +817,7 @@ def _prediction(
             for index, event_type in enumerate(CLASS_EVENT_TYPES)
         ],
         window=_span(place.starts[position], place.ends[position]),
-        location=common_pb2.GeoPoint(
-            latitude=float(windows.latitude[position]), longitude=float(windows.longitude[position])
-        ),
+        location=_window_location(data, windows, position),
         speed_mps=float(windows.speed_mps[position]),
         variant=variant,
         features=place.features[position],
@@ -1098,9 +1104,7 @@ def _model_detection(
         event_type=kind,
         confidence=max(float(scores[position, column]) for position in positions),
         window=_span(place.starts[positions[0]], max(place.ends[position] for position in positions)),
-        location=common_pb2.GeoPoint(
-            latitude=float(windows.latitude[peak_position]), longitude=float(windows.longitude[peak_position])
-        ),
+        location=_window_location(data, windows, peak_position),
         speed_mps=float(windows.speed_mps[peak_position]),
         peak_value=max(peak_values),
         # Only the arm serving the device makes detections (the champion, a canary or a treatment; never a shadow).

@@ -211,7 +211,7 @@ def scored_event(detection: inference_pb2.Detection, record: DetectionRecord) ->
         status=scoring_pb2.SCORED_EVENT_STATUS_ACTIVE,
         reason="detected",
         window=detection.window,
-        location=detection.location,
+        location=detection.location if detection.HasField("location") else None,
         speed_mps=detection.speed_mps,
         speed_limit_mps=detection.speed_limit_mps,
         confidence=detection.confidence,

@@ -322,6 +322,11 @@ def test_gps_lost_mid_trip_a_calibrated_mount_still_detects_from_the_imu(detecto
     assert not detections[0].gps_available
     assert detections[0].calibration.state == common_pb2.CALIBRATION_STATE_CALIBRATED
     assert all(not prediction.gps_available for prediction in outcomes[4].predictions)
+    # Without a fix in the upload, no place is given: (0, 0) would be a place in the sea.
+    assert not detections[0].HasField("location")
+    assert not any(prediction.HasField("location") for prediction in outcomes[4].predictions)
+    located = outcomes[3].predictions[0].location
+    assert outcomes[3].predictions[0].HasField("location") and (located.latitude, located.longitude) != (0.0, 0.0)
 
 
 def test_without_gps_or_a_calibrated_mount_no_model_can_detect() -> None:

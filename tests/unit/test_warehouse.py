@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from confluent_kafka import TopicPartition
 from opentelemetry import trace
 from typer.testing import CliRunner
@@ -150,7 +154,39 @@ def test_detection_row_carries_every_4w2v_column() -> None:
     # A map rule has no mount calibration: the columns stay empty.
     assert row["calibration_state"] is None and row["gps_available"] is None
     assert (row["model_version"], row["data_version"], row["trip_id"]) == ("3", "data-abc", "trip-1")
+    assert row["hindsight"] is False and prediction_row(make_prediction())["hindsight"] is None
     assert rows_to_table([row]).num_rows == 1
+
+
+def test_a_detection_in_hindsight_and_one_without_a_place_are_told_apart() -> None:
+    detection = make_detection()
+    detection.hindsight = True
+    detection.ClearField("location")  # the upload carried no GPS fix
+    row = detection_row(detection)
+    assert row["hindsight"] is True
+    assert (row["latitude"], row["longitude"]) == (None, None)
+
+
+def test_files_written_before_a_column_existed_read_it_as_null(tmp_path: Path) -> None:
+    blob_url = f"file://{tmp_path / 'blobs'}"
+    writer = BlobParquetWriter(BlobStore(blob_url))
+    row = detection_row(make_detection("detection-old"))
+    older = pa.schema([field for field in WAREHOUSE_SCHEMA if field.name != "hindsight"])
+    older_row = {name: value for name, value in row.items() if name != "hindsight"}
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([older_row], schema=older), buffer)
+    asyncio.run(BlobStore(blob_url).put_bytes(part_key(DETECTION, MOMENT, 0, 0), buffer.getvalue()))
+    # Only old files: the column is there, null.
+    assert query("SELECT event_id, hindsight FROM detections", blob_url) == [
+        {"event_id": "detection-old", "hindsight": None}
+    ]
+    # Old and new files together.
+    writer.write(part_key(DETECTION, MOMENT, 0, 1), [detection_row(make_detection("detection-new"))])
+    answer = query("SELECT event_id, hindsight FROM detections ORDER BY event_id", blob_url)
+    assert answer == [
+        {"event_id": "detection-new", "hindsight": False},
+        {"event_id": "detection-old", "hindsight": None},
+    ]
 
 
 def test_file_key_depends_only_on_first_record() -> None:
