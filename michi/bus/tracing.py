@@ -12,10 +12,12 @@ header (`michi.bus.headers`); the producer's `publish` span is `michi.bus.produc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+
+from michi.bus.headers import extract_context
 
 tracer = trace.get_tracer("michi.bus")
 
@@ -77,4 +79,28 @@ def consumer_batch_span(
     )
 
 
-__all__ = ["consumer_batch_span", "consumer_span"]
+def resumed_span(traceparent: str, topic: str, service: str, operation: str) -> AbstractContextManager[object]:
+    """A CONSUMER span (current while it is open) that takes up again, later, a record handled earlier: its
+    parent the span `traceparent` names (the record's producer, kept with the record), a link to the span
+    current now (what prompted it). Without a traceparent, nothing: the work stays in the current span.
+
+    Inference re-runs an upload it held in hindsight this way, so what that yields is in the upload's own trace.
+    """
+    if not traceparent:
+        return nullcontext()
+    current = trace.get_current_span().get_span_context()
+    return tracer.start_as_current_span(
+        f"{topic} {operation}",
+        context=extract_context({"traceparent": traceparent}),
+        kind=trace.SpanKind.CONSUMER,
+        links=[trace.Link(current)] if current.is_valid else [],
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.operation.type": operation,
+            "messaging.consumer.group.name": f"michi-{service}",
+        },
+    )
+
+
+__all__ = ["consumer_batch_span", "consumer_span", "resumed_span"]

@@ -77,6 +77,7 @@ segment.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -88,6 +89,7 @@ from google.protobuf.message import Message
 
 from michi.bus.catalog import DETECTIONS, LABEL_REQUESTS, PREDICTIONS, TRIP_SEGMENTS, TopicSpec
 from michi.bus.producer import PendingDelivery, wait_for_deliveries
+from michi.bus.tracing import resumed_span
 from michi.contracts import stable_event_id, timestamp_from_seconds, timestamp_to_seconds
 from michi.contracts.v1 import common_pb2, inference_pb2, labels_pb2, upload_pb2
 from michi.edge.calibration_state import device_calibration
@@ -290,6 +292,8 @@ class UploadOutcome:
     # Detections of earlier uploads decided again now that the mount is calibrated (`Detection.hindsight`):
     # published under their own trip, not in this upload's segment.
     hindsight_detections: list[inference_pb2.Detection] = field(default_factory=list)
+    # The traceparent each held upload's record carried, by upload id: its hindsight detections continue its trace.
+    held_trace_parents: dict[str, str] = field(default_factory=dict)
     # Why re-running the held uploads failed (they stay held for the next calibrated upload).
     hindsight_failure: str | None = None
     # Processed and published before, and gone from the replay memory since: nothing is published again, not
@@ -344,6 +348,8 @@ class _Pending:
     edge: upload_pb2.EdgeReport | None = None
     # Processed and published before, gone from the replay memory since (`DeviceState.processed_earlier`).
     already_processed: bool = False
+    # The traceparent its record carried ('' when none), kept with it if it is held.
+    trace_parent: str = ""
 
 
 def recorded_versions(uploads: Sequence[upload_pb2.UploadReceived], states: Mapping[str, DeviceState]) -> set[str]:
@@ -362,10 +368,16 @@ def recorded_versions(uploads: Sequence[upload_pb2.UploadReceived], states: Mapp
 
 
 def process_uploads(
-    uploads: Sequence[upload_pb2.UploadReceived], states: MutableMapping[str, DeviceState], pipeline: InferencePipeline
+    uploads: Sequence[upload_pb2.UploadReceived],
+    states: MutableMapping[str, DeviceState],
+    pipeline: InferencePipeline,
+    trace_parents: Sequence[str] = (),
 ) -> BatchOutcome:
-    """Analyse a batch of uploads (in partition order); `states` is updated in place."""
+    """Analyse a batch of uploads (in partition order); `states` is updated in place. `trace_parents`, one per
+    upload when given, are the traceparents their records carried: kept with an upload that is held."""
     pending = [_prepare(received, states, chain, pipeline) for chain in [_CalibrationChain()] for received in uploads]
+    for item, trace_parent in zip(pending, trace_parents, strict=False):
+        item.trace_parent = trace_parent
     rows = sum(item.windows.count for item in pending)
     began = time.perf_counter()
     for detector, items in _by_model(pending, shadow=False):
@@ -457,10 +469,14 @@ async def publish_outcome(
                 publisher.publish(PREDICTIONS, result.device_id, message) for message in result.shadow_predictions
             ]
             first_wave += [publisher.publish(DETECTIONS, result.trip_id, message) for message in result.detections]
-            first_wave += [
-                publisher.publish(DETECTIONS, message.lineage.trip_id, message)
-                for message in result.hindsight_detections
-            ]
+            for upload_id, messages in itertools.groupby(
+                result.hindsight_detections, key=lambda message: message.lineage.upload_id
+            ):
+                # Inside a span of the held upload's own trace, linked to this one.
+                with resumed_span(result.held_trace_parents.get(upload_id, ""), inbound.topic, SERVICE, "hindsight"):
+                    first_wave += [
+                        publisher.publish(DETECTIONS, message.lineage.trip_id, message) for message in messages
+                    ]
             first_wave += [
                 publisher.publish(LABEL_REQUESTS, message.lineage.window_id, message)
                 for message in result.label_requests
@@ -1224,6 +1240,7 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, ris
         if working.held:
             try:
                 outcome.hindsight_detections = _decide_held(working.held, item)
+                outcome.held_trace_parents = {held.upload_id: held.trace_parent for held in working.held}
             except Exception as error:  # the upload's own outputs stand; the store waits for the next one
                 logger.exception("held uploads failed", extra={"upload_id": data.upload_id})
                 outcome.hindsight_failure = f"{type(error).__name__}: {error}"
@@ -1244,6 +1261,7 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, ris
                 data.started_at_s,
                 pack_upload(item.received.SerializeToString()),
                 live_calls,
+                item.trace_parent,
             )
         )
 

@@ -8,6 +8,8 @@ detections"). Checks:
 * the `Detection`s with `hindsight` set on `michi.detections.v1` are exactly those `process_uploads`
   gives in process for the same uploads with the same model (same event ids, type, held upload and
   trip key), and no trip segment lists or counts them;
+* each carries the trace of the upload it was found in (its record's traceparent), not of the upload
+  whose calibration prompted it;
 * the service killed with SIGKILL as soon as the first hindsight detection is out, started again,
   and every upload published again (redelivered duplicates): no hindsight event id appears that
   was not expected (the same id twice is a duplicate consumers drop; a new id would be a second
@@ -31,6 +33,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from michi.bus.catalog import DETECTIONS, TRIP_SEGMENTS, UPLOADS
+from michi.bus.headers import trace_id_of
 from michi.bus.producer import EventProducer
 from michi.bus.reader import Record, TopicReader
 from michi.contracts.v1 import inference_pb2, upload_pb2
@@ -39,6 +42,7 @@ from michi.recordings import received, recording_uploads, shared_recording
 from services.inference.adapters.onnx_model import OnnxDetector, install_baseline_model
 from services.inference.handlers import InferencePipeline, process_uploads
 
+from ..tracing_support import recorded_spans
 from .kafka_support import wait_until_committed
 from .test_inference_service import running_service
 
@@ -118,7 +122,8 @@ def test_hindsight_detections_match_serving_in_process_and_stay_out_of_segments(
     upload_ids = {item.upload.upload_id for item in uploads}
 
     with running_service(kafka_bootstrap, topic_prefix, michi_home):
-        publish_all(producer, uploads)
+        with recorded_spans():  # a recording tracer: each upload's record carries a traceparent, as ingest's do
+            publish_all(producer, uploads)
         with TopicReader(kafka_bootstrap, TRIP_SEGMENTS, topic_prefix) as segment_reader:
             segment_records = segment_reader.read_until(
                 lambda records: (
@@ -154,6 +159,17 @@ def test_hindsight_detections_match_serving_in_process_and_stay_out_of_segments(
     }
     assert set(listed) == live_ids
     assert sum(segment.detection_count for segment in segments) == len(listed)
+    # Each hindsight detection continues the trace of the upload it was found in, not of the one that prompted it.
+    with TopicReader(kafka_bootstrap, UPLOADS, topic_prefix) as upload_reader:
+        upload_records = upload_reader.read_to_end(30)
+    trace_of_upload = {
+        cast(upload_pb2.UploadReceived, record.message).upload.upload_id: trace_id_of(record.headers)
+        for record in upload_records
+    }
+    assert all(trace_of_upload.values()) and len(set(trace_of_upload.values())) == len(uploads)
+    for record in published:
+        detection = cast(inference_pb2.Detection, record.message)
+        assert trace_id_of(record.headers) == trace_of_upload[detection.lineage.upload_id], detection.event_id
 
 
 def test_a_kill_after_the_hindsight_detections_and_redelivery_make_no_new_ones(

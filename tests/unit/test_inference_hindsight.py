@@ -63,6 +63,7 @@ from services.trainer.adapters.recordings import with_added_manoeuvres
 from services.trainer.domain.real_data import gps_truth
 
 from ..scripted_drive import ScriptedDrive, ScriptedEvent
+from ..tracing_support import recorded_spans
 from .test_inference_publishing import JournalPublisher, inbound
 
 EVENT_NAMES = {
@@ -198,33 +199,51 @@ def test_a_brake_detected_with_gps_that_goes_on_after_the_gps_is_lost_is_not_det
     assert [detection for outcome in outcomes for detection in outcome.hindsight_detections] == []
 
 
-def test_hindsight_detections_go_out_with_the_first_wave_under_their_own_trip() -> None:
+def test_hindsight_detections_go_out_with_the_first_wave_under_their_own_trip_and_trace() -> None:
     publisher, metrics = JournalPublisher(), InferenceMetrics()
-    earlier = inference_pb2.Detection(
-        event_id="earlier-brake",
-        lineage=common_pb2.Lineage(trip_id="trip-earlier"),
-        event_type=common_pb2.EVENT_TYPE_HARSH_BRAKING,
-        hindsight=True,
-    )
+
+    def earlier(event_id: str, upload_id: str) -> inference_pb2.Detection:
+        return inference_pb2.Detection(
+            event_id=event_id,
+            lineage=common_pb2.Lineage(trip_id="trip-earlier", upload_id=upload_id),
+            event_type=common_pb2.EVENT_TYPE_HARSH_BRAKING,
+            hindsight=True,
+        )
+
+    held_parent = "00-" + "e" * 32 + "-" + "1" * 16 + "-01"  # the held upload's record's traceparent
     outcome = UploadOutcome(
         "upload-now",
         "device-1",
         "trip-now",
-        hindsight_detections=[earlier],
+        hindsight_detections=[
+            earlier("earlier-brake", "upload-held"),
+            earlier("earlier-turn", "upload-held"),
+            earlier("oldest-brake", "upload-held-before-traces"),  # an entry stored without a traceparent
+        ],
+        held_trace_parents={"upload-held": held_parent, "upload-held-before-traces": ""},
         segment=inference_pb2.TripSegment(event_id="segment-now"),
     )
     batch = BatchOutcome([outcome], window_count=0, onnx_seconds=0.0)
-    asyncio.run(
-        publish_outcome(
-            [inbound(1, trace_id=0xA)], batch, publisher, budget=RateBudget(1.0), clock=lambda: 0.0, metrics=metrics
+    with recorded_spans() as spans:
+        asyncio.run(
+            publish_outcome(
+                [inbound(1, trace_id=0xA)], batch, publisher, budget=RateBudget(1.0), clock=lambda: 0.0, metrics=metrics
+            )
         )
-    )
-    assert [entry[:3] for entry in publisher.journal] == [
-        (DETECTIONS.name("michi."), "trip-earlier", "earlier-brake"),
-        (TRIP_SEGMENTS.name("michi."), "trip-now", "segment-now"),
+    held_trace = int("e" * 32, 16)
+    assert [entry[:4] for entry in publisher.journal] == [
+        (DETECTIONS.name("michi."), "trip-earlier", "earlier-brake", held_trace),
+        (DETECTIONS.name("michi."), "trip-earlier", "earlier-turn", held_trace),
+        (DETECTIONS.name("michi."), "trip-earlier", "oldest-brake", 0xA),
+        (TRIP_SEGMENTS.name("michi."), "trip-now", "segment-now", 0xA),
     ]
+    # One span in the held upload's trace, a sibling of its first processing, linked to the upload that prompted it.
+    [resumed] = [span for span in spans if span.name == "michi.uploads.v1 hindsight"]
+    assert resumed.parent is not None and resumed.parent.span_id == int("1" * 16, 16)
+    assert resumed.context.trace_id == held_trace
+    assert [link.context.trace_id for link in resumed.links] == [0xA]
     record_outcome(batch, metrics, 1, 0.1)
-    assert metrics.hindsight_detections._value.get() == 1
+    assert metrics.hindsight_detections._value.get() == 3
 
 
 def test_a_moved_mount_empties_the_store_and_an_upload_without_gravity_is_not_held(baseline: OnnxDetector) -> None:
@@ -307,11 +326,17 @@ def test_the_state_round_trips_keeps_the_store_out_of_snapshots_and_reads_versio
     payload = upload_pb2.UploadReceived(event_id="received-1").SerializeToString()
     assert unpack_upload(pack_upload(payload)) == payload
     state = DeviceState()
-    state.hold(HeldUpload("upload-1", "trip-1", 1000.0, pack_upload(payload), ((3, 2), (4, 2))))
+    traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    state.hold(HeldUpload("upload-1", "trip-1", 1000.0, pack_upload(payload), ((3, 2), (4, 2)), traceparent))
     state.remember("upload-1", state.core())
     read = DeviceState.from_bytes(state.to_bytes())
     assert read.held == state.held and read.to_bytes() == state.to_bytes()
     assert read.held[0].live_call_of(4) == 2 and read.held[0].live_call_of(5) is None
+    assert read.held[0].trace_parent == traceparent
+    # An entry stored before traceparents were kept: none.
+    assert HeldUpload.from_list(["upload-1", "trip-1", 1000.0, "eJw=", [[3, 2]]]) == HeldUpload(
+        "upload-1", "trip-1", 1000.0, "eJw=", ((3, 2),)
+    )
     # An entry stored before live calls were kept: none made.
     assert HeldUpload.from_list(["upload-1", "trip-1", 1000.0, "eJw="]) == HeldUpload(
         "upload-1", "trip-1", 1000.0, "eJw="

@@ -75,6 +75,8 @@ class HeldUpload:
     # The risky calls serving made on it when it came, as (window position, event type): windows GPS covered,
     # decided then. An event they are part of was detected then, and hindsight does not detect it again.
     live_calls: tuple[tuple[int, int], ...] = ()
+    # The W3C traceparent its record carried (ingest's span): what it yields in hindsight continues its trace.
+    trace_parent: str = ""
 
     @property
     def size(self) -> int:
@@ -85,16 +87,19 @@ class HeldUpload:
         return dict(self.live_calls).get(position)
 
     def to_list(self) -> list[Any]:
-        return [self.upload_id, self.trip_id, self.started_at_s, self.payload, [list(call) for call in self.live_calls]]
+        calls = [list(call) for call in self.live_calls]
+        return [self.upload_id, self.trip_id, self.started_at_s, self.payload, calls, self.trace_parent]
 
     @classmethod
     def from_list(cls, data: Any) -> HeldUpload | None:
-        """An entry as `to_list` stored it; one of four items (state version 4 and 5) made no live call."""
-        if not isinstance(data, list) or len(data) not in (4, 5):
+        """An entry as `to_list` stored it; one of four items (state version 4 and 5) made no live call, and one
+        of four or five has no traceparent."""
+        if not isinstance(data, list) or len(data) not in (4, 5, 6):
             return None
-        calls = data[4] if len(data) == 5 and isinstance(data[4], list) else []
+        calls = data[4] if len(data) >= 5 and isinstance(data[4], list) else []
         live_calls = tuple((int(call[0]), int(call[1])) for call in calls if isinstance(call, list) and len(call) == 2)
-        return cls(str(data[0]), str(data[1]), float(data[2]), str(data[3]), live_calls)
+        trace_parent = data[5] if len(data) == 6 and isinstance(data[5], str) else ""
+        return cls(str(data[0]), str(data[1]), float(data[2]), str(data[3]), live_calls, trace_parent)
 
 
 def held_with(held: list[HeldUpload], entry: HeldUpload) -> list[HeldUpload]:

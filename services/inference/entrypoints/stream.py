@@ -119,7 +119,8 @@ async def _handle(received_batch: list[Inbound], wiring: StreamWiring) -> BatchO
     missing = wiring.serving.missing(recorded_versions(uploads, states))
     if missing:
         await asyncio.to_thread(wiring.serving.ensure_loaded, missing)
-    outcome = process_uploads(uploads, states, wiring.serving.pipeline)
+    trace_parents = [inbound.headers.get("traceparent", "") for inbound in batch]
+    outcome = process_uploads(uploads, states, wiring.serving.pipeline, trace_parents)
     await publish_outcome(
         batch, outcome, wiring.publisher, budget=wiring.budget, clock=wiring.clock, metrics=wiring.metrics
     )
