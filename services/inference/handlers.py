@@ -1239,7 +1239,7 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, ris
     if calibration.state == "calibrated":
         if working.held:
             try:
-                outcome.hindsight_detections = _decide_held(working.held, item)
+                outcome.hindsight_detections = _decide_held(working.held, item, outcome.detections)
                 outcome.held_trace_parents = {held.upload_id: held.trace_parent for held in working.held}
             except Exception as error:  # the upload's own outputs stand; the store waits for the next one
                 logger.exception("held uploads failed", extra={"upload_id": data.upload_id})
@@ -1266,12 +1266,17 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, ris
         )
 
 
-def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.Detection]:
+def _decide_held(
+    held: list[HeldUpload], item: _Pending, deciding: Sequence[inference_pb2.Detection] = ()
+) -> list[inference_pb2.Detection]:
     """The detections serving would have made on `held` had it known `item`'s calibration then.
 
     Windows GPS covered were decided when they came, under the same rule: their calls then stand (they are
     not called again), and an event that includes one of them was detected then, so it is not detected
-    again (GPS lost in the middle of a brake must not make the brake two detections).
+    again (GPS lost in the middle of a brake must not make the brake two detections). Nor is an event that
+    comes within one window's length (`WINDOW_SECONDS`) of such a call of its type, or of one of `deciding`
+    (the deciding upload's own detections): the same manoeuvre, seen once with GPS or the calibrated axis and
+    once without, its halves a window apart.
     """
     calibration = item.calibration
     if calibration is None:
@@ -1334,6 +1339,34 @@ def _decide_held(held: list[HeldUpload], item: _Pending) -> list[inference_pb2.D
         for episode in episodes:
             if any(place.gps_available[position] for position in episode.window_positions):
                 detected_then.add(episode.detection_event_id)
+    # Where each event of the held uploads lies (an event may go on from one held upload into the next), and
+    # where the calls made as the windows came lie: GPS-covered windows' in the held uploads, the deciding upload's.
+    spans: dict[str, tuple[int, float, float]] = {}
+    for place, _, episodes in merged:
+        for episode in episodes:
+            start = place.starts[episode.window_positions[0]]
+            event_type, first, last = spans.get(episode.detection_event_id, (episode.event_type, start, episode.end_s))
+            spans[episode.detection_event_id] = (event_type, min(first, start), max(last, episode.end_s))
+    made_then = [
+        (call, place.starts[position], place.ends[position])
+        for entry, place in zip(entries, places, strict=True)
+        for position, covered in enumerate(place.gps_available)
+        if covered and (call := entry.live_call_of(position)) is not None
+    ]
+    made_then += [
+        (
+            int(detection.event_type),
+            timestamp_to_seconds(detection.window.started_at),
+            timestamp_to_seconds(detection.window.ended_at),
+        )
+        for detection in deciding
+    ]
+    for event_id, (event_type, first, last) in spans.items():
+        if any(
+            call == event_type and start <= last + WINDOW_SECONDS and end >= first - WINDOW_SECONDS
+            for call, start, end in made_then
+        ):
+            detected_then.add(event_id)
     for place, scores, episodes in merged:
         for episode in episodes:
             if not episode.new or episode.detection_event_id in detected_then:

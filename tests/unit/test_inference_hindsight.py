@@ -32,7 +32,7 @@ from michi.contracts.v1 import common_pb2, inference_pb2, upload_pb2
 from michi.recordings import received, recording_uploads, shared_recording
 from michi.recordings.evaluation import DetectedEvent, LabelledEvent, match_events
 from michi.windows.calibration import CalibrationSums, update_calibration
-from michi.windows.features import extract_windows
+from michi.windows.features import WINDOW_SECONDS, extract_windows
 from michi.windows.model_spec import CLASS_EVENT_TYPES, DECISION_THRESHOLD, MODEL_NAME, RISKY_EVENT_TYPES
 from michi.windows.physics import PHYSICS_DATA_VERSION, PHYSICS_MODEL_VERSION, build_physics_model
 from michi.windows.upload import upload_from_proto
@@ -197,6 +197,71 @@ def test_a_brake_detected_with_gps_that_goes_on_after_the_gps_is_lost_is_not_det
     assert any(outcome.calibration_confidence and outcome.calibration_confidence >= 0.5 for outcome in outcomes)
     # ... yet nothing is detected in hindsight: the only event of the held uploads was detected then.
     assert [detection for outcome in outcomes for detection in outcome.hindsight_detections] == []
+
+
+def detection_spans(outcomes: list[UploadOutcome]) -> list[tuple[float, float, int, bool]]:
+    """Every detection, live and in hindsight, as (start, end from START, type, in hindsight), in time order."""
+    found = [(detection, False) for outcome in outcomes for detection in outcome.detections] + [
+        (detection, True) for outcome in outcomes for detection in outcome.hindsight_detections
+    ]
+    return sorted(
+        (
+            timestamp_to_seconds(detection.window.started_at) - START,
+            timestamp_to_seconds(detection.window.ended_at) - START,
+            int(detection.event_type),
+            hindsight,
+        )
+        for detection, hindsight in found
+    )
+
+
+def assert_one_detection_per_event(spans: list[tuple[float, float, int, bool]]) -> None:
+    """No two detections of one type within a window's length of each other: that is one manoeuvre."""
+    for index, (start, _, event_type, _) in enumerate(spans):
+        earlier = [span for span in spans[:index] if span[2] == event_type]
+        assert all(start > end + WINDOW_SECONDS for _, end, _, _ in earlier), spans
+
+
+@pytest.mark.parametrize("brake_at_s", [57.0, 58.0])
+def test_a_brake_that_goes_on_into_the_upload_that_calibrates_the_mount_is_detected_once(
+    baseline: OnnxDetector, brake_at_s: float
+) -> None:
+    """The mount calibrates with the upload from 60 s. A brake from 57-58 s to 61-62 s: its end is detected
+    as it comes; its start, in a held upload, is the same brake and is not detected again in hindsight."""
+    drive = ScriptedDrive(
+        duration_s=90.0,
+        sample_rate_hz=50,
+        mount=(123.0, 7.0, -5.0),
+        events=[
+            ScriptedEvent("harsh_braking", 15.2, 1.5, 4.0),
+            *(turn for turn in TURNS if not brake_at_s - 3.0 < turn.time_s < brake_at_s + 5.0),
+            ScriptedEvent("harsh_braking", brake_at_s, 62.0 - brake_at_s, 4.0),
+        ],
+        seed=21,
+    )
+    outcomes = one_by_one(without_gps(drive.uploads()), {}, InferencePipeline(baseline, None))
+    deciding = [index for index, outcome in enumerate(outcomes) if outcome.hindsight_detections]
+    assert deciding == [6]
+    spans = detection_spans(outcomes)
+    brakes = [span for span in spans if span[2] == common_pb2.EVENT_TYPE_HARSH_BRAKING]
+    assert [(start >= 59.0, hindsight) for start, _, _, hindsight in brakes] == [(False, True), (True, False)]
+    assert_one_detection_per_event(spans)
+
+
+def test_a_phone_remounted_between_trips_detects_each_manoeuvre_once(physics: OnnxRiskModel) -> None:
+    """One device: the backwards phone's drive without GPS, then the forward phone's with GPS (its mount moved).
+    The pull-away at 40 s is decided in hindsight where GPS missed it and as it came where GPS saw its last
+    second, a window apart: one manoeuvre, one detection."""
+    pipeline = InferencePipeline(physics, None)
+    states: dict[str, DeviceState] = {}
+    spans = []
+    for name, gps, start in (("auckland-backwards", False, START - 700.0), ("auckland-forward", True, START)):
+        recording = shared_recording(name) if gps else shared_recording(name).without_gps()
+        uploads = recording_uploads(recording, device_id="phone", trip_id=f"trip-{name}", started_at_s=start)
+        spans = detection_spans(one_by_one([received(upload) for upload in uploads], states, pipeline))
+    assert_one_detection_per_event(spans)
+    pull_aways = [span for span in spans if span[2] == common_pb2.EVENT_TYPE_HARSH_ACCELERATION]
+    assert len(pull_aways) == 1 and 39.0 <= pull_aways[0][0] <= 46.0
 
 
 def test_hindsight_detections_go_out_with_the_first_wave_under_their_own_trip_and_trace() -> None:
