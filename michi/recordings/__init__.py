@@ -13,10 +13,13 @@ These layouts are read:
   parentheses stripped: `t_ms`/`time`/`Time (s)`..., `acc_x_mps2`/`Acceleration x (m/s^2)`/
   `accelerometerAccelerationX(G)`..., `gyro_x`/`gyroRotationX(rad/s)`..., or only `x`, `y`, `z`), or given
   explicitly with `columns=` as `{"time": "...", "time_unit": "ms", "accel": ["...", "...", "..."],
-  "gyro": [...]}`. Times in s, ms, us or ns: the unit given, else the one the name states, else the one
-  that puts the median step at an IMU's rate (4-2000 Hz; a GPS's 0.1-50 Hz). Accelerations in g are
-  converted when the name says so (`(G)`, `_g`); gravity-removed columns (`Linear Acceleration`,
-  `userAcceleration`) make the recording linear acceleration. A GPS CSV beside it (`gps=`) needs time,
+  "gyro": [...]}`. Comma-, tab- or semicolon-separated, decimal commas read, "#" lines before the header
+  passed over (`csv_reader`, `parsed_number`). Times in s, ms, us or ns: the unit given, else the one the
+  name states, else the one that puts the median step at an IMU's rate (4-2000 Hz; a GPS's 0.1-50 Hz); or
+  clock times and date-times (`_clock_column`). Accelerations in g are converted when the name says so
+  (`(G)`, `_g`, `gFx`); gravity-removed columns (`Linear Acceleration`, `userAcceleration`), or any whose
+  median magnitude is under half of g, make the recording linear acceleration. A gyroscope on rows of
+  its own (the other sensors' cells empty) is interpolated onto the accelerometer's rows. A GPS CSV beside it (`gps=`) needs time,
   latitude, longitude, speed (m/s, or km/h in a `*_kmh` column) and heading/course columns; without one,
   GPS columns in the IMU's own file (SensorLog) are read. A gyroscope CSV beside it (`gyro=`, on the same
   clock) is interpolated onto the accelerometer's times (`_gyroscope_on_accelerometer_clock`).
@@ -49,8 +52,10 @@ start rebased to `started_at_s` (ingest refuses uploads older than its window).
 from __future__ import annotations
 
 import csv
+import datetime
 import fnmatch
 import io
+import itertools
 import json
 import math
 import os
@@ -115,6 +120,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
         "acceleration_x",
         "accelerometeraccelerationx",
         "total_acceleration_x",
+        "gfx",
     ),
     "accel_y": (
         "acc_y_mps2",
@@ -128,6 +134,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
         "acceleration_y",
         "accelerometeraccelerationy",
         "total_acceleration_y",
+        "gfy",
     ),
     "accel_z": (
         "acc_z_mps2",
@@ -141,6 +148,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
         "acceleration_z",
         "accelerometeraccelerationz",
         "total_acceleration_z",
+        "gfz",
     ),
     # Gravity removed: read when no gravity-included accelerometer is found, and the recording is then
     # linear acceleration unless the caller says otherwise.
@@ -156,6 +164,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
         "gyroscope_x",
         "gyrorotationx",
         "motionrotationratex",
+        "wx",
     ),
     "gyro_y": (
         "gyro_y_rps",
@@ -166,6 +175,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
         "gyroscope_y",
         "gyrorotationy",
         "motionrotationratey",
+        "wy",
     ),
     "gyro_z": (
         "gyro_z_rps",
@@ -176,6 +186,7 @@ COLUMN_NAMES: dict[str, tuple[str, ...]] = {
         "gyroscope_z",
         "gyrorotationz",
         "motionrotationratez",
+        "wz",
     ),
     "latitude": ("lat_deg", "latitude", "lat", "gps_lat", "locationlatitude"),
     "longitude": ("lon_deg", "longitude", "lon", "lng", "gps_long", "locationlongitude"),
@@ -280,6 +291,8 @@ class ImuColumns:
     accel: FloatArray
     gyro: FloatArray | None
     linear_acceleration: bool | None  # None: the names and the values say nothing of gravity
+    # What reading decided on its own (a gyroscope on rows of its own interpolated, samples left out).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -312,13 +325,14 @@ _DELIMITERS = (",", "\t", ";")
 
 
 def csv_reader(handle: TextIO) -> csv.DictReader[str]:
-    """A CSV's rows by header, separated by what its header line holds most of (a comma on a tie)."""
+    """A CSV's rows by header, separated by what its header line holds most of (a comma on a tie). Lines
+    before the header that are blank or start with "#" (Physics Toolbox's metadata) are passed over."""
     header = handle.readline()
-    handle.seek(0)
+    while header and (not header.strip() or header.lstrip().startswith("#")):
+        header = handle.readline()
     counts = {delimiter: header.count(delimiter) for delimiter in _DELIMITERS}
-    return csv.DictReader(
-        handle, delimiter=max(_DELIMITERS, key=lambda delimiter: (counts[delimiter], delimiter == ","))
-    )
+    delimiter = max(_DELIMITERS, key=lambda candidate: (counts[candidate], candidate == ","))
+    return csv.DictReader(itertools.chain([header], handle), delimiter=delimiter)
 
 
 def parsed_number(value: str) -> float:
@@ -456,9 +470,14 @@ def _time_seconds(
     return values * scale
 
 
+# Physics Toolbox's g-force meter: the accelerometer with gravity, in g.
+G_FORCE_NAMES = frozenset({"gfx", "gfy", "gfz"})
+
+
 def _acceleration_scale(name: str) -> float:
-    """m/s² per unit of a column: g when its name says so ("(G)", "(g)", "_g"), else m/s²."""
-    return STANDARD_GRAVITY if _stated_unit(name) == "g" or name.lower().endswith("_g") else 1.0
+    """m/s² per unit of a column: g when its name says so ("(G)", "(g)", "_g", "gFx"), else m/s²."""
+    in_g = _stated_unit(name) == "g" or name.lower().endswith("_g") or normalised_column_name(name) in G_FORCE_NAMES
+    return STANDARD_GRAVITY if in_g else 1.0
 
 
 def _rotation_scale(name: str) -> float:
@@ -480,6 +499,52 @@ def _axis_values(columns: CsvColumns, names: Sequence[str], scale: Any) -> Float
     return np.column_stack([_numbers(columns, name) * scale(name) for name in names])
 
 
+# A time of day as loggers write it: "13:05:10:123" (hours, minutes, seconds, milliseconds: Physics Toolbox),
+# "13:05:10.123", or "05:10.123" (minutes and seconds), optionally after an ISO date ("2026-09-23 13:05:10.123").
+# ("10:05:123" is minutes, seconds and milliseconds.)
+_CLOCK_TIME = re.compile(
+    r"(?:(?P<date>\d{4}-\d{2}-\d{2})[ T])?(?:(?P<hours>\d{1,2}):)?(?P<minutes>\d{1,2}):(?P<seconds>\d{1,2}(?:[.,]\d+)?)"
+    r"(?::(?P<milliseconds>\d{1,3}))?(?:Z|[+-]\d{2}:?\d{2})?"
+)
+
+
+def _clock_seconds(value: str) -> tuple[float, float] | None:
+    """A clock time (`_CLOCK_TIME`) in seconds, and the period after which it wraps round (a day, an hour;
+    0 with a date, which never wraps); None when the cell is not one."""
+    match = _CLOCK_TIME.fullmatch(value.strip())
+    if match is None:
+        return None
+    hours, minutes = int(match["hours"] or 0), int(match["minutes"])
+    seconds = float(match["seconds"].replace(",", ".")) + int(match["milliseconds"] or 0) / 1000.0
+    of_day = hours * 3600.0 + minutes * 60.0 + seconds
+    if match["date"] is not None:
+        days = (datetime.date.fromisoformat(match["date"]) - datetime.date(1970, 1, 1)).days
+        return days * 86400.0 + of_day, 0.0
+    return of_day, 86400.0 if match["hours"] is not None else 3600.0
+
+
+def _clock_column(columns: CsvColumns, name: str) -> FloatArray | None:
+    """A time column written as clock times or date-times, in seconds (a clock's wrap round midnight, or
+    the hour, undone); None when its first cell is a number or empty, so it is read as numbers."""
+    cells = columns[name]
+    first = next((cell.strip() for cell in cells if cell.strip() not in _MISSING), None)
+    if first is None or _clock_seconds(first) is None:
+        return None
+    values, period = np.full(len(cells), math.nan), 0.0
+    for row, cell in enumerate(cells):
+        if cell.strip() in _MISSING:
+            continue
+        read = _clock_seconds(cell)
+        if read is None:
+            raise RecordingError(f"{columns.source}: column {name!r}, line {row + 2}: {cell!r} is not a time")
+        values[row], period = read[0], max(period, read[1])
+    if period:
+        finite = np.isfinite(values)
+        steps = np.diff(values[finite], prepend=values[finite][0])
+        values[finite] += np.cumsum(np.where(steps < -period / 2, period, 0.0))
+    return values
+
+
 def _column_seconds(
     path: CsvFile,
     columns: CsvColumns,
@@ -488,10 +553,16 @@ def _column_seconds(
     rates_hz: tuple[float, float] = IMU_RATES_HZ,
     what: str = "an IMU",
 ) -> FloatArray:
-    """A file's time column in seconds on its own clock (`_time_seconds`), a refusal naming the file."""
+    """A file's time column in seconds on its own clock (`_time_seconds`, or clock times and date-times as
+    they are), a refusal naming the file."""
     try:
+        clock = _clock_column(columns, time_name)
+        if clock is not None:
+            return clock
         return _time_seconds(time_name, _numbers(columns, time_name), unit, rates_hz, what)
     except RecordingError as error:
+        if str(path) in str(error):
+            raise
         raise RecordingError(f"{path}: {error}") from error
 
 
@@ -524,18 +595,42 @@ def _read_csv_imu(path: CsvFile, mapping: Mapping[str, Any]) -> ImuColumns:
     if len(accel_names) != 3:
         raise RecordingError(f"{path}: three accelerometer columns are needed (columns= names them)")
     accel = _axis_values(columns, accel_names, _acceleration_scale)
-    if linear is None and {normalised_column_name(name) for name in accel_names} == set(BARE_AXES):
+    if not linear:
+        # Names that do not say gravity is removed may still hold it removed (Physics Toolbox's "ax" is its
+        # linear accelerometer): with gravity a device reads about 9.8 m/s² whatever the car does.
         magnitudes = np.linalg.norm(accel, axis=1)
         magnitudes = magnitudes[np.isfinite(magnitudes)]
         if magnitudes.size:
             linear = bool(np.median(magnitudes) < LINEAR_MEDIAN_BELOW_MPS2)
     gyro_names = list(mapping.get("gyro") or _axes(columns, "gyro") or [])
     gyro = None
+    notes: tuple[str, ...] = ()
     if len(gyro_names) == 3 and None not in gyro_names:
         for name in gyro_names:
             _find(columns, "gyro_x", name)
         gyro = _axis_values(columns, gyro_names, _rotation_scale)
-    return ImuColumns(times, accel, gyro, linear)
+        gyro, notes = _gyroscope_rows_of_their_own(path, times, accel, gyro)
+    return ImuColumns(times, accel, gyro, linear, notes)
+
+
+def _gyroscope_rows_of_their_own(
+    path: CsvFile, times: FloatArray, accel: FloatArray, gyro: FloatArray
+) -> tuple[FloatArray | None, tuple[str, ...]]:
+    """A file's gyroscope, on the accelerometer's rows. A logger writing each sensor's samples on rows of
+    their own, the other sensors' cells empty (Physics Toolbox's multi-record), has its gyroscope rows
+    interpolated onto the accelerometer's as a separate gyroscope file would be."""
+    accel_rows = np.all(np.isfinite(accel), axis=1)
+    gyro_rows = np.all(np.isfinite(gyro), axis=1)
+    accel_count = int(np.count_nonzero(accel_rows))
+    if not np.any(gyro_rows):
+        return None, ()
+    if np.count_nonzero(accel_rows & gyro_rows) >= MIN_GYROSCOPE_COVERAGE * accel_count:
+        return gyro, ()
+    values, note = _gyroscope_on_accelerometer_clock(
+        np.where(accel_rows, times, math.nan), times[gyro_rows], gyro[gyro_rows], f"{path} (gyroscope rows)"
+    )
+    said = f"{path}: the gyroscope's samples are on rows of their own: interpolated onto the accelerometer's"
+    return values, (said, *([note] if note is not None else []))
 
 
 def _read_csv_gyroscope(path: CsvFile, mapping: Mapping[str, Any]) -> tuple[FloatArray, FloatArray]:
@@ -845,7 +940,7 @@ def _read_export(
     with _export_files(path) as files:
         accelerometer, read, linear = _export_accelerometer(path, files, columns, linear_acceleration)
         used = [f"{accelerometer.name} (accelerometer{', gravity removed' if linear else ''})"]
-        notes: list[str] = []
+        notes: list[str] = list(read.notes)
         gyro_values = read.gyro
         gyro_file: CsvFile | None = Path(gyro) if gyro is not None else None
         if gyro_file is None and gyro_values is None:
@@ -939,6 +1034,7 @@ def read_recording(
         mapping = columns or {}
         read = _read_csv_imu(path, mapping)
         times, accel, gyro_values = read.times, read.accel, read.gyro
+        notes.extend(read.notes)
         linear = _decided_linear(read, mapping, linear_acceleration)
         gps_data = _gps_of(path, times, Path(gps) if gps is not None else None, gps_columns or {})
     if gyro is not None:

@@ -316,6 +316,110 @@ def test_a_spreadsheet_is_refused_with_what_to_export_instead(tmp_path: Path, su
         read_recording(path)
 
 
+# --- Physics Toolbox Sensor Suite
+
+
+def physics_toolbox_rows(seconds: float = 30.0, rate_hz: float = 100.0) -> list[tuple[float, float, float, float]]:
+    """(time, x, y, z) with gravity removed, at a jittery rate as the app writes it."""
+    rng = np.random.default_rng(5)
+    times = np.cumsum((1.0 + 0.3 * (rng.random(round(seconds * rate_hz)) - 0.5)) / rate_hz)
+    return [(float(time), 0.5 * math.sin(time), 0.2, 0.05) for time in times]
+
+
+def test_physics_toolbox_g_force_meter_in_g(tmp_path: Path) -> None:
+    rows = [
+        (
+            f"{time:.4f}",
+            f"{x / STANDARD_GRAVITY:.4f}",
+            f"{y / STANDARD_GRAVITY:.4f}",
+            f"{z / STANDARD_GRAVITY + 1:.4f}",
+            1,
+        )
+        for time, x, y, z in physics_toolbox_rows()
+    ]
+    recording = read_recording(write_csv(tmp_path / "gforce.csv", ("time", "gFx", "gFy", "gFz", "TgF"), rows))
+    assert recording.linear_acceleration is False and recording.gyro is None
+    assert recording.sample_rate_hz == pytest.approx(100.0, rel=0.01)
+    np.testing.assert_allclose(np.median(recording.accel, axis=0), [0.0, 0.2, 0.05 + STANDARD_GRAVITY], atol=0.1)
+
+
+def test_physics_toolbox_linear_accelerometer_with_its_metadata_lines_and_units(tmp_path: Path) -> None:
+    """Its ax, ay, az are gravity-removed: the values say so, though the names do not."""
+    path = tmp_path / "linear.csv"
+    lines = [
+        "# sensor:linear_accelerometer",
+        "# Requested Sample Rate: 100 Hz",
+        "# Inertial correction: sensor=linear_acceleration; operation=add; unit=m/s^2; x=0.0; y=0.0; z=0.0",
+        "",
+        "time,ax (m/s^2),ay (m/s^2),az (m/s^2),aT (m/s^2)",
+        *(f"{time:.6f},{x:.4f},{y:.4f},{z:.4f},1" for time, x, y, z in physics_toolbox_rows()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    recording = read_recording(path)
+    assert recording.linear_acceleration is True
+    np.testing.assert_allclose(recording.accel[0], [0.5 * math.sin(physics_toolbox_rows()[0][0]), 0.2, 0.05], atol=1e-4)
+    # Semicolons and decimal commas, as the app writes in many locales: the same recording.
+    semicolons = tmp_path / "linear-semicolons.csv"
+    semicolons.write_text(
+        "time;ax;ay;az;aT\n"
+        + "".join(
+            ";".join(f"{value:.6f}".replace(".", ",") for value in (*row, 1.0)) + "\n" for row in physics_toolbox_rows()
+        )
+    )
+    again = read_recording(semicolons)
+    assert again.linear_acceleration is True
+    np.testing.assert_allclose(again.accel, recording.accel, atol=1e-4)
+    np.testing.assert_allclose(again.times_s, recording.times_s, atol=1e-6)
+
+
+def test_clock_times_are_read_across_midnight_and_date_times_as_they_are(tmp_path: Path) -> None:
+    rows = physics_toolbox_rows()
+
+    def clock(time: float) -> str:
+        of_day = (23 * 3600 + 59 * 60 + 45 + time) % 86400  # midnight 15 s in
+        hours, minutes, seconds = int(of_day // 3600), int(of_day % 3600 // 60), of_day % 60
+        return f"{hours:02d}:{minutes:02d}:{int(seconds):02d}:{round(seconds % 1 * 1000) % 1000:03d}"
+
+    path = write_csv(
+        tmp_path / "clock.csv",
+        ("time", "gFx", "gFy", "gFz"),
+        [(clock(time), 0.0, 0.0, 1.0) for time, *_ in rows],
+    )
+    recording = read_recording(path)
+    assert recording.duration_s == pytest.approx(rows[-1][0] - rows[0][0], abs=0.002)
+    assert np.all(np.diff(recording.times_s) > 0)
+    dated = write_csv(
+        tmp_path / "dated.csv",
+        ("timestamp", "x", "y", "z"),
+        [(f"2026-09-23 16:53:{10 + time:06.3f}", 0.0, 0.0, 9.8) for time, *_ in rows[:3000:10]],
+    )
+    assert read_recording(dated).duration_s == pytest.approx(rows[2990][0] - rows[0][0], abs=0.002)
+    broken = write_csv(
+        tmp_path / "broken.csv", ("time", "gFx", "gFy", "gFz"), [("13:05:10:123", 0, 0, 1), ("13:05:xx", 0, 0, 1)]
+    )
+    with pytest.raises(RecordingError, match=re.escape("column 'time', line 3: '13:05:xx' is not a time")):
+        read_recording(broken)
+
+
+def test_physics_toolbox_multi_record_gives_each_sensor_rows_of_its_own(tmp_path: Path) -> None:
+    lines = []
+    for time, x, y, z in physics_toolbox_rows():
+        g = [x / STANDARD_GRAVITY, y / STANDARD_GRAVITY, z / STANDARD_GRAVITY + 1]
+        lines.append((f"{time:.4f}", *(f"{value:.4f}" for value in g), 1, "", "", ""))
+        lines.append((f"{time + 0.002:.4f}", "", "", "", "", *gyroscope_at(time + 0.002)))
+    path = write_csv(tmp_path / "multi.csv", ("time", "gFx", "gFy", "gFz", "TgF", "wx", "wy", "wz"), lines)
+    recording = read_recording(path)
+    assert recording.gyro is not None and recording.linear_acceleration is False
+    assert recording.sample_rate_hz == pytest.approx(100.0, rel=0.01)
+    # The first accelerometer sample comes before the gyroscope's first: left out, and said so.
+    first_kept = float(lines[2][0])
+    np.testing.assert_allclose(recording.gyro[1], gyroscope_at(first_kept + recording.times_s[1]), atol=1e-6)
+    assert recording.notes == (
+        f"{path}: the gyroscope's samples are on rows of their own: interpolated onto the accelerometer's",
+        f"{path} (gyroscope rows): 1 accelerometer samples the gyroscope does not cover were left out",
+    )
+
+
 # --- iOS SensorLog
 
 
