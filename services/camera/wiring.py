@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from sqlalchemy.exc import SQLAlchemyError
 
 from michi.blobs import BlobStore, BlobStoreUnavailable
+from michi.bus.catalog import MEDIA, UPLOADS
 from michi.bus.consumers import group_consumer_config
 from michi.bus.producer import EventProducer
 from michi.kit.running import run_consumer_service
@@ -106,19 +107,55 @@ def consumer_config(settings: CameraSettings) -> dict[str, Any]:
     return config
 
 
+class PartitionsDiffer(RuntimeError):
+    """The media and uploads topics have different partition counts: one device's streams would reach two consumers."""
+
+
+def partition_mismatch(consumer: Consumer, topics: Sequence[str], timeout: float = 10.0) -> str | None:
+    """Why `topics` cannot be joined per device (their partition counts differ), or None. Topics not created yet
+    are not judged: the platform creates them all from the catalog, with equal counts. Nor are they while the
+    broker does not answer: the service waits for it as it does for every record."""
+    try:
+        metadata = consumer.list_topics(timeout=timeout).topics
+    except KafkaException:
+        logger.warning("partition counts not checked: the broker did not answer", exc_info=True)
+        return None
+    counts = {
+        topic: len(metadata[topic].partitions) for topic in topics if topic in metadata and metadata[topic].partitions
+    }
+    if len(set(counts.values())) <= 1:
+        return None
+    listed = ", ".join(f"{topic} has {count}" for topic, count in counts.items())
+    return (
+        f"the topics it joins per device must have the same partition count ({listed}): a device's media and "
+        "uploads would reach different consumers (docs/camera.md, Scaling)"
+    )
+
+
 def build_consumer(
     settings: CameraSettings, *, producer: EventProducer, analyses: Analyses | None = None
 ) -> CameraConsumer:
-    """The join subscribed to media and uploads (the caller closes `producer`; the consumer's `close` the rest)."""
+    """The join subscribed to media and uploads (the caller closes `producer`; the consumer's `close` the rest).
+    `PartitionsDiffer` when the two topics' partition counts differ."""
+    client = Consumer(consumer_config(settings))
+    try:
+        problem = partition_mismatch(client, [MEDIA.name(settings.topic_prefix), UPLOADS.name(settings.topic_prefix)])
+    except BaseException:
+        client.close()
+        raise
+    if problem is not None:
+        client.close()
+        raise PartitionsDiffer(problem)
     metrics = CameraMetrics()
     store = CameraStore.from_url(with_database_folder(settings.resolved_database_url()))
     try:
         join = build_join(settings, producer=producer, store=store, metrics=metrics, analyses=analyses)
     except BaseException:
         store.close()
+        client.close()
         raise
     return CameraConsumer(
-        consumer=Consumer(consumer_config(settings)),
+        consumer=client,
         producer=producer,
         join=join,
         metrics=metrics,
@@ -167,6 +204,8 @@ def build_service(settings: CameraSettings, producer: EventProducer) -> CameraCo
         if settings.env != "dev":
             sys.exit(f"camera: {missing}")
         return WithoutModels(str(missing))
+    except PartitionsDiffer as differ:
+        sys.exit(f"camera: {differ}")
     if settings.camera_register_models:
         register_models(settings, producer, models)
     return consumer
