@@ -189,7 +189,7 @@ def reprofile_model(
     from services.trainer.reprofile import ReprofileRefused, moment, reprofile
 
     settings = load_settings(MichiSettings)
-    with _registry(publishing=False) as registry:
+    with _registry(publishing=False, settings=settings) as registry:
         registry.get(name, version)  # an unknown version fails here, with the registry's own message
     now = datetime.now(UTC)
     try:
