@@ -340,6 +340,13 @@ def replay_command(
         typer.echo(f"  refused {count} x {reason}")
     for reason, count in failed.most_common():
         typer.echo(f"  no answer {count} x {reason}")
+    if outcomes["accepted"]:
+        # Where to read what the platform made of the drive (the warehouse of the same MICHI_HOME or MICHI_BLOB_URL).
+        typer.echo(
+            "its detections, once scored (the first minutes' may come in hindsight, once the mount is calibrated):\n"
+            f'  michi warehouse query "SELECT occurred_at, event_type, confidence, hindsight FROM detections '
+            f"WHERE trip_id = '{trip}' ORDER BY occurred_at\""
+        )
     if refused or failed:
         raise typer.Exit(1)
 

@@ -52,6 +52,7 @@ def test_a_shipped_recording_is_replayed_and_every_upload_accepted(
     for sequence in range(6):
         assert f"upload    {sequence} ({sequence * 10:7.1f} s): 202 accepted\n" in result.output, result.output
     assert "sent 6, accepted 6, duplicates 0, refused 0" in result.output
+    assert "FROM detections WHERE trip_id = 'trip-1' ORDER BY occurred_at" in result.output  # where to look next
     assert uploads_count(kafka_bootstrap, topic_prefix) == 6
 
     with TopicReader(kafka_bootstrap, UPLOADS, topic_prefix) as reader:
