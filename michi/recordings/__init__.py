@@ -362,6 +362,11 @@ def _read_csv(path: CsvFile) -> CsvColumns:
         reader = csv_reader(handle)
         if reader.fieldnames is None:
             raise RecordingError(f"{path}: no header row")
+        if all(_is_number(name) for name in reader.fieldnames):
+            raise RecordingError(
+                f"{path}: no header row: its first line holds numbers ({', '.join(reader.fieldnames[:4])}...); "
+                "give it a header naming its columns, e.g. t_s,ax,ay,az (docs/recordings.md)"
+            )
         columns = CsvColumns(path, reader.fieldnames)
         for row in reader:
             for name in reader.fieldnames:
@@ -370,6 +375,14 @@ def _read_csv(path: CsvFile) -> CsvColumns:
 
 
 _MISSING = ("", "NA", "nan", "NaN")
+
+
+def _is_number(value: str) -> bool:
+    try:
+        parsed_number(value.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _number(value: str, source: CsvFile, column: str, row: int) -> float:

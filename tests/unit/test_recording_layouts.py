@@ -308,6 +308,15 @@ def test_a_cell_that_is_not_a_number_is_refused_with_its_file_column_and_line(tm
     assert "line 42: '0.1.2' is not a number" in result.output and "Traceback" not in result.output
 
 
+def test_a_file_without_a_header_is_refused_with_what_to_add(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.csv"
+    path.write_text("".join(f"{index / 50:.2f},0.1,0.2,9.8\n" for index in range(100)))
+    with pytest.raises(
+        RecordingError, match=re.escape(f"{path}: no header row: its first line holds numbers (0.00, 0.1")
+    ):
+        read_recording(path)
+
+
 @pytest.mark.parametrize("suffix", [".xlsx", ".xls", ".ods"])
 def test_a_spreadsheet_is_refused_with_what_to_export_instead(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"Acceleration with g{suffix}"
