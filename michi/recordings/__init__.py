@@ -521,7 +521,7 @@ _CLOCK_TIME = re.compile(
 )
 
 
-def _clock_seconds(value: str) -> tuple[float, float] | None:
+def clock_seconds(value: str) -> tuple[float, float] | None:
     """A clock time (`_CLOCK_TIME`) in seconds, and the period after which it wraps round (a day, an hour;
     0 with a date, which never wraps); None when the cell is not one."""
     match = _CLOCK_TIME.fullmatch(value.strip())
@@ -541,13 +541,13 @@ def _clock_column(columns: CsvColumns, name: str) -> FloatArray | None:
     the hour, undone); None when its first cell is a number or empty, so it is read as numbers."""
     cells = columns[name]
     first = next((cell.strip() for cell in cells if cell.strip() not in _MISSING), None)
-    if first is None or _clock_seconds(first) is None:
+    if first is None or clock_seconds(first) is None:
         return None
     values, period = np.full(len(cells), math.nan), 0.0
     for row, cell in enumerate(cells):
         if cell.strip() in _MISSING:
             continue
-        read = _clock_seconds(cell)
+        read = clock_seconds(cell)
         if read is None:
             raise RecordingError(f"{columns.source}: column {name!r}, line {row + 2}: {cell!r} is not a time")
         values[row], period = read[0], max(period, read[1])

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from michi.recordings import csv_reader, parsed_number
+from michi.recordings import clock_seconds, csv_reader, parsed_number
 
 WIDEN_S = 1.0
 LONGITUDINAL = "longitudinal"
@@ -405,6 +405,17 @@ def trip_matches(trip: str, names: Sequence[str]) -> bool:
     return any(trip == name or pattern.search(name) for name in names)
 
 
+def _label_seconds(value: str) -> float:
+    """A label's time: seconds ("83.5", "83,5"), or as a video player shows it: "1:23.5", "0:01:23.5"."""
+    try:
+        return parsed_number(value)
+    except ValueError:
+        clock = clock_seconds(value)
+        if clock is None or clock[1] == 0.0:  # a date-time is no time on the recording's clock
+            raise ValueError(f"could not read {value!r}") from None
+        return clock[0]
+
+
 def read_labels(path: str | Path, names: Sequence[str] = ()) -> list[LabelledEvent]:
     """The labels of a CSV with `t_start_s,t_end_s,label` (extra columns ignored).
 
@@ -436,9 +447,11 @@ def read_labels(path: str | Path, names: Sequence[str] = ()) -> list[LabelledEve
     labels = []
     for line, row in rows:
         try:
-            start, end = parsed_number(row["t_start_s"]), parsed_number(row["t_end_s"])
+            start, end = _label_seconds(row["t_start_s"]), _label_seconds(row["t_end_s"])
         except ValueError as error:
-            raise LabelsError(f"{path}: row {line}: times must be numbers ({error})") from error
+            raise LabelsError(
+                f"{path}: row {line}: times must be seconds, or minutes:seconds as a video player shows them ({error})"
+            ) from error
         if end < start:
             raise LabelsError(f"{path}: row {line}: t_end_s {end} is before t_start_s {start}")
         axis = AXIS_NAMES.get(row.get("axis", "").lower())

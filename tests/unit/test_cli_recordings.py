@@ -175,8 +175,11 @@ def test_a_labels_file_without_trip_keeps_every_row_and_checks_them(tmp_path: Pa
     with pytest.raises(LabelsError, match="columns missing: t_start_s, t_end_s"):
         read_labels(path)
     path.write_text("t_start_s,t_end_s,label\nsoon,12,harsh_braking\n")
-    with pytest.raises(LabelsError, match="row 2: times must be numbers"):
+    with pytest.raises(LabelsError, match="row 2: times must be seconds, or minutes:seconds"):
         read_labels(path)
+    # As a video player shows them.
+    path.write_text("t_start_s,t_end_s,label\n1:23.5,0:01:25,harsh_braking\n")
+    assert [(label.start_s, label.end_s) for label in read_labels(path)] == [(83.5, 85.0)]
 
 
 def test_a_labels_file_saved_by_a_spreadsheet_is_read_alike(tmp_path: Path) -> None:
