@@ -43,6 +43,7 @@ These layouts are read:
   instead of the export's own. The recording is named after the folder or zip, and its notes say
   which files were read.
 
+A stream faster than ingest's 400 Hz is averaged down as it is read (`_within_ingest_rate`, with a note).
 `recording_uploads` cuts the stream into uploads of `upload_seconds` (10 s), numbered from 0 with
 the device's own sequence, each carrying its samples' microsecond offsets, the measured (possibly
 fractional) sample rate, the gyroscope's absence and the GPS fixes that fall inside it, with its
@@ -232,6 +233,10 @@ MIN_GYROSCOPE_COVERAGE = 0.9
 # Accelerometer columns named only x, y, z say nothing of gravity: a median magnitude under half of it
 # is a gravity-removed stream (a gravity-included one reads about 9.8 m/s² whatever the car does).
 LINEAR_MEDIAN_BELOW_MPS2 = STANDARD_GRAVITY / 2
+# The fastest IMU ingest takes by default (MICHI_INGEST_MAX_SAMPLE_RATE_HZ): a faster recording is averaged down.
+MAX_RECORDING_RATE_HZ = 400.0
+# The slowest it takes (MICHI_INGEST_MIN_SAMPLE_RATE_HZ): a slower recording cannot be sent, nor evaluated.
+MIN_RECORDING_RATE_HZ = 10.0
 
 
 @dataclass(frozen=True)
@@ -1059,6 +1064,29 @@ def read_recording(
     return _assemble(name or path.stem, times, accel, gyro_values, gps_data, linear, tuple(notes))
 
 
+def _within_ingest_rate(
+    times: FloatArray, accel: FloatArray, gyro: FloatArray | None
+) -> tuple[FloatArray, FloatArray, FloatArray | None, str | None]:
+    """A stream faster than ingest takes (`MAX_RECORDING_RATE_HZ`, a phone logging at its fastest) brought
+    under it: each run of k samples averaged into one at its mean time, k the least that does (a block mean is
+    the low-pass the features' 2.5 Hz filter needs no more than). The note says so; slower streams are as read."""
+    steps = np.diff(times)
+    rate = 1.0 / float(np.median(steps)) if steps.size else 0.0
+    if rate <= MAX_RECORDING_RATE_HZ:
+        return times, accel, gyro, None
+    block = math.ceil(rate / MAX_RECORDING_RATE_HZ)
+    whole = times.size // block * block
+
+    def averaged(values: FloatArray) -> FloatArray:
+        return values[:whole].reshape(whole // block, block, *values.shape[1:]).mean(axis=1)
+
+    note = (
+        f"recorded at {rate:.0f} Hz, above the {MAX_RECORDING_RATE_HZ:.0f} Hz ingest takes: every {block} samples "
+        f"averaged into one ({rate / block:.0f} Hz)"
+    )
+    return averaged(times), averaged(accel), averaged(gyro) if gyro is not None else None, note
+
+
 def _assemble(
     name: str,
     times: FloatArray,
@@ -1082,6 +1110,9 @@ def _assemble(
     unique = np.concatenate([[True], np.diff(times) > 0])
     times, accel = times[unique], accel[unique]
     gyro = gyro[unique] if gyro is not None else None
+    times, accel, gyro, averaged = _within_ingest_rate(times, accel, gyro)
+    if averaged is not None:
+        notes = (*notes, f"{name}: {averaged}")
     origin = float(times[0])
     empty = np.zeros(0)
     gps_times, latitude, longitude, speed, heading = empty, empty, empty, empty, empty
@@ -1149,6 +1180,13 @@ def recording_uploads(
     if upload_seconds <= 0:
         raise RecordingError("upload_seconds must be > 0")
     rate = recording.sample_rate_hz
+    if rate < MIN_RECORDING_RATE_HZ * 0.95:
+        raise RecordingError(
+            f"{recording.name}: recorded at {rate:.3g} Hz: ingest takes {MIN_RECORDING_RATE_HZ:.0f}-"
+            f"{MAX_RECORDING_RATE_HZ:.0f} Hz (record the IMU at 10 Hz or more)"
+        )
+    # A 10 Hz logger's jittery clock measures 9.9 Hz: declared as the 10 Hz it is, which its sample counts fit.
+    declared_rate = max(rate, MIN_RECORDING_RATE_HZ)
     count = max(1, math.ceil((recording.duration_s + 1.0 / max(rate, 1.0)) / upload_seconds - 1e-9))
     uploads: list[upload_pb2.Upload] = []
     for index in range(count):
@@ -1198,8 +1236,8 @@ def recording_uploads(
                 sequence=sequence,
                 trip_end=False,
                 firmware_version=firmware_version,
-                sample_rate_hz=round(rate),
-                sample_rate_exact_hz=round(rate, 3),
+                sample_rate_hz=round(declared_rate),
+                sample_rate_exact_hz=round(declared_rate, 3),
                 started_at=timestamp_from_seconds(started_at_s + begin),
                 imu=imu,
                 gps=gps,

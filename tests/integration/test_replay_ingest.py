@@ -109,3 +109,29 @@ def test_a_faster_than_real_time_replay_is_paced_and_never_ahead_of_the_clock(
         received = record.message
         ended = received.upload.started_at.seconds + received.upload.started_at.nanos / 1e9 + 10
         assert ended <= received.received_at.seconds + received.received_at.nanos / 1e9 + 0.05
+
+
+@pytest.mark.parametrize(("rate_hz", "declared_hz"), [(500.0, 250.0), (9.7, 10.0)])
+def test_a_logger_at_the_edges_of_ingests_rates_is_replayed_and_accepted(
+    replay_environment: dict[str, str],
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    rate_hz: float,
+    declared_hz: float,
+) -> None:
+    """A phone logging at its fastest (500 Hz, averaged down) and a 10 Hz one whose clock measures 9.7 Hz: every
+    upload is accepted by the real ingest, at the rate the replay declares."""
+    path = tmp_path / "TotalAcceleration.csv"
+    rows = [
+        f"{1_700_000_000_000_000_000 + round(index / rate_hz * 1e9)},{index / rate_hz:.6f},9.8,0.2,{0.01 * index % 1:.3f}"
+        for index in range(round(30 * rate_hz))
+    ]
+    path.write_text("time,seconds_elapsed,z,y,x\n" + "\n".join(rows) + "\n")
+    url = replay_environment["MICHI_TEST_INGEST_URL"]
+    result = CliRunner().invoke(app, ["replay", str(path), "--target", url, "--speed", "0"], env=replay_environment)
+    assert result.exit_code == 0, result.output
+    assert "sent 3, accepted 3, duplicates 0, refused 0" in result.output
+    with TopicReader(kafka_bootstrap, UPLOADS, topic_prefix) as reader:
+        records = reader.read_until(lambda records: len(records) >= 3, timeout=20)
+    assert all(record.message.upload.sample_rate_exact_hz == pytest.approx(declared_hz, rel=1e-3) for record in records)

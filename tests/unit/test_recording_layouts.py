@@ -29,6 +29,7 @@ from michi.recordings import (
     _time_seconds,
     normalised_column_name,
     read_recording,
+    recording_uploads,
     time_unit_in_name,
 )
 
@@ -427,6 +428,27 @@ def test_physics_toolbox_multi_record_gives_each_sensor_rows_of_its_own(tmp_path
         f"{path}: the gyroscope's samples are on rows of their own: interpolated onto the accelerometer's",
         f"{path} (gyroscope rows): 1 accelerometer samples the gyroscope does not cover were left out",
     )
+
+
+def test_a_recording_faster_than_ingest_takes_is_averaged_down_and_a_slower_one_refused(tmp_path: Path) -> None:
+    """A phone logging at its fastest (500 Hz here) is averaged in pairs to 250 Hz, within ingest's 10-400 Hz, and
+    said so; the same drive at 5 Hz cannot be cut into uploads ingest would take."""
+    fast = sensor_logger_accelerometer(tmp_path / "TotalAcceleration.csv", seconds=12.0, rate_hz=500.0)
+    recording = read_recording(fast)
+    assert recording.sample_rate_hz == pytest.approx(250.0, rel=1e-4)
+    assert recording.notes == (
+        "TotalAcceleration: recorded at 500 Hz, above the 400 Hz ingest takes: every 2 samples averaged into one (250 Hz)",
+    )
+    np.testing.assert_allclose(recording.accel[1, 0], 0.5 * (0.5 * math.sin(2 / 500) + 0.5 * math.sin(3 / 500)))
+    uploads = recording_uploads(recording, device_id="phone", trip_id="trip", started_at_s=0.0)
+    assert {upload.sample_rate_hz for upload in uploads} == {250}
+    # A 10 Hz logger whose clock measures 9.7 Hz is declared at the 10 Hz it is.
+    nominal = read_recording(sensor_logger_accelerometer(tmp_path / "nominal.csv", seconds=30.0, rate_hz=9.7))
+    uploads = recording_uploads(nominal, device_id="phone", trip_id="trip", started_at_s=0.0)
+    assert {upload.sample_rate_exact_hz for upload in uploads} == {10.0}
+    slow = read_recording(sensor_logger_accelerometer(tmp_path / "slow.csv", seconds=60.0, rate_hz=5.0))
+    with pytest.raises(RecordingError, match="slow: recorded at 5 Hz: ingest takes 10-400 Hz"):
+        recording_uploads(slow, device_id="phone", trip_id="trip", started_at_s=0.0)
 
 
 # --- iOS SensorLog
