@@ -22,6 +22,23 @@ from michi.bus.headers import extract_context
 tracer = trace.get_tracer("michi.bus")
 
 
+def _messaging_attributes(
+    service: str, topic: str, operation: str, *, partition: int | None = None, offset: int | None = None
+) -> dict[str, str | int]:
+    """The OTel messaging attributes every consumer span of the bus carries (the record's partition and offset
+    when it has one at hand)."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.destination.name": topic,
+        "messaging.operation.type": operation,
+        "messaging.consumer.group.name": f"michi-{service}",
+    }
+    if partition is not None and offset is not None:
+        attributes["messaging.kafka.destination.partition"] = partition
+        attributes["messaging.kafka.message.offset"] = offset
+    return attributes
+
+
 def consumer_span(
     service: str,
     *,
@@ -36,14 +53,7 @@ def consumer_span(
         f"{topic} {operation}",
         context=context,
         kind=trace.SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.destination.name": topic,
-            "messaging.operation.type": operation,
-            "messaging.kafka.destination.partition": partition,
-            "messaging.kafka.message.offset": offset,
-            "messaging.consumer.group.name": f"michi-{service}",
-        },
+        attributes=_messaging_attributes(service, topic, operation, partition=partition, offset=offset),
     )
 
 
@@ -68,12 +78,7 @@ def consumer_batch_span(
         kind=trace.SpanKind.CONSUMER,
         links=links,
         attributes={
-            "messaging.system": "kafka",
-            "messaging.destination.name": topic,
-            "messaging.operation.type": operation,
-            "messaging.kafka.destination.partition": partition,
-            "messaging.kafka.message.offset": offset,
-            "messaging.consumer.group.name": f"michi-{service}",
+            **_messaging_attributes(service, topic, operation, partition=partition, offset=offset),
             "messaging.batch.message_count": records,
         },
     )
@@ -94,12 +99,7 @@ def resumed_span(traceparent: str, topic: str, service: str, operation: str) -> 
         context=extract_context({"traceparent": traceparent}),
         kind=trace.SpanKind.CONSUMER,
         links=[trace.Link(current)] if current.is_valid else [],
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.destination.name": topic,
-            "messaging.operation.type": operation,
-            "messaging.consumer.group.name": f"michi-{service}",
-        },
+        attributes=_messaging_attributes(service, topic, operation),
     )
 
 

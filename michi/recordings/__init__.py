@@ -19,10 +19,11 @@ These layouts are read:
   clock times and date-times (`_clock_column`). Accelerations in g are converted when the name says so
   (`(G)`, `_g`, `gFx`); gravity-removed columns (`Linear Acceleration`, `userAcceleration`), or any whose
   median magnitude is under half of g, make the recording linear acceleration. A gyroscope on rows of
-  its own (the other sensors' cells empty) is interpolated onto the accelerometer's rows. A GPS CSV beside it (`gps=`) needs time,
-  latitude, longitude, speed (m/s, or km/h in a `*_kmh` column) and heading/course columns; without one,
-  GPS columns in the IMU's own file (SensorLog) are read. A gyroscope CSV beside it (`gyro=`, on the same
-  clock) is interpolated onto the accelerometer's times (`_gyroscope_on_accelerometer_clock`).
+  its own (the other sensors' cells empty) is interpolated onto the accelerometer's rows. A GPS CSV
+  beside it (`gps=`) needs time, latitude, longitude, speed (m/s, or km/h in a `*_kmh` column) and
+  heading/course columns; without one, GPS columns in the IMU's own file (SensorLog) are read. A
+  gyroscope CSV beside it (`gyro=`, on the same clock) is interpolated onto the accelerometer's times
+  (`_gyroscope_on_accelerometer_clock`).
 * **JSON**: `{"imu": {"time_s": [...], "accel": [[x, y, z], ...], "gyro": [[...], ...] | null,
   "linear_acceleration": false}, "gps": {"time_s": [...], "latitude": [...], "longitude": [...],
   "speed_mps": [...], "heading_deg": [...]}}`.
@@ -230,13 +231,23 @@ GPS_RATES_HZ = (0.1, 50.0)
 # less of the accelerometer's samples than this is left out rather than cutting the recording.
 MAX_GYROSCOPE_GAP_S = 0.2
 MIN_GYROSCOPE_COVERAGE = 0.9
-# Accelerometer columns named only x, y, z say nothing of gravity: a median magnitude under half of it
-# is a gravity-removed stream (a gravity-included one reads about 9.8 m/s² whatever the car does).
+# Accelerometer columns not named gravity-removed may still be (bare x, y, z; Physics Toolbox's ax): a median
+# magnitude under half of g is a gravity-removed stream (with gravity a device reads about 9.8 m/s² whatever
+# the car does).
 LINEAR_MEDIAN_BELOW_MPS2 = STANDARD_GRAVITY / 2
 # The fastest IMU ingest takes by default (MICHI_INGEST_MAX_SAMPLE_RATE_HZ): a faster recording is averaged down.
 MAX_RECORDING_RATE_HZ = 400.0
-# The slowest it takes (MICHI_INGEST_MIN_SAMPLE_RATE_HZ): a slower recording cannot be sent, nor evaluated.
+# The slowest it takes (MICHI_INGEST_MIN_SAMPLE_RATE_HZ): a slower recording cannot be sent, nor evaluated;
+# one measured up to 5 % below it (a 10 Hz logger's jittery clock) is declared at it.
 MIN_RECORDING_RATE_HZ = 10.0
+MIN_RATE_TOLERANCE = 0.05
+
+
+def median_rate_hz(times: FloatArray) -> float:
+    """The rate of a clock from the median of its positive steps (robust to jitter and dropped samples); 0 with none."""
+    steps = np.diff(times)
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if steps.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -259,9 +270,7 @@ class Recording:
     @property
     def sample_rate_hz(self) -> float:
         """The median rate of the IMU clock (robust to jitter and dropped samples)."""
-        steps = np.diff(self.times_s)
-        steps = steps[steps > 0]
-        return float(1.0 / np.median(steps)) if steps.size else 0.0
+        return median_rate_hz(self.times_s)
 
     @property
     def duration_s(self) -> float:
@@ -1070,8 +1079,7 @@ def _within_ingest_rate(
     """A stream faster than ingest takes (`MAX_RECORDING_RATE_HZ`, a phone logging at its fastest) brought
     under it: each run of k samples averaged into one at its mean time, k the least that does (a block mean is
     the low-pass the features' 2.5 Hz filter needs no more than). The note says so; slower streams are as read."""
-    steps = np.diff(times)
-    rate = 1.0 / float(np.median(steps)) if steps.size else 0.0
+    rate = median_rate_hz(times)
     if rate <= MAX_RECORDING_RATE_HZ:
         return times, accel, gyro, None
     block = math.ceil(rate / MAX_RECORDING_RATE_HZ)
@@ -1180,7 +1188,7 @@ def recording_uploads(
     if upload_seconds <= 0:
         raise RecordingError("upload_seconds must be > 0")
     rate = recording.sample_rate_hz
-    if rate < MIN_RECORDING_RATE_HZ * 0.95:
+    if rate < MIN_RECORDING_RATE_HZ * (1.0 - MIN_RATE_TOLERANCE):
         raise RecordingError(
             f"{recording.name}: recorded at {rate:.3g} Hz: ingest takes {MIN_RECORDING_RATE_HZ:.0f}-"
             f"{MAX_RECORDING_RATE_HZ:.0f} Hz (record the IMU at 10 Hz or more)"
