@@ -41,12 +41,16 @@ acceleration, mean bias-free rotation rate, vibration), which is what every rule
   by more than `GRAVITY_JUMP_DEG`; otherwise only when two successive uploads both show
   gravity more than `MOVED_STOPPED_DEG` (stopped) or `MOVED_MOVING_DEG` (calm driving) away
   in the same direction — hills, cambers, braking and turns never reach that twice in a row.
+  The first of the two (a phone remounted between trips, or a steep ramp) is *in question*:
+  it is read with its own gravity and no forward axis (`Calibration.mount_in_question`, state
+  gravity-only), never with the axes of a mount that may be gone, and its evidence is left out
+  of the sums; the next upload tells which.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -111,6 +115,8 @@ FULL_DIP_UPLOADS = 8.0
 DIP_MAX_CONFIDENCE = 0.35
 # A high-confidence calibration (features and the detection rule rely on it).
 RELIABLE_CONFIDENCE = 0.5
+# The forward method of an upload whose mount is in question (gravity moved; moved or not, the next upload says).
+IN_QUESTION_METHOD = "mount-in-question"
 
 
 @dataclass
@@ -229,9 +235,12 @@ class Calibration:
     confidence: float
     gravity_confidence: float
     forward_confidence: float
-    # The evidence behind forward: "gps", "yaw", "stops", "dips", "straight" joined by "+", or "none".
+    # The evidence behind forward: "gps", "yaw", "stops", "dips", "straight" joined by "+", "none", or
+    # `IN_QUESTION_METHOD` when the mount is in question.
     forward_method: str
     orientation_changed: bool
+    # Gravity moved away in this upload; the next upload says whether the mount moved (see the module docstring).
+    mount_in_question: bool = False
 
     @property
     def state(self) -> str:
@@ -607,6 +616,8 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
     """Fold one upload into the device's sums and return the estimate to use for it."""
     current, handled, blocks = upload_sums(upload, previous)
     changed = False
+    # This upload's own quiet gravity: confirming a move, or putting the mount in question.
+    moved_gravity: FloatArray | None = None
     current.moved_candidate = []
     established = previous.gravity_weight >= 20.0 and not upload.linear_acceleration
     if established:
@@ -618,6 +629,7 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
         elif own is not None:
             gravity, threshold = own
             if angle_between_deg(old_up, gravity) > threshold:
+                moved_gravity = gravity
                 candidate = previous.moved_candidate
                 if candidate and angle_between_deg(np.array(candidate), gravity) <= MOVED_AGREEMENT_DEG:
                     changed = True
@@ -632,27 +644,47 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
             gyro_bias_weight=current.gyro_bias_weight,
             last_transition_s=current.last_transition_s,
         )
+    elif current.moved_candidate and moved_gravity is not None:
+        # The old mount's axes may be gone: this upload is read with its own gravity and no forward axis, and
+        # its evidence, of another mount or of a ramp steeper than any road's camber, is left out.
+        combined = previous.plus(current.scaled(0.0))
+        return combined, _in_question(estimate(combined), moved_gravity)
     else:
         combined = previous.scaled(DECAY_PER_UPLOAD).plus(current)
     if combined.gravity_weight <= 0 and not upload.linear_acceleration:
-        # No calm moment yet: the whole upload's mean is the best guess of gravity.
-        fallback = estimate(combined, gravity_hint=upload.accel.mean(axis=0))
+        # No calm moment yet: the upload's quiet gravity (a confirmed move's), or its whole mean, is the best guess.
+        hint = moved_gravity if moved_gravity is not None else upload.accel.mean(axis=0)
+        fallback = estimate(combined, gravity_hint=hint)
         return combined, _with_change(fallback, changed)
     return combined, _with_change(estimate(combined, linear=upload.linear_acceleration), changed)
 
 
 def _with_change(calibration: Calibration, changed: bool) -> Calibration:
-    if not changed:
-        return calibration
-    return Calibration(
-        rotation=calibration.rotation,
-        gravity_mps2=calibration.gravity_mps2,
-        confidence=calibration.confidence,
-        gravity_confidence=calibration.gravity_confidence,
-        forward_confidence=calibration.forward_confidence,
-        forward_method=calibration.forward_method,
-        orientation_changed=True,
+    return replace(calibration, orientation_changed=True) if changed else calibration
+
+
+def _in_question(calibration: Calibration, gravity: FloatArray) -> Calibration:
+    """`calibration` (the old mount's gravity confidence) with `gravity` as up and no forward axis."""
+    return replace(
+        calibration,
+        rotation=_rotation(_any_forward(unit(gravity)), unit(gravity)),
+        gravity_mps2=float(np.linalg.norm(gravity)),
+        confidence=0.0,
+        forward_confidence=0.0,
+        forward_method=IN_QUESTION_METHOD,
+        mount_in_question=True,
     )
+
+
+def _any_forward(up: FloatArray) -> FloatArray:
+    """With nothing to go on: any horizontal axis (the device's x projected, or its y)."""
+    seed_axis = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    return unit(_horizontal(seed_axis, up))
+
+
+def _rotation(forward: FloatArray, up: FloatArray) -> FloatArray:
+    """Rows forward, left, up."""
+    return np.vstack([forward, unit(_cross_product(up, forward)), up])
 
 
 def _cross_product(first: FloatArray, second: FloatArray) -> FloatArray:
@@ -835,15 +867,11 @@ def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, l
             forward_confidence = max(forward_confidence, axis[1] * sign_strength * max(0.0, 2.0 * agreement - 1.0))
         forward = unit(_horizontal(combined, up))
     if forward is None or float(np.linalg.norm(forward)) < 0.5:
-        # Nothing to go on: any horizontal axis (the device's x projected), confidence zero.
-        seed_axis = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        forward = unit(_horizontal(seed_axis, up))
+        forward = _any_forward(up)
         forward_confidence = 0.0
         methods = []
-    left = unit(_cross_product(up, forward))
-    rotation = np.vstack([forward, left, up])
     return Calibration(
-        rotation=rotation,
+        rotation=_rotation(forward, up),
         gravity_mps2=gravity_mps2,
         confidence=float(min(gravity_confidence, forward_confidence)),
         gravity_confidence=float(gravity_confidence),

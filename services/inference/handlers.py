@@ -60,7 +60,9 @@ session, so outside the batch's run), the same decision rule and episode merging
 have given them. What it finds is emitted as `Detection`s with
 `hindsight` set (`UploadOutcome.hindsight_detections`, published with the first wave under their own trip),
 never in the upload's segment; no predictions or label requests are made again. A moved mount empties the
-store, using it too. A replay recomputes from a snapshot without the store, so it never re-runs them; a fresh
+store (but for the upload held while the mount was in question, which saw the new mount: `HeldUpload.saw_mount`),
+using it too. The upload in which gravity first moves (a phone remounted between trips) is read with its own
+gravity and no forward axis (`Calibration.mount_in_question`), so held like any gravity-only one. A replay recomputes from a snapshot without the store, so it never re-runs them; a fresh
 processing after a crash (the state not written) finds the store as it was and yields the same detections.
 
 Degenerate uploads (no usable IMU: too few samples, arrays of unequal length, offsets not
@@ -1233,8 +1235,9 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, ris
     if calibration is None or data is None or item.edge is not None:
         return
     if calibration.orientation_changed:
-        # Part of this upload saw the old mount, and every held one did.
-        working.held = []
+        # Part of this upload saw the old mount, and every held one did but those held while the mount was in
+        # question whose gravity is the new mount's: they wait for its forward axis.
+        working.held = [held for held in working.held if held.saw_mount(calibration.rotation[2])]
         return
     if calibration.state == "calibrated":
         if working.held:
@@ -1262,6 +1265,7 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, ris
                 pack_upload(item.received.SerializeToString()),
                 live_calls,
                 item.trace_parent,
+                tuple(float(value) for value in calibration.rotation[2]) if calibration.mount_in_question else (),
             )
         )
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from michi.windows.calibration import CalibrationSums, update_calibration
+from michi.windows.calibration import IN_QUESTION_METHOD, CalibrationSums, update_calibration
+from michi.windows.signals import angle_between_deg
 from michi.windows.upload import upload_from_proto
 
 from ..scripted_drive import ScriptedDrive, ScriptedEvent, mount_matrix
@@ -74,6 +75,48 @@ def test_no_mount_change_on_a_steady_device() -> None:
         ],
     )
     assert not any(calibration.orientation_changed for calibration in calibrate(drive))
+
+
+def test_the_first_upload_of_a_remounted_phone_is_read_with_its_own_gravity_and_no_forward_axis() -> None:
+    """Between trips the phone went back into its holder at another tilt (18° away), no hand seen in the data.
+    Its first upload is in question: not read with the old mount's forward axis (which would turn 3 m/s² of
+    gravity into braking), but with its own gravity; the second confirms the move."""
+    gravity = np.array([0.0, 0.0, 9.81])
+    first_trip = ScriptedDrive(trip_id="trip-1", duration_s=90.0, mount=(20.0, 8.0, -3.0), seed=3)
+    second_trip = ScriptedDrive(
+        trip_id="trip-2", duration_s=30.0, mount=(200.0, 26.0, -3.0), start_time_s=first_trip.start_time_s + 1200.0
+    )
+    sums, results = CalibrationSums(), []
+    for received in first_trip.uploads() + second_trip.uploads():
+        sums, calibration = update_calibration(sums, upload_from_proto(received))
+        results.append(calibration)
+    settled, in_question, confirmed = results[8], results[9], results[10]
+    assert settled.state == "calibrated" and not settled.mount_in_question
+    assert in_question.mount_in_question and not in_question.orientation_changed
+    assert in_question.state == "gravity-only" and in_question.forward_method == IN_QUESTION_METHOD
+    assert in_question.confidence == 0.0 == in_question.forward_confidence
+    new_up = mount_matrix(*second_trip.mount) @ gravity
+    assert angle_between_deg(in_question.rotation[2], new_up) < 3.0
+    assert confirmed.orientation_changed and not confirmed.mount_in_question
+    assert angle_between_deg(confirmed.rotation[2], new_up) < 3.0
+    np.testing.assert_allclose(np.cross(in_question.rotation[2], in_question.rotation[0]), in_question.rotation[1])
+
+
+def test_gravity_away_for_one_upload_only_leaves_the_mount_as_it_was() -> None:
+    """One upload's gravity 18° away (a steep ramp), then back: that upload is in question, the mount never
+    moved, and the next upload is read with the calibration from before."""
+    steady = ScriptedDrive(duration_s=150.0, mount=(20.0, 8.0, -3.0), seed=3)
+    tilted = ScriptedDrive(duration_s=150.0, mount=(20.0, 26.0, -3.0), seed=3)
+    uploads = steady.uploads()
+    uploads[10] = tilted.uploads()[10]
+    sums, results = CalibrationSums(), []
+    for received in uploads:
+        sums, calibration = update_calibration(sums, upload_from_proto(received))
+        results.append(calibration)
+    assert [index for index, calibration in enumerate(results) if calibration.mount_in_question] == [10]
+    assert not any(calibration.orientation_changed for calibration in results)
+    assert results[11].state == "calibrated"
+    assert rotation_error_deg(results[11].rotation, mount_matrix(*steady.mount)) < 5.0
 
 
 def _no_gps(received):  # type: ignore[no-untyped-def]

@@ -264,6 +264,51 @@ def test_a_phone_remounted_between_trips_detects_each_manoeuvre_once(physics: On
     assert len(pull_aways) == 1 and 39.0 <= pull_aways[0][0] <= 46.0
 
 
+def test_a_brake_in_the_first_upload_of_a_remounted_phone_is_found_in_hindsight_with_the_new_mount(
+    baseline: OnnxDetector,
+) -> None:
+    """Between trips the phone went back into its holder turned round and tilted 18° further; the new trip has
+    no GPS and brakes in its first 10 s. Read with the old mount's axes, that upload's tilt alone looked like
+    3 m/s² of braking for 10 s and the real brake was lost. It is read with its own gravity instead, held,
+    kept when the next upload confirms the move, and decided once the new mount's forward axis is known."""
+    first_trip = ScriptedDrive(trip_id="trip-1", duration_s=90.0, mount=(20.0, 8.0, -3.0), events=list(TURNS), seed=3)
+    second_trip = ScriptedDrive(
+        trip_id="trip-2",
+        duration_s=90.0,
+        mount=(200.0, 26.0, -3.0),
+        start_time_s=START + 1200.0,
+        events=[ScriptedEvent("harsh_braking", 3.2, 1.5, 4.0), *TURNS],
+        seed=5,
+    )
+    states: dict[str, DeviceState] = {}
+    pipeline = InferencePipeline(baseline, None)
+    outcomes = one_by_one(without_gps(first_trip.uploads()), states, pipeline)
+    assert outcomes[-1].calibration_confidence is not None and outcomes[-1].calibration_confidence >= 0.5
+    remounted = without_gps(second_trip.uploads())
+    in_question = one_by_one(remounted[:1], states, pipeline)[0]
+    assert in_question.detections == [] and not in_question.orientation_changed
+    assert {prediction.calibration.state for prediction in in_question.predictions} == {
+        common_pb2.CALIBRATION_STATE_GRAVITY_ONLY
+    }
+    # Its gravity removed, the windows away from the brake are calm again.
+    quiet = [
+        prediction for prediction in in_question.predictions if prediction.window.started_at.seconds >= START + 1206
+    ]
+    assert quiet and all(prediction.features["horizontal_max_mps2"] < 1.0 for prediction in quiet)
+    device = remounted[0].upload.device_id
+    assert [held.upload_id for held in states[device].held] == [remounted[0].upload.upload_id]
+
+    confirming = one_by_one(remounted[1:2], states, pipeline)[0]
+    assert confirming.orientation_changed
+    assert [held.upload_id for held in states[device].held] == [remounted[0].upload.upload_id]
+    rest = one_by_one(remounted[2:], states, pipeline)
+    spans = detection_spans([in_question, confirming, *rest])
+    assert [(event_type, hindsight) for _, _, event_type, hindsight in spans] == [
+        (common_pb2.EVENT_TYPE_HARSH_BRAKING, True)
+    ]
+    assert 1201.0 <= spans[0][0] <= 1205.0
+
+
 def test_hindsight_detections_go_out_with_the_first_wave_under_their_own_trip_and_trace() -> None:
     publisher, metrics = JournalPublisher(), InferenceMetrics()
 
@@ -398,6 +443,12 @@ def test_the_state_round_trips_keeps_the_store_out_of_snapshots_and_reads_versio
     assert read.held == state.held and read.to_bytes() == state.to_bytes()
     assert read.held[0].live_call_of(4) == 2 and read.held[0].live_call_of(5) is None
     assert read.held[0].trace_parent == traceparent
+    # Held while its mount was in question: the up its gravity showed, kept once a move to that gravity is confirmed.
+    in_question = HeldUpload("upload-2", "trip-1", 1010.0, pack_upload(payload), (), "", (0.0, 0.6, 0.8))
+    state.hold(in_question)
+    assert DeviceState.from_bytes(state.to_bytes()).held == [state.held[0], in_question]
+    assert in_question.saw_mount(np.array([0.0, 0.62, 0.78])) and not in_question.saw_mount(np.array([0.0, 0.0, 1.0]))
+    assert not read.held[0].saw_mount(np.array([0.0, 0.6, 0.8]))
     # An entry stored before traceparents were kept: none.
     assert HeldUpload.from_list(["upload-1", "trip-1", 1000.0, "eJw=", [[3, 2]]]) == HeldUpload(
         "upload-1", "trip-1", 1000.0, "eJw=", ((3, 2),)

@@ -12,7 +12,9 @@ What is held is the `UploadReceived` itself (protobuf bytes, zlib-compressed, ba
 JSON), so the windows are recomputed exactly as serving cuts them. The store is bounded three ways,
 oldest dropped first: `HELD_UPLOADS_MAX` uploads, `HELD_BYTES_MAX` stored bytes, and `HELD_AGE_S`
 seconds of device time before the newest. A moved mount empties it (the held uploads saw the old
-one); so does using it.
+one), but for an upload held while the mount was in question (`Calibration.mount_in_question`: its
+gravity had moved, and the next upload confirmed the move) whose gravity is the new mount's: it saw
+the new one. Using the store empties it too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from michi.windows.calibration import MOVED_AGREEMENT_DEG
+from michi.windows.signals import angle_between_deg
 
 # Six minutes of 10 s uploads: a phone that needs a few minutes of driving to find its forward axis
 # without GPS (docs/inference.md: the backwards-mounted phone, 340 s) still has its first manoeuvres held.
@@ -77,6 +82,8 @@ class HeldUpload:
     live_calls: tuple[tuple[int, int], ...] = ()
     # The W3C traceparent its record carried (ingest's span): what it yields in hindsight continues its trace.
     trace_parent: str = ""
+    # Held while its mount was in question: the up direction (device axes) its own quiet gravity showed.
+    mount_up: tuple[float, ...] = ()
 
     @property
     def size(self) -> int:
@@ -88,18 +95,32 @@ class HeldUpload:
 
     def to_list(self) -> list[Any]:
         calls = [list(call) for call in self.live_calls]
-        return [self.upload_id, self.trip_id, self.started_at_s, self.payload, calls, self.trace_parent]
+        entry = [self.upload_id, self.trip_id, self.started_at_s, self.payload, calls, self.trace_parent]
+        return [*entry, list(self.mount_up)] if self.mount_up else entry
 
     @classmethod
     def from_list(cls, data: Any) -> HeldUpload | None:
-        """An entry as `to_list` stored it; one of four items (state version 4 and 5) made no live call, and one
-        of four or five has no traceparent."""
-        if not isinstance(data, list) or len(data) not in (4, 5, 6):
+        """An entry as `to_list` stored it; one of four items (state version 4 and 5) made no live call, one of
+        four or five has no traceparent, and one of up to six was not held while its mount was in question."""
+        if not isinstance(data, list) or len(data) not in (4, 5, 6, 7):
             return None
         calls = data[4] if len(data) >= 5 and isinstance(data[4], list) else []
         live_calls = tuple((int(call[0]), int(call[1])) for call in calls if isinstance(call, list) and len(call) == 2)
-        trace_parent = data[5] if len(data) == 6 and isinstance(data[5], str) else ""
-        return cls(str(data[0]), str(data[1]), float(data[2]), str(data[3]), live_calls, trace_parent)
+        trace_parent = data[5] if len(data) >= 6 and isinstance(data[5], str) else ""
+        mount_up = data[6] if len(data) == 7 and isinstance(data[6], list) and len(data[6]) == 3 else []
+        return cls(
+            str(data[0]),
+            str(data[1]),
+            float(data[2]),
+            str(data[3]),
+            live_calls,
+            trace_parent,
+            tuple(float(value) for value in mount_up),
+        )
+
+    def saw_mount(self, up: np.ndarray) -> bool:
+        """Whether it was held while its mount was in question, its gravity that of the mount whose up is `up`."""
+        return bool(self.mount_up) and angle_between_deg(np.array(self.mount_up), up) <= MOVED_AGREEMENT_DEG
 
 
 def held_with(held: list[HeldUpload], entry: HeldUpload) -> list[HeldUpload]:
