@@ -55,7 +55,7 @@ TEMPORARY_SUFFIX = ".tmp"
 # Rows of the carried tail (one per 1 s block: time, 3 accel, vibration, 3 gyro, stopped) and their width.
 TAIL_WIDTH = 9
 # Lists whose length varies: their bound (rows or values).
-VARIABLE_LISTS = {"tail": TAIL_BLOCKS, "pending_brake": 5, "moved_candidate": 3}
+VARIABLE_LISTS = {"tail": TAIL_BLOCKS, "pending_brake": 5, "moved_candidate": 3, "calibrated_axes": 6}
 
 
 class StateRefused(ValueError):

@@ -44,7 +44,9 @@ acceleration, mean bias-free rotation rate, vibration), which is what every rule
   The first of the two (a phone remounted between trips, or a steep ramp) is *in question*:
   it is read with its own gravity and no forward axis (`Calibration.mount_in_question`, state
   gravity-only), never with the axes of a mount that may be gone, and its evidence is left out
-  of the sums; the next upload tells which.
+  of the sums; the next upload tells which. A mount **turned round** about up leaves gravity
+  where it was: it moved when the recent uploads' own forward evidence points backward along the
+  calibrated axis two uploads in a row (`_turned_round`).
 """
 
 from __future__ import annotations
@@ -115,6 +117,15 @@ FULL_DIP_UPLOADS = 8.0
 DIP_MAX_CONFIDENCE = 0.35
 # A high-confidence calibration (features and the detection rule rely on it).
 RELIABLE_CONFIDENCE = 0.5
+# A mount turned round about up (gravity unchanged: a phone lying flat, or put back in its holder facing the
+# other way): the recent uploads' own forward evidence (each upload's forward confidence x its horizontal forward
+# axis, decayed by this per upload: about 50 s) ...
+RECENT_DECAY_PER_UPLOAD = 0.8
+# ... pointing backward along the calibrated forward axis by at least this much (its projection on that axis),
+# in this many successive uploads: the mount moved. Per upload the evidence is GPS, yaw and stops (never the
+# speed dips, too weak alone): see docs/inference.md for what it gave on the shared real drives.
+TURNED_BACKWARD_EVIDENCE = 0.05
+TURNED_UPLOADS = 2
 # The forward method of an upload whose mount is in question (gravity moved; moved or not, the next upload says).
 IN_QUESTION_METHOD = "mount-in-question"
 
@@ -166,6 +177,14 @@ class CalibrationSums:
     pending_brake: list[float] = field(default_factory=list)
     # A gravity direction seen once far from the estimate, waiting for a second upload to confirm it.
     moved_candidate: list[float] = field(default_factory=list)
+    # The recent uploads' own forward evidence while the mount is calibrated (see `_turned_round`): the decayed
+    # sum of each one's forward confidence x horizontal forward (device axes), of those confidences, and how many
+    # successive uploads it has pointed the other way.
+    recent_forward: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    recent_weight: float = 0.0
+    turned_uploads: int = 0
+    # The forward and up axes (device axes, 6 numbers) of the last estimate when it was calibrated; else empty.
+    calibrated_axes: list[float] = field(default_factory=list)
 
     _EVIDENCE = (
         "gravity_sum",
@@ -635,6 +654,8 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
                     changed = True
                 else:
                     current.moved_candidate = [float(value) for value in gravity]
+        if not changed and moved_gravity is None and _turned_round(previous, current):
+            changed = True
     if changed:
         # Part of this upload (and the carried tail) saw the old mount: start the evidence afresh.
         combined = CalibrationSums(
@@ -656,7 +677,37 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
         hint = moved_gravity if moved_gravity is not None else upload.accel.mean(axis=0)
         fallback = estimate(combined, gravity_hint=hint)
         return combined, _with_change(fallback, changed)
-    return combined, _with_change(estimate(combined, linear=upload.linear_acceleration), changed)
+    calibration = estimate(combined, linear=upload.linear_acceleration)
+    if calibration.state == "calibrated":
+        combined.calibrated_axes = [float(value) for value in (*calibration.rotation[0], *calibration.rotation[2])]
+    return combined, _with_change(calibration, changed)
+
+
+def _turned_round(previous: CalibrationSums, current: CalibrationSums) -> bool:
+    """Whether the recent uploads' own forward evidence has pointed backward along the calibrated forward axis
+    for `TURNED_UPLOADS` uploads in a row (a mount turned round about up); keeps that evidence in `current`.
+
+    Gravity does not move when a mount turns about up, and the old evidence, minutes of it, fades slowly: the
+    calibration would read braking as acceleration, with full confidence, for minutes.
+    """
+    if len(previous.calibrated_axes) != 6:
+        return False
+    forward, up = np.array(previous.calibrated_axes[:3]), np.array(previous.calibrated_axes[3:])
+    recent = np.array(previous.recent_forward) * RECENT_DECAY_PER_UPLOAD
+    weight = previous.recent_weight * RECENT_DECAY_PER_UPLOAD
+    # The speed dips left out: one upload's are too weak to say anything alone.
+    combined, total, _ = _signed_evidence(current, up, dips=False)
+    length = float(np.linalg.norm(combined))
+    if total > 0 and length > 1e-9:
+        # As `estimate` weighs it: the evidence, discounted by how much its finders disagree.
+        confidence = min(1.0, total) * (length / total) ** 2
+        recent = recent + confidence * unit(_horizontal(combined, up))
+        weight += confidence
+    current.recent_forward = [float(value) for value in recent]
+    current.recent_weight = float(weight)
+    turned = float(np.dot(recent, forward)) <= -TURNED_BACKWARD_EVIDENCE
+    current.turned_uploads = previous.turned_uploads + 1 if turned else 0
+    return current.turned_uploads >= TURNED_UPLOADS
 
 
 def _with_change(calibration: Calibration, changed: bool) -> Calibration:
@@ -819,6 +870,29 @@ def _up_of_linear(sums: CalibrationSums) -> tuple[FloatArray, float]:
     return unit(up), min(1.0, count / FULL_GRAVITY_EVIDENCE) * float(np.clip((0.5 - ratio) / 0.4, 0.0, 1.0)) * 0.6
 
 
+def _signed_evidence(
+    sums: CalibrationSums, up: FloatArray, *, dips: bool = True
+) -> tuple[FloatArray, float, list[str]]:
+    """The forward evidence that knows its sign: the confidence-weighted sum of the finders' directions (the
+    speed dips' only when `dips`), the sum of their confidences, and the finders that count (0.05 or more)."""
+    signed: list[tuple[str, FloatArray, float]] = []
+    finders = (
+        ("gps", _forward_from_gps),
+        ("yaw", _forward_from_yaw),
+        ("stops", _forward_from_stops),
+        ("dips", _forward_from_dips if dips else None),
+    )
+    for name, finder in finders:
+        if finder is None:
+            continue
+        found = finder(sums, up)
+        if found is not None and found[1] > 0.0:
+            signed.append((name, found[0], found[1]))
+    total = sum(confidence for _, _, confidence in signed)
+    combined = sum((confidence * direction for _, direction, confidence in signed), np.zeros(3))
+    return combined, float(total), [name for name, _, confidence in signed if confidence >= 0.05]
+
+
 def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, linear: bool = False) -> Calibration:
     """Rotation and confidence from the sums alone (deterministic)."""
     if linear:
@@ -833,20 +907,7 @@ def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, l
         gravity_mps2 = float(np.linalg.norm(gravity_mean))
         gravity_confidence = min(1.0, sums.gravity_weight / FULL_GRAVITY_EVIDENCE) if gravity_hint is None else 0.1
 
-    signed: list[tuple[str, FloatArray, float]] = []
-    finders = (
-        ("gps", _forward_from_gps),
-        ("yaw", _forward_from_yaw),
-        ("stops", _forward_from_stops),
-        ("dips", _forward_from_dips),
-    )
-    for name, finder in finders:
-        found = finder(sums, up)
-        if found is not None and found[1] > 0.0:
-            signed.append((name, found[0], found[1]))
-    total = sum(confidence for _, _, confidence in signed)
-    combined = sum((confidence * direction for _, direction, confidence in signed), np.zeros(3))
-    methods = [name for name, _, confidence in signed if confidence >= 0.05]
+    combined, total, methods = _signed_evidence(sums, up)
     forward: FloatArray | None = None
     forward_confidence = 0.0
     if total > 0 and float(np.linalg.norm(combined)) > 1e-9:

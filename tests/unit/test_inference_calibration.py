@@ -119,6 +119,37 @@ def test_gravity_away_for_one_upload_only_leaves_the_mount_as_it_was() -> None:
     assert rotation_error_deg(results[11].rotation, mount_matrix(*steady.mount)) < 5.0
 
 
+@pytest.mark.parametrize("gps", [True, False])
+def test_a_mount_turned_round_without_its_gravity_moving_is_noticed_within_a_minute(gps: bool) -> None:
+    """A phone lying flat, or put back in its holder facing the other way: gravity where it was, forward reversed.
+    The old trip's evidence (ten minutes of it) said forward at full confidence for minutes; now the new trip's
+    own evidence pointing backward for two uploads in a row restarts the calibration, which finds the new axis."""
+    turns = [ScriptedEvent("turn", 32.0 + 20.0 * index, 5.0, 2.2 if index % 2 else -2.2) for index in range(28)]
+    first_trip = ScriptedDrive(trip_id="trip-1", duration_s=600.0, mount=(20.0, 8.0, -3.0), events=turns, seed=3)
+    second_trip = ScriptedDrive(
+        trip_id="trip-2",
+        duration_s=300.0,
+        mount=(200.0, 8.0, -3.0),
+        start_time_s=first_trip.start_time_s + 1200.0,
+        events=[ScriptedEvent("turn", 12.0 + 20.0 * index, 5.0, 2.2 if index % 2 else -2.2) for index in range(14)],
+        seed=5,
+    )
+    gravity = np.array([0.0, 0.0, 9.81])
+    assert angle_between_deg(
+        mount_matrix(*first_trip.mount) @ gravity, mount_matrix(*second_trip.mount) @ gravity
+    ) == pytest.approx(0.0, abs=1e-6)
+    sums, results = CalibrationSums(), []
+    for received in first_trip.uploads() + second_trip.uploads():
+        sums, calibration = update_calibration(sums, upload_from_proto(received if gps else _no_gps(received)))
+        results.append(calibration)
+    first, second = results[:60], results[60:]
+    assert first[-1].state == "calibrated" and not any(calibration.orientation_changed for calibration in first)
+    moved = [index for index, calibration in enumerate(second) if calibration.orientation_changed]
+    assert len(moved) == 1 and moved[0] <= 6
+    assert rotation_error_deg(second[-1].rotation, mount_matrix(*second_trip.mount)) < 10.0
+    assert second[-1].forward_confidence > 0.3
+
+
 def _no_gps(received):  # type: ignore[no-untyped-def]
     stripped = type(received)()
     stripped.CopyFrom(received)
