@@ -46,7 +46,7 @@ acceleration, mean bias-free rotation rate, vibration), which is what every rule
   gravity-only), never with the axes of a mount that may be gone, and its evidence is left out
   of the sums; the next upload tells which. A mount **turned round** about up leaves gravity
   where it was: it moved when the recent uploads' own forward evidence points backward along the
-  calibrated axis two uploads in a row (`_turned_round`).
+  calibrated axis two uploads in a row (`_turned_round`); its gravity is kept.
 """
 
 from __future__ import annotations
@@ -183,7 +183,8 @@ class CalibrationSums:
     recent_forward: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     recent_weight: float = 0.0
     turned_uploads: int = 0
-    # The forward and up axes (device axes, 6 numbers) of the last estimate when it was calibrated; else empty.
+    # The forward and up axes (device axes, 6 numbers) of the last calibrated estimate since the mount last moved
+    # (kept while contradicting evidence holds the confidence down); empty before.
     calibrated_axes: list[float] = field(default_factory=list)
 
     _EVIDENCE = (
@@ -260,6 +261,8 @@ class Calibration:
     orientation_changed: bool
     # Gravity moved away in this upload; the next upload says whether the mount moved (see the module docstring).
     mount_in_question: bool = False
+    # The mount moved by turning round about up (`_turned_round`): gravity kept, the forward evidence started afresh.
+    turned_round: bool = False
 
     @property
     def state(self) -> str:
@@ -634,7 +637,7 @@ def _upload_gravity(upload: UploadData, blocks: _Blocks) -> tuple[FloatArray, fl
 def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[CalibrationSums, Calibration]:
     """Fold one upload into the device's sums and return the estimate to use for it."""
     current, handled, blocks = upload_sums(upload, previous)
-    changed = False
+    changed = turned = False
     # This upload's own quiet gravity: confirming a move, or putting the mount in question.
     moved_gravity: FloatArray | None = None
     current.moved_candidate = []
@@ -655,10 +658,14 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
                 else:
                     current.moved_candidate = [float(value) for value in gravity]
         if not changed and moved_gravity is None and _turned_round(previous, current):
-            changed = True
+            changed = turned = True
     if changed:
-        # Part of this upload (and the carried tail) saw the old mount: start the evidence afresh.
+        # Part of this upload (and the carried tail) saw the old mount: start the evidence afresh. A mount turned
+        # round about up keeps its gravity, weighed as just enough evidence, so the new mount's own soon leads.
+        kept = min(1.0, FULL_GRAVITY_EVIDENCE / previous.gravity_weight) if turned else 0.0
         combined = CalibrationSums(
+            gravity_sum=[value * kept for value in previous.gravity_sum],
+            gravity_weight=previous.gravity_weight * kept,
             orientation_changes=previous.orientation_changes + 1,
             vibration_level=current.vibration_level,
             gyro_bias=current.gyro_bias,
@@ -669,6 +676,7 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
         # The old mount's axes may be gone: this upload is read with its own gravity and no forward axis, and
         # its evidence, of another mount or of a ramp steeper than any road's camber, is left out.
         combined = previous.plus(current.scaled(0.0))
+        combined.calibrated_axes = list(previous.calibrated_axes)
         return combined, _in_question(estimate(combined), moved_gravity)
     else:
         combined = previous.scaled(DECAY_PER_UPLOAD).plus(current)
@@ -680,7 +688,10 @@ def update_calibration(previous: CalibrationSums, upload: UploadData) -> tuple[C
     calibration = estimate(combined, linear=upload.linear_acceleration)
     if calibration.state == "calibrated":
         combined.calibrated_axes = [float(value) for value in (*calibration.rotation[0], *calibration.rotation[2])]
-    return combined, _with_change(calibration, changed)
+    elif not changed:
+        # Evidence of a turned mount takes the confidence down first: the axes it contradicts stay the reference.
+        combined.calibrated_axes = list(previous.calibrated_axes)
+    return combined, _with_change(calibration, changed, turned)
 
 
 def _turned_round(previous: CalibrationSums, current: CalibrationSums) -> bool:
@@ -710,8 +721,8 @@ def _turned_round(previous: CalibrationSums, current: CalibrationSums) -> bool:
     return current.turned_uploads >= TURNED_UPLOADS
 
 
-def _with_change(calibration: Calibration, changed: bool) -> Calibration:
-    return replace(calibration, orientation_changed=True) if changed else calibration
+def _with_change(calibration: Calibration, changed: bool, turned: bool = False) -> Calibration:
+    return replace(calibration, orientation_changed=True, turned_round=turned) if changed else calibration
 
 
 def _in_question(calibration: Calibration, gravity: FloatArray) -> Calibration:

@@ -1236,8 +1236,13 @@ def _hindsight(item: _Pending, outcome: UploadOutcome, working: DeviceState, ris
         return
     if calibration.orientation_changed:
         # Part of this upload saw the old mount, and every held one did but those held while the mount was in
-        # question whose gravity is the new mount's: they wait for its forward axis.
-        working.held = [held for held in working.held if held.saw_mount(calibration.rotation[2])]
+        # question whose gravity is the new mount's, and, for a mount turned round about up (noticed while its
+        # evidence held the confidence down), those of this trip: they wait for the new forward axis.
+        working.held = [
+            held
+            for held in working.held
+            if held.saw_mount(calibration.rotation[2]) or (calibration.turned_round and held.trip_id == data.trip_id)
+        ]
         return
     if calibration.state == "calibrated":
         if working.held:

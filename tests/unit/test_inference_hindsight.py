@@ -309,6 +309,37 @@ def test_a_brake_in_the_first_upload_of_a_remounted_phone_is_found_in_hindsight_
     assert 1201.0 <= spans[0][0] <= 1205.0
 
 
+def test_a_phone_turned_round_between_trips_without_gps_is_noticed_and_calibrates_again(physics: OnnxRiskModel) -> None:
+    """One device, neither trip with GPS: the backwards phone's drive, then the forward phone's (turned round, its
+    tilt within 4 degrees). The forward trip's stops contradict the old axis and take the confidence down before the
+    turned-mount check fires; the check still compares with the last calibrated axes, so the move is noticed
+    within three uploads and the mount calibrates again by 40 s (not 100 s, its evidence mixed with the old
+    trip's until then). Its pull-away at 40 s and brake at 100 s are each found once, with their own types."""
+    pipeline = InferencePipeline(physics, None)
+    states: dict[str, DeviceState] = {}
+    outcomes: list[UploadOutcome] = []
+    for name, start in (("auckland-backwards", START - 700.0), ("auckland-forward", START)):
+        uploads = recording_uploads(
+            shared_recording(name).without_gps(), device_id="phone", trip_id=f"trip-{name}", started_at_s=start
+        )
+        outcomes = one_by_one([received(upload) for upload in uploads], states, pipeline)
+    moved = [index for index, outcome in enumerate(outcomes) if outcome.orientation_changed]
+    assert len(moved) == 1 and moved[0] <= 3
+    calibrated = [
+        index
+        for index, outcome in enumerate(outcomes)
+        if index > moved[0]
+        and outcome.predictions
+        and outcome.predictions[0].calibration.state == common_pb2.CALIBRATION_STATE_CALIBRATED
+    ]
+    assert calibrated and calibrated[0] <= 4 and calibrated == list(range(calibrated[0], len(outcomes)))
+    spans = detection_spans(outcomes)
+    assert_one_detection_per_event(spans)
+    found = [(event_type, start) for start, _, event_type, _ in spans]
+    assert (common_pb2.EVENT_TYPE_HARSH_ACCELERATION, 40.0) in found
+    assert (common_pb2.EVENT_TYPE_HARSH_BRAKING, 100.0) in found
+
+
 def test_hindsight_detections_go_out_with_the_first_wave_under_their_own_trip_and_trace() -> None:
     publisher, metrics = JournalPublisher(), InferenceMetrics()
 

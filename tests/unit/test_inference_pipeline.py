@@ -235,6 +235,43 @@ def test_merge_continues_an_episode_across_an_upload_boundary() -> None:
     assert [(episode.detection_event_id, episode.new) for episode in other_trip] == [("detection-f", True)]
 
 
+def test_a_brake_whose_windows_dip_for_up_to_a_window_length_is_one_detection() -> None:
+    """Risky windows of one type up to 2 s apart (one window's length) are one manoeuvre: a brake in two pulses
+    with two quiet windows between them is one detection; three quiet seconds between the spans make two."""
+
+    def identifier(window_id: str, event_type: int) -> str:
+        return f"detection-{window_id}"
+
+    def episodes(risky: list[int | None]) -> list[tuple[str, list[int]]]:
+        found, _ = merge_windows(
+            trip_id="t",
+            starts_s=[100.0 + index for index in range(len(risky))],
+            ends_s=[102.0 + index for index in range(len(risky))],
+            risky_types=risky,
+            first_window_ids=[f"w{index}" for index in range(len(risky))],
+            detection_id=identifier,
+            open_episode=None,
+        )
+        return [(episode.detection_event_id, episode.window_positions) for episode in found]
+
+    # Windows 100-102 and 101-103 risky, 102-104 and 103-105 not, 104-106 risky: 1 s between the spans.
+    assert episodes([BRAKING, BRAKING, None, None, BRAKING]) == [("detection-w0", [0, 1, 4])]
+    # 105-107 after 100-102 and 101-103: 2 s apart, still one manoeuvre.
+    assert episodes([BRAKING, BRAKING, None, None, None, BRAKING]) == [("detection-w0", [0, 1, 5])]
+    # 106-108: 3 s apart, a second brake.
+    assert episodes([BRAKING, BRAKING, None, None, None, None, BRAKING]) == [
+        ("detection-w0", [0, 1]),
+        ("detection-w6", [6]),
+    ]
+    # Another type between them does not join them, nor does it join them to itself.
+    acceleration = common_pb2.EVENT_TYPE_HARSH_ACCELERATION
+    assert episodes([BRAKING, acceleration, BRAKING]) == [
+        ("detection-w0", [0]),
+        ("detection-w1", [1]),
+        ("detection-w2", [2]),
+    ]
+
+
 def test_speeding_across_upload_boundaries_is_one_detection(detector: OnnxDetector) -> None:
     # Cruising at 14 m/s (50 km/h) where the map says 30 km/h: one long episode over four uploads.
     drive = ScriptedDrive(duration_s=60.0)

@@ -1,10 +1,11 @@
 """Merge risky windows into one detection per event, across overlapping windows and uploads.
 
 Windows overlap (2 s long, hop 1 s), so one 1.5 s brake is seen by two or three windows. Windows
-of the same risky type whose spans overlap or touch (gap ≤ `MERGE_GAP_SECONDS`) belong to one
-episode, which yields one detection whose id comes from the episode's first window. The open
-episode is kept in the device state, so a brake cut by an upload boundary stays one detection
-(emitted with the upload where it began).
+of the same risky type whose spans are no more than `MERGE_GAP_SECONDS` (one window's length) apart
+belong to one episode, which yields one detection whose id comes from the episode's first window: a
+brake whose deceleration dips for a second or two between two pulses is one manoeuvre, as hindsight
+judges it too (`services.inference.handlers`). The open episode is kept in the device state, so a brake
+cut by an upload boundary stays one detection (emitted with the upload where it began).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-MERGE_GAP_SECONDS = 0.25
+from michi.windows.features import WINDOW_SECONDS
+
+# Two risky windows of one type this close (seconds between one's end and the next's start): one manoeuvre.
+MERGE_GAP_SECONDS = WINDOW_SECONDS
 
 
 @dataclass
