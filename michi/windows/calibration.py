@@ -708,10 +708,8 @@ def _turned_round(previous: CalibrationSums, current: CalibrationSums) -> bool:
     weight = previous.recent_weight * RECENT_DECAY_PER_UPLOAD
     # The speed dips left out: one upload's are too weak to say anything alone.
     combined, total, _ = _signed_evidence(current, up, dips=False)
-    length = float(np.linalg.norm(combined))
-    if total > 0 and length > 1e-9:
-        # As `estimate` weighs it: the evidence, discounted by how much its finders disagree.
-        confidence = min(1.0, total) * (length / total) ** 2
+    confidence = _signed_confidence(combined, total)
+    if confidence > 0.0:
         recent = recent + confidence * unit(_horizontal(combined, up))
         weight += confidence
     current.recent_forward = [float(value) for value in recent]
@@ -887,21 +885,25 @@ def _signed_evidence(
     """The forward evidence that knows its sign: the confidence-weighted sum of the finders' directions (the
     speed dips' only when `dips`), the sum of their confidences, and the finders that count (0.05 or more)."""
     signed: list[tuple[str, FloatArray, float]] = []
-    finders = (
-        ("gps", _forward_from_gps),
-        ("yaw", _forward_from_yaw),
-        ("stops", _forward_from_stops),
-        ("dips", _forward_from_dips if dips else None),
-    )
+    finders = [("gps", _forward_from_gps), ("yaw", _forward_from_yaw), ("stops", _forward_from_stops)]
+    if dips:
+        finders.append(("dips", _forward_from_dips))
     for name, finder in finders:
-        if finder is None:
-            continue
         found = finder(sums, up)
         if found is not None and found[1] > 0.0:
             signed.append((name, found[0], found[1]))
     total = sum(confidence for _, _, confidence in signed)
     combined = sum((confidence * direction for _, direction, confidence in signed), np.zeros(3))
     return combined, float(total), [name for name, _, confidence in signed if confidence >= 0.05]
+
+
+def _signed_confidence(combined: FloatArray, total: float) -> float:
+    """How far `_signed_evidence` can be trusted: its amount (capped at 1), discounted by how much its finders
+    disagree (the length of their weighted sum over the sum of their weights, squared)."""
+    length = float(np.linalg.norm(combined))
+    if total <= 0 or length <= 1e-9:
+        return 0.0
+    return min(1.0, total) * (length / total) ** 2
 
 
 def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, linear: bool = False) -> Calibration:
@@ -923,7 +925,7 @@ def estimate(sums: CalibrationSums, gravity_hint: FloatArray | None = None, *, l
     forward_confidence = 0.0
     if total > 0 and float(np.linalg.norm(combined)) > 1e-9:
         coherence = float(np.linalg.norm(combined)) / total
-        forward_confidence = min(1.0, total) * coherence**2
+        forward_confidence = _signed_confidence(combined, total)
         axis = _longitudinal_axis(sums, up)
         if axis is not None and axis[1] > 0.0:
             signed_direction = combined / float(np.linalg.norm(combined))

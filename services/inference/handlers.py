@@ -60,10 +60,12 @@ session, so outside the batch's run), the same decision rule and episode merging
 have given them. What it finds is emitted as `Detection`s with
 `hindsight` set (`UploadOutcome.hindsight_detections`, published with the first wave under their own trip),
 never in the upload's segment; no predictions or label requests are made again. A moved mount empties the
-store (but for the upload held while the mount was in question, which saw the new mount: `HeldUpload.saw_mount`),
-using it too. The upload in which gravity first moves (a phone remounted between trips) is read with its own
-gravity and no forward axis (`Calibration.mount_in_question`), so held like any gravity-only one. A replay recomputes from a snapshot without the store, so it never re-runs them; a fresh
-processing after a crash (the state not written) finds the store as it was and yields the same detections.
+store (but for the upload held while the mount was in question, which saw the new mount: `HeldUpload.saw_mount`;
+and, for a mount turned round, the trip's held uploads), using it too. The upload in which gravity first moves
+(a phone remounted between trips) is read with its own gravity and no forward axis
+(`Calibration.mount_in_question`), so held like any gravity-only one. A replay recomputes from a snapshot without
+the store, so it never re-runs them; a fresh processing after a crash (the state not written) finds the store as
+it was and yields the same detections.
 
 Degenerate uploads (no usable IMU: too few samples, arrays of unequal length, offsets not
 increasing, non-finite values) are skipped with a reason — no windows, but still their
